@@ -1,0 +1,33 @@
+package openapi
+
+import (
+	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
+)
+
+// TestControlPlaneIsValid keeps the embedded contract loadable and valid
+// OpenAPI 3; http/server's contract tests check the server against it.
+func TestControlPlaneIsValid(t *testing.T) {
+	loader := openapi3.NewLoader()
+	doc, err := loader.LoadFromData(ControlPlane)
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	if err := doc.Validate(loader.Context); err != nil {
+		t.Fatalf("validate: %v", err)
+	}
+	if doc.OpenAPI != "3.0.3" {
+		t.Errorf("openapi %q, want 3.0.3", doc.OpenAPI)
+	}
+	for path, item := range doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			if op.OperationID == "" {
+				t.Errorf("%s %s has no operationId", method, path)
+			}
+			if op.Responses.Default() == nil {
+				t.Errorf("%s %s has no default (error envelope) response", method, path)
+			}
+		}
+	}
+}

@@ -1,0 +1,40 @@
+// Command otherix-api is the Otherix control plane: the REST API, the embedded
+// etcd member that holds all state, the actor system and the job dispatcher.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	if err := rootCommand().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "otherix-api:", err)
+		os.Exit(1)
+	}
+}
+
+func rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "otherix-api",
+		Short:         "Otherix control plane: REST API, embedded etcd, actors and job dispatcher",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return serve(cmd)
+		},
+	}
+	f := root.Flags()
+	f.String("config", "", "YAML configuration file")
+	f.String("data-dir", "", "data directory for etcd and snapshots (env OTHERIX_DATA_DIR)")
+	f.String("listen", "", "REST listener address (env OTHERIX_LISTEN)")
+	root.AddCommand(restoreCommand())
+	return root
+}

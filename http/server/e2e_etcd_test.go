@@ -1,0 +1,321 @@
+//go:build etcd
+
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/otherix/otherix/actors/gateway"
+	"github.com/otherix/otherix/http/client"
+	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/persistence/etcd"
+	"github.com/otherix/otherix/persistence/store"
+)
+
+// startAPI runs the whole control plane in-process: a real embedded etcd in a
+// temp dir, the store, the actor system behind the gateway, and this server
+// over loopback HTTP. Every response the returned client sees is checked
+// against control-plane.yaml.
+func startAPI(t *testing.T) *client.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	member, err := etcd.Start(ctx, etcd.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("start etcd: %v", err)
+	}
+	t.Cleanup(member.Close)
+	st := store.New(member.Client(), store.WithMaxTxnOps(member.MaxTxnOps()))
+	if _, err := st.SeedSettings(ctx, messages.DefaultSettings()); err != nil {
+		t.Fatalf("seed settings: %v", err)
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	// A long job backoff keeps tasks pending after their first (failing,
+	// node-less) attempt, so the tests can observe and cancel them.
+	gw, err := gateway.Start(ctx, st, gateway.Config{JobBackoffBase: time.Minute, JobBackoffMax: time.Minute}, log)
+	if err != nil {
+		t.Fatalf("start gateway: %v", err)
+	}
+	t.Cleanup(gw.Close)
+	srv := New(Config{MetricsEnabled: true}, gw, log)
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	hc, _ := newContractClient(t, ts.URL)
+	c, err := client.New(ts.URL, client.WithHTTPClient(hc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for c.Readyz(ctx) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("control plane never became ready")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return c
+}
+
+// testWriter sends log lines to the test log, so they show only on failure.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p))
+	return len(p), nil
+}
+
+func vmRequest(name string) messages.CreateVMRequest {
+	return messages.CreateVMRequest{Name: name, Spec: messages.VMSpec{
+		Image: messages.ImageSource{URL: "https://images.example/debian-12.qcow2"}, CPUs: 1, MemoryMiB: 256}}
+}
+
+func wantCode(t *testing.T, err error, status int, code string) {
+	t.Helper()
+	apiErr, ok := err.(*client.APIError)
+	if !ok || apiErr.Status != status || apiErr.Code != code {
+		t.Fatalf("error %v, want %d %s", err, status, code)
+	}
+}
+
+func TestE2ECreateGetList(t *testing.T) {
+	c := startAPI(t)
+	ctx := t.Context()
+	a, err := c.CreateVM(ctx, vmRequest("web-0"))
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	if a.Location != "/v1/tasks/"+a.Task.ID || a.Task.State != messages.TaskPending || a.Task.Kind != messages.TaskVMCreate ||
+		a.Task.Target.ID != a.VM.ID || a.VM.Name != "web-0" || a.VM.Spec.CPUs != 1 {
+		t.Fatalf("create answered %+v task %+v vm %+v", a, a.Task, a.VM)
+	}
+	byID, err := c.GetVM(ctx, a.VM.ID)
+	if err != nil || byID.Name != "web-0" {
+		t.Fatalf("get by id: %+v %v", byID, err)
+	}
+	byName, err := c.GetVM(ctx, "web-0")
+	if err != nil || byName.ID != a.VM.ID {
+		t.Fatalf("get by name: %+v %v", byName, err)
+	}
+	_, err = c.GetVM(ctx, "nope")
+	wantCode(t, err, 404, "not_found")
+	task, err := c.GetTask(ctx, a.Task.ID)
+	if err != nil || task.ID != a.Task.ID {
+		t.Fatalf("get task: %+v %v", task, err)
+	}
+
+	want := []string{a.VM.ID}
+	for i := 1; i < 7; i++ {
+		a, err := c.CreateVM(ctx, vmRequest(fmt.Sprintf("web-%d", i)))
+		if err != nil {
+			t.Fatalf("create %d: %v", i, err)
+		}
+		want = append(want, a.VM.ID)
+	}
+	var got []string
+	cursor, pages := "", 0
+	for {
+		vms, next, err := c.ListVMs(ctx, client.ListOptions{Limit: 3, Cursor: cursor})
+		if err != nil {
+			t.Fatalf("list page %d: %v", pages, err)
+		}
+		pages++
+		for _, vm := range vms {
+			got = append(got, vm.ID)
+		}
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	if pages != 3 || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("listed %v in %d pages, want %v in 3", got, pages, want)
+	}
+	tasks, _, err := c.ListTasks(ctx, client.ListOptions{Limit: 200})
+	if err != nil || len(tasks) != 7 {
+		t.Fatalf("tasks: %d %v", len(tasks), err)
+	}
+	_, _, err = c.ListVMs(ctx, client.ListOptions{Cursor: "!!"})
+	wantCode(t, err, 400, "invalid_cursor")
+}
+
+func TestE2EBadWrites(t *testing.T) {
+	c := startAPI(t)
+	ctx := t.Context()
+	if _, err := c.CreateVM(ctx, vmRequest("db")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.CreateVM(ctx, vmRequest("db"))
+	wantCode(t, err, 409, "vm_name_conflict")
+	for _, name := range []string{"DB", "-db", "db_1", "", "a-very-long-name-that-goes-on-and-on-past-the-sixty-three-character-limit"} {
+		_, err := c.CreateVM(ctx, vmRequest(name))
+		wantCode(t, err, 400, "invalid_field")
+	}
+	vms, _, err := c.ListVMs(ctx, client.ListOptions{})
+	if err != nil || len(vms) != 1 {
+		t.Fatalf("%d vms after bad creates (%v), want 1", len(vms), err)
+	}
+}
+
+func TestE2EStalePatch(t *testing.T) {
+	c := startAPI(t)
+	ctx := t.Context()
+	a, err := c.CreateVM(ctx, vmRequest("app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := a.VM.Revision
+	// The VM's job may write its row meanwhile; retry a fresh read until a
+	// patch lands, then send the first revision, now certainly stale.
+	var patched *messages.VM
+	for i := 0; patched == nil; i++ {
+		vm, err := c.GetVM(ctx, "app")
+		if err != nil {
+			t.Fatal(err)
+		}
+		four := 4
+		patched, err = c.UpdateVM(ctx, "app", messages.UpdateVMRequest{Spec: messages.VMSpecPatch{CPUs: &four}, Revision: vm.Revision})
+		if err != nil && (client.ErrorCode(err) != "revision_conflict" || i > 10) {
+			t.Fatalf("patch: %v", err)
+		}
+	}
+	if patched.Spec.CPUs != 4 || patched.Generation != a.VM.Generation+1 || patched.Revision <= old {
+		t.Fatalf("patched %+v", patched)
+	}
+	eight := 8
+	_, err = c.UpdateVM(ctx, "app", messages.UpdateVMRequest{Spec: messages.VMSpecPatch{CPUs: &eight}, Revision: old})
+	wantCode(t, err, 409, "revision_conflict")
+	_, err = c.UpdateVM(ctx, "app", messages.UpdateVMRequest{Spec: messages.VMSpecPatch{CPUs: &eight}}, client.WithIfMatch(old))
+	wantCode(t, err, 409, "revision_conflict")
+	after, err := c.GetVM(ctx, "app")
+	if err != nil || after.Spec.CPUs != 4 || after.Generation != patched.Generation {
+		t.Fatalf("a stale patch changed the vm: %+v %v", after, err)
+	}
+}
+
+func TestE2EConcurrentCreatesOneName(t *testing.T) {
+	c := startAPI(t)
+	ctx := t.Context()
+	const n = 50
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() { _, errs[i] = c.CreateVM(ctx, vmRequest("race")) })
+	}
+	wg.Wait()
+	won := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case client.ErrorCode(err) != "vm_name_conflict":
+			t.Errorf("unexpected error %v", err)
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d creates won, want exactly 1", won)
+	}
+	vms, _, err := c.ListVMs(ctx, client.ListOptions{})
+	if err != nil || len(vms) != 1 {
+		t.Fatalf("%d vms (%v), want 1", len(vms), err)
+	}
+}
+
+func TestE2EIdempotentCreate(t *testing.T) {
+	c := startAPI(t)
+	ctx := t.Context()
+	key := client.WithIdempotencyKey("create-api-1")
+	first, err := c.CreateVM(ctx, vmRequest("api"), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := c.CreateVM(ctx, vmRequest("api"), key)
+	if err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	if !again.Replayed || again.Task.ID != first.Task.ID || again.VM.ID != first.VM.ID || again.Location != first.Location {
+		t.Fatalf("retry answered %+v, first %+v", again, first)
+	}
+	_, err = c.CreateVM(ctx, vmRequest("api-2"), key)
+	wantCode(t, err, 422, "idempotency_key_reused")
+
+	// Many retries of one request at once still create one VM.
+	var wg sync.WaitGroup
+	key2 := client.WithIdempotencyKey("create-burst")
+	for range 10 {
+		wg.Go(func() {
+			_, err := c.CreateVM(ctx, vmRequest("burst"), key2)
+			if err != nil && client.ErrorCode(err) != "idempotency_in_progress" {
+				t.Errorf("burst: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	vms, _, err := c.ListVMs(ctx, client.ListOptions{})
+	if err != nil || len(vms) != 2 {
+		t.Fatalf("%d vms (%v), want api and burst", len(vms), err)
+	}
+	tasks, _, err := c.ListTasks(ctx, client.ListOptions{})
+	if err != nil || len(tasks) != 2 {
+		t.Fatalf("%d tasks (%v), want 2", len(tasks), err)
+	}
+}
+
+func TestE2ETaskLongPoll(t *testing.T) {
+	c := startAPI(t)
+	ctx := t.Context()
+	a, err := c.CreateVM(ctx, vmRequest("poll"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A poll with a short window answers with the current state when it ends.
+	start := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, 700*time.Millisecond)
+	last, err := c.WaitTask(wctx, a.Task.ID, 10*time.Second)
+	cancel()
+	if last == nil || err == nil && !messages.Terminal(last.State) || time.Since(start) > 3*time.Second {
+		t.Fatalf("short wait: %+v %v after %v", last, err, time.Since(start))
+	}
+
+	// A long poll in flight answers the moment the task ends.
+	done := make(chan *messages.Task, 1)
+	go func() {
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		task, err := c.WaitTask(wctx, a.Task.ID, 20*time.Second)
+		if err != nil {
+			t.Errorf("wait: %v", err)
+		}
+		done <- task
+	}()
+	time.Sleep(300 * time.Millisecond)
+	for i := 0; ; i++ {
+		_, err := c.CancelTask(ctx, a.Task.ID)
+		if err == nil || client.ErrorCode(err) == "task_terminal" {
+			break
+		}
+		// The job may be mid-attempt (running) for a moment.
+		if i > 50 {
+			t.Fatalf("cancel: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancelled := time.Now()
+	select {
+	case task := <-done:
+		if task == nil || !messages.Terminal(task.State) {
+			t.Fatalf("long poll returned %+v", task)
+		}
+		if lag := time.Since(cancelled); lag > 5*time.Second {
+			t.Errorf("long poll saw the end %v late", lag)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("long poll did not return after the task ended")
+	}
+	_, err = c.GetTask(ctx, messages.NewID())
+	wantCode(t, err, 404, "not_found")
+}

@@ -1,0 +1,121 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/persistence/store"
+)
+
+// Transport-only kinds. The domain never produces them (media types and
+// routing are HTTP notions), so they live here, above messages' range, and go
+// through the same table as every domain kind.
+const (
+	kindUnsupportedMedia messages.Kind = 1000 + iota
+	kindRouteNotFound
+	kindMethodNotAllowed
+)
+
+// kindRule is how one error kind reaches the wire.
+type kindRule struct {
+	status int
+	// code, when set, replaces the error's own code: every stale write is a
+	// revision_conflict whatever the layer below called it, and an internal
+	// error never shows its code.
+	code string
+}
+
+// kinds is THE table from error kind to HTTP status. Nothing else in the
+// package chooses a status for an error.
+var kinds = map[messages.Kind]kindRule{
+	messages.KindInvalid:       {status: http.StatusBadRequest},
+	messages.KindNotFound:      {status: http.StatusNotFound},
+	messages.KindConflict:      {status: http.StatusConflict},
+	messages.KindStale:         {status: http.StatusConflict, code: "revision_conflict"},
+	messages.KindUnavailable:   {status: http.StatusServiceUnavailable},
+	messages.KindUnprocessable: {status: http.StatusUnprocessableEntity},
+	messages.KindTooLarge:      {status: http.StatusRequestEntityTooLarge},
+	messages.KindInternal:      {status: http.StatusInternalServerError, code: codeInternal},
+	kindUnsupportedMedia:       {status: http.StatusUnsupportedMediaType},
+	kindRouteNotFound:          {status: http.StatusNotFound},
+	kindMethodNotAllowed:       {status: http.StatusMethodNotAllowed},
+}
+
+const (
+	codeInternal = "internal"
+	// internalMessage is all a client learns of an internal error; the cause
+	// goes to the log with the request id, never to the wire.
+	internalMessage = "internal server error; quote the request id to an operator"
+)
+
+// errorBody is the error envelope: {"error":{"code","message","details"}}.
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string         `json:"code"`
+	Message string         `json:"message"`
+	Details map[string]any `json:"details"`
+}
+
+// apiError builds an error raised by the HTTP layer itself.
+func apiError(kind messages.Kind, code, format string, args ...any) *messages.Error {
+	return messages.Errorf(kind, code, format, args...)
+}
+
+// classify turns any error into the domain error that goes on the wire and
+// the table row that says how.
+func classify(err error) (*messages.Error, kindRule) {
+	var e *messages.Error
+	switch {
+	case errors.As(err, &e):
+	case errors.Is(err, store.ErrBadCursor):
+		e = apiError(messages.KindInvalid, "invalid_cursor", "the cursor is malformed; start again without one")
+	case errors.Is(err, context.DeadlineExceeded):
+		e = &messages.Error{Kind: messages.KindUnavailable, Code: "timeout", Message: "the control plane did not answer in time", Err: err}
+	default:
+		e = &messages.Error{Kind: messages.KindInternal, Code: codeInternal, Err: err}
+	}
+	rule, ok := kinds[e.Kind]
+	if !ok {
+		rule = kinds[messages.KindInternal]
+	}
+	return e, rule
+}
+
+// writeError answers the request with the envelope for err and stops the
+// handler chain. Internal errors are logged here, once, at the boundary.
+func (s *Server) writeError(c *gin.Context, err error) { s.respond(c, err, true) }
+
+// respond writes the envelope; logIt=false is for callers that logged already.
+func (s *Server) respond(c *gin.Context, err error, logIt bool) {
+	e, rule := classify(err)
+	code, msg, details := e.Code, e.Message, e.Details
+	if rule.code != "" {
+		code = rule.code
+	}
+	if logIt && rule.status >= http.StatusInternalServerError {
+		level := slog.LevelError
+		if rule.status != http.StatusInternalServerError {
+			level = slog.LevelWarn
+		}
+		s.log.LogAttrs(c.Request.Context(), level, "request failed",
+			slog.String("request_id", requestID(c)), slog.String("code", e.Code), slog.Any("error", err))
+	}
+	if rule.status == http.StatusInternalServerError {
+		msg, details = internalMessage, nil
+	}
+	if code == "" {
+		code = codeInternal
+	}
+	if details == nil {
+		details = map[string]any{}
+	}
+	c.AbortWithStatusJSON(rule.status, errorBody{Error: errorDetail{Code: code, Message: msg, Details: details}})
+}

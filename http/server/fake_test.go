@@ -1,0 +1,217 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"log/slog"
+
+	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/persistence/store"
+)
+
+// fakeCP is the far side of the boundary under test: just enough control
+// plane to drive the middleware and the error table. The real one is tested
+// end to end in e2e_etcd_test.go.
+type fakeCP struct {
+	mu      sync.Mutex
+	creates int
+	// err, when set, is what every call fails with.
+	err      error
+	readyErr error
+	lastPage store.Page
+	lastUpd  messages.UpdateVMRequest
+	lastKind string
+	lastForc bool
+	idem     *memIdempotency
+}
+
+var _ ControlPlane = (*fakeCP)(nil)
+
+func newFakeCP() *fakeCP { return &fakeCP{idem: newMemIdempotency()} }
+
+func (f *fakeCP) Ready(context.Context) error { return f.readyErr }
+
+func (f *fakeCP) CreateVM(_ context.Context, owner string, req messages.CreateVMRequest) (*messages.VM, *messages.Task, error) {
+	if req.Name == "panic" {
+		panic("boom")
+	}
+	if f.err != nil {
+		return nil, nil, f.err
+	}
+	if err := messages.ValidateName("name", req.Name); err != nil {
+		return nil, nil, err
+	}
+	f.mu.Lock()
+	f.creates++
+	f.mu.Unlock()
+	vm := fakeVM(req.Name, owner)
+	return vm, fakeTask(messages.TaskVMCreate, vm), nil
+}
+
+func (f *fakeCP) GetVM(_ context.Context, owner, ref string) (*messages.VM, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	return fakeVM(ref, owner), nil
+}
+
+func (f *fakeCP) ListVMs(_ context.Context, _ string, page store.Page) ([]*messages.VM, string, error) {
+	f.mu.Lock()
+	f.lastPage = page
+	f.mu.Unlock()
+	return nil, "", f.err
+}
+
+func (f *fakeCP) UpdateVM(_ context.Context, owner, ref string, req messages.UpdateVMRequest) (*messages.VM, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	f.mu.Lock()
+	f.lastUpd = req
+	f.mu.Unlock()
+	return fakeVM(ref, owner), nil
+}
+
+func (f *fakeCP) VMTask(_ context.Context, owner, ref, kind string, force bool) (*messages.VM, *messages.Task, error) {
+	if f.err != nil {
+		return nil, nil, f.err
+	}
+	f.mu.Lock()
+	f.lastKind, f.lastForc = kind, force
+	f.mu.Unlock()
+	vm := fakeVM(ref, owner)
+	return vm, fakeTask(kind, vm), nil
+}
+
+func (f *fakeCP) GetTask(_ context.Context, _, id string) (*messages.Task, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	t := fakeTask(messages.TaskVMCreate, fakeVM("x", messages.AnonymousOwner))
+	t.ID = id
+	return t, nil
+}
+
+// WaitTask never sees the task finish: it waits for ctx like a pending task.
+func (f *fakeCP) WaitTask(ctx context.Context, _, _ string) (*messages.Task, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (f *fakeCP) ListTasks(_ context.Context, _ string, page store.Page) ([]*messages.Task, string, error) {
+	f.mu.Lock()
+	f.lastPage = page
+	f.mu.Unlock()
+	return nil, "", f.err
+}
+
+func (f *fakeCP) CancelTask(_ context.Context, _, id string) (*messages.Task, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	t := fakeTask(messages.TaskVMCreate, fakeVM("x", messages.AnonymousOwner))
+	t.ID, t.State = id, messages.TaskCancelled
+	return t, nil
+}
+
+func (f *fakeCP) ReserveIdempotency(ctx context.Context, scope, key, hash string, stale time.Duration) (*store.IdempotencyRecord, bool, error) {
+	return f.idem.ReserveIdempotency(ctx, scope, key, hash, stale)
+}
+
+func (f *fakeCP) CompleteIdempotency(ctx context.Context, scope, key string, rec store.IdempotencyRecord) error {
+	return f.idem.CompleteIdempotency(ctx, scope, key, rec)
+}
+
+func (f *fakeCP) ReleaseIdempotency(ctx context.Context, scope, key string) error {
+	return f.idem.ReleaseIdempotency(ctx, scope, key)
+}
+
+func fakeVM(name, owner string) *messages.VM {
+	now := time.Now().UTC()
+	spec := messages.VMSpec{Image: messages.ImageSource{URL: "https://images.example/debian.qcow2"}}
+	spec.Defaults()
+	return &messages.VM{ID: messages.NewID(), Name: name, Owner: owner, Generation: 1, Spec: spec,
+		Status: messages.VMStatus{Phase: messages.PhasePending}, CreatedAt: now, UpdatedAt: now, Revision: 7}
+}
+
+func fakeTask(kind string, vm *messages.VM) *messages.Task {
+	now := time.Now().UTC()
+	return &messages.Task{ID: messages.NewID(), Kind: kind, State: messages.TaskPending, Owner: vm.Owner,
+		Target: messages.Target{Kind: "vm", ID: vm.ID, Name: vm.Name}, CreatedAt: now, UpdatedAt: now, Revision: 3}
+}
+
+// memIdempotency mirrors the store's reservation semantics in memory.
+type memIdempotency struct {
+	mu   sync.Mutex
+	recs map[string]store.IdempotencyRecord
+}
+
+func newMemIdempotency() *memIdempotency {
+	return &memIdempotency{recs: map[string]store.IdempotencyRecord{}}
+}
+
+func (m *memIdempotency) ReserveIdempotency(_ context.Context, scope, key, hash string, stale time.Duration) (*store.IdempotencyRecord, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := scope + "\x00" + key
+	old, ok := m.recs[k]
+	if ok && !(!old.Done && old.RequestHash == hash && time.Since(old.CreatedAt) > stale) {
+		return &old, false, nil
+	}
+	m.recs[k] = store.IdempotencyRecord{RequestHash: hash, CreatedAt: time.Now()}
+	return nil, true, nil
+}
+
+func (m *memIdempotency) CompleteIdempotency(_ context.Context, scope, key string, rec store.IdempotencyRecord) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rec.Done = true
+	m.recs[scope+"\x00"+key] = rec
+	return nil
+}
+
+func (m *memIdempotency) ReleaseIdempotency(_ context.Context, scope, key string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.recs, scope+"\x00"+key)
+	return nil
+}
+
+func (m *memIdempotency) len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.recs)
+}
+
+// logBuffer collects log output from concurrent handlers.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func newTestServer(t *testing.T, cfg Config) (*Server, *fakeCP, *logBuffer) {
+	t.Helper()
+	cp := newFakeCP()
+	logs := &logBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return New(cfg, cp, log), cp, logs
+}
+
+var errLeaky = errors.New("dial tcp 10.0.0.7:2379: secret-internal-detail")

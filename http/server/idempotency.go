@@ -1,0 +1,177 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/persistence/store"
+)
+
+// Idempotency headers.
+const (
+	HeaderIdempotencyKey      = "Idempotency-Key"
+	HeaderIdempotentReplayed  = "Idempotent-Replayed"
+	maxIdempotencyKeyLength   = 255
+	idempotencyBookkeepingMax = 5 * time.Second
+)
+
+// replayedHeaders are the response headers a replay repeats.
+var replayedHeaders = []string{"Content-Type", "Location", "ETag"}
+
+// ownerOf is whose request this is. Identity comes later; until then every
+// request is the anonymous owner's, and this is the one place to change.
+func ownerOf(_ *gin.Context) string { return messages.AnonymousOwner }
+
+// idempotency makes a write carrying an Idempotency-Key run at most once: a
+// retry with the same key and the same request gets the first answer again; a
+// different request under the same key is refused.
+func (s *Server) idempotency(c *gin.Context) {
+	key, sent := c.Request.Header[HeaderIdempotencyKey]
+	if !sent {
+		c.Next()
+		return
+	}
+	if len(key) != 1 || !validIdempotencyKey(key[0]) {
+		s.writeError(c, apiError(messages.KindInvalid, "invalid_idempotency_key",
+			"%s must be one value of 1 to %d printable ASCII characters", HeaderIdempotencyKey, maxIdempotencyKeyLength))
+		return
+	}
+	body, err := io.ReadAll(c.Request.Body)
+	if err != nil {
+		s.writeError(c, errBodyRead(err))
+		return
+	}
+	c.Request.Body = io.NopCloser(bytes.NewReader(body))
+
+	ctx := c.Request.Context()
+	ids := IdempotencyStore(s.cp)
+	scope := ownerOf(c) + " " + c.Request.Method + " " + c.FullPath()
+	hash := requestHash(c.Request, body)
+	prior, reserved, err := ids.ReserveIdempotency(ctx, scope, key[0], hash, staleReservation)
+	if err == nil && !reserved && prior != nil && s.now().Sub(prior.CreatedAt) > s.cfg.IdempotencyTTL {
+		// Expired but not yet swept: forget it and treat the key as new.
+		if err = ids.ReleaseIdempotency(ctx, scope, key[0]); err == nil {
+			prior, reserved, err = ids.ReserveIdempotency(ctx, scope, key[0], hash, staleReservation)
+		}
+	}
+	switch {
+	case err != nil:
+		s.writeError(c, err)
+		return
+	case reserved:
+	case prior == nil:
+		// The store neither reserved nor showed a record: it lost a race with
+		// a release. Let the client retry rather than guess.
+		s.writeError(c, apiError(messages.KindConflict, "idempotency_in_progress",
+			"a request with this %s is in progress; retry shortly", HeaderIdempotencyKey))
+		return
+	case prior.RequestHash != hash:
+		s.writeError(c, apiError(messages.KindUnprocessable, "idempotency_key_reused",
+			"this %s was used for a different request", HeaderIdempotencyKey))
+		return
+	case !prior.Done:
+		s.writeError(c, apiError(messages.KindConflict, "idempotency_in_progress",
+			"a request with this %s is in progress; retry shortly", HeaderIdempotencyKey))
+		return
+	default:
+		replay(c, prior)
+		return
+	}
+
+	rec := &recorder{ResponseWriter: c.Writer}
+	c.Writer = rec
+	finished := false
+	defer func() {
+		// Bookkeeping must outlive a client that hung up mid-request.
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), idempotencyBookkeepingMax)
+		defer cancel()
+		status := rec.Status()
+		if !finished || status >= http.StatusInternalServerError {
+			// Nothing durable can be promised: free the key so a retry runs.
+			if err := ids.ReleaseIdempotency(bctx, scope, key[0]); err != nil {
+				s.log.LogAttrs(bctx, slog.LevelWarn, "release idempotency key",
+					slog.String("request_id", requestID(c)), slog.Any("error", err))
+			}
+			return
+		}
+		answer := store.IdempotencyRecord{RequestHash: hash, Status: status, Headers: map[string]string{},
+			Body: rec.body.Bytes(), CreatedAt: s.now()}
+		for _, h := range replayedHeaders {
+			if v := rec.Header().Get(h); v != "" {
+				answer.Headers[h] = v
+			}
+		}
+		if err := ids.CompleteIdempotency(bctx, scope, key[0], answer); err != nil {
+			// The answer went out; a retry within the stale window sees
+			// "in progress", after it runs again. Log, do not fail the request.
+			s.log.LogAttrs(bctx, slog.LevelError, "store idempotency answer",
+				slog.String("request_id", requestID(c)), slog.Any("error", err))
+		}
+	}()
+	c.Next()
+	finished = true
+}
+
+// replay repeats a stored answer.
+func replay(c *gin.Context, rec *store.IdempotencyRecord) {
+	for k, v := range rec.Headers {
+		c.Header(k, v)
+	}
+	c.Header(HeaderIdempotentReplayed, "true")
+	c.Status(rec.Status)
+	_, _ = c.Writer.Write(rec.Body)
+	c.Abort()
+}
+
+func validIdempotencyKey(k string) bool {
+	if len(k) < 1 || len(k) > maxIdempotencyKeyLength {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x20 || k[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// requestHash fingerprints what makes two writes the same request: method,
+// path with query (?force=true is a different delete), If-Match (a different
+// expected revision is a different update) and body. Fields are length-prefixed
+// so no two requests share an encoding.
+func requestHash(r *http.Request, body []byte) string {
+	h := sha256.New()
+	for _, part := range [][]byte{[]byte(r.Method), []byte(r.URL.RequestURI()), []byte(r.Header.Get("If-Match")), body} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(part)))
+		h.Write(n[:])
+		h.Write(part)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// recorder keeps a copy of the response body for the idempotency record.
+type recorder struct {
+	gin.ResponseWriter
+	body bytes.Buffer
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	r.body.Write(b)
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *recorder) WriteString(s string) (int, error) {
+	r.body.WriteString(s)
+	return r.ResponseWriter.WriteString(s)
+}

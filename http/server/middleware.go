@@ -1,0 +1,136 @@
+package server
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/otherix/otherix/messages"
+)
+
+// HeaderRequestID carries the request id in and out.
+const HeaderRequestID = "X-Request-Id"
+
+const ctxRequestID = "otherix.request_id"
+
+// unmatchedRoute labels requests no route matched, so a scanner walking random
+// paths cannot blow up log and metric cardinality.
+const unmatchedRoute = "unmatched"
+
+// requestIDMiddleware adopts the caller's request id when it is sane (so a
+// trace crosses the CLI, a proxy and us) and makes one otherwise.
+func requestIDMiddleware(c *gin.Context) {
+	id := c.GetHeader(HeaderRequestID)
+	if !saneRequestID(id) {
+		id = newRequestID()
+	}
+	c.Set(ctxRequestID, id)
+	c.Header(HeaderRequestID, id)
+	c.Next()
+}
+
+func saneRequestID(id string) bool {
+	if len(id) < 1 || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		ch := id[i]
+		ok := ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' ||
+			ch == '-' || ch == '_' || ch == '.'
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return hex.EncodeToString(b[:])
+}
+
+// requestID returns the id requestIDMiddleware assigned.
+func requestID(c *gin.Context) string { return c.GetString(ctxRequestID) }
+
+// routeOf is the route template, the label for logs and metrics.
+func routeOf(c *gin.Context) string {
+	if r := c.FullPath(); r != "" {
+		return r
+	}
+	return unmatchedRoute
+}
+
+// quietRoutes are polled by probes and scrapers every few seconds; their
+// access lines go to debug so they do not drown the log.
+var quietRoutes = map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true}
+
+// observe writes the access log line and the request metrics once the rest
+// of the chain has answered.
+func (s *Server) observe(c *gin.Context) {
+	start := time.Now()
+	c.Next()
+	elapsed := time.Since(start)
+	route, status := routeOf(c), c.Writer.Status()
+	if s.metrics != nil {
+		s.metrics.observe(c.Request.Method, route, status, elapsed)
+	}
+	level := slog.LevelInfo
+	if quietRoutes[route] && status < 400 {
+		level = slog.LevelDebug
+	}
+	s.log.LogAttrs(c.Request.Context(), level, "http request",
+		slog.String("method", c.Request.Method),
+		slog.String("route", route),
+		slog.Int("status", status),
+		slog.Duration("duration", elapsed),
+		slog.String("request_id", requestID(c)),
+		slog.Int("bytes", max(c.Writer.Size(), 0)),
+	)
+}
+
+// recovery turns a panic into a 500 envelope and a log line with the stack,
+// so one bad request cannot take the process down.
+func (s *Server) recovery(c *gin.Context) {
+	defer func() {
+		p := recover()
+		if p == nil {
+			return
+		}
+		if p == http.ErrAbortHandler {
+			// net/http's way to abort a response on purpose: let it through.
+			panic(p)
+		}
+		s.log.LogAttrs(c.Request.Context(), slog.LevelError, "handler panicked",
+			slog.String("request_id", requestID(c)),
+			slog.String("route", routeOf(c)),
+			slog.String("panic", fmt.Sprint(p)),
+			slog.String("stack", string(debug.Stack())))
+		if c.Writer.Written() {
+			c.Abort()
+			return
+		}
+		c.Writer.Header().Del("Location")
+		// Already logged with its stack above: answer without a second line.
+		s.respond(c, fmt.Errorf("panic: %v", p), false)
+	}()
+	c.Next()
+}
+
+// bodyLimit caps every request body. A declared length over the cap is
+// refused before reading; an undeclared one fails while being read.
+func (s *Server) bodyLimit(c *gin.Context) {
+	if c.Request.ContentLength > s.cfg.MaxBodyBytes {
+		s.writeError(c, apiError(messages.KindTooLarge, "request_too_large",
+			"the body is larger than %d bytes", s.cfg.MaxBodyBytes).WithDetail("limit", s.cfg.MaxBodyBytes))
+		return
+	}
+	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxBodyBytes)
+	c.Next()
+}

@@ -1,0 +1,76 @@
+package server
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/persistence/store"
+)
+
+// listResponse is the shape of every list: {"items":[…],"next_cursor":"…"}.
+type listResponse[T any] struct {
+	Items      []T    `json:"items"`
+	NextCursor string `json:"next_cursor,omitempty"`
+}
+
+func newList[T any](items []T, next string) listResponse[T] {
+	if items == nil {
+		items = []T{} // an empty list is [], never null
+	}
+	return listResponse[T]{Items: items, NextCursor: next}
+}
+
+// pageOf reads ?limit= and ?cursor=. A bad value is refused rather than
+// clamped: a script asking for 1000 items should learn it gets at most 200.
+func pageOf(c *gin.Context) (store.Page, error) {
+	var p store.Page
+	if v, ok := c.GetQuery("limit"); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > store.MaxPageSize {
+			return p, apiError(messages.KindInvalid, "invalid_limit", "limit must be an integer from 1 to %d", store.MaxPageSize).
+				WithDetail("max", store.MaxPageSize)
+		}
+		p.Limit = n
+	}
+	if v, ok := c.GetQuery("cursor"); ok && v != "" {
+		if _, err := store.DecodeCursor(v); err != nil {
+			return p, apiError(messages.KindInvalid, "invalid_cursor", "the cursor is malformed; start again without one")
+		}
+		p.Cursor = v
+	}
+	return p, nil
+}
+
+// boolQuery reads an optional boolean query parameter.
+func boolQuery(c *gin.Context, name string) (bool, error) {
+	v, ok := c.GetQuery(name)
+	if !ok || v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, apiError(messages.KindInvalid, "invalid_"+name, "%s must be true or false", name).WithDetail("parameter", name)
+	}
+	return b, nil
+}
+
+// ifMatchRevision reads an If-Match header holding a revision, as an ETag
+// ("42", W/"42") or a bare number. Zero means the header is absent.
+func ifMatchRevision(c *gin.Context) (int64, error) {
+	v := strings.TrimSpace(c.GetHeader("If-Match"))
+	if v == "" {
+		return 0, nil
+	}
+	v = strings.Trim(strings.TrimPrefix(v, "W/"), `"`)
+	rev, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || rev < 1 {
+		return 0, apiError(messages.KindInvalid, "invalid_if_match", "If-Match must hold one revision number")
+	}
+	return rev, nil
+}
+
+// etag is a resource revision as an ETag.
+func etag(rev int64) string { return `"` + strconv.FormatInt(rev, 10) + `"` }

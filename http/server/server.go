@@ -1,0 +1,117 @@
+package server
+
+import (
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultMaxBodyBytes   = 1 << 20
+	DefaultIdempotencyTTL = 24 * time.Hour
+	// staleReservation is how long an unfinished Idempotency-Key reservation
+	// blocks retries; after it the request is presumed dead with its replica
+	// and a retry takes the key over.
+	staleReservation = time.Minute
+)
+
+// Config tunes the REST API.
+type Config struct {
+	// MaxBodyBytes caps a request body; 0 means DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// MetricsEnabled serves /metrics and records request metrics.
+	MetricsEnabled bool
+	// IdempotencyTTL is how long an Idempotency-Key answer is replayed;
+	// 0 means DefaultIdempotencyTTL. Records older than this are ignored
+	// even if a sweep has not removed them yet.
+	IdempotencyTTL time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.IdempotencyTTL <= 0 {
+		c.IdempotencyTTL = DefaultIdempotencyTTL
+	}
+	return c
+}
+
+// Server is the control plane's REST API over a ControlPlane.
+type Server struct {
+	cfg     Config
+	cp      ControlPlane
+	log     *slog.Logger
+	metrics *metrics // nil when disabled
+	engine  *gin.Engine
+	// now is the clock for idempotency expiry; a seam for tests.
+	now func() time.Time
+}
+
+// New builds the router and its middleware. It starts nothing: serve
+// Handler() from an http.Server the caller owns.
+func New(cfg Config, cp ControlPlane, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg.withDefaults(), cp: cp, log: log, now: time.Now}
+	if s.cfg.MetricsEnabled {
+		s.metrics = newMetrics()
+	}
+	gin.SetMode(gin.ReleaseMode)
+	e := gin.New()
+	// A redirect has no envelope and hides a client's wrong path; answer 404.
+	e.RedirectTrailingSlash = false
+	e.RedirectFixedPath = false
+	e.HandleMethodNotAllowed = true
+	// Trust no proxy headers for the client address until a proxy setting exists.
+	_ = e.SetTrustedProxies(nil)
+	// Order matters: the request id first so every later line carries it;
+	// observe outside recovery so a panic is logged and counted as the 500 it became.
+	e.Use(requestIDMiddleware, s.observe, s.recovery, s.bodyLimit)
+	e.NoRoute(func(c *gin.Context) {
+		s.writeError(c, apiError(kindRouteNotFound, "route_not_found", "no route for %s %s", c.Request.Method, c.Request.URL.Path))
+	})
+	e.NoMethod(func(c *gin.Context) {
+		s.writeError(c, apiError(kindMethodNotAllowed, "method_not_allowed", "%s is not allowed on %s", c.Request.Method, c.Request.URL.Path).
+			WithDetail("allow", c.Writer.Header().Get("Allow")))
+	})
+	s.engine = e
+	s.routes()
+	return s
+}
+
+// routes registers every endpoint. api/openapi/control-plane.yaml describes
+// each one; a contract test fails when the two disagree.
+func (s *Server) routes() {
+	e := s.engine
+	e.GET("/healthz", s.healthz)
+	e.GET("/readyz", s.readyz)
+	e.GET("/openapi.yaml", s.openapi)
+	if s.metrics != nil {
+		e.GET("/metrics", s.metrics.handler())
+	}
+
+	v1 := e.Group("/v1")
+	idem := s.idempotency
+	v1.POST("/vms", idem, s.createVM)
+	v1.GET("/vms", s.listVMs)
+	v1.GET("/vms/:id", s.getVM)
+	v1.PATCH("/vms/:id", idem, s.updateVM)
+	v1.DELETE("/vms/:id", idem, s.deleteVM)
+	v1.POST("/vms/:id/start", idem, s.startVM)
+	v1.POST("/vms/:id/stop", idem, s.stopVM)
+
+	v1.GET("/tasks", s.listTasks)
+	v1.GET("/tasks/:id", s.getTask)
+	v1.POST("/tasks/:id/cancel", idem, s.cancelTask)
+}
+
+// Handler is the http.Handler to serve.
+func (s *Server) Handler() http.Handler { return s.engine }
+
+// Routes lists the registered routes (gin templates such as /v1/vms/:id).
+func (s *Server) Routes() gin.RoutesInfo { return s.engine.Routes() }

@@ -1,0 +1,204 @@
+package messages
+
+import (
+	"encoding/hex"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Power states a user can ask for.
+const (
+	PowerRunning = "running"
+	PowerStopped = "stopped"
+)
+
+// VM phases as observed by the control plane and agents.
+const (
+	PhasePending  = "pending"  // accepted, waiting to be placed and created on a node
+	PhaseCreating = "creating" // an agent is materialising disks and seed
+	PhaseRunning  = "running"
+	PhaseStopped  = "stopped"
+	PhasePaused   = "paused"
+	PhaseDeleting = "deleting"
+	PhaseFailed   = "failed"
+)
+
+// Limits for VM specs. They bound what one request can ask of a node.
+const (
+	MaxCPUs         = 256
+	MinMemoryMiB    = 64
+	MaxMemoryMiB    = 4 << 20 // 4 TiB
+	MaxDiskGiB      = 64 << 10
+	MaxUserDataSize = 64 << 10 // cloud-init NoCloud seeds stay small
+	MaxNICs         = 8
+)
+
+// VM is a virtual machine: what the user asked for (Spec) and what was last
+// observed (Status).
+type VM struct {
+	ID         string    `json:"id"`
+	Name       string    `json:"name"`
+	Owner      string    `json:"owner"`
+	Generation int64     `json:"generation"`
+	Spec       VMSpec    `json:"spec"`
+	Status     VMStatus  `json:"status"`
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
+	// Revision is the etcd mod revision the row was read at; it is never stored
+	// in the row itself and is what optimistic updates compare against.
+	Revision int64 `json:"revision"`
+}
+
+// VMSpec is the desired state of a VM.
+type VMSpec struct {
+	Image      ImageSource `json:"image"`
+	CPUs       int         `json:"cpus"`
+	MemoryMiB  int         `json:"memory_mib"`
+	DiskGiB    int         `json:"disk_gib"`
+	UserData   string      `json:"user_data,omitempty"`
+	Networks   []NICSpec   `json:"networks,omitempty"`
+	Node       string      `json:"node,omitempty"`
+	PowerState string      `json:"power_state"`
+}
+
+// ImageSource is where a VM's base disk comes from.
+type ImageSource struct {
+	URL    string `json:"url"`
+	SHA256 string `json:"sha256,omitempty"`
+}
+
+// NICSpec attaches a VM to a network, optionally at a static address.
+type NICSpec struct {
+	Network string `json:"network"`
+	IP      string `json:"ip,omitempty"`
+}
+
+// VMStatus is what the control plane last observed of a VM.
+type VMStatus struct {
+	Phase              string      `json:"phase"`
+	Node               string      `json:"node,omitempty"`
+	ObservedGeneration int64       `json:"observed_generation"`
+	Addresses          []string    `json:"addresses,omitempty"`
+	Conditions         []Condition `json:"conditions,omitempty"`
+	Message            string      `json:"message,omitempty"`
+	// ActiveTask is the VM's task in progress; a VM runs one operation at a time.
+	ActiveTask string `json:"active_task,omitempty"`
+}
+
+// Condition is one named, timestamped fact about a resource.
+type Condition struct {
+	Type               string    `json:"type"`
+	Status             string    `json:"status"`
+	Reason             string    `json:"reason,omitempty"`
+	Message            string    `json:"message,omitempty"`
+	LastTransitionTime time.Time `json:"last_transition_time"`
+}
+
+// EntityID implements the store's entity contract.
+func (v *VM) EntityID() string { return v.ID }
+
+// EntityRevision implements the store's entity contract.
+func (v *VM) EntityRevision() int64 { return v.Revision }
+
+// SetEntityRevision implements the store's entity contract.
+func (v *VM) SetEntityRevision(r int64) { v.Revision = r }
+
+// Defaults fills fields a create request may leave out.
+func (s *VMSpec) Defaults() {
+	if s.CPUs == 0 {
+		s.CPUs = 1
+	}
+	if s.MemoryMiB == 0 {
+		s.MemoryMiB = 512
+	}
+	if s.DiskGiB == 0 {
+		s.DiskGiB = 10
+	}
+	if s.PowerState == "" {
+		s.PowerState = PowerRunning
+	}
+}
+
+// Validate checks a spec after Defaults; it returns the first violation.
+func (s *VMSpec) Validate() error {
+	if err := validateImage(s.Image); err != nil {
+		return err
+	}
+	if s.CPUs < 1 || s.CPUs > MaxCPUs {
+		return Invalid("spec.cpus", "must be between 1 and %d", MaxCPUs)
+	}
+	if s.MemoryMiB < MinMemoryMiB || s.MemoryMiB > MaxMemoryMiB {
+		return Invalid("spec.memory_mib", "must be between %d and %d", MinMemoryMiB, MaxMemoryMiB)
+	}
+	if s.DiskGiB < 1 || s.DiskGiB > MaxDiskGiB {
+		return Invalid("spec.disk_gib", "must be between 1 and %d", MaxDiskGiB)
+	}
+	if len(s.UserData) > MaxUserDataSize {
+		return Invalid("spec.user_data", "must be at most %d bytes", MaxUserDataSize)
+	}
+	if s.PowerState != PowerRunning && s.PowerState != PowerStopped {
+		return Invalid("spec.power_state", "must be %q or %q", PowerRunning, PowerStopped)
+	}
+	if s.Node != "" {
+		if err := ValidateName("spec.node", s.Node); err != nil {
+			return err
+		}
+	}
+	if len(s.Networks) > MaxNICs {
+		return Invalid("spec.networks", "at most %d networks", MaxNICs)
+	}
+	seen := map[string]bool{}
+	for i, n := range s.Networks {
+		field := "spec.networks[" + itoa(i) + "]"
+		if err := ValidateName(field+".network", n.Network); err != nil {
+			return err
+		}
+		if seen[n.Network] {
+			return Invalid(field+".network", "network %q is attached twice", n.Network)
+		}
+		seen[n.Network] = true
+		if n.IP != "" {
+			a, err := netip.ParseAddr(n.IP)
+			if err != nil || !a.Is4() {
+				return Invalid(field+".ip", "%q is not an IPv4 address", n.IP)
+			}
+		}
+	}
+	return nil
+}
+
+func validateImage(img ImageSource) error {
+	if img.URL == "" {
+		return Invalid("spec.image.url", "is required")
+	}
+	u, err := url.Parse(img.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return Invalid("spec.image.url", "must be an http or https URL")
+	}
+	base := u.Path[strings.LastIndex(u.Path, "/")+1:]
+	if base == "" || base == "." || base == ".." || len(base) > 255 {
+		return Invalid("spec.image.url", "must end in a file name (the image cache is keyed by it)")
+	}
+	if img.SHA256 != "" {
+		if b, err := hex.DecodeString(img.SHA256); err != nil || len(b) != 32 {
+			return Invalid("spec.image.sha256", "must be 64 hexadecimal characters")
+		}
+	}
+	return nil
+}
+
+func itoa(i int) string {
+	if i == 0 {
+		return "0"
+	}
+	var b [20]byte
+	n := len(b)
+	for i > 0 {
+		n--
+		b[n] = byte('0' + i%10)
+		i /= 10
+	}
+	return string(b[n:])
+}

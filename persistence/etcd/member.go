@@ -1,0 +1,152 @@
+// Package etcd runs the embedded etcd member that holds all control-plane state,
+// and takes and restores its snapshots.
+package etcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
+	"go.uber.org/zap"
+)
+
+// Config describes one embedded member.
+type Config struct {
+	// DataDir holds the member's WAL and database. It is created 0700.
+	DataDir string
+	// Name is the member name; it must match what a restore wrote.
+	Name string
+	// PeerURL is where Raft peers reach this member. A single member still needs
+	// one; the default is a unix socket inside DataDir so no TCP port is opened.
+	PeerURL string
+	// ClientURL, when set, opens an etcd client listener (for etcdctl while
+	// debugging). Empty by default: the API talks to etcd in-process.
+	ClientURL string
+	// MaxTxnOps is etcd's per-transaction operation limit; sweeps chunk below it.
+	MaxTxnOps uint
+	// StartTimeout bounds how long Start waits for the member to become ready.
+	StartTimeout time.Duration
+}
+
+// Member is a running embedded etcd server and its in-process client.
+type Member struct {
+	cfg    Config
+	server *embed.Etcd
+	client *clientv3.Client
+}
+
+// DefaultMember is the member name used by single-node installs and restore.
+const DefaultMember = "otherix"
+
+// Start launches the member and waits until it serves requests.
+func Start(ctx context.Context, cfg Config) (*Member, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("etcd: data dir is required")
+	}
+	if cfg.Name == "" {
+		cfg.Name = DefaultMember
+	}
+	if cfg.MaxTxnOps == 0 {
+		cfg.MaxTxnOps = embed.DefaultMaxTxnOps
+	}
+	if cfg.StartTimeout == 0 {
+		cfg.StartTimeout = time.Minute
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("etcd: create data dir: %w", err)
+	}
+	ec, err := embedConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := embed.StartEtcd(ec)
+	if err != nil {
+		return nil, fmt.Errorf("etcd: start member: %w", err)
+	}
+	timer := time.NewTimer(cfg.StartTimeout)
+	defer timer.Stop()
+	select {
+	case <-srv.Server.ReadyNotify():
+	case err := <-srv.Err():
+		srv.Close()
+		return nil, fmt.Errorf("etcd: member failed while starting: %w", err)
+	case <-timer.C:
+		srv.Close()
+		return nil, fmt.Errorf("etcd: member not ready after %s", cfg.StartTimeout)
+	case <-ctx.Done():
+		srv.Close()
+		return nil, ctx.Err()
+	}
+	return &Member{cfg: cfg, server: srv, client: v3client.New(srv.Server)}, nil
+}
+
+func embedConfig(cfg Config) (*embed.Config, error) {
+	ec := embed.NewConfig()
+	ec.Name = cfg.Name
+	ec.Dir = filepath.Join(cfg.DataDir, "member-data")
+	ec.MaxTxnOps = cfg.MaxTxnOps
+	ec.LogLevel = "warn"
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zapLogger())
+	peer := cfg.PeerURL
+	if peer == "" {
+		peer = "unix://" + filepath.Join(cfg.DataDir, "peer.sock")
+	}
+	pu, err := url.Parse(peer)
+	if err != nil {
+		return nil, fmt.Errorf("etcd: peer url %q: %w", peer, err)
+	}
+	ec.ListenPeerUrls = []url.URL{*pu}
+	ec.AdvertisePeerUrls = []url.URL{*pu}
+	ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
+	if cfg.ClientURL != "" {
+		cu, err := url.Parse(cfg.ClientURL)
+		if err != nil {
+			return nil, fmt.Errorf("etcd: client url %q: %w", cfg.ClientURL, err)
+		}
+		ec.ListenClientUrls = []url.URL{*cu}
+		ec.AdvertiseClientUrls = []url.URL{*cu}
+	} else {
+		ec.ListenClientUrls = nil
+		ec.AdvertiseClientUrls = nil
+		ec.ListenClientHttpUrls = nil
+	}
+	return ec, nil
+}
+
+// zapLogger keeps etcd quiet: it logs a great deal at info level that an
+// operator of Otherix does not need.
+func zapLogger() *zap.Logger {
+	zc := zap.NewProductionConfig()
+	zc.Level = zap.NewAtomicLevelAt(zap.WarnLevel)
+	zc.Sampling = nil
+	zc.OutputPaths = []string{"stderr"}
+	zc.ErrorOutputPaths = []string{"stderr"}
+	lg, err := zc.Build()
+	if err != nil {
+		return zap.NewNop()
+	}
+	return lg
+}
+
+// Client is the in-process client; it needs no network hop.
+func (m *Member) Client() *clientv3.Client { return m.client }
+
+// MaxTxnOps is the member's per-transaction operation limit.
+func (m *Member) MaxTxnOps() int { return int(m.cfg.MaxTxnOps) }
+
+// Err reports a fatal error of the running member.
+func (m *Member) Err() <-chan error { return m.server.Err() }
+
+// Close stops the member and waits for it to release its data dir.
+func (m *Member) Close() {
+	_ = m.client.Close()
+	m.server.Close()
+	<-m.server.Server.StopNotify()
+}

@@ -1,0 +1,93 @@
+//go:build etcd
+
+package etcd
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func startMember(t *testing.T, dir string) *Member {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, err := Start(ctx, Config{DataDir: dir})
+	if err != nil {
+		t.Fatalf("start member: %v", err)
+	}
+	return m
+}
+
+func TestSnapshotRestoreRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	m := startMember(t, filepath.Join(dir, "a"))
+	if _, err := m.Client().Put(ctx, "/otherix/probe", "before"); err != nil {
+		t.Fatal(err)
+	}
+	snaps := filepath.Join(dir, "snaps")
+	path, err := m.Snapshot(ctx, snaps, time.Now())
+	if err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	resp, err := m.Client().Put(ctx, "/otherix/probe", "after")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lastRev := resp.Header.Revision
+	m.Close()
+
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("snapshot mode = %v, want 0600", fi.Mode().Perm())
+	}
+	restored := filepath.Join(dir, "b")
+	if err := Restore(path, restored, ""); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	if err := Restore(path, restored, ""); err == nil {
+		t.Fatal("restore over an existing member was accepted")
+	}
+	m2 := startMember(t, restored)
+	defer m2.Close()
+	got, err := m2.Client().Get(ctx, "/otherix/probe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Kvs) != 1 || string(got.Kvs[0].Value) != "before" {
+		t.Fatalf("restored value = %v, want before", got.Kvs)
+	}
+	if got.Header.Revision <= lastRev {
+		t.Errorf("restored revision %d does not move past %d seen before the restore", got.Header.Revision, lastRev)
+	}
+}
+
+func TestPruneSnapshotsKeepsNewest(t *testing.T) {
+	dir := t.TempDir()
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var names []string
+	for i := 0; i < 5; i++ {
+		name := filepath.Join(dir, "otherix-"+base.Add(time.Duration(i)*time.Hour).Format("20060102T150405.000000000Z")+snapshotSuffix)
+		if err := os.WriteFile(name, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, name)
+	}
+	removed, err := PruneSnapshots(dir, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(removed) != 3 {
+		t.Fatalf("removed %d, want 3", len(removed))
+	}
+	left, _ := Snapshots(dir)
+	if len(left) != 2 || left[0] != names[3] || left[1] != names[4] {
+		t.Fatalf("left %v, want the two newest", left)
+	}
+}

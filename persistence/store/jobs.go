@@ -1,0 +1,199 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/otherix/otherix/messages"
+)
+
+// Dispatcher is one replica's identity in the job queue. Its claims are keys
+// bound to its etcd lease: while the replica lives it keeps the lease alive;
+// when it dies the lease expires, the claim keys vanish and other dispatchers
+// (or the same replica after a restart) can claim the jobs again.
+type Dispatcher struct {
+	s       *Store
+	owner   string
+	session *concurrency.Session
+}
+
+// NewDispatcher opens a lease with the given TTL, kept alive until Close.
+func (s *Store) NewDispatcher(ctx context.Context, owner string, ttl time.Duration) (*Dispatcher, error) {
+	secs := int(ttl / time.Second)
+	if secs < 1 {
+		secs = 1
+	}
+	sess, err := concurrency.NewSession(s.cli, concurrency.WithTTL(secs), concurrency.WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("store: open dispatcher lease: %w", err)
+	}
+	return &Dispatcher{s: s, owner: owner, session: sess}, nil
+}
+
+// Lease is the etcd lease every claim of this dispatcher is bound to.
+func (d *Dispatcher) Lease() clientv3.LeaseID { return d.session.Lease() }
+
+// Done is closed when the lease is lost; the dispatcher then owns no claims.
+func (d *Dispatcher) Done() <-chan struct{} { return d.session.Done() }
+
+// Close revokes the lease, releasing every claim at once.
+func (d *Dispatcher) Close() error { return d.session.Close() }
+
+// Abandon stops keeping the lease alive without revoking it, as a crashed
+// replica would: its claims stay until the lease's TTL runs out.
+func (d *Dispatcher) Abandon() { d.session.Orphan() }
+
+// Claimable returns the jobs nobody holds whose backoff has passed, oldest first.
+func (s *Store) Claimable(ctx context.Context) ([]*messages.Job, error) {
+	// Read jobs and claims at one revision so a job is never seen unclaimed
+	// only because its claim was read later.
+	resp, err := s.cli.Txn(ctx).Then(
+		clientv3.OpGet(RowPrefix(Jobs), clientv3.WithPrefix()),
+		clientv3.OpGet(RowPrefix(claims), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+	).Commit()
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	held := map[string]bool{}
+	for _, k := range resp.Responses[1].GetResponseRange().Kvs {
+		held[lastSegment(string(k.Key))] = true
+	}
+	now := s.now()
+	var out []*messages.Job
+	for _, k := range resp.Responses[0].GetResponseRange().Kvs {
+		id := lastSegment(string(k.Key))
+		if held[id] {
+			continue
+		}
+		j, err := decode[messages.Job](k.Value, k.ModRevision)
+		if err != nil {
+			return nil, err
+		}
+		if j.NotBefore.After(now) {
+			continue
+		}
+		out = append(out, j)
+	}
+	return out, nil
+}
+
+// NextWakeup is the earliest NotBefore among unclaimed jobs still backing off,
+// or the zero time if none are.
+func (s *Store) NextWakeup(ctx context.Context) (time.Time, error) {
+	resp, err := s.cli.Get(ctx, RowPrefix(Jobs), clientv3.WithPrefix())
+	if err != nil {
+		return time.Time{}, unavailable(err)
+	}
+	var next time.Time
+	now := s.now()
+	for _, k := range resp.Kvs {
+		var j messages.Job
+		if json.Unmarshal(k.Value, &j) != nil {
+			continue
+		}
+		if j.NotBefore.After(now) && (next.IsZero() || j.NotBefore.Before(next)) {
+			next = j.NotBefore
+		}
+	}
+	return next, nil
+}
+
+// Claim takes a job for this dispatcher and counts the attempt. Exactly one of
+// several dispatchers racing for a job wins; the others get ErrClaimLost.
+func (d *Dispatcher) Claim(ctx context.Context, j *messages.Job) error {
+	claimed := *j
+	claimed.Attempts++
+	row, err := marshalRow(&claimed)
+	if err != nil {
+		return err
+	}
+	resp, err := d.s.cli.Txn(ctx).If(
+		clientv3.Compare(clientv3.ModRevision(RowKey(Jobs, j.ID)), "=", j.Revision),
+		clientv3.Compare(clientv3.CreateRevision(claimKey(j.ID)), "=", 0),
+	).Then(
+		clientv3.OpPut(RowKey(Jobs, j.ID), row),
+		clientv3.OpPut(claimKey(j.ID), d.owner, clientv3.WithLease(d.Lease())),
+	).Commit()
+	if err != nil {
+		return unavailable(err)
+	}
+	if !resp.Succeeded {
+		return messages.ErrClaimLost
+	}
+	*j = claimed
+	j.Revision = resp.Header.Revision
+	return nil
+}
+
+// Holds reports whether this dispatcher still holds the claim on a job.
+func (d *Dispatcher) Holds(ctx context.Context, jobID string) (bool, error) {
+	resp, err := d.s.cli.Get(ctx, claimKey(jobID))
+	if err != nil {
+		return false, unavailable(err)
+	}
+	return len(resp.Kvs) == 1 && clientv3.LeaseID(resp.Kvs[0].Lease) == d.Lease(), nil
+}
+
+// RequireClaim adds to t the precondition that this dispatcher still holds the
+// job, so a dispatcher whose claim was lost and re-taken cannot change it.
+func RequireClaim(t *Txn, lease clientv3.LeaseID, jobID string) *Txn {
+	return t.RequireLease(claimKey(jobID), lease, messages.ErrClaimLost)
+}
+
+// FinishJob adds to t the end of a job: the task written in its terminal state,
+// the job row and its claim removed. The caller adds the entity's own changes
+// so that they and the task's outcome commit together.
+func FinishJob(t *Txn, lease clientv3.LeaseID, j *messages.Job, task *messages.Task) *Txn {
+	RequireClaim(t, lease, j.ID)
+	t.Update(Tasks, task)
+	t.Delete(Jobs, j)
+	t.DeleteKey(claimKey(j.ID))
+	return t
+}
+
+// Retry releases a job after a failed attempt; it becomes claimable again after
+// backoff. The task stays pending so the user sees the job is being retried.
+func (d *Dispatcher) Retry(ctx context.Context, j *messages.Job, task *messages.Task, cause string, backoff time.Duration) error {
+	next := *j
+	next.LastError = cause
+	next.NotBefore = d.s.now().Add(backoff)
+	t := NewTxn()
+	RequireClaim(t, d.Lease(), j.ID)
+	t.Update(Jobs, &next)
+	if task != nil {
+		t.Update(Tasks, task)
+	}
+	t.DeleteKey(claimKey(j.ID))
+	if err := d.s.Commit(ctx, t); err != nil {
+		return err
+	}
+	*j = next
+	return nil
+}
+
+// UpdateTask writes a task's progress while this dispatcher holds its job.
+func (d *Dispatcher) UpdateTask(ctx context.Context, j *messages.Job, task *messages.Task) error {
+	t := NewTxn()
+	RequireClaim(t, d.Lease(), j.ID)
+	t.Update(Tasks, task)
+	return d.s.Commit(ctx, t)
+}
+
+// Drop removes a job whose task already ended (a crash between the two
+// writes, or a cancel that raced the claim); the task is left untouched.
+func (d *Dispatcher) Drop(ctx context.Context, j *messages.Job) error {
+	t := NewTxn()
+	RequireClaim(t, d.Lease(), j.ID)
+	t.DeleteKey(RowKey(Jobs, j.ID))
+	t.DeleteKey(claimKey(j.ID))
+	return d.s.Commit(ctx, t)
+}
+
+// WatchPrefixes are the key prefixes whose changes can make a job claimable:
+// new or re-timed jobs, and claims released or expired.
+func WatchPrefixes() []string { return []string{RowPrefix(Jobs), RowPrefix(claims)} }

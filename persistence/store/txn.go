@@ -1,0 +1,204 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/otherix/otherix/messages"
+)
+
+// Txn collects the keys of one atomic change: rows, uniqueness guards, index
+// keys, tasks and jobs commit together or not at all. Each guard remembers the
+// error to report if it is what refused the transaction.
+type Txn struct {
+	cmps    []clientv3.Cmp
+	ops     []clientv3.Op
+	guards  []guard
+	written []Entity
+	err     error
+}
+
+// guard is one precondition: key must have been created at createRev (0 means
+// absent) or last modified at modRev.
+type guard struct {
+	key       string
+	createRev int64
+	modRev    int64
+	byMod     bool
+	lease     clientv3.LeaseID
+	byLease   bool
+	fail      error
+}
+
+// NewTxn starts an empty change.
+func NewTxn() *Txn { return &Txn{} }
+
+func (t *Txn) put(key string, e Entity) {
+	if t.err != nil {
+		return
+	}
+	v, err := marshalRow(e)
+	if err != nil {
+		t.err = err
+		return
+	}
+	t.ops = append(t.ops, clientv3.OpPut(key, v))
+	t.written = append(t.written, e)
+}
+
+// Create writes a new row; it fails if a row with the id exists.
+func (t *Txn) Create(resource string, e Entity) *Txn {
+	key := RowKey(resource, e.EntityID())
+	t.requireAbsent(key, messages.Errorf(messages.KindConflict, "id_conflict", "%s %s already exists", singularName(resource), e.EntityID()))
+	t.put(key, e)
+	return t
+}
+
+// Update rewrites a row if it is still at the revision it was read at, so a
+// stale writer gets a conflict instead of silently overwriting.
+func (t *Txn) Update(resource string, e Entity) *Txn {
+	key := RowKey(resource, e.EntityID())
+	t.requireRevision(key, e.EntityRevision(), staleError(resource, e.EntityID()))
+	t.put(key, e)
+	return t
+}
+
+// Delete removes a row if it is still at the revision it was read at.
+func (t *Txn) Delete(resource string, e Entity) *Txn {
+	key := RowKey(resource, e.EntityID())
+	t.requireRevision(key, e.EntityRevision(), staleError(resource, e.EntityID()))
+	t.ops = append(t.ops, clientv3.OpDelete(key))
+	return t
+}
+
+// ClaimUnique takes a unique value for id; it fails with a <resource>_<field>_conflict
+// error if another id holds it.
+func (t *Txn) ClaimUnique(resource, field, value, id string) *Txn {
+	key := UniqKey(resource, field, value)
+	t.requireAbsent(key, messages.NameConflict(resource, field, displayValue(value)))
+	t.ops = append(t.ops, clientv3.OpPut(key, id))
+	return t
+}
+
+// ReleaseUnique frees a unique value.
+func (t *Txn) ReleaseUnique(resource, field, value string) *Txn {
+	t.ops = append(t.ops, clientv3.OpDelete(UniqKey(resource, field, value)))
+	return t
+}
+
+// AddIndex lists id under a sort key of a resource's index.
+func (t *Txn) AddIndex(resource, sortKey, id string) *Txn {
+	t.ops = append(t.ops, clientv3.OpPut(IndexKey(resource, sortKey, id), ""))
+	return t
+}
+
+// RemoveIndex drops id from a sort key of a resource's index.
+func (t *Txn) RemoveIndex(resource, sortKey, id string) *Txn {
+	t.ops = append(t.ops, clientv3.OpDelete(IndexKey(resource, sortKey, id)))
+	return t
+}
+
+// DeleteKey removes a raw key without a precondition (claim keys, for instance).
+func (t *Txn) DeleteKey(key string) *Txn {
+	t.ops = append(t.ops, clientv3.OpDelete(key))
+	return t
+}
+
+// RequireLease adds a precondition that key is bound to lease: a dispatcher that
+// lost its claim can then no longer change the job.
+func (t *Txn) RequireLease(key string, lease clientv3.LeaseID, fail error) *Txn {
+	t.cmps = append(t.cmps, clientv3.Compare(clientv3.LeaseValue(key), "=", lease))
+	t.guards = append(t.guards, guard{key: key, lease: lease, byLease: true, fail: fail})
+	return t
+}
+
+func (t *Txn) requireAbsent(key string, fail error) {
+	t.cmps = append(t.cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
+	t.guards = append(t.guards, guard{key: key, fail: fail})
+}
+
+func (t *Txn) requireRevision(key string, rev int64, fail error) {
+	t.cmps = append(t.cmps, clientv3.Compare(clientv3.ModRevision(key), "=", rev))
+	t.guards = append(t.guards, guard{key: key, modRev: rev, byMod: true, fail: fail})
+}
+
+// Len is the number of operations the change carries.
+func (t *Txn) Len() int { return len(t.ops) }
+
+// Commit applies the change in one etcd transaction. On success every entity it
+// wrote carries the new revision. On refusal it reports the guard that failed.
+func (s *Store) Commit(ctx context.Context, t *Txn) error {
+	if t.err != nil {
+		return t.err
+	}
+	if len(t.ops) > s.maxOps || len(t.cmps) > s.maxOps {
+		return fmt.Errorf("%w: %d ops, %d compares, limit %d", ErrTooManyOps, len(t.ops), len(t.cmps), s.maxOps)
+	}
+	resp, err := s.cli.Txn(ctx).If(t.cmps...).Then(t.ops...).Commit()
+	if err != nil {
+		return unavailable(err)
+	}
+	if !resp.Succeeded {
+		return s.explain(ctx, t)
+	}
+	for _, e := range t.written {
+		e.SetEntityRevision(resp.Header.Revision)
+	}
+	return nil
+}
+
+// explain finds which guard refused a transaction by reading the guarded keys
+// again. If they all pass now, the keys changed back in between; the caller
+// sees a plain stale-revision conflict and may retry.
+func (s *Store) explain(ctx context.Context, t *Txn) error {
+	ops := make([]clientv3.Op, 0, len(t.guards))
+	for _, g := range t.guards {
+		ops = append(ops, clientv3.OpGet(g.key))
+	}
+	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return unavailable(err)
+	}
+	for i, g := range t.guards {
+		kvs := resp.Responses[i].GetResponseRange().Kvs
+		switch {
+		case g.byLease:
+			if len(kvs) == 0 || clientv3.LeaseID(kvs[0].Lease) != g.lease {
+				return g.fail
+			}
+		case g.byMod:
+			if len(kvs) == 0 {
+				return messages.NotFound(singularName(resourceOf(g.key)), lastSegment(g.key))
+			}
+			if kvs[0].ModRevision != g.modRev {
+				return g.fail
+			}
+		default:
+			if len(kvs) != 0 {
+				return g.fail
+			}
+		}
+	}
+	return messages.ErrStaleRevision
+}
+
+// resourceOf is the resource segment of a row key (/otherix/<resource>/<id>).
+func resourceOf(key string) string {
+	rest := strings.TrimPrefix(key, Root)
+	if i := strings.IndexByte(rest, '/'); i > 0 {
+		return rest[:i]
+	}
+	return rest
+}
+
+func staleError(resource, id string) error {
+	return (&messages.Error{Kind: messages.KindStale, Code: "revision_conflict",
+		Message: fmt.Sprintf("%s %s changed since it was read; reload and retry", singularName(resource), id)})
+}
+
+// displayValue strips the scope a unique value carries (owner/name) so error
+// messages name only what the caller typed.
+func displayValue(v string) string { return lastSegment(v) }

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# install-deps.sh: make sure the tools the build and the test suites need are
+# present. As root it installs missing Debian packages; otherwise it names
+# them and fails, so a missing tool is never discovered halfway through
+# `make check`.
+#
+#   scripts/install-deps.sh          check, and install what is missing (root)
+#   scripts/install-deps.sh --check  only report; exit 1 if anything is missing
+set -euo pipefail
+
+# NEEDS maps what must exist to the Debian package that provides it. A key is
+# a command looked up on PATH, or an absolute path for things that are not
+# commands (headers, static binaries). Later issues add their tools here, e.g.
+#   [qemu-system-x86_64]=qemu-system-x86  [qemu-img]=qemu-utils
+#   [nft]=nftables  [ip]=iproute2  [wg]=wireguard-tools  [xorriso]=xorriso
+#   [/bin/busybox]=busybox-static  [chromium]=chromium
+declare -A NEEDS=(
+	[make]=make
+	[git]=git
+	# The race detector (go test -race) needs cgo: a C compiler and the C
+	# library headers. gcc only Recommends libc6-dev, and we install without
+	# recommends, so the headers are listed on their own.
+	[gcc]=gcc
+	[/usr/include/stdio.h]=libc6-dev
+)
+
+# Go is not a Debian package here: the project pins a newer toolchain than
+# Debian ships, so it must already be installed in /usr/local/go.
+GO_DIRS=/usr/local/go/bin
+
+check_only=0
+case "${1:-}" in
+	"") ;;
+	--check) check_only=1 ;;
+	-h | --help)
+		sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+		exit 0
+		;;
+	*)
+		echo "install-deps: unknown argument: $1 (try --help)" >&2
+		exit 2
+		;;
+esac
+
+have() {
+	if [[ $1 == /* ]]; then
+		[[ -e $1 ]]
+	else
+		command -v "$1" >/dev/null 2>&1
+	fi
+}
+
+# missing_packages prints the sorted, de-duplicated packages whose check
+# fails, one per line.
+missing_packages() {
+	local need
+	for need in "${!NEEDS[@]}"; do
+		if ! have "$need"; then
+			echo "${NEEDS[$need]}"
+		fi
+	done | sort -u
+}
+
+status=0
+
+export PATH="$GO_DIRS:$PATH"
+if have go; then
+	echo "install-deps: ok: go ($(go version | awk '{print $3}') at $(command -v go))"
+else
+	echo "install-deps: go is missing: install Go 1.26 into /usr/local/go (https://go.dev/dl/); this script does not download it" >&2
+	status=1
+fi
+
+mapfile -t missing < <(missing_packages)
+
+if ((${#missing[@]} == 0)); then
+	echo "install-deps: ok: ${!NEEDS[*]}"
+	exit "$status"
+fi
+
+if ((check_only)); then
+	echo "install-deps: missing Debian packages: ${missing[*]}" >&2
+	exit 1
+fi
+
+if ((EUID != 0)); then
+	echo "install-deps: missing Debian packages: ${missing[*]}" >&2
+	echo "install-deps: run as root to install them (sudo $0), or: apt-get install -y --no-install-recommends ${missing[*]}" >&2
+	exit 1
+fi
+
+if ! have apt-get; then
+	echo "install-deps: apt-get not found; install these packages by hand: ${missing[*]}" >&2
+	exit 1
+fi
+
+echo "install-deps: installing: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+apt-get install -y --no-install-recommends "${missing[@]}"
+
+# Trust the checks, not apt's exit status: a package can install and still
+# not provide what we looked for (a renamed binary, another PATH).
+mapfile -t still < <(missing_packages)
+if ((${#still[@]} > 0)); then
+	echo "install-deps: still missing after install: ${still[*]}" >&2
+	exit 1
+fi
+echo "install-deps: ok: ${!NEEDS[*]}"
+exit "$status"
