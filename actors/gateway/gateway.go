@@ -1,0 +1,201 @@
+// Package gateway is the small typed API the HTTP layer calls. It starts the
+// actor system with its guardians and hides PIDs, futures and actor messages
+// behind plain methods.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/otherix/otherix/actors/job"
+	"github.com/otherix/otherix/actors/maintenance"
+	"github.com/otherix/otherix/actors/system"
+	"github.com/otherix/otherix/actors/vm"
+	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/persistence/store"
+)
+
+// Config tunes the actor system. The zero value is usable: every field has a
+// production default.
+type Config struct {
+	// Replica names this replica in job claims; defaults to the host name.
+	Replica string
+	// ClaimTTL is how long a dead replica's jobs stay claimed (default 10s).
+	ClaimTTL time.Duration
+	// Rescan is the dispatcher's safety-net scan interval (default ClaimTTL).
+	Rescan time.Duration
+	// JobBackoffBase and JobBackoffMax bound the wait between job attempts
+	// (defaults 2s and 1m); JobAttempts is each job's budget (default 5).
+	JobBackoffBase time.Duration
+	JobBackoffMax  time.Duration
+	JobAttempts    int
+	// AskTimeout bounds one request to an actor (default 10s).
+	AskTimeout time.Duration
+	// PassivateAfter stops idle entity actors (default 2m).
+	PassivateAfter time.Duration
+	// CleanupInterval, TaskRetention and IdempotencyRetention drive the
+	// cleanup loop (defaults 1m, 7 days, 24h).
+	CleanupInterval      time.Duration
+	TaskRetention        time.Duration
+	IdempotencyRetention time.Duration
+	// Backups: every BackupInterval a snapshot goes to BackupDir, keeping
+	// BackupKeep. Disabled when BackupDir or Snapshot is empty.
+	BackupDir      string
+	BackupInterval time.Duration
+	BackupKeep     int
+	Snapshot       maintenance.Snapshotter
+	Prune          func(dir string, keep int) ([]string, error)
+	// Placer chooses nodes for VMs (default: the cluster has none).
+	Placer job.Placer
+	// OnMaintenance hears every maintenance run (tests wait on it).
+	OnMaintenance func(maintenance.Ran)
+}
+
+func (c *Config) defaults() {
+	if c.Replica == "" {
+		c.Replica, _ = os.Hostname()
+	}
+	set := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	set(&c.ClaimTTL, 10*time.Second)
+	set(&c.Rescan, c.ClaimTTL)
+	set(&c.JobBackoffBase, 2*time.Second)
+	set(&c.JobBackoffMax, time.Minute)
+	set(&c.AskTimeout, 10*time.Second)
+	set(&c.PassivateAfter, 2*time.Minute)
+	set(&c.CleanupInterval, time.Minute)
+	set(&c.TaskRetention, 7*24*time.Hour)
+	set(&c.IdempotencyRetention, 24*time.Hour)
+	set(&c.BackupInterval, time.Hour)
+	if c.JobAttempts <= 0 {
+		c.JobAttempts = messages.DefaultJobAttempts
+	}
+	if c.BackupKeep <= 0 {
+		c.BackupKeep = 24
+	}
+	if c.Placer == nil {
+		c.Placer = job.NoNodes{}
+	}
+}
+
+// Gateway is the control plane's typed API over its actors and store.
+type Gateway struct {
+	cfg     Config
+	st      *store.Store
+	log     *slog.Logger
+	rt      *system.Runtime
+	vms     *actor.PID
+	jobs    *actor.PID
+	maint   *actor.PID
+	started atomic.Bool
+}
+
+// Start brings up the actor system: the vms, jobs and maintenance guardians,
+// the job dispatcher and the maintenance loops.
+func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (*Gateway, error) {
+	cfg.defaults()
+	if log == nil {
+		log = slog.Default()
+	}
+	rt := system.NewRuntime(log)
+	g := &Gateway{cfg: cfg, st: st, log: log, rt: rt}
+	root := rt.System.Root
+
+	vmDeps := vm.Deps{Runtime: rt, Store: st, Log: log, PassivateAfter: cfg.PassivateAfter, JobAttempts: cfg.JobAttempts}
+	var err error
+	g.vms, err = root.SpawnNamed(system.NewGuardian(rt, "vm", func(id string) *actor.Props { return vm.Props(vmDeps, id) }, nil), "vms")
+	if err != nil {
+		rt.Stop()
+		return nil, fmt.Errorf("gateway: spawn vms guardian: %w", err)
+	}
+	jobDeps := job.Deps{Runtime: rt, Store: st, Log: log, Executor: job.Executor{Placer: cfg.Placer}, VMs: g.vms,
+		Config: job.Config{Replica: cfg.Replica, ClaimTTL: cfg.ClaimTTL, Rescan: cfg.Rescan,
+			BackoffBase: cfg.JobBackoffBase, BackoffMax: cfg.JobBackoffMax, AskTimeout: cfg.AskTimeout}}
+	g.jobs, err = root.SpawnNamed(system.NewGuardian(rt, "job", job.JobProps(jobDeps), func(ctx actor.Context) {
+		if _, err := ctx.SpawnNamed(job.DispatcherProps(jobDeps), "dispatcher"); err != nil {
+			panic(err)
+		}
+	}), "jobs")
+	if err != nil {
+		rt.Stop()
+		return nil, fmt.Errorf("gateway: spawn jobs guardian: %w", err)
+	}
+	loops := g.loops()
+	g.maint, err = root.SpawnNamed(system.NewGuardian(rt, "loop", nil, func(ctx actor.Context) {
+		for _, l := range loops {
+			if _, err := ctx.SpawnNamed(maintenance.Props(rt, log, l), l.Name); err != nil {
+				panic(err)
+			}
+		}
+	}), "maintenance")
+	if err != nil {
+		rt.Stop()
+		return nil, fmt.Errorf("gateway: spawn maintenance guardian: %w", err)
+	}
+	g.started.Store(true)
+	return g, nil
+}
+
+func (g *Gateway) loops() []maintenance.Loop {
+	c := g.cfg
+	loops := []maintenance.Loop{{Name: "cleanup", Interval: c.CleanupInterval, OnRun: c.OnMaintenance,
+		Run: maintenance.Cleanup(g.st, g.log, c.TaskRetention, c.IdempotencyRetention)}}
+	if c.BackupDir != "" && c.Snapshot != nil && c.Prune != nil {
+		loops = append(loops, maintenance.Loop{Name: "backup", Interval: c.BackupInterval, OnRun: c.OnMaintenance,
+			Run: maintenance.Backup(c.Snapshot, c.Prune, c.BackupDir, c.BackupKeep, g.log)})
+	}
+	return loops
+}
+
+// RunMaintenance runs a maintenance loop now (admin endpoints and tests).
+func (g *Gateway) RunMaintenance(name string) {
+	g.rt.System.Root.Send(actor.NewPID(g.rt.System.Address(), g.maint.Id+"/"+name), maintenance.Tick{})
+}
+
+// Close stops the actor system and waits for its goroutines. Claims of this
+// replica are released so another replica can take its jobs at once.
+func (g *Gateway) Close() {
+	g.started.Store(false)
+	// Jobs first, and waited for, so the dispatcher revokes its lease while
+	// etcd is still there: this replica's claims are released at once rather
+	// than after the claim TTL.
+	for _, pid := range []*actor.PID{g.jobs, g.maint, g.vms} {
+		_ = g.rt.System.Root.StopFuture(pid).Wait()
+	}
+	g.rt.Stop()
+}
+
+// Ready reports whether etcd answers and the actors have started.
+func (g *Gateway) Ready(ctx context.Context) error {
+	if !g.started.Load() {
+		return messages.Errorf(messages.KindUnavailable, "not_ready", "actor system not started")
+	}
+	return g.st.Ready(ctx)
+}
+
+// Store is the typed store the gateway works on.
+func (g *Gateway) Store() *store.Store { return g.st }
+
+// askVM sends one command to a VM's actor and waits for its reply.
+func (g *Gateway) askVM(id string, msg any) (messages.VMReply, error) {
+	res, err := g.rt.System.Root.RequestFuture(g.vms, system.Deliver{ID: id, Msg: msg}, g.cfg.AskTimeout).Result()
+	if err != nil {
+		if errors.Is(err, actor.ErrTimeout) {
+			return messages.VMReply{}, &messages.Error{Kind: messages.KindUnavailable, Code: "actor_timeout",
+				Message: "the vm's actor did not answer in time; retry (with the same Idempotency-Key for writes)", Err: err}
+		}
+		return messages.VMReply{}, err
+	}
+	reply := res.(messages.VMReply)
+	return reply, reply.Err
+}

@@ -1,0 +1,176 @@
+package job
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/otherix/otherix/actors/system"
+	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/persistence/store"
+)
+
+// run hands a claimed job to its job actor.
+type run struct {
+	job     *messages.Job
+	session *store.Dispatcher
+}
+
+type ran struct {
+	by  *jobActor
+	err error
+}
+
+// JobProps returns the props of the actor for one running job.
+func JobProps(d Deps) func(id string) *actor.Props {
+	return func(id string) *actor.Props {
+		return actor.PropsFromProducer(func() actor.Actor { return &jobActor{deps: d, id: id} })
+	}
+}
+
+// jobActor carries out one attempt of one job and records its outcome. The
+// attempt's I/O runs off the actor; the actor only starts it and reports.
+type jobActor struct {
+	deps       Deps
+	id         string
+	dispatcher *actor.PID
+	current    *run
+}
+
+func (a *jobActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case run:
+		a.dispatcher = ctx.Sender()
+		a.current = &m
+		a.attempt(ctx, m)
+	case *actor.Restarting:
+		a.abandon()
+	case ran:
+		if m.by != a {
+			return
+		}
+		a.current = nil
+		if m.err != nil {
+			a.deps.Log.Warn("job attempt ended with an error", "job", a.id, "err", m.err)
+		}
+		if a.dispatcher != nil {
+			ctx.Send(a.dispatcher, Done{JobID: a.id})
+		}
+		ctx.Stop(ctx.Self())
+	case system.StopIfIdle:
+		ctx.Send(ctx.Parent(), system.StillBusy{ID: a.id})
+	case system.Crashed:
+		panic(m.Reason)
+	}
+}
+
+// abandon gives up an attempt whose actor is being restarted: the new
+// incarnation never sees the run message, so the claim is released for a later
+// attempt and the dispatcher told the job is no longer active here.
+func (a *jobActor) abandon() {
+	r := a.current
+	if r == nil {
+		return
+	}
+	a.current = nil
+	d, dispatcher := a.deps, a.dispatcher
+	if dispatcher == nil {
+		return
+	}
+	d.Runtime.Go(dispatcher, func(c context.Context) any {
+		if err := r.session.Retry(c, r.job, nil, "job actor restarted", d.backoff(r.job)); err != nil {
+			d.Log.Warn("release claim of abandoned job", "job", r.job.ID, "err", err)
+		}
+		return Done{JobID: r.job.ID}
+	})
+}
+
+func (a *jobActor) attempt(ctx actor.Context, r run) {
+	d := a.deps
+	d.Runtime.Go(ctx.Self(), func(c context.Context) any {
+		return ran{by: a, err: d.attempt(c, r.job, r.session)}
+	})
+}
+
+// attempt runs one attempt of j while session holds its claim. If the attempt
+// could not record an outcome, the claim is released with a backoff so that the
+// job is not stranded behind a claim nobody works on.
+func (d Deps) attempt(ctx context.Context, j *messages.Job, session *store.Dispatcher) error {
+	err := d.attemptOnce(ctx, j, session)
+	if err == nil || errors.Is(err, messages.ErrClaimLost) {
+		return err
+	}
+	if held, herr := session.Holds(ctx, j.ID); herr == nil && held {
+		if rerr := session.Retry(ctx, j, nil, err.Error(), d.backoff(j)); rerr != nil {
+			return fmt.Errorf("%w; release claim: %v", err, rerr)
+		}
+	}
+	return err
+}
+
+func (d Deps) attemptOnce(ctx context.Context, j *messages.Job, session *store.Dispatcher) error {
+	task, err := d.Store.GetTask(ctx, j.TaskID)
+	if messages.KindOf(err) == messages.KindNotFound || (err == nil && messages.Terminal(task.State)) {
+		return session.Drop(ctx, j)
+	}
+	if err != nil {
+		return session.Retry(ctx, j, nil, err.Error(), d.backoff(j))
+	}
+	vm, err := d.Store.GetVM(ctx, j.Target.ID)
+	if err != nil && messages.KindOf(err) != messages.KindNotFound {
+		return session.Retry(ctx, j, nil, err.Error(), d.backoff(j))
+	}
+	out := d.Executor.Run(ctx, j, vm)
+	now := d.Store.Now().UTC()
+	task.UpdatedAt = now
+	if out.Retry != nil {
+		if j.Attempts < j.MaxAttempts {
+			wait := d.backoff(j)
+			task.Message = fmt.Sprintf("attempt %d of %d: %s; retrying in %s", j.Attempts, j.MaxAttempts, out.Retry.Message, wait.Round(time.Millisecond))
+			return session.Retry(ctx, j, task, out.Retry.Message, wait)
+		}
+		task.State, task.Error, task.FinishedAt = messages.TaskFailed, out.Retry, &now
+		task.Message = fmt.Sprintf("gave up after %d attempts", j.Attempts)
+		return d.finish(ctx, j, task, session, failedStatus(j, vm, out.Retry), "", false)
+	}
+	task.State, task.Progress, task.FinishedAt, task.Message = messages.TaskSuccess, 100, &now, ""
+	return d.finish(ctx, j, task, session, out.Status, out.Power, out.Delete)
+}
+
+// failedStatus is the VM status after a job gave up: a VM that never got
+// created is marked failed; otherwise its observed state is unchanged.
+func failedStatus(j *messages.Job, vm *messages.VM, cause *messages.TaskError) *messages.VMStatus {
+	if vm == nil {
+		return nil
+	}
+	st := vm.Status
+	if j.Kind == messages.TaskVMCreate {
+		st.Phase = messages.PhaseFailed
+	}
+	st.Message = j.Kind + " failed: " + cause.Message
+	return &st
+}
+
+// finish asks the VM's actor to commit the outcome with the VM's own change.
+func (d Deps) finish(ctx context.Context, j *messages.Job, task *messages.Task, session *store.Dispatcher, st *messages.VMStatus, power string, del bool) error {
+	msg := messages.FinishVMJob{Job: j, Task: task, Lease: int64(session.Lease()), Status: st, Power: power, Delete: del}
+	res, err := d.Runtime.System.Root.RequestFuture(d.VMs, system.Deliver{ID: j.Target.ID, Msg: msg}, d.AskTimeout).Result()
+	if err != nil {
+		return fmt.Errorf("finish job %s: %w", j.ID, err)
+	}
+	if reply := res.(messages.VMReply); reply.Err != nil {
+		return fmt.Errorf("finish job %s: %w", j.ID, reply.Err)
+	}
+	return nil
+}
+
+func (d Deps) backoff(j *messages.Job) time.Duration {
+	b := d.BackoffBase
+	for i := 1; i < j.Attempts && b < d.BackoffMax; i++ {
+		b *= 2
+	}
+	return min(b, d.BackoffMax)
+}

@@ -1,0 +1,207 @@
+// Package vm is the control plane's VM actor: one actor per VM that loads the
+// VM from etcd, serializes every change to it, and writes before it answers.
+package vm
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/otherix/otherix/actors/system"
+	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/persistence/store"
+)
+
+// Deps are what a VM actor needs from the outside.
+type Deps struct {
+	Runtime *system.Runtime
+	Store   *store.Store
+	Log     *slog.Logger
+	// PassivateAfter stops an idle actor; the next message reloads it.
+	PassivateAfter time.Duration
+	// JobAttempts is the attempt budget of the jobs this actor creates.
+	JobAttempts int
+}
+
+// Props returns the props of the actor for VM id.
+func Props(d Deps, id string) *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor { return &vmActor{deps: d, id: id} })
+}
+
+// vmActor has one write in flight at most; commands that arrive meanwhile
+// wait in queue, in order, so each sees the state the previous one left.
+type vmActor struct {
+	deps  Deps
+	id    string
+	vm    *messages.VM // nil when the VM does not exist
+	busy  bool
+	queue []queued
+}
+
+type queued struct {
+	msg    any
+	sender *actor.PID
+}
+
+// loaded and committed come back from I/O started with Runtime.Go. They carry
+// the actor instance that started the I/O: after a restart, results meant for
+// the previous instance are ignored.
+type loaded struct {
+	by  *vmActor
+	vm  *messages.VM
+	err error
+}
+
+type committed struct {
+	by     *vmActor
+	sender *actor.PID
+	next   *messages.VM
+	gone   bool
+	task   *messages.Task
+	err    error
+}
+
+func (a *vmActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		if a.deps.PassivateAfter > 0 {
+			ctx.SetReceiveTimeout(a.deps.PassivateAfter)
+		}
+		a.load(ctx)
+	case loaded:
+		if m.by != a {
+			return
+		}
+		if m.err != nil && messages.KindOf(m.err) != messages.KindNotFound {
+			// Let the supervisor retry with backoff; nothing was acknowledged.
+			panic(m.err)
+		}
+		a.vm = m.vm
+		a.busy = false
+		a.drain(ctx)
+	case committed:
+		if m.by != a {
+			return
+		}
+		a.busy = false
+		if m.err == nil {
+			if m.gone {
+				a.vm = nil
+			} else if m.next != nil {
+				a.vm = m.next
+			}
+		}
+		ctx.Send(m.sender, messages.VMReply{VM: m.next, Task: m.task, Err: m.err})
+		if messages.KindOf(m.err) == messages.KindStale {
+			// Another replica changed the row; reload before the next command.
+			a.load(ctx)
+			return
+		}
+		a.drain(ctx)
+	case system.Crashed:
+		panic(m.Reason)
+	case *actor.ReceiveTimeout:
+		if a.idle() {
+			ctx.Send(ctx.Parent(), system.Passivate{ID: a.id})
+		}
+	case system.StopIfIdle:
+		if a.idle() {
+			ctx.Stop(ctx.Self())
+		} else {
+			ctx.Send(ctx.Parent(), system.StillBusy{ID: a.id})
+		}
+	case messages.GetVM, messages.CreateVM, messages.UpdateVM, messages.RequestVMTask,
+		messages.CancelVMTask, messages.FinishVMJob:
+		a.queue = append(a.queue, queued{msg: m, sender: ctx.Sender()})
+		a.drain(ctx)
+	}
+}
+
+func (a *vmActor) idle() bool { return !a.busy && len(a.queue) == 0 }
+
+func (a *vmActor) load(ctx actor.Context) {
+	a.busy = true
+	st, id := a.deps.Store, a.id
+	a.deps.Runtime.Go(ctx.Self(), func(c context.Context) any {
+		vm, err := st.GetVM(c, id)
+		return loaded{by: a, vm: vm, err: err}
+	})
+}
+
+// drain handles queued commands until one starts a write.
+func (a *vmActor) drain(ctx actor.Context) {
+	for !a.busy && len(a.queue) > 0 {
+		q := a.queue[0]
+		a.queue = a.queue[1:]
+		a.handle(ctx, q)
+	}
+	// An actor for an id that does not exist (a lookup of a random id) is not
+	// worth keeping until the receive timeout.
+	if a.vm == nil && a.idle() {
+		ctx.Send(ctx.Parent(), system.Passivate{ID: a.id})
+	}
+}
+
+func (a *vmActor) handle(ctx actor.Context, q queued) {
+	reply := func(r messages.VMReply) { ctx.Send(q.sender, r) }
+	if _, creating := q.msg.(messages.CreateVM); !creating && a.vm == nil {
+		if f, ok := q.msg.(messages.FinishVMJob); ok {
+			// The VM is gone (deleted elsewhere); still end its job.
+			a.write(ctx, q.sender, finishWithoutVM(f))
+			return
+		}
+		reply(messages.VMReply{Err: messages.NotFound("vm", a.id)})
+		return
+	}
+	var p plan
+	var err error
+	switch m := q.msg.(type) {
+	case messages.GetVM:
+		reply(messages.VMReply{VM: a.vm})
+		return
+	case messages.CreateVM:
+		p, err = a.planCreate(m)
+	case messages.UpdateVM:
+		p, err = a.planUpdate(m)
+	case messages.RequestVMTask:
+		p, err = a.planTask(m)
+	case messages.CancelVMTask:
+		a.write(ctx, q.sender, a.cancelWork(m))
+		return
+	case messages.FinishVMJob:
+		p, err = a.planFinish(m)
+	}
+	if err != nil {
+		reply(messages.VMReply{Err: err})
+		return
+	}
+	a.write(ctx, q.sender, func(c context.Context, st *store.Store) (plan, error) { return p, nil })
+}
+
+// plan is one change to commit: the transaction, the VM as it will be after
+// it (nil with gone when deleted) and the task to answer with.
+type plan struct {
+	txn  *store.Txn
+	next *messages.VM
+	gone bool
+	task *messages.Task
+}
+
+// write runs prepare and commits its plan off the actor goroutine, then
+// answers sender with the outcome.
+func (a *vmActor) write(ctx actor.Context, sender *actor.PID, prepare func(context.Context, *store.Store) (plan, error)) {
+	a.busy = true
+	st := a.deps.Store
+	a.deps.Runtime.Go(ctx.Self(), func(c context.Context) any {
+		p, err := prepare(c, st)
+		if err == nil {
+			err = st.Commit(c, p.txn)
+		}
+		if err != nil {
+			return committed{by: a, sender: sender, err: err}
+		}
+		return committed{by: a, sender: sender, next: p.next, gone: p.gone, task: p.task}
+	})
+}

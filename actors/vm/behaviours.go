@@ -1,0 +1,186 @@
+package vm
+
+import (
+	"context"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/persistence/store"
+)
+
+// snapshot copies the VM so a plan never mutates the acknowledged state.
+func (a *vmActor) snapshot() *messages.VM {
+	c := *a.vm
+	c.Spec.Networks = append([]messages.NICSpec(nil), a.vm.Spec.Networks...)
+	c.Status.Conditions = append([]messages.Condition(nil), a.vm.Status.Conditions...)
+	c.Status.Addresses = append([]string(nil), a.vm.Status.Addresses...)
+	return &c
+}
+
+func (a *vmActor) newTask(kind string, vm *messages.VM, now time.Time) (*messages.Task, *messages.Job) {
+	task := &messages.Task{ID: messages.NewID(), Kind: kind, State: messages.TaskPending,
+		Target: messages.Target{Kind: "vm", ID: vm.ID, Name: vm.Name}, Owner: vm.Owner,
+		CreatedAt: now, UpdatedAt: now}
+	attempts := a.deps.JobAttempts
+	if attempts <= 0 {
+		attempts = messages.DefaultJobAttempts
+	}
+	job := &messages.Job{ID: messages.NewID(), TaskID: task.ID, Kind: kind, Target: task.Target,
+		MaxAttempts: attempts, NotBefore: now, CreatedAt: now}
+	task.JobID = job.ID
+	return task, job
+}
+
+func (a *vmActor) planCreate(m messages.CreateVM) (plan, error) {
+	if a.vm != nil {
+		return plan{}, messages.Errorf(messages.KindConflict, "id_conflict", "vm %s already exists", a.id)
+	}
+	if err := messages.ValidateName("name", m.Name); err != nil {
+		return plan{}, err
+	}
+	spec := m.Spec
+	spec.Defaults()
+	if err := spec.Validate(); err != nil {
+		return plan{}, err
+	}
+	now := a.deps.Store.Now().UTC()
+	vm := &messages.VM{ID: a.id, Name: m.Name, Owner: m.Owner, Generation: 1, Spec: spec,
+		Status:    messages.VMStatus{Phase: messages.PhasePending, Message: "waiting to be placed on a node"},
+		CreatedAt: now, UpdatedAt: now}
+	task, job := a.newTask(messages.TaskVMCreate, vm, now)
+	vm.Status.ActiveTask = task.ID
+	t := store.NewTxn()
+	store.CreateVM(t, vm)
+	store.AddTask(t, task, job)
+	return plan{txn: t, next: vm, task: task}, nil
+}
+
+func (a *vmActor) planUpdate(m messages.UpdateVM) (plan, error) {
+	if m.Revision != 0 && m.Revision != a.vm.Revision {
+		return plan{}, messages.ErrStaleRevision.WithDetail("current_revision", a.vm.Revision)
+	}
+	next := a.snapshot()
+	p := m.Patch
+	if p.CPUs != nil {
+		next.Spec.CPUs = *p.CPUs
+	}
+	if p.MemoryMiB != nil {
+		next.Spec.MemoryMiB = *p.MemoryMiB
+	}
+	if p.DiskGiB != nil {
+		if *p.DiskGiB < a.vm.Spec.DiskGiB {
+			return plan{}, messages.Invalid("spec.disk_gib", "disks only grow: %d is below the current %d", *p.DiskGiB, a.vm.Spec.DiskGiB)
+		}
+		next.Spec.DiskGiB = *p.DiskGiB
+	}
+	if p.UserData != nil {
+		next.Spec.UserData = *p.UserData
+	}
+	if err := next.Spec.Validate(); err != nil {
+		return plan{}, err
+	}
+	next.Generation++
+	next.UpdatedAt = a.deps.Store.Now().UTC()
+	return plan{txn: store.NewTxn().Update(store.VMs, next), next: next}, nil
+}
+
+func (a *vmActor) planTask(m messages.RequestVMTask) (plan, error) {
+	if a.vm.Status.ActiveTask != "" {
+		return plan{}, messages.Errorf(messages.KindConflict, "vm_busy",
+			"vm %s has a task in progress; wait for it or cancel it", a.vm.Name).WithDetail("task_id", a.vm.Status.ActiveTask)
+	}
+	next := a.snapshot()
+	switch m.Kind {
+	case messages.TaskVMStart:
+		next.Spec.PowerState = messages.PowerRunning
+	case messages.TaskVMStop:
+		next.Spec.PowerState = messages.PowerStopped
+	case messages.TaskVMDelete:
+		if a.vm.Status.Phase == messages.PhaseRunning && !m.Force {
+			return plan{}, messages.Errorf(messages.KindConflict, "vm_running",
+				"vm %s is running; stop it first or delete with force", a.vm.Name)
+		}
+	default:
+		return plan{}, messages.Errorf(messages.KindInvalid, "unknown_operation", "unknown vm operation %q", m.Kind)
+	}
+	now := a.deps.Store.Now().UTC()
+	if next.Spec.PowerState != a.vm.Spec.PowerState {
+		next.Generation++
+	}
+	next.UpdatedAt = now
+	task, job := a.newTask(m.Kind, next, now)
+	next.Status.ActiveTask = task.ID
+	t := store.NewTxn().Update(store.VMs, next)
+	store.AddTask(t, task, job)
+	return plan{txn: t, next: next, task: task}, nil
+}
+
+// cancelWork cancels the VM's pending task. It reads the task first, which is
+// I/O, so it runs as the prepare step of a write.
+func (a *vmActor) cancelWork(m messages.CancelVMTask) func(context.Context, *store.Store) (plan, error) {
+	vm := a.snapshot()
+	return func(c context.Context, st *store.Store) (plan, error) {
+		task, err := st.GetTask(c, m.TaskID)
+		if err != nil {
+			return plan{}, err
+		}
+		if messages.Terminal(task.State) {
+			return plan{}, messages.ErrTaskTerminal
+		}
+		if task.State != messages.TaskPending {
+			return plan{}, messages.ErrTaskNotPending
+		}
+		now := st.Now().UTC()
+		task.State = messages.TaskCancelled
+		task.Message = "cancelled before it ran"
+		task.UpdatedAt, task.FinishedAt = now, &now
+		t := store.NewTxn().Update(store.Tasks, task)
+		store.CancelJob(t, task.JobID)
+		if vm.Status.ActiveTask == task.ID {
+			vm.Status.ActiveTask = ""
+			if task.Kind == messages.TaskVMCreate {
+				// Nothing exists on any node yet: the VM stays, stopped, and a
+				// later start creates it.
+				vm.Spec.PowerState = messages.PowerStopped
+				vm.Status.Phase = messages.PhaseStopped
+				vm.Status.Message = "creation cancelled"
+			}
+			vm.UpdatedAt = now
+			t.Update(store.VMs, vm)
+		}
+		return plan{txn: t, next: vm, task: task}, nil
+	}
+}
+
+func (a *vmActor) planFinish(m messages.FinishVMJob) (plan, error) {
+	next := a.snapshot()
+	if next.Status.ActiveTask == m.Task.ID {
+		next.Status.ActiveTask = ""
+	}
+	if m.Status != nil {
+		active := next.Status.ActiveTask
+		next.Status = *m.Status
+		next.Status.ActiveTask = active
+	}
+	if m.Power != "" {
+		next.Spec.PowerState = m.Power
+	}
+	next.UpdatedAt = a.deps.Store.Now().UTC()
+	t := store.NewTxn()
+	store.FinishJob(t, clientv3.LeaseID(m.Lease), m.Job, m.Task)
+	if m.Delete {
+		store.DeleteVM(t, next)
+		return plan{txn: t, gone: true, task: m.Task}, nil
+	}
+	t.Update(store.VMs, next)
+	return plan{txn: t, next: next, task: m.Task}, nil
+}
+
+func finishWithoutVM(m messages.FinishVMJob) func(context.Context, *store.Store) (plan, error) {
+	return func(context.Context, *store.Store) (plan, error) {
+		t := store.FinishJob(store.NewTxn(), clientv3.LeaseID(m.Lease), m.Job, m.Task)
+		return plan{txn: t, gone: true, task: m.Task}, nil
+	}
+}

@@ -1,0 +1,222 @@
+//go:build e2e
+
+// Package e2e runs the real binaries built by `make build` against each other.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binDir is where `make build` puts the binaries; `make test-e2e` builds first.
+func binDir(t *testing.T) string {
+	t.Helper()
+	dir, err := filepath.Abs("../../bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "otherix-api")); err != nil {
+		t.Fatalf("bin/otherix-api missing: run `make build` (make test-e2e does): %v", err)
+	}
+	return dir
+}
+
+// apiProcess is one running otherix-api.
+type apiProcess struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	URL    string
+	stderr *bytes.Buffer
+	// done is closed when the process has exited; waitErr is then its status.
+	done    chan struct{}
+	waitErr error
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startAPI starts otherix-api on dataDir with extra OTHERIX_ settings and
+// waits until /readyz answers 200.
+func startAPI(t *testing.T, dataDir string, env ...string) *apiProcess {
+	t.Helper()
+	addr := freePort(t)
+	cmd := exec.Command(filepath.Join(binDir(t), "otherix-api"), "--data-dir", dataDir, "--listen", addr)
+	cmd.Env = append(os.Environ(), env...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.Stdout = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start otherix-api: %v", err)
+	}
+	p := &apiProcess{t: t, cmd: cmd, URL: "http://" + addr, stderr: &stderr, done: make(chan struct{})}
+	go func() { p.waitErr = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() { p.kill() })
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		select {
+		case <-p.done:
+			t.Fatalf("otherix-api exited while starting: %v\n%s", p.waitErr, stderr.String())
+		default:
+		}
+		resp, err := http.Get(p.URL + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return p
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("otherix-api not ready after 60s\n%s", stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// kill9 ends the process the way a crash or OOM kill would.
+func (p *apiProcess) kill9() {
+	p.t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		p.t.Fatal("otherix-api did not die after SIGKILL")
+	}
+}
+
+// stop asks the process to shut down and waits for a clean exit.
+func (p *apiProcess) stop() {
+	p.t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		if p.waitErr != nil {
+			p.t.Fatalf("otherix-api exited with %v after SIGTERM\n%s", p.waitErr, p.stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		p.t.Fatal("otherix-api did not stop after SIGTERM")
+	}
+}
+
+func (p *apiProcess) kill() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// call sends a JSON request and decodes a JSON answer into out (if non-nil).
+func call(t *testing.T, method, url string, body any, out any) int {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if out != nil && len(data) > 0 {
+		if err := json.Unmarshal(data, out); err != nil {
+			t.Fatalf("%s %s: decode %q: %v", method, url, data, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+type task struct {
+	ID      string `json:"id"`
+	Kind    string `json:"kind"`
+	State   string `json:"state"`
+	Message string `json:"message"`
+	Error   *struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+type vm struct {
+	ID     string `json:"id"`
+	Name   string `json:"name"`
+	Status struct {
+		Phase string `json:"phase"`
+	} `json:"status"`
+}
+
+type accepted struct {
+	Task task `json:"task"`
+	VM   vm   `json:"vm"`
+}
+
+func createVM(t *testing.T, base, name string) accepted {
+	t.Helper()
+	var a accepted
+	body := map[string]any{"name": name, "spec": map[string]any{"image": map[string]any{"url": "https://images.example/debian-12.qcow2"}}}
+	if code := call(t, "POST", base+"/v1/vms", body, &a); code != http.StatusAccepted {
+		t.Fatalf("create %s: status %d", name, code)
+	}
+	return a
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func getTask(t *testing.T, base, id string) task {
+	t.Helper()
+	var tk task
+	if code := call(t, "GET", base+"/v1/tasks/"+id, nil, &tk); code != http.StatusOK {
+		t.Fatalf("get task %s: status %d", id, code)
+	}
+	return tk
+}
+
+func mustContain(t *testing.T, s, sub string) {
+	t.Helper()
+	if !strings.Contains(s, sub) {
+		t.Fatalf("%q does not contain %q", s, sub)
+	}
+}
