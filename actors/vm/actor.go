@@ -38,6 +38,9 @@ type vmActor struct {
 	vm    *messages.VM // nil when the VM does not exist
 	busy  bool
 	queue []queued
+	// lastActive is when the actor last got a command or finished I/O; it
+	// asks to be passivated once PassivateAfter has passed since.
+	lastActive time.Time
 }
 
 type queued struct {
@@ -63,17 +66,24 @@ type committed struct {
 	err    error
 }
 
+// idleCheck is the actor's passivation timer. protoactor's receive timeout is
+// not used: it fires once and then stays off, and its timer goroutine races
+// with the actor's own (go test -race reports it).
+type idleCheck struct{ by *vmActor }
+
 func (a *vmActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
+		a.lastActive = time.Now()
 		if a.deps.PassivateAfter > 0 {
-			ctx.SetReceiveTimeout(a.deps.PassivateAfter)
+			a.deps.Runtime.After(ctx.Self(), a.deps.PassivateAfter, idleCheck{by: a})
 		}
 		a.load(ctx)
 	case loaded:
 		if m.by != a {
 			return
 		}
+		a.lastActive = time.Now()
 		if m.err != nil && messages.KindOf(m.err) != messages.KindNotFound {
 			// Let the supervisor retry with backoff; nothing was acknowledged.
 			panic(m.err)
@@ -85,6 +95,7 @@ func (a *vmActor) Receive(ctx actor.Context) {
 		if m.by != a {
 			return
 		}
+		a.lastActive = time.Now()
 		a.busy = false
 		if m.err == nil {
 			if m.gone {
@@ -102,10 +113,20 @@ func (a *vmActor) Receive(ctx actor.Context) {
 		a.drain(ctx)
 	case system.Crashed:
 		panic(m.Reason)
-	case *actor.ReceiveTimeout:
-		if a.idle() {
-			ctx.Send(ctx.Parent(), system.Passivate{ID: a.id})
+	case idleCheck:
+		if m.by != a {
+			return
 		}
+		// Check again when the actor may have become idle; after asking to
+		// passivate, in case the guardian finds it busy.
+		next := a.deps.PassivateAfter - time.Since(a.lastActive)
+		if next <= 0 {
+			if a.idle() {
+				ctx.Send(ctx.Parent(), system.Passivate{ID: a.id})
+			}
+			next = a.deps.PassivateAfter
+		}
+		a.deps.Runtime.After(ctx.Self(), next, idleCheck{by: a})
 	case system.StopIfIdle:
 		if a.idle() {
 			ctx.Stop(ctx.Self())
@@ -114,6 +135,7 @@ func (a *vmActor) Receive(ctx actor.Context) {
 		}
 	case messages.GetVM, messages.CreateVM, messages.UpdateVM, messages.RequestVMTask,
 		messages.CancelVMTask, messages.FinishVMJob:
+		a.lastActive = time.Now()
 		a.queue = append(a.queue, queued{msg: m, sender: ctx.Sender()})
 		a.drain(ctx)
 	}

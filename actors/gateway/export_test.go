@@ -1,0 +1,25 @@
+//go:build etcd
+
+package gateway
+
+import (
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/otherix/otherix/actors/system"
+)
+
+// Test hooks. They live in a _test file, so production builds carry none.
+
+// VMActorRunning reports whether the actor of VM id is alive (not passivated).
+func (g *Gateway) VMActorRunning(id string) bool {
+	_, ok := g.rt.System.ProcessRegistry.GetLocal(g.vms.Id + "/vm-" + id)
+	return ok
+}
+
+// CrashVMForTest makes the actor of VM id panic, as a failure in its work would.
+func (g *Gateway) CrashVMForTest(id string) {
+	g.rt.System.Root.Send(g.vms, system.Deliver{ID: id, Msg: system.Crashed{Reason: "test"}})
+}
+
+// ActorSystem exposes the actor system, for its event stream.
+func (g *Gateway) ActorSystem() *actor.ActorSystem { return g.rt.System }
