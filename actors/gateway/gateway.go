@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -98,6 +99,7 @@ type Gateway struct {
 	jobs    *actor.PID
 	maint   *actor.PID
 	started atomic.Bool
+	closing sync.Once
 }
 
 // Start brings up the actor system: the vms, jobs and maintenance guardians,
@@ -165,6 +167,10 @@ func (g *Gateway) RunMaintenance(name string) {
 // Close stops the actor system and waits for its goroutines. Claims of this
 // replica are released so another replica can take its jobs at once.
 func (g *Gateway) Close() {
+	g.closing.Do(g.close)
+}
+
+func (g *Gateway) close() {
 	g.started.Store(false)
 	// Jobs first, and waited for, so the dispatcher revokes its lease while
 	// etcd is still there: this replica's claims are released at once rather

@@ -59,8 +59,16 @@ func (a *jobActor) Receive(ctx actor.Context) {
 		if a.dispatcher != nil {
 			ctx.Send(a.dispatcher, Done{JobID: a.id})
 		}
-		ctx.Stop(ctx.Self())
+		// Stop through the guardian, not directly: the dispatcher may hand
+		// this job out again at once, and the guardian holds that delivery
+		// back until this actor has stopped instead of sending it to a
+		// process that is going away.
+		ctx.Send(ctx.Parent(), system.Passivate{ID: a.id})
 	case system.StopIfIdle:
+		if a.current == nil {
+			ctx.Stop(ctx.Self())
+			return
+		}
 		ctx.Send(ctx.Parent(), system.StillBusy{ID: a.id})
 	case system.Crashed:
 		panic(m.Reason)
