@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/otherix/otherix/http/client"
+	"github.com/otherix/otherix/messages"
+)
+
+// manifestHelp is the part of create -f and delete -f help that describes files.
+const manifestHelp = `Each -f names a YAML file ("-" reads stdin) of one or more documents separated
+by "---". A document is:
+
+  apiVersion: otherix.io/v1   # optional; if given it must be this
+  kind: VM                    # case-insensitive
+  name: web-1
+  spec:
+    image: {url: https://img.example/debian-12.qcow2, sha256: ""}
+    cpus: 2
+    memory_mib: 2048
+    disk_gib: 20
+    user_data: |
+      #cloud-config
+    networks: [{network: backend, ip: 10.0.0.10}]
+    power_state: running      # or stopped
+
+Fields are checked strictly: an unknown field is an error naming it. Every
+document is checked before anything is sent; empty documents are skipped.`
+
+// outcome is the result of one resource of a manifest.
+type outcome struct {
+	res resource
+	acc *client.Accepted
+	err error
+}
+
+func (a *app) createCommand() *cobra.Command {
+	var files []string
+	var w waitFlags
+	cmd := &cobra.Command{
+		Use:   "create -f FILE",
+		Short: "Create the resources in manifest files",
+		Long: "Create the resources in manifest files, one request each. A resource that\n" +
+			"fails (a name already taken, say) is reported and the rest still go; the\n" +
+			"exit status is 1 if any failed. -o json|yaml prints {\"items\":[…]} of the\n" +
+			"API's {\"task\",\"vm\"} answers.\n\n" + manifestHelp,
+		Example: `  otherix create -f web.yaml --wait
+  cat vms.yaml | otherix create -f -`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.applyManifests(cmd, files, w, true, func(ctx context.Context, c *client.Client, r resource, opt client.CallOption) (*client.Accepted, error) {
+				return c.CreateVM(ctx, messages.CreateVMRequest{Name: r.name, Spec: r.spec}, opt)
+			})
+		},
+	}
+	addManifestFlags(cmd, &files, &w)
+	return cmd
+}
+
+func (a *app) deleteCommand() *cobra.Command {
+	var files []string
+	var w waitFlags
+	var force, ignoreNotFound bool
+	cmd := &cobra.Command{
+		Use:   "delete -f FILE",
+		Short: "Delete the resources named in manifest files",
+		Long: "Delete the resources named in manifest files, by kind and name; their specs\n" +
+			"are not compared. A resource that fails is reported and the rest still go;\n" +
+			"the exit status is 1 if any failed.\n\n" + manifestHelp,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.applyManifests(cmd, files, w, false, func(ctx context.Context, c *client.Client, r resource, opt client.CallOption) (*client.Accepted, error) {
+				acc, err := c.DeleteVM(ctx, r.name, force, opt)
+				if ignoreNotFound && client.ErrorCode(err) == messages.ErrNotFound.Code {
+					fmt.Fprintf(a.stderr, "%s not found; nothing to delete\n", r.ref())
+					return nil, nil
+				}
+				return acc, err
+			})
+		},
+	}
+	addManifestFlags(cmd, &files, &w)
+	cmd.Flags().BoolVar(&force, "force", false, "delete even if a VM runs or its node cannot confirm")
+	cmd.Flags().BoolVar(&ignoreNotFound, "ignore-not-found", false, "treat a resource that does not exist as deleted")
+	return cmd
+}
+
+func addManifestFlags(cmd *cobra.Command, files *[]string, w *waitFlags) {
+	cmd.Flags().StringArrayVarP(files, "filename", "f", nil, "manifest file, - for stdin (repeatable)")
+	addWaitFlags(cmd.Flags(), w)
+}
+
+// sendFunc sends one resource's write; a nil Accepted with no error means
+// there was nothing to do.
+type sendFunc func(context.Context, *client.Client, resource, client.CallOption) (*client.Accepted, error)
+
+// applyManifests loads and checks every document, then sends each, then
+// waits for the tasks if asked to. create says which verb this is.
+func (a *app) applyManifests(cmd *cobra.Command, files []string, w waitFlags, create bool, send sendFunc) error {
+	if err := w.check(); err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		return usageError(errors.New("-f FILE is required"))
+	}
+	res, err := loadManifests(files, cmd.InOrStdin(), create)
+	if err != nil {
+		return err
+	}
+	ctx := cmd.Context()
+	outs := a.sendAll(ctx, res, create, send)
+	if err := a.printAccepted(outs); err != nil {
+		return err
+	}
+	if w.wait {
+		a.waitAll(ctx, outs, w)
+	}
+	return summarize(outs)
+}
+
+// sendAll sends every resource in order. It goes on past an API error (a
+// conflict on one name says nothing of the next) and stops at a transport
+// failure, which would only repeat.
+func (a *app) sendAll(ctx context.Context, res []resource, create bool, send sendFunc) []*outcome {
+	outs := make([]*outcome, 0, len(res))
+	var stop error
+	for _, r := range res {
+		o := &outcome{res: r}
+		outs = append(outs, o)
+		if stop != nil {
+			o.err = codedf("not_sent", "not sent: %s", errorLine(stop))
+			continue
+		}
+		o.err = a.write(ctx, a.newKey(), func(ctx context.Context, c *client.Client, opt client.CallOption) (err error) {
+			o.acc, err = send(ctx, c, r, opt)
+			return err
+		})
+		if o.err != nil {
+			fmt.Fprintf(a.stderr, "%s: %s\n", r.ref(), errorLine(o.err))
+			if client.ErrorCode(o.err) == "" {
+				stop = o.err
+			}
+			continue
+		}
+		if o.acc != nil && o.acc.Task != nil && a.tabular() {
+			verb := "deletion requested"
+			if create {
+				verb = "created"
+			}
+			fmt.Fprintf(a.stdout, "%s %s (task %s)\n", r.ref(), verb, o.acc.Task.ID)
+		}
+	}
+	return outs
+}
+
+// printAccepted prints the API's answers for -o json|yaml; tables printed a
+// line per resource as it went.
+func (a *app) printAccepted(outs []*outcome) error {
+	if a.tabular() {
+		return nil
+	}
+	var accs []*client.Accepted
+	for _, o := range outs {
+		if o.acc != nil {
+			accs = append(accs, o.acc)
+		}
+	}
+	return a.emit(newItemList(accs), nil)
+}
+
+// waitAll follows each accepted task in turn, all within one --wait-timeout.
+// The tasks run concurrently on the server, so waiting in order costs no
+// more than the slowest.
+func (a *app) waitAll(ctx context.Context, outs []*outcome, w waitFlags) {
+	deadline := time.Now().Add(w.timeout)
+	for _, o := range outs {
+		if o.err != nil || o.acc == nil || o.acc.Task == nil {
+			continue
+		}
+		id := o.acc.Task.ID
+		fmt.Fprintf(a.stderr, "waiting for %s: task %s…\n", o.res.ref(), id)
+		var err error
+		if left := time.Until(deadline); left > 0 {
+			var t *messages.Task
+			if t, err = a.waitTask(ctx, id, left); err == nil {
+				err = taskOutcome(t)
+			}
+		} else {
+			err = codedf(codeWaitTimeout, "--wait-timeout %s ran out before task %s was followed; follow it with: otherix task wait %s", w.timeout, id, id)
+		}
+		if err != nil {
+			o.err = err
+			fmt.Fprintf(a.stderr, "%s: %s\n", o.res.ref(), errorLine(err))
+		}
+	}
+}
+
+// summarize is the command's result: nil when every resource succeeded,
+// else one error whose code is the failures' code when they share one.
+func summarize(outs []*outcome) error {
+	var codes []string
+	failed := 0
+	for _, o := range outs {
+		if o.err != nil {
+			failed++
+			codes = append(codes, errorCode(o.err))
+		}
+	}
+	if failed == 0 {
+		return nil
+	}
+	slices.Sort(codes)
+	code := codePartial
+	if codes = slices.Compact(codes); len(codes) == 1 && codes[0] != "" {
+		code = codes[0]
+	}
+	return codedf(code, "%d of %d resources failed", failed, len(outs))
+}
+
+// tabular reports whether -o asks for text rather than JSON or YAML.
+func (a *app) tabular() bool { return a.output == outputTable || a.output == outputWide }
+
+// check refuses a --wait-timeout that could not wait at all, before any
+// write is sent.
+func (w waitFlags) check() error {
+	if w.wait && w.timeout <= 0 {
+		return usageError(fmt.Errorf("--wait-timeout must be positive, got %s", w.timeout))
+	}
+	return nil
+}
