@@ -31,7 +31,7 @@ existing = $(strip $(foreach d,$(1),$(if $(wildcard $(d)),./$(d)/...)))
 ETCD_PKGS := $(call existing,persistence actors http cmd config)
 BENCH_PKGS := $(call existing,persistence http)
 
-.PHONY: all deps build test test-etcd test-netfabric test-e2e vet fmt-check check bench dev clean
+.PHONY: all deps build cross test test-etcd test-netfabric test-e2e vet fmt-check check bench dev clean
 
 all: build
 
@@ -88,10 +88,15 @@ check:
 	$(MAKE) deps
 	$(MAKE) vet
 	$(MAKE) fmt-check
+	$(MAKE) cross
 	$(MAKE) test
 	$(MAKE) test-etcd
 	$(MAKE) test-netfabric
 	$(MAKE) test-e2e
+
+# The binaries must keep building for arm64 hosts.
+cross:
+	CGO_ENABLED=0 GOARCH=arm64 go build -o /dev/null ./cmd/...
 
 bench:
 	@: > bench.out
