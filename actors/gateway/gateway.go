@@ -30,8 +30,9 @@ type Config struct {
 	Replica string
 	// ClaimTTL is how long a dead replica's jobs stay claimed (default 10s).
 	ClaimTTL time.Duration
-	// Rescan is the dispatcher's safety-net scan interval (default ClaimTTL).
-	Rescan time.Duration
+	// Resync is how often the dispatcher reloads the whole job queue to heal
+	// its in-memory view (default 1m).
+	Resync time.Duration
 	// JobBackoffBase and JobBackoffMax bound the wait between job attempts
 	// (defaults 2s and 1m); JobAttempts is each job's budget (default 5).
 	JobBackoffBase time.Duration
@@ -69,7 +70,7 @@ func (c *Config) defaults() {
 		}
 	}
 	set(&c.ClaimTTL, 10*time.Second)
-	set(&c.Rescan, c.ClaimTTL)
+	set(&c.Resync, time.Minute)
 	set(&c.JobBackoffBase, 2*time.Second)
 	set(&c.JobBackoffMax, time.Minute)
 	set(&c.AskTimeout, 10*time.Second)
@@ -121,7 +122,7 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 		return nil, fmt.Errorf("gateway: spawn vms guardian: %w", err)
 	}
 	jobDeps := job.Deps{Runtime: rt, Store: st, Log: log, Executor: job.Executor{Placer: cfg.Placer}, VMs: g.vms,
-		Config: job.Config{Replica: cfg.Replica, ClaimTTL: cfg.ClaimTTL, Rescan: cfg.Rescan,
+		Config: job.Config{Replica: cfg.Replica, ClaimTTL: cfg.ClaimTTL, Resync: cfg.Resync,
 			BackoffBase: cfg.JobBackoffBase, BackoffMax: cfg.JobBackoffMax, AskTimeout: cfg.AskTimeout}}
 	g.jobs, err = root.SpawnNamed(system.NewGuardian(rt, "job", job.JobProps(jobDeps), func(ctx actor.Context) {
 		if _, err := ctx.SpawnNamed(job.DispatcherProps(jobDeps), "dispatcher"); err != nil {

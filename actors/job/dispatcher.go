@@ -1,12 +1,12 @@
 package job
 
 import (
+	"container/heap"
 	"context"
 	"log/slog"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/otherix/otherix/actors/system"
 	"github.com/otherix/otherix/messages"
@@ -19,9 +19,9 @@ type Config struct {
 	Replica string
 	// ClaimTTL is the lease TTL: how long a dead replica's jobs stay claimed.
 	ClaimTTL time.Duration
-	// Rescan is how often the dispatcher looks for claimable jobs even when no
-	// watch event arrived.
-	Rescan time.Duration
+	// Resync is how often the dispatcher reloads the whole queue, healing its
+	// in-memory view should a watch event ever be missed.
+	Resync time.Duration
 	// BackoffBase is the wait after a job's first failed attempt; it doubles
 	// with each further attempt up to BackoffMax.
 	BackoffBase time.Duration
@@ -41,21 +41,37 @@ type Deps struct {
 	Config
 }
 
+// claimBatch bounds one round of claims, so that a burst of new jobs is
+// handed out in steady rounds rather than one long transaction spree.
+const claimBatch = 64
+
 // DispatcherProps returns the props of the dispatcher. It must be a child of
 // the jobs guardian: it delivers claimed jobs to its parent, which spawns one
 // job actor per job.
+//
+// The dispatcher keeps the queue in memory: it loads every job and claim once,
+// then follows etcd's watch, so the cost of a new job is one event rather than
+// a scan of the queue. Jobs backing off wait in a timer heap.
 func DispatcherProps(d Deps) *actor.Props {
-	return actor.PropsFromProducer(func() actor.Actor { return &dispatcher{deps: d, active: map[string]bool{}} })
+	return actor.PropsFromProducer(func() actor.Actor { return &dispatcher{deps: d} })
 }
 
 type dispatcher struct {
-	deps     Deps
-	session  *store.Dispatcher
-	cancel   context.CancelFunc
-	scanning bool
-	dirty    bool
-	// active holds jobs this replica claimed and still runs.
-	active map[string]bool
+	deps    Deps
+	session *store.Dispatcher
+	// stopWatch ends the current watch goroutine.
+	stopWatch context.CancelFunc
+
+	jobs    map[string]*messages.Job
+	claimed map[string]bool // held by any dispatcher, this one included
+	active  map[string]bool // claimed here and handed to a job actor
+	ready   []string
+	isReady map[string]bool
+	timers  timerHeap
+	// timerAt is the live heap entry of each job; older entries are skipped.
+	timerAt  map[string]time.Time
+	wakeAt   time.Time
+	claiming bool
 }
 
 type (
@@ -64,13 +80,25 @@ type (
 		session *store.Dispatcher
 		err     error
 	}
-	wake        struct{}
+	synced struct {
+		by   *dispatcher
+		snap store.JobSnapshot
+		err  error
+	}
+	changed struct {
+		by     *dispatcher
+		events []store.JobEvent
+	}
+	watchEnded struct {
+		by  *dispatcher
+		err error
+	}
+	resync      struct{ by *dispatcher }
+	wake        struct{ by *dispatcher }
 	sessionLost struct{}
-	scanned     struct {
-		by      *dispatcher
-		claimed []*messages.Job
-		next    time.Time
-		err     error
+	claimRound  struct {
+		by  *dispatcher
+		won []*messages.Job
 	}
 	// Done tells the dispatcher a job actor has finished with its job.
 	Done struct{ JobID string }
@@ -79,6 +107,7 @@ type (
 func (d *dispatcher) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
+		d.reset()
 		d.open(ctx)
 	case *actor.Stopping, *actor.Restarting:
 		d.close()
@@ -93,45 +122,77 @@ func (d *dispatcher) Receive(ctx actor.Context) {
 			panic(m.err)
 		}
 		d.session = m.session
-		d.watch(ctx)
-		d.scan(ctx)
-	case wake:
-		if d.session == nil {
-			return
+		d.watchSession(ctx)
+		d.deps.Runtime.Every(ctx.Self(), d.deps.Resync, resync{by: d})
+		d.load(ctx)
+	case resync:
+		if m.by == d {
+			d.load(ctx)
 		}
-		if d.scanning {
-			d.dirty = true
-			return
-		}
-		d.scan(ctx)
-	case scanned:
+	case synced:
 		if m.by != d {
 			return
 		}
-		d.scanning = false
 		if m.err != nil {
-			d.deps.Log.Warn("job scan failed", "err", m.err)
-			d.deps.Runtime.After(ctx.Self(), d.deps.BackoffBase, wake{})
+			d.deps.Log.Warn("load job queue", "err", m.err)
+			d.deps.Runtime.After(ctx.Self(), d.deps.BackoffBase, resync{by: d})
+			return
 		}
-		for _, j := range m.claimed {
+		d.replace(m.snap)
+		d.follow(ctx, m.snap.Revision)
+		d.wakeAt = time.Time{} // the heap was rebuilt; arm its earliest timer afresh
+		d.schedule(ctx)
+		d.dispatch(ctx)
+	case changed:
+		if m.by != d {
+			return
+		}
+		for _, e := range m.events {
+			d.apply(e)
+			d.evaluate(ctx, e.JobID)
+		}
+		d.dispatch(ctx)
+	case watchEnded:
+		if m.by != d || m.err == nil {
+			return
+		}
+		d.deps.Log.Warn("job watch ended; reloading the queue", "err", m.err)
+		d.deps.Runtime.After(ctx.Self(), d.deps.BackoffBase, resync{by: d})
+	case wake:
+		if m.by != d {
+			return
+		}
+		d.wakeAt = time.Time{}
+		d.fireTimers(ctx)
+		d.dispatch(ctx)
+	case claimRound:
+		if m.by != d {
+			return
+		}
+		d.claiming = false
+		for _, j := range m.won {
 			d.active[j.ID] = true
+			d.claimed[j.ID] = true
+			d.jobs[j.ID] = j
 			// Request, not Send: the job actor answers Done to the sender.
 			ctx.Request(ctx.Parent(), system.Deliver{ID: j.ID, Msg: run{job: j, session: d.session}})
 		}
-		if !m.next.IsZero() {
-			d.deps.Runtime.After(ctx.Self(), time.Until(m.next)+10*time.Millisecond, wake{})
-		}
-		if d.dirty {
-			d.dirty = false
-			d.scan(ctx)
-		}
+		d.dispatch(ctx)
 	case Done:
 		delete(d.active, m.JobID)
+		d.evaluate(ctx, m.JobID)
+		d.dispatch(ctx)
 	case sessionLost:
 		panic("job: dispatcher lease lost; restarting with a new one")
 	case system.Crashed:
 		panic(m.Reason)
 	}
+}
+
+func (d *dispatcher) reset() {
+	d.jobs, d.claimed, d.active = map[string]*messages.Job{}, map[string]bool{}, map[string]bool{}
+	d.isReady, d.timerAt = map[string]bool{}, map[string]time.Time{}
+	d.ready, d.timers = nil, nil
 }
 
 func (d *dispatcher) open(ctx actor.Context) {
@@ -143,8 +204,8 @@ func (d *dispatcher) open(ctx actor.Context) {
 }
 
 func (d *dispatcher) close() {
-	if d.cancel != nil {
-		d.cancel()
+	if d.stopWatch != nil {
+		d.stopWatch()
 	}
 	if d.session != nil {
 		_ = d.session.Close()
@@ -152,64 +213,178 @@ func (d *dispatcher) close() {
 	}
 }
 
-// watch turns etcd changes under the job and claim prefixes into wake
-// messages, and rescans periodically in case a watch event was missed.
-func (d *dispatcher) watch(ctx actor.Context) {
-	rt, self, session := d.deps.Runtime, ctx.Self(), d.session
-	wctx, cancel := context.WithCancel(rt.Context())
-	d.cancel = cancel
-	cli, rescan := d.deps.Store.Client(), d.deps.Rescan
-	rt.Go(self, func(context.Context) any {
-		var chans []clientv3.WatchChan
-		for _, p := range store.WatchPrefixes() {
-			chans = append(chans, cli.Watch(clientv3.WithRequireLeader(wctx), p, clientv3.WithPrefix()))
-		}
-		tick := time.NewTicker(rescan)
-		defer tick.Stop()
-		for {
-			select {
-			case <-wctx.Done():
-				return nil
-			case <-session.Done():
-				return sessionLost{}
-			case <-tick.C:
-			case _, ok := <-chans[0]:
-				if !ok {
-					return nil
-				}
-			case _, ok := <-chans[1]:
-				if !ok {
-					return nil
-				}
-			}
-			rt.System.Root.Send(self, wake{})
+// watchSession restarts the dispatcher when its lease is lost: every claim it
+// held is gone, and its job actors find out on their next write.
+func (d *dispatcher) watchSession(ctx actor.Context) {
+	done := d.session.Done()
+	rt := d.deps.Runtime
+	rt.Go(ctx.Self(), func(c context.Context) any {
+		select {
+		case <-c.Done():
+			return nil
+		case <-done:
+			return sessionLost{}
 		}
 	})
 }
 
-func (d *dispatcher) scan(ctx actor.Context) {
-	d.scanning = true
-	st, session := d.deps.Store, d.session
-	active := make(map[string]bool, len(d.active))
-	for id := range d.active {
-		active[id] = true
-	}
+func (d *dispatcher) load(ctx actor.Context) {
+	st := d.deps.Store
 	d.deps.Runtime.Go(ctx.Self(), func(c context.Context) any {
-		jobs, err := st.Claimable(c)
-		if err != nil {
-			return scanned{by: d, err: err}
-		}
-		var claimed []*messages.Job
-		for _, j := range jobs {
-			if active[j.ID] {
-				continue
-			}
-			if err := session.Claim(c, j); err != nil {
-				continue // another dispatcher won it, or it changed; the next scan sees
-			}
-			claimed = append(claimed, j)
-		}
-		next, err := st.NextWakeup(c)
-		return scanned{by: d, claimed: claimed, next: next, err: err}
+		snap, err := st.LoadJobs(c)
+		return synced{by: d, snap: snap, err: err}
 	})
+}
+
+// follow replaces the watch with one that starts right after rev.
+func (d *dispatcher) follow(ctx actor.Context, rev int64) {
+	if d.stopWatch != nil {
+		d.stopWatch()
+	}
+	rt, self, st := d.deps.Runtime, ctx.Self(), d.deps.Store
+	wctx, cancel := context.WithCancel(rt.Context())
+	d.stopWatch = cancel
+	rt.Go(self, func(context.Context) any {
+		err := st.WatchJobs(wctx, rev, func(events []store.JobEvent) {
+			rt.System.Root.Send(self, changed{by: d, events: events})
+		})
+		if wctx.Err() != nil {
+			return nil // replaced or stopped on purpose
+		}
+		return watchEnded{by: d, err: err}
+	})
+}
+
+// replace installs a fresh snapshot. Jobs this replica is running stay active.
+func (d *dispatcher) replace(snap store.JobSnapshot) {
+	active := d.active
+	d.reset()
+	d.active = active
+	for _, j := range snap.Jobs {
+		d.jobs[j.ID] = j
+	}
+	for _, id := range snap.Claimed {
+		d.claimed[id] = true
+	}
+	for id := range d.jobs {
+		d.evaluateAt(id, d.deps.Store.Now())
+	}
+}
+
+func (d *dispatcher) apply(e store.JobEvent) {
+	switch {
+	case e.Claim && e.Claimed:
+		d.claimed[e.JobID] = true
+	case e.Claim:
+		delete(d.claimed, e.JobID)
+	case e.Job != nil:
+		d.jobs[e.JobID] = e.Job
+	default:
+		delete(d.jobs, e.JobID)
+	}
+}
+
+func (d *dispatcher) evaluate(ctx actor.Context, id string) {
+	d.evaluateAt(id, d.deps.Store.Now())
+	d.schedule(ctx)
+}
+
+// evaluateAt files a job as ready to claim, or under a timer for when its
+// backoff ends. Jobs that are gone or held by someone are left out; a later
+// event about them files them again.
+func (d *dispatcher) evaluateAt(id string, now time.Time) {
+	j, ok := d.jobs[id]
+	if !ok || d.claimed[id] || d.active[id] || d.isReady[id] {
+		return
+	}
+	if j.NotBefore.After(now) {
+		if d.timerAt[id].Equal(j.NotBefore) {
+			return
+		}
+		d.timerAt[id] = j.NotBefore
+		heap.Push(&d.timers, timer{id: id, at: j.NotBefore})
+		return
+	}
+	d.isReady[id] = true
+	d.ready = append(d.ready, id)
+}
+
+// schedule arms one wake-up for the earliest timer.
+func (d *dispatcher) schedule(ctx actor.Context) {
+	if len(d.timers) == 0 {
+		return
+	}
+	next := d.timers[0].at
+	if !d.wakeAt.IsZero() && !next.Before(d.wakeAt) {
+		return
+	}
+	d.wakeAt = next
+	d.deps.Runtime.After(ctx.Self(), time.Until(next), wake{by: d})
+}
+
+func (d *dispatcher) fireTimers(ctx actor.Context) {
+	now := d.deps.Store.Now()
+	for len(d.timers) > 0 && !d.timers[0].at.After(now) {
+		t := heap.Pop(&d.timers).(timer)
+		if !d.timerAt[t.id].Equal(t.at) {
+			continue // superseded by a later entry for the same job
+		}
+		delete(d.timerAt, t.id)
+		d.evaluateAt(t.id, now)
+	}
+	d.schedule(ctx)
+}
+
+// dispatch claims a round of ready jobs off the actor goroutine.
+func (d *dispatcher) dispatch(ctx actor.Context) {
+	if d.claiming || d.session == nil || len(d.ready) == 0 {
+		return
+	}
+	var batch []*messages.Job
+	for len(d.ready) > 0 && len(batch) < claimBatch {
+		id := d.ready[0]
+		d.ready = d.ready[1:]
+		delete(d.isReady, id)
+		j, ok := d.jobs[id]
+		if !ok || d.claimed[id] || d.active[id] {
+			continue
+		}
+		c := *j
+		batch = append(batch, &c)
+	}
+	if len(batch) == 0 {
+		return
+	}
+	d.claiming = true
+	session := d.session
+	d.deps.Runtime.Go(ctx.Self(), func(c context.Context) any {
+		var won []*messages.Job
+		for _, j := range batch {
+			// A lost claim means another dispatcher took the job or it
+			// changed; the watch tells this one what happened.
+			if session.Claim(c, j) == nil {
+				won = append(won, j)
+			}
+		}
+		return claimRound{by: d, won: won}
+	})
+}
+
+type timer struct {
+	id string
+	at time.Time
+}
+
+// timerHeap orders jobs backing off by when they become claimable.
+type timerHeap []timer
+
+func (h timerHeap) Len() int           { return len(h) }
+func (h timerHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h timerHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *timerHeap) Push(x any)        { *h = append(*h, x.(timer)) }
+func (h *timerHeap) Pop() any {
+	old := *h
+	t := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return t
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -194,6 +195,88 @@ func (d *Dispatcher) Drop(ctx context.Context, j *messages.Job) error {
 	return d.s.Commit(ctx, t)
 }
 
-// WatchPrefixes are the key prefixes whose changes can make a job claimable:
-// new or re-timed jobs, and claims released or expired.
-func WatchPrefixes() []string { return []string{RowPrefix(Jobs), RowPrefix(claims)} }
+// JobSnapshot is every job and every held claim at one revision: the start of
+// a dispatcher's in-memory view, which WatchJobs then keeps current.
+type JobSnapshot struct {
+	Jobs     []*messages.Job
+	Claimed  []string
+	Revision int64
+}
+
+// LoadJobs reads all jobs and claims at one revision.
+func (s *Store) LoadJobs(ctx context.Context) (JobSnapshot, error) {
+	resp, err := s.cli.Txn(ctx).Then(
+		clientv3.OpGet(RowPrefix(Jobs), clientv3.WithPrefix()),
+		clientv3.OpGet(RowPrefix(claims), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+	).Commit()
+	if err != nil {
+		return JobSnapshot{}, unavailable(err)
+	}
+	snap := JobSnapshot{Revision: resp.Header.Revision}
+	for _, k := range resp.Responses[0].GetResponseRange().Kvs {
+		j, err := decode[messages.Job](k.Value, k.ModRevision)
+		if err != nil {
+			return JobSnapshot{}, err
+		}
+		snap.Jobs = append(snap.Jobs, j)
+	}
+	for _, k := range resp.Responses[1].GetResponseRange().Kvs {
+		snap.Claimed = append(snap.Claimed, lastSegment(string(k.Key)))
+	}
+	return snap, nil
+}
+
+// JobEvent is one change to the job queue. For a job row, Job is the new row or
+// nil when it was deleted; for a claim key, Claim is set and Claimed says
+// whether the claim now exists.
+type JobEvent struct {
+	JobID   string
+	Job     *messages.Job
+	Claim   bool
+	Claimed bool
+}
+
+// WatchJobs streams job and claim changes after revision from to fn, in
+// batches, until ctx ends or the watch fails (for instance because the
+// revision was compacted: the caller then loads a fresh snapshot).
+func (s *Store) WatchJobs(ctx context.Context, from int64, fn func([]JobEvent)) error {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	jobs := s.cli.Watch(wctx, RowPrefix(Jobs), clientv3.WithPrefix(), clientv3.WithRev(from+1))
+	claimed := s.cli.Watch(wctx, RowPrefix(claims), clientv3.WithPrefix(), clientv3.WithRev(from+1))
+	for {
+		var wr clientv3.WatchResponse
+		var ok bool
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case wr, ok = <-jobs:
+		case wr, ok = <-claimed:
+		}
+		if !ok {
+			return fmt.Errorf("store: job watch closed")
+		}
+		if err := wr.Err(); err != nil {
+			return unavailable(err)
+		}
+		events := make([]JobEvent, 0, len(wr.Events))
+		for _, ev := range wr.Events {
+			key := string(ev.Kv.Key)
+			e := JobEvent{JobID: lastSegment(key)}
+			switch {
+			case strings.HasPrefix(key, RowPrefix(claims)):
+				e.Claim, e.Claimed = true, ev.Type == clientv3.EventTypePut
+			case ev.Type == clientv3.EventTypePut:
+				j, err := decode[messages.Job](ev.Kv.Value, ev.Kv.ModRevision)
+				if err != nil {
+					return err
+				}
+				e.Job = j
+			}
+			events = append(events, e)
+		}
+		if len(events) > 0 {
+			fn(events)
+		}
+	}
+}

@@ -19,8 +19,10 @@ import (
 // reclaimed after their lease and carried on to their end.
 func TestKill9LosesNoAcknowledgedWriteAndResumesJobs(t *testing.T) {
 	dir := t.TempDir()
-	env := []string{"OTHERIX_JOBS__CLAIM_TTL=2s", "OTHERIX_JOBS__ATTEMPTS=3", "OTHERIX_JOBS__BACKOFF_BASE=300ms",
-		"OTHERIX_JOBS__BACKOFF_MAX=300ms", "OTHERIX_LOG__LEVEL=warn"}
+	// Attempts a second apart, so the kill lands while every job is between
+	// its first and second attempt.
+	env := []string{"OTHERIX_JOBS__CLAIM_TTL=2s", "OTHERIX_JOBS__ATTEMPTS=3", "OTHERIX_JOBS__BACKOFF_BASE=1s",
+		"OTHERIX_JOBS__BACKOFF_MAX=1s", "OTHERIX_LOG__LEVEL=warn"}
 	api := startAPI(t, dir, env...)
 
 	var mu sync.Mutex
@@ -44,7 +46,11 @@ func TestKill9LosesNoAcknowledgedWriteAndResumesJobs(t *testing.T) {
 		break
 	}
 	eventually(t, 30*time.Second, "a first job attempt", func() bool {
-		return strings.Contains(getTask(t, api.URL, first.Task.ID).Message, "attempt 1 of 3")
+		msg := getTask(t, api.URL, first.Task.ID).Message
+		if strings.Contains(msg, "after 3 attempts") {
+			t.Fatalf("all attempts ran before the kill; the test no longer kills mid-flight: %q", msg)
+		}
+		return strings.Contains(msg, "attempt 1 of 3")
 	})
 	api.kill9()
 
