@@ -54,6 +54,10 @@ type Config struct {
 	BackupKeep     int
 	Snapshot       maintenance.Snapshotter
 	Prune          func(dir string, keep int) ([]string, error)
+	// NoDispatch keeps this replica from claiming jobs: it serves the API and
+	// leaves the jobs to other replicas (for instance while it is drained
+	// before maintenance).
+	NoDispatch bool
 	// Placer chooses nodes for VMs (default: the cluster has none).
 	Placer job.Placer
 	// OnMaintenance hears every maintenance run (tests wait on it).
@@ -125,6 +129,9 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 		Config: job.Config{Replica: cfg.Replica, ClaimTTL: cfg.ClaimTTL, Resync: cfg.Resync,
 			BackoffBase: cfg.JobBackoffBase, BackoffMax: cfg.JobBackoffMax, AskTimeout: cfg.AskTimeout}}
 	g.jobs, err = root.SpawnNamed(system.NewGuardian(rt, "job", job.JobProps(jobDeps), func(ctx actor.Context) {
+		if cfg.NoDispatch {
+			return
+		}
 		if _, err := ctx.SpawnNamed(job.DispatcherProps(jobDeps), "dispatcher"); err != nil {
 			panic(err)
 		}

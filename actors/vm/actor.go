@@ -33,11 +33,14 @@ func Props(d Deps, id string) *actor.Props {
 // vmActor has one write in flight at most; commands that arrive meanwhile
 // wait in queue, in order, so each sees the state the previous one left.
 type vmActor struct {
-	deps  Deps
-	id    string
-	vm    *messages.VM // nil when the VM does not exist
-	busy  bool
-	queue []queued
+	deps Deps
+	id   string
+	vm   *messages.VM // nil when the VM does not exist
+	// loaded says vm reflects etcd. The row is read on the first command, not
+	// on start, so that a create (a new id, nothing to read) costs no read.
+	loaded bool
+	busy   bool
+	queue  []queued
 	// lastActive is when the actor last got a command or finished I/O; it
 	// asks to be passivated once PassivateAfter has passed since.
 	lastActive time.Time
@@ -78,7 +81,6 @@ func (a *vmActor) Receive(ctx actor.Context) {
 		if a.deps.PassivateAfter > 0 {
 			a.deps.Runtime.After(ctx.Self(), a.deps.PassivateAfter, idleCheck{by: a})
 		}
-		a.load(ctx)
 	case loaded:
 		if m.by != a {
 			return
@@ -89,6 +91,7 @@ func (a *vmActor) Receive(ctx actor.Context) {
 			panic(m.err)
 		}
 		a.vm = m.vm
+		a.loaded = true
 		a.busy = false
 		a.drain(ctx)
 	case committed:
@@ -105,8 +108,10 @@ func (a *vmActor) Receive(ctx actor.Context) {
 			}
 		}
 		ctx.Send(m.sender, messages.VMReply{VM: m.next, Task: m.task, Err: m.err})
-		if messages.KindOf(m.err) == messages.KindStale {
-			// Another replica changed the row; reload before the next command.
+		if m.err != nil {
+			// A refused or failed write (another replica changed the row, a
+			// guard failed, etcd hiccuped) may mean the state here is not
+			// etcd's: read it again before the next command.
 			a.load(ctx)
 			return
 		}
@@ -137,6 +142,15 @@ func (a *vmActor) Receive(ctx actor.Context) {
 		messages.CancelVMTask, messages.FinishVMJob:
 		a.lastActive = time.Now()
 		a.queue = append(a.queue, queued{msg: m, sender: ctx.Sender()})
+		if !a.loaded && !a.busy {
+			if _, creating := m.(messages.CreateVM); !creating || len(a.queue) > 1 {
+				a.load(ctx)
+				return
+			}
+			// A create names a new id: there is nothing to read, and the
+			// transaction's create guard refuses it should a row exist.
+			a.loaded = true
+		}
 		a.drain(ctx)
 	}
 }

@@ -23,6 +23,8 @@ type apiConfig struct {
 		MaxTxnOps uint   `koanf:"max_txn_ops"`
 	} `koanf:"etcd"`
 	Jobs struct {
+		// Dispatch false makes this replica serve the API without claiming jobs.
+		Dispatch    bool          `koanf:"dispatch"`
 		ClaimTTL    time.Duration `koanf:"claim_ttl"`
 		Attempts    int           `koanf:"attempts"`
 		BackoffBase time.Duration `koanf:"backoff_base"`
@@ -53,6 +55,7 @@ func defaultConfig() apiConfig {
 	// authentication; binding wider is an explicit choice.
 	c.Listen = "127.0.0.1:7080"
 	c.Etcd.MaxTxnOps = 128
+	c.Jobs.Dispatch = true
 	c.Jobs.ClaimTTL = 10 * time.Second
 	c.Jobs.Attempts = 5
 	c.Jobs.BackoffBase = 2 * time.Second

@@ -60,7 +60,7 @@ func serve(cmd *cobra.Command) error {
 	}
 
 	gw, err := gateway.Start(ctx, st, gateway.Config{
-		ClaimTTL: cfg.Jobs.ClaimTTL, JobAttempts: cfg.Jobs.Attempts,
+		NoDispatch: !cfg.Jobs.Dispatch, ClaimTTL: cfg.Jobs.ClaimTTL, JobAttempts: cfg.Jobs.Attempts,
 		JobBackoffBase: cfg.Jobs.BackoffBase, JobBackoffMax: cfg.Jobs.BackoffMax,
 		TaskRetention: cfg.Tasks.Retention,
 		BackupDir:     cfg.Backup.Dir, BackupInterval: cfg.Backup.Interval, BackupKeep: cfg.Backup.Keep,
