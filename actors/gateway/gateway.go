@@ -202,7 +202,11 @@ func (g *Gateway) Store() *store.Store { return g.st }
 
 // askVM sends one command to a VM's actor and waits for its reply.
 func (g *Gateway) askVM(id string, msg any) (messages.VMReply, error) {
-	res, err := g.rt.System.Root.RequestFuture(g.vms, system.Deliver{ID: id, Msg: msg}, g.cfg.AskTimeout).Result()
+	// The actor drops the command if it has not started it shortly before the
+	// caller stops waiting, so a timed-out caller can retry without the first
+	// attempt running later behind its back.
+	deadline := time.Now().Add(g.cfg.AskTimeout * 9 / 10)
+	res, err := g.rt.System.Root.RequestFuture(g.vms, system.Deliver{ID: id, Msg: system.Deadlined{Msg: msg, Deadline: deadline}}, g.cfg.AskTimeout).Result()
 	if err != nil {
 		if errors.Is(err, actor.ErrTimeout) {
 			return messages.VMReply{}, &messages.Error{Kind: messages.KindUnavailable, Code: "actor_timeout",

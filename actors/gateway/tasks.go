@@ -64,6 +64,11 @@ func (g *Gateway) ReserveIdempotency(ctx context.Context, scope, key, hash strin
 	return g.st.ReserveIdempotency(ctx, scope, key, hash, stale)
 }
 
+// ReplaceIdempotency reserves a key whose record expired, if it is unchanged.
+func (g *Gateway) ReplaceIdempotency(ctx context.Context, scope, key, hash string, expired *store.IdempotencyRecord) (*store.IdempotencyRecord, bool, error) {
+	return g.st.ReplaceIdempotency(ctx, scope, key, hash, expired)
+}
+
 // CompleteIdempotency stores the answer to a reserved write.
 func (g *Gateway) CompleteIdempotency(ctx context.Context, scope, key string, rec store.IdempotencyRecord) error {
 	return g.st.CompleteIdempotency(ctx, scope, key, rec)

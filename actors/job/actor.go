@@ -38,12 +38,19 @@ type jobActor struct {
 	id         string
 	dispatcher *actor.PID
 	current    *run
+	// next is a delivery that arrived while an attempt was running (the job
+	// was claimed again by a restarted dispatcher); it runs after current.
+	next *run
 }
 
 func (a *jobActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case run:
 		a.dispatcher = ctx.Sender()
+		if a.current != nil {
+			a.next = &m
+			return
+		}
 		a.current = &m
 		a.attempt(ctx, m)
 	case *actor.Restarting:
@@ -55,6 +62,11 @@ func (a *jobActor) Receive(ctx actor.Context) {
 		a.current = nil
 		if m.err != nil {
 			a.deps.Log.Warn("job attempt ended with an error", "job", a.id, "err", m.err)
+		}
+		if a.next != nil {
+			a.current, a.next = a.next, nil
+			a.attempt(ctx, *a.current)
+			return
 		}
 		if a.dispatcher != nil {
 			ctx.Send(a.dispatcher, Done{JobID: a.id})
@@ -125,15 +137,23 @@ func (d Deps) attemptOnce(ctx context.Context, j *messages.Job, session *store.D
 		return session.Drop(ctx, j)
 	}
 	if err != nil {
-		return session.Retry(ctx, j, nil, err.Error(), d.backoff(j))
+		return err
 	}
 	vm, err := d.Store.GetVM(ctx, j.Target.ID)
 	if err != nil && messages.KindOf(err) != messages.KindNotFound {
-		return session.Retry(ctx, j, nil, err.Error(), d.backoff(j))
+		return err
 	}
-	out := d.Executor.Run(ctx, j, vm)
 	now := d.Store.Now().UTC()
 	task.UpdatedAt = now
+	if j.Attempts > j.MaxAttempts {
+		// Earlier attempts ended in errors rather than outcomes (etcd
+		// trouble, a crash); the budget still holds.
+		cause := &messages.TaskError{Code: "attempts_exhausted", Message: "the job's attempts ran out: " + j.LastError}
+		task.State, task.Error, task.FinishedAt = messages.TaskFailed, cause, &now
+		task.Message = fmt.Sprintf("gave up after %d attempts", j.MaxAttempts)
+		return d.finish(ctx, j, task, session, failedStatus(j, vm, cause), "", false)
+	}
+	out := d.Executor.Run(ctx, j, vm)
 	if out.Retry != nil {
 		if j.Attempts < j.MaxAttempts {
 			wait := d.backoff(j)

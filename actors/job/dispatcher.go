@@ -3,6 +3,7 @@ package job
 import (
 	"container/heap"
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -59,7 +60,11 @@ func DispatcherProps(d Deps) *actor.Props {
 type dispatcher struct {
 	deps    Deps
 	session *store.Dispatcher
-	// stopWatch ends the current watch goroutine.
+	// life scopes the goroutines of this incarnation (session watch, resync
+	// ticker, queue watch); stop ends them when the actor stops or restarts.
+	life context.Context
+	stop context.CancelFunc
+	// stopWatch ends the current queue watch.
 	stopWatch context.CancelFunc
 
 	jobs    map[string]*messages.Job
@@ -94,11 +99,22 @@ type (
 		err error
 	}
 	resync      struct{ by *dispatcher }
+	reopen      struct{ by *dispatcher }
 	wake        struct{ by *dispatcher }
-	sessionLost struct{}
-	claimRound  struct {
+	sessionLost struct {
+		by      *dispatcher
+		session *store.Dispatcher
+	}
+	claimRound struct {
 		by  *dispatcher
 		won []*messages.Job
+		// failed could not be claimed for a reason other than losing the
+		// race; they are looked at again after a backoff.
+		failed []string
+	}
+	reconsider struct {
+		by  *dispatcher
+		ids []string
 	}
 	// Done tells the dispatcher a job actor has finished with its job.
 	Done struct{ JobID string }
@@ -107,26 +123,35 @@ type (
 func (d *dispatcher) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
+		d.life, d.stop = context.WithCancel(d.deps.Runtime.Context())
 		d.reset()
 		d.open(ctx)
+		d.tickResync(ctx)
 	case *actor.Stopping, *actor.Restarting:
 		d.close()
 	case opened:
 		if m.by != d {
 			if m.session != nil {
-				_ = m.session.Close()
+				d.deps.Runtime.Go(nil, func(context.Context) any { _ = m.session.Close(); return nil })
 			}
 			return
 		}
 		if m.err != nil {
-			panic(m.err)
+			// etcd is unreachable; keep trying rather than give up, since a
+			// replica without a dispatcher would leave every job pending.
+			d.deps.Log.Warn("open dispatcher lease", "err", m.err)
+			d.deps.Runtime.After(ctx.Self(), d.deps.BackoffBase, reopen{by: d})
+			return
 		}
 		d.session = m.session
 		d.watchSession(ctx)
-		d.deps.Runtime.Every(ctx.Self(), d.deps.Resync, resync{by: d})
 		d.load(ctx)
-	case resync:
+	case reopen:
 		if m.by == d {
+			d.open(ctx)
+		}
+	case resync:
+		if m.by == d && d.session != nil {
 			d.load(ctx)
 		}
 	case synced:
@@ -170,6 +195,9 @@ func (d *dispatcher) Receive(ctx actor.Context) {
 			return
 		}
 		d.claiming = false
+		if len(m.failed) > 0 {
+			d.deps.Runtime.After(ctx.Self(), d.deps.BackoffBase, reconsider{by: d, ids: m.failed})
+		}
 		for _, j := range m.won {
 			d.active[j.ID] = true
 			d.claimed[j.ID] = true
@@ -178,12 +206,31 @@ func (d *dispatcher) Receive(ctx actor.Context) {
 			ctx.Request(ctx.Parent(), system.Deliver{ID: j.ID, Msg: run{job: j, session: d.session}})
 		}
 		d.dispatch(ctx)
+	case reconsider:
+		if m.by != d {
+			return
+		}
+		for _, id := range m.ids {
+			d.evaluate(ctx, id)
+		}
+		d.dispatch(ctx)
 	case Done:
 		delete(d.active, m.JobID)
 		d.evaluate(ctx, m.JobID)
 		d.dispatch(ctx)
 	case sessionLost:
-		panic("job: dispatcher lease lost; restarting with a new one")
+		if m.by != d || m.session != d.session {
+			return // an older session, already replaced
+		}
+		// Every claim of the lost lease is gone; job actors working under it
+		// fail their next write and stop. Start over with a new lease.
+		d.deps.Log.Warn("dispatcher lease lost; opening a new one")
+		if d.stopWatch != nil {
+			d.stopWatch()
+			d.stopWatch = nil
+		}
+		d.session = nil
+		d.open(ctx)
 	case system.Crashed:
 		panic(m.Reason)
 	}
@@ -203,27 +250,48 @@ func (d *dispatcher) open(ctx actor.Context) {
 	})
 }
 
+// tickResync reloads the queue periodically for as long as this incarnation lives.
+func (d *dispatcher) tickResync(ctx actor.Context) {
+	rt, self, life, every := d.deps.Runtime, ctx.Self(), d.life, d.deps.Resync
+	rt.Go(nil, func(context.Context) any {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-life.Done():
+				return nil
+			case <-t.C:
+				rt.System.Root.Send(self, resync{by: d})
+			}
+		}
+	})
+}
+
+// close ends this incarnation's goroutines and revokes its lease, releasing
+// its claims at once. The revoke is I/O, so it runs off the actor.
 func (d *dispatcher) close() {
+	if d.stop != nil {
+		d.stop()
+	}
 	if d.stopWatch != nil {
 		d.stopWatch()
 	}
-	if d.session != nil {
-		_ = d.session.Close()
+	if s := d.session; s != nil {
 		d.session = nil
+		d.deps.Runtime.Go(nil, func(context.Context) any { _ = s.Close(); return nil })
 	}
 }
 
 // watchSession restarts the dispatcher when its lease is lost: every claim it
 // held is gone, and its job actors find out on their next write.
 func (d *dispatcher) watchSession(ctx actor.Context) {
-	done := d.session.Done()
-	rt := d.deps.Runtime
-	rt.Go(ctx.Self(), func(c context.Context) any {
+	session, life := d.session, d.life
+	d.deps.Runtime.Go(ctx.Self(), func(context.Context) any {
 		select {
-		case <-c.Done():
+		case <-life.Done():
 			return nil
-		case <-done:
-			return sessionLost{}
+		case <-session.Done():
+			return sessionLost{by: d, session: session}
 		}
 	})
 }
@@ -242,7 +310,7 @@ func (d *dispatcher) follow(ctx actor.Context, rev int64) {
 		d.stopWatch()
 	}
 	rt, self, st := d.deps.Runtime, ctx.Self(), d.deps.Store
-	wctx, cancel := context.WithCancel(rt.Context())
+	wctx, cancel := context.WithCancel(d.life)
 	d.stopWatch = cancel
 	rt.Go(self, func(context.Context) any {
 		err := st.WatchJobs(wctx, rev, func(events []store.JobEvent) {
@@ -359,14 +427,19 @@ func (d *dispatcher) dispatch(ctx actor.Context) {
 	session := d.session
 	d.deps.Runtime.Go(ctx.Self(), func(c context.Context) any {
 		var won []*messages.Job
+		var failed []string
 		for _, j := range batch {
-			// A lost claim means another dispatcher took the job or it
-			// changed; the watch tells this one what happened.
-			if session.Claim(c, j) == nil {
+			switch err := session.Claim(c, j); {
+			case err == nil:
 				won = append(won, j)
+			case errors.Is(err, messages.ErrClaimLost):
+				// Another dispatcher took the job or it changed; the watch
+				// tells this one what happened.
+			default:
+				failed = append(failed, j.ID)
 			}
 		}
-		return claimRound{by: d, won: won}
+		return claimRound{by: d, won: won, failed: failed}
 	})
 }
 

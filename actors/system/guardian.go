@@ -1,6 +1,8 @@
 package system
 
 import (
+	"time"
+
 	"github.com/asynkron/protoactor-go/actor"
 )
 
@@ -9,6 +11,14 @@ import (
 type Deliver struct {
 	ID  string
 	Msg any
+}
+
+// Deadlined carries a command whose caller stops waiting at Deadline. An
+// entity drops it if it is still queued then, so a command the caller gave up
+// on (and may retry) does not run later behind its back.
+type Deadlined struct {
+	Msg      any
+	Deadline time.Time
 }
 
 // Passivate is sent by an idle entity to its guardian to ask to be stopped.

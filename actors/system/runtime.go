@@ -49,7 +49,7 @@ func (f levelFilter) Enabled(ctx context.Context, l slog.Level) bool {
 }
 
 // Go runs slow work off the actor's goroutine and sends its result back to
-// self as a message, so Receive never blocks on I/O. A panic in the work is
+// self as a message (unless self is nil), so Receive never blocks on I/O. A panic in the work is
 // recovered and delivered as a Crashed message for the actor to escalate.
 func (r *Runtime) Go(self *actor.PID, work func(ctx context.Context) any) {
 	r.wg.Add(1)
@@ -64,7 +64,7 @@ func (r *Runtime) Go(self *actor.PID, work func(ctx context.Context) any) {
 			}()
 			result = work(r.ctx)
 		}()
-		if result != nil && r.ctx.Err() == nil {
+		if self != nil && result != nil && r.ctx.Err() == nil {
 			r.System.Root.Send(self, result)
 		}
 	}()

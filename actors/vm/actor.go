@@ -49,6 +49,9 @@ type vmActor struct {
 type queued struct {
 	msg    any
 	sender *actor.PID
+	// deadline, when set, is when the caller stops waiting; a command still
+	// queued then is dropped rather than run behind the caller's back.
+	deadline time.Time
 }
 
 // loaded and committed come back from I/O started with Runtime.Go. They carry
@@ -86,13 +89,19 @@ func (a *vmActor) Receive(ctx actor.Context) {
 			return
 		}
 		a.lastActive = time.Now()
+		a.busy = false
 		if m.err != nil && messages.KindOf(m.err) != messages.KindNotFound {
-			// Let the supervisor retry with backoff; nothing was acknowledged.
-			panic(m.err)
+			// etcd cannot answer: tell the waiting callers now rather than let
+			// them time out, and read again on the next command.
+			a.deps.Log.Warn("load vm", "vm", a.id, "err", m.err)
+			for _, q := range a.queue {
+				ctx.Send(q.sender, messages.VMReply{Err: m.err})
+			}
+			a.queue = nil
+			return
 		}
 		a.vm = m.vm
 		a.loaded = true
-		a.busy = false
 		a.drain(ctx)
 	case committed:
 		if m.by != a {
@@ -138,21 +147,45 @@ func (a *vmActor) Receive(ctx actor.Context) {
 		} else {
 			ctx.Send(ctx.Parent(), system.StillBusy{ID: a.id})
 		}
+	case system.Deadlined:
+		a.lastActive = time.Now()
+		if len(a.queue) >= maxQueue {
+			ctx.Respond(messages.VMReply{Err: errOverloaded})
+			return
+		}
+		a.queue = append(a.queue, queued{msg: m.Msg, sender: ctx.Sender(), deadline: m.Deadline})
+		a.startOrDrain(ctx, m.Msg)
 	case messages.GetVM, messages.CreateVM, messages.UpdateVM, messages.RequestVMTask,
 		messages.CancelVMTask, messages.FinishVMJob:
 		a.lastActive = time.Now()
-		a.queue = append(a.queue, queued{msg: m, sender: ctx.Sender()})
-		if !a.loaded && !a.busy {
-			if _, creating := m.(messages.CreateVM); !creating || len(a.queue) > 1 {
-				a.load(ctx)
-				return
-			}
-			// A create names a new id: there is nothing to read, and the
-			// transaction's create guard refuses it should a row exist.
-			a.loaded = true
+		if len(a.queue) >= maxQueue {
+			ctx.Respond(messages.VMReply{Err: errOverloaded})
+			return
 		}
-		a.drain(ctx)
+		a.queue = append(a.queue, queued{msg: m, sender: ctx.Sender()})
+		a.startOrDrain(ctx, m)
 	}
+}
+
+// maxQueue bounds the commands waiting for one VM, so a flood against one VM
+// costs bounded memory and gets a clear refusal.
+const maxQueue = 256
+
+var errOverloaded = messages.Errorf(messages.KindUnavailable, "vm_overloaded",
+	"too many operations are waiting for this vm; retry later")
+
+// startOrDrain reads the VM before its first command, except before a create.
+func (a *vmActor) startOrDrain(ctx actor.Context, m any) {
+	if !a.loaded && !a.busy {
+		if _, creating := m.(messages.CreateVM); !creating || len(a.queue) > 1 {
+			a.load(ctx)
+			return
+		}
+		// A create names a new id: there is nothing to read, and the
+		// transaction's create guard refuses it should a row exist.
+		a.loaded = true
+	}
+	a.drain(ctx)
 }
 
 func (a *vmActor) idle() bool { return !a.busy && len(a.queue) == 0 }
@@ -171,6 +204,9 @@ func (a *vmActor) drain(ctx actor.Context) {
 	for !a.busy && len(a.queue) > 0 {
 		q := a.queue[0]
 		a.queue = a.queue[1:]
+		if !q.deadline.IsZero() && time.Now().After(q.deadline) {
+			continue
+		}
 		a.handle(ctx, q)
 	}
 	// An actor for an id that does not exist (a lookup of a random id) is not

@@ -76,7 +76,17 @@ func serve(cmd *cobra.Command) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
-	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// Requests share a base context that shutdown cancels, so long polls
+	// (?wait= up to 60s) end at once instead of holding shutdown up.
+	baseCtx, cancelRequests := context.WithCancel(context.Background())
+	defer cancelRequests()
+	httpSrv := &http.Server{
+		Handler:           srv.Handler(),
+		BaseContext:       func(net.Listener) context.Context { return baseCtx },
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		IdleTimeout:       2 * time.Minute,
+	}
 	served := make(chan error, 1)
 	go func() { served <- httpSrv.Serve(ln) }()
 	abs, _ := filepath.Abs(cfg.DataDir)
@@ -93,6 +103,7 @@ func serve(cmd *cobra.Command) error {
 	case err := <-member.Err():
 		return fmt.Errorf("etcd member stopped: %w", err)
 	}
+	cancelRequests()
 	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return httpSrv.Shutdown(shutdown)

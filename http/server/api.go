@@ -38,6 +38,9 @@ type ControlPlane interface {
 // IdempotencyStore remembers answers to writes sent with an Idempotency-Key.
 type IdempotencyStore interface {
 	ReserveIdempotency(ctx context.Context, scope, key, requestHash string, stale time.Duration) (*store.IdempotencyRecord, bool, error)
+	// ReplaceIdempotency reserves a key whose record expired, if that record
+	// is still unchanged; otherwise it returns the record now there.
+	ReplaceIdempotency(ctx context.Context, scope, key, requestHash string, expired *store.IdempotencyRecord) (*store.IdempotencyRecord, bool, error)
 	CompleteIdempotency(ctx context.Context, scope, key string, rec store.IdempotencyRecord) error
 	ReleaseIdempotency(ctx context.Context, scope, key string) error
 }

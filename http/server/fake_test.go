@@ -123,6 +123,10 @@ func (f *fakeCP) ReserveIdempotency(ctx context.Context, scope, key, hash string
 	return f.idem.ReserveIdempotency(ctx, scope, key, hash, stale)
 }
 
+func (f *fakeCP) ReplaceIdempotency(ctx context.Context, scope, key, hash string, expired *store.IdempotencyRecord) (*store.IdempotencyRecord, bool, error) {
+	return f.idem.ReplaceIdempotency(ctx, scope, key, hash, expired)
+}
+
 func (f *fakeCP) CompleteIdempotency(ctx context.Context, scope, key string, rec store.IdempotencyRecord) error {
 	return f.idem.CompleteIdempotency(ctx, scope, key, rec)
 }
@@ -162,6 +166,17 @@ func (m *memIdempotency) ReserveIdempotency(_ context.Context, scope, key, hash 
 	old, ok := m.recs[k]
 	if ok && !(!old.Done && old.RequestHash == hash && time.Since(old.CreatedAt) > stale) {
 		return &old, false, nil
+	}
+	m.recs[k] = store.IdempotencyRecord{RequestHash: hash, CreatedAt: time.Now()}
+	return nil, true, nil
+}
+
+func (m *memIdempotency) ReplaceIdempotency(_ context.Context, scope, key, hash string, expired *store.IdempotencyRecord) (*store.IdempotencyRecord, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := scope + "\x00" + key
+	if cur, ok := m.recs[k]; ok && !cur.CreatedAt.Equal(expired.CreatedAt) {
+		return &cur, false, nil
 	}
 	m.recs[k] = store.IdempotencyRecord{RequestHash: hash, CreatedAt: time.Now()}
 	return nil, true, nil

@@ -59,10 +59,9 @@ func (s *Server) idempotency(c *gin.Context) {
 	hash := requestHash(c.Request, body)
 	prior, reserved, err := ids.ReserveIdempotency(ctx, scope, key[0], hash, staleReservation)
 	if err == nil && !reserved && prior != nil && s.now().Sub(prior.CreatedAt) > s.cfg.IdempotencyTTL {
-		// Expired but not yet swept: forget it and treat the key as new.
-		if err = ids.ReleaseIdempotency(ctx, scope, key[0]); err == nil {
-			prior, reserved, err = ids.ReserveIdempotency(ctx, scope, key[0], hash, staleReservation)
-		}
+		// Expired but not yet swept: treat the key as new, replacing the old
+		// record only if no concurrent retry replaced it first.
+		prior, reserved, err = ids.ReplaceIdempotency(ctx, scope, key[0], hash, prior)
 	}
 	switch {
 	case err != nil:

@@ -92,6 +92,13 @@ func embedConfig(cfg Config) (*embed.Config, error) {
 	ec.Name = cfg.Name
 	ec.Dir = filepath.Join(cfg.DataDir, "member-data")
 	ec.MaxTxnOps = cfg.MaxTxnOps
+	// Without compaction etcd keeps every revision of every key (each claim,
+	// task update and idempotency answer) until it reaches its quota and
+	// refuses all writes. Keep an hour of history: enough for watches and
+	// long polls to resume, bounded for a busy control plane.
+	ec.AutoCompactionMode = "periodic"
+	ec.AutoCompactionRetention = "1h"
+	ec.QuotaBackendBytes = quotaBytes
 	ec.LogLevel = "warn"
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zapLogger())
 	peer := cfg.PeerURL
@@ -119,6 +126,10 @@ func embedConfig(cfg Config) (*embed.Config, error) {
 	}
 	return ec, nil
 }
+
+// quotaBytes is the database size at which etcd stops taking writes: etcd's
+// recommended maximum, stated here rather than left at the 2 GiB default.
+const quotaBytes = 8 << 30
 
 // zapLogger keeps etcd quiet: it logs a great deal at info level that an
 // operator of Otherix does not need.

@@ -69,7 +69,39 @@ func (s *Store) ReserveIdempotency(ctx context.Context, scope, key, requestHash 
 	return &old, false, nil
 }
 
-// CompleteIdempotency stores the answer to a reserved request.
+// ReplaceIdempotency reserves a key whose earlier record the caller found
+// expired, but only if that record is still there unchanged: of two retries
+// racing to replace it, one wins and the other sees the winner's reservation.
+func (s *Store) ReplaceIdempotency(ctx context.Context, scope, key, requestHash string, expired *IdempotencyRecord) (*IdempotencyRecord, bool, error) {
+	k := idempotencyKey(scope, key)
+	b, _ := json.Marshal(IdempotencyRecord{RequestHash: requestHash, CreatedAt: s.now()})
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(k), "=", expired.revision)).
+		Then(clientv3.OpPut(k, string(b))).
+		Else(clientv3.OpGet(k)).Commit()
+	if err != nil {
+		return nil, false, unavailable(err)
+	}
+	if resp.Succeeded {
+		return nil, true, nil
+	}
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 0 {
+		// Removed meanwhile (a sweep): an ordinary reservation will do.
+		return s.ReserveIdempotency(ctx, scope, key, requestHash, time.Hour)
+	}
+	var cur IdempotencyRecord
+	if err := json.Unmarshal(kvs[0].Value, &cur); err != nil {
+		return nil, false, fmt.Errorf("%w: idempotency record: %v", ErrCorruptRow, err)
+	}
+	cur.revision = kvs[0].ModRevision
+	return &cur, false, nil
+}
+
+// CompleteIdempotency stores the answer to a reserved request. It is a plain
+// write: if a stale reservation was taken over meanwhile, the taker sent the
+// same request (takeover requires the same fingerprint), so either answer is
+// the answer to that request.
 func (s *Store) CompleteIdempotency(ctx context.Context, scope, key string, rec IdempotencyRecord) error {
 	rec.Done = true
 	b, err := json.Marshal(rec)

@@ -71,8 +71,10 @@ func (s *Store) WaitTask(ctx context.Context, id string) (*messages.Task, error)
 			if !ok {
 				return task, nil
 			}
-			if err := wr.Err(); err != nil {
-				return task, unavailable(err)
+			if wr.Err() != nil {
+				// The watched revision was compacted, or the watch broke:
+				// answer with the task as it is now; callers poll again.
+				return s.GetTask(ctx, id)
 			}
 			for _, ev := range wr.Events {
 				if ev.Type == clientv3.EventTypeDelete {
