@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -221,7 +222,57 @@ func TestResponsesMatchContract(t *testing.T) {
 		}
 		resp.Body.Close()
 	}
+	// A replay of any stored answer, not only a 202, carries
+	// Idempotent-Replayed; the transport checks it against the contract.
+	cp.err = nil
+	replayed := func(method, path, body string) (int, string) {
+		t.Helper()
+		var status int
+		var marks []string
+		for range 2 {
+			req, err := http.NewRequestWithContext(ctx, method, ts.URL+path, strings.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set(HeaderIdempotencyKey, "replay "+method+" "+path)
+			resp, err := hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			status = resp.StatusCode
+			marks = append(marks, resp.Header.Get(HeaderIdempotentReplayed))
+		}
+		return status, strings.Join(marks, ",")
+	}
+	if st, marks := replayed(http.MethodPatch, "/v1/vms/web-1", `{"spec":{"cpus":2}}`); st != http.StatusOK || marks != ",true" {
+		t.Errorf("PATCH replay: %d %q", st, marks)
+	}
+	cp.err = messages.NameConflict("vms", "name", "web-2")
+	if st, marks := replayed(http.MethodPost, "/v1/vms", `{"name":"web-2","spec":{"image":{"url":"https://images.example/debian.qcow2"}}}`); st != http.StatusConflict || marks != ",true" {
+		t.Errorf("409 replay: %d %q", st, marks)
+	}
+	cp.err = nil
 	if len(ct.seen) < 15 {
 		t.Errorf("only %d (operation, status) pairs checked: %v", len(ct.seen), ct.seen)
+	}
+}
+
+// TestWritesDeclareReplayHeader: every answer of a write can be a replay, so
+// every response of a POST, PATCH or DELETE declares Idempotent-Replayed.
+func TestWritesDeclareReplayHeader(t *testing.T) {
+	doc := loadContract(t)
+	for path, item := range doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			if method != http.MethodPost && method != http.MethodPatch && method != http.MethodDelete {
+				continue
+			}
+			for status, ref := range op.Responses.Map() {
+				if ref.Value == nil || ref.Value.Headers[HeaderIdempotentReplayed] == nil {
+					t.Errorf("%s %s → %s does not declare %s", method, path, status, HeaderIdempotentReplayed)
+				}
+			}
+		}
 	}
 }
