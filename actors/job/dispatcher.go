@@ -126,7 +126,7 @@ func (d *dispatcher) Receive(ctx actor.Context) {
 		d.life, d.stop = context.WithCancel(d.deps.Runtime.Context())
 		d.reset()
 		d.open(ctx)
-		d.tickResync(ctx)
+		d.deps.Runtime.Every(d.life, ctx.Self(), d.deps.Resync, resync{by: d})
 	case *actor.Stopping, *actor.Restarting:
 		d.close()
 	case opened:
@@ -247,23 +247,6 @@ func (d *dispatcher) open(ctx actor.Context) {
 	d.deps.Runtime.Go(ctx.Self(), func(c context.Context) any {
 		s, err := st.NewDispatcher(c, cfg.Replica, cfg.ClaimTTL)
 		return opened{by: d, session: s, err: err}
-	})
-}
-
-// tickResync reloads the queue periodically for as long as this incarnation lives.
-func (d *dispatcher) tickResync(ctx actor.Context) {
-	rt, self, life, every := d.deps.Runtime, ctx.Self(), d.life, d.deps.Resync
-	rt.Go(nil, func(context.Context) any {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-life.Done():
-				return nil
-			case <-t.C:
-				rt.System.Root.Send(self, resync{by: d})
-			}
-		}
 	})
 }
 

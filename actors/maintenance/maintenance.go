@@ -54,7 +54,7 @@ func (a *loopActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		if a.loop.Interval > 0 {
-			a.rt.Every(ctx.Self(), a.loop.Interval, Tick{})
+			a.rt.Every(a.rt.Context(), ctx.Self(), a.loop.Interval, Tick{})
 		}
 	case Tick:
 		if a.running {

@@ -70,8 +70,8 @@ func (r *Runtime) Go(self *actor.PID, work func(ctx context.Context) any) {
 	}()
 }
 
-// Every sends msg to pid at each interval until the runtime stops.
-func (r *Runtime) Every(pid *actor.PID, interval time.Duration, msg any) {
+// Every sends msg to pid at each interval until ctx (or the runtime) ends.
+func (r *Runtime) Every(ctx context.Context, pid *actor.PID, interval time.Duration, msg any) {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -80,6 +80,8 @@ func (r *Runtime) Every(pid *actor.PID, interval time.Duration, msg any) {
 		for {
 			select {
 			case <-r.ctx.Done():
+				return
+			case <-ctx.Done():
 				return
 			case <-t.C:
 				r.System.Root.Send(pid, msg)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -50,11 +51,10 @@ func (s *Store) ReserveIdempotency(ctx context.Context, scope, key, requestHash 
 	if len(kvs) == 0 {
 		return nil, false, fmt.Errorf("store: idempotency record vanished during reservation")
 	}
-	var old IdempotencyRecord
-	if err := json.Unmarshal(kvs[0].Value, &old); err != nil {
-		return nil, false, fmt.Errorf("%w: idempotency record: %v", ErrCorruptRow, err)
+	old, err := decodeIdempotency(kvs[0])
+	if err != nil {
+		return nil, false, err
 	}
-	old.revision = kvs[0].ModRevision
 	if !old.Done && old.RequestHash == requestHash && s.now().Sub(old.CreatedAt) > stale {
 		take, err := s.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(k), "=", old.revision)).
@@ -66,7 +66,16 @@ func (s *Store) ReserveIdempotency(ctx context.Context, scope, key, requestHash 
 			return nil, true, nil
 		}
 	}
-	return &old, false, nil
+	return old, false, nil
+}
+
+func decodeIdempotency(kv *mvccpb.KeyValue) (*IdempotencyRecord, error) {
+	var rec IdempotencyRecord
+	if err := json.Unmarshal(kv.Value, &rec); err != nil {
+		return nil, fmt.Errorf("%w: idempotency record: %v", ErrCorruptRow, err)
+	}
+	rec.revision = kv.ModRevision
+	return &rec, nil
 }
 
 // ReplaceIdempotency reserves a key whose earlier record the caller found
@@ -90,12 +99,8 @@ func (s *Store) ReplaceIdempotency(ctx context.Context, scope, key, requestHash 
 		// Removed meanwhile (a sweep): an ordinary reservation will do.
 		return s.ReserveIdempotency(ctx, scope, key, requestHash, time.Hour)
 	}
-	var cur IdempotencyRecord
-	if err := json.Unmarshal(kvs[0].Value, &cur); err != nil {
-		return nil, false, fmt.Errorf("%w: idempotency record: %v", ErrCorruptRow, err)
-	}
-	cur.revision = kvs[0].ModRevision
-	return &cur, false, nil
+	cur, err := decodeIdempotency(kvs[0])
+	return cur, false, err
 }
 
 // CompleteIdempotency stores the answer to a reserved request. It is a plain
