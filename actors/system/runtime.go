@@ -90,19 +90,16 @@ func (r *Runtime) Every(ctx context.Context, pid *actor.PID, interval time.Durat
 	}()
 }
 
-// After sends msg to pid once after d, unless the runtime stops first.
+// After sends msg to pid once after d, unless the runtime stops first. It
+// holds no goroutine while it waits (entity actors keep one idle timer each,
+// and there can be very many of them); a timer that fires after Stop sends
+// nothing.
 func (r *Runtime) After(pid *actor.PID, d time.Duration, msg any) {
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-r.ctx.Done():
-		case <-t.C:
+	time.AfterFunc(d, func() {
+		if r.ctx.Err() == nil {
 			r.System.Root.Send(pid, msg)
 		}
-	}()
+	})
 }
 
 // Context is cancelled when the runtime stops.
