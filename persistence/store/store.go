@@ -129,6 +129,12 @@ func singularName(resource string) string {
 		return "task"
 	case Jobs:
 		return "job"
+	case Users:
+		return "user"
+	case APITokens:
+		return "api token"
+	case RefreshFamilies:
+		return "session"
 	}
 	return resource
 }
