@@ -407,12 +407,15 @@ func (d *dispatcher) dispatch(ctx actor.Context) {
 		return
 	}
 	d.claiming = true
-	session := d.session
-	d.deps.Runtime.Go(ctx.Self(), func(c context.Context) any {
+	session, life := d.session, d.life
+	d.deps.Runtime.Go(ctx.Self(), func(context.Context) any {
 		var won []*messages.Job
 		var failed []string
 		for _, j := range batch {
-			switch err := session.Claim(c, j); {
+			if life.Err() != nil {
+				break // stopping: the lease is being revoked, claims would fail
+			}
+			switch err := session.Claim(life, j); {
 			case err == nil:
 				won = append(won, j)
 			case errors.Is(err, messages.ErrClaimLost):
