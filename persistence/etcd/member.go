@@ -50,6 +50,13 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("etcd: data dir is required")
 	}
+	// The peer socket's unix:// URL needs an absolute path: in "unix://.dev/x"
+	// the relative part would parse as a host name.
+	abs, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("etcd: data dir: %w", err)
+	}
+	cfg.DataDir = abs
 	if cfg.Name == "" {
 		cfg.Name = DefaultMember
 	}

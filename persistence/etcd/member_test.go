@@ -91,3 +91,28 @@ func TestPruneSnapshotsKeepsNewest(t *testing.T) {
 		t.Fatalf("left %v, want the two newest", left)
 	}
 }
+
+// TestRelativeDataDir starts a member on a relative data dir, as `make dev`
+// does (--data-dir .dev), and restores a snapshot into another relative one.
+func TestRelativeDataDir(t *testing.T) {
+	t.Chdir(t.TempDir())
+	ctx := context.Background()
+	m := startMember(t, "rel")
+	if _, err := m.Client().Put(ctx, "/otherix/probe", "v"); err != nil {
+		t.Fatal(err)
+	}
+	path, err := m.Snapshot(ctx, "snaps", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	if err := Restore(path, "restored", ""); err != nil {
+		t.Fatalf("restore into a relative dir: %v", err)
+	}
+	m2 := startMember(t, "restored")
+	defer m2.Close()
+	got, err := m2.Client().Get(ctx, "/otherix/probe")
+	if err != nil || len(got.Kvs) != 1 {
+		t.Fatalf("restored member: %v %v", got, err)
+	}
+}

@@ -101,6 +101,10 @@ func Restore(snapshotPath, dataDir, name string) error {
 	if _, err := os.Stat(snapshotPath); err != nil {
 		return fmt.Errorf("etcd: snapshot: %w", err)
 	}
+	dataDir, err := filepath.Abs(dataDir)
+	if err != nil {
+		return fmt.Errorf("etcd: data dir: %w", err)
+	}
 	memberDir := filepath.Join(dataDir, "member-data")
 	if _, err := os.Stat(memberDir); err == nil {
 		return fmt.Errorf("etcd: %s already holds a member; restore into an empty data dir", dataDir)
@@ -109,7 +113,7 @@ func Restore(snapshotPath, dataDir, name string) error {
 		return fmt.Errorf("etcd: create data dir: %w", err)
 	}
 	peer := "unix://" + filepath.Join(dataDir, "peer.sock")
-	err := snapshot.NewV3(zapLogger()).Restore(snapshot.RestoreConfig{
+	err = snapshot.NewV3(zapLogger()).Restore(snapshot.RestoreConfig{
 		SnapshotPath:        snapshotPath,
 		Name:                name,
 		OutputDataDir:       memberDir,
