@@ -10,14 +10,17 @@ type Kind int
 
 // Error kinds. Each maps to exactly one HTTP status in http/server.
 const (
-	KindInternal      Kind = iota
-	KindInvalid            // the request is malformed or violates a rule
-	KindNotFound           // the resource does not exist or the caller may not see it
-	KindConflict           // a uniqueness guard or a state rule refuses the change
-	KindStale              // an optimistic-concurrency revision did not match
-	KindUnavailable        // a dependency (etcd, an actor) cannot answer right now
-	KindUnprocessable      // well-formed but contradicts an earlier request (idempotency key reuse)
-	KindTooLarge           // the request body is over its limit
+	KindInternal        Kind = iota
+	KindInvalid              // the request is malformed or violates a rule
+	KindNotFound             // the resource does not exist or the caller may not see it
+	KindConflict             // a uniqueness guard or a state rule refuses the change
+	KindStale                // an optimistic-concurrency revision did not match
+	KindUnavailable          // a dependency (etcd, an actor) cannot answer right now
+	KindUnprocessable        // well-formed but contradicts an earlier request (idempotency key reuse)
+	KindTooLarge             // the request body is over its limit
+	KindUnauthenticated      // no valid credentials: missing, malformed, expired or revoked
+	KindForbidden            // authenticated, but the role may never do this
+	KindTooManyRequests      // rate limited; retry later
 )
 
 // Error is a domain error with a stable, machine-readable code. Codes are part

@@ -41,7 +41,7 @@ func TestJobsBackingOffResumeAfterRestart(t *testing.T) {
 	t.Cleanup(g2.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	done, err := g2.WaitTask(ctx, messages.AnonymousOwner, task.ID)
+	done, err := g2.WaitTask(ctx, "", task.ID)
 	if err != nil {
 		t.Fatal(err)
 	}

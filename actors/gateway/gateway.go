@@ -62,6 +62,9 @@ type Config struct {
 	Placer job.Placer
 	// OnMaintenance hears every maintenance run (tests wait on it).
 	OnMaintenance func(maintenance.Ran)
+
+	// Identity. The zero values are the production defaults.
+	Identity IdentityConfig
 }
 
 func (c *Config) defaults() {
@@ -92,6 +95,7 @@ func (c *Config) defaults() {
 	if c.Placer == nil {
 		c.Placer = job.NoNodes{}
 	}
+	c.Identity.defaults()
 }
 
 // Gateway is the control plane's typed API over its actors and store.
@@ -105,6 +109,8 @@ type Gateway struct {
 	maint   *actor.PID
 	started atomic.Bool
 	closing sync.Once
+	// id is the identity state: key ring, caches, rate limits, audit writer.
+	id *identity
 }
 
 // Start brings up the actor system: the vms, jobs and maintenance guardians,
@@ -114,15 +120,19 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 	if log == nil {
 		log = slog.Default()
 	}
+	id, err := newIdentity(ctx, st, cfg.Identity, log)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
 	rt := system.NewRuntime(log)
-	g := &Gateway{cfg: cfg, st: st, log: log, rt: rt}
+	g := &Gateway{cfg: cfg, st: st, log: log, rt: rt, id: id}
 	root := rt.System.Root
 
 	vmDeps := vm.Deps{Runtime: rt, Store: st, Log: log, PassivateAfter: cfg.PassivateAfter, JobAttempts: cfg.JobAttempts}
-	var err error
 	g.vms, err = root.SpawnNamed(system.NewGuardian(rt, "vm", func(id string) *actor.Props { return vm.Props(vmDeps, id) }, nil), "vms")
 	if err != nil {
 		rt.Stop()
+		id.stop()
 		return nil, fmt.Errorf("gateway: spawn vms guardian: %w", err)
 	}
 	jobDeps := job.Deps{Runtime: rt, Store: st, Log: log, Executor: job.Executor{Placer: cfg.Placer}, VMs: g.vms,
@@ -138,6 +148,7 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 	}), "jobs")
 	if err != nil {
 		rt.Stop()
+		id.stop()
 		return nil, fmt.Errorf("gateway: spawn jobs guardian: %w", err)
 	}
 	loops := g.loops()
@@ -150,6 +161,7 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 	}), "maintenance")
 	if err != nil {
 		rt.Stop()
+		id.stop()
 		return nil, fmt.Errorf("gateway: spawn maintenance guardian: %w", err)
 	}
 	g.started.Store(true)
@@ -158,8 +170,15 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 
 func (g *Gateway) loops() []maintenance.Loop {
 	c := g.cfg
+	cleanup := maintenance.Cleanup(g.st, g.log, c.TaskRetention, c.IdempotencyRetention)
+	identity := maintenance.IdentityCleanup(g.st, g.log, c.Identity.AuditRetention)
 	loops := []maintenance.Loop{{Name: "cleanup", Interval: c.CleanupInterval, OnRun: c.OnMaintenance,
-		Run: maintenance.Cleanup(g.st, g.log, c.TaskRetention, c.IdempotencyRetention)}}
+		Run: func(ctx context.Context) error {
+			return errors.Join(cleanup(ctx), identity(ctx))
+		}},
+		{Name: "keyring", Interval: c.Identity.KeyRefresh, OnRun: c.OnMaintenance,
+			Run: maintenance.KeyRing(g.st, g.log, c.Identity.KeyRotation, g.id.setRing)},
+	}
 	if c.BackupDir != "" && c.Snapshot != nil && c.Prune != nil {
 		loops = append(loops, maintenance.Loop{Name: "backup", Interval: c.BackupInterval, OnRun: c.OnMaintenance,
 			Run: maintenance.Backup(c.Snapshot, c.Prune, c.BackupDir, c.BackupKeep, g.log)})
@@ -187,6 +206,9 @@ func (g *Gateway) close() {
 		_ = g.rt.System.Root.StopFuture(pid).Wait()
 	}
 	g.rt.Stop()
+	// Last, so the audit entries of the final requests are flushed while
+	// etcd is still there.
+	g.id.stop()
 }
 
 // Ready reports whether etcd answers and the actors have started.

@@ -8,7 +8,7 @@ import (
 	"github.com/otherix/otherix/persistence/store"
 )
 
-// GetTask returns a task the caller may see.
+// GetTask returns a task inside the owner scope ("" for any owner).
 func (g *Gateway) GetTask(ctx context.Context, owner, id string) (*messages.Task, error) {
 	if !messages.ValidID(id) {
 		return nil, messages.NotFound("task", id)
@@ -31,9 +31,10 @@ func (g *Gateway) WaitTask(ctx context.Context, owner, id string) (*messages.Tas
 	return g.st.WaitTask(ctx, id)
 }
 
-// ListTasks lists the caller's tasks, oldest first.
+// ListTasks lists the tasks in scope (owner's, or every task for ""), oldest
+// first.
 func (g *Gateway) ListTasks(ctx context.Context, owner string, page store.Page) ([]*messages.Task, string, error) {
-	if owner == messages.AnonymousOwner {
+	if owner == "" {
 		return store.List[messages.Task](ctx, g.st, store.Tasks, page)
 	}
 	return store.ListIndexed[messages.Task](ctx, g.st, store.Tasks, store.TaskOwnerIndex(owner), page)

@@ -8,8 +8,12 @@ import (
 )
 
 // CreateVM validates the request and has a new VM actor commit the VM with its
-// vm.create task and job in one transaction.
+// vm.create task and job in one transaction. owner is the creating user's id
+// and must be set: every VM belongs to a user.
 func (g *Gateway) CreateVM(ctx context.Context, owner string, req messages.CreateVMRequest) (*messages.VM, *messages.Task, error) {
+	if owner == "" {
+		return nil, nil, messages.Invalid("owner", "is required")
+	}
 	if err := messages.ValidateName("name", req.Name); err != nil {
 		return nil, nil, err
 	}
@@ -28,7 +32,8 @@ func (g *Gateway) CreateVM(ctx context.Context, owner string, req messages.Creat
 // GetVM returns a VM by id or by one of owner's names. A ref shaped like an id
 // is tried as an id first and then as a name, since a 26-character name can
 // look like one. A VM of another owner is reported as not found, the same as
-// one that does not exist.
+// one that does not exist. With owner "" (any owner) a name is looked up
+// across owners; a name several owners use is ambiguous_vm_name.
 func (g *Gateway) GetVM(ctx context.Context, owner, ref string) (*messages.VM, error) {
 	if messages.ValidID(ref) {
 		reply, err := g.askVM(ref, messages.GetVM{})
@@ -42,7 +47,7 @@ func (g *Gateway) GetVM(ctx context.Context, owner, ref string) (*messages.VM, e
 	if messages.ValidateName("vm", ref) != nil {
 		return nil, messages.NotFound("vm", ref)
 	}
-	id, err := g.st.VMIDByName(ctx, owner, ref)
+	id, err := g.vmIDByName(ctx, owner, ref)
 	if err != nil {
 		return nil, err
 	}
@@ -59,17 +64,34 @@ func (g *Gateway) GetVM(ctx context.Context, owner, ref string) (*messages.VM, e
 	return reply.VM, nil
 }
 
-// visible reports whether a caller may see a resource owned by owner. Until
-// identity exists every caller is the anonymous owner and sees everything.
-func visible(caller, owner string) bool {
-	return caller == messages.AnonymousOwner || caller == owner
+// visible reports whether a resource owned by owner is inside scope: ""
+// is every owner (admin and operator scope), a user id only that user.
+// messages.AnonymousOwner has no special meaning any more.
+func visible(scope, owner string) bool {
+	return scope == "" || scope == owner
 }
 
-// ListVMs lists the caller's VMs.
-func (g *Gateway) ListVMs(ctx context.Context, owner string, page store.Page) ([]*messages.VM, string, error) {
-	if owner == messages.AnonymousOwner {
-		return g.st.ListVMs(ctx, "", page)
+// vmIDByName resolves a VM name within scope.
+func (g *Gateway) vmIDByName(ctx context.Context, scope, name string) (string, error) {
+	if scope != "" {
+		return g.st.VMIDByName(ctx, scope, name)
 	}
+	ids, err := g.st.VMIDsByNameAnyOwner(ctx, name)
+	if err != nil {
+		return "", err
+	}
+	switch len(ids) {
+	case 0:
+		return "", messages.NotFound("vm", name)
+	case 1:
+		return ids[0], nil
+	}
+	return "", messages.Errorf(messages.KindConflict, "ambiguous_vm_name",
+		"%d vms of different owners are named %q; use the vm id", len(ids), name).WithDetail("ids", ids)
+}
+
+// ListVMs lists the VMs in scope: owner's, or every VM for "".
+func (g *Gateway) ListVMs(ctx context.Context, owner string, page store.Page) ([]*messages.VM, string, error) {
 	return g.st.ListVMs(ctx, owner, page)
 }
 

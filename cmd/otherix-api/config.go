@@ -38,9 +38,20 @@ type apiConfig struct {
 		Interval time.Duration `koanf:"interval"`
 		Keep     int           `koanf:"keep"`
 	} `koanf:"backup"`
+	// Admin is the first admin, created at first boot only (when the cluster
+	// has no user). An empty password is generated and printed once.
+	Admin struct {
+		Email    string `koanf:"email"`
+		Password string `koanf:"password"`
+	} `koanf:"admin"`
+	Audit struct {
+		Retention time.Duration `koanf:"retention"`
+	} `koanf:"audit"`
 	HTTP struct {
 		MaxBodyBytes int64 `koanf:"max_body_bytes"`
 		Metrics      bool  `koanf:"metrics"`
+		// MetricsPublic serves /metrics without authentication (for scrapers).
+		MetricsPublic bool `koanf:"metrics_public"`
 	} `koanf:"http"`
 	Log struct {
 		Level  string `koanf:"level"`
@@ -63,8 +74,11 @@ func defaultConfig() apiConfig {
 	c.Tasks.Retention = 7 * 24 * time.Hour
 	c.Backup.Interval = time.Hour
 	c.Backup.Keep = 24
+	c.Admin.Email = "admin@localhost"
+	c.Audit.Retention = 30 * 24 * time.Hour
 	c.HTTP.MaxBodyBytes = 1 << 20
 	c.HTTP.Metrics = true
+	c.HTTP.MetricsPublic = true
 	c.Log.Level = "info"
 	c.Log.Format = "text"
 	return c

@@ -65,13 +65,19 @@ func serve(cmd *cobra.Command) error {
 		TaskRetention: cfg.Tasks.Retention,
 		BackupDir:     cfg.Backup.Dir, BackupInterval: cfg.Backup.Interval, BackupKeep: cfg.Backup.Keep,
 		Snapshot: member.Snapshot, Prune: etcd.PruneSnapshots,
+		Identity: gateway.IdentityConfig{AuditRetention: cfg.Audit.Retention},
 	}, log)
 	if err != nil {
 		return err
 	}
 	defer gw.Close()
+	if err := bootstrapAdmin(ctx, gw, cfg, log); err != nil {
+		return err
+	}
 
-	srv := server.New(server.Config{MaxBodyBytes: cfg.HTTP.MaxBodyBytes, MetricsEnabled: cfg.HTTP.Metrics}, gw, log)
+	scfg := server.DefaultConfig()
+	scfg.MaxBodyBytes, scfg.MetricsEnabled, scfg.MetricsPublic = cfg.HTTP.MaxBodyBytes, cfg.HTTP.Metrics, cfg.HTTP.MetricsPublic
+	srv := server.New(scfg, gw, log)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
@@ -107,6 +113,31 @@ func serve(cmd *cobra.Command) error {
 	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return httpSrv.Shutdown(shutdown)
+}
+
+// bootstrapAdmin creates the first admin when the cluster has none. A
+// generated password is printed once to stdout (and flagged in the log
+// without the password); when the admin exists already nothing is said about
+// passwords.
+func bootstrapAdmin(ctx context.Context, gw *gateway.Gateway, cfg apiConfig, log *slog.Logger) error {
+	email := cfg.Admin.Email
+	if email == "" {
+		email = "admin@localhost"
+	}
+	created, generated, err := gw.BootstrapAdmin(ctx, email, cfg.Admin.Password)
+	if err != nil {
+		return fmt.Errorf("bootstrap admin: %w", err)
+	}
+	if !created {
+		return nil
+	}
+	if generated == "" {
+		log.Info("bootstrap admin created", "email", email)
+		return nil
+	}
+	log.Warn("bootstrap admin created with a generated password, printed once on stdout; change it", "email", email)
+	fmt.Fprintf(os.Stdout, "bootstrap admin: %s / %s (change it with otherix user passwd)\n", email, generated)
+	return nil
 }
 
 var _ server.ControlPlane = (*gateway.Gateway)(nil)

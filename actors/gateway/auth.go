@@ -1,0 +1,278 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/persistence/store"
+	"github.com/otherix/otherix/security"
+)
+
+// Authenticate resolves a bearer token: an otx_ API token or a JWT access
+// token. Both paths end in a cached user lookup, so a deleted or disabled
+// user, a revoked token and a lowered role take effect within AuthCacheTTL on
+// every replica (at once on the one that made the change). The role a request
+// acts with is never above the user's current role, whatever the token says.
+// Every failure is the same errUnauthenticated; the reason goes to the debug
+// log.
+func (g *Gateway) Authenticate(ctx context.Context, bearer string) (*messages.Principal, error) {
+	p, reason, err := g.authenticate(ctx, bearer)
+	if err != nil {
+		return nil, err
+	}
+	if p == nil {
+		g.log.Debug("authentication refused", "reason", reason)
+		return nil, errUnauthenticated
+	}
+	return p, nil
+}
+
+// authenticate returns a principal, or nil with the reason for refusing, or
+// an error when etcd cannot answer (which is not the caller's fault).
+func (g *Gateway) authenticate(ctx context.Context, bearer string) (*messages.Principal, string, error) {
+	if bearer == "" {
+		return nil, "no token", nil
+	}
+	if strings.HasPrefix(bearer, security.APITokenPrefix) {
+		return g.authenticateAPIToken(ctx, bearer)
+	}
+	now := g.id.cfg.Now()
+	claims, err := g.id.ring.Load().Verify(bearer, now)
+	if err != nil && !errors.Is(err, security.ErrTokenExpired) && g.id.refreshRing(ctx) {
+		// Perhaps signed by a key another replica created since our last
+		// reread of the ring.
+		claims, err = g.id.ring.Load().Verify(bearer, now)
+	}
+	if err != nil {
+		return nil, err.Error(), nil
+	}
+	u, reason, err := g.activeUser(ctx, claims.UserID)
+	if u == nil {
+		return nil, reason, err
+	}
+	return &messages.Principal{UserID: u.ID, Email: u.Email, Role: string(lowerRole(claims.Role, security.Role(u.Role)))}, "", nil
+}
+
+func (g *Gateway) authenticateAPIToken(ctx context.Context, bearer string) (*messages.Principal, string, error) {
+	tokID, secret, err := security.ParseAPIToken(bearer)
+	if err != nil {
+		return nil, err.Error(), nil
+	}
+	tok, ok := g.id.tokens.get(tokID)
+	if !ok {
+		tok, err = g.st.GetAPIToken(ctx, tokID)
+		switch {
+		case messages.KindOf(err) == messages.KindNotFound:
+			return nil, "unknown api token", nil
+		case err != nil:
+			return nil, "", err
+		}
+		g.id.tokens.put(tokID, tok)
+	}
+	if !security.TokenMatches(tok.Hash, secret) {
+		return nil, "api token secret mismatch", nil
+	}
+	if tok.Expired(g.id.cfg.Now()) {
+		return nil, "api token expired", nil
+	}
+	u, reason, err := g.activeUser(ctx, tok.Owner)
+	if u == nil {
+		return nil, reason, err
+	}
+	g.id.touch(tokID)
+	return &messages.Principal{UserID: u.ID, Email: u.Email, TokenID: tok.ID,
+		Role: string(lowerRole(security.Role(tok.Role), security.Role(u.Role)))}, "", nil
+}
+
+// activeUser returns the user if it exists and is not disabled, from the
+// cache when it can.
+func (g *Gateway) activeUser(ctx context.Context, id string) (*messages.User, string, error) {
+	u, ok := g.id.users.get(id)
+	if !ok {
+		var err error
+		u, err = g.st.GetUser(ctx, id)
+		switch {
+		case messages.KindOf(err) == messages.KindNotFound:
+			return nil, "user not found", nil
+		case err != nil:
+			return nil, "", err
+		}
+		g.id.users.put(id, u)
+	}
+	if u.Disabled {
+		return nil, "user disabled", nil
+	}
+	return u, "", nil
+}
+
+// lowerRole is the lower of two roles, or "" (which no permission allows)
+// when either is unknown.
+func lowerRole(a, b security.Role) security.Role {
+	if a.AtMost(b) {
+		return a
+	}
+	if b.AtMost(a) {
+		return b
+	}
+	return ""
+}
+
+// Login checks an email and password and starts a session. Unknown and
+// disabled accounts cost the same argon2id work as a wrong password and get
+// the same answer. Attempts are limited per source address and per account.
+func (g *Gateway) Login(ctx context.Context, req messages.LoginRequest, source string) (*messages.TokenPair, error) {
+	email := messages.NormalizeEmail(req.Email)
+	if len(email) > messages.MaxEmailLength {
+		email = email[:messages.MaxEmailLength]
+	}
+	now := g.id.cfg.Now()
+	audit := messages.AuditEntry{Actor: email, Action: "auth.login", Source: source}
+	if !g.id.perSource.allow(source, now) || !g.id.perAccount.allow(email, now) {
+		audit.Result = "rate_limited"
+		g.id.record(audit)
+		return nil, errRateLimited
+	}
+	u, err := g.st.UserByEmail(ctx, email)
+	if err != nil && messages.KindOf(err) != messages.KindNotFound {
+		return nil, err
+	}
+	if u == nil {
+		security.DummyVerify(req.Password)
+		g.log.Debug("login refused", "reason", "unknown account")
+		audit.Result = "failed"
+		g.id.record(audit)
+		return nil, errInvalidCredentials
+	}
+	audit.Actor = u.ID
+	ok, rehash, err := security.VerifyPassword(u.PasswordHash, req.Password)
+	if err != nil {
+		g.log.Error("stored password hash does not decode", "user", u.ID, "err", err)
+	}
+	if !ok || u.Disabled {
+		g.log.Debug("login refused", "user", u.ID, "disabled", u.Disabled)
+		audit.Result = "failed"
+		g.id.record(audit)
+		return nil, errInvalidCredentials
+	}
+	pair, err := g.startSession(ctx, u)
+	if err != nil {
+		return nil, err
+	}
+	if rehash {
+		g.rehash(ctx, u, req.Password)
+	}
+	audit.Result = "ok"
+	g.id.record(audit)
+	return pair, nil
+}
+
+// startSession issues an access token and the first refresh token of a new
+// family.
+func (g *Gateway) startSession(ctx context.Context, u *messages.User) (*messages.TokenPair, error) {
+	refresh, family, hash := security.NewRefreshToken()
+	now := g.id.cfg.Now()
+	if _, err := g.st.StartSession(ctx, family, u.ID, hash, now, g.id.cfg.SessionTTL); err != nil {
+		return nil, err
+	}
+	return g.tokenPair(u, refresh)
+}
+
+func (g *Gateway) tokenPair(u *messages.User, refresh string) (*messages.TokenPair, error) {
+	access, _, err := g.id.ring.Load().Issue(u.ID, security.Role(u.Role), g.id.cfg.Now(), g.id.cfg.AccessTTL)
+	if err != nil {
+		return nil, err
+	}
+	return &messages.TokenPair{AccessToken: access, RefreshToken: refresh,
+		ExpiresIn: int(g.id.cfg.AccessTTL.Seconds()), TokenType: "Bearer"}, nil
+}
+
+// rehash stores a hash with the current parameters while the plaintext is at
+// hand. It is best effort: a conflict means the row changed, and the next
+// login tries again.
+func (g *Gateway) rehash(ctx context.Context, u *messages.User, pw string) {
+	h, err := security.HashPassword(pw, security.DefaultParams())
+	if err != nil {
+		g.log.Warn("rehash password", "user", u.ID, "err", err)
+		return
+	}
+	next := *u
+	next.PasswordHash, next.UpdatedAt = h, g.id.cfg.Now().UTC()
+	if err := g.st.Commit(ctx, store.UpdateUser(store.NewTxn(), u, &next)); err != nil {
+		g.log.Info("rehash password", "user", u.ID, "err", err)
+		return
+	}
+	g.id.users.drop(u.ID)
+}
+
+// Refresh rotates a refresh token and issues a new access token with the
+// user's current role. A token that was already rotated out revokes its
+// whole family (likely theft): the legitimate holder's newer token stops
+// working too, and both parties must log in again.
+func (g *Gateway) Refresh(ctx context.Context, refreshToken, source string) (*messages.TokenPair, error) {
+	family, secret, err := security.ParseRefreshToken(refreshToken)
+	if err != nil {
+		g.log.Debug("refresh refused", "reason", err)
+		return nil, errUnauthenticated
+	}
+	next, nextHash, err := security.RotateRefreshToken(family)
+	if err != nil {
+		return nil, errUnauthenticated
+	}
+	userID, err := g.st.RotateRefresh(ctx, family, security.HashToken(secret), nextHash, g.id.cfg.Now())
+	switch {
+	case errors.Is(err, store.ErrRefreshReuse):
+		g.log.Warn("refresh token reuse: session family revoked (possible theft)",
+			"user", userID, "family", family, "source", source)
+		g.id.record(messages.AuditEntry{Actor: userID, Action: "auth.refresh_reuse", Target: family,
+			Result: "denied", Source: source})
+		return nil, errUnauthenticated
+	case errors.Is(err, store.ErrRefreshInvalid):
+		g.log.Debug("refresh refused", "reason", err)
+		return nil, errUnauthenticated
+	case err != nil:
+		return nil, err
+	}
+	u, err := g.st.GetUser(ctx, userID)
+	if err != nil && messages.KindOf(err) != messages.KindNotFound {
+		return nil, err
+	}
+	if u == nil || u.Disabled {
+		_ = g.st.RevokeFamily(ctx, family, messages.RevokedUser)
+		return nil, errUnauthenticated
+	}
+	g.id.users.put(u.ID, u)
+	return g.tokenPair(u, next)
+}
+
+// Logout revokes the session a refresh token belongs to. A malformed token
+// is unauthenticated; a well-formed one of an unknown or expired family, or
+// whose secret the family does not know, succeeds without revoking anything
+// (the family id alone must not let anyone end someone else's session).
+func (g *Gateway) Logout(ctx context.Context, refreshToken string) error {
+	family, secret, err := security.ParseRefreshToken(refreshToken)
+	if err != nil {
+		return errUnauthenticated
+	}
+	f, err := g.st.GetRefreshFamily(ctx, family)
+	if errors.Is(err, store.ErrRefreshInvalid) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	known := security.TokenMatches(f.CurrentHash, secret)
+	for _, h := range f.PreviousHashes {
+		known = security.TokenMatches(h, secret) || known
+	}
+	if !known {
+		return nil
+	}
+	err = g.st.RevokeFamily(ctx, family, messages.RevokedLogout)
+	if err != nil && !errors.Is(err, store.ErrRefreshInvalid) {
+		return err
+	}
+	g.id.record(messages.AuditEntry{Actor: f.UserID, Action: "auth.logout", Target: family, Result: "ok"})
+	return nil
+}

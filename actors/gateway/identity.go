@@ -1,0 +1,191 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/persistence/store"
+	"github.com/otherix/otherix/security"
+)
+
+// IdentityConfig tunes authentication, sessions and the audit log. The zero
+// value is the production configuration.
+type IdentityConfig struct {
+	// AuthCacheTTL is how long a verified API token and a looked-up user are
+	// reused without reading etcd (default 5s). It is also the longest a
+	// revoked token, a deleted or disabled user or a demoted role keeps
+	// working on another replica; on the replica that made the change the
+	// cache entry is dropped at once. Negative disables the cache.
+	AuthCacheTTL time.Duration
+	// AuthCacheSize bounds each of the token and user caches (default 10000).
+	AuthCacheSize int
+	// AccessTTL is an access token's lifetime (default 15m, at most 1h).
+	AccessTTL time.Duration
+	// SessionTTL is a refresh family's absolute lifetime (default 30 days).
+	SessionTTL time.Duration
+	// KeyRotation is the age at which the JWT signing key is replaced
+	// (default 24h); KeyRefresh is how often each replica rereads the ring
+	// from etcd and checks that age (default 1m).
+	KeyRotation time.Duration
+	KeyRefresh  time.Duration
+	// LoginPerSource and LoginPerAccount are the login attempts allowed per
+	// minute, with the same burst, per client address (default 10) and per
+	// account email (default 5). LimiterSize bounds each limiter's map
+	// (default 10000 keys).
+	LoginPerSource  int
+	LoginPerAccount int
+	LimiterSize     int
+	// AuditRetention is how long audit entries are kept (default 30 days).
+	AuditRetention time.Duration
+	// AuditFlush is how often buffered audit entries are written (default
+	// 200ms); AuditBuffer bounds the buffer (default 10000 entries), beyond
+	// which the oldest are dropped and counted.
+	AuditFlush  time.Duration
+	AuditBuffer int
+	// Now is the clock (default time.Now); tests move it.
+	Now func() time.Time
+}
+
+func (c *IdentityConfig) defaults() {
+	set := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	set(&c.AuthCacheTTL, 5*time.Second)
+	set(&c.AccessTTL, security.DefaultAccessTTL)
+	set(&c.SessionTTL, 30*24*time.Hour)
+	set(&c.KeyRotation, 24*time.Hour)
+	set(&c.KeyRefresh, time.Minute)
+	set(&c.AuditRetention, 30*24*time.Hour)
+	set(&c.AuditFlush, 200*time.Millisecond)
+	seti := func(n *int, v int) {
+		if *n <= 0 {
+			*n = v
+		}
+	}
+	seti(&c.AuthCacheSize, 10000)
+	seti(&c.LoginPerSource, 10)
+	seti(&c.LoginPerAccount, 5)
+	seti(&c.LimiterSize, 10000)
+	seti(&c.AuditBuffer, 10000)
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// ringRefreshGap is the least time between two rereads of the key ring
+// triggered by tokens that do not verify: a flood of forged tokens costs etcd
+// at most one read a second.
+const ringRefreshGap = time.Second
+
+// identity is the gateway's identity state. Its two goroutines (audit writer,
+// token toucher) are owned by it: stop ends and awaits them.
+type identity struct {
+	cfg IdentityConfig
+	st  *store.Store
+	log *slog.Logger
+
+	ring            atomic.Pointer[security.KeyRing]
+	lastRingRefresh atomic.Int64 // unix nanoseconds
+
+	tokens *ttlCache[string, *messages.APIToken]
+	users  *ttlCache[string, *messages.User]
+
+	perSource  *limiterMap
+	perAccount *limiterMap
+
+	audit   *auditWriter
+	touches chan string
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func newIdentity(ctx context.Context, st *store.Store, cfg IdentityConfig, log *slog.Logger) (*identity, error) {
+	ring, _, err := st.LoadOrCreateKeyRing(ctx, cfg.Now())
+	if err != nil {
+		return nil, fmt.Errorf("load jwt key ring: %w", err)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	id := &identity{cfg: cfg, st: st, log: log,
+		tokens:     newTTLCache[string, *messages.APIToken](cfg.AuthCacheTTL, cfg.AuthCacheSize, cfg.Now),
+		users:      newTTLCache[string, *messages.User](cfg.AuthCacheTTL, cfg.AuthCacheSize, cfg.Now),
+		perSource:  newLimiterMap(cfg.LoginPerSource, cfg.LoginPerSource, cfg.LimiterSize),
+		perAccount: newLimiterMap(cfg.LoginPerAccount, cfg.LoginPerAccount, cfg.LimiterSize),
+		audit:      newAuditWriter(st, log, cfg.AuditBuffer),
+		touches:    make(chan string, 1024),
+		cancel:     cancel,
+	}
+	id.setRing(ring)
+	id.lastRingRefresh.Store(cfg.Now().UnixNano())
+	id.wg.Add(2)
+	go func() { defer id.wg.Done(); id.audit.run(runCtx, cfg.AuditFlush) }()
+	go func() { defer id.wg.Done(); id.touchLoop(runCtx) }()
+	return id, nil
+}
+
+// stop ends the goroutines, flushing the audit buffer one last time.
+func (id *identity) stop() {
+	id.cancel()
+	id.wg.Wait()
+}
+
+func (id *identity) setRing(r security.KeyRing) { id.ring.Store(&r) }
+
+// refreshRing rereads the key ring if the last reread is at least
+// ringRefreshGap old, and reports whether it did.
+func (id *identity) refreshRing(ctx context.Context) bool {
+	now := id.cfg.Now().UnixNano()
+	last := id.lastRingRefresh.Load()
+	if now-last < int64(ringRefreshGap) || !id.lastRingRefresh.CompareAndSwap(last, now) {
+		return false
+	}
+	ring, _, err := id.st.KeyRing(ctx)
+	if err != nil {
+		id.log.Warn("reload jwt key ring", "err", err)
+		return false
+	}
+	id.setRing(ring)
+	return true
+}
+
+// touchLoop records API token use off the request path. It remembers when it
+// last touched each token so a busy token costs etcd nothing between the
+// store's once-a-minute writes.
+func (id *identity) touchLoop(ctx context.Context) {
+	last := make(map[string]time.Time)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case tok := <-id.touches:
+			now := id.cfg.Now()
+			if t, ok := last[tok]; ok && now.Sub(t) < store.TokenTouchInterval {
+				continue
+			}
+			if len(last) >= id.cfg.AuthCacheSize {
+				clear(last)
+			}
+			last[tok] = now
+			c, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if _, err := id.st.TouchToken(c, tok, now); err != nil && messages.KindOf(err) != messages.KindNotFound {
+				id.log.Debug("touch api token", "token_id", tok, "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// touch queues a token-use record; it never blocks a request.
+func (id *identity) touch(tokenID string) {
+	select {
+	case id.touches <- tokenID:
+	default:
+	}
+}
