@@ -13,6 +13,10 @@ import (
 
 // ControlPlane is what the handlers need of the actor system. The real one is
 // *gateway.Gateway; handlers never see actors, PIDs or futures.
+//
+// Owner arguments scope a call: a user id limits it to that user's resources
+// (the caller's role has "own" scope), and "" allows every owner ("any"). A
+// resource outside the scope is reported as not found.
 type ControlPlane interface {
 	// Ready reports whether etcd answers and the actor system has started.
 	Ready(ctx context.Context) error
@@ -33,6 +37,35 @@ type ControlPlane interface {
 
 	// The control plane keeps Idempotency-Key records in its store.
 	IdempotencyStore
+	// Identity authenticates requests and manages users, sessions and tokens.
+	Identity
+}
+
+// Identity is what the authentication, user, token and audit handlers need.
+// Errors are *messages.Error: KindUnauthenticated (401) for bad credentials,
+// KindTooManyRequests (429) for rate-limited logins.
+type Identity interface {
+	// Authenticate resolves a bearer token (a JWT or an otx_ API token).
+	Authenticate(ctx context.Context, bearer string) (*messages.Principal, error)
+	Login(ctx context.Context, req messages.LoginRequest, source string) (*messages.TokenPair, error)
+	Refresh(ctx context.Context, refreshToken, source string) (*messages.TokenPair, error)
+	Logout(ctx context.Context, refreshToken string) error
+
+	CreateUser(ctx context.Context, req messages.CreateUserRequest) (*messages.UserView, error)
+	GetUser(ctx context.Context, id string) (*messages.UserView, error)
+	ListUsers(ctx context.Context, page store.Page) ([]messages.UserView, string, error)
+	UpdateMe(ctx context.Context, p messages.Principal, req messages.UpdateMeRequest) (*messages.UserView, error)
+	SetRole(ctx context.Context, id, role string) (*messages.UserView, error)
+	DeleteUser(ctx context.Context, id string) error
+
+	CreateAPIToken(ctx context.Context, p messages.Principal, req messages.CreateAPITokenRequest) (*messages.CreatedAPIToken, error)
+	ListAPITokens(ctx context.Context, owner string, page store.Page) ([]messages.APITokenView, string, error)
+	RevokeAPIToken(ctx context.Context, owner, id string) error
+
+	// Audit records an entry without waiting for it to be written; entries
+	// are batched into few etcd transactions.
+	Audit(entry messages.AuditEntry)
+	ListAudit(ctx context.Context, page store.Page) ([]messages.AuditEntry, string, error)
 }
 
 // IdempotencyStore remembers answers to writes sent with an Idempotency-Key.

@@ -23,6 +23,7 @@ import (
 	"github.com/otherix/otherix/api/openapi"
 	"github.com/otherix/otherix/http/client"
 	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/security"
 )
 
 // loadContract parses and validates api/openapi/control-plane.yaml.
@@ -142,7 +143,7 @@ func TestResponsesMatchContract(t *testing.T) {
 	ts := httptest.NewServer(s.Handler())
 	defer ts.Close()
 	hc, ct := newContractClient(t, ts.URL)
-	c, err := client.New(ts.URL, client.WithHTTPClient(hc))
+	c, err := client.New(ts.URL, client.WithHTTPClient(hc), client.WithToken(tokenFor(security.RoleAdmin)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,6 +237,7 @@ func TestResponsesMatchContract(t *testing.T) {
 			}
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set(HeaderIdempotencyKey, "replay "+method+" "+path)
+			withToken(req, security.RoleAdmin)
 			resp, err := hc.Do(req)
 			if err != nil {
 				t.Fatal(err)

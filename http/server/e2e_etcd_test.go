@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"sync"
 	"testing"
@@ -16,13 +17,39 @@ import (
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/etcd"
 	"github.com/otherix/otherix/persistence/store"
+	"github.com/otherix/otherix/security"
 )
 
-// startAPI runs the whole control plane in-process: a real embedded etcd in a
-// temp dir, the store, the actor system behind the gateway, and this server
-// over loopback HTTP. Every response the returned client sees is checked
-// against control-plane.yaml.
+// Credentials of the admin every e2e control plane is bootstrapped with.
+const (
+	adminEmail    = "admin@example.com"
+	adminPassword = "correct-horse-battery-staple-9"
+)
+
+// apiEnv is one in-process control plane and what the tests need to reach
+// it: its URL, the contract-checking HTTP client, the gateway, and a client
+// logged in as the bootstrapped admin.
+type apiEnv struct {
+	t     *testing.T
+	url   string
+	hc    *http.Client
+	gw    *gateway.Gateway
+	admin *client.Client
+}
+
+// startAPI runs the whole control plane in-process and returns a client
+// authenticated as the bootstrapped admin (see startEnv).
 func startAPI(t *testing.T) *client.Client {
+	t.Helper()
+	return startEnv(t).admin
+}
+
+// startEnv runs the whole control plane in-process: a real embedded etcd in
+// a temp dir, the store, the actor system behind the gateway, and this
+// server over loopback HTTP. It bootstraps an admin, logs in over HTTP and
+// keeps a client with that session. Every response any client of the env
+// sees is checked against control-plane.yaml.
+func startEnv(t *testing.T) *apiEnv {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -37,28 +64,86 @@ func startAPI(t *testing.T) *client.Client {
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	// A long job backoff keeps tasks pending after their first (failing,
-	// node-less) attempt, so the tests can observe and cancel them.
+	// node-less) attempt, so the tests can observe and cancel them. The
+	// identity configuration is the production one.
 	gw, err := gateway.Start(ctx, st, gateway.Config{JobBackoffBase: time.Minute, JobBackoffMax: time.Minute}, log)
 	if err != nil {
 		t.Fatalf("start gateway: %v", err)
 	}
 	t.Cleanup(gw.Close)
+	created, generated, err := gw.BootstrapAdmin(ctx, adminEmail, adminPassword)
+	if err != nil || !created || generated != "" {
+		t.Fatalf("bootstrap admin: created %v generated %q err %v", created, generated, err)
+	}
 	srv := New(Config{MetricsEnabled: true}, gw, log)
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
 	hc, _ := newContractClient(t, ts.URL)
-	c, err := client.New(ts.URL, client.WithHTTPClient(hc))
-	if err != nil {
-		t.Fatal(err)
+	env := &apiEnv{t: t, url: ts.URL, hc: hc, gw: gw}
+	anon := env.client("")
+	eventually(t, 30*time.Second, "control plane ready", func() (bool, string) {
+		err := anon.Readyz(ctx)
+		return err == nil, fmt.Sprint(err)
+	})
+	env.admin = env.login(adminEmail, adminPassword)
+	me, err := env.admin.Me(ctx)
+	if err != nil || me.Email != adminEmail || me.Role != string(security.RoleAdmin) {
+		t.Fatalf("admin session: %+v %v", me, err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for c.Readyz(ctx) != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("control plane never became ready")
-		}
-		time.Sleep(50 * time.Millisecond)
+	return env
+}
+
+// client returns a client of the env that sends token as its bearer token
+// ("" sends none).
+func (e *apiEnv) client(token string) *client.Client {
+	e.t.Helper()
+	opts := []client.Option{client.WithHTTPClient(e.hc)}
+	if token != "" {
+		opts = append(opts, client.WithToken(token))
+	}
+	c, err := client.New(e.url, opts...)
+	if err != nil {
+		e.t.Fatal(err)
 	}
 	return c
+}
+
+// loginPair logs in over HTTP and returns the session's token pair.
+func (e *apiEnv) loginPair(email, password string) *messages.TokenPair {
+	e.t.Helper()
+	pair, err := e.client("").Login(e.t.Context(), email, password)
+	if err != nil {
+		e.t.Fatalf("login %s: %v", email, err)
+	}
+	if pair.AccessToken == "" || pair.RefreshToken == "" || pair.TokenType != "Bearer" || pair.ExpiresIn <= 0 {
+		e.t.Fatalf("login %s answered %+v", email, pair)
+	}
+	return pair
+}
+
+// login logs in over HTTP and returns a client bearing the access token.
+func (e *apiEnv) login(email, password string) *client.Client {
+	e.t.Helper()
+	return e.client(e.loginPair(email, password).AccessToken)
+}
+
+// eventually polls cond every 50ms until it holds, failing the test with
+// cond's last description when within passes first.
+func eventually(t *testing.T, within time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ok, last := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v; last: %s", what, within, last)
+		}
+		<-tick.C
+	}
 }
 
 // testWriter sends log lines to the test log, so they show only on failure.
@@ -296,17 +381,11 @@ func TestE2ETaskLongPoll(t *testing.T) {
 	// the task ends, it returns at once and the assertions below still hold;
 	// only the "answered the moment it ended" measurement is then weaker.
 	time.Sleep(300 * time.Millisecond)
-	for i := 0; ; i++ {
+	// The job may be mid-attempt (running) for a moment.
+	eventually(t, 10*time.Second, "cancel the task", func() (bool, string) {
 		_, err := c.CancelTask(ctx, a.Task.ID)
-		if err == nil || client.ErrorCode(err) == "task_terminal" {
-			break
-		}
-		// The job may be mid-attempt (running) for a moment.
-		if i > 50 {
-			t.Fatalf("cancel: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err == nil || client.ErrorCode(err) == "task_terminal", fmt.Sprint(err)
+	})
 	cancelled := time.Now()
 	select {
 	case task := <-done:

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -33,17 +36,20 @@ type kindRule struct {
 // kinds is THE table from error kind to HTTP status. Nothing else in the
 // package chooses a status for an error.
 var kinds = map[messages.Kind]kindRule{
-	messages.KindInvalid:       {status: http.StatusBadRequest},
-	messages.KindNotFound:      {status: http.StatusNotFound},
-	messages.KindConflict:      {status: http.StatusConflict},
-	messages.KindStale:         {status: http.StatusConflict, code: "revision_conflict"},
-	messages.KindUnavailable:   {status: http.StatusServiceUnavailable},
-	messages.KindUnprocessable: {status: http.StatusUnprocessableEntity},
-	messages.KindTooLarge:      {status: http.StatusRequestEntityTooLarge},
-	messages.KindInternal:      {status: http.StatusInternalServerError, code: codeInternal},
-	kindUnsupportedMedia:       {status: http.StatusUnsupportedMediaType},
-	kindRouteNotFound:          {status: http.StatusNotFound},
-	kindMethodNotAllowed:       {status: http.StatusMethodNotAllowed},
+	messages.KindInvalid:         {status: http.StatusBadRequest},
+	messages.KindNotFound:        {status: http.StatusNotFound},
+	messages.KindConflict:        {status: http.StatusConflict},
+	messages.KindStale:           {status: http.StatusConflict, code: "revision_conflict"},
+	messages.KindUnavailable:     {status: http.StatusServiceUnavailable},
+	messages.KindUnprocessable:   {status: http.StatusUnprocessableEntity},
+	messages.KindTooLarge:        {status: http.StatusRequestEntityTooLarge},
+	messages.KindInternal:        {status: http.StatusInternalServerError, code: codeInternal},
+	messages.KindUnauthenticated: {status: http.StatusUnauthorized},
+	messages.KindForbidden:       {status: http.StatusForbidden},
+	messages.KindTooManyRequests: {status: http.StatusTooManyRequests},
+	kindUnsupportedMedia:         {status: http.StatusUnsupportedMediaType},
+	kindRouteNotFound:            {status: http.StatusNotFound},
+	kindMethodNotAllowed:         {status: http.StatusMethodNotAllowed},
 }
 
 const (
@@ -117,5 +123,36 @@ func (s *Server) respond(c *gin.Context, err error, logIt bool) {
 	if details == nil {
 		details = map[string]any{}
 	}
+	switch rule.status {
+	case http.StatusUnauthorized:
+		c.Header("WWW-Authenticate", `Bearer realm="otherix"`)
+	case http.StatusTooManyRequests:
+		if after, ok := retryAfter(details); ok {
+			c.Header("Retry-After", after)
+		}
+	}
+	c.Set(ctxErrorCode, code)
 	c.AbortWithStatusJSON(rule.status, errorBody{Error: errorDetail{Code: code, Message: msg, Details: details}})
+}
+
+// retryAfter reads the wait a rate limiter put in the details
+// ("retry_after", in whole seconds) as a Retry-After value.
+func retryAfter(details map[string]any) (string, bool) {
+	var secs int64
+	switch v := details["retry_after"].(type) {
+	case int:
+		secs = int64(v)
+	case int64:
+		secs = v
+	case float64:
+		secs = int64(math.Ceil(v))
+	case time.Duration:
+		secs = int64(math.Ceil(v.Seconds()))
+	default:
+		return "", false
+	}
+	if secs < 1 {
+		secs = 1
+	}
+	return strconv.FormatInt(secs, 10), true
 }

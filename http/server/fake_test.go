@@ -28,11 +28,12 @@ type fakeCP struct {
 	lastKind string
 	lastForc bool
 	idem     *memIdempotency
+	*fakeIdentity
 }
 
 var _ ControlPlane = (*fakeCP)(nil)
 
-func newFakeCP() *fakeCP { return &fakeCP{idem: newMemIdempotency()} }
+func newFakeCP() *fakeCP { return &fakeCP{idem: newMemIdempotency(), fakeIdentity: newFakeIdentity()} }
 
 func (f *fakeCP) Ready(context.Context) error { return f.readyErr }
 

@@ -28,10 +28,6 @@ const (
 // replayedHeaders are the response headers a replay repeats.
 var replayedHeaders = []string{"Content-Type", "Location", "ETag"}
 
-// ownerOf is whose request this is. Identity comes later; until then every
-// request is the anonymous owner's, and this is the one place to change.
-func ownerOf(_ *gin.Context) string { return messages.AnonymousOwner }
-
 // idempotency makes a write carrying an Idempotency-Key run at most once: a
 // retry with the same key and the same request gets the first answer again; a
 // different request under the same key is refused.

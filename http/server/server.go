@@ -28,6 +28,16 @@ type Config struct {
 	// 0 means DefaultIdempotencyTTL. Records older than this are ignored
 	// even if a sweep has not removed them yet.
 	IdempotencyTTL time.Duration
+	// MetricsPublic serves /metrics without authentication, for scrapers
+	// that carry no token; when false it needs a principal of any role.
+	// DefaultConfig sets it: the metrics hold no per-user data.
+	MetricsPublic bool
+}
+
+// DefaultConfig is the configuration with every default filled in,
+// MetricsPublic included (a bool's zero value cannot say "true").
+func DefaultConfig() Config {
+	return Config{MetricsEnabled: true, MetricsPublic: true}.withDefaults()
 }
 
 func (c Config) withDefaults() Config {
@@ -47,8 +57,10 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics // nil when disabled
 	engine  *gin.Engine
-	// now is the clock for idempotency expiry; a seam for tests.
+	// now is the clock for idempotency expiry and audit times; a seam for tests.
 	now func() time.Time
+	// table indexes the route table by routeKey; read-only after New.
+	table map[string]route
 }
 
 // New builds the router and its middleware. It starts nothing: serve
@@ -70,8 +82,9 @@ func New(cfg Config, cp ControlPlane, log *slog.Logger) *Server {
 	// Trust no proxy headers for the client address until a proxy setting exists.
 	_ = e.SetTrustedProxies(nil)
 	// Order matters: the request id first so every later line carries it;
-	// observe outside recovery so a panic is logged and counted as the 500 it became.
-	e.Use(requestIDMiddleware, s.observe, s.recovery, s.bodyLimit)
+	// observe and audit outside recovery so a panic is logged, counted and
+	// audited as the 500 it became.
+	e.Use(requestIDMiddleware, s.observe, s.audit, s.recovery, s.bodyLimit)
 	e.NoRoute(func(c *gin.Context) {
 		s.writeError(c, apiError(kindRouteNotFound, "route_not_found", "no route for %s %s", c.Request.Method, c.Request.URL.Path))
 	})
@@ -82,32 +95,6 @@ func New(cfg Config, cp ControlPlane, log *slog.Logger) *Server {
 	s.engine = e
 	s.routes()
 	return s
-}
-
-// routes registers every endpoint. api/openapi/control-plane.yaml describes
-// each one; a contract test fails when the two disagree.
-func (s *Server) routes() {
-	e := s.engine
-	e.GET("/healthz", s.healthz)
-	e.GET("/readyz", s.readyz)
-	e.GET("/openapi.yaml", s.openapi)
-	if s.metrics != nil {
-		e.GET("/metrics", s.metrics.handler())
-	}
-
-	v1 := e.Group("/v1")
-	idem := s.idempotency
-	v1.POST("/vms", idem, s.createVM)
-	v1.GET("/vms", s.listVMs)
-	v1.GET("/vms/:id", s.getVM)
-	v1.PATCH("/vms/:id", idem, s.updateVM)
-	v1.DELETE("/vms/:id", idem, s.deleteVM)
-	v1.POST("/vms/:id/start", idem, s.startVM)
-	v1.POST("/vms/:id/stop", idem, s.stopVM)
-
-	v1.GET("/tasks", s.listTasks)
-	v1.GET("/tasks/:id", s.getTask)
-	v1.POST("/tasks/:id/cancel", idem, s.cancelTask)
 }
 
 // Handler is the http.Handler to serve.

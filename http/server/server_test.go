@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
+	"github.com/otherix/otherix/security"
 )
 
 const createBody = `{"name":"web-1","spec":{"image":{"url":"https://images.example/debian.qcow2"}}}`
@@ -31,6 +33,9 @@ func (r req) do(t *testing.T, s *Server) *httptest.ResponseRecorder {
 	if r.body != "" {
 		hr.Header.Set("Content-Type", "application/json")
 	}
+	// Every request is an admin's unless the test says otherwise (an empty
+	// Authorization header value sends none).
+	withToken(hr, security.RoleAdmin)
 	for k, v := range r.header {
 		if v == "" {
 			hr.Header.Del(k)
@@ -117,6 +122,7 @@ func TestChunkedBodyOverLimit(t *testing.T) {
 	hr := httptest.NewRequest("POST", "/v1/vms", strings.NewReader(createBody+strings.Repeat(" ", 100)))
 	hr.ContentLength = -1 // as if sent chunked: the limit must hold while reading
 	hr.Header.Set("Content-Type", "application/json")
+	withToken(hr, security.RoleAdmin)
 	rec := httptest.NewRecorder()
 	s.Handler().ServeHTTP(rec, hr)
 	wantError(t, rec, 413, "request_too_large")
@@ -126,6 +132,7 @@ func TestChunkedBodyOverLimit(t *testing.T) {
 	hr.ContentLength = -1
 	hr.Header.Set("Content-Type", "application/json")
 	hr.Header.Set(HeaderIdempotencyKey, "k1")
+	withToken(hr, security.RoleAdmin)
 	rec = httptest.NewRecorder()
 	s.Handler().ServeHTTP(rec, hr)
 	wantError(t, rec, 413, "request_too_large")
@@ -263,7 +270,7 @@ func TestIdempotency(t *testing.T) {
 		s, cp, _ := newTestServer(t, Config{})
 		// Another replica holds the key with this very request.
 		hr := httptest.NewRequest("POST", "/v1/vms", strings.NewReader(createBody))
-		scope := messages.AnonymousOwner + " POST /v1/vms"
+		scope := principalFor(security.RoleAdmin).UserID + " POST /v1/vms"
 		if _, ok, _ := cp.idem.ReserveIdempotency(t.Context(), scope, key[HeaderIdempotencyKey], requestHash(hr, []byte(createBody)), time.Minute); !ok {
 			t.Fatal("pre-reserve failed")
 		}
@@ -322,6 +329,7 @@ func TestIdempotency(t *testing.T) {
 		hr := httptest.NewRequest("POST", "/v1/vms", strings.NewReader(createBody))
 		hr.Header.Set("Content-Type", "application/json")
 		hr.Header.Set(HeaderIdempotencyKey, "")
+		withToken(hr, security.RoleAdmin)
 		rec := httptest.NewRecorder()
 		s.Handler().ServeHTTP(rec, hr)
 		wantError(t, rec, 400, "invalid_idempotency_key")
@@ -453,4 +461,9 @@ func TestMetricsPerServer(t *testing.T) {
 	if m := (req{method: "GET", path: "/metrics"}).do(t, b).Body.String(); strings.Contains(m, `route="/v1/vms/:id"`) {
 		t.Error("servers share metrics")
 	}
+}
+
+// withToken makes hr a request by the fake user of role r.
+func withToken(hr *http.Request, r security.Role) {
+	hr.Header.Set("Authorization", "Bearer "+tokenFor(r))
 }

@@ -20,7 +20,7 @@ func (s *Server) listTasks(c *gin.Context) {
 		s.writeError(c, err)
 		return
 	}
-	tasks, next, err := s.cp.ListTasks(c.Request.Context(), ownerOf(c), page)
+	tasks, next, err := s.cp.ListTasks(c.Request.Context(), scopeOwner(c), page)
 	if err != nil {
 		s.writeError(c, err)
 		return
@@ -36,7 +36,7 @@ func (s *Server) getTask(c *gin.Context) {
 		s.writeError(c, err)
 		return
 	}
-	ctx, owner, id := c.Request.Context(), ownerOf(c), c.Param("id")
+	ctx, owner, id := c.Request.Context(), scopeOwner(c), c.Param("id")
 	if wait > 0 {
 		wctx, cancel := context.WithTimeout(ctx, wait)
 		task, err := s.cp.WaitTask(wctx, owner, id)
@@ -82,7 +82,7 @@ func waitOf(c *gin.Context) (time.Duration, error) {
 }
 
 func (s *Server) cancelTask(c *gin.Context) {
-	task, err := s.cp.CancelTask(c.Request.Context(), ownerOf(c), c.Param("id"))
+	task, err := s.cp.CancelTask(c.Request.Context(), scopeOwner(c), c.Param("id"))
 	if err != nil {
 		s.writeError(c, err)
 		return

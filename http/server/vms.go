@@ -46,7 +46,7 @@ func (s *Server) listVMs(c *gin.Context) {
 		s.writeError(c, err)
 		return
 	}
-	vms, next, err := s.cp.ListVMs(c.Request.Context(), ownerOf(c), page)
+	vms, next, err := s.cp.ListVMs(c.Request.Context(), scopeOwner(c), page)
 	if err != nil {
 		s.writeError(c, err)
 		return
@@ -55,7 +55,7 @@ func (s *Server) listVMs(c *gin.Context) {
 }
 
 func (s *Server) getVM(c *gin.Context) {
-	vm, err := s.cp.GetVM(c.Request.Context(), ownerOf(c), c.Param("id"))
+	vm, err := s.cp.GetVM(c.Request.Context(), scopeOwner(c), c.Param("id"))
 	if err != nil {
 		s.writeError(c, err)
 		return
@@ -83,7 +83,7 @@ func (s *Server) updateVM(c *gin.Context) {
 		}
 		req.Revision = rev
 	}
-	vm, err := s.cp.UpdateVM(c.Request.Context(), ownerOf(c), c.Param("id"), req)
+	vm, err := s.cp.UpdateVM(c.Request.Context(), scopeOwner(c), c.Param("id"), req)
 	if err != nil {
 		s.writeError(c, err)
 		return
@@ -105,7 +105,7 @@ func (s *Server) startVM(c *gin.Context) { s.vmTask(c, messages.TaskVMStart, fal
 func (s *Server) stopVM(c *gin.Context) { s.vmTask(c, messages.TaskVMStop, false) }
 
 func (s *Server) vmTask(c *gin.Context, kind string, force bool) {
-	vm, task, err := s.cp.VMTask(c.Request.Context(), ownerOf(c), c.Param("id"), kind, force)
+	vm, task, err := s.cp.VMTask(c.Request.Context(), scopeOwner(c), c.Param("id"), kind, force)
 	if err != nil {
 		s.writeError(c, err)
 		return

@@ -1,0 +1,129 @@
+package server
+
+import (
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/otherix/otherix/security"
+)
+
+// access is how a route is guarded.
+type access int
+
+const (
+	// accessRBAC needs a principal whose role the matrix allows the route's
+	// resource and verb. It is the zero value, so a route that forgets to
+	// say otherwise is guarded.
+	accessRBAC access = iota
+	// accessAuthenticated needs a principal, whatever its role: logging out,
+	// and /metrics when it is not public.
+	accessAuthenticated
+	// accessPublic needs nothing: probes, the contract, login and refresh.
+	accessPublic
+)
+
+// route is one row of THE route table: what serves a method and path, and
+// what the caller must be allowed to do there. The table registers the
+// handlers and drives authentication, authorization and the matrix test, so
+// a route cannot exist without a rule.
+type route struct {
+	method, path string
+	access       access
+	// resource and verb are the matrix cell an accessRBAC route needs.
+	resource, verb string
+	// hideDenied answers a role the matrix refuses with 404 instead of 403:
+	// reads of one resource, which must not reveal that it exists.
+	hideDenied bool
+	// idempotent attaches the Idempotency-Key middleware (writes only, and
+	// never login or refresh, whose bodies hold secrets).
+	idempotent bool
+	handler    gin.HandlerFunc
+}
+
+// routeKey identifies a route as gin reports it: "GET /v1/vms/:id".
+func routeKey(method, path string) string { return method + " " + path }
+
+// routeTable lists every endpoint. api/openapi/control-plane.yaml describes
+// each one; a contract test fails when the two disagree, and the matrix test
+// walks every row for every role.
+func (s *Server) routeTable() []route {
+	rbac := func(method, path, resource, verb string, h gin.HandlerFunc) route {
+		r := route{method: method, path: path, resource: resource, verb: verb, handler: h}
+		r.idempotent = method != http.MethodGet
+		r.hideDenied = method == http.MethodGet && verb == security.VerbRead
+		return r
+	}
+	public := func(method, path string, h gin.HandlerFunc) route {
+		return route{method: method, path: path, access: accessPublic, handler: h}
+	}
+	const (
+		vm, task, user, token, audit = security.ResourceVM, security.ResourceTask, security.ResourceUser,
+			security.ResourceToken, security.ResourceAudit
+		get, post, patch, put, del = http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodPut, http.MethodDelete
+	)
+	t := []route{
+		public(get, "/healthz", s.healthz),
+		public(get, "/readyz", s.readyz),
+		public(get, "/openapi.yaml", s.openapi),
+		public(post, "/v1/auth/login", s.login),
+		public(post, "/v1/auth/refresh", s.refresh),
+		{method: post, path: "/v1/auth/logout", access: accessAuthenticated, handler: s.logout},
+
+		rbac(post, "/v1/vms", vm, security.VerbCreate, s.createVM),
+		rbac(get, "/v1/vms", vm, security.VerbList, s.listVMs),
+		rbac(get, "/v1/vms/:id", vm, security.VerbRead, s.getVM),
+		rbac(patch, "/v1/vms/:id", vm, security.VerbUpdate, s.updateVM),
+		rbac(del, "/v1/vms/:id", vm, security.VerbDelete, s.deleteVM),
+		rbac(post, "/v1/vms/:id/start", vm, security.VerbStart, s.startVM),
+		rbac(post, "/v1/vms/:id/stop", vm, security.VerbStop, s.stopVM),
+
+		rbac(get, "/v1/tasks", task, security.VerbList, s.listTasks),
+		rbac(get, "/v1/tasks/:id", task, security.VerbRead, s.getTask),
+		rbac(post, "/v1/tasks/:id/cancel", task, security.VerbCancel, s.cancelTask),
+
+		rbac(get, "/v1/users", user, security.VerbList, s.listUsers),
+		rbac(post, "/v1/users", user, security.VerbCreate, s.createUser),
+		rbac(get, "/v1/users/me", user, security.VerbRead, s.getMe),
+		rbac(patch, "/v1/users/me", user, security.VerbUpdate, s.updateMe),
+		rbac(get, "/v1/users/:id", user, security.VerbRead, s.getUser),
+		rbac(put, "/v1/users/:id/role", user, security.VerbUpdate, s.setRole),
+		rbac(del, "/v1/users/:id", user, security.VerbDelete, s.deleteUser),
+
+		rbac(get, "/v1/tokens", token, security.VerbList, s.listTokens),
+		rbac(post, "/v1/tokens", token, security.VerbCreate, s.createToken),
+		rbac(del, "/v1/tokens/:id", token, security.VerbDelete, s.revokeToken),
+
+		rbac(get, "/v1/audit", audit, security.VerbList, s.listAudit),
+	}
+	if s.metrics != nil {
+		m := route{method: get, path: "/metrics", access: accessPublic, handler: s.metrics.handler()}
+		if !s.cfg.MetricsPublic {
+			m.access = accessAuthenticated
+		}
+		t = append(t, m)
+	}
+	return t
+}
+
+// routes registers every row of the route table with its guards: for a
+// guarded route, authentication, then authorization, then (for writes) the
+// idempotency key, so a refused request never reserves a key.
+func (s *Server) routes() {
+	s.table = make(map[string]route)
+	for _, r := range s.routeTable() {
+		var chain []gin.HandlerFunc
+		switch r.access {
+		case accessRBAC:
+			chain = append(chain, s.authenticate, s.authorize(r))
+		case accessAuthenticated:
+			chain = append(chain, s.authenticate)
+		}
+		if r.idempotent {
+			chain = append(chain, s.idempotency)
+		}
+		chain = append(chain, r.handler)
+		s.engine.Handle(r.method, r.path, chain...)
+		s.table[routeKey(r.method, r.path)] = r
+	}
+}
