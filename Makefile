@@ -110,9 +110,11 @@ bench:
 	fi
 	@echo "bench: results in bench.out"
 
+# On first boot the API creates admin@localhost with a generated password that
+# it prints once in its log: log in with bin/otherix login http://$(DEV_LISTEN) --user admin@localhost.
 dev: deps build
 	@mkdir -p $(DEV_DIR)
-	$(BIN_DIR)/otherix-api --data-dir $(DEV_DIR) --listen $(DEV_LISTEN)
+	OTHERIX_ADMIN__EMAIL=admin@localhost $(BIN_DIR)/otherix-api --data-dir $(DEV_DIR) --listen $(DEV_LISTEN)
 
 # clean leaves $(DEV_DIR) alone: it holds the dev cluster's etcd data.
 clean:

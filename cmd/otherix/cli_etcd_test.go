@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -20,9 +21,15 @@ import (
 	"github.com/otherix/otherix/persistence/store"
 )
 
+// The admin every test API bootstraps.
+const (
+	adminEmail    = "admin@localhost"
+	adminPassword = "cli-admin-password-1"
+)
+
 // startAPI runs the real control plane in-process: embedded etcd, the
 // actors and the REST API, with job backoffs short enough that a create
-// with no node to go to fails within the test.
+// with no node to go to fails within the test. It bootstraps the admin.
 func startAPI(t *testing.T) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -43,25 +50,47 @@ func startAPI(t *testing.T) string {
 		t.Fatalf("start gateway: %v", err)
 	}
 	t.Cleanup(gw.Close)
+	if created, _, err := gw.BootstrapAdmin(ctx, adminEmail, adminPassword); err != nil || !created {
+		t.Fatalf("bootstrap admin: created %v, %v", created, err)
+	}
 	srv := httptest.NewServer(server.New(server.Config{}, gw, log).Handler())
 	t.Cleanup(srv.Close)
 	return srv.URL
 }
 
-// cli runs the CLI against one API.
+// cli runs the CLI with a config file of its own; the server and the
+// credentials come from its current context, as for a user.
 type cli struct {
-	t   *testing.T
-	url string
+	t     *testing.T
+	cfg   string
+	stdin string // stdin of the next command only
+}
+
+// newCLI logs in to url as the bootstrapped admin with a fresh config.
+func newCLI(t *testing.T, url string) *cli {
+	c := &cli{t: t, cfg: filepath.Join(t.TempDir(), "config")}
+	c.login(url, adminEmail, adminPassword)
+	return c
+}
+
+// login runs otherix login with the password on stdin, plus extra flags.
+func (c *cli) login(url, email, password string, extra ...string) string {
+	c.t.Helper()
+	c.stdin = password + "\n"
+	return c.ok(append([]string{"login", url, "--user", email, "--password-stdin"}, extra...)...)
 }
 
 // run runs a command and returns its exit code, stdout and stderr.
-func (c cli) run(args ...string) (int, string, string) {
+func (c *cli) run(args ...string) (int, string, string) {
 	c.t.Helper()
-	return runCLI(c.t, c.url, args...)
+	var out, errOut bytes.Buffer
+	code := runIO(context.Background(), append([]string{"--config", c.cfg}, args...), strings.NewReader(c.stdin), &out, &errOut)
+	c.stdin = ""
+	return code, out.String(), errOut.String()
 }
 
 // ok runs a command that must succeed and returns its stdout.
-func (c cli) ok(args ...string) string {
+func (c *cli) ok(args ...string) string {
 	c.t.Helper()
 	code, stdout, stderr := c.run(args...)
 	if code != 0 {
@@ -71,7 +100,7 @@ func (c cli) ok(args ...string) string {
 }
 
 // fails runs a command that must fail mentioning want, and returns stderr.
-func (c cli) fails(want string, args ...string) string {
+func (c *cli) fails(want string, args ...string) string {
 	c.t.Helper()
 	code, stdout, stderr := c.run(args...)
 	if code != 1 || !strings.Contains(stderr, want) {
@@ -82,7 +111,7 @@ func (c cli) fails(want string, args ...string) string {
 
 // settle waits for every task to end, so that the next operation on a VM
 // is not refused as vm_busy.
-func (c cli) settle() {
+func (c *cli) settle() {
 	c.t.Helper()
 	var tasks struct {
 		Items []messages.Task `json:"items"`
@@ -101,7 +130,7 @@ func (c cli) settle() {
 const image = "https://img.example/d.qcow2"
 
 func TestCLIEndToEnd(t *testing.T) {
-	c := cli{t: t, url: startAPI(t)}
+	c := newCLI(t, startAPI(t))
 
 	out := c.ok("vm", "create", "web-1", "--image", image)
 	if !strings.Contains(out, "TASK") || !strings.Contains(out, "vm.create") || !strings.Contains(out, "web-1") {
@@ -168,4 +197,115 @@ func TestCLIEndToEnd(t *testing.T) {
 	}
 	c.fails("[not_found]", "delete", "-f", manifest)
 	c.ok("delete", "-f", manifest, "--ignore-not-found")
+}
+
+// TestCLIIdentity walks what a new user does with several clusters: log in
+// to two, switch between them, create a developer who cannot see the
+// admin's VM, use an API token, and survive an expired access token.
+func TestCLIIdentity(t *testing.T) {
+	one, two := startAPI(t), startAPI(t)
+	c := &cli{t: t, cfg: filepath.Join(t.TempDir(), "otherix", "config")}
+	c.login(one, adminEmail, adminPassword, "--context", "one")
+	c.login(two, adminEmail, adminPassword, "--context", "two")
+
+	st, err := os.Stat(c.cfg)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("config mode %v, %v; want 0600", st.Mode(), err)
+	}
+	if out := c.ok("config", "get-contexts"); !strings.Contains(out, "*         two") || !strings.Contains(out, "one") {
+		t.Fatalf("get-contexts:\n%s", out)
+	}
+
+	// A VM on cluster two only; use-context switches which cluster answers.
+	c.ok("vm", "create", "only-on-two", "--image", image, "--stopped")
+	c.ok("vm", "get", "only-on-two")
+	c.ok("config", "use-context", "one")
+	if out := c.ok("whoami"); !strings.Contains(out, one) || !strings.Contains(out, adminEmail) || !strings.Contains(out, "admin") {
+		t.Fatalf("whoami on one: %s", out)
+	}
+	c.fails("[not_found]", "vm", "get", "only-on-two")
+	c.ok("--context", "two", "vm", "get", "only-on-two")
+
+	// config view never shows a token.
+	cfg, err := loadConfig(c.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	view := c.ok("config", "view")
+	for _, cx := range cfg.Contexts {
+		if cx.AccessToken == "" || cx.RefreshToken == "" || strings.Contains(view, cx.AccessToken) || strings.Contains(view, cx.RefreshToken) {
+			t.Fatalf("config view leaks a token or a context has none:\n%s", view)
+		}
+	}
+
+	// The admin's VM on one; a developer the admin creates cannot see it.
+	c.ok("vm", "create", "admins", "--image", image, "--stopped")
+	c.stdin = "developer-password-1\n"
+	c.ok("user", "create", "dev@example.com", "--role", "developer", "--display-name", "Dev", "--password-stdin")
+	if out := c.ok("user", "list"); !strings.Contains(out, "dev@example.com") || !strings.Contains(out, "developer") {
+		t.Fatalf("user list: %s", out)
+	}
+	c.login(one, "dev@example.com", "developer-password-1", "--context", "dev")
+	c.fails("[not_found]", "vm", "get", "admins")
+	if out := c.ok("vm", "list"); strings.Contains(out, "admins") {
+		t.Fatalf("the developer lists the admin's VM: %s", out)
+	}
+	c.ok("vm", "create", "devs", "--image", image, "--stopped")
+	if out := c.ok("--context", "one", "vm", "list"); !strings.Contains(out, "devs") || !strings.Contains(out, "admins") {
+		t.Fatalf("the admin does not see every VM: %s", out)
+	}
+
+	// An API token, created by the admin, logs in with --token.
+	var created messages.CreatedAPIToken
+	if err := json.Unmarshal([]byte(c.ok("--context", "one", "token", "create", "ci", "-o", "json")), &created); err != nil || !strings.HasPrefix(created.Token, "otx_") {
+		t.Fatalf("token create: %+v, %v", created, err)
+	}
+	c.ok("login", one, "--token", created.Token, "--context", "ci")
+	if out := c.ok("whoami"); !strings.Contains(out, adminEmail) {
+		t.Fatalf("whoami with the API token: %s", out)
+	}
+	c.ok("vm", "get", "admins")
+	if out := c.ok("--context", "one", "token", "list"); !strings.Contains(out, created.APIToken.ID) {
+		t.Fatalf("token list: %s", out)
+	}
+	c.ok("--context", "one", "token", "revoke", created.APIToken.ID)
+	// Token lookups may be cached for a few seconds; revocation must show
+	// within them.
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		code, _, stderr := c.run("vm", "list")
+		if code == 1 && strings.Contains(stderr, "[unauthenticated]") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the revoked token still works: exit %d, %s", code, stderr)
+		}
+	}
+
+	// A corrupt (as good as expired) access token is refreshed on the next
+	// command, and the rotated pair is saved.
+	c.ok("config", "use-context", "one")
+	cfg, err = loadConfig(c.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cx := cfg.context("one")
+	oldRefresh := cx.RefreshToken
+	cx.AccessToken = "eyJhbGciOiJIUzI1NiJ9.bm90LWEtand0.c2ln"
+	if err := saveConfig(c.cfg, cfg); err != nil {
+		t.Fatal(err)
+	}
+	c.ok("vm", "get", "admins")
+	cfg, _ = loadConfig(c.cfg)
+	if cx := cfg.context("one"); cx.RefreshToken == oldRefresh || cx.AccessToken == "eyJhbGciOiJIUzI1NiJ9.bm90LWEtand0.c2ln" {
+		t.Fatalf("the refreshed pair was not saved: %+v", cx)
+	}
+	c.ok("vm", "get", "admins")
+
+	// Logout ends the session on the server and forgets it locally.
+	c.ok("logout")
+	c.fails("[unauthenticated]", "vm", "list")
+	cfg, _ = loadConfig(c.cfg)
+	if cx := cfg.context("one"); cx.AccessToken != "" || cx.RefreshToken != "" {
+		t.Fatalf("logout kept tokens: %+v", cx)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"syscall"
 
 	"github.com/otherix/otherix/http/client"
@@ -104,6 +105,11 @@ func (a *app) explain(ctx context.Context, err error) error {
 	var op *net.OpError
 	var ne net.Error
 	switch {
+	case errors.As(err, &api) && api.Status == http.StatusUnauthorized:
+		// The session ended or the token is wrong: say how to get a new one.
+		e := *api
+		e.Message = fmt.Sprintf("%s; log in with: otherix login %s", strings.TrimSuffix(e.Message, "."), a.server)
+		return &e
 	case err == nil, errors.As(err, &api), errors.As(err, &ce):
 		return err
 	case ctx.Err() != nil:
@@ -111,7 +117,7 @@ func (a *app) explain(ctx context.Context, err error) error {
 	case errors.Is(err, context.DeadlineExceeded):
 		return codedf(codeTimeout, "no answer from %s within %s (raise --timeout)", a.server, a.timeout)
 	case errors.As(err, &op):
-		return codedf(codeUnreachable, "cannot reach %s: %v (is otherix-api running? see --server, %s)", a.server, op, envServer)
+		return codedf(codeUnreachable, "cannot reach %s: %v (is otherix-api running? see otherix config get-contexts, --server)", a.server, op)
 	case errors.As(err, &ne):
 		return codedf(codeUnreachable, "cannot reach %s: %v", a.server, err)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/otherix/otherix/http/client"
+	"github.com/otherix/otherix/messages"
 )
 
 // Defaults of the global flags.
@@ -23,7 +25,8 @@ const (
 	// defaultWaitTimeout bounds a --wait: long enough for an image download
 	// and a boot, short enough that a stuck task does not hang a script.
 	defaultWaitTimeout = 10 * time.Minute
-	// envServer names the environment variable that overrides defaultServer.
+	// envServer names the environment variable that, like --server, points
+	// one call at another API than the current context's.
 	envServer = "OTHERIX_SERVER"
 )
 
@@ -41,9 +44,17 @@ var outputFormats = []string{outputTable, outputWide, outputJSON, outputYAML}
 // goes. Every command closes over it instead of package variables, so tests
 // can build and run as many roots as they like side by side.
 type app struct {
+	stdin          io.Reader
 	stdout, stderr io.Writer
-	// server is the API's base URL (--server, OTHERIX_SERVER).
+	// serverFlag is --server (or OTHERIX_SERVER): an override for one call.
+	serverFlag string
+	// configFlag is --config; contextFlag is --context.
+	configFlag, contextFlag string
+	// server is the API's base URL the call goes to, resolved by client()
+	// from --server or the context.
 	server string
+	// contextName is the context client() took credentials from ("" if none).
+	contextName string
 	// output is the -o format, validated before any command runs.
 	output string
 	// timeout bounds one request; waits have their own budget.
@@ -52,6 +63,10 @@ type app struct {
 	newKey func() string
 	// now is the clock ages are measured against; a seam for tests.
 	now func() time.Time
+	// terminal reports whether stdin is a terminal to prompt on; readSecret
+	// reads one line from it without echo. Seams for tests.
+	terminal   func() bool
+	readSecret func() (string, error)
 
 	api *client.Client // built lazily by client()
 }
@@ -59,7 +74,12 @@ type app struct {
 // run executes the CLI with args and returns the process exit code. Errors
 // are printed once, here, as "Error: <message> [<code>]".
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	root := newRootCommand(stdout, stderr)
+	return runIO(ctx, args, os.Stdin, stdout, stderr)
+}
+
+// runIO is run with stdin given, for --password-stdin and tests.
+func runIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := newRootCommand(stdin, stdout, stderr)
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {
 		printError(stderr, err)
@@ -69,8 +89,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 // newRootCommand builds the whole command tree writing to stdout and stderr.
-func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
-	a := &app{stdout: stdout, stderr: stderr, newKey: newIdempotencyKey, now: time.Now}
+func newRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, newKey: newIdempotencyKey, now: time.Now}
+	a.terminal, a.readSecret = stdinTerminal(stdin)
 	root := &cobra.Command{
 		Use:   "otherix",
 		Short: "Manage virtual machines on an Otherix cluster",
@@ -78,7 +99,11 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 
 Output: -o table (default) and -o wide print columns; -o json and -o yaml print
 resources exactly as the API returns them. A list prints as {"items":[…]} with
-every page already followed; an accepted write prints {"task":…,"vm":…}.`,
+every page already followed; an accepted write prints {"task":…,"vm":…}.
+
+Start with "otherix login URL --user EMAIL". Clusters and credentials are kept
+as contexts in ~/.otherix/config (--config or OTHERIX_CONFIG to use another
+file, --context to use another context for one call).`,
 		Version:           version,
 		SilenceUsage:      true,
 		SilenceErrors:     true,
@@ -90,16 +115,16 @@ every page already followed; an accepted write prints {"task":…,"vm":…}.`,
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
 
-	server := defaultServer
-	if v := os.Getenv(envServer); v != "" {
-		server = v
-	}
 	f := root.PersistentFlags()
-	f.StringVar(&a.server, "server", server, "API base URL (env "+envServer+")")
+	f.StringVar(&a.serverFlag, "server", os.Getenv(envServer), "API base URL for this call instead of the context's (env "+envServer+"; default "+defaultServer+" without a context)")
+	f.StringVar(&a.configFlag, "config", "", "CLI config file (env "+envConfig+"; default ~/.otherix/config)")
+	f.StringVar(&a.contextFlag, "context", "", "context to use instead of the current one")
 	f.StringVarP(&a.output, "output", "o", outputTable, "output format: "+strings.Join(outputFormats, "|"))
 	f.DurationVar(&a.timeout, "timeout", defaultTimeout, "time limit for one API request")
 
-	root.AddCommand(a.vmCommand(), a.taskCommand(), a.createCommand(), a.deleteCommand(), versionCommand(stdout))
+	root.AddCommand(a.vmCommand(), a.taskCommand(), a.createCommand(), a.deleteCommand(),
+		a.loginCommand(), a.logoutCommand(), a.whoamiCommand(), a.configCommand(), a.userCommand(), a.tokenCommand(),
+		versionCommand(stdout))
 	return root
 }
 
@@ -114,17 +139,110 @@ func (a *app) validate() error {
 	return nil
 }
 
-// client returns the SDK client for --server, building it on first use.
+// client returns the SDK client for this call, building it on first use:
+// the server and credentials of the context (--context, else the current
+// one), or --server for one call.
 func (a *app) client() (*client.Client, error) {
 	if a.api != nil {
 		return a.api, nil
 	}
-	c, err := client.New(a.server)
+	path, cfg, err := a.config()
 	if err != nil {
-		return nil, usageError(fmt.Errorf("--server: %w", err))
+		return nil, err
+	}
+	cx, err := a.pickContext(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.server = defaultServer
+	if cx != nil {
+		a.server, a.contextName = cx.Server, cx.Name
+	}
+	var opts []client.Option
+	if cx != nil {
+		switch {
+		case cx.APIToken != "":
+			opts = append(opts, client.WithToken(cx.APIToken))
+		case cx.AccessToken != "" || cx.RefreshToken != "":
+			name := cx.Name
+			opts = append(opts, client.WithSession(cx.AccessToken, cx.RefreshToken, func(p messages.TokenPair) {
+				a.saveSession(path, name, p)
+			}))
+		}
+	}
+	c, err := client.New(a.server, opts...)
+	if err != nil {
+		if a.serverFlag != "" {
+			return nil, usageError(fmt.Errorf("--server: %w", err))
+		}
+		return nil, usageError(fmt.Errorf("context %q: %w", a.contextName, err))
 	}
 	a.api = c
 	return c, nil
+}
+
+// pickContext returns the context this call uses, or nil. With --server the
+// context is used only if it is for that server (else another context for
+// that server, else none): credentials never go to a server they are not for.
+func (a *app) pickContext(cfg *cliConfig) (*cliContext, error) {
+	name := cmp.Or(a.contextFlag, cfg.CurrentContext)
+	cx := cfg.context(name)
+	if a.contextFlag != "" && cx == nil {
+		return nil, usageError(fmt.Errorf("no context %q in the config (see otherix config get-contexts)", a.contextFlag))
+	}
+	if a.serverFlag == "" {
+		return cx, nil
+	}
+	server := strings.TrimRight(a.serverFlag, "/")
+	if cx != nil && strings.TrimRight(cx.Server, "/") == server {
+		return cx, nil
+	}
+	for i := range cfg.Contexts {
+		if strings.TrimRight(cfg.Contexts[i].Server, "/") == server {
+			return &cfg.Contexts[i], nil
+		}
+	}
+	return &cliContext{Server: server}, nil
+}
+
+// configPath is --config, else OTHERIX_CONFIG, else ~/.otherix/config.
+func (a *app) configPath() (string, error) {
+	if p := cmp.Or(a.configFlag, os.Getenv(envConfig)); p != "" {
+		return p, nil
+	}
+	return defaultConfigPath()
+}
+
+// config reads the CLI config.
+func (a *app) config() (string, *cliConfig, error) {
+	path, err := a.configPath()
+	if err != nil {
+		return "", nil, err
+	}
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return "", nil, err
+	}
+	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
+		fmt.Fprintf(a.stderr, "warning: %s is readable by others (mode %04o); it holds credentials: chmod 600 it\n", path, st.Mode().Perm())
+	}
+	return path, cfg, nil
+}
+
+// saveSession stores a refreshed session in the context it came from. The
+// file is read again so that a concurrent change to another context is
+// kept.
+func (a *app) saveSession(path, name string, p messages.TokenPair) {
+	cfg, err := loadConfig(path)
+	if err == nil {
+		if cx := cfg.context(name); cx != nil {
+			cx.AccessToken, cx.RefreshToken = p.AccessToken, p.RefreshToken
+			err = saveConfig(path, cfg)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(a.stderr, "warning: the session was refreshed but could not be saved (log in again next time): %v\n", err)
+	}
 }
 
 // call runs one request bounded by --timeout.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -16,7 +17,9 @@ import (
 func runCLI(t *testing.T, server string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	code = run(context.Background(), append([]string{"--server", server}, args...), &out, &errOut)
+	// A config of its own, so no test reads or writes ~/.otherix/config.
+	cfg := filepath.Join(t.TempDir(), "config")
+	code = runIO(context.Background(), append([]string{"--config", cfg, "--server", server}, args...), strings.NewReader(""), &out, &errOut)
 	return code, out.String(), errOut.String()
 }
 

@@ -12,13 +12,26 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
+
+	"github.com/otherix/otherix/messages"
 )
 
 // Client talks to one control plane. It is safe for concurrent use.
 type Client struct {
-	base  *url.URL
-	http  *http.Client
+	base *url.URL
+	http *http.Client
+
+	mu    sync.Mutex // guards token and refreshToken
 	token string
+	// refreshToken is set by WithSession: a 401 then refreshes the session
+	// once and retries the request.
+	refreshToken string
+	onRefresh    func(messages.TokenPair)
+	// refreshing serialises refreshes, so concurrent 401s rotate the
+	// refresh token once (a second rotation of the same token would look
+	// like theft to the server and revoke the session).
+	refreshing sync.Mutex
 }
 
 // Option configures a Client.
@@ -31,6 +44,16 @@ func WithHTTPClient(h *http.Client) Option { return func(c *Client) { c.http = h
 
 // WithToken sends "Authorization: Bearer <token>" (a JWT or an otx_ API token).
 func WithToken(token string) Option { return func(c *Client) { c.token = token } }
+
+// WithSession authenticates with a login session: access is the JWT sent as
+// the bearer token, refresh the refresh token. When the API answers 401 the
+// client calls /v1/auth/refresh once, hands the new pair to onRefresh (which
+// may be nil; the CLI saves the pair to its config) and retries the request
+// once. The refresh token rotates on every refresh, so a caller that keeps
+// the pair anywhere must save what onRefresh gets.
+func WithSession(access, refresh string, onRefresh func(messages.TokenPair)) Option {
+	return func(c *Client) { c.token, c.refreshToken, c.onRefresh = access, refresh, onRefresh }
+}
 
 // New returns a client for the API at baseURL, such as https://api:8443.
 func New(baseURL string, opts ...Option) (*Client, error) {
@@ -70,7 +93,8 @@ type response struct {
 }
 
 // do sends one request to path (already escaped) and decodes a 2xx JSON answer into out (when not nil).
-// Anything else becomes an *APIError.
+// Anything else becomes an *APIError. With a session (WithSession), a 401
+// refreshes the session and sends the request once more.
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, in, out any, opts []CallOption) (*response, error) {
 	// path arrives escaped (segments through url.PathEscape): join as text
 	// so an escaped name is not escaped twice.
@@ -78,47 +102,117 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}
-	var body io.Reader
+	// The body is kept as bytes so that a retry after a refresh can send it
+	// again.
+	var body []byte
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return nil, fmt.Errorf("encode %s %s: %w", method, path, err)
 		}
-		body = bytes.NewReader(b)
+		body = b
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	token := c.bearer()
+	resp, raw, err := c.send(ctx, method, path, u, body, in != nil, token, opts)
 	if err != nil {
-		return nil, fmt.Errorf("build %s %s: %w", method, path, err)
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusUnauthorized && c.canRefresh(path) {
+		if rerr := c.refresh(ctx, token); rerr == nil {
+			resp, raw, err = c.send(ctx, method, path, u, body, in != nil, c.bearer(), opts)
+			if err != nil {
+				return nil, err
+			}
+		}
+		// A failed refresh leaves the first 401 as the answer: the
+		// session is over and the caller must log in again.
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return nil, decodeAPIError(resp, raw)
+	}
+	if out != nil && len(raw) > 0 {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return nil, fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+		}
+	}
+	return &response{status: resp.StatusCode, header: resp.Header}, nil
+}
+
+// send sends one request and reads its whole (bounded) answer.
+func (c *Client) send(ctx context.Context, method, path, u string, body []byte, hasBody bool, token string, opts []CallOption) (*http.Response, []byte, error) {
+	var rd io.Reader
+	if hasBody {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return nil, nil, fmt.Errorf("build %s %s: %w", method, path, err)
 	}
 	req.Header.Set("Accept", "application/json")
-	if in != nil {
+	if hasBody {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	for _, o := range opts {
 		o(req)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+		return nil, nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	// Bound what a misbehaving server can make us buffer.
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: read answer: %w", method, path, err)
+		return nil, nil, fmt.Errorf("%s %s: read answer: %w", method, path, err)
 	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return nil, decodeAPIError(resp, raw)
+	return resp, raw, nil
+}
+
+// bearer is the token requests carry now.
+func (c *Client) bearer() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.token
+}
+
+// canRefresh reports whether a 401 on path may be cured by a refresh: there
+// is a session, and path is not itself an authentication endpoint (a wrong
+// password or a dead refresh token must not loop).
+func (c *Client) canRefresh(path string) bool {
+	if strings.HasPrefix(path, "/v1/auth/") {
+		return false
 	}
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			return nil, fmt.Errorf("%s %s: decode answer: %w", method, path, err)
-		}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.refreshToken != ""
+}
+
+// refresh rotates the session whose access token was used, unless another
+// request already did so, in which case the new token is simply used.
+func (c *Client) refresh(ctx context.Context, used string) error {
+	c.refreshing.Lock()
+	defer c.refreshing.Unlock()
+	c.mu.Lock()
+	current, rt := c.token, c.refreshToken
+	c.mu.Unlock()
+	if current != used {
+		return nil // refreshed meanwhile by a concurrent request
 	}
-	return &response{status: resp.StatusCode, header: resp.Header}, nil
+	pair, err := c.Refresh(ctx, rt)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.token, c.refreshToken = pair.AccessToken, pair.RefreshToken
+	cb := c.onRefresh
+	c.mu.Unlock()
+	if cb != nil {
+		cb(*pair)
+	}
+	return nil
 }
 
 const maxResponseBytes = 64 << 20

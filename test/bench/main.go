@@ -24,6 +24,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/otherix/otherix/actors/gateway"
+	"github.com/otherix/otherix/http/client"
 	"github.com/otherix/otherix/http/server"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/etcd"
@@ -213,8 +214,24 @@ func measureAPI(ctx context.Context, st *store.Store, workers int, d time.Durati
 	hs := &http.Server{Handler: srv.Handler()}
 	go hs.Serve(ln)
 	defer hs.Close()
-	url := "http://" + ln.Addr().String() + "/v1/vms"
+	base := "http://" + ln.Addr().String()
+	url := base + "/v1/vms"
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
+	// Every route needs a bearer token: bootstrap an admin, log in once and
+	// send the JWT on every create (its 15 minutes outlast any run).
+	const adminEmail, adminPassword = "bench@localhost", "bench-admin-password-1"
+	if _, _, err := gw.BootstrapAdmin(ctx, adminEmail, adminPassword); err != nil {
+		return result{}, fmt.Errorf("bootstrap admin: %w", err)
+	}
+	cl, err := client.New(base, client.WithHTTPClient(hc))
+	if err != nil {
+		return result{}, err
+	}
+	pair, err := cl.Login(ctx, adminEmail, adminPassword)
+	if err != nil {
+		return result{}, fmt.Errorf("login: %w", err)
+	}
+	bearer := "Bearer " + pair.AccessToken
 	name := fmt.Sprintf("POST /v1/vms → 202, %d clients, replica dispatching jobs", workers)
 	if noDispatch {
 		name = fmt.Sprintf("POST /v1/vms → 202, %d clients, replica not dispatching", workers)
@@ -232,7 +249,13 @@ func measureAPI(ctx context.Context, st *store.Store, workers int, d time.Durati
 	}
 	return measure(name, workers, d, func(ctx context.Context, w, i int) error {
 		body, _ := json.Marshal(messages.CreateVMRequest{Name: fmt.Sprintf("a-%02d-%d", w, i), Spec: spec})
-		resp, err := hc.Post(url, "application/json", bytes.NewReader(body))
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", bearer)
+		resp, err := hc.Do(req)
 		if err != nil {
 			return err
 		}

@@ -10,10 +10,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -59,7 +61,9 @@ func startAPI(t *testing.T, dataDir string, env ...string) *apiProcess {
 	t.Helper()
 	addr := freePort(t)
 	cmd := exec.Command(filepath.Join(binDir(t), "otherix-api"), "--data-dir", dataDir, "--listen", addr)
-	cmd.Env = append(os.Environ(), env...)
+	// Every route but health, login and a few others needs a bearer token:
+	// the API bootstraps this admin on first boot, and the test logs in as it.
+	cmd.Env = append(append(os.Environ(), "OTHERIX_ADMIN__EMAIL="+adminEmail, "OTHERIX_ADMIN__PASSWORD="+adminPassword), env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	cmd.Stdout = &stderr
@@ -80,6 +84,7 @@ func startAPI(t *testing.T, dataDir string, env ...string) *apiProcess {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
+				login(t, p.URL)
 				return p
 			}
 		}
@@ -125,8 +130,32 @@ func (p *apiProcess) kill() {
 	<-p.done
 }
 
+// The admin every test API bootstraps and logs in as.
+const (
+	adminEmail    = "admin@e2e.test"
+	adminPassword = "e2e-admin-password-1"
+)
+
+// bearers holds the access token of each API, by host:port, for call.
+var bearers sync.Map
+
+// login logs in to the API at base as the bootstrapped admin and keeps the
+// access token for call. A restarted API on the same data dir keeps the admin
+// (bootstrap runs only on first boot), so logging in again just works.
+func login(t *testing.T, base string) {
+	t.Helper()
+	var pair struct {
+		AccessToken string `json:"access_token"`
+	}
+	if code := call(t, "POST", base+"/v1/auth/login", map[string]string{"email": adminEmail, "password": adminPassword}, &pair); code != http.StatusOK || pair.AccessToken == "" {
+		t.Fatalf("login as %s: status %d", adminEmail, code)
+	}
+	u, _ := url.Parse(base)
+	bearers.Store(u.Host, pair.AccessToken)
+}
+
 // call sends a JSON request and decodes a JSON answer into out (if non-nil).
-func call(t *testing.T, method, url string, body any, out any) int {
+func call(t *testing.T, method, target string, body any, out any) int {
 	t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -138,22 +167,25 @@ func call(t *testing.T, method, url string, body any, out any) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	req, err := http.NewRequestWithContext(ctx, method, target, rd)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	if tok, ok := bearers.Load(req.URL.Host); ok {
+		req.Header.Set("Authorization", "Bearer "+tok.(string))
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
+		t.Fatalf("%s %s: %v", method, target, err)
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
 	if out != nil && len(data) > 0 {
 		if err := json.Unmarshal(data, out); err != nil {
-			t.Fatalf("%s %s: decode %q: %v", method, url, data, err)
+			t.Fatalf("%s %s: decode %q: %v", method, target, data, err)
 		}
 	}
 	return resp.StatusCode

@@ -1,0 +1,427 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/otherix/otherix/http/client"
+	"github.com/otherix/otherix/messages"
+)
+
+// codeNoTerminal is the error of a command that needs a secret it can
+// neither prompt for nor read from stdin.
+const (
+	codeNoTerminal  = "no_terminal"
+	codeNotLoggedIn = "not_logged_in"
+)
+
+// stdinTerminal returns whether stdin is a terminal and how to read a
+// secret from it without echo.
+func stdinTerminal(stdin io.Reader) (func() bool, func() (string, error)) {
+	f, ok := stdin.(*os.File)
+	if !ok {
+		return func() bool { return false }, func() (string, error) { return "", errors.New("stdin is not a terminal") }
+	}
+	fd := int(f.Fd())
+	return func() bool { return term.IsTerminal(fd) }, func() (string, error) {
+		b, err := term.ReadPassword(fd)
+		return string(b), err
+	}
+}
+
+// stdinLines reads stdin line by line, shared by every read of one command.
+func (a *app) stdinLine(r **bufio.Reader, what string) (string, error) {
+	if *r == nil {
+		*r = bufio.NewReader(a.stdin)
+	}
+	line, err := (*r).ReadString('\n')
+	line = strings.TrimRight(line, "\r\n")
+	if line == "" {
+		if err != nil && !errors.Is(err, io.EOF) {
+			return "", fmt.Errorf("read %s from stdin: %w", what, err)
+		}
+		return "", usageError(fmt.Errorf("no %s on stdin", what))
+	}
+	return line, nil
+}
+
+// prompt asks for a secret on the terminal without echo.
+func (a *app) prompt(label string) (string, error) {
+	fmt.Fprintf(a.stderr, "%s: ", label)
+	s, err := a.readSecret()
+	fmt.Fprintln(a.stderr)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", strings.ToLower(label), err)
+	}
+	if s == "" {
+		return "", usageError(fmt.Errorf("empty %s", strings.ToLower(label)))
+	}
+	return s, nil
+}
+
+// secret reads one secret: the first line of stdin with fromStdin, else a
+// prompt on the terminal (twice when confirm is set).
+func (a *app) secret(fromStdin bool, lines **bufio.Reader, label string, confirm bool) (string, error) {
+	if fromStdin {
+		return a.stdinLine(lines, strings.ToLower(label))
+	}
+	if !a.terminal() {
+		return "", codedf(codeNoTerminal, "stdin is not a terminal to prompt for the %s: pass it with --password-stdin", strings.ToLower(label))
+	}
+	s, err := a.prompt(label)
+	if err != nil || !confirm {
+		return s, err
+	}
+	again, err := a.prompt("Repeat " + strings.ToLower(label))
+	if err != nil {
+		return "", err
+	}
+	if again != s {
+		return "", usageError(errors.New("the two entries differ"))
+	}
+	return s, nil
+}
+
+// request runs fn against a client for server, bounded by --timeout, with
+// a.server set so errors name the right API.
+func (a *app) request(ctx context.Context, c *client.Client, server string, fn func(context.Context, *client.Client) error) error {
+	a.server = server
+	rctx, cancel := context.WithTimeout(ctx, a.timeout)
+	defer cancel()
+	return a.explain(ctx, fn(rctx, c))
+}
+
+// normalizeFingerprint accepts a SHA-256 fingerprint as hex, with or
+// without colons and a "sha256:" prefix, and returns lower-case hex.
+func normalizeFingerprint(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	h := strings.ToLower(strings.TrimSpace(s))
+	h = strings.TrimPrefix(h, "sha256:")
+	h = strings.ReplaceAll(h, ":", "")
+	if b, err := hex.DecodeString(h); err != nil || len(b) != 32 {
+		return "", usageError(fmt.Errorf("--ca-fingerprint %q: want the SHA-256 of the CA certificate as 64 hex digits", s))
+	}
+	return h, nil
+}
+
+// contextNameFor is the default context name for a server: its host:port.
+func contextNameFor(server string) string {
+	if u, err := url.Parse(server); err == nil && u.Host != "" {
+		return u.Host
+	}
+	return server
+}
+
+type loginFlags struct {
+	user, token, caFingerprint string
+	passwordStdin              bool
+}
+
+func (a *app) loginCommand() *cobra.Command {
+	var fl loginFlags
+	cmd := &cobra.Command{
+		Use:   "login URL",
+		Short: "Log in to a cluster and make it the current context",
+		Long: `Log in to the API at URL and save the session in a context of the config file
+(~/.otherix/config, or --config / OTHERIX_CONFIG), which becomes current.
+
+With --user the password is prompted for without echo, or read from the first
+line of stdin with --password-stdin. With --token an otx_ API token is stored
+instead of a session. The context is named after the server's host:port unless
+--context names it. Sessions refresh themselves; log in again when one ends.`,
+		Example: `  otherix login http://127.0.0.1:7080 --user admin@localhost
+  echo "$PASSWORD" | otherix login https://api.example:8443 --user me@example.com --password-stdin --context prod
+  otherix login https://api.example:8443 --token "$OTHERIX_TOKEN" --context ci`,
+		Args: exactArgs(1, "the API URL"),
+		RunE: func(cmd *cobra.Command, args []string) error { return a.login(cmd.Context(), args[0], fl) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&fl.user, "user", "", "email address to log in as")
+	f.BoolVar(&fl.passwordStdin, "password-stdin", false, "read the password from the first line of stdin")
+	f.StringVar(&fl.token, "token", "", "log in with an otx_ API token instead of a password")
+	f.StringVar(&fl.caFingerprint, "ca-fingerprint", "", "SHA-256 of the cluster CA certificate to pin (hex)")
+	return cmd
+}
+
+func (a *app) login(ctx context.Context, rawURL string, fl loginFlags) error {
+	server := strings.TrimRight(rawURL, "/")
+	switch {
+	case fl.token != "" && (fl.user != "" || fl.passwordStdin):
+		return usageError(errors.New("--token cannot be combined with --user or --password-stdin"))
+	case fl.token == "" && fl.user == "":
+		return usageError(errors.New("--user EMAIL is required (or --token otx_…)"))
+	case fl.token != "" && !strings.HasPrefix(fl.token, "otx_"):
+		return usageError(errors.New("--token must be an otx_ API token"))
+	}
+	fp, err := normalizeFingerprint(fl.caFingerprint)
+	if err != nil {
+		return err
+	}
+	anon, err := client.New(server)
+	if err != nil {
+		return usageError(fmt.Errorf("login URL: %w", err))
+	}
+	path, cfg, err := a.config()
+	if err != nil {
+		return err
+	}
+	name := a.contextFlag
+	if name == "" {
+		name = contextNameFor(server)
+	}
+	cx := cliContext{Name: name, Server: server, CAFingerprint: fp}
+	if old := cfg.context(name); old != nil && old.Server == server && fp == "" {
+		cx.CAFingerprint = old.CAFingerprint // keep the pin of the same cluster
+	}
+	var me *messages.UserView
+	if fl.token != "" {
+		c, _ := client.New(server, client.WithToken(fl.token))
+		if err := a.request(ctx, c, server, func(ctx context.Context, c *client.Client) (err error) {
+			me, err = c.Me(ctx)
+			return err
+		}); err != nil {
+			return err
+		}
+		cx.APIToken, cx.User = fl.token, me.Email
+	} else {
+		var lines *bufio.Reader
+		password, err := a.secret(fl.passwordStdin, &lines, "Password", false)
+		if err != nil {
+			return err
+		}
+		var pair *messages.TokenPair
+		if err := a.request(ctx, anon, server, func(ctx context.Context, c *client.Client) (err error) {
+			pair, err = c.Login(ctx, fl.user, password)
+			return err
+		}); err != nil {
+			return err
+		}
+		cx.AccessToken, cx.RefreshToken = pair.AccessToken, pair.RefreshToken
+		c, _ := client.New(server, client.WithToken(pair.AccessToken))
+		if err := a.request(ctx, c, server, func(ctx context.Context, c *client.Client) (err error) {
+			me, err = c.Me(ctx)
+			return err
+		}); err != nil {
+			return err
+		}
+		cx.User = me.Email
+	}
+	cfg.upsert(cx)
+	cfg.CurrentContext = name
+	if err := saveConfig(path, cfg); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "Logged in to %s as %s (%s). Context %q is now current.\n", server, me.Email, me.Role, name)
+	if cx.CAFingerprint != "" {
+		fmt.Fprintf(a.stderr, "note: CA fingerprint %s stored for context %q; it is not enforced yet (the API speaks plain http until the node PKI lands)\n", cx.CAFingerprint, name)
+	}
+	return nil
+}
+
+// currentContext returns the context --context names, else the current one.
+func (a *app) currentContext(cfg *cliConfig) (*cliContext, error) {
+	name := a.contextFlag
+	if name == "" {
+		name = cfg.CurrentContext
+	}
+	if name == "" {
+		return nil, codedf(codeNotLoggedIn, "no current context: log in with otherix login URL --user EMAIL")
+	}
+	cx := cfg.context(name)
+	if cx == nil {
+		return nil, usageError(fmt.Errorf("no context %q in the config (see otherix config get-contexts)", name))
+	}
+	return cx, nil
+}
+
+func (a *app) logoutCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "logout",
+		Short: "End the session of the current context and forget its credentials",
+		Long: `End the session of the current context (or --context) on the server and remove
+its tokens from the config file. The context itself stays, so "otherix login"
+to the same server is short. An otx_ API token is only forgotten locally: revoke
+it with "otherix token revoke ID" if it is no longer needed.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			path, cfg, err := a.config()
+			if err != nil {
+				return err
+			}
+			cx, err := a.currentContext(cfg)
+			if err != nil {
+				return err
+			}
+			if cx.RefreshToken != "" {
+				c, err := client.New(cx.Server, client.WithToken(cx.AccessToken))
+				if err == nil {
+					err = a.request(cmd.Context(), c, cx.Server, func(ctx context.Context, c *client.Client) error {
+						return c.Logout(ctx, cx.RefreshToken)
+					})
+				}
+				if err != nil {
+					fmt.Fprintf(a.stderr, "warning: the server did not confirm the logout (%s); the local credentials are removed anyway\n", errorLine(err))
+				}
+			}
+			if cx.APIToken != "" {
+				fmt.Fprintln(a.stderr, "note: the API token is only forgotten here; it stays valid until revoked (otherix token revoke ID)")
+			}
+			cx.AccessToken, cx.RefreshToken, cx.APIToken = "", "", ""
+			if err := saveConfig(path, cfg); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "Logged out of %s (context %q).\n", cx.Server, cx.Name)
+			return nil
+		},
+	}
+}
+
+func (a *app) whoamiCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "whoami",
+		Short: "Show who the CLI is logged in as, and where",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var me *messages.UserView
+			if err := a.call(cmd.Context(), func(ctx context.Context, c *client.Client) (err error) {
+				me, err = c.Me(ctx)
+				return err
+			}); err != nil {
+				return err
+			}
+			switch a.output {
+			case outputJSON:
+				return writeJSON(a.stdout, me)
+			case outputYAML:
+				return writeYAML(a.stdout, me)
+			}
+			return writeTable(a.stdout, [][]string{
+				{"User:", me.Email},
+				{"Name:", orNone(me.DisplayName)},
+				{"Role:", me.Role},
+				{"ID:", me.ID},
+				{"Context:", orNone(a.contextName)},
+				{"Server:", a.server},
+			})
+		},
+	}
+}
+
+func (a *app) configCommand() *cobra.Command {
+	cmd := groupCommand("config", "Show and switch contexts (clusters and credentials)")
+	cmd.AddCommand(
+		&cobra.Command{
+			Use:   "get-contexts",
+			Short: "List the contexts",
+			Args:  cobra.NoArgs,
+			RunE: func(*cobra.Command, []string) error {
+				_, cfg, err := a.config()
+				if err != nil {
+					return err
+				}
+				view := maskConfig(cfg)
+				return a.emit(newItemList(view.Contexts), func(bool) [][]string {
+					rows := [][]string{{"CURRENT", "NAME", "SERVER", "USER", "AUTH"}}
+					for _, cx := range cfg.Contexts {
+						cur := ""
+						if cx.Name == cfg.CurrentContext {
+							cur = "*"
+						}
+						rows = append(rows, []string{cur, cx.Name, cx.Server, orNone(cx.User), authKind(cx)})
+					}
+					return rows
+				})
+			},
+		},
+		&cobra.Command{
+			Use:   "use-context NAME",
+			Short: "Make a context the current one",
+			Args:  exactArgs(1, "a context name"),
+			RunE: func(_ *cobra.Command, args []string) error {
+				path, cfg, err := a.config()
+				if err != nil {
+					return err
+				}
+				if cfg.context(args[0]) == nil {
+					return usageError(fmt.Errorf("no context %q in the config (see otherix config get-contexts)", args[0]))
+				}
+				cfg.CurrentContext = args[0]
+				if err := saveConfig(path, cfg); err != nil {
+					return err
+				}
+				fmt.Fprintf(a.stdout, "Switched to context %q.\n", args[0])
+				return nil
+			},
+		},
+		&cobra.Command{
+			Use:   "delete-context NAME",
+			Short: "Remove a context and its credentials from the config",
+			Long: `Remove a context and its credentials from the config file. The session is not
+ended on the server: run "otherix logout --context NAME" first for that.`,
+			Args: exactArgs(1, "a context name"),
+			RunE: func(_ *cobra.Command, args []string) error {
+				path, cfg, err := a.config()
+				if err != nil {
+					return err
+				}
+				if !cfg.remove(args[0]) {
+					return usageError(fmt.Errorf("no context %q in the config (see otherix config get-contexts)", args[0]))
+				}
+				if err := saveConfig(path, cfg); err != nil {
+					return err
+				}
+				fmt.Fprintf(a.stdout, "Deleted context %q.\n", args[0])
+				return nil
+			},
+		},
+		&cobra.Command{
+			Use:   "view",
+			Short: "Print the config with every token masked",
+			Args:  cobra.NoArgs,
+			RunE: func(*cobra.Command, []string) error {
+				_, cfg, err := a.config()
+				if err != nil {
+					return err
+				}
+				if a.output == outputJSON {
+					return writeJSON(a.stdout, maskConfig(cfg))
+				}
+				return writeYAML(a.stdout, maskConfig(cfg))
+			},
+		},
+	)
+	return cmd
+}
+
+// maskConfig is a copy of cfg with every token replaced by REDACTED.
+func maskConfig(cfg *cliConfig) cliConfig {
+	out := cliConfig{CurrentContext: cfg.CurrentContext, Contexts: make([]cliContext, len(cfg.Contexts))}
+	for i, cx := range cfg.Contexts {
+		cx.AccessToken, cx.RefreshToken, cx.APIToken = masked(cx.AccessToken), masked(cx.RefreshToken), masked(cx.APIToken)
+		out.Contexts[i] = cx
+	}
+	return out
+}
+
+// authKind says how a context authenticates.
+func authKind(cx cliContext) string {
+	switch {
+	case cx.APIToken != "":
+		return "api-token"
+	case cx.RefreshToken != "" || cx.AccessToken != "":
+		return "session"
+	}
+	return none
+}
