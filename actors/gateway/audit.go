@@ -97,8 +97,18 @@ func (id *identity) record(e messages.AuditEntry) {
 	if e.Actor == "" {
 		e.Actor = "anonymous"
 	}
+	if e.Actor == "anonymous" && !id.anonAudit.allow(e.Source, e.Time) {
+		if n := id.anonDropped.Add(1); n%1000 == 1 {
+			id.log.Warn("unauthenticated requests over the audit limit; not audited", "source", e.Source, "dropped_total", n)
+		}
+		return
+	}
 	id.audit.add(e)
 }
+
+// anonAuditPerMinute is how many audit entries one source may cause per
+// minute without credentials.
+const anonAuditPerMinute = 60
 
 // ListAudit returns one page of the audit log, oldest first (ids are ULIDs,
 // so key order is time order; the last page holds the newest entries).

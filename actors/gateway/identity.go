@@ -99,6 +99,11 @@ type identity struct {
 
 	perSource  *limiterMap
 	perAccount *limiterMap
+	// anonAudit bounds the audit entries one source can cause without
+	// credentials, so unauthenticated requests cannot flood etcd through the
+	// audit log; the excess is counted, not written.
+	anonAudit   *limiterMap
+	anonDropped atomic.Int64
 
 	audit   *auditWriter
 	touches chan string
@@ -118,6 +123,7 @@ func newIdentity(ctx context.Context, st *store.Store, cfg IdentityConfig, log *
 		users:      newTTLCache[string, *messages.User](cfg.AuthCacheTTL, cfg.AuthCacheSize, cfg.Now),
 		perSource:  newLimiterMap(cfg.LoginPerSource, cfg.LoginPerSource, cfg.LimiterSize),
 		perAccount: newLimiterMap(cfg.LoginPerAccount, cfg.LoginPerAccount, cfg.LimiterSize),
+		anonAudit:  newLimiterMap(anonAuditPerMinute, anonAuditPerMinute, cfg.LimiterSize),
 		audit:      newAuditWriter(st, log, cfg.AuditBuffer),
 		touches:    make(chan string, 1024),
 		cancel:     cancel,

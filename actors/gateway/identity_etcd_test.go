@@ -405,3 +405,67 @@ func TestOwnerScoping(t *testing.T) {
 		t.Fatalf("create without owner = %v", err)
 	}
 }
+
+// TestTokenMadeWithTokenCannotOutliveIt: a principal acting through an API
+// token gets child tokens capped at the parent's expiry, whatever TTL it asks.
+func TestTokenMadeWithTokenCannotOutliveIt(t *testing.T) {
+	g, _ := startIdentity(t, gateway.IdentityConfig{})
+	ctx := t.Context()
+	dev, err := g.CreateUser(ctx, messages.CreateUserRequest{Email: "ci@example.com", Role: "developer", Password: devPass})
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := messages.Principal{UserID: dev.ID, Email: dev.Email, Role: "developer"}
+	parent, err := g.CreateAPIToken(ctx, user, messages.CreateAPITokenRequest{Name: "short", TTL: "1h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	viaToken, err := g.Authenticate(ctx, parent.Token)
+	if err != nil || viaToken.TokenID == "" {
+		t.Fatalf("authenticate with the parent token: %+v %v", viaToken, err)
+	}
+	for _, ttl := range []string{"", "720h"} {
+		child, err := g.CreateAPIToken(ctx, *viaToken, messages.CreateAPITokenRequest{Name: "child", TTL: ttl})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if child.APIToken.ExpiresAt == nil || child.APIToken.ExpiresAt.After(*parent.APIToken.ExpiresAt) {
+			t.Fatalf("child (ttl %q) expires %v, after its parent's %v", ttl, child.APIToken.ExpiresAt, parent.APIToken.ExpiresAt)
+		}
+	}
+}
+
+// TestAnonymousAuditIsBounded: requests without credentials cannot write the
+// audit log without limit, while authenticated entries from the same source
+// are still written.
+func TestAnonymousAuditIsBounded(t *testing.T) {
+	g, _ := startIdentity(t, gateway.IdentityConfig{AuditFlush: 20 * time.Millisecond})
+	for i := 0; i < 500; i++ {
+		g.Audit(messages.AuditEntry{Action: "GET /v1/vms", Result: "unauthenticated", Source: "192.0.2.7"})
+	}
+	g.Audit(messages.AuditEntry{Actor: "u-1", Action: "POST /v1/vms", Result: "ok", Source: "192.0.2.7"})
+	var anon, user int
+	deadline := time.Now().Add(10 * time.Second)
+	for user == 0 && time.Now().Before(deadline) {
+		anon, user = 0, 0
+		entries, _, err := g.ListAudit(t.Context(), store.Page{Limit: store.MaxPageSize})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			switch e.Actor {
+			case "anonymous":
+				anon++
+			case "u-1":
+				user++
+			}
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
+	if user != 1 {
+		t.Fatalf("the authenticated entry was not written")
+	}
+	if anon == 0 || anon > 60 {
+		t.Fatalf("%d anonymous entries written from one source, want 1..60", anon)
+	}
+}

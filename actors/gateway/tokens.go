@@ -50,6 +50,18 @@ func (g *Gateway) CreateAPIToken(ctx context.Context, p messages.Principal, req 
 		e := now.Add(ttl)
 		expires = &e
 	}
+	if p.TokenID != "" {
+		// A token made with a token may not outlive it: otherwise a leaked
+		// short-lived CI token could mint a permanent one.
+		parent, err := g.st.GetAPIToken(ctx, p.TokenID)
+		if err != nil {
+			return nil, err
+		}
+		if parent.ExpiresAt != nil && (expires == nil || expires.After(*parent.ExpiresAt)) {
+			e := *parent.ExpiresAt
+			expires = &e
+		}
+	}
 	token, id, hash := security.NewAPIToken()
 	k := &messages.APIToken{ID: id, Name: name, Owner: p.UserID, Role: string(role), Hash: hash,
 		CreatedAt: now, ExpiresAt: expires}

@@ -13,7 +13,7 @@ import (
 // publicRoutes are the only routes answered without a token.
 var publicRoutes = []string{
 	"GET /healthz", "GET /readyz", "GET /metrics", "GET /openapi.yaml",
-	"POST /v1/auth/login", "POST /v1/auth/refresh",
+	"POST /v1/auth/login", "POST /v1/auth/refresh", "POST /v1/auth/logout",
 }
 
 var pathParam = regexp.MustCompile(`:[A-Za-z_]+`)
@@ -79,7 +79,7 @@ func TestEveryRouteNeedsAToken(t *testing.T) {
 			rec := req{method: ri.Method, path: concrete(ri.Path), body: `{}`,
 				header: map[string]string{"Authorization": auth}}.do(t, s)
 			if slices.Contains(publicRoutes, key) {
-				if rec.Code == http.StatusUnauthorized && key != "POST /v1/auth/login" && key != "POST /v1/auth/refresh" {
+				if rec.Code == http.StatusUnauthorized && !strings.HasPrefix(key, "POST /v1/auth/") {
 					t.Errorf("%s (public) answered 401", key)
 				}
 				continue
@@ -151,6 +151,13 @@ func TestAuditAndSecrets(t *testing.T) {
 	if n := cp.idem.len(); n != 0 {
 		t.Errorf("login stored %d idempotency records; its body holds a password", n)
 	}
+	admin := map[string]string{"Authorization": "Bearer " + tokenFor(security.RoleAdmin), HeaderIdempotencyKey: "k2"}
+	req{method: "POST", path: "/v1/tokens", body: `{"name":"ci"}`, header: admin}.do(t, s)
+	req{method: "POST", path: "/v1/users", body: `{"email":"b@example.com","role":"viewer","password":"another-long-password-7"}`, header: admin}.do(t, s)
+	req{method: "PATCH", path: "/v1/users/me", body: `{"current_password":"correct-horse-battery-staple-9","new_password":"a-new-long-password-8"}`, header: admin}.do(t, s)
+	if n := cp.idem.len(); n != 0 {
+		t.Errorf("routes carrying passwords or tokens stored %d idempotency records", n)
+	}
 	want := []string{
 		"u-viewer POST /v1/vms forbidden",
 		"u-viewer GET /v1/audit forbidden",
@@ -158,6 +165,9 @@ func TestAuditAndSecrets(t *testing.T) {
 		"u-admin DELETE /v1/vms/:id ok",
 		"anonymous POST /v1/auth/login invalid_credentials",
 		"anonymous POST /v1/auth/login ok",
+		"u-admin POST /v1/tokens ok",
+		"u-admin POST /v1/users ok",
+		"u-admin PATCH /v1/users/me ok",
 	}
 	var got []string
 	for _, e := range cp.auditLog() {
@@ -172,7 +182,8 @@ func TestAuditAndSecrets(t *testing.T) {
 	if e := cp.auditLog()[3]; e.Target != "web-1" {
 		t.Errorf("target %q", e.Target)
 	}
-	for _, secret := range []string{"hunter2", "correct-horse", "secret-token-xyz", tokenFor(security.RoleViewer), "r-1"} {
+	for _, secret := range []string{"hunter2", "correct-horse", "secret-token-xyz", tokenFor(security.RoleViewer), "r-1",
+		"another-long-password-7", "a-new-long-password-8"} {
 		if strings.Contains(logs.String(), secret) {
 			t.Errorf("log holds %q:\n%s", secret, logs)
 		}

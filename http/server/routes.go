@@ -54,6 +54,13 @@ func (s *Server) routeTable() []route {
 		r.hideDenied = method == http.MethodGet && verb == security.VerbRead
 		return r
 	}
+	// secret marks a route whose request or answer carries a password or a
+	// token: Idempotency-Key records keep the answer and a hash of the body in
+	// etcd, which must never hold either, so such routes do not take the key.
+	secret := func(r route) route {
+		r.idempotent = false
+		return r
+	}
 	public := func(method, path string, h gin.HandlerFunc) route {
 		return route{method: method, path: path, access: accessPublic, handler: h}
 	}
@@ -68,7 +75,9 @@ func (s *Server) routeTable() []route {
 		public(get, "/openapi.yaml", s.openapi),
 		public(post, "/v1/auth/login", s.login),
 		public(post, "/v1/auth/refresh", s.refresh),
-		{method: post, path: "/v1/auth/logout", access: accessAuthenticated, handler: s.logout},
+		// The refresh token in the body is the credential: logging out must work
+		// after the access token expired, or the session would outlive it.
+		public(post, "/v1/auth/logout", s.logout),
 
 		rbac(post, "/v1/vms", vm, security.VerbCreate, s.createVM),
 		rbac(get, "/v1/vms", vm, security.VerbList, s.listVMs),
@@ -83,15 +92,15 @@ func (s *Server) routeTable() []route {
 		rbac(post, "/v1/tasks/:id/cancel", task, security.VerbCancel, s.cancelTask),
 
 		rbac(get, "/v1/users", user, security.VerbList, s.listUsers),
-		rbac(post, "/v1/users", user, security.VerbCreate, s.createUser),
+		secret(rbac(post, "/v1/users", user, security.VerbCreate, s.createUser)),
 		rbac(get, "/v1/users/me", user, security.VerbRead, s.getMe),
-		rbac(patch, "/v1/users/me", user, security.VerbUpdate, s.updateMe),
+		secret(rbac(patch, "/v1/users/me", user, security.VerbUpdate, s.updateMe)),
 		rbac(get, "/v1/users/:id", user, security.VerbRead, s.getUser),
 		rbac(put, "/v1/users/:id/role", user, security.VerbUpdate, s.setRole),
 		rbac(del, "/v1/users/:id", user, security.VerbDelete, s.deleteUser),
 
 		rbac(get, "/v1/tokens", token, security.VerbList, s.listTokens),
-		rbac(post, "/v1/tokens", token, security.VerbCreate, s.createToken),
+		secret(rbac(post, "/v1/tokens", token, security.VerbCreate, s.createToken)),
 		rbac(del, "/v1/tokens/:id", token, security.VerbDelete, s.revokeToken),
 
 		rbac(get, "/v1/audit", audit, security.VerbList, s.listAudit),
