@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -126,7 +127,7 @@ func contextNameFor(server string) string {
 
 type loginFlags struct {
 	user, token, caFingerprint string
-	passwordStdin              bool
+	passwordStdin, insecure    bool
 }
 
 func (a *app) loginCommand() *cobra.Command {
@@ -152,7 +153,23 @@ instead of a session. The context is named after the server's host:port unless
 	f.BoolVar(&fl.passwordStdin, "password-stdin", false, "read the password from the first line of stdin")
 	f.StringVar(&fl.token, "token", "", "log in with an otx_ API token instead of a password")
 	f.StringVar(&fl.caFingerprint, "ca-fingerprint", "", "SHA-256 of the cluster CA certificate to pin (hex)")
+	f.BoolVar(&fl.insecure, "insecure", false, "allow a plain http:// URL to a host other than loopback (the password and tokens travel in clear)")
 	return cmd
+}
+
+// cleartextToRemote reports whether server is plain HTTP to a host that is
+// not loopback: credentials sent there can be read on the way.
+func cleartextToRemote(server string) bool {
+	u, err := url.Parse(server)
+	if err != nil || u.Scheme != "http" {
+		return false
+	}
+	host := u.Hostname()
+	if host == "localhost" {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip == nil || !ip.IsLoopback()
 }
 
 func (a *app) login(ctx context.Context, rawURL string, fl loginFlags) error {
@@ -164,6 +181,9 @@ func (a *app) login(ctx context.Context, rawURL string, fl loginFlags) error {
 		return usageError(errors.New("--user EMAIL is required (or --token otx_…)"))
 	case fl.token != "" && !strings.HasPrefix(fl.token, "otx_"):
 		return usageError(errors.New("--token must be an otx_ API token"))
+	}
+	if cleartextToRemote(server) && !fl.insecure {
+		return usageError(fmt.Errorf("%s is plain http to a remote host: the password and tokens would travel in clear; use https, or --insecure to accept that", server))
 	}
 	fp, err := normalizeFingerprint(fl.caFingerprint)
 	if err != nil {

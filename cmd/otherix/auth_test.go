@@ -238,3 +238,19 @@ func TestContextsAndAPIToken(t *testing.T) {
 		t.Fatalf("after delete-context: %+v", cfg)
 	}
 }
+
+func TestCleartextToRemote(t *testing.T) {
+	for server, want := range map[string]bool{
+		"http://127.0.0.1:7080":     false,
+		"http://localhost:7080":     false,
+		"http://[::1]:7080":         false,
+		"https://api.example:8443":  false,
+		"http://api.example:7080":   true,
+		"http://192.0.2.10:7080":    true,
+		"http://127.0.0.1.nip.test": true,
+	} {
+		if got := cleartextToRemote(server); got != want {
+			t.Errorf("cleartextToRemote(%q) = %v, want %v", server, got, want)
+		}
+	}
+}
