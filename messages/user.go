@@ -240,9 +240,11 @@ const (
 )
 
 // MaxPreviousHashes is how many rotated-out hashes a refresh family keeps to
-// recognise a replayed token. A thief replays soon after stealing, so a few
-// suffice; the bound keeps the row small however long the session lives.
-const MaxPreviousHashes = 8
+// recognise a replayed token: a token replayed within that many rotations
+// revokes the family. An older one is merely invalid (an unknown secret never
+// revokes, since the family id alone must not end a session). 64 hashes of
+// 64 hex characters keep the row near 4 KiB however long the session lives.
+const MaxPreviousHashes = 64
 
 // RefreshFamily is one login session: the chain of refresh tokens that
 // rotate from one login. Only the hash of the current token is valid; the

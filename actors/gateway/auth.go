@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"strings"
 
@@ -38,7 +39,28 @@ func (g *Gateway) authenticate(ctx context.Context, bearer string) (*messages.Pr
 	if strings.HasPrefix(bearer, security.APITokenPrefix) {
 		return g.authenticateAPIToken(ctx, bearer)
 	}
+	claims, reason := g.verifyJWT(ctx, bearer)
+	if claims == nil {
+		return nil, reason, nil
+	}
+	u, reason, err := g.activeUser(ctx, claims.UserID)
+	if u == nil {
+		return nil, reason, err
+	}
+	return &messages.Principal{UserID: u.ID, Email: u.Email, Role: string(lowerRole(claims.Role, security.Role(u.Role)))}, "", nil
+}
+
+// verifyJWT checks an access token's signature and claims, or returns them
+// from the verified-JWT cache. An entry lives until the token's own expiry at
+// the latest, so an expired token is never answered from the cache; it only
+// stands for the signature and claims check, never for the user lookup.
+func (g *Gateway) verifyJWT(ctx context.Context, bearer string) (*security.AccessClaims, string) {
+	key := sha256.Sum256([]byte(bearer))
 	now := g.id.cfg.Now()
+	if c, ok := g.id.jwts.get(key); ok && now.Before(c.ExpiresAt) {
+		return c, ""
+	}
+	g.id.jwtVerifies.Add(1)
 	claims, err := g.id.ring.Load().Verify(bearer, now)
 	if err != nil && !errors.Is(err, security.ErrTokenExpired) && g.id.refreshRing(ctx) {
 		// Perhaps signed by a key another replica created since our last
@@ -46,13 +68,10 @@ func (g *Gateway) authenticate(ctx context.Context, bearer string) (*messages.Pr
 		claims, err = g.id.ring.Load().Verify(bearer, now)
 	}
 	if err != nil {
-		return nil, err.Error(), nil
+		return nil, err.Error()
 	}
-	u, reason, err := g.activeUser(ctx, claims.UserID)
-	if u == nil {
-		return nil, reason, err
-	}
-	return &messages.Principal{UserID: u.ID, Email: u.Email, Role: string(lowerRole(claims.Role, security.Role(u.Role)))}, "", nil
+	g.id.jwts.putUntil(key, claims, claims.ExpiresAt)
+	return claims, ""
 }
 
 func (g *Gateway) authenticateAPIToken(ctx context.Context, bearer string) (*messages.Principal, string, error) {
@@ -62,9 +81,14 @@ func (g *Gateway) authenticateAPIToken(ctx context.Context, bearer string) (*mes
 	}
 	tok, ok := g.id.tokens.get(tokID)
 	if !ok {
+		if _, unknown := g.id.unknownTokens.get(tokID); unknown {
+			return nil, "unknown api token (cached)", nil
+		}
+		g.id.tokenReads.Add(1)
 		tok, err = g.st.GetAPIToken(ctx, tokID)
 		switch {
 		case messages.KindOf(err) == messages.KindNotFound:
+			g.id.unknownTokens.put(tokID, struct{}{})
 			return nil, "unknown api token", nil
 		case err != nil:
 			return nil, "", err
@@ -122,6 +146,13 @@ func lowerRole(a, b security.Role) security.Role {
 // Login checks an email and password and starts a session. Unknown and
 // disabled accounts cost the same argon2id work as a wrong password and get
 // the same answer. Attempts are limited per source address and per account.
+//
+// Timing of the unknown-account path: store.UserByEmail makes the same two
+// etcd reads for an unknown email as for a known one (the email guard, then a
+// user row, for an unknown email a fixed id that never exists), and
+// DummyVerify runs argon2id with security.DefaultParams, the parameters every
+// new or rehashed password uses (a stored hash with older, weaker parameters
+// is rehashed at its next successful login).
 func (g *Gateway) Login(ctx context.Context, req messages.LoginRequest, source string) (*messages.TokenPair, error) {
 	email := messages.NormalizeEmail(req.Email)
 	if len(email) > messages.MaxEmailLength {
@@ -228,6 +259,12 @@ func (g *Gateway) Refresh(ctx context.Context, refreshToken, source string) (*me
 		g.id.record(messages.AuditEntry{Actor: userID, Action: "auth.refresh_reuse", Target: family,
 			Result: "denied", Source: source})
 		return nil, errUnauthenticated
+	case errors.Is(err, store.ErrRefreshRevokedReplay):
+		g.log.Warn("refresh token of a revoked session replayed (possible theft)",
+			"user", userID, "family", family, "source", source)
+		g.id.record(messages.AuditEntry{Actor: userID, Action: "auth.refresh_reuse", Target: family,
+			Result: "denied", Source: source})
+		return nil, errUnauthenticated
 	case errors.Is(err, store.ErrRefreshInvalid):
 		g.log.Debug("refresh refused", "reason", err)
 		return nil, errUnauthenticated
@@ -249,7 +286,9 @@ func (g *Gateway) Refresh(ctx context.Context, refreshToken, source string) (*me
 // Logout revokes the session a refresh token belongs to. A malformed token
 // is unauthenticated; a well-formed one of an unknown or expired family, or
 // whose secret the family does not know, succeeds without revoking anything
-// (the family id alone must not let anyone end someone else's session).
+// (the family id alone must not let anyone end someone else's session). A
+// rotated-out token is a copy someone kept: it revokes the family as reuse
+// and is logged and audited as such (the answer is the same success).
 func (g *Gateway) Logout(ctx context.Context, refreshToken string) error {
 	family, secret, err := security.ParseRefreshToken(refreshToken)
 	if err != nil {
@@ -262,16 +301,27 @@ func (g *Gateway) Logout(ctx context.Context, refreshToken string) error {
 	if err != nil {
 		return err
 	}
-	known := security.TokenMatches(f.CurrentHash, secret)
+	current := security.TokenMatches(f.CurrentHash, secret)
+	previous := false
 	for _, h := range f.PreviousHashes {
-		known = security.TokenMatches(h, secret) || known
+		previous = security.TokenMatches(h, secret) || previous
 	}
-	if !known {
+	if !current && !previous {
 		return nil
 	}
-	err = g.st.RevokeFamily(ctx, family, messages.RevokedLogout)
+	reason := messages.RevokedLogout
+	if !current {
+		reason = messages.RevokedReuse
+	}
+	err = g.st.RevokeFamily(ctx, family, reason)
 	if err != nil && !errors.Is(err, store.ErrRefreshInvalid) {
 		return err
+	}
+	if !current {
+		g.log.Warn("logout with a rotated-out refresh token: session family revoked (possible theft)",
+			"user", f.UserID, "family", family)
+		g.id.record(messages.AuditEntry{Actor: f.UserID, Action: "auth.refresh_reuse", Target: family, Result: "denied"})
+		return nil
 	}
 	g.id.record(messages.AuditEntry{Actor: f.UserID, Action: "auth.logout", Target: family, Result: "ok"})
 	return nil

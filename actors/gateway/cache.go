@@ -42,16 +42,30 @@ func (c *ttlCache[K, V]) get(k K) (V, bool) {
 
 // put stores v under k for ttl.
 func (c *ttlCache[K, V]) put(k K, v V) {
+	c.putUntil(k, v, time.Time{})
+}
+
+// putUntil stores v under k for ttl, or until notAfter when that is sooner
+// (zero notAfter: no bound). An entry that would already be dead is not
+// stored.
+func (c *ttlCache[K, V]) putUntil(k K, v V, notAfter time.Time) {
 	if c.ttl <= 0 {
 		return
 	}
 	now := c.now()
+	expires := now.Add(c.ttl)
+	if !notAfter.IsZero() && notAfter.Before(expires) {
+		expires = notAfter
+	}
+	if !now.Before(expires) {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.m[k]; !ok && len(c.m) >= c.max {
 		c.evict(now)
 	}
-	c.m[k] = cacheEntry[V]{v: v, expires: now.Add(c.ttl)}
+	c.m[k] = cacheEntry[V]{v: v, expires: expires}
 }
 
 // evict makes room: expired entries first, then a tenth of the rest.

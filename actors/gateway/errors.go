@@ -30,6 +30,11 @@ var (
 		Message: "current_password: does not match", Details: map[string]any{"field": "current_password"}}
 )
 
+// ErrOutOfScope is wrapped by the not-found answer for a resource that
+// exists but belongs to another owner (messages.OutOfScope): the wire answer
+// is a missing resource's, errors.Is tells the HTTP layer to audit a denial.
+var ErrOutOfScope = messages.ErrOutOfScope
+
 // invalidRole reports an unknown role name.
 func invalidRole(role string) *messages.Error {
 	return &messages.Error{Kind: messages.KindInvalid, Code: "invalid_role",

@@ -23,3 +23,9 @@ func (g *Gateway) CrashVMForTest(id string) {
 
 // ActorSystem exposes the actor system, for its event stream.
 func (g *Gateway) ActorSystem() *actor.ActorSystem { return g.rt.System }
+
+// JWTVerifiesForTest counts access-token signature checks (cache misses).
+func (g *Gateway) JWTVerifiesForTest() int64 { return g.id.jwtVerifies.Load() }
+
+// APITokenReadsForTest counts API token reads from etcd.
+func (g *Gateway) APITokenReadsForTest() int64 { return g.id.tokenReads.Load() }

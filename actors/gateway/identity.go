@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -16,13 +17,16 @@ import (
 // IdentityConfig tunes authentication, sessions and the audit log. The zero
 // value is the production configuration.
 type IdentityConfig struct {
-	// AuthCacheTTL is how long a verified API token and a looked-up user are
-	// reused without reading etcd (default 5s). It is also the longest a
-	// revoked token, a deleted or disabled user or a demoted role keeps
-	// working on another replica; on the replica that made the change the
-	// cache entry is dropped at once. Negative disables the cache.
+	// AuthCacheTTL is how long a verified API token, a verified JWT (never
+	// past its expiry), an unknown API token id and a looked-up user are
+	// reused without reading etcd or checking a signature (default 5s). It
+	// is also the longest a revoked token, a deleted or disabled user or a
+	// demoted role keeps working on another replica; on the replica that
+	// made the change the cache entry is dropped at once. Negative disables
+	// the cache.
 	AuthCacheTTL time.Duration
-	// AuthCacheSize bounds each of the token and user caches (default 10000).
+	// AuthCacheSize bounds each of the token, JWT, unknown-token and user
+	// caches (default 10000).
 	AuthCacheSize int
 	// AccessTTL is an access token's lifetime (default 15m, at most 1h).
 	AccessTTL time.Duration
@@ -96,6 +100,23 @@ type identity struct {
 
 	tokens *ttlCache[string, *messages.APIToken]
 	users  *ttlCache[string, *messages.User]
+	// jwts holds verified access-token claims keyed by sha256 of the token,
+	// each until min(its expiry, AuthCacheTTL), so a repeated bearer skips
+	// parsing and the HMAC. Only the signature check is skipped: every
+	// request still goes through the user lookup (revocation, disable,
+	// demotion). Keying by the hash keeps plaintext tokens out of memory
+	// longer than the request.
+	jwts *ttlCache[[sha256.Size]byte, *security.AccessClaims]
+	// unknownTokens remembers API token ids etcd does not have, so a flood
+	// of forged otx_ tokens costs one etcd read per id per AuthCacheTTL,
+	// not one per request. No invalidation is needed: ids are random, so a
+	// token created later never has an id someone probed before.
+	unknownTokens *ttlCache[string, struct{}]
+
+	// jwtVerifies and tokenReads count signature checks and API token
+	// reads from etcd, for tests (export_test.go).
+	jwtVerifies atomic.Int64
+	tokenReads  atomic.Int64
 
 	perSource  *limiterMap
 	perAccount *limiterMap
@@ -119,14 +140,16 @@ func newIdentity(ctx context.Context, st *store.Store, cfg IdentityConfig, log *
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	id := &identity{cfg: cfg, st: st, log: log,
-		tokens:     newTTLCache[string, *messages.APIToken](cfg.AuthCacheTTL, cfg.AuthCacheSize, cfg.Now),
-		users:      newTTLCache[string, *messages.User](cfg.AuthCacheTTL, cfg.AuthCacheSize, cfg.Now),
-		perSource:  newLimiterMap(cfg.LoginPerSource, cfg.LoginPerSource, cfg.LimiterSize),
-		perAccount: newLimiterMap(cfg.LoginPerAccount, cfg.LoginPerAccount, cfg.LimiterSize),
-		anonAudit:  newLimiterMap(anonAuditPerMinute, anonAuditPerMinute, cfg.LimiterSize),
-		audit:      newAuditWriter(st, log, cfg.AuditBuffer),
-		touches:    make(chan string, 1024),
-		cancel:     cancel,
+		tokens:        newTTLCache[string, *messages.APIToken](cfg.AuthCacheTTL, cfg.AuthCacheSize, cfg.Now),
+		users:         newTTLCache[string, *messages.User](cfg.AuthCacheTTL, cfg.AuthCacheSize, cfg.Now),
+		jwts:          newTTLCache[[sha256.Size]byte, *security.AccessClaims](cfg.AuthCacheTTL, cfg.AuthCacheSize, cfg.Now),
+		unknownTokens: newTTLCache[string, struct{}](cfg.AuthCacheTTL, cfg.AuthCacheSize, cfg.Now),
+		perSource:     newSourceLimiterMap(cfg.LoginPerSource, cfg.LoginPerSource, cfg.LimiterSize),
+		perAccount:    newLimiterMap(cfg.LoginPerAccount, cfg.LoginPerAccount, cfg.LimiterSize),
+		anonAudit:     newSourceLimiterMap(anonAuditPerMinute, anonAuditPerMinute, cfg.LimiterSize),
+		audit:         newAuditWriter(st, log, cfg.AuditBuffer),
+		touches:       make(chan string, 1024),
+		cancel:        cancel,
 	}
 	id.setRing(ring)
 	id.lastRingRefresh.Store(cfg.Now().UnixNano())

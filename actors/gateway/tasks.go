@@ -18,7 +18,7 @@ func (g *Gateway) GetTask(ctx context.Context, owner, id string) (*messages.Task
 		return nil, err
 	}
 	if !visible(owner, task.Owner) {
-		return nil, messages.NotFound("task", id)
+		return nil, messages.OutOfScope("task", id)
 	}
 	return task, nil
 }

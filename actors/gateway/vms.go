@@ -32,9 +32,11 @@ func (g *Gateway) CreateVM(ctx context.Context, owner string, req messages.Creat
 // GetVM returns a VM by id or by one of owner's names. A ref shaped like an id
 // is tried as an id first and then as a name, since a 26-character name can
 // look like one. A VM of another owner is reported as not found, the same as
-// one that does not exist. With owner "" (any owner) a name is looked up
-// across owners; a name several owners use is ambiguous_vm_name.
+// one that does not exist, but wraps messages.ErrOutOfScope (ErrOutOfScope)
+// so the attempt is audited as a denial. With owner "" (any owner) a name is
+// looked up across owners; a name several owners use is ambiguous_vm_name.
 func (g *Gateway) GetVM(ctx context.Context, owner, ref string) (*messages.VM, error) {
+	notFound := messages.NotFound("vm", ref)
 	if messages.ValidID(ref) {
 		reply, err := g.askVM(ref, messages.GetVM{})
 		if err == nil && visible(owner, reply.VM.Owner) {
@@ -43,23 +45,42 @@ func (g *Gateway) GetVM(ctx context.Context, owner, ref string) (*messages.VM, e
 		if err != nil && messages.KindOf(err) != messages.KindNotFound {
 			return nil, err
 		}
+		if err == nil {
+			// Another owner's VM. Still tried as a name below (an own VM
+			// may be named like an id), but a miss there is out of scope.
+			notFound = messages.OutOfScope("vm", ref)
+		}
 	}
 	if messages.ValidateName("vm", ref) != nil {
-		return nil, messages.NotFound("vm", ref)
+		return nil, notFound
 	}
 	id, err := g.vmIDByName(ctx, owner, ref)
+	if messages.KindOf(err) == messages.KindNotFound {
+		if notFound.Err == nil && owner != "" {
+			// Another owner's name? Asked on every scoped miss, so a
+			// missing and a hidden VM cost the same reads.
+			others, err := g.st.VMIDsByNameAnyOwner(ctx, ref)
+			if err != nil {
+				return nil, err
+			}
+			if len(others) > 0 {
+				notFound = messages.OutOfScope("vm", ref)
+			}
+		}
+		return nil, notFound
+	}
 	if err != nil {
 		return nil, err
 	}
 	reply, err := g.askVM(id, messages.GetVM{})
 	if err != nil {
 		if messages.KindOf(err) == messages.KindNotFound {
-			return nil, messages.NotFound("vm", ref)
+			return nil, notFound
 		}
 		return nil, err
 	}
 	if !visible(owner, reply.VM.Owner) {
-		return nil, messages.NotFound("vm", ref)
+		return nil, messages.OutOfScope("vm", ref)
 	}
 	return reply.VM, nil
 }

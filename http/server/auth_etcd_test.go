@@ -7,6 +7,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -268,4 +270,72 @@ func TestE2EAudit(t *testing.T) {
 	}
 	_, _, err := dev.ListAudit(ctx, client.ListOptions{})
 	wantCode(t, err, 403, "forbidden")
+}
+
+// rawGet answers GET url with a bearer token: status and body bytes.
+func (e *apiEnv) rawGet(path, token string) (int, []byte) {
+	e.t.Helper()
+	req, err := http.NewRequestWithContext(e.t.Context(), http.MethodGet, e.url+path, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := e.hc.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp.StatusCode, body
+}
+
+// TestE2EOutOfScopeAuditedAsDenied: developer B reading A's VM by id or name
+// gets exactly the answer of a VM that does not exist, and each attempt is in
+// the audit log as denied (a truly missing VM is not a denial).
+func TestE2EOutOfScopeAuditedAsDenied(t *testing.T) {
+	env := startEnv(t)
+	ctx := t.Context()
+	env.createUser("dev-a@example.com", string(security.RoleDeveloper), "developer-a-long-password-1")
+	devB := env.createUser("dev-b@example.com", string(security.RoleDeveloper), "developer-b-long-password-2")
+	a := env.login("dev-a@example.com", "developer-a-long-password-1")
+	bToken := env.loginPair(devB.Email, "developer-b-long-password-2").AccessToken
+	created, err := a.CreateVM(ctx, vmRequest("a-vm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vmID, missingID := created.VM.ID, messages.NewID()
+	for _, refs := range [][2]string{{vmID, missingID}, {"a-vm", "no-such-vm"}} {
+		hiddenStatus, hidden := env.rawGet("/v1/vms/"+refs[0], bToken)
+		missingStatus, missing := env.rawGet("/v1/vms/"+refs[1], bToken)
+		if hiddenStatus != http.StatusNotFound || missingStatus != http.StatusNotFound {
+			t.Fatalf("statuses hidden %d, missing %d; want 404", hiddenStatus, missingStatus)
+		}
+		if got, want := strings.ReplaceAll(string(hidden), refs[0], "REF"), strings.ReplaceAll(string(missing), refs[1], "REF"); got != want {
+			t.Fatalf("another owner's vm answers\n%s\na missing vm answers\n%s", hidden, missing)
+		}
+	}
+	eventually(t, 15*time.Second, "out-of-scope reads audited as denied", func() (bool, string) {
+		entries, err := listAllAudit(ctx, env.admin)
+		if err != nil {
+			return false, err.Error()
+		}
+		var byID, byName bool
+		for _, e := range entries {
+			if e.Actor != devB.ID || e.Action != "GET /v1/vms/:id" {
+				continue
+			}
+			switch e.Target {
+			case vmID:
+				byID = e.Result == "denied"
+			case "a-vm":
+				byName = e.Result == "denied"
+			case missingID, "no-such-vm":
+				t.Fatalf("a missing vm was audited: %+v", e)
+			}
+		}
+		return byID && byName, fmt.Sprintf("by id %v, by name %v: %+v", byID, byName, entries)
+	})
 }

@@ -24,6 +24,11 @@ const (
 	kindMethodNotAllowed
 )
 
+// ctxOutOfScope marks a request answered not found because the resource
+// belongs to another owner (messages.ErrOutOfScope). The answer is a missing
+// resource's; the audit records the attempt as a denial (result "denied").
+const ctxOutOfScope = "otherix.out_of_scope"
+
 // kindRule is how one error kind reaches the wire.
 type kindRule struct {
 	status int
@@ -132,6 +137,10 @@ func (s *Server) respond(c *gin.Context, err error, logIt bool) {
 		}
 	}
 	c.Set(ctxErrorCode, code)
+	if errors.Is(err, messages.ErrOutOfScope) {
+		c.Set(ctxDenied, true)
+		c.Set(ctxOutOfScope, true)
+	}
 	c.AbortWithStatusJSON(rule.status, errorBody{Error: errorDetail{Code: code, Message: msg, Details: details}})
 }
 

@@ -115,11 +115,12 @@ func (s *Server) updateMe(c *gin.Context) {
 }
 
 // userInScope answers 404 for a user outside the caller's scope: with own
-// scope, every user but oneself is hidden.
+// scope, every user but oneself is hidden. The answer wraps
+// messages.ErrOutOfScope, so the attempt is audited as a denial.
 func (s *Server) userInScope(c *gin.Context) (string, bool) {
 	id := c.Param("id")
 	if owner := scopeOwner(c); owner != "" && owner != id {
-		s.writeError(c, messages.NotFound("users", id))
+		s.writeError(c, messages.OutOfScope("users", id))
 		return "", false
 	}
 	return id, true

@@ -36,6 +36,11 @@ var (
 	// holds a copy. The family is revoked by the same write, so the token
 	// its legitimate holder has now fails too.
 	ErrRefreshReuse = errors.New("store: refresh token reused; family revoked")
+	// ErrRefreshRevokedReplay reports a token the family knows (current or
+	// rotated out) presented after the family was revoked: a replay of a
+	// dead session, possibly by a thief. Nothing changes in the store; the
+	// caller logs it as reuse.
+	ErrRefreshRevokedReplay = errors.New("store: refresh token of a revoked family replayed")
 )
 
 // StartSession records a new refresh family for userID whose first token
@@ -72,10 +77,11 @@ func (s *Store) GetRefreshFamily(ctx context.Context, family string) (*messages.
 //
 // A presentedHash among the recently rotated-out hashes revokes the family
 // with reason "reuse" and returns ErrRefreshReuse together with the family's
-// user, so the theft is logged against the right account; a revoked or expired
-// family, or an unknown hash, returns ErrRefreshInvalid. An unknown hash does
-// not revoke: the family id is not secret, and guessing must not let anyone
-// end other users' sessions.
+// user, so the theft is logged against the right account. A known hash
+// (current or previous) of a revoked family returns ErrRefreshRevokedReplay
+// with the user and changes nothing. An expired family, or an unknown hash,
+// returns ErrRefreshInvalid. An unknown hash does not revoke: the family id is
+// not secret, and guessing must not let anyone end other users' sessions.
 func (s *Store) RotateRefresh(ctx context.Context, family, presentedHash, newHash string, now time.Time) (string, error) {
 	if newHash == "" {
 		return "", fmt.Errorf("store: rotate refresh: empty new hash")
@@ -85,7 +91,13 @@ func (s *Store) RotateRefresh(ctx context.Context, family, presentedHash, newHas
 		if err != nil {
 			return "", err
 		}
-		if f.Revoked || f.Expired(now) {
+		if f.Expired(now) {
+			return "", ErrRefreshInvalid
+		}
+		if f.Revoked {
+			if hashEqual(f.CurrentHash, presentedHash) || hashIn(f.PreviousHashes, presentedHash) {
+				return f.UserID, fmt.Errorf("%w: family %s", ErrRefreshRevokedReplay, family)
+			}
 			return "", ErrRefreshInvalid
 		}
 		switch {

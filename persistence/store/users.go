@@ -74,11 +74,21 @@ func (s *Store) GetUser(ctx context.Context, id string) (*messages.User, error) 
 	return u, err
 }
 
-// UserByEmail loads a user by email, whatever its case.
+// absentUserID is a well-formed user id no user ever has (NewID never makes
+// an all-zero id): UserByEmail reads it for an unknown email.
+const absentUserID = "00000000000000000000000000"
+
+// UserByEmail loads a user by email, whatever its case. An unknown email
+// costs the same two etcd reads as a known one (the email guard, then a user
+// row: here a row that does not exist), so login timing does not tell which
+// addresses have accounts.
 func (s *Store) UserByEmail(ctx context.Context, email string) (*messages.User, error) {
 	email = messages.NormalizeEmail(email)
 	id, err := s.LookupUnique(ctx, Users, "email", email)
 	if messages.KindOf(err) == messages.KindNotFound {
+		if _, err := s.GetUser(ctx, absentUserID); err != nil && messages.KindOf(err) != messages.KindNotFound {
+			return nil, err
+		}
 		return nil, messages.NotFound("user", email)
 	}
 	if err != nil {

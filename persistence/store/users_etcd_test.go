@@ -356,8 +356,19 @@ func TestRefreshRotationAndReuse(t *testing.T) {
 	if err != nil || !f.Revoked || f.RevokedReason != messages.RevokedReuse || f.RevokedAt == nil {
 		t.Fatalf("family after reuse: %+v, %v", f, err)
 	}
-	if _, err := s.RotateRefresh(ctx, family, hashOf(tokens[3]), nextHash, clk.Now()); !errors.Is(err, store.ErrRefreshInvalid) {
-		t.Fatalf("current token after reuse: %v, want ErrRefreshInvalid", err)
+	// Known tokens of the revoked family are replays, reported with the user
+	// and changing nothing; an unknown secret stays merely invalid.
+	for i, tok := range tokens {
+		uid, err := s.RotateRefresh(ctx, family, hashOf(tok), nextHash, clk.Now())
+		if !errors.Is(err, store.ErrRefreshRevokedReplay) || uid != "u1" {
+			t.Fatalf("token %d after reuse = %q, %v; want u1, ErrRefreshRevokedReplay", i, uid, err)
+		}
+	}
+	if _, err := s.RotateRefresh(ctx, family, security.HashToken("guess"), nextHash, clk.Now()); !errors.Is(err, store.ErrRefreshInvalid) {
+		t.Fatalf("unknown secret of a revoked family: %v, want ErrRefreshInvalid", err)
+	}
+	if after, err := s.GetRefreshFamily(ctx, family); err != nil || after.Revision != f.Revision {
+		t.Fatalf("a replay against a revoked family changed it: %+v, %v", after, err)
 	}
 	if _, err := s.RotateRefresh(ctx, "nosuchfamily", hashOf(tokens[3]), nextHash, clk.Now()); !errors.Is(err, store.ErrRefreshInvalid) {
 		t.Fatalf("unknown family: %v, want ErrRefreshInvalid", err)
@@ -382,6 +393,30 @@ func TestRefreshPreviousHashesBounded(t *testing.T) {
 	f, err := s.GetRefreshFamily(ctx, family)
 	if err != nil || len(f.PreviousHashes) != messages.MaxPreviousHashes || f.Generation != messages.MaxPreviousHashes+4 {
 		t.Fatalf("family: %d previous hashes, generation %d, %v", len(f.PreviousHashes), f.Generation, err)
+	}
+}
+
+// TestRefreshReuseDetectedAfterManyRotations: a token replayed dozens of
+// rotations later is still recognised as reuse and revokes the family.
+func TestRefreshReuseDetectedAfterManyRotations(t *testing.T) {
+	ctx := t.Context()
+	clk := newClock()
+	s := startStore(t)
+	_, family, hash := security.NewRefreshToken()
+	if _, err := s.StartSession(ctx, family, "u1", hash, clk.Now(), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	stolen := hash
+	for range 40 {
+		_, next, _ := security.RotateRefreshToken(family)
+		if _, err := s.RotateRefresh(ctx, family, hash, next, clk.Now()); err != nil {
+			t.Fatal(err)
+		}
+		hash = next
+	}
+	_, next, _ := security.RotateRefreshToken(family)
+	if uid, err := s.RotateRefresh(ctx, family, stolen, next, clk.Now()); !errors.Is(err, store.ErrRefreshReuse) || uid != "u1" {
+		t.Fatalf("replay after 40 rotations = %q, %v; want u1, ErrRefreshReuse", uid, err)
 	}
 }
 
@@ -470,8 +505,9 @@ func TestRefreshExpiryRevokeAndSweep(t *testing.T) {
 	if err != nil || !f.Revoked || f.RevokedReason != messages.RevokedLogout || !f.RevokedAt.Equal(clk.Now()) {
 		t.Fatalf("after logout: %+v, %v", f, err)
 	}
-	if _, err := s.RotateRefresh(ctx, long, "next", "again", clk.Now()); !errors.Is(err, store.ErrRefreshInvalid) {
-		t.Fatalf("revoked family: %v, want ErrRefreshInvalid", err)
+	// Its (known) current token is now a replay of a dead session.
+	if _, err := s.RotateRefresh(ctx, long, "next", "again", clk.Now()); !errors.Is(err, store.ErrRefreshRevokedReplay) {
+		t.Fatalf("revoked family: %v, want ErrRefreshRevokedReplay", err)
 	}
 	if err := s.RevokeFamily(ctx, "nosuchfamily", messages.RevokedLogout); !errors.Is(err, store.ErrRefreshInvalid) {
 		t.Fatalf("unknown family: %v", err)

@@ -17,6 +17,7 @@ func CreateVM(t *Txn, vm *messages.VM) *Txn {
 	t.Create(VMs, vm)
 	t.ClaimUnique(VMs, "name", vmNameValue(vm.Owner, vm.Name), vm.ID)
 	t.AddIndex(VMs, VMOwnerIndex(vm.Owner), vm.ID)
+	t.AddIndex(VMs, vmNameIndex(vm.Name), vm.ID)
 	return t
 }
 
@@ -25,6 +26,7 @@ func DeleteVM(t *Txn, vm *messages.VM) *Txn {
 	t.Delete(VMs, vm)
 	t.ReleaseUnique(VMs, "name", vmNameValue(vm.Owner, vm.Name))
 	t.RemoveIndex(VMs, VMOwnerIndex(vm.Owner), vm.ID)
+	t.RemoveIndex(VMs, vmNameIndex(vm.Name), vm.ID)
 	return t
 }
 
