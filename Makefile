@@ -101,8 +101,17 @@ cross:
 bench:
 	@: > bench.out
 	@if [ -n "$(BENCH_PKGS)" ]; then \
-		echo "go test -run '^$$' -bench . -benchtime=$(BENCHTIME) -tags etcd $(BENCH_PKGS)" | tee -a bench.out; \
-		go test -run '^$$' -bench . -benchtime=$(BENCHTIME) -tags etcd $(BENCH_PKGS) 2>&1 | tee -a bench.out; \
+		echo "go test -run '^$$' -bench . -skip 'GetVMs|Login' -benchtime=$(BENCHTIME) -tags etcd $(BENCH_PKGS)" | tee -a bench.out; \
+		go test -run '^$$' -bench . -skip 'GetVMs|Login' -benchtime=$(BENCHTIME) -tags etcd $(BENCH_PKGS) 2>&1 | tee -a bench.out; \
+	fi
+	@# Authentication overhead (issue #3): with auth, then the no-auth baseline.
+	@# -tags noauth disables authentication (http/server/auth_noauth.go); it is
+	@# used here only, never by build, cross or check.
+	@if [ -d http/server ]; then \
+		for tags in etcd etcd,noauth; do \
+			echo "go test -run '^$$' -bench 'GetVMs|Login' -benchtime=$(BENCHTIME) -tags $$tags ./http/server/" | tee -a bench.out; \
+			go test -run '^$$' -bench 'GetVMs|Login' -benchtime=$(BENCHTIME) -tags $$tags ./http/server/ 2>&1 | tee -a bench.out; \
+		done; \
 	fi
 	@if [ -d test/bench ]; then \
 		echo "go run ./test/bench" | tee -a bench.out; \
