@@ -1,6 +1,6 @@
 // Command otherix-agent is the per-node daemon: it owns the node's QEMU
-// processes, image cache and network data plane. This build carries only
-// the command surface; enrollment and serving land with issue #4.
+// processes, image cache and network data plane. bootstrap enrolls the node
+// (issue #4); serving lands later.
 package main
 
 import (
@@ -8,10 +8,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"runtime"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/otherix/otherix/nodeagent/enroll"
+	"github.com/otherix/otherix/security"
 )
 
 // version is set at link time with -ldflags "-X main.version=...".
@@ -22,8 +27,8 @@ const defaultStateDir = "/var/lib/otherix-agent"
 
 // errNotImplemented is the honest answer of commands whose behaviour has
 // not been built yet, so scripts fail loudly instead of believing a node
-// was enrolled or is serving.
-var errNotImplemented = errors.New("is not implemented yet in this build (node enrollment lands with issue #4)")
+// is serving.
+var errNotImplemented = errors.New("is not implemented yet in this build (serving lands with issue #4)")
 
 func main() {
 	if err := newRootCmd(os.Stdout).Execute(); err != nil {
@@ -66,12 +71,38 @@ func newVersionCmd() *cobra.Command {
 
 func newBootstrapCmd() *cobra.Command {
 	var server, token, name, stateDir string
+	var force bool
 	cmd := &cobra.Command{
 		Use:   "bootstrap",
 		Short: "Enroll this node with a control plane (one-shot) and write the state dir",
-		Args:  cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			return notImplemented("bootstrap")
+		Long: `Enroll this node with a control plane and write its identity into the state dir.
+
+The control plane's CA is trusted only if its SHA-256 matches the fingerprint
+the join token carries; the node key is generated here and never sent.
+Re-running with the same server and name is a no-op while the certificate is
+valid for more than a day.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			res, err := enroll.Bootstrap(ctx, enroll.Options{
+				Server:       server,
+				Token:        token,
+				Name:         name,
+				StateDir:     stateDir,
+				AgentVersion: version,
+				Force:        force,
+			})
+			if err != nil {
+				return fmt.Errorf("otherix-agent: bootstrap: %w", err)
+			}
+			verb := "enrolled"
+			if res.AlreadyEnrolled {
+				verb = "already enrolled"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s as %s (id %s); CA fingerprint %s; state in %s\n",
+				verb, security.NodeCN(res.NodeName), res.NodeID, res.CAFingerprint, res.StateDir)
+			return nil
 		},
 	}
 	f := cmd.Flags()
@@ -79,6 +110,7 @@ func newBootstrapCmd() *cobra.Command {
 	f.StringVar(&token, "token", "", "one-time join token (from: otherix node join-token create)")
 	f.StringVar(&name, "name", "", "node name (default: the host name)")
 	f.StringVar(&stateDir, "state-dir", defaultStateDir, "directory for the node's identity and state")
+	f.BoolVar(&force, "force", false, "replace an identity for another server or node name already in the state dir")
 	_ = cmd.MarkFlagRequired("server")
 	_ = cmd.MarkFlagRequired("token")
 	return cmd
