@@ -1,0 +1,95 @@
+package main
+
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/security"
+)
+
+// fakeEnrollServer answers GET /v1/ca and POST /v1/enroll like the API's
+// agent-facing listener, signing with ca.
+func fakeEnrollServer(t *testing.T, ca *security.CA) *httptest.Server {
+	t.Helper()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/ca", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(ca.CertPEM()) })
+	mux.HandleFunc("POST /v1/enroll", func(w http.ResponseWriter, r *http.Request) {
+		var req messages.EnrollRequest
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		b, _ := pem.Decode([]byte(req.CSR))
+		certPEM, fp, err := ca.SignNodeCSR(b.Bytes, req.Name, time.Now(), 0)
+		if err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(messages.EnrollResponse{
+			Node:        messages.Node{ID: "n-1", Name: req.Name, CertFingerprint: fp},
+			Certificate: string(certPEM),
+			CA:          string(ca.CertPEM()),
+		})
+	})
+	srv := httptest.NewUnstartedServer(mux)
+	cert, err := ca.IssueServerCert([]string{"127.0.0.1"}, time.Now(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func run(args ...string) (string, error) {
+	var out bytes.Buffer
+	root := newRootCmd(&out)
+	root.SetArgs(args)
+	err := root.Execute()
+	return out.String(), err
+}
+
+func TestBootstrapCommand(t *testing.T) {
+	ca, err := security.NewCA("test", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := fakeEnrollServer(t, ca)
+	token, _, _, err := security.NewJoinToken(ca.Fingerprint())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "state")
+	args := []string{"bootstrap", "--server", srv.URL, "--token", token, "--name", "hv1", "--state-dir", dir}
+
+	out, err := run(args...)
+	want := "enrolled as node-hv1 (id n-1); CA fingerprint " + ca.Fingerprint() + "; state in " + dir + "\n"
+	if err != nil || out != want {
+		t.Fatalf("first run = %q, %v; want %q", out, err, want)
+	}
+	out, err = run(args...)
+	if err != nil || out != "already "+want {
+		t.Fatalf("second run = %q, %v; want %q", out, err, "already "+want)
+	}
+	out, err = run("bootstrap", "--server", srv.URL, "--token", token, "--name", "hv2", "--state-dir", dir)
+	if err == nil || !strings.Contains(err.Error(), "force") {
+		t.Fatalf("other name = %q, %v; want a refusal mentioning force", out, err)
+	}
+}
+
+func TestServeStillNotImplemented(t *testing.T) {
+	if _, err := run("serve", "--state-dir", t.TempDir()); !errors.Is(err, errNotImplemented) {
+		t.Fatalf("serve err = %v, want errNotImplemented", err)
+	}
+}

@@ -1,0 +1,100 @@
+package messages
+
+import "time"
+
+// Node phases, moved by enrollment, heartbeats and the liveness loop.
+const (
+	NodePending     = "pending"     // enrolled, no heartbeat yet
+	NodeReady       = "ready"       // heartbeating
+	NodeUnreachable = "unreachable" // missed heartbeats
+	NodeGone        = "gone"        // unreachable for longer than the gone period
+)
+
+// Node is an enrolled hypervisor host.
+type Node struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// CertFingerprint is the SHA-256 of the certificate issued at enrollment;
+	// the agent-facing listener accepts only the certificate it names.
+	CertFingerprint string    `json:"cert_fingerprint"`
+	CertNotAfter    time.Time `json:"cert_not_after"`
+	Phase           string    `json:"phase"`
+	Cordoned        bool      `json:"cordoned"`
+	Arch            string    `json:"arch,omitempty"`
+	AgentVersion    string    `json:"agent_version,omitempty"`
+	EnrolledAt      time.Time `json:"enrolled_at"`
+	UpdatedAt       time.Time `json:"updated_at"`
+	Revision        int64     `json:"revision"`
+}
+
+// EntityID implements the store's entity contract.
+func (n *Node) EntityID() string { return n.ID }
+
+// EntityRevision implements the store's entity contract.
+func (n *Node) EntityRevision() int64 { return n.Revision }
+
+// SetEntityRevision implements the store's entity contract.
+func (n *Node) SetEntityRevision(r int64) { n.Revision = r }
+
+// JoinToken is a one-time, expiring permission to enroll one node. Only the
+// hash of its secret is stored.
+type JoinToken struct {
+	ID        string    `json:"id"`
+	Hash      string    `json:"hash"`
+	NodeName  string    `json:"node_name,omitempty"` // when set, the only name it may enroll
+	CreatedBy string    `json:"created_by"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Revision  int64     `json:"revision"`
+}
+
+// EntityID implements the store's entity contract.
+func (j *JoinToken) EntityID() string { return j.ID }
+
+// EntityRevision implements the store's entity contract.
+func (j *JoinToken) EntityRevision() int64 { return j.Revision }
+
+// SetEntityRevision implements the store's entity contract.
+func (j *JoinToken) SetEntityRevision(r int64) { j.Revision = r }
+
+// JoinTokenView is the API form of a join token: no hash.
+type JoinTokenView struct {
+	ID        string    `json:"id"`
+	NodeName  string    `json:"node_name,omitempty"`
+	CreatedBy string    `json:"created_by"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// CreateJoinTokenRequest is the body of POST /v1/nodes/join-tokens (admin).
+// TTL is a Go duration ("1h" by default, at most 24h).
+type CreateJoinTokenRequest struct {
+	TTL      string `json:"ttl,omitempty"`
+	NodeName string `json:"node_name,omitempty"`
+}
+
+// CreatedJoinToken answers POST /v1/nodes/join-tokens: the only time the token
+// (otxj_<id>.<secret>@<ca fingerprint>) is shown.
+type CreatedJoinToken struct {
+	Token     string        `json:"token"`
+	JoinToken JoinTokenView `json:"join_token"`
+}
+
+// EnrollRequest is what otherix-agent bootstrap POSTs to /v1/enroll on the
+// agent-facing listener. CSR is the PEM of a certificate request whose CN is
+// node-<name>; the key never leaves the node.
+type EnrollRequest struct {
+	Token        string `json:"token"`
+	Name         string `json:"name"`
+	CSR          string `json:"csr"`
+	Arch         string `json:"arch,omitempty"`
+	AgentVersion string `json:"agent_version,omitempty"`
+}
+
+// EnrollResponse carries the node's certificate and the cluster CA.
+type EnrollResponse struct {
+	Node              Node   `json:"node"`
+	Certificate       string `json:"certificate"` // PEM
+	CA                string `json:"ca"`          // PEM
+	HeartbeatInterval string `json:"heartbeat_interval"`
+}
