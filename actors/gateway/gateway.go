@@ -21,6 +21,7 @@ import (
 	"github.com/otherix/otherix/actors/vm"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
+	"github.com/otherix/otherix/security"
 )
 
 // Config tunes the actor system. The zero value is usable: every field has a
@@ -111,6 +112,8 @@ type Gateway struct {
 	closing sync.Once
 	// id is the identity state: key ring, caches, rate limits, audit writer.
 	id *identity
+	// ca is the cluster CA, shared by every replica through etcd.
+	ca *security.CA
 }
 
 // Start brings up the actor system: the vms, jobs and maintenance guardians,
@@ -120,12 +123,16 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 	if log == nil {
 		log = slog.Default()
 	}
+	ca, err := loadCA(ctx, st, cfg.Identity.Now())
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
 	id, err := newIdentity(ctx, st, cfg.Identity, log)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	rt := system.NewRuntime(log)
-	g := &Gateway{cfg: cfg, st: st, log: log, rt: rt, id: id}
+	g := &Gateway{cfg: cfg, st: st, log: log, rt: rt, id: id, ca: ca}
 	root := rt.System.Root
 
 	vmDeps := vm.Deps{Runtime: rt, Store: st, Log: log, PassivateAfter: cfg.PassivateAfter, JobAttempts: cfg.JobAttempts}
@@ -174,7 +181,7 @@ func (g *Gateway) loops() []maintenance.Loop {
 	identity := maintenance.IdentityCleanup(g.st, g.log, c.Identity.AuditRetention)
 	loops := []maintenance.Loop{{Name: "cleanup", Interval: c.CleanupInterval, OnRun: c.OnMaintenance,
 		Run: func(ctx context.Context) error {
-			return errors.Join(cleanup(ctx), identity(ctx))
+			return errors.Join(cleanup(ctx), identity(ctx), g.sweepJoinTokens(ctx))
 		}},
 		{Name: "keyring", Interval: c.Identity.KeyRefresh, OnRun: c.OnMaintenance,
 			Run: maintenance.KeyRing(g.st, g.log, c.Identity.KeyRotation, g.id.setRing)},

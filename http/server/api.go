@@ -39,6 +39,24 @@ type ControlPlane interface {
 	IdempotencyStore
 	// Identity authenticates requests and manages users, sessions and tokens.
 	Identity
+	// Nodes enrolls agents and answers node and join-token administration.
+	Nodes
+}
+
+// Nodes is what node enrollment, the cluster CA endpoint and node
+// administration need.
+type Nodes interface {
+	// CAPEM is the cluster CA certificate; CAFingerprint its SHA-256 (hex).
+	CAPEM() []byte
+	CAFingerprint() string
+	CreateJoinToken(ctx context.Context, p messages.Principal, req messages.CreateJoinTokenRequest) (*messages.CreatedJoinToken, error)
+	ListJoinTokens(ctx context.Context, page store.Page) ([]messages.JoinTokenView, string, error)
+	RevokeJoinToken(ctx context.Context, id string) error
+	// Enroll consumes a join token and signs the node's CSR, in one
+	// transaction with the node's creation.
+	Enroll(ctx context.Context, req messages.EnrollRequest, source string) (*messages.EnrollResponse, error)
+	ListNodes(ctx context.Context, page store.Page) ([]*messages.Node, string, error)
+	GetNode(ctx context.Context, name string) (*messages.Node, error)
 }
 
 // Identity is what the authentication, user, token and audit handlers need.

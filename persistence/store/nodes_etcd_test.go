@@ -1,0 +1,188 @@
+//go:build etcd
+
+package store_test
+
+import (
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/persistence/store"
+	"github.com/otherix/otherix/security"
+)
+
+func newJoinToken(t *testing.T, s *store.Store, nodeName string, ttl time.Duration) *messages.JoinToken {
+	t.Helper()
+	_, id, _, err := security.NewJoinToken(strings.Repeat("ab", 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	j := &messages.JoinToken{ID: id, Hash: security.HashToken("secret"),
+		NodeName: nodeName, CreatedBy: "admin", CreatedAt: now, ExpiresAt: now.Add(ttl)}
+	if err := s.Commit(t.Context(), store.CreateJoinToken(store.NewTxn(), j)); err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+func newNode(name string) *messages.Node {
+	now := time.Now().UTC()
+	return &messages.Node{ID: messages.NewID(), Name: name, CertFingerprint: "ab", Phase: messages.NodePending,
+		EnrolledAt: now, UpdatedAt: now}
+}
+
+// TestLoadOrCreateCAOnce: replicas booting together share the one CA that won.
+func TestLoadOrCreateCAOnce(t *testing.T) {
+	s := startStore(t)
+	var created atomic.Int32
+	create := func() ([]byte, []byte, error) {
+		ca, err := security.NewCA("otherix", time.Now())
+		if err != nil {
+			return nil, nil, err
+		}
+		created.Add(1)
+		key, err := ca.KeyPEM()
+		return ca.CertPEM(), key, err
+	}
+	var wg sync.WaitGroup
+	certs := make([]string, 8)
+	for i := range certs {
+		wg.Go(func() {
+			c, k, err := s.LoadOrCreateCA(t.Context(), create)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if _, err := security.LoadCA(c, k); err != nil {
+				t.Error(err)
+			}
+			certs[i] = string(c)
+		})
+	}
+	wg.Wait()
+	for _, c := range certs[1:] {
+		if c != certs[0] {
+			t.Fatal("replicas got different CAs")
+		}
+	}
+	if created.Load() == 0 {
+		t.Fatal("create never ran")
+	}
+	// A later boot loads without creating.
+	before := created.Load()
+	c, _, err := s.LoadOrCreateCA(t.Context(), create)
+	if err != nil || string(c) != certs[0] || created.Load() != before {
+		t.Fatalf("reload: %v, created again: %v", err, created.Load() != before)
+	}
+}
+
+func TestEnrollConsumesTokenOnce(t *testing.T) {
+	ctx := t.Context()
+	s := startStore(t)
+	j := newJoinToken(t, s, "", time.Hour)
+	n := newNode("alpha")
+	if err := s.Enroll(ctx, j.ID, j.Revision, n); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetJoinToken(ctx, j.ID); messages.KindOf(err) != messages.KindNotFound {
+		t.Fatalf("token after enroll: %v, want not found", err)
+	}
+	if keyExists(t, s, store.IndexKey(store.JoinTokens, store.JoinTokenAllIndex, j.ID)) {
+		t.Error("token index key left behind")
+	}
+	got, err := s.NodeByName(ctx, "alpha")
+	if err != nil || got.ID != n.ID || got.Revision != n.Revision || got.Phase != messages.NodePending {
+		t.Fatalf("node by name = %+v, %v", got, err)
+	}
+	if byID, err := s.GetNode(ctx, n.ID); err != nil || byID.Name != "alpha" {
+		t.Fatalf("node by id = %+v, %v", byID, err)
+	}
+	// Reuse fails as consumed.
+	if err := s.Enroll(ctx, j.ID, j.Revision, newNode("beta")); !errors.Is(err, store.ErrJoinTokenConsumed) {
+		t.Fatalf("reuse: %v, want consumed", err)
+	}
+	// A taken name is a conflict and leaves the new token unused.
+	j2 := newJoinToken(t, s, "", time.Hour)
+	domainError(t, s.Enroll(ctx, j2.ID, j2.Revision, newNode("alpha")), "node_name_conflict")
+	if _, err := s.GetJoinToken(ctx, j2.ID); err != nil {
+		t.Fatalf("token after refused enroll: %v", err)
+	}
+	// UpdateNode is a compare-and-set.
+	got.Phase = messages.NodeReady
+	if err := s.Commit(ctx, store.UpdateNode(store.NewTxn(), got)); err != nil {
+		t.Fatal(err)
+	}
+	stale := *got
+	stale.Revision = n.Revision
+	if err := s.Commit(ctx, store.UpdateNode(store.NewTxn(), &stale)); messages.KindOf(err) != messages.KindStale {
+		t.Fatalf("stale update: %v", err)
+	}
+	nodes, next, err := s.ListNodes(ctx, store.Page{})
+	if err != nil || len(nodes) != 1 || next != "" || nodes[0].Phase != messages.NodeReady {
+		t.Fatalf("list = %v %q %v", nodes, next, err)
+	}
+	// Delete frees the name.
+	if err := s.Commit(ctx, store.DeleteNode(store.NewTxn(), nodes[0])); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Enroll(ctx, j2.ID, j2.Revision, newNode("alpha")); err != nil {
+		t.Fatalf("enroll after delete: %v", err)
+	}
+}
+
+func TestConcurrentEnrollOneToken(t *testing.T) {
+	s := startStore(t)
+	for round := range 5 {
+		j := newJoinToken(t, s, "", time.Hour)
+		var ok, consumed atomic.Int32
+		var wg sync.WaitGroup
+		for i := range 4 {
+			wg.Go(func() {
+				name := []string{"a", "b", "c", "d"}[i] + string(rune('0'+round))
+				err := s.Enroll(t.Context(), j.ID, j.Revision, newNode(name))
+				switch {
+				case err == nil:
+					ok.Add(1)
+				case errors.Is(err, store.ErrJoinTokenConsumed):
+					consumed.Add(1)
+				default:
+					t.Errorf("enroll: %v", err)
+				}
+			})
+		}
+		wg.Wait()
+		if ok.Load() != 1 || consumed.Load() != 3 {
+			t.Fatalf("round %d: %d succeeded, %d consumed", round, ok.Load(), consumed.Load())
+		}
+	}
+}
+
+func TestJoinTokenRevokeAndSweep(t *testing.T) {
+	ctx := t.Context()
+	s := startStore(t)
+	live := newJoinToken(t, s, "n1", time.Hour)
+	old := newJoinToken(t, s, "", time.Minute)
+	gone := newJoinToken(t, s, "", time.Hour)
+	if err := s.RevokeJoinToken(ctx, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RevokeJoinToken(ctx, gone.ID); messages.KindOf(err) != messages.KindNotFound {
+		t.Fatalf("second revoke: %v", err)
+	}
+	n, err := s.SweepJoinTokens(ctx, time.Now().Add(10*time.Minute))
+	if err != nil || n != 1 {
+		t.Fatalf("sweep = %d, %v", n, err)
+	}
+	js, _, err := s.ListJoinTokens(ctx, store.Page{})
+	if err != nil || len(js) != 1 || js[0].ID != live.ID || js[0].NodeName != "n1" {
+		t.Fatalf("list = %+v, %v", js, err)
+	}
+	if keyExists(t, s, store.IndexKey(store.JoinTokens, store.JoinTokenAllIndex, old.ID)) {
+		t.Error("swept token's index key left behind")
+	}
+}
