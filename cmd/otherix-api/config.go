@@ -2,6 +2,11 @@ package main
 
 import (
 	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -16,7 +21,15 @@ type apiConfig struct {
 	DataDir string `koanf:"data_dir"`
 	// Listen is the REST listener.
 	Listen string `koanf:"listen"`
-	Etcd   struct {
+	// AgentListen is the agent-facing HTTPS listener (enrollment, and later
+	// heartbeats), served with a certificate of the cluster CA.
+	AgentListen string `koanf:"agent_listen"`
+	Agent       struct {
+		// SANs are the names and addresses agents may dial the agent
+		// listener by; empty means agentSANs' defaults.
+		SANs []string `koanf:"sans"`
+	} `koanf:"agent"`
+	Etcd struct {
 		Name      string `koanf:"name"`
 		PeerURL   string `koanf:"peer_url"`
 		ClientURL string `koanf:"client_url"`
@@ -65,6 +78,7 @@ func defaultConfig() apiConfig {
 	// Loopback until the API serves TLS with the cluster CA and requires
 	// authentication; binding wider is an explicit choice.
 	c.Listen = "127.0.0.1:7080"
+	c.AgentListen = "127.0.0.1:7443"
 	c.Etcd.MaxTxnOps = 128
 	c.Jobs.Dispatch = true
 	c.Jobs.ClaimTTL = 10 * time.Second
@@ -92,7 +106,7 @@ func loadConfig(flags *pflag.FlagSet) (apiConfig, error) {
 		File:      file,
 		EnvPrefix: "OTHERIX_",
 		Flags:     flags,
-		FlagKeys:  map[string]string{"data-dir": "data_dir", "listen": "listen"},
+		FlagKeys:  map[string]string{"data-dir": "data_dir", "listen": "listen", "agent-listen": "agent_listen"},
 	})
 	if err != nil {
 		return cfg, err
@@ -100,8 +114,59 @@ func loadConfig(flags *pflag.FlagSet) (apiConfig, error) {
 	if cfg.DataDir == "" {
 		return cfg, fmt.Errorf("data_dir must be set")
 	}
+	if cfg.AgentListen == "" {
+		return cfg, fmt.Errorf("agent_listen must be set")
+	}
+	if _, _, err := net.SplitHostPort(cfg.AgentListen); err != nil {
+		return cfg, fmt.Errorf("agent_listen %q: %w", cfg.AgentListen, err)
+	}
+	if len(cfg.Agent.SANs) == 0 {
+		cfg.Agent.SANs = defaultAgentSANs(cfg.AgentListen)
+	}
 	if cfg.Backup.Dir == "" {
 		cfg.Backup.Dir = cfg.DataDir + "/backups"
 	}
 	return cfg, nil
+}
+
+// defaultAgentSANs are the names agents may reach the agent listener by when
+// agent.sans is not set: the host name, localhost, 127.0.0.1, and the
+// listen host when it is a specific IP address.
+func defaultAgentSANs(agentListen string) []string {
+	var sans []string
+	add := func(s string) {
+		if s != "" && !slices.Contains(sans, s) {
+			sans = append(sans, s)
+		}
+	}
+	if h, err := os.Hostname(); err == nil && validDNSName(strings.ToLower(h)) {
+		add(strings.ToLower(h))
+	}
+	add("localhost")
+	add("127.0.0.1")
+	if host, _, err := net.SplitHostPort(agentListen); err == nil {
+		if ip, err := netip.ParseAddr(host); err == nil && !ip.IsUnspecified() && ip.Zone() == "" {
+			add(ip.String())
+		}
+	}
+	return sans
+}
+
+// validDNSName reports whether s can be a certificate's DNS SAN; a host name
+// that cannot (an odd container name) is left out rather than fail startup.
+func validDNSName(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -35,6 +35,7 @@ func rootCommand() *cobra.Command {
 	f.String("config", "", "YAML configuration file")
 	f.String("data-dir", "", "data directory for etcd and snapshots (env OTHERIX_DATA_DIR)")
 	f.String("listen", "", "REST listener address (env OTHERIX_LISTEN)")
+	f.String("agent-listen", "", "agent-facing HTTPS listener address (env OTHERIX_AGENT_LISTEN; default 127.0.0.1:7443)")
 	root.AddCommand(restoreCommand())
 	return root
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/etcd"
 	"github.com/otherix/otherix/persistence/store"
+	"github.com/otherix/otherix/security"
 )
 
 func newLogger(cfg apiConfig) *slog.Logger {
@@ -93,11 +95,20 @@ func serve(cmd *cobra.Command) error {
 		ReadTimeout:       time.Minute,
 		IdleTimeout:       2 * time.Minute,
 	}
-	served := make(chan error, 1)
+	agentSrv, agentLn, err := startAgentListener(baseCtx, cfg, gw, log)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	served := make(chan error, 2)
 	go func() { served <- httpSrv.Serve(ln) }()
+	go func() { served <- agentSrv.ServeTLS(agentLn, "", "") }()
 	abs, _ := filepath.Abs(cfg.DataDir)
 	log.Info("otherix-api ready", "listen", "http://"+ln.Addr().String(), "data_dir", abs, "version", version)
 	fmt.Fprintf(os.Stdout, "otherix-api %s listening on http://%s (data dir %s)\n", version, ln.Addr(), abs)
+	fp := gw.CA().Fingerprint()
+	log.Info("agent listener ready", "listen", "https://"+agentLn.Addr().String(), "ca_fingerprint", fp, "sans", cfg.Agent.SANs)
+	fmt.Fprintf(os.Stdout, "agent listener on https://%s (CA fingerprint %s)\n", agentLn.Addr(), fp)
 
 	select {
 	case <-ctx.Done():
@@ -112,7 +123,70 @@ func serve(cmd *cobra.Command) error {
 	cancelRequests()
 	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return httpSrv.Shutdown(shutdown)
+	agentErr := agentSrv.Shutdown(shutdown)
+	return errors.Join(httpSrv.Shutdown(shutdown), agentErr)
+}
+
+// startAgentListener writes the cluster CA to <data_dir>/pki, issues the
+// agent listener's server certificate from it and opens the listener. Agents
+// pin the CA by fingerprint (join tokens carry it), so the certificate is
+// issued afresh at every start. Client certificates are verified when given:
+// enrollment has none, heartbeats will require one.
+func startAgentListener(baseCtx context.Context, cfg apiConfig, gw *gateway.Gateway, log *slog.Logger) (*http.Server, net.Listener, error) {
+	ca := gw.CA()
+	if err := writePKI(cfg.DataDir, ca); err != nil {
+		return nil, nil, err
+	}
+	cert, err := ca.IssueServerCert(cfg.Agent.SANs, time.Now(), 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("agent listener certificate: %w", err)
+	}
+	ln, err := net.Listen("tcp", cfg.AgentListen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen %s: %w", cfg.AgentListen, err)
+	}
+	srv := &http.Server{
+		Handler: server.NewAgentAPI(gw, log),
+		TLSConfig: &tls.Config{
+			Certificates: []tls.Certificate{cert},
+			MinVersion:   tls.VersionTLS12,
+			ClientAuth:   tls.VerifyClientCertIfGiven,
+			ClientCAs:    ca.Pool(),
+		},
+		BaseContext:       func(net.Listener) context.Context { return baseCtx },
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	return srv, ln, nil
+}
+
+// writePKI keeps the cluster CA in <data_dir>/pki: ca.pem (0644) for
+// operators and ca-key.pem (0600) for recovery. etcd remains the source of
+// truth; these files are rewritten at every start.
+func writePKI(dataDir string, ca *security.CA) error {
+	dir := filepath.Join(dataDir, "pki")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("pki dir: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("pki dir: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), ca.CertPEM(), 0o644); err != nil {
+		return fmt.Errorf("write ca.pem: %w", err)
+	}
+	if err := os.Chmod(filepath.Join(dir, "ca.pem"), 0o644); err != nil {
+		return fmt.Errorf("write ca.pem: %w", err)
+	}
+	key, err := ca.KeyPEM()
+	if err != nil {
+		return fmt.Errorf("ca key: %w", err)
+	}
+	if err := security.WriteKeyFile(filepath.Join(dir, "ca-key.pem"), key); err != nil {
+		return fmt.Errorf("write ca-key.pem: %w", err)
+	}
+	return nil
 }
 
 // bootstrapAdmin creates the first admin when the cluster has none. A

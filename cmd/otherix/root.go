@@ -124,6 +124,7 @@ file, --context to use another context for one call).`,
 
 	root.AddCommand(a.vmCommand(), a.taskCommand(), a.createCommand(), a.deleteCommand(),
 		a.loginCommand(), a.logoutCommand(), a.whoamiCommand(), a.configCommand(), a.userCommand(), a.tokenCommand(),
+		a.nodeCommand(), a.clusterCommand(),
 		versionCommand(stdout))
 	return root
 }

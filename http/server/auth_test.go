@@ -14,6 +14,7 @@ import (
 var publicRoutes = []string{
 	"GET /healthz", "GET /readyz", "GET /metrics", "GET /openapi.yaml",
 	"POST /v1/auth/login", "POST /v1/auth/refresh", "POST /v1/auth/logout",
+	"GET /v1/ca",
 }
 
 var pathParam = regexp.MustCompile(`:[A-Za-z_]+`)

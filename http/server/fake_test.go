@@ -29,11 +29,14 @@ type fakeCP struct {
 	lastForc bool
 	idem     *memIdempotency
 	*fakeIdentity
+	*fakeNodes
 }
 
 var _ ControlPlane = (*fakeCP)(nil)
 
-func newFakeCP() *fakeCP { return &fakeCP{idem: newMemIdempotency(), fakeIdentity: newFakeIdentity()} }
+func newFakeCP() *fakeCP {
+	return &fakeCP{idem: newMemIdempotency(), fakeIdentity: newFakeIdentity(), fakeNodes: newFakeNodes()}
+}
 
 func (f *fakeCP) Ready(context.Context) error { return f.readyErr }
 

@@ -67,6 +67,7 @@ func (s *Server) routeTable() []route {
 	const (
 		vm, task, user, token, audit = security.ResourceVM, security.ResourceTask, security.ResourceUser,
 			security.ResourceToken, security.ResourceAudit
+		node, joinToken            = security.ResourceNode, security.ResourceJoinToken
 		get, post, patch, put, del = http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodPut, http.MethodDelete
 	)
 	t := []route{
@@ -104,6 +105,15 @@ func (s *Server) routeTable() []route {
 		rbac(del, "/v1/tokens/:id", token, security.VerbDelete, s.revokeToken),
 
 		rbac(get, "/v1/audit", audit, security.VerbList, s.listAudit),
+
+		// The CA certificate is public: agents and CLIs pin it by fingerprint.
+		public(get, "/v1/ca", s.caPEM),
+		rbac(get, "/v1/nodes", node, security.VerbList, s.listNodes),
+		// gin matches the static join-tokens segment before the :name param.
+		rbac(get, "/v1/nodes/:name", node, security.VerbRead, s.getNode),
+		rbac(get, "/v1/nodes/join-tokens", joinToken, security.VerbList, s.listJoinTokens),
+		secret(rbac(post, "/v1/nodes/join-tokens", joinToken, security.VerbCreate, s.createJoinToken)),
+		rbac(del, "/v1/nodes/join-tokens/:id", joinToken, security.VerbDelete, s.revokeJoinToken),
 	}
 	if s.metrics != nil {
 		m := route{method: get, path: "/metrics", access: accessPublic, handler: s.metrics.handler()}

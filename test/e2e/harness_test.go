@@ -36,10 +36,12 @@ func binDir(t *testing.T) string {
 
 // apiProcess is one running otherix-api.
 type apiProcess struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	URL    string
-	stderr *bytes.Buffer
+	t   *testing.T
+	cmd *exec.Cmd
+	URL string
+	// AgentURL is the agent-facing HTTPS listener (enrollment).
+	AgentURL string
+	stderr   *bytes.Buffer
 	// done is closed when the process has exited; waitErr is then its status.
 	done    chan struct{}
 	waitErr error
@@ -63,14 +65,23 @@ func startAPI(t *testing.T, dataDir string, env ...string) *apiProcess {
 	cmd := exec.Command(filepath.Join(binDir(t), "otherix-api"), "--data-dir", dataDir, "--listen", addr)
 	// Every route but health, login and a few others needs a bearer token:
 	// the API bootstraps this admin on first boot, and the test logs in as it.
-	cmd.Env = append(append(os.Environ(), "OTHERIX_ADMIN__EMAIL="+adminEmail, "OTHERIX_ADMIN__PASSWORD="+adminPassword), env...)
+	// Each API gets its own agent listener port so APIs can run side by side;
+	// an OTHERIX_AGENT_LISTEN in env wins (exec keeps the last duplicate).
+	agentAddr := freePort(t)
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "OTHERIX_AGENT_LISTEN="); ok {
+			agentAddr = v
+		}
+	}
+	cmd.Env = append(append(os.Environ(), "OTHERIX_ADMIN__EMAIL="+adminEmail, "OTHERIX_ADMIN__PASSWORD="+adminPassword,
+		"OTHERIX_AGENT_LISTEN="+agentAddr), env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	cmd.Stdout = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start otherix-api: %v", err)
 	}
-	p := &apiProcess{t: t, cmd: cmd, URL: "http://" + addr, stderr: &stderr, done: make(chan struct{})}
+	p := &apiProcess{t: t, cmd: cmd, URL: "http://" + addr, AgentURL: "https://" + agentAddr, stderr: &stderr, done: make(chan struct{})}
 	go func() { p.waitErr = cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() { p.kill() })
 	deadline := time.Now().Add(60 * time.Second)

@@ -1,0 +1,83 @@
+package server
+
+import (
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/otherix/otherix/messages"
+)
+
+// AgentMaxBodyBytes caps a request body on the agent-facing listener: an
+// enrollment request is a CSR and a few names.
+const AgentMaxBodyBytes = 64 << 10
+
+// NewAgentAPI is the handler of the agent-facing HTTPS listener: GET /v1/ca
+// (the cluster CA, for trust on first use) and POST /v1/enroll (a join token
+// and a CSR for a node certificate). It shares the main API's request ids,
+// access log, body limit, recovery and error envelope, but not its routes,
+// authentication or metrics: agents authenticate with join tokens here and,
+// later, with their certificates.
+func NewAgentAPI(cp ControlPlane, log *slog.Logger) http.Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: Config{MaxBodyBytes: AgentMaxBodyBytes}.withDefaults(), cp: cp,
+		log: log.With("listener", "agent"), now: time.Now}
+	gin.SetMode(gin.ReleaseMode)
+	e := gin.New()
+	e.RedirectTrailingSlash = false
+	e.RedirectFixedPath = false
+	e.HandleMethodNotAllowed = true
+	_ = e.SetTrustedProxies(nil)
+	e.Use(requestIDMiddleware, s.observe, s.recovery, s.bodyLimit)
+	e.NoRoute(func(c *gin.Context) {
+		s.writeError(c, apiError(kindRouteNotFound, "route_not_found", "no route for %s %s", c.Request.Method, c.Request.URL.Path))
+	})
+	e.NoMethod(func(c *gin.Context) {
+		s.writeError(c, apiError(kindMethodNotAllowed, "method_not_allowed", "%s is not allowed on %s", c.Request.Method, c.Request.URL.Path).
+			WithDetail("allow", c.Writer.Header().Get("Allow")))
+	})
+	e.GET("/v1/ca", s.caPEM)
+	e.POST("/v1/enroll", s.enroll)
+	s.engine = e
+	return e
+}
+
+// enroll consumes a join token and answers the node's certificate. The body
+// holds the token, so it is never logged; refusals carry the control plane's
+// codes (invalid_join_token, node_name_not_allowed, node_name_conflict,
+// csr_policy).
+func (s *Server) enroll(c *gin.Context) {
+	var req messages.EnrollRequest
+	if err := decodeJSON(c, &req); err != nil {
+		s.writeError(c, err)
+		return
+	}
+	resp, err := s.cp.Enroll(c.Request.Context(), req, c.ClientIP())
+	if err != nil {
+		if k := messages.KindOf(err); k != messages.KindInternal && k != messages.KindUnavailable {
+			s.log.LogAttrs(c.Request.Context(), slog.LevelWarn, "enrollment refused",
+				slog.String("request_id", requestID(c)), slog.String("node", req.Name),
+				slog.String("source", c.ClientIP()), slog.String("reason", errCode(err)))
+		}
+		s.writeError(c, err)
+		return
+	}
+	s.log.LogAttrs(c.Request.Context(), slog.LevelInfo, "node enrolled",
+		slog.String("request_id", requestID(c)), slog.String("node", resp.Node.Name),
+		slog.String("source", c.ClientIP()), slog.String("cert_fingerprint", resp.Node.CertFingerprint))
+	c.Header("Cache-Control", "no-store")
+	c.JSON(http.StatusOK, resp)
+}
+
+// errCode is the envelope code err would answer with.
+func errCode(err error) string {
+	e, rule := classify(err)
+	if rule.code != "" {
+		return rule.code
+	}
+	return e.Code
+}
