@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -88,8 +87,23 @@ func TestBootstrapCommand(t *testing.T) {
 	}
 }
 
-func TestServeStillNotImplemented(t *testing.T) {
-	if _, err := run("serve", "--state-dir", t.TempDir()); !errors.Is(err, errNotImplemented) {
-		t.Fatalf("serve err = %v, want errNotImplemented", err)
+func TestServeWithoutStateSaysNotEnrolled(t *testing.T) {
+	_, err := run("serve", "--state-dir", t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "not enrolled: run otherix-agent bootstrap") {
+		t.Fatalf("serve err = %v, want a clear 'not enrolled' error", err)
+	}
+}
+
+func TestServeAccelFlagAndEnv(t *testing.T) {
+	if _, err := run("serve", "--state-dir", t.TempDir(), "--accel", "hvf"); err == nil || !strings.Contains(err.Error(), "--accel must be auto, kvm or tcg") {
+		t.Fatalf("bad --accel: err = %v", err)
+	}
+	t.Setenv(envAccel, "bogus")
+	if _, err := run("serve", "--state-dir", t.TempDir()); err == nil || !strings.Contains(err.Error(), envAccel+" must be auto, kvm or tcg") {
+		t.Fatalf("bad %s: err = %v", envAccel, err)
+	}
+	// The flag wins over the environment.
+	if _, err := run("serve", "--state-dir", t.TempDir(), "--accel", "tcg"); err == nil || !strings.Contains(err.Error(), "not enrolled") {
+		t.Fatalf("flag over env: err = %v", err)
 	}
 }

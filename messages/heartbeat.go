@@ -1,0 +1,78 @@
+package messages
+
+import "time"
+
+// Heartbeat is what an agent POSTs to /v1/heartbeat on the agent-facing
+// listener, over mutual TLS, every interval: its observed state. The receiver
+// decodes it strictly (unknown fields are refused): the contract is neither
+// forward- nor backward-compatible, so the control plane is upgraded first.
+type Heartbeat struct {
+	AgentVersion string        `json:"agent_version"`
+	Arch         string        `json:"arch"`
+	Capacity     NodeCapacity  `json:"capacity"`
+	QEMUVersions []string      `json:"qemu_versions"`
+	Pools        []PoolStatus  `json:"pools"`
+	VMs          []VMObserved  `json:"vms"`
+	Images       []CachedImage `json:"images"`
+}
+
+// NodeCapacity is what a node offers.
+type NodeCapacity struct {
+	CPUs      int   `json:"cpus"`
+	MemoryMiB int64 `json:"memory_mib"`
+	// KVM says whether /dev/kvm is usable; KVMReason says why not, or how it
+	// was judged (a nested host may have /dev/kvm that cannot boot guests).
+	KVM       bool   `json:"kvm"`
+	KVMReason string `json:"kvm_reason,omitempty"`
+	// Accelerator is what the agent will use: "kvm" or "tcg".
+	Accelerator string `json:"accelerator"`
+}
+
+// PoolStatus is one storage pool as the agent sees it.
+type PoolStatus struct {
+	Name       string `json:"name"`
+	Path       string `json:"path"`
+	TotalBytes int64  `json:"total_bytes"`
+	FreeBytes  int64  `json:"free_bytes"`
+}
+
+// VMObserved is one VM as the agent sees it.
+type VMObserved struct {
+	ID                 string `json:"id"`
+	Phase              string `json:"phase"`
+	ObservedGeneration int64  `json:"observed_generation"`
+}
+
+// CachedImage is one base image in a pool's cache.
+type CachedImage struct {
+	Pool      string `json:"pool"`
+	Name      string `json:"name"`
+	SizeBytes int64  `json:"size_bytes"`
+	SHA256    string `json:"sha256,omitempty"`
+}
+
+// HeartbeatResponse carries the desired state down and the interval the agent
+// must use for its next heartbeat (plus its own jitter).
+type HeartbeatResponse struct {
+	IntervalSeconds int          `json:"interval_seconds"`
+	Desired         DesiredState `json:"desired"`
+}
+
+// DesiredState is what the control plane wants the node to run. VMs,
+// networks and the overlay's forwarding database and peers arrive with the
+// issues that build them; today it carries the settings.
+type DesiredState struct {
+	Settings Settings `json:"settings"`
+}
+
+// NodeStatus is the node's last observed state as the control plane holds it
+// (in the node actor; written to etcd only when it changes).
+type NodeStatus struct {
+	LastHeartbeatAt *time.Time    `json:"last_heartbeat_at,omitempty"`
+	Capacity        *NodeCapacity `json:"capacity,omitempty"`
+	QEMUVersions    []string      `json:"qemu_versions,omitempty"`
+	Pools           []PoolStatus  `json:"pools,omitempty"`
+	VMCount         int           `json:"vm_count"`
+	ImageCount      int           `json:"image_count"`
+	Message         string        `json:"message,omitempty"`
+}

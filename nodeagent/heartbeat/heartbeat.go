@@ -1,0 +1,399 @@
+// Package heartbeat is the agent's side of POST /v1/heartbeat: a loop that
+// reports the node's observed state over mutual TLS and receives the
+// desired state and the interval to use for the next beat.
+package heartbeat
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+
+	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/nodeagent/enroll"
+)
+
+// Path is the heartbeat endpoint on the agent-facing listener.
+const Path = "/v1/heartbeat"
+
+// Defaults of a Loop whose fields are zero.
+const (
+	// DefaultInterval is used until the control plane names one.
+	DefaultInterval = 30 * time.Second
+	// DefaultMinBackoff is the first retry delay after a failure; it
+	// doubles up to the current interval.
+	DefaultMinBackoff = time.Second
+	// DefaultRequestTimeout bounds one POST (NewClient's Client.Timeout).
+	DefaultRequestTimeout = 10 * time.Second
+	// JitterFraction is the ± spread of every wait, so a fleet that
+	// restarted together does not beat in lockstep.
+	JitterFraction = 0.10
+
+	// minInterval and maxInterval clamp what a response may ask for.
+	minInterval = time.Second
+	maxInterval = time.Hour
+	// maxResponseBytes bounds what is read of an answer.
+	maxResponseBytes = 1 << 20
+)
+
+// Error codes of the heartbeat endpoint's error envelope that the agent
+// branches on or explains.
+const (
+	CodeUnknownField = "unknown_field" // 400: details.field names it
+)
+
+// ServerError is a refusal by the control plane, decoded from its error
+// envelope {"error":{"code","message","details"}}. errors.Is matches another
+// *ServerError by Code.
+type ServerError struct {
+	Status  int            // HTTP status
+	Code    string         // the envelope's code; "" when the body was not an envelope
+	Message string         // the envelope's message, or a short excerpt of the body
+	Details map[string]any // the envelope's details, if any
+}
+
+func (e *ServerError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "heartbeat refused [HTTP %d]: ", e.Status)
+	if e.Code != "" {
+		b.WriteString(e.Code + ": ")
+	}
+	b.WriteString(e.Message)
+	if len(e.Details) > 0 {
+		keys := make([]string, 0, len(e.Details))
+		for k := range e.Details {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		b.WriteString(" (")
+		for i, k := range keys {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "%s=%v", k, e.Details[k])
+		}
+		b.WriteString(")")
+	}
+	switch e.Status {
+	case http.StatusUnauthorized, http.StatusForbidden:
+		b.WriteString("; the node certificate was not accepted (node deleted or re-enrolled elsewhere? see otherix-agent bootstrap --force)")
+	}
+	return b.String()
+}
+
+// Is matches a *ServerError with the same Code.
+func (e *ServerError) Is(target error) bool {
+	var t *ServerError
+	return errors.As(target, &t) && t.Code == e.Code
+}
+
+// NewClient returns an HTTP client for server that presents cert (mutual
+// TLS), trusts only roots, verifies the server certificate against the
+// host of server, and follows no redirects.
+func NewClient(cert tls.Certificate, roots *x509.CertPool, server string) (*http.Client, error) {
+	u, err := url.Parse(server)
+	if err != nil || u.Scheme != "https" || u.Hostname() == "" {
+		return nil, fmt.Errorf("heartbeat: server %q is not an https URL", server)
+	}
+	return &http.Client{
+		Timeout: DefaultRequestTimeout,
+		Transport: &http.Transport{
+			Proxy: http.ProxyFromEnvironment,
+			TLSClientConfig: &tls.Config{
+				Certificates: []tls.Certificate{cert},
+				RootCAs:      roots,
+				ServerName:   u.Hostname(),
+				MinVersion:   tls.VersionTLS12,
+			},
+			TLSHandshakeTimeout: 10 * time.Second,
+			MaxIdleConnsPerHost: 1,
+			IdleConnTimeout:     2 * time.Minute,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}, nil
+}
+
+// ClientFromState is NewClient for an enrolled node's state dir.
+func ClientFromState(st *enroll.State) (*http.Client, error) {
+	return NewClient(st.TLSCert, st.CAPool(), st.Config.Server)
+}
+
+// URL returns the heartbeat URL of the agent-facing server URL.
+func URL(server string) string {
+	return strings.TrimRight(server, "/") + Path
+}
+
+// Normalize replaces nil slices of hb with empty ones, so they encode as []
+// rather than null.
+func Normalize(hb *messages.Heartbeat) {
+	if hb.QEMUVersions == nil {
+		hb.QEMUVersions = []string{}
+	}
+	if hb.Pools == nil {
+		hb.Pools = []messages.PoolStatus{}
+	}
+	if hb.VMs == nil {
+		hb.VMs = []messages.VMObserved{}
+	}
+	if hb.Images == nil {
+		hb.Images = []messages.CachedImage{}
+	}
+}
+
+// Jitter spreads d uniformly over [d-10%, d+10%] using r in [0,1).
+func Jitter(d time.Duration, r float64) time.Duration {
+	return d + time.Duration(float64(d)*JitterFraction*(2*r-1))
+}
+
+// Status is the loop's last outcome, for logs and diagnostics.
+type Status struct {
+	// OK is whether the last attempt succeeded.
+	OK bool
+	// Successes and Failures count attempts since Run started;
+	// ConsecutiveFailures counts those since the last success.
+	Successes, Failures, ConsecutiveFailures int
+	// LastAttempt and LastSuccess are when they ended (zero: never).
+	LastAttempt, LastSuccess time.Time
+	// LastError is the last failure's error (nil after a success).
+	LastError error
+	// Interval is the interval in force (the control plane's, once it
+	// answered).
+	Interval time.Duration
+}
+
+// Loop posts heartbeats until its context ends. Set the exported fields
+// before Run; Status may be called concurrently with Run.
+type Loop struct {
+	// Client carries the mutual TLS (see NewClient). Required.
+	Client *http.Client
+	// URL is the full heartbeat URL (see URL). Required.
+	URL string
+	// Observe returns the node's observed state for one beat. Required.
+	Observe func(ctx context.Context) messages.Heartbeat
+	// OnDesired, if set, receives the desired state of each good answer.
+	OnDesired func(messages.DesiredState)
+	// Log receives the changes of state: first success, a new kind of
+	// failure, recovery. nil means slog.Default().
+	Log *slog.Logger
+
+	// DefaultInterval is the interval until the first answer (0:
+	// DefaultInterval); MinBackoff is the first retry delay (0:
+	// DefaultMinBackoff). Rand returns a number in [0,1) for the jitter
+	// (nil: math/rand/v2). Seams for tests.
+	DefaultInterval time.Duration
+	MinBackoff      time.Duration
+	Rand            func() float64
+
+	mu     sync.Mutex
+	status Status
+}
+
+// Status returns a copy of the last outcome.
+func (l *Loop) Status() Status {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.status
+}
+
+// Run posts a heartbeat immediately, then again one jittered interval after
+// each answer, using the interval the control plane last named. After a
+// failure it retries after a backoff of MinBackoff doubling up to the
+// interval (jittered too). It logs each change of state once — not every
+// failed beat — and never gives up: it returns ctx.Err() when ctx ends.
+func (l *Loop) Run(ctx context.Context) error {
+	if l.Client == nil || l.URL == "" || l.Observe == nil {
+		return errors.New("heartbeat: Loop needs Client, URL and Observe")
+	}
+	log := l.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	interval := l.DefaultInterval
+	if interval <= 0 {
+		interval = DefaultInterval
+	}
+	minBackoff := l.MinBackoff
+	if minBackoff <= 0 {
+		minBackoff = DefaultMinBackoff
+	}
+	rnd := l.Rand
+	if rnd == nil {
+		rnd = rand.Float64
+	}
+	l.mu.Lock()
+	l.status = Status{Interval: interval}
+	l.mu.Unlock()
+
+	var backoff time.Duration
+	var lastErrKey string
+	everOK := false
+	for {
+		resp, err := l.Beat(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		now := time.Now()
+		var wait time.Duration
+		if err != nil {
+			backoff = nextBackoff(backoff, minBackoff, interval)
+			wait = backoff
+			st := l.record(func(s *Status) {
+				s.OK, s.LastAttempt, s.LastError = false, now, err
+				s.Failures++
+				s.ConsecutiveFailures++
+			})
+			if key := errKey(err); key != lastErrKey {
+				lastErrKey = key
+				attrs := []any{"url", l.URL, "error", err.Error(), "consecutive_failures", st.ConsecutiveFailures, "retry_in", backoff.Round(time.Millisecond).String()}
+				var se *ServerError
+				if errors.As(err, &se) {
+					attrs = append(attrs, "status", se.Status, "code", se.Code, "message", se.Message)
+					if f, ok := se.Details["field"]; ok {
+						attrs = append(attrs, "field", f)
+					}
+				}
+				log.Warn("heartbeat failing", attrs...)
+			}
+		} else {
+			if resp.IntervalSeconds > 0 {
+				interval = clampInterval(time.Duration(resp.IntervalSeconds) * time.Second)
+			}
+			wait = interval
+			prev := l.Status()
+			l.record(func(s *Status) {
+				s.OK, s.LastAttempt, s.LastSuccess, s.LastError = true, now, now, nil
+				s.Successes++
+				s.ConsecutiveFailures = 0
+				s.Interval = interval
+			})
+			switch {
+			case !everOK:
+				log.Info("heartbeat accepted", "url", l.URL, "interval", interval.String(), "after_failures", prev.ConsecutiveFailures)
+			case prev.ConsecutiveFailures > 0:
+				log.Info("heartbeat recovered", "url", l.URL, "interval", interval.String(), "after_failures", prev.ConsecutiveFailures,
+					"down_for", now.Sub(prev.LastSuccess).Round(time.Second).String())
+			case prev.Interval != interval:
+				log.Info("heartbeat interval changed", "from", prev.Interval.String(), "to", interval.String())
+			}
+			everOK = true
+			backoff, lastErrKey = 0, ""
+			if l.OnDesired != nil {
+				l.OnDesired(resp.Desired)
+			}
+		}
+		t := time.NewTimer(Jitter(wait, rnd()))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+func (l *Loop) record(f func(*Status)) Status {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f(&l.status)
+	return l.status
+}
+
+// Beat posts one heartbeat and decodes the answer. A refusal is a
+// *ServerError.
+func (l *Loop) Beat(ctx context.Context) (messages.HeartbeatResponse, error) {
+	var out messages.HeartbeatResponse
+	hb := l.Observe(ctx)
+	Normalize(&hb)
+	body, err := json.Marshal(hb)
+	if err != nil {
+		return out, fmt.Errorf("heartbeat: encode: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.URL, bytes.NewReader(body))
+	if err != nil {
+		return out, fmt.Errorf("heartbeat: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	resp, err := l.Client.Do(req)
+	if err != nil {
+		return out, fmt.Errorf("heartbeat: %w", err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	if err != nil {
+		return out, fmt.Errorf("heartbeat: read answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return out, serverError(resp.StatusCode, raw)
+	}
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return out, fmt.Errorf("heartbeat: decode answer: %w", err)
+	}
+	return out, nil
+}
+
+// nextBackoff doubles prev from min, capped at max.
+func nextBackoff(prev, min, max time.Duration) time.Duration {
+	next := prev * 2
+	if prev == 0 {
+		next = min
+	}
+	if next > max {
+		next = max
+	}
+	return next
+}
+
+func clampInterval(d time.Duration) time.Duration {
+	return max(minInterval, min(d, maxInterval))
+}
+
+// errKey identifies a kind of failure, so a repeat is not logged again.
+func errKey(err error) string {
+	var se *ServerError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("%d %s %s", se.Status, se.Code, se.Message)
+	}
+	return err.Error()
+}
+
+// serverError decodes the error envelope, or keeps a short printable
+// excerpt of a body that is not one (a proxy's error page, say).
+func serverError(status int, body []byte) *ServerError {
+	var env struct {
+		Error struct {
+			Code    string         `json:"code"`
+			Message string         `json:"message"`
+			Details map[string]any `json:"details"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(body, &env) == nil && env.Error.Code != "" {
+		return &ServerError{Status: status, Code: env.Error.Code, Message: env.Error.Message, Details: env.Error.Details}
+	}
+	s := strings.Map(func(r rune) rune {
+		if unicode.IsPrint(r) {
+			return r
+		}
+		return ' '
+	}, strings.TrimSpace(string(body)))
+	if r := []rune(s); len(r) > 200 {
+		s = string(r[:200]) + "…"
+	}
+	if s == "" {
+		s = http.StatusText(status)
+	}
+	return &ServerError{Status: status, Message: s}
+}
