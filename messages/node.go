@@ -22,9 +22,12 @@ type Node struct {
 	Cordoned        bool      `json:"cordoned"`
 	Arch            string    `json:"arch,omitempty"`
 	AgentVersion    string    `json:"agent_version,omitempty"`
-	EnrolledAt      time.Time `json:"enrolled_at"`
-	UpdatedAt       time.Time `json:"updated_at"`
-	Revision        int64     `json:"revision"`
+	// Status is the last observed state; the API view merges the node actor's
+	// in-memory copy, which is fresher than the row between changes.
+	Status     NodeStatus `json:"status"`
+	EnrolledAt time.Time  `json:"enrolled_at"`
+	UpdatedAt  time.Time  `json:"updated_at"`
+	Revision   int64      `json:"revision"`
 }
 
 // EntityID implements the store's entity contract.

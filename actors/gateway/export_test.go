@@ -3,6 +3,8 @@
 package gateway
 
 import (
+	"context"
+
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/otherix/otherix/actors/system"
@@ -29,3 +31,6 @@ func (g *Gateway) JWTVerifiesForTest() int64 { return g.id.jwtVerifies.Load() }
 
 // APITokenReadsForTest counts API token reads from etcd.
 func (g *Gateway) APITokenReadsForTest() int64 { return g.id.tokenReads.Load() }
+
+// CheckNodesForTest runs one pass of the liveness loop and waits for it.
+func (g *Gateway) CheckNodesForTest(ctx context.Context) error { return g.checkNodes(ctx) }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/otherix/otherix/actors/job"
 	"github.com/otherix/otherix/actors/maintenance"
+	"github.com/otherix/otherix/actors/node"
 	"github.com/otherix/otherix/actors/system"
 	"github.com/otherix/otherix/actors/vm"
 	"github.com/otherix/otherix/messages"
@@ -66,6 +67,20 @@ type Config struct {
 
 	// Identity. The zero values are the production defaults.
 	Identity IdentityConfig
+	// Nodes tunes heartbeats and liveness.
+	Nodes NodesConfig
+}
+
+// NodesConfig tunes node heartbeats and the liveness loop.
+type NodesConfig struct {
+	// HeartbeatInterval is what agents are told to use (default 30s); the
+	// liveness loop runs every half of it.
+	HeartbeatInterval time.Duration
+	// GoneAfter moves an unreachable node to gone that long after its last
+	// heartbeat (default 10m).
+	GoneAfter time.Duration
+	// Now is the clock of heartbeats and liveness (default time.Now).
+	Now func() time.Time
 }
 
 func (c *Config) defaults() {
@@ -97,6 +112,11 @@ func (c *Config) defaults() {
 		c.Placer = job.NoNodes{}
 	}
 	c.Identity.defaults()
+	set(&c.Nodes.HeartbeatInterval, HeartbeatInterval)
+	set(&c.Nodes.GoneAfter, 10*time.Minute)
+	if c.Nodes.Now == nil {
+		c.Nodes.Now = time.Now
+	}
 }
 
 // Gateway is the control plane's typed API over its actors and store.
@@ -106,6 +126,7 @@ type Gateway struct {
 	log     *slog.Logger
 	rt      *system.Runtime
 	vms     *actor.PID
+	nodes   *actor.PID
 	jobs    *actor.PID
 	maint   *actor.PID
 	started atomic.Bool
@@ -141,6 +162,14 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 		rt.Stop()
 		id.stop()
 		return nil, fmt.Errorf("gateway: spawn vms guardian: %w", err)
+	}
+	nodeDeps := node.Deps{Runtime: rt, Store: st, Log: log, Config: node.Config{
+		Interval: cfg.Nodes.HeartbeatInterval, GoneAfter: cfg.Nodes.GoneAfter, Boot: cfg.Nodes.Now()}}
+	g.nodes, err = root.SpawnNamed(system.NewGuardian(rt, "node", func(id string) *actor.Props { return node.Props(nodeDeps, id) }, nil), "nodes")
+	if err != nil {
+		rt.Stop()
+		id.stop()
+		return nil, fmt.Errorf("gateway: spawn nodes guardian: %w", err)
 	}
 	jobDeps := job.Deps{Runtime: rt, Store: st, Log: log, Executor: job.Executor{Placer: cfg.Placer}, VMs: g.vms,
 		Config: job.Config{Replica: cfg.Replica, ClaimTTL: cfg.ClaimTTL, Resync: cfg.Resync,
@@ -185,6 +214,7 @@ func (g *Gateway) loops() []maintenance.Loop {
 		}},
 		{Name: "keyring", Interval: c.Identity.KeyRefresh, OnRun: c.OnMaintenance,
 			Run: maintenance.KeyRing(g.st, g.log, c.Identity.KeyRotation, g.id.setRing)},
+		{Name: "liveness", Interval: c.Nodes.HeartbeatInterval / 2, OnRun: c.OnMaintenance, Run: g.checkNodes},
 	}
 	if c.BackupDir != "" && c.Snapshot != nil && c.Prune != nil {
 		loops = append(loops, maintenance.Loop{Name: "backup", Interval: c.BackupInterval, OnRun: c.OnMaintenance,
@@ -209,7 +239,7 @@ func (g *Gateway) close() {
 	// Jobs first, and waited for, so the dispatcher revokes its lease while
 	// etcd is still there: this replica's claims are released at once rather
 	// than after the claim TTL.
-	for _, pid := range []*actor.PID{g.jobs, g.maint, g.vms} {
+	for _, pid := range []*actor.PID{g.jobs, g.maint, g.vms, g.nodes} {
 		_ = g.rt.System.Root.StopFuture(pid).Wait()
 	}
 	g.rt.Stop()

@@ -208,26 +208,13 @@ func (g *Gateway) Enroll(ctx context.Context, req messages.EnrollRequest, source
 	g.log.Info("node enrolled", "node", n.Name, "id", n.ID, "source", source, "cert_fingerprint", fp)
 	g.id.record(messages.AuditEntry{Actor: actor, Action: "node.enroll", Target: n.Name, Result: "ok", Source: source})
 	return &messages.EnrollResponse{Node: *n, Certificate: string(certPEM), CA: string(g.ca.CertPEM()),
-		HeartbeatInterval: HeartbeatInterval.String()}, nil
+		HeartbeatInterval: g.cfg.Nodes.HeartbeatInterval.String()}, nil
 }
 
 func csrPolicy(reason string) *messages.Error {
 	return &messages.Error{Kind: messages.KindInvalid, Code: "csr_policy",
 		Message: "the certificate request breaks the node certificate policy: " + reason,
 		Details: map[string]any{"reason": reason}}
-}
-
-// ListNodes lists enrolled nodes in enrollment order.
-func (g *Gateway) ListNodes(ctx context.Context, page store.Page) ([]*messages.Node, string, error) {
-	return g.st.ListNodes(ctx, page)
-}
-
-// GetNode loads a node by name.
-func (g *Gateway) GetNode(ctx context.Context, name string) (*messages.Node, error) {
-	if messages.ValidateName("name", name) != nil {
-		return nil, messages.NotFound("node", name)
-	}
-	return g.st.NodeByName(ctx, name)
 }
 
 // sweepJoinTokens removes expired join tokens (part of the cleanup loop).

@@ -29,8 +29,9 @@ type Placer interface {
 // ErrNoNode is returned by a Placer when no node can host the VM.
 var ErrNoNode = errors.New("job: no schedulable node")
 
-// NoNodes is the placer of a cluster without enrolled nodes: nodes join the
-// cluster through enrollment, which this build does not have yet.
+// NoNodes is the placer while no node can run a VM: nodes enroll and
+// heartbeat, but the agent has no VM API yet (the VM lifecycle work adds it
+// and a real placer with it), so placing a VM anywhere would only fail later.
 type NoNodes struct{}
 
 // Place implements Placer.
@@ -61,7 +62,7 @@ func (e Executor) Run(ctx context.Context, j *messages.Job, vm *messages.VM) Out
 		node, err := e.Placer.Place(ctx, vm)
 		if err != nil {
 			return Outcome{Retry: &messages.TaskError{Code: "no_schedulable_node",
-				Message: "no ready node can host this vm: the cluster has no enrolled nodes"}}
+				Message: "no node can host this vm: agents cannot run VMs yet (no agent VM API in this build)"}}
 		}
 		return agentUnavailable(node)
 	case messages.TaskVMStop:

@@ -60,6 +60,16 @@ type apiConfig struct {
 	Audit struct {
 		Retention time.Duration `koanf:"retention"`
 	} `koanf:"audit"`
+	Heartbeat struct {
+		// Interval is what agents are told to heartbeat at; a node is
+		// unreachable after three missed intervals.
+		Interval time.Duration `koanf:"interval"`
+	} `koanf:"heartbeat"`
+	Nodes struct {
+		// GoneAfter moves an unreachable node to gone that long after its
+		// last heartbeat.
+		GoneAfter time.Duration `koanf:"gone_after"`
+	} `koanf:"nodes"`
 	HTTP struct {
 		MaxBodyBytes int64 `koanf:"max_body_bytes"`
 		Metrics      bool  `koanf:"metrics"`
@@ -90,6 +100,8 @@ func defaultConfig() apiConfig {
 	c.Backup.Keep = 24
 	c.Admin.Email = "admin@localhost"
 	c.Audit.Retention = 30 * 24 * time.Hour
+	c.Heartbeat.Interval = 30 * time.Second
+	c.Nodes.GoneAfter = 10 * time.Minute
 	c.HTTP.MaxBodyBytes = 1 << 20
 	c.HTTP.Metrics = true
 	c.HTTP.MetricsPublic = true
@@ -122,6 +134,13 @@ func loadConfig(flags *pflag.FlagSet) (apiConfig, error) {
 	}
 	if len(cfg.Agent.SANs) == 0 {
 		cfg.Agent.SANs = defaultAgentSANs(cfg.AgentListen)
+	}
+	if cfg.Heartbeat.Interval < time.Second {
+		return cfg, fmt.Errorf("heartbeat.interval %s: must be at least 1s", cfg.Heartbeat.Interval)
+	}
+	if cfg.Nodes.GoneAfter <= 3*cfg.Heartbeat.Interval {
+		return cfg, fmt.Errorf("nodes.gone_after %s: must be longer than three heartbeat intervals (%s)",
+			cfg.Nodes.GoneAfter, 3*cfg.Heartbeat.Interval)
 	}
 	if cfg.Backup.Dir == "" {
 		cfg.Backup.Dir = cfg.DataDir + "/backups"

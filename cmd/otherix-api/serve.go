@@ -68,6 +68,7 @@ func serve(cmd *cobra.Command) error {
 		BackupDir:     cfg.Backup.Dir, BackupInterval: cfg.Backup.Interval, BackupKeep: cfg.Backup.Keep,
 		Snapshot: member.Snapshot, Prune: etcd.PruneSnapshots,
 		Identity: gateway.IdentityConfig{AuditRetention: cfg.Audit.Retention},
+		Nodes:    gateway.NodesConfig{HeartbeatInterval: cfg.Heartbeat.Interval, GoneAfter: cfg.Nodes.GoneAfter},
 	}, log)
 	if err != nil {
 		return err
@@ -130,8 +131,9 @@ func serve(cmd *cobra.Command) error {
 // startAgentListener writes the cluster CA to <data_dir>/pki, issues the
 // agent listener's server certificate from it and opens the listener. Agents
 // pin the CA by fingerprint (join tokens carry it), so the certificate is
-// issued afresh at every start. Client certificates are verified when given:
-// enrollment has none, heartbeats will require one.
+// issued afresh at every start. Client certificates are verified against the
+// cluster CA when given: enrollment has none, and the heartbeat handler
+// requires one (and the gateway checks it is the node's recorded one).
 func startAgentListener(baseCtx context.Context, cfg apiConfig, gw *gateway.Gateway, log *slog.Logger) (*http.Server, net.Listener, error) {
 	ca := gw.CA()
 	if err := writePKI(cfg.DataDir, ca); err != nil {

@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"strconv"
+	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,20 +17,28 @@ import (
 
 func (a *app) nodeCommand() *cobra.Command {
 	cmd := groupCommand("node", "Inspect enrolled nodes and manage join tokens", "nodes")
-	cmd.AddCommand(a.nodeListCommand(), a.nodeGetCommand(), a.joinTokenCommand())
+	cmd.AddCommand(a.nodeListCommand(), a.nodeGetCommand(), a.nodeDescribeCommand(),
+		a.nodeCordonCommand(true), a.nodeCordonCommand(false), a.nodeDeleteCommand(), a.joinTokenCommand())
 	return cmd
 }
 
-// nodeRows is the table of nodes; wide adds ID, CERT EXPIRES and FINGERPRINT.
+// nodeRows is the table of nodes; wide adds capacity, the accelerator, ID,
+// CERT EXPIRES and FINGERPRINT.
 func nodeRows(nodes []*messages.Node, wide bool, now time.Time) [][]string {
-	head := []string{"NAME", "PHASE", "CORDONED", "ARCH", "AGENT", "ENROLLED"}
+	head := []string{"NAME", "PHASE", "CORDONED", "ARCH", "AGENT", "HEARTBEAT", "ENROLLED"}
 	if wide {
-		head = append(head, "ID", "CERT EXPIRES", "CERT FINGERPRINT")
+		head = append(head, "CPUS", "MEMORY", "ACCEL", "VMS", "ID", "CERT EXPIRES", "CERT FINGERPRINT")
 	}
 	rows := [][]string{head}
 	for _, n := range nodes {
-		r := []string{n.Name, n.Phase, strconv.FormatBool(n.Cordoned), orNone(n.Arch), orNone(n.AgentVersion), age(n.EnrolledAt, now)}
+		r := []string{n.Name, n.Phase, strconv.FormatBool(n.Cordoned), orNone(n.Arch), orNone(n.AgentVersion),
+			heartbeatAge(n, now), age(n.EnrolledAt, now)}
 		if wide {
+			cpus, mem, accel := none, none, none
+			if c := n.Status.Capacity; c != nil {
+				cpus, mem, accel = strconv.Itoa(c.CPUs), mib(int(c.MemoryMiB)), orNone(c.Accelerator)
+			}
+			r = append(r, cpus, mem, accel, strconv.Itoa(n.Status.VMCount))
 			exp := none
 			if !n.CertNotAfter.IsZero() {
 				exp = n.CertNotAfter.UTC().Format(time.RFC3339)
@@ -76,6 +87,141 @@ func (a *app) nodeGetCommand() *cobra.Command {
 			return a.emit(n, func(wide bool) [][]string { return nodeRows([]*messages.Node{n}, wide, a.now()) })
 		},
 	}
+}
+
+// heartbeatAge is how long ago the node last heartbeated.
+func heartbeatAge(n *messages.Node, now time.Time) string {
+	if n.Status.LastHeartbeatAt == nil {
+		return none
+	}
+	return age(*n.Status.LastHeartbeatAt, now) + " ago"
+}
+
+func (a *app) nodeDescribeCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "describe NAME",
+		Short: "Show a node in detail: phase, last heartbeat, capacity, versions, pools",
+		Long: `Show a node in detail for a human reader. For scripts use "node get -o json",
+whose shape is stable; this text is not.`,
+		Args: exactArgs(1, "a node name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if a.output == outputJSON || a.output == outputYAML {
+				return usageError(fmt.Errorf("describe prints text only; use: otherix node get %s -o %s", args[0], a.output))
+			}
+			var n *messages.Node
+			if err := a.call(cmd.Context(), func(ctx context.Context, c *client.Client) (err error) {
+				n, err = c.GetNode(ctx, args[0])
+				return err
+			}); err != nil {
+				return err
+			}
+			return describeNode(a.stdout, n, a.now())
+		},
+	}
+}
+
+// describeNode writes the multi-line view of a node.
+func describeNode(w io.Writer, n *messages.Node, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	field := func(indent int, name string, value any) {
+		fmt.Fprintf(tw, "%s%s:\t%v\n", strings.Repeat("  ", indent), name, value)
+	}
+	st := n.Status
+	field(0, "Name", n.Name)
+	field(0, "ID", n.ID)
+	field(0, "Phase", n.Phase)
+	field(0, "Cordoned", n.Cordoned)
+	field(0, "Arch", orNone(n.Arch))
+	field(0, "Agent version", orNone(n.AgentVersion))
+	field(0, "Enrolled", when(n.EnrolledAt, now))
+	lastHB := none
+	if st.LastHeartbeatAt != nil {
+		lastHB = when(*st.LastHeartbeatAt, now)
+	}
+	field(0, "Last heartbeat", lastHB)
+	field(0, "Message", orNone(st.Message))
+	fmt.Fprintln(tw, "Capacity:")
+	if c := st.Capacity; c != nil {
+		field(1, "CPUs", c.CPUs)
+		field(1, "Memory", mib(int(c.MemoryMiB)))
+		field(1, "Accelerator", orNone(c.Accelerator))
+		kvm := strconv.FormatBool(c.KVM)
+		if c.KVMReason != "" {
+			kvm += " (" + c.KVMReason + ")"
+		}
+		field(1, "KVM", kvm)
+	} else {
+		field(1, "Reported", "not yet")
+	}
+	field(0, "QEMU", orNone(strings.Join(st.QEMUVersions, ", ")))
+	field(0, "VMs", st.VMCount)
+	field(0, "Cached images", st.ImageCount)
+	if len(st.Pools) > 0 {
+		fmt.Fprintln(tw, "Pools:")
+		for _, p := range st.Pools {
+			field(1, p.Name, fmt.Sprintf("%s (%s free of %s)", p.Path, bytesText(p.FreeBytes), bytesText(p.TotalBytes)))
+		}
+	}
+	field(0, "Certificate", fmt.Sprintf("%s, expires %s", orNone(n.CertFingerprint), n.CertNotAfter.UTC().Format(time.RFC3339)))
+	return tw.Flush()
+}
+
+// bytesText renders a size in GiB with one decimal.
+func bytesText(b int64) string { return fmt.Sprintf("%.1fGiB", float64(b)/(1<<30)) }
+
+// nodeCordonCommand is "node cordon" (cordon true) or "node uncordon".
+func (a *app) nodeCordonCommand(cordon bool) *cobra.Command {
+	use, short, done := "cordon NAME", "Stop placing new VMs on a node", "cordoned"
+	if !cordon {
+		use, short, done = "uncordon NAME", "Let VMs be placed on a cordoned node again", "uncordoned"
+	}
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  exactArgs(1, "a node name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var n *messages.Node
+			if err := a.call(cmd.Context(), func(ctx context.Context, c *client.Client) (err error) {
+				if cordon {
+					n, err = c.CordonNode(ctx, args[0])
+				} else {
+					n, err = c.UncordonNode(ctx, args[0])
+				}
+				return err
+			}); err != nil {
+				return err
+			}
+			if a.output == outputJSON || a.output == outputYAML {
+				return a.emit(n, nil)
+			}
+			fmt.Fprintf(a.stdout, "node/%s %s\n", n.Name, done)
+			return nil
+		},
+	}
+}
+
+func (a *app) nodeDeleteCommand() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:     "delete NAME",
+		Aliases: []string{"rm"},
+		Short:   "Delete a node (admin); its certificate is refused from then on",
+		Long: `Delete a node. It is refused while VMs are placed on the node unless
+--force. The agent's certificate is refused from then on; enroll it again
+with a new join token.`,
+		Args: exactArgs(1, "a node name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := a.call(cmd.Context(), func(ctx context.Context, c *client.Client) error {
+				return c.DeleteNode(ctx, args[0], force)
+			}); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "node/%s deleted\n", args[0])
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "delete even with VMs placed on the node")
+	return cmd
 }
 
 func (a *app) joinTokenCommand() *cobra.Command {

@@ -51,6 +51,18 @@ func fakeNodeAPI(t *testing.T, caPEM []byte) *httptest.Server {
 		js(w, 200, map[string]any{"items": []messages.JoinTokenView{view}})
 	})
 	mux.HandleFunc("DELETE /v1/nodes/join-tokens/{id}", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(204) })
+	mux.HandleFunc("POST /v1/nodes/{name}/{action}", func(w http.ResponseWriter, r *http.Request) {
+		n := node
+		n.Cordoned = r.PathValue("action") == "cordon"
+		js(w, 200, n)
+	})
+	mux.HandleFunc("DELETE /v1/nodes/{name}", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("force") != "true" {
+			js(w, 409, map[string]any{"error": map[string]any{"code": "node_has_vms", "message": "node hv1 has 1 vm(s) placed on it", "details": map[string]any{}}})
+			return
+		}
+		w.WriteHeader(204)
+	})
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv
@@ -122,6 +134,50 @@ func TestNodeCommands(t *testing.T) {
 	var info clusterInfo
 	if code != 0 || json.Unmarshal([]byte(out), &info) != nil || info.CAFingerprint != ca.Fingerprint() {
 		t.Fatalf("cluster info json (%d): %s", code, out)
+	}
+}
+
+func TestNodeAdminCommands(t *testing.T) {
+	ca, err := security.NewCA("test", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := fakeNodeAPI(t, ca.CertPEM())
+	if out, errs, code := runNodeCLI(t, srv, "node", "cordon", "hv1"); code != 0 || out != "node/hv1 cordoned\n" {
+		t.Fatalf("cordon (%d): %q %s", code, out, errs)
+	}
+	if out, errs, code := runNodeCLI(t, srv, "node", "uncordon", "hv1"); code != 0 || out != "node/hv1 uncordoned\n" {
+		t.Fatalf("uncordon (%d): %q %s", code, out, errs)
+	}
+	if _, errs, code := runNodeCLI(t, srv, "node", "delete", "hv1"); code == 0 || !strings.Contains(errs, "node_has_vms") && !strings.Contains(errs, "vm(s) placed") {
+		t.Fatalf("delete without force (%d): %s", code, errs)
+	}
+	if out, errs, code := runNodeCLI(t, srv, "node", "delete", "hv1", "--force"); code != 0 || out != "node/hv1 deleted\n" {
+		t.Fatalf("delete --force (%d): %q %s", code, out, errs)
+	}
+	out, errs, code := runNodeCLI(t, srv, "node", "describe", "hv1")
+	if code != 0 || !strings.Contains(out, "Last heartbeat:") || !strings.Contains(out, "Capacity:") || !strings.Contains(out, "v0.3.0") {
+		t.Fatalf("describe (%d): %s %s", code, out, errs)
+	}
+}
+
+func TestDescribeNodeWithStatus(t *testing.T) {
+	hb := now.Add(-10 * time.Second)
+	n := &messages.Node{Name: "hv1", Phase: messages.NodeReady, Status: messages.NodeStatus{LastHeartbeatAt: &hb,
+		Capacity:     &messages.NodeCapacity{CPUs: 8, MemoryMiB: 16384, KVM: false, KVMReason: "no /dev/kvm", Accelerator: "tcg"},
+		QEMUVersions: []string{"8.2.2"}, Pools: []messages.PoolStatus{{Name: "default", Path: "/p", TotalBytes: 10 << 30, FreeBytes: 5 << 30}}}}
+	var buf bytes.Buffer
+	if err := describeNode(&buf, n, now); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"10s ago", "CPUs:", "16GiB", "tcg", "no /dev/kvm", "8.2.2", "5.0GiB free of 10.0GiB"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("describe lacks %q:\n%s", want, buf.String())
+		}
+	}
+	rows := nodeRows([]*messages.Node{n}, true, now)
+	if got := strings.Join(rows[1], " "); !strings.Contains(got, "10s ago") || !strings.Contains(got, "tcg") {
+		t.Errorf("wide row %q", got)
 	}
 }
 

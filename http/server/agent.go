@@ -42,6 +42,7 @@ func NewAgentAPI(cp ControlPlane, log *slog.Logger) http.Handler {
 	})
 	e.GET("/v1/ca", s.caPEM)
 	e.POST("/v1/enroll", s.enroll)
+	e.POST("/v1/heartbeat", s.heartbeat)
 	s.engine = e
 	return e
 }
@@ -70,6 +71,37 @@ func (s *Server) enroll(c *gin.Context) {
 		slog.String("request_id", requestID(c)), slog.String("node", resp.Node.Name),
 		slog.String("source", c.ClientIP()), slog.String("cert_fingerprint", resp.Node.CertFingerprint))
 	c.Header("Cache-Control", "no-store")
+	c.JSON(http.StatusOK, resp)
+}
+
+// heartbeat records an agent's observed state. The TLS layer verified the
+// client certificate's chain if one was given; one is required here, and the
+// control plane checks that it is the certificate recorded for the node. The
+// body is decoded strictly: an agent newer than the control plane is refused
+// with unknown_field naming the field, so upgrades go control plane first.
+func (s *Server) heartbeat(c *gin.Context) {
+	if c.Request.TLS == nil || len(c.Request.TLS.PeerCertificates) == 0 {
+		s.log.LogAttrs(c.Request.Context(), slog.LevelWarn, "heartbeat refused",
+			slog.String("request_id", requestID(c)), slog.String("node", ""),
+			slog.String("source", c.ClientIP()), slog.String("reason", "client_certificate_required"))
+		s.writeError(c, messages.Errorf(messages.KindUnauthenticated, "client_certificate_required",
+			"a heartbeat must present the node's client certificate"))
+		return
+	}
+	cert := c.Request.TLS.PeerCertificates[0]
+	var hb messages.Heartbeat
+	if err := decodeJSON(c, &hb); err != nil {
+		s.log.LogAttrs(c.Request.Context(), slog.LevelWarn, "heartbeat refused",
+			slog.String("request_id", requestID(c)), slog.String("node", cert.Subject.CommonName),
+			slog.String("source", c.ClientIP()), slog.String("reason", errCode(err)), slog.String("err", err.Error()))
+		s.writeError(c, err)
+		return
+	}
+	resp, err := s.cp.Heartbeat(c.Request.Context(), cert, hb)
+	if err != nil {
+		s.writeError(c, err)
+		return
+	}
 	c.JSON(http.StatusOK, resp)
 }
 

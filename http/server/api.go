@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
 	"time"
 
 	"github.com/otherix/otherix/messages"
@@ -57,6 +58,15 @@ type Nodes interface {
 	Enroll(ctx context.Context, req messages.EnrollRequest, source string) (*messages.EnrollResponse, error)
 	ListNodes(ctx context.Context, page store.Page) ([]*messages.Node, string, error)
 	GetNode(ctx context.Context, name string) (*messages.Node, error)
+	// Heartbeat authenticates an agent by its verified client certificate
+	// and records its observed state; it answers the desired state.
+	Heartbeat(ctx context.Context, cert *x509.Certificate, hb messages.Heartbeat) (*messages.HeartbeatResponse, error)
+	// Cordon and Uncordon set whether new VMs may be placed on a node.
+	Cordon(ctx context.Context, name string) (*messages.Node, error)
+	Uncordon(ctx context.Context, name string) (*messages.Node, error)
+	// DeleteNode removes a node; refused (node_has_vms) while VMs are placed
+	// on it, unless force.
+	DeleteNode(ctx context.Context, name string, force bool) error
 }
 
 // Identity is what the authentication, user, token and audit handlers need.

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"sync"
@@ -141,4 +142,62 @@ func (f *fakeNodes) GetNode(_ context.Context, name string) (*messages.Node, err
 		return nil, messages.NotFound("node", name)
 	}
 	return n, nil
+}
+
+func (f *fakeNodes) Heartbeat(_ context.Context, cert *x509.Certificate, hb messages.Heartbeat) (*messages.HeartbeatResponse, error) {
+	name, err := security.NodeNameFromCert(cert)
+	if err != nil {
+		return nil, messages.Errorf(messages.KindUnauthenticated, "not_node_certificate", "not a node certificate")
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n, ok := f.nodes[name]
+	if !ok {
+		return nil, messages.Errorf(messages.KindUnauthenticated, "unknown_node", "no such node")
+	}
+	if security.Fingerprint(cert) != n.CertFingerprint {
+		return nil, messages.Errorf(messages.KindUnauthenticated, "certificate_not_recorded", "not the recorded certificate")
+	}
+	now := time.Now().UTC()
+	next := *n
+	next.Phase = messages.NodeReady
+	capacity := hb.Capacity
+	next.Status = messages.NodeStatus{LastHeartbeatAt: &now, Capacity: &capacity, VMCount: len(hb.VMs)}
+	f.nodes[name] = &next
+	return &messages.HeartbeatResponse{IntervalSeconds: 30, Desired: messages.DesiredState{Settings: messages.DefaultSettings()}}, nil
+}
+
+func (f *fakeNodes) Cordon(_ context.Context, name string) (*messages.Node, error) {
+	return f.setCordoned(name, true)
+}
+
+func (f *fakeNodes) Uncordon(_ context.Context, name string) (*messages.Node, error) {
+	return f.setCordoned(name, false)
+}
+
+func (f *fakeNodes) setCordoned(name string, cordoned bool) (*messages.Node, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n, ok := f.nodes[name]
+	if !ok {
+		return nil, messages.NotFound("node", name)
+	}
+	next := *n
+	next.Cordoned = cordoned
+	next.Revision++
+	f.nodes[name] = &next
+	return &next, nil
+}
+
+func (f *fakeNodes) DeleteNode(_ context.Context, name string, force bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.nodes[name]; !ok {
+		return messages.NotFound("node", name)
+	}
+	if name == "busy" && !force {
+		return messages.Errorf(messages.KindConflict, "node_has_vms", "node busy has 1 vm(s) placed on it")
+	}
+	delete(f.nodes, name)
+	return nil
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"net/http"
 
 	"github.com/gin-gonic/gin"
@@ -40,6 +41,33 @@ func (s *Server) getNode(c *gin.Context) {
 	}
 	c.Header("ETag", etag(n.Revision))
 	c.JSON(http.StatusOK, n)
+}
+
+func (s *Server) cordonNode(c *gin.Context)   { s.setCordoned(c, s.cp.Cordon) }
+func (s *Server) uncordonNode(c *gin.Context) { s.setCordoned(c, s.cp.Uncordon) }
+
+func (s *Server) setCordoned(c *gin.Context, set func(context.Context, string) (*messages.Node, error)) {
+	n, err := set(c.Request.Context(), c.Param("name"))
+	if err != nil {
+		s.writeError(c, err)
+		return
+	}
+	c.Header("ETag", etag(n.Revision))
+	c.JSON(http.StatusOK, n)
+}
+
+// deleteNode removes a node; ?force=true deletes it even with VMs placed on it.
+func (s *Server) deleteNode(c *gin.Context) {
+	force, err := boolQuery(c, "force")
+	if err != nil {
+		s.writeError(c, err)
+		return
+	}
+	if err := s.cp.DeleteNode(c.Request.Context(), c.Param("name"), force); err != nil {
+		s.writeError(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
 }
 
 // createJoinToken mints a one-time join token; the answer is the only place

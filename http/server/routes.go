@@ -111,6 +111,10 @@ func (s *Server) routeTable() []route {
 		rbac(get, "/v1/nodes", node, security.VerbList, s.listNodes),
 		// gin matches the static join-tokens segment before the :name param.
 		rbac(get, "/v1/nodes/:name", node, security.VerbRead, s.getNode),
+		rbac(post, "/v1/nodes/:name/cordon", node, security.VerbCordon, s.cordonNode),
+		// Uncordoning is the other half of the same permission.
+		rbac(post, "/v1/nodes/:name/uncordon", node, security.VerbCordon, s.uncordonNode),
+		rbac(del, "/v1/nodes/:name", node, security.VerbDelete, s.deleteNode),
 		rbac(get, "/v1/nodes/join-tokens", joinToken, security.VerbList, s.listJoinTokens),
 		secret(rbac(post, "/v1/nodes/join-tokens", joinToken, security.VerbCreate, s.createJoinToken)),
 		rbac(del, "/v1/nodes/join-tokens/:id", joinToken, security.VerbDelete, s.revokeJoinToken),

@@ -1,0 +1,237 @@
+package gateway
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/otherix/otherix/actors/node"
+	"github.com/otherix/otherix/actors/system"
+	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/persistence/store"
+	"github.com/otherix/otherix/security"
+)
+
+// Heartbeat refusals. Each is logged with the node name and the reason.
+var (
+	errUnknownNode = &messages.Error{Kind: messages.KindUnauthenticated, Code: "unknown_node",
+		Message: "the client certificate names no enrolled node"}
+	errCertNotRecorded = &messages.Error{Kind: messages.KindUnauthenticated, Code: "certificate_not_recorded",
+		Message: "the client certificate is not the one recorded for this node"}
+	errUntrustedCert = &messages.Error{Kind: messages.KindUnauthenticated, Code: "untrusted_certificate",
+		Message: "the client certificate is not a node certificate of this cluster"}
+	errNotNodeCert = &messages.Error{Kind: messages.KindUnauthenticated, Code: "not_node_certificate",
+		Message: "the client certificate is not a node certificate"}
+)
+
+// Heartbeat authenticates an agent by its client certificate (the node it
+// names must be enrolled, with this very certificate recorded, and the
+// certificate must chain to the cluster CA), hands the observed state to the
+// node's actor and answers the desired state and the interval to use.
+func (g *Gateway) Heartbeat(ctx context.Context, cert *x509.Certificate, hb messages.Heartbeat) (*messages.HeartbeatResponse, error) {
+	now := g.cfg.Nodes.Now()
+	name, err := security.NodeNameFromCert(cert)
+	if err != nil {
+		cn := ""
+		if cert != nil {
+			cn = cert.Subject.CommonName
+		}
+		g.log.Warn("heartbeat refused", "node", "", "cn", cn, "reason", errNotNodeCert.Code)
+		return nil, errNotNodeCert
+	}
+	refuse := func(e *messages.Error, detail ...any) (*messages.HeartbeatResponse, error) {
+		g.log.Warn("heartbeat refused", append([]any{"node", name, "reason", e.Code}, detail...)...)
+		return nil, e
+	}
+	n, err := g.st.NodeByName(ctx, name)
+	if messages.KindOf(err) == messages.KindNotFound {
+		return refuse(errUnknownNode)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if fp := security.Fingerprint(cert); fp != n.CertFingerprint {
+		return refuse(errCertNotRecorded, "cert_fingerprint", fp)
+	}
+	if err := security.VerifyNodeCert(g.ca, cert, now); err != nil {
+		return refuse(errUntrustedCert, "err", err)
+	}
+	if _, err := g.askNode(n.ID, node.Heartbeat{Observed: hb, Now: now}); err != nil {
+		if messages.KindOf(err) == messages.KindNotFound {
+			return refuse(errUnknownNode) // deleted meanwhile
+		}
+		return nil, err
+	}
+	settings, err := g.st.Settings(ctx)
+	if err != nil {
+		return nil, err
+	}
+	secs := int(g.cfg.Nodes.HeartbeatInterval / time.Second)
+	return &messages.HeartbeatResponse{IntervalSeconds: max(secs, 1), Desired: messages.DesiredState{Settings: settings}}, nil
+}
+
+// ListNodes lists enrolled nodes in enrollment order. Each row is merged with
+// its actor's in-memory status (the last heartbeat time is held there, not
+// written on every heartbeat); a node whose actor does not answer is listed
+// as its row says. Actors are spawned on demand: nodes are few, and the
+// liveness loop keeps one per node anyway.
+func (g *Gateway) ListNodes(ctx context.Context, page store.Page) ([]*messages.Node, string, error) {
+	nodes, next, err := g.st.ListNodes(ctx, page)
+	if err != nil {
+		return nil, "", err
+	}
+	for i, n := range nodes {
+		if live, err := g.askNode(n.ID, node.Get{}); err == nil && live != nil {
+			nodes[i] = live
+		}
+	}
+	return nodes, next, nil
+}
+
+// GetNode loads a node by name with its actor's in-memory status.
+func (g *Gateway) GetNode(ctx context.Context, name string) (*messages.Node, error) {
+	n, err := g.nodeByName(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	live, err := g.askNode(n.ID, node.Get{})
+	if messages.KindOf(err) == messages.KindNotFound {
+		return nil, messages.NotFound("node", name)
+	}
+	return live, err
+}
+
+// Cordon marks a node unschedulable; Uncordon undoes it. Both are
+// synchronous and idempotent.
+func (g *Gateway) Cordon(ctx context.Context, name string) (*messages.Node, error) {
+	return g.setCordoned(ctx, name, true)
+}
+
+// Uncordon makes a cordoned node schedulable again.
+func (g *Gateway) Uncordon(ctx context.Context, name string) (*messages.Node, error) {
+	return g.setCordoned(ctx, name, false)
+}
+
+func (g *Gateway) setCordoned(ctx context.Context, name string, cordoned bool) (*messages.Node, error) {
+	n, err := g.nodeByName(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	live, err := g.askNode(n.ID, node.SetCordoned{Cordoned: cordoned, Now: g.cfg.Nodes.Now()})
+	if messages.KindOf(err) == messages.KindNotFound {
+		return nil, messages.NotFound("node", name)
+	}
+	return live, err
+}
+
+// errNodeHasVMs refuses to delete a node VMs are placed on.
+func errNodeHasVMs(name string, count int) *messages.Error {
+	return messages.Errorf(messages.KindConflict, "node_has_vms",
+		"node %s has %d vm(s) placed on it; drain it first or delete with force", name, count).WithDetail("vms", count)
+}
+
+// DeleteNode removes a node: its certificate stops being accepted at once.
+// Unless force is set it is refused while any VM's status names the node.
+// The check lists every VM, which is fine at today's scale; a VMs-by-node
+// index replaces the scan when placement lands.
+func (g *Gateway) DeleteNode(ctx context.Context, name string, force bool) error {
+	n, err := g.nodeByName(ctx, name)
+	if err != nil {
+		return err
+	}
+	if !force {
+		count, err := g.vmsOnNode(ctx, name)
+		if err != nil {
+			return err
+		}
+		if count > 0 {
+			return errNodeHasVMs(name, count)
+		}
+	}
+	_, err = g.askNode(n.ID, node.Delete{})
+	if messages.KindOf(err) == messages.KindNotFound {
+		return messages.NotFound("node", name)
+	}
+	if err == nil {
+		g.log.Info("node deleted", "node", name, "id", n.ID, "force", force)
+	}
+	return err
+}
+
+func (g *Gateway) vmsOnNode(ctx context.Context, name string) (int, error) {
+	count := 0
+	page := store.Page{Limit: 500}
+	for {
+		vms, next, err := g.st.ListVMs(ctx, "", page)
+		if err != nil {
+			return 0, err
+		}
+		for _, v := range vms {
+			if v.Status.Node == name || v.Spec.Node == name {
+				count++
+			}
+		}
+		if next == "" {
+			return count, nil
+		}
+		page.Cursor = next
+	}
+}
+
+func (g *Gateway) nodeByName(ctx context.Context, name string) (*messages.Node, error) {
+	if messages.ValidateName("name", name) != nil {
+		return nil, messages.NotFound("node", name)
+	}
+	return g.st.NodeByName(ctx, name)
+}
+
+// checkNodes is the liveness loop: every node's actor checks whether its
+// heartbeats stopped. It waits for the answers, so one run is one pass.
+func (g *Gateway) checkNodes(ctx context.Context) error {
+	now := g.cfg.Nodes.Now()
+	page := store.Page{Limit: 500}
+	var errs []error
+	for {
+		nodes, next, err := g.st.ListNodes(ctx, page)
+		if err != nil {
+			return err
+		}
+		futures := make([]*actor.Future, 0, len(nodes))
+		for _, n := range nodes {
+			futures = append(futures, g.rt.System.Root.RequestFuture(g.nodes,
+				system.Deliver{ID: n.ID, Msg: node.CheckLiveness{Now: now}}, g.cfg.AskTimeout))
+		}
+		for _, f := range futures {
+			res, err := f.Result()
+			if err == nil {
+				if r := res.(node.Reply); r.Err != nil && messages.KindOf(r.Err) != messages.KindNotFound {
+					err = r.Err
+				}
+			}
+			if err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if next == "" {
+			return errors.Join(errs...)
+		}
+		page.Cursor = next
+	}
+}
+
+// askNode sends one command to a node's actor and waits for its reply.
+func (g *Gateway) askNode(id string, msg any) (*messages.Node, error) {
+	res, err := g.rt.System.Root.RequestFuture(g.nodes, system.Deliver{ID: id, Msg: msg}, g.cfg.AskTimeout).Result()
+	if err != nil {
+		if errors.Is(err, actor.ErrTimeout) {
+			return nil, &messages.Error{Kind: messages.KindUnavailable, Code: "actor_timeout",
+				Message: "the node's actor did not answer in time; retry", Err: err}
+		}
+		return nil, err
+	}
+	r := res.(node.Reply)
+	return r.Node, r.Err
+}

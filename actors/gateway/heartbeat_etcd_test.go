@@ -1,0 +1,310 @@
+//go:build etcd
+
+package gateway_test
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"testing"
+	"time"
+
+	"github.com/otherix/otherix/actors/gateway"
+	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/persistence/store"
+	"github.com/otherix/otherix/security"
+)
+
+// startNodes runs a gateway whose node clock is clock, with seeded settings.
+func startNodes(t *testing.T, clock *testClock) (*gateway.Gateway, *store.Store) {
+	t.Helper()
+	cfg := fastJobs()
+	// The liveness loop's timer (every interval/2 of real time) stays out of
+	// the way: the test runs passes itself, on the fake clock.
+	cfg.Nodes = gateway.NodesConfig{HeartbeatInterval: time.Minute, GoneAfter: 10 * time.Minute, Now: clock.Now}
+	g, st := startGateway(t, cfg)
+	if _, err := st.SeedSettings(t.Context(), messages.DefaultSettings()); err != nil {
+		t.Fatal(err)
+	}
+	return g, st
+}
+
+// enrollNode enrolls name and returns its node and certificate.
+func enrollNode(t *testing.T, g *gateway.Gateway, name string) (messages.Node, *x509.Certificate) {
+	t.Helper()
+	tok := joinToken(t, g, messages.CreateJoinTokenRequest{})
+	resp, err := enroll(g, t.Context(), tok, name, csrPEM(t, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode([]byte(resp.Certificate))
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Node, cert
+}
+
+// rowVersion is how many times the node's row was written since creation.
+func rowVersion(t *testing.T, st *store.Store, id string) int64 {
+	t.Helper()
+	resp, err := st.Client().Get(t.Context(), store.RowKey(store.Nodes, id))
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("row of node %s: %v %d", id, err, len(resp.Kvs))
+	}
+	return resp.Kvs[0].Version
+}
+
+func observed(cpus int) messages.Heartbeat {
+	return messages.Heartbeat{AgentVersion: "0.2.0", Arch: "amd64",
+		Capacity:     messages.NodeCapacity{CPUs: cpus, MemoryMiB: 8192, KVM: true, Accelerator: "kvm"},
+		QEMUVersions: []string{"8.2.2"},
+		Pools:        []messages.PoolStatus{{Name: "default", Path: "/var/lib/otherix/pools/default", TotalBytes: 100 << 30, FreeBytes: 50 << 30}},
+		VMs:          []messages.VMObserved{}}
+}
+
+func nodePhase(t *testing.T, g *gateway.Gateway, name string) *messages.Node {
+	t.Helper()
+	n, err := g.GetNode(t.Context(), name)
+	if err != nil {
+		t.Fatalf("get node %s: %v", name, err)
+	}
+	return n
+}
+
+// TestHeartbeatWritesOnlyChanges: the first heartbeat makes the node ready in
+// one write; identical heartbeats write nothing yet move the last heartbeat
+// time the API shows; a changed capacity writes again.
+func TestHeartbeatWritesOnlyChanges(t *testing.T) {
+	clock := newTestClock()
+	g, st := startNodes(t, clock)
+	ctx := t.Context()
+	n, cert := enrollNode(t, g, "n1")
+	v0 := rowVersion(t, st, n.ID)
+
+	resp, err := g.Heartbeat(ctx, cert, observed(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.IntervalSeconds != 60 || resp.Desired.Settings.DefaultPool == "" {
+		t.Fatalf("heartbeat response %+v", resp)
+	}
+	if v := rowVersion(t, st, n.ID); v != v0+1 {
+		t.Fatalf("first heartbeat: row version %d, want %d", v, v0+1)
+	}
+	got := nodePhase(t, g, "n1")
+	if got.Phase != messages.NodeReady || got.AgentVersion != "0.2.0" || got.Status.Capacity == nil ||
+		got.Status.Capacity.CPUs != 4 || got.Status.LastHeartbeatAt == nil || len(got.Status.Pools) != 1 {
+		t.Fatalf("after first heartbeat: %+v", got)
+	}
+	for range 5 {
+		clock.Add(30 * time.Second)
+		if _, err := g.Heartbeat(ctx, cert, observed(4)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v := rowVersion(t, st, n.ID); v != v0+1 {
+		t.Fatalf("identical heartbeats wrote the row: version %d, want %d", v, v0+1)
+	}
+	got = nodePhase(t, g, "n1")
+	if !got.Status.LastHeartbeatAt.Equal(clock.Now().UTC()) {
+		t.Fatalf("last heartbeat %v, want %v", got.Status.LastHeartbeatAt, clock.Now())
+	}
+	nodes, _, err := g.ListNodes(ctx, store.Page{})
+	if err != nil || len(nodes) != 1 || !nodes[0].Status.LastHeartbeatAt.Equal(clock.Now().UTC()) {
+		t.Fatalf("list nodes: %+v %v", nodes, err)
+	}
+	if _, err := g.Heartbeat(ctx, cert, observed(8)); err != nil {
+		t.Fatal(err)
+	}
+	if v := rowVersion(t, st, n.ID); v != v0+2 {
+		t.Fatalf("changed capacity: row version %d, want %d", v, v0+2)
+	}
+	row, err := st.GetNode(ctx, n.ID)
+	if err != nil || row.Status.Capacity == nil || row.Status.Capacity.CPUs != 8 {
+		t.Fatalf("row after change: %+v %v", row, err)
+	}
+}
+
+// TestLiveness: ready → unreachable after three missed intervals, → gone
+// after the gone period, → ready when heartbeats return. A pending node is
+// left alone.
+func TestLiveness(t *testing.T) {
+	clock := newTestClock()
+	g, st := startNodes(t, clock)
+	ctx := t.Context()
+	n, cert := enrollNode(t, g, "n1")
+	enrollNode(t, g, "idle")
+	if _, err := g.Heartbeat(ctx, cert, observed(4)); err != nil {
+		t.Fatal(err)
+	}
+	check := func(after time.Duration, want string) {
+		t.Helper()
+		clock.Add(after)
+		if err := g.CheckNodesForTest(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := nodePhase(t, g, "n1"); got.Phase != want {
+			t.Fatalf("after %v: phase %s, want %s", after, got.Phase, want)
+		}
+		if row, err := st.GetNode(ctx, n.ID); err != nil || row.Phase != want {
+			t.Fatalf("row phase %v %v, want %s", row, err, want)
+		}
+	}
+	check(2*time.Minute, messages.NodeReady)
+	check(61*time.Second, messages.NodeUnreachable)
+	check(5*time.Minute, messages.NodeUnreachable)
+	check(3*time.Minute, messages.NodeGone)
+	check(time.Hour, messages.NodeGone)
+	if p := nodePhase(t, g, "idle").Phase; p != messages.NodePending {
+		t.Fatalf("idle node: %s", p)
+	}
+	if _, err := g.Heartbeat(ctx, cert, observed(4)); err != nil {
+		t.Fatal(err)
+	}
+	check(0, messages.NodeReady)
+	if got := nodePhase(t, g, "n1"); got.Status.Message != "" {
+		t.Fatalf("message kept after recovery: %q", got.Status.Message)
+	}
+}
+
+// TestLivenessGraceAfterRestart: a new gateway does not know when a ready
+// node last heartbeated and counts from its own start.
+func TestLivenessGraceAfterRestart(t *testing.T) {
+	clock := newTestClock()
+	g, st := startNodes(t, clock)
+	ctx := t.Context()
+	_, cert := enrollNode(t, g, "n1")
+	if _, err := g.Heartbeat(ctx, cert, observed(4)); err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(time.Hour) // the control plane was down for an hour
+	cfg := fastJobs()
+	cfg.Replica = "restarted"
+	cfg.CleanupInterval = time.Hour
+	cfg.Nodes = gateway.NodesConfig{HeartbeatInterval: time.Minute, GoneAfter: 10 * time.Minute, Now: clock.Now}
+	g2, err := gateway.Start(ctx, st, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g2.Close)
+	clock.Add(2 * time.Minute)
+	if err := g2.CheckNodesForTest(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p := nodePhase(t, g2, "n1").Phase; p != messages.NodeReady {
+		t.Fatalf("within the grace: %s", p)
+	}
+	clock.Add(61 * time.Second)
+	if err := g2.CheckNodesForTest(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p := nodePhase(t, g2, "n1").Phase; p != messages.NodeUnreachable {
+		t.Fatalf("after the grace: %s", p)
+	}
+}
+
+// TestHeartbeatRefusals: a certificate of an unknown node, one that is not
+// the recorded one, one of another CA, and a deleted node's are refused.
+func TestHeartbeatRefusals(t *testing.T) {
+	clock := newTestClock()
+	g, _ := startNodes(t, clock)
+	ctx := t.Context()
+	_, cert := enrollNode(t, g, "n1")
+
+	// A second certificate for n1 from the cluster CA, never recorded.
+	_, der, err := security.NewNodeKeyAndCSR("n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, _, err := g.CA().SignNodeCSR(der, "n1", time.Now(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unrecorded := parseCert(t, certPEM)
+	// A certificate for n1 from another CA.
+	other, err := security.NewCA("other", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherPEM, _, err := other.SignNodeCSR(der, "n1", time.Now(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign := parseCert(t, otherPEM)
+	ghostPEM, _, err := g.CA().SignNodeCSR(mustCSR(t, "ghost"), "ghost", time.Now(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := g.CA().IssueClientCert(security.ControlPlaneCN, time.Now(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpLeaf, err := x509.ParseCertificate(cp.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		cert *x509.Certificate
+		code string
+	}{
+		{"unknown node", parseCert(t, ghostPEM), "unknown_node"},
+		{"unrecorded certificate", unrecorded, "certificate_not_recorded"},
+		{"another ca", foreign, "certificate_not_recorded"},
+		{"not a node certificate", cpLeaf, "not_node_certificate"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := g.Heartbeat(ctx, tc.cert, observed(1))
+			e := wantCode(t, err, tc.code)
+			if e.Kind != messages.KindUnauthenticated {
+				t.Fatalf("kind %v", e.Kind)
+			}
+		})
+	}
+	if p := nodePhase(t, g, "n1").Phase; p != messages.NodePending {
+		t.Fatalf("refused heartbeats moved the node: %s", p)
+	}
+	// Cordon, uncordon, delete: the deleted node's certificate is refused.
+	if n, err := g.Cordon(ctx, "n1"); err != nil || !n.Cordoned {
+		t.Fatalf("cordon: %+v %v", n, err)
+	}
+	if n := nodePhase(t, g, "n1"); !n.Cordoned {
+		t.Fatal("cordon not kept")
+	}
+	if n, err := g.Uncordon(ctx, "n1"); err != nil || n.Cordoned {
+		t.Fatalf("uncordon: %+v %v", n, err)
+	}
+	if _, err := g.Cordon(ctx, "nope"); messages.KindOf(err) != messages.KindNotFound {
+		t.Fatalf("cordon unknown: %v", err)
+	}
+	if err := g.DeleteNode(ctx, "n1", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.GetNode(ctx, "n1"); messages.KindOf(err) != messages.KindNotFound {
+		t.Fatalf("deleted node: %v", err)
+	}
+	_, err = g.Heartbeat(ctx, cert, observed(1))
+	wantCode(t, err, "unknown_node")
+	if err := g.DeleteNode(ctx, "n1", false); messages.KindOf(err) != messages.KindNotFound {
+		t.Fatalf("delete twice: %v", err)
+	}
+}
+
+func parseCert(t *testing.T, certPEM []byte) *x509.Certificate {
+	t.Helper()
+	block, _ := pem.Decode(certPEM)
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func mustCSR(t *testing.T, name string) []byte {
+	t.Helper()
+	_, der, err := security.NewNodeKeyAndCSR(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}

@@ -1,0 +1,153 @@
+//go:build etcd
+
+package node_test
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/otherix/otherix/actors/node"
+	"github.com/otherix/otherix/actors/system"
+	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/persistence/etcd"
+	"github.com/otherix/otherix/persistence/store"
+)
+
+type harness struct {
+	t      *testing.T
+	st     *store.Store
+	rt     *system.Runtime
+	nodes  *actor.PID
+	nodeID string
+}
+
+// start runs one node guardian over a fresh etcd member with one pending
+// node; boot is the control plane's start time.
+func start(t *testing.T, boot time.Time) *harness {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, err := etcd.Start(ctx, etcd.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	st := store.New(m.Client())
+	n := &messages.Node{ID: messages.NewID(), Name: "n1", Phase: messages.NodePending, EnrolledAt: boot}
+	if err := st.Commit(ctx, store.CreateNode(store.NewTxn(), n)); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	rt := system.NewRuntime(log)
+	t.Cleanup(rt.Stop)
+	deps := node.Deps{Runtime: rt, Store: st, Log: log,
+		Config: node.Config{Interval: 10 * time.Second, GoneAfter: 5 * time.Minute, Boot: boot}}
+	pid, err := rt.System.Root.SpawnNamed(system.NewGuardian(rt, "node",
+		func(id string) *actor.Props { return node.Props(deps, id) }, nil), "nodes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &harness{t: t, st: st, rt: rt, nodes: pid, nodeID: n.ID}
+}
+
+func (h *harness) ask(msg any) *messages.Node {
+	h.t.Helper()
+	res, err := h.rt.System.Root.RequestFuture(h.nodes, system.Deliver{ID: h.nodeID, Msg: msg}, 5*time.Second).Result()
+	if err != nil {
+		h.t.Fatalf("ask %T: %v", msg, err)
+	}
+	r := res.(node.Reply)
+	if r.Err != nil {
+		h.t.Fatalf("%T: %v", msg, r.Err)
+	}
+	return r.Node
+}
+
+// version is how many times the row was written since creation.
+func (h *harness) version() int64 {
+	h.t.Helper()
+	resp, err := h.st.Client().Get(h.t.Context(), store.RowKey(store.Nodes, h.nodeID))
+	if err != nil || len(resp.Kvs) != 1 {
+		h.t.Fatalf("row: %v", err)
+	}
+	return resp.Kvs[0].Version
+}
+
+func hb(cpus int, now time.Time) node.Heartbeat {
+	return node.Heartbeat{Now: now, Observed: messages.Heartbeat{AgentVersion: "1", Arch: "amd64",
+		Capacity: messages.NodeCapacity{CPUs: cpus, MemoryMiB: 1024, Accelerator: "tcg"}, Pools: []messages.PoolStatus{}}}
+}
+
+// TestNodeActor drives one actor with messages: one write for the first
+// heartbeat, none for identical ones, one for a change, and the liveness
+// moves with a fake clock.
+func TestNodeActor(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	h := start(t, t0)
+	v0 := h.version()
+	if n := h.ask(hb(2, t0)); n.Phase != messages.NodeReady || h.version() != v0+1 {
+		t.Fatalf("first heartbeat: %s, version %d", n.Phase, h.version())
+	}
+	now := t0
+	for range 10 {
+		now = now.Add(10 * time.Second)
+		h.ask(hb(2, now))
+	}
+	if v := h.version(); v != v0+1 {
+		t.Fatalf("identical heartbeats wrote: version %d", v)
+	}
+	if n := h.ask(node.Get{}); !n.Status.LastHeartbeatAt.Equal(now) {
+		t.Fatalf("last heartbeat %v, want %v", n.Status.LastHeartbeatAt, now)
+	}
+	h.ask(hb(4, now))
+	if v := h.version(); v != v0+2 {
+		t.Fatalf("changed capacity: version %d", v)
+	}
+	for _, step := range []struct {
+		after time.Duration
+		want  string
+	}{
+		{29 * time.Second, messages.NodeReady},
+		{time.Second, messages.NodeUnreachable},
+		{4 * time.Minute, messages.NodeUnreachable},
+		{time.Minute, messages.NodeGone},
+	} {
+		now = now.Add(step.after)
+		if n := h.ask(node.CheckLiveness{Now: now}); n.Phase != step.want {
+			t.Fatalf("at +%v: %s, want %s", now.Sub(t0), n.Phase, step.want)
+		}
+	}
+	v := h.version()
+	if n := h.ask(hb(4, now)); n.Phase != messages.NodeReady || h.version() != v+1 {
+		t.Fatalf("back: %s, version %d", n.Phase, h.version())
+	}
+	if n := h.ask(node.SetCordoned{Cordoned: true, Now: now}); !n.Cordoned {
+		t.Fatal("not cordoned")
+	}
+	if n := h.ask(node.Delete{}); n != nil {
+		t.Fatalf("deleted node answered %+v", n)
+	}
+	res, err := h.rt.System.Root.RequestFuture(h.nodes, system.Deliver{ID: h.nodeID, Msg: node.Get{}}, 5*time.Second).Result()
+	if err != nil || messages.KindOf(res.(node.Reply).Err) != messages.KindNotFound {
+		t.Fatalf("after delete: %+v %v", res, err)
+	}
+}
+
+// TestBootGrace: a fresh actor counts a ready node's silence from boot.
+func TestBootGrace(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	h := start(t, t0)
+	h.ask(hb(2, t0.Add(-time.Hour))) // before "boot": as if written by a previous process
+	h.rt.System.Root.Send(h.nodes, system.Deliver{ID: h.nodeID, Msg: system.Crashed{Reason: "test restart"}})
+	time.Sleep(200 * time.Millisecond) // the restarted actor reloads on the next message
+	if n := h.ask(node.CheckLiveness{Now: t0.Add(29 * time.Second)}); n.Phase != messages.NodeReady {
+		t.Fatalf("within the grace: %s", n.Phase)
+	}
+	if n := h.ask(node.CheckLiveness{Now: t0.Add(31 * time.Second)}); n.Phase != messages.NodeUnreachable {
+		t.Fatalf("after the grace: %s", n.Phase)
+	}
+}

@@ -1,0 +1,43 @@
+package node
+
+import (
+	"time"
+
+	"github.com/otherix/otherix/messages"
+)
+
+// Heartbeat reports one agent's observed state, received at Now. The caller
+// has authenticated the agent already.
+type Heartbeat struct {
+	Observed messages.Heartbeat
+	Now      time.Time
+}
+
+// CheckLiveness asks the actor to demote its node if heartbeats stopped:
+// ready → unreachable after MissedIntervals intervals, unreachable → gone
+// after the gone period since the last heartbeat.
+type CheckLiveness struct{ Now time.Time }
+
+// Get asks for the node with its in-memory status merged.
+type Get struct{}
+
+// SetCordoned cordons or uncordons the node.
+type SetCordoned struct {
+	Cordoned bool
+	Now      time.Time
+}
+
+// Delete removes the node's row. The caller checks the preconditions (no
+// VMs placed on it unless forced).
+type Delete struct{}
+
+// Reply answers every command: the node as it is after the command (nil
+// after Delete), or the error.
+type Reply struct {
+	Node *messages.Node
+	Err  error
+}
+
+// MissedIntervals is how many heartbeat intervals may pass without one
+// before a ready node becomes unreachable.
+const MissedIntervals = 3
