@@ -142,7 +142,7 @@ With --user the password is prompted for without echo, or read from the first
 line of stdin with --password-stdin. With --token an otx_ API token is stored
 instead of a session. The context is named after the server's host:port unless
 --context names it. Sessions refresh themselves; log in again when one ends.`,
-		Example: `  otherix login http://127.0.0.1:7080 --user admin@localhost
+		Example: `  otherix login https://127.0.0.1:7080 --user admin@localhost --ca-fingerprint <printed by otherix-api>
   echo "$PASSWORD" | otherix login https://api.example:8443 --user me@example.com --password-stdin --context prod
   otherix login https://api.example:8443 --token "$OTHERIX_TOKEN" --context ci`,
 		Args: exactArgs(1, "the API URL"),
@@ -189,9 +189,11 @@ func (a *app) login(ctx context.Context, rawURL string, fl loginFlags) error {
 	if err != nil {
 		return err
 	}
-	anon, err := client.New(server)
-	if err != nil {
+	if _, err := client.New(server); err != nil {
 		return usageError(fmt.Errorf("login URL: %w", err))
+	}
+	if fp != "" && !isHTTPS(server) {
+		return usageError(fmt.Errorf("--ca-fingerprint pins the CA of an https server; %s is plain http", server))
 	}
 	path, cfg, err := a.config()
 	if err != nil {
@@ -201,13 +203,34 @@ func (a *app) login(ctx context.Context, rawURL string, fl loginFlags) error {
 	if name == "" {
 		name = contextNameFor(server)
 	}
-	cx := cliContext{Name: name, Server: server, CAFingerprint: fp}
-	if old := cfg.context(name); old != nil && old.Server == server && fp == "" {
-		cx.CAFingerprint = old.CAFingerprint // keep the pin of the same cluster
+	cx := cliContext{Name: name, Server: server}
+	switch {
+	case fp != "":
+		// First contact: fetch the CA, check it against the pin and the
+		// server's chain against it, before any credential is sent.
+		a.server = server
+		rctx, cancel := context.WithTimeout(ctx, a.timeout)
+		ca, err := fetchPinnedCA(rctx, server, fp)
+		cancel()
+		if err != nil {
+			return a.explain(ctx, err)
+		}
+		cx.CAFingerprint, cx.CAPEM = fp, encodeCA(ca)
+	case isHTTPS(server):
+		// Keep the CA already pinned for this server, if any; else the
+		// system roots decide.
+		if old := pinnedContextFor(cfg, name, server); old != nil {
+			cx.CAFingerprint, cx.CAPEM = old.CAFingerprint, old.CAPEM
+		}
 	}
+	opts, err := a.transportOptions(&cx)
+	if err != nil {
+		return err
+	}
+	anon, _ := client.New(server, opts...)
 	var me *messages.UserView
 	if fl.token != "" {
-		c, _ := client.New(server, client.WithToken(fl.token))
+		c, _ := client.New(server, append(opts, client.WithToken(fl.token))...)
 		if err := a.request(ctx, c, server, func(ctx context.Context, c *client.Client) (err error) {
 			me, err = c.Me(ctx)
 			return err
@@ -229,7 +252,7 @@ func (a *app) login(ctx context.Context, rawURL string, fl loginFlags) error {
 			return err
 		}
 		cx.AccessToken, cx.RefreshToken = pair.AccessToken, pair.RefreshToken
-		c, _ := client.New(server, client.WithToken(pair.AccessToken))
+		c, _ := client.New(server, append(opts, client.WithToken(pair.AccessToken))...)
 		if err := a.request(ctx, c, server, func(ctx context.Context, c *client.Client) (err error) {
 			me, err = c.Me(ctx)
 			return err
@@ -244,8 +267,22 @@ func (a *app) login(ctx context.Context, rawURL string, fl loginFlags) error {
 		return err
 	}
 	fmt.Fprintf(a.stdout, "Logged in to %s as %s (%s). Context %q is now current.\n", server, me.Email, me.Role, name)
-	if cx.CAFingerprint != "" {
-		fmt.Fprintf(a.stderr, "note: CA fingerprint %s stored for context %q; it is not enforced yet (the API speaks plain http until the node PKI lands)\n", cx.CAFingerprint, name)
+	if fp != "" {
+		fmt.Fprintf(a.stderr, "Pinned cluster CA %s for context %q: only certificates it signed are trusted for %s.\n", fp, name, server)
+	}
+	return nil
+}
+
+// pinnedContextFor returns the context that pins a CA for server: the one
+// called name if it is for server, else any other for server; nil if none.
+func pinnedContextFor(cfg *cliConfig, name, server string) *cliContext {
+	if cx := cfg.context(name); cx != nil && cx.Server == server && cx.CAPEM != "" {
+		return cx
+	}
+	for i := range cfg.Contexts {
+		if cx := &cfg.Contexts[i]; cx.Server == server && cx.CAPEM != "" {
+			return cx
+		}
 	}
 	return nil
 }
@@ -285,7 +322,11 @@ it with "otherix token revoke ID" if it is no longer needed.`,
 				return err
 			}
 			if cx.RefreshToken != "" {
-				c, err := client.New(cx.Server, client.WithToken(cx.AccessToken))
+				opts, err := a.transportOptions(cx)
+				var c *client.Client
+				if err == nil {
+					c, err = client.New(cx.Server, append(opts, client.WithToken(cx.AccessToken))...)
+				}
 				if err == nil {
 					err = a.request(cmd.Context(), c, cx.Server, func(ctx context.Context, c *client.Client) error {
 						return c.Logout(ctx, cx.RefreshToken)
@@ -425,11 +466,13 @@ ended on the server: run "otherix logout --context NAME" first for that.`,
 	return cmd
 }
 
-// maskConfig is a copy of cfg with every token replaced by REDACTED.
+// maskConfig is a copy of cfg with every token replaced by REDACTED and
+// each pinned CA certificate (public) abbreviated.
 func maskConfig(cfg *cliConfig) cliConfig {
 	out := cliConfig{CurrentContext: cfg.CurrentContext, Contexts: make([]cliContext, len(cfg.Contexts))}
 	for i, cx := range cfg.Contexts {
 		cx.AccessToken, cx.RefreshToken, cx.APIToken = masked(cx.AccessToken), masked(cx.RefreshToken), masked(cx.APIToken)
+		cx.CAPEM = abbreviatedPEM(cx.CAPEM)
 		out.Contexts[i] = cx
 	}
 	return out

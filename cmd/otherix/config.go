@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"sigs.k8s.io/yaml"
 )
@@ -34,8 +35,10 @@ type cliContext struct {
 	RefreshToken string `json:"refresh_token,omitempty"`
 	APIToken     string `json:"api_token,omitempty"`
 	// CAFingerprint is the SHA-256 of the cluster CA certificate, pinned at
-	// login for TLS (not enforced yet: TLS comes with the node PKI).
+	// login with --ca-fingerprint; CAPEM is that certificate (PEM, public).
+	// With CAPEM set, every request to an https server trusts that CA alone.
 	CAFingerprint string `json:"ca_fingerprint,omitempty"`
+	CAPEM         string `json:"ca_pem,omitempty"`
 }
 
 // context returns the context called name, or nil.
@@ -138,4 +141,17 @@ func masked(s string) string {
 		return ""
 	}
 	return "REDACTED"
+}
+
+// abbreviatedPEM is a certificate as `config view` shows it: public, but
+// too long to print whole.
+func abbreviatedPEM(s string) string {
+	if s == "" {
+		return ""
+	}
+	body := strings.Join(strings.Fields(strings.NewReplacer("-----BEGIN CERTIFICATE-----", "", "-----END CERTIFICATE-----", "").Replace(s)), "")
+	if len(body) > 24 {
+		body = body[:12] + "…" + body[len(body)-12:]
+	}
+	return "-----BEGIN CERTIFICATE----- " + body + " -----END CERTIFICATE-----"
 }

@@ -112,6 +112,8 @@ func (a *app) explain(ctx context.Context, err error) error {
 		return &e
 	case err == nil, errors.As(err, &api), errors.As(err, &ce):
 		return err
+	case a.explainTLS(err) != nil:
+		return a.explainTLS(err)
 	case ctx.Err() != nil:
 		return codedf(codeInterrupted, "interrupted")
 	case errors.Is(err, context.DeadlineExceeded):

@@ -20,7 +20,7 @@ import (
 
 // Defaults of the global flags.
 const (
-	defaultServer  = "http://127.0.0.1:7080"
+	defaultServer  = "https://127.0.0.1:7080"
 	defaultTimeout = 30 * time.Second
 	// defaultWaitTimeout bounds a --wait: long enough for an image download
 	// and a boot, short enough that a stuck task does not hang a script.
@@ -67,6 +67,10 @@ type app struct {
 	// reads one line from it without echo. Seams for tests.
 	terminal   func() bool
 	readSecret func() (string, error)
+
+	// pinnedCA is the fingerprint of the cluster CA the call trusts alone
+	// ("" when it uses the system roots or plain http), for error messages.
+	pinnedCA string
 
 	api *client.Client // built lazily by client()
 }
@@ -159,7 +163,10 @@ func (a *app) client() (*client.Client, error) {
 	if cx != nil {
 		a.server, a.contextName = cx.Server, cx.Name
 	}
-	var opts []client.Option
+	opts, err := a.transportOptions(cx)
+	if err != nil {
+		return nil, err
+	}
 	if cx != nil {
 		switch {
 		case cx.APIToken != "":

@@ -253,7 +253,11 @@ func (a *app) relogin(ctx context.Context, email, password string) error {
 	if cx == nil || cx.RefreshToken == "" {
 		return nil
 	}
-	anon, err := client.New(cx.Server)
+	opts, err := a.transportOptions(cx)
+	if err != nil {
+		return err
+	}
+	anon, err := client.New(cx.Server, opts...)
 	if err != nil {
 		return err
 	}
