@@ -21,6 +21,14 @@ type apiConfig struct {
 	DataDir string `koanf:"data_dir"`
 	// Listen is the REST listener.
 	Listen string `koanf:"listen"`
+	TLS    struct {
+		// Enabled serves the REST listener over HTTPS with a certificate of
+		// the cluster CA; false serves plain HTTP (credentials in clear).
+		Enabled bool `koanf:"enabled"`
+		// SANs are the names and addresses clients may dial the REST
+		// listener by; empty means defaultRESTSANs.
+		SANs []string `koanf:"sans"`
+	} `koanf:"tls"`
 	// AgentListen is the agent-facing HTTPS listener (enrollment, and later
 	// heartbeats), served with a certificate of the cluster CA.
 	AgentListen string `koanf:"agent_listen"`
@@ -85,9 +93,9 @@ type apiConfig struct {
 func defaultConfig() apiConfig {
 	var c apiConfig
 	c.DataDir = "/var/lib/otherix"
-	// Loopback until the API serves TLS with the cluster CA and requires
-	// authentication; binding wider is an explicit choice.
+	// Loopback by default; binding wider is an explicit choice.
 	c.Listen = "127.0.0.1:7080"
+	c.TLS.Enabled = true
 	c.AgentListen = "127.0.0.1:7443"
 	c.Etcd.MaxTxnOps = 128
 	c.Jobs.Dispatch = true
@@ -125,6 +133,15 @@ func loadConfig(flags *pflag.FlagSet) (apiConfig, error) {
 	}
 	if cfg.DataDir == "" {
 		return cfg, fmt.Errorf("data_dir must be set")
+	}
+	if cfg.Listen == "" {
+		return cfg, fmt.Errorf("listen must be set")
+	}
+	if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
+		return cfg, fmt.Errorf("listen %q: %w", cfg.Listen, err)
+	}
+	if cfg.TLS.Enabled && len(cfg.TLS.SANs) == 0 {
+		cfg.TLS.SANs = defaultRESTSANs(cfg.Listen)
 	}
 	if cfg.AgentListen == "" {
 		return cfg, fmt.Errorf("agent_listen must be set")
@@ -167,6 +184,16 @@ func defaultAgentSANs(agentListen string) []string {
 		if ip, err := netip.ParseAddr(host); err == nil && !ip.IsUnspecified() && ip.Zone() == "" {
 			add(ip.String())
 		}
+	}
+	return sans
+}
+
+// defaultRESTSANs are the names clients may reach the REST listener by when
+// tls.sans is not set: the agent listener's defaults plus ::1.
+func defaultRESTSANs(listen string) []string {
+	sans := defaultAgentSANs(listen)
+	if !slices.Contains(sans, "::1") {
+		sans = append(sans, "::1")
 	}
 	return sans
 }

@@ -101,13 +101,42 @@ func serve(cmd *cobra.Command) error {
 		_ = ln.Close()
 		return err
 	}
+	fp := gw.CA().Fingerprint()
+	scheme := "http"
+	if cfg.TLS.Enabled {
+		// The cluster CA is in <data_dir>/pki/ca.pem (startAgentListener
+		// wrote it); clients pin it by fingerprint, so the certificate is
+		// issued afresh at every start like the agent listener's.
+		cert, err := gw.CA().IssueServerCert(cfg.TLS.SANs, time.Now(), 0)
+		if err != nil {
+			_ = ln.Close()
+			_ = agentLn.Close()
+			return fmt.Errorf("REST listener certificate: %w", err)
+		}
+		httpSrv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		httpSrv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+		scheme = "https"
+	} else {
+		log.Warn("tls.enabled is false: the REST listener serves plain HTTP and credentials travel in clear", "listen", ln.Addr().String())
+	}
 	served := make(chan error, 2)
-	go func() { served <- httpSrv.Serve(ln) }()
+	go func() {
+		if cfg.TLS.Enabled {
+			served <- httpSrv.ServeTLS(ln, "", "")
+			return
+		}
+		served <- httpSrv.Serve(ln)
+	}()
 	go func() { served <- agentSrv.ServeTLS(agentLn, "", "") }()
 	abs, _ := filepath.Abs(cfg.DataDir)
-	log.Info("otherix-api ready", "listen", "http://"+ln.Addr().String(), "data_dir", abs, "version", version)
-	fmt.Fprintf(os.Stdout, "otherix-api %s listening on http://%s (data dir %s)\n", version, ln.Addr(), abs)
-	fp := gw.CA().Fingerprint()
+	if cfg.TLS.Enabled {
+		log.Info("otherix-api ready", "listen", scheme+"://"+ln.Addr().String(), "ca_fingerprint", fp, "sans", cfg.TLS.SANs,
+			"data_dir", abs, "version", version)
+		fmt.Fprintf(os.Stdout, "otherix-api %s listening on https://%s (CA fingerprint %s, data dir %s)\n", version, ln.Addr(), fp, abs)
+	} else {
+		log.Info("otherix-api ready", "listen", scheme+"://"+ln.Addr().String(), "data_dir", abs, "version", version)
+		fmt.Fprintf(os.Stdout, "otherix-api %s listening on http://%s (data dir %s)\n", version, ln.Addr(), abs)
+	}
 	log.Info("agent listener ready", "listen", "https://"+agentLn.Addr().String(), "ca_fingerprint", fp, "sans", cfg.Agent.SANs)
 	fmt.Fprintf(os.Stdout, "agent listener on https://%s (CA fingerprint %s)\n", agentLn.Addr(), fp)
 

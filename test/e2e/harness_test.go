@@ -6,6 +6,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"io"
 	"net"
@@ -81,9 +83,14 @@ func startAPI(t *testing.T, dataDir string, env ...string) *apiProcess {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start otherix-api: %v", err)
 	}
-	p := &apiProcess{t: t, cmd: cmd, URL: "http://" + addr, AgentURL: "https://" + agentAddr, stderr: &stderr, done: make(chan struct{})}
+	p := &apiProcess{t: t, cmd: cmd, URL: "https://" + addr, AgentURL: "https://" + agentAddr, stderr: &stderr, done: make(chan struct{})}
 	go func() { p.waitErr = cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() { p.kill() })
+	// The REST listener serves TLS with the cluster CA, which the API writes
+	// to <data_dir>/pki/ca.pem at start: wait for the file, then poll /readyz
+	// with a client that trusts it. ca.pem is read again at every attempt, as
+	// a data dir from an earlier run may hold a stale one until it is rewritten.
+	caFile := filepath.Join(dataDir, "pki", "ca.pem")
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		select {
@@ -91,19 +98,45 @@ func startAPI(t *testing.T, dataDir string, env ...string) *apiProcess {
 			t.Fatalf("otherix-api exited while starting: %v\n%s", p.waitErr, stderr.String())
 		default:
 		}
-		resp, err := http.Get(p.URL + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				login(t, p.URL)
-				return p
+		if client := caClient(caFile); client != nil {
+			resp, err := client.Get(p.URL + "/readyz")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					clients.Store(addr, client)
+					login(t, p.URL)
+					return p
+				}
 			}
+			client.CloseIdleConnections()
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("otherix-api not ready after 60s\n%s", stderr.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// clients holds the HTTP client of each API, by host:port, for call: each
+// trusts that API's cluster CA.
+var clients sync.Map
+
+// caClient returns a client trusting the CA certificate in caFile, or nil
+// while the file is missing or not (yet) a complete certificate.
+func caClient(caFile string) *http.Client {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil
+	}
+	return &http.Client{Transport: &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		ForceAttemptHTTP2:   true,
+		MaxIdleConnsPerHost: 16,
+	}}
 }
 
 // kill9 ends the process the way a crash or OOM kill would.
@@ -188,7 +221,11 @@ func call(t *testing.T, method, target string, body any, out any) int {
 	if tok, ok := bearers.Load(req.URL.Host); ok {
 		req.Header.Set("Authorization", "Bearer "+tok.(string))
 	}
-	resp, err := http.DefaultClient.Do(req)
+	client, ok := clients.Load(req.URL.Host)
+	if !ok {
+		t.Fatalf("%s %s: no API started on %s", method, target, req.URL.Host)
+	}
+	resp, err := client.(*http.Client).Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, target, err)
 	}
