@@ -1,6 +1,8 @@
 package enroll
 
 import (
+	"github.com/otherix/otherix/nodeagent/apierror"
+
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -10,9 +12,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
-	"unicode"
 
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/security"
@@ -173,35 +173,5 @@ func (t *transport) enroll(ctx context.Context, ca *x509.Certificate, er message
 	return &out, nil
 }
 
-// serverError decodes the API's error envelope, or keeps a short, printable
-// excerpt of a body that is not one (a proxy's error page, say).
-func serverError(status int, body []byte) *ServerError {
-	var env struct {
-		Error struct {
-			Code    string         `json:"code"`
-			Message string         `json:"message"`
-			Details map[string]any `json:"details"`
-		} `json:"error"`
-	}
-	if json.Unmarshal(body, &env) == nil && env.Error.Code != "" {
-		return &ServerError{Status: status, Code: env.Error.Code, Message: env.Error.Message, Details: env.Error.Details}
-	}
-	return &ServerError{Status: status, Message: excerpt(body)}
-}
-
-// excerpt returns up to 200 printable characters of b, for an error message.
-func excerpt(b []byte) string {
-	s := strings.Map(func(r rune) rune {
-		if unicode.IsPrint(r) {
-			return r
-		}
-		return ' '
-	}, strings.TrimSpace(string(b)))
-	if r := []rune(s); len(r) > 200 {
-		s = string(r[:200]) + "…"
-	}
-	if s == "" {
-		return "empty body"
-	}
-	return s
-}
+// serverError decodes the API's error envelope.
+func serverError(status int, body []byte) *ServerError { return apierror.Decode(status, body) }

@@ -1,10 +1,10 @@
 package enroll
 
 import (
+	"github.com/otherix/otherix/nodeagent/apierror"
+
 	"errors"
 	"fmt"
-	"sort"
-	"strings"
 )
 
 // Sentinels. Returned errors wrap them with a short reason; none carries the
@@ -64,44 +64,5 @@ const (
 )
 
 // ServerError is a refusal by the control plane, decoded from its error
-// envelope {"error":{"code","message","details"}}. errors.Is matches another
-// *ServerError by Code.
-type ServerError struct {
-	Status  int            // HTTP status
-	Code    string         // the envelope's code; "" when the body was not an envelope
-	Message string         // the envelope's message, or a short excerpt of the body
-	Details map[string]any // the envelope's details, if any
-}
-
-func (e *ServerError) Error() string {
-	var b strings.Builder
-	b.WriteString("server refused: ")
-	if e.Code != "" {
-		b.WriteString(e.Code)
-		b.WriteString(": ")
-	}
-	b.WriteString(e.Message)
-	if len(e.Details) > 0 {
-		keys := make([]string, 0, len(e.Details))
-		for k := range e.Details {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		b.WriteString(" (")
-		for i, k := range keys {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			fmt.Fprintf(&b, "%s=%v", k, e.Details[k])
-		}
-		b.WriteString(")")
-	}
-	fmt.Fprintf(&b, " [HTTP %d]", e.Status)
-	return b.String()
-}
-
-// Is matches a *ServerError with the same Code.
-func (e *ServerError) Is(target error) bool {
-	var t *ServerError
-	return errors.As(target, &t) && t.Code == e.Code
-}
+// envelope; errors.Is matches another *ServerError by Code.
+type ServerError = apierror.Error

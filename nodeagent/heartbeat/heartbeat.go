@@ -4,6 +4,8 @@
 package heartbeat
 
 import (
+	"github.com/otherix/otherix/nodeagent/apierror"
+
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -16,11 +18,9 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
-	"sort"
 	"strings"
 	"sync"
 	"time"
-	"unicode"
 
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/nodeagent/enroll"
@@ -56,49 +56,8 @@ const (
 )
 
 // ServerError is a refusal by the control plane, decoded from its error
-// envelope {"error":{"code","message","details"}}. errors.Is matches another
-// *ServerError by Code.
-type ServerError struct {
-	Status  int            // HTTP status
-	Code    string         // the envelope's code; "" when the body was not an envelope
-	Message string         // the envelope's message, or a short excerpt of the body
-	Details map[string]any // the envelope's details, if any
-}
-
-func (e *ServerError) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "heartbeat refused [HTTP %d]: ", e.Status)
-	if e.Code != "" {
-		b.WriteString(e.Code + ": ")
-	}
-	b.WriteString(e.Message)
-	if len(e.Details) > 0 {
-		keys := make([]string, 0, len(e.Details))
-		for k := range e.Details {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		b.WriteString(" (")
-		for i, k := range keys {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			fmt.Fprintf(&b, "%s=%v", k, e.Details[k])
-		}
-		b.WriteString(")")
-	}
-	switch e.Status {
-	case http.StatusUnauthorized, http.StatusForbidden:
-		b.WriteString("; the node certificate was not accepted (node deleted or re-enrolled elsewhere? see otherix-agent bootstrap --force)")
-	}
-	return b.String()
-}
-
-// Is matches a *ServerError with the same Code.
-func (e *ServerError) Is(target error) bool {
-	var t *ServerError
-	return errors.As(target, &t) && t.Code == e.Code
-}
+// envelope; errors.Is matches another *ServerError by Code.
+type ServerError = apierror.Error
 
 // NewClient returns an HTTP client for server that presents cert (mutual
 // TLS), trusts only roots, verifies the server certificate against the
@@ -370,30 +329,12 @@ func errKey(err error) string {
 	return err.Error()
 }
 
-// serverError decodes the error envelope, or keeps a short printable
-// excerpt of a body that is not one (a proxy's error page, say).
-func serverError(status int, body []byte) *ServerError {
-	var env struct {
-		Error struct {
-			Code    string         `json:"code"`
-			Message string         `json:"message"`
-			Details map[string]any `json:"details"`
-		} `json:"error"`
+// serverError decodes the error envelope. A refused certificate gets a hint,
+// since that is what an operator sees after re-enrolling or deleting a node.
+func serverError(status int, body []byte) error {
+	e := apierror.Decode(status, body)
+	if status == http.StatusUnauthorized || status == http.StatusForbidden {
+		return fmt.Errorf("%w; the node certificate was not accepted (node deleted or re-enrolled elsewhere? see otherix-agent bootstrap --force)", e)
 	}
-	if json.Unmarshal(body, &env) == nil && env.Error.Code != "" {
-		return &ServerError{Status: status, Code: env.Error.Code, Message: env.Error.Message, Details: env.Error.Details}
-	}
-	s := strings.Map(func(r rune) rune {
-		if unicode.IsPrint(r) {
-			return r
-		}
-		return ' '
-	}, strings.TrimSpace(string(body)))
-	if r := []rune(s); len(r) > 200 {
-		s = string(r[:200]) + "…"
-	}
-	if s == "" {
-		s = http.StatusText(status)
-	}
-	return &ServerError{Status: status, Message: s}
+	return e
 }
