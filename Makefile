@@ -20,6 +20,7 @@ LDFLAGS := -X main.version=$(VERSION)
 
 DEV_DIR ?= .dev
 DEV_LISTEN ?= 127.0.0.1:7080
+DEV_AGENT_LISTEN ?= 127.0.0.1:7443
 
 BENCHTIME ?= 3s
 
@@ -119,11 +120,11 @@ bench:
 	fi
 	@echo "bench: results in bench.out"
 
-# On first boot the API creates admin@localhost with a generated password that
-# it prints once in its log: log in with bin/otherix login http://$(DEV_LISTEN) --user admin@localhost.
+# scripts/dev.sh runs the API on $(DEV_DIR) (admin@localhost, password in
+# $(DEV_DIR)/admin-password), enrolls this host as a node and runs its agent;
+# Ctrl-C stops both. exec so a SIGTERM to make reaches the script's trap.
 dev: deps build
-	@mkdir -p $(DEV_DIR)
-	OTHERIX_ADMIN__EMAIL=admin@localhost $(BIN_DIR)/otherix-api --data-dir $(DEV_DIR) --listen $(DEV_LISTEN)
+	DEV_DIR=$(DEV_DIR) DEV_LISTEN=$(DEV_LISTEN) DEV_AGENT_LISTEN=$(DEV_AGENT_LISTEN) BIN_DIR=$(BIN_DIR) exec bash scripts/dev.sh
 
 # clean leaves $(DEV_DIR) alone: it holds the dev cluster's etcd data.
 clean:

@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# scripts/dev.sh: the `make dev` cluster. Runs otherix-api on DEV_DIR, logs in
+# with a dev-only CLI config, enrolls this host as a node (first run only) and
+# runs otherix-agent next to it, then stays in the foreground until Ctrl-C,
+# when it stops exactly the two processes it started.
+#
+# Environment (the Makefile passes these):
+#   DEV_DIR           data dir (default .dev): etcd data, PKI, logs, the
+#                     admin password, the CLI config and the agent state
+#   DEV_LISTEN        REST listener (default 127.0.0.1:7080)
+#   DEV_AGENT_LISTEN  agent-facing listener (default 127.0.0.1:7443)
+#   BIN_DIR           where the built binaries are (default bin)
+set -euo pipefail
+
+DEV_DIR=${DEV_DIR:-.dev}
+DEV_LISTEN=${DEV_LISTEN:-127.0.0.1:7080}
+DEV_AGENT_LISTEN=${DEV_AGENT_LISTEN:-127.0.0.1:7443}
+BIN_DIR=${BIN_DIR:-bin}
+START_TIMEOUT=${DEV_START_TIMEOUT:-60} # seconds
+
+ADMIN_EMAIL=admin@localhost
+PASSWORD_FILE=$DEV_DIR/admin-password
+AGENT_DIR=$DEV_DIR/agent
+API_LOG=$DEV_DIR/api.log
+AGENT_LOG=$DEV_DIR/agent.log
+# A CLI config of its own, so the user's ~/.otherix/config is never touched.
+export OTHERIX_CONFIG=$DEV_DIR/otherix-config
+
+api_pid=
+agent_pid=
+
+log() { echo "dev: $*" >&2; }
+
+# stop kills exactly the processes this script started, by pid.
+stop() {
+	local pid
+	for pid in $agent_pid $api_pid; do
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	for pid in $agent_pid $api_pid; do
+		wait "$pid" 2>/dev/null || true
+	done
+	agent_pid=
+	api_pid=
+}
+trap 'stop' EXIT
+trap 'log "stopping"; stop; exit 130' INT
+trap 'log "stopping"; stop; exit 143' TERM
+
+die() {
+	log "$*"
+	exit 1
+}
+
+api_log_tail() {
+	log "last lines of $API_LOG:"
+	tail -n 25 "$API_LOG" >&2 || true
+}
+
+for b in otherix-api otherix-agent otherix; do
+	[[ -x $BIN_DIR/$b ]] || die "$BIN_DIR/$b is missing: run make build"
+done
+
+mkdir -p "$DEV_DIR"
+chmod 0700 "$DEV_DIR"
+
+# The admin password: generated on the first run and handed to the API, which
+# creates admin@localhost with it on its first boot. Later runs reuse the file
+# and pass it again: the API ignores it once the admin exists, and a first
+# boot that failed before creating the admin gets the same password.
+if [[ ! -s $PASSWORD_FILE ]]; then
+	if [[ -d $DEV_DIR/member-data ]]; then
+		die "$DEV_DIR already holds a cluster whose admin password is not in $PASSWORD_FILE;
+     write that password into $PASSWORD_FILE, or remove $DEV_DIR to start over"
+	fi
+	password=$(head -c 18 /dev/urandom | base64 | tr -d '/+=\n')
+	(umask 077 && printf '%s\n' "$password" >"$PASSWORD_FILE")
+	unset password
+fi
+chmod 0600 "$PASSWORD_FILE"
+api_env=(OTHERIX_ADMIN__EMAIL="$ADMIN_EMAIL" OTHERIX_ADMIN__PASSWORD="$(head -n 1 "$PASSWORD_FILE")")
+
+# Start the API and wait for its start lines (REST and agent listeners).
+: >"$API_LOG"
+env "${api_env[@]}" "$BIN_DIR/otherix-api" --data-dir "$DEV_DIR" \
+	--listen "$DEV_LISTEN" --agent-listen "$DEV_AGENT_LISTEN" >>"$API_LOG" 2>&1 &
+api_pid=$!
+log "otherix-api started (pid $api_pid, log $API_LOG)"
+
+api_url=
+agent_url=
+fingerprint=
+deadline=$((SECONDS + START_TIMEOUT))
+while :; do
+	line=$(grep -m1 -E '^otherix-api .* listening on https://[^ ]+ \(CA fingerprint [0-9a-f]+' "$API_LOG" || true)
+	aline=$(grep -m1 -E '^agent listener on https://[^ ]+ ' "$API_LOG" || true)
+	if [[ -n $line && -n $aline ]]; then
+		api_url=$(sed -E 's/.* listening on (https:\/\/[^ ]+) .*/\1/' <<<"$line")
+		fingerprint=$(sed -E 's/.*\(CA fingerprint ([0-9a-f]+).*/\1/' <<<"$line")
+		agent_url=$(sed -E 's/^agent listener on (https:\/\/[^ ]+) .*/\1/' <<<"$aline")
+		break
+	fi
+	if ! kill -0 "$api_pid" 2>/dev/null; then
+		wait "$api_pid" 2>/dev/null || true
+		api_pid=
+		api_log_tail
+		die "otherix-api exited while starting (is $DEV_LISTEN or $DEV_AGENT_LISTEN already in use, or another otherix-api running on $DEV_DIR?)"
+	fi
+	if ((SECONDS >= deadline)); then
+		api_log_tail
+		die "otherix-api did not print its start line within ${START_TIMEOUT}s"
+	fi
+	sleep 0.2
+done
+
+# /readyz: etcd is up and this replica takes traffic.
+if command -v curl >/dev/null; then
+	until curl -fsS --max-time 2 --cacert "$DEV_DIR/pki/ca.pem" "$api_url/readyz" >/dev/null 2>&1; do
+		if ! kill -0 "$api_pid" 2>/dev/null; then
+			api_pid=
+			api_log_tail
+			die "otherix-api exited while starting"
+		fi
+		if ((SECONDS >= deadline)); then
+			api_log_tail
+			die "$api_url/readyz did not answer within ${START_TIMEOUT}s"
+		fi
+		sleep 0.3
+	done
+fi
+
+if ! "$BIN_DIR/otherix" login "$api_url" --user "$ADMIN_EMAIL" --password-stdin \
+	--ca-fingerprint "$fingerprint" <"$PASSWORD_FILE" >/dev/null 2>"$DEV_DIR/login.err"; then
+	cat "$DEV_DIR/login.err" >&2
+	die "could not log in as $ADMIN_EMAIL with the password in $PASSWORD_FILE"
+fi
+rm -f "$DEV_DIR/login.err"
+
+# Enroll this host as a node, once: the agent state survives re-runs.
+node_name=$(hostname -s 2>/dev/null | tr 'A-Z' 'a-z' | tr -cd 'a-z0-9-' || true)
+node_name=${node_name:-dev}
+if [[ ! -f $AGENT_DIR/agent.yaml ]]; then
+	token=$("$BIN_DIR/otherix" node join-token create --ttl 10m --name "$node_name" -o json 2>/dev/null |
+		sed -n -E 's/^ *"token": *"([^"]+)".*/\1/p' || true)
+	[[ -n $token ]] || die "could not create a join token for node $node_name"
+	"$BIN_DIR/otherix-agent" bootstrap --server "$agent_url" --token "$token" \
+		--name "$node_name" --state-dir "$AGENT_DIR" >&2 ||
+		die "otherix-agent bootstrap failed"
+	unset token
+else
+	node_name=$(sed -n -E 's/^node_name: *//p' "$AGENT_DIR/agent.yaml")
+fi
+
+: >"$AGENT_LOG"
+"$BIN_DIR/otherix-agent" serve --state-dir "$AGENT_DIR" >>"$AGENT_LOG" 2>&1 &
+agent_pid=$!
+log "otherix-agent started (pid $agent_pid, node $node_name, log $AGENT_LOG)"
+
+# Wait (briefly) for the first heartbeat to make the node ready.
+phase=
+for _ in $(seq 1 50); do
+	phase=$("$BIN_DIR/otherix" node list 2>/dev/null | awk -v n="$node_name" '$1 == n { print $2 }' || true)
+	[[ $phase == ready ]] && break
+	kill -0 "$agent_pid" 2>/dev/null || {
+		tail -n 20 "$AGENT_LOG" >&2
+		die "otherix-agent exited"
+	}
+	sleep 0.2
+done
+
+cat <<EOF
+
+  Otherix dev cluster
+  API             $api_url
+  CA fingerprint  $fingerprint
+  admin           $ADMIN_EMAIL (password in $PASSWORD_FILE)
+  node            $node_name (${phase:-not reported yet})
+  logs            $API_LOG, $AGENT_LOG
+
+  Use the CLI with the dev config:
+    export OTHERIX_CONFIG=$OTHERIX_CONFIG; $BIN_DIR/otherix node list
+  or log in with your own config (~/.otherix/config):
+    $BIN_DIR/otherix login $api_url --user $ADMIN_EMAIL --password-stdin --ca-fingerprint $fingerprint < $PASSWORD_FILE
+
+  Ctrl-C stops the API and the agent.
+
+EOF
+
+# Stay in the foreground until Ctrl-C or the API exits.
+status=0
+wait "$api_pid" || status=$?
+api_pid=
+log "otherix-api exited (status $status)"
+exit "$status"
