@@ -118,6 +118,11 @@ bench:
 		echo "go run ./test/bench" | tee -a bench.out; \
 		go run ./test/bench 2>&1 | tee -a bench.out; \
 	fi
+	@# Heartbeat handling (issue #4): a simulated fleet over real mTLS.
+	@if [ -d test/sim ]; then \
+		echo "go run ./test/sim -nodes 2000 -rate 333,1000 -d 20s" | tee -a bench.out; \
+		go run ./test/sim -nodes 2000 -rate 333,1000 -d 20s 2>&1 | grep -v '^{' | tee -a bench.out; \
+	fi
 	@echo "bench: results in bench.out"
 
 # scripts/dev.sh runs the API on $(DEV_DIR) (admin@localhost, password in

@@ -135,6 +135,8 @@ type Gateway struct {
 	id *identity
 	// ca is the cluster CA, shared by every replica through etcd.
 	ca *security.CA
+	// hb caches heartbeat authentication and the settings (heartbeat.go).
+	hb heartbeatCache
 }
 
 // Start brings up the actor system: the vms, jobs and maintenance guardians,

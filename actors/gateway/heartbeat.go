@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -46,31 +47,108 @@ func (g *Gateway) Heartbeat(ctx context.Context, cert *x509.Certificate, hb mess
 		g.log.Warn("heartbeat refused", append([]any{"node", name, "reason", e.Code}, detail...)...)
 		return nil, e
 	}
-	n, err := g.st.NodeByName(ctx, name)
-	if messages.KindOf(err) == messages.KindNotFound {
-		return refuse(errUnknownNode)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if fp := security.Fingerprint(cert); fp != n.CertFingerprint {
-		return refuse(errCertNotRecorded, "cert_fingerprint", fp)
-	}
-	if err := security.VerifyNodeCert(g.ca, cert, now); err != nil {
-		return refuse(errUntrustedCert, "err", err)
-	}
-	if _, err := g.askNode(n.ID, node.Heartbeat{Observed: hb, Now: now}); err != nil {
+	fp := security.Fingerprint(cert)
+	id, ok := g.hb.node(name, fp, now)
+	if !ok {
+		n, err := g.st.NodeByName(ctx, name)
 		if messages.KindOf(err) == messages.KindNotFound {
+			return refuse(errUnknownNode)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if fp != n.CertFingerprint {
+			return refuse(errCertNotRecorded, "cert_fingerprint", fp)
+		}
+		if err := security.VerifyNodeCert(g.ca, cert, now); err != nil {
+			return refuse(errUntrustedCert, "err", err)
+		}
+		id = n.ID
+		g.hb.putNode(name, fp, id, cert)
+	}
+	if _, err := g.askNode(id, node.Heartbeat{Observed: hb, Now: now}); err != nil {
+		if messages.KindOf(err) == messages.KindNotFound {
+			g.hb.dropNode(name)
 			return refuse(errUnknownNode) // deleted meanwhile
 		}
 		return nil, err
 	}
-	settings, err := g.st.Settings(ctx)
+	settings, err := g.hb.settings(ctx, g.st)
 	if err != nil {
 		return nil, err
 	}
 	secs := int(g.cfg.Nodes.HeartbeatInterval / time.Second)
 	return &messages.HeartbeatResponse{IntervalSeconds: max(secs, 1), Desired: messages.DesiredState{Settings: settings}}, nil
+}
+
+// heartbeatCacheTTL is how long a heartbeat reuses a node's verified
+// identity and the settings document instead of reading etcd and verifying
+// the certificate chain again (issue #4's benchmark: those were a third of a
+// heartbeat's control-plane CPU). A deleted node is still refused at once:
+// its actor answers not found. A renewed certificate has another
+// fingerprint, so it misses the cache. Settings reach agents within the TTL.
+const heartbeatCacheTTL = 5 * time.Second
+
+// heartbeatCache holds, per node name, the fingerprint of the certificate
+// last verified for it and the node id; and the settings document. The zero
+// value is ready.
+type heartbeatCache struct {
+	mu       sync.Mutex
+	nodes    map[string]hbNode
+	set      messages.Settings
+	setUntil time.Time
+}
+
+type hbNode struct {
+	fp, id              string
+	until               time.Time // wall clock
+	notBefore, notAfter time.Time // the certificate's, on the heartbeat clock
+}
+
+func (c *heartbeatCache) node(name, fp string, now time.Time) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.nodes[name]
+	if !ok || e.fp != fp || !time.Now().Before(e.until) || now.Before(e.notBefore) || now.After(e.notAfter) {
+		return "", false
+	}
+	return e.id, true
+}
+
+func (c *heartbeatCache) putNode(name, fp, id string, cert *x509.Certificate) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.nodes == nil {
+		c.nodes = make(map[string]hbNode)
+	}
+	if len(c.nodes) >= 100_000 {
+		clear(c.nodes)
+	}
+	c.nodes[name] = hbNode{fp: fp, id: id, until: time.Now().Add(heartbeatCacheTTL), notBefore: cert.NotBefore, notAfter: cert.NotAfter}
+}
+
+func (c *heartbeatCache) dropNode(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.nodes, name)
+}
+
+func (c *heartbeatCache) settings(ctx context.Context, st *store.Store) (messages.Settings, error) {
+	c.mu.Lock()
+	if time.Now().Before(c.setUntil) {
+		s := c.set
+		c.mu.Unlock()
+		return s, nil
+	}
+	c.mu.Unlock()
+	s, err := st.Settings(ctx)
+	if err != nil {
+		return s, err
+	}
+	c.mu.Lock()
+	c.set, c.setUntil = s, time.Now().Add(heartbeatCacheTTL)
+	c.mu.Unlock()
+	return s, nil
 }
 
 // ListNodes lists enrolled nodes in enrollment order. Each row is merged with
