@@ -18,8 +18,8 @@ import (
 
 	"github.com/otherix/otherix/actors/gateway"
 	"github.com/otherix/otherix/messages"
-	"github.com/otherix/otherix/persistence/etcd"
 	"github.com/otherix/otherix/persistence/store"
+	"github.com/otherix/otherix/persistence/storetest"
 )
 
 const owner = "alice"
@@ -43,12 +43,7 @@ func startGateway(t *testing.T, cfg gateway.Config) (*gateway.Gateway, *store.St
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	m, err := etcd.Start(ctx, etcd.Config{DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatalf("start member: %v", err)
-	}
-	t.Cleanup(m.Close)
-	st := store.New(m.Client(), store.WithMaxTxnOps(m.MaxTxnOps()))
+	st := storetest.New(t)
 	cfg.Replica = "test-replica"
 	cfg.CleanupInterval = time.Hour
 	if cfg.AskTimeout == 0 {

@@ -13,8 +13,8 @@ import (
 	"github.com/otherix/otherix/actors/node"
 	"github.com/otherix/otherix/actors/system"
 	"github.com/otherix/otherix/messages"
-	"github.com/otherix/otherix/persistence/etcd"
 	"github.com/otherix/otherix/persistence/store"
+	"github.com/otherix/otherix/persistence/storetest"
 )
 
 type harness struct {
@@ -31,12 +31,7 @@ func start(t *testing.T, boot time.Time) *harness {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	m, err := etcd.Start(ctx, etcd.Config{DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(m.Close)
-	st := store.New(m.Client())
+	st := storetest.New(t)
 	n := &messages.Node{ID: messages.NewID(), Name: "n1", Phase: messages.NodePending, EnrolledAt: boot}
 	if err := st.Commit(ctx, store.CreateNode(store.NewTxn(), n)); err != nil {
 		t.Fatal(err)
@@ -142,8 +137,25 @@ func TestBootGrace(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	h := start(t, t0)
 	h.ask(hb(2, t0.Add(-time.Hour))) // before "boot": as if written by a previous process
+	restarted := make(chan struct{}, 1)
+	es := h.rt.System.EventStream
+	sub := es.Subscribe(func(evt any) {
+		if e, ok := evt.(*actor.SupervisorEvent); ok && e.Directive == actor.RestartDirective {
+			select {
+			case restarted <- struct{}{}:
+			default:
+			}
+		}
+	})
+	defer es.Unsubscribe(sub)
 	h.rt.System.Root.Send(h.nodes, system.Deliver{ID: h.nodeID, Msg: system.Crashed{Reason: "test restart"}})
-	time.Sleep(200 * time.Millisecond) // the restarted actor reloads on the next message
+	select {
+	case <-restarted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the node actor was not restarted")
+	}
+	// Messages sent from here on wait in the mailbox until the restart
+	// completes, so the next ask reaches the new incarnation.
 	if n := h.ask(node.CheckLiveness{Now: t0.Add(29 * time.Second)}); n.Phase != messages.NodeReady {
 		t.Fatalf("within the grace: %s", n.Phase)
 	}

@@ -17,8 +17,7 @@ import (
 	"github.com/otherix/otherix/actors/gateway"
 	"github.com/otherix/otherix/http/server"
 	"github.com/otherix/otherix/messages"
-	"github.com/otherix/otherix/persistence/etcd"
-	"github.com/otherix/otherix/persistence/store"
+	"github.com/otherix/otherix/persistence/storetest"
 )
 
 // The admin every test API bootstraps.
@@ -35,15 +34,7 @@ func startAPI(t *testing.T) string {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	log := slog.New(slog.DiscardHandler)
-	m, err := etcd.Start(ctx, etcd.Config{DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatalf("start etcd: %v", err)
-	}
-	t.Cleanup(m.Close)
-	st := store.New(m.Client())
-	if _, err := st.SeedSettings(ctx, messages.DefaultSettings()); err != nil {
-		t.Fatalf("seed settings: %v", err)
-	}
+	st := storetest.New(t)
 	gw, err := gateway.Start(ctx, st, gateway.Config{JobBackoffBase: 20 * time.Millisecond,
 		JobBackoffMax: 50 * time.Millisecond, JobAttempts: 2}, log)
 	if err != nil {

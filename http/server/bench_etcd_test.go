@@ -18,8 +18,7 @@ import (
 	"github.com/otherix/otherix/actors/gateway"
 	"github.com/otherix/otherix/http/client"
 	"github.com/otherix/otherix/messages"
-	"github.com/otherix/otherix/persistence/etcd"
-	"github.com/otherix/otherix/persistence/store"
+	"github.com/otherix/otherix/persistence/storetest"
 )
 
 // Authentication overhead of issue #3 (BENCHMARKS.md): GET /v1/vms over
@@ -58,15 +57,7 @@ func startBenchEnv(b *testing.B) *benchEnv {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	member, err := etcd.Start(ctx, etcd.Config{DataDir: b.TempDir()})
-	if err != nil {
-		b.Fatalf("start etcd: %v", err)
-	}
-	b.Cleanup(member.Close)
-	st := store.New(member.Client(), store.WithMaxTxnOps(member.MaxTxnOps()))
-	if _, err := st.SeedSettings(ctx, messages.DefaultSettings()); err != nil {
-		b.Fatalf("seed settings: %v", err)
-	}
+	st := storetest.New(b)
 	log := slog.New(slog.DiscardHandler)
 	gw, err := gateway.Start(ctx, st, gateway.Config{JobBackoffBase: time.Minute, JobBackoffMax: time.Minute,
 		Identity: gateway.IdentityConfig{LoginPerSource: 1 << 20, LoginPerAccount: 1 << 20}}, log)

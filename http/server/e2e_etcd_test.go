@@ -15,8 +15,7 @@ import (
 	"github.com/otherix/otherix/actors/gateway"
 	"github.com/otherix/otherix/http/client"
 	"github.com/otherix/otherix/messages"
-	"github.com/otherix/otherix/persistence/etcd"
-	"github.com/otherix/otherix/persistence/store"
+	"github.com/otherix/otherix/persistence/storetest"
 	"github.com/otherix/otherix/security"
 )
 
@@ -53,15 +52,7 @@ func startEnv(t *testing.T) *apiEnv {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	member, err := etcd.Start(ctx, etcd.Config{DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatalf("start etcd: %v", err)
-	}
-	t.Cleanup(member.Close)
-	st := store.New(member.Client(), store.WithMaxTxnOps(member.MaxTxnOps()))
-	if _, err := st.SeedSettings(ctx, messages.DefaultSettings()); err != nil {
-		t.Fatalf("seed settings: %v", err)
-	}
+	st := storetest.New(t)
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	// A long job backoff keeps tasks pending after their first (failing,
 	// node-less) attempt, so the tests can observe and cancel them. The
