@@ -22,6 +22,20 @@ declare -A NEEDS=(
 	# recommends, so the headers are listed on their own.
 	[gcc]=gcc
 	[/usr/include/stdio.h]=libc6-dev
+	# VMs: the agent runs QEMU and makes overlays with qemu-img.
+	[qemu-system-x86_64]=qemu-system-x86
+	[qemu-img]=qemu-utils
+	# The e2e test guest is built from Debian packages (test/guest/build.sh):
+	# static busybox as init, syslinux as the bootloader inside the image,
+	# and mtools/dosfstools/sfdisk to make its disk without loop devices.
+	[/bin/busybox]=busybox-static
+	[syslinux]=syslinux
+	[/usr/lib/syslinux/mbr/mbr.bin]=syslinux-common
+	[mcopy]=mtools
+	[mkfs.fat]=dosfstools
+	[sfdisk]=fdisk
+	[cpio]=cpio
+	[isoinfo]=genisoimage
 )
 
 # Go is not a Debian package here: the project pins a newer toolchain than

@@ -1,0 +1,62 @@
+package images
+
+import "errors"
+
+// Stable error codes. The HTTP layer maps them to API errors; they must not
+// change once published.
+const (
+	CodeURLInvalid         = "image_url_invalid"
+	CodeSHA256Invalid      = "image_sha256_invalid"
+	CodeChecksumMismatch   = "image_checksum_mismatch"
+	CodeNotFound           = "image_not_found"
+	CodeDownloadFailed     = "image_download_failed"
+	CodeDownloadStalled    = "image_download_stalled"
+	CodeUnreachable        = "image_unreachable"
+	CodeTooLarge           = "image_too_large"
+	CodeInvalidFormat      = "image_invalid_format"
+	CodeDiskSmallerThanImg = "disk_smaller_than_image"
+	CodeDiskExists         = "disk_exists"
+	CodeOverlayFailed      = "image_overlay_failed"
+	CodeCacheIO            = "image_cache_io"
+)
+
+// Error is a failure with a stable Code. errors.Is matches another *Error
+// with the same Code, so callers can write
+// errors.Is(err, &images.Error{Code: images.CodeNotFound}).
+type Error struct {
+	Code    string
+	Message string
+	Err     error // the cause, if any
+}
+
+func (e *Error) Error() string {
+	s := "images: " + e.Code + ": " + e.Message
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+var _ error = (*Error)(nil)
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Is matches an *Error with the same Code.
+func (e *Error) Is(target error) bool {
+	var t *Error
+	return errors.As(target, &t) && t.Code == e.Code
+}
+
+// ErrorCode returns the Code of the first *Error in err's chain, or "".
+func ErrorCode(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return ""
+}
+
+func newError(code, msg string, cause error) *Error {
+	return &Error{Code: code, Message: msg, Err: cause}
+}

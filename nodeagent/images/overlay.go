@@ -1,0 +1,85 @@
+package images
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// qemuImgBinary is the qemu-img looked up on PATH.
+const qemuImgBinary = "qemu-img"
+
+// CreateOverlay creates at path a qcow2 disk of sizeBytes backed by base.
+// The disk appears complete or not at all, and an existing file at path is
+// never replaced: it may be a VM's data.
+func CreateOverlay(ctx context.Context, base Image, path string, sizeBytes int64) error {
+	return createOverlay(ctx, qemuImgBinary, base, path, sizeBytes)
+}
+
+func createOverlay(ctx context.Context, qemuImg string, base Image, path string, sizeBytes int64) error {
+	if base.Format != formatQCOW2 && base.Format != formatRaw {
+		return newError(CodeInvalidFormat, fmt.Sprintf("base %s has format %q", base.Name, base.Format), nil)
+	}
+	if sizeBytes < base.VirtualSize {
+		return newError(CodeDiskSmallerThanImg, fmt.Sprintf("disk of %d bytes is smaller than image %s of %d bytes", sizeBytes, base.Name, base.VirtualSize), nil)
+	}
+	// qemu-img resolves a relative backing path against the overlay's
+	// directory, not ours.
+	backing, err := filepath.Abs(base.Path)
+	if err != nil {
+		return newError(CodeOverlayFailed, "resolve base path", err)
+	}
+	if _, err := os.Lstat(path); err == nil {
+		return newError(CodeDiskExists, path+" already exists", nil)
+	}
+
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return newError(CodeOverlayFailed, "create temporary disk", err)
+	}
+	tmp.Close()
+	tmpName := tmp.Name()
+	defer os.Remove(tmpName)
+
+	cmd := exec.CommandContext(ctx, qemuImg, "create", "-q", "-f", formatQCOW2,
+		"-F", base.Format, "-b", backing, tmpName, strconv.FormatInt(sizeBytes, 10))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("images: create overlay %s: %w", path, ctx.Err())
+		}
+		return newError(CodeOverlayFailed, "qemu-img create: "+strings.TrimSpace(stderr.String()), err)
+	}
+	if err := syncFile(tmpName); err != nil {
+		return newError(CodeOverlayFailed, "sync disk", err)
+	}
+	// A hard link commits like rename but fails instead of replacing a
+	// disk that appeared meanwhile.
+	if err := os.Link(tmpName, path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return newError(CodeDiskExists, path+" already exists", nil)
+		}
+		return newError(CodeOverlayFailed, "commit disk", err)
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return newError(CodeOverlayFailed, "sync disk directory", err)
+	}
+	return nil
+}
+
+func syncFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}

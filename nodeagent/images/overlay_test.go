@@ -1,0 +1,95 @@
+package images
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// baseImage makes a 64 MiB qcow2 base and describes it as the cache would.
+func baseImage(t *testing.T) Image {
+	t.Helper()
+	needQemuImg(t)
+	dir := t.TempDir()
+	p := filepath.Join(dir, "base")
+	if out, err := exec.Command(qemuImgBinary, "create", "-q", "-f", "qcow2", p, "64M").CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img create: %v\n%s", err, out)
+	}
+	c, err := New("default", dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	img, err := c.describe(context.Background(), "base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.VirtualSize != 64<<20 || img.Format != "qcow2" {
+		t.Fatalf("base = %+v", img)
+	}
+	return img
+}
+
+func TestCreateOverlay(t *testing.T) {
+	base := baseImage(t)
+	dir := t.TempDir()
+	disk := filepath.Join(dir, "vm-1.qcow2")
+
+	if err := CreateOverlay(context.Background(), base, disk, 128<<20); err != nil {
+		t.Fatalf("CreateOverlay: %v", err)
+	}
+	out, err := exec.Command(qemuImgBinary, "info", "--output=json", disk).Output()
+	if err != nil {
+		t.Fatalf("qemu-img info: %v", err)
+	}
+	var info struct {
+		Format          string `json:"format"`
+		VirtualSize     int64  `json:"virtual-size"`
+		BackingFilename string `json:"backing-filename"`
+		BackingFormat   string `json:"backing-filename-format"`
+	}
+	if err := json.Unmarshal(out, &info); err != nil {
+		t.Fatal(err)
+	}
+	if info.Format != "qcow2" || info.VirtualSize != 128<<20 || info.BackingFilename != base.Path || info.BackingFormat != "qcow2" {
+		t.Errorf("overlay info = %+v, want qcow2 of %d backed by %s (qcow2)", info, 128<<20, base.Path)
+	}
+	if names := dirNames(t, dir); len(names) != 1 {
+		t.Errorf("disk directory holds %v, want the disk only", names)
+	}
+
+	// An existing disk is never replaced.
+	before, _ := os.ReadFile(disk)
+	err = CreateOverlay(context.Background(), base, disk, 256<<20)
+	wantCode(t, err, CodeDiskExists)
+	if after, _ := os.ReadFile(disk); string(after) != string(before) {
+		t.Error("existing disk was modified")
+	}
+}
+
+func TestCreateOverlayTooSmall(t *testing.T) {
+	base := baseImage(t)
+	dir := t.TempDir()
+	err := CreateOverlay(context.Background(), base, filepath.Join(dir, "vm.qcow2"), 32<<20)
+	wantCode(t, err, CodeDiskSmallerThanImg)
+	for _, n := range []int64{32 << 20, 64 << 20} {
+		if !strings.Contains(err.Error(), strconv.FormatInt(n, 10)) {
+			t.Errorf("err = %v, want it to name %d", err, n)
+		}
+	}
+	assertEmptyDir(t, dir)
+}
+
+func TestCreateOverlayFailureLeavesNothing(t *testing.T) {
+	base := baseImage(t)
+	base.Path = filepath.Join(t.TempDir(), "missing")
+	dir := t.TempDir()
+	err := CreateOverlay(context.Background(), base, filepath.Join(dir, "vm.qcow2"), 128<<20)
+	wantCode(t, err, CodeOverlayFailed)
+	assertEmptyDir(t, dir)
+}
