@@ -7,7 +7,10 @@ import "time"
 // decodes it strictly (unknown fields are refused): the contract is neither
 // forward- nor backward-compatible, so the control plane is upgraded first.
 type Heartbeat struct {
-	AgentVersion string        `json:"agent_version"`
+	AgentVersion string `json:"agent_version"`
+	// Endpoint is the agent's own mTLS API (https://host:port); the control
+	// plane calls it to run VM tasks.
+	Endpoint     string        `json:"endpoint"`
 	Arch         string        `json:"arch"`
 	Capacity     NodeCapacity  `json:"capacity"`
 	QEMUVersions []string      `json:"qemu_versions"`
@@ -38,9 +41,15 @@ type PoolStatus struct {
 
 // VMObserved is one VM as the agent sees it.
 type VMObserved struct {
-	ID                 string `json:"id"`
-	Phase              string `json:"phase"`
-	ObservedGeneration int64  `json:"observed_generation"`
+	ID                 string     `json:"id"`
+	Phase              string     `json:"phase"`
+	ObservedGeneration int64      `json:"observed_generation"`
+	Pid                int        `json:"pid,omitempty"`
+	StartedAt          *time.Time `json:"started_at,omitempty"`
+	Message            string     `json:"message,omitempty"`
+	// ObservedAt is the agent's clock when this was true; the control plane
+	// keeps the newest of a task result and a heartbeat by it.
+	ObservedAt time.Time `json:"observed_at"`
 }
 
 // CachedImage is one base image in a pool's cache.

@@ -14,6 +14,12 @@ const (
 	PowerStopped = "stopped"
 )
 
+// Guest architectures, named as Go names them (and as nodes report theirs).
+const (
+	ArchAMD64 = "amd64"
+	ArchARM64 = "arm64"
+)
+
 // VM phases as observed by the control plane and agents.
 const (
 	PhasePending  = "pending"  // accepted, waiting to be placed and created on a node
@@ -61,6 +67,9 @@ type VMSpec struct {
 	Networks   []NICSpec   `json:"networks,omitempty"`
 	Node       string      `json:"node,omitempty"`
 	PowerState string      `json:"power_state"`
+	// Arch is the guest architecture (Go's names: amd64, arm64); placement
+	// only picks nodes of that architecture.
+	Arch string `json:"arch,omitempty"`
 }
 
 // ImageSource is where a VM's base disk comes from.
@@ -83,6 +92,10 @@ type VMStatus struct {
 	Addresses          []string    `json:"addresses,omitempty"`
 	Conditions         []Condition `json:"conditions,omitempty"`
 	Message            string      `json:"message,omitempty"`
+	Pid                int         `json:"pid,omitempty"`
+	StartedAt          *time.Time  `json:"started_at,omitempty"`
+	// ObservedAt is when the node last reported this VM (agent clock).
+	ObservedAt *time.Time `json:"observed_at,omitempty"`
 	// ActiveTask is the VM's task in progress; a VM runs one operation at a time.
 	ActiveTask string `json:"active_task,omitempty"`
 }
@@ -119,6 +132,9 @@ func (s *VMSpec) Defaults() {
 	if s.PowerState == "" {
 		s.PowerState = PowerRunning
 	}
+	if s.Arch == "" {
+		s.Arch = ArchAMD64
+	}
 }
 
 // Validate checks a spec after Defaults; it returns the first violation.
@@ -137,6 +153,9 @@ func (s *VMSpec) Validate() error {
 	}
 	if len(s.UserData) > MaxUserDataSize {
 		return Invalid("spec.user_data", "must be at most %d bytes", MaxUserDataSize)
+	}
+	if s.Arch != ArchAMD64 && s.Arch != ArchARM64 {
+		return Invalid("spec.arch", "must be %q or %q", ArchAMD64, ArchARM64)
 	}
 	if s.PowerState != PowerRunning && s.PowerState != PowerStopped {
 		return Invalid("spec.power_state", "must be %q or %q", PowerRunning, PowerStopped)

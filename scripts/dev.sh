@@ -9,12 +9,14 @@
 #                     admin password, the CLI config and the agent state
 #   DEV_LISTEN        REST listener (default 127.0.0.1:7080)
 #   DEV_AGENT_LISTEN  agent-facing listener (default 127.0.0.1:7443)
+#   DEV_AGENT_API_LISTEN  the local agent's own API (default 127.0.0.1:7444)
 #   BIN_DIR           where the built binaries are (default bin)
 set -euo pipefail
 
 DEV_DIR=${DEV_DIR:-.dev}
 DEV_LISTEN=${DEV_LISTEN:-127.0.0.1:7080}
 DEV_AGENT_LISTEN=${DEV_AGENT_LISTEN:-127.0.0.1:7443}
+DEV_AGENT_API_LISTEN=${DEV_AGENT_API_LISTEN:-127.0.0.1:7444}
 BIN_DIR=${BIN_DIR:-bin}
 START_TIMEOUT=${DEV_START_TIMEOUT:-60} # seconds
 
@@ -152,7 +154,8 @@ else
 fi
 
 : >"$AGENT_LOG"
-"$BIN_DIR/otherix-agent" serve --state-dir "$AGENT_DIR" >>"$AGENT_LOG" 2>&1 &
+# The agent's own API (mutual TLS, the control plane only) stays on loopback.
+"$BIN_DIR/otherix-agent" serve --state-dir "$AGENT_DIR" --listen "$DEV_AGENT_API_LISTEN" >>"$AGENT_LOG" 2>&1 &
 agent_pid=$!
 log "otherix-agent started (pid $agent_pid, node $node_name, log $AGENT_LOG)"
 

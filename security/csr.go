@@ -201,11 +201,17 @@ func VerifyNodeCert(ca *CA, cert *x509.Certificate, now time.Time) error {
 // caller. The CN check matters: node certificates also allow client auth and
 // chain to the same CA, and one node must never drive another's agent.
 func VerifyControlPlaneCert(ca *CA, cert *x509.Certificate, now time.Time) error {
+	return VerifyControlPlaneCertPool(ca.Pool(), cert, now)
+}
+
+// VerifyControlPlaneCertPool is VerifyControlPlaneCert for a holder of the CA
+// certificate only, as an agent is: it never has the CA key.
+func VerifyControlPlaneCertPool(roots *x509.CertPool, cert *x509.Certificate, now time.Time) error {
 	if cert == nil {
 		return fmt.Errorf("%w: no certificate", ErrUntrustedCert)
 	}
 	if _, err := cert.Verify(x509.VerifyOptions{
-		Roots:       ca.Pool(),
+		Roots:       roots,
 		CurrentTime: now,
 		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}); err != nil {

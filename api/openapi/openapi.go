@@ -9,3 +9,9 @@ import _ "embed"
 //
 //go:embed control-plane.yaml
 var ControlPlane []byte
+
+// Agent is the OpenAPI 3 contract of otherix-agent's mutual-TLS API, the one
+// the control plane calls to run VM tasks on a node.
+//
+//go:embed agent.yaml
+var Agent []byte

@@ -8,9 +8,16 @@ import (
 
 // TestControlPlaneIsValid keeps the embedded contract loadable and valid
 // OpenAPI 3; http/server's contract tests check the server against it.
-func TestControlPlaneIsValid(t *testing.T) {
+func TestControlPlaneIsValid(t *testing.T) { checkContract(t, ControlPlane) }
+
+// TestAgentIsValid does the same for the agent's contract; nodeagent/server's
+// tests check the agent against it.
+func TestAgentIsValid(t *testing.T) { checkContract(t, Agent) }
+
+func checkContract(t *testing.T, spec []byte) {
+	t.Helper()
 	loader := openapi3.NewLoader()
-	doc, err := loader.LoadFromData(ControlPlane)
+	doc, err := loader.LoadFromData(spec)
 	if err != nil {
 		t.Fatalf("load: %v", err)
 	}

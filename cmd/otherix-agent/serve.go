@@ -1,0 +1,285 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/nodeagent/capacity"
+	"github.com/otherix/otherix/nodeagent/enroll"
+	"github.com/otherix/otherix/nodeagent/heartbeat"
+	"github.com/otherix/otherix/nodeagent/images"
+	"github.com/otherix/otherix/nodeagent/qemu"
+	"github.com/otherix/otherix/nodeagent/server"
+	"github.com/otherix/otherix/nodeagent/vmactor"
+)
+
+// envAccel names the environment variable that sets serve's default
+// accelerator (a --accel flag still wins).
+const envAccel = "OTHERIX_ACCEL"
+
+// defaultListen is the agent API's listener: every interface, since the
+// control plane reaches it over the network (mutual TLS keeps others out).
+const defaultListen = ":7444"
+
+type serveOptions struct {
+	stateDir, accel, listen, advertise, poolDir, runDir, runAsUser string
+	sandbox                                                        bool
+	stopTimeout, renewBefore                                       time.Duration
+}
+
+func newServeCmd() *cobra.Command {
+	var o serveOptions
+	defAccel := capacity.AccelAuto
+	if v := os.Getenv(envAccel); v != "" {
+		defAccel = v
+	}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the agent: run this node's VMs and report them to the control plane",
+		Long: `Run the agent: load the identity written by bootstrap, serve the agent API
+(mutual TLS, control plane only) on --listen, re-adopt every VM still running
+on this node, and heartbeat the node's observed state until SIGINT or SIGTERM.
+Stopping the agent never stops a VM.
+
+--accel auto does not trust /dev/kvm on its own (a nested host may have one
+that cannot boot guests): it reports KVM as unverified and uses tcg. Use
+--accel kvm to force KVM, or set ` + envAccel + ` to change the default.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !capacity.ValidAccel(o.accel) {
+				src := "--accel"
+				if !cmd.Flags().Changed("accel") {
+					src = envAccel
+				}
+				return fmt.Errorf("otherix-agent: serve: %s must be auto, kvm or tcg, got %q", src, o.accel)
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+			if err := serve(ctx, log, o); err != nil {
+				return fmt.Errorf("otherix-agent: serve: %w", err)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.stateDir, "state-dir", defaultStateDir, "state directory written by otherix-agent bootstrap")
+	f.StringVar(&o.accel, "accel", defAccel, "accelerator: auto (use KVM only once verified; today: tcg), kvm or tcg (default from $"+envAccel+")")
+	f.StringVar(&o.listen, "listen", defaultListen, "address of the agent API (mutual TLS)")
+	f.StringVar(&o.advertise, "advertise", "", "URL the control plane uses to reach the agent API (default: https://<this host's address towards the control plane>:<listen port>)")
+	f.StringVar(&o.poolDir, "pool-dir", "", "directory of the default storage pool: image cache and VM disks (default: <state-dir>/pools/default)")
+	f.StringVar(&o.runDir, "run-dir", "", "directory for QEMU pid files and sockets; keep it short (default: <state-dir>/run)")
+	f.StringVar(&o.runAsUser, "qemu-user", "", "user QEMU drops privileges to (default: QEMU keeps the agent's user)")
+	f.BoolVar(&o.sandbox, "qemu-sandbox", true, "run QEMU under its seccomp sandbox")
+	f.DurationVar(&o.stopTimeout, "stop-timeout", 2*time.Minute, "how long a graceful stop waits when the task names no timeout")
+	f.DurationVar(&o.renewBefore, "renew-before", 0, "renew the node certificate this long before it expires (default: once two thirds of its lifetime have passed)")
+	return cmd
+}
+
+// serve runs the agent until ctx ends.
+func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
+	st, err := enroll.LoadState(o.stateDir)
+	if errors.Is(err, enroll.ErrNotEnrolled) {
+		return fmt.Errorf("not enrolled: run otherix-agent bootstrap (%w)", err)
+	}
+	if err != nil {
+		return err
+	}
+	if time.Now().After(st.Cert.NotAfter) {
+		return fmt.Errorf("node certificate expired at %s: run otherix-agent bootstrap --force with a new join token",
+			st.Cert.NotAfter.UTC().Format(time.RFC3339))
+	}
+	// QEMU daemonizes; as subreaper we become its parent, learn of its exit
+	// and reap it ourselves.
+	if err := qemu.SetChildSubreaper(); err != nil {
+		return err
+	}
+	go qemu.ReapOrphans(ctx)
+	capa, err := capacity.Probe(o.accel)
+	if err != nil {
+		return err
+	}
+	qemuVersions := capacity.QEMUVersions(ctx)
+	if o.poolDir == "" {
+		o.poolDir = filepath.Join(o.stateDir, "pools", "default")
+	}
+	if o.runDir == "" {
+		o.runDir = filepath.Join(o.stateDir, "run")
+	}
+	cache, err := images.New("default", filepath.Join(o.poolDir, "images"), images.Options{})
+	if err != nil {
+		return err
+	}
+	defer cache.Close()
+	vms, err := vmactor.New(vmactor.Config{
+		StateDir: filepath.Join(o.stateDir, "vms"), RunDir: o.runDir, DiskDir: filepath.Join(o.poolDir, "vms"),
+		Images: cache, Accel: capa.Accelerator, RunAsUser: o.runAsUser, Sandbox: o.sandbox,
+		StopTimeout: o.stopTimeout, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer vms.Close()
+	if err := vms.Recover(); err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("agent API listener: %w", err)
+	}
+	endpoint, err := advertiseURL(o.advertise, ln.Addr(), st.Config.Server)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	// One identity for the API's server certificate and the heartbeat's
+	// client certificate: a renewal swaps both at once.
+	identity := enroll.NewIdentity(st.TLSCert)
+	api := &http.Server{
+		Handler:           server.Handler(vms, log),
+		TLSConfig:         server.TLSConfig(identity.Get, st.CAPool(), log),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	apiDone := make(chan error, 1)
+	go func() { apiDone <- api.ServeTLS(ln, "", "") }()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = api.Shutdown(sctx)
+	}()
+
+	client, err := heartbeat.NewRotatingClient(identity.Get, st.CAPool(), st.Config.Server)
+	if err != nil {
+		return err
+	}
+	go renewLoop(ctx, log, st, client, identity, o.renewBefore)
+	log.Info("agent starting", "version", version, "node", st.Config.NodeName, "server", st.Config.Server,
+		"api", ln.Addr().String(), "endpoint", endpoint,
+		"accelerator", capa.Accelerator, "kvm", capa.KVM, "kvm_reason", capa.KVMReason,
+		"cpus", capa.CPUs, "memory_mib", capa.MemoryMiB, "qemu", strings.Join(qemuVersions, "; "),
+		"vms", len(vms.VMs()))
+	if len(qemuVersions) == 0 {
+		log.Warn("no qemu-system-x86_64 or qemu-system-aarch64 on PATH: this node cannot run VMs")
+	}
+	loop := &heartbeat.Loop{
+		Client: client,
+		URL:    heartbeat.URL(st.Config.Server),
+		Observe: func(context.Context) messages.Heartbeat {
+			return messages.Heartbeat{
+				AgentVersion: version,
+				Endpoint:     endpoint,
+				Arch:         runtime.GOARCH,
+				Capacity:     capa,
+				QEMUVersions: qemuVersions,
+				Pools:        []messages.PoolStatus{poolStatus("default", o.poolDir)},
+				VMs:          vms.VMs(),
+				Images:       vms.Images(),
+			}
+		},
+		Log: log,
+	}
+	loopDone := make(chan struct{})
+	go func() { _ = loop.Run(ctx); close(loopDone) }()
+	select {
+	case <-ctx.Done():
+	case err := <-apiDone:
+		log.Error("agent API stopped", "err", err)
+	}
+	<-loopDone
+	s := loop.Status()
+	log.Info("agent stopping; VMs keep running", "heartbeats_ok", s.Successes, "heartbeats_failed", s.Failures, "last_ok", s.OK)
+	return nil
+}
+
+// renewInterval is how often the agent checks whether its certificate is
+// due; retries after a failure come at the same pace.
+const renewInterval = time.Hour
+
+// renewLoop renews the node certificate over mutual TLS when it is due,
+// checking at start and every renewInterval, and swaps it into identity.
+func renewLoop(ctx context.Context, log *slog.Logger, st *enroll.State, client *http.Client, identity *enroll.Identity, before time.Duration) {
+	t := time.NewTicker(renewInterval)
+	defer t.Stop()
+	for {
+		if now := time.Now(); enroll.RenewalDue(st.Cert, now, before) {
+			next, err := enroll.Renew(ctx, st, client, now)
+			if err != nil {
+				log.Warn("certificate renewal failed; retrying later", "err", err, "not_after", st.Cert.NotAfter.UTC(),
+					"retry_in", renewInterval)
+			} else {
+				st = next
+				identity.Set(st.TLSCert)
+				// A kept-alive connection still speaks as the old
+				// certificate, which the control plane stops accepting once
+				// the new one is seen: new handshakes for everything.
+				client.CloseIdleConnections()
+				log.Info("node certificate renewed", "not_after", st.Cert.NotAfter.UTC())
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// advertiseURL is how the control plane reaches this agent: the flag, or the
+// address this host uses towards the control plane with the listener's port.
+func advertiseURL(flag string, addr net.Addr, server string) (string, error) {
+	if flag != "" {
+		u, err := url.Parse(flag)
+		if err != nil || u.Scheme != "https" || u.Host == "" {
+			return "", fmt.Errorf("--advertise %q must be an https URL", flag)
+		}
+		return strings.TrimRight(flag, "/"), nil
+	}
+	port := strconv.Itoa(addr.(*net.TCPAddr).Port)
+	u, err := url.Parse(server)
+	if err != nil {
+		return "", err
+	}
+	sp := u.Port()
+	if sp == "" {
+		sp = "443"
+	}
+	// A UDP "dial" sends nothing; it only asks the kernel which source
+	// address it would use.
+	c, err := net.Dial("udp", net.JoinHostPort(u.Hostname(), sp))
+	if err != nil {
+		return "", fmt.Errorf("find this host's address towards %s (set --advertise): %w", server, err)
+	}
+	defer c.Close()
+	host := c.LocalAddr().(*net.UDPAddr).IP.String()
+	return "https://" + net.JoinHostPort(host, port), nil
+}
+
+func poolStatus(name, dir string) messages.PoolStatus {
+	p := messages.PoolStatus{Name: name, Path: dir}
+	var fs unix.Statfs_t
+	if err := unix.Statfs(dir, &fs); err == nil {
+		p.TotalBytes = int64(fs.Blocks) * fs.Bsize
+		p.FreeBytes = int64(fs.Bavail) * fs.Bsize
+	}
+	return p
+}

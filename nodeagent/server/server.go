@@ -1,0 +1,290 @@
+// Package server is otherix-agent's own HTTPS API (api/openapi/agent.yaml):
+// the control plane calls it, over mutual TLS, to run VM tasks on this node.
+// Only a client certificate of the cluster CA with the control plane's CN is
+// accepted; a node certificate, which chains to the same CA, is refused so
+// that one node can never drive another.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/security"
+)
+
+// Backend is what the API serves: the agent's VM supervisor.
+type Backend interface {
+	// Submit starts a task, or returns the task already known by req.ID
+	// (created false). A known id with another kind or VM is a conflict.
+	Submit(req messages.AgentTaskRequest) (task *messages.AgentTask, created bool, err error)
+	// Task returns a task; with wait > 0 it returns early only once the task
+	// is terminal or its progress changed.
+	Task(ctx context.Context, id string, wait time.Duration) (*messages.AgentTask, error)
+	VMs() []messages.VMObserved
+	VM(id string) (*messages.VMObserved, error)
+	Pause(ctx context.Context, id string) (*messages.VMObserved, error)
+	Resume(ctx context.Context, id string) (*messages.VMObserved, error)
+	Log(id string, tail int64) ([]byte, error)
+}
+
+// Limits of the API.
+const (
+	// MaxBodyBytes bounds a request body: a task carries a spec with at most
+	// 64 KiB of user-data, plus the envelope.
+	MaxBodyBytes = 256 << 10
+	// MaxWait bounds a long poll.
+	MaxWait = 60 * time.Second
+	// DefaultLogTail and MaxLogTail bound what one log read returns.
+	DefaultLogTail = 64 << 10
+	MaxLogTail     = 1 << 20
+)
+
+// Handler returns the API's routes over b.
+func Handler(b Backend, log *slog.Logger) http.Handler {
+	a := &api{b: b, log: log}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("POST /v1/tasks", a.submit)
+	mux.HandleFunc("GET /v1/tasks/{id}", a.task)
+	mux.HandleFunc("GET /v1/vms", func(w http.ResponseWriter, _ *http.Request) {
+		items := b.VMs()
+		if items == nil {
+			items = []messages.VMObserved{}
+		}
+		writeJSON(w, http.StatusOK, messages.AgentVMList{Items: items})
+	})
+	mux.HandleFunc("GET /v1/vms/{id}", func(w http.ResponseWriter, r *http.Request) {
+		a.vmReply(w, r, func() (*messages.VMObserved, error) { return b.VM(r.PathValue("id")) })
+	})
+	mux.HandleFunc("POST /v1/vms/{id}/pause", func(w http.ResponseWriter, r *http.Request) {
+		a.vmReply(w, r, func() (*messages.VMObserved, error) { return b.Pause(r.Context(), r.PathValue("id")) })
+	})
+	mux.HandleFunc("POST /v1/vms/{id}/resume", func(w http.ResponseWriter, r *http.Request) {
+		a.vmReply(w, r, func() (*messages.VMObserved, error) { return b.Resume(r.Context(), r.PathValue("id")) })
+	})
+	mux.HandleFunc("GET /v1/vms/{id}/log", a.vmLog)
+	// Unknown paths and methods get the error envelope, not net/http's text.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern == "" {
+			writeError(w, messages.Errorf(messages.KindNotFound, "route_not_found", "no route %s %s", r.Method, r.URL.Path))
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// TLSConfig is the listener's TLS: the node certificate (from cert, so a
+// renewed one is served at once) and client certificates that must chain to
+// roots and name the control plane.
+func TLSConfig(cert func() *tls.Certificate, roots *x509.CertPool, log *slog.Logger) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return cert(), nil
+		},
+		ClientAuth: tls.RequireAndVerifyClientCert,
+		ClientCAs:  roots,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			var peer *x509.Certificate
+			if len(cs.PeerCertificates) > 0 {
+				peer = cs.PeerCertificates[0]
+			}
+			if err := security.VerifyControlPlaneCertPool(roots, peer, time.Now()); err != nil {
+				cn := ""
+				if peer != nil {
+					cn = peer.Subject.CommonName
+				}
+				log.Warn("agent API refused a client", "cn", cn, "reason", err)
+				return err
+			}
+			return nil
+		},
+	}
+}
+
+type api struct {
+	b   Backend
+	log *slog.Logger
+}
+
+func (a *api) submit(w http.ResponseWriter, r *http.Request) {
+	var req messages.AgentTaskRequest
+	if err := decodeStrict(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := validateTask(req); err != nil {
+		writeError(w, err)
+		return
+	}
+	task, created, err := a.b.Submit(req)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusAccepted
+		a.log.Info("task accepted", "task", task.ID, "kind", task.Kind, "vm", task.VMID)
+	}
+	writeJSON(w, status, task)
+}
+
+func validateTask(req messages.AgentTaskRequest) error {
+	if !messages.ValidID(req.ID) {
+		return messages.Invalid("id", "must be a job id")
+	}
+	switch req.Kind {
+	case messages.TaskVMCreate, messages.TaskVMStart, messages.TaskVMStop,
+		messages.TaskVMPoweroff, messages.TaskVMReboot, messages.TaskVMDelete:
+	default:
+		return messages.Invalid("kind", "unknown task kind %q", req.Kind)
+	}
+	if !messages.ValidID(req.VM.ID) {
+		return messages.Invalid("vm.id", "must be a vm id")
+	}
+	if req.TimeoutSeconds < 0 {
+		return messages.Invalid("timeout_seconds", "must not be negative")
+	}
+	if req.Kind != messages.TaskVMCreate {
+		return nil
+	}
+	if err := messages.ValidateName("vm.name", req.VM.Name); err != nil {
+		return err
+	}
+	spec := req.VM.Spec
+	spec.Defaults()
+	return spec.Validate()
+}
+
+func (a *api) task(w http.ResponseWriter, r *http.Request) {
+	var wait time.Duration
+	if v := r.URL.Query().Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			writeError(w, messages.Invalid("wait", "must be a duration such as 30s"))
+			return
+		}
+		wait = min(d, MaxWait)
+	}
+	task, err := a.b.Task(r.Context(), r.PathValue("id"), wait)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, task)
+}
+
+func (a *api) vmReply(w http.ResponseWriter, _ *http.Request, f func() (*messages.VMObserved, error)) {
+	vm, err := f()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, vm)
+}
+
+func (a *api) vmLog(w http.ResponseWriter, r *http.Request) {
+	tail := int64(DefaultLogTail)
+	if v := r.URL.Query().Get("tail"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 {
+			writeError(w, messages.Invalid("tail", "must be a positive number of bytes"))
+			return
+		}
+		tail = min(n, MaxLogTail)
+	}
+	b, err := a.b.Log(r.PathValue("id"), tail)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
+}
+
+// decodeStrict reads one JSON object, refusing unknown fields (named in the
+// error) and bodies over MaxBodyBytes: the control plane and its agents are
+// upgraded together, so an unknown field is a version mismatch to surface.
+func decodeStrict(w http.ResponseWriter, r *http.Request, into any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return messages.Errorf(messages.KindInvalid, "unsupported_media_type", "the body must be application/json, not %q", ct)
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(into); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return messages.Errorf(messages.KindTooLarge, "body_too_large", "the body is over %d bytes", MaxBodyBytes)
+		}
+		if field, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			field = strings.Trim(field, `"`)
+			return messages.Errorf(messages.KindInvalid, "unknown_field", "unknown field %q", field).WithDetail("field", field)
+		}
+		return messages.Errorf(messages.KindInvalid, "invalid_json", "the body is not valid JSON: %v", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return messages.Errorf(messages.KindInvalid, "invalid_json", "the body holds more than one JSON value")
+	}
+	return nil
+}
+
+var statusOf = map[messages.Kind]int{
+	messages.KindInvalid:         http.StatusBadRequest,
+	messages.KindNotFound:        http.StatusNotFound,
+	messages.KindConflict:        http.StatusConflict,
+	messages.KindStale:           http.StatusConflict,
+	messages.KindUnavailable:     http.StatusServiceUnavailable,
+	messages.KindUnprocessable:   http.StatusUnprocessableEntity,
+	messages.KindTooLarge:        http.StatusRequestEntityTooLarge,
+	messages.KindUnauthenticated: http.StatusUnauthorized,
+	messages.KindForbidden:       http.StatusForbidden,
+	messages.KindTooManyRequests: http.StatusTooManyRequests,
+}
+
+type envelope struct {
+	Error struct {
+		Code    string         `json:"code"`
+		Message string         `json:"message"`
+		Details map[string]any `json:"details,omitempty"`
+	} `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	var e *messages.Error
+	if !errors.As(err, &e) {
+		e = &messages.Error{Kind: messages.KindInternal, Code: "internal", Message: "internal error: " + err.Error()}
+	}
+	status, ok := statusOf[e.Kind]
+	if !ok {
+		status = http.StatusInternalServerError
+	}
+	var env envelope
+	env.Error.Code, env.Error.Message, env.Error.Details = e.Code, e.Error(), e.Details
+	writeJSON(w, status, env)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, fmt.Sprintf(`{"error":{"code":"internal","message":%q}}`, err.Error()), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}

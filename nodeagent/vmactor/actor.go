@@ -1,0 +1,369 @@
+package vmactor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime/debug"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/nodeagent/qemu"
+)
+
+// Messages of a VM actor. Tasks and sync operations are queued and run one at
+// a time; everything slow runs off the actor and comes back as opDone.
+type (
+	runTask struct {
+		id  string
+		req messages.AgentTaskRequest
+	}
+	runSync struct {
+		op    string
+		reply chan syncResult
+	}
+	syncResult struct {
+		vm  *messages.VMObserved
+		err error
+	}
+	loaded struct {
+		st  vmState
+		err error
+	}
+	opDone struct {
+		st  vmState
+		err error
+	}
+	exited struct{ proc *qemu.Process }
+)
+
+// Operations run only by the actor itself or synchronously for the API.
+const (
+	opPause       = "pause"
+	opResume      = "resume"
+	opObserveExit = "observe-exit"
+)
+
+// vmState is the VM as one operation found or left it. An operation gets a
+// copy and returns the next one; the actor swaps it in, so nothing is shared
+// between the actor and a running operation except the handles, which are
+// safe for concurrent use.
+type vmState struct {
+	rec  *record
+	proc *qemu.Process
+	mon  *qemu.Monitor
+	log  *qemu.SerialLog
+}
+
+// work is one queued item: a task, or a sync operation with its reply.
+type work struct {
+	taskID string
+	req    messages.AgentTaskRequest
+	op     string
+	reply  chan syncResult
+}
+
+func (w *work) name() string {
+	if w.taskID != "" {
+		return w.req.Kind
+	}
+	return w.op
+}
+
+type vmActor struct {
+	m        *Manager
+	id       string
+	st       vmState
+	ready    bool
+	busy     bool
+	current  *work
+	queue    []*work
+	watching *qemu.Process
+	ctx      context.Context
+	cancel   context.CancelFunc
+}
+
+func newVMActor(m *Manager, id string) *vmActor { return &vmActor{m: m, id: id} }
+
+func (a *vmActor) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		a.ctx, a.cancel = context.WithCancel(context.Background())
+		a.busy = true
+		a.goRun(ctx, func(c context.Context) any { return a.load(c) })
+	case *actor.Restarting:
+		a.release()
+	case *actor.Stopping:
+		a.release()
+	case runTask:
+		a.m.received(a.id)
+		a.queue = append(a.queue, &work{taskID: msg.id, req: msg.req})
+		a.kick(ctx)
+	case runSync:
+		a.m.received(a.id)
+		a.queue = append(a.queue, &work{op: msg.op, reply: msg.reply})
+		a.kick(ctx)
+	case loaded:
+		a.busy, a.ready = false, true
+		if msg.err != nil {
+			// The record is unreadable: keep the actor, report the VM as
+			// failed, and let a delete clean it up.
+			a.m.cfg.Log.Error("load vm state", "vm", a.id, "err", msg.err)
+		}
+		a.apply(ctx, msg.st)
+		a.kick(ctx)
+	case opDone:
+		w := a.current
+		a.busy, a.current = false, nil
+		a.apply(ctx, msg.st)
+		a.finish(w, msg.err)
+		a.kick(ctx)
+	case exited:
+		if msg.proc == a.st.proc && !a.busy {
+			a.queue = append([]*work{{op: opObserveExit}}, a.queue...)
+			a.kick(ctx)
+		}
+	}
+}
+
+// release drops the actor's handles without touching QEMU: a restarted or
+// stopped actor must leave the VM running.
+func (a *vmActor) release() {
+	if a.cancel != nil {
+		a.cancel()
+	}
+	if a.st.mon != nil {
+		_ = a.st.mon.Close()
+	}
+	if a.st.proc != nil {
+		_ = a.st.proc.Close()
+	}
+	if a.st.log != nil {
+		_ = a.st.log.Close()
+	}
+	a.st = vmState{}
+	a.watching = nil
+}
+
+// goRun runs f off the actor and delivers its result to the actor; a panic
+// in f becomes an error result rather than a dead agent.
+func (a *vmActor) goRun(ctx actor.Context, f func(context.Context) any) {
+	self, sys, c := ctx.Self(), ctx.ActorSystem(), a.ctx
+	go func() {
+		var result any
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					a.m.cfg.Log.Error("vm operation panicked", "vm", a.id, "panic", p, "stack", string(debug.Stack()))
+					result = opDone{st: vmState{}, err: fmt.Errorf("internal error: %v", p)}
+				}
+			}()
+			result = f(c)
+		}()
+		sys.Root.Send(self, result)
+	}()
+}
+
+// apply installs the next state, publishes it and watches a new QEMU for exit.
+func (a *vmActor) apply(ctx actor.Context, st vmState) {
+	a.st = st
+	if st.rec == nil {
+		a.m.unpublish(a.id)
+	} else {
+		a.m.publish(st.rec.observed(a.m.cfg.Now()))
+		if st.log != nil {
+			a.m.setLog(a.id, st.log)
+		}
+	}
+	if st.proc != nil && st.proc != a.watching {
+		a.watching = st.proc
+		self, sys, proc := ctx.Self(), ctx.ActorSystem(), st.proc
+		go func() {
+			<-proc.Exited()
+			sys.Root.Send(self, exited{proc: proc})
+		}()
+	}
+}
+
+// kick starts the next queued item, or retires an actor whose VM is gone.
+func (a *vmActor) kick(ctx actor.Context) {
+	if a.busy || !a.ready {
+		return
+	}
+	if a.st.proc != nil && isClosed(a.st.proc.Exited()) && (len(a.queue) == 0 || a.queue[0].op != opObserveExit) {
+		a.queue = append([]*work{{op: opObserveExit}}, a.queue...)
+	}
+	if len(a.queue) == 0 {
+		if a.st.rec == nil && a.m.retire(a.id) {
+			ctx.Stop(ctx.Self())
+		}
+		return
+	}
+	w := a.queue[0]
+	a.queue = a.queue[1:]
+	a.busy, a.current = true, w
+	if w.taskID != "" {
+		a.m.update(w.taskID, func(t *messages.AgentTask) {
+			t.State, t.Message = messages.TaskRunning, "running on the node"
+		})
+	}
+	st := a.st
+	env := &opEnv{m: a.m, id: a.id, w: w}
+	a.goRun(ctx, func(c context.Context) any {
+		next, err := env.run(c, st)
+		return opDone{st: next, err: err}
+	})
+}
+
+// finish reports the outcome of w to its task or caller.
+func (a *vmActor) finish(w *work, err error) {
+	if w == nil {
+		return
+	}
+	var obs *messages.VMObserved
+	if a.st.rec != nil {
+		o := a.st.rec.observed(a.m.cfg.Now())
+		obs = &o
+	}
+	if w.reply != nil {
+		w.reply <- syncResult{vm: obs, err: err}
+		return
+	}
+	if w.taskID == "" {
+		if err != nil {
+			a.m.cfg.Log.Warn("vm operation failed", "vm", a.id, "op", w.op, "err", err)
+		}
+		return
+	}
+	if err != nil {
+		a.m.cfg.Log.Warn("task failed", "vm", a.id, "task", w.taskID, "kind", w.req.Kind, "err", err)
+	} else {
+		a.m.cfg.Log.Info("task done", "vm", a.id, "task", w.taskID, "kind", w.req.Kind)
+	}
+	a.m.update(w.taskID, func(t *messages.AgentTask) {
+		t.VM = obs
+		if err != nil {
+			t.State, t.Error, t.Message = messages.TaskFailed, taskError(err), ""
+			return
+		}
+		t.State, t.Progress, t.Message = messages.TaskSuccess, 100, ""
+	})
+}
+
+// load reads the VM's record and re-adopts its QEMU if it still runs: after
+// an agent restart or an actor crash, a running VM is found, never restarted.
+func (a *vmActor) load(ctx context.Context) loaded {
+	dir := a.m.vmStateDir(a.id)
+	rec, err := loadRecord(dir)
+	if err != nil || rec == nil {
+		return loaded{err: err}
+	}
+	l, err := qemu.OpenSerialLog(a.m.serialLogPath(a.id), a.m.cfg.SerialLogBytes)
+	if err != nil {
+		return loaded{st: vmState{rec: rec}, err: err}
+	}
+	st := vmState{rec: rec, log: l}
+	proc, err := qemu.Attach(a.m.vmRunDir(a.id))
+	if err != nil {
+		if rec.Phase == messages.PhaseRunning || rec.Phase == messages.PhasePaused {
+			rec.Phase, rec.Pid, rec.StartedAt = messages.PhaseStopped, 0, nil
+			rec.Message = "QEMU was not running when the agent started"
+			if err := rec.save(dir); err != nil {
+				return loaded{st: st, err: err}
+			}
+		}
+		return loaded{st: st}
+	}
+	st.proc = proc
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	mon, err := qemu.Dial(cctx, qemu.QMPPath(a.m.vmRunDir(a.id)))
+	if err != nil {
+		// QEMU lives but its monitor does not answer: keep the process
+		// (never kill on our own failure) and say so.
+		rec.Message = "re-adopted QEMU pid " + fmt.Sprint(proc.Pid) + " but QMP does not answer: " + err.Error()
+		return loaded{st: st}
+	}
+	st.mon = mon
+	status, err := mon.Status(cctx)
+	if err == nil {
+		rec.Phase = phaseOf(status)
+	}
+	rec.Pid, rec.Message = proc.Pid, ""
+	attachSerial(a.m.vmRunDir(a.id), l, a.m.cfg.Log)
+	a.m.cfg.Log.Info("re-adopted running vm", "vm", a.id, "pid", proc.Pid, "phase", rec.Phase)
+	return loaded{st: st, err: rec.save(dir)}
+}
+
+// attachSerial connects the serial socket and copies the guest's output
+// into its log until QEMU closes it.
+func attachSerial(runDir string, l *qemu.SerialLog, log interface{ Warn(string, ...any) }) {
+	conn, err := net.Dial("unix", qemu.SerialPath(runDir))
+	if err != nil {
+		log.Warn("connect serial console", "run_dir", runDir, "err", err)
+		return
+	}
+	go func() {
+		if err := l.Pump(conn); err != nil {
+			log.Warn("serial console", "run_dir", runDir, "err", err)
+		}
+	}()
+}
+
+func phaseOf(s qemu.Status) string {
+	switch {
+	case s.Running:
+		return messages.PhaseRunning
+	case s.Status == "paused" || s.Status == "suspended" || s.Status == "prelaunch":
+		return messages.PhasePaused
+	case s.Status == "shutdown":
+		return messages.PhaseStopped
+	}
+	return messages.PhaseRunning
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// taskError turns an operation's error into the task's stable code.
+func taskError(err error) *messages.TaskError {
+	var e *messages.Error
+	if errors.As(err, &e) {
+		return &messages.TaskError{Code: e.Code, Message: e.Error()}
+	}
+	if code := imageCode(err); code != "" {
+		return &messages.TaskError{Code: code, Message: err.Error()}
+	}
+	var se *qemu.StartError
+	if errors.As(err, &se) {
+		return &messages.TaskError{Code: "qemu_start_failed", Message: err.Error()}
+	}
+	if errors.Is(err, context.Canceled) {
+		return &messages.TaskError{Code: "agent_stopping", Message: "the agent stopped during the task: " + err.Error()}
+	}
+	return &messages.TaskError{Code: "agent_internal", Message: err.Error()}
+}
+
+// removeAll removes paths, ignoring ones already gone.
+func removeAll(paths ...string) error {
+	var errs []error
+	for _, p := range paths {
+		if p == "" {
+			continue
+		}
+		if err := os.RemoveAll(p); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,422 @@
+package vmactor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/nodeagent/cloudinit"
+	"github.com/otherix/otherix/nodeagent/images"
+	"github.com/otherix/otherix/nodeagent/qemu"
+)
+
+// Bounds of the steps that are not the guest's business.
+const (
+	// qmpTimeout bounds connecting to QMP and one command.
+	qmpTimeout = 10 * time.Second
+	// quitTimeout is how long poweroff waits for QEMU to end after quit,
+	// and again after SIGKILL.
+	quitTimeout = 10 * time.Second
+	// downloadShare is the part of a create's progress the image download takes.
+	downloadShare = 80
+)
+
+// opEnv runs one queued item against a copy of the VM's state.
+type opEnv struct {
+	m  *Manager
+	id string
+	w  *work
+
+	lastProgress time.Time
+}
+
+func (e *opEnv) run(ctx context.Context, st vmState) (vmState, error) {
+	switch e.w.name() {
+	case messages.TaskVMCreate:
+		return e.create(ctx, st)
+	case messages.TaskVMStart:
+		if st.rec == nil {
+			return st, vmNotFound(e.id)
+		}
+		return e.start(ctx, st)
+	case messages.TaskVMStop:
+		if st.rec == nil {
+			return st, vmNotFound(e.id)
+		}
+		return e.stop(ctx, st, e.timeout())
+	case messages.TaskVMPoweroff:
+		if st.rec == nil {
+			return st, vmNotFound(e.id)
+		}
+		return e.poweroff(ctx, st)
+	case messages.TaskVMReboot:
+		return e.reboot(ctx, st)
+	case messages.TaskVMDelete:
+		return e.delete(ctx, st)
+	case opPause:
+		return e.pause(ctx, st)
+	case opResume:
+		return e.resume(ctx, st)
+	case opObserveExit:
+		if st.rec == nil {
+			return st, nil
+		}
+		e.m.cfg.Log.Info("qemu exited", "vm", e.id, "pid", st.rec.Pid)
+		return e.stopped(st, "QEMU exited: the guest powered off or QEMU ended")
+	}
+	return st, messages.Errorf(messages.KindInvalid, "unknown_operation", "unknown operation %q", e.w.name())
+}
+
+func (e *opEnv) timeout() time.Duration {
+	if s := e.w.req.TimeoutSeconds; s > 0 {
+		return time.Duration(s) * time.Second
+	}
+	return e.m.cfg.StopTimeout
+}
+
+func (e *opEnv) progress(pct int, msg string) {
+	if e.w.taskID == "" {
+		return
+	}
+	e.m.update(e.w.taskID, func(t *messages.AgentTask) { t.Progress, t.Message = pct, msg })
+}
+
+// create materialises the VM on this node (base image, disk overlay, seed)
+// and starts it if it should run. A repeated create of a VM that exists
+// converges instead of failing, so a job redelivered after an agent restart
+// finishes the work.
+func (e *opEnv) create(ctx context.Context, st vmState) (vmState, error) {
+	vm := e.w.req.VM
+	spec := vm.Spec
+	spec.Defaults()
+	if st.rec != nil {
+		if st.rec.Phase == messages.PhaseFailed || st.rec.Disk == "" {
+			return st, messages.Errorf(messages.KindConflict, "vm_broken", "vm %s exists on this node in a failed state; delete it", e.id)
+		}
+		if spec.PowerState == messages.PowerRunning && !alive(st) {
+			return e.start(ctx, st)
+		}
+		return st, nil
+	}
+	if spec.Arch != hostArch {
+		return st, messages.Errorf(messages.KindInvalid, "arch_mismatch", "this node runs %s guests, not %s", hostArch, spec.Arch)
+	}
+	now := e.m.cfg.Now().UTC()
+	dir := e.m.vmStateDir(e.id)
+	rec := &record{ID: e.id, Name: vm.Name, Generation: vm.Generation, Spec: spec, Phase: messages.PhaseCreating,
+		Disk: filepath.Join(e.m.cfg.DiskDir, e.id+".qcow2"), Seed: filepath.Join(e.m.cfg.DiskDir, e.id+"-seed.iso"),
+		CreatedAt: now}
+	if err := rec.save(dir); err != nil {
+		return st, err
+	}
+	// Nothing half-made stays behind: a failed create leaves no disk, seed
+	// or state, and the control plane's VM is simply not on this node.
+	fail := func(err error) (vmState, error) {
+		if rerr := removeAll(rec.Disk, rec.Seed, dir, e.m.vmRunDir(e.id)); rerr != nil {
+			e.m.cfg.Log.Warn("clean up failed create", "vm", e.id, "err", rerr)
+		}
+		return vmState{}, err
+	}
+	e.progress(1, "fetching image "+spec.Image.URL)
+	img, err := e.m.cfg.Images.Ensure(ctx, spec.Image.URL, spec.Image.SHA256, e.downloadProgress)
+	if err != nil {
+		return fail(err)
+	}
+	e.progress(downloadShare+5, "creating disk")
+	if err := images.CreateOverlay(ctx, img, rec.Disk, int64(spec.DiskGiB)<<30); err != nil {
+		return fail(err)
+	}
+	err = cloudinit.Write(rec.Seed, cloudinit.Seed{InstanceID: e.id, Hostname: vm.Name, UserData: spec.UserData})
+	if err != nil {
+		return fail(messages.Errorf(messages.KindInvalid, "seed_failed", "build the cloud-init seed: %v", err))
+	}
+	l, err := qemu.OpenSerialLog(e.m.serialLogPath(e.id), e.m.cfg.SerialLogBytes)
+	if err != nil {
+		return fail(err)
+	}
+	rec.Phase = messages.PhaseStopped
+	if err := rec.save(dir); err != nil {
+		_ = l.Close()
+		return fail(err)
+	}
+	st = vmState{rec: rec, log: l}
+	if spec.PowerState != messages.PowerRunning {
+		return st, nil
+	}
+	e.progress(downloadShare+10, "starting")
+	return e.start(ctx, st)
+}
+
+// downloadProgress maps the image download onto the task's first 80 %, at
+// most a few updates a second.
+func (e *opEnv) downloadProgress(done, total int64) {
+	now := time.Now()
+	if now.Sub(e.lastProgress) < 250*time.Millisecond && done != total {
+		return
+	}
+	e.lastProgress = now
+	if total <= 0 {
+		e.progress(1, fmt.Sprintf("downloading image: %d MiB", done>>20))
+		return
+	}
+	e.progress(1+int(done*(downloadShare-1)/total), fmt.Sprintf("downloading image: %d of %d MiB", done>>20, total>>20))
+}
+
+// start launches QEMU paused, attaches the serial log, then lets the guest
+// run, so not a byte of boot output is missed.
+func (e *opEnv) start(ctx context.Context, st vmState) (vmState, error) {
+	if alive(st) {
+		return st, nil
+	}
+	rec := *st.rec
+	if _, err := os.Stat(rec.Disk); err != nil {
+		return st, messages.Errorf(messages.KindConflict, "vm_disk_missing", "the disk of vm %s is missing: %v", e.id, err)
+	}
+	runDir := e.m.vmRunDir(e.id)
+	spec := qemu.Spec{ID: e.id, Binary: e.m.binary(rec.Spec.Arch), Arch: rec.Spec.Arch, Accel: e.m.cfg.Accel,
+		CPUs: rec.Spec.CPUs, MemoryMiB: rec.Spec.MemoryMiB, Disk: rec.Disk, RunDir: runDir,
+		RunAsUser: e.m.cfg.RunAsUser, Sandbox: e.m.cfg.Sandbox}
+	if _, err := os.Stat(rec.Seed); err == nil {
+		spec.Seed = rec.Seed
+	}
+	proc, err := qemu.Start(ctx, spec)
+	if err != nil {
+		return st, err
+	}
+	abort := func(err error) (vmState, error) {
+		_ = proc.Kill()
+		waitExit(proc, quitTimeout)
+		_ = proc.Close()
+		return st, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, qmpTimeout)
+	defer cancel()
+	mon, err := qemu.Dial(cctx, qemu.QMPPath(runDir))
+	if err != nil {
+		return abort(err)
+	}
+	l := st.log
+	if l == nil {
+		if l, err = qemu.OpenSerialLog(e.m.serialLogPath(e.id), e.m.cfg.SerialLogBytes); err != nil {
+			_ = mon.Close()
+			return abort(err)
+		}
+	}
+	attachSerial(runDir, l, e.m.cfg.Log)
+	if err := mon.Cont(cctx); err != nil {
+		_ = mon.Close()
+		return abort(err)
+	}
+	now := e.m.cfg.Now().UTC()
+	rec.Phase, rec.Pid, rec.StartedAt, rec.Message = messages.PhaseRunning, proc.Pid, &now, ""
+	next := vmState{rec: &rec, proc: proc, mon: mon, log: l}
+	if err := rec.save(e.m.vmStateDir(e.id)); err != nil {
+		// QEMU runs; the record will be fixed by the next change. Losing it
+		// now would orphan the process, so the task still fails loudly.
+		return next, err
+	}
+	e.m.cfg.Log.Info("vm started", "vm", e.id, "pid", proc.Pid, "accel", e.m.cfg.Accel)
+	return next, nil
+}
+
+// stop presses the ACPI power button and waits for the guest to power off.
+// It never forces anything: on timeout the VM keeps running and the task
+// fails, and poweroff is the explicit way to force it.
+func (e *opEnv) stop(ctx context.Context, st vmState, timeout time.Duration) (vmState, error) {
+	if !alive(st) {
+		return e.stopped(st, "")
+	}
+	mon, err := e.monitor(ctx, st)
+	if err != nil {
+		return st, err
+	}
+	st.mon = mon
+	cctx, cancel := context.WithTimeout(ctx, qmpTimeout)
+	defer cancel()
+	// A paused guest cannot see the power button.
+	if s, err := mon.Status(cctx); err == nil && !s.Running && s.Status != "shutdown" {
+		if err := mon.Cont(cctx); err != nil {
+			return st, err
+		}
+	}
+	if err := mon.SystemPowerdown(cctx); err != nil && alive(st) {
+		return st, err
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-st.proc.Exited():
+		return e.stopped(st, "")
+	case <-timer.C:
+		return st, messages.Errorf(messages.KindConflict, "stop_timeout",
+			"the guest did not power off within %s of the ACPI power button; it keeps running (poweroff forces it off)", timeout)
+	case <-ctx.Done():
+		return st, ctx.Err()
+	}
+}
+
+// poweroff ends QEMU at once: QMP quit, and SIGKILL if QEMU does not go.
+func (e *opEnv) poweroff(ctx context.Context, st vmState) (vmState, error) {
+	if !alive(st) {
+		return e.stopped(st, "")
+	}
+	if mon, err := e.monitor(ctx, st); err == nil {
+		st.mon = mon
+		cctx, cancel := context.WithTimeout(ctx, qmpTimeout)
+		_ = mon.Quit(cctx) // QEMU may close the socket before answering
+		cancel()
+	}
+	if !waitExit(st.proc, quitTimeout) {
+		e.m.cfg.Log.Warn("qemu did not quit; killing it", "vm", e.id, "pid", st.proc.Pid)
+		_ = st.proc.Kill()
+		if !waitExit(st.proc, quitTimeout) {
+			return st, messages.Errorf(messages.KindInternal, "poweroff_failed", "QEMU pid %d survived SIGKILL", st.proc.Pid)
+		}
+	}
+	return e.stopped(st, "")
+}
+
+// reboot is graceful by default (power off through ACPI, then start again
+// with the same disks); force resets the machine at once.
+func (e *opEnv) reboot(ctx context.Context, st vmState) (vmState, error) {
+	if st.rec == nil {
+		return st, vmNotFound(e.id)
+	}
+	if !alive(st) {
+		return e.start(ctx, st)
+	}
+	if e.w.req.Force {
+		mon, err := e.monitor(ctx, st)
+		if err != nil {
+			return st, err
+		}
+		st.mon = mon
+		cctx, cancel := context.WithTimeout(ctx, qmpTimeout)
+		defer cancel()
+		return st, mon.SystemReset(cctx)
+	}
+	next, err := e.stop(ctx, st, e.timeout())
+	if err != nil {
+		return next, err
+	}
+	return e.start(ctx, next)
+}
+
+// delete removes the VM from this node: disk, seed, state and run dir. A
+// running VM is refused unless forced, which powers it off first.
+func (e *opEnv) delete(ctx context.Context, st vmState) (vmState, error) {
+	if st.rec == nil {
+		return st, nil
+	}
+	if alive(st) {
+		if !e.w.req.Force {
+			return st, messages.Errorf(messages.KindConflict, "vm_running", "vm %s is running; stop it first or delete with force", e.id)
+		}
+		next, err := e.poweroff(ctx, st)
+		if err != nil {
+			return next, err
+		}
+		st = next
+	}
+	if st.log != nil {
+		_ = st.log.Close()
+	}
+	if err := removeAll(st.rec.Disk, st.rec.Seed, e.m.vmRunDir(e.id), e.m.vmStateDir(e.id)); err != nil {
+		return vmState{rec: st.rec}, err
+	}
+	e.m.cfg.Log.Info("vm deleted", "vm", e.id)
+	return vmState{}, nil
+}
+
+func (e *opEnv) pause(ctx context.Context, st vmState) (vmState, error) {
+	return e.setRunning(ctx, st, false)
+}
+
+func (e *opEnv) resume(ctx context.Context, st vmState) (vmState, error) {
+	return e.setRunning(ctx, st, true)
+}
+
+// setRunning is QMP cont or stop; the phase follows what QEMU then reports.
+func (e *opEnv) setRunning(ctx context.Context, st vmState, run bool) (vmState, error) {
+	if st.rec == nil {
+		return st, vmNotFound(e.id)
+	}
+	if !alive(st) {
+		return st, messages.Errorf(messages.KindConflict, "vm_not_running", "vm %s is not running", e.id)
+	}
+	mon, err := e.monitor(ctx, st)
+	if err != nil {
+		return st, err
+	}
+	st.mon = mon
+	cctx, cancel := context.WithTimeout(ctx, qmpTimeout)
+	defer cancel()
+	if run {
+		err = mon.Cont(cctx)
+	} else {
+		err = mon.Stop(cctx)
+	}
+	if err != nil {
+		return st, err
+	}
+	s, err := mon.Status(cctx)
+	if err != nil {
+		return st, err
+	}
+	rec := *st.rec
+	rec.Phase = phaseOf(s)
+	st.rec = &rec
+	return st, rec.save(e.m.vmStateDir(e.id))
+}
+
+// stopped records that QEMU is gone.
+func (e *opEnv) stopped(st vmState, msg string) (vmState, error) {
+	if st.mon != nil {
+		_ = st.mon.Close()
+	}
+	if st.proc != nil {
+		_ = st.proc.Close()
+	}
+	rec := *st.rec
+	rec.Phase, rec.Pid, rec.StartedAt, rec.Message = messages.PhaseStopped, 0, nil, msg
+	next := vmState{rec: &rec, log: st.log}
+	return next, rec.save(e.m.vmStateDir(e.id))
+}
+
+// monitor returns the VM's QMP connection, dialling again if an earlier
+// re-adoption could not.
+func (e *opEnv) monitor(ctx context.Context, st vmState) (*qemu.Monitor, error) {
+	if st.mon != nil {
+		return st.mon, nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, qmpTimeout)
+	defer cancel()
+	return qemu.Dial(cctx, qemu.QMPPath(e.m.vmRunDir(e.id)))
+}
+
+func alive(st vmState) bool { return st.proc != nil && !isClosed(st.proc.Exited()) }
+
+// waitExit waits up to d for p to end.
+func waitExit(p *qemu.Process, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-p.Exited():
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// imageCode is the stable code of an image cache error, if err is one.
+func imageCode(err error) string {
+	var ie *images.Error
+	if errors.As(err, &ie) {
+		return ie.Code
+	}
+	return ""
+}

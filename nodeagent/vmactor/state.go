@@ -1,0 +1,99 @@
+package vmactor
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/otherix/otherix/messages"
+)
+
+// recordFile is a VM's state on the node's disk, inside its state dir.
+const recordFile = "vm.json"
+
+// record is what the agent keeps of one VM across restarts: what to run
+// (spec, generation) and what it last knew of it. The live truth of a
+// running VM is QEMU itself, found again through the pid file and QMP.
+type record struct {
+	ID         string          `json:"id"`
+	Name       string          `json:"name"`
+	Generation int64           `json:"generation"`
+	Spec       messages.VMSpec `json:"spec"`
+	Phase      string          `json:"phase"`
+	Pid        int             `json:"pid,omitempty"`
+	StartedAt  *time.Time      `json:"started_at,omitempty"`
+	Message    string          `json:"message,omitempty"`
+	Disk       string          `json:"disk"`
+	Seed       string          `json:"seed,omitempty"`
+	CreatedAt  time.Time       `json:"created_at"`
+}
+
+// loadRecord reads dir's record; a missing one is (nil, nil).
+func loadRecord(dir string) (*record, error) {
+	b, err := os.ReadFile(filepath.Join(dir, recordFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var r record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("vm state %s: %w", filepath.Join(dir, recordFile), err)
+	}
+	return &r, nil
+}
+
+// save writes the record atomically: a crash leaves the old or the new one,
+// never a torn file that would orphan a running QEMU.
+func (r *record) save(dir string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, ".vm-*.json")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(dir, recordFile)); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// observed is the record as the control plane sees it.
+func (r *record) observed(now time.Time) messages.VMObserved {
+	return messages.VMObserved{
+		ID:                 r.ID,
+		Phase:              r.Phase,
+		ObservedGeneration: r.Generation,
+		Pid:                r.Pid,
+		StartedAt:          r.StartedAt,
+		Message:            r.Message,
+		ObservedAt:         now.UTC(),
+	}
+}
