@@ -42,10 +42,12 @@ type (
 		Revision int64
 	}
 	// RequestVMTask starts an asynchronous operation (vm.start, vm.stop,
-	// vm.delete) on the VM.
+	// vm.poweroff, vm.reboot, vm.delete) on the VM. Force and TimeoutSeconds
+	// travel with the job to the agent (see AgentTaskRequest).
 	RequestVMTask struct {
-		Kind  string
-		Force bool
+		Kind           string
+		Force          bool
+		TimeoutSeconds int
 	}
 	// CancelVMTask cancels the VM's pending task.
 	CancelVMTask struct{ TaskID string }
@@ -59,6 +61,31 @@ type (
 		Status *VMStatus
 		Power  string
 		Delete bool
+	}
+	// PlaceVM records the node a job placed the VM on, before any agent is
+	// asked to create it, so a crash never leaves a VM on a node the control
+	// plane does not know. It is refused unless the VM's active task is
+	// TaskID and the dispatcher's lease Lease still holds job JobID.
+	PlaceVM struct {
+		JobID  string
+		TaskID string
+		Lease  int64
+		Node   string
+	}
+	// ObserveVM merges what node Node last observed of the VM (from a
+	// heartbeat). It is applied only while the VM is placed on Node, has no
+	// task in progress, and the observation is newer than the status. It
+	// may be sent without a sender; the reply then goes nowhere.
+	ObserveVM struct {
+		Node     string
+		Observed VMObserved
+	}
+	// MarkVMUnknown sets the phase of a VM placed on Node to unknown, with
+	// Message, because the node stopped reporting. Nothing is deleted; the
+	// node's next heartbeat heals the VM with an ObserveVM.
+	MarkVMUnknown struct {
+		Node    string
+		Message string
 	}
 )
 

@@ -1,6 +1,9 @@
 package messages
 
-import "time"
+import (
+	"net/url"
+	"time"
+)
 
 // Node phases, moved by enrollment, heartbeats and the liveness loop.
 const (
@@ -16,12 +19,18 @@ type Node struct {
 	Name string `json:"name"`
 	// CertFingerprint is the SHA-256 of the certificate issued at enrollment;
 	// the agent-facing listener accepts only the certificate it names.
-	CertFingerprint string    `json:"cert_fingerprint"`
-	CertNotAfter    time.Time `json:"cert_not_after"`
-	Phase           string    `json:"phase"`
-	Cordoned        bool      `json:"cordoned"`
-	Arch            string    `json:"arch,omitempty"`
-	AgentVersion    string    `json:"agent_version,omitempty"`
+	CertFingerprint string `json:"cert_fingerprint"`
+	// PrevCertFingerprint is the certificate a renewal replaced; it is
+	// accepted until the agent first presents the new one.
+	PrevCertFingerprint string    `json:"prev_cert_fingerprint,omitempty"`
+	CertNotAfter        time.Time `json:"cert_not_after"`
+	Phase               string    `json:"phase"`
+	Cordoned            bool      `json:"cordoned"`
+	Arch                string    `json:"arch,omitempty"`
+	AgentVersion        string    `json:"agent_version,omitempty"`
+	// Endpoint is the agent's own mTLS API (https://host:port) from its last
+	// heartbeat; the control plane calls it to run VM tasks.
+	Endpoint string `json:"endpoint,omitempty"`
 	// Status is the last observed state; the API view merges the node actor's
 	// in-memory copy, which is fresher than the row between changes.
 	Status     NodeStatus `json:"status"`
@@ -100,4 +109,14 @@ type EnrollResponse struct {
 	Certificate       string `json:"certificate"` // PEM
 	CA                string `json:"ca"`          // PEM
 	HeartbeatInterval string `json:"heartbeat_interval"`
+}
+
+// ValidateEndpoint checks an agent API endpoint: an https URL with a host and
+// nothing after it but an optional path prefix.
+func ValidateEndpoint(field, endpoint string) error {
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return Invalid(field, "must be an https URL such as https://host:port")
+	}
+	return nil
 }

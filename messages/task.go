@@ -88,8 +88,13 @@ type Job struct {
 	MaxAttempts int       `json:"max_attempts"`
 	NotBefore   time.Time `json:"not_before"`
 	LastError   string    `json:"last_error,omitempty"`
-	CreatedAt   time.Time `json:"created_at"`
-	Revision    int64     `json:"-"`
+	// Force and TimeoutSeconds are the request's options, sent to the agent
+	// (delete powers a running VM off first; reboot resets at once; a
+	// graceful stop or reboot waits TimeoutSeconds, 0 for the agent's default).
+	Force          bool      `json:"force,omitempty"`
+	TimeoutSeconds int       `json:"timeout_seconds,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
+	Revision       int64     `json:"-"`
 }
 
 // EntityID implements the store's entity contract.

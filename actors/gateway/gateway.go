@@ -18,6 +18,7 @@ import (
 	"github.com/otherix/otherix/actors/job"
 	"github.com/otherix/otherix/actors/maintenance"
 	"github.com/otherix/otherix/actors/node"
+	"github.com/otherix/otherix/actors/placement"
 	"github.com/otherix/otherix/actors/system"
 	"github.com/otherix/otherix/actors/vm"
 	"github.com/otherix/otherix/messages"
@@ -60,8 +61,12 @@ type Config struct {
 	// leaves the jobs to other replicas (for instance while it is drained
 	// before maintenance).
 	NoDispatch bool
-	// Placer chooses nodes for VMs (default: the cluster has none).
-	Placer job.Placer
+	// Placer chooses nodes for VMs (default: placement over the store with
+	// Placement's ratios).
+	Placer    job.Placer
+	Placement placement.Config
+	// Agent calls node agents (default: none can be called).
+	Agent job.Agent
 	// OnMaintenance hears every maintenance run (tests wait on it).
 	OnMaintenance func(maintenance.Ran)
 
@@ -108,8 +113,8 @@ func (c *Config) defaults() {
 	if c.BackupKeep <= 0 {
 		c.BackupKeep = 24
 	}
-	if c.Placer == nil {
-		c.Placer = job.NoNodes{}
+	if c.Agent == nil {
+		c.Agent = job.NoAgent{}
 	}
 	c.Identity.defaults()
 	set(&c.Nodes.HeartbeatInterval, HeartbeatInterval)
@@ -143,6 +148,9 @@ type Gateway struct {
 // the job dispatcher and the maintenance loops.
 func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (*Gateway, error) {
 	cfg.defaults()
+	if cfg.Placer == nil {
+		cfg.Placer = placement.New(st, cfg.Placement)
+	}
 	if log == nil {
 		log = slog.Default()
 	}
@@ -165,7 +173,7 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 		id.stop()
 		return nil, fmt.Errorf("gateway: spawn vms guardian: %w", err)
 	}
-	nodeDeps := node.Deps{Runtime: rt, Store: st, Log: log, Config: node.Config{
+	nodeDeps := node.Deps{Runtime: rt, Store: st, Log: log, VMs: g.vms, Config: node.Config{
 		Interval: cfg.Nodes.HeartbeatInterval, GoneAfter: cfg.Nodes.GoneAfter, Boot: cfg.Nodes.Now()}}
 	g.nodes, err = root.SpawnNamed(system.NewGuardian(rt, "node", func(id string) *actor.Props { return node.Props(nodeDeps, id) }, nil), "nodes")
 	if err != nil {
@@ -173,7 +181,7 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 		id.stop()
 		return nil, fmt.Errorf("gateway: spawn nodes guardian: %w", err)
 	}
-	jobDeps := job.Deps{Runtime: rt, Store: st, Log: log, Executor: job.Executor{Placer: cfg.Placer}, VMs: g.vms,
+	jobDeps := job.Deps{Runtime: rt, Store: st, Log: log, Executor: job.Executor{Placer: cfg.Placer, Agent: cfg.Agent, Nodes: st}, VMs: g.vms,
 		Config: job.Config{Replica: cfg.Replica, ClaimTTL: cfg.ClaimTTL, Resync: cfg.Resync,
 			BackoffBase: cfg.JobBackoffBase, BackoffMax: cfg.JobBackoffMax, AskTimeout: cfg.AskTimeout}}
 	g.jobs, err = root.SpawnNamed(system.NewGuardian(rt, "job", job.JobProps(jobDeps), func(ctx actor.Context) {

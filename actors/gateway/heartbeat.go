@@ -3,7 +3,9 @@ package gateway
 import (
 	"context"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -34,39 +36,24 @@ var (
 // node's actor and answers the desired state and the interval to use.
 func (g *Gateway) Heartbeat(ctx context.Context, cert *x509.Certificate, hb messages.Heartbeat) (*messages.HeartbeatResponse, error) {
 	now := g.cfg.Nodes.Now()
-	name, err := security.NodeNameFromCert(cert)
+	id, name, fp, err := g.authNode(ctx, cert, now, "heartbeat refused")
 	if err != nil {
-		cn := ""
-		if cert != nil {
-			cn = cert.Subject.CommonName
-		}
-		g.log.Warn("heartbeat refused", "node", "", "cn", cn, "reason", errNotNodeCert.Code)
-		return nil, errNotNodeCert
+		return nil, err
 	}
 	refuse := func(e *messages.Error, detail ...any) (*messages.HeartbeatResponse, error) {
 		g.log.Warn("heartbeat refused", append([]any{"node", name, "reason", e.Code}, detail...)...)
 		return nil, e
 	}
-	fp := security.Fingerprint(cert)
-	id, ok := g.hb.node(name, fp, now)
-	if !ok {
-		n, err := g.st.NodeByName(ctx, name)
-		if messages.KindOf(err) == messages.KindNotFound {
-			return refuse(errUnknownNode)
+	if hb.Endpoint != "" {
+		// The control plane dials this URL with its client certificate:
+		// only https is accepted. An agent without one is simply not
+		// schedulable.
+		var me *messages.Error
+		if err := messages.ValidateEndpoint("endpoint", hb.Endpoint); errors.As(err, &me) {
+			return refuse(me, "endpoint", hb.Endpoint)
 		}
-		if err != nil {
-			return nil, err
-		}
-		if fp != n.CertFingerprint {
-			return refuse(errCertNotRecorded, "cert_fingerprint", fp)
-		}
-		if err := security.VerifyNodeCert(g.ca, cert, now); err != nil {
-			return refuse(errUntrustedCert, "err", err)
-		}
-		id = n.ID
-		g.hb.putNode(name, fp, id, cert)
 	}
-	if _, err := g.askNode(id, node.Heartbeat{Observed: hb, Now: now}); err != nil {
+	if _, err := g.askNode(id, node.Heartbeat{Observed: hb, Now: now, Fingerprint: fp}); err != nil {
 		if messages.KindOf(err) == messages.KindNotFound {
 			g.hb.dropNode(name)
 			return refuse(errUnknownNode) // deleted meanwhile
@@ -79,6 +66,83 @@ func (g *Gateway) Heartbeat(ctx context.Context, cert *x509.Certificate, hb mess
 	}
 	secs := int(g.cfg.Nodes.HeartbeatInterval / time.Second)
 	return &messages.HeartbeatResponse{IntervalSeconds: max(secs, 1), Desired: messages.DesiredState{Settings: settings}}, nil
+}
+
+// authNode authenticates an agent by its client certificate: the node it
+// names must be enrolled with this very certificate recorded (or the one a
+// renewal just replaced), and the certificate must chain to the cluster CA.
+// Refusals are logged under what with the node name and the reason.
+func (g *Gateway) authNode(ctx context.Context, cert *x509.Certificate, now time.Time, what string) (id, name, fp string, err error) {
+	name, err = security.NodeNameFromCert(cert)
+	if err != nil {
+		cn := ""
+		if cert != nil {
+			cn = cert.Subject.CommonName
+		}
+		g.log.Warn(what, "node", "", "cn", cn, "reason", errNotNodeCert.Code)
+		return "", "", "", errNotNodeCert
+	}
+	refuse := func(e *messages.Error, detail ...any) (string, string, string, error) {
+		g.log.Warn(what, append([]any{"node", name, "reason", e.Code}, detail...)...)
+		return "", "", "", e
+	}
+	fp = security.Fingerprint(cert)
+	id, ok := g.hb.node(name, fp, now)
+	if ok {
+		return id, name, fp, nil
+	}
+	n, err := g.st.NodeByName(ctx, name)
+	if messages.KindOf(err) == messages.KindNotFound {
+		return refuse(errUnknownNode)
+	}
+	if err != nil {
+		return "", "", "", err
+	}
+	if fp != n.CertFingerprint && (n.PrevCertFingerprint == "" || fp != n.PrevCertFingerprint) {
+		return refuse(errCertNotRecorded, "cert_fingerprint", fp)
+	}
+	if err := security.VerifyNodeCert(g.ca, cert, now); err != nil {
+		return refuse(errUntrustedCert, "err", err)
+	}
+	g.hb.putNode(name, fp, n.ID, cert)
+	return n.ID, name, fp, nil
+}
+
+// RenewNodeCert signs a new certificate for the node that cert (its current
+// one, presented over mutual TLS) names, for the key of csrPEM, and records
+// it. The presented certificate stays valid for heartbeats until the node
+// uses the new one.
+func (g *Gateway) RenewNodeCert(ctx context.Context, cert *x509.Certificate, req messages.RenewRequest) (*messages.RenewResponse, error) {
+	now := g.cfg.Nodes.Now()
+	id, name, fp, err := g.authNode(ctx, cert, now, "certificate renewal refused")
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode([]byte(req.CSR))
+	if block == nil || block.Type != "CERTIFICATE REQUEST" {
+		g.log.Warn("certificate renewal refused", "node", name, "reason", security.ReasonMalformedCSR)
+		return nil, csrPolicy(security.ReasonMalformedCSR)
+	}
+	// Same policy and validity as at enrollment: CN node-<name>, our name only.
+	certPEM, newFP, err := g.ca.SignNodeCSR(block.Bytes, name, now, 0)
+	var pe *security.PolicyError
+	if errors.As(err, &pe) {
+		g.log.Warn("certificate renewal refused", "node", name, "reason", pe.Reason, "detail", pe.Detail)
+		return nil, csrPolicy(pe.Reason)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sign node csr: %w", err)
+	}
+	cb, _ := pem.Decode(certPEM)
+	issued, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("parse node certificate: %w", err)
+	}
+	if _, err := g.askNode(id, node.RenewCert{Presented: fp, Fingerprint: newFP, NotAfter: issued.NotAfter, Now: now}); err != nil {
+		return nil, err
+	}
+	g.hb.dropNode(name)
+	return &messages.RenewResponse{Certificate: string(certPEM), CA: string(g.ca.CertPEM())}, nil
 }
 
 // heartbeatCacheTTL is how long a heartbeat reuses a node's verified
@@ -214,7 +278,7 @@ func errNodeHasVMs(name string, count int) *messages.Error {
 // DeleteNode removes a node: its certificate stops being accepted at once.
 // Unless force is set it is refused while any VM's status names the node.
 // The check lists every VM, which is fine at today's scale; a VMs-by-node
-// index replaces the scan when placement lands.
+// index replaces the scan when clusters grow (placement scans too).
 func (g *Gateway) DeleteNode(ctx context.Context, name string, force bool) error {
 	n, err := g.nodeByName(ctx, name)
 	if err != nil {

@@ -308,3 +308,74 @@ func mustCSR(t *testing.T, name string) []byte {
 	}
 	return der
 }
+
+// TestHeartbeatEndpoint: the agent's endpoint is kept on the node; one that
+// is not an https URL refuses the heartbeat.
+func TestHeartbeatEndpoint(t *testing.T) {
+	clock := newTestClock()
+	g, _ := startNodes(t, clock)
+	_, cert := enrollNode(t, g, "ep1")
+	for _, bad := range []string{"http://10.0.0.1:7444", "10.0.0.1:7444", "https://", "https://u:p@h:1"} {
+		hb := observed(2)
+		hb.Endpoint = bad
+		_, err := g.Heartbeat(t.Context(), cert, hb)
+		if messages.KindOf(err) != messages.KindInvalid {
+			t.Fatalf("endpoint %q: %v", bad, err)
+		}
+	}
+	hb := observed(2)
+	hb.Endpoint = "https://10.0.0.1:7444"
+	if _, err := g.Heartbeat(t.Context(), cert, hb); err != nil {
+		t.Fatal(err)
+	}
+	if n := nodePhase(t, g, "ep1"); n.Endpoint != hb.Endpoint || n.Phase != messages.NodeReady {
+		t.Fatalf("node: %+v", n)
+	}
+}
+
+// TestRenewNodeCert: a node renews over its current certificate; both
+// certificates heartbeat until the new one is used, then only the new one.
+// A CSR for another node and an unknown certificate are refused.
+func TestRenewNodeCert(t *testing.T) {
+	clock := newTestClock()
+	g, _ := startNodes(t, clock)
+	ctx := t.Context()
+	n, old := enrollNode(t, g, "n1")
+
+	if _, err := g.RenewNodeCert(ctx, old, messages.RenewRequest{CSR: csrPEM(t, "n2")}); err == nil {
+		t.Fatal("a CSR naming another node was signed")
+	} else {
+		wantCode(t, err, "csr_policy")
+	}
+	if _, err := g.RenewNodeCert(ctx, old, messages.RenewRequest{CSR: "not a csr"}); err == nil {
+		t.Fatal("garbage was signed")
+	}
+
+	resp, err := g.RenewNodeCert(ctx, old, messages.RenewRequest{CSR: csrPEM(t, "n1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed := parseCert(t, []byte(resp.Certificate))
+	if security.Fingerprint(renewed) == n.CertFingerprint || renewed.Subject.CommonName != "node-n1" {
+		t.Fatalf("renewed certificate %s", renewed.Subject.CommonName)
+	}
+	row := nodePhase(t, g, "n1")
+	if row.CertFingerprint != security.Fingerprint(renewed) || row.PrevCertFingerprint != n.CertFingerprint {
+		t.Fatalf("recorded %s / prev %s", row.CertFingerprint, row.PrevCertFingerprint)
+	}
+	// The answer might have been lost: the old certificate still works.
+	if _, err := g.Heartbeat(ctx, old, observed(1)); err != nil {
+		t.Fatalf("old certificate before the new one is used: %v", err)
+	}
+	if _, err := g.Heartbeat(ctx, renewed, observed(1)); err != nil {
+		t.Fatalf("renewed certificate: %v", err)
+	}
+	if row := nodePhase(t, g, "n1"); row.PrevCertFingerprint != "" {
+		t.Fatalf("prev fingerprint kept after the new one was used: %s", row.PrevCertFingerprint)
+	}
+	clock.Add(10 * time.Second) // past the verified-identity cache
+	_, err = g.Heartbeat(ctx, old, observed(1))
+	wantCode(t, err, "certificate_not_recorded")
+	_, err = g.RenewNodeCert(ctx, old, messages.RenewRequest{CSR: csrPEM(t, "n1")})
+	wantCode(t, err, "certificate_not_recorded")
+}

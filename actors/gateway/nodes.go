@@ -32,6 +32,13 @@ const clusterCAName = "otherix"
 var errInvalidJoinToken = &messages.Error{Kind: messages.KindUnauthenticated, Code: "invalid_join_token",
 	Message: "the join token is invalid, expired or already used"}
 
+// LoadCA loads the cluster CA from etcd, creating it at first boot. The
+// gateway loads it itself; callers that need it before Start (to build the
+// agent client) load the same CA with it.
+func LoadCA(ctx context.Context, st *store.Store, now time.Time) (*security.CA, error) {
+	return loadCA(ctx, st, now)
+}
+
 // loadCA loads the cluster CA from etcd, creating it at first boot.
 func loadCA(ctx context.Context, st *store.Store, now time.Time) (*security.CA, error) {
 	certPEM, keyPEM, err := st.LoadOrCreateCA(ctx, func() ([]byte, []byte, error) {

@@ -129,13 +129,22 @@ func (g *Gateway) UpdateVM(ctx context.Context, owner, ref string, req messages.
 	return reply.VM, nil
 }
 
-// VMTask starts an asynchronous operation (vm.start, vm.stop, vm.delete).
+// VMTask starts an asynchronous operation (vm.start, vm.stop, vm.poweroff,
+// vm.reboot, vm.delete) with only its force option; RunVMTask takes them all.
 func (g *Gateway) VMTask(ctx context.Context, owner, ref, kind string, force bool) (*messages.VM, *messages.Task, error) {
+	return g.RunVMTask(ctx, owner, ref, messages.RequestVMTask{Kind: kind, Force: force})
+}
+
+// RunVMTask starts an asynchronous operation on the VM ref with the
+// request's options (force, and the graceful stop or reboot timeout). The
+// VM actor validates the kind and the options, and commits the task and its
+// job in one transaction.
+func (g *Gateway) RunVMTask(ctx context.Context, owner, ref string, req messages.RequestVMTask) (*messages.VM, *messages.Task, error) {
 	vm, err := g.GetVM(ctx, owner, ref)
 	if err != nil {
 		return nil, nil, err
 	}
-	reply, err := g.askVM(vm.ID, messages.RequestVMTask{Kind: kind, Force: force})
+	reply, err := g.askVM(vm.ID, req)
 	if err != nil {
 		return nil, nil, err
 	}

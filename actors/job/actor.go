@@ -151,30 +151,50 @@ func (d Deps) attemptOnce(ctx context.Context, j *messages.Job, session *store.D
 		cause := &messages.TaskError{Code: "attempts_exhausted", Message: "the job's attempts ran out: " + j.LastError}
 		task.State, task.Error, task.FinishedAt = messages.TaskFailed, cause, &now
 		task.Message = fmt.Sprintf("gave up after %d attempts", j.MaxAttempts)
-		return d.finish(ctx, j, task, session, failedStatus(j, vm, cause), "", false)
+		return d.finish(ctx, j, task, session, failedStatus(j, vm, cause, ""), "", false)
 	}
-	out := d.Executor.Run(ctx, j, vm)
-	if out.Retry != nil {
+	att := &attempt{d: d, j: j, task: task, session: session}
+	out, err := d.Executor.Run(ctx, j, vm, att)
+	if err != nil {
+		return err
+	}
+	now = d.Store.Now().UTC()
+	task.UpdatedAt = now
+	switch {
+	case out.Fail != nil:
+		task.State, task.Error, task.FinishedAt = messages.TaskFailed, out.Fail, &now
+		task.Message = out.Fail.Message
+		st := out.Status
+		if st == nil {
+			st = failedStatus(j, vm, out.Fail, out.Node)
+		}
+		return d.finish(ctx, j, task, session, st, "", false)
+	case out.Retry != nil:
 		if j.Attempts < j.MaxAttempts {
 			wait := d.backoff(j)
+			task.State = messages.TaskPending // nothing runs until the next attempt
 			task.Message = fmt.Sprintf("attempt %d of %d: %s; retrying in %s", j.Attempts, j.MaxAttempts, out.Retry.Message, wait.Round(time.Millisecond))
 			return session.Retry(ctx, j, task, out.Retry.Message, wait)
 		}
 		task.State, task.Error, task.FinishedAt = messages.TaskFailed, out.Retry, &now
 		task.Message = fmt.Sprintf("gave up after %d attempts", j.Attempts)
-		return d.finish(ctx, j, task, session, failedStatus(j, vm, out.Retry), "", false)
+		return d.finish(ctx, j, task, session, failedStatus(j, vm, out.Retry, out.Node), "", false)
 	}
 	task.State, task.Progress, task.FinishedAt, task.Message = messages.TaskSuccess, 100, &now, ""
 	return d.finish(ctx, j, task, session, out.Status, out.Power, out.Delete)
 }
 
 // failedStatus is the VM status after a job gave up: a VM that never got
-// created is marked failed; otherwise its observed state is unchanged.
-func failedStatus(j *messages.Job, vm *messages.VM, cause *messages.TaskError) *messages.VMStatus {
+// created is marked failed; otherwise its observed state is unchanged. node
+// is where the attempt placed the VM, if it did.
+func failedStatus(j *messages.Job, vm *messages.VM, cause *messages.TaskError, node string) *messages.VMStatus {
 	if vm == nil {
 		return nil
 	}
 	st := vm.Status
+	if node != "" {
+		st.Node = node
+	}
 	if j.Kind == messages.TaskVMCreate {
 		st.Phase = messages.PhaseFailed
 	}
@@ -182,17 +202,50 @@ func failedStatus(j *messages.Job, vm *messages.VM, cause *messages.TaskError) *
 	return &st
 }
 
+// attempt is the Attempt of one run of a job: placement through the VM's
+// actor, progress into the task, both under the dispatcher's claim.
+type attempt struct {
+	d       Deps
+	j       *messages.Job
+	task    *messages.Task
+	session *store.Dispatcher
+}
+
+func (a *attempt) Task() *messages.Task { return a.task }
+
+func (a *attempt) Place(ctx context.Context, node string) error {
+	msg := messages.PlaceVM{JobID: a.j.ID, TaskID: a.j.TaskID, Lease: int64(a.session.Lease()), Node: node}
+	return a.d.askVM(a.j.Target.ID, msg)
+}
+
+func (a *attempt) Progress(ctx context.Context, agentTaskID string, progress int, message string) error {
+	next := *a.task
+	next.AgentTaskID, next.Progress, next.Message = agentTaskID, min(max(progress, 0), 99), message
+	next.State = messages.TaskRunning
+	next.UpdatedAt = a.d.Store.Now().UTC()
+	if err := a.session.UpdateTask(ctx, a.j, &next); err != nil {
+		return fmt.Errorf("record progress of job %s: %w", a.j.ID, err)
+	}
+	*a.task = next
+	return nil
+}
+
 // finish asks the VM's actor to commit the outcome with the VM's own change.
 func (d Deps) finish(ctx context.Context, j *messages.Job, task *messages.Task, session *store.Dispatcher, st *messages.VMStatus, power string, del bool) error {
 	msg := messages.FinishVMJob{Job: j, Task: task, Lease: int64(session.Lease()), Status: st, Power: power, Delete: del}
-	res, err := d.Runtime.System.Root.RequestFuture(d.VMs, system.Deliver{ID: j.Target.ID, Msg: msg}, d.AskTimeout).Result()
-	if err != nil {
+	if err := d.askVM(j.Target.ID, msg); err != nil {
 		return fmt.Errorf("finish job %s: %w", j.ID, err)
 	}
-	if reply := res.(messages.VMReply); reply.Err != nil {
-		return fmt.Errorf("finish job %s: %w", j.ID, reply.Err)
-	}
 	return nil
+}
+
+// askVM sends one command to a VM's actor and waits for its reply.
+func (d Deps) askVM(id string, msg any) error {
+	res, err := d.Runtime.System.Root.RequestFuture(d.VMs, system.Deliver{ID: id, Msg: msg}, d.AskTimeout).Result()
+	if err != nil {
+		return err
+	}
+	return res.(messages.VMReply).Err
 }
 
 func (d Deps) backoff(j *messages.Job) time.Duration {

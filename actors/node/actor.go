@@ -36,6 +36,9 @@ type Deps struct {
 	Store   *store.Store
 	Log     *slog.Logger
 	Config  Config
+	// VMs is the guardian of VM actors: what a node observes of its VMs is
+	// told to them (nil: not told, in tests of the node alone).
+	VMs *actor.PID
 }
 
 // Props returns the props of the actor for node id. Node actors are not
@@ -56,6 +59,10 @@ type nodeActor struct {
 	queue  []queued
 	// lastSeen is the last heartbeat this actor saw, or boot time (see Config).
 	lastSeen time.Time
+	// observed is what the last heartbeat said of each VM, by id; a VM's
+	// actor is told only when its observation changes. Empty after a start
+	// or after the node went gone, so the next heartbeat tells every VM.
+	observed map[string]messages.VMObserved
 }
 
 type queued struct {
@@ -118,10 +125,14 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 			a.load(ctx)
 			return
 		}
+		wasGone := a.node != nil && a.node.Phase == messages.NodeGone
 		if m.gone {
 			a.node = nil
 		} else {
 			a.node = m.next
+		}
+		if a.node != nil && a.node.Phase == messages.NodeGone && !wasGone {
+			a.vmsLost(ctx)
 		}
 		a.reply(ctx, m.sender, Reply{Node: a.view()})
 		a.drain(ctx)
@@ -133,7 +144,7 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 		} else {
 			ctx.Send(ctx.Parent(), system.StillBusy{ID: a.id})
 		}
-	case Heartbeat, CheckLiveness, Get, SetCordoned, Delete:
+	case Heartbeat, CheckLiveness, Get, SetCordoned, Delete, RenewCert:
 		if len(a.queue) >= maxQueue {
 			a.reply(ctx, ctx.Sender(), Reply{Err: errOverloaded})
 			return
@@ -216,6 +227,14 @@ func (a *nodeActor) handle(ctx actor.Context, q queued) {
 	case Delete:
 		n := *a.node
 		a.write(ctx, q.sender, store.DeleteNode(store.NewTxn(), &n), nil, true)
+	case RenewCert:
+		next := *a.node
+		next.PrevCertFingerprint = m.Presented
+		next.CertFingerprint, next.CertNotAfter = m.Fingerprint, m.NotAfter.UTC()
+		next.UpdatedAt = m.Now.UTC()
+		a.deps.Log.Info("node certificate renewed", "node", next.Name, "cert_fingerprint", m.Fingerprint,
+			"not_after", next.CertNotAfter)
+		a.write(ctx, q.sender, store.UpdateNode(store.NewTxn(), &next), &next, false)
 	}
 }
 
@@ -228,7 +247,10 @@ func (a *nodeActor) heartbeat(ctx actor.Context, sender *actor.PID, m Heartbeat)
 	hb := m.Observed
 	capacity := hb.Capacity
 	next.Phase = messages.NodeReady
-	next.Arch, next.AgentVersion = hb.Arch, hb.AgentVersion
+	next.Arch, next.AgentVersion, next.Endpoint = hb.Arch, hb.AgentVersion, hb.Endpoint
+	if next.PrevCertFingerprint != "" && m.Fingerprint == next.CertFingerprint {
+		next.PrevCertFingerprint = "" // the renewed certificate is in use
+	}
 	next.Status = messages.NodeStatus{
 		LastHeartbeatAt: &now,
 		Capacity:        &capacity,
@@ -237,6 +259,7 @@ func (a *nodeActor) heartbeat(ctx actor.Context, sender *actor.PID, m Heartbeat)
 		VMCount:         len(hb.VMs),
 		ImageCount:      len(hb.Images),
 	}
+	a.tellVMs(ctx, next.Name, hb.VMs)
 	if !changed(a.node, &next) {
 		a.node = &next
 		a.reply(ctx, sender, Reply{Node: a.view()})

@@ -163,3 +163,25 @@ func TestBootGrace(t *testing.T) {
 		t.Fatalf("after the grace: %s", n.Phase)
 	}
 }
+
+// TestEndpointWrittenWhenItChanges: the agent's endpoint is kept on the node
+// and, like the rest, written only when it changes.
+func TestEndpointWrittenWhenItChanges(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	h := start(t, t0)
+	withEndpoint := func(now time.Time, ep string) node.Heartbeat {
+		m := hb(2, now)
+		m.Observed.Endpoint = ep
+		return m
+	}
+	h.ask(withEndpoint(t0, "https://10.0.0.1:7444"))
+	v := h.version()
+	if n := h.ask(withEndpoint(t0.Add(10*time.Second), "https://10.0.0.1:7444")); n.Endpoint != "https://10.0.0.1:7444" || h.version() != v {
+		t.Fatalf("same endpoint: %q, version %d → %d", n.Endpoint, v, h.version())
+	}
+	h.ask(withEndpoint(t0.Add(20*time.Second), "https://10.0.0.2:7444"))
+	n, err := h.st.GetNode(t.Context(), h.nodeID)
+	if err != nil || n.Endpoint != "https://10.0.0.2:7444" || h.version() != v+1 {
+		t.Fatalf("changed endpoint: %+v %v, version %d", n, err, h.version())
+	}
+}

@@ -11,6 +11,20 @@ import (
 type Heartbeat struct {
 	Observed messages.Heartbeat
 	Now      time.Time
+	// Fingerprint is the certificate the agent presented. Once it is the
+	// node's current one, the certificate a renewal replaced stops being
+	// accepted.
+	Fingerprint string
+}
+
+// RenewCert records a renewed certificate. Presented, the certificate the
+// renewal was asked with, stays accepted until the agent presents the new
+// one, so an answer lost on the way never locks the node out.
+type RenewCert struct {
+	Presented   string
+	Fingerprint string
+	NotAfter    time.Time
+	Now         time.Time
 }
 
 // CheckLiveness asks the actor to demote its node if heartbeats stopped:

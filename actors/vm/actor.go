@@ -95,7 +95,7 @@ func (a *vmActor) Receive(ctx actor.Context) {
 			// them time out, and read again on the next command.
 			a.deps.Log.Warn("load vm", "vm", a.id, "err", m.err)
 			for _, q := range a.queue {
-				ctx.Send(q.sender, messages.VMReply{Err: m.err})
+				reply(ctx, q.sender, messages.VMReply{Err: m.err})
 			}
 			a.queue = nil
 			return
@@ -116,7 +116,7 @@ func (a *vmActor) Receive(ctx actor.Context) {
 				a.vm = m.next
 			}
 		}
-		ctx.Send(m.sender, messages.VMReply{VM: m.next, Task: m.task, Err: m.err})
+		reply(ctx, m.sender, messages.VMReply{VM: m.next, Task: m.task, Err: m.err})
 		if m.err != nil {
 			// A refused or failed write (another replica changed the row, a
 			// guard failed, etcd hiccuped) may mean the state here is not
@@ -150,20 +150,28 @@ func (a *vmActor) Receive(ctx actor.Context) {
 	case system.Deadlined:
 		a.lastActive = time.Now()
 		if len(a.queue) >= maxQueue {
-			ctx.Respond(messages.VMReply{Err: errOverloaded})
+			reply(ctx, ctx.Sender(), messages.VMReply{Err: errOverloaded})
 			return
 		}
 		a.queue = append(a.queue, queued{msg: m.Msg, sender: ctx.Sender(), deadline: m.Deadline})
 		a.startOrDrain(ctx, m.Msg)
 	case messages.GetVM, messages.CreateVM, messages.UpdateVM, messages.RequestVMTask,
-		messages.CancelVMTask, messages.FinishVMJob:
+		messages.CancelVMTask, messages.FinishVMJob, messages.PlaceVM, messages.ObserveVM, messages.MarkVMUnknown:
 		a.lastActive = time.Now()
 		if len(a.queue) >= maxQueue {
-			ctx.Respond(messages.VMReply{Err: errOverloaded})
+			reply(ctx, ctx.Sender(), messages.VMReply{Err: errOverloaded})
 			return
 		}
 		a.queue = append(a.queue, queued{msg: m, sender: ctx.Sender()})
 		a.startOrDrain(ctx, m)
+	}
+}
+
+// reply answers sender, if there is one: node actors tell VM actors what
+// they observed without waiting for an answer.
+func reply(ctx actor.Context, sender *actor.PID, r messages.VMReply) {
+	if sender != nil {
+		ctx.Send(sender, r)
 	}
 }
 
@@ -217,21 +225,21 @@ func (a *vmActor) drain(ctx actor.Context) {
 }
 
 func (a *vmActor) handle(ctx actor.Context, q queued) {
-	reply := func(r messages.VMReply) { ctx.Send(q.sender, r) }
+	answer := func(r messages.VMReply) { reply(ctx, q.sender, r) }
 	if _, creating := q.msg.(messages.CreateVM); !creating && a.vm == nil {
 		if f, ok := q.msg.(messages.FinishVMJob); ok {
 			// The VM is gone (deleted elsewhere); still end its job.
 			a.write(ctx, q.sender, finishWithoutVM(f))
 			return
 		}
-		reply(messages.VMReply{Err: messages.NotFound("vm", a.id)})
+		answer(messages.VMReply{Err: messages.NotFound("vm", a.id)})
 		return
 	}
 	var p plan
 	var err error
 	switch m := q.msg.(type) {
 	case messages.GetVM:
-		reply(messages.VMReply{VM: a.vm})
+		answer(messages.VMReply{VM: a.vm})
 		return
 	case messages.CreateVM:
 		p, err = a.planCreate(m)
@@ -244,9 +252,20 @@ func (a *vmActor) handle(ctx actor.Context, q queued) {
 		return
 	case messages.FinishVMJob:
 		p, err = a.planFinish(m)
+	case messages.PlaceVM:
+		p, err = a.planPlace(m)
+	case messages.ObserveVM:
+		p, err = a.planObserve(m)
+	case messages.MarkVMUnknown:
+		p, err = a.planUnknown(m)
 	}
 	if err != nil {
-		reply(messages.VMReply{Err: err})
+		answer(messages.VMReply{Err: err})
+		return
+	}
+	if p.txn == nil {
+		// Nothing changed (an observation that matches the status).
+		answer(messages.VMReply{VM: a.vm})
 		return
 	}
 	a.write(ctx, q.sender, func(c context.Context, st *store.Store) (plan, error) { return p, nil })

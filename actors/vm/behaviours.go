@@ -19,7 +19,9 @@ func (a *vmActor) snapshot() *messages.VM {
 	return &c
 }
 
-func (a *vmActor) newTask(kind string, vm *messages.VM, now time.Time) (*messages.Task, *messages.Job) {
+// newTask builds a task and its job; opts carries the request's options
+// (force, timeout) to the job, and so to the agent.
+func (a *vmActor) newTask(kind string, vm *messages.VM, now time.Time, opts messages.RequestVMTask) (*messages.Task, *messages.Job) {
 	task := &messages.Task{ID: messages.NewID(), Kind: kind, State: messages.TaskPending,
 		Target: messages.Target{Kind: "vm", ID: vm.ID, Name: vm.Name}, Owner: vm.Owner,
 		CreatedAt: now, UpdatedAt: now}
@@ -28,7 +30,7 @@ func (a *vmActor) newTask(kind string, vm *messages.VM, now time.Time) (*message
 		attempts = messages.DefaultJobAttempts
 	}
 	job := &messages.Job{ID: messages.NewID(), TaskID: task.ID, Kind: kind, Target: task.Target,
-		MaxAttempts: attempts, NotBefore: now, CreatedAt: now}
+		MaxAttempts: attempts, NotBefore: now, CreatedAt: now, Force: opts.Force, TimeoutSeconds: opts.TimeoutSeconds}
 	task.JobID = job.ID
 	return task, job
 }
@@ -49,7 +51,7 @@ func (a *vmActor) planCreate(m messages.CreateVM) (plan, error) {
 	vm := &messages.VM{ID: a.id, Name: m.Name, Owner: m.Owner, Generation: 1, Spec: spec,
 		Status:    messages.VMStatus{Phase: messages.PhasePending, Message: "waiting to be placed on a node"},
 		CreatedAt: now, UpdatedAt: now}
-	task, job := a.newTask(messages.TaskVMCreate, vm, now)
+	task, job := a.newTask(messages.TaskVMCreate, vm, now, messages.RequestVMTask{})
 	vm.Status.ActiveTask = task.ID
 	t := store.NewTxn()
 	store.CreateVM(t, vm)
@@ -86,17 +88,30 @@ func (a *vmActor) planUpdate(m messages.UpdateVM) (plan, error) {
 	return plan{txn: store.NewTxn().Update(store.VMs, next), next: next}, nil
 }
 
+// maxTimeoutSeconds bounds how long a graceful stop or reboot may wait.
+const maxTimeoutSeconds = 3600
+
 func (a *vmActor) planTask(m messages.RequestVMTask) (plan, error) {
 	if a.vm.Status.ActiveTask != "" {
 		return plan{}, messages.Errorf(messages.KindConflict, "vm_busy",
 			"vm %s has a task in progress; wait for it or cancel it", a.vm.Name).WithDetail("task_id", a.vm.Status.ActiveTask)
 	}
+	if m.TimeoutSeconds < 0 || m.TimeoutSeconds > maxTimeoutSeconds {
+		return plan{}, messages.Invalid("timeout_seconds", "must be between 0 and %d", maxTimeoutSeconds)
+	}
 	next := a.snapshot()
 	switch m.Kind {
 	case messages.TaskVMStart:
 		next.Spec.PowerState = messages.PowerRunning
-	case messages.TaskVMStop:
+	case messages.TaskVMStop, messages.TaskVMPoweroff:
 		next.Spec.PowerState = messages.PowerStopped
+	case messages.TaskVMReboot:
+		// A reboot keeps the VM running; rebooting a VM that is not placed
+		// or not running has nothing to act on.
+		if a.vm.Status.Node == "" || a.vm.Spec.PowerState != messages.PowerRunning {
+			return plan{}, messages.Errorf(messages.KindConflict, "vm_not_running",
+				"vm %s is not running; start it instead", a.vm.Name)
+		}
 	case messages.TaskVMDelete:
 		if a.vm.Status.Phase == messages.PhaseRunning && !m.Force {
 			return plan{}, messages.Errorf(messages.KindConflict, "vm_running",
@@ -110,7 +125,7 @@ func (a *vmActor) planTask(m messages.RequestVMTask) (plan, error) {
 		next.Generation++
 	}
 	next.UpdatedAt = now
-	task, job := a.newTask(m.Kind, next, now)
+	task, job := a.newTask(m.Kind, next, now, m)
 	next.Status.ActiveTask = task.ID
 	t := store.NewTxn().Update(store.VMs, next)
 	store.AddTask(t, task, job)

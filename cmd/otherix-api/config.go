@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/otherix/otherix/actors/placement"
 	"github.com/otherix/otherix/config"
 )
 
@@ -78,7 +79,9 @@ type apiConfig struct {
 		// last heartbeat.
 		GoneAfter time.Duration `koanf:"gone_after"`
 	} `koanf:"nodes"`
-	HTTP struct {
+	// Placement holds the overcommit ratios (cpu_overcommit, memory_overcommit).
+	Placement placement.Config `koanf:"placement"`
+	HTTP      struct {
 		MaxBodyBytes int64 `koanf:"max_body_bytes"`
 		Metrics      bool  `koanf:"metrics"`
 		// MetricsPublic serves /metrics without authentication (for scrapers).
@@ -110,6 +113,7 @@ func defaultConfig() apiConfig {
 	c.Audit.Retention = 30 * 24 * time.Hour
 	c.Heartbeat.Interval = 30 * time.Second
 	c.Nodes.GoneAfter = 10 * time.Minute
+	c.Placement = placement.DefaultConfig()
 	c.HTTP.MaxBodyBytes = 1 << 20
 	c.HTTP.Metrics = true
 	c.HTTP.MetricsPublic = true
@@ -158,6 +162,10 @@ func loadConfig(flags *pflag.FlagSet) (apiConfig, error) {
 	if cfg.Nodes.GoneAfter <= 3*cfg.Heartbeat.Interval {
 		return cfg, fmt.Errorf("nodes.gone_after %s: must be longer than three heartbeat intervals (%s)",
 			cfg.Nodes.GoneAfter, 3*cfg.Heartbeat.Interval)
+	}
+	if cfg.Placement.CPUOvercommit <= 0 || cfg.Placement.MemoryOvercommit <= 0 {
+		return cfg, fmt.Errorf("placement.cpu_overcommit %g, placement.memory_overcommit %g: must be positive",
+			cfg.Placement.CPUOvercommit, cfg.Placement.MemoryOvercommit)
 	}
 	if cfg.Backup.Dir == "" {
 		cfg.Backup.Dir = cfg.DataDir + "/backups"

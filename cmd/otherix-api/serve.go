@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/otherix/otherix/actors/gateway"
+	"github.com/otherix/otherix/http/agentclient"
 	"github.com/otherix/otherix/http/server"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/etcd"
@@ -61,14 +62,30 @@ func serve(cmd *cobra.Command) error {
 		log.Info("new cluster: settings document seeded")
 	}
 
+	// The agent client: the control plane's client certificate is issued
+	// from the cluster CA and renewed lazily when a third of its validity
+	// is left; agents are trusted by the cluster CA and their node name.
+	ca, err := gateway.LoadCA(ctx, st, time.Now())
+	if err != nil {
+		return err
+	}
+	clientCert := agentclient.NewRenewingCert(func(now time.Time) (tls.Certificate, error) {
+		return ca.IssueClientCert(security.ControlPlaneCN, now, 0)
+	}, nil)
+	if _, err := clientCert.Get(); err != nil {
+		return err
+	}
+	agents := agentclient.New(ca.Pool(), clientCert.Get)
+
 	gw, err := gateway.Start(ctx, st, gateway.Config{
 		NoDispatch: !cfg.Jobs.Dispatch, ClaimTTL: cfg.Jobs.ClaimTTL, JobAttempts: cfg.Jobs.Attempts,
 		JobBackoffBase: cfg.Jobs.BackoffBase, JobBackoffMax: cfg.Jobs.BackoffMax,
 		TaskRetention: cfg.Tasks.Retention,
 		BackupDir:     cfg.Backup.Dir, BackupInterval: cfg.Backup.Interval, BackupKeep: cfg.Backup.Keep,
 		Snapshot: member.Snapshot, Prune: etcd.PruneSnapshots,
-		Identity: gateway.IdentityConfig{AuditRetention: cfg.Audit.Retention},
-		Nodes:    gateway.NodesConfig{HeartbeatInterval: cfg.Heartbeat.Interval, GoneAfter: cfg.Nodes.GoneAfter},
+		Identity:  gateway.IdentityConfig{AuditRetention: cfg.Audit.Retention},
+		Nodes:     gateway.NodesConfig{HeartbeatInterval: cfg.Heartbeat.Interval, GoneAfter: cfg.Nodes.GoneAfter},
+		Placement: cfg.Placement, Agent: agents,
 	}, log)
 	if err != nil {
 		return err

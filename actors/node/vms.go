@@ -1,0 +1,79 @@
+package node
+
+import (
+	"context"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/otherix/otherix/actors/system"
+	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/persistence/store"
+)
+
+// tellVMs tells the actor of every VM whose observation changed since the
+// last heartbeat what the node now observes. The VM actor decides whether it
+// applies (placed here, no task in progress, newer than its status); it is
+// told without waiting for an answer, so a slow VM never holds heartbeats up.
+func (a *nodeActor) tellVMs(ctx actor.Context, node string, vms []messages.VMObserved) {
+	if a.deps.VMs == nil {
+		return
+	}
+	seen := make(map[string]messages.VMObserved, len(vms))
+	for _, o := range vms {
+		if o.ID == "" {
+			continue
+		}
+		seen[o.ID] = o
+		if prev, ok := a.observed[o.ID]; ok && sameObserved(prev, o) {
+			continue
+		}
+		ctx.Send(a.deps.VMs, system.Deliver{ID: o.ID, Msg: messages.ObserveVM{Node: node, Observed: o}})
+	}
+	a.observed = seen
+}
+
+// sameObserved compares two observations but for the time they were made.
+func sameObserved(a, b messages.VMObserved) bool {
+	a.ObservedAt, b.ObservedAt = time.Time{}, time.Time{}
+	if (a.StartedAt == nil) != (b.StartedAt == nil) || a.StartedAt != nil && !a.StartedAt.Equal(*b.StartedAt) {
+		return false
+	}
+	a.StartedAt, b.StartedAt = nil, nil
+	return a == b
+}
+
+// vmsLost marks every VM placed on the node unknown once the node is gone.
+// Nothing is deleted: the node's next heartbeat tells every VM what it
+// observes (observed is cleared, so all are told) and heals them. Finding
+// the VMs scans the VM list, which is fine at today's scale; a VMs-by-node
+// index replaces the scan when clusters grow.
+func (a *nodeActor) vmsLost(ctx actor.Context) {
+	a.observed = nil
+	if a.deps.VMs == nil {
+		return
+	}
+	name, since := a.node.Name, a.lastSeen.UTC()
+	st, rt, vms, log := a.deps.Store, a.deps.Runtime, a.deps.VMs, a.deps.Log
+	msg := messages.MarkVMUnknown{Node: name,
+		Message: "node " + name + " is gone (no heartbeat since " + since.Format(time.RFC3339) + "); the vm's state is unknown until it returns"}
+	rt.Go(nil, func(c context.Context) any {
+		page := store.Page{Limit: 500}
+		for {
+			list, next, err := st.ListVMs(c, "", page)
+			if err != nil {
+				log.Warn("list vms of a gone node", "node", name, "err", err)
+				return nil
+			}
+			for _, v := range list {
+				if v.Status.Node == name {
+					rt.System.Root.Send(vms, system.Deliver{ID: v.ID, Msg: msg})
+				}
+			}
+			if next == "" {
+				return nil
+			}
+			page.Cursor = next
+		}
+	})
+}
