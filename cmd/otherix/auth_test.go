@@ -167,26 +167,28 @@ func TestLoginFailures(t *testing.T) {
 	srv := httptest.NewServer(&fakeIdentity{})
 	defer srv.Close()
 	c := newCfgCLI(t)
+	// Mistakes in the command line exit 2, refusals by the server 1.
 	for _, tt := range []struct {
 		stdin string
 		args  []string
 		want  string
+		code  int
 	}{
-		{"", []string{"login", srv.URL, "--user", "admin@localhost"}, "[no_terminal]"},
-		{"", []string{"login", srv.URL}, "--user EMAIL is required"},
-		{"", []string{"login", srv.URL, "--token", "abc"}, "--token must be an otx_ API token"},
-		{"", []string{"login", srv.URL, "--token", "otx_x", "--user", "a@b.c"}, "cannot be combined"},
-		{"", []string{"login", srv.URL, "--user", "admin@localhost", "--password-stdin"}, "no password on stdin"},
-		{"wrong\n", []string{"login", srv.URL, "--user", "admin@localhost", "--password-stdin"}, "[unauthenticated]"},
-		{"", []string{"login", srv.URL, "--token", "otx_bad"}, "[unauthenticated]"},
-		{"", []string{"login", srv.URL, "--token", "otx_good", "--ca-fingerprint", "zz"}, "64 hex digits"},
-		{"", []string{"login", srv.URL, "--token", "otx_good", "--ca-fingerprint", strings.Repeat("ab", 32)}, "is plain http"},
-		{"", []string{"config", "use-context", "nope"}, `no context "nope"`},
-		{"", []string{"--context", "nope", "whoami"}, `no context "nope"`},
+		{"", []string{"login", srv.URL, "--user", "admin@localhost"}, "[no_terminal]", 1},
+		{"", []string{"login", srv.URL}, "--user EMAIL is required", 2},
+		{"", []string{"login", srv.URL, "--token", "abc"}, "--token must be an otx_ API token", 2},
+		{"", []string{"login", srv.URL, "--token", "otx_x", "--user", "a@b.c"}, "cannot be combined", 2},
+		{"", []string{"login", srv.URL, "--user", "admin@localhost", "--password-stdin"}, "no password on stdin", 2},
+		{"wrong\n", []string{"login", srv.URL, "--user", "admin@localhost", "--password-stdin"}, "[unauthenticated]", 1},
+		{"", []string{"login", srv.URL, "--token", "otx_bad"}, "[unauthenticated]", 1},
+		{"", []string{"login", srv.URL, "--token", "otx_good", "--ca-fingerprint", "zz"}, "64 hex digits", 2},
+		{"", []string{"login", srv.URL, "--token", "otx_good", "--ca-fingerprint", strings.Repeat("ab", 32)}, "is plain http", 2},
+		{"", []string{"config", "use-context", "nope"}, `no context "nope"`, 2},
+		{"", []string{"--context", "nope", "whoami"}, `no context "nope"`, 2},
 	} {
 		code, _, stderr := c.run(tt.stdin, tt.args...)
-		if code != 1 || !strings.Contains(stderr, tt.want) {
-			t.Errorf("%v: exit %d, stderr %q; want %q", tt.args, code, stderr, tt.want)
+		if code != tt.code || !strings.Contains(stderr, tt.want) {
+			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tt.args, code, stderr, tt.code, tt.want)
 		}
 	}
 	if _, err := os.Stat(c.cfg); err == nil {

@@ -75,12 +75,22 @@ func describeVM(w io.Writer, vm *messages.VM, task *messages.Task, now time.Time
 	field(1, "Memory", mib(s.MemoryMiB))
 	field(1, "Disk", gib(s.DiskGiB))
 	field(1, "Power", s.PowerState)
+	field(1, "Arch", orDefault(s.Arch, messages.ArchAMD64))
 	field(1, "Node", orDefault(s.Node, "(any)"))
 	field(1, "User data", userDataSize(s.UserData))
 	field(1, "Networks", networks(s.Networks))
 	fmt.Fprintln(tw, "Status:")
 	field(1, "Phase", orNone(st.Phase))
 	field(1, "Node", orNone(st.Node))
+	if st.Pid > 0 {
+		field(1, "PID", st.Pid)
+	}
+	if st.StartedAt != nil {
+		field(1, "Started", when(*st.StartedAt, now))
+	}
+	if st.ObservedAt != nil {
+		field(1, "Observed", when(*st.ObservedAt, now))
+	}
 	field(1, "Addresses", orNone(strings.Join(st.Addresses, ", ")))
 	field(1, "Message", orNone(st.Message))
 	field(0, "Active task", activeTaskText(st.ActiveTask, task, now))

@@ -17,12 +17,22 @@ import (
 	"github.com/otherix/otherix/messages"
 )
 
-// manifestAPIVersion is the only apiVersion a manifest may name; it may also
-// leave it out.
-const manifestAPIVersion = "otherix.io/v1"
+// manifestAPIVersion is the apiVersion a manifest names; it may also leave
+// it out. legacyAPIVersion is what manifests of earlier releases named, still
+// read.
+const (
+	manifestAPIVersion = "otherix.dev/v1"
+	legacyAPIVersion   = "otherix.io/v1"
+)
 
-// kindVM is the kind of a VM document, compared case-insensitively.
-const kindVM = "vm"
+// Kinds of documents, compared case-insensitively. Only VMs are served by
+// this control plane; networks and storage pools arrive with later releases
+// and are refused by name rather than as unknown.
+const (
+	kindVM          = "vm"
+	kindNetwork     = "network"
+	kindStoragePool = "storagepool"
+)
 
 // stdinName stands for "-f -" in messages.
 const stdinName = "<stdin>"
@@ -35,12 +45,19 @@ type manifestHeader struct {
 }
 
 // vmDocument is the strict shape of a "kind: VM" document. Its spec is the
-// API's own type, so a manifest accepts exactly what the API accepts.
+// API's own type, so a manifest accepts exactly what the API accepts. The
+// name is metadata.name; a top-level name is the older spelling.
 type vmDocument struct {
-	APIVersion string          `json:"apiVersion"`
-	Kind       string          `json:"kind"`
-	Name       string          `json:"name"`
-	Spec       messages.VMSpec `json:"spec"`
+	APIVersion string           `json:"apiVersion"`
+	Kind       string           `json:"kind"`
+	Metadata   manifestMetadata `json:"metadata"`
+	Name       string           `json:"name"`
+	Spec       messages.VMSpec  `json:"spec"`
+}
+
+// manifestMetadata is a document's metadata.
+type manifestMetadata struct {
+	Name string `json:"name"`
 }
 
 // resource is one decoded, checked document.
@@ -206,7 +223,7 @@ func decodeDocument(d document, withSpec bool) (resource, error) {
 	if err := json.Unmarshal(d.body, &h); err != nil {
 		return resource{}, errors.New("a document must be a mapping with kind, name and spec")
 	}
-	if h.APIVersion != "" && h.APIVersion != manifestAPIVersion {
+	if h.APIVersion != "" && h.APIVersion != manifestAPIVersion && h.APIVersion != legacyAPIVersion {
 		return resource{}, fmt.Errorf("apiVersion %q is not supported: use %q or leave it out", h.APIVersion, manifestAPIVersion)
 	}
 	switch strings.ToLower(h.Kind) {
@@ -214,8 +231,10 @@ func decodeDocument(d document, withSpec bool) (resource, error) {
 		return resource{}, errors.New("kind is required (kind: VM)")
 	case kindVM:
 		return decodeVM(d.body, withSpec)
+	case kindNetwork, kindStoragePool:
+		return resource{}, fmt.Errorf("kind %s is not supported by this control plane yet; only VM is", h.Kind)
 	}
-	return resource{}, fmt.Errorf("unknown kind %q: this client knows VM", h.Kind)
+	return resource{}, fmt.Errorf("unknown kind %q: this client knows VM (Network and StoragePool come later)", h.Kind)
 }
 
 // decodeVM decodes a VM document strictly and checks it as the API would.
@@ -224,8 +243,17 @@ func decodeVM(body []byte, withSpec bool) (resource, error) {
 	if err := strictDecode(body, &doc); err != nil {
 		return resource{}, err
 	}
-	r := resource{kind: kindVM, name: doc.Name, spec: doc.Spec}
-	if err := messages.ValidateName("name", doc.Name); err != nil {
+	name, field := doc.Metadata.Name, "metadata.name"
+	switch {
+	case name == "" && doc.Name != "":
+		name, field = doc.Name, "name"
+	case name != "" && doc.Name != "" && doc.Name != name:
+		return resource{}, fmt.Errorf("metadata.name %q and name %q disagree: give metadata.name only", name, doc.Name)
+	case name == "":
+		return resource{}, errors.New("metadata.name is required")
+	}
+	r := resource{kind: kindVM, name: name, spec: doc.Spec}
+	if err := messages.ValidateName(field, name); err != nil {
 		return r, err
 	}
 	if withSpec {

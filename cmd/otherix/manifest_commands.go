@@ -17,21 +17,27 @@ import (
 const manifestHelp = `Each -f names a YAML file ("-" reads stdin) of one or more documents separated
 by "---". A document is:
 
-  apiVersion: otherix.io/v1   # optional; if given it must be this
+  apiVersion: otherix.dev/v1  # optional; if given it must be this
   kind: VM                    # case-insensitive
-  name: web-1
+  metadata:
+    name: web-1
   spec:
     image: {url: https://img.example/debian-12.qcow2, sha256: ""}
     cpus: 2
     memory_mib: 2048
     disk_gib: 20
+    arch: amd64               # or arm64
+    node: rack1-n3            # optional: pin to a node
     user_data: |
       #cloud-config
     networks: [{network: backend, ip: 10.0.0.10}]
     power_state: running      # or stopped
 
 Fields are checked strictly: an unknown field is an error naming it. Every
-document is checked before anything is sent; empty documents are skipped.`
+document is checked before anything is sent; empty documents are skipped.
+Kinds Network and StoragePool are recognised but not supported by this
+control plane yet. (A top-level "name:" instead of metadata.name and the
+apiVersion otherix.io/v1 of earlier releases are still read.)`
 
 // outcome is the result of one resource of a manifest.
 type outcome struct {
@@ -68,13 +74,38 @@ func (a *app) deleteCommand() *cobra.Command {
 	var w waitFlags
 	var force, ignoreNotFound bool
 	cmd := &cobra.Command{
-		Use:   "delete -f FILE",
-		Short: "Delete the resources named in manifest files",
-		Long: "Delete the resources named in manifest files, by kind and name; their specs\n" +
-			"are not compared. A resource that fails is reported and the rest still go;\n" +
-			"the exit status is 1 if any failed.\n\n" + manifestHelp,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Use:   "delete (-f FILE | KIND NAME)",
+		Short: "Delete a resource by kind and name, or the resources named in manifest files",
+		Long: "Delete one resource by kind and name (\"otherix delete vm web-1\"), or the\n" +
+			"resources named in manifest files, by kind and name; their specs are not\n" +
+			"compared. A resource of a manifest that fails is reported and the rest still\n" +
+			"go; the exit status is 1 if any failed.\n\n" + kindsHelp + "\n\n" + manifestHelp,
+		Example: `  otherix delete vm web-1 --wait
+  otherix delete node rack1-n3 --force
+  otherix delete -f web.yaml --ignore-not-found`,
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 && len(files) == 0 {
+				return usageError(errors.New("give -f FILE or KIND NAME"))
+			}
+			if len(args) > 0 {
+				if len(files) > 0 {
+					return usageError(errors.New("give either -f FILE or KIND NAME, not both"))
+				}
+				kind, name, err := kindArgs(args, false)
+				if err != nil {
+					return err
+				}
+				if err := w.check(); err != nil {
+					return err
+				}
+				err = a.deleteKind(cmd.Context(), kind, name, force, w)
+				if ignoreNotFound && client.ErrorCode(err) == messages.ErrNotFound.Code {
+					fmt.Fprintf(a.stderr, "%s/%s not found; nothing to delete\n", kind, name)
+					return nil
+				}
+				return err
+			}
 			return a.applyManifests(cmd, files, w, false, func(ctx context.Context, c *client.Client, r resource, opt client.CallOption) (*client.Accepted, error) {
 				acc, err := c.DeleteVM(ctx, r.name, force, opt)
 				if ignoreNotFound && client.ErrorCode(err) == messages.ErrNotFound.Code {
@@ -86,7 +117,7 @@ func (a *app) deleteCommand() *cobra.Command {
 		},
 	}
 	addManifestFlags(cmd, &files, &w)
-	cmd.Flags().BoolVar(&force, "force", false, "delete even if a VM runs or its node cannot confirm")
+	cmd.Flags().BoolVar(&force, "force", false, "delete even if a VM runs or its node cannot confirm; a node even with VMs on it")
 	cmd.Flags().BoolVar(&ignoreNotFound, "ignore-not-found", false, "treat a resource that does not exist as deleted")
 	return cmd
 }

@@ -75,18 +75,24 @@ func writeTable(w io.Writer, rows [][]string) error {
 	return tw.Flush()
 }
 
-// vmRows is the table of VMs; wide adds ID, IMAGE, GENERATION and TASK.
+// vmRows is the table of VMs; wide adds PID, ADDRESSES, ARCH, ID, IMAGE,
+// GENERATION and TASK.
 func vmRows(vms []*messages.VM, wide bool, now time.Time) [][]string {
 	head := []string{"NAME", "PHASE", "POWER", "CPUS", "MEMORY", "DISK", "NODE", "AGE"}
 	if wide {
-		head = append(head, "ID", "IMAGE", "GENERATION", "TASK")
+		head = append(head, "PID", "ADDRESSES", "ARCH", "ID", "IMAGE", "GENERATION", "TASK")
 	}
 	rows := [][]string{head}
 	for _, vm := range vms {
 		r := []string{vm.Name, orNone(vm.Status.Phase), orNone(vm.Spec.PowerState), strconv.Itoa(vm.Spec.CPUs),
 			mib(vm.Spec.MemoryMiB), gib(vm.Spec.DiskGiB), orNone(vm.Status.Node), age(vm.CreatedAt, now)}
 		if wide {
-			r = append(r, vm.ID, orNone(vm.Spec.Image.URL), strconv.FormatInt(vm.Generation, 10), orNone(vm.Status.ActiveTask))
+			pid := none
+			if vm.Status.Pid > 0 {
+				pid = strconv.Itoa(vm.Status.Pid)
+			}
+			r = append(r, pid, orNone(strings.Join(vm.Status.Addresses, ",")), orNone(vm.Spec.Arch),
+				vm.ID, orNone(vm.Spec.Image.URL), strconv.FormatInt(vm.Generation, 10), orNone(vm.Status.ActiveTask))
 		}
 		rows = append(rows, r)
 	}

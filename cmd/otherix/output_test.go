@@ -20,7 +20,8 @@ var now = time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 const apiVM = `{"id":"01jvm0000000000000000000aa","name":"web-1","owner":"anonymous","generation":2,
 "spec":{"image":{"url":"https://img.example/d.qcow2"},"cpus":2,"memory_mib":2048,"disk_gib":20,
 "networks":[{"network":"backend","ip":"10.0.0.5"}],"power_state":"running"},
-"status":{"phase":"running","node":"n1","observed_generation":2,"addresses":["10.0.0.5"],
+"status":{"phase":"running","node":"n1","observed_generation":2,"addresses":["10.0.0.5"],"pid":4242,
+"started_at":"2026-05-01T11:58:00Z","observed_at":"2026-05-01T11:59:30Z",
 "conditions":[{"type":"Ready","status":"True","last_transition_time":"2026-05-01T11:59:00Z"}],
 "active_task":"01jtask00000000000000000aa"},
 "created_at":"2026-05-01T11:55:00Z","updated_at":"2026-05-01T11:59:00Z","revision":7}`
@@ -57,11 +58,11 @@ func TestVMTable(t *testing.T) {
 func TestVMWide(t *testing.T) {
 	got := emitVMs(t, outputWide, []*messages.VM{fixtureVM(t)})
 	lines := strings.Split(strings.TrimSpace(got), "\n")
-	wantHead := []string{"NAME", "PHASE", "POWER", "CPUS", "MEMORY", "DISK", "NODE", "AGE", "ID", "IMAGE", "GENERATION", "TASK"}
+	wantHead := []string{"NAME", "PHASE", "POWER", "CPUS", "MEMORY", "DISK", "NODE", "AGE", "PID", "ADDRESSES", "ARCH", "ID", "IMAGE", "GENERATION", "TASK"}
 	if head := strings.Fields(lines[0]); !reflect.DeepEqual(head, wantHead) {
 		t.Errorf("head = %q", head)
 	}
-	wantRow := []string{"web-1", "running", "running", "2", "2GiB", "20GiB", "n1", "5m",
+	wantRow := []string{"web-1", "running", "running", "2", "2GiB", "20GiB", "n1", "5m", "4242", "10.0.0.5", "<none>",
 		"01jvm0000000000000000000aa", "https://img.example/d.qcow2", "2", "01jtask00000000000000000aa"}
 	if row := strings.Fields(lines[1]); !reflect.DeepEqual(row, wantRow) {
 		t.Errorf("row = %q", row)

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/otherix/otherix/http/client"
 	"github.com/otherix/otherix/messages"
@@ -73,7 +75,23 @@ type app struct {
 	pinnedCA string
 
 	api *client.Client // built lazily by client()
+
+	// stderrTTY reports whether stderr is a terminal, where --wait draws a
+	// progress bar; a seam for tests. barDrawn says a bar line is open.
+	stderrTTY func() bool
+	barDrawn  bool
 }
+
+// Exit codes.
+const (
+	exitOK = 0
+	// exitFailed: the command ran and failed: an API error, a task that
+	// failed or was cancelled, an unreachable server.
+	exitFailed = 1
+	// exitUsage: the command line is wrong (unknown command or flag, wrong
+	// arguments, a bad flag value); nothing was sent.
+	exitUsage = 2
+)
 
 // run executes the CLI with args and returns the process exit code. Errors
 // are printed once, here, as "Error: <message> [<code>]".
@@ -85,17 +103,47 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func runIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root := newRootCommand(stdin, stdout, stderr)
 	root.SetArgs(args)
-	if err := root.ExecuteContext(ctx); err != nil {
-		printError(stderr, err)
-		return 1
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
 	}
-	return 0
+	printError(stderr, err)
+	return exitCode(err)
+}
+
+// exitCode is the process status for a command's error.
+func exitCode(err error) int {
+	var ce *cliError
+	if errors.As(err, &ce) && ce.usage {
+		return exitUsage
+	}
+	return exitFailed
+}
+
+// markArgsUsage makes every argument check in the tree report a usage
+// error, cobra's own (cobra.NoArgs, cobra.ExactArgs) included, so that a
+// wrong number of arguments exits 2 like an unknown flag does.
+func markArgsUsage(cmd *cobra.Command) {
+	if check := cmd.Args; check != nil {
+		cmd.Args = func(c *cobra.Command, args []string) error {
+			err := check(c, args)
+			var ce *cliError
+			if err == nil || errors.As(err, &ce) && ce.usage {
+				return err
+			}
+			return usageError(err)
+		}
+	}
+	for _, sub := range cmd.Commands() {
+		markArgsUsage(sub)
+	}
 }
 
 // newRootCommand builds the whole command tree writing to stdout and stderr.
 func newRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, newKey: newIdempotencyKey, now: time.Now}
 	a.terminal, a.readSecret = stdinTerminal(stdin)
+	a.stderrTTY = writerTerminal(stderr)
 	root := &cobra.Command{
 		Use:   "otherix",
 		Short: "Manage virtual machines on an Otherix cluster",
@@ -104,6 +152,11 @@ func newRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 Output: -o table (default) and -o wide print columns; -o json and -o yaml print
 resources exactly as the API returns them. A list prints as {"items":[…]} with
 every page already followed; an accepted write prints {"task":…,"vm":…}.
+
+Exit status: 0 on success; 1 when the command ran and failed (an API error, a
+task that failed or was cancelled, an unreachable server); 2 when the command
+line is wrong (unknown command or flag, wrong arguments, a bad value), in which
+case nothing was sent.
 
 Start with "otherix login URL --user EMAIL". Clusters and credentials are kept
 as contexts in ~/.otherix/config (--config or OTHERIX_CONFIG to use another
@@ -129,7 +182,9 @@ file, --context to use another context for one call).`,
 	root.AddCommand(a.vmCommand(), a.taskCommand(), a.createCommand(), a.deleteCommand(),
 		a.loginCommand(), a.logoutCommand(), a.whoamiCommand(), a.configCommand(), a.userCommand(), a.tokenCommand(),
 		a.nodeCommand(), a.clusterCommand(),
+		a.getCommand(), a.describeCommand(), a.applyCommand(),
 		versionCommand(stdout))
+	markArgsUsage(root)
 	return root
 }
 
@@ -351,4 +406,14 @@ func exactArgs(n int, what string) cobra.PositionalArgs {
 		}
 		return nil
 	}
+}
+
+// writerTerminal reports whether w is a terminal (a file on one).
+func writerTerminal(w io.Writer) func() bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return func() bool { return false }
+	}
+	fd := int(f.Fd())
+	return func() bool { return term.IsTerminal(fd) }
 }

@@ -43,13 +43,34 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"create"}, "Error: -f FILE is required [usage]"},
 		{[]string{"--timeout", "0s", "vm", "list"}, "--timeout must be positive"},
 		{[]string{"vm", "create", "a", "--image", "https://i.example/a", "--wait", "--wait-timeout", "0s"}, "--wait-timeout must be positive"},
+		{[]string{"vm", "create", "a", "--image", "https://i.example/a", "--memory", "lots"}, `--memory: "lots" is not a size`},
+		{[]string{"vm", "create", "a", "--image", "https://i.example/a", "--disk", "1536Mi"}, `--disk: "1536Mi" is not a whole number of GiB`},
+		{[]string{"vm", "create", "a", "--image", "https://i.example/a", "--arch", "riscv64"}, `--arch "riscv64": want amd64 or arm64`},
+		{[]string{"vm", "create", "a", "--image", "https://i.example/a", "--cpus", "0x"}, `invalid argument "0x" for "--cpus"`},
+		{[]string{"vm", "create", "a", "--image", "https://i.example/a", "--cpus", "999"}, "spec.cpus: must be between"},
+		{[]string{"vm", "create", "a", "b", "--image", "https://i.example/a"}, "needs a VM name, got 2 argument(s)"},
+		{[]string{"vm", "list", "extra"}, `unknown command "extra" for "otherix vm list"`},
+		{[]string{"vm", "stop", "a", "--timeout", "90m"}, "--timeout must be a whole number of seconds from 1s to 1h"},
+		{[]string{"vm", "stop", "a", "--timeout", "1.5s"}, "--timeout must be a whole number of seconds"},
+		{[]string{"vm", "logs", "a", "--tail", "0"}, "--tail must be a number of bytes"},
+		{[]string{"vm", "reboot"}, "needs a VM name or id, got 0 argument(s)"},
+		{[]string{"get"}, "a kind is required: one of vm, node, task"},
+		{[]string{"get", "pods"}, `unknown kind "pods": want one of vm, node, task`},
+		{[]string{"describe", "vm"}, "a vm name is required"},
+		{[]string{"describe", "vm", "a", "-o", "json"}, "describe prints text only"},
+		{[]string{"get", "vm", "a", "b"}, "want KIND NAME, got 3 arguments"},
+		{[]string{"delete"}, "give -f FILE or KIND NAME"},
+		{[]string{"delete", "task", "x"}, "tasks cannot be deleted"},
+		{[]string{"delete", "vm", "a", "-f", "x.yaml"}, "give either -f FILE or KIND NAME, not both"},
+		{[]string{"apply"}, "-f FILE is required"},
+		{[]string{"apply", "x"}, `unknown command "x" for "otherix apply"`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			// Nothing listens here: a usage error must come before any request.
 			code, _, stderr := runCLI(t, "http://127.0.0.1:1", tt.args...)
-			if code != 1 || !strings.Contains(stderr, tt.want) {
-				t.Fatalf("exit %d, stderr %q; want 1 and %q", code, stderr, tt.want)
+			if code != exitUsage || !strings.Contains(stderr, tt.want) {
+				t.Fatalf("exit %d, stderr %q; want %d and %q", code, stderr, exitUsage, tt.want)
 			}
 		})
 	}

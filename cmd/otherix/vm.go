@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -25,14 +26,21 @@ func (a *app) vmCommand() *cobra.Command {
 	cmd.AddCommand(a.vmCreateCommand(), a.vmListCommand(), a.vmGetCommand(), a.vmDescribeCommand(),
 		a.vmDeleteCommand(),
 		a.vmTaskCommand("start", "Start a stopped VM", (*client.Client).StartVM),
-		a.vmTaskCommand("stop", "Stop a VM gracefully (ACPI power button)", (*client.Client).StopVM))
+		a.vmStopCommand(),
+		a.vmTaskCommand("poweroff", "Power a VM off at once (hard stop; the guest cannot shut down)", (*client.Client).PoweroffVM),
+		a.vmRebootCommand(),
+		a.vmSyncCommand("pause", "Pause a running VM's vCPUs", (*client.Client).PauseVM),
+		a.vmSyncCommand("resume", "Resume a paused VM", (*client.Client).ResumeVM),
+		a.vmLogsCommand())
 	return cmd
 }
 
 // vmCreateFlags are the flags of "vm create".
 type vmCreateFlags struct {
 	image, sha256, userData, key string
-	cpus, memory, disk           int
+	node, arch                   string
+	cpus                         int
+	memory, disk                 string
 	networks                     []string
 	stopped                      bool
 	wait                         waitFlags
@@ -53,8 +61,9 @@ exits 1 if the task fails or is cancelled.
 Every create carries an Idempotency-Key (random unless --idempotency-key is
 given), so a request whose answer was lost is retried without a second VM.`,
 		Example: `  otherix vm create web-1 --image https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-generic-amd64.qcow2
-  otherix vm create db-1 --image https://img.example/d.qcow2 --cpus 4 --memory 8192 --disk 100 \
-      --network backend:10.0.0.10 --user-data cloud-init.yaml --wait`,
+  otherix vm create db-1 --image https://img.example/d.qcow2 --cpus 4 --memory 8Gi --disk 100Gi \
+      --network backend:10.0.0.10 --user-data cloud-init.yaml --wait
+  otherix vm create arm-1 --image https://img.example/arm.qcow2 --arch arm64 --node rack2-n7 --stopped`,
 		Args: exactArgs(1, "a VM name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := fl.wait.check(); err != nil {
@@ -71,8 +80,10 @@ given), so a request whose answer was lost is retried without a second VM.`,
 	f.StringVar(&fl.image, "image", "", "base disk image URL (http or https; required)")
 	f.StringVar(&fl.sha256, "sha256", "", "expected SHA-256 of the image, in hex")
 	f.IntVar(&fl.cpus, "cpus", 0, fmt.Sprintf("number of vCPUs (server default %d)", d.CPUs))
-	f.IntVar(&fl.memory, "memory", 0, fmt.Sprintf("memory in MiB (server default %d)", d.MemoryMiB))
-	f.IntVar(&fl.disk, "disk", 0, fmt.Sprintf("disk size in GiB (server default %d)", d.DiskGiB))
+	f.StringVar(&fl.memory, "memory", "", fmt.Sprintf("memory: 512Mi, 2Gi, 2G (powers of 1024) or a bare number of MiB (server default %s)", mib(d.MemoryMiB)))
+	f.StringVar(&fl.disk, "disk", "", fmt.Sprintf("disk size: 20Gi, 1T or a bare number of GiB; whole GiB only (server default %s)", gib(d.DiskGiB)))
+	f.StringVar(&fl.node, "node", "", "place the VM on this node (default: the scheduler chooses)")
+	f.StringVar(&fl.arch, "arch", "", "guest architecture: amd64 or arm64 (server default amd64)")
 	f.StringVar(&fl.userData, "user-data", "", "cloud-init user-data file (- reads stdin)")
 	f.StringArrayVar(&fl.networks, "network", nil, "attach to network NAME, optionally at a static IPv4 address (NAME[:IP]; repeatable)")
 	f.BoolVar(&fl.stopped, "stopped", false, "create the VM without starting it")
@@ -89,8 +100,25 @@ func (fl *vmCreateFlags) request(name string, stdin io.Reader) (messages.CreateV
 	}
 	req := messages.CreateVMRequest{Name: name, Spec: messages.VMSpec{
 		Image: messages.ImageSource{URL: fl.image, SHA256: fl.sha256},
-		CPUs:  fl.cpus, MemoryMiB: fl.memory, DiskGiB: fl.disk,
+		CPUs:  fl.cpus, Node: fl.node, Arch: fl.arch,
 	}}
+	if fl.memory != "" {
+		n, err := parseMemoryMiB(fl.memory)
+		if err != nil {
+			return req, usageError(fmt.Errorf("--memory: %w", err))
+		}
+		req.Spec.MemoryMiB = n
+	}
+	if fl.disk != "" {
+		n, err := parseDiskGiB(fl.disk)
+		if err != nil {
+			return req, usageError(fmt.Errorf("--disk: %w", err))
+		}
+		req.Spec.DiskGiB = n
+	}
+	if fl.arch != "" && fl.arch != messages.ArchAMD64 && fl.arch != messages.ArchARM64 {
+		return req, usageError(fmt.Errorf("--arch %q: want %s or %s", fl.arch, messages.ArchAMD64, messages.ArchARM64))
+	}
 	if fl.stopped {
 		req.Spec.PowerState = messages.PowerStopped
 	}
@@ -123,7 +151,9 @@ func checkCreate(req messages.CreateVMRequest) error {
 	}
 	var me *messages.Error
 	if errors.As(err, &me) {
-		return &cliError{code: me.Code, msg: me.Message}
+		// The values came from the command line: a usage error, under the
+		// code the API would have answered.
+		return &cliError{code: me.Code, msg: me.Message, usage: true}
 	}
 	return err
 }
@@ -307,6 +337,114 @@ func (a *app) vmTask(ctx context.Context, w waitFlags, fn func(context.Context, 
 		return err
 	}
 	return a.accepted(ctx, acc, w)
+}
+
+// vmStopCommand is "vm stop [--timeout D]".
+func (a *app) vmStopCommand() *cobra.Command {
+	var w waitFlags
+	var grace time.Duration
+	cmd := &cobra.Command{
+		Use:   "stop NAME|ID",
+		Short: "Stop a VM gracefully (ACPI power button)",
+		Long: `Stop a VM gracefully: press its ACPI power button and wait for the guest to
+power off. A graceful stop never kills the VM: if the guest has not powered off
+within --timeout the task fails and the VM keeps running; "vm poweroff" is the
+hard stop.
+
+Here --timeout is how long the guest gets (a whole number of seconds from 1s
+to 1h; the node's default when not given), not the limit of one request.`,
+		Example: `  otherix vm stop web-1 --timeout 2m --wait`,
+		Args:    exactArgs(1, "a VM name or id"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var opts []client.CallOption
+			if cmd.Flags().Changed("timeout") {
+				if grace < time.Second || grace > time.Hour || grace%time.Second != 0 {
+					return usageError(fmt.Errorf("--timeout must be a whole number of seconds from 1s to 1h, got %s", grace))
+				}
+				opts = append(opts, client.WithStopTimeout(grace))
+			}
+			return a.vmTask(cmd.Context(), w, func(ctx context.Context, c *client.Client, opt client.CallOption) (*client.Accepted, error) {
+				return c.StopVM(ctx, args[0], append(opts, opt)...)
+			})
+		},
+	}
+	// This shadows the global per-request --timeout on purpose: for a stop,
+	// "how long may it take" is the guest's grace period.
+	cmd.Flags().DurationVar(&grace, "timeout", 0, "how long the guest gets to power off (1s to 1h; default: the node's)")
+	addWaitFlags(cmd.Flags(), &w)
+	return cmd
+}
+
+// vmRebootCommand is "vm reboot [--force]".
+func (a *app) vmRebootCommand() *cobra.Command {
+	var w waitFlags
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "reboot NAME|ID",
+		Short: "Reboot a VM (through the guest, or --force to reset it at once)",
+		Args:  exactArgs(1, "a VM name or id"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.vmTask(cmd.Context(), w, func(ctx context.Context, c *client.Client, opt client.CallOption) (*client.Accepted, error) {
+				return c.RebootVM(ctx, args[0], force, opt)
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "reset the VM at once instead of asking the guest to reboot")
+	addWaitFlags(cmd.Flags(), &w)
+	return cmd
+}
+
+// vmSyncCommand is a fast verb such as "pause" that the API answers at once
+// with the VM; it prints the VM.
+func (a *app) vmSyncCommand(verb, short string, fn func(*client.Client, context.Context, string, ...client.CallOption) (*messages.VM, error)) *cobra.Command {
+	return &cobra.Command{
+		Use:   verb + " NAME|ID",
+		Short: short,
+		Long: short + `. The node does it at once and the VM is printed as the node
+now reports it. A VM that is not running is refused (vm_not_running), as is
+one whose node cannot be reached now (node_unreachable).`,
+		Args: exactArgs(1, "a VM name or id"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var vm *messages.VM
+			err := a.write(cmd.Context(), a.newKey(), func(ctx context.Context, c *client.Client, opt client.CallOption) (err error) {
+				vm, err = fn(c, ctx, args[0], opt)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			return a.emit(vm, func(wide bool) [][]string { return vmRows([]*messages.VM{vm}, wide, a.now()) })
+		},
+	}
+}
+
+// vmLogsCommand is "vm logs [--tail N]".
+func (a *app) vmLogsCommand() *cobra.Command {
+	var tail int64
+	cmd := &cobra.Command{
+		Use:   "logs NAME|ID",
+		Short: "Print the end of a VM's serial console output",
+		Long: `Print the end of a VM's serial console output (boot messages, kernel and
+login prompts) as its node keeps it, raw and unchanged: -o does not apply.`,
+		Example: `  otherix vm logs web-1 --tail 4096`,
+		Args:    exactArgs(1, "a VM name or id"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("tail") && (tail < 1 || tail > 1<<20) {
+				return usageError(fmt.Errorf("--tail must be a number of bytes from 1 to %d, got %d", 1<<20, tail))
+			}
+			var out []byte
+			if err := a.call(cmd.Context(), func(ctx context.Context, c *client.Client) (err error) {
+				out, err = c.VMLogs(ctx, args[0], tail)
+				return err
+			}); err != nil {
+				return err
+			}
+			_, err := a.stdout.Write(out)
+			return err
+		},
+	}
+	cmd.Flags().Int64Var(&tail, "tail", 0, "print at most this many bytes from the end (default: the node's, 64 KiB)")
+	return cmd
 }
 
 // addWaitFlags adds --wait and --wait-timeout.

@@ -1,7 +1,11 @@
 package main
 
 import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/otherix/otherix/messages"
@@ -73,5 +77,71 @@ func TestCreateRequestChecksLocally(t *testing.T) {
 	}
 	if _, err := (&vmCreateFlags{image: "https://i.example/a"}).request("Bad_Name", nil); errorCode(err) != "invalid_field" {
 		t.Fatalf("bad name: err = %v", err)
+	}
+}
+
+// TestVMOpsCommands checks what the power and log verbs send and print,
+// against a server that records the requests.
+func TestVMOpsCommands(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	task := `{"task":{"id":"t1","kind":"%s","state":"pending","target":{"kind":"vm","id":"v1","name":"web-1"},"owner":"u","progress":0,` +
+		`"created_at":"2026-05-01T11:55:00Z","updated_at":"2026-05-01T11:55:00Z","revision":1}}`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Method+" "+r.URL.RequestURI())
+		mu.Unlock()
+		switch r.URL.Path {
+		case "/v1/vms/web-1/logs":
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			_, _ = w.Write([]byte("login: \x1b[0m"))
+		case "/v1/vms/web-1/pause", "/v1/vms/web-1/resume":
+			writeJSONAnswer(w, http.StatusOK, apiVM)
+		case "/v1/vms/web-1/stop":
+			writeJSONAnswer(w, http.StatusAccepted, fmt.Sprintf(task, "vm.stop"))
+		case "/v1/vms/web-1/poweroff":
+			writeJSONAnswer(w, http.StatusAccepted, fmt.Sprintf(task, "vm.poweroff"))
+		case "/v1/vms/web-1/reboot":
+			writeJSONAnswer(w, http.StatusAccepted, fmt.Sprintf(task, "vm.reboot"))
+		default:
+			writeJSONAnswer(w, http.StatusNotFound, `{"error":{"code":"route_not_found","message":"no route","details":{}}}`)
+		}
+	}))
+	defer srv.Close()
+	tests := []struct {
+		args    []string
+		request string
+		stdout  string
+	}{
+		{[]string{"vm", "logs", "web-1", "--tail", "12"}, "GET /v1/vms/web-1/logs?tail=12", "login: \x1b[0m"},
+		{[]string{"vm", "logs", "web-1"}, "GET /v1/vms/web-1/logs", "login: \x1b[0m"},
+		{[]string{"vm", "stop", "web-1", "--timeout", "2m"}, "POST /v1/vms/web-1/stop?timeout=2m0s", "vm.stop"},
+		{[]string{"vm", "stop", "web-1"}, "POST /v1/vms/web-1/stop", "vm.stop"},
+		{[]string{"vm", "poweroff", "web-1"}, "POST /v1/vms/web-1/poweroff", "vm.poweroff"},
+		{[]string{"vm", "reboot", "web-1", "--force"}, "POST /v1/vms/web-1/reboot?force=true", "vm.reboot"},
+		{[]string{"vm", "reboot", "web-1"}, "POST /v1/vms/web-1/reboot", "vm.reboot"},
+		{[]string{"vm", "pause", "web-1"}, "POST /v1/vms/web-1/pause", "web-1   running"},
+		{[]string{"vm", "resume", "web-1", "-o", "wide"}, "POST /v1/vms/web-1/resume", "PID"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			mu.Lock()
+			seen = nil
+			mu.Unlock()
+			code, stdout, stderr := runCLI(t, srv.URL, tt.args...)
+			mu.Lock()
+			defer mu.Unlock()
+			if code != 0 || len(seen) != 1 || seen[0] != tt.request || !strings.Contains(stdout, tt.stdout) {
+				t.Fatalf("exit %d, requests %q, stdout %q, stderr %q; want %q and %q", code, seen, stdout, stderr, tt.request, tt.stdout)
+			}
+			if strings.HasPrefix(tt.request, "GET /v1/vms/web-1/logs") && stdout != tt.stdout {
+				t.Fatalf("logs must be printed raw: %q", stdout)
+			}
+		})
+	}
+	// The server's refusals exit 1 with their code.
+	code, _, stderr := runCLI(t, srv.URL, "vm", "logs", "nope")
+	if code != exitFailed || !strings.Contains(stderr, "[route_not_found]") {
+		t.Fatalf("refused: exit %d %q", code, stderr)
 	}
 }

@@ -38,6 +38,7 @@ func (a *app) waitTask(ctx context.Context, id string, budget time.Duration) (*m
 	defer cancel()
 	var last *messages.Task
 	glitches := 0
+	defer a.endProgress()
 	for {
 		rctx, rcancel := context.WithTimeout(wctx, waitRound)
 		t, err := c.WaitTask(rctx, id, waitRound)
@@ -66,10 +67,21 @@ func (a *app) waitTask(ctx context.Context, id string, budget time.Duration) (*m
 	}
 }
 
-// reportProgress prints a task's state when it differs from the last one
-// shown. A failure is left to the error the command returns.
+// reportProgress shows a task's state when it differs from the last one
+// shown: on a terminal as one progress bar redrawn in place, otherwise as a
+// plain line per change, which logs and pipes keep readable. A failure is
+// left to the error the command returns.
 func (a *app) reportProgress(prev, t *messages.Task) {
 	if prev != nil && prev.State == t.State && prev.Progress == t.Progress && prev.Message == t.Message {
+		return
+	}
+	terminal := t.State == messages.TaskFailed || t.State == messages.TaskCancelled || t.State == messages.TaskSuccess
+	if a.stderrTTY != nil && a.stderrTTY() {
+		fmt.Fprint(a.stderr, "\r"+progressBar(t)+"\x1b[K")
+		a.barDrawn = true
+		if terminal {
+			a.endProgress()
+		}
 		return
 	}
 	if t.State == messages.TaskFailed || t.State == messages.TaskCancelled {
@@ -83,6 +95,37 @@ func (a *app) reportProgress(prev, t *messages.Task) {
 		line += " (" + t.Message + ")"
 	}
 	fmt.Fprintln(a.stderr, line)
+}
+
+// endProgress ends a progress bar's line, so what is printed next starts on
+// a line of its own.
+func (a *app) endProgress() {
+	if a.barDrawn {
+		fmt.Fprintln(a.stderr)
+		a.barDrawn = false
+	}
+}
+
+// barWidth is the number of cells of a progress bar.
+const barWidth = 30
+
+// progressBar renders a task as "[=====>    ]  42% vm.create web-1: running
+// (downloading image)". A successful task is shown full.
+func progressBar(t *messages.Task) string {
+	pct := min(max(t.Progress, 0), 100)
+	if t.State == messages.TaskSuccess {
+		pct = 100
+	}
+	filled := pct * barWidth / 100
+	bar := strings.Repeat("=", filled)
+	if filled < barWidth {
+		bar += ">" + strings.Repeat(" ", barWidth-filled-1)
+	}
+	line := fmt.Sprintf("[%s] %3d%% %s %s: %s", bar, pct, t.Kind, targetName(t.Target), t.State)
+	if t.Message != "" {
+		line += " (" + t.Message + ")"
+	}
+	return line
 }
 
 // taskOutcome turns a terminal task into the command's result: nil on

@@ -92,7 +92,8 @@ type response struct {
 	header http.Header
 }
 
-// do sends one request to path (already escaped) and decodes a 2xx JSON answer into out (when not nil).
+// do sends one request to path (already escaped) and decodes a 2xx JSON answer into out (when not nil);
+// an out of type *[]byte receives the raw answer instead.
 // Anything else becomes an *APIError. With a session (WithSession), a 401
 // refreshes the session and sends the request once more.
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, in, out any, opts []CallOption) (*response, error) {
@@ -130,7 +131,9 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return nil, decodeAPIError(resp, raw)
 	}
-	if out != nil && len(raw) > 0 {
+	if b, ok := out.(*[]byte); ok {
+		*b = raw // a raw answer such as a log, not JSON
+	} else if out != nil && len(raw) > 0 {
 		if err := json.Unmarshal(raw, out); err != nil {
 			return nil, fmt.Errorf("%s %s: decode answer: %w", method, path, err)
 		}

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/otherix/otherix/messages"
 )
@@ -85,7 +86,78 @@ func (c *Client) StartVM(ctx context.Context, ref string, opts ...CallOption) (*
 	return c.accepted(ctx, http.MethodPost, "/v1/vms/"+url.PathEscape(ref)+"/start", nil, nil, opts)
 }
 
-// StopVM asks for a VM to be stopped gracefully.
+// StopVM asks for a VM to be stopped gracefully (ACPI power button). Pass
+// WithStopTimeout to bound how long the guest gets to power off.
 func (c *Client) StopVM(ctx context.Context, ref string, opts ...CallOption) (*Accepted, error) {
 	return c.accepted(ctx, http.MethodPost, "/v1/vms/"+url.PathEscape(ref)+"/stop", nil, nil, opts)
+}
+
+// WithStopTimeout sets how long a graceful stop waits for the guest to
+// power off (?timeout=, a whole number of seconds from 1s to 1h).
+func WithStopTimeout(d time.Duration) CallOption {
+	return withQuery("timeout", d.String())
+}
+
+// PoweroffVM asks for a VM to be powered off at once (a hard stop).
+func (c *Client) PoweroffVM(ctx context.Context, ref string, opts ...CallOption) (*Accepted, error) {
+	return c.accepted(ctx, http.MethodPost, "/v1/vms/"+url.PathEscape(ref)+"/poweroff", nil, nil, opts)
+}
+
+// RebootVM asks for a VM to be rebooted through the guest, or with force
+// reset at once.
+func (c *Client) RebootVM(ctx context.Context, ref string, force bool, opts ...CallOption) (*Accepted, error) {
+	q := url.Values{}
+	if force {
+		q.Set("force", "true")
+	}
+	return c.accepted(ctx, http.MethodPost, "/v1/vms/"+url.PathEscape(ref)+"/reboot", q, nil, opts)
+}
+
+// PauseVM pauses a running VM's vCPUs and returns the VM as its node reports
+// it (synchronous).
+func (c *Client) PauseVM(ctx context.Context, ref string, opts ...CallOption) (*messages.VM, error) {
+	return c.vmOp(ctx, ref, "/pause", opts)
+}
+
+// ResumeVM resumes a paused VM and returns the VM as its node reports it
+// (synchronous).
+func (c *Client) ResumeVM(ctx context.Context, ref string, opts ...CallOption) (*messages.VM, error) {
+	return c.vmOp(ctx, ref, "/resume", opts)
+}
+
+func (c *Client) vmOp(ctx context.Context, ref, suffix string, opts []CallOption) (*messages.VM, error) {
+	var vm messages.VM
+	if _, err := c.do(ctx, http.MethodPost, "/v1/vms/"+url.PathEscape(ref)+suffix, nil, nil, &vm, opts); err != nil {
+		return nil, err
+	}
+	return &vm, nil
+}
+
+// VMLogs returns the end of a VM's serial console output, raw: at most tail
+// bytes, or the node's default (64 KiB) when tail is 0.
+func (c *Client) VMLogs(ctx context.Context, ref string, tail int64, opts ...CallOption) ([]byte, error) {
+	q := url.Values{}
+	if tail > 0 {
+		q.Set("tail", strconv.FormatInt(tail, 10))
+	}
+	var out []byte
+	opts = append([]CallOption{withAccept("text/plain")}, opts...)
+	if _, err := c.do(ctx, http.MethodGet, "/v1/vms/"+url.PathEscape(ref)+"/logs", q, nil, &out, opts); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// withQuery sets one query parameter on the request.
+func withQuery(name, value string) CallOption {
+	return func(r *http.Request) {
+		q := r.URL.Query()
+		q.Set(name, value)
+		r.URL.RawQuery = q.Encode()
+	}
+}
+
+// withAccept replaces the Accept header.
+func withAccept(mediaType string) CallOption {
+	return func(r *http.Request) { r.Header.Set("Accept", mediaType) }
 }

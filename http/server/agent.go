@@ -43,6 +43,7 @@ func NewAgentAPI(cp ControlPlane, log *slog.Logger) http.Handler {
 	e.GET("/v1/ca", s.caPEM)
 	e.POST("/v1/enroll", s.enroll)
 	e.POST("/v1/heartbeat", s.heartbeat)
+	e.POST("/v1/renew", s.renew)
 	s.engine = e
 	return e
 }
@@ -102,6 +103,32 @@ func (s *Server) heartbeat(c *gin.Context) {
 		s.writeError(c, err)
 		return
 	}
+	c.JSON(http.StatusOK, resp)
+}
+
+// renew signs a new certificate for the node whose current certificate the
+// TLS layer verified, for a key the node generated (the CSR's).
+func (s *Server) renew(c *gin.Context) {
+	if c.Request.TLS == nil || len(c.Request.TLS.PeerCertificates) == 0 {
+		s.writeError(c, messages.Errorf(messages.KindUnauthenticated, "client_certificate_required",
+			"a renewal must present the node's current client certificate"))
+		return
+	}
+	cert := c.Request.TLS.PeerCertificates[0]
+	var req messages.RenewRequest
+	if err := decodeJSON(c, &req); err != nil {
+		s.writeError(c, err)
+		return
+	}
+	resp, err := s.cp.RenewNodeCert(c.Request.Context(), cert, req)
+	if err != nil {
+		s.writeError(c, err)
+		return
+	}
+	s.log.LogAttrs(c.Request.Context(), slog.LevelInfo, "node certificate renewed",
+		slog.String("request_id", requestID(c)), slog.String("node", cert.Subject.CommonName),
+		slog.String("source", c.ClientIP()))
+	c.Header("Cache-Control", "no-store")
 	c.JSON(http.StatusOK, resp)
 }
 

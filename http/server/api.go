@@ -27,8 +27,17 @@ type ControlPlane interface {
 	GetVM(ctx context.Context, owner, ref string) (*messages.VM, error)
 	ListVMs(ctx context.Context, owner string, page store.Page) ([]*messages.VM, string, error)
 	UpdateVM(ctx context.Context, owner, ref string, req messages.UpdateVMRequest) (*messages.VM, error)
-	// VMTask starts vm.start, vm.stop or vm.delete.
-	VMTask(ctx context.Context, owner, ref, kind string, force bool) (*messages.VM, *messages.Task, error)
+	// RunVMTask starts vm.start, vm.stop, vm.poweroff, vm.reboot or
+	// vm.delete with the request's options.
+	RunVMTask(ctx context.Context, owner, ref string, req messages.RequestVMTask) (*messages.VM, *messages.Task, error)
+	// PauseVM and ResumeVM pause and resume a running VM on its node,
+	// synchronously; VMLogs reads the end of its serial output (at most
+	// tail bytes, 0 for the node's default). A VM that is not running
+	// answers vm_not_running (409), a node that cannot be called
+	// node_unreachable (503).
+	PauseVM(ctx context.Context, owner, ref string) (*messages.VM, error)
+	ResumeVM(ctx context.Context, owner, ref string) (*messages.VM, error)
+	VMLogs(ctx context.Context, owner, ref string, tail int64) ([]byte, error)
 
 	GetTask(ctx context.Context, owner, id string) (*messages.Task, error)
 	// WaitTask returns once the task is terminal or ctx ends.
@@ -61,6 +70,9 @@ type Nodes interface {
 	// Heartbeat authenticates an agent by its verified client certificate
 	// and records its observed state; it answers the desired state.
 	Heartbeat(ctx context.Context, cert *x509.Certificate, hb messages.Heartbeat) (*messages.HeartbeatResponse, error)
+	// RenewNodeCert signs a new certificate for the node cert names (its
+	// current one, verified the same way as for a heartbeat).
+	RenewNodeCert(ctx context.Context, cert *x509.Certificate, req messages.RenewRequest) (*messages.RenewResponse, error)
 	// Cordon and Uncordon set whether new VMs may be placed on a node.
 	Cordon(ctx context.Context, name string) (*messages.Node, error)
 	Uncordon(ctx context.Context, name string) (*messages.Node, error)

@@ -201,3 +201,7 @@ func (f *fakeNodes) DeleteNode(_ context.Context, name string, force bool) error
 	delete(f.nodes, name)
 	return nil
 }
+
+func (f *fakeNodes) RenewNodeCert(context.Context, *x509.Certificate, messages.RenewRequest) (*messages.RenewResponse, error) {
+	return nil, messages.Errorf(messages.KindUnavailable, "not_in_fake", "renewal is tested against the real gateway")
+}

@@ -27,7 +27,10 @@ type fakeCP struct {
 	lastUpd  messages.UpdateVMRequest
 	lastKind string
 	lastForc bool
-	idem     *memIdempotency
+	// lastTimeout and lastTail are the last stop timeout and log tail asked.
+	lastTimeout int
+	lastTail    int64
+	idem        *memIdempotency
 	*fakeIdentity
 	*fakeNodes
 }
@@ -81,16 +84,55 @@ func (f *fakeCP) UpdateVM(_ context.Context, owner, ref string, req messages.Upd
 	return fakeVM(ref, owner), nil
 }
 
-func (f *fakeCP) VMTask(_ context.Context, owner, ref, kind string, force bool) (*messages.VM, *messages.Task, error) {
+func (f *fakeCP) RunVMTask(_ context.Context, owner, ref string, req messages.RequestVMTask) (*messages.VM, *messages.Task, error) {
 	if f.err != nil {
 		return nil, nil, f.err
 	}
 	f.mu.Lock()
-	f.lastKind, f.lastForc = kind, force
+	f.lastKind, f.lastForc, f.lastTimeout = req.Kind, req.Force, req.TimeoutSeconds
 	f.mu.Unlock()
 	vm := fakeVM(ref, owner)
-	return vm, fakeTask(kind, vm), nil
+	return vm, fakeTask(req.Kind, vm), nil
 }
+
+// PauseVM answers the VM paused on node-1.
+func (f *fakeCP) PauseVM(_ context.Context, owner, ref string) (*messages.VM, error) {
+	return f.powerOp(owner, ref, messages.PhasePaused)
+}
+
+// ResumeVM answers the VM running on node-1.
+func (f *fakeCP) ResumeVM(_ context.Context, owner, ref string) (*messages.VM, error) {
+	return f.powerOp(owner, ref, messages.PhaseRunning)
+}
+
+func (f *fakeCP) powerOp(owner, ref, phase string) (*messages.VM, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	vm := fakeVM(ref, owner)
+	now := time.Now().UTC()
+	vm.Status = messages.VMStatus{Phase: phase, Node: "node-1", ObservedGeneration: 1, Pid: 4242,
+		StartedAt: &now, ObservedAt: &now, Addresses: []string{"10.0.0.5"}}
+	return vm, nil
+}
+
+// VMLogs answers fakeLog, cut to its last tail bytes.
+func (f *fakeCP) VMLogs(_ context.Context, _, _ string, tail int64) ([]byte, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	f.mu.Lock()
+	f.lastTail = tail
+	f.mu.Unlock()
+	out := []byte(fakeLog)
+	if tail > 0 && int(tail) < len(out) {
+		out = out[len(out)-int(tail):]
+	}
+	return out, nil
+}
+
+// fakeLog is the serial output the fake VMs print.
+const fakeLog = "[    0.000000] Linux version 6.1.0\r\nDebian GNU/Linux 12 web-1 ttyS0\r\nweb-1 login: "
 
 func (f *fakeCP) GetTask(_ context.Context, _, id string) (*messages.Task, error) {
 	if f.err != nil {

@@ -3,6 +3,7 @@ package server
 import (
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -74,3 +75,42 @@ func ifMatchRevision(c *gin.Context) (int64, error) {
 
 // etag is a resource revision as an ETag.
 func etag(rev int64) string { return `"` + strconv.FormatInt(rev, 10) + `"` }
+
+// Bounds of ?timeout= on a graceful stop.
+const (
+	minStopTimeout = time.Second
+	maxStopTimeout = time.Hour
+)
+
+// timeoutQuery reads an optional ?timeout= Go duration ("90s", "2m") in
+// whole seconds; 0 when absent (the node's default applies).
+func timeoutQuery(c *gin.Context) (int, error) {
+	v, ok := c.GetQuery("timeout")
+	if !ok || v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < minStopTimeout || d > maxStopTimeout || d%time.Second != 0 {
+		return 0, apiError(messages.KindInvalid, "invalid_timeout",
+			"timeout must be a whole number of seconds from %s to %s, such as 90s or 2m", minStopTimeout, maxStopTimeout).
+			WithDetail("parameter", "timeout")
+	}
+	return int(d / time.Second), nil
+}
+
+// maxLogTail bounds ?tail= on the serial log (the node's own cap).
+const maxLogTail = 1 << 20
+
+// tailQuery reads an optional ?tail= byte count; 0 when absent.
+func tailQuery(c *gin.Context) (int64, error) {
+	v, ok := c.GetQuery("tail")
+	if !ok || v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 1 || n > maxLogTail {
+		return 0, apiError(messages.KindInvalid, "invalid_tail", "tail must be a number of bytes from 1 to %d", maxLogTail).
+			WithDetail("parameter", "tail").WithDetail("max", maxLogTail)
+	}
+	return n, nil
+}

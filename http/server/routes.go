@@ -87,6 +87,14 @@ func (s *Server) routeTable() []route {
 		rbac(del, "/v1/vms/:id", vm, security.VerbDelete, s.deleteVM),
 		rbac(post, "/v1/vms/:id/start", vm, security.VerbStart, s.startVM),
 		rbac(post, "/v1/vms/:id/stop", vm, security.VerbStop, s.stopVM),
+		// A hard power-off, a reboot and a pause all interrupt the guest
+		// as a stop does; resuming lets it run again as a start does.
+		rbac(post, "/v1/vms/:id/poweroff", vm, security.VerbStop, s.poweroffVM),
+		rbac(post, "/v1/vms/:id/reboot", vm, security.VerbStop, s.rebootVM),
+		rbac(post, "/v1/vms/:id/pause", vm, security.VerbStop, s.pauseVM),
+		rbac(post, "/v1/vms/:id/resume", vm, security.VerbStart, s.resumeVM),
+		// The serial output is part of what reading the VM shows.
+		rbac(get, "/v1/vms/:id/logs", vm, security.VerbRead, s.vmLogs),
 
 		rbac(get, "/v1/tasks", task, security.VerbList, s.listTasks),
 		rbac(get, "/v1/tasks/:id", task, security.VerbRead, s.getTask),

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"net/http"
 
 	"github.com/gin-gonic/gin"
@@ -97,18 +98,80 @@ func (s *Server) deleteVM(c *gin.Context) {
 		s.writeError(c, err)
 		return
 	}
-	s.vmTask(c, messages.TaskVMDelete, force)
+	s.vmTask(c, messages.RequestVMTask{Kind: messages.TaskVMDelete, Force: force})
 }
 
-func (s *Server) startVM(c *gin.Context) { s.vmTask(c, messages.TaskVMStart, false) }
+func (s *Server) startVM(c *gin.Context) {
+	s.vmTask(c, messages.RequestVMTask{Kind: messages.TaskVMStart})
+}
 
-func (s *Server) stopVM(c *gin.Context) { s.vmTask(c, messages.TaskVMStop, false) }
+// stopVM asks for a graceful stop; ?timeout= is how long the guest gets to
+// power off after the ACPI button before the stop fails (it never forces).
+func (s *Server) stopVM(c *gin.Context) {
+	timeout, err := timeoutQuery(c)
+	if err != nil {
+		s.writeError(c, err)
+		return
+	}
+	s.vmTask(c, messages.RequestVMTask{Kind: messages.TaskVMStop, TimeoutSeconds: timeout})
+}
 
-func (s *Server) vmTask(c *gin.Context, kind string, force bool) {
-	vm, task, err := s.cp.VMTask(c.Request.Context(), scopeOwner(c), c.Param("id"), kind, force)
+// poweroffVM is the hard stop: the VM's process ends at once.
+func (s *Server) poweroffVM(c *gin.Context) {
+	s.vmTask(c, messages.RequestVMTask{Kind: messages.TaskVMPoweroff})
+}
+
+// rebootVM reboots through the guest (ACPI), or with ?force=true resets the
+// VM at once.
+func (s *Server) rebootVM(c *gin.Context) {
+	force, err := boolQuery(c, "force")
+	if err != nil {
+		s.writeError(c, err)
+		return
+	}
+	s.vmTask(c, messages.RequestVMTask{Kind: messages.TaskVMReboot, Force: force})
+}
+
+func (s *Server) vmTask(c *gin.Context, req messages.RequestVMTask) {
+	vm, task, err := s.cp.RunVMTask(c.Request.Context(), scopeOwner(c), c.Param("id"), req)
 	if err != nil {
 		s.writeError(c, err)
 		return
 	}
 	writeAccepted(c, vm, task)
+}
+
+func (s *Server) pauseVM(c *gin.Context) {
+	s.syncVMOp(c, s.cp.PauseVM)
+}
+
+func (s *Server) resumeVM(c *gin.Context) {
+	s.syncVMOp(c, s.cp.ResumeVM)
+}
+
+// syncVMOp runs a fast operation on the VM's node and answers 200 with the VM.
+func (s *Server) syncVMOp(c *gin.Context, op func(context.Context, string, string) (*messages.VM, error)) {
+	vm, err := op(c.Request.Context(), scopeOwner(c), c.Param("id"))
+	if err != nil {
+		s.writeError(c, err)
+		return
+	}
+	writeVM(c, http.StatusOK, vm)
+}
+
+// vmLogs answers the end of the VM's serial console output as raw text.
+func (s *Server) vmLogs(c *gin.Context) {
+	tail, err := tailQuery(c)
+	if err != nil {
+		s.writeError(c, err)
+		return
+	}
+	out, err := s.cp.VMLogs(c.Request.Context(), scopeOwner(c), c.Param("id"), tail)
+	if err != nil {
+		s.writeError(c, err)
+		return
+	}
+	c.Header("Cache-Control", "no-store")
+	c.Header("X-Content-Type-Options", "nosniff")
+	c.Data(http.StatusOK, "text/plain; charset=utf-8", out)
 }

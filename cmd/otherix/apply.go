@@ -1,0 +1,293 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/otherix/otherix/http/client"
+	"github.com/otherix/otherix/messages"
+)
+
+// applyPlan is what apply does to one VM to make it match its manifest.
+type applyPlan struct {
+	// create: the VM does not exist yet.
+	create bool
+	// patch holds the spec fields to change (nil: none), changes describes
+	// them for the user ("cpus 1→2").
+	patch   *messages.VMSpecPatch
+	changes []string
+	// power is the power state to reach with a start or stop task ("": as
+	// it is).
+	power string
+}
+
+// noop reports whether the VM already matches its manifest.
+func (p applyPlan) noop() bool { return !p.create && p.patch == nil && p.power == "" }
+
+// planVM compares a manifest's spec with the VM as it is (nil when it does
+// not exist) and returns what to do. The manifest is the whole desired
+// state: a field it leaves out means the server's default, as at creation.
+// Fields a VM cannot change once created are refused, not silently kept.
+func planVM(want messages.VMSpec, have *messages.VM) (applyPlan, error) {
+	if have == nil {
+		return applyPlan{create: true}, nil
+	}
+	want.Defaults()
+	if err := want.Validate(); err != nil {
+		return applyPlan{}, err
+	}
+	cur := have.Spec
+	cur.Defaults()
+	var immutable []string
+	if want.Image != cur.Image {
+		immutable = append(immutable, "spec.image")
+	}
+	if want.Arch != cur.Arch {
+		immutable = append(immutable, "spec.arch")
+	}
+	if want.Node != cur.Node {
+		immutable = append(immutable, "spec.node")
+	}
+	if !sameNetworks(want.Networks, cur.Networks) {
+		immutable = append(immutable, "spec.networks")
+	}
+	if len(immutable) > 0 {
+		return applyPlan{}, fmt.Errorf("%s cannot change on an existing VM (delete and re-create it to change %s)",
+			strings.Join(immutable, ", "), plural(len(immutable), "it", "them"))
+	}
+	if want.DiskGiB < cur.DiskGiB {
+		return applyPlan{}, fmt.Errorf("spec.disk_gib: a disk only grows; the VM has %s, the manifest asks %s", gib(cur.DiskGiB), gib(want.DiskGiB))
+	}
+	var p applyPlan
+	var patch messages.VMSpecPatch
+	changed := false
+	if want.CPUs != cur.CPUs {
+		patch.CPUs, changed = &want.CPUs, true
+		p.changes = append(p.changes, fmt.Sprintf("cpus %d→%d", cur.CPUs, want.CPUs))
+	}
+	if want.MemoryMiB != cur.MemoryMiB {
+		patch.MemoryMiB, changed = &want.MemoryMiB, true
+		p.changes = append(p.changes, fmt.Sprintf("memory %s→%s", mib(cur.MemoryMiB), mib(want.MemoryMiB)))
+	}
+	if want.DiskGiB != cur.DiskGiB {
+		patch.DiskGiB, changed = &want.DiskGiB, true
+		p.changes = append(p.changes, fmt.Sprintf("disk %s→%s", gib(cur.DiskGiB), gib(want.DiskGiB)))
+	}
+	if want.UserData != cur.UserData {
+		patch.UserData, changed = &want.UserData, true
+		p.changes = append(p.changes, "user_data")
+	}
+	if changed {
+		p.patch = &patch
+	}
+	if want.PowerState != cur.PowerState {
+		p.power = want.PowerState
+		p.changes = append(p.changes, "power "+cur.PowerState+"→"+want.PowerState)
+	}
+	return p, nil
+}
+
+// sameNetworks compares NIC lists, an empty list and none alike.
+func sameNetworks(a, b []messages.NICSpec) bool {
+	if len(a) == 0 && len(b) == 0 {
+		return true
+	}
+	return reflect.DeepEqual(a, b)
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// applied is how -o json|yaml reports one resource of an apply: what was
+// done and the API's answers.
+type applied struct {
+	Resource string            `json:"resource"`
+	Action   string            `json:"action"` // created, configured, unchanged, failed
+	Changes  []string          `json:"changes,omitempty"`
+	VM       *messages.VM      `json:"vm,omitempty"`
+	Task     *messages.Task    `json:"task,omitempty"`
+	Error    *appliedErrorBody `json:"error,omitempty"`
+}
+
+type appliedErrorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (a *app) applyCommand() *cobra.Command {
+	var files []string
+	var w waitFlags
+	cmd := &cobra.Command{
+		Use:   "apply -f FILE",
+		Short: "Make resources match manifest files: create what is missing, change what differs",
+		Long: `Make the resources in manifest files exist as they are written. A VM that does
+not exist is created. For one that exists, the fields that differ are changed
+in place (cpus, memory_mib, disk_gib, which only grows, and user_data) and it
+is started or stopped when power_state differs; a VM that already matches is
+left alone, so applying the same files twice changes nothing the second time.
+A field that cannot change on an existing VM (image, arch, node, networks) is
+an error for that VM: delete and re-create it.
+
+Each resource is reported as created, configured or unchanged; one that fails
+is reported and the rest still go, and the exit status is 1 if any failed.
+-o json|yaml prints {"items":[{"resource","action","changes","vm","task"}]}.
+
+` + manifestHelp,
+		Example: `  otherix apply -f fleet.yaml --wait
+  otherix apply -f fleet.yaml -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := w.check(); err != nil {
+				return err
+			}
+			if len(files) == 0 {
+				return usageError(errors.New("-f FILE is required"))
+			}
+			res, err := loadManifests(files, cmd.InOrStdin(), true)
+			if err != nil {
+				return err
+			}
+			return a.apply(cmd.Context(), res, w)
+		},
+	}
+	addManifestFlags(cmd, &files, &w)
+	return cmd
+}
+
+// apply brings each resource in line with its manifest, then waits for the
+// tasks if asked to.
+func (a *app) apply(ctx context.Context, res []resource, w waitFlags) error {
+	var outs []*outcome
+	var reports []applied
+	var stop error
+	for _, r := range res {
+		o := &outcome{res: r}
+		outs = append(outs, o)
+		rep := applied{Resource: r.ref()}
+		if stop != nil {
+			o.err = codedf("not_sent", "not sent: %s", errorLine(stop))
+		} else {
+			rep, o.acc, o.err = a.applyVM(ctx, r)
+		}
+		if o.err != nil {
+			fmt.Fprintf(a.stderr, "%s: %s\n", r.ref(), errorLine(o.err))
+			rep.Action = "failed"
+			rep.Error = &appliedErrorBody{Code: errorCode(o.err), Message: o.err.Error()}
+			var ce *cliError
+			if client.ErrorCode(o.err) == "" && !errors.As(o.err, &ce) {
+				stop = o.err // a transport failure would only repeat
+			}
+		}
+		reports = append(reports, rep)
+		if a.tabular() && o.err == nil {
+			detail := strings.Join(rep.Changes, ", ")
+			if rep.Task != nil {
+				detail = strings.TrimPrefix(detail+"; task "+rep.Task.ID, "; ")
+			}
+			line := r.ref() + " " + rep.Action
+			if detail != "" {
+				line += " (" + detail + ")"
+			}
+			fmt.Fprintln(a.stdout, line)
+		}
+	}
+	if !a.tabular() {
+		if err := a.emit(newItemList(reports), nil); err != nil {
+			return err
+		}
+	}
+	if w.wait {
+		a.waitAll(ctx, outs, w)
+	}
+	return summarize(outs)
+}
+
+// applyVM makes one VM match its manifest.
+func (a *app) applyVM(ctx context.Context, r resource) (applied, *client.Accepted, error) {
+	rep := applied{Resource: r.ref()}
+	var have *messages.VM
+	err := a.call(ctx, func(ctx context.Context, c *client.Client) (err error) {
+		have, err = c.GetVM(ctx, r.name)
+		return err
+	})
+	switch {
+	case client.ErrorCode(err) == messages.ErrNotFound.Code:
+		have = nil
+	case err != nil:
+		return rep, nil, err
+	}
+	p, err := planVM(r.spec, have)
+	if err != nil {
+		return rep, nil, planError(err)
+	}
+	rep.Changes = p.changes
+	if p.create {
+		var acc *client.Accepted
+		err := a.write(ctx, a.newKey(), func(ctx context.Context, c *client.Client, opt client.CallOption) (err error) {
+			acc, err = c.CreateVM(ctx, messages.CreateVMRequest{Name: r.name, Spec: r.spec}, opt)
+			return err
+		})
+		if err != nil {
+			return rep, nil, err
+		}
+		rep.Action, rep.VM, rep.Task = "created", acc.VM, acc.Task
+		return rep, acc, nil
+	}
+	rep.Action, rep.VM = "unchanged", have
+	if p.noop() {
+		return rep, nil, nil
+	}
+	rep.Action = "configured"
+	if p.patch != nil {
+		// Based on the revision read: a VM changed meanwhile is refused
+		// (revision_conflict) rather than overwritten blindly.
+		var vm *messages.VM
+		err := a.write(ctx, a.newKey(), func(ctx context.Context, c *client.Client, opt client.CallOption) (err error) {
+			vm, err = c.UpdateVM(ctx, have.ID, messages.UpdateVMRequest{Spec: *p.patch}, opt, client.WithIfMatch(have.Revision))
+			return err
+		})
+		if err != nil {
+			return rep, nil, err
+		}
+		rep.VM = vm
+	}
+	if p.power == "" {
+		return rep, nil, nil
+	}
+	power := (*client.Client).StartVM
+	if p.power == messages.PowerStopped {
+		power = (*client.Client).StopVM
+	}
+	var acc *client.Accepted
+	err = a.write(ctx, a.newKey(), func(ctx context.Context, c *client.Client, opt client.CallOption) (err error) {
+		acc, err = power(c, ctx, have.ID, opt)
+		return err
+	})
+	if err != nil {
+		return rep, nil, err
+	}
+	if acc.VM != nil {
+		rep.VM = acc.VM
+	}
+	rep.Task = acc.Task
+	return rep, acc, nil
+}
+
+// planError gives a refused plan a code: a domain validation error keeps
+// its own, anything else is invalid_manifest.
+func planError(err error) error {
+	var me *messages.Error
+	if errors.As(err, &me) {
+		return &cliError{code: me.Code, msg: me.Message}
+	}
+	return &cliError{code: codeManifest, msg: err.Error()}
+}
