@@ -56,17 +56,17 @@ test-etcd:
 	go test -race -count=1 -timeout 15m -tags etcd $(ETCD_PKGS)
 
 test-netfabric:
-	@if [ -d nodeagent ]; then \
-		echo "go test -count=1 -tags netfabric ./nodeagent/..."; \
-		go test -count=1 -tags netfabric ./nodeagent/...; \
+	@if [ -d nodeagent/netfabric ]; then \
+		echo "go test -count=1 -tags netfabric ./nodeagent/netfabric/..."; \
+		go test -count=1 -tags netfabric ./nodeagent/netfabric/...; \
 	else \
-		echo "test-netfabric: no netfabric tests exist yet (no nodeagent/ directory)"; \
+		echo "test-netfabric: no netfabric tests exist yet (no nodeagent/netfabric/ directory)"; \
 	fi
 
 test-e2e: build
 	@if [ -d test/e2e ]; then \
-		echo "go test -count=1 -tags e2e -timeout 20m ./test/e2e/..."; \
-		go test -count=1 -tags e2e -timeout 20m ./test/e2e/...; \
+		echo "go test -count=1 -tags e2e -timeout 20m ./test/guest/... ./test/e2e/..."; \
+		go test -count=1 -tags e2e -timeout 20m ./test/guest/... ./test/e2e/...; \
 	else \
 		echo "test-e2e: no end-to-end tests exist yet (no test/e2e/ directory)"; \
 	fi

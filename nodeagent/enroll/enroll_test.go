@@ -28,6 +28,9 @@ type fakeAPI struct {
 	servedCA []byte       // what GET /v1/ca answers
 	requests atomic.Int32 // every request
 	enrolls  atomic.Int32 // POST /v1/enroll
+	renews   atomic.Int32 // POST /v1/renew
+	// renewAs, when set, is the node name renewals are signed for.
+	renewAs string
 	// refuse, when set, is the error envelope every enroll gets.
 	refuse *refusal
 }
@@ -50,6 +53,7 @@ func startFake(t *testing.T, ca, tlsCA *security.CA) *fakeAPI {
 		_, _ = w.Write(f.servedCA)
 	})
 	mux.HandleFunc("POST /v1/enroll", f.enroll)
+	mux.HandleFunc("POST /v1/renew", f.renew)
 	f.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.requests.Add(1)
 		mux.ServeHTTP(w, r)
@@ -58,7 +62,8 @@ func startFake(t *testing.T, ca, tlsCA *security.CA) *fakeAPI {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	// Enrollment has no client certificate yet; renewal presents one.
+	f.srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: ca.Pool()}
 	f.srv.StartTLS()
 	t.Cleanup(f.srv.Close)
 	return f
@@ -103,6 +108,36 @@ func (f *fakeAPI) enroll(w http.ResponseWriter, r *http.Request) {
 		CA:                string(f.ca.CertPEM()),
 		HeartbeatInterval: "30s",
 	})
+}
+
+// renew signs a renewal for the node the client certificate names.
+func (f *fakeAPI) renew(w http.ResponseWriter, r *http.Request) {
+	f.renews.Add(1)
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		http.Error(w, `{"error":{"code":"client_certificate_required","message":"no client certificate"}}`, http.StatusUnauthorized)
+		return
+	}
+	name, err := security.NodeNameFromCert(r.TLS.PeerCertificates[0])
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusUnauthorized)
+		return
+	}
+	if f.renewAs != "" {
+		name = f.renewAs
+	}
+	var req messages.RenewRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	b, _ := pem.Decode([]byte(req.CSR))
+	certPEM, _, err := f.ca.SignNodeCSR(b.Bytes, name, time.Now(), 0)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(messages.RenewResponse{Certificate: string(certPEM), CA: string(f.ca.CertPEM())})
 }
 
 func newCA(t *testing.T) *security.CA {

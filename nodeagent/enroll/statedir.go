@@ -85,6 +85,9 @@ func LoadState(dir string) (*State, error) {
 		return nil, fmt.Errorf("%w: %s: server, node_name, node_id and ca_fingerprint are required", ErrInvalidState, ConfigFile)
 	}
 	st := &State{Dir: dir, Config: cfg}
+	if err := completeRenewal(dir); err != nil {
+		return nil, fmt.Errorf("%w: finish an interrupted certificate renewal: %w", ErrInvalidState, err)
+	}
 
 	if st.CA, err = readCert(filepath.Join(dir, CAFile)); err != nil {
 		return nil, err

@@ -63,6 +63,12 @@ type ServerError = apierror.Error
 // TLS), trusts only roots, verifies the server certificate against the
 // host of server, and follows no redirects.
 func NewClient(cert tls.Certificate, roots *x509.CertPool, server string) (*http.Client, error) {
+	return NewRotatingClient(func() *tls.Certificate { return &cert }, roots, server)
+}
+
+// NewRotatingClient is NewClient presenting whatever cert returns at each
+// handshake, so a renewed node certificate is used without a restart.
+func NewRotatingClient(cert func() *tls.Certificate, roots *x509.CertPool, server string) (*http.Client, error) {
 	u, err := url.Parse(server)
 	if err != nil || u.Scheme != "https" || u.Hostname() == "" {
 		return nil, fmt.Errorf("heartbeat: server %q is not an https URL", server)
@@ -72,10 +78,12 @@ func NewClient(cert tls.Certificate, roots *x509.CertPool, server string) (*http
 		Transport: &http.Transport{
 			Proxy: http.ProxyFromEnvironment,
 			TLSClientConfig: &tls.Config{
-				Certificates: []tls.Certificate{cert},
-				RootCAs:      roots,
-				ServerName:   u.Hostname(),
-				MinVersion:   tls.VersionTLS12,
+				GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+					return cert(), nil
+				},
+				RootCAs:    roots,
+				ServerName: u.Hostname(),
+				MinVersion: tls.VersionTLS12,
 			},
 			TLSHandshakeTimeout: 10 * time.Second,
 			MaxIdleConnsPerHost: 1,

@@ -279,7 +279,7 @@ func TestLoopRefusedCertificate(t *testing.T) {
 func TestClientWithoutCertIsRejected(t *testing.T) {
 	f := newFixture(t, ok(1))
 	tr := f.client.Transport.(*http.Transport).Clone()
-	tr.TLSClientConfig.Certificates = nil
+	tr.TLSClientConfig.GetClientCertificate = nil
 	l := f.loop(&syncBuf{})
 	l.Client = &http.Client{Transport: tr, Timeout: 5 * time.Second}
 	if _, err := l.Beat(context.Background()); err == nil {

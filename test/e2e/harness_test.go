@@ -63,7 +63,13 @@ func freePort(t *testing.T) string {
 // waits until /readyz answers 200.
 func startAPI(t *testing.T, dataDir string, env ...string) *apiProcess {
 	t.Helper()
-	addr := freePort(t)
+	return startAPIAt(t, dataDir, freePort(t), env...)
+}
+
+// startAPIAt is startAPI with the REST listener at addr, so a restarted API
+// keeps its address.
+func startAPIAt(t *testing.T, dataDir, addr string, env ...string) *apiProcess {
+	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir(t), "otherix-api"), "--data-dir", dataDir, "--listen", addr)
 	// Every route but health, login and a few others needs a bearer token:
 	// the API bootstraps this admin on first boot, and the test logs in as it.

@@ -4,9 +4,14 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/pem"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -40,9 +45,10 @@ type agentProcess struct {
 }
 
 // startAgent runs otherix-agent serve on an enrolled state dir.
-func startAgent(t *testing.T, state string) *agentProcess {
+func startAgent(t *testing.T, state string, extra ...string) *agentProcess {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir(t), "otherix-agent"), "serve", "--state-dir", state, "--accel", "tcg")
+	args := append([]string{"serve", "--state-dir", state, "--accel", "tcg", "--listen", "127.0.0.1:0"}, extra...)
+	cmd := exec.Command(filepath.Join(binDir(t), "otherix-agent"), args...)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -132,4 +138,92 @@ func TestHeartbeatLiveness(t *testing.T) {
 	agent = startAgent(t, state)
 	waitPhase("ready", 20*time.Second)
 	mustContain(t, api.stderr.String(), "node unreachable")
+}
+
+// TestAgentRidesOutAPIRestart: the API stops and comes back on the same data
+// dir; the agent keeps running through it, and its heartbeats resume
+// without a restart or re-enrollment.
+func TestAgentRidesOutAPIRestart(t *testing.T) {
+	dataDir := t.TempDir()
+	api := startAPI(t, dataDir, "OTHERIX_HEARTBEAT__INTERVAL=1s")
+	token := createJoinToken(t, api.URL, map[string]string{"ttl": "10m"})
+	state := filepath.Join(t.TempDir(), "state")
+	if out, err := bootstrap(t, "--server", api.AgentURL, "--token", token, "--name", "n1", "--state-dir", state); err != nil {
+		t.Fatalf("bootstrap: %v\n%s", err, out)
+	}
+	agent := startAgent(t, state)
+	eventually(t, 20*time.Second, "node ready", func() bool { return getNode(t, api.URL, "n1").Phase == "ready" })
+
+	// The same listener addresses: the agent knows the API by its URL.
+	agentListen := strings.TrimPrefix(api.AgentURL, "https://")
+	listen := strings.TrimPrefix(api.URL, "https://")
+	api.stop()
+	stoppedAt := time.Now()
+	eventually(t, 20*time.Second, "the agent notices the API is gone", func() bool {
+		return strings.Contains(agent.out.String(), "heartbeat failing")
+	})
+	select {
+	case <-agent.done:
+		t.Fatalf("the agent exited when the API stopped:\n%s", agent.out.String())
+	default:
+	}
+
+	api = startAPIAt(t, dataDir, listen, "OTHERIX_HEARTBEAT__INTERVAL=1s", "OTHERIX_AGENT_LISTEN="+agentListen)
+	eventually(t, 30*time.Second, "a heartbeat after the restart", func() bool {
+		n := getNode(t, api.URL, "n1")
+		return n.Phase == "ready" && n.Status.LastHeartbeatAt != nil && n.Status.LastHeartbeatAt.After(stoppedAt)
+	})
+	select {
+	case <-agent.done:
+		t.Fatalf("the agent exited:\n%s", agent.out.String())
+	default:
+	}
+}
+
+// TestAgentRenewsCertificate: an agent whose certificate is due renews it
+// over mutual TLS at start, the control plane records the new one, and
+// heartbeats go on with it.
+func TestAgentRenewsCertificate(t *testing.T) {
+	api := startAPI(t, t.TempDir(), "OTHERIX_HEARTBEAT__INTERVAL=1s")
+	token := createJoinToken(t, api.URL, map[string]string{"ttl": "10m"})
+	state := filepath.Join(t.TempDir(), "state")
+	if out, err := bootstrap(t, "--server", api.AgentURL, "--token", token, "--name", "n1", "--state-dir", state); err != nil {
+		t.Fatalf("bootstrap: %v\n%s", err, out)
+	}
+	var before struct {
+		CertFingerprint string `json:"cert_fingerprint"`
+	}
+	call(t, "GET", api.URL+"/v1/nodes/n1", nil, &before)
+	// Due at once: the certificate expires within "renew-before".
+	agent := startAgent(t, state, "--renew-before", "2400h")
+	eventually(t, 30*time.Second, "the renewal", func() bool {
+		return strings.Contains(agent.out.String(), "node certificate renewed")
+	})
+	var after struct {
+		CertFingerprint     string `json:"cert_fingerprint"`
+		PrevCertFingerprint string `json:"prev_cert_fingerprint"`
+		Phase               string `json:"phase"`
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		after.PrevCertFingerprint = "" // omitted when empty: decode afresh
+		call(t, "GET", api.URL+"/v1/nodes/n1", nil, &after)
+		if after.Phase == "ready" && after.CertFingerprint != before.CertFingerprint && after.PrevCertFingerprint == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no heartbeat with the new certificate: node %+v (was %s)\nagent:\n%s\napi:\n%s",
+				after, before.CertFingerprint, agent.out.String(), api.stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	certPEM, err := os.ReadFile(filepath.Join(state, "node.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(certPEM)
+	sum := sha256.Sum256(block.Bytes)
+	if hex.EncodeToString(sum[:]) != after.CertFingerprint {
+		t.Fatalf("node.pem is %x, the control plane records %s", sum, after.CertFingerprint)
+	}
 }

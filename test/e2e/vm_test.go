@@ -1,0 +1,364 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/otherix/otherix/test/guest"
+)
+
+// cluster is a real otherix-api with one real agent enrolled as n1 and a CLI
+// logged in to it.
+type cluster struct {
+	t        *testing.T
+	api      *apiProcess
+	dataDir  string
+	state    string
+	agent    *agentProcess
+	cliEnv   []string
+	imageURL string
+	imageSHA string
+	images   *imageServer
+}
+
+// imageServer serves the test guest on loopback. Requests for slow.qcow2
+// trickle so a create can be caught mid-download.
+type imageServer struct {
+	*httptest.Server
+	mu       sync.Mutex
+	requests map[string]int
+}
+
+func (s *imageServer) count(name string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.requests[name]
+}
+
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	img := guest.Image(t)
+	body, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(body)
+	is := &imageServer{requests: map[string]int{}}
+	is.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := filepath.Base(r.URL.Path)
+		is.mu.Lock()
+		is.requests[name]++
+		is.mu.Unlock()
+		switch name {
+		case "guest.qcow2":
+			http.ServeContent(w, r, name, time.Time{}, strings.NewReader(string(body)))
+		case "slow.qcow2":
+			// Whole, but slowly: about 2 s for the 13 MiB guest.
+			w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+			for off := 0; off < len(body); off += 256 << 10 {
+				end := min(off+256<<10, len(body))
+				if _, err := w.Write(body[off:end]); err != nil {
+					return
+				}
+				w.(http.Flusher).Flush()
+				select {
+				case <-r.Context().Done():
+					return
+				case <-time.After(40 * time.Millisecond):
+				}
+			}
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(is.Close)
+
+	c := &cluster{t: t, dataDir: t.TempDir(), imageURL: is.URL + "/images/guest.qcow2", imageSHA: hex.EncodeToString(sum[:]), images: is}
+	c.api = startAPI(t, c.dataDir, "OTHERIX_HEARTBEAT__INTERVAL=1s")
+	token := createJoinToken(t, c.api.URL, map[string]string{"ttl": "10m"})
+	// Short: QEMU's unix sockets live under the agent's run dir.
+	state, err := os.MkdirTemp("", "oxa")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.state = state
+	t.Cleanup(func() {
+		// Whatever a failed test left running is ended by the pid QEMU
+		// wrote, then the state goes.
+		pids, _ := filepath.Glob(filepath.Join(state, "run", "*", "qemu.pid"))
+		for _, f := range pids {
+			var pid int
+			if b, err := os.ReadFile(f); err == nil {
+				if _, err := fmt.Sscan(string(b), &pid); err == nil && pid > 0 {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+		}
+		os.RemoveAll(state)
+	})
+	if out, err := bootstrap(t, "--server", c.api.AgentURL, "--token", token, "--name", "n1", "--state-dir", state); err != nil {
+		t.Fatalf("bootstrap: %v\n%s", err, out)
+	}
+	c.agent = startAgent(t, state)
+	eventually(t, 30*time.Second, "node n1 ready", func() bool { return getNode(t, c.api.URL, "n1").Phase == "ready" })
+
+	cfg := filepath.Join(t.TempDir(), "otherix-config")
+	c.cliEnv = append(os.Environ(), "OTHERIX_CONFIG="+cfg)
+	fp := caFingerprint(t, filepath.Join(c.dataDir, "pki", "ca.pem"))
+	out, code := c.cliIn(adminPassword, "login", c.api.URL, "--user", adminEmail, "--password-stdin", "--ca-fingerprint", fp)
+	if code != 0 {
+		t.Fatalf("otherix login: exit %d\n%s", code, out)
+	}
+	return c
+}
+
+func caFingerprint(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(b)
+	if block == nil {
+		t.Fatalf("%s holds no PEM", path)
+	}
+	sum := sha256.Sum256(block.Bytes)
+	return hex.EncodeToString(sum[:])
+}
+
+// cli runs the real otherix CLI and returns its output and exit code.
+func (c *cluster) cli(args ...string) (string, int) { return c.cliIn("", args...) }
+
+func (c *cluster) cliIn(stdin string, args ...string) (string, int) {
+	c.t.Helper()
+	cmd := exec.Command(filepath.Join(binDir(c.t), "otherix"), args...)
+	cmd.Env = c.cliEnv
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		return string(out), exit.ExitCode()
+	}
+	if err != nil {
+		c.t.Fatalf("otherix %v: %v", args, err)
+	}
+	return string(out), 0
+}
+
+// mustCLI runs the CLI and fails the test unless it exits 0.
+func (c *cluster) mustCLI(args ...string) string {
+	c.t.Helper()
+	out, code := c.cli(args...)
+	if code != 0 {
+		c.t.Fatalf("otherix %s: exit %d\n%s\nagent:\n%s", strings.Join(args, " "), code, out, tail(c.agent.out.String(), 3000))
+	}
+	return out
+}
+
+type vmStatus struct {
+	ID     string `json:"id"`
+	Name   string `json:"name"`
+	Status struct {
+		Phase   string `json:"phase"`
+		Node    string `json:"node"`
+		Pid     int    `json:"pid"`
+		Message string `json:"message"`
+	} `json:"status"`
+}
+
+func (c *cluster) vm(name string) vmStatus {
+	c.t.Helper()
+	var v vmStatus
+	if err := json.Unmarshal([]byte(c.mustCLI("vm", "get", name, "-o", "json")), &v); err != nil {
+		c.t.Fatalf("vm get %s -o json: %v", name, err)
+	}
+	return v
+}
+
+func (c *cluster) waitPhase(name, phase string, within time.Duration) vmStatus {
+	c.t.Helper()
+	var v vmStatus
+	eventually(c.t, within, "vm "+name+" "+phase, func() bool {
+		v = c.vm(name)
+		return v.Status.Phase == phase
+	})
+	return v
+}
+
+// waitLog waits until the VM's serial log holds want at least n times.
+func (c *cluster) waitLog(name, want string, n int, within time.Duration) {
+	c.t.Helper()
+	var out string
+	deadline := time.Now().Add(within)
+	for {
+		out, _ = c.cli("vm", "logs", name)
+		if strings.Count(out, want) >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("vm %s: %q not seen %d times in its log within %s:\n%s", name, want, n, within, tail(out, 3000))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}
+
+func running(pid int) bool {
+	if pid <= 0 || syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+// TestVMLifecycleOnRealQEMU is the product's promise: create a VM from an
+// image URL through the CLI, see it boot, stop it for real, start it again,
+// survive an agent crash, and delete it — on real QEMU with a real guest.
+func TestVMLifecycleOnRealQEMU(t *testing.T) {
+	c := newCluster(t)
+	if !strings.Contains(c.agent.out.String(), "accelerator=tcg") {
+		t.Logf("agent output:\n%s", c.agent.out.String())
+	}
+	t.Log("guests boot under TCG: /dev/kvm on these machines cannot boot guests (see the README)")
+
+	out := c.mustCLI("vm", "create", "g1", "--image", c.imageURL, "--sha256", c.imageSHA,
+		"--memory", "256Mi", "--disk", "1Gi", "--wait")
+	t.Logf("create:\n%s", out)
+	v := c.vm("g1")
+	if v.Status.Phase != "running" || v.Status.Node != "n1" || !running(v.Status.Pid) {
+		t.Fatalf("after create --wait: %+v", v)
+	}
+	booted := time.Now()
+	c.waitLog("g1", guest.ReadyMarker+" instance-id="+v.ID, 1, 90*time.Second)
+	t.Logf("guest printed its marker %s after create returned", time.Since(booted).Round(time.Millisecond))
+
+	// An agent crash leaves the VM running; the restarted agent adopts it.
+	c.agent.kill()
+	if !running(v.Status.Pid) {
+		t.Fatal("QEMU died with the agent")
+	}
+	c.agent = startAgent(t, c.state)
+	eventually(t, 30*time.Second, "the restarted agent reports the vm", func() bool {
+		return strings.Contains(c.agent.out.String(), "re-adopted running vm")
+	})
+	if again := c.vm("g1"); again.Status.Pid != v.Status.Pid || again.Status.Phase != "running" {
+		t.Fatalf("after agent restart: %+v (pid was %d)", again, v.Status.Pid)
+	}
+
+	// Graceful stop: the guest sees the ACPI button and powers off.
+	c.mustCLI("vm", "stop", "g1", "--timeout", "90s", "--wait")
+	if s := c.vm("g1"); s.Status.Phase != "stopped" || running(v.Status.Pid) {
+		t.Fatalf("after stop: %+v, old pid running=%v", s, running(v.Status.Pid))
+	}
+
+	c.mustCLI("vm", "start", "g1", "--wait")
+	v2 := c.vm("g1")
+	if v2.Status.Phase != "running" || !running(v2.Status.Pid) || v2.Status.Pid == v.Status.Pid {
+		t.Fatalf("after start: %+v", v2)
+	}
+	c.waitLog("g1", guest.ReadyMarker+" instance-id="+v.ID, 2, 90*time.Second)
+
+	// Deleting a running VM needs --force, which powers it off first.
+	if out, code := c.cli("vm", "delete", "g1", "--wait"); code == 0 {
+		t.Fatalf("delete of a running vm without --force succeeded:\n%s", out)
+	}
+	c.mustCLI("vm", "delete", "g1", "--force", "--wait")
+	if running(v2.Status.Pid) {
+		t.Fatal("forced delete left QEMU running")
+	}
+	if _, code := c.cli("vm", "get", "g1"); code == 0 {
+		t.Fatal("deleted vm still listed")
+	}
+	disks, _ := filepath.Glob(filepath.Join(c.state, "pools", "default", "vms", "*"))
+	if len(disks) != 0 {
+		t.Fatalf("delete left disks: %v", disks)
+	}
+}
+
+// TestVMCreateFailsCleanly: a wrong sha256 and a missing image each fail the
+// task with a stable code and leave nothing on the node.
+func TestVMCreateFailsCleanly(t *testing.T) {
+	c := newCluster(t)
+	out, code := c.cli("vm", "create", "bad", "--image", c.imageURL, "--sha256", strings.Repeat("0", 64), "--wait")
+	if code != 1 || !strings.Contains(out, "image_checksum_mismatch") {
+		t.Fatalf("bad sha256: exit %d\n%s", code, out)
+	}
+	out, code = c.cli("vm", "create", "missing", "--image", c.images.URL+"/images/nope.qcow2", "--wait")
+	if code != 1 || !strings.Contains(out, "image_not_found") {
+		t.Fatalf("missing image: exit %d\n%s", code, out)
+	}
+	for _, name := range []string{"bad", "missing"} {
+		if v := c.vm(name); v.Status.Phase != "failed" {
+			t.Errorf("vm %s: %+v", name, v)
+		}
+	}
+	left, _ := filepath.Glob(filepath.Join(c.state, "pools", "default", "vms", "*"))
+	states, _ := filepath.Glob(filepath.Join(c.state, "vms", "*"))
+	if len(left)+len(states) != 0 {
+		t.Fatalf("failed creates left %v %v", left, states)
+	}
+	// A failed VM deletes cleanly.
+	c.mustCLI("vm", "delete", "bad", "--wait")
+}
+
+// TestAPIKilledMidCreate: the API dies while the agent downloads the image;
+// after the restart the job resumes against the same agent task and exactly
+// one VM (and one QEMU) results.
+func TestAPIKilledMidCreate(t *testing.T) {
+	c := newCluster(t)
+	out := c.mustCLI("vm", "create", "g2", "--image", c.images.URL+"/images/slow.qcow2", "--memory", "256Mi", "--disk", "1Gi")
+	t.Logf("create:\n%s", out)
+	eventually(t, 30*time.Second, "the download to start", func() bool { return c.images.count("slow.qcow2") > 0 })
+	listen := strings.TrimPrefix(c.api.URL, "https://")
+	agentListen := strings.TrimPrefix(c.api.AgentURL, "https://")
+	c.api.kill9()
+	c.api = startAPIAt(t, c.dataDir, listen, "OTHERIX_HEARTBEAT__INTERVAL=1s", "OTHERIX_AGENT_LISTEN="+agentListen)
+	v := c.waitPhase("g2", "running", 3*time.Minute)
+	if !running(v.Status.Pid) {
+		t.Fatalf("g2: %+v", v)
+	}
+	var list struct {
+		Items []vmStatus `json:"items"`
+	}
+	if err := json.Unmarshal([]byte(c.mustCLI("vm", "list", "-o", "json")), &list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Items) != 1 {
+		t.Fatalf("%d vms after the restart: %+v", len(list.Items), list.Items)
+	}
+	if n := c.images.count("slow.qcow2"); n != 1 {
+		t.Errorf("the image was requested %d times; the redelivered job should have joined the first download", n)
+	}
+	pids, _ := filepath.Glob(filepath.Join(c.state, "run", "*", "qemu.pid"))
+	if len(pids) != 1 {
+		t.Errorf("%d QEMU run dirs: %v", len(pids), pids)
+	}
+	c.mustCLI("vm", "delete", "g2", "--force", "--wait")
+}
