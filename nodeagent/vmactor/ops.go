@@ -230,20 +230,16 @@ func (e *opEnv) stop(ctx context.Context, st vmState, timeout time.Duration) (vm
 	if !alive(st) {
 		return e.stopped(st, "")
 	}
-	mon, err := e.monitor(ctx, st)
-	if err != nil {
-		return st, err
-	}
-	st.mon = mon
-	cctx, cancel := context.WithTimeout(ctx, qmpTimeout)
-	defer cancel()
-	// A paused guest cannot see the power button.
-	if s, err := mon.Status(cctx); err == nil && !s.Running && s.Status != "shutdown" {
-		if err := mon.Cont(cctx); err != nil {
-			return st, err
+	err := e.qmp(ctx, &st, func(c context.Context, mon *qemu.Monitor) error {
+		// A paused guest cannot see the power button.
+		if s, err := mon.Status(c); err == nil && !s.Running && s.Status != "shutdown" {
+			if err := mon.Cont(c); err != nil {
+				return err
+			}
 		}
-	}
-	if err := mon.SystemPowerdown(cctx); err != nil && alive(st) {
+		return mon.SystemPowerdown(c)
+	})
+	if err != nil && alive(st) {
 		return st, err
 	}
 	timer := time.NewTimer(timeout)
@@ -264,12 +260,8 @@ func (e *opEnv) poweroff(ctx context.Context, st vmState) (vmState, error) {
 	if !alive(st) {
 		return e.stopped(st, "")
 	}
-	if mon, err := e.monitor(ctx, st); err == nil {
-		st.mon = mon
-		cctx, cancel := context.WithTimeout(ctx, qmpTimeout)
-		_ = mon.Quit(cctx) // QEMU may close the socket before answering
-		cancel()
-	}
+	// QEMU may close the socket before answering; the exit is what counts.
+	_ = e.qmp(ctx, &st, func(c context.Context, mon *qemu.Monitor) error { return mon.Quit(c) })
 	if !waitExit(st.proc, quitTimeout) {
 		e.m.cfg.Log.Warn("qemu did not quit; killing it", "vm", e.id, "pid", st.proc.Pid)
 		_ = st.proc.Kill()
@@ -290,14 +282,8 @@ func (e *opEnv) reboot(ctx context.Context, st vmState) (vmState, error) {
 		return e.start(ctx, st)
 	}
 	if e.w.req.Force {
-		mon, err := e.monitor(ctx, st)
-		if err != nil {
-			return st, err
-		}
-		st.mon = mon
-		cctx, cancel := context.WithTimeout(ctx, qmpTimeout)
-		defer cancel()
-		return st, mon.SystemReset(cctx)
+		err := e.qmp(ctx, &st, func(c context.Context, mon *qemu.Monitor) error { return mon.SystemReset(c) })
+		return st, err
 	}
 	next, err := e.stop(ctx, st, e.timeout())
 	if err != nil {
@@ -348,22 +334,19 @@ func (e *opEnv) setRunning(ctx context.Context, st vmState, run bool) (vmState, 
 	if !alive(st) {
 		return st, messages.Errorf(messages.KindConflict, "vm_not_running", "vm %s is not running", e.id)
 	}
-	mon, err := e.monitor(ctx, st)
-	if err != nil {
-		return st, err
-	}
-	st.mon = mon
-	cctx, cancel := context.WithTimeout(ctx, qmpTimeout)
-	defer cancel()
-	if run {
-		err = mon.Cont(cctx)
-	} else {
-		err = mon.Stop(cctx)
-	}
-	if err != nil {
-		return st, err
-	}
-	s, err := mon.Status(cctx)
+	var s qemu.Status
+	err := e.qmp(ctx, &st, func(c context.Context, mon *qemu.Monitor) error {
+		change := mon.Stop
+		if run {
+			change = mon.Cont
+		}
+		if err := change(c); err != nil {
+			return err
+		}
+		var err error
+		s, err = mon.Status(c)
+		return err
+	})
 	if err != nil {
 		return st, err
 	}
@@ -387,15 +370,20 @@ func (e *opEnv) stopped(st vmState, msg string) (vmState, error) {
 	return next, rec.save(e.m.vmStateDir(e.id))
 }
 
-// monitor returns the VM's QMP connection, dialling again if an earlier
+// qmp runs f on the VM's QMP connection under one command deadline,
+// dialling again (and keeping the connection in st) if an earlier
 // re-adoption could not.
-func (e *opEnv) monitor(ctx context.Context, st vmState) (*qemu.Monitor, error) {
-	if st.mon != nil {
-		return st.mon, nil
-	}
-	cctx, cancel := context.WithTimeout(ctx, qmpTimeout)
+func (e *opEnv) qmp(ctx context.Context, st *vmState, f func(context.Context, *qemu.Monitor) error) error {
+	c, cancel := context.WithTimeout(ctx, qmpTimeout)
 	defer cancel()
-	return qemu.Dial(cctx, qemu.QMPPath(e.m.vmRunDir(e.id)))
+	if st.mon == nil {
+		mon, err := qemu.Dial(c, qemu.QMPPath(e.m.vmRunDir(e.id)))
+		if err != nil {
+			return err
+		}
+		st.mon = mon
+	}
+	return f(c, st.mon)
 }
 
 func alive(st vmState) bool { return st.proc != nil && !isClosed(st.proc.Exited()) }
