@@ -13,7 +13,7 @@ set -euo pipefail
 # commands (headers, static binaries). Later issues add their tools here, e.g.
 #   [qemu-system-x86_64]=qemu-system-x86  [qemu-img]=qemu-utils
 #   [nft]=nftables  [ip]=iproute2  [wg]=wireguard-tools  [xorriso]=xorriso
-#   [/bin/busybox]=busybox-static  [chromium]=chromium
+#   [/bin/busybox]=busybox-static
 declare -A NEEDS=(
 	[make]=make
 	[git]=git
@@ -36,6 +36,13 @@ declare -A NEEDS=(
 	[sfdisk]=fdisk
 	[cpio]=cpio
 	[isoinfo]=genisoimage
+	# The browser console (web/) is bundled with npm by `make build`, and
+	# its e2e test drives headless Chromium. Machines that already have
+	# Node.js and npm (from another source than Debian) keep theirs: only
+	# a missing command is installed.
+	[node]=nodejs
+	[npm]=npm
+	[chromium]=chromium
 )
 
 # Go is not a Debian package here: the project pins a newer toolchain than

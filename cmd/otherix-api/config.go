@@ -86,6 +86,9 @@ type apiConfig struct {
 		Metrics      bool  `koanf:"metrics"`
 		// MetricsPublic serves /metrics without authentication (for scrapers).
 		MetricsPublic bool `koanf:"metrics_public"`
+		// ConsoleOrigins are browser origins (scheme://host[:port]) besides
+		// the API's own that may open console WebSockets.
+		ConsoleOrigins []string `koanf:"console_origins"`
 	} `koanf:"http"`
 	Log struct {
 		Level  string `koanf:"level"`

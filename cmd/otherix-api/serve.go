@@ -97,6 +97,7 @@ func serve(cmd *cobra.Command) error {
 
 	scfg := server.DefaultConfig()
 	scfg.MaxBodyBytes, scfg.MetricsEnabled, scfg.MetricsPublic = cfg.HTTP.MaxBodyBytes, cfg.HTTP.Metrics, cfg.HTTP.MetricsPublic
+	scfg.ConsoleOrigins = cfg.HTTP.ConsoleOrigins
 	srv := server.New(scfg, gw, log)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -31,7 +31,7 @@ func (a *app) vmCommand() *cobra.Command {
 		a.vmRebootCommand(),
 		a.vmSyncCommand("pause", "Pause a running VM's vCPUs", (*client.Client).PauseVM),
 		a.vmSyncCommand("resume", "Resume a paused VM", (*client.Client).ResumeVM),
-		a.vmLogsCommand())
+		a.vmLogsCommand(), a.vmConsoleCommand())
 	return cmd
 }
 
@@ -421,16 +421,29 @@ one whose node cannot be reached now (node_unreachable).`,
 // vmLogsCommand is "vm logs [--tail N]".
 func (a *app) vmLogsCommand() *cobra.Command {
 	var tail int64
+	var follow bool
 	cmd := &cobra.Command{
 		Use:   "logs NAME|ID",
 		Short: "Print the end of a VM's serial console output",
 		Long: `Print the end of a VM's serial console output (boot messages, kernel and
-login prompts) as its node keeps it, raw and unchanged: -o does not apply.`,
-		Example: `  otherix vm logs web-1 --tail 4096`,
-		Args:    exactArgs(1, "a VM name or id"),
+login prompts) as its node keeps it, raw and unchanged: -o does not apply.
+
+With -f it attaches a read-only console instead and follows the output until
+the VM stops or Ctrl-C. The console starts with a replay of the recent output
+(64 KiB), so the log is not fetched separately: nothing is printed twice.
+--tail does not apply to -f.`,
+		Example: `  otherix vm logs web-1 --tail 4096
+  otherix vm logs web-1 -f`,
+		Args: exactArgs(1, "a VM name or id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cmd.Flags().Changed("tail") && (tail < 1 || tail > 1<<20) {
 				return usageError(fmt.Errorf("--tail must be a number of bytes from 1 to %d, got %d", 1<<20, tail))
+			}
+			if follow {
+				if cmd.Flags().Changed("tail") {
+					return usageError(fmt.Errorf("--tail does not go with -f, which replays the recent output"))
+				}
+				return a.console(cmd.Context(), args[0], messages.ConsoleTokenRequest{Mode: messages.ConsoleReadOnly}, false)
 			}
 			var out []byte
 			if err := a.call(cmd.Context(), func(ctx context.Context, c *client.Client) (err error) {
@@ -444,6 +457,7 @@ login prompts) as its node keeps it, raw and unchanged: -o does not apply.`,
 		},
 	}
 	cmd.Flags().Int64Var(&tail, "tail", 0, "print at most this many bytes from the end (default: the node's, 64 KiB)")
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "follow the output through a read-only console until the VM stops or Ctrl-C")
 	return cmd
 }
 

@@ -8,6 +8,8 @@ import (
 	"crypto/x509"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
 )
@@ -38,6 +40,14 @@ type ControlPlane interface {
 	PauseVM(ctx context.Context, owner, ref string) (*messages.VM, error)
 	ResumeVM(ctx context.Context, owner, ref string) (*messages.VM, error)
 	VMLogs(ctx context.Context, owner, ref string, tail int64) ([]byte, error)
+	// IssueConsoleToken issues a single-use console token for the VM,
+	// bound to user (who asks), owner (their scope), the VM and the mode.
+	// AttachConsole consumes one for VM ref and dials the console on the
+	// VM's node: console_token_invalid (401) for a bad, expired or used
+	// token; the agent's refusals (console_busy, vm_not_running) as they
+	// come. The caller owns the returned connection.
+	IssueConsoleToken(ctx context.Context, user, owner, ref string, req messages.ConsoleTokenRequest) (*messages.ConsoleToken, error)
+	AttachConsole(ctx context.Context, ref, token string) (*websocket.Conn, *store.ConsoleTokenRecord, error)
 
 	GetTask(ctx context.Context, owner, id string) (*messages.Task, error)
 	// WaitTask returns once the task is terminal or ctx ends.

@@ -33,12 +33,15 @@ type fakeCP struct {
 	idem        *memIdempotency
 	*fakeIdentity
 	*fakeNodes
+	// consoles backs IssueConsoleToken and AttachConsole (console_test.go).
+	consoles fakeConsoles
 }
 
 var _ ControlPlane = (*fakeCP)(nil)
 
 func newFakeCP() *fakeCP {
-	return &fakeCP{idem: newMemIdempotency(), fakeIdentity: newFakeIdentity(), fakeNodes: newFakeNodes()}
+	return &fakeCP{idem: newMemIdempotency(), fakeIdentity: newFakeIdentity(), fakeNodes: newFakeNodes(),
+		consoles: fakeConsoles{used: map[string]bool{}}}
 }
 
 func (f *fakeCP) Ready(context.Context) error { return f.readyErr }

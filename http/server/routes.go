@@ -95,6 +95,11 @@ func (s *Server) routeTable() []route {
 		rbac(post, "/v1/vms/:id/resume", vm, security.VerbStart, s.resumeVM),
 		// The serial output is part of what reading the VM shows.
 		rbac(get, "/v1/vms/:id/logs", vm, security.VerbRead, s.vmLogs),
+		// The answer carries a token: no Idempotency-Key record may keep it.
+		secret(rbac(post, "/v1/vms/:id/console", vm, security.VerbConsole, s.consoleToken)),
+		// The single-use token in the query is the credential: a browser
+		// cannot set headers on a WebSocket.
+		public(get, "/v1/vms/:id/console/ws", s.consoleWS),
 
 		rbac(get, "/v1/tasks", task, security.VerbList, s.listTasks),
 		rbac(get, "/v1/tasks/:id", task, security.VerbRead, s.getTask),
@@ -116,6 +121,11 @@ func (s *Server) routeTable() []route {
 
 		// The CA certificate is public: agents and CLIs pin it by fingerprint.
 		public(get, "/v1/ca", s.caPEM),
+
+		// The browser console (ui.go): static code only; the page
+		// authenticates itself through the API.
+		public(get, "/ui/vms/:name/console", s.uiConsole),
+		public(get, "/ui/assets/*path", s.uiAssets),
 		rbac(get, "/v1/nodes", node, security.VerbList, s.listNodes),
 		// gin matches the static join-tokens segment before the :name param.
 		rbac(get, "/v1/nodes/:name", node, security.VerbRead, s.getNode),

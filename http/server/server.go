@@ -32,6 +32,18 @@ type Config struct {
 	// that carry no token; when false it needs a principal of any role.
 	// DefaultConfig sets it: the metrics hold no per-user data.
 	MetricsPublic bool
+	// ConsoleOrigins are browser origins (scheme://host[:port]) allowed to
+	// open a console WebSocket besides pages of the API's own host
+	// (http.console_origins).
+	ConsoleOrigins []string
+	// ConsoleQueue, ConsoleStall and ConsoleKeepalive tune the console
+	// proxy (console.go); zero means the default.
+	ConsoleQueue     int
+	ConsoleStall     time.Duration
+	ConsoleKeepalive time.Duration
+	// consoleEnded, when set, learns each console session's close code and
+	// queue high-water mark: a test seam.
+	consoleEnded func(code, high int)
 }
 
 // DefaultConfig is the configuration with every default filled in,
@@ -46,6 +58,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.IdempotencyTTL <= 0 {
 		c.IdempotencyTTL = DefaultIdempotencyTTL
+	}
+	if c.ConsoleQueue <= 0 {
+		c.ConsoleQueue = DefaultConsoleQueue
+	}
+	if c.ConsoleStall <= 0 {
+		c.ConsoleStall = DefaultConsoleStall
+	}
+	if c.ConsoleKeepalive <= 0 {
+		c.ConsoleKeepalive = DefaultConsoleKeepalive
 	}
 	return c
 }

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/nodeagent/console"
 	"github.com/otherix/otherix/security"
 )
 
@@ -36,6 +37,11 @@ type Backend interface {
 	Pause(ctx context.Context, id string) (*messages.VMObserved, error)
 	Resume(ctx context.Context, id string) (*messages.VMObserved, error)
 	Log(id string, tail int64) ([]byte, error)
+	// Console attaches a session to a running VM's serial console (mode
+	// messages.ConsoleInteractive or messages.ConsoleReadOnly). Errors:
+	// vm_not_found, vm_not_running, console_busy (another interactive
+	// session, and not force). The API closes the session when done.
+	Console(id, mode string, force bool) (*console.Session, error)
 }
 
 // Limits of the API.
@@ -52,7 +58,7 @@ const (
 
 // Handler returns the API's routes over b.
 func Handler(b Backend, log *slog.Logger) http.Handler {
-	a := &api{b: b, log: log}
+	a := &api{b: b, log: log, timing: currentConsoleTiming()}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -76,6 +82,7 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 		a.vmReply(w, r, func() (*messages.VMObserved, error) { return b.Resume(r.Context(), r.PathValue("id")) })
 	})
 	mux.HandleFunc("GET /v1/vms/{id}/log", a.vmLog)
+	mux.HandleFunc("GET /v1/vms/{id}/console", a.console)
 	// Unknown paths and methods get the error envelope, not net/http's text.
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, pattern := mux.Handler(r); pattern == "" {
@@ -116,8 +123,9 @@ func TLSConfig(cert func() *tls.Certificate, roots *x509.CertPool, log *slog.Log
 }
 
 type api struct {
-	b   Backend
-	log *slog.Logger
+	b      Backend
+	log    *slog.Logger
+	timing consoleTiming
 }
 
 func (a *api) submit(w http.ResponseWriter, r *http.Request) {

@@ -5,11 +5,14 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"io"
 	"log"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +25,8 @@ import (
 
 	"github.com/otherix/otherix/api/openapi"
 	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/nodeagent/console"
+	"github.com/otherix/otherix/nodeagent/qemu"
 	"github.com/otherix/otherix/security"
 )
 
@@ -29,8 +34,24 @@ import (
 // API's transport, refusals and contract; nodeagent/vmactor's tests and the
 // e2e suite drive the real supervisor.
 type fakeBackend struct {
-	mu    sync.Mutex
-	tasks map[string]*messages.AgentTask
+	mu       sync.Mutex
+	tasks    map[string]*messages.AgentTask
+	consoles map[string]*fakeConsole // started on first attach
+	t        *testing.T
+	dir      string // for the consoles' logs
+}
+
+// Test VM ids the fake knows as absent or not running.
+const (
+	unknownVM = "vm-nowhere"
+	stoppedVM = "vm-stopped"
+)
+
+// fakeConsole is a real console hub over an in-memory pipe standing in for
+// QEMU's serial socket, with "boot output" already in its log.
+type fakeConsole struct {
+	hub  *console.Hub
+	qemu net.Conn // the test's end: what QEMU would read and write
 }
 
 func (f *fakeBackend) Submit(req messages.AgentTaskRequest) (*messages.AgentTask, bool, error) {
@@ -57,6 +78,12 @@ func (f *fakeBackend) Task(_ context.Context, id string, _ time.Duration) (*mess
 func (f *fakeBackend) VMs() []messages.VMObserved { return nil }
 
 func (f *fakeBackend) VM(id string) (*messages.VMObserved, error) {
+	if id == unknownVM {
+		return nil, messages.Errorf(messages.KindNotFound, "vm_not_found", "vm %s is not on this node", id)
+	}
+	if id == stoppedVM {
+		return &messages.VMObserved{ID: id, Phase: messages.PhaseStopped, ObservedGeneration: 1, ObservedAt: time.Now().UTC()}, nil
+	}
 	return &messages.VMObserved{ID: id, Phase: messages.PhaseRunning, ObservedGeneration: 1, Pid: 42, ObservedAt: time.Now().UTC()}, nil
 }
 
@@ -69,6 +96,49 @@ func (f *fakeBackend) Resume(_ context.Context, id string) (*messages.VMObserved
 }
 
 func (f *fakeBackend) Log(string, int64) ([]byte, error) { return []byte("boot\n"), nil }
+
+func (f *fakeBackend) Console(id, mode string, force bool) (*console.Session, error) {
+	if _, err := f.VM(id); err != nil {
+		return nil, err
+	}
+	if id == stoppedVM {
+		return nil, messages.Errorf(messages.KindConflict, "vm_not_running", "vm %s is not running", id)
+	}
+	c, err := f.console(id)
+	if err != nil {
+		return nil, err
+	}
+	s, err := c.hub.Attach(mode, force)
+	if errors.Is(err, console.ErrBusy) {
+		return nil, messages.Errorf(messages.KindConflict, "console_busy", "another interactive session is attached")
+	}
+	return s, err
+}
+
+// console returns id's fake console, starting it on first use.
+func (f *fakeBackend) console(id string) (*fakeConsole, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c, ok := f.consoles[id]; ok {
+		return c, nil
+	}
+	l, err := qemu.OpenSerialLog(filepath.Join(f.dir, id+".log"), 1<<20)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := l.Write([]byte("boot output\n")); err != nil {
+		return nil, err
+	}
+	hubEnd, qemuEnd := net.Pipe()
+	c := &fakeConsole{hub: console.New(hubEnd, l, console.Options{}), qemu: qemuEnd}
+	f.t.Cleanup(func() {
+		c.hub.Close(messages.ConsoleAgentGone, "test over")
+		qemuEnd.Close()
+		l.Close()
+	})
+	f.consoles[id] = c
+	return c, nil
+}
 
 type pki struct {
 	ca       *security.CA
@@ -114,13 +184,19 @@ func newPKI(t *testing.T) pki {
 // startAgentAPI serves Handler over the agent's real TLS configuration,
 // with n1's node certificate as the server certificate.
 func startAgentAPI(t *testing.T, p pki) *httptest.Server {
+	srv, _ := startAgentAPIWithFake(t, p)
+	return srv
+}
+
+func startAgentAPIWithFake(t *testing.T, p pki) (*httptest.Server, *fakeBackend) {
 	t.Helper()
-	srv := httptest.NewUnstartedServer(Handler(&fakeBackend{tasks: map[string]*messages.AgentTask{}}, slog.New(slog.DiscardHandler)))
+	fake := &fakeBackend{tasks: map[string]*messages.AgentTask{}, consoles: map[string]*fakeConsole{}, t: t, dir: t.TempDir()}
+	srv := httptest.NewUnstartedServer(Handler(fake, slog.New(slog.DiscardHandler)))
 	srv.TLS = TLSConfig(func() *tls.Certificate { return &p.node }, p.ca.Pool(), slog.New(slog.DiscardHandler))
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are the point of some tests
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	return srv
+	return srv, fake
 }
 
 func clientWith(p pki, cert tls.Certificate) *http.Client {
@@ -164,6 +240,14 @@ func (c contractCheck) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := c.next.RoundTrip(req)
 	if err != nil {
 		return resp, err
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// A WebSocket: the body is the connection, not a document to
+		// validate. The route must still be in the contract.
+		if _, _, err := c.router.FindRoute(req); err != nil {
+			c.t.Errorf("%s %s is not in agent.yaml: %v", req.Method, req.URL.Path, err)
+		}
+		return resp, nil
 	}
 	rb, _ := io.ReadAll(resp.Body)
 	resp.Body = io.NopCloser(bytes.NewReader(rb))
@@ -264,6 +348,48 @@ func TestAPIMatchesContract(t *testing.T) {
 	if st, m := do("GET", "/v1/nope", ""); st != 404 || code(m) != "route_not_found" {
 		t.Fatalf("unknown route: %d %v", st, m)
 	}
+	// The console route's refusals come before the upgrade, as envelopes.
+	upgrade := func(path string) (*http.Response, map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", srv.URL+path, nil)
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", "websocket")
+		req.Header.Set("Sec-WebSocket-Version", "13")
+		req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			return resp, nil
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		raw, _ := io.ReadAll(resp.Body)
+		_ = json.Unmarshal(raw, &out)
+		return resp, out
+	}
+	if resp, m := upgrade("/v1/vms/" + unknownVM + "/console"); resp.StatusCode != 404 || code(m) != "vm_not_found" {
+		t.Fatalf("console of unknown vm: %d %v", resp.StatusCode, m)
+	}
+	if resp, m := upgrade("/v1/vms/" + stoppedVM + "/console"); resp.StatusCode != 409 || code(m) != "vm_not_running" {
+		t.Fatalf("console of stopped vm: %d %v", resp.StatusCode, m)
+	}
+	if resp, m := upgrade("/v1/vms/" + vmID + "/console?mode=admin"); resp.StatusCode != 400 || code(m) != "invalid_field" {
+		t.Fatalf("console mode: %d %v", resp.StatusCode, m)
+	}
+	if st, m := do("GET", "/v1/vms/"+vmID+"/console", ""); st != 400 || code(m) != "websocket_required" {
+		t.Fatalf("console without upgrade: %d %v", st, m)
+	}
+	ws, _ := upgrade("/v1/vms/" + vmID + "/console?mode=interactive")
+	if ws.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("console upgrade: %s", ws.Status)
+	}
+	if resp, m := upgrade("/v1/vms/" + vmID + "/console?mode=interactive&force=false"); resp.StatusCode != 409 || code(m) != "console_busy" {
+		t.Fatalf("second interactive console: %d %v", resp.StatusCode, m)
+	}
+	ws.Body.Close()
+
 	resp, err := c.Get(srv.URL + "/v1/vms/" + vmID + "/log?tail=100")
 	if err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"runtime/debug"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/nodeagent/console"
 	"github.com/otherix/otherix/nodeagent/qemu"
 )
 
@@ -57,6 +57,10 @@ type vmState struct {
 	proc *qemu.Process
 	mon  *qemu.Monitor
 	log  *qemu.SerialLog
+	// hub owns the serial socket while QEMU runs: it writes log and serves
+	// console sessions. nil when QEMU is not running (or its serial socket
+	// could not be reached after a re-adoption).
+	hub *console.Hub
 }
 
 // work is one queued item: a task, or a sync operation with its reply.
@@ -142,6 +146,11 @@ func (a *vmActor) release() {
 	if a.st.proc != nil {
 		_ = a.st.proc.Close()
 	}
+	if a.st.hub != nil {
+		// QEMU runs on; its sessions learn that the agent went away and can
+		// re-attach to the next one. The hub stops writing the log first.
+		a.st.hub.Close(messages.ConsoleAgentGone, "the agent stopped; the VM keeps running")
+	}
 	if a.st.log != nil {
 		_ = a.st.log.Close()
 	}
@@ -178,6 +187,7 @@ func (a *vmActor) apply(ctx actor.Context, st vmState) {
 		if st.log != nil {
 			a.m.setLog(a.id, st.log)
 		}
+		a.m.setHub(a.id, st.hub)
 	}
 	if st.proc != nil && st.proc != a.watching {
 		a.watching = st.proc
@@ -294,24 +304,15 @@ func (a *vmActor) load(ctx context.Context) loaded {
 		rec.Phase = phaseOf(status)
 	}
 	rec.Pid, rec.Message = proc.Pid, ""
-	attachSerial(a.m.vmRunDir(a.id), l, a.m.cfg.Log)
+	if hub, err := a.m.dialConsole(a.id, l); err != nil {
+		// The VM runs on without a console; the log misses its output
+		// until the next start. Never fail a re-adoption over it.
+		a.m.cfg.Log.Warn("re-attach serial console", "vm", a.id, "err", err)
+	} else {
+		st.hub = hub
+	}
 	a.m.cfg.Log.Info("re-adopted running vm", "vm", a.id, "pid", proc.Pid, "phase", rec.Phase)
 	return loaded{st: st, err: rec.save(dir)}
-}
-
-// attachSerial connects the serial socket and copies the guest's output
-// into its log until QEMU closes it.
-func attachSerial(runDir string, l *qemu.SerialLog, log interface{ Warn(string, ...any) }) {
-	conn, err := net.Dial("unix", qemu.SerialPath(runDir))
-	if err != nil {
-		log.Warn("connect serial console", "run_dir", runDir, "err", err)
-		return
-	}
-	go func() {
-		if err := l.Pump(conn); err != nil {
-			log.Warn("serial console", "run_dir", runDir, "err", err)
-		}
-	}()
 }
 
 func phaseOf(s qemu.Status) string {

@@ -7,6 +7,7 @@ package vmactor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/nodeagent/console"
 	"github.com/otherix/otherix/nodeagent/images"
 	"github.com/otherix/otherix/nodeagent/qemu"
 )
@@ -43,8 +45,11 @@ type Config struct {
 	// StopTimeout is how long a graceful stop waits when the task names no
 	// timeout (2 minutes by default).
 	StopTimeout time.Duration
-	// SerialLogBytes bounds each VM's serial log on disk (1 MiB by default).
+	// SerialLogBytes bounds each VM's serial log on disk (1 MiB by default,
+	// at least MinSerialLogBytes).
 	SerialLogBytes int64
+	// Console tunes the console hubs (session queue and input bounds).
+	Console console.Options
 	// TaskRetention is how long a finished task is kept for repeated
 	// submissions and polls (1 hour by default).
 	TaskRetention time.Duration
@@ -59,6 +64,7 @@ func (c *Config) defaults() {
 	if c.SerialLogBytes <= 0 {
 		c.SerialLogBytes = 1 << 20
 	}
+	c.SerialLogBytes = max(c.SerialLogBytes, MinSerialLogBytes)
 	if c.TaskRetention <= 0 {
 		c.TaskRetention = time.Hour
 	}
@@ -69,6 +75,10 @@ func (c *Config) defaults() {
 		c.Now = time.Now
 	}
 }
+
+// MinSerialLogBytes is the least serial log a VM keeps: boot output must
+// survive for `logs` even if nobody was attached.
+const MinSerialLogBytes = 256 << 10
 
 // Manager owns the VM actors and the agent's tasks.
 type Manager struct {
@@ -81,6 +91,7 @@ type Manager struct {
 	tasks    map[string]*taskEntry
 	observed map[string]messages.VMObserved
 	logs     map[string]*qemu.SerialLog
+	hubs     map[string]*console.Hub // VMs whose QEMU runs, for Console
 	closed   bool
 }
 
@@ -112,7 +123,7 @@ func New(cfg Config) (*Manager, error) {
 	}))
 	return &Manager{cfg: cfg, sys: sys, actors: map[string]*actor.PID{}, inflight: map[string]int{},
 		tasks: map[string]*taskEntry{}, observed: map[string]messages.VMObserved{},
-		logs: map[string]*qemu.SerialLog{}}, nil
+		logs: map[string]*qemu.SerialLog{}, hubs: map[string]*console.Hub{}}, nil
 }
 
 // Recover starts an actor for every VM with state on this node; each loads
@@ -203,6 +214,7 @@ func (m *Manager) retire(id string) bool {
 	delete(m.actors, id)
 	delete(m.observed, id)
 	delete(m.logs, id)
+	delete(m.hubs, id)
 	return true
 }
 
@@ -217,6 +229,7 @@ func (m *Manager) unpublish(id string) {
 	m.mu.Lock()
 	delete(m.observed, id)
 	delete(m.logs, id)
+	delete(m.hubs, id)
 	m.mu.Unlock()
 }
 
@@ -225,6 +238,54 @@ func (m *Manager) setLog(id string, l *qemu.SerialLog) {
 	m.mu.Lock()
 	m.logs[id] = l
 	m.mu.Unlock()
+}
+
+// setHub makes a VM's console reachable through Console; nil removes it.
+func (m *Manager) setHub(id string, h *console.Hub) {
+	m.mu.Lock()
+	if h == nil {
+		delete(m.hubs, id)
+	} else {
+		m.hubs[id] = h
+	}
+	m.mu.Unlock()
+}
+
+// dialConsole connects a hub to the VM's serial socket; the hub writes l.
+func (m *Manager) dialConsole(id string, l *qemu.SerialLog) (*console.Hub, error) {
+	opts := m.cfg.Console
+	opts.Log = m.cfg.Log.With("vm", id)
+	return console.Dial(qemu.SerialPath(m.vmRunDir(id)), l, opts)
+}
+
+// Console attaches a session to a running VM's serial console: mode is
+// messages.ConsoleInteractive or messages.ConsoleReadOnly; force takes the
+// interactive slot from the current writer. The caller carries the session
+// and must Close it when its client goes away.
+func (m *Manager) Console(id, mode string, force bool) (*console.Session, error) {
+	m.mu.Lock()
+	_, known := m.observed[id]
+	h := m.hubs[id]
+	m.mu.Unlock()
+	if !known {
+		return nil, vmNotFound(id)
+	}
+	if h == nil {
+		return nil, messages.Errorf(messages.KindConflict, "vm_not_running", "vm %s is not running: it has no console", id)
+	}
+	s, err := h.Attach(mode, force)
+	switch {
+	case err == nil:
+		return s, nil
+	case errors.Is(err, console.ErrBusy):
+		return nil, messages.Errorf(messages.KindConflict, "console_busy",
+			"another interactive console session is attached to vm %s; attach read-only, or force to take over", id)
+	case errors.Is(err, console.ErrMode):
+		return nil, messages.Invalid("mode", "must be interactive or readonly")
+	case errors.Is(err, console.ErrClosed):
+		return nil, messages.Errorf(messages.KindConflict, "vm_not_running", "vm %s is not running: its console has ended", id)
+	}
+	return nil, fmt.Errorf("console of vm %s: %w", id, err)
 }
 
 // Submit starts a task or returns the one already known by req.ID.

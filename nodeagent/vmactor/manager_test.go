@@ -65,6 +65,13 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newFixtureServing(t, base, body)
+}
+
+// newFixtureServing serves body as the base image and starts a manager
+// over fresh dirs under base.
+func newFixtureServing(t *testing.T, base string, body []byte) *fixture {
+	t.Helper()
 	sum := sha256.Sum256(body)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/images/base.qcow2" {

@@ -206,14 +206,26 @@ func (e *opEnv) start(ctx context.Context, st vmState) (vmState, error) {
 			return abort(err)
 		}
 	}
-	attachSerial(runDir, l, e.m.cfg.Log)
+	// QEMU waits paused (-S) until the hub is reading its serial line.
+	hub, err := e.m.dialConsole(e.id, l)
+	if err != nil {
+		_ = mon.Close()
+		if l != st.log {
+			_ = l.Close()
+		}
+		return abort(err)
+	}
 	if err := mon.Cont(cctx); err != nil {
 		_ = mon.Close()
+		hub.Close(messages.ConsoleVMStopped, "the VM failed to start")
+		if l != st.log {
+			_ = l.Close()
+		}
 		return abort(err)
 	}
 	now := e.m.cfg.Now().UTC()
 	rec.Phase, rec.Pid, rec.StartedAt, rec.Message = messages.PhaseRunning, proc.Pid, &now, ""
-	next := vmState{rec: &rec, proc: proc, mon: mon, log: l}
+	next := vmState{rec: &rec, proc: proc, mon: mon, log: l, hub: hub}
 	if err := rec.save(e.m.vmStateDir(e.id)); err != nil {
 		// QEMU runs; the record will be fixed by the next change. Losing it
 		// now would orphan the process, so the task still fails loudly.
@@ -363,6 +375,10 @@ func (e *opEnv) stopped(st vmState, msg string) (vmState, error) {
 	}
 	if st.proc != nil {
 		_ = st.proc.Close()
+	}
+	if st.hub != nil {
+		// Usually already over: QEMU's exit ends the serial line.
+		st.hub.Close(messages.ConsoleVMStopped, "the VM stopped")
 	}
 	rec := *st.rec
 	rec.Phase, rec.Pid, rec.StartedAt, rec.Message = messages.PhaseStopped, 0, nil, msg

@@ -86,6 +86,8 @@ type Agent struct {
 	tasks   map[string]*task
 	submits map[string]int
 	down    bool
+	// con holds the console sessions (console.go), made on first use.
+	con *consoleState
 }
 
 type task struct {
@@ -190,6 +192,8 @@ func (a *Agent) serve(w http.ResponseWriter, r *http.Request) {
 		a.submit(w, r)
 	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v1/tasks/"):
 		a.get(w, r, strings.TrimPrefix(r.URL.Path, "/v1/tasks/"))
+	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v1/vms/") && strings.HasSuffix(r.URL.Path, "/console"):
+		a.console(w, r, strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/v1/vms/"), "/console"))
 	case r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/log"):
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("serial of " + strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/v1/vms/"), "/log") + " tail=" + r.URL.Query().Get("tail")))

@@ -1,0 +1,34 @@
+// Package web holds the browser console's bundle, built from web/src by
+// `npm run build` (which `make build` runs) into web/dist and embedded here,
+// so otherix-api serves it with no files beside the binary.
+//
+// The bundle is not committed: a Go build from a fresh clone without npm
+// embeds only dist/README.md, and Bundle reports the console as not built.
+package web
+
+import (
+	"embed"
+	"io/fs"
+)
+
+//go:embed dist
+var dist embed.FS
+
+// BuildHint tells an operator how to get the console bundle into the binary.
+const BuildHint = "run `make build` (npm ci && npm run build in web/, then go build) to embed the browser console"
+
+// Entry is the bundle's script; its presence says the bundle was built.
+const Entry = "console.js"
+
+// Bundle returns the built bundle's files (console.js, console.css) at its
+// root, and whether the bundle was built into this binary.
+func Bundle() (fs.FS, bool) {
+	sub, err := fs.Sub(dist, "dist")
+	if err != nil {
+		return nil, false
+	}
+	if _, err := fs.Stat(sub, Entry); err != nil {
+		return sub, false
+	}
+	return sub, true
+}
