@@ -420,24 +420,25 @@ one whose node cannot be reached now (node_unreachable).`,
 
 // vmLogsCommand is "vm logs [--tail N]".
 func (a *app) vmLogsCommand() *cobra.Command {
-	var tail int64
+	var tail int
 	var follow bool
 	cmd := &cobra.Command{
 		Use:   "logs NAME|ID",
 		Short: "Print the end of a VM's serial console output",
 		Long: `Print the end of a VM's serial console output (boot messages, kernel and
 login prompts) as its node keeps it, raw and unchanged: -o does not apply.
+--tail N prints the last N lines of what the node keeps (up to 1 MiB).
 
 With -f it attaches a read-only console instead and follows the output until
 the VM stops or Ctrl-C. The console starts with a replay of the recent output
 (64 KiB), so the log is not fetched separately: nothing is printed twice.
 --tail does not apply to -f.`,
-		Example: `  otherix vm logs web-1 --tail 4096
+		Example: `  otherix vm logs web-1 --tail 20
   otherix vm logs web-1 -f`,
 		Args: exactArgs(1, "a VM name or id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if cmd.Flags().Changed("tail") && (tail < 1 || tail > 1<<20) {
-				return usageError(fmt.Errorf("--tail must be a number of bytes from 1 to %d, got %d", 1<<20, tail))
+			if cmd.Flags().Changed("tail") && tail < 1 {
+				return usageError(fmt.Errorf("--tail must be a positive number of lines, got %d", tail))
 			}
 			if follow {
 				if cmd.Flags().Changed("tail") {
@@ -445,20 +446,50 @@ the VM stops or Ctrl-C. The console starts with a replay of the recent output
 				}
 				return a.console(cmd.Context(), args[0], messages.ConsoleTokenRequest{Mode: messages.ConsoleReadOnly}, false)
 			}
+			// The API tails in bytes; lines are what a reader counts. Ask
+			// for everything the node keeps and cut here.
+			var want int64
+			if tail > 0 {
+				want = maxLogBytes
+			}
 			var out []byte
 			if err := a.call(cmd.Context(), func(ctx context.Context, c *client.Client) (err error) {
-				out, err = c.VMLogs(ctx, args[0], tail)
+				out, err = c.VMLogs(ctx, args[0], want)
 				return err
 			}); err != nil {
 				return err
 			}
-			_, err := a.stdout.Write(out)
+			_, err := a.stdout.Write(lastLines(out, tail))
 			return err
 		},
 	}
-	cmd.Flags().Int64Var(&tail, "tail", 0, "print at most this many bytes from the end (default: the node's, 64 KiB)")
+	cmd.Flags().IntVar(&tail, "tail", 0, "print only the last N lines (default: the node's last 64 KiB)")
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "follow the output through a read-only console until the VM stops or Ctrl-C")
 	return cmd
+}
+
+// maxLogBytes is the most one logs request returns.
+const maxLogBytes = 1 << 20
+
+// lastLines returns the last n lines of b (all of b when n <= 0). A final
+// line without its newline counts as a line.
+func lastLines(b []byte, n int) []byte {
+	if n <= 0 {
+		return b
+	}
+	end := len(b)
+	if end > 0 && b[end-1] == '\n' {
+		end--
+	}
+	for i := end - 1; i >= 0; i-- {
+		if b[i] == '\n' {
+			n--
+			if n == 0 {
+				return b[i+1:]
+			}
+		}
+	}
+	return b
 }
 
 // addWaitFlags adds --wait and --wait-timeout.

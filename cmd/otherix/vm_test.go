@@ -113,7 +113,7 @@ func TestVMOpsCommands(t *testing.T) {
 		request string
 		stdout  string
 	}{
-		{[]string{"vm", "logs", "web-1", "--tail", "12"}, "GET /v1/vms/web-1/logs?tail=12", "login: \x1b[0m"},
+		{[]string{"vm", "logs", "web-1", "--tail", "12"}, "GET /v1/vms/web-1/logs?tail=1048576", "login: \x1b[0m"},
 		{[]string{"vm", "logs", "web-1"}, "GET /v1/vms/web-1/logs", "login: \x1b[0m"},
 		{[]string{"vm", "stop", "web-1", "--timeout", "2m"}, "POST /v1/vms/web-1/stop?timeout=2m0s", "vm.stop"},
 		{[]string{"vm", "stop", "web-1"}, "POST /v1/vms/web-1/stop", "vm.stop"},
