@@ -86,14 +86,20 @@ type NICSpec struct {
 
 // VMStatus is what the control plane last observed of a VM.
 type VMStatus struct {
-	Phase              string      `json:"phase"`
-	Node               string      `json:"node,omitempty"`
-	ObservedGeneration int64       `json:"observed_generation"`
-	Addresses          []string    `json:"addresses,omitempty"`
-	Conditions         []Condition `json:"conditions,omitempty"`
-	Message            string      `json:"message,omitempty"`
-	Pid                int         `json:"pid,omitempty"`
-	StartedAt          *time.Time  `json:"started_at,omitempty"`
+	Phase              string `json:"phase"`
+	Node               string `json:"node,omitempty"`
+	ObservedGeneration int64  `json:"observed_generation"`
+	// Addresses are the NICs' IPv4 addresses, in NIC order.
+	Addresses []string `json:"addresses,omitempty"`
+	// NICs are the VM's allocated NICs (network, address, MAC), in the
+	// order of spec.networks. The control plane allocates them when it
+	// creates the VM and releases them when it deletes it; agents never
+	// change them.
+	NICs       []NICStatus `json:"nics,omitempty"`
+	Conditions []Condition `json:"conditions,omitempty"`
+	Message    string      `json:"message,omitempty"`
+	Pid        int         `json:"pid,omitempty"`
+	StartedAt  *time.Time  `json:"started_at,omitempty"`
 	// ObservedAt is when the node last reported this VM (agent clock).
 	ObservedAt *time.Time `json:"observed_at,omitempty"`
 	// ActiveTask is the VM's task in progress; a VM runs one operation at a time.

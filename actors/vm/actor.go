@@ -263,7 +263,7 @@ func (a *vmActor) handle(ctx actor.Context, q queued) {
 		answer(messages.VMReply{Err: err})
 		return
 	}
-	if p.txn == nil {
+	if p.txn == nil && p.commit == nil {
 		// Nothing changed (an observation that matches the status).
 		answer(messages.VMReply{VM: a.vm})
 		return
@@ -274,10 +274,13 @@ func (a *vmActor) handle(ctx actor.Context, q queued) {
 // plan is one change to commit: the transaction, the VM as it will be after
 // it (nil with gone when deleted) and the task to answer with.
 type plan struct {
-	txn  *store.Txn
-	next *messages.VM
-	gone bool
-	task *messages.Task
+	txn *store.Txn
+	// commit, when set, replaces committing txn: a change that must read
+	// and retry inside the store (allocating addresses) builds its own.
+	commit func(context.Context, *store.Store) error
+	next   *messages.VM
+	gone   bool
+	task   *messages.Task
 }
 
 // write runs prepare and commits its plan off the actor goroutine, then
@@ -288,7 +291,11 @@ func (a *vmActor) write(ctx actor.Context, sender *actor.PID, prepare func(conte
 	a.deps.Runtime.Go(ctx.Self(), func(c context.Context) any {
 		p, err := prepare(c, st)
 		if err == nil {
-			err = st.Commit(c, p.txn)
+			if p.commit != nil {
+				err = p.commit(c, st)
+			} else {
+				err = st.Commit(c, p.txn)
+			}
 		}
 		if err != nil {
 			return committed{by: a, sender: sender, err: err}

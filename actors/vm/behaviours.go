@@ -16,6 +16,7 @@ func (a *vmActor) snapshot() *messages.VM {
 	c.Spec.Networks = append([]messages.NICSpec(nil), a.vm.Spec.Networks...)
 	c.Status.Conditions = append([]messages.Condition(nil), a.vm.Status.Conditions...)
 	c.Status.Addresses = append([]string(nil), a.vm.Status.Addresses...)
+	c.Status.NICs = append([]messages.NICStatus(nil), a.vm.Status.NICs...)
 	return &c
 }
 
@@ -53,6 +54,15 @@ func (a *vmActor) planCreate(m messages.CreateVM) (plan, error) {
 		CreatedAt: now, UpdatedAt: now}
 	task, job := a.newTask(messages.TaskVMCreate, vm, now, messages.RequestVMTask{})
 	vm.Status.ActiveTask = task.ID
+	if len(spec.Networks) > 0 {
+		// The NICs' addresses are allocated in the create transaction, which
+		// reads the networks and what they have allocated: I/O, so it runs
+		// off the actor as the plan's commit.
+		commit := func(c context.Context, st *store.Store) error {
+			return st.CreateVMWithNICs(c, vm, func(t *store.Txn) { store.AddTask(t, task, job) })
+		}
+		return plan{commit: commit, next: vm, task: task}, nil
+	}
 	t := store.NewTxn()
 	store.CreateVM(t, vm)
 	store.AddTask(t, task, job)
@@ -176,8 +186,14 @@ func (a *vmActor) planFinish(m messages.FinishVMJob) (plan, error) {
 	}
 	if m.Status != nil {
 		active := next.Status.ActiveTask
+		nics, addrs := next.Status.NICs, next.Status.Addresses
 		next.Status = *m.Status
 		next.Status.ActiveTask = active
+		if len(nics) > 0 {
+			// The control plane owns the NIC allocation: a job's status
+			// never replaces it, and the delete below must release it.
+			next.Status.NICs, next.Status.Addresses = nics, addrs
+		}
 	}
 	if m.Power != "" {
 		next.Spec.PowerState = m.Power

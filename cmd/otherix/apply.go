@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"reflect"
 	"strings"
 
@@ -114,6 +115,7 @@ type applied struct {
 	Action   string            `json:"action"` // created, configured, unchanged, failed
 	Changes  []string          `json:"changes,omitempty"`
 	VM       *messages.VM      `json:"vm,omitempty"`
+	Network  *messages.Network `json:"network,omitempty"`
 	Task     *messages.Task    `json:"task,omitempty"`
 	Error    *appliedErrorBody `json:"error,omitempty"`
 }
@@ -135,11 +137,13 @@ in place (cpus, memory_mib, disk_gib, which only grows, and user_data) and it
 is started or stopped when power_state differs; a VM that already matches is
 left alone, so applying the same files twice changes nothing the second time.
 A field that cannot change on an existing VM (image, arch, node, networks) is
-an error for that VM: delete and re-create it.
+an error for that VM: delete and re-create it. A network is created when
+missing and left alone when it matches; networks never change in place, so
+a network whose cidr, type, egress or mtu differs is an error.
 
 Each resource is reported as created, configured or unchanged; one that fails
 is reported and the rest still go, and the exit status is 1 if any failed.
--o json|yaml prints {"items":[{"resource","action","changes","vm","task"}]}.
+-o json|yaml prints {"items":[{"resource","action","changes","vm","network","task"}]}.
 
 ` + manifestHelp,
 		Example: `  otherix apply -f fleet.yaml --wait
@@ -175,6 +179,8 @@ func (a *app) apply(ctx context.Context, res []resource, w waitFlags) error {
 		rep := applied{Resource: r.ref()}
 		if stop != nil {
 			o.err = codedf("not_sent", "not sent: %s", errorLine(stop))
+		} else if r.kind == kindNetwork {
+			rep, o.err = a.applyNetwork(ctx, r)
 		} else {
 			rep, o.acc, o.err = a.applyVM(ctx, r)
 		}
@@ -290,4 +296,58 @@ func planError(err error) error {
 		return &cliError{code: me.Code, msg: me.Message}
 	}
 	return &cliError{code: codeManifest, msg: err.Error()}
+}
+
+// applyNetwork creates a missing network, or checks that an existing one
+// matches its manifest: a network never changes in place.
+func (a *app) applyNetwork(ctx context.Context, r resource) (applied, error) {
+	rep := applied{Resource: r.ref()}
+	var have *messages.Network
+	err := a.call(ctx, func(ctx context.Context, c *client.Client) (err error) {
+		have, err = c.GetNetwork(ctx, r.name)
+		return err
+	})
+	switch {
+	case client.ErrorCode(err) == messages.ErrNotFound.Code:
+		var n *messages.Network
+		err := a.write(ctx, a.newKey(), func(ctx context.Context, c *client.Client, opt client.CallOption) (err error) {
+			n, err = c.CreateNetwork(ctx, r.network, opt)
+			return err
+		})
+		if err != nil {
+			return rep, err
+		}
+		rep.Action, rep.Network = "created", n
+		return rep, nil
+	case err != nil:
+		return rep, err
+	}
+	if diff := networkDiff(r.network, have); len(diff) > 0 {
+		return rep, planError(fmt.Errorf("%s cannot change on an existing network (delete and re-create it)", strings.Join(diff, ", ")))
+	}
+	rep.Action, rep.Network = "unchanged", have
+	return rep, nil
+}
+
+// networkDiff names the fields where a manifest asks something else than
+// the network has; fields the manifest leaves out take the server's value.
+func networkDiff(want messages.CreateNetworkRequest, have *messages.Network) []string {
+	var diff []string
+	if p, err := netip.ParsePrefix(want.CIDR); err != nil || p.String() != have.CIDR {
+		diff = append(diff, fmt.Sprintf("spec.cidr (%s→%s)", have.CIDR, want.CIDR))
+	}
+	typ := want.Type
+	if typ == "" {
+		typ = messages.NetworkOverlay
+	}
+	if typ != have.Type {
+		diff = append(diff, fmt.Sprintf("spec.type (%s→%s)", have.Type, typ))
+	}
+	if want.Egress != have.Egress {
+		diff = append(diff, fmt.Sprintf("spec.egress (%t→%t)", have.Egress, want.Egress))
+	}
+	if want.MTU != 0 && want.MTU != have.MTU {
+		diff = append(diff, fmt.Sprintf("spec.mtu (%d→%d)", have.MTU, want.MTU))
+	}
+	return diff
 }

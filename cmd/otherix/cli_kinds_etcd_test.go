@@ -148,7 +148,7 @@ func TestCLIApply(t *testing.T) {
 	c.ok("get", "vm", "a3")
 
 	// Kinds that come later are refused by name, and nothing is sent.
-	fleet = write(doc("a4", "") + "---\napiVersion: otherix.dev/v1\nkind: Network\nmetadata: {name: backend}\nspec: {}\n")
-	c.fails("kind Network is not supported by this control plane yet", "apply", "-f", fleet)
+	fleet = write(doc("a4", "") + "---\napiVersion: otherix.dev/v1\nkind: StoragePool\nmetadata: {name: fast}\nspec: {}\n")
+	c.fails("kind StoragePool is not supported by this control plane yet", "apply", "-f", fleet)
 	c.fails("[not_found]", "get", "vm", "a4")
 }

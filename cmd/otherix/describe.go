@@ -92,6 +92,12 @@ func describeVM(w io.Writer, vm *messages.VM, task *messages.Task, now time.Time
 		field(1, "Observed", when(*st.ObservedAt, now))
 	}
 	field(1, "Addresses", orNone(strings.Join(st.Addresses, ", ")))
+	if len(st.NICs) > 0 {
+		fmt.Fprintln(tw, "  NICs:")
+		for i, nic := range st.NICs {
+			field(2, fmt.Sprintf("nic%d", i), fmt.Sprintf("%s %s/%d mac %s mtu %d", nic.Network, nic.IP, nic.PrefixLen, nic.MAC, nic.MTU))
+		}
+	}
 	field(1, "Message", orNone(st.Message))
 	field(0, "Active task", activeTaskText(st.ActiveTask, task, now))
 	if err := tw.Flush(); err != nil {

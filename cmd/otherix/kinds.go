@@ -20,15 +20,16 @@ import (
 
 // Resource kinds the kind verbs know, singular.
 const (
-	kindNameVM   = "vm"
-	kindNameNode = "node"
-	kindNameTask = "task"
+	kindNameVM      = "vm"
+	kindNameNode    = "node"
+	kindNameTask    = "task"
+	kindNameNetwork = "network"
 )
 
 // resourceKinds lists the kinds in the order usage errors name them.
-var resourceKinds = []string{kindNameVM, kindNameNode, kindNameTask}
+var resourceKinds = []string{kindNameVM, kindNameNode, kindNameNetwork, kindNameTask}
 
-const kindsHelp = `KIND is vm, node or task (plural and any case accepted: vms, Nodes, TASKS).
+const kindsHelp = `KIND is vm, node, network or task (plural and any case accepted: vms, Nodes, TASKS).
 NAME may also be written KIND/NAME, as in vm/web-1.`
 
 // resolveKind reads a kind as typed, singular or plural, in any case.
@@ -123,6 +124,18 @@ func (a *app) getKind(ctx context.Context, kind, name string, limit int) error {
 			return err
 		}
 		return a.emit(n, func(wide bool) [][]string { return nodeRows([]*messages.Node{n}, wide, now) })
+	case kind == kindNameNetwork && name == "":
+		nets, err := listAll(ctx, a, limit, (*client.Client).ListNetworks)
+		if err != nil {
+			return err
+		}
+		return a.emit(newItemList(nets), func(wide bool) [][]string { return networkRows(nets, wide, now) })
+	case kind == kindNameNetwork:
+		n, err := a.getNetwork(ctx, name)
+		if err != nil {
+			return err
+		}
+		return a.emit(n, func(wide bool) [][]string { return networkRows([]*messages.Network{n}, wide, now) })
 	case kind == kindNameTask && name == "":
 		tasks, err := listAll(ctx, a, limit, (*client.Client).ListTasks)
 		if err != nil {
@@ -177,6 +190,12 @@ func (a *app) describeKind(ctx context.Context, kind, name string) error {
 			return err
 		}
 		return describeNode(a.stdout, n, a.now())
+	case kindNameNetwork:
+		n, err := a.getNetwork(ctx, name)
+		if err != nil {
+			return err
+		}
+		return describeNetwork(a.stdout, n, a.now())
 	}
 	t, err := a.getTask(ctx, name)
 	if err != nil {
@@ -203,6 +222,11 @@ func (a *app) deleteKind(ctx context.Context, kind, name string, force bool, w w
 		}
 		fmt.Fprintf(a.stdout, "node/%s deleted\n", name)
 		return nil
+	case kindNameNetwork:
+		if w.wait {
+			return usageError(fmt.Errorf("--wait does not apply to networks: their deletion is immediate"))
+		}
+		return a.deleteNetwork(ctx, name)
 	}
 	return usageError(fmt.Errorf("tasks cannot be deleted: finished tasks are cleaned up after a retention period; cancel a pending one with: otherix task cancel %s", name))
 }

@@ -25,8 +25,8 @@ const (
 	legacyAPIVersion   = "otherix.io/v1"
 )
 
-// Kinds of documents, compared case-insensitively. Only VMs are served by
-// this control plane; networks and storage pools arrive with later releases
+// Kinds of documents, compared case-insensitively. VMs and networks are
+// served by this control plane; storage pools arrive with a later release
 // and are refused by name rather than as unknown.
 const (
 	kindVM          = "vm"
@@ -55,6 +55,22 @@ type vmDocument struct {
 	Spec       messages.VMSpec  `json:"spec"`
 }
 
+// networkDocument is the strict shape of a "kind: Network" document.
+type networkDocument struct {
+	APIVersion string           `json:"apiVersion"`
+	Kind       string           `json:"kind"`
+	Metadata   manifestMetadata `json:"metadata"`
+	Spec       networkSpec      `json:"spec"`
+}
+
+// networkSpec is a network document's spec: the create request's fields.
+type networkSpec struct {
+	CIDR   string `json:"cidr"`
+	Type   string `json:"type,omitempty"`
+	Egress bool   `json:"egress,omitempty"`
+	MTU    int    `json:"mtu,omitempty"`
+}
+
 // manifestMetadata is a document's metadata.
 type manifestMetadata struct {
 	Name string `json:"name"`
@@ -64,9 +80,11 @@ type manifestMetadata struct {
 type resource struct {
 	// source says where the document is: "web.yaml: document 2 (line 12)".
 	source string
-	kind   string // lower case: "vm"
+	kind   string // lower case: "vm", "network"
 	name   string
 	spec   messages.VMSpec
+	// network is a network document's create request (kind network).
+	network messages.CreateNetworkRequest
 }
 
 // ref names the resource the way the CLI prints it: "vm/web-1".
@@ -231,10 +249,39 @@ func decodeDocument(d document, withSpec bool) (resource, error) {
 		return resource{}, errors.New("kind is required (kind: VM)")
 	case kindVM:
 		return decodeVM(d.body, withSpec)
-	case kindNetwork, kindStoragePool:
-		return resource{}, fmt.Errorf("kind %s is not supported by this control plane yet; only VM is", h.Kind)
+	case kindNetwork:
+		return decodeNetwork(d.body, withSpec)
+	case kindStoragePool:
+		return resource{}, fmt.Errorf("kind %s is not supported by this control plane yet; only VM and Network are", h.Kind)
 	}
-	return resource{}, fmt.Errorf("unknown kind %q: this client knows VM (Network and StoragePool come later)", h.Kind)
+	return resource{}, fmt.Errorf("unknown kind %q: this client knows VM and Network (StoragePool comes later)", h.Kind)
+}
+
+// decodeNetwork decodes a Network document strictly and checks it as far
+// as a client can (overlap and the supernet are the server's to judge).
+func decodeNetwork(body []byte, withSpec bool) (resource, error) {
+	var doc networkDocument
+	if err := strictDecode(body, &doc); err != nil {
+		return resource{}, err
+	}
+	name := doc.Metadata.Name
+	if name == "" {
+		return resource{}, errors.New("metadata.name is required")
+	}
+	r := resource{kind: kindNetwork, name: name, network: messages.CreateNetworkRequest{Name: name,
+		CIDR: doc.Spec.CIDR, Type: doc.Spec.Type, Egress: doc.Spec.Egress, MTU: doc.Spec.MTU}}
+	if err := messages.ValidateName("metadata.name", name); err != nil {
+		return r, err
+	}
+	if withSpec {
+		if _, err := messages.ParseNetworkCIDR("spec.cidr", doc.Spec.CIDR); err != nil {
+			return r, err
+		}
+		if t := doc.Spec.Type; t != "" && t != messages.NetworkOverlay && t != messages.NetworkLocal {
+			return r, messages.Invalid("spec.type", "must be %q or %q", messages.NetworkOverlay, messages.NetworkLocal)
+		}
+	}
+	return r, nil
 }
 
 // decodeVM decodes a VM document strictly and checks it as the API would.

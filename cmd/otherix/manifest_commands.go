@@ -35,15 +35,35 @@ by "---". A document is:
 
 Fields are checked strictly: an unknown field is an error naming it. Every
 document is checked before anything is sent; empty documents are skipped.
-Kinds Network and StoragePool are recognised but not supported by this
-control plane yet. (A top-level "name:" instead of metadata.name and the
+A network is:
+
+  kind: Network
+  metadata:
+    name: backend
+  spec:
+    cidr: 10.0.0.0/24
+    type: overlay             # or local
+    egress: false
+    mtu: 1390                 # optional: derived from the cluster's settings
+
+Kind StoragePool is recognised but not supported by this control plane yet.
+(A top-level "name:" instead of metadata.name and the
 apiVersion otherix.io/v1 of earlier releases are still read.)`
 
 // outcome is the result of one resource of a manifest.
 type outcome struct {
 	res resource
 	acc *client.Accepted
-	err error
+	// result is what -o json|yaml prints for the resource: the API's
+	// answer (an Accepted for a VM, the network for a created network).
+	result any
+	err    error
+}
+
+// deletedResource reports a synchronous delete (a network) for -o json|yaml.
+type deletedResource struct {
+	Resource string `json:"resource"`
+	Deleted  bool   `json:"deleted"`
 }
 
 func (a *app) createCommand() *cobra.Command {
@@ -55,12 +75,15 @@ func (a *app) createCommand() *cobra.Command {
 		Long: "Create the resources in manifest files, one request each. A resource that\n" +
 			"fails (a name already taken, say) is reported and the rest still go; the\n" +
 			"exit status is 1 if any failed. -o json|yaml prints {\"items\":[…]} of the\n" +
-			"API's {\"task\",\"vm\"} answers.\n\n" + manifestHelp,
+			"API's answers ({\"task\",\"vm\"} for a VM, the network for a network).\n\n" + manifestHelp,
 		Example: `  otherix create -f web.yaml --wait
   cat vms.yaml | otherix create -f -`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.applyManifests(cmd, files, w, true, func(ctx context.Context, c *client.Client, r resource, opt client.CallOption) (*client.Accepted, error) {
+			return a.applyManifests(cmd, files, w, true, func(ctx context.Context, c *client.Client, r resource, opt client.CallOption) (any, error) {
+				if r.kind == kindNetwork {
+					return c.CreateNetwork(ctx, r.network, opt)
+				}
 				return c.CreateVM(ctx, messages.CreateVMRequest{Name: r.name, Spec: r.spec}, opt)
 			})
 		},
@@ -106,13 +129,24 @@ func (a *app) deleteCommand() *cobra.Command {
 				}
 				return err
 			}
-			return a.applyManifests(cmd, files, w, false, func(ctx context.Context, c *client.Client, r resource, opt client.CallOption) (*client.Accepted, error) {
-				acc, err := c.DeleteVM(ctx, r.name, force, opt)
+			return a.applyManifests(cmd, files, w, false, func(ctx context.Context, c *client.Client, r resource, opt client.CallOption) (any, error) {
+				var v any
+				var err error
+				if r.kind == kindNetwork {
+					if err = c.DeleteNetwork(ctx, r.name, opt); err == nil {
+						v = deletedResource{Resource: r.ref(), Deleted: true}
+					}
+				} else {
+					var acc *client.Accepted
+					if acc, err = c.DeleteVM(ctx, r.name, force, opt); err == nil && acc != nil {
+						v = acc
+					}
+				}
 				if ignoreNotFound && client.ErrorCode(err) == messages.ErrNotFound.Code {
 					fmt.Fprintf(a.stderr, "%s not found; nothing to delete\n", r.ref())
 					return nil, nil
 				}
-				return acc, err
+				return v, err
 			})
 		},
 	}
@@ -127,9 +161,10 @@ func addManifestFlags(cmd *cobra.Command, files *[]string, w *waitFlags) {
 	addWaitFlags(cmd.Flags(), w)
 }
 
-// sendFunc sends one resource's write; a nil Accepted with no error means
-// there was nothing to do.
-type sendFunc func(context.Context, *client.Client, resource, client.CallOption) (*client.Accepted, error)
+// sendFunc sends one resource's write and returns the API's answer: a
+// *client.Accepted (VMs), a *messages.Network (a created network) or a
+// deletedResource; nil with no error means there was nothing to do.
+type sendFunc func(context.Context, *client.Client, resource, client.CallOption) (any, error)
 
 // applyManifests loads and checks every document, then sends each, then
 // waits for the tasks if asked to. create says which verb this is.
@@ -169,7 +204,7 @@ func (a *app) sendAll(ctx context.Context, res []resource, create bool, send sen
 			continue
 		}
 		o.err = a.write(ctx, a.newKey(), func(ctx context.Context, c *client.Client, opt client.CallOption) (err error) {
-			o.acc, err = send(ctx, c, r, opt)
+			o.result, err = send(ctx, c, r, opt)
 			return err
 		})
 		if o.err != nil {
@@ -179,12 +214,24 @@ func (a *app) sendAll(ctx context.Context, res []resource, create bool, send sen
 			}
 			continue
 		}
-		if o.acc != nil && o.acc.Task != nil && a.tabular() {
-			verb := "deletion requested"
-			if create {
-				verb = "created"
+		switch v := o.result.(type) {
+		case *client.Accepted:
+			o.acc = v
+			if v != nil && v.Task != nil && a.tabular() {
+				verb := "deletion requested"
+				if create {
+					verb = "created"
+				}
+				fmt.Fprintf(a.stdout, "%s %s (task %s)\n", r.ref(), verb, v.Task.ID)
 			}
-			fmt.Fprintf(a.stdout, "%s %s (task %s)\n", r.ref(), verb, o.acc.Task.ID)
+		case *messages.Network:
+			if a.tabular() {
+				fmt.Fprintf(a.stdout, "%s created (%s, %s)\n", r.ref(), v.CIDR, v.Type)
+			}
+		case deletedResource:
+			if a.tabular() {
+				fmt.Fprintf(a.stdout, "%s deleted\n", r.ref())
+			}
 		}
 	}
 	return outs
@@ -196,13 +243,13 @@ func (a *app) printAccepted(outs []*outcome) error {
 	if a.tabular() {
 		return nil
 	}
-	var accs []*client.Accepted
+	var items []any
 	for _, o := range outs {
-		if o.acc != nil {
-			accs = append(accs, o.acc)
+		if o.result != nil {
+			items = append(items, o.result)
 		}
 	}
-	return a.emit(newItemList(accs), nil)
+	return a.emit(newItemList(items), nil)
 }
 
 // waitAll follows each accepted task in turn, all within one --wait-timeout.

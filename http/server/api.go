@@ -61,6 +61,19 @@ type ControlPlane interface {
 	Identity
 	// Nodes enrolls agents and answers node and join-token administration.
 	Nodes
+	// Networks manages networks.
+	Networks
+}
+
+// Networks is what the network handlers need. A ref is a network's name or
+// id.
+type Networks interface {
+	// CreateNetwork validates and commits a network (201, synchronous).
+	CreateNetwork(ctx context.Context, req messages.CreateNetworkRequest) (*messages.Network, error)
+	GetNetwork(ctx context.Context, ref string) (*messages.Network, error)
+	ListNetworks(ctx context.Context, page store.Page) ([]*messages.Network, string, error)
+	// DeleteNetwork is refused (network_in_use) while VMs are attached.
+	DeleteNetwork(ctx context.Context, ref string) error
 }
 
 // Nodes is what node enrollment, the cluster CA endpoint and node

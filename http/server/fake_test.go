@@ -33,6 +33,7 @@ type fakeCP struct {
 	idem        *memIdempotency
 	*fakeIdentity
 	*fakeNodes
+	*fakeNetworks
 	// consoles backs IssueConsoleToken and AttachConsole (console_test.go).
 	consoles fakeConsoles
 }
@@ -41,7 +42,8 @@ var _ ControlPlane = (*fakeCP)(nil)
 
 func newFakeCP() *fakeCP {
 	return &fakeCP{idem: newMemIdempotency(), fakeIdentity: newFakeIdentity(), fakeNodes: newFakeNodes(),
-		consoles: fakeConsoles{used: map[string]bool{}}}
+		fakeNetworks: newFakeNetworks(),
+		consoles:     fakeConsoles{used: map[string]bool{}}}
 }
 
 func (f *fakeCP) Ready(context.Context) error { return f.readyErr }

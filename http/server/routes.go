@@ -67,7 +67,7 @@ func (s *Server) routeTable() []route {
 	const (
 		vm, task, user, token, audit = security.ResourceVM, security.ResourceTask, security.ResourceUser,
 			security.ResourceToken, security.ResourceAudit
-		node, joinToken            = security.ResourceNode, security.ResourceJoinToken
+		node, joinToken, network   = security.ResourceNode, security.ResourceJoinToken, security.ResourceNetwork
 		get, post, patch, put, del = http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodPut, http.MethodDelete
 	)
 	t := []route{
@@ -136,6 +136,11 @@ func (s *Server) routeTable() []route {
 		rbac(get, "/v1/nodes/join-tokens", joinToken, security.VerbList, s.listJoinTokens),
 		secret(rbac(post, "/v1/nodes/join-tokens", joinToken, security.VerbCreate, s.createJoinToken)),
 		rbac(del, "/v1/nodes/join-tokens/:id", joinToken, security.VerbDelete, s.revokeJoinToken),
+
+		rbac(post, "/v1/networks", network, security.VerbCreate, s.createNetwork),
+		rbac(get, "/v1/networks", network, security.VerbList, s.listNetworks),
+		rbac(get, "/v1/networks/:name", network, security.VerbRead, s.getNetwork),
+		rbac(del, "/v1/networks/:name", network, security.VerbDelete, s.deleteNetwork),
 	}
 	if s.metrics != nil {
 		m := route{method: get, path: "/metrics", access: accessPublic, handler: s.metrics.handler()}

@@ -135,6 +135,8 @@ func singularName(resource string) string {
 		return "api token"
 	case RefreshFamilies:
 		return "session"
+	case Networks:
+		return "network"
 	}
 	return resource
 }

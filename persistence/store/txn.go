@@ -30,7 +30,10 @@ type guard struct {
 	byMod     bool
 	lease     clientv3.LeaseID
 	byLease   bool
-	fail      error
+	// prefix makes key a prefix: no key under it may have been created
+	// after createRev (0: no key may exist under it at all).
+	prefix bool
+	fail   error
 }
 
 // NewTxn starts an empty change.
@@ -80,6 +83,32 @@ func (t *Txn) ClaimUnique(resource, field, value, id string) *Txn {
 	key := UniqKey(resource, field, value)
 	t.requireAbsent(key, messages.NameConflict(resource, field, displayValue(value)))
 	t.ops = append(t.ops, clientv3.OpPut(key, id))
+	return t
+}
+
+// ClaimUniqueOr takes a unique value for id like ClaimUnique, but reports
+// fail if another id holds it (an address in use rather than a name).
+func (t *Txn) ClaimUniqueOr(resource, field, value, id string, fail error) *Txn {
+	key := UniqKey(resource, field, value)
+	t.requireAbsent(key, fail)
+	t.ops = append(t.ops, clientv3.OpPut(key, id))
+	return t
+}
+
+// RequireNoneCreatedUnder adds a precondition that no key under prefix was
+// created after revision rev; rev 0 means no key may exist under it. It
+// guards decisions taken over a whole set of keys (no other network overlaps,
+// no address is still allocated) against a concurrent writer.
+func (t *Txn) RequireNoneCreatedUnder(prefix string, rev int64, fail error) *Txn {
+	t.cmps = append(t.cmps, clientv3.Compare(clientv3.CreateRevision(prefix), "<", rev+1).WithPrefix())
+	t.guards = append(t.guards, guard{key: prefix, createRev: rev, prefix: true, fail: fail})
+	return t
+}
+
+// RequireUnchanged adds a precondition that a row is still at revision rev
+// (it exists and nobody wrote it since it was read), without writing it.
+func (t *Txn) RequireUnchanged(resource, id string, rev int64, fail error) *Txn {
+	t.requireRevision(RowKey(resource, id), rev, fail)
 	return t
 }
 
@@ -156,6 +185,17 @@ func (s *Store) Commit(ctx context.Context, t *Txn) error {
 func (s *Store) explain(ctx context.Context, t *Txn) error {
 	ops := make([]clientv3.Op, 0, len(t.guards))
 	for _, g := range t.guards {
+		if g.prefix {
+			// etcd's count ignores revision filters: count only when any
+			// key refutes the guard, else read the (few) keys filtered.
+			if g.createRev == 0 {
+				ops = append(ops, clientv3.OpGet(g.key, clientv3.WithPrefix(), clientv3.WithCountOnly()))
+			} else {
+				ops = append(ops, clientv3.OpGet(g.key, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+					clientv3.WithMinCreateRev(g.createRev+1)))
+			}
+			continue
+		}
 		ops = append(ops, clientv3.OpGet(g.key))
 	}
 	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
@@ -163,8 +203,13 @@ func (s *Store) explain(ctx context.Context, t *Txn) error {
 		return unavailable(err)
 	}
 	for i, g := range t.guards {
-		kvs := resp.Responses[i].GetResponseRange().Kvs
+		rr := resp.Responses[i].GetResponseRange()
+		kvs := rr.Kvs
 		switch {
+		case g.prefix:
+			if rr.Count > 0 && (g.createRev == 0 || len(kvs) > 0) {
+				return g.fail
+			}
 		case g.byLease:
 			if len(kvs) == 0 || clientv3.LeaseID(kvs[0].Lease) != g.lease {
 				return g.fail

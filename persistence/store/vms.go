@@ -21,9 +21,14 @@ func CreateVM(t *Txn, vm *messages.VM) *Txn {
 	return t
 }
 
-// DeleteVM adds the removal of a VM, its name guard and its index key to t.
+// DeleteVM adds the removal of a VM, its name guard, its index keys and its
+// NICs' address and MAC guards to t: a deleted VM's addresses are free again.
 func DeleteVM(t *Txn, vm *messages.VM) *Txn {
 	t.Delete(VMs, vm)
+	for _, nic := range vm.Status.NICs {
+		t.ReleaseUnique(ipamResource, nic.NetworkID, nic.IP)
+		t.ReleaseUnique(nicsResource, "mac", nic.MAC)
+	}
 	t.ReleaseUnique(VMs, "name", vmNameValue(vm.Owner, vm.Name))
 	t.RemoveIndex(VMs, VMOwnerIndex(vm.Owner), vm.ID)
 	t.RemoveIndex(VMs, vmNameIndex(vm.Name), vm.ID)

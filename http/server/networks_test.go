@@ -1,0 +1,82 @@
+package server
+
+import (
+	"net/http/httptest"
+	"testing"
+
+	"github.com/otherix/otherix/http/client"
+	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/security"
+)
+
+// TestNetworksAPI drives the network endpoints through http/client, every
+// answer checked against the contract: admin writes, everyone reads, and the
+// network error codes reach the wire as 400 and 409.
+func TestNetworksAPI(t *testing.T) {
+	s, cp, _ := newTestServer(t, Config{})
+	ts := httptest.NewServer(s.Handler())
+	defer ts.Close()
+	hc, ct := newContractClient(t, ts.URL)
+	as := func(r security.Role) *client.Client {
+		c, err := client.New(ts.URL, client.WithHTTPClient(hc), client.WithToken(tokenFor(r)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	admin, dev := as(security.RoleAdmin), as(security.RoleDeveloper)
+	ctx := t.Context()
+
+	n, err := admin.CreateNetwork(ctx, messages.CreateNetworkRequest{Name: "blue", CIDR: "10.10.0.0/24", Egress: true})
+	if err != nil || n.Type != messages.NetworkOverlay || n.MTU != 1390 || n.VNI == 0 || n.Gateway != "169.254.1.1" ||
+		n.DNS != "169.254.1.1" || !n.Egress || n.GatewayMAC != messages.GatewayMAC(n.ID) {
+		t.Fatalf("create: %+v %v", n, err)
+	}
+	if _, err := admin.CreateNetwork(ctx, messages.CreateNetworkRequest{Name: "blue", CIDR: "10.11.0.0/24"}); client.ErrorCode(err) != "network_name_conflict" {
+		t.Fatalf("duplicate: %v", err)
+	}
+	for _, cidr := range []string{"10.10.0.1/24", "10.10.0.0/30", "fd00::/64", "nope"} {
+		if _, err := admin.CreateNetwork(ctx, messages.CreateNetworkRequest{Name: "x", CIDR: cidr}); client.ErrorCode(err) != "invalid_field" {
+			t.Fatalf("cidr %s: %v", cidr, err)
+		}
+	}
+	if _, err := admin.CreateNetwork(ctx, messages.CreateNetworkRequest{Name: "x", CIDR: "10.240.0.0/16"}); client.ErrorCode(err) != "network_overlap" {
+		t.Fatalf("supernet: %v", err)
+	}
+	if _, err := dev.CreateNetwork(ctx, messages.CreateNetworkRequest{Name: "red", CIDR: "10.12.0.0/24"}); client.ErrorCode(err) != "forbidden" {
+		t.Fatalf("developer create: %v", err)
+	}
+	l, err := admin.CreateNetwork(ctx, messages.CreateNetworkRequest{Name: "lan", CIDR: "192.168.7.0/24", Type: messages.NetworkLocal})
+	if err != nil || l.MTU != 1500 || l.VNI != 0 {
+		t.Fatalf("local: %+v %v", l, err)
+	}
+	if items, _, err := dev.ListNetworks(ctx, client.ListOptions{}); err != nil || len(items) != 2 {
+		t.Fatalf("developer list: %d %v", len(items), err)
+	}
+	if got, err := as(security.RoleViewer).GetNetwork(ctx, "blue"); err != nil || got.ID != n.ID {
+		t.Fatalf("viewer get: %+v %v", got, err)
+	}
+	if _, err := dev.GetNetwork(ctx, "missing"); client.ErrorCode(err) != "not_found" {
+		t.Fatalf("missing: %v", err)
+	}
+	cp.fakeNetworks.inUse["blue"] = true
+	if err := admin.DeleteNetwork(ctx, "blue"); client.ErrorCode(err) != "network_in_use" {
+		t.Fatalf("in use: %v", err)
+	}
+	if err := dev.DeleteNetwork(ctx, "lan"); client.ErrorCode(err) != "forbidden" {
+		t.Fatalf("developer delete: %v", err)
+	}
+	if err := admin.DeleteNetwork(ctx, "lan"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.GetNetwork(ctx, "lan"); client.ErrorCode(err) != "not_found" {
+		t.Fatalf("after delete: %v", err)
+	}
+	for _, want := range []string{"POST /v1/networks 201", "POST /v1/networks 400", "POST /v1/networks 403", "POST /v1/networks 409",
+		"GET /v1/networks 200", "GET /v1/networks/{name} 200", "GET /v1/networks/{name} 404",
+		"DELETE /v1/networks/{name} 204", "DELETE /v1/networks/{name} 409", "DELETE /v1/networks/{name} 403"} {
+		if !ct.seen[want] {
+			t.Errorf("not exercised: %s (%v)", want, ct.seen)
+		}
+	}
+}
