@@ -24,6 +24,9 @@ type AgentVM struct {
 	Name       string `json:"name"`
 	Generation int64  `json:"generation"`
 	Spec       VMSpec `json:"spec"`
+	// NICs are the VM's allocated NICs (IPAM ran at create): the agent
+	// makes a tap per NIC and writes their addresses into the seed.
+	NICs []NICStatus `json:"nics,omitempty"`
 }
 
 // AgentTaskRequest is the body of POST /v1/tasks on an agent.

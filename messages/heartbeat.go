@@ -17,6 +17,20 @@ type Heartbeat struct {
 	Pools        []PoolStatus  `json:"pools"`
 	VMs          []VMObserved  `json:"vms"`
 	Images       []CachedImage `json:"images"`
+	// Overlay is the node's side of the WireGuard mesh; nil from an agent
+	// that runs no data plane.
+	Overlay *NodeOverlay `json:"overlay,omitempty"`
+}
+
+// NodeOverlay is what the control plane needs to put a node in the mesh:
+// its WireGuard public key (the private key never leaves the node), the
+// underlay address peers reach it at, and how its last reconcile went.
+type NodeOverlay struct {
+	PublicKey  string `json:"public_key"`
+	Endpoint   string `json:"endpoint"`  // underlay ip:port of the WireGuard listener
+	WireGuard  string `json:"wireguard"` // "kernel" or "userspace"
+	Reconciled bool   `json:"reconciled"`
+	Error      string `json:"error,omitempty"` // the last reconcile's failure
 }
 
 // NodeCapacity is what a node offers.
@@ -72,6 +86,50 @@ type HeartbeatResponse struct {
 // issues that build them; today it carries the settings.
 type DesiredState struct {
 	Settings Settings `json:"settings"`
+	// Overlay is the node's data plane; nil until the node has reported
+	// its WireGuard key.
+	Overlay *DesiredOverlay `json:"overlay,omitempty"`
+}
+
+// DesiredOverlay is the data plane the control plane computes for one node
+// at each heartbeat: the networks, this node's tunnel address, its WireGuard
+// peers, and the VXLAN forwarding database (agents do not learn). The NICs
+// come with each VM (AgentVM.NICs), so the agent makes taps for the VMs it
+// runs.
+type DesiredOverlay struct {
+	TunnelIP   string            `json:"tunnel_ip"` // this node's mesh address, a /32 of the overlay supernet
+	ListenPort int               `json:"listen_port"`
+	Networks   []DesiredNetwork  `json:"networks"`
+	Peers      []DesiredPeer     `json:"peers"`
+	FDB        []DesiredFDBEntry `json:"fdb"`
+}
+
+// DesiredNetwork is one network as a node builds it.
+type DesiredNetwork struct {
+	ID         string `json:"id"`
+	Name       string `json:"name"`
+	CIDR       string `json:"cidr"`
+	Type       string `json:"type"`
+	VNI        int    `json:"vni,omitempty"`
+	MTU        int    `json:"mtu"`
+	Egress     bool   `json:"egress"`
+	GatewayMAC string `json:"gateway_mac"`
+}
+
+// DesiredPeer is another node in the mesh.
+type DesiredPeer struct {
+	Node      string `json:"node"`
+	PublicKey string `json:"public_key"`
+	Endpoint  string `json:"endpoint"`  // underlay ip:port
+	TunnelIP  string `json:"tunnel_ip"` // its mesh address
+}
+
+// DesiredFDBEntry sends a VM's MAC on an overlay network to the node that
+// runs it.
+type DesiredFDBEntry struct {
+	Network string `json:"network"` // network id
+	MAC     string `json:"mac"`
+	Remote  string `json:"remote"` // the tunnel IP of the VM's node
 }
 
 // NodeStatus is the node's last observed state as the control plane holds it
