@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -74,6 +75,34 @@ type Cache struct {
 
 	mu      sync.Mutex
 	flights map[string]*flight // downloads in progress, by image name
+	// described (guarded by mu) remembers each committed image's
+	// description by name for as long as its file is the same file
+	// (fileID): a cached Ensure and each heartbeat's List then skip the
+	// qemu-img info exec, about 6 ms per image per call on a 2-core host
+	// (BenchmarkCachedEnsure).
+	described map[string]describedImage
+}
+
+// describedImage is an Image as described when its file had identity id.
+type describedImage struct {
+	id  fileID
+	img Image
+}
+
+// fileID identifies one version of a file: a replaced file (a new inode
+// after a rename) or one written in place (size or mtime) differs.
+type fileID struct {
+	dev, ino uint64
+	size     int64
+	mtime    int64
+}
+
+func fileIDOf(fi fs.FileInfo) (fileID, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileID{}, false
+	}
+	return fileID{dev: uint64(st.Dev), ino: st.Ino, size: fi.Size(), mtime: fi.ModTime().UnixNano()}, true
 }
 
 // New opens the cache for pool in dir, creating dir if needed.
@@ -90,6 +119,7 @@ func New(pool, dir string, opts Options) (*Cache, error) {
 		qemuImg:    qemuImgBinary,
 		freeSpace:  statfsFree,
 		flights:    map[string]*flight{},
+		described:  map[string]describedImage{},
 	}
 	if c.client == nil {
 		c.client = defaultClient()
@@ -202,13 +232,44 @@ func (c *Cache) cached(ctx context.Context, name string) (img Image, ok bool, er
 	return img, true, err
 }
 
-// describe builds the Image of a file already committed to the pool.
+// describe builds the Image of a file already committed to the pool, or
+// returns the one built before for the same file.
 func (c *Cache) describe(ctx context.Context, name string) (Image, error) {
 	p := c.path(name)
 	st, err := os.Stat(p)
 	if err != nil {
 		return Image{}, newError(CodeCacheIO, "stat "+name, err)
 	}
+	if id, ok := fileIDOf(st); ok {
+		c.mu.Lock()
+		d, ok := c.described[name]
+		c.mu.Unlock()
+		if ok && d.id == id {
+			return d.img, nil
+		}
+	}
+	img, err := c.describeFile(ctx, name, p, st)
+	if err != nil {
+		return img, err
+	}
+	c.remember(name, st, img)
+	return img, nil
+}
+
+// remember keeps img as the description of name while its file is st's.
+func (c *Cache) remember(name string, st fs.FileInfo, img Image) {
+	id, ok := fileIDOf(st)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	c.described[name] = describedImage{id: id, img: img}
+	c.mu.Unlock()
+}
+
+// describeFile reads the digest sidecar, the format and (with qemu-img
+// info) the virtual size of the image at p.
+func (c *Cache) describeFile(ctx context.Context, name, p string, st fs.FileInfo) (Image, error) {
 	digest, err := c.digest(name)
 	if err != nil {
 		return Image{}, err

@@ -74,10 +74,12 @@ func (c *Cache) download(ctx context.Context, name, url, want string, progress P
 	if err != nil {
 		return Image{}, newError(CodeCacheIO, "stat "+name, err)
 	}
-	return Image{
+	img := Image{
 		Pool: c.pool, Name: name, Path: c.path(name), Format: format,
 		SizeBytes: st.Size(), VirtualSize: vsize, SHA256: digest,
-	}, nil
+	}
+	c.remember(name, st, img)
+	return img, nil
 }
 
 func (c *Cache) discardPartial(name string) {

@@ -1,0 +1,163 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/otherix/otherix/nodeagent/qemu"
+)
+
+// floor is the least any tool can do to create a VM from a cached image:
+// one qemu-img overlay and one daemonized QEMU launched with the agent's own
+// argv (qemu.Argv: q35, virtio-blk, serial and QMP sockets, -daemonize, -S,
+// -sandbox), then QMP capabilities, cont and query-status until "running".
+// No seed ISO and no state file: those are work the agent does on top.
+type floor struct {
+	dir  string // short: QEMU's socket paths must fit in 107 bytes
+	base string
+	cfg  vmShape
+}
+
+// vmShape is the VM every tool creates.
+type vmShape struct {
+	CPUs      int
+	MemoryMiB int
+	DiskBytes int64
+	Accel     string
+}
+
+// createOne creates VM i and returns how long it took until QMP said running.
+// The QEMU is left running; destroy ends it.
+func (f *floor) createOne(i int) (time.Duration, error) {
+	id := fmt.Sprintf("floor-%d", i)
+	run := filepath.Join(f.dir, strconv.Itoa(i))
+	if err := os.MkdirAll(run, 0o700); err != nil {
+		return 0, err
+	}
+	disk := filepath.Join(run, "disk.qcow2")
+	argv, err := qemu.Argv(qemu.Spec{ID: id, Accel: f.cfg.Accel, CPUs: f.cfg.CPUs, MemoryMiB: f.cfg.MemoryMiB,
+		Disk: disk, RunDir: run, Sandbox: true})
+	if err != nil {
+		return 0, err
+	}
+	t0 := time.Now()
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", f.base,
+		disk, strconv.FormatInt(f.cfg.DiskBytes, 10)).CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("qemu-img create: %v: %s", err, out)
+	}
+	if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("qemu: %v: %s", err, out)
+	}
+	m, err := dialQMP(qemu.QMPPath(run))
+	if err != nil {
+		return 0, err
+	}
+	defer m.Close()
+	if _, err := m.do("cont"); err != nil {
+		return 0, err
+	}
+	for {
+		st, err := m.do("query-status")
+		if err != nil {
+			return 0, err
+		}
+		var s struct {
+			Status string `json:"status"`
+		}
+		_ = json.Unmarshal(st, &s)
+		if s.Status == "running" {
+			break
+		}
+	}
+	return time.Since(t0), nil
+}
+
+// destroy ends VM i's QEMU (SIGKILL by its pid file) and removes its files.
+func (f *floor) destroy(i int) {
+	run := filepath.Join(f.dir, strconv.Itoa(i))
+	if b, err := os.ReadFile(qemu.PidPath(run)); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			waitGone(pid)
+		}
+	}
+	os.RemoveAll(run)
+}
+
+// waitGone waits (up to 5 s) for pid to disappear. QEMU daemonized is not
+// our child, so it cannot be waited for; its pid leaves /proc once reaped.
+func waitGone(pid int) {
+	for t := time.Now(); time.Since(t) < 5*time.Second; time.Sleep(5 * time.Millisecond) {
+		if err := syscall.Kill(pid, 0); err != nil {
+			return
+		}
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && strings.Contains(string(b), ") Z ") {
+			return
+		}
+	}
+}
+
+// qmpConn is the least QMP client: one command at a time, events skipped.
+type qmpConn struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+func dialQMP(path string) (*qmpConn, error) {
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("dial qmp: %w", err)
+	}
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	m := &qmpConn{c: c, r: bufio.NewReader(c)}
+	if _, err := m.r.ReadBytes('\n'); err != nil { // greeting
+		c.Close()
+		return nil, fmt.Errorf("qmp greeting: %w", err)
+	}
+	if _, err := m.do("qmp_capabilities"); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *qmpConn) Close() error { return m.c.Close() }
+
+// do runs one command and returns its "return" value.
+func (m *qmpConn) do(cmd string) (json.RawMessage, error) {
+	if _, err := fmt.Fprintf(m.c, `{"execute":%q}`+"\n", cmd); err != nil {
+		return nil, fmt.Errorf("qmp %s: %w", cmd, err)
+	}
+	for {
+		line, err := m.r.ReadBytes('\n')
+		if err != nil {
+			return nil, fmt.Errorf("qmp %s: %w", cmd, err)
+		}
+		var r struct {
+			Return json.RawMessage `json:"return"`
+			Error  *struct {
+				Desc string `json:"desc"`
+			} `json:"error"`
+			Event string `json:"event"`
+		}
+		if err := json.Unmarshal(line, &r); err != nil {
+			return nil, fmt.Errorf("qmp %s: %w", cmd, err)
+		}
+		switch {
+		case r.Event != "":
+			continue
+		case r.Error != nil:
+			return nil, fmt.Errorf("qmp %s: %s", cmd, r.Error.Desc)
+		}
+		return r.Return, nil
+	}
+}

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/otherix/otherix/nodeagent/cloudinit"
+	"github.com/otherix/otherix/nodeagent/images"
+	"github.com/otherix/otherix/nodeagent/qemu"
+)
+
+// agentSteps times, n times, the steps the agent's create runs, with the
+// agent's own packages in this process: a cached images.Ensure, the
+// overlay, the NoCloud seed, three atomic state-file writes (the agent
+// saves vm.json as creating, stopped, running), qemu.Start, the QMP
+// handshake, the serial socket connect, then cont and query-status. It
+// attributes the agent's time above the floor; it is not a path of its own.
+func agentSteps(dir, base string, shape vmShape, n int) ([]*series, error) {
+	ctx := context.Background()
+	pool := filepath.Join(dir, "pool")
+	cache, err := images.New("default", filepath.Join(pool, "images"), images.Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer cache.Close()
+	if err := os.Link(base, filepath.Join(pool, "images", "bench.qcow2")); err != nil {
+		return nil, err
+	}
+	names := []string{"ensure (cached)", "overlay", "seed ISO", "3 × state write", "qemu start", "qmp handshake", "serial connect", "cont + status"}
+	out := make([]*series, len(names))
+	for i, nm := range names {
+		out[i] = &series{name: nm}
+	}
+	url := "http://127.0.0.1:1/images/bench.qcow2" // cached: never fetched
+	if _, err := cache.Ensure(ctx, url, "", nil); err != nil {
+		return nil, err
+	}
+	for i := 0; i < n; i++ {
+		id := fmt.Sprintf("steps-%d", i)
+		run := filepath.Join(dir, "r", strconv.Itoa(i))
+		state := filepath.Join(dir, "s", strconv.Itoa(i))
+		for _, d := range []string{run, state, filepath.Join(pool, "vms")} {
+			if err := os.MkdirAll(d, 0o700); err != nil {
+				return nil, err
+			}
+		}
+		disk := filepath.Join(pool, "vms", id+".qcow2")
+		seed := filepath.Join(pool, "vms", id+"-seed.iso")
+		var t [9]time.Time
+		t[0] = time.Now()
+		img, err := cache.Ensure(ctx, url, "", nil)
+		if err != nil {
+			return nil, err
+		}
+		t[1] = time.Now()
+		if err := images.CreateOverlay(ctx, img, disk, shape.DiskBytes); err != nil {
+			return nil, err
+		}
+		t[2] = time.Now()
+		if err := cloudinit.Write(seed, cloudinit.Seed{InstanceID: id, Hostname: id}); err != nil {
+			return nil, err
+		}
+		t[3] = time.Now()
+		for range 3 {
+			if err := writeDurable(state, "vm.json", make([]byte, 600)); err != nil {
+				return nil, err
+			}
+		}
+		t[4] = time.Now()
+		proc, err := qemu.Start(ctx, qemu.Spec{ID: id, Accel: shape.Accel, CPUs: shape.CPUs, MemoryMiB: shape.MemoryMiB,
+			Disk: disk, Seed: seed, RunDir: run, Sandbox: true})
+		if err != nil {
+			return nil, err
+		}
+		t[5] = time.Now()
+		mon, err := qemu.Dial(ctx, qemu.QMPPath(run))
+		if err != nil {
+			_ = proc.Kill()
+			return nil, err
+		}
+		t[6] = time.Now()
+		serial, err := net.Dial("unix", qemu.SerialPath(run))
+		if err != nil {
+			_ = proc.Kill()
+			return nil, err
+		}
+		t[7] = time.Now()
+		err = mon.Cont(ctx)
+		if err == nil {
+			_, err = mon.Status(ctx)
+		}
+		t[8] = time.Now()
+		for k := range out {
+			out[k].add(t[k+1].Sub(t[k]))
+		}
+		serial.Close()
+		mon.Close()
+		_ = proc.Kill()
+		select {
+		case <-proc.Exited():
+		case <-time.After(5 * time.Second):
+		}
+		proc.Close()
+		os.RemoveAll(run)
+		os.RemoveAll(state)
+		os.Remove(disk)
+		os.Remove(seed)
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// writeDurable writes name in dir the way the agent saves vm.json: a temp
+// file, fsync, rename, fsync of the directory.
+func writeDurable(dir, name string, b []byte) error {
+	f, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(f.Name(), filepath.Join(dir, name)); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
