@@ -1,9 +1,11 @@
 package capacity
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -24,6 +26,9 @@ func fake(t *testing.T, kvmErr error) *Prober {
 		KVMPath:     "/dev/kvm",
 		NumCPU:      func() int { return 8 },
 		OpenKVM:     func(string) error { return kvmErr },
+		KVMBoots: func(context.Context) (time.Duration, time.Duration, error) {
+			return 0, 0, errNoProbe
+		},
 	}
 }
 
@@ -56,6 +61,71 @@ func TestProbe(t *testing.T) {
 		if c.CPUs != 8 || c.MemoryMiB != 16318412/1024 || c.KVM != tc.wantKVM || c.Accelerator != tc.wantAccel || !strings.Contains(c.KVMReason, tc.reason) {
 			t.Errorf("%s/%v: got %+v", tc.accel, tc.kvmErr, c)
 		}
+	}
+}
+
+// TestAutoFollowsTheBootProbe: auto takes KVM only when the probe boots
+// under it, and no slower than under TCG.
+func TestAutoFollowsTheBootProbe(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		kvm, tcg  time.Duration
+		err       error
+		wantAccel string
+		reason    string
+	}{
+		{"fast kvm", 80 * time.Millisecond, 300 * time.Millisecond, nil, "kvm", "kvm verified"},
+		{"kvm slower than tcg", 6 * time.Second, 300 * time.Millisecond, nil, "tcg", "slower than tcg"},
+		{"kvm never boots", 0, 300 * time.Millisecond, ErrProbeNoMarker, "tcg", "did not boot"},
+		{"no probe here", 0, 0, errNoProbe, "tcg", ReasonUnverified},
+	} {
+		p := fake(t, nil)
+		p.KVMBoots = func(context.Context) (time.Duration, time.Duration, error) { return tc.kvm, tc.tcg, tc.err }
+		c, err := p.Probe("auto")
+		if err != nil || c.Accelerator != tc.wantAccel || c.KVM != (tc.wantAccel == "kvm") || !strings.Contains(c.KVMReason, tc.reason) {
+			t.Errorf("%s: %+v %v", tc.name, c, err)
+		}
+	}
+}
+
+// TestBootProbePayload boots the committed payload under TCG: it must reach
+// long mode and print its marker, or the probe would call every host's
+// KVM broken.
+func TestBootProbePayload(t *testing.T) {
+	qemu, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		if os.Getenv("OTHERIX_REQUIRE_QEMU") == "1" {
+			t.Fatal(err)
+		}
+		t.Skip("qemu-system-x86_64 not installed")
+	}
+	took, err := BootProbe(context.Background(), qemu, AccelTCG, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("probe booted under tcg in %s", took)
+}
+
+// TestBootProbePayloadMatchesSource reassembles kvmprobe.S when binutils is
+// here, so the committed bytes cannot drift from the source.
+func TestBootProbePayloadMatchesSource(t *testing.T) {
+	if _, err := exec.LookPath("as"); err != nil {
+		t.Skip("binutils not installed")
+	}
+	dir := t.TempDir()
+	obj, bin := filepath.Join(dir, "p.o"), filepath.Join(dir, "p.bin")
+	if out, err := exec.Command("as", "--64", "-o", obj, "kvmprobe.S").CombinedOutput(); err != nil {
+		t.Fatalf("as: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("objcopy", "-O", "binary", "-j", ".text", obj, bin).CombinedOutput(); err != nil {
+		t.Fatalf("objcopy: %v\n%s", err, out)
+	}
+	got, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, kvmProbeImage) || len(got) != 512 || got[510] != 0x55 || got[511] != 0xAA {
+		t.Fatal("kvmprobe.bin does not match kvmprobe.S; rebuild it (see the top of kvmprobe.S)")
 	}
 }
 
