@@ -141,5 +141,10 @@ type NodeStatus struct {
 	Pools           []PoolStatus  `json:"pools,omitempty"`
 	VMCount         int           `json:"vm_count"`
 	ImageCount      int           `json:"image_count"`
-	Message         string        `json:"message,omitempty"`
+	// Overlay is the node's side of the mesh from its last heartbeat; the
+	// row is written when its key, endpoint or implementation change, not
+	// for its reconcile outcome, which the actor holds in memory (and
+	// repeats in Message while it fails).
+	Overlay *NodeOverlay `json:"overlay,omitempty"`
+	Message string       `json:"message,omitempty"`
 }

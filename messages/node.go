@@ -1,6 +1,8 @@
 package messages
 
 import (
+	"encoding/base64"
+	"net/netip"
 	"net/url"
 	"time"
 )
@@ -12,6 +14,11 @@ const (
 	NodeUnreachable = "unreachable" // missed heartbeats
 	NodeGone        = "gone"        // unreachable for longer than the gone period
 )
+
+// WireGuardListenPort is the UDP port every node's WireGuard listener uses,
+// sent down as DesiredOverlay.ListenPort; the agent's netfabric defaults to
+// the same port (netfabric.DefaultListenPort).
+const WireGuardListenPort = 51820
 
 // Node is an enrolled hypervisor host.
 type Node struct {
@@ -31,6 +38,12 @@ type Node struct {
 	// Endpoint is the agent's own mTLS API (https://host:port) from its last
 	// heartbeat; the control plane calls it to run VM tasks.
 	Endpoint string `json:"endpoint,omitempty"`
+	// TunnelIP is the node's address in the WireGuard mesh, a host address
+	// of the settings' overlay supernet (the agent gives its interface the
+	// supernet's prefix length). It is allocated, once and for the node's
+	// lifetime, when the node first reports an overlay key, under the guard
+	// uniq/nodes/tunnel_ip/<ip>, and freed when the node is deleted.
+	TunnelIP string `json:"tunnel_ip,omitempty"`
 	// Status is the last observed state; the API view merges the node actor's
 	// in-memory copy, which is fresher than the row between changes.
 	Status     NodeStatus `json:"status"`
@@ -117,6 +130,34 @@ func ValidateEndpoint(field, endpoint string) error {
 	u, err := url.Parse(endpoint)
 	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 		return Invalid(field, "must be an https URL such as https://host:port")
+	}
+	return nil
+}
+
+// ValidateNodeOverlay checks the overlay a heartbeat reports. The control
+// plane hands every node's key and endpoint to every other node, so one
+// malformed value would break the reconcile of the whole mesh: it is refused
+// at the door. An empty key is a node whose data plane has no key yet; an
+// empty endpoint a node that knows no underlay address (it gets its overlay
+// but is no other node's peer).
+func ValidateNodeOverlay(o *NodeOverlay) error {
+	if o == nil {
+		return nil
+	}
+	if o.PublicKey != "" {
+		if k, err := base64.StdEncoding.DecodeString(o.PublicKey); err != nil || len(k) != 32 {
+			return Invalid("overlay.public_key", "must be a base64 WireGuard public key (32 bytes)")
+		}
+	}
+	if o.Endpoint != "" {
+		if ap, err := netip.ParseAddrPort(o.Endpoint); err != nil || ap.Port() == 0 || ap.Addr().IsUnspecified() {
+			return Invalid("overlay.endpoint", "must be the underlay ip:port of the WireGuard listener")
+		}
+	}
+	switch o.WireGuard {
+	case "", "kernel", "userspace":
+	default:
+		return Invalid("overlay.wireguard", "must be kernel or userspace")
 	}
 	return nil
 }

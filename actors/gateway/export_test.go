@@ -34,3 +34,7 @@ func (g *Gateway) APITokenReadsForTest() int64 { return g.id.tokenReads.Load() }
 
 // CheckNodesForTest runs one pass of the liveness loop and waits for it.
 func (g *Gateway) CheckNodesForTest(ctx context.Context) error { return g.checkNodes(ctx) }
+
+// ExpireOverlayViewForTest makes the next heartbeat rebuild the overlay view
+// instead of waiting out its TTL.
+func (g *Gateway) ExpireOverlayViewForTest() { g.ov.expire() }

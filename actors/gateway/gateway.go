@@ -142,6 +142,8 @@ type Gateway struct {
 	ca *security.CA
 	// hb caches heartbeat authentication and the settings (heartbeat.go).
 	hb heartbeatCache
+	// ov caches the view desired overlays are computed from (overlay.go).
+	ov overlayCache
 }
 
 // Start brings up the actor system: the vms, jobs and maintenance guardians,

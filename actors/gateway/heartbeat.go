@@ -33,7 +33,9 @@ var (
 // Heartbeat authenticates an agent by its client certificate (the node it
 // names must be enrolled, with this very certificate recorded, and the
 // certificate must chain to the cluster CA), hands the observed state to the
-// node's actor and answers the desired state and the interval to use.
+// node's actor and answers the desired state and the interval to use. The
+// desired state carries the node's overlay once it has reported a WireGuard
+// key and holds a tunnel IP (overlay.go).
 func (g *Gateway) Heartbeat(ctx context.Context, cert *x509.Certificate, hb messages.Heartbeat) (*messages.HeartbeatResponse, error) {
 	now := g.cfg.Nodes.Now()
 	id, name, fp, err := g.authNode(ctx, cert, now, "heartbeat refused")
@@ -53,7 +55,12 @@ func (g *Gateway) Heartbeat(ctx context.Context, cert *x509.Certificate, hb mess
 			return refuse(me, "endpoint", hb.Endpoint)
 		}
 	}
-	if _, err := g.askNode(id, node.Heartbeat{Observed: hb, Now: now, Fingerprint: fp}); err != nil {
+	var me *messages.Error
+	if err := messages.ValidateNodeOverlay(hb.Overlay); errors.As(err, &me) {
+		return refuse(me, "overlay_endpoint", hb.Overlay.Endpoint)
+	}
+	n, err := g.askNode(id, node.Heartbeat{Observed: hb, Now: now, Fingerprint: fp})
+	if err != nil {
 		if messages.KindOf(err) == messages.KindNotFound {
 			g.hb.dropNode(name)
 			return refuse(errUnknownNode) // deleted meanwhile
@@ -64,8 +71,13 @@ func (g *Gateway) Heartbeat(ctx context.Context, cert *x509.Certificate, hb mess
 	if err != nil {
 		return nil, err
 	}
+	overlay, err := g.desiredOverlay(ctx, n)
+	if err != nil {
+		return nil, err
+	}
 	secs := int(g.cfg.Nodes.HeartbeatInterval / time.Second)
-	return &messages.HeartbeatResponse{IntervalSeconds: max(secs, 1), Desired: messages.DesiredState{Settings: settings}}, nil
+	return &messages.HeartbeatResponse{IntervalSeconds: max(secs, 1),
+		Desired: messages.DesiredState{Settings: settings, Overlay: overlay}}, nil
 }
 
 // authNode authenticates an agent by its client certificate: the node it

@@ -170,7 +170,7 @@ func (e Executor) onAgent(ctx context.Context, j *messages.Job, kind string, vm 
 	}
 	an := agentclient.Node{Name: n.Name, Endpoint: n.Endpoint}
 	req := messages.AgentTaskRequest{ID: j.ID, Kind: kind, Force: j.Force, TimeoutSeconds: j.TimeoutSeconds,
-		VM: messages.AgentVM{ID: vm.ID, Name: vm.Name, Generation: vm.Generation, Spec: vm.Spec}}
+		VM: messages.AgentVM{ID: vm.ID, Name: vm.Name, Generation: vm.Generation, Spec: vm.Spec, NICs: vm.Status.NICs}}
 
 	var t *messages.AgentTask
 	if id := att.Task().AgentTaskID; id != "" {

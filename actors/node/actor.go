@@ -6,6 +6,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"reflect"
@@ -258,9 +259,17 @@ func (a *nodeActor) heartbeat(ctx actor.Context, sender *actor.PID, m Heartbeat)
 		Pools:           nilIfEmpty(hb.Pools),
 		VMCount:         len(hb.VMs),
 		ImageCount:      len(hb.Images),
+		Overlay:         overlayOf(hb.Overlay),
+	}
+	if o := next.Status.Overlay; o != nil && o.Error != "" {
+		next.Status.Message = "overlay: " + o.Error
 	}
 	a.tellVMs(ctx, next.Name, hb.VMs)
-	if !changed(a.node, &next) {
+	// A node joins the mesh when it first reports its key: it gets its
+	// tunnel address in the write that records the key. A node without a
+	// data plane never takes one.
+	join := next.Status.Overlay != nil && next.Status.Overlay.PublicKey != "" && next.TunnelIP == ""
+	if !join && !changed(a.node, &next) {
 		a.node = &next
 		a.reply(ctx, sender, Reply{Node: a.view()})
 		return
@@ -269,6 +278,10 @@ func (a *nodeActor) heartbeat(ctx actor.Context, sender *actor.PID, m Heartbeat)
 		a.deps.Log.Info("node ready", "node", next.Name, "was", a.node.Phase)
 	}
 	next.UpdatedAt = now
+	if join {
+		a.writeTunnelIP(ctx, sender, &next)
+		return
+	}
 	a.write(ctx, sender, store.UpdateNode(store.NewTxn(), &next), &next, false)
 }
 
@@ -300,11 +313,15 @@ func (a *nodeActor) checkLiveness(ctx actor.Context, sender *actor.PID, now time
 	a.write(ctx, sender, store.UpdateNode(store.NewTxn(), &next), &next, false)
 }
 
-// changed reports whether anything but the heartbeat time differs.
+// changed reports whether anything but the heartbeat time and the overlay's
+// reconcile outcome (in memory only: an agent that keeps failing with a
+// changing message must not write the row on every heartbeat) differs.
 func changed(old, next *messages.Node) bool {
 	o, n := *old, *next
 	o.Status.LastHeartbeatAt, n.Status.LastHeartbeatAt = nil, nil
 	o.UpdatedAt, n.UpdatedAt = time.Time{}, time.Time{}
+	o.Status.Message, n.Status.Message = "", ""
+	o.Status.Overlay, n.Status.Overlay = overlayIdentity(o.Status.Overlay), overlayIdentity(n.Status.Overlay)
 	o.Status.QEMUVersions, o.Status.Pools = nilIfEmpty(o.Status.QEMUVersions), nilIfEmpty(o.Status.Pools)
 	return !reflect.DeepEqual(o, n)
 }
@@ -324,5 +341,49 @@ func (a *nodeActor) write(ctx actor.Context, sender *actor.PID, t *store.Txn, ne
 	a.deps.Runtime.Go(ctx.Self(), func(c context.Context) any {
 		err := st.Commit(c, t)
 		return committed{by: a, sender: sender, next: next, gone: gone, err: err}
+	})
+}
+
+// overlayOf copies a reported overlay, so the node never shares memory with
+// the request it came in.
+func overlayOf(o *messages.NodeOverlay) *messages.NodeOverlay {
+	if o == nil {
+		return nil
+	}
+	c := *o
+	return &c
+}
+
+// overlayIdentity is what of an overlay is worth a write: key, endpoint and
+// implementation.
+func overlayIdentity(o *messages.NodeOverlay) *messages.NodeOverlay {
+	if o == nil {
+		return nil
+	}
+	return &messages.NodeOverlay{PublicKey: o.PublicKey, Endpoint: o.Endpoint, WireGuard: o.WireGuard}
+}
+
+// writeTunnelIP commits next with a tunnel address from the settings'
+// overlay supernet, claimed in the same transaction. When the supernet is
+// full the node is written without one (and says so); its next heartbeat
+// tries again, and a full supernet never stops the node's heartbeats.
+func (a *nodeActor) writeTunnelIP(ctx actor.Context, sender *actor.PID, next *messages.Node) {
+	a.busy = true
+	st, log := a.deps.Store, a.deps.Log
+	a.deps.Runtime.Go(ctx.Self(), func(c context.Context) any {
+		set, err := st.Settings(c)
+		if err == nil {
+			err = st.UpdateNodeWithTunnelIP(c, next, set.OverlaySupernet)
+		}
+		if errors.Is(err, store.ErrTunnelIPsExhausted) {
+			log.Warn("no tunnel address for node", "node", next.Name, "supernet", set.OverlaySupernet)
+			next.Status.Message = "overlay: " + store.ErrTunnelIPsExhausted.Message
+			err = st.Commit(c, store.UpdateNode(store.NewTxn(), next))
+		}
+		if err == nil && next.TunnelIP != "" {
+			log.Info("node joins the overlay", "node", next.Name, "tunnel_ip", next.TunnelIP,
+				"public_key", next.Status.Overlay.PublicKey, "endpoint", next.Status.Overlay.Endpoint)
+		}
+		return committed{by: a, sender: sender, next: next, err: err}
 	})
 }

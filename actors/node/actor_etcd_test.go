@@ -185,3 +185,39 @@ func TestEndpointWrittenWhenItChanges(t *testing.T) {
 		t.Fatalf("changed endpoint: %+v %v, version %d", n, err, h.version())
 	}
 }
+
+// TestNodeActorOverlay: the first heartbeat with a key allocates a tunnel
+// IP in the write that records the key; the same overlay again writes
+// nothing, a reconcile error only changes memory, a new endpoint is written
+// and the tunnel IP stays; the node's delete frees it.
+func TestNodeActorOverlay(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	h := start(t, t0)
+	withOverlay := func(now time.Time, endpoint, errMsg string) node.Heartbeat {
+		m := hb(2, now)
+		m.Observed.Overlay = &messages.NodeOverlay{PublicKey: "k1", Endpoint: endpoint, WireGuard: "kernel",
+			Reconciled: errMsg == "", Error: errMsg}
+		return m
+	}
+	h.ask(hb(2, t0))
+	v := h.version()
+	n := h.ask(withOverlay(t0.Add(time.Second), "192.0.2.1:51820", ""))
+	if n.TunnelIP != "10.240.0.1" || n.Status.Overlay == nil || n.Status.Overlay.WireGuard != "kernel" || h.version() != v+1 {
+		t.Fatalf("join: %+v, version %d want %d", n, h.version(), v+1)
+	}
+	h.ask(withOverlay(t0.Add(2*time.Second), "192.0.2.1:51820", ""))
+	n = h.ask(withOverlay(t0.Add(3*time.Second), "192.0.2.1:51820", "nftables: busy"))
+	if h.version() != v+1 || n.Status.Message != "overlay: nftables: busy" || n.Status.Overlay.Error != "nftables: busy" {
+		t.Fatalf("unchanged overlay or reconcile error wrote the row (version %d) or is not shown: %+v", h.version(), n.Status)
+	}
+	n = h.ask(withOverlay(t0.Add(4*time.Second), "192.0.2.9:51820", ""))
+	row, err := h.st.GetNode(t.Context(), h.nodeID)
+	if err != nil || h.version() != v+2 || row.Status.Overlay.Endpoint != "192.0.2.9:51820" || row.TunnelIP != "10.240.0.1" ||
+		n.Status.Message != "" {
+		t.Fatalf("new endpoint: %+v %v, version %d", row, err, h.version())
+	}
+	h.ask(node.Delete{})
+	if _, err := h.st.TunnelIPOwner(t.Context(), "10.240.0.1"); messages.KindOf(err) != messages.KindNotFound {
+		t.Fatalf("tunnel ip still held after delete: %v", err)
+	}
+}

@@ -25,6 +25,7 @@ import (
 	"github.com/otherix/otherix/nodeagent/enroll"
 	"github.com/otherix/otherix/nodeagent/heartbeat"
 	"github.com/otherix/otherix/nodeagent/images"
+	"github.com/otherix/otherix/nodeagent/netfabric"
 	"github.com/otherix/otherix/nodeagent/qemu"
 	"github.com/otherix/otherix/nodeagent/server"
 	"github.com/otherix/otherix/nodeagent/vmactor"
@@ -42,6 +43,7 @@ type serveOptions struct {
 	stateDir, accel, listen, advertise, poolDir, runDir, runAsUser string
 	sandbox                                                        bool
 	stopTimeout, renewBefore                                       time.Duration
+	overlay                                                        overlayOptions
 }
 
 func newServeCmd() *cobra.Command {
@@ -59,10 +61,22 @@ on this node, and heartbeat the node's observed state until SIGINT or SIGTERM.
 Stopping the agent never stops a VM.
 
 --accel auto does not trust /dev/kvm on its own (a nested host may have one
-that cannot boot guests): it reports KVM as unverified and uses tcg. Use
---accel kvm to force KVM, or set ` + envAccel + ` to change the default.`,
+that cannot boot guests): it boots a small long-mode test guest under tcg and
+under kvm and uses kvm only if it boots there no slower; the choice and both
+times are the node's kvm_reason. Use --accel kvm to force KVM, or set
+` + envAccel + ` to change the default.
+
+The network data plane (--overlay; on by default when running as root)
+keeps a bridge per network, a tap per VM NIC and VXLAN over a WireGuard
+mesh in step with what the control plane sends in each heartbeat answer.
+Its WireGuard key is generated under --state-dir and only the public key
+leaves the node. Stopping the agent stops a userspace WireGuard device
+(the overlay pauses until the agent is back); bridges and taps stay.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.overlay.validate(); err != nil {
+				return fmt.Errorf("otherix-agent: serve: %w", err)
+			}
 			if !capacity.ValidAccel(o.accel) {
 				src := "--accel"
 				if !cmd.Flags().Changed("accel") {
@@ -81,7 +95,7 @@ that cannot boot guests): it reports KVM as unverified and uses tcg. Use
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.stateDir, "state-dir", defaultStateDir, "state directory written by otherix-agent bootstrap")
-	f.StringVar(&o.accel, "accel", defAccel, "accelerator: auto (use KVM only once verified; today: tcg), kvm or tcg (default from $"+envAccel+")")
+	f.StringVar(&o.accel, "accel", defAccel, "accelerator: auto (kvm only if a test guest boots under it no slower than under tcg), kvm or tcg (default from $"+envAccel+")")
 	f.StringVar(&o.listen, "listen", defaultListen, "address of the agent API (mutual TLS)")
 	f.StringVar(&o.advertise, "advertise", "", "URL the control plane uses to reach the agent API (default: https://<this host's address towards the control plane>:<listen port>)")
 	f.StringVar(&o.poolDir, "pool-dir", "", "directory of the default storage pool: image cache and VM disks (default: <state-dir>/pools/default)")
@@ -89,6 +103,11 @@ that cannot boot guests): it reports KVM as unverified and uses tcg. Use
 	f.StringVar(&o.runAsUser, "qemu-user", "", "user QEMU drops privileges to (default: QEMU keeps the agent's user)")
 	f.BoolVar(&o.sandbox, "qemu-sandbox", true, "run QEMU under its seccomp sandbox")
 	f.DurationVar(&o.stopTimeout, "stop-timeout", 2*time.Minute, "how long a graceful stop waits when the task names no timeout")
+	f.StringVar(&o.overlay.mode, "overlay", overlayAuto, "network data plane (bridges, taps, VXLAN over WireGuard): auto (on when running as root), on or off")
+	f.StringVar(&o.overlay.wireguard, "wireguard", netfabric.WireGuardAuto, "WireGuard implementation: auto (kernel when the module exists, else userspace), kernel or userspace")
+	f.StringVar(&o.overlay.underlayIP, "underlay-ip", "", "IPv4 address other nodes reach this node's WireGuard at (default: this host's address towards the control plane)")
+	f.IntVar(&o.overlay.wireguardPort, "wireguard-port", netfabric.DefaultListenPort, "WireGuard UDP port (the control plane's desired state may name another)")
+	f.StringVar(&o.overlay.wireguardIf, "wireguard-if", "", "WireGuard interface name (default oxwg0); nodes sharing a host need distinct names")
 	f.DurationVar(&o.renewBefore, "renew-before", 0, "renew the node certificate this long before it expires (default: once two thirds of its lifetime have passed)")
 	return cmd
 }
@@ -128,11 +147,29 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		return err
 	}
 	defer cache.Close()
-	vms, err := vmactor.New(vmactor.Config{
+	// The data plane asks the VM manager for NICs only once a desired
+	// state arrived, which is after vms is set.
+	var vms *vmactor.Manager
+	var dp *dataPlane
+	if on, _ := o.overlay.enabled(); on {
+		dp, err = startDataPlane(ctx, log, o.overlay, o.stateDir, st.Config.Server,
+			func() map[string][]messages.NICStatus { return vms.NICs() })
+		if err != nil {
+			return err
+		}
+		defer dp.close(log)
+	} else {
+		log.Info("network data plane off: VMs with network interfaces cannot run on this node", "overlay", o.overlay.mode)
+	}
+	vcfg := vmactor.Config{
 		StateDir: filepath.Join(o.stateDir, "vms"), RunDir: o.runDir, DiskDir: filepath.Join(o.poolDir, "vms"),
 		Images: cache, Accel: capa.Accelerator, RunAsUser: o.runAsUser, Sandbox: o.sandbox,
 		StopTimeout: o.stopTimeout, Log: log,
-	})
+	}
+	if dp != nil {
+		vcfg.Network = dp.runner
+	}
+	vms, err = vmactor.New(vcfg)
 	if err != nil {
 		return err
 	}
@@ -194,10 +231,13 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 				Pools:        []messages.PoolStatus{poolStatus("default", o.poolDir)},
 				VMs:          vms.VMs(),
 				Images:       vms.Images(),
+				Overlay:      dp.status(),
 			}
 		},
-		Log: log,
+		OnDesired: dp.setDesired,
+		Log:       log,
 	}
+	dp.setWake(loop.Wake)
 	loopDone := make(chan struct{})
 	go func() { _ = loop.Run(ctx); close(loopDone) }()
 	select {
@@ -255,22 +295,10 @@ func advertiseURL(flag string, addr net.Addr, server string) (string, error) {
 		return strings.TrimRight(flag, "/"), nil
 	}
 	port := strconv.Itoa(addr.(*net.TCPAddr).Port)
-	u, err := url.Parse(server)
+	host, err := hostTowards(server)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("%w (set --advertise)", err)
 	}
-	sp := u.Port()
-	if sp == "" {
-		sp = "443"
-	}
-	// A UDP "dial" sends nothing; it only asks the kernel which source
-	// address it would use.
-	c, err := net.Dial("udp", net.JoinHostPort(u.Hostname(), sp))
-	if err != nil {
-		return "", fmt.Errorf("find this host's address towards %s (set --advertise): %w", server, err)
-	}
-	defer c.Close()
-	host := c.LocalAddr().(*net.UDPAddr).IP.String()
 	return "https://" + net.JoinHostPort(host, port), nil
 }
 

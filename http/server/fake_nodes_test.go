@@ -162,7 +162,7 @@ func (f *fakeNodes) Heartbeat(_ context.Context, cert *x509.Certificate, hb mess
 	next := *n
 	next.Phase = messages.NodeReady
 	capacity := hb.Capacity
-	next.Status = messages.NodeStatus{LastHeartbeatAt: &now, Capacity: &capacity, VMCount: len(hb.VMs)}
+	next.Status = messages.NodeStatus{LastHeartbeatAt: &now, Capacity: &capacity, VMCount: len(hb.VMs), Overlay: hb.Overlay}
 	f.nodes[name] = &next
 	return &messages.HeartbeatResponse{IntervalSeconds: 30, Desired: messages.DesiredState{Settings: messages.DefaultSettings()}}, nil
 }

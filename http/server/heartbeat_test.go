@@ -143,7 +143,16 @@ func TestNodeAdminMatchesContract(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n, err := c.CordonNode(ctx, "n1"); err != nil || !n.Cordoned {
+	// n1 is in the mesh: its tunnel IP and overlay are part of the contract.
+	cp.fakeNodes.mu.Lock()
+	n1 := *cp.fakeNodes.nodes["n1"]
+	n1.TunnelIP = "10.240.0.1"
+	n1.Status.Overlay = &messages.NodeOverlay{PublicKey: "k1", Endpoint: "192.0.2.1:51820", WireGuard: "kernel",
+		Error: "vxlan: busy"}
+	n1.Status.Message = "overlay: vxlan: busy"
+	cp.fakeNodes.nodes["n1"] = &n1
+	cp.fakeNodes.mu.Unlock()
+	if n, err := c.CordonNode(ctx, "n1"); err != nil || !n.Cordoned || n.TunnelIP != "10.240.0.1" {
 		t.Fatalf("cordon: %+v %v", n, err)
 	}
 	if n, err := c.UncordonNode(ctx, "n1"); err != nil || n.Cordoned {
@@ -166,5 +175,30 @@ func TestNodeAdminMatchesContract(t *testing.T) {
 	}
 	if len(ct.seen) < 6 {
 		t.Errorf("only %d pairs checked: %v", len(ct.seen), ct.seen)
+	}
+}
+
+// TestHeartbeatOverlayStrict: a heartbeat carrying the node's overlay is
+// accepted and recorded; one whose overlay has a field this control plane
+// does not know is refused like any other unknown field.
+func TestHeartbeatOverlayStrict(t *testing.T) {
+	cp := newFakeCP()
+	srv := agentServer(t, cp, slog.New(slog.DiscardHandler))
+	c := enrolledClient(t, cp, "n1", false)
+	overlay := map[string]any{"public_key": "k1", "endpoint": "192.0.2.1:51820", "wireguard": "kernel", "reconciled": true}
+
+	code, out := postHeartbeat(t, c, srv, heartbeatBody(t, map[string]any{"overlay": overlay}))
+	if code != http.StatusOK {
+		t.Fatalf("heartbeat with overlay: %d %v", code, out)
+	}
+	if n, _ := cp.GetNode(context.Background(), "n1"); n.Status.Overlay == nil || n.Status.Overlay.PublicKey != "k1" {
+		t.Fatalf("overlay not recorded: %+v", n.Status)
+	}
+	overlay["private_key"] = "never sent"
+	code, out = postHeartbeat(t, c, srv, heartbeatBody(t, map[string]any{"overlay": overlay}))
+	e, _ := out["error"].(map[string]any)
+	details, _ := e["details"].(map[string]any)
+	if field, _ := details["field"].(string); code != http.StatusBadRequest || e["code"] != "unknown_field" || !strings.Contains(field, "private_key") {
+		t.Fatalf("unknown overlay field: %d %v", code, out)
 	}
 }

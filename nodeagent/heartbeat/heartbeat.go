@@ -166,6 +166,24 @@ type Loop struct {
 
 	mu     sync.Mutex
 	status Status
+	// wake cuts the current wait short (see Wake); made by Run.
+	wakeOnce sync.Once
+	wake     chan struct{}
+}
+
+// Wake asks for the next heartbeat now rather than after the interval: a
+// part of the agent that needs fresh desired state (a VM's network) calls
+// it. Wakes that arrive while one is pending are merged; it never blocks.
+func (l *Loop) Wake() {
+	select {
+	case l.wakeCh() <- struct{}{}:
+	default:
+	}
+}
+
+func (l *Loop) wakeCh() chan struct{} {
+	l.wakeOnce.Do(func() { l.wake = make(chan struct{}, 1) })
+	return l.wake
 }
 
 // Status returns a copy of the last outcome.
@@ -267,6 +285,8 @@ func (l *Loop) Run(ctx context.Context) error {
 			t.Stop()
 			return ctx.Err()
 		case <-t.C:
+		case <-l.wakeCh():
+			t.Stop()
 		}
 	}
 }

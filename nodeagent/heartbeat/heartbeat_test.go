@@ -327,3 +327,18 @@ func TestNewClientRejectsNonHTTPS(t *testing.T) {
 		t.Fatal("want error for http URL")
 	}
 }
+
+func TestLoopWakeBeatsAtOnce(t *testing.T) {
+	f := newFixture(t, ok(3600))
+	var logs syncBuf
+	l := f.loop(&logs)
+	run(t, l)
+	waitFor(t, "the first post", func() bool { return f.posts.Load() >= 1 })
+	l.Wake()
+	l.Wake() // merged with the pending one
+	waitFor(t, "the woken post", func() bool { return f.posts.Load() >= 2 })
+	time.Sleep(100 * time.Millisecond)
+	if n := f.posts.Load(); n > 3 {
+		t.Errorf("%d posts after two wakes", n)
+	}
+}

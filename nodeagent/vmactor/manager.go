@@ -53,8 +53,23 @@ type Config struct {
 	// TaskRetention is how long a finished task is kept for repeated
 	// submissions and polls (1 hour by default).
 	TaskRetention time.Duration
-	Log           *slog.Logger
-	Now           func() time.Time
+	// Network makes the host side of VM NICs (taps on their networks'
+	// bridges); nil means this node runs no data plane, and a VM with NICs
+	// fails to create or start with network_unavailable.
+	Network Network
+	Log     *slog.Logger
+	Now     func() time.Time
+}
+
+// Network is the node's data plane as VMs need it.
+type Network interface {
+	// EnsureNICs makes the taps of vm's NICs, attached to their networks,
+	// and returns the tap names in NIC order. It keeps them until
+	// ReleaseNICs.
+	EnsureNICs(ctx context.Context, vmID string, nics []messages.NICStatus) ([]string, error)
+	// ReleaseNICs removes vm's taps; the manager has already dropped the VM
+	// from NICs.
+	ReleaseNICs(ctx context.Context, vmID string) error
 }
 
 func (c *Config) defaults() {
@@ -92,7 +107,11 @@ type Manager struct {
 	observed map[string]messages.VMObserved
 	logs     map[string]*qemu.SerialLog
 	hubs     map[string]*console.Hub // VMs whose QEMU runs, for Console
-	closed   bool
+	// nics holds the NICs of every VM with a record on this node, for the
+	// data plane: filled synchronously by Recover, so a reconcile after an
+	// agent restart never drops the taps of running VMs.
+	nics   map[string][]messages.NICStatus
+	closed bool
 }
 
 // taskEntry is one task and a channel closed (and replaced) at each change,
@@ -123,7 +142,8 @@ func New(cfg Config) (*Manager, error) {
 	}))
 	return &Manager{cfg: cfg, sys: sys, actors: map[string]*actor.PID{}, inflight: map[string]int{},
 		tasks: map[string]*taskEntry{}, observed: map[string]messages.VMObserved{},
-		logs: map[string]*qemu.SerialLog{}, hubs: map[string]*console.Hub{}}, nil
+		logs: map[string]*qemu.SerialLog{}, hubs: map[string]*console.Hub{},
+		nics: map[string][]messages.NICStatus{}}, nil
 }
 
 // Recover starts an actor for every VM with state on this node; each loads
@@ -141,6 +161,9 @@ func (m *Manager) Recover() error {
 		}
 		if _, err := os.Stat(filepath.Join(m.cfg.StateDir, e.Name(), recordFile)); err != nil {
 			continue
+		}
+		if rec, err := loadRecord(m.vmStateDir(e.Name())); err == nil && rec != nil && len(rec.NICs) > 0 {
+			m.nics[e.Name()] = slices.Clone(rec.NICs)
 		}
 		m.actorLocked(e.Name())
 	}
@@ -447,6 +470,29 @@ func (m *Manager) Log(id string, tail int64) ([]byte, error) {
 		return nil, vmNotFound(id)
 	}
 	return l.Tail(tail)
+}
+
+// NICs returns the NICs of every VM on this node that has any, by VM id:
+// what the data plane makes taps for.
+func (m *Manager) NICs() map[string][]messages.NICStatus {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string][]messages.NICStatus, len(m.nics))
+	for id, n := range m.nics {
+		out[id] = slices.Clone(n)
+	}
+	return out
+}
+
+// setNICs records (or, with none, forgets) a VM's NICs for NICs.
+func (m *Manager) setNICs(id string, nics []messages.NICStatus) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(nics) == 0 {
+		delete(m.nics, id)
+		return
+	}
+	m.nics[id] = slices.Clone(nics)
 }
 
 // Images lists the cached base images, for heartbeats.

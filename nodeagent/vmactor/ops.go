@@ -105,20 +105,30 @@ func (e *opEnv) create(ctx context.Context, st vmState) (vmState, error) {
 	if spec.Arch != hostArch {
 		return st, messages.Errorf(messages.KindInvalid, "arch_mismatch", "this node runs %s guests, not %s", hostArch, spec.Arch)
 	}
+	if len(vm.NICs) > 0 && e.m.cfg.Network == nil {
+		return st, errNoDataPlane(e.id)
+	}
+	netcfg, err := messages.NetworkConfigV2(vm.NICs)
+	if err != nil {
+		return st, messages.Errorf(messages.KindInvalid, "seed_failed", "%v", err)
+	}
 	now := e.m.cfg.Now().UTC()
 	dir := e.m.vmStateDir(e.id)
 	rec := &record{ID: e.id, Name: vm.Name, Generation: vm.Generation, Spec: spec, Phase: messages.PhaseCreating,
 		Disk: filepath.Join(e.m.cfg.DiskDir, e.id+".qcow2"), Seed: filepath.Join(e.m.cfg.DiskDir, e.id+"-seed.iso"),
-		CreatedAt: now}
+		NICs: vm.NICs, CreatedAt: now}
 	if err := rec.save(dir); err != nil {
 		return st, err
 	}
-	// Nothing half-made stays behind: a failed create leaves no disk, seed
-	// or state, and the control plane's VM is simply not on this node.
+	// The data plane learns of the NICs before anything can reconcile them.
+	e.m.setNICs(e.id, rec.NICs)
+	// Nothing half-made stays behind: a failed create leaves no disk, seed,
+	// state or tap, and the control plane's VM is simply not on this node.
 	fail := func(err error) (vmState, error) {
 		if rerr := removeAll(rec.Disk, rec.Seed, dir, e.m.vmRunDir(e.id)); rerr != nil {
 			e.m.cfg.Log.Warn("clean up failed create", "vm", e.id, "err", rerr)
 		}
+		e.releaseNICs(rec)
 		return vmState{}, err
 	}
 	e.progress(1, "fetching image "+spec.Image.URL)
@@ -130,7 +140,8 @@ func (e *opEnv) create(ctx context.Context, st vmState) (vmState, error) {
 	if err := images.CreateOverlay(ctx, img, rec.Disk, int64(spec.DiskGiB)<<30); err != nil {
 		return fail(err)
 	}
-	err = cloudinit.Write(rec.Seed, cloudinit.Seed{InstanceID: e.id, Hostname: vm.Name, UserData: spec.UserData})
+	err = cloudinit.Write(rec.Seed, cloudinit.Seed{InstanceID: e.id, Hostname: vm.Name, UserData: spec.UserData,
+		NetworkConfig: netcfg})
 	if err != nil {
 		return fail(messages.Errorf(messages.KindInvalid, "seed_failed", "build the cloud-init seed: %v", err))
 	}
@@ -183,6 +194,11 @@ func (e *opEnv) start(ctx context.Context, st vmState) (vmState, error) {
 	if _, err := os.Stat(rec.Seed); err == nil {
 		spec.Seed = rec.Seed
 	}
+	nics, err := e.createTaps(ctx, &rec)
+	if err != nil {
+		return st, err
+	}
+	spec.NICs = nics
 	proc, err := qemu.Start(ctx, spec)
 	if err != nil {
 		return st, err
@@ -326,8 +342,62 @@ func (e *opEnv) delete(ctx context.Context, st vmState) (vmState, error) {
 	if err := removeAll(st.rec.Disk, st.rec.Seed, e.m.vmRunDir(e.id), e.m.vmStateDir(e.id)); err != nil {
 		return vmState{rec: st.rec}, err
 	}
+	e.releaseNICs(st.rec)
 	e.m.cfg.Log.Info("vm deleted", "vm", e.id)
 	return vmState{}, nil
+}
+
+// createTaps has the data plane make the VM's taps, attached to their
+// networks' bridges, and returns them as QEMU NICs. Every start does it
+// again: it is idempotent, and the node may have rebooted since.
+func (e *opEnv) createTaps(ctx context.Context, rec *record) ([]qemu.NIC, error) {
+	if len(rec.NICs) == 0 {
+		return nil, nil
+	}
+	if e.m.cfg.Network == nil {
+		return nil, errNoDataPlane(e.id)
+	}
+	// Recorded before the taps are made, so that no reconcile drops them.
+	e.m.setNICs(e.id, rec.NICs)
+	taps, err := e.m.cfg.Network.EnsureNICs(ctx, e.id, rec.NICs)
+	if err != nil {
+		var me *messages.Error
+		if errors.As(err, &me) {
+			return nil, err
+		}
+		return nil, messages.Errorf(messages.KindUnavailable, "network_unavailable", "set up the network of vm %s: %v", e.id, err)
+	}
+	if len(taps) != len(rec.NICs) {
+		return nil, messages.Errorf(messages.KindInternal, "network_unavailable", "the data plane made %d taps for %d nics", len(taps), len(rec.NICs))
+	}
+	out := make([]qemu.NIC, len(taps))
+	for i, tap := range taps {
+		out[i] = qemu.NIC{Tap: tap, MAC: rec.NICs[i].MAC}
+	}
+	return out, nil
+}
+
+// releaseNICs drops a VM's NICs from the data plane (its taps go). A
+// failure is logged: the next reconcile converges anyway.
+func (e *opEnv) releaseNICs(rec *record) {
+	if rec == nil || len(rec.NICs) == 0 {
+		return
+	}
+	e.m.setNICs(e.id, nil)
+	if e.m.cfg.Network == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.m.cfg.Network.ReleaseNICs(ctx, e.id); err != nil {
+		e.m.cfg.Log.Warn("remove vm taps", "vm", e.id, "err", err)
+	}
+}
+
+// errNoDataPlane fails a VM with NICs on a node without a data plane.
+func errNoDataPlane(id string) error {
+	return messages.Errorf(messages.KindUnavailable, "network_unavailable",
+		"vm %s has network interfaces but this node runs no network data plane (otherix-agent serve --overlay off, or not root)", id)
 }
 
 func (e *opEnv) pause(ctx context.Context, st vmState) (vmState, error) {

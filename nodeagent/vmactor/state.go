@@ -29,7 +29,9 @@ type record struct {
 	Message    string          `json:"message,omitempty"`
 	Disk       string          `json:"disk"`
 	Seed       string          `json:"seed,omitempty"`
-	CreatedAt  time.Time       `json:"created_at"`
+	// NICs are the VM's allocated NICs, as the create task carried them.
+	NICs      []messages.NICStatus `json:"nics,omitempty"`
+	CreatedAt time.Time            `json:"created_at"`
 }
 
 // loadRecord reads dir's record; a missing one is (nil, nil).

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/netip"
 	"strconv"
 
@@ -262,29 +261,10 @@ func (s *Store) allocated(ctx context.Context, networkID string) (map[netip.Addr
 	return taken, nil
 }
 
-// pickFree chooses a free host address of n. The first attempt takes the
-// lowest, so addresses fill in order; after lost races the choice spreads
-// over the lowest 2^attempt free ones (at most 64), so concurrent creates
-// stop colliding on the same address.
+// pickFree chooses a free host address of n (see pickHost).
 func pickFree(n *messages.Network, taken map[netip.Addr]bool, attempt int) (netip.Addr, error) {
-	spread := 1 << min(attempt, 6)
-	skip := 0
-	if spread > 1 {
-		skip = rand.IntN(spread)
-	}
-	first, last := messages.HostRange(n.Prefix())
-	var found netip.Addr
-	for a := first; !last.Less(a); a = a.Next() {
-		if taken[a] {
-			continue
-		}
-		found = a
-		if skip == 0 {
-			break
-		}
-		skip--
-	}
-	if !found.IsValid() {
+	found, ok := pickHost(n.Prefix(), taken, attempt)
+	if !ok {
 		e := messages.ErrNetworkExhausted.WithDetail("network", n.Name).WithDetail("cidr", n.CIDR)
 		e.Message = fmt.Sprintf("network %s (%s) has no free address", n.Name, n.CIDR)
 		return netip.Addr{}, e

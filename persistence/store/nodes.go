@@ -2,6 +2,12 @@ package store
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/otherix/otherix/messages"
 )
@@ -27,12 +33,99 @@ func UpdateNode(t *Txn, n *messages.Node) *Txn {
 	return t.Update(Nodes, n)
 }
 
-// DeleteNode adds to t the removal of a node, its name guard and index key.
+// DeleteNode adds to t the removal of a node, its name and tunnel IP guards
+// and its index key.
 func DeleteNode(t *Txn, n *messages.Node) *Txn {
 	t.Delete(Nodes, n)
 	t.ReleaseUnique(Nodes, "name", n.Name)
+	if n.TunnelIP != "" {
+		t.ReleaseUnique(Nodes, tunnelIPField, n.TunnelIP)
+	}
 	t.RemoveIndex(Nodes, NodeAllIndex, n.ID)
 	return t
+}
+
+// tunnelIPField names the guard of a node's mesh address:
+// uniq/nodes/tunnel_ip/<ip> holds the node id, so no two nodes ever share
+// one, and the set of these keys is the supernet's allocation map.
+const tunnelIPField = "tunnel_ip"
+
+// TunnelIPOwner is the id of the node holding a mesh address, or not found.
+func (s *Store) TunnelIPOwner(ctx context.Context, ip string) (string, error) {
+	return s.LookupUnique(ctx, Nodes, tunnelIPField, ip)
+}
+
+// ErrTunnelIPsExhausted refuses a mesh address when the overlay supernet
+// has none left.
+var ErrTunnelIPsExhausted = messages.Errorf(messages.KindConflict, "tunnel_ips_exhausted",
+	"the overlay supernet has no free tunnel address; widen it in the settings")
+
+// UpdateNodeWithTunnelIP commits n (read at its revision) with a mesh
+// address from supernet (see pickHost), claimed by its guard in the same
+// transaction. n.TunnelIP is set on success. A node that has one already is
+// simply updated.
+func (s *Store) UpdateNodeWithTunnelIP(ctx context.Context, n *messages.Node, supernet string) error {
+	if n.TunnelIP != "" {
+		return s.Commit(ctx, UpdateNode(NewTxn(), n))
+	}
+	p, err := netip.ParsePrefix(supernet)
+	if err != nil || !p.Addr().Is4() || p.Bits() > 30 {
+		return fmt.Errorf("store: overlay supernet %q is not an IPv4 prefix of /30 or wider", supernet)
+	}
+	for attempt := range maxAllocAttempts {
+		resp, err := s.cli.Get(ctx, UniqKey(Nodes, tunnelIPField, ""), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		if err != nil {
+			return unavailable(err)
+		}
+		taken := make(map[netip.Addr]bool, len(resp.Kvs))
+		for _, kv := range resp.Kvs {
+			if a, err := netip.ParseAddr(lastSegment(string(kv.Key))); err == nil {
+				taken[a] = true
+			}
+		}
+		ip, ok := pickHost(p.Masked(), taken, attempt)
+		if !ok {
+			return ErrTunnelIPsExhausted
+		}
+		next := *n
+		next.TunnelIP = ip.String()
+		t := UpdateNode(NewTxn(), &next)
+		t.ClaimUniqueOr(Nodes, tunnelIPField, next.TunnelIP, next.ID, errRace)
+		err = s.Commit(ctx, t)
+		if errors.Is(err, errRace) {
+			continue
+		}
+		if err == nil {
+			*n = next
+		}
+		return err
+	}
+	return errContended
+}
+
+// pickHost chooses a free host address of p. The first attempt takes the
+// lowest, so addresses fill in order; after lost races the choice spreads
+// over the lowest 2^attempt free ones (at most 64), so concurrent
+// allocations stop colliding on the same address.
+func pickHost(p netip.Prefix, taken map[netip.Addr]bool, attempt int) (netip.Addr, bool) {
+	spread := 1 << min(attempt, 6)
+	skip := 0
+	if spread > 1 {
+		skip = rand.IntN(spread)
+	}
+	first, last := messages.HostRange(p)
+	var found netip.Addr
+	for a := first; !last.Less(a); a = a.Next() {
+		if taken[a] {
+			continue
+		}
+		found = a
+		if skip == 0 {
+			break
+		}
+		skip--
+	}
+	return found, found.IsValid()
 }
 
 // GetNode loads a node by id.

@@ -4,6 +4,8 @@ package store_test
 
 import (
 	"errors"
+	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -184,5 +186,81 @@ func TestJoinTokenRevokeAndSweep(t *testing.T) {
 	}
 	if keyExists(t, s, store.IndexKey(store.JoinTokens, store.JoinTokenAllIndex, old.ID)) {
 		t.Error("swept token's index key left behind")
+	}
+}
+
+// TestTunnelIPsUniqueUnderConcurrency: nodes joining the mesh at once get
+// distinct host addresses of the supernet, each under its guard; a node
+// that has one keeps it; a full supernet says so; a deleted node frees its
+// address.
+func TestTunnelIPsUniqueUnderConcurrency(t *testing.T) {
+	s := startStore(t)
+	ctx := t.Context()
+	const n, supernet = 20, "10.240.0.0/27" // 30 host addresses
+	nodes := make([]*messages.Node, n)
+	for i := range nodes {
+		nodes[i] = newNode(fmt.Sprintf("n%d", i))
+		if err := s.Commit(ctx, store.CreateNode(store.NewTxn(), nodes[i])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i, nd := range nodes {
+		wg.Go(func() { errs[i] = s.UpdateNodeWithTunnelIP(ctx, nd, supernet) })
+	}
+	wg.Wait()
+	p := netip.MustParsePrefix(supernet)
+	seen := map[string]bool{}
+	for i, nd := range nodes {
+		if errs[i] != nil {
+			t.Fatalf("node %d: %v", i, errs[i])
+		}
+		a, err := netip.ParseAddr(nd.TunnelIP)
+		if err != nil || !p.Contains(a) || a == p.Addr() || seen[nd.TunnelIP] {
+			t.Fatalf("node %d: tunnel ip %q (taken before: %v)", i, nd.TunnelIP, seen[nd.TunnelIP])
+		}
+		seen[nd.TunnelIP] = true
+		if owner, err := s.TunnelIPOwner(ctx, nd.TunnelIP); err != nil || owner != nd.ID {
+			t.Fatalf("guard of %s: %q %v", nd.TunnelIP, owner, err)
+		}
+		row, err := s.GetNode(ctx, nd.ID)
+		if err != nil || row.TunnelIP != nd.TunnelIP {
+			t.Fatalf("row of node %d: %+v %v", i, row, err)
+		}
+	}
+	// Allocated once: an update keeps it.
+	kept := nodes[0].TunnelIP
+	if err := s.UpdateNodeWithTunnelIP(ctx, nodes[0], supernet); err != nil || nodes[0].TunnelIP != kept {
+		t.Fatalf("second allocation: %q %v", nodes[0].TunnelIP, err)
+	}
+
+	full := newNode("full")
+	if err := s.Commit(ctx, store.CreateNode(store.NewTxn(), full)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.UpdateNodeWithTunnelIP(ctx, full, "10.250.0.0/30"); err != nil {
+		t.Fatal(err) // .1
+	}
+	other := newNode("other")
+	if err := s.Commit(ctx, store.CreateNode(store.NewTxn(), other)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.UpdateNodeWithTunnelIP(ctx, other, "10.250.0.0/30"); err != nil {
+		t.Fatal(err) // .2
+	}
+	last := newNode("last")
+	if err := s.Commit(ctx, store.CreateNode(store.NewTxn(), last)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.UpdateNodeWithTunnelIP(ctx, last, "10.250.0.0/30"); !errors.Is(err, store.ErrTunnelIPsExhausted) {
+		t.Fatalf("full supernet: %v", err)
+	}
+
+	if err := s.Commit(ctx, store.DeleteNode(store.NewTxn(), nodes[3])); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.TunnelIPOwner(ctx, nodes[3].TunnelIP); messages.KindOf(err) != messages.KindNotFound {
+		t.Fatalf("deleted node's tunnel ip still held: %v", err)
 	}
 }

@@ -47,7 +47,9 @@ type agentProcess struct {
 // startAgent runs otherix-agent serve on an enrolled state dir.
 func startAgent(t *testing.T, state string, extra ...string) *agentProcess {
 	t.Helper()
-	args := append([]string{"serve", "--state-dir", state, "--accel", "tcg", "--listen", "127.0.0.1:0"}, extra...)
+	// No data plane unless a test asks for one (overlay_test.go, inside
+	// its own namespaces): as root, auto would build it in the host's.
+	args := append([]string{"serve", "--state-dir", state, "--accel", "tcg", "--listen", "127.0.0.1:0", "--overlay", "off"}, extra...)
 	cmd := exec.Command(filepath.Join(binDir(t), "otherix-agent"), args...)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out

@@ -11,8 +11,12 @@
 //
 // (or "OTHERIX-GUEST-READY instance-id=none" without a seed). A user-data
 // that starts with "#!" is then run and followed by
-// "OTHERIX-USERDATA-DONE rc=<rc>". The ACPI power button (QMP
-// system_powerdown) powers the guest off, and a root shell runs on ttyS0.
+// "OTHERIX-USERDATA-DONE rc=<rc>". A seed with a network-config (netplan
+// v2 as messages.NetworkConfigV2 writes it) configures each NIC by MAC
+// first: MTU, address, 169.254.1.1 on-link and the default route via it,
+// then "OTHERIX-NET-READY <ip> …" (busybox ip and ping are there). The
+// ACPI power button (QMP system_powerdown) powers the guest off, and a root
+// shell runs on ttyS0.
 //
 // The guest has no AHCI driver: on -machine q35 attach the seed as a
 // read-only virtio disk (or a scsi-cd on virtio-scsi-pci). On a nested host
@@ -34,6 +38,11 @@ import (
 // ReadyMarker starts the line the guest prints on ttyS0 once it has read
 // its seed (or found none).
 const ReadyMarker = "OTHERIX-GUEST-READY"
+
+// NetReadyMarker starts the line the guest prints for each interface it
+// configured from its seed's network-config, followed by the address:
+// "OTHERIX-NET-READY 10.10.0.2 dev=eth0 mac=52:54:00:…".
+const NetReadyMarker = "OTHERIX-NET-READY"
 
 // UserDataDoneMarker starts the line printed after a user-data script ran.
 const UserDataDoneMarker = "OTHERIX-USERDATA-DONE"

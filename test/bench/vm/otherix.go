@@ -142,7 +142,9 @@ func startCluster(bin, dir, imageURL string, shape vmShape, apiEnv []string, age
 		"--token", jt.Token, "--name", "n1", "--state-dir", state).CombinedOutput(); err != nil {
 		return c, fmt.Errorf("agent bootstrap: %v\n%s", err, out)
 	}
-	args := append([]string{"serve", "--state-dir", state, "--listen", "127.0.0.1:0"}, agentArgs...)
+	// No data plane: a benchmark of VM creation must not build bridges and
+	// WireGuard in the host namespace.
+	args := append([]string{"serve", "--state-dir", state, "--listen", "127.0.0.1:0", "--overlay", "off"}, agentArgs...)
 	c.agent, err = start(filepath.Join(dir, "agent.log"), os.Environ(), filepath.Join(bin, "otherix-agent"), args...)
 	if err != nil {
 		return c, err

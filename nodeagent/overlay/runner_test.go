@@ -1,0 +1,211 @@
+package overlay
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/nodeagent/netfabric"
+)
+
+// fakeFabric records every Desired it is given.
+type fakeFabric struct {
+	mu    sync.Mutex
+	calls []netfabric.Desired
+	err   error
+}
+
+func (f *fakeFabric) Reconcile(_ context.Context, d netfabric.Desired) (netfabric.Report, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, d)
+	return netfabric.Report{Changes: 1, Actions: []string{"x"}, WireGuard: "userspace"}, f.err
+}
+func (f *fakeFabric) PublicKey() string { return "pub" }
+func (f *fakeFabric) TapName(n netfabric.NIC) string {
+	return "tap-" + n.VMID + "-" + string(rune('0'+n.Index))
+}
+func (f *fakeFabric) last() (netfabric.Desired, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.calls) == 0 {
+		return netfabric.Desired{}, 0
+	}
+	return f.calls[len(f.calls)-1], len(f.calls)
+}
+
+func desired() messages.DesiredState {
+	return messages.DesiredState{
+		Settings: messages.DefaultSettings(),
+		Overlay: &messages.DesiredOverlay{
+			TunnelIP: "10.240.0.1", ListenPort: 51999,
+			Networks: []messages.DesiredNetwork{{ID: "nw-1", Name: "net1", CIDR: "10.10.0.0/24", Type: "overlay", VNI: 4096, MTU: 1390,
+				GatewayMAC: "02:11:22:33:44:55"}},
+			Peers: []messages.DesiredPeer{{Node: "n2", PublicKey: "k2", Endpoint: "192.0.2.2:51820", TunnelIP: "10.240.0.2"}},
+			FDB:   []messages.DesiredFDBEntry{{Network: "nw-1", MAC: "52:54:00:00:00:02", Remote: "10.240.0.2"}},
+		},
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestRunner(t *testing.T) {
+	fab := &fakeFabric{}
+	var mu sync.Mutex
+	vmNICs := map[string][]messages.NICStatus{
+		"vm-a": {{NetworkID: "nw-1", IP: "10.10.0.5", PrefixLen: 24, MAC: "52:54:00:00:00:05"}},
+		// A NIC on a network that is not (or no longer) on the node is
+		// left out rather than failing the reconcile.
+		"vm-gone": {{NetworkID: "nw-9", IP: "10.90.0.5", PrefixLen: 24, MAC: "52:54:00:00:00:09"}},
+	}
+	r, err := New(Config{Fabric: fab, UnderlayIP: netip.MustParseAddr("192.0.2.1"), WireGuard: "auto",
+		NICs: func() map[string][]messages.NICStatus {
+			mu.Lock()
+			defer mu.Unlock()
+			out := map[string][]messages.NICStatus{}
+			for k, v := range vmNICs {
+				out[k] = v
+			}
+			return out
+		}, NetworkWait: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	st := r.Status()
+	if st.PublicKey != "pub" || st.Endpoint != "192.0.2.1:51820" || st.Reconciled || st.WireGuard == "" {
+		t.Fatalf("status before any desired state: %+v", st)
+	}
+	// Nothing happens before the control plane sends an overlay.
+	r.SetDesired(messages.DesiredState{Settings: messages.DefaultSettings()})
+	time.Sleep(20 * time.Millisecond)
+	if _, n := fab.last(); n != 0 {
+		t.Fatal("reconciled without a desired overlay")
+	}
+
+	t.Run("heartbeat desired state is applied with the vms' nics", func(t *testing.T) {
+		r.SetDesired(desired())
+		waitFor(t, "a reconcile", func() bool { _, n := fab.last(); return n > 0 })
+		d, _ := fab.last()
+		if d.TunnelIP != netip.MustParsePrefix("10.240.0.1/12") || d.ListenPort != 51999 {
+			t.Errorf("tunnel %s port %d", d.TunnelIP, d.ListenPort)
+		}
+		if len(d.Networks) != 1 || d.Networks[0].VNI != 4096 || d.Networks[0].GatewayMAC.String() != "02:11:22:33:44:55" {
+			t.Errorf("networks %+v", d.Networks)
+		}
+		if len(d.Peers) != 1 || d.Peers[0].Endpoint.String() != "192.0.2.2:51820" || d.Peers[0].TunnelIP.String() != "10.240.0.2" {
+			t.Errorf("peers %+v", d.Peers)
+		}
+		if len(d.FDB) != 1 || d.FDB[0].Remote.String() != "10.240.0.2" {
+			t.Errorf("fdb %+v", d.FDB)
+		}
+		if len(d.NICs) != 1 || d.NICs[0].VMID != "vm-a" || d.NICs[0].Network != "nw-1" {
+			t.Errorf("nics %+v", d.NICs)
+		}
+		waitFor(t, "status", func() bool { return r.Status().Reconciled })
+		if st := r.Status(); st.Endpoint != "192.0.2.1:51999" || st.WireGuard != "userspace" || st.Error != "" {
+			t.Errorf("status %+v", st)
+		}
+	})
+
+	t.Run("EnsureNICs makes a new vm's taps at once and keeps them", func(t *testing.T) {
+		nics := []messages.NICStatus{{NetworkID: "nw-1", IP: "10.10.0.6", PrefixLen: 24, MAC: "52:54:00:00:00:06"}}
+		taps, err := r.EnsureNICs(context.Background(), "vm-b", nics)
+		if err != nil || len(taps) != 1 || taps[0] != "tap-vm-b-0" {
+			t.Fatalf("EnsureNICs = %v, %v", taps, err)
+		}
+		d, _ := fab.last()
+		if len(d.NICs) != 2 {
+			t.Fatalf("nics %+v", d.NICs)
+		}
+		// A heartbeat-driven reconcile keeps it though the manager does not
+		// list it (yet).
+		_, n := fab.last()
+		r.SetDesired(desired())
+		waitFor(t, "another reconcile", func() bool { _, m := fab.last(); return m > n })
+		if d, _ := fab.last(); len(d.NICs) != 2 {
+			t.Fatalf("nics after a heartbeat %+v", d.NICs)
+		}
+		if err := r.ReleaseNICs(context.Background(), "vm-b"); err != nil {
+			t.Fatal(err)
+		}
+		if d, _ := fab.last(); len(d.NICs) != 1 {
+			t.Fatalf("nics after release %+v", d.NICs)
+		}
+	})
+
+	t.Run("EnsureNICs on a network not on the node fails with network_unavailable", func(t *testing.T) {
+		start := time.Now()
+		_, err := r.EnsureNICs(context.Background(), "vm-c",
+			[]messages.NICStatus{{NetworkID: "nw-other", IP: "10.30.0.6", PrefixLen: 24, MAC: "52:54:00:00:00:07"}})
+		var me *messages.Error
+		if !errors.As(err, &me) || me.Code != "network_unavailable" {
+			t.Fatalf("err %v", err)
+		}
+		if time.Since(start) < 2*time.Second {
+			t.Errorf("gave up after %s, before NetworkWait", time.Since(start))
+		}
+		_ = r.ReleaseNICs(context.Background(), "vm-c")
+	})
+
+	t.Run("failures are reported and logged once", func(t *testing.T) {
+		fab.mu.Lock()
+		fab.err = errors.New("boom")
+		fab.mu.Unlock()
+		r.SetDesired(desired())
+		waitFor(t, "the error in status", func() bool { return r.Status().Error == "boom" })
+		if r.Status().Reconciled {
+			t.Error("reconciled despite the error")
+		}
+		fab.mu.Lock()
+		fab.err = nil
+		fab.mu.Unlock()
+		r.SetDesired(desired())
+		waitFor(t, "recovery", func() bool { s := r.Status(); return s.Reconciled && s.Error == "" })
+	})
+
+	t.Run("a bad desired state keeps the last good one", func(t *testing.T) {
+		bad := desired()
+		bad.Overlay.Networks[0].CIDR = "nope"
+		_, n := fab.last()
+		r.SetDesired(bad)
+		if s := r.Status(); s.Reconciled || s.Error == "" {
+			t.Errorf("status %+v", s)
+		}
+		time.Sleep(20 * time.Millisecond)
+		if _, m := fab.last(); m != n {
+			t.Error("a bad desired state was applied")
+		}
+	})
+}
+
+func TestParseTunnel(t *testing.T) {
+	for _, c := range []struct{ in, sn, want string }{
+		{"10.240.0.1", "10.240.0.0/12", "10.240.0.1/12"},
+		{"10.240.0.1/32", "10.240.0.0/12", "10.240.0.1/12"},
+		{"10.240.0.1/16", "10.240.0.0/12", "10.240.0.1/16"},
+		{"10.240.0.1", "", "10.240.0.1/12"},
+	} {
+		got, err := parseTunnel(c.in, c.sn)
+		if err != nil || got.String() != c.want {
+			t.Errorf("parseTunnel(%q, %q) = %s, %v; want %s", c.in, c.sn, got, err, c.want)
+		}
+	}
+}
