@@ -25,7 +25,11 @@ import (
 
 // Defaults of Options.
 const (
-	DefaultQueueBytes  = 256 << 10
+	DefaultQueueBytes = 256 << 10
+	DefaultSlowGrace  = 2 * time.Second
+	// hardQueueFactor times QueueBytes is what a session may hold at all,
+	// grace or not: the bound on memory per session.
+	hardQueueFactor    = 4
 	DefaultInputWindow = time.Second
 	DefaultInputBytes  = 256 << 10
 	DefaultInputStall  = 10 * time.Second
@@ -36,9 +40,12 @@ const (
 
 // Options tune a hub; zero values take the defaults.
 type Options struct {
-	// QueueBytes bounds each session's unsent output; a session over it is
-	// closed with ConsoleTooSlow.
+	// QueueBytes is how much unsent output a session may hold for long; a
+	// session above it for SlowGrace, or above 4x it at any moment, is
+	// closed with ConsoleTooSlow. The grace lets a client that reads at full
+	// speed ride out a burst faster than its link.
 	QueueBytes int
+	SlowGrace  time.Duration
 	// InputBytes is how much input an interactive session may send per
 	// InputWindow; more is closed with ConsoleInputFlood.
 	InputBytes  int
@@ -55,6 +62,9 @@ type Options struct {
 func (o *Options) defaults() {
 	if o.QueueBytes <= 0 {
 		o.QueueBytes = DefaultQueueBytes
+	}
+	if o.SlowGrace <= 0 {
+		o.SlowGrace = DefaultSlowGrace
 	}
 	if o.InputBytes <= 0 {
 		o.InputBytes = DefaultInputBytes

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -225,8 +226,8 @@ func TestSlowReaderIsDroppedAndMemoryStaysBounded(t *testing.T) {
 	slow.mu.Lock()
 	peak, left := slow.peak, len(slow.pending)
 	slow.mu.Unlock()
-	if peak > bound || left != 0 {
-		t.Fatalf("slow session queued up to %d bytes (bound %d), %d left after close", peak, bound, left)
+	if peak > hardQueueFactor*bound || left != 0 {
+		t.Fatalf("slow session queued up to %d bytes (hard bound %d), %d left after close", peak, hardQueueFactor*bound, left)
 	}
 	if fast.Err() != nil {
 		t.Fatalf("the fast reader was closed: %v", fast.Err())
@@ -309,4 +310,59 @@ func TestInputFloodIsClosed(t *testing.T) {
 		}
 		t.Fatal("64 MiB of input into a line nobody reads was accepted")
 	})
+}
+
+// TestBurstWithinGraceIsKept: a session that falls behind by more than
+// QueueBytes survives while it catches up within SlowGrace, and is closed
+// when it stays behind longer.
+func TestBurstWithinGraceIsKept(t *testing.T) {
+	const bound = 16 << 10
+	var mu sync.Mutex
+	now := time.Unix(1000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	r := newRig(t, Options{QueueBytes: bound, SlowGrace: time.Second, Now: clock})
+	s, err := r.hub.Attach(messages.ConsoleReadOnly, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued := func() int { s.mu.Lock(); defer s.mu.Unlock(); return len(s.pending) }
+	write := func(n int) {
+		t.Helper()
+		before := queued()
+		if _, err := r.qemu.Write(bytes.Repeat([]byte("y"), n)); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for queued() < before+n && s.Err() == nil {
+			if time.Now().After(deadline) {
+				t.Fatalf("hub delivered %d of %d bytes", queued()-before, n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	drain := func() {
+		for queued() > 0 {
+			if _, err := s.Next(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Twice the soft bound at once: kept, it is a burst.
+	write(2 * bound)
+	if s.Err() != nil {
+		t.Fatalf("closed during a burst within the hard bound: %v", s.Err())
+	}
+	drain()
+	advance(5 * time.Second) // caught up: the grace starts afresh
+	write(2 * bound)
+	if s.Err() != nil {
+		t.Fatalf("closed after catching up: %v", s.Err())
+	}
+	// Still behind past the grace: closed at the next output.
+	advance(2 * time.Second)
+	if _, err := r.qemu.Write([]byte("z")); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, s, messages.ConsoleTooSlow)
 }

@@ -21,7 +21,8 @@ type Session struct {
 	mode string
 
 	mu      sync.Mutex
-	pending []byte        // output not yet taken by Next, at most QueueBytes
+	pending []byte        // output not yet taken by Next, at most 4x QueueBytes
+	over    time.Time     // since when pending has been above QueueBytes
 	peak    int           // high-water mark of len(pending), for tests
 	ready   chan struct{} // signalled (cap 1) when pending grows or on close
 	closed  *ClosedError
@@ -51,15 +52,26 @@ func (s *Session) Err() *ClosedError {
 // Size is the last terminal size any client of this VM reported.
 func (s *Session) Size() (cols, rows int) { return s.hub.Size() }
 
-// deliver queues output; a session whose queue would pass the bound is
-// closed with ConsoleTooSlow. Called by the hub's reader under h.mu.
+// deliver queues output; a session whose queue stays above QueueBytes for
+// SlowGrace, or would pass the hard bound, is closed with ConsoleTooSlow.
+// Called by the hub's reader under h.mu.
 func (s *Session) deliver(p []byte) {
 	s.mu.Lock()
 	if s.closed != nil {
 		s.mu.Unlock()
 		return
 	}
-	if len(s.pending)+len(p) > s.hub.opts.QueueBytes {
+	o := s.hub.opts
+	next := len(s.pending) + len(p)
+	lagging := false
+	if next > o.QueueBytes {
+		now := o.Now()
+		if s.over.IsZero() {
+			s.over = now
+		}
+		lagging = now.Sub(s.over) > o.SlowGrace
+	}
+	if next > hardQueueFactor*o.QueueBytes || lagging {
 		s.mu.Unlock()
 		// Not s.Close: that takes h.mu, which the reader holds.
 		s.finish(messages.ConsoleTooSlow, "the client did not keep up with the output")
@@ -95,6 +107,13 @@ func (s *Session) Next(ctx context.Context) ([]byte, error) {
 			// keep growing past the bound.
 			rest := copy(s.pending, s.pending[n:])
 			s.pending = s.pending[:rest]
+			if rest <= s.hub.opts.QueueBytes {
+				s.over = time.Time{}
+			}
+			if rest == 0 && cap(s.pending) > messages.ConsoleMaxFrame {
+				// An idle session does not keep a burst's worth of memory.
+				s.pending = nil
+			}
 			s.mu.Unlock()
 			return out, nil
 		}
