@@ -439,7 +439,9 @@ func TestEnsureCancelledWaiters(t *testing.T) {
 	}
 
 	// When every caller gives up, the download is cancelled.
+	arrived := make(chan struct{}, 1)
 	srv2, _ := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
 		<-r.Context().Done()
 		aborted <- struct{}{}
 	})
@@ -454,6 +456,13 @@ func TestEnsureCancelledWaiters(t *testing.T) {
 		defer c.mu.Unlock()
 		return c.flights["other.raw"] != nil
 	})
+	// Cancel only once the request is in flight: a cancel before it is sent
+	// aborts nothing the server could see.
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the download request never arrived")
+	}
 	cancel()
 	<-done
 	select {
