@@ -6,7 +6,12 @@
 // at an aggregate open-loop rate. It prints latency percentiles, achieved
 // rate, errors and process CPU as a Markdown table.
 //
-// The load generator shares the process, so process CPU includes the
+// With -role server and -role client the control plane and the load
+// generator run as two processes, each under its own descriptor limit, and
+// the CPU reported is the server process's own (see server.go, client.go).
+// The default, -role single, is the one-process mode below.
+//
+// In the single mode the load generator shares the process, so process CPU includes the
 // clients. Two ways to separate them: a no-op server (same TLS listener and
 // client certificates, a handler that drains the body and answers a canned
 // 200) measured at the same rate, and pprof labels (side=server for etcd,
@@ -44,7 +49,10 @@ func main() {
 	dur := flag.Duration("d", 20*time.Second, "duration of each steady-state measurement")
 	modes := flag.String("modes", "unchanged,change,noop", "steady-state variants: unchanged (no write), change (1% of heartbeats change capacity: a write), noop (no-op server, for the client's cost)")
 	workers := flag.Int("enroll-workers", 8, "parallel enrollments")
-	profile := flag.String("cpuprofile", "", "write one CPU profile per steady-state measurement to PREFIX-<mode>-<rate>.pprof")
+	profile := flag.String("cpuprofile", "", "write one CPU profile per steady-state measurement to PREFIX-<mode>-<rate>.pprof (split mode: the server's, to PREFIX-server-<mode>-<rate>.pprof, written by the server process)")
+	role := flag.String("role", "single", "single (control plane and load generator in one process), server (control plane: enroll -nodes, write -state, serve until killed) or client (load generator against the server in -state)")
+	stateDir := flag.String("state", "", "split mode: directory for the server's state file (listener, control endpoint, CA, node certificates and keys)")
+	wait := flag.Duration("wait", 5*time.Minute, "client: how long to wait for the server's state file")
 	flag.Parse()
 	var rs []float64
 	for _, s := range strings.Split(*rates, ",") {
@@ -55,7 +63,25 @@ func main() {
 		}
 		rs = append(rs, r)
 	}
-	if err := run(*nodes, rs, *dur, strings.Split(*modes, ","), *workers, *profile); err != nil {
+	var err error
+	switch *role {
+	case "single":
+		err = run(*nodes, rs, *dur, strings.Split(*modes, ","), *workers, *profile)
+	case "server", "client":
+		if *stateDir == "" {
+			fmt.Fprintln(os.Stderr, "sim: -role", *role, "needs -state DIR")
+			os.Exit(2)
+		}
+		if *role == "server" {
+			err = runServer(*nodes, *workers, *stateDir)
+		} else {
+			err = runClient(*stateDir, *wait, rs, *dur, strings.Split(*modes, ","), *profile)
+		}
+	default:
+		fmt.Fprintln(os.Stderr, "sim: bad -role", *role)
+		os.Exit(2)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "sim:", err)
 		os.Exit(1)
 	}
@@ -134,7 +160,11 @@ func run(n int, rates []float64, d time.Duration, modes []string, workers int, p
 		if err != nil {
 			return err
 		}
-		agents[i] = newAgent(certs[i], g.CA().Pool(), bodies)
+		kp, err := certs[i].keyPair()
+		if err != nil {
+			return err
+		}
+		agents[i] = newAgent(kp, g.CA().Pool(), bodies)
 	}
 	realURL := "https://" + agentL.Addr().String() + "/v1/heartbeat"
 	noopURL := "https://" + noopL.Addr().String() + "/v1/heartbeat"
