@@ -72,10 +72,13 @@ test:
 test-etcd:
 	go test -race -count=1 -timeout 15m -tags etcd $(ETCD_PKGS)
 
+# The packages with namespace tests (build tag netfabric; root).
+NETFABRIC_PKGS = ./nodeagent/netfabric/... ./nodeagent/overlay/... ./nodeagent/dnsfwd/... ./nodeagent/dhcpd/...
+
 test-netfabric:
 	@if [ -d nodeagent/netfabric ]; then \
-		echo "go test -count=1 -tags netfabric ./nodeagent/netfabric/..."; \
-		go test -count=1 -tags netfabric ./nodeagent/netfabric/...; \
+		echo "go test -count=1 -tags netfabric $(NETFABRIC_PKGS)"; \
+		go test -count=1 -tags netfabric $(NETFABRIC_PKGS); \
 	else \
 		echo "test-netfabric: no netfabric tests exist yet (no nodeagent/netfabric/ directory)"; \
 	fi

@@ -113,7 +113,11 @@ func startDataPlane(ctx context.Context, log *slog.Logger, o overlayOptions, sta
 		return nil, fmt.Errorf("network data plane: %w", err)
 	}
 	r, err := overlay.New(overlay.Config{Fabric: fab, UnderlayIP: underlay, ListenPort: o.wireguardPort,
-		WireGuard: o.wireguard, NICs: nics, Log: log, Wake: func() {
+		WireGuard: o.wireguard, NICs: nics, Log: log,
+		// DNS on 169.254.1.1 and DHCP on each bridge, for guests with or
+		// without cloud-init.
+		Services: overlay.NewNodeServices(overlay.NodeServicesConfig{Log: log}),
+		Wake: func() {
 			if f := dp.wake.Load(); f != nil {
 				(*f)()
 			}

@@ -54,7 +54,7 @@ type testNode struct {
 	tunnel string
 }
 
-func startNode(t *testing.T, ul, role string, ip netip.Addr, tunnel string) *testNode {
+func startNode(t *testing.T, ul, role string, ip netip.Addr, tunnel string, svc ...Services) *testNode {
 	t.Helper()
 	ns := newNetns(t, role)
 	ipCmd(t, "-n", ul, "link", "add", "u"+role, "type", "veth", "peer", "name", "eth0", "netns", ns)
@@ -70,6 +70,9 @@ func startNode(t *testing.T, ul, role string, ip netip.Addr, tunnel string) *tes
 	n := &testNode{ns: ns, fab: fab, ip: ip, tunnel: tunnel}
 	r, err := New(Config{Fabric: fab, UnderlayIP: ip, NICs: func() map[string][]messages.NICStatus { return nil },
 		NetworkWait: 10 * time.Second})
+	if len(svc) > 0 {
+		r.cfg.Services = svc[0]
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,6 +67,10 @@ type Config struct {
 	// Wake, if set, asks for a heartbeat now: EnsureNICs calls it while it
 	// waits for a network the control plane has not sent yet.
 	Wake func()
+	// Services, if set, follow each successful reconcile (the DNS
+	// forwarder, DHCP responders: NewNodeServices) and are closed when Run
+	// returns.
+	Services Services
 	// Log receives changes and failures; nil discards them.
 	Log *slog.Logger
 }
@@ -157,6 +161,9 @@ func (r *Runner) Kick() {
 // ctx.Err(). Failures are kept for Status and retried at the next kick
 // (every heartbeat answer is one).
 func (r *Runner) Run(ctx context.Context) error {
+	if r.cfg.Services != nil {
+		defer r.cfg.Services.Close()
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -335,6 +342,9 @@ func (r *Runner) reconcile(ctx context.Context) (netfabric.Report, error) {
 	start := time.Now()
 	rep, err := r.cfg.Fabric.Reconcile(rctx, d)
 	took := time.Since(start)
+	if err == nil && r.cfg.Services != nil {
+		r.cfg.Services.Sync(d)
+	}
 	r.mu.Lock()
 	if rep.WireGuard != "" {
 		r.impl = rep.WireGuard
