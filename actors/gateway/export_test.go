@@ -7,7 +7,10 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/otherix/otherix/actors/node"
 	"github.com/otherix/otherix/actors/system"
+	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/persistence/store"
 )
 
 // Test hooks. They live in a _test file, so production builds carry none.
@@ -33,7 +36,29 @@ func (g *Gateway) JWTVerifiesForTest() int64 { return g.id.jwtVerifies.Load() }
 func (g *Gateway) APITokenReadsForTest() int64 { return g.id.tokenReads.Load() }
 
 // CheckNodesForTest runs one pass of the liveness loop and waits for it.
-func (g *Gateway) CheckNodesForTest(ctx context.Context) error { return g.checkNodes(ctx) }
+// The pass only tells each node's actor; a Get to each afterwards is
+// answered only once the check before it in the actor's queue is done.
+func (g *Gateway) CheckNodesForTest(ctx context.Context) error {
+	if err := g.checkNodes(ctx); err != nil {
+		return err
+	}
+	page := store.Page{Limit: 500}
+	for {
+		ids, next, err := g.st.NodeIDs(ctx, page)
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			if _, err := g.askNode(id, node.Get{}); err != nil && messages.KindOf(err) != messages.KindNotFound {
+				return err
+			}
+		}
+		if next == "" {
+			return nil
+		}
+		page.Cursor = next
+	}
+}
 
 // ExpireOverlayViewForTest makes the next heartbeat rebuild the overlay view
 // instead of waiting out its TTL.

@@ -108,6 +108,21 @@ func List[T any, PT interface {
 	return items, next, nil
 }
 
+// ListIndexedIDs returns one page of the ids listed under an index sort key,
+// in id order, without reading the rows: for loops that only need to name
+// each entity (the liveness loop asks every node's actor).
+func ListIndexedIDs(ctx context.Context, s *Store, resource, sortKey string, p Page) ([]string, string, error) {
+	keys, next, err := s.rangePage(ctx, IndexPrefix(resource, sortKey), p, true)
+	if err != nil {
+		return nil, "", err
+	}
+	ids := make([]string, len(keys))
+	for i, k := range keys {
+		ids[i] = lastSegment(k.key)
+	}
+	return ids, next, nil
+}
+
 // ListIndexed returns one page of the rows listed under an index sort key, in
 // id order. Rows deleted between reading the index and the rows are skipped.
 func ListIndexed[T any, PT interface {

@@ -158,3 +158,8 @@ func (s *Store) NodeByName(ctx context.Context, name string) (*messages.Node, er
 func (s *Store) ListNodes(ctx context.Context, p Page) ([]*messages.Node, string, error) {
 	return ListIndexed[messages.Node](ctx, s, Nodes, NodeAllIndex, p)
 }
+
+// NodeIDs returns one page of node ids, without reading the rows.
+func (s *Store) NodeIDs(ctx context.Context, p Page) ([]string, string, error) {
+	return ListIndexedIDs(ctx, s, Nodes, NodeAllIndex, p)
+}
