@@ -9,8 +9,8 @@ import "time"
 //   - binary WebSocket messages are terminal bytes: keystrokes towards the
 //     guest, serial output from it;
 //   - text messages are one JSON ConsoleControl each: "resize" from a client,
-//     "hello" from the agent at attach (after which it sends the tail of the
-//     serial log, then live output);
+//     "hello" from the agent at attach, after which it sends the tail of the
+//     serial log, then "replayed", then live output (no frame mixes the two);
 //   - the server ends a session with one of the close codes below.
 
 // Console modes.
@@ -19,9 +19,12 @@ const (
 	ConsoleReadOnly    = "readonly"    // reads only; any number
 )
 
+// ConsoleReplayed is the control type that ends the replay of the log.
+const ConsoleReplayed = "replayed"
+
 // ConsoleControl is a JSON text frame.
 type ConsoleControl struct {
-	Type string `json:"type"` // "resize" | "hello"
+	Type string `json:"type"` // "resize" | "hello" | "replayed"
 	// resize: the client's terminal size. A serial line carries no window
 	// size, so the agent records it and tells later readers; the guest's
 	// stty stays the user's business.

@@ -222,6 +222,7 @@ func (h *Hub) Attach(mode string, force bool) (*Session, error) {
 	if h.log != nil {
 		if tail, err := h.log.Tail(messages.ConsoleReplayBytes); err == nil {
 			s.pending = append(s.pending, tail...)
+			s.replay = len(tail)
 		} else {
 			h.opts.Log.Warn("read serial log for replay", "err", err)
 		}

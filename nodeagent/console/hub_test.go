@@ -366,3 +366,40 @@ func TestBurstWithinGraceIsKept(t *testing.T) {
 	}
 	waitClosed(t, s, messages.ConsoleTooSlow)
 }
+
+// TestReplayNeverMixesWithLiveOutput: the replay of the log comes out of
+// Next in frames of its own, so the carrier can mark where it ends.
+func TestReplayNeverMixesWithLiveOutput(t *testing.T) {
+	r := newRig(t, Options{})
+	first, err := r.hub.Attach(messages.ConsoleReadOnly, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.qemu.Write([]byte("old boot line\n")); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := first.Next(context.Background()); err != nil || string(b) != "old boot line\n" {
+		t.Fatalf("live output: %q %v", b, err)
+	}
+	s, err := r.hub.Attach(messages.ConsoleReadOnly, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Replaying() {
+		t.Fatal("a session attached to a log with output does not replay it")
+	}
+	if _, err := r.qemu.Write([]byte("new\n")); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the live bytes are queued behind the replay.
+	if b, err := first.Next(context.Background()); err != nil || string(b) != "new\n" {
+		t.Fatalf("live output: %q %v", b, err)
+	}
+	b, err := s.Next(context.Background())
+	if err != nil || string(b) != "old boot line\n" || s.Replaying() {
+		t.Fatalf("first frame %q (replaying %v) %v: want exactly the replay", b, s.Replaying(), err)
+	}
+	if b, err := s.Next(context.Background()); err != nil || string(b) != "new\n" {
+		t.Fatalf("after the replay: %q %v", b, err)
+	}
+}

@@ -23,6 +23,7 @@ type Session struct {
 	mu      sync.Mutex
 	pending []byte        // output not yet taken by Next, at most 4x QueueBytes
 	over    time.Time     // since when pending has been above QueueBytes
+	replay  int           // bytes at the head of pending that are the log's replay
 	peak    int           // high-water mark of len(pending), for tests
 	ready   chan struct{} // signalled (cap 1) when pending grows or on close
 	closed  *ClosedError
@@ -94,6 +95,14 @@ func (s *Session) signal() {
 	}
 }
 
+// Replaying reports whether part of the replay of the log is still to be
+// returned by Next.
+func (s *Session) Replaying() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.replay > 0
+}
+
 // Next returns the next output, at most ConsoleMaxFrame bytes, waiting for
 // some. Once the session is closed it returns what is still queued (output
 // the guest printed before QEMU exited, say) and then the *ClosedError.
@@ -102,6 +111,12 @@ func (s *Session) Next(ctx context.Context) ([]byte, error) {
 		s.mu.Lock()
 		if len(s.pending) > 0 {
 			n := min(len(s.pending), messages.ConsoleMaxFrame)
+			if s.replay > 0 {
+				// A frame never mixes the replay with live output, so the
+				// carrier can say exactly where the replay ends.
+				n = min(n, s.replay)
+				s.replay -= n
+			}
 			out := append([]byte(nil), s.pending[:n]...)
 			// Copy down rather than reslice, so the backing array does not
 			// keep growing past the bound.

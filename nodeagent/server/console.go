@@ -126,7 +126,23 @@ func serveConsole(ws *websocket.Conn, s *console.Session, hello messages.Console
 		pingConsole(ws, s, tm.ping, tm.writeWait)
 	}()
 
-	for {
+	// "replayed" follows the last frame of the log's replay (at once when
+	// there is none): a client can tell old output, whose terminal queries
+	// it must not answer, from live output.
+	replayed := false
+	announce := func() bool {
+		if replayed || s.Replaying() {
+			return true
+		}
+		replayed = true
+		_ = ws.SetWriteDeadline(time.Now().Add(tm.writeWait))
+		if err := ws.WriteJSON(messages.ConsoleControl{Type: messages.ConsoleReplayed}); err != nil {
+			s.Close(consoleGoingAway, "client gone")
+			return false
+		}
+		return true
+	}
+	for announce() {
 		b, err := s.Next(context.Background()) // returns once s closes
 		if err != nil {
 			break

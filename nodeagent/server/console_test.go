@@ -82,12 +82,41 @@ func readOutput(t *testing.T, ws *websocket.Conn, want string) string {
 		if err != nil {
 			t.Fatalf("waiting for %q, got %q: %v", want, got, err)
 		}
+		if mt == websocket.TextMessage && isReplayed(b) {
+			continue
+		}
 		if mt != websocket.BinaryMessage {
 			t.Fatalf("unexpected frame type %d: %q", mt, b)
 		}
 		got = append(got, b...)
 	}
 	return string(got)
+}
+
+func isReplayed(b []byte) bool {
+	var c messages.ConsoleControl
+	return json.Unmarshal(b, &c) == nil && c.Type == messages.ConsoleReplayed
+}
+
+// readReplay reads the replay that follows hello: binary frames up to the
+// "replayed" control, which must come.
+func readReplay(t *testing.T, ws *websocket.Conn) string {
+	t.Helper()
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var got []byte
+	for {
+		mt, b, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatalf("replay: got %q, then %v", got, err)
+		}
+		if mt == websocket.TextMessage {
+			if !isReplayed(b) {
+				t.Fatalf("replay: unexpected control %q", b)
+			}
+			return string(got)
+		}
+		got = append(got, b...)
+	}
 }
 
 // readClose reads until the server's close frame and returns its code.
@@ -118,7 +147,9 @@ func TestConsoleOverMutualTLS(t *testing.T) {
 	if hello.VM != vmID || hello.Mode != messages.ConsoleInteractive || hello.Phase != messages.PhaseRunning {
 		t.Fatalf("hello: %+v", hello)
 	}
-	if got := readOutput(t, w, "boot output\n"); got != "boot output\n" {
+	// The replay is exactly the log, and "replayed" marks its end before
+	// any live output.
+	if got := readReplay(t, w); got != "boot output\n" {
 		t.Fatalf("replay: %q", got)
 	}
 	fc, _ := fake.console(vmID)

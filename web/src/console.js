@@ -39,16 +39,15 @@ fit.fit();
 const encoder = new TextEncoder();
 const state = { vm: null, ws: null, attempt: 0, timer: 0, stopped: false };
 
-// A session starts with the tail of the serial log. Queries in that tail
-// (busybox's shell asks for the cursor position, ESC[6n, at every prompt)
-// were asked of another terminal long ago: answering them now would type
-// the answers into the guest's shell. Output that arrives in the first burst
-// after attaching (until it pauses for replayQuietMs) counts as replay, and
-// xterm.js does not answer status (CSI n) or device-attribute (CSI c)
-// queries while it parses it.
-const replayQuietMs = 300;
-const replayMaxMs = 3000;
-const replay = { receiving: false, pending: 0, quiet: 0, cap: 0 };
+// A session starts with the tail of the serial log, which the agent ends
+// with a "replayed" control. Queries in that tail (busybox's shell asks for
+// the cursor position, ESC[6n, at every prompt) were asked of another
+// terminal long ago: answering them now would type the answers into the
+// guest's shell, so xterm.js does not answer status (CSI n) or
+// device-attribute (CSI c) queries while it parses replayed output.
+// replayMaxMs only guards against an agent that never sends the control.
+const replayMaxMs = 5000;
+const replay = { receiving: false, pending: 0, cap: 0 };
 const swallowDuringReplay = () => replay.pending > 0;
 term.parser.registerCsiHandler({ final: "n" }, swallowDuringReplay);
 term.parser.registerCsiHandler({ final: "c" }, swallowDuringReplay);
@@ -56,15 +55,12 @@ term.parser.registerCsiHandler({ prefix: ">", final: "c" }, swallowDuringReplay)
 
 function startReplay() {
 	replay.receiving = true;
-	clearTimeout(replay.quiet);
 	clearTimeout(replay.cap);
-	replay.quiet = setTimeout(endReplay, replayQuietMs);
 	replay.cap = setTimeout(endReplay, replayMaxMs);
 }
 
 function endReplay() {
 	replay.receiving = false;
-	clearTimeout(replay.quiet);
 	clearTimeout(replay.cap);
 }
 
@@ -73,8 +69,6 @@ function output(bytes) {
 		term.write(bytes);
 		return;
 	}
-	clearTimeout(replay.quiet);
-	replay.quiet = setTimeout(endReplay, replayQuietMs);
 	replay.pending++;
 	term.write(bytes, () => replay.pending--);
 }
@@ -227,6 +221,10 @@ function control(text) {
 	try {
 		msg = JSON.parse(text);
 	} catch {
+		return;
+	}
+	if (msg.type === "replayed") {
+		endReplay();
 		return;
 	}
 	if (msg.type === "hello" && state.vm) {
