@@ -44,6 +44,9 @@ type vmActor struct {
 	// lastActive is when the actor last got a command or finished I/O; it
 	// asks to be passivated once PassivateAfter has passed since.
 	lastActive time.Time
+	// stopIdle cancels the pending idle check, so a stopped actor leaves
+	// no timer behind.
+	stopIdle func()
 }
 
 type queued struct {
@@ -82,7 +85,11 @@ func (a *vmActor) Receive(ctx actor.Context) {
 	case *actor.Started:
 		a.lastActive = time.Now()
 		if a.deps.PassivateAfter > 0 {
-			a.deps.Runtime.After(ctx.Self(), a.deps.PassivateAfter, idleCheck{by: a})
+			a.stopIdle = a.deps.Runtime.After(ctx.Self(), a.deps.PassivateAfter, idleCheck{by: a})
+		}
+	case *actor.Stopping, *actor.Restarting:
+		if a.stopIdle != nil {
+			a.stopIdle()
 		}
 	case loaded:
 		if m.by != a {
@@ -140,7 +147,7 @@ func (a *vmActor) Receive(ctx actor.Context) {
 			}
 			next = a.deps.PassivateAfter
 		}
-		a.deps.Runtime.After(ctx.Self(), next, idleCheck{by: a})
+		a.stopIdle = a.deps.Runtime.After(ctx.Self(), next, idleCheck{by: a})
 	case system.StopIfIdle:
 		if a.idle() {
 			ctx.Stop(ctx.Self())
