@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"github.com/otherix/otherix/test/bench/benchcluster"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -53,22 +54,25 @@ func runGuest(bin string, keys, n, burst, cycles int, keep bool) error {
 	} else {
 		defer os.RemoveAll(dir)
 	}
-	c, err := startCluster(bin, dir, images.URL+"/guest.qcow2", nil, []string{"--accel", "tcg"})
-	if c != nil {
-		defer c.stop()
+	// gctrace: the agent's live heap after each collection goes to its log,
+	// the only view of its heap (it has no profiling endpoint).
+	bc, err := benchcluster.Start(bin, dir, images.URL+"/guest.qcow2", nil, []string{"--accel", "tcg"}, []string{"GODEBUG=gctrace=1"})
+	if bc != nil {
+		defer bc.Stop()
 	}
 	if err != nil {
 		return err
 	}
+	c := &cluster{bc}
 	var a struct {
-		Task taskView `json:"task"`
-		VM   vmView   `json:"vm"`
+		Task benchcluster.TaskView `json:"task"`
+		VM   benchcluster.VMView   `json:"vm"`
 	}
-	spec := map[string]any{"image": map[string]any{"url": c.imageURL}, "cpus": 1, "memory_mib": 256, "disk_gib": 1}
-	if _, err := c.call("POST", "/v1/vms", map[string]any{"name": "con1", "spec": spec}, &a); err != nil {
+	spec := map[string]any{"image": map[string]any{"url": c.ImageURL}, "cpus": 1, "memory_mib": 256, "disk_gib": 1}
+	if _, err := c.Call("POST", "/v1/vms", map[string]any{"name": "con1", "spec": spec}, &a); err != nil {
 		return err
 	}
-	if _, err := c.waitTask(a.Task.ID); err != nil {
+	if _, err := c.WaitTask(a.Task.ID); err != nil {
 		return err
 	}
 	dialer, err := c.consoleDialer()
@@ -177,7 +181,7 @@ func runGuest(bin string, keys, n, burst, cycles int, keep bool) error {
 
 	// Memory per open session, per process (RSS): open n, measure, close
 	// them all; twice, so growth that survives a close would show.
-	apiPid, agentPid := c.api.cmd.Process.Pid, c.agent.cmd.Process.Pid
+	apiPid, agentPid := c.API.Cmd.Process.Pid, c.Agent.Cmd.Process.Pid
 	time.Sleep(time.Second)
 	for cycle := 1; cycle <= cycles; cycle++ {
 		api0, agent0 := rssKiB(apiPid), rssKiB(agentPid)
@@ -209,12 +213,15 @@ func runGuest(bin string, keys, n, burst, cycles int, keep bool) error {
 // agentDialer opens an interactive console straight on the agent, as the
 // API's proxy does: a control-plane client certificate from the cluster CA
 // in the API's data dir, the node's endpoint from the API.
+// cluster is the benchmark's cluster with the console-specific calls.
+type cluster struct{ *benchcluster.Cluster }
+
 func (c *cluster) agentDialer() (func(vm string) (*session, error), error) {
-	certPEM, err := os.ReadFile(filepath.Join(c.dir, "api", "pki", "ca.pem"))
+	certPEM, err := os.ReadFile(filepath.Join(c.Dir, "api", "pki", "ca.pem"))
 	if err != nil {
 		return nil, err
 	}
-	keyPEM, err := os.ReadFile(filepath.Join(c.dir, "api", "pki", "ca-key.pem"))
+	keyPEM, err := os.ReadFile(filepath.Join(c.Dir, "api", "pki", "ca-key.pem"))
 	if err != nil {
 		return nil, err
 	}
@@ -229,7 +236,7 @@ func (c *cluster) agentDialer() (func(vm string) (*session, error), error) {
 	var n struct {
 		Endpoint string `json:"endpoint"`
 	}
-	if _, err := c.call("GET", "/v1/nodes/n1", nil, &n); err != nil {
+	if _, err := c.Call("GET", "/v1/nodes/n1", nil, &n); err != nil {
 		return nil, err
 	}
 	ac := agentclient.New(ca.Pool(), func() (*tls.Certificate, error) { return &cert, nil })
@@ -245,7 +252,7 @@ func (c *cluster) agentDialer() (func(vm string) (*session, error), error) {
 
 // consoleDialer trusts the cluster's CA, as the CLI does after login.
 func (c *cluster) consoleDialer() (*websocket.Dialer, error) {
-	pemBytes, err := os.ReadFile(filepath.Join(c.dir, "api", "pki", "ca.pem"))
+	pemBytes, err := os.ReadFile(filepath.Join(c.Dir, "api", "pki", "ca.pem"))
 	if err != nil {
 		return nil, err
 	}
@@ -260,10 +267,10 @@ func (c *cluster) consoleDialer() (*websocket.Dialer, error) {
 // openConsole asks for a token and attaches with it.
 func (c *cluster) openConsole(d *websocket.Dialer, vm, mode string, keep bool) (*session, error) {
 	var tok messages.ConsoleToken
-	if _, err := c.call("POST", "/v1/vms/"+vm+"/console", messages.ConsoleTokenRequest{Mode: mode}, &tok); err != nil {
+	if _, err := c.Call("POST", "/v1/vms/"+vm+"/console", messages.ConsoleTokenRequest{Mode: mode}, &tok); err != nil {
 		return nil, err
 	}
-	u := "wss://" + strings.TrimPrefix(c.url, "https://") + tok.URL
+	u := "wss://" + strings.TrimPrefix(c.URL, "https://") + tok.URL
 	ws, resp, err := d.Dial(u, nil)
 	if err != nil {
 		if resp != nil {

@@ -104,7 +104,7 @@ func run(bin string, n, rounds, listRuns, listVMs int, useLibvirt bool, accel st
 	fmt.Printf("host: %d-VM shape %d vCPU, %d MiB, %d GiB overlay, -accel %s; load %s\n", 1, shape.CPUs, shape.MemoryMiB, shape.DiskBytes>>30, accel, loadavg())
 	c, err := startCluster(bin, dir, imgs.URL+"/images/bench.qcow2", shape, nil, []string{"--accel", accel})
 	if c != nil {
-		defer c.stop()
+		defer c.Stop()
 	}
 	if err != nil {
 		return err
@@ -116,7 +116,7 @@ func run(bin string, n, rounds, listRuns, listVMs int, useLibvirt bool, accel st
 	// Warm-up (untimed): the first Otherix create downloads the image into
 	// the agent's cache; the first of each path also warms the page cache.
 	if _, id, err := c.createAPI("warmup"); err != nil {
-		return fmt.Errorf("warm-up create: %w (agent log: %s)", err, c.agent.out.Name())
+		return fmt.Errorf("warm-up create: %w (agent log: %s)", err, c.Agent.Out.Name())
 	} else if err := c.deleteVM(id); err != nil {
 		return fmt.Errorf("warm-up delete: %w", err)
 	}

@@ -1,303 +1,33 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"crypto/sha256"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/hex"
-	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/otherix/otherix/test/bench/benchcluster"
 )
 
-// The admin the benchmark API bootstraps and logs in as.
-const (
-	adminEmail    = "admin@bench.test"
-	adminPassword = "bench-admin-password-1"
-)
-
-// cluster is a real otherix-api and one real otherix-agent (node n1) on this
-// host, as test/e2e starts them, with a CLI config logged in to the API.
+// cluster is the benchmark's API and agent (benchcluster) with the VM
+// shape it creates and the timed creates, for the breakdown.
 type cluster struct {
-	bin      string
-	dir      string
-	api      *proc
-	agent    *proc
-	url      string
-	http     *http.Client
-	token    string
-	cliEnv   []string
-	imageURL string
-	shape    vmShape
-	// state is the agent's state dir; QEMUs left behind are found by the
-	// pid files under its run dir.
-	state string
-	// creates are the timed API creates, for breakdown.
+	*benchcluster.Cluster
+	shape   vmShape
 	creates []apiCreate
 }
 
-// proc is a process this benchmark started; it is stopped by its pid only.
-type proc struct {
-	cmd  *exec.Cmd
-	out  *os.File
-	done chan struct{}
-}
-
-func start(logPath string, env []string, name string, args ...string) (*proc, error) {
-	out, err := os.Create(logPath)
-	if err != nil {
+func startCluster(bin, dir, imageURL string, shape vmShape, apiEnv, agentArgs []string) (*cluster, error) {
+	bc, err := benchcluster.Start(bin, dir, imageURL, apiEnv, agentArgs, nil)
+	if bc == nil {
 		return nil, err
 	}
-	cmd := exec.Command(name, args...)
-	cmd.Env = env
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		out.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{cmd: cmd, out: out, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.done) }()
-	return p, nil
-}
-
-// stop sends SIGTERM to the process and waits, SIGKILL after 20 s.
-func (p *proc) stop() {
-	if p == nil {
-		return
-	}
-	_ = syscall.Kill(p.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		_ = syscall.Kill(p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
-	}
-	p.out.Close()
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-// startCluster starts the API on dir/api, enrolls and starts an agent on a
-// short temp state dir with --accel accel, and logs the CLI in.
-func startCluster(bin, dir, imageURL string, shape vmShape, apiEnv []string, agentArgs []string) (*cluster, error) {
-	c := &cluster{bin: bin, dir: dir, imageURL: imageURL, shape: shape}
-	addr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	agentAddr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	dataDir := filepath.Join(dir, "api")
-	env := append(append(os.Environ(), "OTHERIX_ADMIN__EMAIL="+adminEmail, "OTHERIX_ADMIN__PASSWORD="+adminPassword,
-		"OTHERIX_AGENT_LISTEN="+agentAddr), apiEnv...)
-	c.api, err = start(filepath.Join(dir, "api.log"), env, filepath.Join(bin, "otherix-api"), "--data-dir", dataDir, "--listen", addr)
-	if err != nil {
-		return nil, err
-	}
-	c.url = "https://" + addr
-	caFile := filepath.Join(dataDir, "pki", "ca.pem")
-	if err := c.waitReady(caFile); err != nil {
-		return c, err
-	}
-	var pair struct {
-		AccessToken string `json:"access_token"`
-	}
-	if code, err := c.call("POST", "/v1/auth/login", map[string]string{"email": adminEmail, "password": adminPassword}, &pair); err != nil || code != 200 {
-		return c, fmt.Errorf("login: %d %v", code, err)
-	}
-	c.token = pair.AccessToken
-	var jt struct {
-		Token string `json:"token"`
-	}
-	if code, err := c.call("POST", "/v1/nodes/join-tokens", map[string]string{"ttl": "10m"}, &jt); err != nil || code != 201 {
-		return c, fmt.Errorf("join token: %d %v", code, err)
-	}
-	// Short: QEMU's unix sockets live under the agent's run dir.
-	state, err := os.MkdirTemp("", "oxb")
-	if err != nil {
-		return c, err
-	}
-	c.state = state
-	if out, err := exec.Command(filepath.Join(bin, "otherix-agent"), "bootstrap", "--server", "https://"+agentAddr,
-		"--token", jt.Token, "--name", "n1", "--state-dir", state).CombinedOutput(); err != nil {
-		return c, fmt.Errorf("agent bootstrap: %v\n%s", err, out)
-	}
-	// No data plane: a benchmark of VM creation must not build bridges and
-	// WireGuard in the host namespace.
-	args := append([]string{"serve", "--state-dir", state, "--listen", "127.0.0.1:0", "--overlay", "off"}, agentArgs...)
-	c.agent, err = start(filepath.Join(dir, "agent.log"), os.Environ(), filepath.Join(bin, "otherix-agent"), args...)
-	if err != nil {
-		return c, err
-	}
-	for t0 := time.Now(); ; time.Sleep(100 * time.Millisecond) {
-		var n struct {
-			Phase string `json:"phase"`
-		}
-		if code, err := c.call("GET", "/v1/nodes/n1", nil, &n); err == nil && code == 200 && n.Phase == "ready" {
-			break
-		}
-		if time.Since(t0) > 60*time.Second {
-			return c, fmt.Errorf("node n1 not ready after 60s (see %s)", filepath.Join(dir, "agent.log"))
-		}
-	}
-	cfg := filepath.Join(dir, "cli-config")
-	c.cliEnv = append(os.Environ(), "OTHERIX_CONFIG="+cfg)
-	fp, err := caFingerprint(caFile)
-	if err != nil {
-		return c, err
-	}
-	cmd := exec.Command(filepath.Join(bin, "otherix"), "login", c.url, "--user", adminEmail, "--password-stdin", "--ca-fingerprint", fp)
-	cmd.Env = c.cliEnv
-	cmd.Stdin = strings.NewReader(adminPassword)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return c, fmt.Errorf("otherix login: %v\n%s", err, out)
-	}
-	return c, nil
-}
-
-func (c *cluster) waitReady(caFile string) error {
-	for t0 := time.Now(); time.Since(t0) < 60*time.Second; time.Sleep(50 * time.Millisecond) {
-		select {
-		case <-c.api.done:
-			return fmt.Errorf("otherix-api exited while starting (see %s)", c.api.out.Name())
-		default:
-		}
-		pemBytes, err := os.ReadFile(caFile)
-		if err != nil {
-			continue
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pemBytes) {
-			continue
-		}
-		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
-			ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 16}}
-		resp, err := hc.Get(c.url + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				c.http = hc
-				return nil
-			}
-		}
-		hc.CloseIdleConnections()
-	}
-	return fmt.Errorf("otherix-api not ready after 60s (see %s)", c.api.out.Name())
-}
-
-func caFingerprint(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	block, _ := pem.Decode(b)
-	if block == nil {
-		return "", fmt.Errorf("%s holds no PEM", path)
-	}
-	sum := sha256.Sum256(block.Bytes)
-	return hex.EncodeToString(sum[:]), nil
-}
-
-// call sends a JSON request with the admin's token and decodes the answer.
-func (c *cluster) call(method, path string, body, out any) (int, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return 0, err
-		}
-		rd = bytes.NewReader(b)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, c.url+path, rd)
-	if err != nil {
-		return 0, err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return resp.StatusCode, err
-	}
-	if out != nil && len(data) > 0 && resp.StatusCode < 300 {
-		if err := json.Unmarshal(data, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("decode %q: %w", data, err)
-		}
-	}
-	if resp.StatusCode >= 300 {
-		return resp.StatusCode, fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, bytes.TrimSpace(data))
-	}
-	return resp.StatusCode, nil
-}
-
-type taskView struct {
-	ID      string `json:"id"`
-	State   string `json:"state"`
-	Message string `json:"message"`
-	Error   *struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
-type vmView struct {
-	ID     string `json:"id"`
-	Name   string `json:"name"`
-	Status struct {
-		Phase string `json:"phase"`
-	} `json:"status"`
-}
-
-func terminal(s string) bool { return s == "success" || s == "failed" || s == "cancelled" }
-
-// waitTask long-polls the task until it is terminal.
-func (c *cluster) waitTask(id string) (taskView, error) {
-	for {
-		var t taskView
-		if _, err := c.call("GET", "/v1/tasks/"+id+"?wait=30s", nil, &t); err != nil {
-			return t, err
-		}
-		if terminal(t.State) {
-			if t.State != "success" {
-				return t, fmt.Errorf("task %s %s: %s %+v", id, t.State, t.Message, t.Error)
-			}
-			return t, nil
-		}
-	}
+	return &cluster{Cluster: bc, shape: shape}, err
 }
 
 func (c *cluster) spec() map[string]any {
-	return map[string]any{"image": map[string]any{"url": c.imageURL}, "cpus": c.shape.CPUs,
+	return map[string]any{"image": map[string]any{"url": c.ImageURL}, "cpus": c.shape.CPUs,
 		"memory_mib": c.shape.MemoryMiB, "disk_gib": c.shape.DiskBytes >> 30}
 }
 
@@ -306,14 +36,14 @@ func (c *cluster) spec() map[string]any {
 // checks (untimed) that the VM's phase is running.
 func (c *cluster) createAPI(name string) (time.Duration, string, error) {
 	var a struct {
-		Task taskView `json:"task"`
-		VM   vmView   `json:"vm"`
+		Task benchcluster.TaskView `json:"task"`
+		VM   benchcluster.VMView   `json:"vm"`
 	}
 	t0 := time.Now()
-	if _, err := c.call("POST", "/v1/vms", map[string]any{"name": name, "spec": c.spec()}, &a); err != nil {
+	if _, err := c.Call("POST", "/v1/vms", map[string]any{"name": name, "spec": c.spec()}, &a); err != nil {
 		return 0, "", err
 	}
-	if _, err := c.waitTask(a.Task.ID); err != nil {
+	if _, err := c.WaitTask(a.Task.ID); err != nil {
 		return 0, a.VM.ID, err
 	}
 	d := time.Since(t0)
@@ -322,8 +52,8 @@ func (c *cluster) createAPI(name string) (time.Duration, string, error) {
 }
 
 func (c *cluster) checkRunning(ref string) error {
-	var v vmView
-	if _, err := c.call("GET", "/v1/vms/"+ref, nil, &v); err != nil {
+	var v benchcluster.VMView
+	if _, err := c.Call("GET", "/v1/vms/"+ref, nil, &v); err != nil {
 		return err
 	}
 	if v.Status.Phase != "running" {
@@ -334,7 +64,7 @@ func (c *cluster) checkRunning(ref string) error {
 
 // createCLI times the whole `otherix vm create NAME --image URL --wait`.
 func (c *cluster) createCLI(name string) (time.Duration, error) {
-	args := []string{"vm", "create", name, "--image", c.imageURL, "--cpus", fmt.Sprint(c.shape.CPUs),
+	args := []string{"vm", "create", name, "--image", c.ImageURL, "--cpus", fmt.Sprint(c.shape.CPUs),
 		"--memory", fmt.Sprintf("%dMi", c.shape.MemoryMiB), "--disk", fmt.Sprintf("%dGi", c.shape.DiskBytes>>30), "--wait"}
 	t0 := time.Now()
 	out, err := c.cli(args...)
@@ -346,8 +76,8 @@ func (c *cluster) createCLI(name string) (time.Duration, error) {
 }
 
 func (c *cluster) cli(args ...string) (string, error) {
-	cmd := exec.Command(filepath.Join(c.bin, "otherix"), args...)
-	cmd.Env = c.cliEnv
+	cmd := exec.Command(filepath.Join(c.Bin, "otherix"), args...)
+	cmd.Env = c.CLIEnv
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -355,31 +85,11 @@ func (c *cluster) cli(args ...string) (string, error) {
 // deleteVM deletes (with force) and waits for the delete's task.
 func (c *cluster) deleteVM(ref string) error {
 	var a struct {
-		Task taskView `json:"task"`
+		Task benchcluster.TaskView `json:"task"`
 	}
-	if _, err := c.call("DELETE", "/v1/vms/"+ref+"?force=true", nil, &a); err != nil {
+	if _, err := c.Call("DELETE", "/v1/vms/"+ref+"?force=true", nil, &a); err != nil {
 		return err
 	}
-	_, err := c.waitTask(a.Task.ID)
+	_, err := c.WaitTask(a.Task.ID)
 	return err
-}
-
-// stop stops the agent and the API, then kills any QEMU the agent left
-// (by the pids in its run dir) and removes the agent's state.
-func (c *cluster) stop() {
-	c.agent.stop()
-	c.api.stop()
-	if c.state == "" {
-		return
-	}
-	pids, _ := filepath.Glob(filepath.Join(c.state, "run", "*", "qemu.pid"))
-	for _, f := range pids {
-		var pid int
-		if b, err := os.ReadFile(f); err == nil {
-			if _, err := fmt.Sscan(string(b), &pid); err == nil && pid > 0 {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-	}
-	os.RemoveAll(c.state)
 }

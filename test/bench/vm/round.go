@@ -70,7 +70,7 @@ func runRound(r, n, listRuns, listVMs int, c *cluster, fl *floor, lv *libvirt, u
 	}
 
 	res.creates = c.creates
-	res.agentLog = c.agent.out.Name()
+	res.agentLog = c.Agent.Out.Name()
 
 	// A few VMs exist in each tool while list is timed.
 	var ids []string
@@ -86,14 +86,14 @@ func runRound(r, n, listRuns, listVMs int, c *cluster, fl *floor, lv *libvirt, u
 			}
 		}
 	}
-	ox := filepath.Join(c.bin, "otherix")
+	ox := filepath.Join(c.Bin, "otherix")
 	for i := 0; i < listRuns; i++ {
-		d, err := timeCmd(c.cliEnv, ox, "vm", "list")
+		d, err := timeCmd(c.CLIEnv, ox, "vm", "list")
 		if err != nil {
 			return res, err
 		}
 		res.oxList.add(d)
-		if d, err = timeCmd(c.cliEnv, ox, "version"); err != nil {
+		if d, err = timeCmd(c.CLIEnv, ox, "version"); err != nil {
 			return res, err
 		}
 		res.oxVersion.add(d)

@@ -1,4 +1,7 @@
-package main
+// Package benchcluster starts a real otherix-api and one real otherix-agent
+// for the benchmarks that drive the built binaries (test/bench/vm,
+// test/bench/console), as test/e2e starts them.
+package benchcluster
 
 import (
 	"bytes"
@@ -27,31 +30,31 @@ const (
 	adminPassword = "bench-admin-password-1"
 )
 
-// cluster (copied from test/bench/vm, which is a main package too) is a real otherix-api and one real otherix-agent (node n1) on this
+// Cluster is a real otherix-api and one real otherix-agent (node n1) on this
 // host, as test/e2e starts them, with a CLI config logged in to the API.
-type cluster struct {
-	bin      string
-	dir      string
-	api      *proc
-	agent    *proc
-	url      string
-	http     *http.Client
-	token    string
-	cliEnv   []string
-	imageURL string
+type Cluster struct {
+	Bin      string
+	Dir      string
+	API      *Proc
+	Agent    *Proc
+	URL      string
+	HTTP     *http.Client
+	Token    string
+	CLIEnv   []string
+	ImageURL string
 	// state is the agent's state dir; QEMUs left behind are found by the
 	// pid files under its run dir.
-	state string
+	State string
 }
 
-// proc is a process this benchmark started; it is stopped by its pid only.
-type proc struct {
-	cmd  *exec.Cmd
-	out  *os.File
+// Proc is a process this benchmark started; it is stopped by its pid only.
+type Proc struct {
+	Cmd  *exec.Cmd
+	Out  *os.File
 	done chan struct{}
 }
 
-func start(logPath string, env []string, name string, args ...string) (*proc, error) {
+func StartProc(logPath string, env []string, name string, args ...string) (*Proc, error) {
 	out, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
@@ -63,27 +66,27 @@ func start(logPath string, env []string, name string, args ...string) (*proc, er
 		out.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &proc{cmd: cmd, out: out, done: make(chan struct{})}
+	p := &Proc{Cmd: cmd, Out: out, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(p.done) }()
 	return p, nil
 }
 
 // stop sends SIGTERM to the process and waits, SIGKILL after 20 s.
-func (p *proc) stop() {
+func (p *Proc) Stop() {
 	if p == nil {
 		return
 	}
-	_ = syscall.Kill(p.cmd.Process.Pid, syscall.SIGTERM)
+	_ = syscall.Kill(p.Cmd.Process.Pid, syscall.SIGTERM)
 	select {
 	case <-p.done:
 	case <-time.After(20 * time.Second):
-		_ = syscall.Kill(p.cmd.Process.Pid, syscall.SIGKILL)
+		_ = syscall.Kill(p.Cmd.Process.Pid, syscall.SIGKILL)
 		<-p.done
 	}
-	p.out.Close()
+	p.Out.Close()
 }
 
-func freeAddr() (string, error) {
+func FreeAddr() (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
@@ -92,26 +95,28 @@ func freeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-// startCluster starts the API on dir/api, enrolls and starts an agent on a
+// Start starts the API on dir/api, enrolls and starts an agent on a
 // short temp state dir with --accel accel, and logs the CLI in.
-func startCluster(bin, dir, imageURL string, apiEnv []string, agentArgs []string) (*cluster, error) {
-	c := &cluster{bin: bin, dir: dir, imageURL: imageURL}
-	addr, err := freeAddr()
+// Start runs the API with apiEnv added to its environment and the agent with
+// agentArgs and agentEnv added to its own; logs go to dir.
+func Start(bin, dir, imageURL string, apiEnv, agentArgs, agentEnv []string) (*Cluster, error) {
+	c := &Cluster{Bin: bin, Dir: dir, ImageURL: imageURL}
+	addr, err := FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	agentAddr, err := freeAddr()
+	agentAddr, err := FreeAddr()
 	if err != nil {
 		return nil, err
 	}
 	dataDir := filepath.Join(dir, "api")
 	env := append(append(os.Environ(), "OTHERIX_ADMIN__EMAIL="+adminEmail, "OTHERIX_ADMIN__PASSWORD="+adminPassword,
 		"OTHERIX_AGENT_LISTEN="+agentAddr), apiEnv...)
-	c.api, err = start(filepath.Join(dir, "api.log"), env, filepath.Join(bin, "otherix-api"), "--data-dir", dataDir, "--listen", addr)
+	c.API, err = StartProc(filepath.Join(dir, "api.log"), env, filepath.Join(bin, "otherix-api"), "--data-dir", dataDir, "--listen", addr)
 	if err != nil {
 		return nil, err
 	}
-	c.url = "https://" + addr
+	c.URL = "https://" + addr
 	caFile := filepath.Join(dataDir, "pki", "ca.pem")
 	if err := c.waitReady(caFile); err != nil {
 		return c, err
@@ -119,32 +124,30 @@ func startCluster(bin, dir, imageURL string, apiEnv []string, agentArgs []string
 	var pair struct {
 		AccessToken string `json:"access_token"`
 	}
-	if code, err := c.call("POST", "/v1/auth/login", map[string]string{"email": adminEmail, "password": adminPassword}, &pair); err != nil || code != 200 {
+	if code, err := c.Call("POST", "/v1/auth/login", map[string]string{"email": adminEmail, "password": adminPassword}, &pair); err != nil || code != 200 {
 		return c, fmt.Errorf("login: %d %v", code, err)
 	}
-	c.token = pair.AccessToken
+	c.Token = pair.AccessToken
 	var jt struct {
 		Token string `json:"token"`
 	}
-	if code, err := c.call("POST", "/v1/nodes/join-tokens", map[string]string{"ttl": "10m"}, &jt); err != nil || code != 201 {
+	if code, err := c.Call("POST", "/v1/nodes/join-tokens", map[string]string{"ttl": "10m"}, &jt); err != nil || code != 201 {
 		return c, fmt.Errorf("join token: %d %v", code, err)
 	}
 	// Short: QEMU's unix sockets live under the agent's run dir.
-	state, err := os.MkdirTemp("", "oxg")
+	state, err := os.MkdirTemp("", "oxb")
 	if err != nil {
 		return c, err
 	}
-	c.state = state
+	c.State = state
 	if out, err := exec.Command(filepath.Join(bin, "otherix-agent"), "bootstrap", "--server", "https://"+agentAddr,
 		"--token", jt.Token, "--name", "n1", "--state-dir", state).CombinedOutput(); err != nil {
 		return c, fmt.Errorf("agent bootstrap: %v\n%s", err, out)
 	}
-	// No data plane: the benchmark must not build bridges and WireGuard in
+	// No data plane: a benchmark must not build bridges and WireGuard in
 	// the host namespace.
 	args := append([]string{"serve", "--state-dir", state, "--listen", "127.0.0.1:0", "--overlay", "off"}, agentArgs...)
-	// gctrace: the agent's live heap after each collection goes to its log,
-	// the only view of its heap (it has no profiling endpoint).
-	c.agent, err = start(filepath.Join(dir, "agent.log"), append(os.Environ(), "GODEBUG=gctrace=1"), filepath.Join(bin, "otherix-agent"), args...)
+	c.Agent, err = StartProc(filepath.Join(dir, "agent.log"), append(os.Environ(), agentEnv...), filepath.Join(bin, "otherix-agent"), args...)
 	if err != nil {
 		return c, err
 	}
@@ -152,7 +155,7 @@ func startCluster(bin, dir, imageURL string, apiEnv []string, agentArgs []string
 		var n struct {
 			Phase string `json:"phase"`
 		}
-		if code, err := c.call("GET", "/v1/nodes/n1", nil, &n); err == nil && code == 200 && n.Phase == "ready" {
+		if code, err := c.Call("GET", "/v1/nodes/n1", nil, &n); err == nil && code == 200 && n.Phase == "ready" {
 			break
 		}
 		if time.Since(t0) > 60*time.Second {
@@ -160,13 +163,13 @@ func startCluster(bin, dir, imageURL string, apiEnv []string, agentArgs []string
 		}
 	}
 	cfg := filepath.Join(dir, "cli-config")
-	c.cliEnv = append(os.Environ(), "OTHERIX_CONFIG="+cfg)
-	fp, err := caFingerprint(caFile)
+	c.CLIEnv = append(os.Environ(), "OTHERIX_CONFIG="+cfg)
+	fp, err := CAFingerprint(caFile)
 	if err != nil {
 		return c, err
 	}
-	cmd := exec.Command(filepath.Join(bin, "otherix"), "login", c.url, "--user", adminEmail, "--password-stdin", "--ca-fingerprint", fp)
-	cmd.Env = c.cliEnv
+	cmd := exec.Command(filepath.Join(bin, "otherix"), "login", c.URL, "--user", adminEmail, "--password-stdin", "--ca-fingerprint", fp)
+	cmd.Env = c.CLIEnv
 	cmd.Stdin = strings.NewReader(adminPassword)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return c, fmt.Errorf("otherix login: %v\n%s", err, out)
@@ -174,11 +177,11 @@ func startCluster(bin, dir, imageURL string, apiEnv []string, agentArgs []string
 	return c, nil
 }
 
-func (c *cluster) waitReady(caFile string) error {
+func (c *Cluster) waitReady(caFile string) error {
 	for t0 := time.Now(); time.Since(t0) < 60*time.Second; time.Sleep(50 * time.Millisecond) {
 		select {
-		case <-c.api.done:
-			return fmt.Errorf("otherix-api exited while starting (see %s)", c.api.out.Name())
+		case <-c.API.done:
+			return fmt.Errorf("otherix-api exited while starting (see %s)", c.API.Out.Name())
 		default:
 		}
 		pemBytes, err := os.ReadFile(caFile)
@@ -191,20 +194,20 @@ func (c *cluster) waitReady(caFile string) error {
 		}
 		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 			ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 16}}
-		resp, err := hc.Get(c.url + "/readyz")
+		resp, err := hc.Get(c.URL + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				c.http = hc
+				c.HTTP = hc
 				return nil
 			}
 		}
 		hc.CloseIdleConnections()
 	}
-	return fmt.Errorf("otherix-api not ready after 60s (see %s)", c.api.out.Name())
+	return fmt.Errorf("otherix-api not ready after 60s (see %s)", c.API.Out.Name())
 }
 
-func caFingerprint(path string) (string, error) {
+func CAFingerprint(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return "", err
@@ -218,7 +221,7 @@ func caFingerprint(path string) (string, error) {
 }
 
 // call sends a JSON request with the admin's token and decodes the answer.
-func (c *cluster) call(method, path string, body, out any) (int, error) {
+func (c *Cluster) Call(method, path string, body, out any) (int, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -229,17 +232,17 @@ func (c *cluster) call(method, path string, body, out any) (int, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, c.url+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, c.URL+path, rd)
 	if err != nil {
 		return 0, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
-	resp, err := c.http.Do(req)
+	resp, err := c.HTTP.Do(req)
 	if err != nil {
 		return 0, err
 	}
@@ -259,7 +262,7 @@ func (c *cluster) call(method, path string, body, out any) (int, error) {
 	return resp.StatusCode, nil
 }
 
-type taskView struct {
+type TaskView struct {
 	ID      string `json:"id"`
 	State   string `json:"state"`
 	Message string `json:"message"`
@@ -269,7 +272,7 @@ type taskView struct {
 	} `json:"error"`
 }
 
-type vmView struct {
+type VMView struct {
 	ID     string `json:"id"`
 	Name   string `json:"name"`
 	Status struct {
@@ -277,16 +280,16 @@ type vmView struct {
 	} `json:"status"`
 }
 
-func terminal(s string) bool { return s == "success" || s == "failed" || s == "cancelled" }
+func Terminal(s string) bool { return s == "success" || s == "failed" || s == "cancelled" }
 
-// waitTask long-polls the task until it is terminal.
-func (c *cluster) waitTask(id string) (taskView, error) {
+// waitTask long-polls the task until it is Terminal.
+func (c *Cluster) WaitTask(id string) (TaskView, error) {
 	for {
-		var t taskView
-		if _, err := c.call("GET", "/v1/tasks/"+id+"?wait=30s", nil, &t); err != nil {
+		var t TaskView
+		if _, err := c.Call("GET", "/v1/tasks/"+id+"?wait=30s", nil, &t); err != nil {
 			return t, err
 		}
-		if terminal(t.State) {
+		if Terminal(t.State) {
 			if t.State != "success" {
 				return t, fmt.Errorf("task %s %s: %s %+v", id, t.State, t.Message, t.Error)
 			}
@@ -297,13 +300,13 @@ func (c *cluster) waitTask(id string) (taskView, error) {
 
 // stop stops the agent and the API, then kills any QEMU the agent left
 // (by the pids in its run dir) and removes the agent's state.
-func (c *cluster) stop() {
-	c.agent.stop()
-	c.api.stop()
-	if c.state == "" {
+func (c *Cluster) Stop() {
+	c.Agent.Stop()
+	c.API.Stop()
+	if c.State == "" {
 		return
 	}
-	pids, _ := filepath.Glob(filepath.Join(c.state, "run", "*", "qemu.pid"))
+	pids, _ := filepath.Glob(filepath.Join(c.State, "run", "*", "qemu.pid"))
 	for _, f := range pids {
 		var pid int
 		if b, err := os.ReadFile(f); err == nil {
@@ -312,5 +315,5 @@ func (c *cluster) stop() {
 			}
 		}
 	}
-	os.RemoveAll(c.state)
+	os.RemoveAll(c.State)
 }
