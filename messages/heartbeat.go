@@ -20,6 +20,10 @@ type Heartbeat struct {
 	// Overlay is the node's side of the WireGuard mesh; nil from an agent
 	// that runs no data plane.
 	Overlay *NodeOverlay `json:"overlay,omitempty"`
+	// OverlayRevision is the revision of the desired overlay the agent holds
+	// (DesiredOverlay.Revision of the last one it accepted); the control
+	// plane leaves out an overlay the agent already has.
+	OverlayRevision string `json:"overlay_revision,omitempty"`
 }
 
 // NodeOverlay is what the control plane needs to put a node in the mesh:
@@ -87,8 +91,14 @@ type HeartbeatResponse struct {
 type DesiredState struct {
 	Settings Settings `json:"settings"`
 	// Overlay is the node's data plane; nil until the node has reported
-	// its WireGuard key.
+	// its WireGuard key, and nil when the heartbeat named OverlayRevision
+	// as the one it holds.
 	Overlay *DesiredOverlay `json:"overlay,omitempty"`
+	// OverlayRevision is the revision of the node's desired overlay, set
+	// whenever the node has one: equal to what the agent holds, it means
+	// "unchanged, keep converging to it" (at 500 nodes the overlay is tens
+	// of kilobytes, and most beats change nothing).
+	OverlayRevision string `json:"overlay_revision,omitempty"`
 }
 
 // DesiredOverlay is the data plane the control plane computes for one node
@@ -97,6 +107,8 @@ type DesiredState struct {
 // come with each VM (AgentVM.NICs), so the agent makes taps for the VMs it
 // runs.
 type DesiredOverlay struct {
+	// Revision identifies the content: equal revisions, equal overlays.
+	Revision   string            `json:"revision"`
 	TunnelIP   string            `json:"tunnel_ip"` // this node's mesh address, a /32 of the overlay supernet
 	ListenPort int               `json:"listen_port"`
 	Networks   []DesiredNetwork  `json:"networks"`

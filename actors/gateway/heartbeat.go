@@ -35,7 +35,8 @@ var (
 // certificate must chain to the cluster CA), hands the observed state to the
 // node's actor and answers the desired state and the interval to use. The
 // desired state carries the node's overlay once it has reported a WireGuard
-// key and holds a tunnel IP (overlay.go).
+// key and holds a tunnel IP (overlay.go), and only its revision when the
+// heartbeat says the agent holds that revision already.
 func (g *Gateway) Heartbeat(ctx context.Context, cert *x509.Certificate, hb messages.Heartbeat) (*messages.HeartbeatResponse, error) {
 	now := g.cfg.Nodes.Now()
 	id, name, fp, err := g.authNode(ctx, cert, now, "heartbeat refused")
@@ -75,9 +76,15 @@ func (g *Gateway) Heartbeat(ctx context.Context, cert *x509.Certificate, hb mess
 	if err != nil {
 		return nil, err
 	}
+	desired := messages.DesiredState{Settings: settings, Overlay: overlay}
+	if overlay != nil {
+		desired.OverlayRevision = overlay.Revision
+		if hb.OverlayRevision == overlay.Revision {
+			desired.Overlay = nil // the agent has it
+		}
+	}
 	secs := int(g.cfg.Nodes.HeartbeatInterval / time.Second)
-	return &messages.HeartbeatResponse{IntervalSeconds: max(secs, 1),
-		Desired: messages.DesiredState{Settings: settings, Overlay: overlay}}, nil
+	return &messages.HeartbeatResponse{IntervalSeconds: max(secs, 1), Desired: desired}, nil
 }
 
 // authNode authenticates an agent by its client certificate: the node it

@@ -247,3 +247,58 @@ func TestDeleteNodeFreesTunnelIP(t *testing.T) {
 		t.Fatalf("guard: %q %v", owner, err)
 	}
 }
+
+// TestOverlayRevisionSkipsUnchanged: a heartbeat that names the revision it
+// holds gets the revision back without the overlay; a placement elsewhere
+// changes the revision and the whole overlay comes again; a stale or empty
+// revision always gets it whole.
+func TestOverlayRevisionSkipsUnchanged(t *testing.T) {
+	g, st := startNodes(t, newTestClock())
+	ctx := t.Context()
+	_, certA := enrollNode(t, g, "a")
+	_, certB := enrollNode(t, g, "b")
+	if _, err := g.CreateNetwork(ctx, messages.CreateNetworkRequest{Name: "blue", CIDR: "10.10.0.0/24"}); err != nil {
+		t.Fatal(err)
+	}
+	hbA, hbB := withOverlay("key-a", "192.0.2.1:51820"), withOverlay("key-b", "192.0.2.2:51820")
+	beat(t, g, certA, hbA)
+	beat(t, g, certB, hbB)
+	placeVM(t, st, "web", "a", "blue")
+	g.ExpireOverlayViewForTest()
+
+	answer := func(hb messages.Heartbeat) messages.DesiredState {
+		t.Helper()
+		resp, err := g.Heartbeat(ctx, certA, hb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Desired
+	}
+	first := answer(hbA)
+	if first.Overlay == nil || first.Overlay.Revision == "" || first.OverlayRevision != first.Overlay.Revision {
+		t.Fatalf("first answer: %+v", first)
+	}
+	held := hbA
+	held.OverlayRevision = first.OverlayRevision
+	if again := answer(held); again.Overlay != nil || again.OverlayRevision != first.OverlayRevision {
+		t.Fatalf("unchanged overlay sent again: %+v", again)
+	}
+	// A rebuilt view with the same content keeps the revision.
+	g.ExpireOverlayViewForTest()
+	if again := answer(held); again.Overlay != nil || again.OverlayRevision != first.OverlayRevision {
+		t.Fatalf("after a rebuild of the same content: %+v", again)
+	}
+	stale := hbA
+	stale.OverlayRevision = "0123456789abcdef0123456789abcdef"
+	if got := answer(stale); got.Overlay == nil || got.Overlay.Revision != first.OverlayRevision {
+		t.Fatalf("a stale revision did not get the overlay: %+v", got)
+	}
+
+	// b gets a NIC on blue: a's FDB gains it, so a's revision changes.
+	placeVM(t, st, "db", "b", "blue")
+	g.ExpireOverlayViewForTest()
+	changed := answer(held)
+	if changed.Overlay == nil || changed.OverlayRevision == first.OverlayRevision || len(changed.Overlay.FDB) != 1 {
+		t.Fatalf("after a placement on b: %+v", changed)
+	}
+}

@@ -175,6 +175,14 @@ func (dp *dataPlane) status() *messages.NodeOverlay {
 	return &s
 }
 
+// revision is the desired overlay's revision held, for the heartbeat.
+func (dp *dataPlane) revision() string {
+	if dp == nil {
+		return ""
+	}
+	return dp.runner.Revision()
+}
+
 // setDesired hands a heartbeat answer's desired state to the runner.
 func (dp *dataPlane) setDesired(d messages.DesiredState) {
 	if dp != nil {

@@ -88,6 +88,9 @@ type Runner struct {
 	// desired is the latest desired state without NICs; nil until the
 	// control plane sent one.
 	desired *netfabric.Desired
+	// revision is the control plane's revision of desired; the heartbeat
+	// reports it so an unchanged overlay is not sent again.
+	revision string
 	// arrived is closed (and replaced) when a new desired state arrives.
 	arrived chan struct{}
 	// pinned holds the NICs of VMs EnsureNICs was asked for, until
@@ -127,10 +130,19 @@ func New(cfg Config) (*Runner, error) {
 }
 
 // SetDesired takes the desired state of a heartbeat answer. It never
-// blocks: the reconcile runs in Run. An answer without an overlay changes
-// nothing (the control plane has not placed this node in the mesh yet).
+// blocks: the reconcile runs in Run. An answer that names the revision held
+// (the control plane leaves the overlay out then) reconciles to it again, so
+// drift is repaired at every beat; an answer without an overlay or a
+// revision changes nothing (the control plane has not placed this node in
+// the mesh yet).
 func (r *Runner) SetDesired(ds messages.DesiredState) {
 	if ds.Overlay == nil {
+		r.mu.Lock()
+		held := r.desired != nil && ds.OverlayRevision != "" && ds.OverlayRevision == r.revision
+		r.mu.Unlock()
+		if held {
+			r.Kick()
+		}
 		return
 	}
 	d, err := desiredFrom(ds.Overlay, ds.Settings)
@@ -142,7 +154,7 @@ func (r *Runner) SetDesired(ds messages.DesiredState) {
 		r.logErr(r.lastErr)
 		return
 	}
-	r.desired = &d
+	r.desired, r.revision = &d, ds.Overlay.Revision
 	close(r.arrived)
 	r.arrived = make(chan struct{})
 	r.mu.Unlock()
@@ -194,6 +206,14 @@ func (r *Runner) Status() messages.NodeOverlay {
 	}
 	return messages.NodeOverlay{PublicKey: r.cfg.Fabric.PublicKey(), Endpoint: ep, WireGuard: impl,
 		Reconciled: r.reconciled, Error: r.lastErr}
+}
+
+// Revision is the revision of the desired overlay held, for the next
+// heartbeat; empty before the first one.
+func (r *Runner) Revision() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.revision
 }
 
 // guessImpl names the implementation before the first reconcile does: the

@@ -40,9 +40,10 @@ func (f *fakeFabric) last() (netfabric.Desired, int) {
 
 func desired() messages.DesiredState {
 	return messages.DesiredState{
-		Settings: messages.DefaultSettings(),
+		Settings:        messages.DefaultSettings(),
+		OverlayRevision: "rev-1",
 		Overlay: &messages.DesiredOverlay{
-			TunnelIP: "10.240.0.1", ListenPort: 51999,
+			Revision: "rev-1", TunnelIP: "10.240.0.1", ListenPort: 51999,
 			Networks: []messages.DesiredNetwork{{ID: "nw-1", Name: "net1", CIDR: "10.10.0.0/24", Type: "overlay", VNI: 4096, MTU: 1390,
 				GatewayMAC: "02:11:22:33:44:55"}},
 			Peers: []messages.DesiredPeer{{Node: "n2", PublicKey: "k2", Endpoint: "192.0.2.2:51820", TunnelIP: "10.240.0.2"}},
@@ -181,8 +182,31 @@ func TestRunner(t *testing.T) {
 		waitFor(t, "recovery", func() bool { s := r.Status(); return s.Reconciled && s.Error == "" })
 	})
 
+	t.Run("an answer naming the held revision reconciles it again", func(t *testing.T) {
+		if got := r.Revision(); got != "rev-1" {
+			t.Fatalf("revision held %q", got)
+		}
+		_, n := fab.last()
+		r.SetDesired(messages.DesiredState{Settings: messages.DefaultSettings(), OverlayRevision: "rev-1"})
+		waitFor(t, "a reconcile of the held state", func() bool { _, m := fab.last(); return m > n })
+		if d, _ := fab.last(); len(d.Networks) != 1 || len(d.Peers) != 1 || len(d.FDB) != 1 {
+			t.Fatalf("held state not reapplied: %+v", d)
+		}
+		// Another revision without its overlay is not ours to apply.
+		_, n = fab.last()
+		r.SetDesired(messages.DesiredState{Settings: messages.DefaultSettings(), OverlayRevision: "rev-other"})
+		time.Sleep(20 * time.Millisecond)
+		if _, m := fab.last(); m != n {
+			t.Error("reconciled for a revision it does not hold")
+		}
+		if got := r.Revision(); got != "rev-1" {
+			t.Errorf("revision held %q", got)
+		}
+	})
+
 	t.Run("a bad desired state keeps the last good one", func(t *testing.T) {
 		bad := desired()
+		bad.Overlay.Revision, bad.OverlayRevision = "rev-bad", "rev-bad"
 		bad.Overlay.Networks[0].CIDR = "nope"
 		_, n := fab.last()
 		r.SetDesired(bad)
@@ -192,6 +216,9 @@ func TestRunner(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 		if _, m := fab.last(); m != n {
 			t.Error("a bad desired state was applied")
+		}
+		if got := r.Revision(); got != "rev-1" {
+			t.Errorf("revision after a bad state %q: the control plane must send it again", got)
 		}
 	})
 }
