@@ -214,6 +214,12 @@ func (f *Fabric) plan(d Desired) (*plan, error) {
 	if d.TunnelIP.IsValid() && !d.TunnelIP.Addr().Is4() {
 		return nil, invalidf("tunnel ip %s is not IPv4", d.TunnelIP)
 	}
+	if p.d.WireGuardMTU == 0 {
+		p.d.WireGuardMTU = DefaultWireGuardMTU
+	}
+	if p.d.WireGuardMTU < 1280 || p.d.WireGuardMTU > maxMTU {
+		return nil, invalidf("wireguard mtu %d", p.d.WireGuardMTU)
+	}
 	bridges := map[string]string{}
 	for _, n := range d.Networks {
 		if n.ID == "" {
@@ -229,8 +235,13 @@ func (f *Fabric) plan(d Desired) (*plan, error) {
 		if n.MTU == 0 {
 			n.MTU = DefaultOverlayMTU
 		}
-		if n.MTU < 576 || n.MTU > 9000 {
+		if n.MTU < 576 || n.MTU > maxMTU {
 			return nil, invalidf("network %s: mtu %d", n.ID, n.MTU)
+		}
+		if n.Type == TypeOverlay && n.MTU > p.d.WireGuardMTU-vxlanOverhead {
+			// Larger frames would leave VXLAN fragmented inside WireGuard.
+			return nil, invalidf("network %s: mtu %d above the overlay's %d (wireguard mtu %d)",
+				n.ID, n.MTU, p.d.WireGuardMTU-vxlanOverhead, p.d.WireGuardMTU)
 		}
 		if n.GatewayMAC == nil {
 			n.GatewayMAC = GatewayMACFor(n.ID)

@@ -186,6 +186,19 @@ func TestOverlay(t *testing.T) {
 		}
 	})
 
+	t.Run("the wireguard mtu follows the underlay's", func(t *testing.T) {
+		jumbo := desA
+		jumbo.WireGuardMTU = 8940
+		rep := a.reconcile(t, jumbo)
+		if got := a.ns.link(t, a.fab.opts.WireGuardIf).Attrs().MTU; got != 8940 || rep.Changes != 1 {
+			t.Errorf("wireguard mtu %d after %v, want 8940 in one change", got, rep.Actions)
+		}
+		a.reconcile(t, desA)
+		if got := a.ns.link(t, a.fab.opts.WireGuardIf).Attrs().MTU; got != DefaultWireGuardMTU {
+			t.Errorf("wireguard mtu %d back to the default, want %d", got, DefaultWireGuardMTU)
+		}
+	})
+
 	t.Run("unchanged reconcile changes nothing", func(t *testing.T) {
 		var times []time.Duration
 		for range 20 {

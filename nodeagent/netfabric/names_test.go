@@ -52,6 +52,11 @@ func TestPlanRejects(t *testing.T) {
 		"overlay no tunel": {Networks: []Network{{ID: "a", CIDR: ok.CIDR, Type: TypeOverlay, VNI: 5}}},
 		"nic no network":   {Networks: []Network{ok}, NICs: []NIC{{VMID: "v", Network: "b"}}},
 		"tiny mtu":         {Networks: []Network{{ID: "a", CIDR: ok.CIDR, Type: TypeLocal, MTU: 100}}},
+		"overlay mtu above wireguard's": {Networks: []Network{{ID: "a", CIDR: ok.CIDR, Type: TypeOverlay, VNI: 5, MTU: 1400}},
+			TunnelIP: tunnel},
+		"jumbo overlay in a default wireguard": {Networks: []Network{{ID: "a", CIDR: ok.CIDR, Type: TypeOverlay, VNI: 5, MTU: 8890}},
+			TunnelIP: tunnel},
+		"tiny wireguard mtu": {TunnelIP: tunnel, WireGuardMTU: 1000},
 	} {
 		if _, err := f.plan(d); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: err %v, want ErrInvalid", name, err)
@@ -68,6 +73,14 @@ func TestPlanRejects(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if p.d.WireGuardMTU != DefaultWireGuardMTU {
+		t.Errorf("wireguard mtu defaults to %d", p.d.WireGuardMTU)
+	}
+	jumbo, err := f.plan(Desired{Networks: []Network{{ID: "j", CIDR: ok.CIDR, Type: TypeOverlay, VNI: 5, MTU: 8890}},
+		TunnelIP: tunnel, WireGuardMTU: 8940})
+	if err != nil || jumbo.byID["j"].MTU != 8890 {
+		t.Errorf("a jumbo overlay in a jumbo wireguard: %v", err)
 	}
 	o := p.byID["o"]
 	if o.CIDR.String() != "10.1.0.0/24" || o.MTU != DefaultOverlayMTU || len(o.fdb) != 3 || len(p.byID["a"].fdb) != 0 {

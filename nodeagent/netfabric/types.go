@@ -99,6 +99,10 @@ type Desired struct {
 	TunnelIP netip.Prefix
 	// ListenPort is the WireGuard UDP port; 0 means DefaultListenPort.
 	ListenPort int
+	// WireGuardMTU is the WireGuard interface's MTU, the underlay's less
+	// WireGuard's overhead; 0 means DefaultWireGuardMTU. An overlay
+	// network's MTU must leave room for VXLAN inside it.
+	WireGuardMTU int
 }
 
 // Report says what a Reconcile changed.
@@ -120,6 +124,11 @@ func (r *Report) add(format string, args ...any) {
 const (
 	DefaultWireGuardMTU = 1440
 	DefaultOverlayMTU   = 1390
+	// vxlanOverhead is what VXLAN adds inside WireGuard: outer IPv4, UDP,
+	// VXLAN and the inner Ethernet header.
+	vxlanOverhead = 50
+	// maxMTU is the largest underlay MTU the settings allow.
+	maxMTU = 9216
 	DefaultListenPort   = 51820
 	VXLANPort           = 4789
 	DefaultIfPrefix     = "ox"

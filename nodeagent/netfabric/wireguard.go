@@ -94,11 +94,11 @@ func (f *Fabric) reconcileWireGuard(_ context.Context, p *plan, rep *Report) err
 	if err := f.configureWireGuard(p, rep); err != nil {
 		return err
 	}
-	if l.Attrs().MTU != DefaultWireGuardMTU {
-		if err := f.nl.LinkSetMTU(l, DefaultWireGuardMTU); err != nil {
+	if mtu := p.d.WireGuardMTU; l.Attrs().MTU != mtu {
+		if err := f.nl.LinkSetMTU(l, mtu); err != nil {
 			return fmt.Errorf("%s mtu: %w", name, err)
 		}
-		rep.add("set %s mtu %d", name, DefaultWireGuardMTU)
+		rep.add("set %s mtu %d", name, mtu)
 	}
 	s := &linkSnapshot{addrs: map[int][]netlink.Addr{}}
 	addrs, err := f.nl.AddrList(l, netlink.FAMILY_V4)

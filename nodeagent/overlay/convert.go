@@ -24,6 +24,9 @@ func desiredFrom(o *messages.DesiredOverlay, settings messages.Settings) (netfab
 		d.TunnelIP = tip
 	}
 	d.ListenPort = o.ListenPort
+	if settings.UnderlayMTU > 0 {
+		d.WireGuardMTU, _ = messages.NetworkMTUs(settings.UnderlayMTU)
+	}
 	for _, n := range o.Networks {
 		cidr, err := netip.ParsePrefix(n.CIDR)
 		if err != nil {

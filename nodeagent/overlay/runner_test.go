@@ -105,8 +105,8 @@ func TestRunner(t *testing.T) {
 		r.SetDesired(desired())
 		waitFor(t, "a reconcile", func() bool { _, n := fab.last(); return n > 0 })
 		d, _ := fab.last()
-		if d.TunnelIP != netip.MustParsePrefix("10.240.0.1/12") || d.ListenPort != 51999 {
-			t.Errorf("tunnel %s port %d", d.TunnelIP, d.ListenPort)
+		if d.TunnelIP != netip.MustParsePrefix("10.240.0.1/12") || d.ListenPort != 51999 || d.WireGuardMTU != 1440 {
+			t.Errorf("tunnel %s port %d wireguard mtu %d", d.TunnelIP, d.ListenPort, d.WireGuardMTU)
 		}
 		if len(d.Networks) != 1 || d.Networks[0].VNI != 4096 || d.Networks[0].GatewayMAC.String() != "02:11:22:33:44:55" {
 			t.Errorf("networks %+v", d.Networks)
