@@ -12,10 +12,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netns"
 
 	"github.com/otherix/otherix/test/guest"
 )
@@ -25,7 +30,10 @@ import (
 // third namespace that also reaches the host through one veth (a /24 of its
 // own; the host gets that link only, removed at cleanup), an overlay
 // network, one test guest per node, and the guests ping each other over
-// VXLAN inside userspace WireGuard.
+// VXLAN inside userspace WireGuard. The network has egress: each guest
+// fetches a page from an "outside" namespace on the underlay and the
+// outside sees the request come from the guest's own node. A third guest on
+// a network without egress cannot reach the outside.
 
 // ns runs ip in a test namespace (or the host for "").
 func ipIn(t *testing.T, ns string, args ...string) string {
@@ -130,6 +138,117 @@ type overlayNode struct {
 	} `json:"status"`
 }
 
+// outsideServer is an HTTP server listening inside a test namespace: it
+// records, per request path, the remote addresses it saw.
+type outsideServer struct {
+	mu   sync.Mutex
+	seen map[string][]string // path -> remote hosts
+}
+
+func (o *outsideServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	o.mu.Lock()
+	o.seen[r.URL.Path] = append(o.seen[r.URL.Path], host)
+	o.mu.Unlock()
+	fmt.Fprintf(w, "OTHERIX-OUTSIDE-SAW %s\n", host)
+}
+
+// snapshot copies what the server saw so far.
+func (o *outsideServer) snapshot() map[string][]string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	m := make(map[string][]string, len(o.seen))
+	for k, v := range o.seen {
+		m[k] = append([]string(nil), v...)
+	}
+	return m
+}
+
+// listenIn opens a TCP listener inside the named namespace: a locked OS
+// thread switches into it, listens (the socket stays in that namespace) and
+// switches back. A thread that cannot switch back is never unlocked, so
+// the runtime discards it with its goroutine.
+func listenIn(t *testing.T, nsName, addr string) net.Listener {
+	t.Helper()
+	type result struct {
+		ln  net.Listener
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: fmt.Errorf("current netns: %w", err)}
+			return
+		}
+		defer orig.Close()
+		target, err := netns.GetFromName(nsName)
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: fmt.Errorf("netns %s: %w", nsName, err)}
+			return
+		}
+		defer target.Close()
+		if err := netns.Set(target); err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: fmt.Errorf("enter netns %s: %w", nsName, err)}
+			return
+		}
+		ln, lerr := net.Listen("tcp", addr)
+		if err := netns.Set(orig); err != nil {
+			// Stay locked: this thread is in the wrong namespace.
+			if ln != nil {
+				ln.Close()
+			}
+			ch <- result{err: fmt.Errorf("return from netns %s: %w", nsName, err)}
+			return
+		}
+		runtime.UnlockOSThread()
+		ch <- result{ln: ln, err: lerr}
+	}()
+	r := <-ch
+	if r.err != nil {
+		t.Fatalf("listen on %s in %s: %v", addr, nsName, r.err)
+	}
+	return r.ln
+}
+
+// startOutside serves an outsideServer on addr inside nsName until the
+// test ends.
+func startOutside(t *testing.T, nsName, addr string) *outsideServer {
+	t.Helper()
+	o := &outsideServer{seen: map[string][]string{}}
+	ln := listenIn(t, nsName, addr)
+	srv := &http.Server{Handler: o, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(ln); close(done) }()
+	t.Cleanup(func() {
+		_ = srv.Close()
+		<-done
+	})
+	return o
+}
+
+// netDiag is what a failed egress assertion shows about a node namespace.
+func netDiag(ns string) string {
+	var b strings.Builder
+	for _, args := range [][]string{
+		{"ip", "-n", ns, "-br", "addr"},
+		{"ip", "-n", ns, "route"},
+		{"ip", "netns", "exec", ns, "nft", "list", "ruleset"},
+		{"ip", "netns", "exec", ns, "cat", "/proc/sys/net/ipv4/ip_forward"},
+	} {
+		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+		fmt.Fprintf(&b, "$ %s (%v)\n%s\n", strings.Join(args, " "), err, out)
+	}
+	return b.String()
+}
+
 func TestOverlayGuestsPingAcrossNodes(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: network namespaces, bridges, taps")
@@ -173,6 +292,17 @@ func TestOverlayGuestsPingAcrossNodes(t *testing.T) {
 		ipIn(t, ns, "link", "set", "eth0", "up")
 		nodeNS[name] = ns
 	}
+	// The outside: one more namespace on the underlay, with an HTTP server
+	// that records who asked. It has no route to the overlays, so what
+	// reaches it from a VM can only be masqueraded by a node.
+	outNS := fmt.Sprintf("oxe-%d-out", pid)
+	outIP := sub + ".250"
+	addNetns(t, outNS)
+	ipIn(t, ul, "link", "add", "uout", "type", "veth", "peer", "name", "eth0", "netns", outNS)
+	ipIn(t, ul, "link", "set", "uout", "master", "br0", "up")
+	ipIn(t, outNS, "addr", "add", outIP+"/24", "dev", "eth0")
+	ipIn(t, outNS, "link", "set", "eth0", "up")
+	outside := startOutside(t, outNS, outIP+":8080")
 
 	// The image server and the API's agent listener on the host's underlay
 	// address, where the nodes reach them.
@@ -252,59 +382,171 @@ func TestOverlayGuestsPingAcrossNodes(t *testing.T) {
 	if out, code := c.cliIn(adminPassword, "login", api.URL, "--user", adminEmail, "--password-stdin", "--ca-fingerprint", fp); code != 0 {
 		t.Fatalf("otherix login: exit %d\n%s", code, out)
 	}
-	c.mustCLI("network", "create", "net1", "--cidr", "10.77.0.0/24", "--type", "overlay")
+	c.mustCLI("network", "create", "net1", "--cidr", "10.77.0.0/24", "--type", "overlay", "--egress")
+	c.mustCLI("network", "create", "net2", "--cidr", "10.78.0.0/24", "--type", "overlay")
 
-	ips := map[string]string{"g1": "10.77.0.11", "g2": "10.77.0.12"}
+	guests := []string{"g1", "g2", "g3"}
+	ips := map[string]string{"g1": "10.77.0.11", "g2": "10.77.0.12", "g3": "10.78.0.13"}
+	netOf := map[string]string{"g1": "net1", "g2": "net1", "g3": "net2"}
 	peerOf := map[string]string{"g1": "g2", "g2": "g1"}
-	node := map[string]string{"g1": "n1", "g2": "n2"}
-	start := time.Now()
-	created := map[string]time.Duration{}
+	node := map[string]string{"g1": "n1", "g2": "n2", "g3": "n1"}
+	nodeIP := map[string]string{"n1": sub + ".2", "n2": sub + ".3"}
+	outURL := func(g string) string { return "http://" + outIP + ":8080/from/" + g }
+	// The guests' scripts. Each wget is bounded by timeout: busybox wget has
+	// no timeout of its own and a dropped SYN would hang it for minutes.
+	scripts := map[string]string{}
 	for _, g := range []string{"g1", "g2"} {
 		peer := ips[peerOf[g]]
 		// The peer may boot later: try for up to 90 s, then ping for real.
-		ud := filepath.Join(t.TempDir(), g+".sh")
-		script := "#!/bin/sh\ni=0\nwhile [ $i -lt 90 ]; do ping -c 1 -W 1 " + peer + " >/dev/null 2>&1 && break; i=$((i+1)); sleep 1; done\n" +
-			"echo OTHERIX-PING " + peer + " after $i tries\nping -c 3 -W 2 " + peer + "\n"
-		if err := os.WriteFile(ud, []byte(script), 0o644); err != nil {
+		// Egress needs the node's reconcile of the network: retry it too.
+		scripts[g] = "#!/bin/sh\ni=0\nwhile [ $i -lt 90 ]; do ping -c 1 -W 1 " + peer + " >/dev/null 2>&1 && break; i=$((i+1)); sleep 1; done\n" +
+			"echo OTHERIX-PING " + peer + " after $i tries\nping -c 3 -W 2 " + peer + "\n" +
+			"j=0\nwhile [ $j -lt 20 ]; do r=$(timeout 2 wget -q -O - " + outURL(g) + " 2>&1) && break; j=$((j+1)); sleep 1; done\n" +
+			"if [ $j -lt 20 ]; then echo \"OTHERIX-EGRESS ok after $j tries: $r\"; else echo \"OTHERIX-EGRESS failed after $j tries: $r\"; fi\n"
+	}
+	// g3's network has no egress: once the gateway answers (the data plane
+	// is there), the outside must stay unreachable for 5 tries (~10 s).
+	scripts["g3"] = "#!/bin/sh\ni=0\nwhile [ $i -lt 90 ]; do ping -c 1 -W 1 169.254.1.1 >/dev/null 2>&1 && break; i=$((i+1)); sleep 1; done\n" +
+		"if [ $i -lt 90 ]; then echo OTHERIX-GATEWAY ok after $i tries; else echo OTHERIX-GATEWAY failed; exit 1; fi\n" +
+		"j=0\nwhile [ $j -lt 5 ]; do r=$(timeout 1 wget -q -O - " + outURL("g3") + " 2>&1) && break; j=$((j+1)); sleep 1; done\n" +
+		"if [ $j -lt 5 ]; then echo \"OTHERIX-EGRESS ok after $j tries: $r\"; else echo \"OTHERIX-EGRESS failed after $j tries\"; fi\n"
+	uds := map[string]string{}
+	for _, g := range guests {
+		uds[g] = filepath.Join(t.TempDir(), g+".sh")
+		if err := os.WriteFile(uds[g], []byte(scripts[g]), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		out, code := c.cli("vm", "create", g, "--image", imgSrv.URL+"/images/guest.qcow2", "--sha256", hex.EncodeToString(sum[:]),
-			"--memory", "256Mi", "--disk", "1Gi", "--node", node[g], "--network", "net1:"+ips[g], "--user-data", ud, "--wait")
-		if code != 0 {
-			t.Fatalf("vm create %s: exit %d\n%s\n%s", g, code, out, agentLogs())
+	}
+	// g1 first, which caches the image on n1; then g2 (n2) and g3 (n1, the
+	// image cached) together, so the third guest adds little to the run.
+	type createResult struct {
+		out  string
+		err  error
+		took time.Duration
+	}
+	cliBin := filepath.Join(binDir(t), "otherix")
+	start := time.Now()
+	created := map[string]time.Duration{}
+	for _, batch := range [][]string{{"g1"}, {"g2", "g3"}} {
+		results := make([]createResult, len(batch))
+		var wg sync.WaitGroup
+		for i, g := range batch {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cmd := exec.Command(cliBin, "vm", "create", g,
+					"--image", imgSrv.URL+"/images/guest.qcow2", "--sha256", hex.EncodeToString(sum[:]),
+					"--memory", "256Mi", "--disk", "1Gi", "--node", node[g], "--network", netOf[g]+":"+ips[g],
+					"--user-data", uds[g], "--wait")
+				cmd.Env = c.cliEnv
+				out, err := cmd.CombinedOutput()
+				results[i] = createResult{string(out), err, time.Since(start).Round(100 * time.Millisecond)}
+			}()
 		}
-		created[g] = time.Since(start).Round(100 * time.Millisecond)
+		wg.Wait()
+		for i, g := range batch {
+			if results[i].err != nil {
+				t.Fatalf("vm create %s: %v\n%s\n%s", g, results[i].err, results[i].out, agentLogs())
+			}
+			created[g] = results[i].took
+		}
 	}
 	t.Logf("create --wait returned at %v", created)
-	// When each guest printed what, polled from both serial logs together.
+	// When each guest printed what, polled from all serial logs together.
 	seen := map[string]time.Duration{}
-	eventually(t, 120*time.Second, "both guests to configure their NIC", func() bool {
-		for _, g := range []string{"g1", "g2"} {
-			out, _ := c.cli("vm", "logs", g)
-			for _, m := range []string{guest.ReadyMarker, guest.NetReadyMarker + " " + ips[g]} {
-				if _, ok := seen[g+" "+m]; !ok && strings.Contains(out, m) {
+	marks := []string{guest.ReadyMarker, guest.NetReadyMarker, "OTHERIX-PING", "OTHERIX-GATEWAY", "OTHERIX-EGRESS", guest.UserDataDoneMarker}
+	logs := map[string]string{}
+	deadline = time.Now().Add(180 * time.Second)
+	for {
+		done := true
+		for _, g := range guests {
+			logs[g], _ = c.cli("vm", "logs", g)
+			for _, m := range marks {
+				if _, ok := seen[g+" "+m]; !ok && strings.Contains(logs[g], m) {
 					seen[g+" "+m] = time.Since(start).Round(100 * time.Millisecond)
 				}
 			}
+			_, ok := seen[g+" "+guest.UserDataDoneMarker]
+			done = done && ok
 		}
-		_, ok1 := seen["g1 "+guest.NetReadyMarker+" "+ips["g1"]]
-		_, ok2 := seen["g2 "+guest.NetReadyMarker+" "+ips["g2"]]
-		return ok1 && ok2
-	})
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			var b strings.Builder
+			for _, g := range guests {
+				fmt.Fprintf(&b, "guest %s:\n%s\n", g, tail(logs[g], 1500))
+			}
+			t.Fatalf("guests did not finish their user-data within 180s (markers %v):\n%s%s\n%s%s",
+				seen, b.String(), agentLogs(), netDiag(nodeNS["n1"]), netDiag(nodeNS["n2"]))
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
 	t.Logf("markers seen, from the first create: %v", seen)
+	for _, g := range guests {
+		if !strings.Contains(logs[g], guest.NetReadyMarker+" "+ips[g]) {
+			t.Fatalf("guest %s did not configure %s:\n%s\n%s", g, ips[g], tail(logs[g], 3000), agentLogs())
+		}
+	}
 	for _, g := range []string{"g1", "g2"} {
-		c.agent = map[string]*nsAgent{"n1": n1, "n2": n2}[node[g]].proc
-		c.waitLog(g, guest.UserDataDoneMarker, 1, 180*time.Second)
-		out, _ := c.cli("vm", "logs", g)
+		out := logs[g]
 		i := strings.Index(out, "OTHERIX-PING")
 		if i < 0 || !strings.Contains(out[i:], "3 packets received") {
 			t.Fatalf("guest %s did not reach %s:\n%s\n%s", g, ips[peerOf[g]], tail(out, 3000), agentLogs())
 		}
-		t.Logf("guest %s:\n%s", g, tail(out[i:], 600))
+		t.Logf("guest %s:\n%s", g, tail(out[i:], 900))
+	}
+
+	// Egress: each net1 guest reached the outside, masqueraded behind its
+	// own node's underlay address, never with its overlay address.
+	saw := outside.snapshot()
+	t.Logf("the outside saw: %v", saw)
+	for _, g := range []string{"g1", "g2"} {
+		want := nodeIP[node[g]]
+		got := saw["/from/"+g]
+		if !strings.Contains(logs[g], "OTHERIX-EGRESS ok") || len(got) == 0 {
+			t.Errorf("guest %s (egress on %s) did not reach the outside %s:\n%s\n%s",
+				g, node[g], outIP, tail(logs[g], 1500), netDiag(nodeNS[node[g]]))
+			continue
+		}
+		for _, h := range got {
+			if h != want {
+				t.Errorf("the outside saw %s's request from %s, want %s (its node %s)", g, h, want, node[g])
+			}
+		}
+		if !strings.Contains(logs[g], "OTHERIX-OUTSIDE-SAW "+want) {
+			t.Errorf("guest %s did not print the outside's answer naming %s:\n%s", g, want, tail(logs[g], 1500))
+		}
+	}
+	// Opt-in: g3 reached its gateway but not the outside, which saw
+	// nothing from it (nor anything from an overlay address).
+	if !strings.Contains(logs["g3"], "OTHERIX-GATEWAY ok") {
+		t.Errorf("guest g3 never reached its gateway:\n%s\n%s", tail(logs["g3"], 1500), netDiag(nodeNS["n1"]))
+	}
+	if !strings.Contains(logs["g3"], "OTHERIX-EGRESS failed after 5 tries") {
+		t.Errorf("guest g3 (net2, no egress) did not fail to reach the outside:\n%s\n%s", tail(logs["g3"], 1500), netDiag(nodeNS["n1"]))
+	}
+	if got := saw["/from/g3"]; len(got) != 0 {
+		t.Errorf("the outside saw g3 (net2, no egress) from %v", got)
+	}
+	paths := make([]string, 0, len(saw))
+	for p := range saw {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	for _, p := range paths {
+		for _, h := range saw[p] {
+			if h != nodeIP["n1"] && h != nodeIP["n2"] {
+				t.Errorf("the outside saw %s from %s, not a node's underlay address", p, h)
+			}
+		}
+	}
+	if i := strings.Index(logs["g3"], "OTHERIX-GATEWAY"); i >= 0 {
+		t.Logf("guest g3:\n%s", tail(logs["g3"][i:], 600))
 	}
 
 	// Delete removes the taps with the VMs.
-	for _, g := range []string{"g1", "g2"} {
+	for _, g := range guests {
 		c.mustCLI("vm", "delete", g, "--force", "--wait")
 	}
 	for _, name := range []string{"n1", "n2"} {
