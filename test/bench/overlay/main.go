@@ -10,7 +10,7 @@
 // namespaces named oxbench-<pid>-* and is removed on exit, also on failure
 // or Ctrl-C.
 //
-// Usage: go run ./test/bench/overlay [-d 10s] [-n 10000] [-reconciles 20] [-iperf=true]
+// Usage: go run ./test/bench/overlay [-d 10s] [-n 10000] [-reconciles 20] [-iperf=true] [-underlay-mtu 1500]
 package main
 
 import (
@@ -28,6 +28,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/nodeagent/netfabric"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -39,6 +40,7 @@ func main() {
 	rtts := flag.Int("n", 10000, "UDP round trips per latency figure")
 	reconciles := flag.Int("reconciles", 20, "unchanged reconciles timed")
 	useIperf := flag.Bool("iperf", true, "also measure with iperf3 when it is installed")
+	underlayMTU := flag.Int("underlay-mtu", 1500, "MTU of the underlay veths; WireGuard and the overlay network get the MTUs the control plane derives from it")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (load generator and userspace WireGuard) to FILE")
 	flag.Parse()
 	if os.Geteuid() != 0 {
@@ -56,7 +58,11 @@ func main() {
 		pprof.StartCPUProfile(f)
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
-	if err := run(ctx, *dur, *rtts, *reconciles, *useIperf); err != nil {
+	if *underlayMTU < 1280 || *underlayMTU > 9216 {
+		fmt.Println("overlay bench: -underlay-mtu must be within 1280..9216")
+		os.Exit(2)
+	}
+	if err := run(ctx, *dur, *rtts, *reconciles, *useIperf, *underlayMTU); err != nil {
 		fmt.Println("overlay bench: FAILED:", err)
 		exit = 1
 	}
@@ -71,7 +77,7 @@ type row struct {
 	note     string
 }
 
-func run(ctx context.Context, dur time.Duration, rtts, reconciles int, useIperf bool) (err error) {
+func run(ctx context.Context, dur time.Duration, rtts, reconciles int, useIperf bool, underlayMTU int) (err error) {
 	var rv reverts
 	defer func() {
 		if uerr := rv.unwind(); uerr != nil {
@@ -85,18 +91,20 @@ func run(ctx context.Context, dur time.Duration, rtts, reconciles int, useIperf 
 		}
 	}
 	fmt.Printf("overlay bench: %s, GOMAXPROCS=%d, %d CPUs, %s\n", time.Now().UTC().Format(time.RFC3339), runtime.GOMAXPROCS(0), runtime.NumCPU(), uptime())
-	fmt.Printf("each stream %v, %d UDP round trips of 64 bytes; MB = 10^6 bytes\n", dur, rtts)
+	wgMTU, ovMTU := messages.NetworkMTUs(underlayMTU)
+	fmt.Printf("each stream %v, %d UDP round trips of 64 bytes; MB = 10^6 bytes; MTUs: underlay %d, wireguard %d, overlay %d\n",
+		dur, rtts, underlayMTU, wgMTU, ovMTU)
 
 	kernelNote, err := kernelWireGuard(ctx, &rv)
 	if err != nil {
 		return err
 	}
-	bare, err := buildBare(&rv)
+	bare, err := buildBare(&rv, underlayMTU)
 	if err != nil {
 		return err
 	}
 	paths := []*path{bare}
-	ov, wgOnly, impl, err := buildOverlay(ctx, &rv, "user", netfabric.WireGuardUserspace, nil)
+	ov, wgOnly, impl, err := buildOverlay(ctx, &rv, "user", netfabric.WireGuardUserspace, underlayMTU, nil)
 	if err != nil {
 		return err
 	}
@@ -105,7 +113,7 @@ func run(ctx context.Context, dur time.Duration, rtts, reconciles int, useIperf 
 	}
 	paths = append(paths, ov)
 	if kernelNote == "" {
-		kov, kwg, _, err := buildOverlay(ctx, &rv, "kern", netfabric.WireGuardKernel, nil)
+		kov, kwg, _, err := buildOverlay(ctx, &rv, "kern", netfabric.WireGuardKernel, underlayMTU, nil)
 		if err != nil {
 			return err
 		}

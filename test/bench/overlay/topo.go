@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/nodeagent/netfabric"
 	"github.com/vishvananda/netlink"
 )
@@ -23,8 +24,8 @@ type path struct {
 }
 
 // buildBare is the floor: endpoint A → node a → veth underlay → node b →
-// endpoint B, plain IPv4 routing at MTU 1500, no bridge, no tunnel.
-func buildBare(rv *reverts) (*path, error) {
+// endpoint B, plain IPv4 routing at the underlay's MTU, no bridge, no tunnel.
+func buildBare(rv *reverts, mtu int) (*path, error) {
 	na, err := newNS(rv, "bare-na")
 	if err != nil {
 		return nil, err
@@ -42,11 +43,11 @@ func buildBare(rv *reverts) (*path, error) {
 		return nil, err
 	}
 	steps := []func() error{
-		func() error { return na.veth("eth0", nil, nb, "eth0", 1500, nil) },
+		func() error { return na.veth("eth0", nil, nb, "eth0", mtu, nil) },
 		func() error { return na.addr("eth0", "192.168.60.1/24") },
 		func() error { return nb.addr("eth0", "192.168.60.2/24") },
-		func() error { return na.veth("vm0", nil, ea, "eth0", 1500, nil) },
-		func() error { return nb.veth("vm0", nil, eb, "eth0", 1500, nil) },
+		func() error { return na.veth("vm0", nil, ea, "eth0", mtu, nil) },
+		func() error { return nb.veth("vm0", nil, eb, "eth0", mtu, nil) },
 		func() error { return na.addr("vm0", "10.60.1.1/24") },
 		func() error { return nb.addr("vm0", "10.60.2.1/24") },
 		func() error { return ea.addr("eth0", "10.60.1.2/24") },
@@ -66,9 +67,12 @@ func buildBare(rv *reverts) (*path, error) {
 	return &path{name: "bare underlay", a: ea, b: eb, dst: "10.60.2.2", nodes: []*benchNS{na, nb}}, nil
 }
 
-// overlayNet is the benchmark's one overlay network (default MTUs: 1500
-// underlay, 1440 WireGuard, 1390 overlay).
-var overlayNet = netfabric.Network{ID: "bench-net", Name: "bench", CIDR: netip.MustParsePrefix("10.61.0.0/24"), Type: netfabric.TypeOverlay, VNI: 201, MTU: netfabric.DefaultOverlayMTU}
+// overlayNet is the benchmark's one overlay network, with the MTUs the
+// control plane derives from an underlay MTU (1500 → 1440 WireGuard → 1390).
+func overlayNet(underlayMTU int) netfabric.Network {
+	_, mtu := messages.NetworkMTUs(underlayMTU)
+	return netfabric.Network{ID: "bench-net", Name: "bench", CIDR: netip.MustParsePrefix("10.61.0.0/24"), Type: netfabric.TypeOverlay, VNI: 201, MTU: mtu}
+}
 
 // buildOverlay is the product path: two node namespaces on a veth underlay,
 // a real Fabric in each (mode picks the WireGuard implementation), and an
@@ -78,7 +82,9 @@ var overlayNet = netfabric.Network{ID: "bench-net", Name: "bench", CIDR: netip.M
 // wgOnly is a diagnostic path over the same fabrics: node a to node b's
 // tunnel IP, inside WireGuard but without VXLAN, to tell the tunnel's own
 // cost from the encapsulation's.
-func buildOverlay(ctx context.Context, rv *reverts, tag, mode string, logf func(string, ...any)) (ov, wgOnly *path, impl string, err error) {
+func buildOverlay(ctx context.Context, rv *reverts, tag, mode string, underlayMTU int, logf func(string, ...any)) (ov, wgOnly *path, impl string, err error) {
+	onet := overlayNet(underlayMTU)
+	wgMTU, _ := messages.NetworkMTUs(underlayMTU)
 	na, err := newNS(rv, tag+"-na")
 	if err != nil {
 		return nil, nil, "", err
@@ -87,7 +93,7 @@ func buildOverlay(ctx context.Context, rv *reverts, tag, mode string, logf func(
 	if err != nil {
 		return nil, nil, "", err
 	}
-	if err := na.veth("eth0", nil, nb, "eth0", 1500, nil); err != nil {
+	if err := na.veth("eth0", nil, nb, "eth0", underlayMTU, nil); err != nil {
 		return nil, nil, "", err
 	}
 	if err := na.addr("eth0", "192.168.61.1/24"); err != nil {
@@ -133,17 +139,18 @@ func buildOverlay(ctx context.Context, rv *reverts, tag, mode string, logf func(
 	for i, n := range nodes {
 		o := nodes[1-i]
 		d := netfabric.Desired{
-			Networks: []netfabric.Network{overlayNet},
-			FDB:      []netfabric.FDBEntry{{Network: overlayNet.ID, MAC: o.mac, Remote: o.tunnel.Addr()}},
-			Peers:    peers,
-			TunnelIP: n.tunnel,
+			Networks:     []netfabric.Network{onet},
+			FDB:          []netfabric.FDBEntry{{Network: onet.ID, MAC: o.mac, Remote: o.tunnel.Addr()}},
+			WireGuardMTU: wgMTU,
+			Peers:        peers,
+			TunnelIP:     n.tunnel,
 		}
 		rep, err := n.fab.Reconcile(ctx, d)
 		if err != nil {
 			return nil, nil, "", fmt.Errorf("reconcile %s: %w", n.ns.name, err)
 		}
 		impl = rep.WireGuard
-		br, err := bridgeOf(n.ns, overlayNet.ID)
+		br, err := bridgeOf(n.ns, onet.ID)
 		if err != nil {
 			return nil, nil, "", err
 		}
@@ -151,7 +158,7 @@ func buildOverlay(ctx context.Context, rv *reverts, tag, mode string, logf func(
 		if err != nil {
 			return nil, nil, "", err
 		}
-		if err := n.ns.veth("vm0", br, ep, "eth0", overlayNet.MTU, n.mac); err != nil {
+		if err := n.ns.veth("vm0", br, ep, "eth0", onet.MTU, n.mac); err != nil {
 			return nil, nil, "", err
 		}
 		if err := ep.addr("eth0", n.ip+"/24"); err != nil {
