@@ -27,6 +27,7 @@ const (
 type overlayOptions struct {
 	mode, wireguard, underlayIP, wireguardIf string
 	wireguardPort                            int
+	tunnelOffload                            bool
 }
 
 // enabled says whether the data plane runs: auto means when root, since
@@ -102,9 +103,10 @@ func startDataPlane(ctx context.Context, log *slog.Logger, o overlayOptions, sta
 	}
 	dp := &dataPlane{}
 	fab, err := netfabric.New(netfabric.Options{
-		WireGuard:   o.wireguard,
-		WireGuardIf: o.wireguardIf,
-		KeyDir:      filepath.Join(stateDir, "wireguard"),
+		WireGuard:       o.wireguard,
+		WireGuardIf:     o.wireguardIf,
+		NoTunnelOffload: !o.tunnelOffload,
+		KeyDir:          filepath.Join(stateDir, "wireguard"),
 		Logf: func(format string, args ...any) {
 			log.Debug("wireguard: " + fmt.Sprintf(format, args...))
 		},

@@ -108,6 +108,7 @@ leaves the node. Stopping the agent stops a userspace WireGuard device
 	f.StringVar(&o.overlay.underlayIP, "underlay-ip", "", "IPv4 address other nodes reach this node's WireGuard at (default: this host's address towards the control plane)")
 	f.IntVar(&o.overlay.wireguardPort, "wireguard-port", netfabric.DefaultListenPort, "WireGuard UDP port (the control plane's desired state may name another)")
 	f.StringVar(&o.overlay.wireguardIf, "wireguard-if", "", "WireGuard interface name (default oxwg0); nodes sharing a host need distinct names")
+	f.BoolVar(&o.overlay.tunnelOffload, "wireguard-offload", true, "userspace WireGuard: take VXLAN from the kernel in 64 KiB UDP-tunnel GSO batches where the kernel's TUN can (Linux 6.17+); false uses wireguard-go's own TUN")
 	f.DurationVar(&o.renewBefore, "renew-before", 0, "renew the node certificate this long before it expires (default: once two thirds of its lifetime have passed)")
 	return cmd
 }

@@ -8,6 +8,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/otherix/otherix/nodeagent/wgtun"
 )
 
 // WireGuard implementation choices for Options.WireGuard.
@@ -36,6 +38,10 @@ type Options struct {
 	KeyDir string
 	// Logf receives userspace WireGuard diagnostics; nil discards them.
 	Logf func(format string, args ...any)
+	// NoTunnelOffload makes userspace WireGuard use wireguard-go's own TUN
+	// even where the kernel's TUN takes UDP tunnel GSO (nodeagent/wgtun),
+	// which moves VXLAN traffic in 64 KiB batches instead of per packet.
+	NoTunnelOffload bool
 }
 
 // Fabric converges the data plane of one node. Reconcile calls are
@@ -113,6 +119,18 @@ func New(opts Options) (*Fabric, error) {
 // PublicKey is the node's WireGuard public key (base64). The private key
 // stays in Options.KeyDir.
 func (f *Fabric) PublicKey() string { return f.key.public() }
+
+// TunnelOffload reports how the userspace WireGuard TUN batched so far; ok
+// is false without one that takes UDP tunnel GSO (kernel WireGuard, an older
+// kernel, or Options.NoTunnelOffload).
+func (f *Fabric) TunnelOffload() (st wgtun.Stats, ok bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.wg == nil || f.wg.offload == nil {
+		return wgtun.Stats{}, false
+	}
+	return f.wg.offload.Stats(), true
+}
 
 // Close stops a userspace WireGuard device (its TUN interface goes with it)
 // and releases the namespace. Bridges, taps, VXLAN devices, a kernel

@@ -113,6 +113,9 @@ type Report struct {
 	Actions []string
 	// WireGuard is the implementation in use: "kernel", "userspace" or "".
 	WireGuard string
+	// TunnelOffload says userspace WireGuard's TUN takes VXLAN in UDP
+	// tunnel GSO batches (nodeagent/wgtun).
+	TunnelOffload bool
 }
 
 func (r *Report) add(format string, args ...any) {
@@ -128,9 +131,9 @@ const (
 	// VXLAN and the inner Ethernet header.
 	vxlanOverhead = 50
 	// maxMTU is the largest underlay MTU the settings allow.
-	maxMTU = 9216
-	DefaultListenPort   = 51820
-	VXLANPort           = 4789
-	DefaultIfPrefix     = "ox"
-	TableName           = "otherix"
+	maxMTU            = 9216
+	DefaultListenPort = 51820
+	VXLANPort         = 4789
+	DefaultIfPrefix   = "ox"
+	TableName         = "otherix"
 )

@@ -20,6 +20,8 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/otherix/otherix/nodeagent/wgtun"
 )
 
 // keepalive keeps NAT mappings and the peer's endpoint fresh.
@@ -33,10 +35,12 @@ type wgState struct {
 	name string
 	// client configures the device (genetlink or the UAPI socket).
 	client *wgctrl.Client
-	// dev, uapi and done belong to a userspace device only.
-	dev  *device.Device
-	uapi net.Listener
-	done sync.WaitGroup
+	// dev, uapi and done belong to a userspace device only; offload is its
+	// TUN when that takes UDP tunnel GSO, else nil.
+	dev     *device.Device
+	offload *wgtun.Device
+	uapi    net.Listener
+	done    sync.WaitGroup
 }
 
 func (w *wgState) close() error {
@@ -91,6 +95,7 @@ func (f *Fabric) reconcileWireGuard(_ context.Context, p *plan, rep *Report) err
 		}
 	}
 	rep.WireGuard = f.wg.impl
+	rep.TunnelOffload = f.wg.offload != nil
 	if err := f.configureWireGuard(p, rep); err != nil {
 		return err
 	}
@@ -99,6 +104,9 @@ func (f *Fabric) reconcileWireGuard(_ context.Context, p *plan, rep *Report) err
 			return fmt.Errorf("%s mtu: %w", name, err)
 		}
 		rep.add("set %s mtu %d", name, mtu)
+		if f.wg.offload != nil {
+			f.wg.offload.MTUChanged()
+		}
 	}
 	s := &linkSnapshot{addrs: map[int][]netlink.Addr{}}
 	addrs, err := f.nl.AddrList(l, netlink.FAMILY_V4)
@@ -177,9 +185,18 @@ func (f *Fabric) startUserspace() (*wgState, error) {
 		// The TUN, its netlink event socket and the initial MTU query all
 		// bind to this thread's namespace.
 		var err error
-		tdev, err = tun.CreateTUN(name, DefaultWireGuardMTU)
-		if err != nil {
-			return err
+		if !f.opts.NoTunnelOffload {
+			w.offload, err = wgtun.Create(name)
+			if err == nil {
+				tdev = w.offload
+			} else if !errors.Is(err, wgtun.ErrUnsupported) {
+				return err
+			}
+		}
+		if tdev == nil {
+			if tdev, err = tun.CreateTUN(name, DefaultWireGuardMTU); err != nil {
+				return err
+			}
 		}
 		logf := f.opts.Logf
 		logger := &device.Logger{

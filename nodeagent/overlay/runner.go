@@ -384,7 +384,7 @@ func (r *Runner) reconcile(ctx context.Context) (netfabric.Report, error) {
 		}
 		r.cfg.Log.Info("overlay reconciled", "changes", rep.Changes, "took", took.Round(time.Millisecond).String(),
 			"networks", len(d.Networks), "nics", len(d.NICs), "peers", len(d.Peers), "fdb", len(d.FDB),
-			"wireguard", rep.WireGuard, "actions", strings.Join(acts, "; ")+more)
+			"wireguard", rep.WireGuard, "tunnel_offload", rep.TunnelOffload, "actions", strings.Join(acts, "; ")+more)
 	}
 	if err != nil {
 		r.logErr(err.Error())

@@ -138,6 +138,9 @@ func run(ctx context.Context, dur time.Duration, rtts, reconciles int, useIperf 
 			}
 		}
 		fmt.Printf("%s: after the streams: %s\n", p.name, p.drops())
+		if len(p.fabs) > 0 {
+			fmt.Printf("%s: TUN batching (cumulative): %s\n", p.name, p.offload())
+		}
 		fmt.Printf("%s: UDP ping-pong… %s\n", p.name, uptime())
 		if r.lat, err = pingPong(ctx, p, port+3, rtts); err != nil {
 			return fmt.Errorf("%s: latency: %w", p.name, err)

@@ -21,6 +21,8 @@ type path struct {
 	dst  string // endpoint B's address
 	// nodes are the node namespaces in between, for link counters.
 	nodes []*benchNS
+	// fabs are the nodes' fabrics (overlay paths), for their TUN counters.
+	fabs []*netfabric.Fabric
 }
 
 // buildBare is the floor: endpoint A → node a → veth underlay → node b →
@@ -166,8 +168,9 @@ func buildOverlay(ctx context.Context, rv *reverts, tag, mode string, underlayMT
 		}
 		eps[i] = ep
 	}
-	ov = &path{name: "overlay, " + impl + " wireguard", a: eps[0], b: eps[1], dst: nodes[1].ip, nodes: []*benchNS{na, nb}}
-	wgOnly = &path{name: impl + " wireguard alone, no VXLAN (diagnostic)", a: na, b: nb, dst: nodes[1].tunnel.Addr().String(), nodes: []*benchNS{na, nb}}
+	fabs := []*netfabric.Fabric{nodes[0].fab, nodes[1].fab}
+	ov = &path{name: "overlay, " + impl + " wireguard", a: eps[0], b: eps[1], dst: nodes[1].ip, nodes: []*benchNS{na, nb}, fabs: fabs}
+	wgOnly = &path{name: impl + " wireguard alone, no VXLAN (diagnostic)", a: na, b: nb, dst: nodes[1].tunnel.Addr().String(), nodes: []*benchNS{na, nb}, fabs: fabs}
 	return ov, wgOnly, impl, nil
 }
 
@@ -184,6 +187,22 @@ func bridgeOf(n *benchNS, netID string) (netlink.Link, error) {
 		}
 	}
 	return nil, fmt.Errorf("%s: no bridge for network %s", n.name, netID)
+}
+
+// offload says how each node's userspace WireGuard TUN batched so far:
+// super-packets split on the way in, datagrams coalesced on the way out.
+func (p *path) offload() string {
+	var out []string
+	for i, f := range p.fabs {
+		st, ok := f.TunnelOffload()
+		if !ok {
+			out = append(out, fmt.Sprintf("node %d: no tunnel offload", i))
+			continue
+		}
+		out = append(out, fmt.Sprintf("node %d: %d super-packets read → %d segments, %d datagrams in %d coalesced writes, %d dropped",
+			i, st.SuperReads, st.Segments, st.Coalesced, st.CoalescedWrites, st.Dropped))
+	}
+	return strings.Join(out, "; ")
 }
 
 // drops lists the links of the path's node namespaces that dropped or
