@@ -44,7 +44,8 @@ const (
 
 // Network is a virtual network VMs attach to. Networks are cluster-wide
 // infrastructure: admins create and delete them, every user reads them.
-// A network is immutable once created.
+// Only egress changes once a network exists (PATCH); the rest is baked into
+// the addresses, taps and tunnels of the VMs on it.
 type Network struct {
 	ID   string `json:"id"`
 	Name string `json:"name"`

@@ -9,15 +9,16 @@ import (
 	"github.com/otherix/otherix/persistence/store"
 )
 
-// Networks have no actor of their own, on purpose. A network is immutable
-// once created and nothing about it touches a node synchronously: creating
-// and deleting one is a single etcd compare-and-set with its guards, and the
-// writes that contend on a network are the address allocations of many VMs,
-// which happen in each VM actor's create transaction. An actor per network
-// would serialize those allocations on one mailbox within a replica and
-// would still need the same etcd guards across replicas (DESIGN §4: HA
-// correctness comes from compare-and-set, never from memory). So the
-// gateway calls the store directly, and etcd arbitrates.
+// Networks have no actor of their own, on purpose. Only egress changes once
+// a network exists, and nothing about it touches a node synchronously:
+// creating, updating and deleting one is a single etcd compare-and-set with
+// its guards, and the writes that contend on a network are the address
+// allocations of many VMs, which happen in each VM actor's create
+// transaction. An actor per network would serialize those allocations on
+// one mailbox within a replica and would still need the same etcd guards
+// across replicas (DESIGN §4: HA correctness comes from compare-and-set,
+// never from memory). So the gateway calls the store directly, and etcd
+// arbitrates.
 
 // CreateNetwork validates the request against the settings (CIDR, supernet,
 // type, MTU) and commits the network with its name guard and VNI.
@@ -61,6 +62,47 @@ func (g *Gateway) GetNetwork(ctx context.Context, ref string) (*messages.Network
 // ListNetworks lists every network in creation order.
 func (g *Gateway) ListNetworks(ctx context.Context, page store.Page) ([]*messages.Network, string, error) {
 	return g.st.ListNetworks(ctx, page)
+}
+
+// maxNetworkUpdateAttempts bounds the re-reads of an update sent without a
+// revision when concurrent writers keep moving the row.
+const maxNetworkUpdateAttempts = 5
+
+// UpdateNetwork applies patch to a network and commits it guarded by the
+// revision it read. A patch that changes nothing writes nothing and answers
+// the network as it is. Sent with a revision (If-Match), a network at any
+// other is revision_conflict; sent without, a concurrent write makes it
+// re-read and apply again, since the patch sets values rather than deriving
+// them. The data plane follows by itself: the overlay view re-reads
+// networks within seconds and agents reconcile on their next heartbeat.
+func (g *Gateway) UpdateNetwork(ctx context.Context, p messages.Principal, ref string, patch store.NetworkPatch) (*messages.Network, error) {
+	for attempt := 1; ; attempt++ {
+		n, err := g.GetNetwork(ctx, ref)
+		if err != nil {
+			return nil, err
+		}
+		if patch.Revision != 0 && patch.Revision != n.Revision {
+			e := messages.ErrStaleRevision.WithDetail("current_revision", n.Revision)
+			e.Message = fmt.Sprintf("network %s is at revision %d, not %d; reload and retry", n.Name, n.Revision, patch.Revision)
+			return nil, e
+		}
+		next := *n
+		if !patch.Apply(&next) {
+			return n, nil
+		}
+		err = g.st.UpdateNetwork(ctx, &next)
+		switch {
+		case err == nil:
+			g.id.record(messages.AuditEntry{Actor: p.UserID, Action: "network.update", Target: n.Name,
+				Result: "ok"})
+			return &next, nil
+		case messages.KindOf(err) == messages.KindNotFound:
+			return nil, messages.NotFound("network", ref)
+		case messages.KindOf(err) == messages.KindStale && patch.Revision == 0 && attempt < maxNetworkUpdateAttempts:
+			continue
+		}
+		return nil, err
+	}
 }
 
 // DeleteNetwork removes a network; refused (network_in_use) while any VM

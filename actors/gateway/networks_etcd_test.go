@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/otherix/otherix/actors/gateway"
 	"github.com/otherix/otherix/messages"
@@ -123,5 +124,116 @@ func TestConcurrentVMCreatesGetDistinctAddresses(t *testing.T) {
 			t.Fatalf("address %s given twice", ip)
 		}
 		seen[ip] = true
+	}
+}
+
+// TestUpdateNetworkEgress: egress flips in place on a network a placed VM
+// uses, the node's next overlay (once the view is rebuilt) carries it under
+// a new revision while an unchanged network keeps the agent's revision, a
+// no-op writes nothing, a stale If-Match and a missing network are refused,
+// and the change is audited.
+func TestUpdateNetworkEgress(t *testing.T) {
+	g, st := startNodes(t, newTestClock())
+	ctx := t.Context()
+	_, cert := enrollNode(t, g, "a")
+	blue, err := g.CreateNetwork(ctx, messages.CreateNetworkRequest{Name: "blue", CIDR: "10.10.0.0/24", Egress: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb := withOverlay("key-a", "192.0.2.1:51820")
+	beat(t, g, cert, hb)
+	placeVM(t, st, "web", "a", "blue")
+	g.ExpireOverlayViewForTest()
+	d := beat(t, g, cert, hb)
+	if len(d.Networks) != 1 || !d.Networks[0].Egress {
+		t.Fatalf("overlay before: %+v", d.Networks)
+	}
+	hb.OverlayRevision = d.Revision
+	g.ExpireOverlayViewForTest()
+	if d := beat(t, g, cert, hb); d != nil {
+		t.Fatalf("unchanged overlay sent again: %+v", d)
+	}
+
+	admin := messages.Principal{UserID: "admin-1", Role: "admin"}
+	off := false
+	got, err := g.UpdateNetwork(ctx, admin, "blue", store.NetworkPatch{Egress: &off})
+	if err != nil || got.Egress || got.Revision <= blue.Revision || got.VNI != blue.VNI || got.CIDR != blue.CIDR ||
+		got.MTU != blue.MTU || got.GatewayMAC != blue.GatewayMAC || !got.CreatedAt.Equal(blue.CreatedAt) {
+		t.Fatalf("update: %+v %v", got, err)
+	}
+	if stored, err := st.GetNetwork(ctx, blue.ID); err != nil || stored.Egress || stored.Revision != got.Revision {
+		t.Fatalf("stored: %+v %v", stored, err)
+	}
+	g.ExpireOverlayViewForTest()
+	d = beat(t, g, cert, hb)
+	if d == nil || d.Revision == hb.OverlayRevision || len(d.Networks) != 1 || d.Networks[0].Egress || d.Networks[0].ID != blue.ID {
+		t.Fatalf("overlay after egress off: %+v", d)
+	}
+
+	// A no-op by id writes nothing.
+	same, err := g.UpdateNetwork(ctx, admin, blue.ID, store.NetworkPatch{Egress: &off})
+	if err != nil || same.Revision != got.Revision || same.Egress {
+		t.Fatalf("no-op: %+v %v", same, err)
+	}
+	on := true
+	_, err = g.UpdateNetwork(ctx, admin, "blue", store.NetworkPatch{Egress: &on, Revision: blue.Revision})
+	if e := wantCode(t, err, "revision_conflict"); e.Details["current_revision"] != got.Revision {
+		t.Fatalf("stale If-Match details: %+v", e.Details)
+	}
+	_, err = g.UpdateNetwork(ctx, admin, "nope", store.NetworkPatch{Egress: &on})
+	wantCode(t, err, "not_found")
+	if cur, err := g.GetNetwork(ctx, "blue"); err != nil || cur.Egress || cur.Revision != got.Revision {
+		t.Fatalf("after refusals: %+v %v", cur, err)
+	}
+
+	// Concurrent admins turning egress back on without a revision all
+	// succeed: the losers of the compare-and-set re-read and find it done.
+	const writers = 8
+	errs := make([]error, writers)
+	var wg sync.WaitGroup
+	for i := range writers {
+		wg.Go(func() {
+			var n *messages.Network
+			n, errs[i] = g.UpdateNetwork(ctx, admin, "blue", store.NetworkPatch{Egress: &on})
+			if errs[i] == nil && !n.Egress {
+				errs[i] = fmt.Errorf("answered egress off")
+			}
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("writer %d: %v", i, err)
+		}
+	}
+	final, err := g.GetNetwork(ctx, "blue")
+	if err != nil || !final.Egress {
+		t.Fatalf("final: %+v %v", final, err)
+	}
+
+	// Two real changes, two audit entries: no-ops and refusals leave none.
+	var updates []messages.AuditEntry
+	if !eventually(t, 5*time.Second, func() bool {
+		entries, _, err := g.ListAudit(ctx, store.Page{Limit: store.MaxPageSize})
+		if err != nil {
+			return false
+		}
+		updates = updates[:0]
+		for _, e := range entries {
+			if e.Action == "network.update" {
+				updates = append(updates, e)
+			}
+		}
+		return len(updates) >= 2
+	}) {
+		t.Fatalf("network.update not audited: %+v", updates)
+	}
+	for _, e := range updates {
+		if e.Actor != "admin-1" || e.Target != "blue" || e.Result != "ok" {
+			t.Fatalf("audit entry: %+v", e)
+		}
+	}
+	if len(updates) != 2 {
+		t.Fatalf("%d network.update entries, want 2: %+v", len(updates), updates)
 	}
 }

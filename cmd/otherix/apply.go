@@ -138,8 +138,10 @@ is started or stopped when power_state differs; a VM that already matches is
 left alone, so applying the same files twice changes nothing the second time.
 A field that cannot change on an existing VM (image, arch, node, networks) is
 an error for that VM: delete and re-create it. A network is created when
-missing and left alone when it matches; networks never change in place, so
-a network whose cidr, type, egress or mtu differs is an error.
+missing and left alone when it matches; a differing egress is changed in
+place (its VMs keep running), while a network whose cidr, type or mtu
+differs is an error: delete and re-create it. A network manifest without
+egress means egress false, as at creation.
 
 Each resource is reported as created, configured or unchanged; one that fails
 is reported and the rest still go, and the exit status is 1 if any failed.
@@ -298,8 +300,9 @@ func planError(err error) error {
 	return &cliError{code: codeManifest, msg: err.Error()}
 }
 
-// applyNetwork creates a missing network, or checks that an existing one
-// matches its manifest: a network never changes in place.
+// applyNetwork creates a missing network, or makes an existing one match
+// its manifest: egress changes in place, anything else that differs is
+// refused (a network's address plan and MTU are fixed at creation).
 func (a *app) applyNetwork(ctx context.Context, r resource) (applied, error) {
 	rep := applied{Resource: r.ref()}
 	var have *messages.Network
@@ -325,12 +328,21 @@ func (a *app) applyNetwork(ctx context.Context, r resource) (applied, error) {
 	if diff := networkDiff(r.network, have); len(diff) > 0 {
 		return rep, planError(fmt.Errorf("%s cannot change on an existing network (delete and re-create it)", strings.Join(diff, ", ")))
 	}
-	rep.Action, rep.Network = "unchanged", have
+	n, changes, err := a.updateNetworkEgress(ctx, have, r.network.Egress)
+	if err != nil {
+		return rep, err
+	}
+	rep.Action, rep.Network, rep.Changes = "unchanged", n, changes
+	if len(changes) > 0 {
+		rep.Action = "configured"
+	}
 	return rep, nil
 }
 
-// networkDiff names the fields where a manifest asks something else than
-// the network has; fields the manifest leaves out take the server's value.
+// networkDiff names the fields that cannot change in place where a
+// manifest asks something else than the network has; the MTU, when the
+// manifest leaves it out, takes the server's value. Egress is not among
+// them: it changes in place.
 func networkDiff(want messages.CreateNetworkRequest, have *messages.Network) []string {
 	var diff []string
 	if p, err := netip.ParsePrefix(want.CIDR); err != nil || p.String() != have.CIDR {
@@ -342,9 +354,6 @@ func networkDiff(want messages.CreateNetworkRequest, have *messages.Network) []s
 	}
 	if typ != have.Type {
 		diff = append(diff, fmt.Sprintf("spec.type (%s→%s)", have.Type, typ))
-	}
-	if want.Egress != have.Egress {
-		diff = append(diff, fmt.Sprintf("spec.egress (%t→%t)", have.Egress, want.Egress))
 	}
 	if want.MTU != 0 && want.MTU != have.MTU {
 		diff = append(diff, fmt.Sprintf("spec.mtu (%d→%d)", have.MTU, want.MTU))

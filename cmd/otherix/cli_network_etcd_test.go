@@ -4,6 +4,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,9 +13,9 @@ import (
 	"github.com/otherix/otherix/messages"
 )
 
-// TestCLINetworks: network create/list/get/describe/delete, VMs attached
-// with --network NAME[:IP] showing their addresses, and kind: Network in
-// create -f, apply -f and delete -f.
+// TestCLINetworks: network create/list/get/describe/update/delete, VMs
+// attached with --network NAME[:IP] showing their addresses, and kind:
+// Network in create -f, apply -f (egress changed in place) and delete -f.
 func TestCLINetworks(t *testing.T) {
 	c := newCLI(t, startAPI(t))
 
@@ -64,10 +65,33 @@ func TestCLINetworks(t *testing.T) {
 	}
 	c.fails("[network_in_use]", "network", "delete", "backend")
 
-	// Manifests: create, apply (unchanged, then a refused change), delete.
+	// Egress flips in place while VMs are attached; nothing else moves.
+	if out := c.ok("network", "update", "backend", "--egress=false"); out != "network/backend configured (egress true→false)\n" {
+		t.Fatalf("update: %q", out)
+	}
+	if out := c.ok("network", "update", "backend", "--egress=false"); out != "network/backend unchanged (egress false)\n" {
+		t.Fatalf("update again: %q", out)
+	}
+	var upd messages.Network
+	if err := json.Unmarshal([]byte(c.ok("network", "update", "backend", "--egress=true", "-o", "json")), &upd); err != nil ||
+		!upd.Egress || upd.ID != n.ID || upd.CIDR != n.CIDR || upd.VNI != n.VNI || upd.MTU != n.MTU || upd.Revision <= n.Revision {
+		t.Fatalf("update -o json: %+v %v", upd, err)
+	}
+	if err := json.Unmarshal([]byte(c.ok("network", "get", "backend", "-o", "json")), &upd); err != nil || !upd.Egress {
+		t.Fatalf("get after update: %+v %v", upd, err)
+	}
+	c.usage("--egress=true or --egress=false is required", "network", "update", "backend")
+	c.usage("invalid argument", "network", "update", "backend", "--egress=maybe")
+	c.usage("needs a network name", "network", "update", "--egress=true")
+	c.fails("[not_found]", "network", "update", "nope", "--egress=true")
+
+	// Manifests: create, apply (unchanged, egress changed in place, refused
+	// changes of the rest), delete.
 	dir := t.TempDir()
+	files := 0
 	write := func(body string) string {
-		p := filepath.Join(dir, "net.yaml")
+		files++
+		p := filepath.Join(dir, fmt.Sprintf("net-%d.yaml", files))
 		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -82,9 +106,36 @@ func TestCLINetworks(t *testing.T) {
 	}
 	more := write("kind: Network\nmetadata: {name: front}\nspec: {cidr: 10.40.0.0/24, type: local, egress: true}\n" +
 		"---\nkind: Network\nmetadata: {name: back2}\nspec: {cidr: 10.50.0.0/24}\n")
-	stderr := c.fails("1 of 2 resources failed", "apply", "-f", more)
-	if !strings.Contains(stderr, "spec.egress (false→true) cannot change") {
-		t.Fatalf("apply change: %s", stderr)
+	if out := c.ok("apply", "-f", more); out != "network/front configured (egress false→true)\nnetwork/back2 created\n" {
+		t.Fatalf("apply egress: %q", out)
+	}
+	if out := c.ok("apply", "-f", more); out != "network/front unchanged\nnetwork/back2 unchanged\n" {
+		t.Fatalf("apply again: %q", out)
+	}
+	var front messages.Network
+	if err := json.Unmarshal([]byte(c.ok("get", "network", "front", "-o", "json")), &front); err != nil || !front.Egress ||
+		front.Type != messages.NetworkLocal {
+		t.Fatalf("front after apply: %+v %v", front, err)
+	}
+	// Leaving egress out means false, as at creation.
+	var rep struct {
+		Items []applied `json:"items"`
+	}
+	if err := json.Unmarshal([]byte(c.ok("apply", "-f", manifest, "-o", "json")), &rep); err != nil || len(rep.Items) != 1 ||
+		rep.Items[0].Action != "configured" || len(rep.Items[0].Changes) != 1 || rep.Items[0].Changes[0] != "egress true→false" ||
+		rep.Items[0].Network == nil || rep.Items[0].Network.Egress {
+		t.Fatalf("apply -o json: %+v %v", rep, err)
+	}
+	// A cidr, type or mtu change is refused, and the egress asked with it
+	// is not applied either.
+	refused := write("kind: Network\nmetadata: {name: front}\nspec: {cidr: 10.41.0.0/24, type: overlay, egress: true, mtu: 1300}\n")
+	stderr := c.fails("1 of 1 resources failed", "apply", "-f", refused)
+	if !strings.Contains(stderr, "spec.cidr (10.40.0.0/24→10.41.0.0/24), spec.type (local→overlay), spec.mtu (1500→1300) cannot change") ||
+		strings.Contains(stderr, "egress") {
+		t.Fatalf("apply refused change: %s", stderr)
+	}
+	if err := json.Unmarshal([]byte(c.ok("get", "network", "front", "-o", "json")), &front); err != nil || front.Egress {
+		t.Fatalf("front after a refused apply: %+v %v", front, err)
 	}
 	c.ok("get", "network", "back2")
 	if out := c.ok("delete", "-f", more); !strings.Contains(out, "network/front deleted") || !strings.Contains(out, "network/back2 deleted") {

@@ -36,6 +36,24 @@ func (c *Client) GetNetwork(ctx context.Context, ref string, opts ...CallOption)
 	return &n, nil
 }
 
+// UpdateNetworkRequest is the body of PATCH /v1/networks/{name}, a merge
+// patch: a nil field stays as it is. Egress is the only field a network can
+// change in place.
+type UpdateNetworkRequest struct {
+	Egress *bool `json:"egress,omitempty"`
+}
+
+// UpdateNetwork changes a network in place (admin) and returns it. Pass
+// WithIfMatch to refuse the change if the network moved on since it was read
+// (revision_conflict).
+func (c *Client) UpdateNetwork(ctx context.Context, ref string, req UpdateNetworkRequest, opts ...CallOption) (*messages.Network, error) {
+	var n messages.Network
+	if _, err := c.do(ctx, http.MethodPatch, "/v1/networks/"+url.PathEscape(ref), nil, req, &n, opts); err != nil {
+		return nil, err
+	}
+	return &n, nil
+}
+
 // DeleteNetwork deletes a network (admin); refused with network_in_use while
 // VMs are attached to it.
 func (c *Client) DeleteNetwork(ctx context.Context, ref string, opts ...CallOption) error {

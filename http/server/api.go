@@ -72,6 +72,9 @@ type Networks interface {
 	CreateNetwork(ctx context.Context, req messages.CreateNetworkRequest) (*messages.Network, error)
 	GetNetwork(ctx context.Context, ref string) (*messages.Network, error)
 	ListNetworks(ctx context.Context, page store.Page) ([]*messages.Network, string, error)
+	// UpdateNetwork changes what may change on a network (egress) in one
+	// transaction guarded by its revision; p is whom the audit names.
+	UpdateNetwork(ctx context.Context, p messages.Principal, ref string, patch store.NetworkPatch) (*messages.Network, error)
 	// DeleteNetwork is refused (network_in_use) while VMs are attached.
 	DeleteNetwork(ctx context.Context, ref string) error
 }

@@ -75,3 +75,23 @@ func (f *fakeNetworks) DeleteNetwork(_ context.Context, ref string) error {
 	delete(f.nets, ref)
 	return nil
 }
+
+// UpdateNetwork applies the patch as the gateway does: a stale If-Match is
+// revision_conflict, a no-op keeps the revision, a change bumps it.
+func (f *fakeNetworks) UpdateNetwork(_ context.Context, _ messages.Principal, ref string, patch store.NetworkPatch) (*messages.Network, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n, ok := f.nets[ref]
+	if !ok {
+		return nil, messages.NotFound("network", ref)
+	}
+	if patch.Revision != 0 && patch.Revision != n.Revision {
+		return nil, messages.ErrStaleRevision.WithDetail("current_revision", n.Revision)
+	}
+	next := *n
+	if patch.Apply(&next) {
+		next.Revision++
+		f.nets[ref] = &next
+	}
+	return &next, nil
+}

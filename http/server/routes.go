@@ -140,6 +140,7 @@ func (s *Server) routeTable() []route {
 		rbac(post, "/v1/networks", network, security.VerbCreate, s.createNetwork),
 		rbac(get, "/v1/networks", network, security.VerbList, s.listNetworks),
 		rbac(get, "/v1/networks/:name", network, security.VerbRead, s.getNetwork),
+		rbac(patch, "/v1/networks/:name", network, security.VerbUpdate, s.updateNetwork),
 		rbac(del, "/v1/networks/:name", network, security.VerbDelete, s.deleteNetwork),
 	}
 	if s.metrics != nil {

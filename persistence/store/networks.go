@@ -141,6 +141,34 @@ func (s *Store) NetworkAttachments(ctx context.Context, networkID string) (int64
 	return resp.Count, nil
 }
 
+// NetworkPatch is a change to an existing network; a nil field stays as it
+// is. Only egress can change: the CIDR, type, VNI and MTU are baked into the
+// addresses, taps and tunnels of the VMs attached to the network, while
+// egress is one nftables rule each node reconciles on its next heartbeat.
+type NetworkPatch struct {
+	Egress *bool
+	// Revision, when not 0, is the revision the change is based on (the
+	// request's If-Match): a network at any other one is revision_conflict.
+	Revision int64
+}
+
+// Apply sets the patch's fields on n and reports whether anything changed.
+func (p NetworkPatch) Apply(n *messages.Network) bool {
+	changed := false
+	if p.Egress != nil && *p.Egress != n.Egress {
+		n.Egress, changed = *p.Egress, true
+	}
+	return changed
+}
+
+// UpdateNetwork rewrites a network's row in one transaction guarded by the
+// mod revision it was read at (n.Revision): a concurrent change or delete
+// refuses it (revision_conflict, not_found). The name and VNI guards stay:
+// neither changes. On success n carries the new revision.
+func (s *Store) UpdateNetwork(ctx context.Context, n *messages.Network) error {
+	return s.Commit(ctx, NewTxn().Update(Networks, n))
+}
+
 // DeleteNetwork removes a network, its name and VNI guards, in a transaction
 // that is refused (network_in_use) while any address of it is allocated:
 // the check and the delete are one compare-and-set, so a VM created
@@ -165,8 +193,9 @@ func (s *Store) DeleteNetwork(ctx context.Context, n *messages.Network) error {
 // against the network and must be free (ip_in_use); otherwise the NIC gets
 // a free address, the lowest at first and a random one of the lowest few
 // after a lost race. Each network row must still be at the revision read,
-// so a network deleted meanwhile refuses the VM. vm.Status.NICs and
-// Addresses are filled in.
+// so a network deleted meanwhile refuses the VM, and one updated meanwhile
+// (egress) makes the allocation start over from fresh reads.
+// vm.Status.NICs and Addresses are filled in.
 func (s *Store) CreateVMWithNICs(ctx context.Context, vm *messages.VM, extra func(*Txn)) error {
 	for attempt := range maxAllocAttempts {
 		nets, err := s.resolveNICNetworks(ctx, vm.Spec.Networks)
@@ -202,7 +231,10 @@ func (s *Store) CreateVMWithNICs(ctx context.Context, vm *messages.VM, extra fun
 		CreateVM(t, vm)
 		for i, nic := range nics {
 			n := nets[i]
-			t.RequireUnchanged(Networks, n.ID, n.Revision, messages.NotFound("network", n.Name))
+			// A network deleted meanwhile is not_found (explain reports a
+			// missing row as such); one changed in place (egress) leaves
+			// the address plan as read, so the allocation is retried.
+			t.RequireUnchanged(Networks, n.ID, n.Revision, errRace)
 			fail := errRace
 			if statics[i] {
 				fail = ipInUse(n, netip.MustParseAddr(nic.IP))

@@ -5,6 +5,7 @@ package store_test
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -269,5 +270,75 @@ func TestIPAMConcurrent(t *testing.T) {
 	}
 	if len(seen) != n || len(macs) != n {
 		t.Fatalf("%d distinct addresses, %d macs", len(seen), len(macs))
+	}
+}
+
+// TestNetworkUpdate: egress changes in place guarded by the row's revision
+// (a stale writer is revision_conflict, a deleted row not_found), the guards
+// and VNI stay, and a VM created while the network changes under it retries
+// its allocation instead of failing.
+func TestNetworkUpdate(t *testing.T) {
+	s := startStore(t)
+	ctx := t.Context()
+	n := mustNetwork(t, s, "edge", "10.60.0.0/24", "")
+	read := *n
+	on := true
+	if !(store.NetworkPatch{Egress: &on}).Apply(n) || (store.NetworkPatch{Egress: &on}).Apply(n) || (store.NetworkPatch{}).Apply(n) {
+		t.Fatal("apply: a change must report true once, a no-op false")
+	}
+	if err := s.UpdateNetwork(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	if n.Revision <= read.Revision {
+		t.Fatalf("revision %d after update from %d", n.Revision, read.Revision)
+	}
+	got, err := s.GetNetworkByName(ctx, "edge")
+	if err != nil || !got.Egress || got.Revision != n.Revision || got.VNI != read.VNI || got.CIDR != read.CIDR ||
+		got.MTU != read.MTU || got.GatewayMAC != read.GatewayMAC {
+		t.Fatalf("after update: %+v %v", got, err)
+	}
+	// The copy read before the update is stale.
+	if err := s.UpdateNetwork(ctx, &read); code(err) != "revision_conflict" {
+		t.Fatalf("stale update: %v", err)
+	}
+
+	// A network updated between a VM's reads and its commit: the create
+	// starts over and lands.
+	flipped := false
+	vm := nicVM("racer", messages.NICSpec{Network: "edge"})
+	err = s.CreateVMWithNICs(ctx, vm, func(*store.Txn) {
+		if flipped {
+			return
+		}
+		flipped = true
+		cur, err := s.GetNetworkByName(ctx, "edge")
+		if err != nil {
+			t.Errorf("read: %v", err)
+			return
+		}
+		cur.Egress = !cur.Egress
+		if err := s.UpdateNetwork(ctx, cur); err != nil {
+			t.Errorf("concurrent update: %v", err)
+		}
+	})
+	// The retry may pick any of the lowest few free addresses.
+	if err != nil || !flipped || len(vm.Status.NICs) != 1 || !strings.HasPrefix(vm.Status.NICs[0].IP, "10.60.0.") {
+		t.Fatalf("create during an update: %+v %v", vm.Status, err)
+	}
+
+	cur, err := s.GetNetworkByName(ctx, "edge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := mustNetwork(t, s, "gone", "10.61.0.0/24", "")
+	if err := s.DeleteNetwork(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	gone.Egress = true
+	if err := s.UpdateNetwork(ctx, gone); code(err) != "not_found" {
+		t.Fatalf("update of a deleted network: %v", err)
+	}
+	if _, err := s.LookupUnique(ctx, store.Networks, "name", "edge"); err != nil || cur.VNI != read.VNI {
+		t.Fatalf("name guard after updates: %v (vni %d)", err, cur.VNI)
 	}
 }
