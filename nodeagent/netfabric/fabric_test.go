@@ -206,6 +206,25 @@ func TestOverlay(t *testing.T) {
 		}
 	})
 
+	t.Run("egress follows a change in place", func(t *testing.T) {
+		flipped := desA
+		flipped.Networks = []Network{net1, net2}
+		flipped.Networks[0].Egress, flipped.Networks[1].Egress = false, true
+		if rep := a.reconcile(t, flipped); rep.Changes == 0 {
+			t.Fatal("an egress change changed nothing")
+		}
+		if got := udpProbe(t, epA, "192.168.50.100:9000", 8, time.Second); got != "" {
+			t.Errorf("network whose egress was turned off still reached the outside: %q", got)
+		}
+		if got := udpProbe(t, epR, "192.168.50.100:9000", 8, 3*time.Second); got != "8 from 192.168.50.1" {
+			t.Errorf("network whose egress was turned on: reply %q", got)
+		}
+		a.reconcile(t, desA)
+		if got := udpProbe(t, epA, "192.168.50.100:9000", 8, 3*time.Second); got != "8 from 192.168.50.1" {
+			t.Errorf("egress turned back on: reply %q", got)
+		}
+	})
+
 	t.Run("networks isolated from each other and from the host", func(t *testing.T) {
 		if got := udpProbe(t, epA, "10.20.0.2:9000", 8, time.Second); got != "" {
 			t.Errorf("blue → red crossed networks: %q", got)
