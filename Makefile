@@ -73,7 +73,7 @@ test-etcd:
 	go test -race -count=1 -timeout 15m -tags etcd $(ETCD_PKGS)
 
 # The packages with namespace tests (build tag netfabric; root).
-NETFABRIC_PKGS = ./nodeagent/netfabric/... ./nodeagent/overlay/... ./nodeagent/dnsfwd/... ./nodeagent/dhcpd/...
+NETFABRIC_PKGS = ./nodeagent/netfabric/... ./nodeagent/overlay/... ./nodeagent/dnsfwd/... ./nodeagent/dhcpd/... ./nodeagent/wgtun/...
 
 test-netfabric:
 	@if [ -d nodeagent/netfabric ]; then \

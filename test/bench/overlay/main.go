@@ -104,7 +104,7 @@ func run(ctx context.Context, dur time.Duration, rtts, reconciles int, useIperf 
 		return err
 	}
 	paths := []*path{bare}
-	ov, wgOnly, impl, err := buildOverlay(ctx, &rv, "user", netfabric.WireGuardUserspace, underlayMTU, nil)
+	ov, wgOnly, impl, err := buildOverlay(ctx, &rv, "user", netfabric.WireGuardUserspace, underlayMTU, false, nil)
 	if err != nil {
 		return err
 	}
@@ -112,8 +112,16 @@ func run(ctx context.Context, dur time.Duration, rtts, reconciles int, useIperf 
 		return fmt.Errorf("overlay reports %q wireguard, want userspace", impl)
 	}
 	paths = append(paths, ov)
+	// The same path on wireguard-go's own TUN, which takes no UDP tunnel
+	// GSO: what the batching TUN (nodeagent/wgtun) is measured against.
+	plain, _, _, err := buildOverlay(ctx, &rv, "plain", netfabric.WireGuardUserspace, underlayMTU, true, nil)
+	if err != nil {
+		return err
+	}
+	plain.name += ", wireguard-go's TUN (no tunnel offload)"
+	paths = append(paths, plain)
 	if kernelNote == "" {
-		kov, kwg, _, err := buildOverlay(ctx, &rv, "kern", netfabric.WireGuardKernel, underlayMTU, nil)
+		kov, kwg, _, err := buildOverlay(ctx, &rv, "kern", netfabric.WireGuardKernel, underlayMTU, false, nil)
 		if err != nil {
 			return err
 		}
