@@ -84,7 +84,7 @@ func overlayNet(underlayMTU int) netfabric.Network {
 // wgOnly is a diagnostic path over the same fabrics: node a to node b's
 // tunnel IP, inside WireGuard but without VXLAN, to tell the tunnel's own
 // cost from the encapsulation's.
-func buildOverlay(ctx context.Context, rv *reverts, tag, mode string, underlayMTU int, logf func(string, ...any)) (ov, wgOnly *path, impl string, err error) {
+func buildOverlay(ctx context.Context, rv *reverts, tag, mode string, underlayMTU int, noOffload bool, logf func(string, ...any)) (ov, wgOnly *path, impl string, err error) {
 	onet := overlayNet(underlayMTU)
 	wgMTU, _ := messages.NetworkMTUs(underlayMTU)
 	na, err := newNS(rv, tag+"-na")
@@ -124,7 +124,7 @@ func buildOverlay(ctx context.Context, rv *reverts, tag, mode string, underlayMT
 	for i, n := range nodes {
 		// UAPI sockets are shared by all namespaces: a name per node.
 		fab, err := netfabric.New(netfabric.Options{
-			Netns: n.ns.path, WireGuard: mode, KeyDir: keyDir, Logf: logf,
+			Netns: n.ns.path, WireGuard: mode, KeyDir: keyDir, Logf: logf, NoTunnelOffload: noOffload,
 			WireGuardIf: fmt.Sprintf("oxb%d%s%d", os.Getpid()%1000000, tag[:1], i),
 		})
 		if err != nil {
