@@ -30,11 +30,14 @@ type Heartbeat struct {
 // its WireGuard public key (the private key never leaves the node), the
 // underlay address peers reach it at, and how its last reconcile went.
 type NodeOverlay struct {
-	PublicKey  string `json:"public_key"`
-	Endpoint   string `json:"endpoint"`  // underlay ip:port of the WireGuard listener
-	WireGuard  string `json:"wireguard"` // "kernel" or "userspace"
-	Reconciled bool   `json:"reconciled"`
-	Error      string `json:"error,omitempty"` // the last reconcile's failure
+	PublicKey string `json:"public_key"`
+	Endpoint  string `json:"endpoint"`  // underlay ip:port of the WireGuard listener
+	WireGuard string `json:"wireguard"` // "kernel" or "userspace"
+	// TunnelOffload: userspace WireGuard takes VXLAN from the kernel in
+	// UDP-tunnel GSO batches (Linux 6.17+), not one datagram at a time.
+	TunnelOffload bool   `json:"tunnel_offload,omitempty"`
+	Reconciled    bool   `json:"reconciled"`
+	Error         string `json:"error,omitempty"` // the last reconcile's failure
 }
 
 // NodeCapacity is what a node offers.

@@ -246,7 +246,11 @@ func digestOverlay(d *messages.DesiredOverlay) [sha256.Size]byte {
 		str(n.Type)
 		num(n.VNI)
 		num(n.MTU)
-		b = append(b, map[bool]byte{false: 0, true: 1}[n.Egress])
+		egress := byte(0)
+		if n.Egress {
+			egress = 1
+		}
+		b = append(b, egress)
 		str(n.GatewayMAC)
 	}
 	num(len(d.Peers))

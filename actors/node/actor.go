@@ -360,7 +360,7 @@ func overlayIdentity(o *messages.NodeOverlay) *messages.NodeOverlay {
 	if o == nil {
 		return nil
 	}
-	return &messages.NodeOverlay{PublicKey: o.PublicKey, Endpoint: o.Endpoint, WireGuard: o.WireGuard}
+	return &messages.NodeOverlay{PublicKey: o.PublicKey, Endpoint: o.Endpoint, WireGuard: o.WireGuard, TunnelOffload: o.TunnelOffload}
 }
 
 // writeTunnelIP commits next with a tunnel address from the settings'

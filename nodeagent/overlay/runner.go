@@ -96,8 +96,10 @@ type Runner struct {
 	// pinned holds the NICs of VMs EnsureNICs was asked for, until
 	// ReleaseNICs: a VM being created is not yet in cfg.NICs.
 	pinned map[string][]messages.NICStatus
-	// impl, reconciled and lastErr are what the next heartbeat reports.
+	// impl, offload, reconciled and lastErr are what the next heartbeat
+	// reports.
 	impl       string
+	offload    bool
 	reconciled bool
 	lastErr    string
 	// loggedErr is the last error logged, so a repeat is not logged again.
@@ -205,7 +207,7 @@ func (r *Runner) Status() messages.NodeOverlay {
 		ep = netip.AddrPortFrom(r.cfg.UnderlayIP, uint16(port)).String()
 	}
 	return messages.NodeOverlay{PublicKey: r.cfg.Fabric.PublicKey(), Endpoint: ep, WireGuard: impl,
-		Reconciled: r.reconciled, Error: r.lastErr}
+		TunnelOffload: r.offload, Reconciled: r.reconciled, Error: r.lastErr}
 }
 
 // Revision is the revision of the desired overlay held, for the next
@@ -367,7 +369,7 @@ func (r *Runner) reconcile(ctx context.Context) (netfabric.Report, error) {
 	}
 	r.mu.Lock()
 	if rep.WireGuard != "" {
-		r.impl = rep.WireGuard
+		r.impl, r.offload = rep.WireGuard, rep.TunnelOffload
 	}
 	r.reconciled = err == nil
 	r.lastErr = ""

@@ -23,7 +23,7 @@ func (f *fakeFabric) Reconcile(_ context.Context, d netfabric.Desired) (netfabri
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, d)
-	return netfabric.Report{Changes: 1, Actions: []string{"x"}, WireGuard: "userspace"}, f.err
+	return netfabric.Report{Changes: 1, Actions: []string{"x"}, WireGuard: "userspace", TunnelOffload: true}, f.err
 }
 func (f *fakeFabric) PublicKey() string { return "pub" }
 func (f *fakeFabric) TapName(n netfabric.NIC) string {
@@ -121,7 +121,7 @@ func TestRunner(t *testing.T) {
 			t.Errorf("nics %+v", d.NICs)
 		}
 		waitFor(t, "status", func() bool { return r.Status().Reconciled })
-		if st := r.Status(); st.Endpoint != "192.0.2.1:51999" || st.WireGuard != "userspace" || st.Error != "" {
+		if st := r.Status(); st.Endpoint != "192.0.2.1:51999" || st.WireGuard != "userspace" || !st.TunnelOffload || st.Error != "" {
 			t.Errorf("status %+v", st)
 		}
 	})

@@ -129,11 +129,12 @@ type overlayNode struct {
 	TunnelIP string `json:"tunnel_ip"`
 	Status   struct {
 		Overlay *struct {
-			PublicKey  string `json:"public_key"`
-			Endpoint   string `json:"endpoint"`
-			WireGuard  string `json:"wireguard"`
-			Reconciled bool   `json:"reconciled"`
-			Error      string `json:"error"`
+			PublicKey     string `json:"public_key"`
+			Endpoint      string `json:"endpoint"`
+			WireGuard     string `json:"wireguard"`
+			TunnelOffload bool   `json:"tunnel_offload"`
+			Reconciled    bool   `json:"reconciled"`
+			Error         string `json:"error"`
 		} `json:"overlay"`
 	} `json:"status"`
 }
