@@ -129,6 +129,11 @@ func (s tcpSegmenter) segment(pkt []byte, tcpOff int, bufs [][]byte, sizes []int
 	if len(pkt) < ip+20 || pkt[ip]>>4 != 4 || pkt[ip+9] != 6 {
 		return 0, malformed("inner header is not TCP/IPv4")
 	}
+	// A read cut short by the buffer would show here (the lengths of a
+	// super-packet's headers cover all of it).
+	if int(binary.BigEndian.Uint16(pkt[ip+2:])) != len(pkt)-ip || s.tunnel && int(binary.BigEndian.Uint16(pkt[2:])) != len(pkt) {
+		return 0, malformed("ip lengths do not match the %d bytes read", len(pkt))
+	}
 	if ihl := int(pkt[ip]&0x0f) * 4; ihl < 20 || ip+ihl != tcpOff {
 		return 0, malformed("tcp at %d, ip header at %d", tcpOff, ip)
 	}

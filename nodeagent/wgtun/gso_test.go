@@ -251,6 +251,10 @@ func TestSplitRefuses(t *testing.T) {
 			t.Errorf("%s: %v, want errMalformed", name, err)
 		}
 	}
+	h.gsoSize = 1400
+	if _, err := split(h, pkt[:len(pkt)-100], bufs, sizes, 16); !errors.Is(err, errMalformed) {
+		t.Errorf("a truncated super-packet: %v, want errMalformed", err)
+	}
 }
 
 func BenchmarkSplitVXLAN(b *testing.B) {
