@@ -25,7 +25,7 @@ import (
 // that is the pending → ready write with its handshake. A second client run
 // against the same server sends new VM ids (heartbeatBodies draws them), so
 // its first phase is a handshake plus an observed-state write instead.
-func runClient(stateDir string, wait time.Duration, rates []float64, d time.Duration, modes []string, profile string) error {
+func runClient(stateDir string, wait time.Duration, rates []float64, d time.Duration, modes []string, profile, overlay string) error {
 	st, err := waitState(stateDir, wait)
 	if err != nil {
 		return err
@@ -41,11 +41,9 @@ func runClient(stateDir string, wait time.Duration, rates []float64, d time.Dura
 		if err != nil {
 			return fmt.Errorf("node %s: %w", c.Name, err)
 		}
-		bodies, err := heartbeatBodies(i)
-		if err != nil {
+		if agents[i], err = newAgent(kp, roots, heartbeatTemplate(i, overlay), overlay); err != nil {
 			return err
 		}
-		agents[i] = newAgent(kp, roots, bodies)
 	}
 	st.Nodes = nil
 	ctl := &controlClient{base: "http://" + st.Control, c: &http.Client{Timeout: 10 * time.Second}}

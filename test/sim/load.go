@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -15,6 +16,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/otherix/otherix/messages"
 )
 
 // agent is one simulated node: its own TLS client (its certificate, the
@@ -22,12 +25,23 @@ import (
 // and its two encoded heartbeats.
 type agent struct {
 	client *http.Client
-	bodies [2][]byte
 	cur    atomic.Int32 // which body the control plane last saw
+	// trackRevision makes the agent read each answer's overlay revision and
+	// name it in its next heartbeats, as the real agent does.
+	trackRevision bool
+
+	mu       sync.Mutex
+	hb       messages.Heartbeat // the template, for re-encoding
+	bodies   [2][]byte
+	revision string
 }
 
-func newAgent(cert tls.Certificate, roots *x509.CertPool, bodies [2][]byte) *agent {
-	return &agent{bodies: bodies, client: &http.Client{
+func newAgent(cert tls.Certificate, roots *x509.CertPool, hb messages.Heartbeat, overlay string) (*agent, error) {
+	bodies, err := heartbeatBodies(hb)
+	if err != nil {
+		return nil, err
+	}
+	return &agent{hb: hb, bodies: bodies, trackRevision: overlay == overlayRevision, client: &http.Client{
 		Timeout: 10 * time.Second,
 		Transport: &http.Transport{
 			TLSClientConfig:     &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: roots, MinVersion: tls.VersionTLS12},
@@ -35,7 +49,40 @@ func newAgent(cert tls.Certificate, roots *x509.CertPool, bodies [2][]byte) *age
 			IdleConnTimeout:     2 * time.Minute,
 			ForceAttemptHTTP2:   false,
 		},
-	}}
+	}}, nil
+}
+
+// body is the encoded heartbeat i as the agent would send it now.
+func (a *agent) body(i int32) []byte {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.bodies[i]
+}
+
+// answered takes an answer's overlay revision: a new one is named in the
+// agent's next heartbeats.
+func (a *agent) answered(resp []byte) {
+	if !a.trackRevision {
+		return
+	}
+	var r struct {
+		Desired struct {
+			OverlayRevision string `json:"overlay_revision"`
+		} `json:"desired"`
+	}
+	if json.Unmarshal(resp, &r) != nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if r.Desired.OverlayRevision == a.revision {
+		return
+	}
+	hb := a.hb
+	hb.OverlayRevision = r.Desired.OverlayRevision
+	if b, err := heartbeatBodies(hb); err == nil {
+		a.bodies, a.revision = b, r.Desired.OverlayRevision
+	}
 }
 
 // phase is one measurement window.
@@ -93,19 +140,22 @@ func drive(name, url string, agents []*agent, rate float64, d time.Duration, cou
 			time.Sleep(w)
 		}
 		a := agents[(off+k)%len(agents)]
-		body := a.bodies[a.cur.Load()]
+		body := a.body(a.cur.Load())
 		if changeFrac > 0 && rand.Float64() < changeFrac {
 			nv := 1 - a.cur.Load()
 			a.cur.Store(nv)
-			body = a.bodies[nv]
+			body = a.body(nv)
 		}
 		sent++
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			t0 := time.Now()
-			err := post(a.client, url, body)
+			resp, err := post(a.client, url, body)
 			lat := time.Since(t0)
+			if err == nil {
+				a.answered(resp)
+			}
 			if err != nil {
 				if errs.Add(1) <= 3 {
 					fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
@@ -127,20 +177,21 @@ func drive(name, url string, agents []*agent, rate float64, d time.Duration, cou
 	return p
 }
 
-func post(c *http.Client, url string, body []byte) error {
+// post sends one heartbeat and returns the answer's body.
+func post(c *http.Client, url string, body []byte) ([]byte, error) {
 	req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("status %d: %.200s", resp.StatusCode, b)
+		return nil, fmt.Errorf("status %d: %.200s", resp.StatusCode, b)
 	}
-	return nil
+	return b, nil
 }

@@ -53,7 +53,14 @@ func main() {
 	role := flag.String("role", "single", "single (control plane and load generator in one process), server (control plane: enroll -nodes, write -state, serve until killed) or client (load generator against the server in -state)")
 	stateDir := flag.String("state", "", "split mode: directory for the server's state file (listener, control endpoint, CA, node certificates and keys)")
 	wait := flag.Duration("wait", 5*time.Minute, "client: how long to wait for the server's state file")
+	overlay := flag.String("overlay", overlayOff, "agents' data plane: off (no WireGuard key), whole (a key and endpoint; every answer carries the whole overlay) or revision (agents name the overlay revision they hold, as the real agent does)")
 	flag.Parse()
+	switch *overlay {
+	case overlayOff, overlayWhole, overlayRevision:
+	default:
+		fmt.Fprintln(os.Stderr, "sim: -overlay must be off, whole or revision")
+		os.Exit(2)
+	}
 	var rs []float64
 	for _, s := range strings.Split(*rates, ",") {
 		r, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
@@ -66,7 +73,7 @@ func main() {
 	var err error
 	switch *role {
 	case "single":
-		err = run(*nodes, rs, *dur, strings.Split(*modes, ","), *workers, *profile)
+		err = run(*nodes, rs, *dur, strings.Split(*modes, ","), *workers, *profile, *overlay)
 	case "server", "client":
 		if *stateDir == "" {
 			fmt.Fprintln(os.Stderr, "sim: -role", *role, "needs -state DIR")
@@ -75,7 +82,7 @@ func main() {
 		if *role == "server" {
 			err = runServer(*nodes, *workers, *stateDir)
 		} else {
-			err = runClient(*stateDir, *wait, rs, *dur, strings.Split(*modes, ","), *profile)
+			err = runClient(*stateDir, *wait, rs, *dur, strings.Split(*modes, ","), *profile, *overlay)
 		}
 	default:
 		fmt.Fprintln(os.Stderr, "sim: bad -role", *role)
@@ -87,7 +94,7 @@ func main() {
 	}
 }
 
-func run(n int, rates []float64, d time.Duration, modes []string, workers int, profile string) error {
+func run(n int, rates []float64, d time.Duration, modes []string, workers int, profile, overlay string) error {
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	dir, err := os.MkdirTemp("", "otherix-sim-")
@@ -156,15 +163,13 @@ func run(n int, rates []float64, d time.Duration, modes []string, workers int, p
 
 	agents := make([]*agent, n)
 	for i := range agents {
-		bodies, err := heartbeatBodies(i)
-		if err != nil {
-			return err
-		}
 		kp, err := certs[i].keyPair()
 		if err != nil {
 			return err
 		}
-		agents[i] = newAgent(kp, g.CA().Pool(), bodies)
+		if agents[i], err = newAgent(kp, g.CA().Pool(), heartbeatTemplate(i, overlay), overlay); err != nil {
+			return err
+		}
 	}
 	realURL := "https://" + agentL.Addr().String() + "/v1/heartbeat"
 	noopURL := "https://" + noopL.Addr().String() + "/v1/heartbeat"
