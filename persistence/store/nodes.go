@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"sync"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -40,6 +42,7 @@ func DeleteNode(t *Txn, n *messages.Node) *Txn {
 	t.ReleaseUnique(Nodes, "name", n.Name)
 	if n.TunnelIP != "" {
 		t.ReleaseUnique(Nodes, tunnelIPField, n.TunnelIP)
+		t.freesTunnelIP = true
 	}
 	t.RemoveIndex(Nodes, NodeAllIndex, n.ID)
 	return t
@@ -60,6 +63,30 @@ func (s *Store) TunnelIPOwner(ctx context.Context, ip string) (string, error) {
 var ErrTunnelIPsExhausted = messages.Errorf(messages.KindConflict, "tunnel_ips_exhausted",
 	"the overlay supernet has no free tunnel address; widen it in the settings")
 
+// tunnelAllocator serialises this replica's tunnel address allocations and
+// keeps the allocation map between them. When many nodes join at once (a
+// fleet's first heartbeats), reading every taken address for each one made
+// the burst quadratic, and concurrent picks of the lowest free address
+// collided and retried (BENCHMARKS.md, the simulator's -overlay runs). The
+// map is read again after tunnelMapTTL, after a lost race (another replica
+// allocated), and after this store commits a release, so freed addresses
+// are taken again first.
+type tunnelAllocator struct {
+	mu     sync.Mutex
+	taken  map[netip.Addr]bool // nil: read it again
+	readAt time.Time
+}
+
+// tunnelMapTTL bounds how long the map is trusted: another replica's
+// allocations show up as a lost race at once, its releases within this.
+const tunnelMapTTL = 2 * time.Second
+
+func (a *tunnelAllocator) forget() {
+	a.mu.Lock()
+	a.taken = nil
+	a.mu.Unlock()
+}
+
 // UpdateNodeWithTunnelIP commits n (read at its revision) with a mesh
 // address from supernet (see pickHost), claimed by its guard in the same
 // transaction. n.TunnelIP is set on success. A node that has one already is
@@ -72,18 +99,16 @@ func (s *Store) UpdateNodeWithTunnelIP(ctx context.Context, n *messages.Node, su
 	if err != nil || !p.Addr().Is4() || p.Bits() > 30 {
 		return fmt.Errorf("store: overlay supernet %q is not an IPv4 prefix of /30 or wider", supernet)
 	}
+	a := &s.tunnels
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	for attempt := range maxAllocAttempts {
-		resp, err := s.cli.Get(ctx, UniqKey(Nodes, tunnelIPField, ""), clientv3.WithPrefix(), clientv3.WithKeysOnly())
-		if err != nil {
-			return unavailable(err)
-		}
-		taken := make(map[netip.Addr]bool, len(resp.Kvs))
-		for _, kv := range resp.Kvs {
-			if a, err := netip.ParseAddr(lastSegment(string(kv.Key))); err == nil {
-				taken[a] = true
+		if a.taken == nil || time.Since(a.readAt) > tunnelMapTTL {
+			if err := s.readTunnelMap(ctx, a); err != nil {
+				return err
 			}
 		}
-		ip, ok := pickHost(p.Masked(), taken, attempt)
+		ip, ok := pickHost(p.Masked(), a.taken, attempt)
 		if !ok {
 			return ErrTunnelIPsExhausted
 		}
@@ -93,14 +118,32 @@ func (s *Store) UpdateNodeWithTunnelIP(ctx context.Context, n *messages.Node, su
 		t.ClaimUniqueOr(Nodes, tunnelIPField, next.TunnelIP, next.ID, errRace)
 		err = s.Commit(ctx, t)
 		if errors.Is(err, errRace) {
+			a.taken = nil // another replica took it: read the map again
 			continue
 		}
 		if err == nil {
+			a.taken[ip] = true
 			*n = next
 		}
 		return err
 	}
 	return errContended
+}
+
+// readTunnelMap reads every taken mesh address (keys only) into a.
+func (s *Store) readTunnelMap(ctx context.Context, a *tunnelAllocator) error {
+	resp, err := s.cli.Get(ctx, UniqKey(Nodes, tunnelIPField, ""), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return unavailable(err)
+	}
+	a.taken = make(map[netip.Addr]bool, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		if ip, err := netip.ParseAddr(lastSegment(string(kv.Key))); err == nil {
+			a.taken[ip] = true
+		}
+	}
+	a.readAt = time.Now()
+	return nil
 }
 
 // pickHost chooses a free host address of p. The first attempt takes the

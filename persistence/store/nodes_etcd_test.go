@@ -264,3 +264,44 @@ func TestTunnelIPsUniqueUnderConcurrency(t *testing.T) {
 		t.Fatalf("deleted node's tunnel ip still held: %v", err)
 	}
 }
+
+// TestTunnelIPsAcrossReplicas: two stores on one etcd (two API replicas,
+// each with its own allocation map) allocate at once and never hand out an
+// address twice: a pick the other replica took is a lost race, and the map
+// is read again.
+func TestTunnelIPsAcrossReplicas(t *testing.T) {
+	s1 := startStore(t)
+	s2 := store.New(s1.Client())
+	ctx := t.Context()
+	const n, supernet = 24, "10.241.0.0/27" // 30 host addresses
+	nodes := make([]*messages.Node, n)
+	for i := range nodes {
+		nodes[i] = newNode(fmt.Sprintf("r%d", i))
+		if err := s1.Commit(ctx, store.CreateNode(store.NewTxn(), nodes[i])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i, nd := range nodes {
+		s := s1
+		if i%2 == 1 {
+			s = s2
+		}
+		wg.Go(func() { errs[i] = s.UpdateNodeWithTunnelIP(ctx, nd, supernet) })
+	}
+	wg.Wait()
+	seen := map[string]int{}
+	for i, nd := range nodes {
+		if errs[i] != nil {
+			t.Fatalf("node %d: %v", i, errs[i])
+		}
+		if j, dup := seen[nd.TunnelIP]; dup {
+			t.Fatalf("nodes %d and %d both hold %s", j, i, nd.TunnelIP)
+		}
+		seen[nd.TunnelIP] = i
+		if owner, err := s2.TunnelIPOwner(ctx, nd.TunnelIP); err != nil || owner != nd.ID {
+			t.Fatalf("guard of %s: %q %v", nd.TunnelIP, owner, err)
+		}
+	}
+}

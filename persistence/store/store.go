@@ -25,6 +25,8 @@ type Store struct {
 	maxOps int
 	// now is the clock; tests replace it to age rows.
 	now func() time.Time
+	// tunnels allocates nodes' mesh addresses (nodes.go).
+	tunnels tunnelAllocator
 }
 
 // Option configures a Store.

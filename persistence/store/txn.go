@@ -19,6 +19,9 @@ type Txn struct {
 	guards  []guard
 	written []Entity
 	err     error
+	// freesTunnelIP marks a transaction that releases a node's mesh
+	// address: its commit makes the store's allocator read the map again.
+	freesTunnelIP bool
 }
 
 // guard is one precondition: key must have been created at createRev (0 means
@@ -175,6 +178,9 @@ func (s *Store) Commit(ctx context.Context, t *Txn) error {
 	}
 	for _, e := range t.written {
 		e.SetEntityRevision(resp.Header.Revision)
+	}
+	if t.freesTunnelIP {
+		s.tunnels.forget()
 	}
 	return nil
 }
