@@ -20,6 +20,8 @@ import (
 
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/security"
+
+	"github.com/otherix/otherix/internal/atomicfile"
 )
 
 // RenewPath is the renewal endpoint on the agent-facing listener.
@@ -104,7 +106,7 @@ func Renew(ctx context.Context, st *State, client *http.Client, now time.Time) (
 	if _, err := checkResponse(check, st.CA, name, keyPEM, now); err != nil {
 		return nil, fmt.Errorf("renew: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(st.Dir, certNext), []byte(out.Certificate), publicMode); err != nil {
+	if err := atomicfile.Write(filepath.Join(st.Dir, certNext), []byte(out.Certificate), publicMode); err != nil {
 		return nil, fmt.Errorf("renew: %w", err)
 	}
 	if err := completeRenewal(st.Dir); err != nil {

@@ -13,6 +13,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/otherix/otherix/security"
+
+	"github.com/otherix/otherix/internal/atomicfile"
 )
 
 // Files of the state dir. agent.yaml is written last: its presence is what
@@ -178,53 +180,15 @@ func writeState(dir string, cfg Config, caPEM, certPEM, keyPEM []byte) error {
 	if err := security.WriteKeyFile(filepath.Join(dir, KeyFile), keyPEM); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, CAFile), caPEM, publicMode); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, CAFile), caPEM, publicMode); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, CertFile), certPEM, publicMode); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, CertFile), certPEM, publicMode); err != nil {
 		return err
 	}
 	raw, err := yaml.Marshal(cfg)
 	if err != nil {
 		return fmt.Errorf("write %s: %w", ConfigFile, err)
 	}
-	return writeFileAtomic(filepath.Join(dir, ConfigFile), raw, secretMode)
-}
-
-// writeFileAtomic writes data to path with mode perm via a temporary file in
-// the same dir, synced and renamed over path, then syncs the dir: a crash
-// leaves the old file or the new one, never a truncated one.
-func writeFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if err = f.Chmod(perm); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("write %s: sync: %w", path, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if d, derr := os.Open(dir); derr == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
-	return nil
+	return atomicfile.Write(filepath.Join(dir, ConfigFile), raw, secretMode)
 }

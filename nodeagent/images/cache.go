@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/otherix/otherix/internal/atomicfile"
 )
 
 const defaultStallTimeout = 30 * time.Second
@@ -306,7 +308,7 @@ func (c *Cache) digest(name string) (string, error) {
 		return "", newError(CodeCacheIO, "hash "+name, err)
 	}
 	s := hex.EncodeToString(h.Sum(nil))
-	if err := writeFileAtomic(c.shaPath(name), []byte(s+"\n")); err != nil {
+	if err := atomicfile.Write(c.shaPath(name), []byte(s+"\n"), 0o644); err != nil {
 		return "", newError(CodeCacheIO, "write digest of "+name, err)
 	}
 	return s, nil
@@ -334,31 +336,6 @@ func (c *Cache) List() ([]Image, error) {
 		out = append(out, img)
 	}
 	return out, nil
-}
-
-// writeFileAtomic replaces path with data so readers never see half of it.
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 // syncDir makes renames in dir durable.

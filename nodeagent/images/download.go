@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/otherix/otherix/internal/atomicfile"
 )
 
 // errStalled is the cancel cause the stall watchdog leaves on a request.
@@ -60,7 +62,7 @@ func (c *Cache) download(ctx context.Context, name, url, want string, progress P
 	}
 	// The sidecar goes first: once the image has its real name, a reader
 	// must find its digest without hashing gigabytes.
-	if err := writeFileAtomic(c.shaPath(name), []byte(digest+"\n")); err != nil {
+	if err := atomicfile.Write(c.shaPath(name), []byte(digest+"\n"), 0o644); err != nil {
 		return Image{}, newError(CodeCacheIO, "write digest of "+name, err)
 	}
 	if err := os.Rename(partial, c.path(name)); err != nil {
@@ -287,7 +289,7 @@ func (c *Cache) saveMeta(name, url string, hdr http.Header) error {
 		meta.Validator = lm
 	}
 	b, _ := json.Marshal(meta)
-	if err := writeFileAtomic(c.metaPath(name), b); err != nil {
+	if err := atomicfile.Write(c.metaPath(name), b, 0o644); err != nil {
 		return newError(CodeCacheIO, "write partial metadata of "+name, err)
 	}
 	return nil

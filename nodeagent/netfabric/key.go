@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/otherix/otherix/internal/atomicfile"
 )
 
 // wgKey is the node's WireGuard private key.
@@ -38,26 +40,8 @@ func loadOrCreateKey(dir, ifname string) (wgKey, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return wgKey{}, fmt.Errorf("wireguard key dir: %w", err)
 	}
-	// Write then rename, so a crash never leaves a truncated key behind.
-	tmp, err := os.CreateTemp(dir, ".wgkey-*")
-	if err != nil {
-		return wgKey{}, fmt.Errorf("wireguard key: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err == nil {
-		_, err = tmp.WriteString(k.String() + "\n")
-		if err == nil {
-			err = tmp.Sync()
-		}
-		if cerr := tmp.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			err = os.Rename(tmp.Name(), path)
-		}
-	}
-	if err != nil {
-		tmp.Close()
+	// A crash never leaves a truncated key behind.
+	if err := atomicfile.Write(path, []byte(k.String()+"\n"), 0o600); err != nil {
 		return wgKey{}, fmt.Errorf("write wireguard key: %w", err)
 	}
 	return wgKey{priv: k}, nil

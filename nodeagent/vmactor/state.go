@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/otherix/otherix/messages"
+
+	"github.com/otherix/otherix/internal/atomicfile"
 )
 
 // recordFile is a VM's state on the node's disk, inside its state dir.
@@ -60,31 +62,7 @@ func (r *record) save(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, ".vm-*.json")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, recordFile)); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.Write(filepath.Join(dir, recordFile), append(b, '\n'), 0o600)
 }
 
 // observed is the record as the control plane sees it.

@@ -12,6 +12,8 @@ import (
 	"github.com/otherix/otherix/nodeagent/cloudinit"
 	"github.com/otherix/otherix/nodeagent/images"
 	"github.com/otherix/otherix/nodeagent/qemu"
+
+	"github.com/otherix/otherix/internal/atomicfile"
 )
 
 // agentSteps times, n times, the steps the agent's create runs, with the
@@ -67,7 +69,7 @@ func agentSteps(dir, base string, shape vmShape, n int) ([]*series, error) {
 		}
 		t[3] = time.Now()
 		for range 3 {
-			if err := writeDurable(state, "vm.json", make([]byte, 600)); err != nil {
+			if err := atomicfile.Write(filepath.Join(state, "vm.json"), make([]byte, 600), 0o600); err != nil {
 				return nil, err
 			}
 		}
@@ -115,34 +117,4 @@ func agentSteps(dir, base string, shape vmShape, n int) ([]*series, error) {
 		}
 	}
 	return out, nil
-}
-
-// writeDurable writes name in dir the way the agent saves vm.json: a temp
-// file, fsync, rename, fsync of the directory.
-func writeDurable(dir, name string, b []byte) error {
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), filepath.Join(dir, name)); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
