@@ -7,101 +7,57 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
-	"github.com/vishvananda/netns"
+
+	"github.com/otherix/otherix/internal/netnstest"
 )
 
 // The test builds a node namespace whose bridge carries 169.254.1.1 and
 // client namespaces on veths in that bridge; all traffic stays in them and
 // cleanup deletes them.
 
-func ipCmd(t *testing.T, args ...string) {
-	t.Helper()
-	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
-
-func newNetns(t *testing.T, role string) string {
-	t.Helper()
-	name := fmt.Sprintf("oxh-%d-%s", os.Getpid(), role)
-	ipCmd(t, "netns", "add", name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v %s", name, err, out)
-		}
-	})
-	ipCmd(t, "-n", name, "link", "set", "lo", "up")
-	return name
-}
-
 // dhcpClient runs a DHCP exchange from eth0 in ns: the raw socket is made
 // in ns on a thread that is thrown away afterwards.
-func dhcpClient(t *testing.T, ns string, timeout time.Duration) (*nclient4.Lease, error) {
+func dhcpClient(t *testing.T, ns string, timeout time.Duration) (lease *nclient4.Lease, err error) {
 	t.Helper()
-	type result struct {
-		l   *nclient4.Lease
-		err error
-	}
-	res := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with us
-		h, err := netns.GetFromName(ns)
-		if err != nil {
-			res <- result{err: err}
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			res <- result{err: err}
-			return
-		}
-		c, err := nclient4.New("eth0", nclient4.WithTimeout(timeout/3), nclient4.WithRetry(2))
-		if err != nil {
-			res <- result{err: err}
+	netnstest.In(t, ns, func() {
+		var c *nclient4.Client
+		if c, err = nclient4.New("eth0", nclient4.WithTimeout(timeout/3), nclient4.WithRetry(2)); err != nil {
 			return
 		}
 		defer c.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
-		l, err := c.Request(ctx, dhcpv4.WithRequestedOptions(dhcpv4.OptionClasslessStaticRoute, dhcpv4.OptionInterfaceMTU))
-		res <- result{l, err}
-	}()
-	r := <-res
-	return r.l, r.err
+		lease, err = c.Request(ctx, dhcpv4.WithRequestedOptions(dhcpv4.OptionClasslessStaticRoute, dhcpv4.OptionInterfaceMTU))
+	})
+	return lease, err
 }
 
 func TestResponderOnBridge(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces")
-	}
-	node := newNetns(t, "node")
-	ipCmd(t, "-n", node, "link", "add", "br0", "type", "bridge")
-	ipCmd(t, "-n", node, "addr", "add", "169.254.1.1/32", "dev", "br0")
-	ipCmd(t, "-n", node, "link", "set", "br0", "up")
-	ipCmd(t, "-n", node, "route", "add", "10.60.0.0/24", "dev", "br0")
+	netnstest.RequireRoot(t)
+	node := netnstest.New(t, "oxh", "node")
+	netnstest.IP(t, "-n", node, "link", "add", "br0", "type", "bridge")
+	netnstest.IP(t, "-n", node, "addr", "add", "169.254.1.1/32", "dev", "br0")
+	netnstest.IP(t, "-n", node, "link", "set", "br0", "up")
+	netnstest.IP(t, "-n", node, "route", "add", "10.60.0.0/24", "dev", "br0")
 	macs := []string{"02:aa:bb:cc:dd:01", "02:aa:bb:cc:dd:02", "02:aa:bb:cc:dd:03"}
 	clients := make([]string, len(macs))
 	for i, mac := range macs {
-		clients[i] = newNetns(t, fmt.Sprintf("c%d", i+1))
+		clients[i] = netnstest.New(t, "oxh", fmt.Sprintf("c%d", i+1))
 		tap := fmt.Sprintf("c%d", i+1)
-		ipCmd(t, "-n", node, "link", "add", tap, "type", "veth", "peer", "name", "eth0", "netns", clients[i])
-		ipCmd(t, "-n", node, "link", "set", tap, "master", "br0", "up")
-		ipCmd(t, "-n", clients[i], "link", "set", "eth0", "address", mac, "mtu", "1500", "up")
+		netnstest.IP(t, "-n", node, "link", "add", tap, "type", "veth", "peer", "name", "eth0", "netns", clients[i])
+		netnstest.IP(t, "-n", node, "link", "set", tap, "master", "br0", "up")
+		netnstest.IP(t, "-n", clients[i], "link", "set", "eth0", "address", mac, "mtu", "1500", "up")
 	}
 	// A second bridge with its own responder must not answer br0's clients.
-	ipCmd(t, "-n", node, "link", "add", "br1", "type", "bridge")
-	ipCmd(t, "-n", node, "addr", "add", "169.254.1.1/32", "dev", "br1")
-	ipCmd(t, "-n", node, "link", "set", "br1", "up")
+	netnstest.IP(t, "-n", node, "link", "add", "br1", "type", "bridge")
+	netnstest.IP(t, "-n", node, "addr", "add", "169.254.1.1/32", "dev", "br1")
+	netnstest.IP(t, "-n", node, "link", "set", "br1", "up")
 
 	lease := func(mac string, ip string) Lease {
 		m, _ := net.ParseMAC(mac)

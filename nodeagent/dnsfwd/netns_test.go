@@ -6,73 +6,19 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/vishvananda/netns"
+
+	"github.com/otherix/otherix/internal/netnstest"
 )
 
 // The test builds a node namespace whose bridge carries 169.254.1.1, two
 // "VM" namespaces on veths in that bridge, and an upstream namespace with a
 // fake resolver; all traffic stays in them and cleanup deletes them.
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces")
-	}
-}
-
-func ipCmd(t *testing.T, args ...string) {
-	t.Helper()
-	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
-
-func newNetns(t *testing.T, role string) string {
-	t.Helper()
-	name := fmt.Sprintf("oxd-%d-%s", os.Getpid(), role)
-	ipCmd(t, "netns", "add", name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v %s", name, err, out)
-		}
-	})
-	ipCmd(t, "-n", name, "link", "set", "lo", "up")
-	return name
-}
-
-// inNetns runs fn on a thread in the named namespace; the thread is thrown
-// away afterwards rather than switched back.
-func inNetns(t *testing.T, name string, fn func()) {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with us
-		ns, err := netns.GetFromName(name)
-		if err != nil {
-			done <- err
-			return
-		}
-		defer ns.Close()
-		if err := netns.Set(ns); err != nil {
-			done <- err
-			return
-		}
-		fn()
-		done <- nil
-	}()
-	if err := <-done; err != nil {
-		t.Fatalf("enter netns %s: %v", name, err)
-	}
-}
 
 // fakeUpstream serves A records in ns on addr: NAME.test. → 10.9.8.7, and
 // many.test. → 60 addresses (truncated over UDP without EDNS).
@@ -102,7 +48,7 @@ func fakeUpstream(t *testing.T, ns, addr string) {
 	var pc net.PacketConn
 	var l net.Listener
 	var err1, err2 error
-	inNetns(t, ns, func() {
+	netnstest.In(t, ns, func() {
 		pc, err1 = net.ListenPacket("udp4", addr)
 		l, err2 = net.Listen("tcp4", addr)
 	})
@@ -124,7 +70,7 @@ func query(t *testing.T, ns, network, name string, edns bool) (*dns.Msg, error) 
 	t.Helper()
 	var r *dns.Msg
 	var err error
-	inNetns(t, ns, func() {
+	netnstest.In(t, ns, func() {
 		c := &dns.Client{Net: network, Timeout: 3 * time.Second}
 		q := new(dns.Msg)
 		q.SetQuestion(name, dns.TypeA)
@@ -141,25 +87,25 @@ type fixture struct {
 }
 
 func newFixture(t *testing.T) fixture {
-	requireRoot(t)
-	f := fixture{node: newNetns(t, "node"), vm1: newNetns(t, "vm1"), vm2: newNetns(t, "vm2"), up: newNetns(t, "up")}
-	ipCmd(t, "-n", f.node, "link", "add", "br0", "type", "bridge")
-	ipCmd(t, "-n", f.node, "addr", "add", "169.254.1.1/32", "dev", "br0")
-	ipCmd(t, "-n", f.node, "link", "set", "br0", "up")
-	ipCmd(t, "-n", f.node, "route", "add", "10.50.0.0/24", "dev", "br0")
+	netnstest.RequireRoot(t)
+	f := fixture{node: netnstest.New(t, "oxd", "node"), vm1: netnstest.New(t, "oxd", "vm1"), vm2: netnstest.New(t, "oxd", "vm2"), up: netnstest.New(t, "oxd", "up")}
+	netnstest.IP(t, "-n", f.node, "link", "add", "br0", "type", "bridge")
+	netnstest.IP(t, "-n", f.node, "addr", "add", "169.254.1.1/32", "dev", "br0")
+	netnstest.IP(t, "-n", f.node, "link", "set", "br0", "up")
+	netnstest.IP(t, "-n", f.node, "route", "add", "10.50.0.0/24", "dev", "br0")
 	for i, vm := range []string{f.vm1, f.vm2} {
 		tap := fmt.Sprintf("vm%d", i+1)
-		ipCmd(t, "-n", f.node, "link", "add", tap, "type", "veth", "peer", "name", "eth0", "netns", vm)
-		ipCmd(t, "-n", f.node, "link", "set", tap, "master", "br0", "up")
-		ipCmd(t, "-n", vm, "addr", "add", fmt.Sprintf("10.50.0.%d/24", 10+i), "dev", "eth0")
-		ipCmd(t, "-n", vm, "link", "set", "eth0", "up")
-		ipCmd(t, "-n", vm, "route", "add", "169.254.1.1/32", "dev", "eth0", "scope", "link")
+		netnstest.IP(t, "-n", f.node, "link", "add", tap, "type", "veth", "peer", "name", "eth0", "netns", vm)
+		netnstest.IP(t, "-n", f.node, "link", "set", tap, "master", "br0", "up")
+		netnstest.IP(t, "-n", vm, "addr", "add", fmt.Sprintf("10.50.0.%d/24", 10+i), "dev", "eth0")
+		netnstest.IP(t, "-n", vm, "link", "set", "eth0", "up")
+		netnstest.IP(t, "-n", vm, "route", "add", "169.254.1.1/32", "dev", "eth0", "scope", "link")
 	}
-	ipCmd(t, "-n", f.node, "link", "add", "up0", "type", "veth", "peer", "name", "eth0", "netns", f.up)
-	ipCmd(t, "-n", f.node, "addr", "add", "192.0.2.1/24", "dev", "up0")
-	ipCmd(t, "-n", f.node, "link", "set", "up0", "up")
-	ipCmd(t, "-n", f.up, "addr", "add", "192.0.2.53/24", "dev", "eth0")
-	ipCmd(t, "-n", f.up, "link", "set", "eth0", "up")
+	netnstest.IP(t, "-n", f.node, "link", "add", "up0", "type", "veth", "peer", "name", "eth0", "netns", f.up)
+	netnstest.IP(t, "-n", f.node, "addr", "add", "192.0.2.1/24", "dev", "up0")
+	netnstest.IP(t, "-n", f.node, "link", "set", "up0", "up")
+	netnstest.IP(t, "-n", f.up, "addr", "add", "192.0.2.53/24", "dev", "eth0")
+	netnstest.IP(t, "-n", f.up, "link", "set", "eth0", "up")
 	fakeUpstream(t, f.up, "192.0.2.53:53")
 	return f
 }
@@ -225,7 +171,7 @@ func TestForwarderRateLimitsPerSource(t *testing.T) {
 	startForwarder(t, f, Config{Rate: 5, Burst: 10})
 	// vm1 floods: 200 queries as fast as it can, on one socket.
 	answered := 0
-	inNetns(t, f.vm1, func() {
+	netnstest.In(t, f.vm1, func() {
 		c, err := net.Dial("udp4", DefaultListen.String())
 		if err != nil {
 			t.Error(err)

@@ -16,35 +16,14 @@ import (
 
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/nodeagent/netfabric"
+
+	"github.com/otherix/otherix/internal/netnstest"
 )
 
 // These tests run two Runners over real netfabric Fabrics in two "node"
 // network namespaces joined by an underlay bridge in a third; all traffic
 // stays in namespaces the test creates, and cleanup deletes them (every
 // link in them goes too).
-
-func ipCmd(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := exec.Command("ip", args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-// newNetns creates a named namespace with lo up, deleted at cleanup.
-func newNetns(t *testing.T, role string) string {
-	t.Helper()
-	name := fmt.Sprintf("oxo-%d-%s", os.Getpid(), role)
-	ipCmd(t, "netns", "add", name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v %s", name, err, out)
-		}
-	})
-	ipCmd(t, "-n", name, "link", "set", "lo", "up")
-	return name
-}
 
 type testNode struct {
 	ns     string
@@ -56,11 +35,11 @@ type testNode struct {
 
 func startNode(t *testing.T, ul, role string, ip netip.Addr, tunnel string, svc ...Services) *testNode {
 	t.Helper()
-	ns := newNetns(t, role)
-	ipCmd(t, "-n", ul, "link", "add", "u"+role, "type", "veth", "peer", "name", "eth0", "netns", ns)
-	ipCmd(t, "-n", ul, "link", "set", "u"+role, "master", "br0", "up")
-	ipCmd(t, "-n", ns, "addr", "add", ip.String()+"/24", "dev", "eth0")
-	ipCmd(t, "-n", ns, "link", "set", "eth0", "up")
+	ns := netnstest.New(t, "oxo", role)
+	netnstest.IP(t, "-n", ul, "link", "add", "u"+role, "type", "veth", "peer", "name", "eth0", "netns", ns)
+	netnstest.IP(t, "-n", ul, "link", "set", "u"+role, "master", "br0", "up")
+	netnstest.IP(t, "-n", ns, "addr", "add", ip.String()+"/24", "dev", "eth0")
+	netnstest.IP(t, "-n", ns, "link", "set", "eth0", "up")
 	fab, err := netfabric.New(netfabric.Options{Netns: filepath.Join("/var/run/netns", ns), WireGuard: netfabric.WireGuardUserspace,
 		// The userspace UAPI socket directory is shared by all namespaces.
 		WireGuardIf: fmt.Sprintf("oxw%d%s", os.Getpid()%100000, role), KeyDir: t.TempDir()})
@@ -99,17 +78,17 @@ func endpoint(t *testing.T, n *testNode, role, tap, mac, cidr string) string {
 	var links []struct {
 		Master string `json:"master"`
 	}
-	if err := json.Unmarshal([]byte(ipCmd(t, "-n", n.ns, "-j", "link", "show", "dev", tap)), &links); err != nil || len(links) != 1 || links[0].Master == "" {
+	if err := json.Unmarshal([]byte(netnstest.IP(t, "-n", n.ns, "-j", "link", "show", "dev", tap)), &links); err != nil || len(links) != 1 || links[0].Master == "" {
 		t.Fatalf("tap %s in %s: no bridge (%v %+v)", tap, n.ns, err, links)
 	}
 	br := links[0].Master
-	ep := newNetns(t, role)
-	ipCmd(t, "-n", n.ns, "link", "add", "v"+role, "mtu", "1390", "type", "veth", "peer", "name", "eth0", "netns", ep)
-	ipCmd(t, "-n", n.ns, "link", "set", "v"+role, "master", br, "up")
-	ipCmd(t, "-n", ep, "link", "set", "eth0", "address", mac, "mtu", "1390", "up")
-	ipCmd(t, "-n", ep, "addr", "add", cidr, "dev", "eth0")
-	ipCmd(t, "-n", ep, "route", "add", "169.254.1.1", "dev", "eth0")
-	ipCmd(t, "-n", ep, "route", "add", "default", "via", "169.254.1.1")
+	ep := netnstest.New(t, "oxo", role)
+	netnstest.IP(t, "-n", n.ns, "link", "add", "v"+role, "mtu", "1390", "type", "veth", "peer", "name", "eth0", "netns", ep)
+	netnstest.IP(t, "-n", n.ns, "link", "set", "v"+role, "master", br, "up")
+	netnstest.IP(t, "-n", ep, "link", "set", "eth0", "address", mac, "mtu", "1390", "up")
+	netnstest.IP(t, "-n", ep, "addr", "add", cidr, "dev", "eth0")
+	netnstest.IP(t, "-n", ep, "route", "add", "169.254.1.1", "dev", "eth0")
+	netnstest.IP(t, "-n", ep, "route", "add", "default", "via", "169.254.1.1")
 	return ep
 }
 
@@ -121,9 +100,9 @@ func TestRunnersCarryPingAcrossNodes(t *testing.T) {
 	if err != nil {
 		t.Skip("needs busybox for ping")
 	}
-	ul := newNetns(t, "ul")
-	ipCmd(t, "-n", ul, "link", "add", "br0", "type", "bridge")
-	ipCmd(t, "-n", ul, "link", "set", "br0", "up")
+	ul := netnstest.New(t, "oxo", "ul")
+	netnstest.IP(t, "-n", ul, "link", "add", "br0", "type", "bridge")
+	netnstest.IP(t, "-n", ul, "link", "set", "br0", "up")
 	a := startNode(t, ul, "a", netip.MustParseAddr("192.168.77.1"), "10.240.0.1")
 	b := startNode(t, ul, "b", netip.MustParseAddr("192.168.77.2"), "10.240.0.2")
 

@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -15,42 +14,19 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/miekg/dns"
-	"github.com/vishvananda/netns"
 
 	"github.com/otherix/otherix/messages"
-)
 
-// inNetns runs fn on a thread in the named namespace, thrown away after.
-func inNetns(t *testing.T, name string, fn func()) {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with us
-		h, err := netns.GetFromName(name)
-		if err != nil {
-			done <- err
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			done <- err
-			return
-		}
-		fn()
-		done <- nil
-	}()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-}
+	"github.com/otherix/otherix/internal/netnstest"
+)
 
 func TestRunnerStartsNodeServices(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates network namespaces")
 	}
-	ul := newNetns(t, "sul")
-	ipCmd(t, "-n", ul, "link", "add", "br0", "type", "bridge")
-	ipCmd(t, "-n", ul, "link", "set", "br0", "up")
+	ul := netnstest.New(t, "oxo", "sul")
+	netnstest.IP(t, "-n", ul, "link", "add", "br0", "type", "bridge")
+	netnstest.IP(t, "-n", ul, "link", "set", "br0", "up")
 	rc := filepath.Join(t.TempDir(), "resolv.conf")
 	// An upstream the node has no route to: the forwarder answers SERVFAIL.
 	if err := os.WriteFile(rc, []byte("nameserver 192.0.2.99\n"), 0o644); err != nil {
@@ -73,7 +49,7 @@ func TestRunnerStartsNodeServices(t *testing.T) {
 	ep := endpoint(t, n, "es", taps[0], mac, "10.11.0.7/24")
 
 	var lease *nclient4.Lease
-	inNetns(t, ep, func() {
+	netnstest.In(t, ep, func() {
 		c, cerr := nclient4.New("eth0", nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(2))
 		if cerr != nil {
 			err = cerr
@@ -93,7 +69,7 @@ func TestRunnerStartsNodeServices(t *testing.T) {
 	}
 
 	var r *dns.Msg
-	inNetns(t, ep, func() {
+	netnstest.In(t, ep, func() {
 		q := new(dns.Msg)
 		q.SetQuestion("x.test.", dns.TypeA)
 		r, _, err = (&dns.Client{Timeout: 5 * time.Second}).Exchange(q, "169.254.1.1:53")

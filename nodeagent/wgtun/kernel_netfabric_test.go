@@ -4,40 +4,19 @@ package wgtun
 
 import (
 	"errors"
-	"os"
-	"runtime"
 	"testing"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
+
+	"github.com/otherix/otherix/internal/netnstest"
 )
 
-// inFreshNS runs fn on a thread inside a new network namespace, removed
-// when fn returns (nothing else holds it).
+// inFreshNS runs fn on a thread inside a new network namespace, removed at
+// cleanup.
 func inFreshNS(t *testing.T, fn func()) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: a network namespace and a TUN")
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread() // never unlocked: the thread dies in the namespace
-		orig, err := netns.Get()
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer orig.Close()
-		ns, err := netns.New()
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer ns.Close()
-		fn()
-	}()
-	<-done
+	netnstest.RequireRoot(t)
+	netnstest.In(t, netnstest.New(t, "oxg", "tun"), fn)
 }
 
 // TestKernelTakesWrites: the kernel accepts each kind of write this device

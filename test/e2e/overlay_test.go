@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -20,8 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
-
+	"github.com/otherix/otherix/internal/netnstest"
 	"github.com/otherix/otherix/test/guest"
 )
 
@@ -35,28 +33,13 @@ import (
 // outside sees the request come from the guest's own node. A third guest on
 // a network without egress cannot reach the outside.
 
-// ns runs ip in a test namespace (or the host for "").
+// ipIn runs ip in a test namespace (or the host for "").
 func ipIn(t *testing.T, ns string, args ...string) string {
 	t.Helper()
 	if ns != "" {
 		args = append([]string{"-n", ns}, args...)
 	}
-	out, err := exec.Command("ip", args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-func addNetns(t *testing.T, name string) {
-	t.Helper()
-	ipIn(t, "", "netns", "add", name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v %s", name, err, out)
-		}
-	})
-	ipIn(t, name, "link", "set", "lo", "up")
+	return netnstest.IP(t, args...)
 }
 
 // nsAgent is an otherix-agent serve running inside a node namespace.
@@ -168,55 +151,17 @@ func (o *outsideServer) snapshot() map[string][]string {
 	return m
 }
 
-// listenIn opens a TCP listener inside the named namespace: a locked OS
-// thread switches into it, listens (the socket stays in that namespace) and
-// switches back. A thread that cannot switch back is never unlocked, so
-// the runtime discards it with its goroutine.
+// listenIn opens a TCP listener inside the named namespace (the socket
+// stays there).
 func listenIn(t *testing.T, nsName, addr string) net.Listener {
 	t.Helper()
-	type result struct {
-		ln  net.Listener
-		err error
+	var ln net.Listener
+	var err error
+	netnstest.In(t, nsName, func() { ln, err = net.Listen("tcp", addr) })
+	if err != nil {
+		t.Fatalf("listen on %s in %s: %v", addr, nsName, err)
 	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("current netns: %w", err)}
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromName(nsName)
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("netns %s: %w", nsName, err)}
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("enter netns %s: %w", nsName, err)}
-			return
-		}
-		ln, lerr := net.Listen("tcp", addr)
-		if err := netns.Set(orig); err != nil {
-			// Stay locked: this thread is in the wrong namespace.
-			if ln != nil {
-				ln.Close()
-			}
-			ch <- result{err: fmt.Errorf("return from netns %s: %w", nsName, err)}
-			return
-		}
-		runtime.UnlockOSThread()
-		ch <- result{ln: ln, err: lerr}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatalf("listen on %s in %s: %v", addr, nsName, r.err)
-	}
-	return r.ln
+	return ln
 }
 
 // startOutside serves an outsideServer on addr inside nsName until the
@@ -270,8 +215,7 @@ func TestOverlayGuestsPingAcrossNodes(t *testing.T) {
 	pid := os.Getpid()
 	sub := fmt.Sprintf("10.213.%d", pid%250+1)
 	hostIP := sub + ".1"
-	ul := fmt.Sprintf("oxe-%d-ul", pid)
-	addNetns(t, ul)
+	ul := netnstest.New(t, "oxe", "ul")
 	ipIn(t, ul, "link", "add", "br0", "type", "bridge")
 	ipIn(t, ul, "link", "set", "br0", "up")
 	hostLink := fmt.Sprintf("oxeh%d", pid%100000)
@@ -285,8 +229,7 @@ func TestOverlayGuestsPingAcrossNodes(t *testing.T) {
 	ipIn(t, "", "link", "set", hostLink, "up")
 	nodeNS := map[string]string{}
 	for i, name := range []string{"n1", "n2"} {
-		ns := fmt.Sprintf("oxe-%d-%s", pid, name)
-		addNetns(t, ns)
+		ns := netnstest.New(t, "oxe", name)
 		ipIn(t, ul, "link", "add", "u"+name, "type", "veth", "peer", "name", "eth0", "netns", ns)
 		ipIn(t, ul, "link", "set", "u"+name, "master", "br0", "up")
 		ipIn(t, ns, "addr", "add", fmt.Sprintf("%s.%d/24", sub, i+2), "dev", "eth0")
@@ -296,9 +239,8 @@ func TestOverlayGuestsPingAcrossNodes(t *testing.T) {
 	// The outside: one more namespace on the underlay, with an HTTP server
 	// that records who asked. It has no route to the overlays, so what
 	// reaches it from a VM can only be masqueraded by a node.
-	outNS := fmt.Sprintf("oxe-%d-out", pid)
+	outNS := netnstest.New(t, "oxe", "out")
 	outIP := sub + ".250"
-	addNetns(t, outNS)
 	ipIn(t, ul, "link", "add", "uout", "type", "veth", "peer", "name", "eth0", "netns", outNS)
 	ipIn(t, ul, "link", "set", "uout", "master", "br0", "up")
 	ipIn(t, outNS, "addr", "add", outIP+"/24", "dev", "eth0")
