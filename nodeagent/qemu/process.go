@@ -339,6 +339,16 @@ func removeRunFiles(runDir string) {
 	}
 }
 
+// Alive reports whether process pid exists and is not a zombie waiting to
+// be reaped (a daemonized QEMU that exited is one until its reaper runs).
+func Alive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	st, err := readStat(pid)
+	return err == nil && st.state != 'Z'
+}
+
 type procStat struct {
 	comm  string
 	state byte

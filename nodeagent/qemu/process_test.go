@@ -378,3 +378,30 @@ func TestStartCancelled(t *testing.T) {
 	}
 	waitNoZombies(t)
 }
+
+// TestAlive: a running process is alive; one that exited is not, neither
+// while it is a zombie nor once reaped.
+func TestAlive(t *testing.T) {
+	if !Alive(os.Getpid()) || Alive(0) || Alive(-1) {
+		t.Fatal("Alive of self, 0, -1")
+	}
+	cmd := exec.Command("true")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	// Unreaped, it turns into a zombie: poll until it has exited.
+	deadline := time.Now().Add(5 * time.Second)
+	for Alive(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("exited child %d still alive", pid)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if Alive(pid) {
+		t.Fatalf("reaped child %d alive", pid)
+	}
+}

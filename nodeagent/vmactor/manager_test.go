@@ -154,21 +154,6 @@ func (f *fixture) newVM(name string) messages.AgentVM {
 	return messages.AgentVM{ID: messages.NewID(), Name: name, Generation: 1, Spec: spec}
 }
 
-// alivePid reports whether pid runs; a zombie waiting to be reaped does not.
-func alivePid(pid int) bool {
-	if pid <= 0 || syscall.Kill(pid, 0) != nil {
-		return false
-	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// The state follows the parenthesised command name.
-	s := string(stat)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
-}
-
 // TestMain makes the test binary a subreaper like the agent, so the QEMU
 // daemons it starts are its children and are reaped at once.
 func TestMain(m *testing.M) {
@@ -192,7 +177,7 @@ func TestLifecycleWithRealQEMU(t *testing.T) {
 	createID := messages.NewID()
 	task := f.run(t, vmReq(createID, messages.TaskVMCreate, vm))
 	mustSucceed(t, task)
-	if task.VM == nil || task.VM.Phase != messages.PhaseRunning || !alivePid(task.VM.Pid) {
+	if task.VM == nil || task.VM.Phase != messages.PhaseRunning || !qemu.Alive(task.VM.Pid) {
 		t.Fatalf("after create: %+v", task.VM)
 	}
 	pid := task.VM.Pid
@@ -239,14 +224,14 @@ func TestLifecycleWithRealQEMU(t *testing.T) {
 		if task.State != messages.TaskFailed || task.Error == nil || task.Error.Code != "stop_timeout" {
 			t.Fatalf("stop: %+v", task)
 		}
-		if !alivePid(pid) {
+		if !qemu.Alive(pid) {
 			t.Fatal("a graceful stop killed QEMU")
 		}
 	})
 
 	t.Run("an agent restart re-adopts the running QEMU", func(t *testing.T) {
 		f.m.Close()
-		if !alivePid(pid) {
+		if !qemu.Alive(pid) {
 			t.Fatal("closing the manager stopped QEMU")
 		}
 		f.start()
@@ -276,19 +261,19 @@ func TestLifecycleWithRealQEMU(t *testing.T) {
 	t.Run("poweroff, start, forced delete", func(t *testing.T) {
 		task := f.run(t, vmReq(messages.NewID(), messages.TaskVMPoweroff, vm))
 		mustSucceed(t, task)
-		if task.VM.Phase != messages.PhaseStopped || alivePid(pid) {
-			t.Fatalf("after poweroff: %+v, pid %d alive=%v", task.VM, pid, alivePid(pid))
+		if task.VM.Phase != messages.PhaseStopped || qemu.Alive(pid) {
+			t.Fatalf("after poweroff: %+v, pid %d alive=%v", task.VM, pid, qemu.Alive(pid))
 		}
 		task = f.run(t, vmReq(messages.NewID(), messages.TaskVMStart, vm))
 		mustSucceed(t, task)
-		if task.VM.Phase != messages.PhaseRunning || !alivePid(task.VM.Pid) || task.VM.Pid == pid {
+		if task.VM.Phase != messages.PhaseRunning || !qemu.Alive(task.VM.Pid) || task.VM.Pid == pid {
 			t.Fatalf("after start: %+v", task.VM)
 		}
 		newPid := task.VM.Pid
 		req := vmReq(messages.NewID(), messages.TaskVMDelete, vm)
 		req.Force = true
 		mustSucceed(t, f.run(t, req))
-		if alivePid(newPid) {
+		if qemu.Alive(newPid) {
 			t.Fatal("forced delete left QEMU running")
 		}
 		if _, err := f.m.VM(vm.ID); err == nil {

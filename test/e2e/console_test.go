@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/otherix/otherix/nodeagent/qemu"
 	"github.com/otherix/otherix/test/guest"
 )
 
@@ -146,7 +147,7 @@ func TestConsoleIntoTheGuest(t *testing.T) {
 	if code := again.exitCode(t, 30*time.Second); code != 1 || !strings.Contains(again.out.String(), "agent went away") {
 		t.Fatalf("console when the agent died: exit %d\n%s", code, tail(again.out.String(), 1000))
 	}
-	if !running(pid) {
+	if !qemu.Alive(pid) {
 		t.Fatal("QEMU died with the agent")
 	}
 	c.agent = startAgent(t, c.state)

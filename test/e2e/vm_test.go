@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/otherix/otherix/nodeagent/qemu"
 	"github.com/otherix/otherix/test/guest"
 )
 
@@ -225,19 +226,6 @@ func tail(s string, n int) string {
 	return s
 }
 
-func running(pid int) bool {
-	if pid <= 0 || syscall.Kill(pid, 0) != nil {
-		return false
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
-}
-
 // TestVMLifecycleOnRealQEMU is the product's promise: create a VM from an
 // image URL through the CLI, see it boot, stop it for real, start it again,
 // survive an agent crash, and delete it — on real QEMU with a real guest.
@@ -252,7 +240,7 @@ func TestVMLifecycleOnRealQEMU(t *testing.T) {
 		"--memory", "256Mi", "--disk", "1Gi", "--wait")
 	t.Logf("create:\n%s", out)
 	v := c.vm("g1")
-	if v.Status.Phase != "running" || v.Status.Node != "n1" || !running(v.Status.Pid) {
+	if v.Status.Phase != "running" || v.Status.Node != "n1" || !qemu.Alive(v.Status.Pid) {
 		t.Fatalf("after create --wait: %+v", v)
 	}
 	booted := time.Now()
@@ -261,7 +249,7 @@ func TestVMLifecycleOnRealQEMU(t *testing.T) {
 
 	// An agent crash leaves the VM running; the restarted agent adopts it.
 	c.agent.kill()
-	if !running(v.Status.Pid) {
+	if !qemu.Alive(v.Status.Pid) {
 		t.Fatal("QEMU died with the agent")
 	}
 	c.agent = startAgent(t, c.state)
@@ -274,13 +262,13 @@ func TestVMLifecycleOnRealQEMU(t *testing.T) {
 
 	// Graceful stop: the guest sees the ACPI button and powers off.
 	c.mustCLI("vm", "stop", "g1", "--timeout", "90s", "--wait")
-	if s := c.vm("g1"); s.Status.Phase != "stopped" || running(v.Status.Pid) {
-		t.Fatalf("after stop: %+v, old pid running=%v", s, running(v.Status.Pid))
+	if s := c.vm("g1"); s.Status.Phase != "stopped" || qemu.Alive(v.Status.Pid) {
+		t.Fatalf("after stop: %+v, old pid running=%v", s, qemu.Alive(v.Status.Pid))
 	}
 
 	c.mustCLI("vm", "start", "g1", "--wait")
 	v2 := c.vm("g1")
-	if v2.Status.Phase != "running" || !running(v2.Status.Pid) || v2.Status.Pid == v.Status.Pid {
+	if v2.Status.Phase != "running" || !qemu.Alive(v2.Status.Pid) || v2.Status.Pid == v.Status.Pid {
 		t.Fatalf("after start: %+v", v2)
 	}
 	c.waitLog("g1", guest.ReadyMarker+" instance-id="+v.ID, 2, 90*time.Second)
@@ -290,7 +278,7 @@ func TestVMLifecycleOnRealQEMU(t *testing.T) {
 		t.Fatalf("delete of a running vm without --force succeeded:\n%s", out)
 	}
 	c.mustCLI("vm", "delete", "g1", "--force", "--wait")
-	if running(v2.Status.Pid) {
+	if qemu.Alive(v2.Status.Pid) {
 		t.Fatal("forced delete left QEMU running")
 	}
 	if _, code := c.cli("vm", "get", "g1"); code == 0 {
@@ -341,7 +329,7 @@ func TestAPIKilledMidCreate(t *testing.T) {
 	c.api.kill9()
 	c.api = startAPIAt(t, c.dataDir, listen, "OTHERIX_HEARTBEAT__INTERVAL=1s", "OTHERIX_AGENT_LISTEN="+agentListen)
 	v := c.waitPhase("g2", "running", 3*time.Minute)
-	if !running(v.Status.Pid) {
+	if !qemu.Alive(v.Status.Pid) {
 		t.Fatalf("g2: %+v", v)
 	}
 	var list struct {

@@ -97,10 +97,7 @@ func (f *floor) destroy(i int) {
 // our child, so it cannot be waited for; its pid leaves /proc once reaped.
 func waitGone(pid int) {
 	for t := time.Now(); time.Since(t) < 5*time.Second; time.Sleep(5 * time.Millisecond) {
-		if err := syscall.Kill(pid, 0); err != nil {
-			return
-		}
-		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && strings.Contains(string(b), ") Z ") {
+		if !qemu.Alive(pid) {
 			return
 		}
 	}
