@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/otherix/otherix/http/errstatus"
 	"github.com/otherix/otherix/messages"
 )
 
@@ -267,7 +268,7 @@ type errorBody struct {
 func decodeError(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	var eb errorBody
-	me := &messages.Error{Kind: kindOf(resp.StatusCode), Code: "agent_error",
+	me := &messages.Error{Kind: errstatus.KindOf(resp.StatusCode), Code: "agent_error",
 		Message: fmt.Sprintf("agent answered %s", resp.Status)}
 	if json.Unmarshal(b, &eb) == nil && eb.Error != nil && eb.Error.Code != "" {
 		me.Code, me.Message, me.Details = eb.Error.Code, eb.Error.Message, eb.Error.Details
@@ -277,30 +278,4 @@ func decodeError(resp *http.Response) error {
 		e.Err = fmt.Errorf("%w: %w", ErrAgentUnavailable, me)
 	}
 	return e
-}
-
-// kindOf maps an agent's status back to a domain kind, the reverse of the
-// control plane's table.
-func kindOf(status int) messages.Kind {
-	switch status {
-	case http.StatusBadRequest:
-		return messages.KindInvalid
-	case http.StatusUnauthorized:
-		return messages.KindUnauthenticated
-	case http.StatusForbidden:
-		return messages.KindForbidden
-	case http.StatusNotFound:
-		return messages.KindNotFound
-	case http.StatusConflict:
-		return messages.KindConflict
-	case http.StatusRequestEntityTooLarge:
-		return messages.KindTooLarge
-	case http.StatusUnprocessableEntity:
-		return messages.KindUnprocessable
-	case http.StatusTooManyRequests:
-		return messages.KindTooManyRequests
-	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout:
-		return messages.KindUnavailable
-	}
-	return messages.KindInternal
 }

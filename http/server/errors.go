@@ -11,6 +11,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/otherix/otherix/http/errstatus"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
 )
@@ -38,23 +39,15 @@ type kindRule struct {
 	code string
 }
 
-// kinds is THE table from error kind to HTTP status. Nothing else in the
-// package chooses a status for an error.
+// kinds holds what this API does differently from http/errstatus, the
+// table every API shares: codes that replace the error's own, and kinds of
+// its own. Nothing else in the package chooses a status for an error.
 var kinds = map[messages.Kind]kindRule{
-	messages.KindInvalid:         {status: http.StatusBadRequest},
-	messages.KindNotFound:        {status: http.StatusNotFound},
-	messages.KindConflict:        {status: http.StatusConflict},
-	messages.KindStale:           {status: http.StatusConflict, code: "revision_conflict"},
-	messages.KindUnavailable:     {status: http.StatusServiceUnavailable},
-	messages.KindUnprocessable:   {status: http.StatusUnprocessableEntity},
-	messages.KindTooLarge:        {status: http.StatusRequestEntityTooLarge},
-	messages.KindInternal:        {status: http.StatusInternalServerError, code: codeInternal},
-	messages.KindUnauthenticated: {status: http.StatusUnauthorized},
-	messages.KindForbidden:       {status: http.StatusForbidden},
-	messages.KindTooManyRequests: {status: http.StatusTooManyRequests},
-	kindUnsupportedMedia:         {status: http.StatusUnsupportedMediaType},
-	kindRouteNotFound:            {status: http.StatusNotFound},
-	kindMethodNotAllowed:         {status: http.StatusMethodNotAllowed},
+	messages.KindStale:    {status: http.StatusConflict, code: "revision_conflict"},
+	messages.KindInternal: {status: http.StatusInternalServerError, code: codeInternal},
+	kindUnsupportedMedia:  {status: http.StatusUnsupportedMediaType},
+	kindRouteNotFound:     {status: http.StatusNotFound},
+	kindMethodNotAllowed:  {status: http.StatusMethodNotAllowed},
 }
 
 const (
@@ -93,11 +86,13 @@ func classify(err error) (*messages.Error, kindRule) {
 	default:
 		e = &messages.Error{Kind: messages.KindInternal, Code: codeInternal, Err: err}
 	}
-	rule, ok := kinds[e.Kind]
-	if !ok {
-		rule = kinds[messages.KindInternal]
+	if rule, ok := kinds[e.Kind]; ok {
+		return e, rule
 	}
-	return e, rule
+	if status, ok := errstatus.Lookup(e.Kind); ok {
+		return e, kindRule{status: status}
+	}
+	return e, kinds[messages.KindInternal]
 }
 
 // writeError answers the request with the envelope for err and stops the

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/otherix/otherix/http/errstatus"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/nodeagent/console"
 	"github.com/otherix/otherix/security"
@@ -251,19 +252,6 @@ func decodeStrict(w http.ResponseWriter, r *http.Request, into any) error {
 	return nil
 }
 
-var statusOf = map[messages.Kind]int{
-	messages.KindInvalid:         http.StatusBadRequest,
-	messages.KindNotFound:        http.StatusNotFound,
-	messages.KindConflict:        http.StatusConflict,
-	messages.KindStale:           http.StatusConflict,
-	messages.KindUnavailable:     http.StatusServiceUnavailable,
-	messages.KindUnprocessable:   http.StatusUnprocessableEntity,
-	messages.KindTooLarge:        http.StatusRequestEntityTooLarge,
-	messages.KindUnauthenticated: http.StatusUnauthorized,
-	messages.KindForbidden:       http.StatusForbidden,
-	messages.KindTooManyRequests: http.StatusTooManyRequests,
-}
-
 type envelope struct {
 	Error struct {
 		Code    string         `json:"code"`
@@ -277,10 +265,7 @@ func writeError(w http.ResponseWriter, err error) {
 	if !errors.As(err, &e) {
 		e = &messages.Error{Kind: messages.KindInternal, Code: "internal", Message: "internal error: " + err.Error()}
 	}
-	status, ok := statusOf[e.Kind]
-	if !ok {
-		status = http.StatusInternalServerError
-	}
+	status := errstatus.Of(e.Kind)
 	var env envelope
 	env.Error.Code, env.Error.Message, env.Error.Details = e.Code, e.Error(), e.Details
 	writeJSON(w, status, env)

@@ -1,0 +1,24 @@
+package errstatus
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/otherix/otherix/messages"
+)
+
+func TestRoundTrip(t *testing.T) {
+	for k := range statuses {
+		want := k
+		if k == messages.KindStale {
+			want = messages.KindConflict
+		}
+		if got := KindOf(Of(k)); got != want {
+			t.Errorf("kind %v → %d → %v", k, Of(k), got)
+		}
+	}
+	if Of(messages.Kind(-42)) != http.StatusInternalServerError || KindOf(http.StatusTeapot) != messages.KindInternal ||
+		KindOf(http.StatusBadGateway) != messages.KindUnavailable {
+		t.Error("fallbacks")
+	}
+}
