@@ -57,6 +57,7 @@ type Stats struct {
 // interface belongs to.
 type Device struct {
 	file   *os.File
+	raw    syscall.RawConn // file's, for writev
 	name   string
 	events chan tun.Event
 
@@ -110,7 +111,13 @@ func Create(name string) (*Device, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	d := &Device{file: os.NewFile(uintptr(fd), cloneDevice), name: name,
+	file := os.NewFile(uintptr(fd), cloneDevice)
+	raw, err := file.SyscallConn()
+	if err != nil {
+		file.Close()
+		return nil, err
+	}
+	d := &Device{file: file, raw: raw, name: name,
 		events: make(chan tun.Event, eventsBuffered), readBuf: make([]byte, maxSuperPacket),
 		runs: make([]run, 0, batch), iovs: make([][]byte, 0, maxWriteIovecsPerCall)}
 	d.events <- tun.EventUp | tun.EventMTUUpdate
@@ -255,12 +262,8 @@ func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
 
 // writev writes iovs as one packet, waiting for room on the non-blocking fd.
 func (d *Device) writev(iovs [][]byte) error {
-	rc, err := d.file.SyscallConn()
-	if err != nil {
-		return err
-	}
 	var werr error
-	err = rc.Write(func(fd uintptr) bool {
+	err := d.raw.Write(func(fd uintptr) bool {
 		_, werr = unix.Writev(int(fd), iovs)
 		return werr != unix.EAGAIN
 	})
