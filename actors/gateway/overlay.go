@@ -272,10 +272,8 @@ func digestOverlay(d *messages.DesiredOverlay) [sha256.Size]byte {
 // overlayRevision names an overlay by the digest of its node-independent
 // part and the node's tunnel IP: 128 bits, in hex.
 func overlayRevision(sum [sha256.Size]byte, tunnelIP string) string {
-	h := sha256.New()
-	h.Write(sum[:])
-	h.Write([]byte(tunnelIP))
-	return hex.EncodeToString(h.Sum(nil)[:16])
+	rev := sha256.Sum256(append(sum[:], tunnelIP...))
+	return hex.EncodeToString(rev[:16])
 }
 
 func (v *overlayView) assemble(name string) *messages.DesiredOverlay {
