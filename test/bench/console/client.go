@@ -2,12 +2,15 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/otherix/otherix/messages"
 )
 
 // session is one console WebSocket as a client sees it: a reader goroutine
@@ -25,6 +28,10 @@ type session struct {
 	why     string        // the close frame's reason
 	endedAt time.Time
 	done    chan struct{}
+	// replayed is closed when the agent's "replayed" control arrives: the
+	// log tail is delivered, and what follows is live.
+	replayed     chan struct{}
+	replayedOnce sync.Once
 	// keep, false for sessions that only count, drops the bytes.
 	keep bool
 	// delay, when set, sleeps after every frame: a slow reader.
@@ -32,7 +39,8 @@ type session struct {
 }
 
 func newSession(ws *websocket.Conn, keep bool, delay time.Duration) *session {
-	s := &session{ws: ws, grew: make(chan struct{}, 1), done: make(chan struct{}), keep: keep, delay: delay}
+	s := &session{ws: ws, grew: make(chan struct{}, 1), done: make(chan struct{}), replayed: make(chan struct{}),
+		keep: keep, delay: delay}
 	go s.read()
 	return s
 }
@@ -52,6 +60,12 @@ func (s *session) read() {
 			s.mu.Unlock()
 			s.signal()
 			return
+		}
+		if typ == websocket.TextMessage {
+			var c messages.ConsoleControl
+			if json.Unmarshal(b, &c) == nil && c.Type == messages.ConsoleReplayed {
+				s.replayedOnce.Do(func() { close(s.replayed) })
+			}
 		}
 		if typ == websocket.BinaryMessage {
 			now := time.Now()
@@ -101,6 +115,22 @@ func (s *session) waitFor(want []byte, within time.Duration) (time.Time, error) 
 			return time.Time{}, fmt.Errorf("%q not seen within %s; last output %q", want, within, tail)
 		}
 	}
+}
+
+// waitReplayed waits for the end of the log's replay, then drops what was
+// replayed: what follows is live output.
+func (s *session) waitReplayed(within time.Duration) error {
+	select {
+	case <-s.replayed:
+	case <-s.done:
+		return fmt.Errorf("session ended before the replay did: %s", s.reason())
+	case <-time.After(within):
+		return fmt.Errorf("no end of replay within %s", within)
+	}
+	s.mu.Lock()
+	s.buf = s.buf[:0]
+	s.mu.Unlock()
+	return nil
 }
 
 // drain drops the output received so far, after waiting quiet for d.

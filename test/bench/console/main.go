@@ -74,7 +74,9 @@ func runPipe(keys, n, burst int, slowDelay time.Duration) error {
 	if err != nil {
 		return err
 	}
-	s.drain(200 * time.Millisecond)
+	if err := s.waitReplayed(5 * time.Second); err != nil {
+		return err
+	}
 	if _, err := roundTrips(s, 50, 0, nil, 0); err != nil { // warm-up, untimed
 		return err
 	}
@@ -132,7 +134,14 @@ func pipeBurst(p *pipe, burst int, rateMiB float64, withSlow bool, slowDelay tim
 		}
 		defer slow.close()
 	}
-	time.Sleep(300 * time.Millisecond) // the replay of the log tail
+	for _, s := range []*session{fast, slow} {
+		if s == nil {
+			continue
+		}
+		if err := s.waitReplayed(5 * time.Second); err != nil {
+			return false, err
+		}
+	}
 	base := fast.counted()
 	stopSampling, peak := sampleHeap()
 	t0, err := p.far.burst(burst, rateMiB*(1<<20))
@@ -222,7 +231,11 @@ func pipeMemory(p *pipe, n int, label string, open func() (*session, error)) err
 		}
 		list = append(list, s)
 	}
-	time.Sleep(time.Second) // replays delivered, everything idle
+	for _, s := range list {
+		if err := s.waitReplayed(10 * time.Second); err != nil {
+			return err
+		}
+	}
 	h1, g1 := heapNow(), runtime.NumGoroutine()
 	for _, s := range list {
 		s.close()
