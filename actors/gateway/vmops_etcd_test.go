@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/otherix/otherix/actors/gateway"
+	"github.com/otherix/otherix/actors/job"
 	"github.com/otherix/otherix/http/agentclient"
 	"github.com/otherix/otherix/messages"
 )
@@ -84,11 +85,10 @@ func (a *opsAgent) setErr(err error) {
 	a.mu.Unlock()
 }
 
-// TestSyncVMOps: pause, resume and logs go to the agent of the VM's node and
-// the answer shows what it reports; a VM that does not run, a node that
-// cannot be reached and another owner's VM are refused in the API's terms.
-func TestSyncVMOps(t *testing.T) {
-	agent := &opsAgent{}
+// runningVM starts a gateway whose agent calls go to agent, enrolls node
+// n1 with an endpoint and creates VM "web" on it, running.
+func runningVM(t *testing.T, agent job.Agent) (*gateway.Gateway, *messages.VM) {
+	t.Helper()
 	cfg := fastJobs()
 	cfg.Agent = agent
 	cfg.Nodes = gateway.NodesConfig{HeartbeatInterval: time.Minute, GoneAfter: 10 * time.Minute}
@@ -103,7 +103,6 @@ func TestSyncVMOps(t *testing.T) {
 	if _, err := g.Heartbeat(ctx, cert, hb); err != nil {
 		t.Fatalf("heartbeat: %v", err)
 	}
-
 	vm, _ := createVM(t, g, "web")
 	if !eventually(t, 10*time.Second, func() bool {
 		got, err := g.GetVM(ctx, owner, vm.ID)
@@ -112,6 +111,16 @@ func TestSyncVMOps(t *testing.T) {
 		got, _ := g.GetVM(ctx, owner, vm.ID)
 		t.Fatalf("the vm never ran: %+v", got.Status)
 	}
+	return g, vm
+}
+
+// TestSyncVMOps: pause, resume and logs go to the agent of the VM's node and
+// the answer shows what it reports; a VM that does not run, a node that
+// cannot be reached and another owner's VM are refused in the API's terms.
+func TestSyncVMOps(t *testing.T) {
+	agent := &opsAgent{}
+	g, vm := runningVM(t, agent)
+	ctx := t.Context()
 
 	paused, err := g.PauseVM(ctx, owner, "web")
 	if err != nil || paused.Status.Phase != messages.PhasePaused || paused.Status.Node != "n1" {
@@ -218,28 +227,8 @@ func TestSyncVMOps(t *testing.T) {
 // TestSyncVMOpsWithoutAgentClient: a control plane that cannot call agents
 // says so as node_unreachable rather than failing obscurely.
 func TestSyncVMOpsWithoutAgentClient(t *testing.T) {
-	agent := &taskOnlyAgent{opsAgent{}}
-	cfg := fastJobs()
-	cfg.Agent = agent
-	cfg.Nodes = gateway.NodesConfig{HeartbeatInterval: time.Minute, GoneAfter: 10 * time.Minute}
-	g, st := startGateway(t, cfg)
+	g, vm := runningVM(t, &taskOnlyAgent{opsAgent{}})
 	ctx := t.Context()
-	if _, err := st.SeedSettings(ctx, messages.DefaultSettings()); err != nil {
-		t.Fatal(err)
-	}
-	_, cert := enrollNode(t, g, "n1")
-	hb := observed(8)
-	hb.Endpoint = "https://n1.example:7444"
-	if _, err := g.Heartbeat(ctx, cert, hb); err != nil {
-		t.Fatalf("heartbeat: %v", err)
-	}
-	vm, _ := createVM(t, g, "web")
-	if !eventually(t, 10*time.Second, func() bool {
-		got, err := g.GetVM(ctx, owner, vm.ID)
-		return err == nil && got.Status.Phase == messages.PhaseRunning && got.Status.ActiveTask == ""
-	}) {
-		t.Fatal("the vm never ran")
-	}
 	if _, err := g.PauseVM(ctx, owner, vm.ID); messages.KindOf(err) != messages.KindUnavailable {
 		t.Fatalf("pause without an agent client: %v", err)
 	}
