@@ -17,7 +17,10 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/insomniacslk/dhcp/dhcpv4"
 	"golang.org/x/sys/unix"
+
+	"github.com/otherix/otherix/nodeagent/dhcpd"
 )
 
 // vnetHdrLen is the virtio-net header that precedes every frame on a tap
@@ -310,6 +313,37 @@ func TestAntiSpoofing(t *testing.T) {
 		t.Errorf("rules of a removed tap remain")
 	}
 	run(3, attacks, false)
+
+	// The agent's own DHCP responder on the bridge still serves the guest
+	// through its guard: a discover from 0.0.0.0 gets an offer of its
+	// address.
+	srv, err := dhcpd.Start(dhcpd.Config{Interface: fab.bridgeName(n.ID), Netns: ns.path},
+		[]dhcpd.Lease{{MAC: macA, IP: attacker.IP, PrefixLen: 24, MTU: n.MTU}})
+	must(t, err)
+	t.Cleanup(func() { srv.Close() })
+	disc, err := dhcpv4.NewDiscovery(macA)
+	must(t, err)
+	offered := func(b []byte) bool {
+		if len(b) < 42 || binary.BigEndian.Uint16(b[12:]) != etherTypeIPv4 || b[23] != unix.IPPROTO_UDP {
+			return false
+		}
+		udp := b[14+int(b[14]&0x0f)*4:]
+		if binary.BigEndian.Uint16(udp) != 67 {
+			return false
+		}
+		m, err := dhcpv4.FromBytes(udp[8:])
+		return err == nil && m.TransactionID == disc.TransactionID && m.MessageType() == dhcpv4.MessageTypeOffer &&
+			m.YourIPAddr.Equal(net.IP(attacker.IP.AsSlice()))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !bad.saw(offered) {
+		if time.Now().After(deadline) {
+			t.Fatal("no DHCP offer from the agent's responder through the guard")
+		}
+		bad.send(t, ethFrame(broadcastMAC, macA, etherTypeIPv4,
+			udp4(netip.IPv4Unspecified(), netip.MustParseAddr("255.255.255.255"), 68, 67, disc.ToBytes())))
+		time.Sleep(100 * time.Millisecond) // resend pace while polling for the offer
+	}
 }
 
 func countOf(list []string, s string) int {
