@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -169,5 +170,33 @@ func TestFitterCutsMessages(t *testing.T) {
 	}
 	if _, _, err := (&Fitter{Budget: 100}).Encode(hb); err == nil || !strings.Contains(err.Error(), "budget") {
 		t.Fatalf("fixed part over budget: %v", err)
+	}
+}
+
+// TestLoopReadsALargeAnswer: the answer of a big cluster (20,000 FDB
+// entries, 1.8 MB: more than the 1 MiB read before) is decoded; one over
+// MaxResponseBytes is refused with an error that says so, not a truncated
+// JSON error.
+func TestLoopReadsALargeAnswer(t *testing.T) {
+	fdb := make([]messages.DesiredFDBEntry, 20_000)
+	for i := range fdb {
+		fdb[i] = messages.DesiredFDBEntry{Network: "01jxyz0000000000000000000a", MAC: fmt.Sprintf("52:54:00:%02x:%02x:%02x", i>>16, i>>8&0xff, i&0xff), Remote: "10.96.1.2"}
+	}
+	big := messages.HeartbeatResponse{IntervalSeconds: 30, Desired: messages.DesiredState{
+		Overlay: &messages.DesiredOverlay{Revision: "r1", TunnelIP: "10.96.0.1", ListenPort: 51820, FDB: fdb}}}
+	f := newFixture(t, func(n int64, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			_ = json.NewEncoder(w).Encode(big)
+			return
+		}
+		_, _ = w.Write(bytes.Repeat([]byte(" "), MaxResponseBytes+1))
+	})
+	l := f.loop(&syncBuf{})
+	resp, err := l.Beat(t.Context())
+	if err != nil || resp.Desired.Overlay == nil || len(resp.Desired.Overlay.FDB) != len(fdb) {
+		t.Fatalf("large answer: %v", err)
+	}
+	if _, err := l.Beat(t.Context()); err == nil || !strings.Contains(err.Error(), "answer larger than") {
+		t.Fatalf("oversized answer: %v", err)
 	}
 }

@@ -46,8 +46,14 @@ const (
 	// minInterval and maxInterval clamp what a response may ask for.
 	minInterval = time.Second
 	maxInterval = time.Hour
-	// maxResponseBytes bounds what is read of an answer.
-	maxResponseBytes = 1 << 20
+	// MaxResponseBytes bounds what is read of an answer. The answer grows
+	// with the cluster: the overlay's forwarding database holds every VM
+	// on this node's overlay networks (91 bytes each) and its peers every
+	// node (195 bytes each), so 1 MiB ran out at about 11,000 VMs; 16 MiB
+	// holds 100,000 VMs and 10,000 nodes with room to spare. Unchanged
+	// overlays are not resent (overlay_revision), so this is a first or
+	// changed answer's size, not every beat's.
+	MaxResponseBytes = 16 << 20
 )
 
 // Error codes of the heartbeat endpoint's error envelope that the agent
@@ -334,9 +340,12 @@ func (l *Loop) Beat(ctx context.Context) (messages.HeartbeatResponse, error) {
 		return out, fmt.Errorf("heartbeat: %w", err)
 	}
 	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
 	if err != nil {
 		return out, fmt.Errorf("heartbeat: read answer: %w", err)
+	}
+	if len(raw) > MaxResponseBytes {
+		return out, fmt.Errorf("heartbeat: answer larger than %d bytes", MaxResponseBytes)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return out, serverError(resp.StatusCode, raw)
