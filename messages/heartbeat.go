@@ -2,6 +2,18 @@ package messages
 
 import "time"
 
+// HeartbeatMaxBytes is the largest heartbeat body the control plane reads,
+// and the budget the agent fits its report into. It is sized for 1,000 VMs
+// and 1,000 cached images with room to spare: measured (see
+// nodeagent/heartbeat TestHeartbeatSizes) at 186 bytes per VM observation
+// (711 with the longest message the agent sends, 512 bytes) and 258 bytes
+// per image with a 128-byte name, so 1,000 of each is 0.44 MB typical and
+// 0.97 MB at worst; 4 MiB leaves four times that for fields added later
+// (an image's source URL). The agent fits its report within this (dropping
+// images first), so a node never falls out of the cluster for being big.
+// Every other request on the agent listener keeps a 64 KiB limit.
+const HeartbeatMaxBytes = 4 << 20
+
 // Heartbeat is what an agent POSTs to /v1/heartbeat on the agent-facing
 // listener, over mutual TLS, every interval: its observed state. The receiver
 // decodes it strictly (unknown fields are refused): the contract is neither
@@ -24,6 +36,13 @@ type Heartbeat struct {
 	// (DesiredOverlay.Revision of the last one it accepted); the control
 	// plane leaves out an overlay the agent already has.
 	OverlayRevision string `json:"overlay_revision,omitempty"`
+	// OmittedVMs and OmittedImages count the VM observations and cached
+	// images left out of this report to keep it within HeartbeatMaxBytes
+	// (the agent drops images first, then rotates through its VMs). A
+	// report with omissions is partial: the control plane counts the
+	// omitted ones and must not read their absence as "gone".
+	OmittedVMs    int `json:"omitted_vms,omitempty"`
+	OmittedImages int `json:"omitted_images,omitempty"`
 }
 
 // NodeOverlay is what the control plane needs to put a node in the mesh:

@@ -261,6 +261,10 @@ func (a *nodeActor) heartbeat(ctx actor.Context, sender *actor.PID, m Heartbeat)
 		ImageCount:      len(hb.Images),
 		Overlay:         overlayOf(hb.Overlay),
 	}
+	// A report over the agent's size budget leaves some out and counts
+	// them; nothing here reads an absent VM or image as gone.
+	next.Status.VMCount += max(hb.OmittedVMs, 0)
+	next.Status.ImageCount += max(hb.OmittedImages, 0)
 	if o := next.Status.Overlay; o != nil && o.Error != "" {
 		next.Status.Message = "overlay: " + o.Error
 	}

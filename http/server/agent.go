@@ -11,7 +11,9 @@ import (
 )
 
 // AgentMaxBodyBytes caps a request body on the agent-facing listener: an
-// enrollment request is a CSR and a few names.
+// enrollment request is a CSR and a few names. Heartbeats, which grow with
+// the node's VMs and images, have their own limit,
+// messages.HeartbeatMaxBytes.
 const AgentMaxBodyBytes = 64 << 10
 
 // NewAgentAPI is the handler of the agent-facing HTTPS listener: GET /v1/ca
@@ -24,8 +26,12 @@ func NewAgentAPI(cp ControlPlane, log *slog.Logger) http.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: Config{MaxBodyBytes: AgentMaxBodyBytes}.withDefaults(), cp: cp,
+	// The listener-wide limit is the heartbeat's (the largest); each
+	// route narrows it. Anonymous routes keep 64 KiB, and a heartbeat
+	// without a client certificate is refused before its body is read.
+	s := &Server{cfg: Config{MaxBodyBytes: messages.HeartbeatMaxBytes}.withDefaults(), cp: cp,
 		log: log.With("listener", "agent"), now: time.Now}
+	small := s.routeBodyLimit(AgentMaxBodyBytes)
 	gin.SetMode(gin.ReleaseMode)
 	e := gin.New()
 	e.RedirectTrailingSlash = false
@@ -41,11 +47,26 @@ func NewAgentAPI(cp ControlPlane, log *slog.Logger) http.Handler {
 			WithDetail("allow", c.Writer.Header().Get("Allow")))
 	})
 	e.GET("/v1/ca", s.caPEM)
-	e.POST("/v1/enroll", s.enroll)
+	e.POST("/v1/enroll", small, s.enroll)
 	e.POST("/v1/heartbeat", s.heartbeat)
-	e.POST("/v1/renew", s.renew)
+	e.POST("/v1/renew", small, s.renew)
 	s.engine = e
 	return e
+}
+
+// routeBodyLimit narrows the listener's body limit for one route, the same
+// way bodyLimit applies it: a declared length over it is refused before
+// reading, an undeclared one fails while being read.
+func (s *Server) routeBodyLimit(limit int64) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if c.Request.ContentLength > limit {
+			s.writeError(c, apiError(messages.KindTooLarge, "request_too_large",
+				"the body is larger than %d bytes", limit).WithDetail("limit", limit))
+			return
+		}
+		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, limit)
+		c.Next()
+	}
 }
 
 // enroll consumes a join token and answers the node's certificate. The body

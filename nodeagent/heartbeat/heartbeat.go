@@ -7,6 +7,7 @@ import (
 	"github.com/otherix/otherix/nodeagent/apierror"
 
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -45,8 +46,14 @@ const (
 	// minInterval and maxInterval clamp what a response may ask for.
 	minInterval = time.Second
 	maxInterval = time.Hour
-	// maxResponseBytes bounds what is read of an answer.
-	maxResponseBytes = 1 << 20
+	// MaxResponseBytes bounds what is read of an answer. The answer grows
+	// with the cluster: the overlay's forwarding database holds every VM
+	// on this node's overlay networks (91 bytes each) and its peers every
+	// node (195 bytes each), so 1 MiB ran out at about 11,000 VMs; 16 MiB
+	// holds 100,000 VMs and 10,000 nodes with room to spare. Unchanged
+	// overlays are not resent (overlay_revision), so this is a first or
+	// changed answer's size, not every beat's.
+	MaxResponseBytes = 16 << 20
 )
 
 // Error codes of the heartbeat endpoint's error envelope that the agent
@@ -139,6 +146,9 @@ type Status struct {
 	// Interval is the interval in force (the control plane's, once it
 	// answered).
 	Interval time.Duration
+	// OmittedVMs and OmittedImages are what the last report left out to
+	// stay within the body limit (see Fitter).
+	OmittedVMs, OmittedImages int
 }
 
 // Loop posts heartbeats until its context ends. Set the exported fields
@@ -163,6 +173,9 @@ type Loop struct {
 	DefaultInterval time.Duration
 	MinBackoff      time.Duration
 	Rand            func() float64
+	// Fit keeps each report within the control plane's body limit (see
+	// Fitter); its zero value uses messages.HeartbeatMaxBytes.
+	Fit Fitter
 
 	mu     sync.Mutex
 	status Status
@@ -224,11 +237,20 @@ func (l *Loop) Run(ctx context.Context) error {
 
 	var backoff time.Duration
 	var lastErrKey string
-	everOK := false
+	everOK, partial := false, false
 	for {
 		resp, err := l.Beat(ctx)
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if st := l.Status(); (st.OmittedVMs+st.OmittedImages > 0) != partial {
+			partial = !partial
+			if partial {
+				log.Warn("heartbeat over its size budget: reporting part of the node", "omitted_vms", st.OmittedVMs,
+					"omitted_images", st.OmittedImages, "budget_bytes", cmp.Or(l.Fit.Budget, messages.HeartbeatMaxBytes))
+			} else {
+				log.Info("heartbeat within its size budget again")
+			}
 		}
 		now := time.Now()
 		var wait time.Duration
@@ -302,12 +324,11 @@ func (l *Loop) record(f func(*Status)) Status {
 // *ServerError.
 func (l *Loop) Beat(ctx context.Context) (messages.HeartbeatResponse, error) {
 	var out messages.HeartbeatResponse
-	hb := l.Observe(ctx)
-	Normalize(&hb)
-	body, err := json.Marshal(hb)
+	body, sent, err := l.Fit.Encode(l.Observe(ctx))
 	if err != nil {
-		return out, fmt.Errorf("heartbeat: encode: %w", err)
+		return out, err
 	}
+	l.record(func(s *Status) { s.OmittedVMs, s.OmittedImages = sent.OmittedVMs, sent.OmittedImages })
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.URL, bytes.NewReader(body))
 	if err != nil {
 		return out, fmt.Errorf("heartbeat: %w", err)
@@ -319,9 +340,12 @@ func (l *Loop) Beat(ctx context.Context) (messages.HeartbeatResponse, error) {
 		return out, fmt.Errorf("heartbeat: %w", err)
 	}
 	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
 	if err != nil {
 		return out, fmt.Errorf("heartbeat: read answer: %w", err)
+	}
+	if len(raw) > MaxResponseBytes {
+		return out, fmt.Errorf("heartbeat: answer larger than %d bytes", MaxResponseBytes)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return out, serverError(resp.StatusCode, raw)

@@ -19,7 +19,8 @@ import (
 //   - inet: forward filtering that isolates networks from each other and
 //     the host, and the egress masquerade;
 //   - bridge: keeps the anycast gateway local, so frames to and from it never
-//     cross the overlay (every node's bridge has the same gateway MAC).
+//     cross the overlay (every node's bridge has the same gateway MAC), and
+//     pins each tap to its VM's MAC and address (nftguard.go).
 //
 // The desired tables are built in memory; each rule carries a comment
 // naming everything it was built from, so comparing the chains and comments
@@ -28,12 +29,17 @@ import (
 // kernel applies the batch atomically, and the first add makes the delete
 // valid when the table is missing).
 
+// nftChain is a base chain (hook set) or, with hook nil, a regular chain
+// reached by jumps.
 type nftChain struct {
 	name     string
 	typ      nftables.ChainType
 	hook     *nftables.ChainHook
 	priority *nftables.ChainPriority
 	rules    []nftRule
+	// sets are anonymous sets the rules look up, added to the batch
+	// before them.
+	sets []*nftSet
 }
 
 type nftRule struct {
@@ -118,7 +124,7 @@ func (f *Fabric) desiredNftables(p *plan) []nftTable {
 	}
 	return []nftTable{
 		{family: nftables.TableFamilyINet, chains: []nftChain{fwd, in, nat}},
-		{family: nftables.TableFamilyBridge, chains: []nftChain{brIn, brOut}},
+		{family: nftables.TableFamilyBridge, chains: append([]nftChain{brIn, brOut}, tapGuards(p)...)},
 	}
 }
 
@@ -168,8 +174,27 @@ func (f *Fabric) reconcileNftables(_ context.Context, p *plan, rep *Report) erro
 	nrules := 0
 	for _, wt := range want {
 		t := c.AddTable(&nftables.Table{Name: TableName, Family: wt.family})
+		// Regular chains first: the base chains' rules jump to them.
+		chains := map[string]*nftables.Chain{}
 		for _, ch := range wt.chains {
-			chain := c.AddChain(&nftables.Chain{Name: ch.name, Table: t, Type: ch.typ, Hooknum: ch.hook, Priority: ch.priority, Policy: ptr(nftables.ChainPolicyAccept)})
+			if ch.hook == nil {
+				chains[ch.name] = c.AddChain(&nftables.Chain{Name: ch.name, Table: t})
+			}
+		}
+		for _, ch := range wt.chains {
+			if ch.hook != nil {
+				chains[ch.name] = c.AddChain(&nftables.Chain{Name: ch.name, Table: t, Type: ch.typ, Hooknum: ch.hook, Priority: ch.priority, Policy: ptr(nftables.ChainPolicyAccept)})
+			}
+		}
+		for _, ch := range wt.chains {
+			chain := chains[ch.name]
+			for _, st := range ch.sets {
+				st.set.Table = t
+				if err := c.AddSet(st.set, st.elems); err != nil {
+					return fmt.Errorf("nftables set in chain %s: %w", ch.name, err)
+				}
+				st.lookup.SetName, st.lookup.SetID = st.set.Name, st.set.ID
+			}
 			for _, r := range ch.rules {
 				c.AddRule(&nftables.Rule{Table: t, Chain: chain, Exprs: r.exprs, UserData: userdata.AppendString(nil, userdata.TypeComment, r.comment)})
 				nrules++
@@ -219,7 +244,11 @@ func nftMatches(c *nftables.Conn, fam nftables.TableFamily, want *nftTable) (boo
 			return false, nil
 		}
 		hc := have[i]
-		if hc.Type != wc.typ || hc.Hooknum == nil || *hc.Hooknum != *wc.hook || hc.Priority == nil || *hc.Priority != *wc.priority ||
+		if wc.hook == nil {
+			if hc.Hooknum != nil {
+				return false, nil
+			}
+		} else if hc.Type != wc.typ || hc.Hooknum == nil || *hc.Hooknum != *wc.hook || hc.Priority == nil || *hc.Priority != *wc.priority ||
 			hc.Policy == nil || *hc.Policy != nftables.ChainPolicyAccept {
 			return false, nil
 		}

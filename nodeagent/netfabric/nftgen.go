@@ -59,7 +59,11 @@ func nftKey(want []nftTable) [32]byte {
 	for _, t := range want {
 		fmt.Fprintf(h, "table %d\n", t.family)
 		for _, c := range t.chains {
-			fmt.Fprintf(h, "chain %s %s %d %d\n", c.name, c.typ, *c.hook, *c.priority)
+			if c.hook == nil {
+				fmt.Fprintf(h, "chain %s regular\n", c.name)
+			} else {
+				fmt.Fprintf(h, "chain %s %s %d %d\n", c.name, c.typ, *c.hook, *c.priority)
+			}
 			for _, r := range c.rules {
 				fmt.Fprintf(h, "rule %s %d\n", r.comment, len(r.exprs))
 			}

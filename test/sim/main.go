@@ -54,6 +54,8 @@ func main() {
 	stateDir := flag.String("state", "", "split mode: directory for the server's state file (listener, control endpoint, CA, node certificates and keys)")
 	wait := flag.Duration("wait", 5*time.Minute, "client: how long to wait for the server's state file")
 	overlay := flag.String("overlay", overlayOff, "agents' data plane: off (no WireGuard key), whole (a key and endpoint; every answer carries the whole overlay) or revision (agents name the overlay revision they hold, as the real agent does)")
+	flag.IntVar(&simVMs, "vms", 20, "VMs each simulated node reports")
+	flag.IntVar(&simImages, "images", 5, "cached images each simulated node reports; beyond five they have 128-byte names (the longest allowed)")
 	flag.Parse()
 	switch *overlay {
 	case overlayOff, overlayWhole, overlayRevision:
@@ -213,8 +215,14 @@ func run(n int, rates []float64, d time.Duration, modes []string, workers int, p
 		}
 	})
 
-	fmt.Printf("Measured %s on %d CPUs (GOMAXPROCS %d), %d nodes enrolled in %s, %s per steady row.\n\n",
+	ready, vms, images, err := fleetHealth(ctx, g)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("Measured %s on %d CPUs (GOMAXPROCS %d), %d nodes enrolled in %s, %s per steady row.\n",
 		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.GOMAXPROCS(0), n, enrollTime.Round(100*time.Millisecond), d)
+	fmt.Printf("Each node reports %d VMs and %d images in a %d-byte heartbeat; after the run %d of %d nodes are ready, counting %d VMs and %d images.\n\n",
+		simVMs, simImages, len(agents[0].body(0)), ready, n, vms, images)
 	fmt.Println("| phase | offered/s | achieved/s | ok | errors | p50 | p99 | max | process CPU (% of one core) |")
 	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, p := range phases {
@@ -284,4 +292,26 @@ func round(d time.Duration) string {
 		return d.Round(100 * time.Microsecond).String()
 	}
 	return d.Round(10 * time.Microsecond).String()
+}
+
+// fleetHealth counts the ready nodes and the VMs and images they report.
+func fleetHealth(ctx context.Context, g *gateway.Gateway) (ready, vms, images int, err error) {
+	page := store.Page{Limit: 200}
+	for {
+		nodes, next, err := g.ListNodes(ctx, page)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		for _, n := range nodes {
+			if n.Phase == messages.NodeReady {
+				ready++
+			}
+			vms += n.Status.VMCount
+			images += n.Status.ImageCount
+		}
+		if next == "" {
+			return ready, vms, images, nil
+		}
+		page.Cursor = next
+	}
 }

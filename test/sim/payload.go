@@ -4,10 +4,12 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/nodeagent/heartbeat"
 )
 
 // Overlay modes of the simulated agents.
@@ -22,9 +24,14 @@ const (
 	overlayRevision = "revision"
 )
 
-// heartbeatTemplate is node's observed state: 20 VMs the control plane does
-// not know, five cached images, and with an overlay mode a WireGuard key and
-// underlay endpoint of its own.
+// simVMs and simImages are how many VMs and cached images each node
+// reports (flags -vms and -images).
+var simVMs, simImages = 20, 5
+
+// heartbeatTemplate is node's observed state: simVMs VMs the control plane
+// does not know, simImages cached images (five short-named ones, then
+// 128-byte names), and with an overlay mode a WireGuard key and underlay
+// endpoint of its own.
 func heartbeatTemplate(node int, overlay string) messages.Heartbeat {
 	hb := messages.Heartbeat{
 		AgentVersion: "0.1.0",
@@ -35,10 +42,18 @@ func heartbeatTemplate(node int, overlay string) messages.Heartbeat {
 		Pools: []messages.PoolStatus{{Name: "default", Path: "/var/lib/otherix/pools/default",
 			TotalBytes: 4 << 40, FreeBytes: 3 << 40}},
 	}
-	for i := range 20 {
-		hb.VMs = append(hb.VMs, messages.VMObserved{ID: messages.NewID(), Phase: "running", ObservedGeneration: int64(3 + i%4)})
+	now := time.Now().UTC()
+	for i := range simVMs {
+		started := now.Add(-time.Duration(i) * time.Minute)
+		hb.VMs = append(hb.VMs, messages.VMObserved{ID: messages.NewID(), Phase: "running", ObservedGeneration: int64(3 + i%4),
+			Pid: 10_000 + i, StartedAt: &started, ObservedAt: now})
 	}
-	for i, name := range []string{"debian-12", "ubuntu-24.04", "rocky-9", "alpine-3.20", "fedora-40"} {
+	short := []string{"debian-12", "ubuntu-24.04", "rocky-9", "alpine-3.20", "fedora-40"}
+	for i := range simImages {
+		name := fmt.Sprintf("%06d-%s", i, strings.Repeat("l", 128-7-len(".qcow2")))
+		if i < len(short) {
+			name = short[i]
+		}
 		sum := sha256.Sum256(fmt.Appendf(nil, "%s-%d", name, i))
 		hb.Images = append(hb.Images, messages.CachedImage{Pool: "default", Name: name + ".qcow2",
 			SizeBytes: int64(512+i*200) << 20, SHA256: hex.EncodeToString(sum[:])})
@@ -59,7 +74,9 @@ func heartbeatBodies(hb messages.Heartbeat) ([2][]byte, error) {
 	var out [2][]byte
 	for i, mem := range []int64{262144, 262144 - 1024} {
 		hb.Capacity.MemoryMiB = mem
-		b, err := json.Marshal(hb)
+		// Encoded as the agent encodes it: within the control plane's
+		// limit, VMs before images.
+		b, _, err := (&heartbeat.Fitter{}).Encode(hb)
 		if err != nil {
 			return out, err
 		}
