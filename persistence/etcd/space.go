@@ -96,8 +96,14 @@ func (m *Member) CompactAll(ctx context.Context) (int64, error) {
 // The member answers nothing while it runs (a fraction of a second per
 // hundred MiB), so the storage loop calls it only when it is worth it.
 func (m *Member) Defragment(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	start := time.Now()
-	_, err := m.client.Defragment(ctx, "")
+	// The server directly, not the in-process client: v3client's
+	// maintenance server has no health notifier and dereferences it in
+	// Defragment. The call cannot be cancelled once started.
+	err := m.server.Server.Defragment()
 	m.mu.Lock()
 	if err != nil {
 		m.defragErrors++
