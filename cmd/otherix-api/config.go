@@ -190,6 +190,9 @@ func loadConfig(flags *pflag.FlagSet) (apiConfig, error) {
 		return cfg, fmt.Errorf("placement.cpu_overcommit %g, placement.memory_overcommit %g: must be positive",
 			cfg.Placement.CPUOvercommit, cfg.Placement.MemoryOvercommit)
 	}
+	if err := etcd.CheckSpace(cfg.Etcd.QuotaBytes, cfg.Etcd.AutoCompactionMode, cfg.Etcd.AutoCompactionRetention); err != nil {
+		return cfg, err
+	}
 	if cfg.Etcd.SpaceCheckInterval < time.Second {
 		return cfg, fmt.Errorf("etcd.space_check_interval %s: must be at least 1s", cfg.Etcd.SpaceCheckInterval)
 	}

@@ -106,6 +106,12 @@ func (w testWriter) Write(p []byte) (int, error) {
 // error envelope, and the body.
 func (r *apiRun) call(t *testing.T, method, path, token string, body any) (int, string, []byte) {
 	t.Helper()
+	return r.callKey(t, method, path, token, "", body)
+}
+
+// callKey is call with an Idempotency-Key when key is set.
+func (r *apiRun) callKey(t *testing.T, method, path, token, key string, body any) (int, string, []byte) {
+	t.Helper()
 	var rd io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
@@ -120,6 +126,9 @@ func (r *apiRun) call(t *testing.T, method, path, token string, body any) (int, 
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -204,6 +213,10 @@ func TestRestartOnFullStore(t *testing.T) {
 	if status, code, body := r.call(t, "POST", "/v1/vms", token, vmCreate); status != http.StatusInsufficientStorage || code != "storage_full" {
 		t.Fatalf("vm create on a full store: %d %s %s; want 507 storage_full", status, code, body)
 	}
+	// With an Idempotency-Key the reservation is the first write refused.
+	if status, code, body := r.callKey(t, "POST", "/v1/vms", token, "full-1", vmCreate); status != http.StatusInsufficientStorage || code != "storage_full" {
+		t.Fatalf("keyed vm create on a full store: %d %s %s; want 507 storage_full", status, code, body)
+	}
 	if status, code, _ := r.login(t); status != http.StatusInsufficientStorage || code != "storage_full" {
 		t.Fatalf("login (a write) on a full store: %d %s; want 507 storage_full", status, code)
 	}
@@ -225,7 +238,8 @@ func TestRestartOnFullStore(t *testing.T) {
 	if status != http.StatusOK {
 		t.Fatalf("login after recovery: %d %s", status, code)
 	}
-	if status, code, body := r.call(t, "POST", "/v1/vms", token, vmCreate); status != http.StatusAccepted {
+	// The retry under the same key runs: a 507 was never stored.
+	if status, code, body := r.callKey(t, "POST", "/v1/vms", token, "full-1", vmCreate); status != http.StatusAccepted {
 		t.Fatalf("vm create after recovery: %d %s %s", status, code, body)
 	}
 	if err := r.stop(); err != nil {

@@ -101,7 +101,7 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	if cfg.AutoCompactionRetention == "" {
 		cfg.AutoCompactionRetention = DefaultAutoCompactionRetention
 	}
-	if err := validateSpace(cfg); err != nil {
+	if err := CheckSpace(cfg.QuotaBytes, cfg.AutoCompactionMode, cfg.AutoCompactionRetention); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
@@ -172,25 +172,26 @@ func embedConfig(cfg Config) (*embed.Config, error) {
 	return ec, nil
 }
 
-// validateSpace checks the quota and compaction settings before etcd sees
-// them, so a mistake names the setting instead of failing inside etcd.
-func validateSpace(cfg Config) error {
-	if cfg.QuotaBytes < minQuotaBytes {
-		return fmt.Errorf("etcd: quota_bytes %d: must be at least %d (1 MiB)", cfg.QuotaBytes, minQuotaBytes)
+// CheckSpace checks the quota and compaction settings before etcd sees
+// them, so a mistake names the setting (etcd.quota_bytes, …) instead of
+// failing inside etcd.
+func CheckSpace(quotaBytes int64, compactionMode, compactionRetention string) error {
+	if quotaBytes < minQuotaBytes {
+		return fmt.Errorf("etcd.quota_bytes %d: must be at least %d (1 MiB)", quotaBytes, minQuotaBytes)
 	}
-	switch cfg.AutoCompactionMode {
+	switch compactionMode {
 	case "periodic":
-		d, err := time.ParseDuration(cfg.AutoCompactionRetention)
+		d, err := time.ParseDuration(compactionRetention)
 		if err != nil || d <= 0 {
-			return fmt.Errorf("etcd: auto_compaction_retention %q: periodic mode wants a positive duration such as 1h", cfg.AutoCompactionRetention)
+			return fmt.Errorf("etcd.auto_compaction_retention %q: periodic mode wants a positive duration such as 1h", compactionRetention)
 		}
 	case "revision":
-		n, err := strconv.ParseInt(cfg.AutoCompactionRetention, 10, 64)
+		n, err := strconv.ParseInt(compactionRetention, 10, 64)
 		if err != nil || n <= 0 {
-			return fmt.Errorf("etcd: auto_compaction_retention %q: revision mode wants a positive number of revisions", cfg.AutoCompactionRetention)
+			return fmt.Errorf("etcd.auto_compaction_retention %q: revision mode wants a positive number of revisions", compactionRetention)
 		}
 	default:
-		return fmt.Errorf("etcd: auto_compaction_mode %q: want periodic or revision", cfg.AutoCompactionMode)
+		return fmt.Errorf("etcd.auto_compaction_mode %q: want periodic or revision", compactionMode)
 	}
 	return nil
 }
