@@ -85,8 +85,9 @@ var ErrStillFull = errors.New("maintenance: store still full after freeing space
 // sizes and alarms. While the space alarm is raised it frees what it can:
 // sweeps first (expired audit entries, finished tasks, expired sessions and
 // join tokens, stale idempotency records: deletes, which etcd still takes),
-// then compacts the whole history, defragments, and disarms the alarm once
-// the space in use is under the policy's mark. Otherwise it defragments when
+// then compacts the whole history, defragments when that frees enough or
+// makes room, and disarms the alarm once the space in use is under the
+// policy's mark. Otherwise it defragments when
 // the free pages are worth it. Defragmentation is per member, so every
 // replica runs this loop for its own member; compaction and the alarm are
 // cluster-wide and idempotent.
@@ -128,12 +129,20 @@ func recoverSpace(ctx context.Context, sp Space, sweeps func(context.Context) er
 	if err != nil {
 		return errors.Join(sweepErr, err)
 	}
-	if err := sp.Defragment(ctx); err != nil {
-		return errors.Join(sweepErr, err)
-	}
 	after, err := sp.Status(ctx)
 	if err != nil {
 		return errors.Join(sweepErr, err)
+	}
+	// Defragment only when it frees enough to matter or lets the alarm be
+	// disarmed: a store stuck full with live data would otherwise pause its
+	// member for a whole-file rewrite at every run, for nothing.
+	if after.Free() >= p.MinFreeBytes || float64(after.DBSizeInUse) < p.DisarmBelow*float64(after.Quota) {
+		if err := sp.Defragment(ctx); err != nil {
+			return errors.Join(sweepErr, err)
+		}
+		if after, err = sp.Status(ctx); err != nil {
+			return errors.Join(sweepErr, err)
+		}
 	}
 	if !p.roomToDisarm(after) {
 		return errors.Join(sweepErr, fmt.Errorf("%w: %d bytes in use, %d on disk, quota %d: raise etcd.quota_bytes and restart",
