@@ -93,8 +93,9 @@ func (m *Member) CompactAll(ctx context.Context) (int64, error) {
 }
 
 // Defragment rewrites this member's backend file without its free pages.
-// The member answers nothing while it runs (a fraction of a second per
-// hundred MiB), so the storage loop calls it only when it is worth it.
+// The member answers nothing while it runs, for a time that grows with the
+// data in use (seconds for 130 MiB on a busy machine, BENCHMARKS.md), so the
+// storage loop calls it only when it is worth it.
 func (m *Member) Defragment(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
