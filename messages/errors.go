@@ -21,6 +21,7 @@ const (
 	KindUnauthenticated      // no valid credentials: missing, malformed, expired or revoked
 	KindForbidden            // authenticated, but the role may never do this
 	KindTooManyRequests      // rate limited; retry later
+	KindStorageFull          // the store reached its space quota and refuses writes; reads still work
 )
 
 // Error is a domain error with a stable, machine-readable code. Codes are part
@@ -76,6 +77,11 @@ var (
 	ErrTaskNotPending = &Error{Kind: KindConflict, Code: "task_not_cancellable", Message: "only a pending task can be cancelled"}
 	ErrClaimLost      = &Error{Kind: KindConflict, Code: "job_claim_lost", Message: "the job was claimed by another dispatcher"}
 	ErrUnavailable    = &Error{Kind: KindUnavailable, Code: "unavailable", Message: "the control plane cannot answer right now"}
+	// ErrStorageFull answers every write while etcd's space alarm is raised.
+	// The control plane frees space and disarms the alarm by itself when it
+	// can (docs/operations.md); reads keep working meanwhile.
+	ErrStorageFull = &Error{Kind: KindStorageFull, Code: "storage_full",
+		Message: "the control plane's store is full and refuses writes until space is freed; reads still work"}
 )
 
 // NotFound reports a missing resource by kind and key.

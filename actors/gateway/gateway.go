@@ -57,6 +57,12 @@ type Config struct {
 	BackupKeep     int
 	Snapshot       maintenance.Snapshotter
 	Prune          func(dir string, keep int) ([]string, error)
+	// Space, when set, runs the storage loop every SpaceInterval (default
+	// 1m) and once at start: defragmentation under SpacePolicy, and
+	// recovery from etcd's space alarm (maintenance.Storage).
+	Space         maintenance.Space
+	SpaceInterval time.Duration
+	SpacePolicy   maintenance.StoragePolicy
 	// NoDispatch keeps this replica from claiming jobs: it serves the API and
 	// leaves the jobs to other replicas (for instance while it is drained
 	// before maintenance).
@@ -107,6 +113,7 @@ func (c *Config) defaults() {
 	set(&c.TaskRetention, 7*24*time.Hour)
 	set(&c.IdempotencyRetention, 24*time.Hour)
 	set(&c.BackupInterval, time.Hour)
+	set(&c.SpaceInterval, time.Minute)
 	if c.JobAttempts <= 0 {
 		c.JobAttempts = messages.DefaultJobAttempts
 	}
@@ -220,13 +227,17 @@ func (g *Gateway) loops() []maintenance.Loop {
 	c := g.cfg
 	cleanup := maintenance.Cleanup(g.st, g.log, c.TaskRetention, c.IdempotencyRetention)
 	identity := maintenance.IdentityCleanup(g.st, g.log, c.Identity.AuditRetention)
-	loops := []maintenance.Loop{{Name: "cleanup", Interval: c.CleanupInterval, OnRun: c.OnMaintenance,
-		Run: func(ctx context.Context) error {
-			return errors.Join(cleanup(ctx), identity(ctx), g.sweepJoinTokens(ctx))
-		}},
+	sweeps := func(ctx context.Context) error {
+		return errors.Join(cleanup(ctx), identity(ctx), g.sweepJoinTokens(ctx))
+	}
+	loops := []maintenance.Loop{{Name: "cleanup", Interval: c.CleanupInterval, OnRun: c.OnMaintenance, Run: sweeps},
 		{Name: "keyring", Interval: c.Identity.KeyRefresh, OnRun: c.OnMaintenance,
 			Run: maintenance.KeyRing(g.st, g.log, c.Identity.KeyRotation, g.id.setRing)},
 		{Name: "liveness", Interval: c.Nodes.HeartbeatInterval / 2, OnRun: c.OnMaintenance, Run: g.checkNodes},
+	}
+	if c.Space != nil {
+		loops = append(loops, maintenance.Loop{Name: "storage", Interval: c.SpaceInterval, Immediate: true, OnRun: c.OnMaintenance,
+			Run: maintenance.Storage(c.Space, sweeps, c.SpacePolicy, g.log)})
 	}
 	if c.BackupDir != "" && c.Snapshot != nil && c.Prune != nil {
 		loops = append(loops, maintenance.Loop{Name: "backup", Interval: c.BackupInterval, OnRun: c.OnMaintenance,

@@ -1,6 +1,6 @@
 // Package maintenance holds the control plane's periodic loops as actors with
 // timers: cleanup of finished tasks, stale idempotency records and orphaned
-// jobs, and etcd snapshots with retention. Each loop runs its I/O off the
+// jobs, etcd snapshots with retention, and the store's space (storage.go). Each loop runs its I/O off the
 // actor and skips a tick while the previous one is still running.
 package maintenance
 
@@ -29,6 +29,9 @@ type Loop struct {
 	Name     string
 	Interval time.Duration
 	Run      func(ctx context.Context) error
+	// Immediate runs the loop once as soon as it starts, not only after
+	// its first interval (the storage loop: a full store is seen at boot).
+	Immediate bool
 	// OnRun, if set, hears each Ran (tests use it to wait for a run).
 	OnRun func(Ran)
 }
@@ -55,6 +58,9 @@ func (a *loopActor) Receive(ctx actor.Context) {
 	case *actor.Started:
 		if a.loop.Interval > 0 {
 			a.rt.Every(a.rt.Context(), ctx.Self(), a.loop.Interval, Tick{})
+		}
+		if a.loop.Immediate {
+			ctx.Send(ctx.Self(), Tick{})
 		}
 	case Tick:
 		if a.running {

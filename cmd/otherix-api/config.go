@@ -11,8 +11,10 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/otherix/otherix/actors/maintenance"
 	"github.com/otherix/otherix/actors/placement"
 	"github.com/otherix/otherix/config"
+	"github.com/otherix/otherix/persistence/etcd"
 )
 
 // apiConfig is every setting of otherix-api. Keys are the YAML keys; the
@@ -43,6 +45,19 @@ type apiConfig struct {
 		PeerURL   string `koanf:"peer_url"`
 		ClientURL string `koanf:"client_url"`
 		MaxTxnOps uint   `koanf:"max_txn_ops"`
+		// QuotaBytes is the backend size at which etcd raises its space
+		// alarm and writes answer 507 storage_full.
+		QuotaBytes int64 `koanf:"quota_bytes"`
+		// AutoCompactionMode (periodic|revision) and AutoCompactionRetention
+		// (a duration, or a number of revisions) bound the history kept.
+		AutoCompactionMode      string `koanf:"auto_compaction_mode"`
+		AutoCompactionRetention string `koanf:"auto_compaction_retention"`
+		// SpaceCheckInterval is how often the storage loop checks the
+		// space alarm and fragmentation.
+		SpaceCheckInterval time.Duration `koanf:"space_check_interval"`
+		// DefragMinFreeBytes is the least reclaimable space worth a
+		// defragmentation.
+		DefragMinFreeBytes int64 `koanf:"defrag_min_free_bytes"`
 	} `koanf:"etcd"`
 	Jobs struct {
 		// Dispatch false makes this replica serve the API without claiming jobs.
@@ -104,6 +119,11 @@ func defaultConfig() apiConfig {
 	c.TLS.Enabled = true
 	c.AgentListen = "127.0.0.1:7443"
 	c.Etcd.MaxTxnOps = 128
+	c.Etcd.QuotaBytes = etcd.DefaultQuotaBytes
+	c.Etcd.AutoCompactionMode = etcd.DefaultAutoCompactionMode
+	c.Etcd.AutoCompactionRetention = etcd.DefaultAutoCompactionRetention
+	c.Etcd.SpaceCheckInterval = time.Minute
+	c.Etcd.DefragMinFreeBytes = maintenance.DefaultStoragePolicy().MinFreeBytes
 	c.Jobs.Dispatch = true
 	c.Jobs.ClaimTTL = 10 * time.Second
 	c.Jobs.Attempts = 5
@@ -169,6 +189,15 @@ func loadConfig(flags *pflag.FlagSet) (apiConfig, error) {
 	if cfg.Placement.CPUOvercommit <= 0 || cfg.Placement.MemoryOvercommit <= 0 {
 		return cfg, fmt.Errorf("placement.cpu_overcommit %g, placement.memory_overcommit %g: must be positive",
 			cfg.Placement.CPUOvercommit, cfg.Placement.MemoryOvercommit)
+	}
+	if err := etcd.CheckSpace(cfg.Etcd.QuotaBytes, cfg.Etcd.AutoCompactionMode, cfg.Etcd.AutoCompactionRetention); err != nil {
+		return cfg, err
+	}
+	if cfg.Etcd.SpaceCheckInterval < time.Second {
+		return cfg, fmt.Errorf("etcd.space_check_interval %s: must be at least 1s", cfg.Etcd.SpaceCheckInterval)
+	}
+	if cfg.Etcd.DefragMinFreeBytes <= 0 {
+		return cfg, fmt.Errorf("etcd.defrag_min_free_bytes %d: must be positive", cfg.Etcd.DefragMinFreeBytes)
 	}
 	if cfg.Backup.Dir == "" {
 		cfg.Backup.Dir = cfg.DataDir + "/backups"

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/otherix/otherix/actors/gateway"
+	"github.com/otherix/otherix/actors/maintenance"
 	"github.com/otherix/otherix/http/agentclient"
 	"github.com/otherix/otherix/http/server"
 	"github.com/otherix/otherix/messages"
@@ -46,13 +47,32 @@ func serve(cmd *cobra.Command) error {
 	log := newLogger(cfg)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	return run(ctx, cfg, log, nil)
+}
 
+// listeners are the addresses run serves on, for callers that asked for
+// port 0 (tests).
+type listeners struct {
+	REST, Agent net.Addr
+}
+
+// run serves until ctx ends or a listener or the etcd member fails. ready,
+// when set, hears the listeners once both accept connections.
+func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listeners)) error {
 	member, err := etcd.Start(ctx, etcd.Config{DataDir: cfg.DataDir, Name: cfg.Etcd.Name, PeerURL: cfg.Etcd.PeerURL,
-		ClientURL: cfg.Etcd.ClientURL, MaxTxnOps: cfg.Etcd.MaxTxnOps})
+		ClientURL: cfg.Etcd.ClientURL, MaxTxnOps: cfg.Etcd.MaxTxnOps, QuotaBytes: cfg.Etcd.QuotaBytes,
+		AutoCompactionMode: cfg.Etcd.AutoCompactionMode, AutoCompactionRetention: cfg.Etcd.AutoCompactionRetention})
 	if err != nil {
 		return err
 	}
 	defer member.Close()
+	// A store that filled up before this start still boots: every boot
+	// step below reads before it writes, writes answer 507 storage_full,
+	// and the storage loop (run at once) frees space and disarms the alarm.
+	if s, err := member.Status(ctx); err == nil && s.NoSpace {
+		log.Warn("store full at start: writes are refused until space is freed (docs/operations.md)",
+			"db_size", s.DBSize, "db_size_in_use", s.DBSizeInUse, "quota", s.Quota)
+	}
 	st := store.New(member.Client(), store.WithMaxTxnOps(member.MaxTxnOps()))
 	seeded, err := st.SeedSettings(ctx, messages.DefaultSettings())
 	if err != nil {
@@ -83,9 +103,11 @@ func serve(cmd *cobra.Command) error {
 		TaskRetention: cfg.Tasks.Retention,
 		BackupDir:     cfg.Backup.Dir, BackupInterval: cfg.Backup.Interval, BackupKeep: cfg.Backup.Keep,
 		Snapshot: member.Snapshot, Prune: etcd.PruneSnapshots,
-		Identity:  gateway.IdentityConfig{AuditRetention: cfg.Audit.Retention},
-		Nodes:     gateway.NodesConfig{HeartbeatInterval: cfg.Heartbeat.Interval, GoneAfter: cfg.Nodes.GoneAfter},
-		Placement: cfg.Placement, Agent: agents,
+		Space: member, SpaceInterval: cfg.Etcd.SpaceCheckInterval,
+		SpacePolicy: maintenance.StoragePolicy{MinFreeBytes: cfg.Etcd.DefragMinFreeBytes},
+		Identity:    gateway.IdentityConfig{AuditRetention: cfg.Audit.Retention},
+		Nodes:       gateway.NodesConfig{HeartbeatInterval: cfg.Heartbeat.Interval, GoneAfter: cfg.Nodes.GoneAfter},
+		Placement:   cfg.Placement, Agent: agents,
 	}, log)
 	if err != nil {
 		return err
@@ -98,6 +120,7 @@ func serve(cmd *cobra.Command) error {
 	scfg := server.DefaultConfig()
 	scfg.MaxBodyBytes, scfg.MetricsEnabled, scfg.MetricsPublic = cfg.HTTP.MaxBodyBytes, cfg.HTTP.Metrics, cfg.HTTP.MetricsPublic
 	scfg.ConsoleOrigins = cfg.HTTP.ConsoleOrigins
+	scfg.StoreStatus = member.Status
 	srv := server.New(scfg, gw, log)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -157,6 +180,9 @@ func serve(cmd *cobra.Command) error {
 	}
 	log.Info("agent listener ready", "listen", "https://"+agentLn.Addr().String(), "ca_fingerprint", fp, "sans", cfg.Agent.SANs)
 	fmt.Fprintf(os.Stdout, "agent listener on https://%s (CA fingerprint %s)\n", agentLn.Addr(), fp)
+	if ready != nil {
+		ready(listeners{REST: ln.Addr(), Agent: agentLn.Addr()})
+	}
 
 	select {
 	case <-ctx.Done():

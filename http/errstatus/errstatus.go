@@ -21,6 +21,7 @@ var statuses = map[messages.Kind]int{
 	messages.KindUnauthenticated: http.StatusUnauthorized,
 	messages.KindForbidden:       http.StatusForbidden,
 	messages.KindTooManyRequests: http.StatusTooManyRequests,
+	messages.KindStorageFull:     http.StatusInsufficientStorage,
 }
 
 // Lookup is kind's status, and whether the kind is one the table knows.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +20,7 @@ import (
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
 	"github.com/otherix/otherix/api/openapi"
 	"github.com/otherix/otherix/http/client"
@@ -217,6 +219,10 @@ func TestResponsesMatchContract(t *testing.T) {
 	cp.err = messages.NameConflict("vms", "name", "web-1")
 	if _, err := c.CreateVM(ctx, create); client.ErrorCode(err) != "vm_name_conflict" {
 		t.Fatalf("conflict: %v", err)
+	}
+	cp.err = fmt.Errorf("commit vm: %w", rpctypes.ErrNoSpace)
+	if _, err := c.CreateVM(ctx, create); client.ErrorCode(err) != "storage_full" {
+		t.Fatalf("full store: %v", err)
 	}
 	cp.err = errLeaky
 	if _, err := c.GetVM(ctx, "web-1"); client.ErrorCode(err) != "internal" {

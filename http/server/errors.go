@@ -78,6 +78,12 @@ func apiError(kind messages.Kind, code, format string, args ...any) *messages.Er
 func classify(err error) (*messages.Error, kindRule) {
 	var e *messages.Error
 	switch {
+	case store.IsNoSpace(err):
+		// Whatever layer wrapped it, and whatever it called it, a write
+		// etcd refused for space is storage_full.
+		full := *messages.ErrStorageFull
+		full.Err = err
+		e = &full
 	case errors.As(err, &e):
 	case errors.Is(err, store.ErrBadCursor):
 		e = apiError(messages.KindInvalid, "invalid_cursor", "the cursor is malformed; start again without one")

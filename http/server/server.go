@@ -1,11 +1,14 @@
 package server
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"time"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/otherix/otherix/persistence/etcd"
 )
 
 // Defaults for Config fields left zero.
@@ -41,6 +44,10 @@ type Config struct {
 	ConsoleQueue     int
 	ConsoleStall     time.Duration
 	ConsoleKeepalive time.Duration
+	// StoreStatus, when set, is read at every scrape of /metrics for the
+	// store's sizes, quota, alarms and defragmentations
+	// (persistence/etcd.Member.Status).
+	StoreStatus func(context.Context) (etcd.Status, error)
 	// consoleEnded, when set, learns each console session's close code and
 	// queue high-water mark: a test seam.
 	consoleEnded func(code, high int)
@@ -93,6 +100,9 @@ func New(cfg Config, cp ControlPlane, log *slog.Logger) *Server {
 	s := &Server{cfg: cfg.withDefaults(), cp: cp, log: log, now: time.Now}
 	if s.cfg.MetricsEnabled {
 		s.metrics = newMetrics()
+		if s.cfg.StoreStatus != nil {
+			s.metrics.registry.MustRegister(newStoreCollector(s.cfg.StoreStatus, log))
+		}
 	}
 	gin.SetMode(gin.ReleaseMode)
 	e := gin.New()

@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -33,13 +35,37 @@ type Config struct {
 	MaxTxnOps uint
 	// StartTimeout bounds how long Start waits for the member to become ready.
 	StartTimeout time.Duration
+	// QuotaBytes is the backend size at which etcd raises its space alarm
+	// and refuses writes (default DefaultQuotaBytes).
+	QuotaBytes int64
+	// AutoCompactionMode is "periodic" (keep AutoCompactionRetention of
+	// history, a duration such as "1h") or "revision" (keep that many
+	// revisions). Default periodic, 1h: watches and long polls resume from
+	// history, so keep at least an hour.
+	AutoCompactionMode      string
+	AutoCompactionRetention string
 }
+
+// Defaults of the space settings.
+const (
+	// DefaultQuotaBytes is etcd's recommended maximum, stated here rather
+	// than left at etcd's 2 GiB default.
+	DefaultQuotaBytes              = 8 << 30
+	DefaultAutoCompactionMode      = "periodic"
+	DefaultAutoCompactionRetention = "1h"
+)
 
 // Member is a running embedded etcd server and its in-process client.
 type Member struct {
 	cfg    Config
 	server *embed.Etcd
 	client *clientv3.Client
+
+	// mu guards the defragmentation counters (space.go).
+	mu           sync.Mutex
+	defrags      uint64
+	defragErrors uint64
+	lastDefrag   time.Duration
 }
 
 // DefaultMember is the member name used by single-node installs and restore.
@@ -65,6 +91,18 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	}
 	if cfg.StartTimeout == 0 {
 		cfg.StartTimeout = time.Minute
+	}
+	if cfg.QuotaBytes == 0 {
+		cfg.QuotaBytes = DefaultQuotaBytes
+	}
+	if cfg.AutoCompactionMode == "" {
+		cfg.AutoCompactionMode = DefaultAutoCompactionMode
+	}
+	if cfg.AutoCompactionRetention == "" {
+		cfg.AutoCompactionRetention = DefaultAutoCompactionRetention
+	}
+	if err := CheckSpace(cfg.QuotaBytes, cfg.AutoCompactionMode, cfg.AutoCompactionRetention); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("etcd: create data dir: %w", err)
@@ -101,11 +139,11 @@ func embedConfig(cfg Config) (*embed.Config, error) {
 	ec.MaxTxnOps = cfg.MaxTxnOps
 	// Without compaction etcd keeps every revision of every key (each claim,
 	// task update and idempotency answer) until it reaches its quota and
-	// refuses all writes. Keep an hour of history: enough for watches and
-	// long polls to resume, bounded for a busy control plane.
-	ec.AutoCompactionMode = "periodic"
-	ec.AutoCompactionRetention = "1h"
-	ec.QuotaBackendBytes = quotaBytes
+	// refuses all writes. The default keeps an hour of history: enough for
+	// watches and long polls to resume, bounded for a busy control plane.
+	ec.AutoCompactionMode = cfg.AutoCompactionMode
+	ec.AutoCompactionRetention = cfg.AutoCompactionRetention
+	ec.QuotaBackendBytes = cfg.QuotaBytes
 	ec.LogLevel = "warn"
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zapLogger())
 	peer := cfg.PeerURL
@@ -134,9 +172,32 @@ func embedConfig(cfg Config) (*embed.Config, error) {
 	return ec, nil
 }
 
-// quotaBytes is the database size at which etcd stops taking writes: etcd's
-// recommended maximum, stated here rather than left at the 2 GiB default.
-const quotaBytes = 8 << 30
+// CheckSpace checks the quota and compaction settings before etcd sees
+// them, so a mistake names the setting (etcd.quota_bytes, …) instead of
+// failing inside etcd.
+func CheckSpace(quotaBytes int64, compactionMode, compactionRetention string) error {
+	if quotaBytes < minQuotaBytes {
+		return fmt.Errorf("etcd.quota_bytes %d: must be at least %d (1 MiB)", quotaBytes, minQuotaBytes)
+	}
+	switch compactionMode {
+	case "periodic":
+		d, err := time.ParseDuration(compactionRetention)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("etcd.auto_compaction_retention %q: periodic mode wants a positive duration such as 1h", compactionRetention)
+		}
+	case "revision":
+		n, err := strconv.ParseInt(compactionRetention, 10, 64)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("etcd.auto_compaction_retention %q: revision mode wants a positive number of revisions", compactionRetention)
+		}
+	default:
+		return fmt.Errorf("etcd.auto_compaction_mode %q: want periodic or revision", compactionMode)
+	}
+	return nil
+}
+
+// minQuotaBytes keeps the quota above what an empty member already uses.
+const minQuotaBytes = 1 << 20
 
 // zapLogger keeps etcd quiet: it logs a great deal at info level that an
 // operator of Otherix does not need.

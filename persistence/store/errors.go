@@ -1,6 +1,12 @@
 package store
 
-import "errors"
+import (
+	"errors"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+
+	"github.com/otherix/otherix/messages"
+)
 
 // Errors of the store that are not domain errors: they signal misuse or an
 // unexpected etcd answer, and surface as internal errors.
@@ -11,3 +17,26 @@ var (
 	ErrNotSeeded    = errors.New("store: settings document missing")
 	ErrNoDispatcher = errors.New("store: dispatcher session closed")
 )
+
+// IsNoSpace reports whether err is etcd refusing a write because its space
+// alarm is raised (the backend reached its quota). The in-process client
+// returns rpctypes.ErrNoSpace; the gRPC form is matched too, for errors that
+// come through a path that does not translate it.
+func IsNoSpace(err error) bool {
+	return err != nil && (errors.Is(err, rpctypes.ErrNoSpace) || errors.Is(err, rpctypes.ErrGRPCNoSpace))
+}
+
+// unavailable turns an etcd failure into a domain error: the space alarm is
+// storage_full (507, a condition that needs space freed, not a retry soon),
+// anything else is unavailable (503).
+func unavailable(err error) error {
+	if err == nil {
+		return nil
+	}
+	if IsNoSpace(err) {
+		e := *messages.ErrStorageFull
+		e.Err = err
+		return &e
+	}
+	return &messages.Error{Kind: messages.KindUnavailable, Code: "unavailable", Message: "etcd did not answer", Err: err}
+}

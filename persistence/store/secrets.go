@@ -84,6 +84,11 @@ func decodeKeyRing(data []byte) (security.KeyRing, error) {
 // creating it at first boot. Creation is a create-if-absent transaction, so
 // replicas booting together all end up with the one ring that won.
 func (s *Store) LoadOrCreateKeyRing(ctx context.Context, now time.Time) (security.KeyRing, int64, error) {
+	// Read first, as SeedSettings does: a full store must still boot.
+	ring, rev, err := s.KeyRing(ctx)
+	if err == nil || !errors.Is(err, ErrNoKeyRing) {
+		return ring, rev, err
+	}
 	fresh := security.NewKeyRing(now)
 	v, err := encodeKeyRing(fresh)
 	if err != nil {
@@ -104,7 +109,7 @@ func (s *Store) LoadOrCreateKeyRing(ctx context.Context, now time.Time) (securit
 		// Only a deliberate delete between compare and get could do this.
 		return security.KeyRing{}, 0, fmt.Errorf("%w: vanished while loading", ErrNoKeyRing)
 	}
-	ring, err := decodeKeyRing(kvs[0].Value)
+	ring, err = decodeKeyRing(kvs[0].Value)
 	return ring, kvs[0].ModRevision, err
 }
 

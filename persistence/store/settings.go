@@ -17,6 +17,14 @@ func (s *Store) SeedSettings(ctx context.Context, def messages.Settings) (bool, 
 	if err := def.Validate(); err != nil {
 		return false, err
 	}
+	// Read first: at every boot but the first the document exists, and a
+	// create-if-absent transaction carries a put that etcd refuses while its
+	// space alarm is raised, which would keep a full store from booting.
+	if resp, err := s.cli.Get(ctx, settingsKey, clientv3.WithCountOnly()); err != nil {
+		return false, unavailable(err)
+	} else if resp.Count > 0 {
+		return false, nil
+	}
 	def.Revision = 0
 	b, err := json.Marshal(def)
 	if err != nil {

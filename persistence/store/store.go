@@ -116,13 +116,6 @@ func (s *Store) LookupUnique(ctx context.Context, resource, field, value string)
 	return string(resp.Kvs[0].Value), nil
 }
 
-func unavailable(err error) error {
-	if err == nil {
-		return nil
-	}
-	return &messages.Error{Kind: messages.KindUnavailable, Code: "unavailable", Message: "etcd did not answer", Err: err}
-}
-
 func singularName(resource string) string {
 	switch resource {
 	case VMs:

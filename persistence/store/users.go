@@ -121,6 +121,11 @@ func (t *Txn) checkIdentity(validate func() error) {
 // booting at once, exactly one creates the admin, and no later boot creates
 // another, even after that admin is deleted.
 func (s *Store) BootstrapAdmin(ctx context.Context, email, passwordHash string) (bool, error) {
+	// Read first: every boot but the first finds the cluster bootstrapped,
+	// and must do so without a write, which a full store refuses.
+	if done, err := s.bootstrapped(ctx); err != nil || done {
+		return false, err
+	}
 	now := s.now()
 	u := &messages.User{ID: messages.NewID(), Email: email, DisplayName: "Administrator", Role: "admin",
 		PasswordHash: passwordHash, CreatedAt: now, UpdatedAt: now}
@@ -138,21 +143,31 @@ func (s *Store) BootstrapAdmin(ctx context.Context, email, passwordHash string) 
 	if err == nil {
 		return true, nil
 	}
-	if messages.KindOf(err) == messages.KindUnavailable {
+	if k := messages.KindOf(err); k == messages.KindUnavailable || k == messages.KindStorageFull {
 		return false, err
 	}
 	// Refused: the guard exists, a user exists, or (impossibly, given no
 	// user) the email is taken. Each means the cluster is bootstrapped;
 	// check rather than assume, so a real failure is not hidden.
-	resp, gerr := s.cli.Txn(ctx).Then(
-		clientv3.OpGet(bootstrapKey, clientv3.WithCountOnly()),
-		clientv3.OpGet(RowPrefix(Users), clientv3.WithPrefix(), clientv3.WithCountOnly()),
-	).Commit()
+	done, gerr := s.bootstrapped(ctx)
 	if gerr != nil {
-		return false, unavailable(gerr)
+		return false, gerr
 	}
-	if resp.Responses[0].GetResponseRange().Count > 0 || resp.Responses[1].GetResponseRange().Count > 0 {
+	if done {
 		return false, nil
 	}
 	return false, fmt.Errorf("bootstrap admin: %w", err)
+}
+
+// bootstrapped reports whether the first admin was created or any user
+// exists.
+func (s *Store) bootstrapped(ctx context.Context) (bool, error) {
+	resp, err := s.cli.Txn(ctx).Then(
+		clientv3.OpGet(bootstrapKey, clientv3.WithCountOnly()),
+		clientv3.OpGet(RowPrefix(Users), clientv3.WithPrefix(), clientv3.WithCountOnly()),
+	).Commit()
+	if err != nil {
+		return false, unavailable(err)
+	}
+	return resp.Responses[0].GetResponseRange().Count > 0 || resp.Responses[1].GetResponseRange().Count > 0, nil
 }
