@@ -40,10 +40,15 @@ func NewAgentAPI(cp ControlPlane, log *slog.Logger) http.Handler {
 		s.writeError(c, apiError(kindMethodNotAllowed, "method_not_allowed", "%s is not allowed on %s", c.Request.Method, c.Request.URL.Path).
 			WithDetail("allow", c.Writer.Header().Get("Allow")))
 	})
-	e.GET("/v1/ca", s.caPEM)
-	e.POST("/v1/enroll", s.enroll)
+	// Enrollment and the CA are open to anyone who reaches the listener,
+	// renewal to any holder of a node certificate: each is charged to the
+	// client address like the main listener's public routes. Heartbeats
+	// are not: every node sends them, and a limit there would only take
+	// nodes behind one address out of the cluster.
+	e.GET("/v1/ca", s.limitAnonymous, s.caPEM)
+	e.POST("/v1/enroll", s.limitAnonymous, s.enroll)
 	e.POST("/v1/heartbeat", s.heartbeat)
-	e.POST("/v1/renew", s.renew)
+	e.POST("/v1/renew", s.limitAnonymous, s.renew)
 	s.engine = e
 	return e
 }
