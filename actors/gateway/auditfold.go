@@ -45,7 +45,7 @@ type foldWindow struct {
 	last   time.Time
 	// actor and target are the first entry's; same* say whether every
 	// folded entry agreed with them.
-	actor, target        string
+	actor, target         string
 	sameActor, sameTarget bool
 }
 

@@ -42,7 +42,7 @@ type route struct {
 	// unauthenticated paths (limitAnonymous): public routes that do work
 	// for anyone (a password hash, an etcd read, a console attach).
 	limited bool
-	handler    gin.HandlerFunc
+	handler gin.HandlerFunc
 }
 
 // routeKey identifies a route as gin reports it: "GET /v1/vms/:id".
