@@ -83,7 +83,9 @@ func serve(cmd *cobra.Command) error {
 		TaskRetention: cfg.Tasks.Retention,
 		BackupDir:     cfg.Backup.Dir, BackupInterval: cfg.Backup.Interval, BackupKeep: cfg.Backup.Keep,
 		Snapshot: member.Snapshot, Prune: etcd.PruneSnapshots,
-		Identity:  gateway.IdentityConfig{AuditRetention: cfg.Audit.Retention},
+		Identity: gateway.IdentityConfig{AuditRetention: cfg.Audit.Retention,
+			LoginPerSource: cfg.Auth.LoginPerSource, LoginPerAccount: cfg.Auth.LoginPerAccount,
+			AnonymousPerMinute: cfg.Auth.AnonymousPerMinute, RefreshGrace: refreshGrace(cfg.Auth.RefreshGrace)},
 		Nodes:     gateway.NodesConfig{HeartbeatInterval: cfg.Heartbeat.Interval, GoneAfter: cfg.Nodes.GoneAfter},
 		Placement: cfg.Placement, Agent: agents,
 	}, log)
@@ -264,3 +266,13 @@ func bootstrapAdmin(ctx context.Context, gw *gateway.Gateway, cfg apiConfig, log
 }
 
 var _ server.ControlPlane = (*gateway.Gateway)(nil)
+
+// refreshGrace maps the setting to the gateway's: 0 in the file means no
+// grace, which the gateway spells as a negative value (its zero is the
+// default).
+func refreshGrace(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
