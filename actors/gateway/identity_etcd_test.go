@@ -56,7 +56,9 @@ func wantUnauthenticated(t *testing.T, err error) {
 }
 
 func TestLoginRefreshReuseRevokesFamily(t *testing.T) {
-	g, _ := startIdentity(t, gateway.IdentityConfig{})
+	// No grace: the replay below comes at once (the grace and its end are
+	// TestRefreshGraceKeepsSession's).
+	g, _ := startIdentity(t, gateway.IdentityConfig{RefreshGrace: -1})
 	ctx := t.Context()
 	pair := login(t, g, "admin@example.com", adminPass)
 	p, err := g.Authenticate(ctx, pair.AccessToken)

@@ -63,3 +63,19 @@ func TestSourceKey(t *testing.T) {
 		t.Fatal("another /64 was limited")
 	}
 }
+
+// TestTakeRetryAfter: a refused take says how long until the next token.
+func TestTakeRetryAfter(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	l := New(6, 1, 10) // one token per 10s
+	if ok, _ := l.Take("k", now); !ok {
+		t.Fatal("first take refused")
+	}
+	ok, wait := l.Take("k", now.Add(4*time.Second))
+	if ok || wait < 5*time.Second || wait > 6*time.Second {
+		t.Fatalf("take = %v, wait %v; want refused with about 6s", ok, wait)
+	}
+	if ok, _ := l.Take("k", now.Add(10*time.Second)); !ok {
+		t.Fatal("take refused once the token refilled")
+	}
+}
