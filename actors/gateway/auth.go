@@ -217,14 +217,20 @@ func (g *Gateway) Login(ctx context.Context, req messages.LoginRequest, source s
 // lives); past that the caller is answered rate_limited at once, so a flood
 // costs waiting goroutines, not argon2id's memory per request.
 func (id *identity) hashing(ctx context.Context, fn func()) error {
-	t := time.NewTimer(id.cfg.HashWait)
-	defer t.Stop()
 	select {
 	case id.hashSlots <- struct{}{}:
-	case <-t.C:
-		return rateLimited(time.Second)
-	case <-ctx.Done():
-		return rateLimited(time.Second)
+	default:
+		// All busy: wait, but not past HashWait. (Trying first means a free
+		// slot is always taken, never lost to a timer that fired already.)
+		t := time.NewTimer(id.cfg.HashWait)
+		defer t.Stop()
+		select {
+		case id.hashSlots <- struct{}{}:
+		case <-t.C:
+			return rateLimited(time.Second)
+		case <-ctx.Done():
+			return rateLimited(time.Second)
+		}
 	}
 	defer func() { <-id.hashSlots }()
 	n := id.hashesInFlight.Add(1)
