@@ -90,6 +90,7 @@ func TestAnonymousFloodAuditBounded(t *testing.T) {
 			}
 		}
 	}
+	t.Logf("%d attempts from one address wrote %d audit entries", 2*n, flood)
 	// Two (action, result) keys for logins (failed, rate_limited), one for
 	// enrollments: at most a first entry and a count entry each.
 	if flood > 6 {
