@@ -53,9 +53,9 @@ func newFailureFolder(window time.Duration, max int) *failureFolder {
 	return &failureFolder{window: window, max: max, m: make(map[foldKey]*foldWindow)}
 }
 
-// add folds e and returns what must be written now: e itself (its source
-// folded to the key's) when it opens a window, preceded by the count of the
-// window it replaces if that one ended unclosed.
+// add folds e and returns what must be written now: e itself when it opens
+// a window, preceded by the count of the window it replaces if that one
+// ended unclosed.
 func (f *failureFolder) add(e messages.AuditEntry) []messages.AuditEntry {
 	k := foldKey{source: ratelimit.SourceKey(e.Source), action: e.Action, result: e.Result}
 	f.mu.Lock()
@@ -83,7 +83,8 @@ func (f *failureFolder) add(e messages.AuditEntry) []messages.AuditEntry {
 		}
 	}
 	f.m[k] = &foldWindow{start: e.Time, actor: e.Actor, target: e.Target, sameActor: true, sameTarget: true}
-	e.Source = k.source
+	// The first entry keeps the exact address; the count entry names the
+	// key (an IPv6 /64, or "other").
 	return append(out, e)
 }
 
