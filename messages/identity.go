@@ -79,4 +79,10 @@ type AuditEntry struct {
 	Result    string    `json:"result"`           // "ok", "denied", "failed", or an error code
 	Source    string    `json:"source,omitempty"` // client address
 	RequestID string    `json:"request_id,omitempty"`
+	// Count, when above zero, says the entry stands for that many requests
+	// of one client address (Source), one action and one result, made
+	// without valid credentials within one window after a first one that
+	// has its own entry: such failures are folded so an anonymous client
+	// cannot flood the log.
+	Count int `json:"count,omitempty"`
 }

@@ -246,6 +246,16 @@ const (
 // 64 hex characters keep the row near 4 KiB however long the session lives.
 const MaxPreviousHashes = 64
 
+// MaxGraceHashes bounds RefreshFamily.Grace: a burst of racing refreshes
+// within the grace window cannot grow the row.
+const MaxGraceHashes = 8
+
+// RefreshGrace is a rotated-out refresh token hash accepted until Until.
+type RefreshGrace struct {
+	Hash  string    `json:"hash"`
+	Until time.Time `json:"until"`
+}
+
 // RefreshFamily is one login session: the chain of refresh tokens that
 // rotate from one login. Only the hash of the current token is valid; the
 // previous hashes are kept to detect reuse, which revokes the family. It is
@@ -257,6 +267,12 @@ type RefreshFamily struct {
 	// PreviousHashes are the most recent rotated-out hashes, newest first,
 	// at most MaxPreviousHashes.
 	PreviousHashes []string `json:"previous_hashes,omitempty"`
+	// Grace lists hashes rotated out moments ago that may still be
+	// presented until their time (a second client of the same session that
+	// raced the first to refresh): presenting one rotates the family again
+	// instead of revoking it. At most MaxGraceHashes, expired ones pruned at
+	// each rotation.
+	Grace []RefreshGrace `json:"grace,omitempty"`
 	// Generation counts rotations; it is 0 for the login's first token.
 	Generation    int        `json:"generation"`
 	Revoked       bool       `json:"revoked"`

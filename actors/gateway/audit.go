@@ -39,23 +39,6 @@ func (w *auditWriter) add(e messages.AuditEntry) {
 	w.buf = append(w.buf, e)
 }
 
-// run flushes every interval until ctx ends, then once more.
-func (w *auditWriter) run(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			final, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			w.flush(final)
-			cancel()
-			return
-		case <-t.C:
-			w.flush(ctx)
-		}
-	}
-}
-
 func (w *auditWriter) flush(ctx context.Context) {
 	w.mu.Lock()
 	batch, dropped := w.buf, w.dropped
@@ -87,7 +70,58 @@ func (g *Gateway) Audit(entry messages.AuditEntry) {
 	g.id.record(entry)
 }
 
+// auditLoop writes the buffer every AuditFlush, closing the failure windows
+// that ended first so their counts go out in the same write. When ctx ends
+// it closes every window, however young, and flushes once more, so no count
+// is lost at shutdown.
+func (id *identity) auditLoop(ctx context.Context) {
+	t := time.NewTicker(id.cfg.AuditFlush)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			for _, e := range id.failures.close(time.Time{}) {
+				id.audit.add(e)
+			}
+			final, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			id.audit.flush(final)
+			cancel()
+			return
+		case <-t.C:
+			for _, e := range id.failures.close(id.cfg.Now()) {
+				id.audit.add(e)
+			}
+			id.audit.flush(ctx)
+		}
+	}
+}
+
+// record queues an entry. An entry without an actor, or with actor
+// "anonymous", comes from a request without valid credentials and is folded
+// (recordFailure).
 func (id *identity) record(e messages.AuditEntry) {
+	if e.Actor == "" || e.Actor == anonymousActor {
+		id.recordFailure(e)
+		return
+	}
+	id.audit.add(id.complete(e))
+}
+
+// recordFailure queues the entry of a request made without valid
+// credentials: a failed or rate-limited login, a refused enrollment, a
+// refused console attach, a replayed refresh token, a request with a bad
+// bearer. Its actor, if any, was chosen by the caller (an email, a join token
+// id), so it must not decide how much is written: entries are folded per
+// client address, action and result (failureFolder), and only the first of a
+// window is written as it comes.
+func (id *identity) recordFailure(e messages.AuditEntry) {
+	e = id.complete(e)
+	for _, w := range id.failures.add(e) {
+		id.audit.add(w)
+	}
+}
+
+func (id *identity) complete(e messages.AuditEntry) messages.AuditEntry {
 	if e.Time.IsZero() {
 		e.Time = id.cfg.Now().UTC()
 	}
@@ -95,20 +129,12 @@ func (id *identity) record(e messages.AuditEntry) {
 		e.ID = messages.NewID()
 	}
 	if e.Actor == "" {
-		e.Actor = "anonymous"
+		e.Actor = anonymousActor
 	}
-	if e.Actor == "anonymous" && !id.anonAudit.allow(e.Source, e.Time) {
-		if n := id.anonDropped.Add(1); n%1000 == 1 {
-			id.log.Warn("unauthenticated requests over the audit limit; not audited", "source", e.Source, "dropped_total", n)
-		}
-		return
-	}
-	id.audit.add(e)
+	return e
 }
 
-// anonAuditPerMinute is how many audit entries one source may cause per
-// minute without credentials.
-const anonAuditPerMinute = 60
+const anonymousActor = "anonymous"
 
 // ListAudit returns one page of the audit log, oldest first (ids are ULIDs,
 // so key order is time order; the last page holds the newest entries).

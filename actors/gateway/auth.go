@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"errors"
 	"strings"
+	"time"
 
+	"github.com/otherix/otherix/internal/ratelimit"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
 	"github.com/otherix/otherix/security"
@@ -145,7 +147,11 @@ func lowerRole(a, b security.Role) security.Role {
 
 // Login checks an email and password and starts a session. Unknown and
 // disabled accounts cost the same argon2id work as a wrong password and get
-// the same answer. Attempts are limited per source address and per account.
+// the same answer. Attempts are limited per source address and per (account,
+// source address): never per account alone, so no one can lock an account
+// from elsewhere and a correct password from the owner's address passes
+// whatever other addresses do. Hashing waits for one of HashConcurrency
+// slots, at most HashWait.
 //
 // Timing of the unknown-account path: store.UserByEmail makes the same two
 // etcd reads for an unknown email as for a known one (the email guard, then a
@@ -160,32 +166,39 @@ func (g *Gateway) Login(ctx context.Context, req messages.LoginRequest, source s
 	}
 	now := g.id.cfg.Now()
 	audit := messages.AuditEntry{Actor: email, Action: "auth.login", Source: source}
-	if !g.id.perSource.allow(source, now) || !g.id.perAccount.allow(email, now) {
-		audit.Result = "rate_limited"
-		g.id.record(audit)
-		return nil, errRateLimited
+	refuse := func(result string, err error) (*messages.TokenPair, error) {
+		audit.Result = result
+		g.id.recordFailure(audit)
+		return nil, err
+	}
+	if ok, wait := g.id.perSource.Take(source, now); !ok {
+		return refuse("rate_limited", rateLimited(wait))
+	}
+	if ok, wait := g.id.perAccount.Take(email+"\x00"+ratelimit.SourceKey(source), now); !ok {
+		return refuse("rate_limited", rateLimited(wait))
 	}
 	u, err := g.st.UserByEmail(ctx, email)
 	if err != nil && messages.KindOf(err) != messages.KindNotFound {
 		return nil, err
 	}
 	if u == nil {
-		security.DummyVerify(req.Password)
+		if err := g.id.hashing(ctx, func() { security.DummyVerify(req.Password) }); err != nil {
+			return refuse("rate_limited", err)
+		}
 		g.log.Debug("login refused", "reason", "unknown account")
-		audit.Result = "failed"
-		g.id.record(audit)
-		return nil, errInvalidCredentials
+		return refuse("failed", errInvalidCredentials)
 	}
 	audit.Actor = u.ID
-	ok, rehash, err := security.VerifyPassword(u.PasswordHash, req.Password)
+	var ok, rehash bool
+	if err := g.id.hashing(ctx, func() { ok, rehash, err = security.VerifyPassword(u.PasswordHash, req.Password) }); err != nil {
+		return refuse("rate_limited", err)
+	}
 	if err != nil {
 		g.log.Error("stored password hash does not decode", "user", u.ID, "err", err)
 	}
 	if !ok || u.Disabled {
 		g.log.Debug("login refused", "user", u.ID, "disabled", u.Disabled)
-		audit.Result = "failed"
-		g.id.record(audit)
-		return nil, errInvalidCredentials
+		return refuse("failed", errInvalidCredentials)
 	}
 	pair, err := g.startSession(ctx, u)
 	if err != nil {
@@ -197,6 +210,44 @@ func (g *Gateway) Login(ctx context.Context, req messages.LoginRequest, source s
 	audit.Result = "ok"
 	g.id.record(audit)
 	return pair, nil
+}
+
+// hashing runs fn, a password hash or verification, in one of the
+// HashConcurrency slots. It waits for a slot at most HashWait (and while ctx
+// lives); past that the caller is answered rate_limited at once, so a flood
+// costs waiting goroutines, not argon2id's memory per request.
+func (id *identity) hashing(ctx context.Context, fn func()) error {
+	select {
+	case id.hashSlots <- struct{}{}:
+	default:
+		// All busy: wait, but not past HashWait. (Trying first means a free
+		// slot is always taken, never lost to a timer that fired already.)
+		t := time.NewTimer(id.cfg.HashWait)
+		defer t.Stop()
+		select {
+		case id.hashSlots <- struct{}{}:
+		case <-t.C:
+			return rateLimited(time.Second)
+		case <-ctx.Done():
+			return rateLimited(time.Second)
+		}
+	}
+	defer func() { <-id.hashSlots }()
+	n := id.hashesInFlight.Add(1)
+	for peak := id.hashesPeak.Load(); n > peak && !id.hashesPeak.CompareAndSwap(peak, n); peak = id.hashesPeak.Load() {
+	}
+	defer id.hashesInFlight.Add(-1)
+	fn()
+	return nil
+}
+
+// AllowAnonymous takes one request of source's budget for unauthenticated
+// paths (AnonymousPerMinute), or answers rate_limited with the wait.
+func (g *Gateway) AllowAnonymous(source string) error {
+	if ok, wait := g.id.anonymous.Take(source, g.id.cfg.Now()); !ok {
+		return rateLimited(wait)
+	}
+	return nil
 }
 
 // startSession issues an access token and the first refresh token of a new
@@ -223,7 +274,11 @@ func (g *Gateway) tokenPair(u *messages.User, refresh string) (*messages.TokenPa
 // hand. It is best effort: a conflict means the row changed, and the next
 // login tries again.
 func (g *Gateway) rehash(ctx context.Context, u *messages.User, pw string) {
-	h, err := security.HashPassword(pw, security.DefaultParams())
+	var h string
+	var err error
+	if werr := g.id.hashing(ctx, func() { h, err = security.HashPassword(pw, security.DefaultParams()) }); werr != nil {
+		return // busy: the next login rehashes
+	}
 	if err != nil {
 		g.log.Warn("rehash password", "user", u.ID, "err", err)
 		return
@@ -238,9 +293,11 @@ func (g *Gateway) rehash(ctx context.Context, u *messages.User, pw string) {
 }
 
 // Refresh rotates a refresh token and issues a new access token with the
-// user's current role. A token that was already rotated out revokes its
-// whole family (likely theft): the legitimate holder's newer token stops
-// working too, and both parties must log in again.
+// user's current role. A token rotated out less than RefreshGrace ago (two
+// clients of one session refreshing at once) gets a new pair of the same
+// session. A token rotated out longer ago revokes its whole family (likely
+// theft): the legitimate holder's newer token stops working too, and both
+// parties must log in again.
 func (g *Gateway) Refresh(ctx context.Context, refreshToken, source string) (*messages.TokenPair, error) {
 	family, secret, err := security.ParseRefreshToken(refreshToken)
 	if err != nil {
@@ -251,18 +308,18 @@ func (g *Gateway) Refresh(ctx context.Context, refreshToken, source string) (*me
 	if err != nil {
 		return nil, errUnauthenticated
 	}
-	userID, err := g.st.RotateRefresh(ctx, family, security.HashToken(secret), nextHash, g.id.cfg.Now())
+	userID, err := g.st.RotateRefresh(ctx, family, security.HashToken(secret), nextHash, g.id.cfg.Now(), g.id.cfg.RefreshGrace)
 	switch {
 	case errors.Is(err, store.ErrRefreshReuse):
 		g.log.Warn("refresh token reuse: session family revoked (possible theft)",
 			"user", userID, "family", family, "source", source)
-		g.id.record(messages.AuditEntry{Actor: userID, Action: "auth.refresh_reuse", Target: family,
+		g.id.recordFailure(messages.AuditEntry{Actor: userID, Action: "auth.refresh_reuse", Target: family,
 			Result: "denied", Source: source})
 		return nil, errUnauthenticated
 	case errors.Is(err, store.ErrRefreshRevokedReplay):
 		g.log.Warn("refresh token of a revoked session replayed (possible theft)",
 			"user", userID, "family", family, "source", source)
-		g.id.record(messages.AuditEntry{Actor: userID, Action: "auth.refresh_reuse", Target: family,
+		g.id.recordFailure(messages.AuditEntry{Actor: userID, Action: "auth.refresh_reuse", Target: family,
 			Result: "denied", Source: source})
 		return nil, errUnauthenticated
 	case errors.Is(err, store.ErrRefreshInvalid):
@@ -320,7 +377,7 @@ func (g *Gateway) Logout(ctx context.Context, refreshToken string) error {
 	if !current {
 		g.log.Warn("logout with a rotated-out refresh token: session family revoked (possible theft)",
 			"user", f.UserID, "family", family)
-		g.id.record(messages.AuditEntry{Actor: f.UserID, Action: "auth.refresh_reuse", Target: family, Result: "denied"})
+		g.id.recordFailure(messages.AuditEntry{Actor: f.UserID, Action: "auth.refresh_reuse", Target: family, Result: "denied"})
 		return nil
 	}
 	g.id.record(messages.AuditEntry{Actor: f.UserID, Action: "auth.logout", Target: family, Result: "ok"})

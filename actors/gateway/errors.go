@@ -1,6 +1,11 @@
 package gateway
 
-import "github.com/otherix/otherix/messages"
+import (
+	"math"
+	"time"
+
+	"github.com/otherix/otherix/messages"
+)
 
 // Identity errors. Authentication failures are deliberately generic: a
 // client never learns which part of its credentials failed (the reason is
@@ -14,9 +19,6 @@ var (
 	// unknown, disabled or the password wrong.
 	errInvalidCredentials = &messages.Error{Kind: messages.KindUnauthenticated, Code: "invalid_credentials",
 		Message: "invalid email or password"}
-	// errRateLimited answers a login over its per-source or per-account rate.
-	errRateLimited = &messages.Error{Kind: messages.KindTooManyRequests, Code: "rate_limited",
-		Message: "too many login attempts; wait a minute and retry"}
 	// errRoleExceedsCaller refuses an API token with a higher role than its
 	// creator's.
 	errRoleExceedsCaller = &messages.Error{Kind: messages.KindForbidden, Code: "role_exceeds_caller",
@@ -29,6 +31,19 @@ var (
 	errWrongCurrentPassword = &messages.Error{Kind: messages.KindInvalid, Code: "invalid_current_password",
 		Message: "current_password: does not match", Details: map[string]any{"field": "current_password"}}
 )
+
+// rateLimited answers a request over a rate limit (login per source or per
+// account and source, unauthenticated paths per source, password hashing
+// slots). The wait goes into details as retry_after (whole seconds, at least
+// one), which the HTTP layer also sends as Retry-After.
+func rateLimited(wait time.Duration) *messages.Error {
+	secs := int64(math.Ceil(wait.Seconds()))
+	if secs < 1 {
+		secs = 1
+	}
+	return &messages.Error{Kind: messages.KindTooManyRequests, Code: "rate_limited",
+		Message: "too many requests; retry later", Details: map[string]any{"retry_after": secs}}
+}
 
 // ErrOutOfScope is wrapped by the not-found answer for a resource that
 // exists but belongs to another owner (messages.OutOfScope): the wire answer

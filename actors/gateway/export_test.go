@@ -63,3 +63,9 @@ func (g *Gateway) CheckNodesForTest(ctx context.Context) error {
 // ExpireOverlayViewForTest makes the next heartbeat rebuild the overlay view
 // instead of waiting out its TTL.
 func (g *Gateway) ExpireOverlayViewForTest() { g.ov.expire() }
+
+// HashesPeakForTest is the most password hashes that ran at once.
+func (g *Gateway) HashesPeakForTest() int64 { return g.id.hashesPeak.Load() }
+
+// FailureWindowsForTest is the number of open failure-audit windows.
+func (g *Gateway) FailureWindowsForTest() int { return g.id.failures.tracked() }

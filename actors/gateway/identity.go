@@ -5,10 +5,12 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/otherix/otherix/internal/ratelimit"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
 	"github.com/otherix/otherix/security"
@@ -39,11 +41,32 @@ type IdentityConfig struct {
 	KeyRefresh  time.Duration
 	// LoginPerSource and LoginPerAccount are the login attempts allowed per
 	// minute, with the same burst, per client address (default 10) and per
-	// account email (default 5). LimiterSize bounds each limiter's map
-	// (default 10000 keys).
+	// account email from one client address (default 5). There is no limit
+	// per account alone: one would let anyone lock anyone out, the admin
+	// included, and a correct password from the owner's address must pass
+	// whatever other addresses do. LimiterSize bounds each limiter's map,
+	// and so the number of client addresses tracked (default 10000 keys).
 	LoginPerSource  int
 	LoginPerAccount int
 	LimiterSize     int
+	// AnonymousPerMinute is the requests per minute (and the burst) one
+	// client address may make to unauthenticated paths: login, refresh,
+	// logout, the console WebSocket, /v1/ca, and enroll and renew on the
+	// agent listener (default 240). Over it the answer is 429 rate_limited
+	// with Retry-After.
+	AnonymousPerMinute int
+	// HashConcurrency bounds the password hashes (argon2id, 64 MiB each)
+	// computed at once (default GOMAXPROCS); HashWait is how long a login
+	// waits for a slot before it is answered 429 rate_limited (default 2s).
+	// A login flood from many addresses then costs at most
+	// HashConcurrency × 64 MiB, not one hash per request in flight.
+	HashConcurrency int
+	HashWait        time.Duration
+	// RefreshGrace is how long a refresh token just rotated out may still
+	// be presented (by a second client of the same session that raced the
+	// first) and get a new pair of the same session instead of revoking it
+	// as stolen (default 30s; negative disables the grace).
+	RefreshGrace time.Duration
 	// AuditRetention is how long audit entries are kept (default 30 days).
 	AuditRetention time.Duration
 	// AuditFlush is how often buffered audit entries are written (default
@@ -51,6 +74,10 @@ type IdentityConfig struct {
 	// which the oldest are dropped and counted.
 	AuditFlush  time.Duration
 	AuditBuffer int
+	// AuditWindow is the window over which failures without credentials
+	// from one client address are folded into one audit entry with a count
+	// (default 1m); see failureFolder.
+	AuditWindow time.Duration
 	// Now is the clock (default time.Now); tests move it.
 	Now func() time.Time
 }
@@ -68,6 +95,12 @@ func (c *IdentityConfig) defaults() {
 	set(&c.KeyRefresh, time.Minute)
 	set(&c.AuditRetention, 30*24*time.Hour)
 	set(&c.AuditFlush, 200*time.Millisecond)
+	set(&c.AuditWindow, time.Minute)
+	set(&c.HashWait, 2*time.Second)
+	set(&c.RefreshGrace, 30*time.Second)
+	if c.RefreshGrace < 0 {
+		c.RefreshGrace = 0
+	}
 	seti := func(n *int, v int) {
 		if *n <= 0 {
 			*n = v
@@ -78,6 +111,8 @@ func (c *IdentityConfig) defaults() {
 	seti(&c.LoginPerAccount, 5)
 	seti(&c.LimiterSize, 10000)
 	seti(&c.AuditBuffer, 10000)
+	seti(&c.AnonymousPerMinute, 240)
+	seti(&c.HashConcurrency, runtime.GOMAXPROCS(0))
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -118,13 +153,21 @@ type identity struct {
 	jwtVerifies atomic.Int64
 	tokenReads  atomic.Int64
 
-	perSource  *limiterMap
-	perAccount *limiterMap
-	// anonAudit bounds the audit entries one source can cause without
-	// credentials, so unauthenticated requests cannot flood etcd through the
-	// audit log; the excess is counted, not written.
-	anonAudit   *limiterMap
-	anonDropped atomic.Int64
+	// perSource limits logins per client address, perAccount per (account,
+	// client address) pair; anonymous limits every unauthenticated path per
+	// client address (AllowAnonymous).
+	perSource  *ratelimit.Keyed
+	perAccount *ratelimit.Keyed
+	anonymous  *ratelimit.Keyed
+	// failures folds the audit entries of failures without credentials per
+	// client address and window, so an anonymous client can cause only a
+	// bounded number of audit writes.
+	failures *failureFolder
+	// hashSlots bounds concurrent password hashing; hashesInFlight and
+	// hashesPeak observe it (export_test.go).
+	hashSlots      chan struct{}
+	hashesInFlight atomic.Int64
+	hashesPeak     atomic.Int64
 
 	audit   *auditWriter
 	touches chan string
@@ -144,9 +187,11 @@ func newIdentity(ctx context.Context, st *store.Store, cfg IdentityConfig, log *
 		users:         newTTLCache[string, *messages.User](cfg.AuthCacheTTL, cfg.AuthCacheSize, cfg.Now),
 		jwts:          newTTLCache[[sha256.Size]byte, *security.AccessClaims](cfg.AuthCacheTTL, cfg.AuthCacheSize, cfg.Now),
 		unknownTokens: newTTLCache[string, struct{}](cfg.AuthCacheTTL, cfg.AuthCacheSize, cfg.Now),
-		perSource:     newSourceLimiterMap(cfg.LoginPerSource, cfg.LoginPerSource, cfg.LimiterSize),
-		perAccount:    newLimiterMap(cfg.LoginPerAccount, cfg.LoginPerAccount, cfg.LimiterSize),
-		anonAudit:     newSourceLimiterMap(anonAuditPerMinute, anonAuditPerMinute, cfg.LimiterSize),
+		perSource:     ratelimit.NewBySource(cfg.LoginPerSource, cfg.LoginPerSource, cfg.LimiterSize),
+		perAccount:    ratelimit.New(cfg.LoginPerAccount, cfg.LoginPerAccount, cfg.LimiterSize),
+		anonymous:     ratelimit.NewBySource(cfg.AnonymousPerMinute, cfg.AnonymousPerMinute, cfg.LimiterSize),
+		failures:      newFailureFolder(cfg.AuditWindow, cfg.LimiterSize),
+		hashSlots:     make(chan struct{}, cfg.HashConcurrency),
 		audit:         newAuditWriter(st, log, cfg.AuditBuffer),
 		touches:       make(chan string, 1024),
 		cancel:        cancel,
@@ -154,7 +199,7 @@ func newIdentity(ctx context.Context, st *store.Store, cfg IdentityConfig, log *
 	id.setRing(ring)
 	id.lastRingRefresh.Store(cfg.Now().UnixNano())
 	id.wg.Add(2)
-	go func() { defer id.wg.Done(); id.audit.run(runCtx, cfg.AuditFlush) }()
+	go func() { defer id.wg.Done(); id.auditLoop(runCtx) }()
 	go func() { defer id.wg.Done(); id.touchLoop(runCtx) }()
 	return id, nil
 }

@@ -145,7 +145,8 @@ func (g *Gateway) Enroll(ctx context.Context, req messages.EnrollRequest, source
 	actor := "anonymous"
 	refuse := func(err *messages.Error, reason string) (*messages.EnrollResponse, error) {
 		g.log.Warn("node enrollment refused", "node", name, "reason", reason, "source", source)
-		g.id.record(messages.AuditEntry{Actor: actor, Action: "node.enroll", Target: name, Result: err.Code, Source: source})
+		// The token id in the actor is the caller's choice: folded per source.
+		g.id.recordFailure(messages.AuditEntry{Actor: actor, Action: "node.enroll", Target: name, Result: err.Code, Source: source})
 		return nil, err
 	}
 

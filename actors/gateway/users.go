@@ -104,10 +104,13 @@ func (g *Gateway) UpdateMe(ctx context.Context, p messages.Principal, req messag
 			next.DisplayName = *req.DisplayName
 		}
 		if changePassword && newHash == "" {
-			if !g.id.perAccount.allow(u.Email, g.id.cfg.Now()) {
-				return nil, errRateLimited
+			if ok, wait := g.id.perAccount.Take(u.Email, g.id.cfg.Now()); !ok {
+				return nil, rateLimited(wait)
 			}
-			ok, _, _ := security.VerifyPassword(u.PasswordHash, req.CurrentPassword)
+			var ok bool
+			if err := g.id.hashing(ctx, func() { ok, _, _ = security.VerifyPassword(u.PasswordHash, req.CurrentPassword) }); err != nil {
+				return nil, err
+			}
 			if !ok {
 				g.id.record(messages.AuditEntry{Actor: u.ID, Action: "user.passwd", Target: u.ID, Result: "failed"})
 				return nil, errWrongCurrentPassword

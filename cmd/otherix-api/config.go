@@ -84,6 +84,14 @@ type apiConfig struct {
 	Audit struct {
 		Retention time.Duration `koanf:"retention"`
 	} `koanf:"audit"`
+	// Auth holds the limits on unauthenticated clients (per TCP peer
+	// address; forwarding headers are never trusted) and the refresh grace.
+	Auth struct {
+		LoginPerSource     int           `koanf:"login_per_source"`
+		LoginPerAccount    int           `koanf:"login_per_account"`
+		AnonymousPerMinute int           `koanf:"anonymous_per_minute"`
+		RefreshGrace       time.Duration `koanf:"refresh_grace"`
+	} `koanf:"auth"`
 	Heartbeat struct {
 		// Interval is what agents are told to heartbeat at; a node is
 		// unreachable after three missed intervals.
@@ -134,6 +142,10 @@ func defaultConfig() apiConfig {
 	c.Backup.Keep = 24
 	c.Admin.Email = "admin@localhost"
 	c.Audit.Retention = 30 * 24 * time.Hour
+	c.Auth.LoginPerSource = 10
+	c.Auth.LoginPerAccount = 5
+	c.Auth.AnonymousPerMinute = 240
+	c.Auth.RefreshGrace = 30 * time.Second
 	c.Heartbeat.Interval = 30 * time.Second
 	c.Nodes.GoneAfter = 10 * time.Minute
 	c.Placement = placement.DefaultConfig()

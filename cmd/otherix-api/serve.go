@@ -105,9 +105,11 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 		Snapshot: member.Snapshot, Prune: etcd.PruneSnapshots,
 		Space: member, SpaceInterval: cfg.Etcd.SpaceCheckInterval,
 		SpacePolicy: maintenance.StoragePolicy{MinFreeBytes: cfg.Etcd.DefragMinFreeBytes},
-		Identity:    gateway.IdentityConfig{AuditRetention: cfg.Audit.Retention},
-		Nodes:       gateway.NodesConfig{HeartbeatInterval: cfg.Heartbeat.Interval, GoneAfter: cfg.Nodes.GoneAfter},
-		Placement:   cfg.Placement, Agent: agents,
+		Identity: gateway.IdentityConfig{AuditRetention: cfg.Audit.Retention,
+			LoginPerSource: cfg.Auth.LoginPerSource, LoginPerAccount: cfg.Auth.LoginPerAccount,
+			AnonymousPerMinute: cfg.Auth.AnonymousPerMinute, RefreshGrace: refreshGrace(cfg.Auth.RefreshGrace)},
+		Nodes:     gateway.NodesConfig{HeartbeatInterval: cfg.Heartbeat.Interval, GoneAfter: cfg.Nodes.GoneAfter},
+		Placement: cfg.Placement, Agent: agents,
 	}, log)
 	if err != nil {
 		return err
@@ -290,3 +292,13 @@ func bootstrapAdmin(ctx context.Context, gw *gateway.Gateway, cfg apiConfig, log
 }
 
 var _ server.ControlPlane = (*gateway.Gateway)(nil)
+
+// refreshGrace maps the setting to the gateway's: 0 in the file means no
+// grace, which the gateway spells as a negative value (its zero is the
+// default).
+func refreshGrace(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}

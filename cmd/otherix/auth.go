@@ -488,3 +488,42 @@ func authKind(cx cliContext) string {
 	}
 	return none
 }
+
+// refreshSession refreshes the session of context name whose refresh token
+// this process holds (rt), under the config lock so that two otherix
+// processes sharing the config never present the same refresh token: the
+// second one to take the lock rereads the config and, if the first already
+// rotated rt, uses the pair the first saved instead of refreshing again
+// (the server would see a rotated-out token and, past its short grace,
+// revoke the whole session as stolen). The new pair is saved before the lock
+// is released. c is the process's client; Refresh on it never refreshes
+// itself.
+func (a *app) refreshSession(ctx context.Context, c *client.Client, path, name, rt string) (*messages.TokenPair, error) {
+	unlock, err := lockConfig(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	cx := cfg.context(name)
+	if cx != nil && cx.RefreshToken != "" && cx.RefreshToken != rt && cx.AccessToken != "" {
+		// Another process refreshed (or logged in again) since we read it.
+		return &messages.TokenPair{AccessToken: cx.AccessToken, RefreshToken: cx.RefreshToken, TokenType: "Bearer"}, nil
+	}
+	pair, err := c.Refresh(ctx, rt)
+	if err != nil {
+		return nil, err
+	}
+	if cx == nil {
+		fmt.Fprintf(a.stderr, "warning: the session was refreshed but context %q is gone from the config; not saved\n", name)
+		return pair, nil
+	}
+	cx.AccessToken, cx.RefreshToken = pair.AccessToken, pair.RefreshToken
+	if err := saveConfig(path, cfg); err != nil {
+		fmt.Fprintf(a.stderr, "warning: the session was refreshed but could not be saved (log in again next time): %v\n", err)
+	}
+	return pair, nil
+}

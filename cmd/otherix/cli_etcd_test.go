@@ -31,12 +31,18 @@ const (
 // with no node to go to fails within the test. It bootstraps the admin.
 func startAPI(t *testing.T) string {
 	t.Helper()
+	return startAPIWith(t, gateway.IdentityConfig{})
+}
+
+// startAPIWith is startAPI with an identity configuration.
+func startAPIWith(t *testing.T, idc gateway.IdentityConfig) string {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	log := slog.New(slog.DiscardHandler)
 	st := storetest.New(t)
 	gw, err := gateway.Start(ctx, st, gateway.Config{JobBackoffBase: 20 * time.Millisecond,
-		JobBackoffMax: 50 * time.Millisecond, JobAttempts: 2}, log)
+		JobBackoffMax: 50 * time.Millisecond, JobAttempts: 2, Identity: idc}, log)
 	if err != nil {
 		t.Fatalf("start gateway: %v", err)
 	}

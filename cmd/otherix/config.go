@@ -1,6 +1,8 @@
 package main
 
 import (
+	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -8,7 +10,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
+	"github.com/gofrs/flock"
 	"sigs.k8s.io/yaml"
 )
 
@@ -132,6 +136,28 @@ func saveConfig(path string, c *cliConfig) error {
 		return fmt.Errorf("write config: %w", err)
 	}
 	return nil
+}
+
+// configLockPoll is how often lockConfig retries a lock another process
+// holds; the caller's context bounds the wait.
+const configLockPoll = 20 * time.Millisecond
+
+// lockConfig takes an exclusive lock shared by every otherix process using
+// the config at path, and returns its release. The lock is a sibling file
+// (path + ".lock"), not the config itself: saveConfig replaces the config by
+// a rename, so a lock on its inode would not be seen by a process that opens
+// the new file. The lock is advisory (flock), released when the process
+// dies, and waits at most until ctx ends.
+func lockConfig(ctx context.Context, path string) (func(), error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create config directory: %w", err)
+	}
+	l := flock.New(path+".lock", flock.SetPermissions(0o600))
+	ok, err := l.TryLockContext(ctx, configLockPoll)
+	if err != nil || !ok {
+		return nil, fmt.Errorf("lock config %s: %w", path, cmp.Or(err, ctx.Err()))
+	}
+	return func() { _ = l.Unlock() }, nil
 }
 
 // masked is a secret as `config view` shows it: whether it is set, never

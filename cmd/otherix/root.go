@@ -227,10 +227,14 @@ func (a *app) client() (*client.Client, error) {
 		case cx.APIToken != "":
 			opts = append(opts, client.WithToken(cx.APIToken))
 		case cx.AccessToken != "" || cx.RefreshToken != "":
+			// The refresh is locked against other otherix processes sharing
+			// this config (auth.go: refreshSession); c is set below, before
+			// any request can need it.
 			name := cx.Name
-			opts = append(opts, client.WithSession(cx.AccessToken, cx.RefreshToken, func(p messages.TokenPair) {
-				a.saveSession(path, name, p)
-			}))
+			opts = append(opts, client.WithSession(cx.AccessToken, cx.RefreshToken, nil),
+				client.WithRefresher(func(ctx context.Context, rt string) (*messages.TokenPair, error) {
+					return a.refreshSession(ctx, a.api, path, name, rt)
+				}))
 		}
 	}
 	c, err := client.New(a.server, opts...)
@@ -290,22 +294,6 @@ func (a *app) config() (string, *cliConfig, error) {
 		fmt.Fprintf(a.stderr, "warning: %s is readable by others (mode %04o); it holds credentials: chmod 600 it\n", path, st.Mode().Perm())
 	}
 	return path, cfg, nil
-}
-
-// saveSession stores a refreshed session in the context it came from. The
-// file is read again so that a concurrent change to another context is
-// kept.
-func (a *app) saveSession(path, name string, p messages.TokenPair) {
-	cfg, err := loadConfig(path)
-	if err == nil {
-		if cx := cfg.context(name); cx != nil {
-			cx.AccessToken, cx.RefreshToken = p.AccessToken, p.RefreshToken
-			err = saveConfig(path, cfg)
-		}
-	}
-	if err != nil {
-		fmt.Fprintf(a.stderr, "warning: the session was refreshed but could not be saved (log in again next time): %v\n", err)
-	}
 }
 
 // call runs one request bounded by --timeout.

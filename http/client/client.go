@@ -28,6 +28,9 @@ type Client struct {
 	// once and retries the request.
 	refreshToken string
 	onRefresh    func(messages.TokenPair)
+	// refresher, when set, replaces the call to /v1/auth/refresh (and
+	// onRefresh): see WithRefresher.
+	refresher func(ctx context.Context, refreshToken string) (*messages.TokenPair, error)
 	// refreshing serialises refreshes, so concurrent 401s rotate the
 	// refresh token once (a second rotation of the same token would look
 	// like theft to the server and revoke the session).
@@ -53,6 +56,17 @@ func WithToken(token string) Option { return func(c *Client) { c.token = token }
 // the pair anywhere must save what onRefresh gets.
 func WithSession(access, refresh string, onRefresh func(messages.TokenPair)) Option {
 	return func(c *Client) { c.token, c.refreshToken, c.onRefresh = access, refresh, onRefresh }
+}
+
+// WithRefresher makes a session's refresh go through fn, for callers that
+// share the session with other processes: fn gets the refresh token this
+// client holds and returns the pair to use from now on. It may call Refresh
+// (which never refreshes itself) or return a pair another process already
+// got and saved for that token. The CLI takes a lock on its config file,
+// rereads it, and refreshes only if no other process did. onRefresh is not
+// called when fn is set: fn saves what it must.
+func WithRefresher(fn func(ctx context.Context, refreshToken string) (*messages.TokenPair, error)) Option {
+	return func(c *Client) { c.refresher = fn }
 }
 
 // New returns a client for the API at baseURL, such as https://api:8443.
@@ -204,13 +218,20 @@ func (c *Client) refresh(ctx context.Context, used string) error {
 	if current != used {
 		return nil // refreshed meanwhile by a concurrent request
 	}
-	pair, err := c.Refresh(ctx, rt)
+	var pair *messages.TokenPair
+	var err error
+	cb := c.onRefresh
+	if c.refresher != nil {
+		pair, err = c.refresher(ctx, rt)
+		cb = nil
+	} else {
+		pair, err = c.Refresh(ctx, rt)
+	}
 	if err != nil {
 		return err
 	}
 	c.mu.Lock()
 	c.token, c.refreshToken = pair.AccessToken, pair.RefreshToken
-	cb := c.onRefresh
 	c.mu.Unlock()
 	if cb != nil {
 		cb(*pair)

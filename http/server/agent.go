@@ -46,10 +46,16 @@ func NewAgentAPI(cp ControlPlane, log *slog.Logger) http.Handler {
 		s.writeError(c, apiError(kindMethodNotAllowed, "method_not_allowed", "%s is not allowed on %s", c.Request.Method, c.Request.URL.Path).
 			WithDetail("allow", c.Writer.Header().Get("Allow")))
 	})
-	e.GET("/v1/ca", s.caPEM)
-	e.POST("/v1/enroll", small, s.enroll)
+	// Enrollment and the CA are open to anyone who reaches the listener,
+	// renewal to any holder of a node certificate: each is charged to the
+	// client address like the main listener's public routes, and keeps the
+	// small body limit. Heartbeats are not charged: every node sends them,
+	// and a limit there would only take nodes behind one address out of
+	// the cluster.
+	e.GET("/v1/ca", s.limitAnonymous, s.caPEM)
+	e.POST("/v1/enroll", s.limitAnonymous, small, s.enroll)
 	e.POST("/v1/heartbeat", s.heartbeat)
-	e.POST("/v1/renew", small, s.renew)
+	e.POST("/v1/renew", s.limitAnonymous, small, s.renew)
 	s.engine = e
 	return e
 }

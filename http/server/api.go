@@ -116,6 +116,10 @@ type Identity interface {
 	Login(ctx context.Context, req messages.LoginRequest, source string) (*messages.TokenPair, error)
 	Refresh(ctx context.Context, refreshToken, source string) (*messages.TokenPair, error)
 	Logout(ctx context.Context, refreshToken string) error
+	// AllowAnonymous takes one request from the budget of a client address
+	// for unauthenticated paths, or returns a KindTooManyRequests error
+	// (rate_limited, details.retry_after in seconds).
+	AllowAnonymous(source string) error
 
 	CreateUser(ctx context.Context, req messages.CreateUserRequest) (*messages.UserView, error)
 	GetUser(ctx context.Context, id string) (*messages.UserView, error)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/otherix/otherix/actors/gateway"
 	"github.com/otherix/otherix/http/client"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/security"
@@ -124,7 +125,8 @@ func TestE2EOwnershipAndRoles(t *testing.T) {
 }
 
 func TestE2ERefreshRotationAndReuse(t *testing.T) {
-	env := startEnv(t)
+	// No grace, so that the replay at once below is theft.
+	env := startEnvWith(t, gateway.IdentityConfig{RefreshGrace: -1})
 	ctx := t.Context()
 	anon := env.client("")
 	first := env.loginPair(adminEmail, adminPassword)

@@ -50,6 +50,13 @@ func startAPI(t *testing.T) *client.Client {
 // sees is checked against control-plane.yaml.
 func startEnv(t *testing.T) *apiEnv {
 	t.Helper()
+	return startEnvWith(t, gateway.IdentityConfig{})
+}
+
+// startEnvWith is startEnv with an identity configuration (the zero value
+// is the production one).
+func startEnvWith(t *testing.T, idc gateway.IdentityConfig) *apiEnv {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	st := storetest.New(t)
@@ -57,7 +64,7 @@ func startEnv(t *testing.T) *apiEnv {
 	// A long job backoff keeps tasks pending after their first (failing,
 	// node-less) attempt, so the tests can observe and cancel them. The
 	// identity configuration is the production one.
-	gw, err := gateway.Start(ctx, st, gateway.Config{JobBackoffBase: time.Minute, JobBackoffMax: time.Minute}, log)
+	gw, err := gateway.Start(ctx, st, gateway.Config{JobBackoffBase: time.Minute, JobBackoffMax: time.Minute, Identity: idc}, log)
 	if err != nil {
 		t.Fatalf("start gateway: %v", err)
 	}

@@ -71,6 +71,8 @@ func (f *fakeIdentity) Refresh(_ context.Context, refreshToken, _ string) (*mess
 
 func (f *fakeIdentity) Logout(context.Context, string) error { return nil }
 
+func (f *fakeIdentity) AllowAnonymous(string) error { return nil }
+
 func fakeUser(id, role string) *messages.UserView {
 	now := time.Now().UTC()
 	return &messages.UserView{ID: id, Email: id + "@example.com", Role: role, CreatedAt: now, UpdatedAt: now, Revision: 2}

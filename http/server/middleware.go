@@ -134,3 +134,15 @@ func (s *Server) bodyLimit(c *gin.Context) {
 	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxBodyBytes)
 	c.Next()
 }
+
+// limitAnonymous charges an unauthenticated request to its client address
+// (the TCP peer: no forwarding header is trusted) and answers 429
+// rate_limited with Retry-After when the address is over its budget, before
+// the body is read or any work is done.
+func (s *Server) limitAnonymous(c *gin.Context) {
+	if err := s.cp.AllowAnonymous(c.ClientIP()); err != nil {
+		s.writeError(c, err)
+		return
+	}
+	c.Next()
+}

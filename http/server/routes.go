@@ -38,7 +38,11 @@ type route struct {
 	// idempotent attaches the Idempotency-Key middleware (writes only, and
 	// never login or refresh, whose bodies hold secrets).
 	idempotent bool
-	handler    gin.HandlerFunc
+	// limited charges the request to its client address's budget for
+	// unauthenticated paths (limitAnonymous): public routes that do work
+	// for anyone (a password hash, an etcd read, a console attach).
+	limited bool
+	handler gin.HandlerFunc
 }
 
 // routeKey identifies a route as gin reports it: "GET /v1/vms/:id".
@@ -64,6 +68,10 @@ func (s *Server) routeTable() []route {
 	public := func(method, path string, h gin.HandlerFunc) route {
 		return route{method: method, path: path, access: accessPublic, handler: h}
 	}
+	limited := func(r route) route {
+		r.limited = true
+		return r
+	}
 	const (
 		vm, task, user, token, audit = security.ResourceVM, security.ResourceTask, security.ResourceUser,
 			security.ResourceToken, security.ResourceAudit
@@ -74,11 +82,11 @@ func (s *Server) routeTable() []route {
 		public(get, "/healthz", s.healthz),
 		public(get, "/readyz", s.readyz),
 		public(get, "/openapi.yaml", s.openapi),
-		public(post, "/v1/auth/login", s.login),
-		public(post, "/v1/auth/refresh", s.refresh),
+		limited(public(post, "/v1/auth/login", s.login)),
+		limited(public(post, "/v1/auth/refresh", s.refresh)),
 		// The refresh token in the body is the credential: logging out must work
 		// after the access token expired, or the session would outlive it.
-		public(post, "/v1/auth/logout", s.logout),
+		limited(public(post, "/v1/auth/logout", s.logout)),
 
 		rbac(post, "/v1/vms", vm, security.VerbCreate, s.createVM),
 		rbac(get, "/v1/vms", vm, security.VerbList, s.listVMs),
@@ -99,7 +107,7 @@ func (s *Server) routeTable() []route {
 		secret(rbac(post, "/v1/vms/:id/console", vm, security.VerbConsole, s.consoleToken)),
 		// The single-use token in the query is the credential: a browser
 		// cannot set headers on a WebSocket.
-		public(get, "/v1/vms/:id/console/ws", s.consoleWS),
+		limited(public(get, "/v1/vms/:id/console/ws", s.consoleWS)),
 
 		rbac(get, "/v1/tasks", task, security.VerbList, s.listTasks),
 		rbac(get, "/v1/tasks/:id", task, security.VerbRead, s.getTask),
@@ -120,7 +128,7 @@ func (s *Server) routeTable() []route {
 		rbac(get, "/v1/audit", audit, security.VerbList, s.listAudit),
 
 		// The CA certificate is public: agents and CLIs pin it by fingerprint.
-		public(get, "/v1/ca", s.caPEM),
+		limited(public(get, "/v1/ca", s.caPEM)),
 
 		// The browser console (ui.go): static code only; the page
 		// authenticates itself through the API.
@@ -160,6 +168,9 @@ func (s *Server) routes() {
 	s.table = make(map[string]route)
 	for _, r := range s.routeTable() {
 		var chain []gin.HandlerFunc
+		if r.limited {
+			chain = append(chain, s.limitAnonymous)
+		}
 		switch r.access {
 		case accessRBAC:
 			chain = append(chain, s.authenticate, s.authorize(r))

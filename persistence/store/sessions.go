@@ -71,9 +71,16 @@ func (s *Store) GetRefreshFamily(ctx context.Context, family string) (*messages.
 
 // RotateRefresh replaces the family's current hash with newHash if
 // presentedHash is the current one, and returns the family's user. Every
-// outcome is one compare-and-set on the row, so of two requests racing with
-// the same token one rotates and the other is then seen as a reuse (strict
-// on purpose: a client that retries a refresh must use the answer it got).
+// outcome is one compare-and-set on the row.
+//
+// The hash rotated out stays acceptable for grace (zero: not at all): of two
+// clients of one session racing to refresh with the same token, the loser
+// presents it moments after the winner rotated it, which is no theft. Within
+// grace such a hash rotates the family again (the loser gets a new token of
+// the same session, and the hash the winner holds gets its own grace); after
+// grace it is a reuse like any older hash. A thief replaying within grace is
+// therefore not caught at once, but whichever of thief and owner presents a
+// token rotated out more than grace ago burns the family, as before.
 //
 // A presentedHash among the recently rotated-out hashes revokes the family
 // with reason "reuse" and returns ErrRefreshReuse together with the family's
@@ -82,7 +89,7 @@ func (s *Store) GetRefreshFamily(ctx context.Context, family string) (*messages.
 // with the user and changes nothing. An expired family, or an unknown hash,
 // returns ErrRefreshInvalid. An unknown hash does not revoke: the family id is
 // not secret, and guessing must not let anyone end other users' sessions.
-func (s *Store) RotateRefresh(ctx context.Context, family, presentedHash, newHash string, now time.Time) (string, error) {
+func (s *Store) RotateRefresh(ctx context.Context, family, presentedHash, newHash string, now time.Time, grace time.Duration) (string, error) {
 	if newHash == "" {
 		return "", fmt.Errorf("store: rotate refresh: empty new hash")
 	}
@@ -101,14 +108,8 @@ func (s *Store) RotateRefresh(ctx context.Context, family, presentedHash, newHas
 			return "", ErrRefreshInvalid
 		}
 		switch {
-		case hashEqual(f.CurrentHash, presentedHash):
-			f.PreviousHashes = append([]string{f.CurrentHash}, f.PreviousHashes...)
-			if len(f.PreviousHashes) > messages.MaxPreviousHashes {
-				f.PreviousHashes = f.PreviousHashes[:messages.MaxPreviousHashes]
-			}
-			f.CurrentHash = newHash
-			f.Generation++
-			f.RotatedAt = now
+		case hashEqual(f.CurrentHash, presentedHash), inGrace(f.Grace, presentedHash, now):
+			rotate(f, newHash, now, grace)
 			err = s.Commit(ctx, NewTxn().Update(RefreshFamilies, f))
 			if err == nil {
 				return f.UserID, nil
@@ -235,7 +236,42 @@ func (s *Store) SweepRefreshFamilies(ctx context.Context, now time.Time) (int, e
 	})
 }
 
+// rotate makes newHash current; the hash it replaces joins the previous
+// hashes and, for grace, the grace list.
+func rotate(f *messages.RefreshFamily, newHash string, now time.Time, grace time.Duration) {
+	var keep []messages.RefreshGrace
+	for _, g := range f.Grace {
+		if now.Before(g.Until) {
+			keep = append(keep, g)
+		}
+	}
+	if grace > 0 {
+		keep = append([]messages.RefreshGrace{{Hash: f.CurrentHash, Until: now.Add(grace)}}, keep...)
+	}
+	if len(keep) > messages.MaxGraceHashes {
+		keep = keep[:messages.MaxGraceHashes]
+	}
+	f.Grace = keep
+	f.PreviousHashes = append([]string{f.CurrentHash}, f.PreviousHashes...)
+	if len(f.PreviousHashes) > messages.MaxPreviousHashes {
+		f.PreviousHashes = f.PreviousHashes[:messages.MaxPreviousHashes]
+	}
+	f.CurrentHash = newHash
+	f.Generation++
+	f.RotatedAt = now
+}
+
+// inGrace reports whether presented is a grace hash still valid at now.
+func inGrace(gs []messages.RefreshGrace, presented string, now time.Time) bool {
+	found := false
+	for _, g := range gs {
+		found = (hashEqual(g.Hash, presented) && now.Before(g.Until)) || found
+	}
+	return found
+}
+
 func revoke(f *messages.RefreshFamily, reason string, now time.Time) {
+	f.Grace = nil
 	f.Revoked = true
 	f.RevokedReason = reason
 	f.RevokedAt = &now

@@ -326,7 +326,7 @@ func TestRefreshRotationAndReuse(t *testing.T) {
 			t.Fatal(err)
 		}
 		clk.Advance(time.Minute)
-		uid, err := s.RotateRefresh(ctx, family, hashOf(tokens[i]), nextHash, clk.Now())
+		uid, err := s.RotateRefresh(ctx, family, hashOf(tokens[i]), nextHash, clk.Now(), 0)
 		if err != nil || uid != "u1" {
 			t.Fatalf("rotation %d = %q, %v", i, uid, err)
 		}
@@ -338,7 +338,7 @@ func TestRefreshRotationAndReuse(t *testing.T) {
 	}
 
 	// A token the family never issued is refused without revoking it.
-	if _, err := s.RotateRefresh(ctx, family, security.HashToken("guess"), "h", clk.Now()); !errors.Is(err, store.ErrRefreshInvalid) {
+	if _, err := s.RotateRefresh(ctx, family, security.HashToken("guess"), "h", clk.Now(), 0); !errors.Is(err, store.ErrRefreshInvalid) {
 		t.Fatalf("unknown secret: %v, want ErrRefreshInvalid", err)
 	}
 	if f, _ := s.GetRefreshFamily(ctx, family); f.Revoked {
@@ -348,7 +348,7 @@ func TestRefreshRotationAndReuse(t *testing.T) {
 	// Replaying a rotated-out token is theft: the family is revoked in the
 	// same write, and the current token fails from then on.
 	_, nextHash, _ := security.RotateRefreshToken(family)
-	uid, err := s.RotateRefresh(ctx, family, hashOf(tokens[1]), nextHash, clk.Now())
+	uid, err := s.RotateRefresh(ctx, family, hashOf(tokens[1]), nextHash, clk.Now(), 0)
 	if !errors.Is(err, store.ErrRefreshReuse) || uid != "u1" {
 		t.Fatalf("reuse = %q, %v; want u1, ErrRefreshReuse", uid, err)
 	}
@@ -359,18 +359,18 @@ func TestRefreshRotationAndReuse(t *testing.T) {
 	// Known tokens of the revoked family are replays, reported with the user
 	// and changing nothing; an unknown secret stays merely invalid.
 	for i, tok := range tokens {
-		uid, err := s.RotateRefresh(ctx, family, hashOf(tok), nextHash, clk.Now())
+		uid, err := s.RotateRefresh(ctx, family, hashOf(tok), nextHash, clk.Now(), 0)
 		if !errors.Is(err, store.ErrRefreshRevokedReplay) || uid != "u1" {
 			t.Fatalf("token %d after reuse = %q, %v; want u1, ErrRefreshRevokedReplay", i, uid, err)
 		}
 	}
-	if _, err := s.RotateRefresh(ctx, family, security.HashToken("guess"), nextHash, clk.Now()); !errors.Is(err, store.ErrRefreshInvalid) {
+	if _, err := s.RotateRefresh(ctx, family, security.HashToken("guess"), nextHash, clk.Now(), 0); !errors.Is(err, store.ErrRefreshInvalid) {
 		t.Fatalf("unknown secret of a revoked family: %v, want ErrRefreshInvalid", err)
 	}
 	if after, err := s.GetRefreshFamily(ctx, family); err != nil || after.Revision != f.Revision {
 		t.Fatalf("a replay against a revoked family changed it: %+v, %v", after, err)
 	}
-	if _, err := s.RotateRefresh(ctx, "nosuchfamily", hashOf(tokens[3]), nextHash, clk.Now()); !errors.Is(err, store.ErrRefreshInvalid) {
+	if _, err := s.RotateRefresh(ctx, "nosuchfamily", hashOf(tokens[3]), nextHash, clk.Now(), 0); !errors.Is(err, store.ErrRefreshInvalid) {
 		t.Fatalf("unknown family: %v, want ErrRefreshInvalid", err)
 	}
 }
@@ -385,7 +385,7 @@ func TestRefreshPreviousHashesBounded(t *testing.T) {
 	}
 	for range messages.MaxPreviousHashes + 4 {
 		_, next, _ := security.RotateRefreshToken(family)
-		if _, err := s.RotateRefresh(ctx, family, hash, next, clk.Now()); err != nil {
+		if _, err := s.RotateRefresh(ctx, family, hash, next, clk.Now(), 0); err != nil {
 			t.Fatal(err)
 		}
 		hash = next
@@ -409,13 +409,13 @@ func TestRefreshReuseDetectedAfterManyRotations(t *testing.T) {
 	stolen := hash
 	for range 40 {
 		_, next, _ := security.RotateRefreshToken(family)
-		if _, err := s.RotateRefresh(ctx, family, hash, next, clk.Now()); err != nil {
+		if _, err := s.RotateRefresh(ctx, family, hash, next, clk.Now(), 0); err != nil {
 			t.Fatal(err)
 		}
 		hash = next
 	}
 	_, next, _ := security.RotateRefreshToken(family)
-	if uid, err := s.RotateRefresh(ctx, family, stolen, next, clk.Now()); !errors.Is(err, store.ErrRefreshReuse) || uid != "u1" {
+	if uid, err := s.RotateRefresh(ctx, family, stolen, next, clk.Now(), 0); !errors.Is(err, store.ErrRefreshReuse) || uid != "u1" {
 		t.Fatalf("replay after 40 rotations = %q, %v; want u1, ErrRefreshReuse", uid, err)
 	}
 }
@@ -438,7 +438,7 @@ func TestRefreshConcurrentRotation(t *testing.T) {
 		_, next, _ := security.RotateRefreshToken(family)
 		wg.Go(func() {
 			<-start
-			_, errs[i] = s.RotateRefresh(ctx, family, hash, next, clk.Now())
+			_, errs[i] = s.RotateRefresh(ctx, family, hash, next, clk.Now(), 0)
 		})
 	}
 	close(start)
@@ -476,11 +476,11 @@ func TestRefreshExpiryRevokeAndSweep(t *testing.T) {
 	}
 
 	clk.Advance(time.Hour)
-	if _, err := s.RotateRefresh(ctx, short, shortHash, "next", clk.Now()); !errors.Is(err, store.ErrRefreshInvalid) {
+	if _, err := s.RotateRefresh(ctx, short, shortHash, "next", clk.Now(), 0); !errors.Is(err, store.ErrRefreshInvalid) {
 		t.Fatalf("expired family: %v, want ErrRefreshInvalid", err)
 	}
 	// Rotation does not extend a family: 47 more hours and it ends too.
-	if _, err := s.RotateRefresh(ctx, long, longHash, "next", clk.Now()); err != nil {
+	if _, err := s.RotateRefresh(ctx, long, longHash, "next", clk.Now(), 0); err != nil {
 		t.Fatal(err)
 	}
 	n, err := s.SweepRefreshFamilies(ctx, clk.Now())
@@ -506,7 +506,7 @@ func TestRefreshExpiryRevokeAndSweep(t *testing.T) {
 		t.Fatalf("after logout: %+v, %v", f, err)
 	}
 	// Its (known) current token is now a replay of a dead session.
-	if _, err := s.RotateRefresh(ctx, long, "next", "again", clk.Now()); !errors.Is(err, store.ErrRefreshRevokedReplay) {
+	if _, err := s.RotateRefresh(ctx, long, "next", "again", clk.Now(), 0); !errors.Is(err, store.ErrRefreshRevokedReplay) {
 		t.Fatalf("revoked family: %v, want ErrRefreshRevokedReplay", err)
 	}
 	if err := s.RevokeFamily(ctx, "nosuchfamily", messages.RevokedLogout); !errors.Is(err, store.ErrRefreshInvalid) {

@@ -1,4 +1,4 @@
-package gateway
+package ratelimit
 
 import (
 	"fmt"
@@ -12,30 +12,30 @@ import (
 // again once buckets refill.
 func TestLimiterFloodCannotResetVictim(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
-	l := newLimiterMap(5, 5, 10)
+	l := New(5, 5, 10)
 	for i := range 5 {
-		if !l.allow("victim@example.com", now) {
+		if !l.Allow("victim@example.com", now) {
 			t.Fatalf("attempt %d refused", i)
 		}
 	}
-	if l.allow("victim@example.com", now) {
+	if l.Allow("victim@example.com", now) {
 		t.Fatal("sixth attempt allowed")
 	}
 	for i := range 100 {
-		l.allow(fmt.Sprintf("junk%d@example.com", i), now)
+		l.Allow(fmt.Sprintf("junk%d@example.com", i), now)
 	}
-	if l.allow("victim@example.com", now) {
+	if l.Allow("victim@example.com", now) {
 		t.Fatal("flooding the map reset the victim's bucket")
 	}
 	if len(l.m) > l.max {
 		t.Fatalf("map holds %d keys, max %d", len(l.m), l.max)
 	}
-	if l.allow("newcomer@example.com", now) {
+	if l.Allow("newcomer@example.com", now) {
 		t.Fatal("a new key was admitted while every bucket is draining")
 	}
 	// Once the junk buckets have refilled they may go, and new keys get in.
 	later := now.Add(2 * time.Minute)
-	if !l.allow("newcomer@example.com", later) {
+	if !l.Allow("newcomer@example.com", later) {
 		t.Fatal("new key refused after the buckets refilled")
 	}
 }
@@ -49,17 +49,33 @@ func TestSourceKey(t *testing.T) {
 		"fe80::1%eth0":               "fe80::/64",
 		"not-an-ip":                  "not-an-ip",
 	} {
-		if got := sourceKey(in); got != want {
-			t.Errorf("sourceKey(%q) = %q, want %q", in, got, want)
+		if got := SourceKey(in); got != want {
+			t.Errorf("SourceKey(%q) = %q, want %q", in, got, want)
 		}
 	}
 	// Two addresses of one /64 share a bucket.
-	l := newSourceLimiterMap(1, 1, 10)
+	l := NewBySource(1, 1, 10)
 	now := time.Unix(1_700_000_000, 0)
-	if !l.allow("2001:db8::1", now) || l.allow("2001:db8::2", now) {
+	if !l.Allow("2001:db8::1", now) || l.Allow("2001:db8::2", now) {
 		t.Fatal("addresses of one /64 did not share a bucket")
 	}
-	if !l.allow("2001:db8:0:1::1", now) {
+	if !l.Allow("2001:db8:0:1::1", now) {
 		t.Fatal("another /64 was limited")
+	}
+}
+
+// TestTakeRetryAfter: a refused take says how long until the next token.
+func TestTakeRetryAfter(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	l := New(6, 1, 10) // one token per 10s
+	if ok, _ := l.Take("k", now); !ok {
+		t.Fatal("first take refused")
+	}
+	ok, wait := l.Take("k", now.Add(4*time.Second))
+	if ok || wait < 5*time.Second || wait > 6*time.Second {
+		t.Fatalf("take = %v, wait %v; want refused with about 6s", ok, wait)
+	}
+	if ok, _ := l.Take("k", now.Add(10*time.Second)); !ok {
+		t.Fatal("take refused once the token refilled")
 	}
 }
