@@ -159,5 +159,5 @@ func ValidateNodeOverlay(o *NodeOverlay) error {
 	default:
 		return Invalid("overlay.wireguard", "must be kernel or userspace")
 	}
-	return nil
+	return validateConflicts(o.Conflicts)
 }
