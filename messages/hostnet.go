@@ -58,7 +58,8 @@ func (c HostConflict) String() string {
 const (
 	MaxHostPrefixes = 256
 	maxHostSource   = 96
-	maxConflicts    = 64
+	// MaxHostConflicts bounds the conflicts a heartbeat carries.
+	MaxHostConflicts = 64
 )
 
 // ValidateHostPrefixes checks the prefixes a heartbeat reports.
@@ -79,8 +80,8 @@ func ValidateHostPrefixes(ps []HostPrefix) error {
 
 // validateConflicts checks the conflicts a heartbeat reports.
 func validateConflicts(cs []HostConflict) error {
-	if len(cs) > maxConflicts {
-		return Invalid("overlay.conflicts", "at most %d entries", maxConflicts)
+	if len(cs) > MaxHostConflicts {
+		return Invalid("overlay.conflicts", "at most %d entries", MaxHostConflicts)
 	}
 	for _, c := range cs {
 		if len(c.Prefix)+len(c.Use)+len(c.Taken)+len(c.Source) > 4*maxHostSource {
