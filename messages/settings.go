@@ -145,10 +145,13 @@ var (
 	// resolvers, gateway or the control plane's address).
 	ErrSupernetHostConflict = &Error{Kind: KindConflict, Code: "supernet_host_conflict",
 		Message: "the overlay supernet overlaps a prefix a node's host routes"}
-	// ErrSupernetInUse refuses moving the overlay supernet while nodes hold
-	// tunnel addresses outside the new one.
-	ErrSupernetInUse = &Error{Kind: KindConflict, Code: "supernet_in_use",
-		Message: "nodes hold tunnel addresses outside the new overlay supernet"}
+	// ErrSupernetTooSmall refuses an overlay supernet with fewer node
+	// addresses than nodes hold (each is re-addressed into it).
+	ErrSupernetTooSmall = &Error{Kind: KindConflict, Code: "supernet_too_small",
+		Message: "the overlay supernet has fewer addresses than the cluster has nodes"}
+	// ErrUnderlayMTUInUse refuses an underlay MTU too small for a network.
+	ErrUnderlayMTUInUse = &Error{Kind: KindConflict, Code: "underlay_mtu_in_use",
+		Message: "a network's mtu does not fit the new underlay mtu"}
 	// ErrVNIRangeInUse refuses a VNI range that leaves out the VNI of an
 	// existing overlay network.
 	ErrVNIRangeInUse = &Error{Kind: KindConflict, Code: "vni_range_in_use",

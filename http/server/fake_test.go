@@ -34,6 +34,7 @@ type fakeCP struct {
 	*fakeIdentity
 	*fakeNodes
 	*fakeNetworks
+	*fakeSettings
 	// consoles backs IssueConsoleToken and AttachConsole (console_test.go).
 	consoles fakeConsoles
 }
@@ -42,7 +43,7 @@ var _ ControlPlane = (*fakeCP)(nil)
 
 func newFakeCP() *fakeCP {
 	return &fakeCP{idem: newMemIdempotency(), fakeIdentity: newFakeIdentity(), fakeNodes: newFakeNodes(),
-		fakeNetworks: newFakeNetworks(),
+		fakeNetworks: newFakeNetworks(), fakeSettings: newFakeSettings(),
 		consoles:     fakeConsoles{used: map[string]bool{}}}
 }
 
