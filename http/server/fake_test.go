@@ -44,7 +44,7 @@ var _ ControlPlane = (*fakeCP)(nil)
 func newFakeCP() *fakeCP {
 	return &fakeCP{idem: newMemIdempotency(), fakeIdentity: newFakeIdentity(), fakeNodes: newFakeNodes(),
 		fakeNetworks: newFakeNetworks(), fakeSettings: newFakeSettings(),
-		consoles:     fakeConsoles{used: map[string]bool{}}}
+		consoles: fakeConsoles{used: map[string]bool{}}}
 }
 
 func (f *fakeCP) Ready(context.Context) error { return f.readyErr }
