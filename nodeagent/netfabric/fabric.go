@@ -123,6 +123,9 @@ func New(opts Options) (*Fabric, error) {
 	return &Fabric{opts: opts, ns: ns, nl: nl, key: key}, nil
 }
 
+// WireGuardIf is the name of the WireGuard interface.
+func (f *Fabric) WireGuardIf() string { return f.opts.WireGuardIf }
+
 // PublicKey is the node's WireGuard public key (base64). The private key
 // stays in Options.KeyDir.
 func (f *Fabric) PublicKey() string { return f.key.public() }
