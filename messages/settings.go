@@ -158,6 +158,20 @@ var (
 		Message: "an overlay network's vni is outside the new range"}
 )
 
+// ErrNetworkHostConflict refuses a network whose CIDR overlaps a prefix a
+// node's host already routes.
+var ErrNetworkHostConflict = &Error{Kind: KindConflict, Code: "network_host_conflict",
+	Message: "the cidr overlaps a prefix a node's host routes"}
+
+// NetworkHostConflict is the refusal of cidr for a node whose host
+// already routes taken.
+func NetworkHostConflict(cidr, node string, taken HostPrefix) *Error {
+	e := ErrNetworkHostConflict.WithDetail("node", node).WithDetail("prefix", taken.Prefix).WithDetail("source", taken.Source)
+	e.Message = fmt.Sprintf("cidr %s overlaps %s (%s) on node %s; its bridge route would capture the host's traffic",
+		cidr, taken.Prefix, taken.Source, node)
+	return e
+}
+
 // SupernetHostConflict is the refusal of supernet for a node whose host
 // already routes taken.
 func SupernetHostConflict(supernet, node string, taken HostPrefix) *Error {

@@ -130,6 +130,31 @@ func checkSettings(cur, next messages.Settings, v *store.SettingsView) error {
 	return nil
 }
 
+// checkNetworkHosts refuses a network whose CIDR overlaps a prefix a node
+// reported its host uses: every node's agent would refuse its data plane
+// once a VM on it landed there (its bridge route would capture the host's
+// traffic). Networks are few and created rarely: reading every node is fine.
+func (g *Gateway) checkNetworkHosts(ctx context.Context, n *messages.Network) error {
+	p := n.Prefix()
+	var found error
+	err := listAll(ctx, func(pg store.Page) ([]*messages.Node, string, error) {
+		if found != nil {
+			return nil, "", nil
+		}
+		return store.List[messages.Node](ctx, g.st, store.Nodes, pg)
+	}, func(node *messages.Node) {
+		for _, hp := range node.Status.HostPrefixes {
+			if t, err := netip.ParsePrefix(hp.Prefix); found == nil && err == nil && t.Overlaps(p) {
+				found = messages.NetworkHostConflict(n.CIDR, node.Name, hp)
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return found
+}
+
 // dropSettings makes the next heartbeat read the settings again.
 func (c *heartbeatCache) dropSettings() {
 	c.mu.Lock()

@@ -60,6 +60,12 @@ func TestSettingsCheckedAgainstCluster(t *testing.T) {
 	if _, err := g.CreateNetwork(ctx, messages.CreateNetworkRequest{Name: "web", CIDR: "10.50.0.0/24"}); err != nil {
 		t.Fatal(err)
 	}
+	// A network over a node's LAN would be refused by that node's agent:
+	// the control plane refuses it first.
+	_, err = g.CreateNetwork(ctx, messages.CreateNetworkRequest{Name: "lan", CIDR: "192.168.7.0/25"})
+	if e := wantCode(t, err, "network_host_conflict"); !strings.Contains(e.Message, "192.168.7.0/24 (route dev eth0) on node n1") {
+		t.Fatalf("network over a node's lan: %v", e)
+	}
 	refused := []struct {
 		name  string
 		patch messages.SettingsPatch
