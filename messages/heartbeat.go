@@ -43,6 +43,12 @@ type Heartbeat struct {
 	// omitted ones and must not read their absence as "gone".
 	OmittedVMs    int `json:"omitted_vms,omitempty"`
 	OmittedImages int `json:"omitted_images,omitempty"`
+	// HostPrefixes are the IPv4 prefixes the node's host already uses
+	// (addresses, routes, resolvers, gateway, the control plane's
+	// address), compacted to MaxHostPrefixes; the control plane refuses an
+	// overlay supernet that overlaps any. Nil from an agent with no data
+	// plane, which installs nothing.
+	HostPrefixes []HostPrefix `json:"host_prefixes,omitempty"`
 }
 
 // NodeOverlay is what the control plane needs to put a node in the mesh:
@@ -57,6 +63,10 @@ type NodeOverlay struct {
 	TunnelOffload bool   `json:"tunnel_offload,omitempty"`
 	Reconciled    bool   `json:"reconciled"`
 	Error         string `json:"error,omitempty"` // the last reconcile's failure
+	// Conflicts are the prefixes the last reconcile refused to install
+	// because the host already routes them; the node's
+	// HostNetworkConflict condition is made from them.
+	Conflicts []HostConflict `json:"conflicts,omitempty"`
 }
 
 // NodeCapacity is what a node offers.
@@ -180,5 +190,11 @@ type NodeStatus struct {
 	// for its reconcile outcome, which the actor holds in memory (and
 	// repeats in Message while it fails).
 	Overlay *NodeOverlay `json:"overlay,omitempty"`
-	Message string       `json:"message,omitempty"`
+	// HostPrefixes are what the host reported it already routes (see
+	// Heartbeat.HostPrefixes), kept to validate settings changes.
+	HostPrefixes []HostPrefix `json:"host_prefixes,omitempty"`
+	// Conditions are named facts about the node, such as
+	// HostNetworkConflict.
+	Conditions []Condition `json:"conditions,omitempty"`
+	Message    string      `json:"message,omitempty"`
 }

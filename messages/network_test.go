@@ -49,7 +49,7 @@ func TestBuildNetwork(t *testing.T) {
 	if n, err := BuildNetwork(CreateNetworkRequest{Name: "c", CIDR: "10.12.0.0/24", MTU: 1300}, st); err != nil || n.MTU != 1300 {
 		t.Fatalf("smaller mtu: %+v %v", n, err)
 	}
-	if _, err := BuildNetwork(CreateNetworkRequest{Name: "d", CIDR: "10.241.0.0/16"}, st); !isCode(err, "network_overlap") {
+	if _, err := BuildNetwork(CreateNetworkRequest{Name: "d", CIDR: "100.87.128.0/24"}, st); !isCode(err, "network_overlap") {
 		t.Fatalf("supernet overlap: %v", err)
 	}
 	if _, err := BuildNetwork(CreateNetworkRequest{Name: "e", CIDR: "10.13.0.0/24", Type: "vlan"}, st); KindOf(err) != KindInvalid {

@@ -15,9 +15,10 @@ const (
 	NodeGone        = "gone"        // unreachable for longer than the gone period
 )
 
-// WireGuardListenPort is the UDP port every node's WireGuard listener uses,
-// sent down as DesiredOverlay.ListenPort; the agent's netfabric defaults to
-// the same port (netfabric.DefaultListenPort).
+// WireGuardListenPort is the default of the settings' wireguard_port, the
+// UDP port of every node's WireGuard listener sent down as
+// DesiredOverlay.ListenPort; the agent's netfabric defaults to the same port
+// (netfabric.DefaultListenPort).
 const WireGuardListenPort = 51820
 
 // Node is an enrolled hypervisor host.
@@ -159,5 +160,5 @@ func ValidateNodeOverlay(o *NodeOverlay) error {
 	default:
 		return Invalid("overlay.wireguard", "must be kernel or userspace")
 	}
-	return nil
+	return validateConflicts(o.Conflicts)
 }

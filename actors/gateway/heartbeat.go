@@ -60,7 +60,14 @@ func (g *Gateway) Heartbeat(ctx context.Context, cert *x509.Certificate, hb mess
 	if err := messages.ValidateNodeOverlay(hb.Overlay); errors.As(err, &me) {
 		return refuse(me, "overlay_endpoint", hb.Overlay.Endpoint)
 	}
-	n, err := g.askNode(id, node.Heartbeat{Observed: hb, Now: now, Fingerprint: fp})
+	if err := messages.ValidateHostPrefixes(hb.HostPrefixes); errors.As(err, &me) {
+		return refuse(me, "host_prefixes", len(hb.HostPrefixes))
+	}
+	settings, err := g.hb.settings(ctx, g.st)
+	if err != nil {
+		return nil, err
+	}
+	n, err := g.askNode(id, node.Heartbeat{Observed: hb, Now: now, Fingerprint: fp, Supernet: settings.OverlaySupernet})
 	if err != nil {
 		if messages.KindOf(err) == messages.KindNotFound {
 			g.hb.dropNode(name)
@@ -68,11 +75,7 @@ func (g *Gateway) Heartbeat(ctx context.Context, cert *x509.Certificate, hb mess
 		}
 		return nil, err
 	}
-	settings, err := g.hb.settings(ctx, g.st)
-	if err != nil {
-		return nil, err
-	}
-	overlay, err := g.desiredOverlay(ctx, n)
+	overlay, err := g.desiredOverlay(ctx, n, settings.WireGuardPort)
 	if err != nil {
 		return nil, err
 	}

@@ -36,6 +36,9 @@ func (g *Gateway) CreateNetwork(ctx context.Context, req messages.CreateNetworkR
 	if err != nil {
 		return nil, err
 	}
+	if err := g.checkNetworkHosts(ctx, n); err != nil {
+		return nil, err
+	}
 	n.ID = messages.NewID()
 	n.GatewayMAC = messages.GatewayMAC(n.ID)
 	n.CreatedAt = g.st.Now().UTC()

@@ -306,7 +306,8 @@ func (v *overlayView) assemble(name string) *messages.DesiredOverlay {
 
 // desiredOverlay is n's overlay for its heartbeat response: nil until n has
 // reported a WireGuard key and holds a tunnel IP.
-func (g *Gateway) desiredOverlay(ctx context.Context, n *messages.Node) (*messages.DesiredOverlay, error) {
+// port is the settings' WireGuard port.
+func (g *Gateway) desiredOverlay(ctx context.Context, n *messages.Node, port int) (*messages.DesiredOverlay, error) {
 	if n == nil || n.TunnelIP == "" || n.Status.Overlay == nil || n.Status.Overlay.PublicKey == "" {
 		return nil, nil
 	}
@@ -314,5 +315,13 @@ func (g *Gateway) desiredOverlay(ctx context.Context, n *messages.Node) (*messag
 	if err != nil {
 		return nil, err
 	}
-	return v.desired(n.ID, n.Name, n.TunnelIP)
+	d, err := v.desired(n.ID, n.Name, n.TunnelIP)
+	if err != nil || port == 0 || port == d.ListenPort {
+		return d, err
+	}
+	// The port is a setting, not part of the view: it changes the revision
+	// like the tunnel IP does.
+	d.ListenPort = port
+	d.Revision = overlayRevision(sha256.Sum256([]byte(d.Revision)), fmt.Sprintf("%s:%d", n.TunnelIP, port))
+	return d, nil
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"reflect"
 	"time"
 
@@ -268,11 +269,14 @@ func (a *nodeActor) heartbeat(ctx actor.Context, sender *actor.PID, m Heartbeat)
 	if o := next.Status.Overlay; o != nil && o.Error != "" {
 		next.Status.Message = "overlay: " + o.Error
 	}
+	next.Status.HostPrefixes = nilIfEmpty(hb.HostPrefixes)
+	next.Status.Conditions = hostConditions(a.node.Status.Conditions, hb.Overlay, now)
 	a.tellVMs(ctx, next.Name, hb.VMs)
 	// A node joins the mesh when it first reports its key: it gets its
 	// tunnel address in the write that records the key. A node without a
 	// data plane never takes one.
-	join := next.Status.Overlay != nil && next.Status.Overlay.PublicKey != "" && next.TunnelIP == ""
+	join := next.Status.Overlay != nil && next.Status.Overlay.PublicKey != "" &&
+		(next.TunnelIP == "" || outside(next.TunnelIP, m.Supernet))
 	if !join && !changed(a.node, &next) {
 		a.node = &next
 		a.reply(ctx, sender, Reply{Node: a.view()})
@@ -328,6 +332,37 @@ func changed(old, next *messages.Node) bool {
 	o.Status.Overlay, n.Status.Overlay = overlayIdentity(o.Status.Overlay), overlayIdentity(n.Status.Overlay)
 	o.Status.QEMUVersions, o.Status.Pools = nilIfEmpty(o.Status.QEMUVersions), nilIfEmpty(o.Status.Pools)
 	return !reflect.DeepEqual(o, n)
+}
+
+// outside reports a tunnel address that is not in supernet: the settings
+// moved the supernet since the address was allocated.
+func outside(tunnelIP, supernet string) bool {
+	p, err := netip.ParsePrefix(supernet)
+	if err != nil {
+		return false
+	}
+	ip, err := netip.ParseAddr(tunnelIP)
+	return err == nil && !p.Contains(ip)
+}
+
+// hostConditions are the node's conditions after a heartbeat: the
+// HostNetworkConflict condition follows the conflicts the agent reports
+// (set False once a data plane reports none, absent without a data plane),
+// keeping its transition time while its status holds.
+func hostConditions(prev []messages.Condition, o *messages.NodeOverlay, now time.Time) []messages.Condition {
+	var out []messages.Condition
+	var old *messages.Condition
+	for i, c := range prev {
+		if c.Type == messages.NodeConditionHostNetworkConflict {
+			old = &prev[i]
+			continue
+		}
+		out = append(out, c)
+	}
+	if o != nil {
+		out = append(out, messages.HostNetworkCondition(o.Conflicts, old, now))
+	}
+	return out
 }
 
 func nilIfEmpty[T any](s []T) []T {

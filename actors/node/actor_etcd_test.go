@@ -5,6 +5,7 @@ package node_test
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -202,7 +203,7 @@ func TestNodeActorOverlay(t *testing.T) {
 	h.ask(hb(2, t0))
 	v := h.version()
 	n := h.ask(withOverlay(t0.Add(time.Second), "192.0.2.1:51820", ""))
-	if n.TunnelIP != "10.240.0.1" || n.Status.Overlay == nil || n.Status.Overlay.WireGuard != "kernel" || h.version() != v+1 {
+	if n.TunnelIP != "100.87.0.1" || n.Status.Overlay == nil || n.Status.Overlay.WireGuard != "kernel" || h.version() != v+1 {
 		t.Fatalf("join: %+v, version %d want %d", n, h.version(), v+1)
 	}
 	h.ask(withOverlay(t0.Add(2*time.Second), "192.0.2.1:51820", ""))
@@ -212,12 +213,60 @@ func TestNodeActorOverlay(t *testing.T) {
 	}
 	n = h.ask(withOverlay(t0.Add(4*time.Second), "192.0.2.9:51820", ""))
 	row, err := h.st.GetNode(t.Context(), h.nodeID)
-	if err != nil || h.version() != v+2 || row.Status.Overlay.Endpoint != "192.0.2.9:51820" || row.TunnelIP != "10.240.0.1" ||
+	if err != nil || h.version() != v+2 || row.Status.Overlay.Endpoint != "192.0.2.9:51820" || row.TunnelIP != "100.87.0.1" ||
 		n.Status.Message != "" {
 		t.Fatalf("new endpoint: %+v %v, version %d", row, err, h.version())
 	}
 	h.ask(node.Delete{})
-	if _, err := h.st.TunnelIPOwner(t.Context(), "10.240.0.1"); messages.KindOf(err) != messages.KindNotFound {
+	if _, err := h.st.TunnelIPOwner(t.Context(), "100.87.0.1"); messages.KindOf(err) != messages.KindNotFound {
 		t.Fatalf("tunnel ip still held after delete: %v", err)
+	}
+}
+
+// TestNodeActorHostConflictCondition: conflicts the agent reports make the
+// HostNetworkConflict condition True with each collision in its message,
+// written to the row (other replicas and node describe read it there) once,
+// not at every heartbeat; the host's prefixes are written when they change;
+// a clean reconcile turns the condition False with a new transition time.
+func TestNodeActorHostConflictCondition(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	h := start(t, t0)
+	conflict := messages.HostConflict{Prefix: "10.240.0.0/12", Use: "overlay supernet on oxwg0", Taken: "10.255.255.53/32", Source: "resolver /etc/resolv.conf"}
+	taken := []messages.HostPrefix{{Prefix: "10.255.255.53/32", Source: "resolver /etc/resolv.conf"}}
+	beat := func(now time.Time, cs ...messages.HostConflict) *messages.Node {
+		m := hb(2, now)
+		m.Observed.Overlay = &messages.NodeOverlay{PublicKey: "k1", Endpoint: "192.0.2.1:51820", WireGuard: "userspace", Conflicts: cs}
+		m.Observed.HostPrefixes = taken
+		return h.ask(m)
+	}
+	beat(t0)
+	v := h.version()
+	beat(t0.Add(time.Second), conflict)
+	row, err := h.st.GetNode(t.Context(), h.nodeID)
+	if err != nil || h.version() != v+1 {
+		t.Fatalf("conflict not written: %v, version %d want %d", err, h.version(), v+1)
+	}
+	c := row.Status.Conditions
+	if len(c) != 1 || c[0].Type != "HostNetworkConflict" || c[0].Status != "True" || c[0].Reason != "PrefixOverlapsHost" ||
+		!strings.Contains(c[0].Message, "overlay supernet on oxwg0 10.240.0.0/12 overlaps 10.255.255.53/32 (resolver /etc/resolv.conf)") ||
+		!c[0].LastTransitionTime.Equal(t0.Add(time.Second)) {
+		t.Fatalf("conditions %+v", c)
+	}
+	if len(row.Status.HostPrefixes) != 1 || row.Status.HostPrefixes[0] != taken[0] {
+		t.Fatalf("host prefixes %+v", row.Status.HostPrefixes)
+	}
+	beat(t0.Add(2*time.Second), conflict)
+	if h.version() != v+1 {
+		t.Fatalf("the same conflict wrote the row again: version %d", h.version())
+	}
+	n := beat(t0.Add(3 * time.Second))
+	c = n.Status.Conditions
+	if h.version() != v+2 || len(c) != 1 || c[0].Status != "False" || c[0].Reason != "NoConflict" || !c[0].LastTransitionTime.Equal(t0.Add(3*time.Second)) {
+		t.Fatalf("after a clean reconcile: version %d, %+v", h.version(), c)
+	}
+	taken = append(taken, messages.HostPrefix{Prefix: "192.0.2.0/24", Source: "route dev eth0"})
+	beat(t0.Add(4 * time.Second))
+	if row, err := h.st.GetNode(t.Context(), h.nodeID); err != nil || h.version() != v+3 || len(row.Status.HostPrefixes) != 2 {
+		t.Fatalf("new host prefix not written: %v, version %d", err, h.version())
 	}
 }

@@ -15,6 +15,10 @@ type Heartbeat struct {
 	// node's current one, the certificate a renewal replaced stops being
 	// accepted.
 	Fingerprint string
+	// Supernet is the settings' overlay supernet as the heartbeat saw it; a
+	// tunnel address outside it (the settings moved it) is re-allocated.
+	// Empty: not checked.
+	Supernet string
 }
 
 // RenewCert records a renewed certificate. Presented, the certificate the

@@ -10,8 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"time"
 
 	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/nodeagent/hostroutes"
 	"github.com/otherix/otherix/nodeagent/netfabric"
 	"github.com/otherix/otherix/nodeagent/overlay"
 )
@@ -103,6 +105,9 @@ func startDataPlane(ctx context.Context, log *slog.Logger, o overlayOptions, sta
 	}
 	dp := &dataPlane{}
 	fab, err := netfabric.New(netfabric.Options{
+		// The data plane must never route the control plane's address
+		// into the mesh: the node would lose its heartbeats.
+		HostExtra:       controlPlaneEntries(ctx, log, server),
 		WireGuard:       o.wireguard,
 		WireGuardIf:     o.wireguardIf,
 		NoTunnelOffload: !o.tunnelOffload,
@@ -166,6 +171,45 @@ func hostTowards(server string) (string, error) {
 	}
 	defer c.Close()
 	return c.LocalAddr().(*net.UDPAddr).IP.String(), nil
+}
+
+// controlPlaneEntries are the control plane's addresses, which the data
+// plane must not route over. A name is resolved once, at start; when it
+// cannot be, the check goes on without it (the routes towards it are
+// checked anyway).
+func controlPlaneEntries(ctx context.Context, log *slog.Logger, server string) []hostroutes.Entry {
+	u, err := url.Parse(server)
+	if err != nil {
+		return nil
+	}
+	var addrs []netip.Addr
+	if a, err := netip.ParseAddr(u.Hostname()); err == nil {
+		addrs = append(addrs, a)
+	} else {
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		ips, err := net.DefaultResolver.LookupNetIP(lctx, "ip4", u.Hostname())
+		if err != nil {
+			log.Warn("resolve the control plane for the host route check", "server", server, "err", err)
+		}
+		addrs = append(addrs, ips...)
+	}
+	var out []hostroutes.Entry
+	for _, a := range addrs {
+		if a = a.Unmap(); a.Is4() {
+			out = append(out, hostroutes.Entry{Prefix: netip.PrefixFrom(a, 32), Source: "control plane"})
+		}
+	}
+	return out
+}
+
+// hostPrefixes is what the heartbeat reports the host uses; nil without a
+// data plane.
+func (dp *dataPlane) hostPrefixes() []messages.HostPrefix {
+	if dp == nil {
+		return nil
+	}
+	return dp.runner.HostPrefixes()
 }
 
 // status is the heartbeat's overlay; nil without a data plane.

@@ -234,6 +234,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 				Images:          vms.Images(),
 				Overlay:         dp.status(),
 				OverlayRevision: dp.revision(),
+				HostPrefixes:    dp.hostPrefixes(),
 			}
 		},
 		OnDesired: dp.setDesired,

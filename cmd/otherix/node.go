@@ -163,7 +163,12 @@ func describeNode(w io.Writer, n *messages.Node, now time.Time) error {
 		}
 	}
 	field(0, "Certificate", fmt.Sprintf("%s, expires %s", orNone(n.CertFingerprint), n.CertNotAfter.UTC().Format(time.RFC3339)))
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// HostNetworkConflict names each prefix the agent refused and what of
+	// the host's it collides with.
+	return describeConditions(w, st.Conditions, now)
 }
 
 // bytesText renders a size in GiB with one decimal.

@@ -63,6 +63,8 @@ type ControlPlane interface {
 	Nodes
 	// Networks manages networks.
 	Networks
+	// ClusterSettings reads and changes the cluster settings.
+	ClusterSettings
 }
 
 // Networks is what the network handlers need. A ref is a network's name or

@@ -34,6 +34,7 @@ type fakeCP struct {
 	*fakeIdentity
 	*fakeNodes
 	*fakeNetworks
+	*fakeSettings
 	// consoles backs IssueConsoleToken and AttachConsole (console_test.go).
 	consoles fakeConsoles
 }
@@ -42,8 +43,8 @@ var _ ControlPlane = (*fakeCP)(nil)
 
 func newFakeCP() *fakeCP {
 	return &fakeCP{idem: newMemIdempotency(), fakeIdentity: newFakeIdentity(), fakeNodes: newFakeNodes(),
-		fakeNetworks: newFakeNetworks(),
-		consoles:     fakeConsoles{used: map[string]bool{}}}
+		fakeNetworks: newFakeNetworks(), fakeSettings: newFakeSettings(),
+		consoles: fakeConsoles{used: map[string]bool{}}}
 }
 
 func (f *fakeCP) Ready(context.Context) error { return f.readyErr }

@@ -44,7 +44,7 @@ func TestNetworksAPI(t *testing.T) {
 			t.Fatalf("cidr %s: %v", cidr, err)
 		}
 	}
-	if _, err := admin.CreateNetwork(ctx, messages.CreateNetworkRequest{Name: "x", CIDR: "10.240.0.0/16"}); client.ErrorCode(err) != "network_overlap" {
+	if _, err := admin.CreateNetwork(ctx, messages.CreateNetworkRequest{Name: "x", CIDR: "100.87.0.0/24"}); client.ErrorCode(err) != "network_overlap" {
 		t.Fatalf("supernet: %v", err)
 	}
 	if _, err := dev.CreateNetwork(ctx, messages.CreateNetworkRequest{Name: "red", CIDR: "10.12.0.0/24"}); client.ErrorCode(err) != "forbidden" {

@@ -76,6 +76,7 @@ func (s *Server) routeTable() []route {
 		vm, task, user, token, audit = security.ResourceVM, security.ResourceTask, security.ResourceUser,
 			security.ResourceToken, security.ResourceAudit
 		node, joinToken, network   = security.ResourceNode, security.ResourceJoinToken, security.ResourceNetwork
+		settings                   = security.ResourceSettings
 		get, post, patch, put, del = http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodPut, http.MethodDelete
 	)
 	t := []route{
@@ -150,6 +151,9 @@ func (s *Server) routeTable() []route {
 		rbac(get, "/v1/networks/:name", network, security.VerbRead, s.getNetwork),
 		rbac(patch, "/v1/networks/:name", network, security.VerbUpdate, s.updateNetwork),
 		rbac(del, "/v1/networks/:name", network, security.VerbDelete, s.deleteNetwork),
+
+		rbac(get, "/v1/cluster/settings", settings, security.VerbRead, s.getSettings),
+		rbac(patch, "/v1/cluster/settings", settings, security.VerbUpdate, s.updateSettings),
 	}
 	if s.metrics != nil {
 		m := route{method: get, path: "/metrics", access: accessPublic, handler: s.metrics.handler()}

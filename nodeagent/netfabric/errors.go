@@ -10,6 +10,9 @@ var (
 	ErrInvalid = errors.New("netfabric: invalid configuration")
 	// ErrNoWireGuard reports that the requested WireGuard implementation is not available.
 	ErrNoWireGuard = errors.New("netfabric: wireguard implementation unavailable")
+	// ErrHostConflict reports a Desired state that would route over
+	// prefixes the host already uses (see HostConflictError).
+	ErrHostConflict = errors.New("netfabric: prefix overlaps the host's")
 	// ErrClosed reports use of a closed Fabric.
 	ErrClosed = errors.New("netfabric: fabric closed")
 )

@@ -9,6 +9,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/otherix/otherix/nodeagent/hostroutes"
 	"github.com/otherix/otherix/nodeagent/wgtun"
 )
 
@@ -42,6 +43,12 @@ type Options struct {
 	// even where the kernel's TUN takes UDP tunnel GSO (nodeagent/wgtun),
 	// which moves VXLAN traffic in 64 KiB batches instead of per packet.
 	NoTunnelOffload bool
+	// ResolvConf are the resolv.conf files whose nameservers the data
+	// plane must never route over; nil means hostroutes.DefaultResolvConf.
+	ResolvConf []string
+	// HostExtra are more prefixes it must never route over, such as the
+	// control plane's address.
+	HostExtra []hostroutes.Entry
 }
 
 // Fabric converges the data plane of one node. Reconcile calls are
@@ -116,6 +123,9 @@ func New(opts Options) (*Fabric, error) {
 	return &Fabric{opts: opts, ns: ns, nl: nl, key: key}, nil
 }
 
+// WireGuardIf is the name of the WireGuard interface.
+func (f *Fabric) WireGuardIf() string { return f.opts.WireGuardIf }
+
 // PublicKey is the node's WireGuard public key (base64). The private key
 // stays in Options.KeyDir.
 func (f *Fabric) PublicKey() string { return f.key.public() }
@@ -154,6 +164,9 @@ func (f *Fabric) Close() error {
 
 // Reconcile converges the node to d. It applies what it can and returns the
 // first error; a later call with the same d picks up where it stopped.
+// First it checks every address and route d would install against what the
+// host already uses (hostroutes): on any overlap it returns a
+// *HostConflictError (ErrHostConflict) and changes nothing.
 func (f *Fabric) Reconcile(ctx context.Context, d Desired) (Report, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -163,6 +176,9 @@ func (f *Fabric) Reconcile(ctx context.Context, d Desired) (Report, error) {
 	}
 	pl, err := f.plan(d)
 	if err != nil {
+		return rep, err
+	}
+	if err := f.checkHost(pl, &rep); err != nil {
 		return rep, err
 	}
 	steps := []struct {

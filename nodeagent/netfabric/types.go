@@ -14,6 +14,8 @@ package netfabric
 import (
 	"net"
 	"net/netip"
+
+	"github.com/otherix/otherix/nodeagent/hostroutes"
 )
 
 // Network types.
@@ -116,6 +118,11 @@ type Report struct {
 	// TunnelOffload says userspace WireGuard's TUN takes VXLAN in UDP
 	// tunnel GSO batches (nodeagent/wgtun).
 	TunnelOffload bool
+	// HostPrefixes are the prefixes the host already uses (not counting
+	// the links netfabric owns), broadest first, at most MaxHostPrefixes.
+	HostPrefixes []hostroutes.Entry
+	// Conflicts are the claims that overlapped them: Reconcile refused.
+	Conflicts []hostroutes.Conflict
 }
 
 func (r *Report) add(format string, args ...any) {

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/nodeagent/hostroutes"
 	"github.com/otherix/otherix/nodeagent/netfabric"
 )
 
@@ -129,4 +130,37 @@ func nicsFrom(vmID string, nics []messages.NICStatus) ([]netfabric.NIC, error) {
 		out = append(out, nic)
 	}
 	return out, nil
+}
+
+// hostPrefixesOf puts the host's prefixes in the heartbeat's terms.
+func hostPrefixesOf(es []hostroutes.Entry) []messages.HostPrefix {
+	out := make([]messages.HostPrefix, 0, len(es))
+	for _, e := range es {
+		out = append(out, messages.HostPrefix{Prefix: e.Prefix.String(), Source: clip(e.Source)})
+	}
+	return out
+}
+
+// conflictsOf puts refused claims in the heartbeat's terms; nil for none.
+func conflictsOf(cs []hostroutes.Conflict) []messages.HostConflict {
+	if len(cs) == 0 {
+		return nil
+	}
+	cs = cs[:min(len(cs), messages.MaxHostConflicts)]
+	out := make([]messages.HostConflict, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, messages.HostConflict{Prefix: c.Claim.Prefix.String(), Use: clip(c.Claim.Use),
+			Taken: c.Taken.Prefix.String(), Source: clip(c.Taken.Source)})
+	}
+	return out
+}
+
+// clip bounds a description to what the heartbeat accepts (a resolv.conf
+// path can be long).
+func clip(s string) string {
+	const max = 96
+	if len(s) > max {
+		return s[:max-3] + "..."
+	}
+	return s
 }

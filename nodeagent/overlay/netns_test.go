@@ -103,8 +103,8 @@ func TestRunnersCarryPingAcrossNodes(t *testing.T) {
 	ul := netnstest.New(t, "oxo", "ul")
 	netnstest.IP(t, "-n", ul, "link", "add", "br0", "type", "bridge")
 	netnstest.IP(t, "-n", ul, "link", "set", "br0", "up")
-	a := startNode(t, ul, "a", netip.MustParseAddr("192.168.77.1"), "10.240.0.1")
-	b := startNode(t, ul, "b", netip.MustParseAddr("192.168.77.2"), "10.240.0.2")
+	a := startNode(t, ul, "a", netip.MustParseAddr("192.168.77.1"), "100.87.0.1")
+	b := startNode(t, ul, "b", netip.MustParseAddr("192.168.77.2"), "100.87.0.2")
 
 	const macA, macB = "52:54:00:0a:00:01", "52:54:00:0b:00:01"
 	network := messages.DesiredNetwork{ID: "nw-test", Name: "test", CIDR: "10.10.0.0/24", Type: "overlay", VNI: 4321, MTU: 1390}

@@ -102,6 +102,10 @@ type Runner struct {
 	offload    bool
 	reconciled bool
 	lastErr    string
+	// conflicts are the host collisions the last reconcile refused over,
+	// hostPrefixes what it found the host uses; both for the heartbeat.
+	conflicts    []messages.HostConflict
+	hostPrefixes []messages.HostPrefix
 	// loggedErr is the last error logged, so a repeat is not logged again.
 	loggedErr string
 
@@ -207,7 +211,15 @@ func (r *Runner) Status() messages.NodeOverlay {
 		ep = netip.AddrPortFrom(r.cfg.UnderlayIP, uint16(port)).String()
 	}
 	return messages.NodeOverlay{PublicKey: r.cfg.Fabric.PublicKey(), Endpoint: ep, WireGuard: impl,
-		TunnelOffload: r.offload, Reconciled: r.reconciled, Error: r.lastErr}
+		TunnelOffload: r.offload, Reconciled: r.reconciled, Error: r.lastErr, Conflicts: r.conflicts}
+}
+
+// HostPrefixes are the prefixes the host used at the last reconcile, for
+// the heartbeat; nil before the first.
+func (r *Runner) HostPrefixes() []messages.HostPrefix {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.hostPrefixes
 }
 
 // Revision is the revision of the desired overlay held, for the next
@@ -373,6 +385,10 @@ func (r *Runner) reconcile(ctx context.Context) (netfabric.Report, error) {
 	}
 	r.reconciled = err == nil
 	r.lastErr = ""
+	if rep.HostPrefixes != nil {
+		r.hostPrefixes = hostPrefixesOf(rep.HostPrefixes)
+	}
+	r.conflicts = conflictsOf(rep.Conflicts)
 	if err != nil {
 		r.lastErr = err.Error()
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/nodeagent/hostroutes"
 	"github.com/otherix/otherix/nodeagent/netfabric"
 )
 
@@ -17,12 +18,17 @@ type fakeFabric struct {
 	mu    sync.Mutex
 	calls []netfabric.Desired
 	err   error
+	// rep, if set, is what Reconcile reports.
+	rep *netfabric.Report
 }
 
 func (f *fakeFabric) Reconcile(_ context.Context, d netfabric.Desired) (netfabric.Report, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, d)
+	if f.rep != nil {
+		return *f.rep, f.err
+	}
 	return netfabric.Report{Changes: 1, Actions: []string{"x"}, WireGuard: "userspace", TunnelOffload: true}, f.err
 }
 func (f *fakeFabric) PublicKey() string { return "pub" }
@@ -43,11 +49,11 @@ func desired() messages.DesiredState {
 		Settings:        messages.DefaultSettings(),
 		OverlayRevision: "rev-1",
 		Overlay: &messages.DesiredOverlay{
-			Revision: "rev-1", TunnelIP: "10.240.0.1", ListenPort: 51999,
+			Revision: "rev-1", TunnelIP: "100.87.0.1", ListenPort: 51999,
 			Networks: []messages.DesiredNetwork{{ID: "nw-1", Name: "net1", CIDR: "10.10.0.0/24", Type: "overlay", VNI: 4096, MTU: 1390,
 				GatewayMAC: "02:11:22:33:44:55"}},
-			Peers: []messages.DesiredPeer{{Node: "n2", PublicKey: "k2", Endpoint: "192.0.2.2:51820", TunnelIP: "10.240.0.2"}},
-			FDB:   []messages.DesiredFDBEntry{{Network: "nw-1", MAC: "52:54:00:00:00:02", Remote: "10.240.0.2"}},
+			Peers: []messages.DesiredPeer{{Node: "n2", PublicKey: "k2", Endpoint: "192.0.2.2:51820", TunnelIP: "100.87.0.2"}},
+			FDB:   []messages.DesiredFDBEntry{{Network: "nw-1", MAC: "52:54:00:00:00:02", Remote: "100.87.0.2"}},
 		},
 	}
 }
@@ -105,16 +111,16 @@ func TestRunner(t *testing.T) {
 		r.SetDesired(desired())
 		waitFor(t, "a reconcile", func() bool { _, n := fab.last(); return n > 0 })
 		d, _ := fab.last()
-		if d.TunnelIP != netip.MustParsePrefix("10.240.0.1/12") || d.ListenPort != 51999 || d.WireGuardMTU != 1440 {
+		if d.TunnelIP != netip.MustParsePrefix("100.87.0.1/16") || d.ListenPort != 51999 || d.WireGuardMTU != 1440 {
 			t.Errorf("tunnel %s port %d wireguard mtu %d", d.TunnelIP, d.ListenPort, d.WireGuardMTU)
 		}
 		if len(d.Networks) != 1 || d.Networks[0].VNI != 4096 || d.Networks[0].GatewayMAC.String() != "02:11:22:33:44:55" {
 			t.Errorf("networks %+v", d.Networks)
 		}
-		if len(d.Peers) != 1 || d.Peers[0].Endpoint.String() != "192.0.2.2:51820" || d.Peers[0].TunnelIP.String() != "10.240.0.2" {
+		if len(d.Peers) != 1 || d.Peers[0].Endpoint.String() != "192.0.2.2:51820" || d.Peers[0].TunnelIP.String() != "100.87.0.2" {
 			t.Errorf("peers %+v", d.Peers)
 		}
-		if len(d.FDB) != 1 || d.FDB[0].Remote.String() != "10.240.0.2" {
+		if len(d.FDB) != 1 || d.FDB[0].Remote.String() != "100.87.0.2" {
 			t.Errorf("fdb %+v", d.FDB)
 		}
 		if len(d.NICs) != 1 || d.NICs[0].VMID != "vm-a" || d.NICs[0].Network != "nw-1" {
@@ -228,11 +234,49 @@ func TestParseTunnel(t *testing.T) {
 		{"10.240.0.1", "10.240.0.0/12", "10.240.0.1/12"},
 		{"10.240.0.1/32", "10.240.0.0/12", "10.240.0.1/12"},
 		{"10.240.0.1/16", "10.240.0.0/12", "10.240.0.1/16"},
-		{"10.240.0.1", "", "10.240.0.1/12"},
+		{"100.87.0.1", "", "100.87.0.1/16"},
 	} {
 		got, err := parseTunnel(c.in, c.sn)
 		if err != nil || got.String() != c.want {
 			t.Errorf("parseTunnel(%q, %q) = %s, %v; want %s", c.in, c.sn, got, err, c.want)
 		}
+	}
+}
+
+// TestRunnerReportsHostConflicts checks a refused reconcile's conflicts and
+// the host's prefixes reach the heartbeat, and that the conflicts clear
+// once a reconcile succeeds.
+func TestRunnerReportsHostConflicts(t *testing.T) {
+	taken := []hostroutes.Entry{{Prefix: netip.MustParsePrefix("10.255.255.53/32"), Source: "resolver /etc/resolv.conf"}}
+	conflict := hostroutes.Conflict{Claim: hostroutes.Claim{Prefix: netip.MustParsePrefix("10.240.0.0/12"), Use: "overlay supernet on oxwg0"}, Taken: taken[0]}
+	fab := &fakeFabric{rep: &netfabric.Report{HostPrefixes: taken, Conflicts: []hostroutes.Conflict{conflict}},
+		err: &netfabric.HostConflictError{Conflicts: []hostroutes.Conflict{conflict}}}
+	r, err := New(Config{Fabric: fab, NICs: func() map[string][]messages.NICStatus { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.HostPrefixes() != nil || r.Status().Conflicts != nil {
+		t.Fatal("host prefixes or conflicts before any reconcile")
+	}
+	r.SetDesired(desired())
+	if _, err := r.reconcile(t.Context()); !errors.Is(err, netfabric.ErrHostConflict) {
+		t.Fatalf("reconcile: %v", err)
+	}
+	st := r.Status()
+	want := messages.HostConflict{Prefix: "10.240.0.0/12", Use: "overlay supernet on oxwg0", Taken: "10.255.255.53/32", Source: "resolver /etc/resolv.conf"}
+	if st.Reconciled || len(st.Conflicts) != 1 || st.Conflicts[0] != want {
+		t.Fatalf("status %+v", st)
+	}
+	if hp := r.HostPrefixes(); len(hp) != 1 || hp[0] != (messages.HostPrefix{Prefix: "10.255.255.53/32", Source: "resolver /etc/resolv.conf"}) {
+		t.Fatalf("host prefixes %+v", hp)
+	}
+	fab.mu.Lock()
+	fab.rep, fab.err = &netfabric.Report{HostPrefixes: taken}, nil
+	fab.mu.Unlock()
+	if _, err := r.reconcile(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.Status(); !st.Reconciled || st.Conflicts != nil {
+		t.Fatalf("status after a clean reconcile %+v", st)
 	}
 }

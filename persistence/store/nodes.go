@@ -89,15 +89,20 @@ func (a *tunnelAllocator) forget() {
 
 // UpdateNodeWithTunnelIP commits n (read at its revision) with a mesh
 // address from supernet (see pickHost), claimed by its guard in the same
-// transaction. n.TunnelIP is set on success. A node that has one already is
-// simply updated.
+// transaction. n.TunnelIP is set on success. A node that has one inside
+// supernet already is simply updated; one whose address is outside (the
+// settings moved the supernet) is re-addressed, its old guard released in
+// the same transaction.
 func (s *Store) UpdateNodeWithTunnelIP(ctx context.Context, n *messages.Node, supernet string) error {
-	if n.TunnelIP != "" {
-		return s.Commit(ctx, UpdateNode(NewTxn(), n))
-	}
 	p, err := netip.ParsePrefix(supernet)
 	if err != nil || !p.Addr().Is4() || p.Bits() > 30 {
 		return fmt.Errorf("store: overlay supernet %q is not an IPv4 prefix of /30 or wider", supernet)
+	}
+	old := n.TunnelIP
+	if old != "" {
+		if ip, err := netip.ParseAddr(old); err == nil && p.Contains(ip) {
+			return s.Commit(ctx, UpdateNode(NewTxn(), n))
+		}
 	}
 	a := &s.tunnels
 	a.mu.Lock()
@@ -116,6 +121,11 @@ func (s *Store) UpdateNodeWithTunnelIP(ctx context.Context, n *messages.Node, su
 		next.TunnelIP = ip.String()
 		t := UpdateNode(NewTxn(), &next)
 		t.ClaimUniqueOr(Nodes, tunnelIPField, next.TunnelIP, next.ID, errRace)
+		if old != "" {
+			// Not freesTunnelIP: this goroutine holds a.mu, which
+			// forget takes; the map is dropped below instead.
+			t.ReleaseUnique(Nodes, tunnelIPField, old)
+		}
 		err = s.Commit(ctx, t)
 		if errors.Is(err, errRace) {
 			a.taken = nil // another replica took it: read the map again
@@ -123,6 +133,9 @@ func (s *Store) UpdateNodeWithTunnelIP(ctx context.Context, n *messages.Node, su
 		}
 		if err == nil {
 			a.taken[ip] = true
+			if old != "" {
+				a.taken = nil // the old address is free again
+			}
 			*n = next
 		}
 		return err

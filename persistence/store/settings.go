@@ -53,5 +53,83 @@ func (s *Store) Settings(ctx context.Context) (messages.Settings, error) {
 		return messages.Settings{}, fmt.Errorf("%w: settings: %v", ErrCorruptRow, err)
 	}
 	st.Revision = resp.Kvs[0].ModRevision
+	st.Defaults()
 	return st, nil
+}
+
+// SettingsView is what a settings change is checked against: the document
+// and every node and network, all read at one etcd revision.
+type SettingsView struct {
+	Settings messages.Settings
+	Nodes    []*messages.Node
+	Networks []*messages.Network
+	// Rev is the etcd revision of the read.
+	Rev int64
+}
+
+// ErrSettingsRaced refuses a settings change whose view went stale: the
+// document changed, or a network was created, after the view was read.
+// The caller reads a new view and checks again.
+var ErrSettingsRaced = messages.Errorf(messages.KindStale, "revision_conflict",
+	"the settings or the networks changed meanwhile; read them again")
+
+// ReadSettingsView reads the settings, the nodes and the networks at one
+// revision. Settings changes are rare admin acts: reading every row is fine.
+func (s *Store) ReadSettingsView(ctx context.Context) (*SettingsView, error) {
+	resp, err := s.cli.Txn(ctx).Then(
+		clientv3.OpGet(settingsKey),
+		clientv3.OpGet(RowPrefix(Nodes), clientv3.WithPrefix()),
+		clientv3.OpGet(RowPrefix(Networks), clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	v := &SettingsView{Rev: resp.Header.Revision}
+	set := resp.Responses[0].GetResponseRange().Kvs
+	if len(set) == 0 {
+		return nil, ErrNotSeeded
+	}
+	if err := json.Unmarshal(set[0].Value, &v.Settings); err != nil {
+		return nil, fmt.Errorf("%w: settings: %v", ErrCorruptRow, err)
+	}
+	v.Settings.Revision = set[0].ModRevision
+	v.Settings.Defaults()
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		n, err := decode[messages.Node](kv.Value, kv.ModRevision)
+		if err != nil {
+			return nil, err
+		}
+		v.Nodes = append(v.Nodes, n)
+	}
+	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
+		n, err := decode[messages.Network](kv.Value, kv.ModRevision)
+		if err != nil {
+			return nil, err
+		}
+		v.Networks = append(v.Networks, n)
+	}
+	return v, nil
+}
+
+// UpdateSettings writes next if the document is still the one v read and
+// no network was created since (a network checked against the old supernet
+// must not slip in); else ErrSettingsRaced. It answers the document as
+// written.
+func (s *Store) UpdateSettings(ctx context.Context, v *SettingsView, next messages.Settings) (messages.Settings, error) {
+	if err := next.Validate(); err != nil {
+		return messages.Settings{}, err
+	}
+	next.Revision = 0
+	b, err := json.Marshal(next)
+	if err != nil {
+		return messages.Settings{}, fmt.Errorf("store: encode settings: %w", err)
+	}
+	t := NewTxn()
+	t.requireRevision(settingsKey, v.Settings.Revision, ErrSettingsRaced)
+	t.RequireNoneCreatedUnder(RowPrefix(Networks), v.Rev, ErrSettingsRaced)
+	t.ops = append(t.ops, clientv3.OpPut(settingsKey, string(b)))
+	if err := s.Commit(ctx, t); err != nil {
+		return messages.Settings{}, err
+	}
+	return s.Settings(ctx)
 }
