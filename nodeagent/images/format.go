@@ -48,5 +48,5 @@ func detectFormat(path string) (string, error) {
 			return formatRaw, nil
 		}
 	}
-	return "", invalidFormat("download refused: not a qcow2 image nor a raw disk with a partition table")
+	return "", invalidFormat("not a qcow2 image nor a raw disk with a partition table")
 }

@@ -35,17 +35,17 @@ func (info imageInfo) check(format string, maxVirtual int64) error {
 	d := info.FormatSpecific.Data
 	switch {
 	case info.Format != format:
-		return invalidFormat(fmt.Sprintf("download refused: qemu-img reads the image as %q, not %s", info.Format, format))
+		return invalidFormat(fmt.Sprintf("qemu-img reads the image as %q, not %s", info.Format, format))
 	case info.BackingFilename != "" || info.FullBackingFilename != "":
 		return newError(CodeExternalReference, "download refused: image names a backing file", nil)
 	case d.DataFile != "" || d.DataFileRaw:
 		return newError(CodeExternalReference, "download refused: image uses an external data file", nil)
 	case info.Encrypted:
-		return invalidFormat("download refused: encrypted images are not supported")
+		return invalidFormat("encrypted images are not supported")
 	case d.Corrupt:
 		return newError(CodeCorrupt, "download refused: image is marked corrupt", nil)
 	case info.VirtualSize <= 0:
-		return invalidFormat("download refused: qemu-img reports no virtual size")
+		return invalidFormat("qemu-img reports no virtual size")
 	case info.VirtualSize > maxVirtual:
 		return newError(CodeTooLarge, fmt.Sprintf("download refused: image virtual size %d bytes exceeds the limit of %d", info.VirtualSize, maxVirtual), nil)
 	}
@@ -89,11 +89,11 @@ func (c *Cache) info(ctx context.Context, format, p string) (imageInfo, error) {
 		return imageInfo{}, err
 	}
 	if code != 0 {
-		return imageInfo{}, invalidFormat(fmt.Sprintf("download refused: qemu-img cannot read the image as %s", format))
+		return imageInfo{}, invalidFormat(fmt.Sprintf("qemu-img cannot read the image as %s", format))
 	}
 	var info imageInfo
 	if err := json.Unmarshal(out, &info); err != nil {
-		return imageInfo{}, invalidFormat("download refused: cannot decode qemu-img info")
+		return imageInfo{}, invalidFormat("cannot decode qemu-img info")
 	}
 	return info, nil
 }
@@ -130,7 +130,7 @@ func (c *Cache) measure(ctx context.Context, format, p string) (int64, error) {
 		Required int64 `json:"required"`
 	}
 	if code != 0 || json.Unmarshal(out, &res) != nil || res.Required <= 0 {
-		return 0, invalidFormat("download refused: qemu-img cannot measure the image")
+		return 0, invalidFormat("qemu-img cannot measure the image")
 	}
 	return res.Required, nil
 }
@@ -169,7 +169,7 @@ func (c *Cache) normalise(ctx context.Context, src, digest string) error {
 		return err
 	}
 	if info.VirtualSize != vsize {
-		return invalidFormat(fmt.Sprintf("download refused: qemu-img reads a virtual size of %d bytes, the header says %d", info.VirtualSize, vsize))
+		return invalidFormat(fmt.Sprintf("qemu-img reads a virtual size of %d bytes, the header says %d", info.VirtualSize, vsize))
 	}
 	if format == formatQCOW2 {
 		if err := c.checkConsistent(ctx, src); err != nil {
@@ -201,7 +201,7 @@ func (c *Cache) normalise(ctx context.Context, src, digest string) error {
 		return err
 	}
 	if code != 0 {
-		return invalidFormat(fmt.Sprintf("download refused: qemu-img convert failed (exit %d)", code))
+		return invalidFormat(fmt.Sprintf("qemu-img convert failed (exit %d)", code))
 	}
 	if err := c.verifyBase(ctx, tmp.Name(), info.VirtualSize); err != nil {
 		return err

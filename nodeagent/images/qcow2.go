@@ -59,19 +59,19 @@ func checkQCOW2Header(p string, maxVirtual int64) (qcow2Header, error) {
 	}
 	h := qcow2Header{Version: be.Uint32(head[4:])}
 	if h.Version != 2 && h.Version != 3 {
-		return h, invalidFormat(fmt.Sprintf("qcow2 version %d is not supported", h.Version))
+		return h, invalidFormat("qcow2 version is not 2 or 3")
 	}
 	backingOffset, backingSize := be.Uint64(head[8:]), be.Uint32(head[16:])
 	if backingOffset != 0 || backingSize != 0 {
-		return h, newError(CodeExternalReference, "image names a backing file", nil)
+		return h, newError(CodeExternalReference, "download refused: image names a backing file", nil)
 	}
 	clusterBits := be.Uint32(head[20:])
 	if clusterBits < qcow2MinClusterBits || clusterBits > qcow2MaxClusterBits {
-		return h, invalidFormat(fmt.Sprintf("qcow2 cluster bits %d out of range", clusterBits))
+		return h, invalidFormat("qcow2 cluster size out of range")
 	}
 	size := be.Uint64(head[24:])
 	if size > uint64(maxVirtual) {
-		return h, newError(CodeTooLarge, fmt.Sprintf("image virtual size %d bytes exceeds the limit of %d", size, maxVirtual), nil)
+		return h, newError(CodeTooLarge, fmt.Sprintf("download refused: image virtual size %d bytes exceeds the limit of %d", size, maxVirtual), nil)
 	}
 	h.VirtualSize = int64(size)
 	if be.Uint32(head[32:]) != 0 {
@@ -84,11 +84,11 @@ func checkQCOW2Header(p string, maxVirtual int64) (qcow2Header, error) {
 	}
 	incompat, autoclear := be.Uint64(head[72:]), be.Uint64(head[88:])
 	if incompat&qcow2IncompatDataFile != 0 || autoclear&qcow2AutoclearDataRaw != 0 {
-		return h, newError(CodeExternalReference, "image uses an external data file", nil)
+		return h, newError(CodeExternalReference, "download refused: image uses an external data file", nil)
 	}
 	hlen := be.Uint32(head[100:])
 	if hlen < qcow2V3HeaderLen || hlen%8 != 0 {
-		return h, invalidFormat(fmt.Sprintf("qcow2 header length %d is invalid", hlen))
+		return h, invalidFormat("qcow2 header length is invalid")
 	}
 	return h, checkQCOW2Extensions(f, int64(hlen), int64(1)<<clusterBits, st.Size())
 }
@@ -113,7 +113,7 @@ func checkQCOW2Extensions(f *os.File, off, clusterSize, fileSize int64) error {
 		case qcow2ExtEnd:
 			return nil
 		case qcow2ExtDataFile:
-			return newError(CodeExternalReference, "image names an external data file", nil)
+			return newError(CodeExternalReference, "download refused: image names an external data file", nil)
 		case qcow2ExtEncryption:
 			return invalidFormat("encrypted qcow2 images are not supported")
 		}
@@ -125,4 +125,5 @@ func checkQCOW2Extensions(f *os.File, off, clusterSize, fileSize int64) error {
 	return nil
 }
 
-func invalidFormat(msg string) *Error { return newError(CodeInvalidFormat, msg, nil) }
+// invalidFormat refuses a download that is not an image we accept.
+func invalidFormat(msg string) *Error { return newError(CodeInvalidFormat, "download refused: "+msg, nil) }
