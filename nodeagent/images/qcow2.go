@@ -126,4 +126,6 @@ func checkQCOW2Extensions(f *os.File, off, clusterSize, fileSize int64) error {
 }
 
 // invalidFormat refuses a download that is not an image we accept.
-func invalidFormat(msg string) *Error { return newError(CodeInvalidFormat, "download refused: "+msg, nil) }
+func invalidFormat(msg string) *Error {
+	return newError(CodeInvalidFormat, "download refused: "+msg, nil)
+}
