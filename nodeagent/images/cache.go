@@ -35,6 +35,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -407,4 +408,12 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// DeniedClusterNetworks returns the cluster networks downloads are denied,
+// as last set.
+func (c *Cache) DeniedClusterNetworks() []netip.Prefix {
+	c.policy.mu.RLock()
+	defer c.policy.mu.RUnlock()
+	return slices.Clone(c.policy.cluster)
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,7 +82,10 @@ func newFixtureServing(t *testing.T, base string, body []byte) *fixture {
 		_, _ = w.Write(body)
 	}))
 	t.Cleanup(srv.Close)
-	cache, err := images.New("default", filepath.Join(base, "pool", "images"), images.Options{})
+	// The image server listens on loopback, which downloads may not reach
+	// unless allowed, as an agent would with --image-allow.
+	cache, err := images.New("default", filepath.Join(base, "pool", "images"),
+		images.Options{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
 	if err != nil {
 		t.Fatal(err)
 	}
