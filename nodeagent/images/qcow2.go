@@ -17,16 +17,20 @@ const (
 	qcow2AutoclearDataRaw   = 1 << 1 // the external data file is a valid raw image
 	qcow2ExtEnd             = 0x00000000
 	qcow2ExtEncryption      = 0x0537be77
+	qcow2ExtBackingFormat   = 0xe2792aca
 	qcow2ExtDataFile        = 0x44415441
 	qcow2MinClusterBits     = 9
 	qcow2MaxClusterBits     = 21
 	qcow2MaxHeaderExtension = 1 << 21 // the header and its extensions fit in the first cluster
 )
 
-// qcow2Header is what checkQCOW2Header learned from an image's header.
+// qcow2Header is what parseQCOW2Header learned from an image's header.
 type qcow2Header struct {
 	Version     uint32
 	VirtualSize int64
+	// Backing and BackingFormat are the backing file and its format as the
+	// header names them; only parsed when the caller allows a backing file.
+	Backing, BackingFormat string
 }
 
 // checkQCOW2Header reads the header of the qcow2 image at p and refuses,
@@ -40,6 +44,12 @@ type qcow2Header struct {
 // is what we do not want to trust with a hostile file, and some qemu-img
 // subcommands (check, convert) open the data file the header names.
 func checkQCOW2Header(p string, maxVirtual int64) (qcow2Header, error) {
+	return parseQCOW2Header(p, maxVirtual, false)
+}
+
+// parseQCOW2Header is checkQCOW2Header; with allowBacking a backing file
+// is read instead of refused (a VM disk's overlay has one: its base).
+func parseQCOW2Header(p string, maxVirtual int64, allowBacking bool) (qcow2Header, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return qcow2Header{}, newError(CodeCacheIO, "open image", err)
@@ -61,13 +71,27 @@ func checkQCOW2Header(p string, maxVirtual int64) (qcow2Header, error) {
 	if h.Version != 2 && h.Version != 3 {
 		return h, invalidFormat("qcow2 version is not 2 or 3")
 	}
-	backingOffset, backingSize := be.Uint64(head[8:]), be.Uint32(head[16:])
-	if backingOffset != 0 || backingSize != 0 {
-		return h, newError(CodeExternalReference, "download refused: image names a backing file", nil)
-	}
 	clusterBits := be.Uint32(head[20:])
 	if clusterBits < qcow2MinClusterBits || clusterBits > qcow2MaxClusterBits {
 		return h, invalidFormat("qcow2 cluster size out of range")
+	}
+	clusterSize := int64(1) << clusterBits
+	backingOffset, backingSize := int64(be.Uint64(head[8:])), int64(be.Uint32(head[16:]))
+	extEnd := clusterSize
+	if backingOffset != 0 || backingSize != 0 {
+		if !allowBacking {
+			return h, newError(CodeExternalReference, "download refused: image names a backing file", nil)
+		}
+		if backingOffset <= 0 || backingSize <= 0 || backingSize > 1023 || backingOffset+backingSize > clusterSize {
+			return h, invalidFormat("qcow2 backing file name out of bounds")
+		}
+		name := make([]byte, backingSize)
+		if _, err := f.ReadAt(name, backingOffset); err != nil {
+			return h, invalidFormat("qcow2 backing file name is truncated")
+		}
+		h.Backing = string(name)
+		// QEMU reads the extensions up to the backing file name.
+		extEnd = backingOffset
 	}
 	size := be.Uint64(head[24:])
 	if size > uint64(maxVirtual) {
@@ -77,52 +101,59 @@ func checkQCOW2Header(p string, maxVirtual int64) (qcow2Header, error) {
 	if be.Uint32(head[32:]) != 0 {
 		return h, invalidFormat("encrypted qcow2 images are not supported")
 	}
-	if h.Version == 2 {
-		// Version 2 has no feature bits; its extensions start right after
-		// the header.
-		return h, checkQCOW2Extensions(f, qcow2V2HeaderLen, int64(1)<<clusterBits, st.Size())
+	extStart := int64(qcow2V2HeaderLen) // version 2: no feature bits
+	if h.Version == 3 {
+		incompat, autoclear := be.Uint64(head[72:]), be.Uint64(head[88:])
+		if incompat&qcow2IncompatDataFile != 0 || autoclear&qcow2AutoclearDataRaw != 0 {
+			return h, newError(CodeExternalReference, "download refused: image uses an external data file", nil)
+		}
+		hlen := be.Uint32(head[100:])
+		if hlen < qcow2V3HeaderLen || hlen%8 != 0 {
+			return h, invalidFormat("qcow2 header length is invalid")
+		}
+		extStart = int64(hlen)
 	}
-	incompat, autoclear := be.Uint64(head[72:]), be.Uint64(head[88:])
-	if incompat&qcow2IncompatDataFile != 0 || autoclear&qcow2AutoclearDataRaw != 0 {
-		return h, newError(CodeExternalReference, "download refused: image uses an external data file", nil)
-	}
-	hlen := be.Uint32(head[100:])
-	if hlen < qcow2V3HeaderLen || hlen%8 != 0 {
-		return h, invalidFormat("qcow2 header length is invalid")
-	}
-	return h, checkQCOW2Extensions(f, int64(hlen), int64(1)<<clusterBits, st.Size())
+	h.BackingFormat, err = checkQCOW2Extensions(f, extStart, extEnd, st.Size())
+	return h, err
 }
 
-// checkQCOW2Extensions walks the header extensions, which QEMU reads from
-// the end of the header to the end of the first cluster (there is no
-// backing file name to stop at: one was refused already), and refuses a
-// data file name or an encryption header wherever they appear, whatever the
-// feature bits say.
-func checkQCOW2Extensions(f *os.File, off, clusterSize, fileSize int64) error {
-	end := min(clusterSize, qcow2MaxHeaderExtension)
+// checkQCOW2Extensions walks the header extensions from off to end, where
+// QEMU reads them, and refuses a data file name or an encryption header
+// wherever they appear, whatever the feature bits say. It returns the
+// backing format extension's value, if any.
+func checkQCOW2Extensions(f *os.File, off, end, fileSize int64) (string, error) {
+	end = min(end, qcow2MaxHeaderExtension)
 	var hdr [8]byte
+	backingFormat := ""
 	for off+8 <= end {
 		if _, err := f.ReadAt(hdr[:], off); err != nil {
 			if off >= fileSize {
-				return invalidFormat("qcow2 header extensions are truncated")
+				return "", invalidFormat("qcow2 header extensions are truncated")
 			}
-			return newError(CodeCacheIO, "read qcow2 header extension", err)
+			return "", newError(CodeCacheIO, "read qcow2 header extension", err)
 		}
 		typ, n := binary.BigEndian.Uint32(hdr[:4]), int64(binary.BigEndian.Uint32(hdr[4:]))
 		switch typ {
 		case qcow2ExtEnd:
-			return nil
+			return backingFormat, nil
 		case qcow2ExtDataFile:
-			return newError(CodeExternalReference, "download refused: image names an external data file", nil)
+			return "", newError(CodeExternalReference, "download refused: image names an external data file", nil)
 		case qcow2ExtEncryption:
-			return invalidFormat("encrypted qcow2 images are not supported")
+			return "", invalidFormat("encrypted qcow2 images are not supported")
+		case qcow2ExtBackingFormat:
+			if n > 0 && n < 64 && off+8+n <= end {
+				b := make([]byte, n)
+				if _, err := f.ReadAt(b, off+8); err == nil {
+					backingFormat = string(b)
+				}
+			}
 		}
 		off += 8 + (n+7)&^7
 		if off > end {
-			return invalidFormat("qcow2 header extension overruns the first cluster")
+			return "", invalidFormat("qcow2 header extension overruns the first cluster")
 		}
 	}
-	return nil
+	return backingFormat, nil
 }
 
 // invalidFormat refuses a download that is not an image we accept.

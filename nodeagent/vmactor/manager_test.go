@@ -330,3 +330,37 @@ func TestCreateStoppedThenStartOnUnknownVM(t *testing.T) {
 	}
 	mustSucceed(t, f.run(t, vmReq(messages.NewID(), messages.TaskVMDelete, vm)))
 }
+
+// TestStartRefusesDiskOnUnsafeBase: a VM whose disk sits on a base with an
+// external data file (as a cache before normalisation could have left) is
+// not started: QEMU would open the named host file as root.
+func TestStartRefusesDiskOnUnsafeBase(t *testing.T) {
+	f := newFixture(t)
+	vm := f.newVM("legacy")
+	vm.Spec.PowerState = messages.PowerStopped
+	mustSucceed(t, f.run(t, vmReq(messages.NewID(), messages.TaskVMCreate, vm)))
+
+	// Replace the disk with one backed by a legacy-style base.
+	dir := t.TempDir()
+	secret, base := filepath.Join(dir, "host-secret"), filepath.Join(dir, "legacy.qcow2")
+	for _, args := range [][]string{
+		{"create", "-q", "-f", "qcow2", "-o", "data_file=" + secret + ",data_file_raw=on", base, "64M"},
+		{"create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", filepath.Join(dir, "disk.qcow2"), "1G"},
+	} {
+		if out, err := exec.Command("qemu-img", args...).CombinedOutput(); err != nil {
+			t.Fatalf("qemu-img %v: %v\n%s", args, err, out)
+		}
+	}
+	disk := filepath.Join(f.cfg.DiskDir, vm.ID+".qcow2")
+	if err := os.Rename(filepath.Join(dir, "disk.qcow2"), disk); err != nil {
+		t.Fatal(err)
+	}
+	task := f.run(t, vmReq(messages.NewID(), messages.TaskVMStart, vm))
+	if task.State != messages.TaskFailed || task.Error == nil || task.Error.Code != "image_external_reference" {
+		t.Fatalf("start on an unsafe base: %+v", task)
+	}
+	if task.VM != nil && task.VM.Pid != 0 {
+		t.Errorf("QEMU was started: %+v", task.VM)
+	}
+	mustSucceed(t, f.run(t, vmReq(messages.NewID(), messages.TaskVMDelete, vm)))
+}

@@ -187,6 +187,12 @@ func (e *opEnv) start(ctx context.Context, st vmState) (vmState, error) {
 	if _, err := os.Stat(rec.Disk); err != nil {
 		return st, messages.Errorf(messages.KindConflict, "vm_disk_missing", "the disk of vm %s is missing: %v", e.id, err)
 	}
+	// QEMU opens the disk's chain as root before it drops privileges: a
+	// disk made before bases were normalised may sit on an image naming a
+	// host file. Nothing is started on such a disk.
+	if err := images.CheckDisk(rec.Disk); err != nil {
+		return st, err
+	}
 	runDir := e.m.vmRunDir(e.id)
 	spec := qemu.Spec{ID: e.id, Binary: e.m.binary(rec.Spec.Arch), Arch: rec.Spec.Arch, Accel: e.m.cfg.Accel,
 		CPUs: rec.Spec.CPUs, MemoryMiB: rec.Spec.MemoryMiB, Disk: rec.Disk, RunDir: runDir,
