@@ -174,6 +174,12 @@ func (e *opEnv) downloadProgress(done, total int64) {
 		e.progress(1, fmt.Sprintf("downloading image: %d MiB", done>>20))
 		return
 	}
+	if done == total {
+		// Checks and the conversion into a standalone qcow2 follow: about
+		// the time of one qemu-img convert.
+		e.progress(downloadShare, fmt.Sprintf("downloaded %d MiB; checking and normalising the image", total>>20))
+		return
+	}
 	e.progress(1+int(done*(downloadShare-1)/total), fmt.Sprintf("downloading image: %d of %d MiB", done>>20, total>>20))
 }
 
