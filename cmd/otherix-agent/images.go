@@ -32,7 +32,7 @@ func (o *imageOptions) addFlags(f *pflag.FlagSet) {
 		defMax = v
 	}
 	f.StringVar(&o.allow, "image-allow", os.Getenv(envImageAllow),
-		"CIDRs image downloads may reach although denied by default (loopback, link-local, multicast, the cluster's overlay networks), comma-separated (default from $"+envImageAllow+")")
+		"CIDRs image downloads may reach although denied by default (loopback, this host's addresses, link-local, multicast, the cluster's overlay networks), comma-separated (default from $"+envImageAllow+")")
 	f.StringVar(&o.maxSize, "image-max-size", defMax,
 		"largest image download and largest image virtual size, e.g. 64Gi (default from $"+envImageMaxSize+")")
 	f.StringVar(&o.pullPolicy, "image-pull-policy", string(images.PullIfNotPresent),

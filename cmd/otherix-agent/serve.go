@@ -75,8 +75,9 @@ leaves the node. Stopping the agent stops a userspace WireGuard device
 (the overlay pauses until the agent is back); bridges and taps stay.
 
 Image downloads are untrusted: the agent connects only to addresses
-outside loopback, link-local (169.254.0.0/16, fe80::/10), multicast and the
-cluster's overlay networks, checked on every connection and redirect;
+outside loopback, this host's own addresses, link-local (169.254.0.0/16,
+fe80::/10), multicast and the cluster's overlay networks, checked on every
+connection and redirect;
 --image-allow (or ` + envImageAllow + `) adds exceptions, such as
 127.0.0.1/32 for a mirror on this host. No HTTP proxy is used. A download
 over --image-max-size, or an image whose virtual size is over it, is

@@ -17,7 +17,8 @@ import (
 // network must not fetch from on a tenant's behalf unless the operator
 // allows them: the host itself, link-local (cloud metadata services such as
 // 169.254.169.254 and the VMs' anycast gateway), unspecified, multicast,
-// broadcast and reserved space. Private ranges are allowed: mirrors on the
+// broadcast and reserved space. The host's own addresses are denied too
+// (destPolicy.localAddrs). Private ranges are allowed: mirrors on the
 // operator's network are the normal case.
 var deniedByDefault = []netip.Prefix{
 	netip.MustParsePrefix("0.0.0.0/8"),
@@ -39,6 +40,11 @@ var deniedByDefault = []netip.Prefix{
 // change (rebinding) and redirects are judged by the address really used.
 type destPolicy struct {
 	allow []netip.Prefix // operator exceptions, checked first
+	// localAddrs lists this host's own addresses: a service bound to all
+	// interfaces is as reachable through them as through loopback. nil
+	// means the interfaces' addresses, read on each dial (a netlink dump,
+	// cheap next to a download).
+	localAddrs func() []netip.Addr
 
 	mu      sync.RWMutex
 	cluster []netip.Prefix // the overlay supernet and the networks' CIDRs
@@ -48,9 +54,13 @@ type destPolicy struct {
 type refusedError struct {
 	addr   netip.Addr
 	prefix netip.Prefix
+	local  bool // addr is one of this host's own addresses
 }
 
 func (e *refusedError) Error() string {
+	if e.local {
+		return fmt.Sprintf("%s is an address of this host", e.addr)
+	}
 	return fmt.Sprintf("%s is in the denied range %s", e.addr, e.prefix)
 }
 
@@ -68,13 +78,40 @@ func (p *destPolicy) check(addr netip.Addr) error {
 		}
 	}
 	p.mu.RLock()
-	defer p.mu.RUnlock()
-	for _, d := range p.cluster {
+	cluster := p.cluster
+	p.mu.RUnlock()
+	for _, d := range cluster {
 		if d.Contains(addr) {
 			return &refusedError{addr: addr, prefix: d}
 		}
 	}
+	local := p.localAddrs
+	if local == nil {
+		local = interfaceAddrs
+	}
+	for _, a := range local() {
+		if a == addr {
+			return &refusedError{addr: addr, prefix: netip.PrefixFrom(a, a.BitLen()), local: true}
+		}
+	}
 	return nil
+}
+
+// interfaceAddrs lists the addresses of this host's interfaces.
+func interfaceAddrs() []netip.Addr {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	out := make([]netip.Addr, 0, len(addrs))
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok {
+				out = append(out, ip.Unmap())
+			}
+		}
+	}
+	return out
 }
 
 func (p *destPolicy) setCluster(prefixes []netip.Prefix) {

@@ -11,7 +11,10 @@ import (
 )
 
 func TestDestPolicy(t *testing.T) {
-	p := &destPolicy{allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.53/32")}}
+	p := &destPolicy{allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.53/32"), netip.MustParsePrefix("10.0.9.0/24")},
+		localAddrs: func() []netip.Addr {
+			return []netip.Addr{netip.MustParseAddr("192.168.1.2"), netip.MustParseAddr("10.0.9.9")}
+		}}
 	p.setCluster([]netip.Prefix{netip.MustParsePrefix("10.240.0.0/12"), netip.MustParsePrefix("192.168.77.0/24")})
 	tests := []struct {
 		addr    string
@@ -37,6 +40,8 @@ func TestDestPolicy(t *testing.T) {
 		{"127.0.0.53", true},     // the operator's exception wins
 		{"10.0.0.5", true},       // private ranges are mirrors' ranges
 		{"192.168.1.10", true},
+		{"192.168.1.2", false}, // this host's own address
+		{"10.0.9.9", true},     // this host's, but allowed
 		{"172.16.0.1", true},
 		{"93.184.216.34", true},
 		{"2001:db8::1", true},
@@ -130,5 +135,32 @@ func TestEnsureRefusesDeniedDestinations(t *testing.T) {
 	})
 	if n := denied.Load(); n != 0 {
 		t.Errorf("the denied server saw %d requests", n)
+	}
+}
+
+// TestEnsureRefusesHostAddress: a server on one of this host's own
+// non-loopback addresses is refused like loopback, unless allowed.
+func TestEnsureRefusesHostAddress(t *testing.T) {
+	needQemuImg(t)
+	var own netip.Addr
+	for _, a := range interfaceAddrs() {
+		if a.Is4() && !a.IsLoopback() && !a.IsLinkLocalUnicast() {
+			own = a
+			break
+		}
+	}
+	if !own.IsValid() {
+		t.Skip("this host has no non-loopback IPv4 address")
+	}
+	srv := serveOn(t, net.JoinHostPort(own.String(), "0"), serveBytes(rawDisk(t, 64<<10)))
+	c := newCache(t, Options{Allow: []netip.Prefix{}})
+	_, err := ensure(t, c, srv.URL+"/disk.img", "")
+	wantCode(t, err, CodeDownloadRefused)
+	if !strings.Contains(err.Error(), "an address of this host") {
+		t.Errorf("err = %v", err)
+	}
+	c = newCache(t, Options{Allow: []netip.Prefix{netip.PrefixFrom(own, 32)}})
+	if _, err := ensure(t, c, srv.URL+"/disk.img", ""); err != nil {
+		t.Errorf("allowed host address: %v", err)
 	}
 }
