@@ -44,6 +44,7 @@ type serveOptions struct {
 	sandbox                                                        bool
 	stopTimeout, renewBefore                                       time.Duration
 	overlay                                                        overlayOptions
+	images                                                         imageOptions
 }
 
 func newServeCmd() *cobra.Command {
@@ -71,10 +72,23 @@ keeps a bridge per network, a tap per VM NIC and VXLAN over a WireGuard
 mesh in step with what the control plane sends in each heartbeat answer.
 Its WireGuard key is generated under --state-dir and only the public key
 leaves the node. Stopping the agent stops a userspace WireGuard device
-(the overlay pauses until the agent is back); bridges and taps stay.`,
+(the overlay pauses until the agent is back); bridges and taps stay.
+
+Image downloads are untrusted: the agent connects only to addresses
+outside loopback, this host's own addresses, link-local (169.254.0.0/16,
+fe80::/10), multicast and the cluster's overlay networks, checked on every
+connection and redirect;
+--image-allow (or ` + envImageAllow + `) adds exceptions, such as
+127.0.0.1/32 for a mirror on this host. No HTTP proxy is used. A download
+over --image-max-size, or an image whose virtual size is over it, is
+refused. Each image is checked (raw or qcow2 only, no backing or data
+file) and converted into a standalone qcow2 before a VM uses it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.overlay.validate(); err != nil {
+				return fmt.Errorf("otherix-agent: serve: %w", err)
+			}
+			if _, err := o.images.cacheOptions(); err != nil {
 				return fmt.Errorf("otherix-agent: serve: %w", err)
 			}
 			if !capacity.ValidAccel(o.accel) {
@@ -109,6 +123,7 @@ leaves the node. Stopping the agent stops a userspace WireGuard device
 	f.IntVar(&o.overlay.wireguardPort, "wireguard-port", netfabric.DefaultListenPort, "WireGuard UDP port (the control plane's desired state may name another)")
 	f.StringVar(&o.overlay.wireguardIf, "wireguard-if", "", "WireGuard interface name (default oxwg0); nodes sharing a host need distinct names")
 	f.BoolVar(&o.overlay.tunnelOffload, "wireguard-offload", true, "userspace WireGuard: take VXLAN from the kernel in 64 KiB UDP-tunnel GSO batches where the kernel's TUN can (Linux 6.17+); false uses wireguard-go's own TUN")
+	o.images.addFlags(f)
 	f.DurationVar(&o.renewBefore, "renew-before", 0, "renew the node certificate this long before it expires (default: once two thirds of its lifetime have passed)")
 	return cmd
 }
@@ -143,11 +158,20 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	if o.runDir == "" {
 		o.runDir = filepath.Join(o.stateDir, "run")
 	}
-	cache, err := images.New("default", filepath.Join(o.poolDir, "images"), images.Options{})
+	imgOpts, err := o.images.cacheOptions()
+	if err != nil {
+		return err
+	}
+	cache, err := images.New("default", filepath.Join(o.poolDir, "images"), imgOpts)
 	if err != nil {
 		return err
 	}
 	defer cache.Close()
+	if old := cache.LegacyFiles(); len(old) > 0 {
+		log.Warn("image cache holds files of the old basename-keyed layout; they are no longer used and may be removed once no VM disk is backed by them",
+			"dir", filepath.Join(o.poolDir, "images"), "files", len(old))
+	}
+	imgDeny := &imageDeny{cache: cache}
 	// The data plane asks the VM manager for NICs only once a desired
 	// state arrived, which is after vms is set.
 	var vms *vmactor.Manager
@@ -237,8 +261,11 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 				HostPrefixes:    dp.hostPrefixes(),
 			}
 		},
-		OnDesired: dp.setDesired,
-		Log:       log,
+		OnDesired: func(d messages.DesiredState) {
+			imgDeny.update(d)
+			dp.setDesired(d)
+		},
+		Log: log,
 	}
 	dp.setWake(loop.Wake)
 	loopDone := make(chan struct{})

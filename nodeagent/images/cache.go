@@ -1,6 +1,27 @@
 // Package images keeps the per-pool cache of base images that VM disks are
-// layered on: it downloads each image once, checks its digest and format,
-// and hands out overlays backed by it.
+// layered on: it downloads each image once, refuses what QEMU must not
+// open, normalises the rest into standalone qcow2 files and hands out
+// overlays backed by them.
+//
+// # Layout
+//
+// Under the pool's images directory:
+//
+//	bases/<sha256>.qcow2    a normalised base: written by qemu-img convert
+//	                        from a download whose sha256 (of the bytes the
+//	                        origin sent) names it
+//	sources/<key>.json      one per source URL (key = sha256 of the URL):
+//	                        the URL, the sha256 it served, its validators
+//	partial/<key>[.meta]    a download in progress, kept for a resume
+//	tmp/                    conversions in progress, emptied at start
+//
+// A base is keyed by content, so two URLs serving the same bytes share it,
+// but a request is served from the cache only through the record of its
+// own URL (and, when it names a sha256, only if the record has that
+// digest): a URL that merely shares a file name with another can never
+// stand in for it. Files of the layout before this one (an image per URL
+// basename at the top of the directory) are neither used nor reported nor
+// removed: overlays of existing VMs still name them as their backing files.
 package images
 
 import (
@@ -9,46 +30,69 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/otherix/otherix/internal/atomicfile"
 )
 
-const defaultStallTimeout = 30 * time.Second
+const (
+	defaultStallTimeout = 30 * time.Second
+	// DefaultMaxSize caps both the bytes an image download may bring and
+	// the virtual size of the image: larger than any cloud image, small
+	// enough that one tenant cannot fill a pool with a single URL.
+	DefaultMaxSize int64 = 64 << 30
+)
+
+// PullPolicy says when a cached image is checked against its origin.
+type PullPolicy string
+
+const (
+	// PullIfNotPresent uses a cached image of the same URL (and digest, if
+	// one is named) without touching the network. The default.
+	PullIfNotPresent PullPolicy = "if-not-present"
+	// PullAlways asks the origin on every use, with a conditional request
+	// (If-None-Match / If-Modified-Since): a 304 keeps the cached image, a
+	// new body is downloaded and normalised.
+	PullAlways PullPolicy = "always"
+)
 
 // Options tunes a Cache. The zero value is usable.
 type Options struct {
-	// HTTPClient fetches images. nil means a client with dial, TLS and
-	// response-header timeouts but no overall timeout: a large image on a
-	// slow link may legitimately take hours; StallTimeout catches hangs.
-	HTTPClient *http.Client
 	// StallTimeout aborts a download that receives no bytes for this long
 	// (default 30s). The partial file is kept so the next Ensure resumes.
 	StallTimeout time.Duration
 	// MaxNameLen bounds an image name in bytes (default 128).
 	MaxNameLen int
+	// MaxSize caps the bytes of a download and the virtual size of an
+	// image (default DefaultMaxSize).
+	MaxSize int64
+	// Allow lists destinations downloads may reach although the default
+	// policy denies them (loopback, link-local, the cluster's networks).
+	Allow []netip.Prefix
+	// PullPolicy is PullIfNotPresent (the default) or PullAlways.
+	PullPolicy PullPolicy
 }
 
 // Image is a cached base image.
 type Image struct {
 	Pool        string
-	Name        string
+	Name        string // the source URL's file name, for people to read
+	URL         string // the source this image was fetched from
 	Path        string
-	Format      string // "qcow2" or "raw", detected from the content
+	Format      string // always "qcow2": every base is normalised
 	SizeBytes   int64  // bytes on disk
 	VirtualSize int64  // guest-visible size
-	SHA256      string // lower-case hex
+	SHA256      string // lower-case hex of the bytes the source served
 }
 
 // Progress reports download progress; totalBytes is -1 when the server did
@@ -59,16 +103,21 @@ type Progress func(doneBytes, totalBytes int64)
 // concurrent use.
 type Cache struct {
 	pool       string
-	dir        string
+	dir        string // absolute
 	client     *http.Client
+	policy     *destPolicy
 	stall      time.Duration
 	maxNameLen int
+	maxSize    int64
+	pull       PullPolicy
 
 	// qemuImg is the qemu-img binary; a seam for tests.
 	qemuImg string
 	// freeSpace reports the bytes available to us under dir; a seam so tests
 	// can pretend the pool is full.
 	freeSpace func(dir string) (int64, error)
+	// now is the clock of source records; a seam for tests.
+	now func() time.Time
 
 	// ctx is the lifecycle root of the download goroutines; Close cancels it.
 	ctx    context.Context
@@ -76,12 +125,11 @@ type Cache struct {
 	wg     sync.WaitGroup
 
 	mu      sync.Mutex
-	flights map[string]*flight // downloads in progress, by image name
-	// described (guarded by mu) remembers each committed image's
-	// description by name for as long as its file is the same file
-	// (fileID): a cached Ensure and each heartbeat's List then skip the
-	// qemu-img info exec, about 6 ms per image per call on a 2-core host
-	// (BenchmarkCachedEnsure).
+	flights map[string]*flight // downloads in progress, by source URL
+	// described (guarded by mu) remembers each base's description by
+	// digest for as long as its file is the same file (fileID): a cached
+	// Ensure and each heartbeat's List then skip the qemu-img info exec,
+	// about 6 ms per image per call on a 2-core host (BenchmarkCachedEnsure).
 	described map[string]describedImage
 }
 
@@ -109,29 +157,56 @@ func fileIDOf(fi fs.FileInfo) (fileID, bool) {
 
 // New opens the cache for pool in dir, creating dir if needed.
 func New(pool, dir string, opts Options) (*Cache, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, newError(CodeCacheIO, "create pool directory", err)
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, newError(CodeCacheIO, "resolve pool directory", err)
+	}
+	for _, d := range []string{abs, filepath.Join(abs, dirBases), filepath.Join(abs, dirSources), filepath.Join(abs, dirPartial), filepath.Join(abs, dirTmp)} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, newError(CodeCacheIO, "create pool directory", err)
+		}
+	}
+	// A conversion the agent did not finish is worthless: its download is
+	// still in partial/ or its base already committed.
+	if entries, err := os.ReadDir(filepath.Join(abs, dirTmp)); err == nil {
+		for _, e := range entries {
+			os.Remove(filepath.Join(abs, dirTmp, e.Name()))
+		}
 	}
 	c := &Cache{
 		pool:       pool,
-		dir:        dir,
-		client:     opts.HTTPClient,
+		dir:        abs,
+		policy:     &destPolicy{allow: opts.Allow},
 		stall:      opts.StallTimeout,
 		maxNameLen: opts.MaxNameLen,
+		maxSize:    opts.MaxSize,
+		pull:       opts.PullPolicy,
 		qemuImg:    qemuImgBinary,
 		freeSpace:  statfsFree,
+		now:        time.Now,
 		flights:    map[string]*flight{},
 		described:  map[string]describedImage{},
 	}
-	if c.client == nil {
-		c.client = defaultClient()
-	}
+	c.client = newHTTPClient(c.policy)
 	if c.stall <= 0 {
 		c.stall = defaultStallTimeout
 	}
 	if c.maxNameLen <= 0 {
 		c.maxNameLen = defaultMaxNameLen
 	}
+	if c.maxSize <= 0 {
+		c.maxSize = DefaultMaxSize
+	}
+	switch c.pull {
+	case "":
+		c.pull = PullIfNotPresent
+	case PullIfNotPresent, PullAlways:
+	default:
+		return nil, fmt.Errorf("images: pull policy %q is not %s or %s", c.pull, PullIfNotPresent, PullAlways)
+	}
+	// Until the control plane names the cluster's networks, deny the
+	// default overlay supernet.
+	c.SetClusterNetworks([]netip.Prefix{defaultSupernet})
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c, nil
 }
@@ -144,15 +219,11 @@ func (c *Cache) Close() error {
 	return nil
 }
 
-func defaultClient() *http.Client {
-	return &http.Client{Transport: &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		TLSHandshakeTimeout:   15 * time.Second,
-		ResponseHeaderTimeout: 30 * time.Second,
-		IdleConnTimeout:       90 * time.Second,
-		ForceAttemptHTTP2:     true,
-	}}
+// SetClusterNetworks replaces the cluster's own networks (the overlay
+// supernet and the VM networks' CIDRs), which downloads may not reach
+// unless Options.Allow names them.
+func (c *Cache) SetClusterNetworks(prefixes []netip.Prefix) {
+	c.policy.setCluster(prefixes)
 }
 
 func statfsFree(dir string) (int64, error) {
@@ -163,34 +234,29 @@ func statfsFree(dir string) (int64, error) {
 	return int64(st.Bavail) * int64(st.Bsize), nil
 }
 
-func (c *Cache) path(name string) string        { return filepath.Join(c.dir, name) }
-func (c *Cache) shaPath(name string) string     { return filepath.Join(c.dir, "."+name+".sha256") }
-func (c *Cache) partialPath(name string) string { return filepath.Join(c.dir, "."+name+".partial") }
-func (c *Cache) metaPath(name string) string    { return filepath.Join(c.dir, "."+name+".partial.meta") }
-
-// Ensure returns the image named by rawURL's basename, downloading it if
-// the pool does not hold it yet. An image already present is used as is,
-// without touching the network; sha256, when given, must match it.
+// Ensure returns the base image for rawURL, downloading and normalising it
+// if the pool holds none for this URL yet (or, with PullAlways, if the
+// origin has changed it). sha256, when given, must match the bytes the
+// origin served; a cached image of the same URL with another digest is
+// not used: the URL is fetched again.
 //
-// Concurrent calls for one name share a single download. A caller whose ctx
+// Concurrent calls for one URL share a single download. A caller whose ctx
 // ends stops waiting; the download goes on while anyone still waits.
 func (c *Cache) Ensure(ctx context.Context, rawURL, sha string, progress Progress) (Image, error) {
-	name, err := nameFromURL(rawURL, c.maxNameLen)
-	if err != nil {
+	if _, err := nameFromURL(rawURL, c.maxNameLen); err != nil {
 		return Image{}, err
 	}
 	want, err := normalizeSHA(sha)
 	if err != nil {
 		return Image{}, err
 	}
-	if img, ok, err := c.cached(ctx, name); ok || err != nil {
-		if err != nil {
-			return Image{}, err
+	if c.pull == PullIfNotPresent {
+		if img, ok, err := c.cached(ctx, rawURL, want); ok || err != nil {
+			return img, err
 		}
-		return img, checkDigest(img, want)
 	}
 
-	f, sub := c.join(name, rawURL, want, progress)
+	f, sub := c.join(rawURL, want, progress)
 	defer c.leave(f, sub)
 	select {
 	case <-f.done:
@@ -200,13 +266,13 @@ func (c *Cache) Ensure(ctx context.Context, rawURL, sha string, progress Progres
 		// Another caller started this download, perhaps with another digest.
 		return f.img, checkDigest(f.img, want)
 	case <-ctx.Done():
-		return Image{}, fmt.Errorf("images: ensure %s: %w", name, ctx.Err())
+		return Image{}, fmt.Errorf("images: ensure %s: %w", rawURL, ctx.Err())
 	}
 }
 
 func checkDigest(img Image, want string) error {
 	if want != "" && img.SHA256 != want {
-		return newError(CodeChecksumMismatch, fmt.Sprintf("cached image %s differs: sha256 %s, want %s", img.Name, img.SHA256, want), nil)
+		return newError(CodeChecksumMismatch, fmt.Sprintf("download refused: %s served sha256 %s, want %s", img.URL, img.SHA256, want), nil)
 	}
 	return nil
 }
@@ -222,120 +288,116 @@ func normalizeSHA(s string) (string, error) {
 	return s, nil
 }
 
-// cached describes name if it is in the pool; ok is false when it is not.
-func (c *Cache) cached(ctx context.Context, name string) (img Image, ok bool, err error) {
-	if _, err := os.Stat(c.path(name)); err != nil {
+// cached returns the image of url's record if its base is present and it
+// has the digest wanted (any, if want is empty); ok is false otherwise.
+func (c *Cache) cached(ctx context.Context, url, want string) (img Image, ok bool, err error) {
+	rec, ok, err := c.readSource(url)
+	if !ok || err != nil {
+		return Image{}, false, err
+	}
+	if want != "" && rec.SHA256 != want {
+		return Image{}, false, nil
+	}
+	if _, err := os.Stat(c.basePath(rec.SHA256)); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return Image{}, false, nil
 		}
-		return Image{}, false, newError(CodeCacheIO, "stat "+name, err)
+		return Image{}, false, newError(CodeCacheIO, "stat base", err)
 	}
-	img, err = c.describe(ctx, name)
-	return img, true, err
+	img, err = c.describe(ctx, rec.SHA256)
+	if err != nil {
+		return Image{}, false, err
+	}
+	img.Name, img.URL = rec.Name, rec.URL
+	return img, true, nil
 }
 
-// describe builds the Image of a file already committed to the pool, or
-// returns the one built before for the same file.
-func (c *Cache) describe(ctx context.Context, name string) (Image, error) {
-	p := c.path(name)
+// describe builds the Image of a committed base, or returns the one built
+// before for the same file. Name and URL are left for the caller.
+func (c *Cache) describe(ctx context.Context, digest string) (Image, error) {
+	p := c.basePath(digest)
 	st, err := os.Stat(p)
 	if err != nil {
-		return Image{}, newError(CodeCacheIO, "stat "+name, err)
+		return Image{}, newError(CodeCacheIO, "stat base", err)
 	}
-	if id, ok := fileIDOf(st); ok {
+	id, idOK := fileIDOf(st)
+	if idOK {
 		c.mu.Lock()
-		d, ok := c.described[name]
+		d, ok := c.described[digest]
 		c.mu.Unlock()
 		if ok && d.id == id {
 			return d.img, nil
 		}
 	}
-	img, err := c.describeFile(ctx, name, p, st)
+	info, err := c.info(ctx, formatQCOW2, p)
 	if err != nil {
-		return img, err
+		return Image{}, err
 	}
-	c.remember(name, st, img)
+	img := Image{Pool: c.pool, Path: p, Format: formatQCOW2, SizeBytes: st.Size(), VirtualSize: info.VirtualSize, SHA256: digest}
+	if idOK {
+		c.mu.Lock()
+		c.described[digest] = describedImage{id: id, img: img}
+		c.mu.Unlock()
+	}
 	return img, nil
 }
 
-// remember keeps img as the description of name while its file is st's.
-func (c *Cache) remember(name string, st fs.FileInfo, img Image) {
-	id, ok := fileIDOf(st)
-	if !ok {
-		return
-	}
-	c.mu.Lock()
-	c.described[name] = describedImage{id: id, img: img}
-	c.mu.Unlock()
-}
-
-// describeFile reads the digest sidecar, the format and (with qemu-img
-// info) the virtual size of the image at p.
-func (c *Cache) describeFile(ctx context.Context, name, p string, st fs.FileInfo) (Image, error) {
-	digest, err := c.digest(name)
-	if err != nil {
-		return Image{}, err
-	}
-	format, err := detectFormat(p)
-	if err != nil {
-		return Image{}, err
-	}
-	vsize, err := inspect(ctx, c.qemuImg, p, format)
-	if err != nil {
-		return Image{}, err
-	}
-	return Image{
-		Pool: c.pool, Name: name, Path: p, Format: format,
-		SizeBytes: st.Size(), VirtualSize: vsize, SHA256: digest,
-	}, nil
-}
-
-// digest reads the sidecar, or hashes the image and writes the sidecar when
-// it is missing (an image placed by hand, or a sidecar lost).
-func (c *Cache) digest(name string) (string, error) {
-	if b, err := os.ReadFile(c.shaPath(name)); err == nil {
-		if s, err := normalizeSHA(string(b)); err == nil && s != "" {
-			return s, nil
-		}
-	}
-	f, err := os.Open(c.path(name))
-	if err != nil {
-		return "", newError(CodeCacheIO, "open "+name, err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", newError(CodeCacheIO, "hash "+name, err)
-	}
-	s := hex.EncodeToString(h.Sum(nil))
-	if err := atomicfile.Write(c.shaPath(name), []byte(s+"\n"), 0o644); err != nil {
-		return "", newError(CodeCacheIO, "write digest of "+name, err)
-	}
-	return s, nil
-}
-
-// List returns the images committed to the pool. Partial downloads,
-// sidecars and files that are not disk images are left out.
+// List returns the bases committed to the pool, one per content, each
+// named after (the lowest of) the URLs that served it. Partial downloads,
+// conversions in progress and files of the old layout are left out.
 func (c *Cache) List() ([]Image, error) {
-	entries, err := os.ReadDir(c.dir)
+	entries, err := os.ReadDir(filepath.Join(c.dir, dirBases))
 	if err != nil {
-		return nil, newError(CodeCacheIO, "read pool directory", err)
+		return nil, newError(CodeCacheIO, "read bases directory", err)
+	}
+	sources, err := c.sourcesByDigest()
+	if err != nil {
+		return nil, err
 	}
 	var out []Image
 	for _, e := range entries {
-		if !e.Type().IsRegular() || validName(e.Name(), c.maxNameLen) != nil {
+		digest, ok := strings.CutSuffix(e.Name(), ".qcow2")
+		if !e.Type().IsRegular() || !ok || len(digest) != 2*sha256.Size {
 			continue
 		}
-		img, err := c.describe(c.ctx, e.Name())
+		img, err := c.describe(c.ctx, digest)
 		if err != nil {
 			if ErrorCode(err) == CodeInvalidFormat {
 				continue
 			}
 			return nil, err
 		}
+		if rec, ok := sources[digest]; ok {
+			img.Name, img.URL = rec.Name, rec.URL
+		} else {
+			img.Name = "sha256-" + digest[:12]
+		}
 		out = append(out, img)
 	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Name != out[j].Name {
+			return out[i].Name < out[j].Name
+		}
+		return out[i].SHA256 < out[j].SHA256
+	})
 	return out, nil
+}
+
+// LegacyFiles names the files of the layout before content keys (one image
+// per URL basename at the top of the cache): they are not used any more and
+// can be removed once no VM disk names them as its backing file.
+func (c *Cache) LegacyFiles() []string {
+	entries, err := os.ReadDir(c.dir)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range entries {
+		if e.Type().IsRegular() {
+			out = append(out, e.Name())
+		}
+	}
+	return out
 }
 
 // syncDir makes renames in dir durable.
@@ -346,4 +408,12 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// DeniedClusterNetworks returns the cluster networks downloads are denied,
+// as last set.
+func (c *Cache) DeniedClusterNetworks() []netip.Prefix {
+	c.policy.mu.RLock()
+	defer c.policy.mu.RUnlock()
+	return slices.Clone(c.policy.cluster)
 }

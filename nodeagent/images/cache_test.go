@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,17 +19,22 @@ func TestEnsureDownloadsAndCaches(t *testing.T) {
 	body := qcow2Image(t, "64M")
 	srv, gets := serve(t, serveBytes(body))
 	c := newCache(t, Options{})
+	url := srv.URL + "/os/noble.img"
 
 	var last [2]int64
-	img, err := c.Ensure(context.Background(), srv.URL+"/os/noble.img", digestOf(body), func(done, total int64) {
+	img, err := c.Ensure(context.Background(), url, digestOf(body), func(done, total int64) {
 		last = [2]int64{done, total}
 	})
 	if err != nil {
 		t.Fatalf("Ensure: %v", err)
 	}
+	st, err := os.Stat(c.basePath(digestOf(body)))
+	if err != nil {
+		t.Fatalf("base not committed: %v", err)
+	}
 	want := Image{
-		Pool: "default", Name: "noble.img", Path: filepath.Join(c.dir, "noble.img"), Format: "qcow2",
-		SizeBytes: int64(len(body)), VirtualSize: 64 << 20, SHA256: digestOf(body),
+		Pool: "default", Name: "noble.img", URL: url, Path: c.basePath(digestOf(body)), Format: "qcow2",
+		SizeBytes: st.Size(), VirtualSize: 64 << 20, SHA256: digestOf(body),
 	}
 	if img != want {
 		t.Errorf("image = %+v\nwant    %+v", img, want)
@@ -36,23 +42,24 @@ func TestEnsureDownloadsAndCaches(t *testing.T) {
 	if last != [2]int64{int64(len(body)), int64(len(body))} {
 		t.Errorf("last progress = %v, want done = total = %d", last, len(body))
 	}
-	if got, _ := os.ReadFile(img.Path); string(got) != string(body) {
-		t.Error("cached file differs from the served body")
+	if got := strings.Join(dirNames(t, filepath.Join(c.dir, dirSources)), ","); got != urlKey(url)+".json" {
+		t.Errorf("sources/ holds %s, want the record of the URL only", got)
 	}
-	names := dirNames(t, c.dir)
-	if strings.Join(names, ",") != ".noble.img.sha256,noble.img" {
-		t.Errorf("pool holds %v, want the image and its digest sidecar only", names)
+	for _, d := range []string{dirPartial, dirTmp} {
+		if names := dirNames(t, filepath.Join(c.dir, d)); len(names) != 0 {
+			t.Errorf("%s/ holds %v after a download", d, names)
+		}
 	}
 
 	// A second cache on the same directory, as after an agent restart, must
-	// not go to the network, even with the server gone.
+	// not go to the network for the same URL, even with the server gone.
 	srv.Close()
-	c2, err := New("default", c.dir, Options{})
+	c2, err := New("default", c.dir, Options{Allow: loopback})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c2.Close()
-	again, err := ensure(t, c2, srv.URL+"/other/path/noble.img", digestOf(body))
+	again, err := ensure(t, c2, url, digestOf(body))
 	if err != nil {
 		t.Fatalf("cached Ensure: %v", err)
 	}
@@ -62,6 +69,9 @@ func TestEnsureDownloadsAndCaches(t *testing.T) {
 	if n := gets.Load(); n != 1 {
 		t.Errorf("server saw %d requests, want 1", n)
 	}
+	// Another URL with the same file name is another source.
+	_, err = ensure(t, c2, srv.URL+"/other/path/noble.img", "")
+	wantCode(t, err, CodeUnreachable)
 
 	list, err := c2.List()
 	if err != nil {
@@ -72,32 +82,79 @@ func TestEnsureDownloadsAndCaches(t *testing.T) {
 	}
 }
 
-func TestEnsureCachedWithoutSidecar(t *testing.T) {
+// TestNormalisedBaseKeepsContent: the base is a standalone qcow2 holding
+// exactly the guest data of what was served, raw or qcow2.
+func TestNormalisedBaseKeepsContent(t *testing.T) {
 	needQemuImg(t)
-	c := newCache(t, Options{})
-	body := rawDisk(t, 64<<10)
-	if err := os.WriteFile(filepath.Join(c.dir, "disk.raw"), body, 0o644); err != nil {
+	raw := rawDisk(t, 1<<20)
+	rawFile := filepath.Join(t.TempDir(), "src.raw")
+	if err := os.WriteFile(rawFile, raw, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// Nothing listens here: the cached path must not dial.
-	url := "http://127.0.0.1:1/disk.raw"
-
-	img, err := ensure(t, c, url, strings.ToUpper(digestOf(body)))
+	qcowFile := filepath.Join(t.TempDir(), "src.qcow2")
+	if out, err := exec.Command(qemuImgBinary, "convert", "-c", "-f", "raw", "-O", "qcow2", rawFile, qcowFile).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img convert: %v\n%s", err, out)
+	}
+	compressed, err := os.ReadFile(qcowFile)
 	if err != nil {
-		t.Fatalf("Ensure: %v", err)
+		t.Fatal(err)
 	}
-	if img.Format != "raw" || img.VirtualSize != int64(len(body)) || img.SHA256 != digestOf(body) {
-		t.Errorf("image = %+v", img)
+	for _, tt := range []struct {
+		name, format string
+		body         []byte
+	}{{"raw", "raw", raw}, {"compressed qcow2", "qcow2", compressed}} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv, _ := serve(t, serveBytes(tt.body))
+			c := newCache(t, Options{})
+			img, err := ensure(t, c, srv.URL+"/disk.img", digestOf(tt.body))
+			if err != nil {
+				t.Fatalf("Ensure: %v", err)
+			}
+			if img.Format != "qcow2" || img.VirtualSize != int64(len(raw)) {
+				t.Errorf("image = %+v", img)
+			}
+			if out, err := exec.Command(qemuImgBinary, "compare", "-q", "-f", "raw", "-F", "qcow2", rawFile, img.Path).CombinedOutput(); err != nil {
+				t.Errorf("base differs from the source: %v %s", err, out)
+			}
+			info := qemuInfo(t, img.Path)
+			if info.Format != "qcow2" || info.BackingFilename != "" || info.FormatSpecific.Data.DataFile != "" {
+				t.Errorf("base info = %+v, want a standalone qcow2", info)
+			}
+		})
 	}
-	side, err := os.ReadFile(c.shaPath("disk.raw"))
-	if err != nil || strings.TrimSpace(string(side)) != digestOf(body) {
-		t.Errorf("sidecar = %q, %v; want the digest", side, err)
-	}
+}
 
-	_, err = ensure(t, c, url, strings.Repeat("0", 64))
-	wantCode(t, err, CodeChecksumMismatch)
-	if !strings.Contains(err.Error(), "cached image") {
-		t.Errorf("err = %v, want it to say the cached image differs", err)
+// TestLegacyLayoutIgnored: an image the old basename-keyed layout left at
+// the top of the cache is neither served, listed nor removed (existing
+// VM disks may still be backed by it).
+func TestLegacyLayoutIgnored(t *testing.T) {
+	needQemuImg(t)
+	dir := filepath.Join(t.TempDir(), "pool")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	old := qcow2Image(t, "16M")
+	for name, b := range map[string][]byte{"debian.qcow2": old, ".debian.qcow2.sha256": []byte(digestOf(old) + "\n")} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := New("default", dir, Options{Allow: loopback})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Nothing listens here: the old file must not stand in for a download.
+	_, err = ensure(t, c, "http://127.0.0.1:1/debian.qcow2", digestOf(old))
+	wantCode(t, err, CodeUnreachable)
+	if list, err := c.List(); err != nil || len(list) != 0 {
+		t.Errorf("List = %+v, %v; want nothing", list, err)
+	}
+	if got := strings.Join(c.LegacyFiles(), ","); got != ".debian.qcow2.sha256,debian.qcow2" {
+		t.Errorf("LegacyFiles = %s", got)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "debian.qcow2")); err != nil || string(b) != string(old) {
+		t.Errorf("legacy image was touched: %v", err)
 	}
 }
 
@@ -109,7 +166,7 @@ func TestEnsureChecksumMismatch(t *testing.T) {
 
 	_, err := ensure(t, c, srv.URL+"/disk.raw", strings.Repeat("ab", 32))
 	wantCode(t, err, CodeChecksumMismatch)
-	assertEmptyDir(t, c.dir)
+	assertNothingCached(t, c)
 }
 
 func TestEnsureHTTPFailures(t *testing.T) {
@@ -127,15 +184,15 @@ func TestEnsureHTTPFailures(t *testing.T) {
 		code    string
 		message string
 	}{
-		{"not found", http.StatusNotFound, "", CodeNotFound, "404"},
-		{"server error", http.StatusInternalServerError, "", CodeDownloadFailed, "HTTP 500"},
-		{"forbidden", http.StatusForbidden, "", CodeDownloadFailed, "HTTP 403"},
-		{"unreachable", 0, deadURL, CodeUnreachable, "connect"},
+		{"not found", http.StatusNotFound, "", CodeNotFound, "download failed: HTTP 404"},
+		{"server error", http.StatusInternalServerError, "", CodeDownloadFailed, "download failed: HTTP 500"},
+		{"forbidden", http.StatusForbidden, "", CodeDownloadFailed, "download failed: HTTP 403"},
+		{"unreachable", 0, deadURL, CodeUnreachable, "download failed: connect"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			srv, _ := serve(t, func(w http.ResponseWriter, r *http.Request) {
-				http.Error(w, "nope", tt.status)
+				http.Error(w, "SECRET-BODY", tt.status)
 			})
 			url := tt.url
 			if url == "" {
@@ -147,7 +204,10 @@ func TestEnsureHTTPFailures(t *testing.T) {
 			if !strings.Contains(err.Error(), tt.message) {
 				t.Errorf("err = %v, want it to mention %q", err, tt.message)
 			}
-			assertEmptyDir(t, c.dir)
+			if strings.Contains(err.Error(), "SECRET") {
+				t.Errorf("err = %v echoes the response body", err)
+			}
+			assertNothingCached(t, c)
 		})
 	}
 }
@@ -158,7 +218,7 @@ func TestEnsureInvalidFormat(t *testing.T) {
 		name string
 		body []byte
 	}{
-		{"html", []byte("<!doctype html><html><body>mirror maintenance</body></html>")},
+		{"html", []byte("<!doctype html><html><body>SECRET mirror maintenance</body></html>")},
 		{"gzip", append([]byte{0x1f, 0x8b, 0x08, 0}, make([]byte, 4096)...)},
 		{"zeros", make([]byte, 4096)},
 	}
@@ -168,35 +228,12 @@ func TestEnsureInvalidFormat(t *testing.T) {
 			c := newCache(t, Options{})
 			_, err := ensure(t, c, srv.URL+"/disk.qcow2", "")
 			wantCode(t, err, CodeInvalidFormat)
-			assertEmptyDir(t, c.dir)
+			if strings.Contains(err.Error(), "SECRET") || strings.Contains(err.Error(), "doctype") {
+				t.Errorf("err = %v echoes the response body", err)
+			}
+			assertNothingCached(t, c)
 		})
 	}
-}
-
-func TestEnsureRejectsBackingFile(t *testing.T) {
-	needQemuImg(t)
-	dir := t.TempDir()
-	base := filepath.Join(dir, "base.qcow2")
-	top := filepath.Join(dir, "top.qcow2")
-	base0 := qcow2Image(t, "16M")
-	if err := os.WriteFile(base, base0, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := CreateOverlay(context.Background(), Image{Name: "base", Path: base, Format: "qcow2", VirtualSize: 16 << 20}, top, 16<<20); err != nil {
-		t.Fatal(err)
-	}
-	body, err := os.ReadFile(top)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, _ := serve(t, serveBytes(body))
-	c := newCache(t, Options{})
-	_, err = ensure(t, c, srv.URL+"/top.qcow2", "")
-	wantCode(t, err, CodeInvalidFormat)
-	if !strings.Contains(err.Error(), "backing file") {
-		t.Errorf("err = %v, want it to mention the backing file", err)
-	}
-	assertEmptyDir(t, c.dir)
 }
 
 func TestEnsureTooLarge(t *testing.T) {
@@ -207,7 +244,7 @@ func TestEnsureTooLarge(t *testing.T) {
 
 	_, err := ensure(t, c, srv.URL+"/disk.raw", "")
 	wantCode(t, err, CodeTooLarge)
-	assertEmptyDir(t, c.dir)
+	assertNothingCached(t, c)
 }
 
 func TestEnsureInvalidArguments(t *testing.T) {
@@ -218,7 +255,7 @@ func TestEnsureInvalidArguments(t *testing.T) {
 		_, err := ensure(t, c, "http://127.0.0.1:1/a.img", sha)
 		wantCode(t, err, CodeSHA256Invalid)
 	}
-	assertEmptyDir(t, c.dir)
+	assertNothingCached(t, c)
 }
 
 // TestEnsureStallThenResume serves the first half of body and then goes quiet; the
@@ -264,7 +301,7 @@ func TestEnsureStallThenResume(t *testing.T) {
 
 	_, err := ensure(t, c, url, digestOf(body))
 	wantCode(t, err, CodeDownloadStalled)
-	st, err := os.Stat(c.partialPath("disk.raw"))
+	st, err := os.Stat(c.partialPath(url))
 	if err != nil {
 		t.Fatalf("partial not kept: %v", err)
 	}
@@ -284,9 +321,6 @@ func TestEnsureStallThenResume(t *testing.T) {
 	if img.SHA256 != digestOf(body) {
 		t.Errorf("digest = %s, want %s", img.SHA256, digestOf(body))
 	}
-	if got, _ := os.ReadFile(img.Path); string(got) != string(body) {
-		t.Error("resumed file differs from the served body")
-	}
 	if first != int64(half) {
 		t.Errorf("first progress = %d, want the resume offset %d", first, half)
 	}
@@ -295,8 +329,8 @@ func TestEnsureStallThenResume(t *testing.T) {
 	if requests != 2 || rangeHdr != "bytes="+itoa(half)+"-" || ifRange != `"v1"` {
 		t.Errorf("requests = %d, Range = %q, If-Range = %q", requests, rangeHdr, ifRange)
 	}
-	if hasPrefixAny(dirNames(t, c.dir), ".disk.raw.partial") {
-		t.Errorf("partial files left: %v", dirNames(t, c.dir))
+	if names := dirNames(t, filepath.Join(c.dir, dirPartial)); len(names) != 0 {
+		t.Errorf("partial files left: %v", names)
 	}
 }
 
@@ -311,10 +345,10 @@ func TestEnsureRestartsWhenRangeIgnored(t *testing.T) {
 	c := newCache(t, Options{})
 	url := srv.URL + "/disk.raw"
 	// A stale partial from an earlier attempt, with bytes that do not match.
-	if err := os.WriteFile(c.partialPath("disk.raw"), []byte(strings.Repeat("x", 1000)), 0o644); err != nil {
+	if err := os.WriteFile(c.partialPath(url), []byte(strings.Repeat("x", 1000)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(c.metaPath("disk.raw"), []byte(`{"url":"`+url+`","validator":"\"v0\""}`), 0o644); err != nil {
+	if err := os.WriteFile(c.metaPath(url), []byte(`{"url":"`+url+`","validator":"\"v0\""}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 
@@ -325,7 +359,7 @@ func TestEnsureRestartsWhenRangeIgnored(t *testing.T) {
 	if sawRange != "bytes=1000-" {
 		t.Errorf("Range = %q, want a resume attempt from 1000", sawRange)
 	}
-	if img.SizeBytes != int64(len(body)) || img.SHA256 != digestOf(body) {
+	if img.VirtualSize != int64(len(body)) || img.SHA256 != digestOf(body) {
 		t.Errorf("image = %+v", img)
 	}
 }
@@ -362,7 +396,7 @@ func TestEnsureConcurrentSharesOneDownload(t *testing.T) {
 	eventually(t, "all callers to join one download", func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		f := c.flights["disk.raw"]
+		f := c.flights[srv.URL+"/disk.raw"]
 		return f != nil && f.waiters == callers
 	})
 	unblock()
@@ -406,7 +440,7 @@ func TestEnsureCancelledWaiters(t *testing.T) {
 	waiters := func() int {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		if f := c.flights["disk.raw"]; f != nil {
+		if f := c.flights[url]; f != nil {
 			return f.waiters
 		}
 		return 0
@@ -454,7 +488,7 @@ func TestEnsureCancelledWaiters(t *testing.T) {
 	eventually(t, "the waiter to join", func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		return c.flights["other.raw"] != nil
+		return c.flights[srv2.URL+"/other.raw"] != nil
 	})
 	// Cancel only once the request is in flight: a cancel before it is sent
 	// aborts nothing the server could see.
@@ -473,34 +507,36 @@ func TestEnsureCancelledWaiters(t *testing.T) {
 	eventually(t, "the flight to end", func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		return c.flights["other.raw"] == nil
+		return c.flights[srv2.URL+"/other.raw"] == nil
 	})
 }
 
 func TestListSkipsPartialsAndJunk(t *testing.T) {
 	needQemuImg(t)
+	disk := rawDisk(t, 64<<10)
+	srv, _ := serve(t, serveBytes(disk))
 	c := newCache(t, Options{})
-	disk := rawDisk(t, 4096)
+	img, err := ensure(t, c, srv.URL+"/good.raw", "")
+	if err != nil {
+		t.Fatal(err)
+	}
 	files := map[string][]byte{
-		"good.raw":         disk,
-		".good.raw.sha256": []byte(digestOf(disk) + "\n"),
-		".next.partial":    disk[:100],
-		"notes.txt":        []byte("hello"),
+		filepath.Join(dirPartial, urlKey("http://x/next.img")): disk[:100],
+		filepath.Join(dirBases, "notes.txt"):                   []byte("hello"),
+		filepath.Join(dirSources, "junk.json"):                 []byte("{"),
+		"stray.qcow2":                                          disk,
 	}
 	for name, b := range files {
 		if err := os.WriteFile(filepath.Join(c.dir, name), b, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := os.Mkdir(filepath.Join(c.dir, "subdir"), 0o755); err != nil {
-		t.Fatal(err)
-	}
 	list, err := c.List()
 	if err != nil {
 		t.Fatalf("List: %v", err)
 	}
-	if len(list) != 1 || list[0].Name != "good.raw" || list[0].SHA256 != digestOf(disk) || list[0].SizeBytes != 4096 {
-		t.Errorf("List = %+v, want good.raw only", list)
+	if len(list) != 1 || list[0] != img {
+		t.Errorf("List = %+v, want [%+v]", list, img)
 	}
 }
 

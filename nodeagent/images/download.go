@@ -10,6 +10,7 @@ import (
 	"hash"
 	"io"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -19,116 +20,139 @@ import (
 	"github.com/otherix/otherix/internal/atomicfile"
 )
 
-// errStalled is the cancel cause the stall watchdog leaves on a request.
-var errStalled = errors.New("images: no bytes received within the stall timeout")
+var (
+	// errStalled is the cancel cause the stall watchdog leaves on a request.
+	errStalled = errors.New("images: no bytes received within the stall timeout")
+	// errTooManyRedirects ends a redirect chain early.
+	errTooManyRedirects = errors.New("images: too many redirects")
+)
 
 // partialMeta is kept beside a partial download so a resume can ask the
 // server, through If-Range, to send the rest only if the file is unchanged.
 type partialMeta struct {
-	URL       string `json:"url"`
-	Validator string `json:"validator"` // strong ETag or Last-Modified
+	URL          string `json:"url"`
+	Validator    string `json:"validator"` // strong ETag or Last-Modified
+	ETag         string `json:"etag,omitempty"`
+	LastModified string `json:"last_modified,omitempty"`
 }
 
-// download fetches url into the pool as name and commits it. It runs on the
-// flight's goroutine.
-func (c *Cache) download(ctx context.Context, name, url, want string, progress Progress) (Image, error) {
+// fetched is the outcome of fetch.
+type fetched struct {
+	digest      string
+	meta        partialMeta
+	notModified bool // the origin answered 304 to a conditional request
+}
+
+// download fetches url, refuses or normalises what it got and records it.
+// It runs on the flight's goroutine.
+func (c *Cache) download(ctx context.Context, url, want string, progress Progress) (Image, error) {
 	// A flight that finished just before this one started may have
-	// committed the image already.
-	if img, ok, err := c.cached(ctx, name); ok || err != nil {
-		return img, err
-	}
-	digest, err := c.fetch(ctx, name, url, progress)
-	if err != nil {
-		return Image{}, err
-	}
-	partial := c.partialPath(name)
-	if want != "" && digest != want {
-		c.discardPartial(name)
-		return Image{}, newError(CodeChecksumMismatch, fmt.Sprintf("downloaded %s has sha256 %s, want %s", name, digest, want), nil)
-	}
-	format, err := detectFormat(partial)
-	if err != nil {
-		if ErrorCode(err) == CodeInvalidFormat {
-			c.discardPartial(name)
+	// recorded the image already.
+	if c.pull == PullIfNotPresent {
+		if img, ok, err := c.cached(ctx, url, want); ok || err != nil {
+			return img, err
 		}
-		return Image{}, err
 	}
-	vsize, err := inspect(ctx, c.qemuImg, partial, format)
-	if err != nil {
-		if ErrorCode(err) == CodeInvalidFormat {
-			c.discardPartial(name)
+	name, _ := nameFromURL(url, c.maxNameLen)
+	var cond *sourceRecord
+	if rec, ok, _ := c.readSource(url); ok && (want == "" || rec.SHA256 == want) {
+		if _, err := os.Stat(c.basePath(rec.SHA256)); err == nil {
+			cond = &rec
 		}
+	}
+	res, err := c.fetch(ctx, url, cond, progress)
+	if err != nil {
 		return Image{}, err
 	}
-	// The sidecar goes first: once the image has its real name, a reader
-	// must find its digest without hashing gigabytes.
-	if err := atomicfile.Write(c.shaPath(name), []byte(digest+"\n"), 0o644); err != nil {
-		return Image{}, newError(CodeCacheIO, "write digest of "+name, err)
+	if res.notModified {
+		cond.FetchedAt = c.now().UTC()
+		if err := c.writeSource(*cond); err != nil {
+			return Image{}, err
+		}
+		return c.imageOf(ctx, *cond)
 	}
-	if err := os.Rename(partial, c.path(name)); err != nil {
-		return Image{}, newError(CodeCacheIO, "commit "+name, err)
+	if want != "" && res.digest != want {
+		c.discardPartial(url)
+		return Image{}, newError(CodeChecksumMismatch, fmt.Sprintf("download refused: %s served sha256 %s, want %s", url, res.digest, want), nil)
 	}
-	os.Remove(c.metaPath(name))
-	if err := syncDir(c.dir); err != nil {
-		return Image{}, newError(CodeCacheIO, "sync pool directory", err)
+	if _, err := os.Stat(c.basePath(res.digest)); err != nil {
+		if err := c.normalise(ctx, c.partialPath(url), res.digest); err != nil {
+			if ErrorCode(err) != CodeCacheIO && ctx.Err() == nil {
+				c.discardPartial(url)
+			}
+			return Image{}, err
+		}
 	}
-	st, err := os.Stat(c.path(name))
+	c.discardPartial(url)
+	rec := sourceRecord{URL: url, Name: name, SHA256: res.digest, ETag: res.meta.ETag,
+		LastModified: res.meta.LastModified, FetchedAt: c.now().UTC()}
+	if err := c.writeSource(rec); err != nil {
+		return Image{}, err
+	}
+	return c.imageOf(ctx, rec)
+}
+
+func (c *Cache) imageOf(ctx context.Context, rec sourceRecord) (Image, error) {
+	img, err := c.describe(ctx, rec.SHA256)
 	if err != nil {
-		return Image{}, newError(CodeCacheIO, "stat "+name, err)
+		return Image{}, err
 	}
-	img := Image{
-		Pool: c.pool, Name: name, Path: c.path(name), Format: format,
-		SizeBytes: st.Size(), VirtualSize: vsize, SHA256: digest,
-	}
-	c.remember(name, st, img)
+	img.Name, img.URL = rec.Name, rec.URL
 	return img, nil
 }
 
-func (c *Cache) discardPartial(name string) {
-	os.Remove(c.partialPath(name))
-	os.Remove(c.metaPath(name))
+func (c *Cache) discardPartial(url string) {
+	os.Remove(c.partialPath(url))
+	os.Remove(c.metaPath(url))
 }
 
-// fetch brings the partial file of name to the complete content of url,
+// fetch brings the partial file of url to the complete content of url,
 // resuming what an earlier attempt left, and returns its sha256. The file
-// is synced on success.
-func (c *Cache) fetch(ctx context.Context, name, url string, progress Progress) (digest string, err error) {
-	f, err := os.OpenFile(c.partialPath(name), os.O_RDWR|os.O_CREATE, 0o644)
+// is synced on success. With cond, a fresh request is conditional on the
+// validators cond recorded.
+func (c *Cache) fetch(ctx context.Context, url string, cond *sourceRecord, progress Progress) (res fetched, err error) {
+	f, err := os.OpenFile(c.partialPath(url), os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
-		return "", newError(CodeCacheIO, "open partial "+name, err)
+		return res, newError(CodeCacheIO, "open partial download", err)
 	}
 	defer func() {
 		// An empty partial has nothing worth resuming; do not leave clutter.
-		if st, serr := f.Stat(); err != nil && serr == nil && st.Size() == 0 {
-			c.discardPartial(name)
+		if st, serr := f.Stat(); (err != nil || res.notModified) && serr == nil && st.Size() == 0 {
+			c.discardPartial(url)
 		}
 		f.Close()
 	}()
 
 	h := sha256.New()
-	offset, validator, err := c.resumePoint(f, name, url, h)
+	offset, validator, err := c.resumePoint(f, url, h)
 	if err != nil {
-		return "", err
+		return res, err
 	}
 	for attempt := 0; ; attempt++ {
-		err := c.transfer(ctx, f, name, url, offset, validator, h, progress)
+		var t transferResult
+		t, err = c.transfer(ctx, f, url, offset, validator, cond, h, progress)
 		if errors.Is(err, errRestart) && attempt == 0 {
 			// The server cannot continue what we have: start from zero once.
 			if err := restart(f, h); err != nil {
-				return "", newError(CodeCacheIO, "truncate partial "+name, err)
+				return res, newError(CodeCacheIO, "truncate partial download", err)
 			}
 			offset, validator = 0, ""
 			continue
 		}
 		if err != nil {
-			return "", err
+			return res, err
 		}
+		res.meta, res.notModified = t.meta, t.notModified
 		break
 	}
-	if err := f.Sync(); err != nil {
-		return "", newError(CodeCacheIO, "sync partial "+name, err)
+	if res.notModified {
+		return res, nil
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	if err := f.Sync(); err != nil {
+		return res, newError(CodeCacheIO, "sync partial download", err)
+	}
+	res.digest = hex.EncodeToString(h.Sum(nil))
+	return res, nil
 }
 
 // errRestart asks fetch to drop the partial file and ask for everything.
@@ -137,26 +161,26 @@ var errRestart = errors.New("images: range not satisfiable")
 // resumePoint decides where to continue and feeds the bytes already held
 // into h. Without a validator from the same URL the bytes cannot be trusted
 // to match what the server now has, so they are dropped.
-func (c *Cache) resumePoint(f *os.File, name, url string, h hash.Hash) (int64, string, error) {
+func (c *Cache) resumePoint(f *os.File, url string, h hash.Hash) (int64, string, error) {
 	st, err := f.Stat()
 	if err != nil {
-		return 0, "", newError(CodeCacheIO, "stat partial "+name, err)
+		return 0, "", newError(CodeCacheIO, "stat partial download", err)
 	}
 	var meta partialMeta
-	if b, err := os.ReadFile(c.metaPath(name)); err == nil {
+	if b, err := os.ReadFile(c.metaPath(url)); err == nil {
 		json.Unmarshal(b, &meta)
 	}
-	if st.Size() == 0 || meta.URL != url || meta.Validator == "" {
+	if st.Size() == 0 || st.Size() > c.maxSize || meta.URL != url || meta.Validator == "" {
 		if err := restart(f, h); err != nil {
-			return 0, "", newError(CodeCacheIO, "truncate partial "+name, err)
+			return 0, "", newError(CodeCacheIO, "truncate partial download", err)
 		}
 		return 0, "", nil
 	}
 	if _, err := io.Copy(h, io.NewSectionReader(f, 0, st.Size())); err != nil {
-		return 0, "", newError(CodeCacheIO, "hash partial "+name, err)
+		return 0, "", newError(CodeCacheIO, "hash partial download", err)
 	}
 	if _, err := f.Seek(st.Size(), io.SeekStart); err != nil {
-		return 0, "", newError(CodeCacheIO, "seek partial "+name, err)
+		return 0, "", newError(CodeCacheIO, "seek partial download", err)
 	}
 	return st.Size(), meta.Validator, nil
 }
@@ -170,9 +194,16 @@ func restart(f *os.File, h hash.Hash) error {
 	return err
 }
 
+type transferResult struct {
+	meta        partialMeta
+	notModified bool
+}
+
 // transfer makes one GET and appends its body to f, which holds offset
-// bytes already.
-func (c *Cache) transfer(ctx context.Context, f *os.File, name, url string, offset int64, validator string, h hash.Hash, progress Progress) error {
+// bytes already. No byte of a response body ever goes into an error: the
+// agent may have been pointed at a service that answers with secrets.
+func (c *Cache) transfer(ctx context.Context, f *os.File, url string, offset int64, validator string, cond *sourceRecord, h hash.Hash, progress Progress) (transferResult, error) {
+	var res transferResult
 	reqCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	// The watchdog covers the wait for headers as well as each body read;
@@ -182,17 +213,22 @@ func (c *Cache) transfer(ctx context.Context, f *os.File, name, url string, offs
 
 	req, err := http.NewRequestWithContext(reqCtx, http.MethodGet, url, nil)
 	if err != nil {
-		return newError(CodeURLInvalid, "build request", err)
+		return res, newError(CodeURLInvalid, "build request", err)
 	}
 	// Transparent gzip would make byte offsets meaningless for Range.
 	req.Header.Set("Accept-Encoding", "identity")
-	if offset > 0 {
+	switch {
+	case offset > 0:
 		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", offset))
 		req.Header.Set("If-Range", validator)
+	case cond != nil && cond.ETag != "":
+		req.Header.Set("If-None-Match", cond.ETag)
+	case cond != nil && cond.LastModified != "":
+		req.Header.Set("If-Modified-Since", cond.LastModified)
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {
-		return c.transferError(ctx, reqCtx, name, CodeUnreachable, "get "+url, err)
+		return res, c.transferError(ctx, reqCtx, url, CodeUnreachable, "connect", err)
 	}
 	defer resp.Body.Close()
 
@@ -202,38 +238,45 @@ func (c *Cache) transfer(ctx context.Context, f *os.File, name, url string, offs
 			// The file changed or the server ignores Range: start over
 			// with this very response.
 			if err := restart(f, h); err != nil {
-				return newError(CodeCacheIO, "truncate partial "+name, err)
+				return res, newError(CodeCacheIO, "truncate partial download", err)
 			}
 			offset = 0
 		}
+	case resp.StatusCode == http.StatusNotModified && cond != nil && offset == 0:
+		res.notModified = true
+		return res, nil
 	case resp.StatusCode == http.StatusPartialContent && offset > 0:
 		if start, ok := rangeStart(resp.Header.Get("Content-Range")); !ok || start != offset {
-			return errRestart
+			return res, errRestart
 		}
 	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && offset > 0:
-		return errRestart
+		return res, errRestart
 	case resp.StatusCode == http.StatusNotFound:
-		c.discardPartial(name)
-		return newError(CodeNotFound, fmt.Sprintf("%s: HTTP 404", url), nil)
+		c.discardPartial(url)
+		return res, newError(CodeNotFound, "download failed: HTTP 404", nil)
 	default:
-		return newError(CodeDownloadFailed, fmt.Sprintf("%s: HTTP %d", url, resp.StatusCode), nil)
+		return res, newError(CodeDownloadFailed, fmt.Sprintf("download failed: HTTP %d", resp.StatusCode), nil)
 	}
 
 	remaining := resp.ContentLength
 	total := int64(-1)
 	if remaining >= 0 {
 		total = offset + remaining
+		if total > c.maxSize {
+			c.discardPartial(url)
+			return res, newError(CodeTooLarge, fmt.Sprintf("download refused: the image is %d bytes, the limit is %d", total, c.maxSize), nil)
+		}
 		free, err := c.freeSpace(c.dir)
 		if err != nil {
-			return newError(CodeCacheIO, "free space of pool", err)
+			return res, newError(CodeCacheIO, "free space of pool", err)
 		}
 		if remaining > free {
-			c.discardPartial(name)
-			return newError(CodeTooLarge, fmt.Sprintf("%s needs %d more bytes, pool %s has %d free", name, remaining, c.pool, free), nil)
+			c.discardPartial(url)
+			return res, newError(CodeTooLarge, fmt.Sprintf("download refused: the image needs %d more bytes, pool %s has %d free", remaining, c.pool, free), nil)
 		}
 	}
-	if err := c.saveMeta(name, url, resp.Header); err != nil {
-		return err
+	if res.meta, err = c.saveMeta(url, resp.Header); err != nil {
+		return res, err
 	}
 
 	done := offset
@@ -245,12 +288,17 @@ func (c *Cache) transfer(ctx context.Context, f *os.File, name, url string, offs
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {
 			watchdog.Reset(c.stall)
+			// The cap holds without a Content-Length (or with a false one).
+			if done+int64(n) > c.maxSize {
+				c.discardPartial(url)
+				return res, newError(CodeTooLarge, fmt.Sprintf("download refused: the image exceeds the limit of %d bytes", c.maxSize), nil)
+			}
 			if _, err := f.Write(buf[:n]); err != nil {
 				if errors.Is(err, syscall.ENOSPC) {
-					c.discardPartial(name)
-					return newError(CodeTooLarge, fmt.Sprintf("pool %s ran out of space", c.pool), err)
+					c.discardPartial(url)
+					return res, newError(CodeTooLarge, fmt.Sprintf("download refused: pool %s ran out of space", c.pool), err)
 				}
-				return newError(CodeCacheIO, "write partial "+name, err)
+				return res, newError(CodeCacheIO, "write partial download", err)
 			}
 			h.Write(buf[:n])
 			done += int64(n)
@@ -259,40 +307,67 @@ func (c *Cache) transfer(ctx context.Context, f *os.File, name, url string, offs
 			}
 		}
 		if rerr == io.EOF {
-			return nil
+			return res, nil
 		}
 		if rerr != nil {
-			return c.transferError(ctx, reqCtx, name, CodeDownloadFailed, "read body of "+url, rerr)
+			return res, c.transferError(ctx, reqCtx, url, CodeDownloadFailed, "read", rerr)
 		}
 	}
 }
 
-// transferError tells a stall and the caller's cancellation apart from a
-// network failure, which is reported with code.
-func (c *Cache) transferError(ctx, reqCtx context.Context, name, code, msg string, err error) error {
-	if errors.Is(context.Cause(reqCtx), errStalled) {
-		return newError(CodeDownloadStalled, fmt.Sprintf("%s: no data for %s", name, c.stall), err)
+// transferError tells a refused destination, a stall and the caller's
+// cancellation apart from a network failure, which is reported with code.
+func (c *Cache) transferError(ctx, reqCtx context.Context, url, code, what string, err error) error {
+	var refused *refusedError
+	switch {
+	case errors.As(err, &refused):
+		return newError(CodeDownloadRefused, fmt.Sprintf("download refused: %s (an operator may allow it with --image-allow)", refused), nil)
+	case errors.Is(err, errTooManyRedirects):
+		return newError(CodeDownloadFailed, "download failed: too many redirects", nil)
+	case errors.Is(context.Cause(reqCtx), errStalled):
+		return newError(CodeDownloadStalled, fmt.Sprintf("download failed: no data from %s for %s", hostOf(url), c.stall), nil)
+	case ctx.Err() != nil:
+		return fmt.Errorf("images: download %s: %w", url, ctx.Err())
 	}
-	if ctx.Err() != nil {
-		return fmt.Errorf("images: download %s: %w", name, ctx.Err())
-	}
-	return newError(code, msg, err)
+	return newError(code, fmt.Sprintf("download failed: %s %s", what, hostOf(url)), netCause(err))
 }
 
-// saveMeta records the validator of the response being written so that a
-// later resume can use If-Range. A weak ETag may not be used there.
-func (c *Cache) saveMeta(name, url string, hdr http.Header) error {
-	meta := partialMeta{URL: url}
-	if etag := hdr.Get("ETag"); etag != "" && !strings.HasPrefix(etag, "W/") {
-		meta.Validator = etag
-	} else if lm := hdr.Get("Last-Modified"); lm != "" {
-		meta.Validator = lm
+// netCause keeps the innermost cause of a transport error (connection
+// refused, no such host, a TLS failure) without the request line around it.
+func netCause(err error) error {
+	for {
+		u := errors.Unwrap(err)
+		if u == nil {
+			return err
+		}
+		err = u
+	}
+}
+
+// hostOf is the host[:port] of rawURL for messages, without user info.
+func hostOf(rawURL string) string {
+	u, err := neturl.Parse(rawURL)
+	if err != nil {
+		return "the origin"
+	}
+	return u.Host
+}
+
+// saveMeta records the validators of the response being written: a resume
+// uses them in If-Range (where a weak ETag may not be used), and the source
+// record keeps them for a conditional request later.
+func (c *Cache) saveMeta(url string, hdr http.Header) (partialMeta, error) {
+	meta := partialMeta{URL: url, ETag: hdr.Get("ETag"), LastModified: hdr.Get("Last-Modified")}
+	if meta.ETag != "" && !strings.HasPrefix(meta.ETag, "W/") {
+		meta.Validator = meta.ETag
+	} else if meta.LastModified != "" {
+		meta.Validator = meta.LastModified
 	}
 	b, _ := json.Marshal(meta)
-	if err := atomicfile.Write(c.metaPath(name), b, 0o644); err != nil {
-		return newError(CodeCacheIO, "write partial metadata of "+name, err)
+	if err := atomicfile.Write(c.metaPath(url), b, 0o644); err != nil {
+		return meta, newError(CodeCacheIO, "write partial metadata", err)
 	}
-	return nil
+	return meta, nil
 }
 
 // rangeStart parses the first byte position of "bytes first-last/total".

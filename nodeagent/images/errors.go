@@ -18,6 +18,15 @@ const (
 	CodeDiskExists         = "disk_exists"
 	CodeOverlayFailed      = "image_overlay_failed"
 	CodeCacheIO            = "image_cache_io"
+	// CodeDownloadRefused: the URL's resolved address (or a redirect's) is
+	// in a range the agent may not fetch from (--image-allow adds exceptions).
+	CodeDownloadRefused = "image_download_refused"
+	// CodeExternalReference: the image names another file (a backing file,
+	// a json: filename, an external data file) that QEMU would open.
+	CodeExternalReference = "image_external_reference"
+	// CodeCorrupt: qemu-img check found the image inconsistent (a truncated
+	// file, for one).
+	CodeCorrupt = "image_corrupt"
 )
 
 // Error is a failure with a stable Code. errors.Is matches another *Error

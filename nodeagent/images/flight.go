@@ -5,7 +5,9 @@ import (
 	"sync"
 )
 
-// flight is one download shared by every Ensure waiting for the same name.
+// flight is one download shared by every Ensure waiting for the same URL.
+// It is keyed by the whole URL, never by a part of it: two URLs are two
+// sources, whatever their file names.
 type flight struct {
 	url    string
 	sha    string // the digest the first caller asked for; "" for none
@@ -28,19 +30,19 @@ type flight struct {
 	lastTotal int64
 }
 
-// join adds the caller to the flight for name, starting one if needed, and
+// join adds the caller to the flight for url, starting one if needed, and
 // subscribes progress. The returned id unsubscribes in leave.
-func (c *Cache) join(name, url, sha string, progress Progress) (*flight, int) {
+func (c *Cache) join(url, sha string, progress Progress) (*flight, int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	f := c.flights[name]
+	f := c.flights[url]
 	if f == nil || f.abandoned {
 		prev := f
 		f = &flight{url: url, sha: sha, done: make(chan struct{}), subs: map[int]Progress{}, lastTotal: -1}
 		f.ctx, f.cancel = context.WithCancel(c.ctx)
-		c.flights[name] = f
+		c.flights[url] = f
 		c.wg.Add(1)
-		go c.run(f, name, prev)
+		go c.run(f, prev)
 	}
 	f.waiters++
 	return f, f.subscribe(progress)
@@ -64,7 +66,7 @@ func (c *Cache) leave(f *flight, sub int) {
 }
 
 // run owns the download goroutine of f.
-func (c *Cache) run(f *flight, name string, prev *flight) {
+func (c *Cache) run(f *flight, prev *flight) {
 	defer c.wg.Done()
 	defer f.cancel()
 	// An abandoned predecessor may still be writing the partial file; two
@@ -72,11 +74,11 @@ func (c *Cache) run(f *flight, name string, prev *flight) {
 	if prev != nil {
 		<-prev.done
 	}
-	img, err := c.download(f.ctx, name, f.url, f.sha, f.report)
+	img, err := c.download(f.ctx, f.url, f.sha, f.report)
 	c.mu.Lock()
 	f.img, f.err = img, err
-	if c.flights[name] == f {
-		delete(c.flights, name)
+	if c.flights[f.url] == f {
+		delete(c.flights, f.url)
 	}
 	c.mu.Unlock()
 	close(f.done)

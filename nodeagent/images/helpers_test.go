@@ -6,9 +6,11 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -77,8 +79,16 @@ func serveBytes(body []byte) http.HandlerFunc {
 	}
 }
 
+// loopback is what tests that serve images over loopback must allow.
+var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+
+// newCache opens a cache in a fresh directory. Unless opts says otherwise
+// it may fetch from loopback, where the tests' servers listen.
 func newCache(t *testing.T, opts Options) *Cache {
 	t.Helper()
+	if opts.Allow == nil {
+		opts.Allow = loopback
+	}
 	c, err := New("default", filepath.Join(t.TempDir(), "pool"), opts)
 	if err != nil {
 		t.Fatal(err)
@@ -109,6 +119,20 @@ func dirNames(t *testing.T, dir string) []string {
 		names = append(names, e.Name())
 	}
 	return names
+}
+
+// assertNothingCached checks that a refused or failed Ensure left no base,
+// no source record, no partial download and no conversion behind.
+func assertNothingCached(t *testing.T, c *Cache) {
+	t.Helper()
+	for _, d := range []string{dirBases, dirSources, dirPartial, dirTmp} {
+		if names := dirNames(t, filepath.Join(c.dir, d)); len(names) != 0 {
+			t.Errorf("%s/ holds %v, want nothing", d, names)
+		}
+	}
+	if names := dirNames(t, c.dir); strings.Join(names, ",") != "bases,partial,sources,tmp" {
+		t.Errorf("cache directory holds %v, want the four subdirectories only", names)
+	}
 }
 
 func assertEmptyDir(t *testing.T, dir string) {
@@ -144,4 +168,18 @@ func hasPrefixAny(names []string, prefix string) bool {
 		}
 	}
 	return false
+}
+
+// qemuInfo is qemu-img info of a file the test trusts (format given).
+func qemuInfo(t *testing.T, p string) imageInfo {
+	t.Helper()
+	out, err := exec.Command(qemuImgBinary, "info", "--output=json", "-f", "qcow2", p).Output()
+	if err != nil {
+		t.Fatalf("qemu-img info %s: %v", p, err)
+	}
+	var info imageInfo
+	if err := json.Unmarshal(out, &info); err != nil {
+		t.Fatal(err)
+	}
+	return info
 }

@@ -24,8 +24,10 @@ func CreateOverlay(ctx context.Context, base Image, path string, sizeBytes int64
 }
 
 func createOverlay(ctx context.Context, qemuImg string, base Image, path string, sizeBytes int64) error {
-	if base.Format != formatQCOW2 && base.Format != formatRaw {
-		return newError(CodeInvalidFormat, fmt.Sprintf("base %s has format %q", base.Name, base.Format), nil)
+	// Bases are normalised qcow2 files; the overlay names that format in
+	// its header (-F), so QEMU never probes the base's format.
+	if base.Format != formatQCOW2 {
+		return newError(CodeInvalidFormat, fmt.Sprintf("base %s has format %q, want qcow2", base.Name, base.Format), nil)
 	}
 	if sizeBytes < base.VirtualSize {
 		return newError(CodeDiskSmallerThanImg, fmt.Sprintf("disk of %d bytes is smaller than image %s of %d bytes", sizeBytes, base.Name, base.VirtualSize), nil)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,7 +82,10 @@ func newFixtureServing(t *testing.T, base string, body []byte) *fixture {
 		_, _ = w.Write(body)
 	}))
 	t.Cleanup(srv.Close)
-	cache, err := images.New("default", filepath.Join(base, "pool", "images"), images.Options{})
+	// The image server listens on loopback, which downloads may not reach
+	// unless allowed, as an agent would with --image-allow.
+	cache, err := images.New("default", filepath.Join(base, "pool", "images"),
+		images.Options{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,6 +327,40 @@ func TestCreateStoppedThenStartOnUnknownVM(t *testing.T) {
 	task = f.run(t, vmReq(messages.NewID(), messages.TaskVMStart, other))
 	if task.State != messages.TaskFailed || task.Error.Code != "vm_not_found" {
 		t.Fatalf("start of unknown vm: %+v", task)
+	}
+	mustSucceed(t, f.run(t, vmReq(messages.NewID(), messages.TaskVMDelete, vm)))
+}
+
+// TestStartRefusesDiskOnUnsafeBase: a VM whose disk sits on a base with an
+// external data file (as a cache before normalisation could have left) is
+// not started: QEMU would open the named host file as root.
+func TestStartRefusesDiskOnUnsafeBase(t *testing.T) {
+	f := newFixture(t)
+	vm := f.newVM("legacy")
+	vm.Spec.PowerState = messages.PowerStopped
+	mustSucceed(t, f.run(t, vmReq(messages.NewID(), messages.TaskVMCreate, vm)))
+
+	// Replace the disk with one backed by a legacy-style base.
+	dir := t.TempDir()
+	secret, base := filepath.Join(dir, "host-secret"), filepath.Join(dir, "legacy.qcow2")
+	for _, args := range [][]string{
+		{"create", "-q", "-f", "qcow2", "-o", "data_file=" + secret + ",data_file_raw=on", base, "64M"},
+		{"create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", filepath.Join(dir, "disk.qcow2"), "1G"},
+	} {
+		if out, err := exec.Command("qemu-img", args...).CombinedOutput(); err != nil {
+			t.Fatalf("qemu-img %v: %v\n%s", args, err, out)
+		}
+	}
+	disk := filepath.Join(f.cfg.DiskDir, vm.ID+".qcow2")
+	if err := os.Rename(filepath.Join(dir, "disk.qcow2"), disk); err != nil {
+		t.Fatal(err)
+	}
+	task := f.run(t, vmReq(messages.NewID(), messages.TaskVMStart, vm))
+	if task.State != messages.TaskFailed || task.Error == nil || task.Error.Code != "image_external_reference" {
+		t.Fatalf("start on an unsafe base: %+v", task)
+	}
+	if task.VM != nil && task.VM.Pid != 0 {
+		t.Errorf("QEMU was started: %+v", task.VM)
 	}
 	mustSucceed(t, f.run(t, vmReq(messages.NewID(), messages.TaskVMDelete, vm)))
 }

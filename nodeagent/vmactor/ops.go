@@ -174,6 +174,12 @@ func (e *opEnv) downloadProgress(done, total int64) {
 		e.progress(1, fmt.Sprintf("downloading image: %d MiB", done>>20))
 		return
 	}
+	if done == total {
+		// Checks and the conversion into a standalone qcow2 follow: about
+		// the time of one qemu-img convert.
+		e.progress(downloadShare, fmt.Sprintf("downloaded %d MiB; checking and normalising the image", total>>20))
+		return
+	}
 	e.progress(1+int(done*(downloadShare-1)/total), fmt.Sprintf("downloading image: %d of %d MiB", done>>20, total>>20))
 }
 
@@ -186,6 +192,12 @@ func (e *opEnv) start(ctx context.Context, st vmState) (vmState, error) {
 	rec := *st.rec
 	if _, err := os.Stat(rec.Disk); err != nil {
 		return st, messages.Errorf(messages.KindConflict, "vm_disk_missing", "the disk of vm %s is missing: %v", e.id, err)
+	}
+	// QEMU opens the disk's chain as root before it drops privileges: a
+	// disk made before bases were normalised may sit on an image naming a
+	// host file. Nothing is started on such a disk.
+	if err := images.CheckDisk(rec.Disk); err != nil {
+		return st, err
 	}
 	runDir := e.m.vmRunDir(e.id)
 	spec := qemu.Spec{ID: e.id, Binary: e.m.binary(rec.Spec.Arch), Arch: rec.Spec.Arch, Accel: e.m.cfg.Accel,

@@ -49,7 +49,10 @@ func startAgent(t *testing.T, state string, extra ...string) *agentProcess {
 	t.Helper()
 	// No data plane unless a test asks for one (overlay_test.go, inside
 	// its own namespaces): as root, auto would build it in the host's.
-	args := append([]string{"serve", "--state-dir", state, "--accel", "tcg", "--listen", "127.0.0.1:0", "--overlay", "off"}, extra...)
+	// The tests serve images over loopback, which the agent refuses to
+	// fetch from unless allowed.
+	args := append([]string{"serve", "--state-dir", state, "--accel", "tcg", "--listen", "127.0.0.1:0", "--overlay", "off",
+		"--image-allow", "127.0.0.1/32"}, extra...)
 	cmd := exec.Command(filepath.Join(binDir(t), "otherix-agent"), args...)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out

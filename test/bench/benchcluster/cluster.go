@@ -146,7 +146,10 @@ func Start(bin, dir, imageURL string, apiEnv, agentArgs, agentEnv []string) (*Cl
 	}
 	// No data plane: a benchmark must not build bridges and WireGuard in
 	// the host namespace.
-	args := append([]string{"serve", "--state-dir", state, "--listen", "127.0.0.1:0", "--overlay", "off"}, agentArgs...)
+	// Benchmarks serve their images over loopback, which the agent refuses
+	// to fetch from unless allowed.
+	args := append([]string{"serve", "--state-dir", state, "--listen", "127.0.0.1:0", "--overlay", "off",
+		"--image-allow", "127.0.0.1/32"}, agentArgs...)
 	c.Agent, err = StartProc(filepath.Join(dir, "agent.log"), append(os.Environ(), agentEnv...), filepath.Join(bin, "otherix-agent"), args...)
 	if err != nil {
 		return c, err
