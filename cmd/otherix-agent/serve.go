@@ -84,6 +84,16 @@ leaves the node. Stopping the agent stops a userspace WireGuard device
 				}
 				return fmt.Errorf("otherix-agent: serve: %s must be auto, kvm or tcg, got %q", src, o.accel)
 			}
+			for _, d := range []struct {
+				flag string
+				dir  *string
+			}{{"--state-dir", &o.stateDir}, {"--pool-dir", &o.poolDir}, {"--run-dir", &o.runDir}} {
+				abs, err := absDir(d.flag, *d.dir)
+				if err != nil {
+					return fmt.Errorf("otherix-agent: serve: %w", err)
+				}
+				*d.dir = abs
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))

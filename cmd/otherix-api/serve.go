@@ -146,7 +146,7 @@ func serve(cmd *cobra.Command) error {
 		served <- httpSrv.Serve(ln)
 	}()
 	go func() { served <- agentSrv.ServeTLS(agentLn, "", "") }()
-	abs, _ := filepath.Abs(cfg.DataDir)
+	abs := cfg.DataDir // absolute since loadConfig
 	if cfg.TLS.Enabled {
 		log.Info("otherix-api ready", "listen", scheme+"://"+ln.Addr().String(), "ca_fingerprint", fp, "sans", cfg.TLS.SANs,
 			"data_dir", abs, "version", version)
