@@ -18,9 +18,9 @@ BINARIES := otherix-api otherix-agent otherix
 BIN_DIR := bin
 LDFLAGS := -X main.version=$(VERSION)
 
-DEV_DIR ?= .dev
-DEV_LISTEN ?= 127.0.0.1:7080
-DEV_AGENT_LISTEN ?= 127.0.0.1:7443
+# make dev's settings (DEV_DIR, DEV_PORT_BASE, DEV_LISTEN, DEV_AGENT_LISTEN,
+# DEV_AGENT_API_LISTEN, DEV_AGENT_FLAGS) reach scripts/dev.sh through the
+# environment, from the command line or the shell; it holds their defaults.
 
 BENCHTIME ?= 3s
 
@@ -32,12 +32,17 @@ existing = $(strip $(foreach d,$(1),$(if $(wildcard $(d)),./$(d)/...)))
 ETCD_PKGS := $(call existing,persistence actors http cmd config)
 BENCH_PKGS := $(call existing,persistence http)
 
-.PHONY: all deps web build cross test test-etcd test-netfabric test-e2e vet fmt-check check bench dev clean
+.PHONY: all deps deps-test test-readme web build cross test test-etcd test-netfabric test-e2e vet fmt-check check bench dev clean
 
 all: build
 
+# deps is what building and running need (make dev); deps-test adds the
+# tools only the test suites use (a browser, a C compiler for -race).
 deps:
 	bash scripts/install-deps.sh
+
+deps-test:
+	bash scripts/install-deps.sh --test
 
 # web bundles the browser console (web/src, xterm.js from npm) into web/dist,
 # which otherix-api embeds (web/embed.go). npm ci runs only when
@@ -106,7 +111,7 @@ fmt-check:
 # The suites run one after another even under make -j: two etcd-heavy
 # suites at once on a small machine turn timing into flakes.
 check:
-	$(MAKE) deps
+	$(MAKE) deps-test
 	$(MAKE) vet
 	$(MAKE) fmt-check
 	$(MAKE) cross
@@ -159,11 +164,11 @@ bench: build
 	@echo "go run ./test/bench/overlay" | tee -a bench.out; go run ./test/bench/overlay 2>&1 | tee -a bench.out
 	@echo "bench: results in bench.out"
 
-# scripts/dev.sh runs the API on $(DEV_DIR) (admin@localhost, password in
-# $(DEV_DIR)/admin-password), enrolls this host as a node and runs its agent;
+# scripts/dev.sh runs the API on DEV_DIR (default .dev; admin@localhost,
+# password in DEV_DIR/admin-password), enrolls this host as a node and runs its agent;
 # Ctrl-C stops both. exec so a SIGTERM to make reaches the script's trap.
 dev: deps build
-	DEV_DIR=$(DEV_DIR) DEV_LISTEN=$(DEV_LISTEN) DEV_AGENT_LISTEN=$(DEV_AGENT_LISTEN) BIN_DIR=$(BIN_DIR) exec bash scripts/dev.sh
+	BIN_DIR=$(BIN_DIR) exec bash scripts/dev.sh
 
 # clean leaves $(DEV_DIR) alone: it holds the dev cluster's etcd data.
 clean:
