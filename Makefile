@@ -96,9 +96,15 @@ test-e2e: build
 		echo "test-e2e: no end-to-end tests exist yet (no test/e2e/ directory)"; \
 	fi
 
+# test-readme follows README.md's offline quick start in a fresh clone of
+# HEAD: make dev, a VM from the test guest, its console, Ctrl-C and a second
+# make dev that re-adopts the VM (test/readme). It builds in the clone.
+test-readme:
+	go test -count=1 -tags readme -timeout 20m -v ./test/readme/ 2>&1 | grep -v '^{'
+
 vet:
 	go vet ./...
-	go vet -tags etcd,e2e,netfabric ./...
+	go vet -tags etcd,e2e,netfabric,readme ./...
 
 # gofmt -l over every Go file, build tags or not; node_modules can hold Go
 # files that are not ours.
@@ -119,6 +125,7 @@ check:
 	$(MAKE) test-etcd
 	$(MAKE) test-netfabric
 	$(MAKE) test-e2e
+	$(MAKE) test-readme
 
 # The binaries must keep building for arm64 hosts.
 cross:
