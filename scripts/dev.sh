@@ -231,6 +231,23 @@ fi
 # (mutual TLS, the control plane only) on loopback, then the dev defaults,
 # then the user's DEV_AGENT_FLAGS (a later flag wins).
 agent_flags=(--state-dir "$AGENT_DIR" --listen "$DEV_AGENT_API_LISTEN")
+# QEMU's sockets live under the run dir and a unix socket path has at most
+# 107 bytes: a checkout deep enough makes <DEV_DIR>/agent/run too long, so
+# the run dir moves to a short one named after DEV_DIR (stable across runs,
+# which re-adopting running VMs needs).
+run_dir=$AGENT_DIR/run
+if ((${#run_dir} + 1 + 26 + 1 + 11 > 107)); then
+	run_base=/tmp
+	[[ -n ${XDG_RUNTIME_DIR:-} && -d $XDG_RUNTIME_DIR ]] && run_base=$XDG_RUNTIME_DIR
+	run_dir=$run_base/otherix-dev-$(id -u)-$(printf '%s' "$DEV_DIR" | sha256sum | cut -c1-12)
+	# A world-writable /tmp: use the dir only if it is ours and no link.
+	mkdir -p -m 0700 "$run_dir"
+	if [[ -L $run_dir || ! -O $run_dir ]]; then
+		die "$run_dir is not a directory of this user: remove it, or set DEV_AGENT_FLAGS=--run-dir=DIR"
+	fi
+	chmod 0700 "$run_dir"
+	agent_flags+=(--run-dir "$run_dir")
+fi
 # The offline quick start serves its image over loopback, which an agent
 # that guards image downloads (--image-allow) refuses unless told.
 if "$BIN_DIR/otherix-agent" serve --help 2>/dev/null | grep -q -- '--image-allow'; then

@@ -143,3 +143,20 @@ func TestServeAccelFlagAndEnv(t *testing.T) {
 		t.Fatalf("flag over env: err = %v", err)
 	}
 }
+
+// TestServeRefusesRunDirTooLongForSockets: a state dir in a deep checkout
+// (make dev's .dev) once failed only at the first create, in QEMU's spec check.
+func TestServeRefusesRunDirTooLongForSockets(t *testing.T) {
+	if err := checkRunDir("/var/lib/otherix-agent/run"); err != nil {
+		t.Fatalf("default run dir: %v", err)
+	}
+	long := "/tmp/TestREADMEOfflineQuickStart1098231765/001/otherix/.dev/agent/run"
+	err := checkRunDir(long)
+	if err == nil || !strings.Contains(err.Error(), "--run-dir") || !strings.Contains(err.Error(), "unix sockets allow 107") {
+		t.Fatalf("checkRunDir(%q) = %v, want a refusal naming --run-dir", long, err)
+	}
+	// The limit it names is exact: a dir of that length passes.
+	if err := checkRunDir("/" + strings.Repeat("r", 107-1-1-vmIDLen-1-len("serial.sock"))); err != nil {
+		t.Fatalf("run dir at the limit: %v", err)
+	}
+}
