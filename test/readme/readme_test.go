@@ -117,6 +117,8 @@ func TestREADMEOfflineQuickStart(t *testing.T) {
 	s.mustRun(fmt.Sprintf("bin/otherix vm create keep --memory 256Mi --disk 1Gi --wait --image http://127.0.0.1:%d/guest.qcow2", imagePort))
 	_ = bg.Process.Kill()
 	_ = bg.Wait()
+	// Booted, so that its ACPI handler answers the stop below.
+	s.eventually("bin/otherix vm logs keep", "OTHERIX-GUEST-READY", 2*time.Minute)
 	pid := s.vmPid("keep")
 	s.stopDev()
 	if err := syscall.Kill(pid, 0); err != nil {
