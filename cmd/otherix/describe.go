@@ -66,6 +66,9 @@ func describeVM(w io.Writer, vm *messages.VM, task *messages.Task, now time.Time
 	field(0, "Created", when(vm.CreatedAt, now))
 	field(0, "Updated", when(vm.UpdatedAt, now))
 	field(0, "Generation", fmt.Sprintf("%d (observed %d)", vm.Generation, st.ObservedGeneration))
+	if restartPending(vm) {
+		field(0, "Restart pending", "the spec changed since the VM started; it takes effect when the VM restarts (otherix vm reboot)")
+	}
 	fmt.Fprintln(tw, "Spec:")
 	field(1, "Image", s.Image.URL)
 	if s.Image.SHA256 != "" {
@@ -104,6 +107,13 @@ func describeVM(w io.Writer, vm *messages.VM, task *messages.Task, now time.Time
 		return err
 	}
 	return describeConditions(w, st.Conditions, now)
+}
+
+// restartPending reports whether a live VM runs an older spec than the one
+// asked for: a change it picks up only when it restarts.
+func restartPending(vm *messages.VM) bool {
+	live := vm.Status.Phase == messages.PhaseRunning || vm.Status.Phase == messages.PhasePaused
+	return live && vm.Status.ObservedGeneration > 0 && vm.Generation > vm.Status.ObservedGeneration
 }
 
 // describeConditions writes the conditions as an indented table.

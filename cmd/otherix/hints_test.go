@@ -1,10 +1,15 @@
 package main
 
 import (
+	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/otherix/otherix/messages"
 )
 
 // TestLoginURLHints: a URL without a scheme, and plain http:// to an HTTPS
@@ -78,5 +83,81 @@ func TestCreateExistingSaysAlreadyExists(t *testing.T) {
 	}
 	if code == 0 {
 		t.Fatal("exit 0")
+	}
+}
+
+// applyFake is a VM API for apply tests: one VM, PATCH changes its spec,
+// stop answers stopStatus.
+type applyFake struct {
+	mu         sync.Mutex
+	vm         messages.VM
+	patches    []string
+	stopStatus int
+}
+
+func (f *applyFake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch r.Method + " " + r.URL.Path {
+	case "GET /v1/vms/web-1", "GET /v1/vms/v1":
+		b, _ := json.Marshal(f.vm)
+		writeJSONAnswer(w, 200, string(b))
+	case "PATCH /v1/vms/v1":
+		var req messages.UpdateVMRequest
+		body, _ := io.ReadAll(r.Body)
+		_ = json.Unmarshal(body, &req)
+		f.patches = append(f.patches, string(body)+" if-match "+r.Header.Get("If-Match"))
+		if req.Spec.MemoryMiB != nil {
+			f.vm.Spec.MemoryMiB = *req.Spec.MemoryMiB
+		}
+		f.vm.Generation++
+		f.vm.Revision++
+		b, _ := json.Marshal(f.vm)
+		writeJSONAnswer(w, 200, string(b))
+	case "POST /v1/vms/v1/stop":
+		if f.stopStatus != 0 {
+			writeJSONAnswer(w, f.stopStatus, `{"error":{"code":"vm_busy","message":"vm web-1 is busy"}}`)
+			return
+		}
+		writeJSONAnswer(w, 202, `{"task":{"id":"t1","kind":"vm.stop","state":"pending"}}`)
+	default:
+		writeJSONAnswer(w, 404, `{"error":{"code":"not_found","message":"not found"}}`)
+	}
+}
+
+// TestApplyAllOrNothingAndRestartPending: a spec change whose power change
+// is then refused is undone (apply never changes memory and then reports a
+// failure); a change to a running VM says it waits for a restart, and so
+// does vm describe.
+func TestApplyAllOrNothingAndRestartPending(t *testing.T) {
+	f := &applyFake{stopStatus: 409, vm: messages.VM{ID: "v1", Name: "web-1", Generation: 1, Revision: 7,
+		Spec: messages.VMSpec{Image: messages.ImageSource{URL: "https://i.example/a.img"}, CPUs: 1, MemoryMiB: 512, DiskGiB: 10,
+			PowerState: messages.PowerRunning},
+		Status: messages.VMStatus{Phase: messages.PhaseRunning, ObservedGeneration: 1}}}
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	manifest := func(power string) string {
+		return writeManifest(t, "kind: VM\nmetadata: {name: web-1}\nspec: {image: {url: https://i.example/a.img}, cpus: 1, memory_mib: 1024, disk_gib: 10, power_state: "+power+"}\n")
+	}
+
+	code, _, stderr := runCLI(t, srv.URL, "apply", "-f", manifest("stopped"))
+	if code == 0 || !strings.Contains(stderr, "the spec change was undone, nothing was changed [vm_busy]") {
+		t.Fatalf("exit %d, stderr %q; want the refusal saying the change was undone", code, stderr)
+	}
+	if f.vm.Spec.MemoryMiB != 512 || len(f.patches) != 2 || !strings.Contains(f.patches[1], `"memory_mib":512`) {
+		t.Fatalf("memory %d after a failed apply; patches %q", f.vm.Spec.MemoryMiB, f.patches)
+	}
+
+	code, stdout, stderr := runCLI(t, srv.URL, "apply", "-f", manifest("running"))
+	if code != 0 || !strings.Contains(stdout, "restart pending") {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want configured with restart pending", code, stdout, stderr)
+	}
+	code, stdout, _ = runCLI(t, srv.URL, "vm", "describe", "web-1")
+	if code != 0 || !strings.Contains(stdout, "Restart pending:") {
+		t.Fatalf("describe: exit %d:\n%s", code, stdout)
+	}
+	f.vm.Status.ObservedGeneration = f.vm.Generation // restarted
+	if _, stdout, _ = runCLI(t, srv.URL, "vm", "describe", "web-1"); strings.Contains(stdout, "Restart pending") {
+		t.Fatalf("describe after the restart still says restart pending:\n%s", stdout)
 	}
 }
