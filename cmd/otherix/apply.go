@@ -111,15 +111,15 @@ func plural(n int, one, many string) string {
 // applied is how -o json|yaml reports one resource of an apply: what was
 // done and the API's answers.
 type applied struct {
-	Resource string            `json:"resource"`
-	Action   string            `json:"action"` // created, configured, unchanged, failed
-	Changes  []string          `json:"changes,omitempty"`
+	Resource string   `json:"resource"`
+	Action   string   `json:"action"` // created, configured, unchanged, failed
+	Changes  []string `json:"changes,omitempty"`
 	// RestartPending: the running VM picks the changes up when it restarts.
-	RestartPending bool `json:"restart_pending,omitempty"`
-	VM       *messages.VM      `json:"vm,omitempty"`
-	Network  *messages.Network `json:"network,omitempty"`
-	Task     *messages.Task    `json:"task,omitempty"`
-	Error    *appliedErrorBody `json:"error,omitempty"`
+	RestartPending bool              `json:"restart_pending,omitempty"`
+	VM             *messages.VM      `json:"vm,omitempty"`
+	Network        *messages.Network `json:"network,omitempty"`
+	Task           *messages.Task    `json:"task,omitempty"`
+	Error          *appliedErrorBody `json:"error,omitempty"`
 }
 
 type appliedErrorBody struct {
