@@ -185,3 +185,14 @@ func TestVMOpsMatchContract(t *testing.T) {
 		}
 	}
 }
+
+// TestVMRefWithOwner: OWNER/NAME reaches the control plane whole, its slash
+// escaped in the path as the SDK sends it.
+func TestVMRefWithOwner(t *testing.T) {
+	s, _, _ := newTestServer(t, Config{})
+	rec := req{method: "GET", path: "/v1/vms/dev%40example.com%2Fweb-1"}.do(t, s)
+	var vm messages.VM
+	if err := json.Unmarshal(rec.Body.Bytes(), &vm); err != nil || rec.Code != 200 || vm.Name != "dev@example.com/web-1" {
+		t.Fatalf("%d %s", rec.Code, rec.Body)
+	}
+}
