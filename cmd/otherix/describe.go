@@ -31,7 +31,8 @@ whose shape is stable; this text is not.`,
 				return err
 			}
 			task := a.activeTask(cmd.Context(), vm)
-			return describeVM(a.stdout, vm, task, a.now())
+			owners := a.ownerEmails(cmd.Context(), []*messages.VM{vm})
+			return describeVM(a.stdout, vm, task, owners[vm.Owner], a.now())
 		},
 	}
 }
@@ -54,7 +55,8 @@ func (a *app) activeTask(ctx context.Context, vm *messages.VM) *messages.Task {
 }
 
 // describeVM writes the multi-line view of a VM.
-func describeVM(w io.Writer, vm *messages.VM, task *messages.Task, now time.Time) error {
+// ownerEmail is the owner's email when the caller may know it.
+func describeVM(w io.Writer, vm *messages.VM, task *messages.Task, ownerEmail string, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	field := func(indent int, name string, value any) {
 		fmt.Fprintf(tw, "%s%s:\t%v\n", strings.Repeat("  ", indent), name, value)
@@ -62,7 +64,11 @@ func describeVM(w io.Writer, vm *messages.VM, task *messages.Task, now time.Time
 	s, st := vm.Spec, vm.Status
 	field(0, "Name", vm.Name)
 	field(0, "ID", vm.ID)
-	field(0, "Owner", vm.Owner)
+	owner := vm.Owner
+	if ownerEmail != "" {
+		owner = ownerEmail + " (" + vm.Owner + ")"
+	}
+	field(0, "Owner", owner)
 	field(0, "Created", when(vm.CreatedAt, now))
 	field(0, "Updated", when(vm.UpdatedAt, now))
 	field(0, "Generation", fmt.Sprintf("%d (observed %d)", vm.Generation, st.ObservedGeneration))

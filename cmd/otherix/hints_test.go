@@ -161,3 +161,33 @@ func TestApplyAllOrNothingAndRestartPending(t *testing.T) {
 		t.Fatalf("describe after the restart still says restart pending:\n%s", stdout)
 	}
 }
+
+// TestOwnerEmails: vm list -o wide and vm describe name owners by email:
+// the caller's own from /v1/users/me, others' where the caller may read
+// users, and the id where it may not.
+func TestOwnerEmails(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/users/me":
+			writeJSONAnswer(w, 200, `{"id":"u-admin","email":"admin@example.com","role":"admin"}`)
+		case "/v1/users/u-dev":
+			writeJSONAnswer(w, 200, `{"id":"u-dev","email":"dev@example.com","role":"developer"}`)
+		case "/v1/vms":
+			writeJSONAnswer(w, 200, `{"items":[{"id":"v1","name":"web-1","owner":"u-admin","spec":{},"status":{}},`+
+				`{"id":"v2","name":"web-1","owner":"u-dev","spec":{},"status":{}},{"id":"v3","name":"db","owner":"u-gone","spec":{},"status":{}}]}`)
+		case "/v1/vms/dev@example.com/web-1":
+			writeJSONAnswer(w, 200, `{"id":"v2","name":"web-1","owner":"u-dev","spec":{},"status":{}}`)
+		default:
+			writeJSONAnswer(w, 404, `{"error":{"code":"not_found","message":"not found"}}`)
+		}
+	}))
+	defer srv.Close()
+	code, stdout, stderr := runCLI(t, srv.URL, "vm", "list", "-o", "wide")
+	if code != 0 || !strings.Contains(stdout, "admin@example.com") || !strings.Contains(stdout, "dev@example.com") || !strings.Contains(stdout, "u-gone") {
+		t.Fatalf("exit %d, stderr %q, list:\n%s", code, stderr, stdout)
+	}
+	code, stdout, stderr = runCLI(t, srv.URL, "vm", "describe", "dev@example.com/web-1")
+	if code != 0 || !strings.Contains(stdout, "dev@example.com (u-dev)") {
+		t.Fatalf("exit %d, stderr %q, describe:\n%s", code, stderr, stdout)
+	}
+}

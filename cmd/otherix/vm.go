@@ -220,7 +220,13 @@ with every VM exactly as the API returns it.`,
 			if err != nil {
 				return err
 			}
-			return a.emit(newItemList(vms), func(wide bool) [][]string { return vmRows(vms, wide, a.now()) })
+			return a.emit(newItemList(vms), func(wide bool) [][]string {
+				var owners map[string]string
+				if wide {
+					owners = a.ownerEmails(cmd.Context(), vms)
+				}
+				return vmRowsWithOwners(vms, wide, a.now(), owners)
+			})
 		},
 	}
 	cmd.Flags().IntVar(&limit, "limit", defaultPageSize, "items per page requested from the API (1-200)")
