@@ -238,6 +238,9 @@ func (s *session) startDev() string {
 	if !strings.Contains(out, "--overlay off") {
 		t.Fatalf("the banner does not show DEV_AGENT_FLAGS:\n%s", out)
 	}
+	if !strings.Contains(out, "note            network data plane off") {
+		t.Fatalf("the banner does not say the data plane is off:\n%s", out)
+	}
 	return out
 }
 
