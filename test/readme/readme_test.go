@@ -14,6 +14,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -281,8 +283,15 @@ func (s *session) cleanup() {
 			}
 		}
 	}
+	// dev.sh moves the run dir to a short one when the clone's path is deep
+	// (see scripts/dev.sh); both places are searched and the moved one
+	// removed.
+	sum := sha256.Sum256([]byte(filepath.Join(s.dir, ".dev")))
+	shortRun := fmt.Sprintf("/tmp/otherix-dev-%d-%s", os.Getuid(), hex.EncodeToString(sum[:])[:12])
+	defer os.RemoveAll(shortRun)
 	pids, _ := filepath.Glob(filepath.Join(s.dir, ".dev", "agent", "run", "*", "qemu.pid"))
-	for _, p := range pids {
+	more, _ := filepath.Glob(filepath.Join(shortRun, "*", "qemu.pid"))
+	for _, p := range append(pids, more...) {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			continue
