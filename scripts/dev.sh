@@ -261,17 +261,22 @@ fi
 agent_pid=$!
 log "otherix-agent started (pid $agent_pid, node $node_name, log $AGENT_LOG)"
 
-# Wait (briefly) for the first heartbeat to make the node ready.
-phase=
-for _ in $(seq 1 50); do
-	phase=$("$BIN_DIR/otherix" node list 2>/dev/null | awk -v n="$node_name" '$1 == n { print $2 }' || true)
-	[[ $phase == ready ]] && break
+# Wait for this agent's first heartbeat: the node may still be listed ready
+# from the last run, so the agent's own log says when it has reported (and,
+# before that, what it found: the data plane off, the accelerator).
+deadline=$((SECONDS + START_TIMEOUT))
+until grep -q 'heartbeat accepted' "$AGENT_LOG"; do
 	kill -0 "$agent_pid" 2>/dev/null || {
 		tail -n 20 "$AGENT_LOG" >&2
 		die "otherix-agent exited"
 	}
+	if ((SECONDS >= deadline)); then
+		log "otherix-agent has not reached the API within ${START_TIMEOUT}s (see $AGENT_LOG)"
+		break
+	fi
 	sleep 0.2
 done
+phase=$("$BIN_DIR/otherix" node list 2>/dev/null | awk -v n="$node_name" '$1 == n { print $2 }' || true)
 
 # notes are what the user should know about the node before using it: the
 # data plane off (VMs with networks cannot run here), and any node condition
