@@ -177,6 +177,6 @@ bench: build
 dev: deps build
 	BIN_DIR=$(BIN_DIR) exec bash scripts/dev.sh
 
-# clean leaves $(DEV_DIR) alone: it holds the dev cluster's etcd data.
+# clean leaves DEV_DIR (.dev) alone: it holds the dev cluster's etcd data.
 clean:
 	rm -rf $(BIN_DIR) bench.out
