@@ -18,9 +18,9 @@ BINARIES := otherix-api otherix-agent otherix
 BIN_DIR := bin
 LDFLAGS := -X main.version=$(VERSION)
 
-DEV_DIR ?= .dev
-DEV_LISTEN ?= 127.0.0.1:7080
-DEV_AGENT_LISTEN ?= 127.0.0.1:7443
+# make dev's settings (DEV_DIR, DEV_PORT_BASE, DEV_LISTEN, DEV_AGENT_LISTEN,
+# DEV_AGENT_API_LISTEN, DEV_AGENT_FLAGS) reach scripts/dev.sh through the
+# environment, from the command line or the shell; it holds their defaults.
 
 BENCHTIME ?= 3s
 
@@ -32,12 +32,17 @@ existing = $(strip $(foreach d,$(1),$(if $(wildcard $(d)),./$(d)/...)))
 ETCD_PKGS := $(call existing,persistence actors http cmd config)
 BENCH_PKGS := $(call existing,persistence http)
 
-.PHONY: all deps web build cross test test-etcd test-netfabric test-e2e vet fmt-check check bench dev clean
+.PHONY: all deps deps-test test-readme web build cross test test-etcd test-netfabric test-e2e vet fmt-check check bench dev clean
 
 all: build
 
+# deps is what building and running need (make dev); deps-test adds the
+# tools only the test suites use (a browser, a C compiler for -race).
 deps:
 	bash scripts/install-deps.sh
+
+deps-test:
+	bash scripts/install-deps.sh --test
 
 # web bundles the browser console (web/src, xterm.js from npm) into web/dist,
 # which otherix-api embeds (web/embed.go). npm ci runs only when
@@ -91,9 +96,15 @@ test-e2e: build
 		echo "test-e2e: no end-to-end tests exist yet (no test/e2e/ directory)"; \
 	fi
 
+# test-readme follows README.md's offline quick start in a fresh clone of
+# HEAD: make dev, a VM from the test guest, its console, Ctrl-C and a second
+# make dev that re-adopts the VM (test/readme). It builds in the clone.
+test-readme:
+	go test -count=1 -tags readme -timeout 20m -v ./test/readme/ 2>&1 | grep -v '^{'
+
 vet:
 	go vet ./...
-	go vet -tags etcd,e2e,netfabric ./...
+	go vet -tags etcd,e2e,netfabric,readme ./...
 
 # gofmt -l over every Go file, build tags or not; node_modules can hold Go
 # files that are not ours.
@@ -106,7 +117,7 @@ fmt-check:
 # The suites run one after another even under make -j: two etcd-heavy
 # suites at once on a small machine turn timing into flakes.
 check:
-	$(MAKE) deps
+	$(MAKE) deps-test
 	$(MAKE) vet
 	$(MAKE) fmt-check
 	$(MAKE) cross
@@ -114,6 +125,7 @@ check:
 	$(MAKE) test-etcd
 	$(MAKE) test-netfabric
 	$(MAKE) test-e2e
+	$(MAKE) test-readme
 
 # The binaries must keep building for arm64 hosts.
 cross:
@@ -159,12 +171,12 @@ bench: build
 	@echo "go run ./test/bench/overlay" | tee -a bench.out; go run ./test/bench/overlay 2>&1 | tee -a bench.out
 	@echo "bench: results in bench.out"
 
-# scripts/dev.sh runs the API on $(DEV_DIR) (admin@localhost, password in
-# $(DEV_DIR)/admin-password), enrolls this host as a node and runs its agent;
+# scripts/dev.sh runs the API on DEV_DIR (default .dev; admin@localhost,
+# password in DEV_DIR/admin-password), enrolls this host as a node and runs its agent;
 # Ctrl-C stops both. exec so a SIGTERM to make reaches the script's trap.
 dev: deps build
-	DEV_DIR=$(DEV_DIR) DEV_LISTEN=$(DEV_LISTEN) DEV_AGENT_LISTEN=$(DEV_AGENT_LISTEN) BIN_DIR=$(BIN_DIR) exec bash scripts/dev.sh
+	BIN_DIR=$(BIN_DIR) exec bash scripts/dev.sh
 
-# clean leaves $(DEV_DIR) alone: it holds the dev cluster's etcd data.
+# clean leaves DEV_DIR (.dev) alone: it holds the dev cluster's etcd data.
 clean:
 	rm -rf $(BIN_DIR) bench.out

@@ -4,8 +4,9 @@
 # them and fails, so a missing tool is never discovered halfway through
 # `make check`.
 #
-#   scripts/install-deps.sh          check, and install what is missing (root)
-#   scripts/install-deps.sh --check  only report; exit 1 if anything is missing
+#   scripts/install-deps.sh                 what building and running needs (make dev)
+#   scripts/install-deps.sh --test          that plus what only the tests need (make check)
+#   scripts/install-deps.sh [--test] --check  only report; exit 1 if anything is missing
 set -euo pipefail
 
 # NEEDS maps what must exist to the Debian package that provides it. A key is
@@ -17,11 +18,6 @@ set -euo pipefail
 declare -A NEEDS=(
 	[make]=make
 	[git]=git
-	# The race detector (go test -race) needs cgo: a C compiler and the C
-	# library headers. gcc only Recommends libc6-dev, and we install without
-	# recommends, so the headers are listed on their own.
-	[gcc]=gcc
-	[/usr/include/stdio.h]=libc6-dev
 	# VMs: the agent runs QEMU and makes overlays with qemu-img.
 	[qemu-system-x86_64]=qemu-system-x86
 	[qemu-img]=qemu-utils
@@ -35,13 +31,25 @@ declare -A NEEDS=(
 	[mkfs.fat]=dosfstools
 	[sfdisk]=fdisk
 	[cpio]=cpio
-	[isoinfo]=genisoimage
-	# The browser console (web/) is bundled with npm by `make build`, and
-	# its e2e test drives headless Chromium. Machines that already have
-	# Node.js and npm (from another source than Debian) keep theirs: only
-	# a missing command is installed.
+	# The browser console (web/) is bundled with npm by `make build`.
+	# Machines that already have Node.js and npm (from another source than
+	# Debian) keep theirs: only a missing command is installed.
 	[node]=nodejs
 	[npm]=npm
+)
+
+# TEST_NEEDS are needed by the test suites only (--test, which make check
+# passes), so that make dev does not install a browser.
+declare -A TEST_NEEDS=(
+	# The race detector (go test -race) needs cgo: a C compiler and the C
+	# library headers (make build does not: its binaries are CGO_ENABLED=0).
+	# gcc only Recommends libc6-dev, and we install without recommends, so
+	# the headers are listed on their own.
+	[gcc]=gcc
+	[/usr/include/stdio.h]=libc6-dev
+	# The seed ISO tests read its volume label.
+	[isoinfo]=genisoimage
+	# The browser console's e2e test drives headless Chromium.
 	[chromium]=chromium
 )
 
@@ -50,18 +58,24 @@ declare -A NEEDS=(
 GO_DIRS=/usr/local/go/bin
 
 check_only=0
-case "${1:-}" in
-	"") ;;
-	--check) check_only=1 ;;
-	-h | --help)
-		sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
-		exit 0
-		;;
-	*)
-		echo "install-deps: unknown argument: $1 (try --help)" >&2
-		exit 2
-		;;
-esac
+for arg in "$@"; do
+	case "$arg" in
+		--check) check_only=1 ;;
+		--test)
+			for need in "${!TEST_NEEDS[@]}"; do
+				NEEDS[$need]=${TEST_NEEDS[$need]}
+			done
+			;;
+		-h | --help)
+			sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+			exit 0
+			;;
+		*)
+			echo "install-deps: unknown argument: $arg (try --help)" >&2
+			exit 2
+			;;
+	esac
+done
 
 have() {
 	if [[ $1 == /* ]]; then

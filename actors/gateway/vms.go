@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"strings"
 
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
@@ -34,8 +35,13 @@ func (g *Gateway) CreateVM(ctx context.Context, owner string, req messages.Creat
 // look like one. A VM of another owner is reported as not found, the same as
 // one that does not exist, but wraps messages.ErrOutOfScope (ErrOutOfScope)
 // so the attempt is audited as a denial. With owner "" (any owner) a name is
-// looked up across owners; a name several owners use is ambiguous_vm_name.
+// the caller's own VM first (messages.CallerOf), then looked up across
+// owners; a name several other owners use is ambiguous_vm_name. OWNER/NAME,
+// OWNER being the owner's email, names another owner's VM exactly.
 func (g *Gateway) GetVM(ctx context.Context, owner, ref string) (*messages.VM, error) {
+	if email, name, ok := strings.Cut(ref, "/"); ok {
+		return g.getVMOfOwner(ctx, owner, email, name, ref)
+	}
 	notFound := messages.NotFound("vm", ref)
 	if messages.ValidID(ref) {
 		reply, err := g.askVM(ref, messages.GetVM{})
@@ -92,10 +98,18 @@ func visible(scope, owner string) bool {
 	return scope == "" || scope == owner
 }
 
-// vmIDByName resolves a VM name within scope.
+// vmIDByName resolves a VM name within scope. With every owner in scope the
+// caller's own VM of that name comes first: another user creating the same
+// name must not break an admin's scripts.
 func (g *Gateway) vmIDByName(ctx context.Context, scope, name string) (string, error) {
 	if scope != "" {
 		return g.st.VMIDByName(ctx, scope, name)
+	}
+	if caller := messages.CallerOf(ctx); caller != "" {
+		id, err := g.st.VMIDByName(ctx, caller, name)
+		if err == nil || messages.KindOf(err) != messages.KindNotFound {
+			return id, err
+		}
 	}
 	ids, err := g.st.VMIDsByNameAnyOwner(ctx, name)
 	if err != nil {
@@ -108,7 +122,40 @@ func (g *Gateway) vmIDByName(ctx context.Context, scope, name string) (string, e
 		return ids[0], nil
 	}
 	return "", messages.Errorf(messages.KindConflict, "ambiguous_vm_name",
-		"%d vms of different owners are named %q; use the vm id", len(ids), name).WithDetail("ids", ids)
+		"%d vms of other owners are named %q; name one as OWNER_EMAIL/%s or by its id", len(ids), name, name).WithDetail("ids", ids)
+}
+
+// getVMOfOwner is GetVM for OWNER/NAME. Outside the caller's scope it is
+// not found, like any other VM there; an unknown owner too.
+func (g *Gateway) getVMOfOwner(ctx context.Context, scope, email, name, ref string) (*messages.VM, error) {
+	if messages.ValidateName("vm", name) != nil || email == "" {
+		return nil, messages.NotFound("vm", ref)
+	}
+	u, err := g.st.UserByEmail(ctx, email)
+	if messages.KindOf(err) == messages.KindNotFound {
+		return nil, messages.NotFound("vm", ref)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !visible(scope, u.ID) {
+		return nil, messages.OutOfScope("vm", ref)
+	}
+	id, err := g.st.VMIDByName(ctx, u.ID, name)
+	if messages.KindOf(err) == messages.KindNotFound {
+		return nil, messages.NotFound("vm", ref)
+	}
+	if err != nil {
+		return nil, err
+	}
+	reply, err := g.askVM(id, messages.GetVM{})
+	if messages.KindOf(err) == messages.KindNotFound {
+		return nil, messages.NotFound("vm", ref)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return reply.VM, nil
 }
 
 // ListVMs lists the VMs in scope: owner's, or every VM for "".

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -77,13 +78,17 @@ Re-running with the same server and name is a no-op while the certificate is
 valid for more than a day.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			dir, err := absDir("--state-dir", stateDir)
+			if err != nil {
+				return fmt.Errorf("otherix-agent: bootstrap: %w", err)
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			res, err := enroll.Bootstrap(ctx, enroll.Options{
 				Server:       server,
 				Token:        token,
 				Name:         name,
-				StateDir:     stateDir,
+				StateDir:     dir,
 				AgentVersion: version,
 				Force:        force,
 			})
@@ -94,8 +99,9 @@ valid for more than a day.`,
 			if res.AlreadyEnrolled {
 				verb = "already enrolled"
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s as %s (id %s); CA fingerprint %s; state in %s\n",
-				verb, security.NodeCN(res.NodeName), res.NodeID, res.CAFingerprint, res.StateDir)
+			// The node as the user named it; the certificate CN is a detail.
+			fmt.Fprintf(cmd.OutOrStdout(), "%s node %s (id %s, certificate %s); CA fingerprint %s; state in %s\n",
+				verb, res.NodeName, res.NodeID, security.NodeCN(res.NodeName), res.CAFingerprint, res.StateDir)
 			return nil
 		},
 	}
@@ -108,4 +114,18 @@ valid for more than a day.`,
 	_ = cmd.MarkFlagRequired("server")
 	_ = cmd.MarkFlagRequired("token")
 	return cmd
+}
+
+// absDir makes a directory flag absolute at the edge: the agent keeps these
+// paths in VM records and hands them to QEMU, which must not depend on the
+// directory the agent happened to be started from.
+func absDir(flag, dir string) (string, error) {
+	if dir == "" {
+		return "", nil
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("%s %q: %w", flag, dir, err)
+	}
+	return abs, nil
 }

@@ -73,7 +73,7 @@ func TestBootstrapCommand(t *testing.T) {
 	args := []string{"bootstrap", "--server", srv.URL, "--token", token, "--name", "hv1", "--state-dir", dir}
 
 	out, err := run(args...)
-	want := "enrolled as node-hv1 (id n-1); CA fingerprint " + ca.Fingerprint() + "; state in " + dir + "\n"
+	want := "enrolled node hv1 (id n-1, certificate node-hv1); CA fingerprint " + ca.Fingerprint() + "; state in " + dir + "\n"
 	if err != nil || out != want {
 		t.Fatalf("first run = %q, %v; want %q", out, err, want)
 	}
@@ -84,6 +84,42 @@ func TestBootstrapCommand(t *testing.T) {
 	out, err = run("bootstrap", "--server", srv.URL, "--token", token, "--name", "hv2", "--state-dir", dir)
 	if err == nil || !strings.Contains(err.Error(), "force") {
 		t.Fatalf("other name = %q, %v; want a refusal mentioning force", out, err)
+	}
+}
+
+// TestBootstrapRelativeStateDir: a relative --state-dir (make dev's default
+// DEV_DIR is .dev) is made absolute at the edge, so nothing the agent keeps
+// depends on the directory it was started from.
+func TestBootstrapRelativeStateDir(t *testing.T) {
+	ca, err := security.NewCA("test", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := fakeEnrollServer(t, ca)
+	token, _, _, err := security.NewJoinToken(ca.Fingerprint())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cwd := t.TempDir()
+	t.Chdir(cwd)
+	out, err := run("bootstrap", "--server", srv.URL, "--token", token, "--name", "hv1", "--state-dir", ".dev/agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	abs := filepath.Join(cwd, ".dev", "agent")
+	if !strings.HasSuffix(out, "state in "+abs+"\n") {
+		t.Fatalf("bootstrap = %q, want the state dir as %s", out, abs)
+	}
+}
+
+func TestAbsDir(t *testing.T) {
+	cwd := t.TempDir()
+	t.Chdir(cwd)
+	for in, want := range map[string]string{"": "", ".dev/agent": filepath.Join(cwd, ".dev/agent"), "/var/lib/x/": "/var/lib/x", "a/../b": filepath.Join(cwd, "b")} {
+		got, err := absDir("--state-dir", in)
+		if err != nil || got != want {
+			t.Errorf("absDir(%q) = %q, %v; want %q", in, got, err, want)
+		}
 	}
 }
 
@@ -105,5 +141,22 @@ func TestServeAccelFlagAndEnv(t *testing.T) {
 	// The flag wins over the environment.
 	if _, err := run("serve", "--state-dir", t.TempDir(), "--accel", "tcg"); err == nil || !strings.Contains(err.Error(), "not enrolled") {
 		t.Fatalf("flag over env: err = %v", err)
+	}
+}
+
+// TestServeRefusesRunDirTooLongForSockets: a state dir in a deep checkout
+// (make dev's .dev) once failed only at the first create, in QEMU's spec check.
+func TestServeRefusesRunDirTooLongForSockets(t *testing.T) {
+	if err := checkRunDir("/var/lib/otherix-agent/run"); err != nil {
+		t.Fatalf("default run dir: %v", err)
+	}
+	long := "/tmp/TestREADMEOfflineQuickStart1098231765/001/otherix/.dev/agent/run"
+	err := checkRunDir(long)
+	if err == nil || !strings.Contains(err.Error(), "--run-dir") || !strings.Contains(err.Error(), "unix sockets allow 107") {
+		t.Fatalf("checkRunDir(%q) = %v, want a refusal naming --run-dir", long, err)
+	}
+	// The limit it names is exact: a dir of that length passes.
+	if err := checkRunDir("/" + strings.Repeat("r", 107-1-1-vmIDLen-1-len("serial.sock"))); err != nil {
+		t.Fatalf("run dir at the limit: %v", err)
 	}
 }

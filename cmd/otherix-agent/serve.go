@@ -98,6 +98,16 @@ file) and converted into a standalone qcow2 before a VM uses it.`,
 				}
 				return fmt.Errorf("otherix-agent: serve: %s must be auto, kvm or tcg, got %q", src, o.accel)
 			}
+			for _, d := range []struct {
+				flag string
+				dir  *string
+			}{{"--state-dir", &o.stateDir}, {"--pool-dir", &o.poolDir}, {"--run-dir", &o.runDir}} {
+				abs, err := absDir(d.flag, *d.dir)
+				if err != nil {
+					return fmt.Errorf("otherix-agent: serve: %w", err)
+				}
+				*d.dir = abs
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
@@ -157,6 +167,9 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	}
 	if o.runDir == "" {
 		o.runDir = filepath.Join(o.stateDir, "run")
+	}
+	if err := checkRunDir(o.runDir); err != nil {
+		return err
 	}
 	imgOpts, err := o.images.cacheOptions()
 	if err != nil {
@@ -340,4 +353,27 @@ func poolStatus(name, dir string) messages.PoolStatus {
 		p.FreeBytes = int64(fs.Bavail) * fs.Bsize
 	}
 	return p
+}
+
+// sunPathMax is the longest unix socket path Linux takes (sun_path less its
+// NUL), which nodeagent/qemu checks for each VM's sockets.
+const sunPathMax = 107
+
+// vmIDLen is the length of a VM id (a ULID), the directory under the run dir.
+const vmIDLen = 26
+
+// checkRunDir refuses, at start, a run dir whose VM sockets would be too long
+// for a unix socket: otherwise the first create fails, deep in QEMU's spec
+// check (a state dir in a deep checkout, as make dev's default has it).
+func checkRunDir(runDir string) error {
+	longest := filepath.Join(runDir, strings.Repeat("x", vmIDLen), qemu.SerialSocket)
+	if q := filepath.Join(runDir, strings.Repeat("x", vmIDLen), qemu.QMPSocket); len(q) > len(longest) {
+		longest = q
+	}
+	if len(longest) > sunPathMax {
+		return fmt.Errorf("run dir %s is too long: a VM's socket under it would be %d bytes, unix sockets allow %d; "+
+			"pass a run dir of at most %d bytes with --run-dir (e.g. /run/otherix-agent)",
+			runDir, len(longest), sunPathMax, len(runDir)-(len(longest)-sunPathMax))
+	}
+	return nil
 }

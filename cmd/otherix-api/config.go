@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -212,7 +213,19 @@ func loadConfig(flags *pflag.FlagSet) (apiConfig, error) {
 		return cfg, fmt.Errorf("etcd.defrag_min_free_bytes %d: must be positive", cfg.Etcd.DefragMinFreeBytes)
 	}
 	if cfg.Backup.Dir == "" {
-		cfg.Backup.Dir = cfg.DataDir + "/backups"
+		cfg.Backup.Dir = filepath.Join(cfg.DataDir, "backups")
+	}
+	// Absolute at the edge: the member, the PKI and the backup loop keep
+	// these paths, and a relative one would follow the working directory.
+	for _, d := range []struct {
+		key string
+		dir *string
+	}{{"data_dir", &cfg.DataDir}, {"backup.dir", &cfg.Backup.Dir}} {
+		abs, err := filepath.Abs(*d.dir)
+		if err != nil {
+			return cfg, fmt.Errorf("%s %q: %w", d.key, *d.dir, err)
+		}
+		*d.dir = abs
 	}
 	return cfg, nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -19,6 +20,13 @@ func restoreCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if from == "" || dataDir == "" {
 				return fmt.Errorf("restore needs --from and --data-dir")
+			}
+			var err error
+			if from, err = filepath.Abs(from); err != nil {
+				return fmt.Errorf("--from: %w", err)
+			}
+			if dataDir, err = filepath.Abs(dataDir); err != nil {
+				return fmt.Errorf("--data-dir: %w", err)
 			}
 			if err := etcd.Restore(from, dataDir, name); err != nil {
 				return err

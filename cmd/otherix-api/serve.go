@@ -171,7 +171,7 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 		served <- httpSrv.Serve(ln)
 	}()
 	go func() { served <- agentSrv.ServeTLS(agentLn, "", "") }()
-	abs, _ := filepath.Abs(cfg.DataDir)
+	abs := cfg.DataDir // absolute since loadConfig
 	if cfg.TLS.Enabled {
 		log.Info("otherix-api ready", "listen", scheme+"://"+ln.Addr().String(), "ca_fingerprint", fp, "sans", cfg.TLS.SANs,
 			"data_dir", abs, "version", version)

@@ -111,13 +111,15 @@ func plural(n int, one, many string) string {
 // applied is how -o json|yaml reports one resource of an apply: what was
 // done and the API's answers.
 type applied struct {
-	Resource string            `json:"resource"`
-	Action   string            `json:"action"` // created, configured, unchanged, failed
-	Changes  []string          `json:"changes,omitempty"`
-	VM       *messages.VM      `json:"vm,omitempty"`
-	Network  *messages.Network `json:"network,omitempty"`
-	Task     *messages.Task    `json:"task,omitempty"`
-	Error    *appliedErrorBody `json:"error,omitempty"`
+	Resource string   `json:"resource"`
+	Action   string   `json:"action"` // created, configured, unchanged, failed
+	Changes  []string `json:"changes,omitempty"`
+	// RestartPending: the running VM picks the changes up when it restarts.
+	RestartPending bool              `json:"restart_pending,omitempty"`
+	VM             *messages.VM      `json:"vm,omitempty"`
+	Network        *messages.Network `json:"network,omitempty"`
+	Task           *messages.Task    `json:"task,omitempty"`
+	Error          *appliedErrorBody `json:"error,omitempty"`
 }
 
 type appliedErrorBody struct {
@@ -255,6 +257,12 @@ func (a *app) applyVM(ctx context.Context, r resource) (applied, *client.Accepte
 		return rep, nil, nil
 	}
 	rep.Action = "configured"
+	// All or nothing: refuse before any write what would stop the power
+	// change after the spec had changed.
+	if p.power != "" && have.Status.ActiveTask != "" {
+		return rep, nil, &client.APIError{Status: 409, Code: "vm_busy",
+			Message: fmt.Sprintf("%s is busy with task %s; nothing was changed (apply again once it ends)", r.ref(), have.Status.ActiveTask)}
+	}
 	if p.patch != nil {
 		// Based on the revision read: a VM changed meanwhile is refused
 		// (revision_conflict) rather than overwritten blindly.
@@ -267,6 +275,11 @@ func (a *app) applyVM(ctx context.Context, r resource) (applied, *client.Accepte
 			return rep, nil, err
 		}
 		rep.VM = vm
+		live := have.Status.Phase == messages.PhaseRunning || have.Status.Phase == messages.PhasePaused
+		if live && p.power != messages.PowerStopped && needsRestart(*p.patch) {
+			rep.RestartPending = true
+			rep.Changes = append(rep.Changes, "restart pending: the running VM picks this up when it restarts (otherix vm reboot "+r.name+")")
+		}
 	}
 	if p.power == "" {
 		return rep, nil, nil
@@ -281,13 +294,61 @@ func (a *app) applyVM(ctx context.Context, r resource) (applied, *client.Accepte
 		return err
 	})
 	if err != nil {
-		return rep, nil, err
+		return rep, nil, a.revertPatch(ctx, r, have, p.patch, rep.VM, err)
 	}
 	if acc.VM != nil {
 		rep.VM = acc.VM
 	}
 	rep.Task = acc.Task
 	return rep, acc, nil
+}
+
+// needsRestart reports whether a patch changes what a running QEMU was
+// started with (user data is read by the guest at boot as well).
+func needsRestart(p messages.VMSpecPatch) bool {
+	return p.CPUs != nil || p.MemoryMiB != nil || p.DiskGiB != nil || p.UserData != nil
+}
+
+// revertPatch undoes a spec change whose power change was then refused, so
+// that apply changes a VM all or not at all. It answers the error to report:
+// the refusal, saying whether the spec was put back.
+func (a *app) revertPatch(ctx context.Context, r resource, have *messages.VM, patch *messages.VMSpecPatch, patched *messages.VM, cause error) error {
+	if patch == nil || patched == nil {
+		return cause
+	}
+	old := have.Spec
+	var back messages.VMSpecPatch
+	if patch.CPUs != nil {
+		back.CPUs = &old.CPUs
+	}
+	if patch.MemoryMiB != nil {
+		back.MemoryMiB = &old.MemoryMiB
+	}
+	if patch.DiskGiB != nil {
+		back.DiskGiB = &old.DiskGiB
+	}
+	if patch.UserData != nil {
+		back.UserData = &old.UserData
+	}
+	err := a.write(ctx, a.newKey(), func(ctx context.Context, c *client.Client, opt client.CallOption) error {
+		_, err := c.UpdateVM(ctx, have.ID, messages.UpdateVMRequest{Spec: back}, opt, client.WithIfMatch(patched.Revision))
+		return err
+	})
+	var api *client.APIError
+	msg := errorLine(cause)
+	if errors.As(cause, &api) {
+		msg = api.Message
+	}
+	if err != nil {
+		return codedf(codePartial, "%s: the spec was changed but the power change failed (%s), and putting the spec back failed too: %s",
+			r.ref(), msg, errorLine(err))
+	}
+	if api != nil {
+		e := *api
+		e.Message = msg + "; the spec change was undone, nothing was changed"
+		return &e
+	}
+	return codedf(errorCode(cause), "%s; the spec change was undone, nothing was changed", msg)
 }
 
 // planError gives a refused plan a code: a domain validation error keeps

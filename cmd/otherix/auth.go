@@ -182,6 +182,9 @@ func (a *app) login(ctx context.Context, rawURL string, fl loginFlags) error {
 	case fl.token != "" && !strings.HasPrefix(fl.token, "otx_"):
 		return usageError(errors.New("--token must be an otx_ API token"))
 	}
+	if !strings.Contains(server, "://") {
+		return usageError(fmt.Errorf("login URL %q has no scheme: did you mean https://%s?", rawURL, server))
+	}
 	if cleartextToRemote(server) && !fl.insecure {
 		return usageError(fmt.Errorf("%s is plain http to a remote host: the password and tokens would travel in clear; use https, or --insecure to accept that", server))
 	}

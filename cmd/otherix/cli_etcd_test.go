@@ -162,8 +162,9 @@ func TestCLIEndToEnd(t *testing.T) {
 	}
 
 	c.fails("[vm_name_conflict]", "vm", "create", "web-1", "--image", image)
-	stderr := c.fails("Error: 2 of 2 resources failed [vm_name_conflict]", "create", "-f", manifest)
-	if !strings.Contains(stderr, "vm/web-2: a vm with name \"web-2\" already exists [vm_name_conflict]") {
+	// Re-running create -f: each resource is named as already existing.
+	stderr := c.fails("Error: 2 of 2 resources failed [already_exists]", "create", "-f", manifest)
+	if !strings.Contains(stderr, "vm/web-2: vm/web-2 already exists (create -f makes new resources only; apply -f updates existing ones) [already_exists]") {
 		t.Fatalf("create -f conflict: %s", stderr)
 	}
 

@@ -31,7 +31,8 @@ whose shape is stable; this text is not.`,
 				return err
 			}
 			task := a.activeTask(cmd.Context(), vm)
-			return describeVM(a.stdout, vm, task, a.now())
+			owners := a.ownerEmails(cmd.Context(), []*messages.VM{vm})
+			return describeVM(a.stdout, vm, task, owners[vm.Owner], a.now())
 		},
 	}
 }
@@ -54,7 +55,8 @@ func (a *app) activeTask(ctx context.Context, vm *messages.VM) *messages.Task {
 }
 
 // describeVM writes the multi-line view of a VM.
-func describeVM(w io.Writer, vm *messages.VM, task *messages.Task, now time.Time) error {
+// ownerEmail is the owner's email when the caller may know it.
+func describeVM(w io.Writer, vm *messages.VM, task *messages.Task, ownerEmail string, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	field := func(indent int, name string, value any) {
 		fmt.Fprintf(tw, "%s%s:\t%v\n", strings.Repeat("  ", indent), name, value)
@@ -62,10 +64,17 @@ func describeVM(w io.Writer, vm *messages.VM, task *messages.Task, now time.Time
 	s, st := vm.Spec, vm.Status
 	field(0, "Name", vm.Name)
 	field(0, "ID", vm.ID)
-	field(0, "Owner", vm.Owner)
+	owner := vm.Owner
+	if ownerEmail != "" {
+		owner = ownerEmail + " (" + vm.Owner + ")"
+	}
+	field(0, "Owner", owner)
 	field(0, "Created", when(vm.CreatedAt, now))
 	field(0, "Updated", when(vm.UpdatedAt, now))
 	field(0, "Generation", fmt.Sprintf("%d (observed %d)", vm.Generation, st.ObservedGeneration))
+	if restartPending(vm) {
+		field(0, "Restart pending", "the spec changed since the VM started; it takes effect when the VM restarts (otherix vm reboot)")
+	}
 	fmt.Fprintln(tw, "Spec:")
 	field(1, "Image", s.Image.URL)
 	if s.Image.SHA256 != "" {
@@ -104,6 +113,13 @@ func describeVM(w io.Writer, vm *messages.VM, task *messages.Task, now time.Time
 		return err
 	}
 	return describeConditions(w, st.Conditions, now)
+}
+
+// restartPending reports whether a live VM runs an older spec than the one
+// asked for: a change it picks up only when it restarts.
+func restartPending(vm *messages.VM) bool {
+	live := vm.Status.Phase == messages.PhaseRunning || vm.Status.Phase == messages.PhasePaused
+	return live && vm.Status.ObservedGeneration > 0 && vm.Generation > vm.Status.ObservedGeneration
 }
 
 // describeConditions writes the conditions as an indented table.

@@ -24,6 +24,7 @@ const (
 	codeTaskFailed  = "task_failed"
 	codeCancelled   = "task_cancelled"
 	codePartial     = "partial_failure"
+	codeUseHTTPS    = "https_required"
 )
 
 // cliError is an error with a stable code, printed as "Error: msg [code]".
@@ -108,8 +109,16 @@ func (a *app) explain(ctx context.Context, err error) error {
 	case errors.As(err, &api) && api.Status == http.StatusUnauthorized:
 		// The session ended or the token is wrong: say how to get a new one.
 		e := *api
-		e.Message = fmt.Sprintf("%s; log in with: otherix login %s", strings.TrimSuffix(e.Message, "."), a.server)
+		// The API's message may already say to log in again: say it once,
+		// with the command.
+		msg := strings.TrimSuffix(e.Message, ".")
+		msg = strings.TrimSuffix(strings.TrimSuffix(msg, "log in again"), "; ")
+		e.Message = fmt.Sprintf("%s; log in again with: otherix login %s", msg, a.server)
 		return &e
+	case errors.As(err, &api) && api.Status == http.StatusBadRequest && strings.HasPrefix(a.server, "http://") &&
+		strings.Contains(api.Message, "HTTP request to an HTTPS server"):
+		// Go's TLS listener answers plain HTTP with this 400.
+		return codedf(codeUseHTTPS, "%s answers HTTPS: use https://%s", a.server, strings.TrimPrefix(a.server, "http://"))
 	case err == nil, errors.As(err, &api), errors.As(err, &ce):
 		return err
 	case a.explainTLS(err) != nil:

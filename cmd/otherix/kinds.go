@@ -103,7 +103,13 @@ func (a *app) getKind(ctx context.Context, kind, name string, limit int) error {
 		if err != nil {
 			return err
 		}
-		return a.emit(newItemList(vms), func(wide bool) [][]string { return vmRows(vms, wide, now) })
+		return a.emit(newItemList(vms), func(wide bool) [][]string {
+			var owners map[string]string
+			if wide {
+				owners = a.ownerEmails(ctx, vms)
+			}
+			return vmRowsWithOwners(vms, wide, now, owners)
+		})
 	case kind == kindNameVM:
 		vm, err := a.getVM(ctx, name)
 		if err != nil {
@@ -183,7 +189,7 @@ func (a *app) describeKind(ctx context.Context, kind, name string) error {
 		if err != nil {
 			return err
 		}
-		return describeVM(a.stdout, vm, a.activeTask(ctx, vm), a.now())
+		return describeVM(a.stdout, vm, a.activeTask(ctx, vm), a.ownerEmails(ctx, []*messages.VM{vm})[vm.Owner], a.now())
 	case kindNameNode:
 		n, err := a.getNode(ctx, name)
 		if err != nil {

@@ -330,9 +330,65 @@ func strictDecode(body []byte, v any) error {
 	err := dec.Decode(v)
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
-		return fmt.Errorf("%s: want %s, got %s", te.Field, te.Type, te.Value)
+		return fmt.Errorf("%s must be %s, not %s", te.Field, jsonShape(te.Type), withArticle(te.Value))
 	}
 	return err
+}
+
+// jsonShape says what a Go type looks like in a manifest, never naming the
+// Go type: "an integer", "an object with url and optional sha256".
+func jsonShape(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Slice, reflect.Array:
+		return "a list, each " + jsonShape(t.Elem())
+	case reflect.Map:
+		return "a mapping"
+	case reflect.Struct:
+		// Small objects are described by their fields; a large one (a
+		// whole spec) only as a mapping.
+		var required, optional []string
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if !f.IsExported() || name == "-" || name == "" {
+				continue
+			}
+			if strings.Contains(opts, "omitempty") {
+				optional = append(optional, name)
+			} else {
+				required = append(required, name)
+			}
+		}
+		if len(required)+len(optional) == 0 || len(required)+len(optional) > 4 {
+			return "an object"
+		}
+		parts := required
+		if len(optional) > 0 {
+			parts = append(parts, "optional "+strings.Join(optional, ", "))
+		}
+		return "an object with " + strings.Join(parts, " and ")
+	}
+	return "a value of another kind"
+}
+
+// withArticle puts "a" or "an" before a JSON kind name ("string", "object").
+func withArticle(kind string) string {
+	if kind != "" && strings.ContainsRune("aeiou", rune(kind[0])) {
+		return "an " + kind
+	}
+	return "a " + kind
 }
 
 // unknownField returns the path of the first field of v (in sorted order)

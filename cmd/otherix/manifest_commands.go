@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"time"
 
@@ -81,10 +82,14 @@ func (a *app) createCommand() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.applyManifests(cmd, files, w, true, func(ctx context.Context, c *client.Client, r resource, opt client.CallOption) (any, error) {
+				var v any
+				var err error
 				if r.kind == kindNetwork {
-					return c.CreateNetwork(ctx, r.network, opt)
+					v, err = c.CreateNetwork(ctx, r.network, opt)
+				} else {
+					v, err = c.CreateVM(ctx, messages.CreateVMRequest{Name: r.name, Spec: r.spec}, opt)
 				}
-				return c.CreateVM(ctx, messages.CreateVMRequest{Name: r.name, Spec: r.spec}, opt)
+				return v, alreadyExists(ctx, c, r, err)
 			})
 		},
 	}
@@ -154,6 +159,31 @@ func (a *app) deleteCommand() *cobra.Command {
 	cmd.Flags().BoolVar(&force, "force", false, "delete even if a VM runs or its node cannot confirm; a node even with VMs on it")
 	cmd.Flags().BoolVar(&ignoreNotFound, "ignore-not-found", false, "treat a resource that does not exist as deleted")
 	return cmd
+}
+
+// codeAlreadyExists is what create -f reports for a resource that exists.
+const codeAlreadyExists = "already_exists"
+
+// alreadyExists turns a refused create of a resource that already exists
+// into already_exists, naming it. Re-running create -f is common, and the
+// API's refusal may name whichever of the resource's guards tripped first
+// (its cidr overlaps, its address is in use) rather than the name.
+func alreadyExists(ctx context.Context, c *client.Client, r resource, err error) error {
+	var api *client.APIError
+	if !errors.As(err, &api) || api.Status == http.StatusUnauthorized || api.Status == http.StatusForbidden {
+		return err
+	}
+	var gerr error
+	if r.kind == kindNetwork {
+		_, gerr = c.GetNetwork(ctx, r.name)
+	} else {
+		_, gerr = c.GetVM(ctx, r.name)
+	}
+	if gerr != nil {
+		return err
+	}
+	return &client.APIError{Status: http.StatusConflict, Code: codeAlreadyExists, RequestID: api.RequestID,
+		Message: fmt.Sprintf("%s already exists (create -f makes new resources only; apply -f updates existing ones)", r.ref())}
 }
 
 func addManifestFlags(cmd *cobra.Command, files *[]string, w *waitFlags) {

@@ -113,7 +113,10 @@ func TestLoadManifestsProblems(t *testing.T) {
 		{"unknown nested field", "kind: VM\nname: a\nspec: {image: {url: https://i.example/a.img, size: 3}}\n", true, `unknown field "spec.image.size"`},
 		{"unknown field in list", "kind: VM\nname: a\nspec: {" + img + ", networks: [{network: n}, {net: m}]}\n", true, `unknown field "spec.networks[1].net"`},
 		{"field case matters", "kind: VM\nname: a\nspec: {" + img + ", CPUs: 2}\n", true, `unknown field "spec.CPUs"`},
-		{"type error", "kind: VM\nname: a\nspec: {" + img + ", cpus: two}\n", true, "spec.cpus: want int, got string"},
+		{"type error", "kind: VM\nname: a\nspec: {" + img + ", cpus: two}\n", true, "spec.cpus must be an integer, not a string"},
+		// No Go type names: the shape of the object is described instead.
+		{"image as a string", "kind: VM\nname: a\nspec: {image: https://i.example/a.img}\n", true, "spec.image must be an object with url and optional sha256, not a string"},
+		{"networks as a mapping", "kind: VM\nname: a\nspec: {" + img + ", networks: {network: n}}\n", true, "spec.networks must be a list, each an object with network and optional ip, not an object"},
 		{"not a mapping", "- a\n- b\n", true, "must be a mapping"},
 		{"bad name", "kind: VM\nname: Web_1\nspec: {" + img + "}\n", true, "name:"},
 		{"bad spec", "kind: VM\nname: a\nspec: {" + img + ", cpus: 999}\n", true, "spec.cpus: must be between"},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -78,9 +79,15 @@ func writeTable(w io.Writer, rows [][]string) error {
 // vmRows is the table of VMs; wide adds PID, ADDRESSES, ARCH, ID, IMAGE,
 // GENERATION and TASK.
 func vmRows(vms []*messages.VM, wide bool, now time.Time) [][]string {
+	return vmRowsWithOwners(vms, wide, now, nil)
+}
+
+// vmRowsWithOwners is vmRows whose wide form names each VM's owner by
+// email where owners knows it (by user id), else by id.
+func vmRowsWithOwners(vms []*messages.VM, wide bool, now time.Time, owners map[string]string) [][]string {
 	head := []string{"NAME", "PHASE", "POWER", "CPUS", "MEMORY", "DISK", "NODE", "AGE"}
 	if wide {
-		head = append(head, "PID", "ADDRESSES", "ARCH", "ID", "IMAGE", "GENERATION", "TASK")
+		head = append(head, "OWNER", "PID", "ADDRESSES", "ARCH", "ID", "IMAGE", "GENERATION", "TASK")
 	}
 	rows := [][]string{head}
 	for _, vm := range vms {
@@ -91,7 +98,11 @@ func vmRows(vms []*messages.VM, wide bool, now time.Time) [][]string {
 			if vm.Status.Pid > 0 {
 				pid = strconv.Itoa(vm.Status.Pid)
 			}
-			r = append(r, pid, orNone(strings.Join(vm.Status.Addresses, ",")), orNone(vm.Spec.Arch),
+			owner := orNone(vm.Owner)
+			if email := owners[vm.Owner]; email != "" {
+				owner = email
+			}
+			r = append(r, owner, pid, orNone(strings.Join(vm.Status.Addresses, ",")), orNone(vm.Spec.Arch),
 				vm.ID, orNone(vm.Spec.Image.URL), strconv.FormatInt(vm.Generation, 10), orNone(vm.Status.ActiveTask))
 		}
 		rows = append(rows, r)
@@ -198,4 +209,36 @@ func age(t, now time.Time) string {
 		return fmt.Sprintf("%dd", int(d/day))
 	}
 	return fmt.Sprintf("%dy", int(d/year))
+}
+
+// ownerEmails maps the owners of vms to their emails, as far as the caller
+// may read users: the caller's own account always, other users' for an admin.
+// It is best effort: a table shows an id where it cannot name the owner.
+func (a *app) ownerEmails(ctx context.Context, vms []*messages.VM) map[string]string {
+	emails := map[string]string{}
+	_ = a.call(ctx, func(ctx context.Context, c *client.Client) error {
+		me, err := c.Me(ctx)
+		if err != nil {
+			return err
+		}
+		emails[me.ID] = me.Email
+		for _, vm := range vms {
+			if _, ok := emails[vm.Owner]; ok || vm.Owner == "" {
+				continue
+			}
+			u, err := c.GetUser(ctx, vm.Owner)
+			if err != nil {
+				// Not allowed to read users (or the owner is gone): the
+				// rest would only fail the same way.
+				emails[vm.Owner] = ""
+				if code := client.ErrorCode(err); code != messages.ErrNotFound.Code {
+					return nil
+				}
+				continue
+			}
+			emails[vm.Owner] = u.Email
+		}
+		return nil
+	})
+	return emails
 }

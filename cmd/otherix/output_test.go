@@ -56,13 +56,20 @@ func TestVMTable(t *testing.T) {
 }
 
 func TestVMWide(t *testing.T) {
-	got := emitVMs(t, outputWide, []*messages.VM{fixtureVM(t)})
+	vms := []*messages.VM{fixtureVM(t)}
+	var out bytes.Buffer
+	a := &app{stdout: &out, output: outputWide, now: func() time.Time { return now }}
+	owners := map[string]string{"anonymous": "dev@example.com"}
+	if err := a.emit(newItemList(vms), func(wide bool) [][]string { return vmRowsWithOwners(vms, wide, a.now(), owners) }); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
 	lines := strings.Split(strings.TrimSpace(got), "\n")
-	wantHead := []string{"NAME", "PHASE", "POWER", "CPUS", "MEMORY", "DISK", "NODE", "AGE", "PID", "ADDRESSES", "ARCH", "ID", "IMAGE", "GENERATION", "TASK"}
+	wantHead := []string{"NAME", "PHASE", "POWER", "CPUS", "MEMORY", "DISK", "NODE", "AGE", "OWNER", "PID", "ADDRESSES", "ARCH", "ID", "IMAGE", "GENERATION", "TASK"}
 	if head := strings.Fields(lines[0]); !reflect.DeepEqual(head, wantHead) {
 		t.Errorf("head = %q", head)
 	}
-	wantRow := []string{"web-1", "running", "running", "2", "2GiB", "20GiB", "n1", "5m", "4242", "10.0.0.5", "<none>",
+	wantRow := []string{"web-1", "running", "running", "2", "2GiB", "20GiB", "n1", "5m", "dev@example.com", "4242", "10.0.0.5", "<none>",
 		"01jvm0000000000000000000aa", "https://img.example/d.qcow2", "2", "01jtask00000000000000000aa"}
 	if row := strings.Fields(lines[1]); !reflect.DeepEqual(row, wantRow) {
 		t.Errorf("row = %q", row)
@@ -163,7 +170,7 @@ func TestDescribe(t *testing.T) {
 	task := &messages.Task{ID: vm.Status.ActiveTask, Kind: messages.TaskVMStop, State: messages.TaskRunning,
 		Progress: 50, Message: "powering down", CreatedAt: now.Add(-10 * time.Second)}
 	var out bytes.Buffer
-	if err := describeVM(&out, vm, task, now); err != nil {
+	if err := describeVM(&out, vm, task, "", now); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{

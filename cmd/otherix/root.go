@@ -381,7 +381,15 @@ func groupCommand(use, short string, aliases ...string) *cobra.Command {
 // noCommand rejects an argument where a subcommand was expected.
 func noCommand(cmd *cobra.Command, args []string) error {
 	if len(args) > 0 {
-		return usageError(fmt.Errorf("unknown command %q for %q", args[0], cmd.CommandPath()))
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+		// cobra applies its default distance only on its own error path.
+		if cmd.SuggestionsMinimumDistance <= 0 {
+			cmd.SuggestionsMinimumDistance = 2
+		}
+		if sugg := cmd.SuggestionsFor(args[0]); len(sugg) > 0 {
+			msg += fmt.Sprintf("; did you mean %q?", cmd.CommandPath()+" "+sugg[0])
+		}
+		return usageError(errors.New(msg))
 	}
 	return nil
 }

@@ -220,7 +220,13 @@ with every VM exactly as the API returns it.`,
 			if err != nil {
 				return err
 			}
-			return a.emit(newItemList(vms), func(wide bool) [][]string { return vmRows(vms, wide, a.now()) })
+			return a.emit(newItemList(vms), func(wide bool) [][]string {
+				var owners map[string]string
+				if wide {
+					owners = a.ownerEmails(cmd.Context(), vms)
+				}
+				return vmRowsWithOwners(vms, wide, a.now(), owners)
+			})
 		},
 	}
 	cmd.Flags().IntVar(&limit, "limit", defaultPageSize, "items per page requested from the API (1-200)")
@@ -339,57 +345,99 @@ func (a *app) vmTask(ctx context.Context, w waitFlags, fn func(context.Context, 
 	return a.accepted(ctx, acc, w)
 }
 
-// vmStopCommand is "vm stop [--timeout D]".
+// gracePeriodFlag is --grace-period: how long the guest gets to act on the
+// ACPI power button (stop, reboot). It is not the global --timeout, which
+// bounds one request.
+type gracePeriodFlag struct{ d time.Duration }
+
+func (g *gracePeriodFlag) add(f *pflag.FlagSet) {
+	f.DurationVar(&g.d, "grace-period", 0, "how long the guest gets to power off after the ACPI power button (1s to 1h; default: the node's)")
+}
+
+// options returns the call option for a given grace period, or nil.
+func (g *gracePeriodFlag) options(f *pflag.FlagSet, name string) ([]client.CallOption, error) {
+	if !f.Changed(name) {
+		return nil, nil
+	}
+	if g.d < time.Second || g.d > time.Hour || g.d%time.Second != 0 {
+		return nil, usageError(fmt.Errorf("--%s must be a whole number of seconds from 1s to 1h, got %s", name, g.d))
+	}
+	return []client.CallOption{client.WithStopTimeout(g.d)}, nil
+}
+
+// vmStopCommand is "vm stop [--grace-period D]".
 func (a *app) vmStopCommand() *cobra.Command {
 	var w waitFlags
-	var grace time.Duration
+	var grace gracePeriodFlag
 	cmd := &cobra.Command{
 		Use:   "stop NAME|ID",
 		Short: "Stop a VM gracefully (ACPI power button)",
 		Long: `Stop a VM gracefully: press its ACPI power button and wait for the guest to
 power off. A graceful stop never kills the VM: if the guest has not powered off
-within --timeout the task fails and the VM keeps running; "vm poweroff" is the
-hard stop.
-
-Here --timeout is how long the guest gets (a whole number of seconds from 1s
-to 1h; the node's default when not given), not the limit of one request.`,
-		Example: `  otherix vm stop web-1 --timeout 2m --wait`,
+within --grace-period (a whole number of seconds from 1s to 1h; the node's
+default when not given) the task fails and the VM keeps running; "vm poweroff"
+is the hard stop. --timeout is the global limit of one request on every
+other command (here its deprecated old spelling still means --grace-period).`,
+		Example: `  otherix vm stop web-1 --grace-period 2m --wait`,
 		Args:    exactArgs(1, "a VM name or id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var opts []client.CallOption
+			name := "grace-period"
 			if cmd.Flags().Changed("timeout") {
-				if grace < time.Second || grace > time.Hour || grace%time.Second != 0 {
-					return usageError(fmt.Errorf("--timeout must be a whole number of seconds from 1s to 1h, got %s", grace))
+				if cmd.Flags().Changed("grace-period") {
+					return usageError(errors.New("give --grace-period only: on vm stop, --timeout is its deprecated old name"))
 				}
-				opts = append(opts, client.WithStopTimeout(grace))
+				name = "timeout"
+				fmt.Fprintln(a.stderr, "Flag --timeout of vm stop is deprecated: use --grace-period (--timeout is the global per-request limit on every other command)")
+			}
+			opts, err := grace.options(cmd.Flags(), name)
+			if err != nil {
+				return err
 			}
 			return a.vmTask(cmd.Context(), w, func(ctx context.Context, c *client.Client, opt client.CallOption) (*client.Accepted, error) {
 				return c.StopVM(ctx, args[0], append(opts, opt)...)
 			})
 		},
 	}
-	// This shadows the global per-request --timeout on purpose: for a stop,
-	// "how long may it take" is the guest's grace period.
-	cmd.Flags().DurationVar(&grace, "timeout", 0, "how long the guest gets to power off (1s to 1h; default: the node's)")
+	grace.add(cmd.Flags())
+	// The old spelling shadowed the global per-request --timeout with
+	// another meaning. Kept, hidden and deprecated, so scripts keep working
+	// while they move to --grace-period.
+	cmd.Flags().DurationVar(&grace.d, "timeout", 0, "deprecated: the old name of --grace-period")
+	_ = cmd.Flags().MarkHidden("timeout")
 	addWaitFlags(cmd.Flags(), &w)
 	return cmd
 }
 
-// vmRebootCommand is "vm reboot [--force]".
+// vmRebootCommand is "vm reboot [--force] [--grace-period D]".
 func (a *app) vmRebootCommand() *cobra.Command {
 	var w waitFlags
 	var force bool
+	var grace gracePeriodFlag
 	cmd := &cobra.Command{
 		Use:   "reboot NAME|ID",
 		Short: "Reboot a VM (through the guest, or --force to reset it at once)",
-		Args:  exactArgs(1, "a VM name or id"),
+		Long: `Reboot a VM. By default through the guest: the ACPI power button, then a
+start with the same disks once the guest has powered off; if it has not within
+--grace-period the task fails and the VM keeps running. --force resets the VM
+at once.`,
+		Example: `  otherix vm reboot web-1 --grace-period 30s --wait
+  otherix vm reboot web-1 --force`,
+		Args: exactArgs(1, "a VM name or id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			opts, err := grace.options(cmd.Flags(), "grace-period")
+			if err != nil {
+				return err
+			}
+			if force && opts != nil {
+				return usageError(errors.New("--grace-period is for a reboot through the guest; --force resets at once"))
+			}
 			return a.vmTask(cmd.Context(), w, func(ctx context.Context, c *client.Client, opt client.CallOption) (*client.Accepted, error) {
-				return c.RebootVM(ctx, args[0], force, opt)
+				return c.RebootVM(ctx, args[0], force, append(opts, opt)...)
 			})
 		},
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "reset the VM at once instead of asking the guest to reboot")
+	grace.add(cmd.Flags())
 	addWaitFlags(cmd.Flags(), &w)
 	return cmd
 }
@@ -397,14 +445,19 @@ func (a *app) vmRebootCommand() *cobra.Command {
 // vmSyncCommand is a fast verb such as "pause" that the API answers at once
 // with the VM; it prints the VM.
 func (a *app) vmSyncCommand(verb, short string, fn func(*client.Client, context.Context, string, ...client.CallOption) (*messages.VM, error)) *cobra.Command {
-	return &cobra.Command{
+	var w waitFlags
+	cmd := &cobra.Command{
 		Use:   verb + " NAME|ID",
 		Short: short,
 		Long: short + `. The node does it at once and the VM is printed as the node
 now reports it. A VM that is not running is refused (vm_not_running), as is
-one whose node cannot be reached now (node_unreachable).`,
+one whose node cannot be reached now (node_unreachable). --wait is accepted
+as on every other verb: the answer already comes once the node has done it.`,
 		Args: exactArgs(1, "a VM name or id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := w.check(); err != nil {
+				return err
+			}
 			var vm *messages.VM
 			err := a.write(cmd.Context(), a.newKey(), func(ctx context.Context, c *client.Client, opt client.CallOption) (err error) {
 				vm, err = fn(c, ctx, args[0], opt)
@@ -416,6 +469,8 @@ one whose node cannot be reached now (node_unreachable).`,
 			return a.emit(vm, func(wide bool) [][]string { return vmRows([]*messages.VM{vm}, wide, a.now()) })
 		},
 	}
+	addWaitFlags(cmd.Flags(), &w)
+	return cmd
 }
 
 // vmLogsCommand is "vm logs [--tail N]".

@@ -145,3 +145,63 @@ func TestVMOpsCommands(t *testing.T) {
 		t.Fatalf("refused: exit %d %q", code, stderr)
 	}
 }
+
+// TestVMVerbFlags: stop and reboot name the guest's grace period
+// --grace-period (stop's old --timeout still works, deprecated), pause and
+// resume take --wait like every other verb, and a typo suggests the verb.
+func TestVMVerbFlags(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, r.Method+" "+r.URL.RequestURI())
+		mu.Unlock()
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/pause"), strings.HasSuffix(r.URL.Path, "/resume"):
+			writeJSONAnswer(w, 200, `{"id":"v1","name":"web-1","spec":{},"status":{"phase":"paused"}}`)
+		default:
+			writeJSONAnswer(w, 202, `{"task":{"id":"t1","kind":"vm.stop","state":"pending"}}`)
+		}
+	}))
+	defer srv.Close()
+	tests := []struct {
+		args       []string
+		want       string
+		wantStderr string
+	}{
+		{[]string{"vm", "stop", "web-1", "--grace-period", "90s"}, "POST /v1/vms/web-1/stop?timeout=1m30s", ""},
+		{[]string{"vm", "stop", "web-1", "--timeout", "90s"}, "POST /v1/vms/web-1/stop?timeout=1m30s", "--timeout of vm stop is deprecated: use --grace-period"},
+		{[]string{"vm", "reboot", "web-1", "--grace-period", "30s"}, "POST /v1/vms/web-1/reboot?timeout=30s", ""},
+		{[]string{"vm", "reboot", "web-1", "--force"}, "POST /v1/vms/web-1/reboot?force=true", ""},
+		{[]string{"vm", "pause", "web-1", "--wait"}, "POST /v1/vms/web-1/pause", ""},
+		{[]string{"vm", "resume", "web-1", "--wait"}, "POST /v1/vms/web-1/resume", ""},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			mu.Lock()
+			got = nil
+			mu.Unlock()
+			code, _, stderr := runCLI(t, srv.URL, tt.args...)
+			mu.Lock()
+			defer mu.Unlock()
+			if code != 0 || len(got) != 1 || got[0] != tt.want || !strings.Contains(stderr, tt.wantStderr) {
+				t.Fatalf("exit %d, requests %q, stderr %q; want %q and %q", code, got, stderr, tt.want, tt.wantStderr)
+			}
+		})
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"vm", "lsit"}, `unknown command "lsit" for "otherix vm"; did you mean "otherix vm list"?`},
+		{[]string{"vm", "stop", "web-1", "--grace-period", "2s", "--timeout", "3s"}, "give --grace-period only"},
+		{[]string{"vm", "stop", "web-1", "--grace-period", "1.5s"}, "--grace-period must be a whole number of seconds from 1s to 1h"},
+		{[]string{"vm", "reboot", "web-1", "--grace-period", "2h"}, "--grace-period must be a whole number of seconds from 1s to 1h"},
+		{[]string{"vm", "reboot", "web-1", "--force", "--grace-period", "2s"}, "--force resets at once"},
+	} {
+		code, _, stderr := runCLI(t, srv.URL, tt.args...)
+		if code != exitUsage || !strings.Contains(stderr, tt.want) {
+			t.Errorf("%q: exit %d, stderr %q; want usage error %q", tt.args, code, stderr, tt.want)
+		}
+	}
+}

@@ -69,6 +69,9 @@ func bearerToken(h string) (string, bool) {
 func (s *Server) authorize(r route) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		p := principalOf(c)
+		// The caller travels with the request: an any-owner scope still
+		// resolves names to the caller's own resources first.
+		c.Request = c.Request.WithContext(messages.WithCaller(c.Request.Context(), p.UserID))
 		switch security.Allowed(security.Role(p.Role), r.resource, r.verb) {
 		case security.ScopeAny:
 			c.Set(ctxScopeOwner, "")

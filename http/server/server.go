@@ -110,6 +110,10 @@ func New(cfg Config, cp ControlPlane, log *slog.Logger) *Server {
 	e.RedirectTrailingSlash = false
 	e.RedirectFixedPath = false
 	e.HandleMethodNotAllowed = true
+	// Route on the escaped path so that a parameter may hold an escaped
+	// slash: a VM named OWNER/NAME (/v1/vms/OWNER%2FNAME). Values are
+	// unescaped before handlers see them.
+	e.UseRawPath = true
 	// Trust no proxy headers for the client address until a proxy setting exists.
 	_ = e.SetTrustedProxies(nil)
 	// Order matters: the request id first so every later line carries it;

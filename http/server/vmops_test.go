@@ -26,6 +26,7 @@ func TestVMPowerTasks(t *testing.T) {
 		{"/v1/vms/web-1/reboot", messages.TaskVMReboot, false, 0},
 		{"/v1/vms/web-1/reboot?force=true", messages.TaskVMReboot, true, 0},
 		{"/v1/vms/web-1/reboot?force=false", messages.TaskVMReboot, false, 0},
+		{"/v1/vms/web-1/reboot?timeout=30s", messages.TaskVMReboot, false, 30},
 		{"/v1/vms/web-1/stop", messages.TaskVMStop, false, 0},
 		{"/v1/vms/web-1/stop?timeout=2m", messages.TaskVMStop, false, 120},
 		{"/v1/vms/web-1/stop?timeout=1s", messages.TaskVMStop, false, 1},
@@ -46,6 +47,7 @@ func TestVMPowerTasks(t *testing.T) {
 	}
 	for _, bad := range []string{"0s", "500ms", "1.5s", "61m", "-1m", "soon", "2"} {
 		wantError(t, req{method: "POST", path: "/v1/vms/web-1/stop?timeout=" + bad}.do(t, s), 400, "invalid_timeout")
+		wantError(t, req{method: "POST", path: "/v1/vms/web-1/reboot?timeout=" + bad}.do(t, s), 400, "invalid_timeout")
 	}
 	wantError(t, req{method: "POST", path: "/v1/vms/web-1/reboot?force=yes%3F"}.do(t, s), 400, "invalid_force")
 }
@@ -181,5 +183,16 @@ func TestVMOpsMatchContract(t *testing.T) {
 		if !ct.seen[want] {
 			t.Errorf("%s was not checked against the contract (seen %v)", want, ct.seen)
 		}
+	}
+}
+
+// TestVMRefWithOwner: OWNER/NAME reaches the control plane whole, its slash
+// escaped in the path as the SDK sends it.
+func TestVMRefWithOwner(t *testing.T) {
+	s, _, _ := newTestServer(t, Config{})
+	rec := req{method: "GET", path: "/v1/vms/dev%40example.com%2Fweb-1"}.do(t, s)
+	var vm messages.VM
+	if err := json.Unmarshal(rec.Body.Bytes(), &vm); err != nil || rec.Code != 200 || vm.Name != "dev@example.com/web-1" {
+		t.Fatalf("%d %s", rec.Code, rec.Body)
 	}
 }

@@ -121,15 +121,21 @@ func (s *Server) poweroffVM(c *gin.Context) {
 	s.vmTask(c, messages.RequestVMTask{Kind: messages.TaskVMPoweroff})
 }
 
-// rebootVM reboots through the guest (ACPI), or with ?force=true resets the
-// VM at once.
+// rebootVM reboots through the guest (ACPI; ?timeout= is the guest's grace
+// period, as for stop), or with ?force=true resets the VM at once.
 func (s *Server) rebootVM(c *gin.Context) {
 	force, err := boolQuery(c, "force")
 	if err != nil {
 		s.writeError(c, err)
 		return
 	}
-	s.vmTask(c, messages.RequestVMTask{Kind: messages.TaskVMReboot, Force: force})
+	// A graceful reboot is a graceful stop first: the same grace period.
+	timeout, err := timeoutQuery(c)
+	if err != nil {
+		s.writeError(c, err)
+		return
+	}
+	s.vmTask(c, messages.RequestVMTask{Kind: messages.TaskVMReboot, Force: force, TimeoutSeconds: timeout})
 }
 
 func (s *Server) vmTask(c *gin.Context, req messages.RequestVMTask) {

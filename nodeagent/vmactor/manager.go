@@ -130,6 +130,11 @@ func New(cfg Config) (*Manager, error) {
 		if d == "" {
 			return nil, fmt.Errorf("vmactor: state, run and disk dirs are required")
 		}
+		// Records keep paths built from these dirs and QEMU gets them:
+		// a relative one would change meaning with the working directory.
+		if !filepath.IsAbs(d) {
+			return nil, fmt.Errorf("vmactor: dir %q: want an absolute path", d)
+		}
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("vmactor: %w", err)
 		}

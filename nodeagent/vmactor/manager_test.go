@@ -364,3 +364,31 @@ func TestStartRefusesDiskOnUnsafeBase(t *testing.T) {
 	}
 	mustSucceed(t, f.run(t, vmReq(messages.NewID(), messages.TaskVMDelete, vm)))
 }
+
+// TestNewRefusesRelativeDirs: VM records keep paths built from these dirs
+// and QEMU is handed them; a relative dir (make dev's .dev) once reached
+// QEMU's spec check only at the first create.
+func TestNewRefusesRelativeDirs(t *testing.T) {
+	cache, err := images.New("default", filepath.Join(t.TempDir(), "images"), images.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	abs := t.TempDir()
+	t.Chdir(t.TempDir())
+	for _, cfg := range []Config{
+		{StateDir: ".dev/agent/vms", RunDir: abs, DiskDir: abs},
+		{StateDir: abs, RunDir: ".dev/agent/run", DiskDir: abs},
+		{StateDir: abs, RunDir: abs, DiskDir: "pools/default/vms"},
+	} {
+		cfg.Images = cache
+		m, err := New(cfg)
+		if err == nil {
+			m.Close()
+			t.Fatalf("New(%+v) accepted a relative dir", cfg)
+		}
+		if !strings.Contains(err.Error(), "want an absolute path") {
+			t.Fatalf("New: %v, want 'want an absolute path'", err)
+		}
+	}
+}

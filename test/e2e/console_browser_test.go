@@ -63,7 +63,7 @@ func TestConsoleBrowser(t *testing.T) {
 
 	// The VM stops: the page says so and waits; it runs again: the page
 	// attaches by itself and shows the new boot.
-	c.mustCLI("vm", "stop", "g1", "--timeout", "90s", "--wait")
+	c.mustCLI("vm", "stop", "g1", "--grace-period", "90s", "--wait")
 	b.waitFor("the page to notice the stop", 30*time.Second, func() bool {
 		return b.status() != "attached" && strings.Contains(b.text("#vm-phase"), "stopped")
 	})

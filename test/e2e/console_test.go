@@ -162,7 +162,7 @@ func TestConsoleIntoTheGuest(t *testing.T) {
 	// readers ended with the agent above).
 	follower := c.startConsole("vm", "logs", "g1", "-f")
 	follower.waitFor(t, "hello-42", 30*time.Second)
-	c.mustCLI("vm", "stop", "g1", "--timeout", "90s", "--wait")
+	c.mustCLI("vm", "stop", "g1", "--grace-period", "90s", "--wait")
 	for _, p := range []*consoleProc{again, follower} {
 		if code := p.exitCode(t, 30*time.Second); code != 0 {
 			t.Errorf("session after stop: exit %d\n%s", code, tail(p.out.String(), 1000))

@@ -261,7 +261,7 @@ func TestVMLifecycleOnRealQEMU(t *testing.T) {
 	}
 
 	// Graceful stop: the guest sees the ACPI button and powers off.
-	c.mustCLI("vm", "stop", "g1", "--timeout", "90s", "--wait")
+	c.mustCLI("vm", "stop", "g1", "--grace-period", "90s", "--wait")
 	if s := c.vm("g1"); s.Status.Phase != "stopped" || qemu.Alive(v.Status.Pid) {
 		t.Fatalf("after stop: %+v, old pid running=%v", s, qemu.Alive(v.Status.Pid))
 	}
