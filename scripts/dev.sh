@@ -248,11 +248,9 @@ if ((${#run_dir} + 1 + 26 + 1 + 11 > 107)); then
 	chmod 0700 "$run_dir"
 	agent_flags+=(--run-dir "$run_dir")
 fi
-# The offline quick start serves its image over loopback, which an agent
-# that guards image downloads (--image-allow) refuses unless told.
-if "$BIN_DIR/otherix-agent" serve --help 2>/dev/null | grep -q -- '--image-allow'; then
-	agent_flags+=(--image-allow 127.0.0.1/32)
-fi
+# The offline quick start serves its image over loopback, which the agent
+# refuses to download from unless told (it denies loopback by default).
+agent_flags+=(--image-allow 127.0.0.1/32)
 if [[ -n ${DEV_AGENT_FLAGS:-} ]]; then
 	read -r -a extra <<<"$DEV_AGENT_FLAGS"
 	agent_flags+=("${extra[@]}")
