@@ -1,0 +1,100 @@
+package placement
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/persistence/store"
+)
+
+// Schedulable refuses, at create, a VM that no node of the cluster could
+// host even with nothing else on it; see CanEverHost.
+func (p *Placer) Schedulable(ctx context.Context, vm *messages.VM) error {
+	nodes, err := listAll(ctx, func(pg store.Page) ([]*messages.Node, string, error) { return p.st.ListNodes(ctx, pg) })
+	if err != nil {
+		return err
+	}
+	return CanEverHost(p.cfg, vm, nodes)
+}
+
+// CanEverHost answers unschedulable (422) when no node in nodes could host
+// vm even empty: more CPUs, memory or disk than any node of its
+// architecture offers after the overcommit ratios, or an architecture no
+// node has. Every node that has reported its capacity counts, ready or not,
+// cordoned or not: those states pass, a node's size does not. Everything
+// that can pass is left to placement, which retries: a cluster with no node
+// that reported yet (nodes may be joining), a spec.node not enrolled yet,
+// nodes that are full now.
+func CanEverHost(cfg Config, vm *messages.VM, nodes []*messages.Node) error {
+	cfg = cfg.withDefaults()
+	w := wantOf(vm)
+	var sized []*messages.Node
+	for _, n := range nodes {
+		if n.Status.Capacity != nil && n.Phase != messages.NodeGone && (vm.Spec.Node == "" || n.Name == vm.Spec.Node) {
+			sized = append(sized, n)
+		}
+	}
+	if len(sized) == 0 {
+		return nil
+	}
+	where := "any node"
+	if vm.Spec.Node != "" {
+		where = "node " + vm.Spec.Node
+	}
+	var ofArch []*messages.Node
+	for _, n := range sized {
+		if n.Arch == w.arch {
+			ofArch = append(ofArch, n)
+		}
+	}
+	if len(ofArch) == 0 {
+		why := fmt.Sprintf("the vm is %s and no node is", w.arch)
+		if vm.Spec.Node != "" {
+			why = fmt.Sprintf("the vm is %s and node %s is %s", w.arch, vm.Spec.Node, sized[0].Arch)
+		}
+		return unschedulable("arch", why, w.arch, nil)
+	}
+	// The largest offer of each resource, for a message that says how far
+	// off the request is.
+	var maxCPU, maxMem, maxDisk int64
+	for _, n := range ofArch {
+		c := n.Status.Capacity
+		maxCPU = max(maxCPU, offered(int64(c.CPUs), cfg.CPUOvercommit))
+		maxMem = max(maxMem, offered(c.MemoryMiB, cfg.MemoryOvercommit))
+		if total, _, ok := poolSpace(n); ok {
+			maxDisk = max(maxDisk, offered(total/gib, cfg.DiskOvercommit))
+		}
+	}
+	switch {
+	case int64(w.cpus) > maxCPU:
+		return unschedulable("cpus", fmt.Sprintf("the vm asks %d CPUs, %s of %s offers at most %d", w.cpus, where, w.arch, maxCPU), w.cpus, maxCPU)
+	case w.mem > maxMem:
+		return unschedulable("memory_mib", fmt.Sprintf("the vm asks %d MiB, %s of %s offers at most %d", w.mem, where, w.arch, maxMem), w.mem, maxMem)
+	case w.diskGiB > maxDisk:
+		return unschedulable("disk_gib", fmt.Sprintf("the vm asks %d GiB of disk, the pool of %s of %s offers at most %d", w.diskGiB, where, w.arch, maxDisk), w.diskGiB, maxDisk)
+	}
+	// Each resource fits somewhere; the three together must fit one node.
+	for _, n := range ofArch {
+		c := n.Status.Capacity
+		total, _, _ := poolSpace(n)
+		if int64(w.cpus) <= offered(int64(c.CPUs), cfg.CPUOvercommit) && w.mem <= offered(c.MemoryMiB, cfg.MemoryOvercommit) &&
+			w.diskGiB <= offered(total/gib, cfg.DiskOvercommit) {
+			return nil
+		}
+	}
+	return unschedulable("cpus,memory_mib,disk_gib", fmt.Sprintf("no single %s node offers %d CPUs, %d MiB and %d GiB of disk together",
+		w.arch, w.cpus, w.mem, w.diskGiB), nil, nil)
+}
+
+func unschedulable(resource, why string, requested, limit any) *messages.Error {
+	e := messages.Errorf(messages.KindUnprocessable, CodeUnschedulable, "no node can ever host this vm: %s", why).
+		WithDetail("resource", resource)
+	if requested != nil {
+		e = e.WithDetail("requested", requested)
+	}
+	if limit != nil {
+		e = e.WithDetail("limit", limit)
+	}
+	return e
+}
