@@ -38,8 +38,8 @@ func (e *apiEnv) node(name string, cpus int, memMiB, poolGiB int64) {
 	}
 	hb := messages.Heartbeat{AgentVersion: "1", Endpoint: "https://" + name + ".example:7444", Arch: "amd64",
 		Capacity: messages.NodeCapacity{CPUs: cpus, MemoryMiB: memMiB, Accelerator: "tcg"}, QEMUVersions: []string{},
-		Pools:  []messages.PoolStatus{{Name: "default", Path: "/pool", TotalBytes: poolGiB << 30, FreeBytes: poolGiB << 29}},
-		VMs:    []messages.VMObserved{}, Images: []messages.CachedImage{}}
+		Pools: []messages.PoolStatus{{Name: "default", Path: "/pool", TotalBytes: poolGiB << 30, FreeBytes: poolGiB << 29}},
+		VMs:   []messages.VMObserved{}, Images: []messages.CachedImage{}}
 	if _, err := e.gw.Heartbeat(ctx, cert, hb); err != nil {
 		e.t.Fatalf("heartbeat of %s: %v", name, err)
 	}
