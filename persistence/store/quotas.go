@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -16,10 +17,17 @@ import (
 //	/otherix/quotas/<user id>  the limits an admin set (absent: none)
 //	/otherix/usage/<user id>   what the user's VMs ask for in total
 //
-// The usage document is a counter that every change of a VM's size (create,
-// resize, delete) moves in the same transaction as the VM row, guarded by the
-// counter's revision: two creates that both read the same usage cannot both
-// commit, so a quota holds under concurrency without a lock.
+// The usage document is a counter kept only while the user has a quota:
+// every change of a VM's size (create, resize, delete) of such a user moves
+// it in the same transaction as the VM row, guarded by the counter's and
+// the quota's revisions, so two creates that read the same usage cannot both
+// commit and a quota holds under concurrency without a lock. A user without
+// a quota (admins, CI accounts) pays no hot key: their changes only guard
+// that the quota is still absent. Setting a first quota writes no counter;
+// the first change after it counts the user's VM rows and creates the
+// counter under an absent-key guard. Every change that committed before the
+// quota did is in those rows (it guarded the quota's absence), and every
+// change after it writes the counter, so the count cannot miss one.
 const (
 	quotas = "quotas"
 	usages = "usage"
@@ -41,35 +49,44 @@ var errUsageContended = messages.Errorf(messages.KindUnavailable, "usage_contend
 
 // GetQuota returns user's quota; a user without one has no limits.
 func (s *Store) GetQuota(ctx context.Context, user string) (messages.Quota, error) {
-	var q messages.Quota
+	q, _, err := s.readQuota(ctx, user)
+	if q == nil {
+		return messages.Quota{}, err
+	}
+	return *q, err
+}
+
+// readQuota returns user's quota and its revision, nil when none is set.
+func (s *Store) readQuota(ctx context.Context, user string) (*messages.Quota, int64, error) {
 	resp, err := s.cli.Get(ctx, quotaKey(user))
 	if err != nil {
-		return q, unavailable(err)
+		return nil, 0, unavailable(err)
 	}
 	if len(resp.Kvs) == 0 {
-		return q, nil
+		return nil, 0, nil
 	}
+	var q messages.Quota
 	if err := json.Unmarshal(resp.Kvs[0].Value, &q); err != nil {
-		return q, fmt.Errorf("%w: quota of %s: %v", ErrCorruptRow, user, err)
+		return nil, 0, fmt.Errorf("%w: quota of %s: %v", ErrCorruptRow, user, err)
 	}
-	return q, nil
+	return &q, resp.Kvs[0].ModRevision, nil
 }
 
 // SetQuota replaces user's quota. The user must exist; a quota with no
-// limit at all removes the document.
+// limit at all removes the document and the usage counter with it.
 func (s *Store) SetQuota(ctx context.Context, user string, q messages.Quota) error {
 	if err := q.Validate(); err != nil {
 		return err
 	}
-	op := clientv3.OpDelete(quotaKey(user))
+	ops := []clientv3.Op{clientv3.OpDelete(quotaKey(user)), clientv3.OpDelete(usageKey(user))}
 	if q != (messages.Quota{}) {
 		b, err := json.Marshal(q)
 		if err != nil {
 			return err
 		}
-		op = clientv3.OpPut(quotaKey(user), string(b))
+		ops = []clientv3.Op{clientv3.OpPut(quotaKey(user), string(b))}
 	}
-	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(RowKey(Users, user)), ">", 0)).Then(op).Commit()
+	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(RowKey(Users, user)), ">", 0)).Then(ops...).Commit()
 	if err != nil {
 		return unavailable(err)
 	}
@@ -91,8 +108,8 @@ func (s *Store) Usage(ctx context.Context, user string) (messages.Usage, error) 
 	return u, err
 }
 
-// readUsage reads user's usage counter and its revision. A user whose
-// counter was never written (their VMs predate it) is counted from their
+// readUsage reads user's usage counter and its revision. A user without a
+// counter (no quota, or none since the quota was set) is counted from their
 // VM rows, with revision 0: the first change to write the counter must then
 // create it, so a change committed meanwhile makes the count start over.
 func (s *Store) readUsage(ctx context.Context, user string) (messages.Usage, int64, error) {
@@ -127,44 +144,97 @@ func (s *Store) readUsage(ctx context.Context, user string) (messages.Usage, int
 // function that builds it.
 type Charge func(*Txn)
 
-// WithUsage runs commit with a Charge that moves owner's usage by delta in
-// the transaction commit builds and commits. Before that it checks the
-// quota for what delta grows (quota_exceeded, 422); a shrinking delta is
-// never refused. When the counter moved between the read and the commit,
-// the whole of it runs again from fresh reads, so commit must build its
-// transaction anew on each call.
+// WithUsage runs commit with a Charge for a change that moves owner's usage
+// by delta; commit builds its transaction, applies the charge to it and
+// commits it. For an owner with a quota the charge checks what delta grows
+// against it (quota_exceeded, 422; a shrinking delta is never refused) and
+// moves the counter; for one without, it only guards that no quota was set
+// meanwhile. When the quota or the counter moved between the reads and the
+// commit, all of it runs again from fresh reads, so commit must build its
+// transaction anew on each call. Changes of one owner are serialized in
+// this process, so concurrent creates queue rather than lose races.
 func (s *Store) WithUsage(ctx context.Context, owner string, delta messages.Usage, commit func(Charge) error) error {
+	unlock := s.lockOwner(owner)
+	defer unlock()
 	for range maxChargeAttempts {
-		q, err := s.GetQuota(ctx, owner)
+		q, qrev, err := s.readQuota(ctx, owner)
 		if err != nil {
 			return err
 		}
-		used, rev, err := s.readUsage(ctx, owner)
-		if err != nil {
-			return err
+		if q == nil {
+			err = commit(func(t *Txn) { t.requireAbsent(quotaKey(owner), errUsageRace) })
+		} else {
+			err = s.charged(ctx, owner, q, qrev, delta, commit)
 		}
-		if err := q.Admit(used, delta); err != nil {
-			return err
-		}
-		next := used.Add(delta)
-		b, err := json.Marshal(next)
-		if err != nil {
-			return err
-		}
-		charge := func(t *Txn) {
-			key := usageKey(owner)
-			if rev == 0 {
-				t.requireAbsent(key, errUsageRace)
-			} else {
-				t.requireRevision(key, rev, errUsageRace)
-			}
-			t.ops = append(t.ops, clientv3.OpPut(key, string(b)))
-		}
-		err = commit(charge)
 		if errors.Is(err, errUsageRace) {
 			continue
 		}
 		return err
 	}
 	return errUsageContended
+}
+
+// charged runs commit with a charge against owner's quota q (read at
+// revision qrev) and usage counter.
+func (s *Store) charged(ctx context.Context, owner string, q *messages.Quota, qrev int64, delta messages.Usage, commit func(Charge) error) error {
+	used, rev, err := s.readUsage(ctx, owner)
+	if err != nil {
+		return err
+	}
+	if err := q.Admit(used, delta); err != nil {
+		return err
+	}
+	b, err := json.Marshal(used.Add(delta))
+	if err != nil {
+		return err
+	}
+	return commit(func(t *Txn) {
+		t.requireDocument(quotaKey(owner), qrev, errUsageRace)
+		key := usageKey(owner)
+		if rev == 0 {
+			t.requireAbsent(key, errUsageRace)
+		} else {
+			t.requireDocument(key, rev, errUsageRace)
+		}
+		t.ops = append(t.ops, clientv3.OpPut(key, string(b)))
+	})
+}
+
+// requireDocument guards a document at revision rev that may be removed
+// meanwhile: either way the guard reports fail.
+func (t *Txn) requireDocument(key string, rev int64, fail error) {
+	t.cmps = append(t.cmps, clientv3.Compare(clientv3.ModRevision(key), "=", rev))
+	t.guards = append(t.guards, guard{key: key, modRev: rev, byMod: true, missingFails: true, fail: fail})
+}
+
+// lockOwner serializes this process's usage changes of one owner; the
+// returned func unlocks. Locks are dropped when nobody holds or waits for
+// them, so the map stays as small as the owners changing VMs right now.
+func (s *Store) lockOwner(owner string) func() {
+	s.ownersMu.Lock()
+	l := s.owners[owner]
+	if l == nil {
+		if s.owners == nil {
+			s.owners = map[string]*ownerLock{}
+		}
+		l = &ownerLock{}
+		s.owners[owner] = l
+	}
+	l.refs++
+	s.ownersMu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		s.ownersMu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(s.owners, owner)
+		}
+		s.ownersMu.Unlock()
+	}
+}
+
+// ownerLock is one owner's entry in Store.owners.
+type ownerLock struct {
+	mu   sync.Mutex
+	refs int // holders and waiters, under Store.ownersMu
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -27,6 +28,9 @@ type Store struct {
 	now func() time.Time
 	// tunnels allocates nodes' mesh addresses (nodes.go).
 	tunnels tunnelAllocator
+	// owners serializes usage changes per owner in this process (quotas.go).
+	ownersMu sync.Mutex
+	owners   map[string]*ownerLock
 }
 
 // Option configures a Store.
