@@ -3,19 +3,53 @@ package placement
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
 )
 
 // Schedulable refuses, at create, a VM that no node of the cluster could
-// host even with nothing else on it; see CanEverHost.
+// host even with nothing else on it; see CanEverHost. It reads the nodes at
+// most every nodesMaxAge and admits on that view when it has a node to
+// judge by; a refusal is always decided on a fresh read, so a node that
+// just joined or grew is never missed.
 func (p *Placer) Schedulable(ctx context.Context, vm *messages.VM) error {
-	nodes, err := listAll(ctx, func(pg store.Page) ([]*messages.Node, string, error) { return p.st.ListNodes(ctx, pg) })
+	nodes, fresh, err := p.sizedNodes(ctx, false)
 	if err != nil {
 		return err
 	}
+	err = CanEverHost(p.cfg, vm, nodes)
+	if fresh || (err == nil && len(counted(vm, nodes)) > 0) {
+		return err
+	}
+	// A refusal, or an admission for want of any node to judge by (the
+	// first nodes may have just reported), is decided on a fresh read.
+	if nodes, _, err = p.sizedNodes(ctx, true); err != nil {
+		return err
+	}
 	return CanEverHost(p.cfg, vm, nodes)
+}
+
+// nodesMaxAge bounds how old a node list may be for admitting a create:
+// reading every node on every create would cost a cluster of thousands of
+// nodes megabytes per request, and node sizes change rarely.
+const nodesMaxAge = 2 * time.Second
+
+// sizedNodes returns the nodes, read now when force or when the cached
+// list is older than nodesMaxAge; fresh says it was read now.
+func (p *Placer) sizedNodes(ctx context.Context, force bool) (nodes []*messages.Node, fresh bool, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !force && !p.nodesAt.IsZero() && time.Since(p.nodesAt) < nodesMaxAge {
+		return p.nodes, false, nil
+	}
+	nodes, err = listAll(ctx, func(pg store.Page) ([]*messages.Node, string, error) { return p.st.ListNodes(ctx, pg) })
+	if err != nil {
+		return nil, false, err
+	}
+	p.nodes, p.nodesAt = nodes, time.Now()
+	return nodes, true, nil
 }
 
 // CanEverHost answers unschedulable (422) when no node in nodes could host
@@ -29,12 +63,7 @@ func (p *Placer) Schedulable(ctx context.Context, vm *messages.VM) error {
 func CanEverHost(cfg Config, vm *messages.VM, nodes []*messages.Node) error {
 	cfg = cfg.withDefaults()
 	w := wantOf(vm)
-	var sized []*messages.Node
-	for _, n := range nodes {
-		if n.Status.Capacity != nil && n.Phase != messages.NodeGone && (vm.Spec.Node == "" || n.Name == vm.Spec.Node) {
-			sized = append(sized, n)
-		}
-	}
+	sized := counted(vm, nodes)
 	if len(sized) == 0 {
 		return nil
 	}
@@ -85,6 +114,18 @@ func CanEverHost(cfg Config, vm *messages.VM, nodes []*messages.Node) error {
 	}
 	return unschedulable("cpus,memory_mib,disk_gib", fmt.Sprintf("no single %s node offers %d CPUs, %d MiB and %d GiB of disk together",
 		w.arch, w.cpus, w.mem, w.diskGiB), nil, nil)
+}
+
+// counted are the nodes whose size judges vm: those that reported a
+// capacity and are not gone, only the one spec.node names if it names one.
+func counted(vm *messages.VM, nodes []*messages.Node) []*messages.Node {
+	var sized []*messages.Node
+	for _, n := range nodes {
+		if n.Status.Capacity != nil && n.Phase != messages.NodeGone && (vm.Spec.Node == "" || n.Name == vm.Spec.Node) {
+			sized = append(sized, n)
+		}
+	}
+	return sized
 }
 
 func unschedulable(resource, why string, requested, limit any) *messages.Error {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"sync"
+	"time"
 
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
@@ -73,6 +75,11 @@ const gib = 1 << 30
 type Placer struct {
 	st  *store.Store
 	cfg Config
+
+	// mu guards the node list Schedulable admits creates on (admit.go).
+	mu      sync.Mutex
+	nodes   []*messages.Node
+	nodesAt time.Time
 }
 
 // New returns a placer over st.

@@ -151,27 +151,71 @@ type Charge func(*Txn)
 // moves the counter; for one without, it only guards that no quota was set
 // meanwhile. When the quota or the counter moved between the reads and the
 // commit, all of it runs again from fresh reads, so commit must build its
-// transaction anew on each call. Changes of one owner are serialized in
-// this process, so concurrent creates queue rather than lose races.
+// transaction anew on each call. Changes of one owner with a quota are
+// serialized in this process, so concurrent creates queue rather than lose
+// races; an owner without one is never serialized.
 func (s *Store) WithUsage(ctx context.Context, owner string, delta messages.Usage, commit func(Charge) error) error {
-	unlock := s.lockOwner(owner)
-	defer unlock()
+	// Most owners have no quota: their change is tried at once, guarded
+	// by the quota's absence, without reading anything first. Owners this
+	// process saw with a quota start with the read.
+	quota := s.hasQuota(owner)
 	for range maxChargeAttempts {
+		if !quota {
+			err := commit(func(t *Txn) { t.requireAbsent(quotaKey(owner), errQuotaSet) })
+			switch {
+			case errors.Is(err, errQuotaSet):
+				quota = true
+				s.noteQuota(owner, true)
+				continue
+			case errors.Is(err, errUsageRace):
+				continue
+			}
+			return err
+		}
 		q, qrev, err := s.readQuota(ctx, owner)
 		if err != nil {
 			return err
 		}
 		if q == nil {
-			err = commit(func(t *Txn) { t.requireAbsent(quotaKey(owner), errUsageRace) })
-		} else {
-			err = s.charged(ctx, owner, q, qrev, delta, commit)
+			quota = false
+			s.noteQuota(owner, false)
+			continue
 		}
+		unlock := s.lockOwner(owner)
+		err = s.charged(ctx, owner, q, qrev, delta, commit)
+		unlock()
 		if errors.Is(err, errUsageRace) {
 			continue
 		}
 		return err
 	}
 	return errUsageContended
+}
+
+// errQuotaSet refuses a change made as if its owner had no quota: one was
+// set meanwhile (or this process did not know of it).
+var errQuotaSet = errors.New("store: the owner has a quota")
+
+// hasQuota says whether this process last saw owner with a quota.
+func (s *Store) hasQuota(owner string) bool {
+	s.ownersMu.Lock()
+	defer s.ownersMu.Unlock()
+	return s.quotaOwners[owner]
+}
+
+// noteQuota records whether owner has a quota, as last seen; only owners
+// with one are kept, so the map is as large as the set of quotas.
+func (s *Store) noteQuota(owner string, has bool) {
+	s.ownersMu.Lock()
+	defer s.ownersMu.Unlock()
+	if !has {
+		delete(s.quotaOwners, owner)
+		return
+	}
+	if s.quotaOwners == nil {
+		s.quotaOwners = map[string]bool{}
+	}
+	s.quotaOwners[owner] = true
 }
 
 // charged runs commit with a charge against owner's quota q (read at

@@ -31,6 +31,8 @@ type Store struct {
 	// owners serializes usage changes per owner in this process (quotas.go).
 	ownersMu sync.Mutex
 	owners   map[string]*ownerLock
+	// quotaOwners are the owners this process last saw with a quota.
+	quotaOwners map[string]bool
 }
 
 // Option configures a Store.

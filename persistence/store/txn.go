@@ -34,8 +34,8 @@ type guard struct {
 	// missingFails reports fail, not not_found, when a byMod key is gone:
 	// a guarded document (a quota) may be removed by design.
 	missingFails bool
-	lease     clientv3.LeaseID
-	byLease   bool
+	lease        clientv3.LeaseID
+	byLease      bool
 	// prefix makes key a prefix: no key under it may have been created
 	// after createRev (0: no key may exist under it at all).
 	prefix bool
