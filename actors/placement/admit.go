@@ -20,11 +20,20 @@ func (p *Placer) Schedulable(ctx context.Context, vm *messages.VM) error {
 		return err
 	}
 	err = CanEverHost(p.cfg, vm, nodes)
-	if fresh || (err == nil && len(counted(vm, nodes)) > 0) {
+	switch {
+	case fresh || (err == nil && len(counted(vm, nodes)) > 0):
 		return err
+	case err == nil:
+		// Admitted for want of any node to judge by: the first nodes
+		// may have reported since. A local read says (an empty cluster
+		// pays no consensus round per create).
+		local, err := p.st.NodesLocal(ctx)
+		if err != nil {
+			return err
+		}
+		return CanEverHost(p.cfg, vm, local)
 	}
-	// A refusal, or an admission for want of any node to judge by (the
-	// first nodes may have just reported), is decided on a fresh read.
+	// A refusal is decided on a fresh read.
 	if nodes, _, err = p.sizedNodes(ctx, true); err != nil {
 		return err
 	}
