@@ -2,10 +2,13 @@ package messages
 
 import (
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"net/netip"
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Power states a user can ask for.
@@ -31,9 +34,14 @@ const (
 	PhaseFailed   = "failed"
 )
 
-// Limits for VM specs. They bound what one request can ask of a node.
+// Limits for VM specs. They bound what one request can ask of a node. The
+// API and the agent check a spec with the same function (PrepareVMCreate,
+// VMSpec.Validate), so a spec the API accepts is never refused by a node for
+// its shape.
 const (
-	MaxCPUs         = 256
+	// MaxCPUs is QEMU's limit for the machine type the agent runs (i440fx
+	// without an IOMMU: 255 vCPUs).
+	MaxCPUs         = 255
 	MinMemoryMiB    = 64
 	MaxMemoryMiB    = 4 << 20 // 4 TiB
 	MaxDiskGiB      = 64 << 10
@@ -202,9 +210,10 @@ func validateImage(img ImageSource) error {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return Invalid("spec.image.url", "must be an http or https URL")
 	}
+	// u.Path is unescaped: %2F and %00 are checked as the bytes they become.
 	base := u.Path[strings.LastIndex(u.Path, "/")+1:]
-	if base == "" || base == "." || base == ".." || len(base) > 255 {
-		return Invalid("spec.image.url", "must end in a file name (the image cache is keyed by it)")
+	if err := ValidateImageName(base); err != nil {
+		return Invalid("spec.image.url", "%s", err.Error())
 	}
 	if img.SHA256 != "" {
 		if b, err := hex.DecodeString(img.SHA256); err != nil || len(b) != 32 {
@@ -212,6 +221,48 @@ func validateImage(img ImageSource) error {
 		}
 	}
 	return nil
+}
+
+// MaxImageNameLength bounds the file name an image URL ends in, in bytes: the
+// node's image cache names files after it.
+const MaxImageNameLength = 128
+
+// ValidateImageName checks the file name an image URL ends in, as the node's
+// image cache will name a file after it: not empty, "." or "..", no path
+// separator, NUL or other control character, no leading dot (hidden names
+// are the cache's own partial downloads and sidecars), at most
+// MaxImageNameLength bytes. The error's message is for a person; the API
+// wraps it into an invalid_field error naming spec.image.url.
+func ValidateImageName(name string) error {
+	switch {
+	case name == "" || name == "." || name == "..":
+		return errors.New("must end in a file name (the image cache names its file after it)")
+	case len(name) > MaxImageNameLength:
+		return fmt.Errorf("the file name is %d bytes, at most %d are allowed", len(name), MaxImageNameLength)
+	case strings.HasPrefix(name, "."):
+		return fmt.Errorf("the file name %q must not start with a dot", name)
+	}
+	for _, r := range name {
+		if r == '/' || r == '\\' || r < 0x20 || r == 0x7f || r == utf8.RuneError {
+			return fmt.Errorf("the file name %q contains a separator, NUL, control character or invalid UTF-8", name)
+		}
+	}
+	return nil
+}
+
+// PrepareVMCreate is the one check of a VM create, shared by the API (the VM
+// actor, before anything is written) and the agent (before it accepts a
+// vm.create task): the name, then the spec with its defaults filled in. It
+// returns the spec as it will be stored.
+func PrepareVMCreate(name string, spec VMSpec) (VMSpec, error) {
+	if err := ValidateName("name", name); err != nil {
+		return VMSpec{}, err
+	}
+	spec.Defaults()
+	if err := spec.Validate(); err != nil {
+		return VMSpec{}, err
+	}
+	return spec, nil
 }
 
 func itoa(i int) string {

@@ -175,7 +175,8 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 	g := &Gateway{cfg: cfg, st: st, log: log, rt: rt, id: id, ca: ca}
 	root := rt.System.Root
 
-	vmDeps := vm.Deps{Runtime: rt, Store: st, Log: log, PassivateAfter: cfg.PassivateAfter, JobAttempts: cfg.JobAttempts}
+	vmDeps := vm.Deps{Runtime: rt, Store: st, Log: log, PassivateAfter: cfg.PassivateAfter, JobAttempts: cfg.JobAttempts,
+		Schedulable: placement.New(st, cfg.Placement).Schedulable}
 	g.vms, err = root.SpawnNamed(system.NewGuardian(rt, "vm", func(id string) *actor.Props { return vm.Props(vmDeps, id) }, nil), "vms")
 	if err != nil {
 		rt.Stop()

@@ -149,6 +149,10 @@ func failCreate(t *testing.T, g *gateway.Gateway, st *store.Store, name string) 
 	if got.Status.Phase != messages.PhaseFailed || got.Status.ActiveTask != "" {
 		t.Fatalf("vm after failed create: phase %s, active task %q", got.Status.Phase, got.Status.ActiveTask)
 	}
+	// It runs nowhere, and says so: the POWER column shows stopped.
+	if got.Spec.PowerState != messages.PowerStopped {
+		t.Fatalf("vm after failed create: power %s, want stopped", got.Spec.PowerState)
+	}
 	return got
 }
 
@@ -199,8 +203,9 @@ func TestStopNeverPlacedVM(t *testing.T) {
 	if got.Status.Phase != messages.PhaseStopped || got.Spec.PowerState != messages.PowerStopped || got.Status.ActiveTask != "" {
 		t.Errorf("vm after stop: phase %s power %s active %q", got.Status.Phase, got.Spec.PowerState, got.Status.ActiveTask)
 	}
-	if got.Generation != vm.Generation+1 || got.Status.ObservedGeneration != got.Generation {
-		t.Errorf("generation %d observed %d, want %d observed", got.Generation, got.Status.ObservedGeneration, vm.Generation+1)
+	// The failed create already set power stopped: the stop changes no spec.
+	if got.Generation != vm.Generation || got.Status.ObservedGeneration != got.Generation {
+		t.Errorf("generation %d observed %d, want %d observed", got.Generation, got.Status.ObservedGeneration, vm.Generation)
 	}
 	row, err := st.GetVM(t.Context(), vm.ID)
 	if err != nil || row.Revision != got.Revision || row.Status.Phase != messages.PhaseStopped {

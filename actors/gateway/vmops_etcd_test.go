@@ -202,9 +202,17 @@ func TestSyncVMOps(t *testing.T) {
 		t.Errorf("a stop timeout over an hour: %v", err)
 	}
 
-	// A VM no node can take is never placed: nothing to pause, no log.
-	arm, _, err := g.CreateVM(ctx, owner, messages.CreateVMRequest{Name: "arm", Spec: messages.VMSpec{
+	// A VM of an architecture no node has is refused at once.
+	_, _, err = g.CreateVM(ctx, owner, messages.CreateVMRequest{Name: "arm", Spec: messages.VMSpec{
 		Image: messages.ImageSource{URL: "https://img.example/a.qcow2"}, Arch: messages.ArchARM64}})
+	var me *messages.Error
+	if !errors.As(err, &me) || me.Code != "unschedulable" || me.Details["resource"] != "arch" {
+		t.Fatalf("create of an arm64 vm on an amd64 cluster: %v, want unschedulable", err)
+	}
+	// A VM no node can take now (n1's pool has 50 GiB free) is never
+	// placed: nothing to pause, no log.
+	arm, _, err := g.CreateVM(ctx, owner, messages.CreateVMRequest{Name: "arm", Spec: messages.VMSpec{
+		Image: messages.ImageSource{URL: "https://img.example/a.qcow2"}, DiskGiB: 60}})
 	if err != nil {
 		t.Fatal(err)
 	}

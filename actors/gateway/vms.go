@@ -8,22 +8,16 @@ import (
 	"github.com/otherix/otherix/persistence/store"
 )
 
-// CreateVM validates the request and has a new VM actor commit the VM with its
-// vm.create task and job in one transaction. owner is the creating user's id
-// and must be set: every VM belongs to a user.
+// CreateVM has a new VM actor validate the request (messages.PrepareVMCreate,
+// the check the agent applies too), refuse what no node could ever host, and
+// commit the VM with its vm.create task and job and its owner's usage, within
+// their quota, in one transaction. owner is the creating user's id and must
+// be set: every VM belongs to a user.
 func (g *Gateway) CreateVM(ctx context.Context, owner string, req messages.CreateVMRequest) (*messages.VM, *messages.Task, error) {
 	if owner == "" {
 		return nil, nil, messages.Invalid("owner", "is required")
 	}
-	if err := messages.ValidateName("name", req.Name); err != nil {
-		return nil, nil, err
-	}
-	spec := req.Spec
-	spec.Defaults()
-	if err := spec.Validate(); err != nil {
-		return nil, nil, err
-	}
-	reply, err := g.askVM(messages.NewID(), messages.CreateVM{Owner: owner, Name: req.Name, Spec: spec})
+	reply, err := g.askVM(messages.NewID(), messages.CreateVM{Owner: owner, Name: req.Name, Spec: req.Spec})
 	if err != nil {
 		return nil, nil, err
 	}

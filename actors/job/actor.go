@@ -151,7 +151,7 @@ func (d Deps) attemptOnce(ctx context.Context, j *messages.Job, session *store.D
 		cause := &messages.TaskError{Code: "attempts_exhausted", Message: "the job's attempts ran out: " + j.LastError}
 		task.State, task.Error, task.FinishedAt = messages.TaskFailed, cause, &now
 		task.Message = fmt.Sprintf("gave up after %d attempts", j.MaxAttempts)
-		return d.finish(ctx, j, task, session, failedStatus(j, vm, cause, ""), "", false)
+		return d.finish(ctx, j, task, session, failedStatus(j, vm, cause, ""), failedPower(j), false)
 	}
 	att := &attempt{d: d, j: j, task: task, session: session}
 	out, err := d.Executor.Run(ctx, j, vm, att)
@@ -168,7 +168,7 @@ func (d Deps) attemptOnce(ctx context.Context, j *messages.Job, session *store.D
 		if st == nil {
 			st = failedStatus(j, vm, out.Fail, out.Node)
 		}
-		return d.finish(ctx, j, task, session, st, "", false)
+		return d.finish(ctx, j, task, session, st, failedPower(j), false)
 	case out.Retry != nil:
 		if j.Attempts < j.MaxAttempts {
 			wait := d.backoff(j)
@@ -178,7 +178,7 @@ func (d Deps) attemptOnce(ctx context.Context, j *messages.Job, session *store.D
 		}
 		task.State, task.Error, task.FinishedAt = messages.TaskFailed, out.Retry, &now
 		task.Message = fmt.Sprintf("gave up after %d attempts", j.Attempts)
-		return d.finish(ctx, j, task, session, failedStatus(j, vm, out.Retry, out.Node), "", false)
+		return d.finish(ctx, j, task, session, failedStatus(j, vm, out.Retry, out.Node), failedPower(j), false)
 	}
 	task.State, task.Progress, task.FinishedAt, task.Message = messages.TaskSuccess, 100, &now, ""
 	return d.finish(ctx, j, task, session, out.Status, out.Power, out.Delete)
@@ -200,6 +200,16 @@ func failedStatus(j *messages.Job, vm *messages.VM, cause *messages.TaskError, n
 	}
 	st.Message = j.Kind + " failed: " + cause.Message
 	return &st
+}
+
+// failedPower is the power state a failed job leaves in the spec ("" keeps
+// it). A VM whose create failed runs nowhere: its spec says stopped, so
+// what the API shows is true, and a start retries the create.
+func failedPower(j *messages.Job) string {
+	if j.Kind == messages.TaskVMCreate {
+		return messages.PowerStopped
+	}
+	return ""
 }
 
 // attempt is the Attempt of one run of a job: placement through the VM's

@@ -90,7 +90,8 @@ func (e *env) addNode(name, endpoint string) string {
 func (e *env) heartbeat(id, endpoint string, now time.Time, vms ...messages.VMObserved) *messages.Node {
 	e.t.Helper()
 	return e.askNode(id, node.Heartbeat{Now: now, Observed: messages.Heartbeat{AgentVersion: "1", Endpoint: endpoint, Arch: "amd64",
-		Capacity: messages.NodeCapacity{CPUs: 4, MemoryMiB: 8192, Accelerator: "kvm"}, VMs: vms}})
+		Capacity: messages.NodeCapacity{CPUs: 4, MemoryMiB: 8192, Accelerator: "kvm"}, VMs: vms,
+		Pools: []messages.PoolStatus{{Name: "default", Path: "/pool", TotalBytes: 100 << 30, FreeBytes: 100 << 30}}}})
 }
 
 func (e *env) askNode(id string, msg any) *messages.Node {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"sync"
+	"time"
 
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
@@ -19,10 +21,17 @@ type Config struct {
 	// MemoryOvercommit is how many MiB of guest memory a node offers per MiB
 	// (default 1: memory is not overcommitted).
 	MemoryOvercommit float64 `koanf:"memory_overcommit"`
+	// DiskOvercommit is how many GiB of VM disk a node's default pool
+	// offers per GiB it has (default 1: not overcommitted). Disks are thin
+	// qcow2 overlays, so a ratio above 1 is possible, but when the pool
+	// fills QEMU pauses every VM on the node, and a tenant fills their
+	// disk at will: overcommit lets one user stop everyone's VMs, so it is
+	// the operator's explicit choice, never the default.
+	DiskOvercommit float64 `koanf:"disk_overcommit"`
 }
 
 // DefaultConfig is the production default.
-func DefaultConfig() Config { return Config{CPUOvercommit: 4, MemoryOvercommit: 1} }
+func DefaultConfig() Config { return Config{CPUOvercommit: 4, MemoryOvercommit: 1, DiskOvercommit: 1} }
 
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
@@ -31,6 +40,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MemoryOvercommit <= 0 {
 		c.MemoryOvercommit = d.MemoryOvercommit
+	}
+	if c.DiskOvercommit <= 0 {
+		c.DiskOvercommit = d.DiskOvercommit
 	}
 	return c
 }
@@ -41,7 +53,16 @@ const (
 	CodeNoSchedulableNode = "no_schedulable_node"
 	// CodeNodeNotSchedulable: the node the VM's spec names cannot host it.
 	CodeNodeNotSchedulable = "node_not_schedulable"
+	// CodeUnschedulable refuses a create at once (HTTP 422): no node the
+	// cluster has could host the VM even empty. details.resource names
+	// what is short: cpus, memory_mib, disk_gib or arch.
+	CodeUnschedulable = "unschedulable"
 )
+
+// PoolName is the storage pool VM disks are created in and counted against.
+const PoolName = "default"
+
+const gib = 1 << 30
 
 // Placer places VMs on nodes, reading the store at every call.
 //
@@ -54,6 +75,11 @@ const (
 type Placer struct {
 	st  *store.Store
 	cfg Config
+
+	// mu guards the node list Schedulable admits creates on (admit.go).
+	mu      sync.Mutex
+	nodes   []*messages.Node
+	nodesAt time.Time
 }
 
 // New returns a placer over st.
@@ -100,6 +126,23 @@ func listAll[T any](ctx context.Context, list func(store.Page) ([]*T, string, er
 type usage struct {
 	cpus      int
 	memoryMiB int64
+	diskGiB   int64
+}
+
+// want is what the VM being placed asks of a node.
+type want struct {
+	arch    string
+	cpus    int
+	mem     int64
+	diskGiB int64
+}
+
+func wantOf(vm *messages.VM) want {
+	w := want{arch: vm.Spec.Arch, cpus: vm.Spec.CPUs, mem: int64(vm.Spec.MemoryMiB), diskGiB: int64(vm.Spec.DiskGiB)}
+	if w.arch == "" {
+		w.arch = messages.ArchAMD64
+	}
+	return w
 }
 
 // Choose is Place over given nodes and VMs (the VM being placed is not
@@ -114,20 +157,18 @@ func Choose(cfg Config, vm *messages.VM, nodes []*messages.Node, vms []*messages
 		u := used[v.Status.Node]
 		u.cpus += v.Spec.CPUs
 		u.memoryMiB += int64(v.Spec.MemoryMiB)
+		u.diskGiB += int64(v.Spec.DiskGiB)
 		used[v.Status.Node] = u
 	}
-	arch := vm.Spec.Arch
-	if arch == "" {
-		arch = messages.ArchAMD64
-	}
-	wantCPU, wantMem := vm.Spec.CPUs, int64(vm.Spec.MemoryMiB)
+	w := wantOf(vm)
+	arch := w.arch
 
 	if name := vm.Spec.Node; name != "" {
 		for _, n := range nodes {
 			if n.Name != name {
 				continue
 			}
-			if why := unfit(cfg, n, arch, wantCPU, wantMem, used[n.Name]); why != "" {
+			if why := unfit(cfg, n, w, used[n.Name]); why != "" {
 				return "", notSchedulable(name, why)
 			}
 			return name, nil
@@ -150,11 +191,11 @@ func Choose(cfg Config, vm *messages.VM, nodes []*messages.Node, vms []*messages
 			continue
 		}
 		ofArch++
-		if unfit(cfg, n, arch, wantCPU, wantMem, used[n.Name]) != "" {
+		if unfit(cfg, n, w, used[n.Name]) != "" {
 			continue
 		}
 		memCap := offered(n.Status.Capacity.MemoryMiB, cfg.MemoryOvercommit)
-		free := float64(memCap-used[n.Name].memoryMiB-wantMem) / float64(max(memCap, 1))
+		free := float64(memCap-used[n.Name].memoryMiB-w.mem) / float64(max(memCap, 1))
 		cands = append(cands, candidate{name: n.Name, freeFrac: free})
 	}
 	switch {
@@ -163,7 +204,7 @@ func Choose(cfg Config, vm *messages.VM, nodes []*messages.Node, vms []*messages
 	case ofArch == 0:
 		return "", noNode(fmt.Sprintf("no ready node is of architecture %s", arch))
 	case len(cands) == 0:
-		return "", noNode(fmt.Sprintf("no ready %s node has %d CPUs and %d MiB free", arch, wantCPU, wantMem))
+		return "", noNode(fmt.Sprintf("no ready %s node has %d CPUs, %d MiB and %d GiB of disk free", arch, w.cpus, w.mem, w.diskGiB))
 	}
 	sort.Slice(cands, func(i, j int) bool {
 		if cands[i].freeFrac != cands[j].freeFrac {
@@ -174,8 +215,10 @@ func Choose(cfg Config, vm *messages.VM, nodes []*messages.Node, vms []*messages
 	return cands[0].name, nil
 }
 
-// unfit says why n cannot host a VM of arch asking cpus and mem, or "".
-func unfit(cfg Config, n *messages.Node, arch string, cpus int, mem int64, u usage) string {
+// unfit says why n cannot host a VM asking w, with u already placed on
+// it, or "".
+func unfit(cfg Config, n *messages.Node, w want, u usage) string {
+	arch, cpus, mem := w.arch, w.cpus, w.mem
 	switch {
 	case n.Phase != messages.NodeReady:
 		return "it is " + n.Phase
@@ -192,7 +235,31 @@ func unfit(cfg Config, n *messages.Node, arch string, cpus int, mem int64, u usa
 	if int64(cpus) > freeCPU || mem > freeMem {
 		return fmt.Sprintf("it has %d CPUs and %d MiB free, the vm needs %d and %d", max(freeCPU, 0), max(freeMem, 0), cpus, mem)
 	}
+	// Disk counts twice: the pool's size promised to the disks placed here
+	// (each may grow to its full size) and the pool's free space now (the
+	// image cache and anything else share it), both times the ratio.
+	total, free, ok := poolSpace(n)
+	if !ok {
+		return "its agent reports no space for storage pool " + PoolName
+	}
+	promised := offered(total/gib, cfg.DiskOvercommit) - u.diskGiB
+	if w.diskGiB > promised {
+		return fmt.Sprintf("its pool has %d GiB of disk left to promise, the vm needs %d", max(promised, 0), w.diskGiB)
+	}
+	if now := offered(free/gib, cfg.DiskOvercommit); w.diskGiB > now {
+		return fmt.Sprintf("its pool has %d GiB free, the vm needs %d", max(now, 0), w.diskGiB)
+	}
 	return ""
+}
+
+// poolSpace is the size and free space of a node's VM disk pool, in bytes.
+func poolSpace(n *messages.Node) (total, free int64, ok bool) {
+	for _, p := range n.Status.Pools {
+		if p.Name == PoolName && p.TotalBytes > 0 {
+			return p.TotalBytes, max(p.FreeBytes, 0), true
+		}
+	}
+	return 0, 0, false
 }
 
 func offered(capacity int64, ratio float64) int64 {

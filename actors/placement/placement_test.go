@@ -9,9 +9,20 @@ import (
 	"github.com/otherix/otherix/messages"
 )
 
+const gib = 1 << 30
+
+// pool sets the node's default pool to total and free GiB.
+func pool(total, free int64) func(*messages.Node) {
+	return func(n *messages.Node) {
+		n.Status.Pools = []messages.PoolStatus{{Name: "images", TotalBytes: 1 << 50, FreeBytes: 1 << 50},
+			{Name: "default", TotalBytes: total * gib, FreeBytes: free * gib}}
+	}
+}
+
 func node(name, arch string, cpus int, mem int64, mod ...func(*messages.Node)) *messages.Node {
 	n := &messages.Node{ID: "id-" + name, Name: name, Phase: messages.NodeReady, Arch: arch, Endpoint: "https://" + name + ":7444",
-		Status: messages.NodeStatus{Capacity: &messages.NodeCapacity{CPUs: cpus, MemoryMiB: mem}}}
+		Status: messages.NodeStatus{Capacity: &messages.NodeCapacity{CPUs: cpus, MemoryMiB: mem},
+			Pools: []messages.PoolStatus{{Name: "default", TotalBytes: 1000 * gib, FreeBytes: 1000 * gib}}}}
 	for _, m := range mod {
 		m(n)
 	}
@@ -19,8 +30,13 @@ func node(name, arch string, cpus int, mem int64, mod ...func(*messages.Node)) *
 }
 
 func vm(id string, cpus, mem int, arch, placedOn, specNode string) *messages.VM {
-	return &messages.VM{ID: id, Name: id, Spec: messages.VMSpec{CPUs: cpus, MemoryMiB: mem, Arch: arch, Node: specNode},
+	return &messages.VM{ID: id, Name: id, Spec: messages.VMSpec{CPUs: cpus, MemoryMiB: mem, DiskGiB: 10, Arch: arch, Node: specNode},
 		Status: messages.VMStatus{Node: placedOn}}
+}
+
+func withDisk(v *messages.VM, gib int) *messages.VM {
+	v.Spec.DiskGiB = gib
+	return v
 }
 
 func TestChoose(t *testing.T) {
@@ -49,7 +65,26 @@ func TestChoose(t *testing.T) {
 		{name: "cpu overcommit fits", vm: vm("v", 4, 512, "amd64", "", ""), nodes: []*messages.Node{node("a", "amd64", 2, 4096)},
 			vms: []*messages.VM{vm("o", 4, 512, "amd64", "a", "")}, want: "a"},
 		{name: "cpu overcommit full", vm: vm("v", 5, 512, "amd64", "", ""), nodes: []*messages.Node{node("a", "amd64", 2, 4096)},
-			vms: []*messages.VM{vm("o", 4, 512, "amd64", "a", "")}, wantCode: "no_schedulable_node", wantMsg: "5 CPUs and 512 MiB free"},
+			vms: []*messages.VM{vm("o", 4, 512, "amd64", "a", "")}, wantCode: "no_schedulable_node", wantMsg: "5 CPUs, 512 MiB and 10 GiB of disk free"},
+		{name: "disk promised", vm: withDisk(vm("v", 1, 512, "amd64", "", ""), 10), nodes: []*messages.Node{node("a", "amd64", 8, 8192, pool(100, 90))},
+			vms: []*messages.VM{withDisk(vm("o", 1, 512, "amd64", "a", ""), 95)}, wantCode: "no_schedulable_node", wantMsg: "10 GiB of disk free"},
+		{name: "disk promised on spec.node", vm: withDisk(vm("v", 1, 512, "amd64", "", "a"), 10), nodes: []*messages.Node{node("a", "amd64", 8, 8192, pool(100, 90))},
+			vms: []*messages.VM{withDisk(vm("o", 1, 512, "amd64", "a", ""), 95)}, wantCode: "node_not_schedulable", wantMsg: "5 GiB of disk left to promise, the vm needs 10"},
+		{name: "disk free space", vm: withDisk(vm("v", 1, 512, "amd64", "", "a"), 10), nodes: []*messages.Node{node("a", "amd64", 8, 8192, pool(100, 9))},
+			wantCode: "node_not_schedulable", wantMsg: "its pool has 9 GiB free, the vm needs 10"},
+		{name: "disk fits exactly", vm: withDisk(vm("v", 1, 512, "amd64", "", ""), 5), nodes: []*messages.Node{node("a", "amd64", 8, 8192, pool(100, 5))},
+			vms: []*messages.VM{withDisk(vm("o", 1, 512, "amd64", "a", ""), 95)}, want: "a"},
+		{name: "disk overcommit ratio", cfg: placement.Config{DiskOvercommit: 2}, vm: withDisk(vm("v", 1, 512, "amd64", "", ""), 10),
+			nodes: []*messages.Node{node("a", "amd64", 8, 8192, pool(100, 9))},
+			vms:   []*messages.VM{withDisk(vm("o", 1, 512, "amd64", "a", ""), 180)}, want: "a"},
+		{name: "disk overcommit ratio full", cfg: placement.Config{DiskOvercommit: 2}, vm: withDisk(vm("v", 1, 512, "amd64", "", "a"), 11),
+			nodes: []*messages.Node{node("a", "amd64", 8, 8192, pool(100, 90))},
+			vms:   []*messages.VM{withDisk(vm("o", 1, 512, "amd64", "a", ""), 190)}, wantCode: "node_not_schedulable", wantMsg: "10 GiB of disk left to promise"},
+		{name: "disk of the emptier pool", vm: withDisk(vm("v", 1, 512, "amd64", "", ""), 50),
+			nodes: []*messages.Node{node("a", "amd64", 8, 8192, pool(100, 40)), node("b", "amd64", 8, 1024, pool(100, 60))}, want: "b"},
+		{name: "no pool reported", vm: vm("v", 1, 512, "amd64", "", "a"),
+			nodes:    []*messages.Node{node("a", "amd64", 8, 8192, func(n *messages.Node) { n.Status.Pools = nil })},
+			wantCode: "node_not_schedulable", wantMsg: "no space for storage pool default"},
 		{name: "memory not overcommitted", vm: vm("v", 1, 1024, "amd64", "", ""), nodes: []*messages.Node{node("a", "amd64", 8, 2048)},
 			vms: []*messages.VM{vm("o", 1, 1536, "amd64", "a", "")}, wantCode: "no_schedulable_node"},
 		{name: "memory overcommit ratio", cfg: placement.Config{CPUOvercommit: 4, MemoryOvercommit: 1.5},
@@ -92,6 +127,51 @@ func TestChoose(t *testing.T) {
 			var me *messages.Error
 			if !errors.As(err, &me) || me.Code != tc.wantCode || !strings.Contains(me.Message, tc.wantMsg) {
 				t.Fatalf("got %q %v, want %s containing %q", got, err, tc.wantCode, tc.wantMsg)
+			}
+		})
+	}
+}
+
+func TestCanEverHost(t *testing.T) {
+	gone := func(n *messages.Node) { n.Phase = messages.NodeGone }
+	cordoned := func(n *messages.Node) { n.Cordoned = true }
+	noCapacity := func(n *messages.Node) { n.Status.Capacity = nil }
+	small := []*messages.Node{node("a", "amd64", 2, 4096, pool(100, 10), cordoned), node("b", "amd64", 4, 2048, pool(50, 50))}
+	for _, tc := range []struct {
+		name         string
+		vm           *messages.VM
+		nodes        []*messages.Node
+		wantResource string // "" admits
+		wantMsg      string
+	}{
+		{name: "no node yet is transient", vm: vm("v", 64, 512, "amd64", "", "")},
+		{name: "only nodes without capacity", vm: vm("v", 64, 512, "amd64", "", ""), nodes: []*messages.Node{node("a", "amd64", 2, 4096, noCapacity)}},
+		{name: "fits a cordoned node", vm: vm("v", 8, 4096, "amd64", "", ""), nodes: small},
+		{name: "full now is not never", vm: withDisk(vm("v", 16, 2048, "amd64", "", ""), 50), nodes: small},
+		{name: "cpus", vm: vm("v", 64, 512, "amd64", "", ""), nodes: small, wantResource: "cpus", wantMsg: "asks 64 CPUs, any node of amd64 offers at most 16"},
+		{name: "memory", vm: vm("v", 1, 8192, "amd64", "", ""), nodes: small, wantResource: "memory_mib", wantMsg: "at most 4096"},
+		{name: "disk", vm: withDisk(vm("v", 1, 512, "amd64", "", ""), 65536), nodes: small, wantResource: "disk_gib", wantMsg: "65536 GiB"},
+		{name: "arch", vm: vm("v", 1, 512, "arm64", "", ""), nodes: small, wantResource: "arch", wantMsg: "no node is"},
+		{name: "not together", vm: withDisk(vm("v", 12, 4096, "amd64", "", ""), 10), nodes: small, wantResource: "cpus,memory_mib,disk_gib"},
+		{name: "gone nodes do not count", vm: vm("v", 64, 512, "amd64", "", ""),
+			nodes: []*messages.Node{node("g", "amd64", 64, 65536, gone), node("a", "amd64", 2, 4096)}, wantResource: "cpus"},
+		{name: "spec.node's own size", vm: vm("v", 1, 8192, "amd64", "", "b"),
+			nodes: []*messages.Node{node("a", "amd64", 2, 65536), node("b", "amd64", 2, 4096)}, wantResource: "memory_mib", wantMsg: "node b"},
+		{name: "spec.node arch", vm: vm("v", 1, 512, "arm64", "", "b"), nodes: small, wantResource: "arch", wantMsg: "node b is amd64"},
+		{name: "spec.node not enrolled yet", vm: vm("v", 64, 512, "amd64", "", "zz"), nodes: small},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := placement.CanEverHost(placement.DefaultConfig(), tc.vm, tc.nodes)
+			if tc.wantResource == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			var me *messages.Error
+			if !errors.As(err, &me) || me.Code != "unschedulable" || me.Kind != messages.KindUnprocessable ||
+				me.Details["resource"] != tc.wantResource || !strings.Contains(me.Message, tc.wantMsg) {
+				t.Fatalf("got %v (%+v), want unschedulable %s containing %q", err, me, tc.wantResource, tc.wantMsg)
 			}
 		})
 	}

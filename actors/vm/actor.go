@@ -23,6 +23,10 @@ type Deps struct {
 	PassivateAfter time.Duration
 	// JobAttempts is the attempt budget of the jobs this actor creates.
 	JobAttempts int
+	// Schedulable refuses a create that no node could ever host
+	// (placement's unschedulable, 422) before anything is written; nil
+	// admits every create and leaves it to placement.
+	Schedulable func(context.Context, *messages.VM) error
 }
 
 // Props returns the props of the actor for VM id.

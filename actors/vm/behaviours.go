@@ -40,12 +40,8 @@ func (a *vmActor) planCreate(m messages.CreateVM) (plan, error) {
 	if a.vm != nil {
 		return plan{}, messages.Errorf(messages.KindConflict, "id_conflict", "vm %s already exists", a.id)
 	}
-	if err := messages.ValidateName("name", m.Name); err != nil {
-		return plan{}, err
-	}
-	spec := m.Spec
-	spec.Defaults()
-	if err := spec.Validate(); err != nil {
+	spec, err := messages.PrepareVMCreate(m.Name, m.Spec)
+	if err != nil {
 		return plan{}, err
 	}
 	now := a.deps.Store.Now().UTC()
@@ -54,19 +50,32 @@ func (a *vmActor) planCreate(m messages.CreateVM) (plan, error) {
 		CreatedAt: now, UpdatedAt: now}
 	task, job := a.newTask(messages.TaskVMCreate, vm, now, messages.RequestVMTask{})
 	vm.Status.ActiveTask = task.ID
-	if len(spec.Networks) > 0 {
-		// The NICs' addresses are allocated in the create transaction, which
-		// reads the networks and what they have allocated: I/O, so it runs
-		// off the actor as the plan's commit.
-		commit := func(c context.Context, st *store.Store) error {
-			return st.CreateVMWithNICs(c, vm, func(t *store.Txn) { store.AddTask(t, task, job) })
+	schedulable := a.deps.Schedulable
+	// Reading the nodes, the owner's quota and usage, and the networks'
+	// allocations is I/O, so the whole create runs off the actor as the
+	// plan's commit. The VM row, its task and job, its NICs and its owner's
+	// usage commit in one transaction.
+	commit := func(c context.Context, st *store.Store) error {
+		if schedulable != nil {
+			if err := schedulable(c, vm); err != nil {
+				return err
+			}
 		}
-		return plan{commit: commit, next: vm, task: task}, nil
+		return st.WithUsage(c, vm.Owner, messages.UsageOf(spec), func(charge store.Charge) error {
+			extra := func(t *store.Txn) {
+				store.AddTask(t, task, job)
+				charge(t)
+			}
+			if len(spec.Networks) > 0 {
+				return st.CreateVMWithNICs(c, vm, extra)
+			}
+			t := store.NewTxn()
+			store.CreateVM(t, vm)
+			extra(t)
+			return st.Commit(c, t)
+		})
 	}
-	t := store.NewTxn()
-	store.CreateVM(t, vm)
-	store.AddTask(t, task, job)
-	return plan{txn: t, next: vm, task: task}, nil
+	return plan{commit: commit, next: vm, task: task}, nil
 }
 
 func (a *vmActor) planUpdate(m messages.UpdateVM) (plan, error) {
@@ -95,7 +104,19 @@ func (a *vmActor) planUpdate(m messages.UpdateVM) (plan, error) {
 	}
 	next.Generation++
 	next.UpdatedAt = a.deps.Store.Now().UTC()
-	return plan{txn: store.NewTxn().Update(store.VMs, next), next: next}, nil
+	delta := messages.UsageOf(next.Spec).Sub(messages.UsageOf(a.vm.Spec))
+	if delta == (messages.Usage{}) {
+		return plan{txn: store.NewTxn().Update(store.VMs, next), next: next}, nil
+	}
+	// A resize moves the owner's usage with the row, within their quota.
+	commit := func(c context.Context, st *store.Store) error {
+		return st.WithUsage(c, next.Owner, delta, func(charge store.Charge) error {
+			t := store.NewTxn().Update(store.VMs, next)
+			charge(t)
+			return st.Commit(c, t)
+		})
+	}
+	return plan{commit: commit, next: next}, nil
 }
 
 // maxTimeoutSeconds bounds how long a graceful stop or reboot may wait.
@@ -199,12 +220,23 @@ func (a *vmActor) planFinish(m messages.FinishVMJob) (plan, error) {
 		next.Spec.PowerState = m.Power
 	}
 	next.UpdatedAt = a.deps.Store.Now().UTC()
+	if m.Delete {
+		// The owner's usage is released in the transaction that deletes
+		// the row, never before (a failed delete keeps using it).
+		release := messages.Usage{}.Sub(messages.UsageOf(a.vm.Spec))
+		commit := func(c context.Context, st *store.Store) error {
+			return st.WithUsage(c, next.Owner, release, func(charge store.Charge) error {
+				t := store.NewTxn()
+				store.FinishJob(t, clientv3.LeaseID(m.Lease), m.Job, m.Task)
+				store.DeleteVM(t, next)
+				charge(t)
+				return st.Commit(c, t)
+			})
+		}
+		return plan{commit: commit, gone: true, task: m.Task}, nil
+	}
 	t := store.NewTxn()
 	store.FinishJob(t, clientv3.LeaseID(m.Lease), m.Job, m.Task)
-	if m.Delete {
-		store.DeleteVM(t, next)
-		return plan{txn: t, gone: true, task: m.Task}, nil
-	}
 	t.Update(store.VMs, next)
 	return plan{txn: t, next: next, task: m.Task}, nil
 }

@@ -103,7 +103,8 @@ type apiConfig struct {
 		// last heartbeat.
 		GoneAfter time.Duration `koanf:"gone_after"`
 	} `koanf:"nodes"`
-	// Placement holds the overcommit ratios (cpu_overcommit, memory_overcommit).
+	// Placement holds the overcommit ratios (cpu_overcommit, memory_overcommit,
+	// disk_overcommit).
 	Placement placement.Config `koanf:"placement"`
 	HTTP      struct {
 		MaxBodyBytes int64 `koanf:"max_body_bytes"`
@@ -199,9 +200,9 @@ func loadConfig(flags *pflag.FlagSet) (apiConfig, error) {
 		return cfg, fmt.Errorf("nodes.gone_after %s: must be longer than three heartbeat intervals (%s)",
 			cfg.Nodes.GoneAfter, 3*cfg.Heartbeat.Interval)
 	}
-	if cfg.Placement.CPUOvercommit <= 0 || cfg.Placement.MemoryOvercommit <= 0 {
-		return cfg, fmt.Errorf("placement.cpu_overcommit %g, placement.memory_overcommit %g: must be positive",
-			cfg.Placement.CPUOvercommit, cfg.Placement.MemoryOvercommit)
+	if cfg.Placement.CPUOvercommit <= 0 || cfg.Placement.MemoryOvercommit <= 0 || cfg.Placement.DiskOvercommit <= 0 {
+		return cfg, fmt.Errorf("placement.cpu_overcommit %g, placement.memory_overcommit %g, placement.disk_overcommit %g: must be positive",
+			cfg.Placement.CPUOvercommit, cfg.Placement.MemoryOvercommit, cfg.Placement.DiskOvercommit)
 	}
 	if err := etcd.CheckSpace(cfg.Etcd.QuotaBytes, cfg.Etcd.AutoCompactionMode, cfg.Etcd.AutoCompactionRetention); err != nil {
 		return cfg, err

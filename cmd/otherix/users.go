@@ -17,7 +17,7 @@ import (
 func (a *app) userCommand() *cobra.Command {
 	cmd := groupCommand("user", "Manage users (admin) and your own password", "users")
 	cmd.AddCommand(a.userCreateCommand(), a.userListCommand(), a.userGetCommand(), a.userDeleteCommand(),
-		a.userSetRoleCommand(), a.userPasswdCommand())
+		a.userSetRoleCommand(), a.userPasswdCommand(), a.userQuotaCommand())
 	return cmd
 }
 
@@ -138,13 +138,23 @@ func (a *app) userGetCommand() *cobra.Command {
 				return err
 			}
 			var u *messages.UserView
+			var q *messages.QuotaView
 			if err := a.call(cmd.Context(), func(ctx context.Context, c *client.Client) (err error) {
-				u, err = c.GetUser(ctx, id)
+				if u, err = c.GetUser(ctx, id); err != nil {
+					return err
+				}
+				q, err = c.GetQuota(ctx, id)
 				return err
 			}); err != nil {
 				return err
 			}
-			return a.emitUser(u)
+			// -o json prints the user as the API returns it; the table
+			// adds the quota, used/limit per resource ("-": no limit).
+			return a.emit(u, func(wide bool) [][]string {
+				rows := userRows([]messages.UserView{*u}, wide, a.now())
+				head, row := quotaColumns(q)
+				return [][]string{append(rows[0], head...), append(rows[1], row...)}
+			})
 		},
 	}
 }

@@ -65,6 +65,17 @@ type ControlPlane interface {
 	Networks
 	// ClusterSettings reads and changes the cluster settings.
 	ClusterSettings
+	// Quotas reads and sets per-user quotas.
+	Quotas
+}
+
+// Quotas is what the quota handlers need. A quota_exceeded refusal of a
+// create or resize is 422, as is unschedulable: the request is well formed
+// and allowed, but cannot be honoured as asked.
+type Quotas interface {
+	GetQuota(ctx context.Context, user string) (*messages.QuotaView, error)
+	// SetQuota replaces the user's quota (admin only; the handler checks).
+	SetQuota(ctx context.Context, user string, q messages.Quota) (*messages.QuotaView, error)
 }
 
 // Networks is what the network handlers need. A ref is a network's name or

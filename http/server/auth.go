@@ -161,7 +161,7 @@ func (s *Server) audit(c *gin.Context) {
 		Time:      s.now().UTC(),
 		Actor:     actor,
 		Action:    c.Request.Method + " " + route,
-		Target:    c.Param("id"),
+		Target:    auditTarget(c),
 		Result:    result,
 		Source:    c.ClientIP(),
 		RequestID: requestID(c),

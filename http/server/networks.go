@@ -22,6 +22,7 @@ func (s *Server) createNetwork(c *gin.Context) {
 		s.writeError(c, err)
 		return
 	}
+	setAuditTarget(c, req.Name)
 	n, err := s.cp.CreateNetwork(c.Request.Context(), req)
 	if err != nil {
 		s.writeError(c, err)

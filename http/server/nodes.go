@@ -79,11 +79,14 @@ func (s *Server) createJoinToken(c *gin.Context) {
 		s.writeError(c, err)
 		return
 	}
+	setAuditTarget(c, req.NodeName)
 	tok, err := s.cp.CreateJoinToken(c.Request.Context(), *principalOf(c), req)
 	if err != nil {
 		s.writeError(c, err)
 		return
 	}
+	// The token's id: what a revoke names later.
+	setAuditTarget(c, tok.JoinToken.ID)
 	c.Header("Cache-Control", "no-store")
 	c.JSON(http.StatusCreated, tok)
 }

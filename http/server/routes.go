@@ -120,6 +120,8 @@ func (s *Server) routeTable() []route {
 		secret(rbac(patch, "/v1/users/me", user, security.VerbUpdate, s.updateMe)),
 		rbac(get, "/v1/users/:id", user, security.VerbRead, s.getUser),
 		rbac(put, "/v1/users/:id/role", user, security.VerbUpdate, s.setRole),
+		rbac(get, "/v1/users/:id/quota", user, security.VerbRead, s.getQuota),
+		rbac(put, "/v1/users/:id/quota", user, security.VerbUpdate, s.setQuota),
 		rbac(del, "/v1/users/:id", user, security.VerbDelete, s.deleteUser),
 
 		rbac(get, "/v1/tokens", token, security.VerbList, s.listTokens),

@@ -33,6 +33,7 @@ func (s *Server) createVM(c *gin.Context) {
 		s.writeError(c, err)
 		return
 	}
+	setAuditTarget(c, req.Name)
 	vm, task, err := s.cp.CreateVM(c.Request.Context(), ownerOf(c), req)
 	if err != nil {
 		s.writeError(c, err)

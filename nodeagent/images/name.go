@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"path"
 	"strings"
+
+	"github.com/otherix/otherix/messages"
 )
 
 const defaultMaxNameLen = 128
@@ -40,17 +42,14 @@ func nameFromURL(rawURL string, maxLen int) (string, error) {
 	return name, nil
 }
 
-// validName applies the rules a cached file name must follow.
+// validName applies the rules a cached file name must follow: the control
+// plane's (messages.ValidateImageName, so the API refuses what the cache
+// would) and this cache's configured length limit.
 func validName(name string, maxLen int) error {
-	switch {
-	case name == "" || name == "." || name == "..":
-		return newError(CodeURLInvalid, fmt.Sprintf("invalid image name %q", name), nil)
-	case strings.ContainsAny(name, "/\\\x00"):
-		return newError(CodeURLInvalid, fmt.Sprintf("image name %q contains a path separator or NUL", name), nil)
-	case strings.HasPrefix(name, "."):
-		// Hidden names are reserved for partials and sidecars.
-		return newError(CodeURLInvalid, fmt.Sprintf("image name %q starts with a dot", name), nil)
-	case len(name) > maxLen:
+	if err := messages.ValidateImageName(name); err != nil {
+		return newError(CodeURLInvalid, "invalid image name: "+err.Error(), nil)
+	}
+	if len(name) > maxLen {
 		return newError(CodeURLInvalid, fmt.Sprintf("image name is %d bytes, the limit is %d", len(name), maxLen), nil)
 	}
 	return nil

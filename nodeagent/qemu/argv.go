@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/otherix/otherix/messages"
 )
 
 // Names of the files QEMU keeps in a VM's run directory.
@@ -155,8 +157,8 @@ func validate(s Spec) error {
 	if s.Accel != "kvm" && s.Accel != "tcg" {
 		return bad("accel %q: want kvm or tcg", s.Accel)
 	}
-	if s.CPUs < 1 || s.CPUs > 255 {
-		return bad("cpus %d: want 1-255", s.CPUs)
+	if s.CPUs < 1 || s.CPUs > messages.MaxCPUs {
+		return bad("cpus %d: want 1-%d", s.CPUs, messages.MaxCPUs)
 	}
 	if s.MemoryMiB < 16 {
 		return bad("memory %d MiB: want at least 16", s.MemoryMiB)

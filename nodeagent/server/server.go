@@ -171,12 +171,10 @@ func validateTask(req messages.AgentTaskRequest) error {
 	if req.Kind != messages.TaskVMCreate {
 		return nil
 	}
-	if err := messages.ValidateName("vm.name", req.VM.Name); err != nil {
-		return err
-	}
-	spec := req.VM.Spec
-	spec.Defaults()
-	return spec.Validate()
+	// The control plane's check, verbatim: a spec it accepted is never
+	// refused here for its shape.
+	_, err := messages.PrepareVMCreate(req.VM.Name, req.VM.Spec)
+	return err
 }
 
 func (a *api) task(w http.ResponseWriter, r *http.Request) {

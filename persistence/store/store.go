@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -27,6 +28,11 @@ type Store struct {
 	now func() time.Time
 	// tunnels allocates nodes' mesh addresses (nodes.go).
 	tunnels tunnelAllocator
+	// owners serializes usage changes per owner in this process (quotas.go).
+	ownersMu sync.Mutex
+	owners   map[string]*ownerLock
+	// quotaOwners are the owners this process last saw with a quota.
+	quotaOwners map[string]bool
 }
 
 // Option configures a Store.

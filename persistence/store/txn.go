@@ -31,8 +31,11 @@ type guard struct {
 	createRev int64
 	modRev    int64
 	byMod     bool
-	lease     clientv3.LeaseID
-	byLease   bool
+	// missingFails reports fail, not not_found, when a byMod key is gone:
+	// a guarded document (a quota) may be removed by design.
+	missingFails bool
+	lease        clientv3.LeaseID
+	byLease      bool
 	// prefix makes key a prefix: no key under it may have been created
 	// after createRev (0: no key may exist under it at all).
 	prefix bool
@@ -222,6 +225,9 @@ func (s *Store) explain(ctx context.Context, t *Txn) error {
 			}
 		case g.byMod:
 			if len(kvs) == 0 {
+				if g.missingFails {
+					return g.fail
+				}
 				return messages.NotFound(singularName(resourceOf(g.key)), lastSegment(g.key))
 			}
 			if kvs[0].ModRevision != g.modRev {

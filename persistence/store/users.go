@@ -54,14 +54,16 @@ func UpdateUser(t *Txn, prev, u *messages.User) *Txn {
 	return t
 }
 
-// DeleteUser adds to t the removal of a user, its email guard and its index
-// key. The user's sessions and API tokens are many keys and are ended by
+// DeleteUser adds to t the removal of a user, its email guard, its index
+// key and its quota and usage documents. The user's sessions and API
+// tokens are many keys and are ended by
 // their own chunked sweeps (RevokeUserSessions, DeleteOwnerTokens); call
 // those after, since a deleted user cannot log in again anyway.
 func DeleteUser(t *Txn, u *messages.User) *Txn {
 	t.Delete(Users, u)
 	t.ReleaseUnique(Users, "email", messages.NormalizeEmail(u.Email))
 	t.RemoveIndex(Users, UserAllIndex, u.ID)
+	DeleteQuota(t, u.ID)
 	return t
 }
 
