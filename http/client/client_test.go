@@ -101,3 +101,34 @@ func TestWaitTaskPollsUntilTerminal(t *testing.T) {
 		t.Fatalf("wait past deadline: %v", err)
 	}
 }
+
+// TestWaitTaskSlowAnswerKeepsAState: a server whose answers take longer
+// than pollMargin to come back (a busy machine, a long round trip) must not
+// leave a caller with a deadline empty-handed. The first poll used to end
+// pollMargin before the deadline, so its answer arrived after it and
+// WaitTask returned no state at all (TestResponsesMatchContract and
+// TestE2ETaskLongPoll failed that way under load with GOMAXPROCS=1).
+func TestWaitTaskSlowAnswerKeepsAState(t *testing.T) {
+	const lag = 300 * time.Millisecond
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		wait, err := time.ParseDuration(r.URL.Query().Get("wait"))
+		if err != nil {
+			t.Errorf("poll without a valid wait: %s", r.URL)
+		}
+		// The long poll runs its window out, then the answer is slow.
+		select {
+		case <-time.After(wait + lag):
+		case <-r.Context().Done():
+			return
+		}
+		_ = json.NewEncoder(w).Encode(messages.Task{ID: "t1", State: messages.TaskPending})
+	}))
+	defer ts.Close()
+	c, _ := New(ts.URL)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	last, err := c.WaitTask(ctx, "t1", 10*time.Second)
+	if !errors.Is(err, context.DeadlineExceeded) || last == nil || last.State != messages.TaskPending {
+		t.Fatalf("wait with a deadline: %+v %v, want the pending state and the deadline", last, err)
+	}
+}

@@ -50,7 +50,15 @@ func (c *Client) WaitTask(ctx context.Context, id string, wait time.Duration, op
 		if dl, ok := ctx.Deadline(); ok {
 			// Ask the server to answer before our deadline, so the last
 			// state comes back instead of a cancelled request.
-			w = min(w, (time.Until(dl) - pollMargin).Truncate(time.Millisecond))
+			left := time.Until(dl)
+			w = min(w, (left - pollMargin).Truncate(time.Millisecond))
+			if last == nil {
+				// Until a first state is in hand, leave half the time
+				// for the answer: pollMargin alone is too little on a
+				// long round trip or a busy host, and a late first answer
+				// leaves the caller with no state at all.
+				w = min(w, (left / 2).Truncate(time.Millisecond))
+			}
 			if w <= 0 {
 				// Too little time for another poll to be worth it.
 				<-ctx.Done()

@@ -201,7 +201,9 @@ func TestResponsesMatchContract(t *testing.T) {
 	if task, err := c.GetTask(ctx, id); err != nil || task.ID != id {
 		t.Fatalf("get task: %v", err)
 	}
-	wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	// Long enough that the first poll's answer is back before the deadline
+	// on a busy machine: WaitTask gives it half the window.
+	wctx, cancel := context.WithTimeout(ctx, time.Second)
 	last, err := c.WaitTask(wctx, id, time.Second)
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) || last == nil || last.State != messages.TaskPending {

@@ -79,12 +79,46 @@ func reaches(t *testing.T, ep *testNS, dst string, deadline time.Duration) (bool
 	return got != "", time.Since(start)
 }
 
+// logPaths logs what decides whether the overlay between nodes carries
+// traffic, so that a failure says why: each node's WireGuard peers (endpoint,
+// last handshake, bytes) and its IPv4 neighbours on the underlay.
+func logPaths(t *testing.T, nodes ...*node) {
+	t.Helper()
+	for _, n := range nodes {
+		if n.fab.wg == nil {
+			t.Logf("%s: no wireguard device", n.ns.name)
+			continue
+		}
+		dev, err := n.fab.wg.client.Device(n.fab.opts.WireGuardIf)
+		if err != nil {
+			t.Logf("%s: read wireguard: %v", n.ns.name, err)
+			continue
+		}
+		for _, p := range dev.Peers {
+			hs := "never"
+			if !p.LastHandshakeTime.IsZero() {
+				hs = time.Since(p.LastHandshakeTime).Round(time.Millisecond).String() + " ago"
+			}
+			t.Logf("%s: wg peer %s endpoint %v handshake %s rx %d tx %d", n.ns.name, p.PublicKey, p.Endpoint, hs, p.ReceiveBytes, p.TransmitBytes)
+		}
+		if l, err := n.ns.nl.LinkByName("eth0"); err == nil {
+			neighs, _ := n.ns.nl.NeighList(l.Attrs().Index, netlink.FAMILY_V4)
+			for _, nb := range neighs {
+				t.Logf("%s: underlay neighbour %s %s state %#x", n.ns.name, nb.IP, nb.HardwareAddr, nb.State)
+			}
+			t.Logf("%s: eth0 oper %v flags %v", n.ns.name, l.Attrs().OperState, l.Attrs().Flags)
+		}
+	}
+}
+
 // TestPeerLoss takes node b away from node a in two ways and checks the
 // overlay stops, then comes back without any manual step when b returns.
 func TestPeerLoss(t *testing.T) {
 	requireRoot(t)
 	x := newTwoNodes(t, "p")
 	if ok, d := reaches(t, x.epA, "10.10.0.3:9000", 15*time.Second); !ok {
+		logPaths(t, x.a, x.b)
+
 		t.Fatalf("overlay a → b never came up")
 	} else {
 		t.Logf("overlay up after %v", d.Round(time.Millisecond))
@@ -96,6 +130,8 @@ func TestPeerLoss(t *testing.T) {
 		port := x.ul.link(t, "u"+x.bRole)
 		must(t, x.ul.nl.LinkSetDown(port))
 		if ok, _ := reaches(t, x.epA, "10.10.0.3:9000", 2*time.Second); ok {
+			logPaths(t, x.a, x.b)
+
 			t.Fatalf("overlay still carried traffic with b's underlay link down")
 		}
 		// Stay away past a WireGuard handshake retry (REKEY_TIMEOUT, 5 s) so
@@ -104,10 +140,14 @@ func TestPeerLoss(t *testing.T) {
 		must(t, x.ul.nl.LinkSetUp(port))
 		ok, d := reaches(t, x.epA, "10.10.0.3:9000", 30*time.Second)
 		if !ok {
+			logPaths(t, x.a, x.b)
+
 			t.Fatalf("overlay a → b did not resume within 30 s of b's link coming back")
 		}
 		t.Logf("a → b resumed %v after b's link came back", d.Round(time.Millisecond))
 		if ok, _ := reaches(t, x.epB, "10.10.0.2:9000", 10*time.Second); !ok {
+			logPaths(t, x.a, x.b)
+
 			t.Errorf("overlay b → a did not resume")
 		}
 	})
@@ -123,6 +163,8 @@ func TestPeerLoss(t *testing.T) {
 		}
 		x.b.reconcile(t, dropB)
 		if ok, _ := reaches(t, x.epA, "10.10.0.3:9000", 2*time.Second); ok {
+			logPaths(t, x.a, x.b)
+
 			t.Fatalf("overlay still carried traffic with the peer removed on both nodes")
 		}
 		// b comes back: the next heartbeats restore the full peer sets.
@@ -130,6 +172,8 @@ func TestPeerLoss(t *testing.T) {
 		x.a.reconcile(t, x.desA)
 		ok, d := reaches(t, x.epA, "10.10.0.3:9000", 30*time.Second)
 		if !ok {
+			logPaths(t, x.a, x.b)
+
 			t.Fatalf("overlay a → b did not resume within 30 s of the peer returning")
 		}
 		t.Logf("a → b resumed %v after the peer sets were restored", d.Round(time.Millisecond))
@@ -151,11 +195,15 @@ func TestPeerLoss(t *testing.T) {
 		dropA.Peers = []Peer{peerOf(x.a)}
 		x.a.reconcile(t, dropA)
 		if ok, _ := reaches(t, x.epB, "10.10.0.2:9000", 2*time.Second); ok {
+			logPaths(t, x.a, x.b)
+
 			t.Fatalf("b still reached a after a dropped b from its peers")
 		}
 		x.a.reconcile(t, x.desA)
 		ok, d := reaches(t, x.epB, "10.10.0.2:9000", 30*time.Second)
 		if !ok {
+			logPaths(t, x.a, x.b)
+
 			t.Fatalf("overlay b → a did not resume within 30 s")
 		}
 		t.Logf("b → a resumed %v after a re-added b", d.Round(time.Millisecond))
