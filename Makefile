@@ -24,6 +24,11 @@ DEV_AGENT_LISTEN ?= 127.0.0.1:7443
 
 BENCHTIME ?= 3s
 
+# FUZZTIME is how long `make fuzz` runs each fuzz target; fuzz-short (part of
+# `make check`) gives each FUZZTIME_SHORT, so all of them stay under a minute.
+FUZZTIME ?= 60s
+FUZZTIME_SHORT ?= 2s
+
 # existing turns dirs into ./dir/... patterns, dropping dirs that do not
 # exist yet: go test fails on a pattern whose directory is missing, and the
 # tree grows issue by issue.
@@ -32,7 +37,7 @@ existing = $(strip $(foreach d,$(1),$(if $(wildcard $(d)),./$(d)/...)))
 ETCD_PKGS := $(call existing,persistence actors http cmd config)
 BENCH_PKGS := $(call existing,persistence http)
 
-.PHONY: all deps web build cross test test-etcd test-netfabric test-e2e vet fmt-check check bench dev clean
+.PHONY: all deps web build cross test test-etcd test-netfabric test-e2e vet fmt-check check bench dev clean fuzz fuzz-short
 
 all: build
 
@@ -91,6 +96,17 @@ test-e2e: build
 		echo "test-e2e: no end-to-end tests exist yet (no test/e2e/ directory)"; \
 	fi
 
+# fuzz runs every native Go fuzz target (func FuzzX in a _test.go file) for
+# FUZZTIME each. go test -fuzz takes one target in one package per run,
+# hence the loop. A crasher is written to the package's testdata/fuzz/,
+# where plain `go test` then replays it as a regression test: fix the code,
+# keep the file.
+fuzz:
+	@FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
+
+fuzz-short:
+	@FUZZTIME=$(FUZZTIME_SHORT) bash scripts/fuzz.sh
+
 vet:
 	go vet ./...
 	go vet -tags etcd,e2e,netfabric ./...
@@ -111,6 +127,7 @@ check:
 	$(MAKE) fmt-check
 	$(MAKE) cross
 	$(MAKE) test
+	$(MAKE) fuzz-short
 	$(MAKE) test-etcd
 	$(MAKE) test-netfabric
 	$(MAKE) test-e2e
