@@ -142,8 +142,8 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		return fmt.Errorf("node certificate expired at %s: run otherix-agent bootstrap --force with a new join token",
 			st.Cert.NotAfter.UTC().Format(time.RFC3339))
 	}
-	// QEMU daemonizes; as subreaper we become its parent, learn of its exit
-	// and reap it ourselves.
+	// QEMU is our child; as subreaper we also adopt QEMUs whose starter
+	// died, and reap them ourselves.
 	if err := qemu.SetChildSubreaper(); err != nil {
 		return err
 	}

@@ -37,9 +37,10 @@ type Process struct {
 }
 
 // SetChildSubreaper makes the calling process adopt its orphaned
-// descendants. A daemonized QEMU then becomes our child, so we learn of its
-// exit and reap it ourselves instead of leaving a zombie for PID 1, which
-// reaps slowly on some hosts.
+// descendants: a QEMU whose starter died (a test helper, a daemonized QEMU
+// of an older agent's launch) becomes our child, so it is reaped here
+// instead of being left as a zombie for PID 1, which reaps slowly on some
+// hosts.
 func SetChildSubreaper() error {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("qemu: set child subreaper: %w", err)
@@ -317,11 +318,11 @@ func (t *tailBuffer) String() string {
 	return string(t.b)
 }
 
-// ReapOrphans reaps QEMU processes that died as orphans adopted by us
-// (see SetChildSubreaper) until ctx ends: the middle process of QEMU's
-// double fork, and the daemon of a launch that failed. A running VM's
-// daemon is reaped by its Process instead (Exited). The agent runs this
-// for its whole life, next to SetChildSubreaper.
+// ReapOrphans reaps QEMU processes that died as our children with nobody
+// watching them (see SetChildSubreaper) until ctx ends: a QEMU whose
+// Process was closed while it ran, or one adopted as an orphan. A watched
+// QEMU is reaped by its Process instead (Exited). The agent runs this for
+// its whole life, next to SetChildSubreaper.
 func ReapOrphans(ctx context.Context) {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGCHLD)
@@ -336,10 +337,9 @@ func ReapOrphans(ctx context.Context) {
 	}
 }
 
-// reapQEMUZombies reaps our zombie children that are QEMU's double-fork
-// products: named qemu-system-* and in a session other than ours (QEMU
-// calls setsid). Any other child, the launcher included, belongs to an
-// exec.Cmd that will Wait for it. Each is reaped through a pidfd opened
+// reapQEMUZombies reaps our zombie children that are QEMUs: named
+// qemu-system-* and in a session other than ours (Start gives QEMU its
+// own). Any other child belongs to an exec.Cmd that will Wait for it. Each is reaped through a pidfd opened
 // and checked first, so a pid reaped meanwhile (by Exited) and reused can
 // never be waited for.
 func reapQEMUZombies() {

@@ -152,6 +152,12 @@ func TestVMWithNICOnRealQEMU(t *testing.T) {
 	if f.cfg.QEMUUser != nil {
 		wantUID(t, pid, f.cfg.QEMUUser.Uid)
 	}
+	// The base image is recorded, so later starts never read it from the
+	// overlay's header.
+	if rec, err := loadRecord(f.m.vmStateDir(vm.ID)); err != nil || rec.Base == "" || rec.BaseFormat != "qcow2" ||
+		!strings.HasPrefix(rec.Base, filepath.Dir(f.cfg.DiskDir)) {
+		t.Errorf("record base %+v, %v", rec, err)
+	}
 	// QEMU holds the tap open: its fd's fdinfo names the interface.
 	if !holdsTap(t, pid, tap) {
 		t.Errorf("qemu pid %d has no fd on tap %s", pid, tap)
