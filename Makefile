@@ -24,6 +24,11 @@ LDFLAGS := -X main.version=$(VERSION)
 
 BENCHTIME ?= 3s
 
+# FUZZTIME is how long `make fuzz` runs each fuzz target; fuzz-short (part of
+# `make check`) gives each FUZZTIME_SHORT, so all of them stay under a minute.
+FUZZTIME ?= 60s
+FUZZTIME_SHORT ?= 2s
+
 # existing turns dirs into ./dir/... patterns, dropping dirs that do not
 # exist yet: go test fails on a pattern whose directory is missing, and the
 # tree grows issue by issue.
@@ -32,7 +37,7 @@ existing = $(strip $(foreach d,$(1),$(if $(wildcard $(d)),./$(d)/...)))
 ETCD_PKGS := $(call existing,persistence actors http cmd config)
 BENCH_PKGS := $(call existing,persistence http)
 
-.PHONY: all deps deps-test test-readme web build cross test test-etcd test-netfabric test-e2e vet fmt-check check bench dev clean
+.PHONY: all deps deps-test test-readme web build cross test test-etcd test-netfabric test-e2e vet fmt-check check bench dev clean fuzz fuzz-short
 
 all: build
 
@@ -102,6 +107,17 @@ test-e2e: build
 test-readme:
 	go test -count=1 -tags readme -timeout 20m -v ./test/readme/ 2>&1 | grep -v '^{'
 
+# fuzz runs every native Go fuzz target (func FuzzX in a _test.go file) for
+# FUZZTIME each. go test -fuzz takes one target in one package per run,
+# hence the loop. A crasher is written to the package's testdata/fuzz/,
+# where plain `go test` then replays it as a regression test: fix the code,
+# keep the file.
+fuzz:
+	@FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
+
+fuzz-short:
+	@FUZZTIME=$(FUZZTIME_SHORT) bash scripts/fuzz.sh
+
 vet:
 	go vet ./...
 	go vet -tags etcd,e2e,netfabric,readme ./...
@@ -122,6 +138,7 @@ check:
 	$(MAKE) fmt-check
 	$(MAKE) cross
 	$(MAKE) test
+	$(MAKE) fuzz-short
 	$(MAKE) test-etcd
 	$(MAKE) test-netfabric
 	$(MAKE) test-e2e

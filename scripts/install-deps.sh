@@ -98,6 +98,31 @@ missing_packages() {
 
 status=0
 
+# QEMU runs as this unprivileged system user (otherix-agent serve
+# --qemu-user); the agent refuses to start QEMU as root in its place.
+QEMU_USER=otherix-qemu
+
+# ensure_qemu_user creates the QEMU user (root only) and lets it use KVM
+# through the kvm group where the host has one.
+ensure_qemu_user() {
+	if ! id -u "$QEMU_USER" >/dev/null 2>&1; then
+		if ((check_only)) || ((EUID != 0)); then
+			echo "install-deps: user $QEMU_USER is missing: run as root to create it, or: useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin $QEMU_USER" >&2
+			return 1
+		fi
+		useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$QEMU_USER"
+		echo "install-deps: created system user $QEMU_USER"
+	fi
+	if getent group kvm >/dev/null && ! id -nG "$QEMU_USER" | tr ' ' '\n' | grep -qx kvm; then
+		if ((check_only)) || ((EUID != 0)); then
+			echo "install-deps: $QEMU_USER is not in group kvm (usermod -aG kvm $QEMU_USER)" >&2
+			return 1
+		fi
+		usermod -aG kvm "$QEMU_USER"
+	fi
+	echo "install-deps: ok: user $QEMU_USER"
+}
+
 export PATH="$GO_DIRS:$PATH"
 if have go; then
 	echo "install-deps: ok: go ($(go version | awk '{print $3}') at $(command -v go))"
@@ -110,6 +135,7 @@ mapfile -t missing < <(missing_packages)
 
 if ((${#missing[@]} == 0)); then
 	echo "install-deps: ok: ${!NEEDS[*]}"
+	ensure_qemu_user || status=1
 	exit "$status"
 fi
 
@@ -142,4 +168,5 @@ if ((${#still[@]} > 0)); then
 	exit 1
 fi
 echo "install-deps: ok: ${!NEEDS[*]}"
+ensure_qemu_user || status=1
 exit "$status"

@@ -35,6 +35,10 @@ import (
 // accelerator (a --accel flag still wins).
 const envAccel = "OTHERIX_ACCEL"
 
+// envQEMUUser names the environment variable that sets serve's default
+// QEMU user (a --qemu-user flag still wins).
+const envQEMUUser = "OTHERIX_QEMU_USER"
+
 // defaultListen is the agent API's listener: every interface, since the
 // control plane reaches it over the network (mutual TLS keeps others out).
 const defaultListen = ":7444"
@@ -52,6 +56,10 @@ func newServeCmd() *cobra.Command {
 	defAccel := capacity.AccelAuto
 	if v := os.Getenv(envAccel); v != "" {
 		defAccel = v
+	}
+	defUser := qemu.DefaultUser
+	if v, ok := os.LookupEnv(envQEMUUser); ok {
+		defUser = v
 	}
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -82,7 +90,15 @@ connection and redirect;
 127.0.0.1/32 for a mirror on this host. No HTTP proxy is used. A download
 over --image-max-size, or an image whose virtual size is over it, is
 refused. Each image is checked (raw or qcow2 only, no backing or data
-file) and converted into a standalone qcow2 before a VM uses it.`,
+file) and converted into a standalone qcow2 before a VM uses it.
+
+QEMU runs as the unprivileged --qemu-user (default ` + qemu.DefaultUser + `, created by
+scripts/install-deps.sh) from the moment it is exec'd: the agent opens its
+disks, seed, taps and sockets and QEMU inherits the descriptors, so it needs
+no access to any host path. Its seccomp sandbox denies fork/exec, set*id,
+obsolete and resource-control syscalls. --qemu-user root opts out (QEMU then
+runs as root; not recommended). The agent refuses to start if the user does
+not exist.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.overlay.validate(); err != nil {
@@ -124,8 +140,8 @@ file) and converted into a standalone qcow2 before a VM uses it.`,
 	f.StringVar(&o.advertise, "advertise", "", "URL the control plane uses to reach the agent API (default: https://<this host's address towards the control plane>:<listen port>)")
 	f.StringVar(&o.poolDir, "pool-dir", "", "directory of the default storage pool: image cache and VM disks (default: <state-dir>/pools/default)")
 	f.StringVar(&o.runDir, "run-dir", "", "directory for QEMU pid files and sockets; keep it short (default: <state-dir>/run)")
-	f.StringVar(&o.runAsUser, "qemu-user", "", "user QEMU drops privileges to (default: QEMU keeps the agent's user)")
-	f.BoolVar(&o.sandbox, "qemu-sandbox", true, "run QEMU under its seccomp sandbox")
+	f.StringVar(&o.runAsUser, "qemu-user", defUser, "unprivileged user QEMU runs as; root (or empty) runs QEMU as root, which is not recommended (default from $"+envQEMUUser+")")
+	f.BoolVar(&o.sandbox, "qemu-sandbox", true, "run QEMU under its seccomp sandbox ("+qemu.SandboxOpts+")")
 	f.DurationVar(&o.stopTimeout, "stop-timeout", 2*time.Minute, "how long a graceful stop waits when the task names no timeout")
 	f.StringVar(&o.overlay.mode, "overlay", overlayAuto, "network data plane (bridges, taps, VXLAN over WireGuard): auto (on when running as root), on or off")
 	f.StringVar(&o.overlay.wireguard, "wireguard", netfabric.WireGuardAuto, "WireGuard implementation: auto (kernel when the module exists, else userspace), kernel or userspace")
@@ -151,14 +167,21 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		return fmt.Errorf("node certificate expired at %s: run otherix-agent bootstrap --force with a new join token",
 			st.Cert.NotAfter.UTC().Format(time.RFC3339))
 	}
-	// QEMU daemonizes; as subreaper we become its parent, learn of its exit
-	// and reap it ourselves.
+	// QEMU is our child; as subreaper we also adopt QEMUs whose starter
+	// died, and reap them ourselves.
 	if err := qemu.SetChildSubreaper(); err != nil {
 		return err
 	}
 	go qemu.ReapOrphans(ctx)
 	capa, err := capacity.Probe(o.accel)
 	if err != nil {
+		return err
+	}
+	qemuUser, err := resolveQEMUUser(log, o.runAsUser, os.Geteuid())
+	if err != nil {
+		return err
+	}
+	if err := checkKVMAccess(log, &capa, o.accel, qemuUser, kvmDevice); err != nil {
 		return err
 	}
 	qemuVersions := capacity.QEMUVersions(ctx)
@@ -201,7 +224,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	}
 	vcfg := vmactor.Config{
 		StateDir: filepath.Join(o.stateDir, "vms"), RunDir: o.runDir, DiskDir: filepath.Join(o.poolDir, "vms"),
-		Images: cache, Accel: capa.Accelerator, RunAsUser: o.runAsUser, Sandbox: o.sandbox,
+		Images: cache, Accel: capa.Accelerator, QEMUUser: qemuUser, Sandbox: o.sandbox,
 		StopTimeout: o.stopTimeout, Log: log,
 	}
 	if dp != nil {
@@ -252,6 +275,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		"api", ln.Addr().String(), "endpoint", endpoint,
 		"accelerator", capa.Accelerator, "kvm", capa.KVM, "kvm_reason", capa.KVMReason,
 		"cpus", capa.CPUs, "memory_mib", capa.MemoryMiB, "qemu", strings.Join(qemuVersions, "; "),
+		"qemu_user", qemuUserName(qemuUser), "qemu_sandbox", o.sandbox,
 		"vms", len(vms.VMs()))
 	if len(qemuVersions) == 0 {
 		log.Warn("no qemu-system-x86_64 or qemu-system-aarch64 on PATH: this node cannot run VMs")

@@ -36,6 +36,13 @@ Ctrl+] detaches. One interactive session per VM: --force takes it over from
 the current one, --readonly watches without typing. When stdin is not a
 terminal it is copied as is (Ctrl+] in it still detaches; its end detaches).
 
+The console is raw by design: what the guest writes reaches your terminal
+unchanged, escape sequences included, as with ssh or a serial line, so a
+hostile guest can set your terminal's title, move the cursor or, where the
+terminal allows it, write to the clipboard (OSC 52). Attach only to guests
+you would ssh into, or read their output with "otherix vm logs", which
+removes escape sequences unless --raw.
+
 Exits 0 when you detach or the VM stops, 1 when the session is refused or
 cut (taken over, node agent gone, too slow).`,
 		Example: `  otherix vm console web-1
@@ -49,7 +56,7 @@ cut (taken over, node agent gone, too slow).`,
 			if readonly {
 				mode = messages.ConsoleReadOnly
 			}
-			return a.console(cmd.Context(), args[0], messages.ConsoleTokenRequest{Mode: mode, Force: force}, true)
+			return a.console(cmd.Context(), args[0], messages.ConsoleTokenRequest{Mode: mode, Force: force}, true, a.stdout)
 		},
 	}
 	cmd.Flags().BoolVar(&readonly, "readonly", false, "watch the console without typing")
@@ -59,7 +66,8 @@ cut (taken over, node agent gone, too slow).`,
 
 // console attaches to VM ref's console until the user detaches (interactive
 // only), the session ends or a signal comes.
-func (a *app) console(ctx context.Context, ref string, req messages.ConsoleTokenRequest, interactive bool) error {
+// The guest's bytes go to out unchanged: the console is a terminal session.
+func (a *app) console(ctx context.Context, ref string, req messages.ConsoleTokenRequest, interactive bool, out io.Writer) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	var conn *websocket.Conn
@@ -109,7 +117,7 @@ func (a *app) console(ctx context.Context, ref string, req messages.ConsoleToken
 	}
 
 	ended := make(chan error, 1)
-	go func() { ended <- s.copyOutput(a.stdout) }()
+	go func() { ended <- s.copyOutput(out) }()
 	select {
 	case <-detach:
 		s.close(websocket.CloseNormalClosure, "detached")

@@ -44,7 +44,8 @@ func stubConsoleAPI(t *testing.T, closeWith int) (string, <-chan string) {
 		modes <- r.URL.Query().Get("mode")
 		hello, _ := json.Marshal(messages.ConsoleControl{Type: "hello", VM: "web", Mode: "interactive", Phase: "running"})
 		_ = conn.WriteMessage(websocket.TextMessage, hello)
-		_ = conn.WriteMessage(websocket.BinaryMessage, []byte("boot done\r\n"))
+		_ = conn.WriteMessage(websocket.BinaryMessage, []byte("\x1b]0;pw"))
+		_ = conn.WriteMessage(websocket.BinaryMessage, []byte("ned\x07boot done\r\n"))
 		if closeWith != 0 {
 			_ = conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(closeWith, "bye"))
 			_, _, _ = conn.ReadMessage()
@@ -124,7 +125,7 @@ func TestConsoleCommand(t *testing.T) {
 		t.Fatal("Ctrl+] did not detach")
 	}
 	got := out.String()
-	if !strings.HasPrefix(got, "boot done\r\n") || strings.Contains(got, "echo:y") {
+	if !strings.HasPrefix(got, "\x1b]0;pwned\x07boot done\r\n") || strings.Contains(got, "echo:y") {
 		t.Fatalf("stdout %q", got)
 	}
 	if !strings.Contains(errOut.String(), "Connected to web (escape: Ctrl+])") || !strings.Contains(errOut.String(), "Detached") {
@@ -148,7 +149,8 @@ func TestConsoleCommandEnds(t *testing.T) {
 		inR, _ := io.Pipe()
 		var out, errOut bytes.Buffer
 		code := runIO(context.Background(), []string{"--config", filepath.Join(t.TempDir(), "c"), "--server", url, "vm", "console", "web"}, inR, &out, &errOut)
-		if code != tc.exit || !strings.Contains(errOut.String(), tc.want) || out.String() != "boot done\r\n" {
+		// The console is raw by design: the guest's bytes arrive unchanged.
+		if code != tc.exit || !strings.Contains(errOut.String(), tc.want) || out.String() != "\x1b]0;pwned\x07boot done\r\n" {
 			t.Errorf("close %d: exit %d, stdout %q, stderr %q", tc.code, code, out.String(), errOut.String())
 		}
 	}
@@ -160,8 +162,15 @@ func TestLogsFollow(t *testing.T) {
 	url, modes := stubConsoleAPI(t, messages.ConsoleVMStopped)
 	var out, errOut bytes.Buffer
 	code := runIO(context.Background(), []string{"--config", filepath.Join(t.TempDir(), "c"), "--server", url, "vm", "logs", "web", "-f"}, strings.NewReader(""), &out, &errOut)
-	if code != 0 || out.String() != "boot done\r\n" || <-modes != messages.ConsoleReadOnly {
+	// A title sequence split across two frames is still removed.
+	if code != 0 || out.String() != "boot done\n" || <-modes != messages.ConsoleReadOnly {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out.String(), errOut.String())
+	}
+	url, modes = stubConsoleAPI(t, messages.ConsoleVMStopped)
+	out.Reset()
+	code = runIO(context.Background(), []string{"--config", filepath.Join(t.TempDir(), "c"), "--server", url, "vm", "logs", "web", "-f", "--raw"}, strings.NewReader(""), &out, &errOut)
+	if code != 0 || out.String() != "\x1b]0;pwned\x07boot done\r\n" || <-modes != messages.ConsoleReadOnly {
+		t.Fatalf("--raw: exit %d, stdout %q, stderr %q", code, out.String(), errOut.String())
 	}
 	code = runIO(context.Background(), []string{"--config", filepath.Join(t.TempDir(), "c"), "--server", url, "vm", "logs", "web", "-f", "--tail", "5"}, strings.NewReader(""), &out, &errOut)
 	if code != 2 {

@@ -476,13 +476,20 @@ as on every other verb: the answer already comes once the node has done it.`,
 // vmLogsCommand is "vm logs [--tail N]".
 func (a *app) vmLogsCommand() *cobra.Command {
 	var tail int
-	var follow bool
+	var follow, raw bool
 	cmd := &cobra.Command{
 		Use:   "logs NAME|ID",
 		Short: "Print the end of a VM's serial console output",
 		Long: `Print the end of a VM's serial console output (boot messages, kernel and
-login prompts) as its node keeps it, raw and unchanged: -o does not apply.
---tail N prints the last N lines of what the node keeps (up to 1 MiB).
+login prompts) as its node keeps it: -o does not apply. --tail N prints the
+last N lines of what the node keeps (up to 1 MiB).
+
+The guest writes every byte of this output, so it is printed as plain text:
+escape sequences (colours, cursor movement, window titles, clipboard writes,
+terminal queries) are removed, \r\n becomes \n, other control characters and
+invalid UTF-8 become U+FFFD. This holds whether or not stdout is a terminal,
+since a file or pipe is often shown on one later. --raw prints the bytes
+unchanged, for a tool that handles them itself.
 
 With -f it attaches a read-only console instead and follows the output until
 the VM stops or Ctrl-C. The console starts with a replay of the recent output
@@ -499,7 +506,19 @@ the VM stops or Ctrl-C. The console starts with a replay of the recent output
 				if cmd.Flags().Changed("tail") {
 					return usageError(fmt.Errorf("--tail does not go with -f, which replays the recent output"))
 				}
-				return a.console(cmd.Context(), args[0], messages.ConsoleTokenRequest{Mode: messages.ConsoleReadOnly}, false)
+				out := io.Writer(a.stdout)
+				var safe *termSafe
+				if !raw {
+					safe = newTermSafe(a.stdout)
+					out = safe
+				}
+				err := a.console(cmd.Context(), args[0], messages.ConsoleTokenRequest{Mode: messages.ConsoleReadOnly}, false, out)
+				if safe != nil {
+					if ferr := safe.Flush(); err == nil {
+						err = ferr
+					}
+				}
+				return err
 			}
 			// The API tails in bytes; lines are what a reader counts. Ask
 			// for everything the node keeps and cut here.
@@ -514,12 +533,20 @@ the VM stops or Ctrl-C. The console starts with a replay of the recent output
 			}); err != nil {
 				return err
 			}
-			_, err := a.stdout.Write(lastLines(out, tail))
-			return err
+			if raw {
+				_, err := a.stdout.Write(lastLines(out, tail))
+				return err
+			}
+			safe := newTermSafe(a.stdout)
+			if _, err := safe.Write(lastLines(out, tail)); err != nil {
+				return err
+			}
+			return safe.Flush()
 		},
 	}
 	cmd.Flags().IntVar(&tail, "tail", 0, "print only the last N lines (default: the node's last 64 KiB)")
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "follow the output through a read-only console until the VM stops or Ctrl-C")
+	cmd.Flags().BoolVar(&raw, "raw", false, "print the guest's bytes unchanged, escape sequences included")
 	return cmd
 }
 

@@ -94,7 +94,8 @@ func TestVMOpsCommands(t *testing.T) {
 		switch r.URL.Path {
 		case "/v1/vms/web-1/logs":
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-			_, _ = w.Write([]byte("login: \x1b[0m"))
+			// A hostile guest: colours, a title and a clipboard write.
+			_, _ = w.Write([]byte("\x1b]0;pwned\x07\x1b]52;c;ZXZpbA==\x1b\\login: \x1b[0m\r\n"))
 		case "/v1/vms/web-1/pause", "/v1/vms/web-1/resume":
 			writeJSONAnswer(w, http.StatusOK, apiVM)
 		case "/v1/vms/web-1/stop":
@@ -113,8 +114,9 @@ func TestVMOpsCommands(t *testing.T) {
 		request string
 		stdout  string
 	}{
-		{[]string{"vm", "logs", "web-1", "--tail", "12"}, "GET /v1/vms/web-1/logs?tail=1048576", "login: \x1b[0m"},
-		{[]string{"vm", "logs", "web-1"}, "GET /v1/vms/web-1/logs", "login: \x1b[0m"},
+		{[]string{"vm", "logs", "web-1", "--tail", "12"}, "GET /v1/vms/web-1/logs?tail=1048576", "login: \n"},
+		{[]string{"vm", "logs", "web-1"}, "GET /v1/vms/web-1/logs", "login: \n"},
+		{[]string{"vm", "logs", "web-1", "--raw"}, "GET /v1/vms/web-1/logs", "\x1b]0;pwned\x07\x1b]52;c;ZXZpbA==\x1b\\login: \x1b[0m\r\n"},
 		{[]string{"vm", "stop", "web-1", "--timeout", "2m"}, "POST /v1/vms/web-1/stop?timeout=2m0s", "vm.stop"},
 		{[]string{"vm", "stop", "web-1"}, "POST /v1/vms/web-1/stop", "vm.stop"},
 		{[]string{"vm", "poweroff", "web-1"}, "POST /v1/vms/web-1/poweroff", "vm.poweroff"},
@@ -135,7 +137,7 @@ func TestVMOpsCommands(t *testing.T) {
 				t.Fatalf("exit %d, requests %q, stdout %q, stderr %q; want %q and %q", code, seen, stdout, stderr, tt.request, tt.stdout)
 			}
 			if strings.HasPrefix(tt.request, "GET /v1/vms/web-1/logs") && stdout != tt.stdout {
-				t.Fatalf("logs must be printed raw: %q", stdout)
+				t.Fatalf("logs printed %q, want exactly %q", stdout, tt.stdout)
 			}
 		})
 	}

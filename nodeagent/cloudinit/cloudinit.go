@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/filesystem/iso9660"
@@ -91,6 +92,11 @@ func (s Seed) validate() error {
 	}
 	if len(s.InstanceID) > 255 {
 		return fmt.Errorf("%w: instance id longer than 255 bytes", ErrInvalidSeed)
+	}
+	// Invalid UTF-8 would reach meta-data as U+FFFD: cloud-init would see
+	// another instance id than the agent wrote.
+	if !utf8.ValidString(s.InstanceID) {
+		return fmt.Errorf("%w: instance id is not valid UTF-8", ErrInvalidSeed)
 	}
 	for _, r := range s.InstanceID {
 		if !unicode.IsPrint(r) {

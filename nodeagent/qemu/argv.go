@@ -1,8 +1,9 @@
-// Package qemu launches QEMU as a daemon, re-adopts it after an agent
-// restart, and speaks typed QMP to it.
+// Package qemu launches QEMU as an unprivileged, sandboxed child of the
+// agent, re-adopts it after an agent restart, and speaks typed QMP to it.
 package qemu
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -12,7 +13,9 @@ import (
 	"github.com/otherix/otherix/messages"
 )
 
-// Names of the files QEMU keeps in a VM's run directory.
+// Names of the files the agent keeps in a VM's run directory. The agent
+// binds the sockets and writes the pid file; QEMU only inherits the
+// listening sockets, so it needs no access to the directory at all.
 const (
 	PidFile      = "qemu.pid"
 	QMPSocket    = "qmp.sock"
@@ -20,11 +23,19 @@ const (
 )
 
 // sunPathMax is sizeof(sockaddr_un.sun_path) minus the terminating NUL:
-// QEMU refuses longer socket paths, and it would do so only at start.
+// longer socket paths cannot be bound.
 const sunPathMax = 107
 
+// SandboxOpts is QEMU's seccomp policy: beyond the default deny list, no
+// obsolete syscalls, no set*id, no fork/exec, no scheduler or resource
+// changes. It is usable because QEMU no longer daemonizes (-daemonize forks
+// and calls setsid after the filter is installed) and no longer drops
+// privileges itself (-runas calls setuid).
+const SandboxOpts = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+
 // NIC is one guest network interface backed by a tap device that the
-// network layer has already created; QEMU only opens it.
+// network layer has already created; the agent opens it and hands QEMU the
+// file descriptor.
 type NIC struct {
 	Tap string // host interface name
 	MAC string // guest MAC, unicast
@@ -39,11 +50,19 @@ type Spec struct {
 	CPUs      int
 	MemoryMiB int
 	Disk      string // qcow2 overlay, virtio-blk
-	Seed      string // optional NoCloud ISO, read-only virtio-blk
-	NICs      []NIC
-	RunDir    string // absolute; holds qemu.pid, qmp.sock, serial.sock
-	RunAsUser string // optional: QEMU drops privileges to this user after opening its files
-	Sandbox   bool   // seccomp; see sandboxOpts for what -daemonize allows
+	// Base is the overlay's backing image as the agent recorded it when it
+	// made the overlay. QEMU is told it explicitly and never follows the
+	// backing name in Disk's header, which a compromised QEMU can rewrite.
+	// Empty means Disk has no backing image.
+	Base       string
+	BaseFormat string // "qcow2" or "raw"; required with Base
+	Seed       string // optional NoCloud ISO, read-only virtio-blk
+	NICs       []NIC
+	RunDir     string // absolute; holds qemu.pid, qmp.sock, serial.sock
+	// User is who QEMU runs as, from exec on: it never holds root. nil
+	// keeps the agent's own user (root, when the operator opted out).
+	User    *User
+	Sandbox bool // seccomp with SandboxOpts
 }
 
 // QMPPath is where QEMU listens for QMP in runDir.
@@ -52,22 +71,41 @@ func QMPPath(runDir string) string { return filepath.Join(runDir, QMPSocket) }
 // SerialPath is where QEMU serves the guest's first serial port in runDir.
 func SerialPath(runDir string) string { return filepath.Join(runDir, SerialSocket) }
 
-// PidPath is where the daemonized QEMU writes its pid in runDir.
+// PidPath is where the agent records QEMU's pid in runDir.
 func PidPath(runDir string) string { return filepath.Join(runDir, PidFile) }
 
-// sandboxOpts is narrower than the ideal
-// "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny":
-// measured on QEMU 7.2, seccomp is installed before -daemonize forks and
-// calls setsid, so spawn=deny kills QEMU at clone(2) and
-// elevateprivileges=deny (or =children) kills it at setsid(2). Both are
-// only usable once QEMU is launched without -daemonize.
-const sandboxOpts = "on,obsolete=deny,resourcecontrol=deny"
+// fdKind is what the agent opens for one descriptor QEMU inherits.
+type fdKind int
+
+const (
+	fdListen    fdKind = iota // a unix socket bound and listening at path
+	fdReadOnly                // a file opened read-only
+	fdReadWrite               // a file opened read-write
+	fdTap                     // the tap device named path, through /dev/net/tun
+)
+
+// inherit is one descriptor QEMU gets, at fd 3+index in Argv's plan.
+type inherit struct {
+	kind fdKind
+	path string
+}
+
+// firstFD is the first descriptor after stdin, stdout and stderr.
+const firstFD = 3
 
 // Argv validates s and returns the full command line, binary first. The
 // result depends only on s, so it can be logged and compared.
 func Argv(s Spec) ([]string, error) {
+	a, _, err := plan(s)
+	return a, err
+}
+
+// plan returns the command line and the descriptors it refers to: every
+// file, socket and tap is opened by the agent and inherited, so QEMU opens
+// nothing by path.
+func plan(s Spec) ([]string, []inherit, error) {
 	if err := validate(s); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	arch := s.Arch
 	if arch == "" {
@@ -79,6 +117,19 @@ func Argv(s Spec) ([]string, error) {
 		if arch == "arm64" {
 			bin = "qemu-system-aarch64"
 		}
+	}
+	var fds []inherit
+	fd := func(k fdKind, path string) string {
+		fds = append(fds, inherit{kind: k, path: path})
+		return strconv.Itoa(firstFD + len(fds) - 1)
+	}
+	// fdset numbers the files QEMU opens as /dev/fdset/N.
+	fdsets := 0
+	var addFD []string
+	fdset := func(k fdKind, path string) string {
+		fdsets++
+		addFD = append(addFD, "-add-fd", "fd="+fd(k, path)+",set="+strconv.Itoa(fdsets))
+		return "/dev/fdset/" + strconv.Itoa(fdsets)
 	}
 
 	a := []string{bin, "-name", "guest=" + s.ID}
@@ -98,26 +149,44 @@ func Argv(s Spec) ([]string, error) {
 		"-smp", strconv.Itoa(s.CPUs),
 		"-m", strconv.Itoa(s.MemoryMiB)+"M",
 		"-nodefaults", "-no-user-config", "-display", "none",
-		// The launcher exits only once QEMU is initialised, so the sockets
-		// exist when exec returns; -S holds the guest until the caller has
-		// attached the serial log and sends cont.
-		"-daemonize", "-pidfile", PidPath(s.RunDir), "-S",
-		"-chardev", "socket,id=qmp,path="+optEscape(QMPPath(s.RunDir))+",server=on,wait=off",
+		// -S holds the guest until the caller has attached the serial log
+		// and sends cont.
+		"-S",
+		"-chardev", "socket,id=qmp,fd="+fd(fdListen, QMPPath(s.RunDir))+",server=on,wait=off",
 		"-mon", "chardev=qmp,mode=control",
-		"-chardev", "socket,id=serial0,path="+optEscape(SerialPath(s.RunDir))+",server=on,wait=off",
+		"-chardev", "socket,id=serial0,fd="+fd(fdListen, SerialPath(s.RunDir))+",server=on,wait=off",
 		"-serial", "chardev:serial0",
-		// cache=none keeps guest data out of the host page cache; the
-		// guest still sees a write cache and flushes it.
-		"-drive", "file="+optEscape(s.Disk)+",if=none,id=disk0,format=qcow2,cache=none,discard=unmap",
-		"-device", "virtio-blk-pci,drive=disk0,bootindex=0",
 	)
+	var blockdevs []string
+	backing := any(nil) // JSON null: no backing file, whatever the header says
+	if s.Base != "" {
+		blockdevs = append(blockdevs,
+			blockdev(map[string]any{"driver": "file", "node-name": "base0-file", "filename": fdset(fdReadOnly, s.Base),
+				"read-only": true, "cache": map[string]any{"direct": true}}),
+			blockdev(map[string]any{"driver": s.BaseFormat, "node-name": "base0", "file": "base0-file", "read-only": true}))
+		backing = "base0"
+	}
+	// cache.direct keeps guest data out of the host page cache; the guest
+	// still sees a write cache and flushes it.
+	blockdevs = append(blockdevs,
+		blockdev(map[string]any{"driver": "file", "node-name": "disk0-file", "filename": fdset(fdReadWrite, s.Disk),
+			"cache": map[string]any{"direct": true}, "discard": "unmap"}),
+		blockdev(map[string]any{"driver": "qcow2", "node-name": "disk0", "file": "disk0-file", "backing": backing,
+			"discard": "unmap"}))
+	devices := []string{"-device", "virtio-blk-pci,drive=disk0,bootindex=0"}
 	if s.Seed != "" {
 		// virtio, not a CD-ROM: the cloud kernel has no AHCI driver for q35's cdrom.
-		a = append(a,
-			"-drive", "file="+optEscape(s.Seed)+",if=none,id=seed0,format=raw,readonly=on",
-			"-device", "virtio-blk-pci,drive=seed0",
-		)
+		blockdevs = append(blockdevs,
+			blockdev(map[string]any{"driver": "file", "node-name": "seed0-file", "filename": fdset(fdReadOnly, s.Seed),
+				"read-only": true}),
+			blockdev(map[string]any{"driver": "raw", "node-name": "seed0", "file": "seed0-file", "read-only": true}))
+		devices = append(devices, "-device", "virtio-blk-pci,drive=seed0")
 	}
+	a = append(a, addFD...)
+	for _, b := range blockdevs {
+		a = append(a, "-blockdev", b)
+	}
+	a = append(a, devices...)
 	if len(s.NICs) == 0 {
 		a = append(a, "-nic", "none")
 	}
@@ -125,22 +194,25 @@ func Argv(s Spec) ([]string, error) {
 		mac, _ := net.ParseMAC(n.MAC) // validated
 		id := "net" + strconv.Itoa(i)
 		a = append(a,
-			"-netdev", "tap,id="+id+",ifname="+n.Tap+",script=no,downscript=no",
+			"-netdev", "tap,id="+id+",fd="+fd(fdTap, n.Tap),
 			"-device", "virtio-net-pci,netdev="+id+",mac="+mac.String(),
 		)
 	}
-	if s.RunAsUser != "" {
-		a = append(a, "-runas", s.RunAsUser)
-	}
 	if s.Sandbox {
-		a = append(a, "-sandbox", sandboxOpts)
+		a = append(a, "-sandbox", SandboxOpts)
 	}
-	return a, nil
+	return a, fds, nil
 }
 
-// optEscape doubles commas, QEMU's escape inside option values, so a path
-// cannot inject options.
-func optEscape(v string) string { return strings.ReplaceAll(v, ",", ",,") }
+// blockdev renders one -blockdev in QEMU's JSON syntax, which needs no
+// escaping of paths and can say "backing": null.
+func blockdev(v map[string]any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // maps of strings, bools and maps
+	}
+	return string(b)
+}
 
 func validate(s Spec) error {
 	bad := func(format string, args ...any) error {
@@ -166,12 +238,14 @@ func validate(s Spec) error {
 	if s.Disk == "" {
 		return bad("disk is empty")
 	}
+	if s.Base != "" && s.BaseFormat != "qcow2" && s.BaseFormat != "raw" {
+		return bad("base format %q: want qcow2 or raw", s.BaseFormat)
+	}
 	if s.RunDir == "" || !filepath.IsAbs(s.RunDir) {
 		return bad("run dir %q: want an absolute path", s.RunDir)
 	}
-	// -pidfile takes the path raw, where Attach looks for it verbatim.
-	if strings.ContainsAny(s.RunDir, ",\x00") {
-		return bad("run dir %q: must not contain commas", s.RunDir)
+	if strings.ContainsRune(s.RunDir, 0) {
+		return bad("run dir %q: must not contain NUL", s.RunDir)
 	}
 	for _, p := range []string{QMPPath(s.RunDir), SerialPath(s.RunDir)} {
 		if len(p) > sunPathMax {
@@ -195,8 +269,8 @@ func validate(s Spec) error {
 		}
 		macs[mac.String()] = true
 	}
-	if s.RunAsUser != "" && !isName(s.RunAsUser, "._-") {
-		return bad("run-as user %q: want [A-Za-z0-9._-]", s.RunAsUser)
+	if s.User != nil && s.User.Uid == 0 {
+		return bad("user %q has uid 0: that is root", s.User.Name)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -20,48 +21,66 @@ func TestArgv(t *testing.T) {
 		return []string{
 			"qemu-system-x86_64", "-name", "guest=vm1", "-machine", "q35,accel=" + accel,
 			"-smp", "2", "-m", "512M",
-			"-nodefaults", "-no-user-config", "-display", "none",
-			"-daemonize", "-pidfile", "/run/otherix/vm1/qemu.pid", "-S",
-			"-chardev", "socket,id=qmp,path=/run/otherix/vm1/qmp.sock,server=on,wait=off",
+			"-nodefaults", "-no-user-config", "-display", "none", "-S",
+			"-chardev", "socket,id=qmp,fd=3,server=on,wait=off",
 			"-mon", "chardev=qmp,mode=control",
-			"-chardev", "socket,id=serial0,path=/run/otherix/vm1/serial.sock,server=on,wait=off",
+			"-chardev", "socket,id=serial0,fd=4,server=on,wait=off",
 			"-serial", "chardev:serial0",
-			"-drive", "file=/var/lib/otherix/vm1/disk.qcow2,if=none,id=disk0,format=qcow2,cache=none,discard=unmap",
+		}
+	}
+	disk := func(fd, set int, backing string) []string {
+		return []string{
+			"-add-fd", "fd=" + strconv.Itoa(fd) + ",set=" + strconv.Itoa(set),
+			"-blockdev", `{"cache":{"direct":true},"discard":"unmap","driver":"file","filename":"/dev/fdset/` + strconv.Itoa(set) + `","node-name":"disk0-file"}`,
+			"-blockdev", `{"backing":` + backing + `,"discard":"unmap","driver":"qcow2","file":"disk0-file","node-name":"disk0"}`,
 			"-device", "virtio-blk-pci,drive=disk0,bootindex=0",
 		}
 	}
+	cat := func(parts ...[]string) []string {
+		var out []string
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return out
+	}
+	none := []string{"-nic", "none"}
 	tests := []struct {
 		name string
 		edit func(*Spec)
 		want []string
 	}{
-		{"amd64 tcg", func(*Spec) {}, append(common("tcg"), "-nic", "none")},
-		{"amd64 kvm", func(s *Spec) { s.Accel = "kvm"; s.Arch = "amd64" }, append(common("kvm"), "-nic", "none")},
-		{"seed", func(s *Spec) { s.Seed = "/var/lib/otherix/vm1/seed.iso" }, append(common("tcg"),
-			"-drive", "file=/var/lib/otherix/vm1/seed.iso,if=none,id=seed0,format=raw,readonly=on",
-			"-device", "virtio-blk-pci,drive=seed0",
-			"-nic", "none")},
+		{"amd64 tcg", func(*Spec) {}, cat(common("tcg"), disk(5, 1, "null"), none)},
+		{"amd64 kvm", func(s *Spec) { s.Accel = "kvm"; s.Arch = "amd64" }, cat(common("kvm"), disk(5, 1, "null"), none)},
+		{"base named by the agent, not the header", func(s *Spec) { s.Base = "/var/lib/otherix/images/deb,ian.qcow2"; s.BaseFormat = "qcow2" }, cat(common("tcg"),
+			[]string{"-add-fd", "fd=5,set=1", "-add-fd", "fd=6,set=2",
+				"-blockdev", `{"cache":{"direct":true},"driver":"file","filename":"/dev/fdset/1","node-name":"base0-file","read-only":true}`,
+				"-blockdev", `{"driver":"qcow2","file":"base0-file","node-name":"base0","read-only":true}`,
+				"-blockdev", `{"cache":{"direct":true},"discard":"unmap","driver":"file","filename":"/dev/fdset/2","node-name":"disk0-file"}`,
+				"-blockdev", `{"backing":"base0","discard":"unmap","driver":"qcow2","file":"disk0-file","node-name":"disk0"}`,
+				"-device", "virtio-blk-pci,drive=disk0,bootindex=0"}, none)},
+		{"seed", func(s *Spec) { s.Seed = "/var/lib/otherix/vm1/seed.iso" }, cat(common("tcg"),
+			[]string{"-add-fd", "fd=5,set=1", "-add-fd", "fd=6,set=2",
+				"-blockdev", `{"cache":{"direct":true},"discard":"unmap","driver":"file","filename":"/dev/fdset/1","node-name":"disk0-file"}`,
+				"-blockdev", `{"backing":null,"discard":"unmap","driver":"qcow2","file":"disk0-file","node-name":"disk0"}`,
+				"-blockdev", `{"driver":"file","filename":"/dev/fdset/2","node-name":"seed0-file","read-only":true}`,
+				"-blockdev", `{"driver":"raw","file":"seed0-file","node-name":"seed0","read-only":true}`,
+				"-device", "virtio-blk-pci,drive=disk0,bootindex=0", "-device", "virtio-blk-pci,drive=seed0"}, none)},
 		{"nics", func(s *Spec) {
 			s.NICs = []NIC{{Tap: "otx-a", MAC: "52:54:00:AA:BB:01"}, {Tap: "otx-b", MAC: "52:54:00:aa:bb:02"}}
-		}, append(common("tcg"),
-			"-netdev", "tap,id=net0,ifname=otx-a,script=no,downscript=no",
+		}, cat(common("tcg"), disk(5, 1, "null"), []string{
+			"-netdev", "tap,id=net0,fd=6",
 			"-device", "virtio-net-pci,netdev=net0,mac=52:54:00:aa:bb:01",
-			"-netdev", "tap,id=net1,ifname=otx-b,script=no,downscript=no",
-			"-device", "virtio-net-pci,netdev=net1,mac=52:54:00:aa:bb:02")},
-		{"runas and sandbox", func(s *Spec) { s.RunAsUser = "otherix-qemu"; s.Sandbox = true }, append(common("tcg"),
-			"-nic", "none", "-runas", "otherix-qemu", "-sandbox", "on,obsolete=deny,resourcecontrol=deny")},
-		{"comma in disk path is escaped", func(s *Spec) { s.Disk = "/d/a,b.qcow2" }, func() []string {
-			a := append(common("tcg"), "-nic", "none")
-			a[26] = "file=/d/a,,b.qcow2,if=none,id=disk0,format=qcow2,cache=none,discard=unmap"
-			return a
-		}()},
+			"-netdev", "tap,id=net1,fd=7",
+			"-device", "virtio-net-pci,netdev=net1,mac=52:54:00:aa:bb:02"})},
+		{"sandbox", func(s *Spec) { s.Sandbox = true; s.User = &User{Name: "otherix-qemu", Uid: 999, Gid: 999} }, cat(common("tcg"), disk(5, 1, "null"),
+			none, []string{"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"})},
 		{"arm64 tcg", func(s *Spec) { s.Arch = "arm64" }, func() []string {
-			a := append(common("tcg"), "-nic", "none")
+			a := cat(common("tcg"), disk(5, 1, "null"), none)
 			a[0] = "qemu-system-aarch64"
 			return append(append(a[:3:3], "-machine", "virt,accel=tcg", "-cpu", "max"), a[5:]...)
 		}()},
 		{"custom binary", func(s *Spec) { s.Binary = "/opt/qemu/bin/qemu-system-x86_64" }, func() []string {
-			a := append(common("tcg"), "-nic", "none")
+			a := cat(common("tcg"), disk(5, 1, "null"), none)
 			a[0] = "/opt/qemu/bin/qemu-system-x86_64"
 			return a
 		}()},
@@ -80,6 +99,12 @@ func TestArgv(t *testing.T) {
 			again, _ := Argv(s)
 			if !cmp.Equal(got, again) {
 				t.Error("argv is not deterministic")
+			}
+			// QEMU must open nothing by path: every path is the agent's.
+			for _, a := range got {
+				if strings.Contains(a, "/var/lib") || strings.Contains(a, "/run/otherix") {
+					t.Errorf("argv names a host path: %s", a)
+				}
 			}
 		})
 	}
@@ -107,7 +132,9 @@ func TestArgvInvalid(t *testing.T) {
 		}, "used twice"},
 		{"empty tap", func(s *Spec) { s.NICs = []NIC{{MAC: "52:54:00:00:00:01"}} }, "tap"},
 		{"tap with comma", func(s *Spec) { s.NICs = []NIC{{Tap: "t0,script=/x", MAC: "52:54:00:00:00:01"}} }, "tap"},
-		{"runas with comma", func(s *Spec) { s.RunAsUser = "a,b" }, "run-as"},
+		{"user with uid 0", func(s *Spec) { s.User = &User{Name: "toor"} }, "root"},
+		{"base without format", func(s *Spec) { s.Base = "/b.qcow2" }, "base format"},
+		{"base with a probed format", func(s *Spec) { s.Base = "/b.qcow2"; s.BaseFormat = "vmdk" }, "base format"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -18,6 +18,9 @@ var (
 	// ErrMonitorClosed means the QMP connection has ended, normally because
 	// QEMU exited.
 	ErrMonitorClosed = errors.New("qemu: monitor closed")
+	// ErrUnsafeImage refuses a disk whose header would make QEMU open
+	// another file by path.
+	ErrUnsafeImage = errors.New("qemu: unsafe image")
 )
 
 // StartError is QEMU refusing to start; Stderr holds its own words (bad

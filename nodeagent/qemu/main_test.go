@@ -23,8 +23,9 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(helperEnv); spec != "" {
 		os.Exit(runHelper(spec))
 	}
-	// Like the agent: daemonized QEMUs become our children, so the tests
-	// can check that they are reaped.
+	// Like the agent: QEMUs are our children, and a QEMU a helper started
+	// becomes ours when the helper dies, so the tests can check that they
+	// are reaped.
 	if err := SetChildSubreaper(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -85,9 +86,8 @@ func testSpec(t *testing.T) Spec {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil { // for the -runas test
-		t.Fatal(err)
-	}
+	// The directory stays 0700: QEMU, running as another user, must get
+	// by on the descriptors the agent hands it.
 	disk := filepath.Join(dir, "disk.qcow2")
 	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", disk, "64M").CombinedOutput(); err != nil {
 		t.Fatalf("qemu-img: %v: %s", err, out)

@@ -2,10 +2,12 @@ package qemu
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"sync"
@@ -86,16 +88,26 @@ func Dial(ctx context.Context, qmpPath string) (*Monitor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("qemu: dial %s: %w", qmpPath, err)
 	}
+	m, err := dialConn(ctx, conn)
+	if err != nil {
+		return nil, fmt.Errorf("qemu: dial %s: %w", qmpPath, err)
+	}
+	return m, nil
+}
+
+// dialConn negotiates QMP on conn and starts the Monitor's reader. It owns
+// conn from then on.
+func dialConn(ctx context.Context, conn net.Conn) (*Monitor, error) {
 	// The handshake gives up only through ctx, so its error is ctx's.
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	dec := json.NewDecoder(bufio.NewReader(conn))
-	err = handshake(conn, dec)
+	lr := newLineReader(conn)
+	err := handshake(conn, lr)
 	if !stop() || err != nil {
 		conn.Close()
 		if err == nil || ctx.Err() != nil {
 			err = ctx.Err()
 		}
-		return nil, fmt.Errorf("qemu: dial %s: %w", qmpPath, err)
+		return nil, err
 	}
 
 	m := &Monitor{
@@ -106,17 +118,21 @@ func Dial(ctx context.Context, qmpPath string) (*Monitor, error) {
 		ended:   make(chan struct{}),
 	}
 	m.wg.Add(1)
-	go m.read(dec)
+	go m.read(lr)
 	return m, nil
 }
 
 // handshake reads the greeting and negotiates capabilities. Events may come
 // between the request and its reply (go-qemu#210), so they are skipped.
-func handshake(conn net.Conn, dec *json.Decoder) error {
+func handshake(conn net.Conn, lr *lineReader) error {
 	var greeting struct {
 		QMP *json.RawMessage `json:"QMP"`
 	}
-	if err := dec.Decode(&greeting); err != nil {
+	line, err := lr.next()
+	if err == nil {
+		err = json.Unmarshal(line, &greeting)
+	}
+	if err != nil {
 		return fmt.Errorf("read greeting: %w", err)
 	}
 	if greeting.QMP == nil {
@@ -126,8 +142,12 @@ func handshake(conn net.Conn, dec *json.Decoder) error {
 		return err
 	}
 	for {
-		var m message
-		if err := dec.Decode(&m); err != nil {
+		line, err := lr.next()
+		if err != nil {
+			return fmt.Errorf("read qmp_capabilities reply: %w", err)
+		}
+		m, err := decodeMessage(line)
+		if err != nil {
 			return fmt.Errorf("read qmp_capabilities reply: %w", err)
 		}
 		if m.Event != "" {
@@ -149,7 +169,8 @@ func (m *Monitor) Close() error {
 		err = m.conn.Close()
 		m.wg.Wait()
 	})
-	if err != nil {
+	// The reader closes the connection itself when QEMU sent garbage.
+	if err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.ErrClosedPipe) {
 		return fmt.Errorf("qemu: close monitor: %w", err)
 	}
 	return nil
@@ -299,11 +320,18 @@ func (m *Monitor) write(ctx context.Context, line []byte) error {
 
 // read is the connection's only reader: it routes replies by id and fans
 // events out without ever blocking on a subscriber.
-func (m *Monitor) read(dec *json.Decoder) {
+func (m *Monitor) read(lr *lineReader) {
 	defer m.wg.Done()
 	for {
-		var msg message
-		if err := dec.Decode(&msg); err != nil {
+		line, err := lr.next()
+		if err != nil {
+			_ = m.conn.Close() // a line too long leaves the stream unread
+			break
+		}
+		msg, err := decodeMessage(line)
+		if err != nil {
+			// Not QMP: nothing after it can be trusted either.
+			_ = m.conn.Close()
 			break
 		}
 		if msg.Event != "" {
@@ -343,4 +371,56 @@ func (m *Monitor) read(dec *json.Decoder) {
 	m.subs = nil
 	m.mu.Unlock()
 	close(m.ended)
+}
+
+// maxQMPLine bounds one QMP message. QEMU's answers to the commands we send
+// are a few KiB; a QEMU that a guest has taken over could otherwise make
+// the agent buffer without end.
+const maxQMPLine = 1 << 20
+
+// ErrQMPLineTooLong ends a connection whose peer sent a longer message.
+var ErrQMPLineTooLong = errors.New("qemu: qmp message too long")
+
+// lineReader splits QEMU's output into messages: QMP writes one JSON
+// object per line.
+type lineReader struct {
+	br  *bufio.Reader
+	buf []byte
+}
+
+func newLineReader(r io.Reader) *lineReader {
+	return &lineReader{br: bufio.NewReaderSize(r, 64<<10)}
+}
+
+// next returns the next non-blank line, without its line ending, valid
+// until the following call.
+func (l *lineReader) next() ([]byte, error) {
+	for {
+		l.buf = l.buf[:0]
+		for {
+			frag, err := l.br.ReadSlice('\n')
+			if len(l.buf)+len(frag) > maxQMPLine {
+				return nil, ErrQMPLineTooLong
+			}
+			l.buf = append(l.buf, frag...)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, bufio.ErrBufferFull) {
+				return nil, err
+			}
+		}
+		if line := bytes.TrimSpace(l.buf); len(line) > 0 {
+			return line, nil
+		}
+	}
+}
+
+// decodeMessage parses one line of QMP: a reply, an error or an event.
+func decodeMessage(line []byte) (message, error) {
+	var msg message
+	if err := json.Unmarshal(line, &msg); err != nil {
+		return message{}, fmt.Errorf("qemu: qmp: %w", err)
+	}
+	return msg, nil
 }

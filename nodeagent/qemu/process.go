@@ -1,10 +1,12 @@
 package qemu
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -13,17 +15,21 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/otherix/otherix/internal/atomicfile"
 )
 
-// Process is a daemonized QEMU, held through a pidfd so that neither Kill
+// Process is a QEMU, held through a pidfd so that neither Kill
 // nor Exited can ever act on a recycled pid.
 type Process struct {
 	Pid    int
 	RunDir string
 
-	pidfd *os.File // pollable; Close unblocks the watcher
+	pidfd  *os.File    // pollable; Close unblocks the watcher
+	stderr *tailBuffer // QEMU's stderr, when this agent started it
 
 	watchOnce sync.Once
 	exited    chan struct{} // closed once QEMU is gone (and reaped, if ours)
@@ -31,9 +37,10 @@ type Process struct {
 }
 
 // SetChildSubreaper makes the calling process adopt its orphaned
-// descendants. A daemonized QEMU then becomes our child, so we learn of its
-// exit and reap it ourselves instead of leaving a zombie for PID 1, which
-// reaps slowly on some hosts.
+// descendants: a QEMU whose starter died (a test helper, a daemonized QEMU
+// of an older agent's launch) becomes our child, so it is reaped here
+// instead of being left as a zombie for PID 1, which reaps slowly on some
+// hosts.
 func SetChildSubreaper() error {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("qemu: set child subreaper: %w", err)
@@ -41,15 +48,25 @@ func SetChildSubreaper() error {
 	return nil
 }
 
+// startTimeout bounds QEMU's initialisation when ctx has no earlier
+// deadline: exec to a QMP greeting takes well under a second, even under TCG.
+const startTimeout = time.Minute
+
 // Start launches QEMU for s and returns once it is initialised, with the
 // QMP and serial sockets listening and the guest paused (-S): the caller
 // attaches the serial log, then sends Cont.
+//
+// QEMU is the agent's direct child in a session of its own, exec'd as
+// s.User: it never holds root, not even while it opens its files, because
+// the agent opens them (sockets, disks, seed, taps) and QEMU inherits the
+// descriptors. Nothing daemonizes, so the seccomp sandbox can deny fork,
+// exec and set*id outright.
 func Start(ctx context.Context, s Spec) (*Process, error) {
-	argv, err := Argv(s)
+	argv, fds, err := plan(s)
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(s.RunDir, 0o750); err != nil {
+	if err := os.MkdirAll(s.RunDir, 0o700); err != nil {
 		return nil, fmt.Errorf("qemu: start vm %s: %w", s.ID, err)
 	}
 	if p, err := Attach(s.RunDir); err == nil {
@@ -57,53 +74,255 @@ func Start(ctx context.Context, s Spec) (*Process, error) {
 		return nil, fmt.Errorf("%w: vm %s pid %d", ErrAlreadyRunning, s.ID, p.Pid)
 	}
 	removeRunFiles(s.RunDir) // leftovers of a QEMU that was killed
-
-	// A file rather than a pipe: the daemon inherits the launcher's stderr,
-	// and with a pipe exec's Wait would wait for the daemon to close it.
-	errf, err := os.CreateTemp(s.RunDir, "start-*.err")
+	// The overlay is QEMU's to write: after a guest escape its header may
+	// name an external data file, which QEMU would open by path.
+	if h, err := ReadQCOW2Header(s.Disk); err != nil {
+		return nil, &StartError{ID: s.ID, Err: err}
+	} else if h.ExternalData || h.DataFile != "" {
+		return nil, &StartError{ID: s.ID, Err: fmt.Errorf("%w: disk %s names an external data file %q", ErrUnsafeImage, s.Disk, h.DataFile)}
+	}
+	bin, err := exec.LookPath(argv[0])
 	if err != nil {
+		return nil, &StartError{ID: s.ID, Err: err}
+	}
+	files, err := openInherited(fds)
+	defer closeAll(files)
+	if err != nil {
+		removeRunFiles(s.RunDir)
+		return nil, &StartError{ID: s.ID, Err: err}
+	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		removeRunFiles(s.RunDir)
 		return nil, fmt.Errorf("qemu: start vm %s: %w", s.ID, err)
 	}
-	defer os.Remove(errf.Name())
-	defer errf.Close()
+	defer devnull.Close()
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		removeRunFiles(s.RunDir)
+		return nil, fmt.Errorf("qemu: start vm %s: %w", s.ID, err)
+	}
+	pidfd := -1
+	attr := &os.ProcAttr{
+		Dir: "/", // QEMU may not be able to enter the agent's directory
+		// Only what QEMU needs: the agent's environment may hold secrets.
+		Env:   []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+		Files: append([]*os.File{devnull, errW, errW}, files...),
+		Sys: &syscall.SysProcAttr{
+			// Its own session: signals to the agent's process group or
+			// terminal never reach it, and it outlives the agent.
+			Setsid: true,
+			PidFD:  &pidfd,
+		},
+	}
+	if s.User != nil {
+		attr.Sys.Credential = s.User.credential()
+	}
+	proc, err := os.StartProcess(bin, argv, attr)
+	errW.Close()
+	closeAll(files)
+	files = nil
+	if err != nil {
+		errR.Close()
+		removeRunFiles(s.RunDir)
+		return nil, &StartError{ID: s.ID, Err: err}
+	}
+	pid := proc.Pid
+	_ = proc.Release() // reaped through our pidfd, never by os.Process
+	// Nonblocking, so the runtime poller can wait on it (see watch).
+	if err := unix.SetNonblock(pidfd, true); err != nil {
+		errR.Close()
+		_ = unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0)
+		unix.Close(pidfd)
+		removeRunFiles(s.RunDir)
+		return nil, &StartError{ID: s.ID, Err: err}
+	}
+	p := newProcess(pid, s.RunDir, os.NewFile(uintptr(pidfd), "pidfd:"+strconv.Itoa(pid)))
+	p.stderr = newTailBuffer(stderrTail)
+	go p.drainStderr(errR)
 
-	// ctx kills only the launcher; killStrays below finds what it forked.
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Stdout = errf
-	cmd.Stderr = errf
-	// Its own process group: a SIGINT/SIGTERM to the agent's group must not
-	// reach QEMU while it initialises (the daemon then calls setsid). Not
-	// its own session: staying in ours is how reapQEMUZombies tells this
-	// launcher, which exec waits for, from the orphans it forks.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	runErr := cmd.Run()
-	if runErr != nil {
-		msg, _ := os.ReadFile(errf.Name())
-		killStrays(s.RunDir)
-		reapQEMUZombies() // a daemon still exiting is left to ReapOrphans
+	fail := func(err error) (*Process, error) {
+		_ = p.Kill()
+		<-p.Exited()
+		p.Close()
 		removeRunFiles(s.RunDir)
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("qemu: start vm %s: %w", s.ID, ctx.Err())
 		}
-		return nil, &StartError{ID: s.ID, Err: runErr, Stderr: string(bytes.TrimSpace(msg))}
+		return nil, &StartError{ID: s.ID, Err: err, Stderr: p.Stderr()}
 	}
-
-	p, err := Attach(s.RunDir)
+	st, err := readStat(p.Pid)
 	if err != nil {
-		killStrays(s.RunDir)
-		removeRunFiles(s.RunDir)
-		return nil, fmt.Errorf("qemu: start vm %s: launcher succeeded but %w", s.ID, err)
+		return fail(err)
 	}
-	// The middle process of QEMU's double fork is now our zombie.
-	reapQEMUZombies()
+	if err := atomicfile.Write(PidPath(s.RunDir), []byte(fmt.Sprintf("%d %d\n", p.Pid, st.start)), 0o600); err != nil {
+		return fail(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	if err := awaitGreeting(cctx, QMPPath(s.RunDir), p.Exited()); err != nil {
+		return fail(err)
+	}
 	return p, nil
 }
 
-// ReapOrphans reaps QEMU processes that died as orphans adopted by us
-// (see SetChildSubreaper) until ctx ends: the middle process of QEMU's
-// double fork, and the daemon of a launch that failed. A running VM's
-// daemon is reaped by its Process instead (Exited). The agent runs this
-// for its whole life, next to SetChildSubreaper.
+// awaitGreeting waits until QEMU's monitor greets on qmpPath, which it does
+// only once initialised, or until QEMU exits or ctx ends.
+func awaitGreeting(ctx context.Context, qmpPath string, exited <-chan struct{}) error {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", qmpPath)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	done := make(chan error, 1)
+	go func() {
+		line, err := bufio.NewReader(conn).ReadString('\n')
+		if err == nil && !strings.Contains(line, `"QMP"`) {
+			err = fmt.Errorf("unexpected QMP greeting %.80q", line)
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			// Most likely QEMU exited during initialisation.
+			return fmt.Errorf("qemu exited during initialisation")
+		}
+		return nil
+	case <-exited:
+		conn.Close()
+		<-done
+		return fmt.Errorf("qemu exited during initialisation")
+	}
+}
+
+// openInherited opens, in order, the descriptors plan listed. On error it
+// returns what it opened so far, for the caller to close.
+func openInherited(fds []inherit) ([]*os.File, error) {
+	var out []*os.File
+	for _, in := range fds {
+		f, err := openOne(in)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+func openOne(in inherit) (*os.File, error) {
+	switch in.kind {
+	case fdListen:
+		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: in.path, Net: "unix"})
+		if err != nil {
+			return nil, err
+		}
+		// The socket file must outlive this listener: QEMU keeps serving
+		// on it, and a restarted agent dials it by path.
+		l.SetUnlinkOnClose(false)
+		defer l.Close()
+		if err := os.Chmod(in.path, 0o600); err != nil {
+			return nil, err
+		}
+		return l.File()
+	case fdReadOnly:
+		return os.OpenFile(in.path, os.O_RDONLY, 0)
+	case fdReadWrite:
+		return os.OpenFile(in.path, os.O_RDWR, 0)
+	case fdTap:
+		return openTap(in.path)
+	}
+	return nil, fmt.Errorf("qemu: unknown descriptor kind %d", in.kind)
+}
+
+// openTap attaches to the existing persistent tap name the way QEMU's own
+// tap_open would (single queue, no packet info, with virtio-net headers);
+// the flags must match the tap the data plane created.
+func openTap(name string) (*os.File, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open /dev/net/tun: %w", err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("tap %s: %w", name, err)
+	}
+	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("attach tap %s: %w", name, err)
+	}
+	return os.NewFile(uintptr(fd), "tap:"+name), nil
+}
+
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
+}
+
+// stderrTail is how much of QEMU's last words a Process keeps.
+const stderrTail = 4 << 10
+
+// drainStderr reads QEMU's stderr until every writer is gone, keeping the
+// tail: QEMU must never block on a full pipe.
+func (p *Process) drainStderr(r *os.File) {
+	defer r.Close()
+	buf := make([]byte, 4096)
+	for {
+		n, err := r.Read(buf)
+		p.stderr.Write(buf[:n])
+		if err != nil {
+			return
+		}
+	}
+}
+
+// Stderr returns the last few KiB QEMU wrote to stderr, if this agent
+// started it.
+func (p *Process) Stderr() string {
+	if p.stderr == nil {
+		return ""
+	}
+	return strings.TrimSpace(p.stderr.String())
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func newTailBuffer(max int) *tailBuffer { return &tailBuffer{max: max} }
+
+func (t *tailBuffer) Write(p []byte) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if over := len(t.b) - t.max; over > 0 {
+		t.b = append(t.b[:0], t.b[over:]...)
+	}
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.b)
+}
+
+// ReapOrphans reaps QEMU processes that died as our children with nobody
+// watching them (see SetChildSubreaper) until ctx ends: a QEMU whose
+// Process was closed while it ran, or one adopted as an orphan. A watched
+// QEMU is reaped by its Process instead (Exited). The agent runs this for
+// its whole life, next to SetChildSubreaper.
 func ReapOrphans(ctx context.Context) {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGCHLD)
@@ -118,10 +337,9 @@ func ReapOrphans(ctx context.Context) {
 	}
 }
 
-// reapQEMUZombies reaps our zombie children that are QEMU's double-fork
-// products: named qemu-system-* and in a session other than ours (QEMU
-// calls setsid). Any other child, the launcher included, belongs to an
-// exec.Cmd that will Wait for it. Each is reaped through a pidfd opened
+// reapQEMUZombies reaps our zombie children that are QEMUs: named
+// qemu-system-* and in a session other than ours (Start gives QEMU its
+// own). Any other child belongs to an exec.Cmd that will Wait for it. Each is reaped through a pidfd opened
 // and checked first, so a pid reaped meanwhile (by Exited) and reused can
 // never be waited for.
 func reapQEMUZombies() {
@@ -157,9 +375,11 @@ func reapQEMUZombies() {
 }
 
 // Attach re-adopts the QEMU whose pid file is in runDir, typically after an
-// agent restart. It returns ErrNotRunning unless the pid is alive and is a
-// QEMU started with this run directory's pid file, so a recycled pid is
-// never adopted.
+// agent restart. It returns ErrNotRunning unless the pid is alive and is the
+// very QEMU the pid file names, so a recycled pid is never adopted: the
+// agent records the process's start time next to its pid. A pid file with
+// a pid alone was written by a daemonized QEMU of an older agent, which is
+// recognised by its -pidfile argument instead.
 func Attach(runDir string) (*Process, error) {
 	b, err := os.ReadFile(PidPath(runDir))
 	if err != nil {
@@ -168,8 +388,16 @@ func Attach(runDir string) (*Process, error) {
 		}
 		return nil, fmt.Errorf("qemu: attach %s: %w", runDir, err)
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
+	f := strings.Fields(string(b))
+	var pid int
+	var start uint64
+	if len(f) >= 1 {
+		pid, err = strconv.Atoi(f[0])
+	}
+	if len(f) == 2 && err == nil {
+		start, err = strconv.ParseUint(f[1], 10, 64)
+	}
+	if len(f) < 1 || len(f) > 2 || err != nil || pid <= 0 {
 		return nil, fmt.Errorf("%w: bad pid file in %s", ErrNotRunning, runDir)
 	}
 	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
@@ -180,22 +408,28 @@ func Attach(runDir string) (*Process, error) {
 		return nil, fmt.Errorf("qemu: attach %s: pidfd_open %d: %w", runDir, pid, err)
 	}
 	pidfd := os.NewFile(uintptr(fd), "pidfd:"+strconv.Itoa(pid))
-	// The cmdline read below is of the process the pidfd holds only if that
-	// process is still alive afterwards; hence the check after it.
-	ok := isOurQEMU(pid, runDir)
+	// What is read of /proc below is of the process the pidfd holds only
+	// if that process is still alive afterwards; hence the check after it.
+	var ok bool
+	if len(f) == 2 {
+		st, err := readStat(pid)
+		ok = err == nil && st.start == start && strings.HasPrefix(st.comm, "qemu-system-")
+	} else {
+		ok = isOurQEMU(pid, runDir)
+	}
 	if !ok || pidfdExited(fd) {
 		pidfd.Close()
 		return nil, fmt.Errorf("%w: pid %d is not the qemu of %s", ErrNotRunning, pid, runDir)
 	}
-	return &Process{
-		Pid:       pid,
-		RunDir:    runDir,
-		pidfd:     pidfd,
-		exited:    make(chan struct{}),
-		watchDone: make(chan struct{}),
-	}, nil
+	return newProcess(pid, runDir, pidfd), nil
 }
 
+func newProcess(pid int, runDir string, pidfd *os.File) *Process {
+	return &Process{Pid: pid, RunDir: runDir, pidfd: pidfd, exited: make(chan struct{}), watchDone: make(chan struct{})}
+}
+
+// isOurQEMU recognises a daemonized QEMU of an older agent by its command
+// line.
 func isOurQEMU(pid int, runDir string) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 	if err != nil {
@@ -255,7 +489,20 @@ func (p *Process) watch() {
 			}
 		}
 	})
+	p.removePidFile()
 	close(p.exited)
+}
+
+// removePidFile removes the pid file once QEMU is gone, unless it already
+// names another process (a new Start since).
+func (p *Process) removePidFile() {
+	b, err := os.ReadFile(PidPath(p.RunDir))
+	if err != nil {
+		return
+	}
+	if f := strings.Fields(string(b)); len(f) > 0 && f[0] == strconv.Itoa(p.Pid) {
+		_ = os.Remove(PidPath(p.RunDir))
+	}
 }
 
 // Kill sends SIGKILL; it is only for a poweroff that QEMU did not honour.
@@ -289,50 +536,6 @@ func (p *Process) Close() error {
 	return err
 }
 
-// killStrays kills every process of a failed launch for runDir: a daemon
-// that failed after forking, or, when ctx killed the launcher, the middle
-// process and daemon that would otherwise carry on without us. They are
-// found by command line, since none may have written the pid file yet, and
-// waited for, so none can create a file after removeRunFiles. A process
-// SIGKILLed in fork may still produce a child, hence the repeated scan.
-func killStrays(runDir string) {
-	for range 10 {
-		ents, err := os.ReadDir("/proc")
-		if err != nil {
-			return
-		}
-		var fds []int
-		for _, e := range ents {
-			pid, err := strconv.Atoi(e.Name())
-			if err != nil || pid == os.Getpid() || !isOurQEMU(pid, runDir) {
-				continue
-			}
-			fd, err := unix.PidfdOpen(pid, 0)
-			if err != nil {
-				continue
-			}
-			if isOurQEMU(pid, runDir) {
-				_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
-				fds = append(fds, fd)
-			} else {
-				unix.Close(fd)
-			}
-		}
-		if len(fds) == 0 {
-			return
-		}
-		for _, fd := range fds {
-			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-			for {
-				if _, err := unix.Poll(pfd, 5000); err != unix.EINTR {
-					break
-				}
-			}
-			unix.Close(fd)
-		}
-	}
-}
-
 func removeRunFiles(runDir string) {
 	for _, f := range []string{PidFile, QMPSocket, SerialSocket} {
 		_ = os.Remove(filepath.Join(runDir, f))
@@ -354,6 +557,7 @@ type procStat struct {
 	state byte
 	ppid  int
 	sid   int
+	start uint64 // clock ticks after boot: with the pid, names one process
 }
 
 func readStat(pid int) (procStat, error) {
@@ -367,14 +571,15 @@ func readStat(pid int) (procStat, error) {
 		return procStat{}, fmt.Errorf("qemu: malformed /proc/%d/stat", pid)
 	}
 	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 4 {
+	if len(f) < 20 {
 		return procStat{}, fmt.Errorf("qemu: malformed /proc/%d/stat", pid)
 	}
 	ppid, _ := strconv.Atoi(f[1])
 	sid, _ := strconv.Atoi(f[3])
+	start, _ := strconv.ParseUint(f[19], 10, 64)
 	comm := ""
 	if j := bytes.IndexByte(b, '('); j >= 0 && j < i {
 		comm = string(b[j+1 : i])
 	}
-	return procStat{comm: comm, state: f[0][0], ppid: ppid, sid: sid}, nil
+	return procStat{comm: comm, state: f[0][0], ppid: ppid, sid: sid, start: start}, nil
 }

@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -103,8 +104,8 @@ func TestStartMissingDisk(t *testing.T) {
 	if !errors.As(err, &se) {
 		t.Fatalf("err = %v (%T), want *StartError", err, err)
 	}
-	if !strings.Contains(err.Error(), "nope.qcow2") || !strings.Contains(err.Error(), "No such file") {
-		t.Errorf("err = %q, want QEMU's own message about nope.qcow2", err)
+	if !strings.Contains(err.Error(), "nope.qcow2") || !strings.Contains(strings.ToLower(err.Error()), "no such file") {
+		t.Errorf("err = %q, want a message about nope.qcow2", err)
 	}
 	ents, _ := os.ReadDir(s.RunDir)
 	for _, e := range ents {
@@ -206,6 +207,8 @@ func TestAttachStale(t *testing.T) {
 		{"not qemu (the test itself)", strconv.Itoa(os.Getpid())},
 		{"dead pid", strconv.Itoa(dead.Process.Pid)},
 		{"qemu of another vm", strconv.Itoa(live.Pid)},
+		{"live qemu, other start time", strconv.Itoa(live.Pid) + " 1"},
+		{"three fields", strconv.Itoa(live.Pid) + " 1 2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -314,13 +317,30 @@ func TestPowerdownEvent(t *testing.T) {
 	}
 }
 
-func TestSandboxAndRunAs(t *testing.T) {
+// qemuUser is the unprivileged user the QEMU tests run as: the agent's
+// default when it exists, else nobody. Not root: skipped.
+func qemuUser(t *testing.T) *User {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to start QEMU as another user")
+	}
+	for _, name := range []string{DefaultUser, "nobody"} {
+		if u, err := LookupUser(name); err == nil {
+			return u
+		}
+	}
+	t.Skip("neither " + DefaultUser + " nor nobody exists")
+	return nil
+}
+
+// TestSandboxAndUser: QEMU runs as the unprivileged user from exec on,
+// under seccomp, and boots from a disk in a directory only root can enter.
+func TestSandboxAndUser(t *testing.T) {
 	s := testSpec(t)
 	s.Sandbox = true
-	if os.Geteuid() == 0 {
-		if _, err := exec.Command("id", "-u", "nobody").Output(); err == nil {
-			s.RunAsUser = "nobody"
-		}
+	s.User = qemuUser(t)
+	if fi, err := os.Stat(filepath.Dir(s.Disk)); err != nil || fi.Mode().Perm()&0o077 != 0 {
+		t.Fatalf("test dir must be private: %v %v", fi.Mode(), err)
 	}
 	p := startVM(t, s)
 	m := dial(t, p)
@@ -335,14 +355,107 @@ func TestSandboxAndRunAs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Contains(strings.Split(string(status), "\n"), "Seccomp:\t2") {
+	lines := strings.Split(string(status), "\n")
+	if !slices.Contains(lines, "Seccomp:\t2") {
 		t.Error("QEMU is not under a seccomp filter")
 	}
-	if s.RunAsUser != "" {
-		var st syscall.Stat_t
-		if err := syscall.Stat("/proc/"+strconv.Itoa(p.Pid), &st); err != nil || st.Uid == 0 {
-			t.Errorf("QEMU still runs as root (%v)", err)
-		}
+	want := "Uid:\t" + strings.Repeat(strconv.Itoa(int(s.User.Uid))+"\t", 3) + strconv.Itoa(int(s.User.Uid))
+	if !slices.Contains(lines, want) {
+		t.Errorf("QEMU's uids are not all %d: %q", s.User.Uid, lines)
+	}
+}
+
+// TestSandboxDeniesSpawn: a QEMU asked to run a program (a migration to
+// exec:, which forks a shell) must not be able to. Under the old sandbox
+// (obsolete and resourcecontrol only) the shell ran and created the file.
+func TestSandboxDeniesSpawn(t *testing.T) {
+	s := testSpec(t)
+	s.Sandbox = true
+	p := startVM(t, s)
+	m := dial(t, p)
+	marker := filepath.Join(t.TempDir(), "spawned")
+	ctx := ctxT(t)
+	_, _ = qmpRaw(ctx, m, "human-monitor-command", map[string]any{"command-line": "migrate \"exec:touch " + marker + "\""})
+	select {
+	case <-p.Exited(): // killed by seccomp at fork
+	case <-time.After(5 * time.Second):
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("QEMU spawned a program despite spawn=deny")
+	}
+}
+
+// TestStartIgnoresHeaderBacking: the overlay's header names a backing file
+// (a compromised QEMU can write any name there), and QEMU must not open
+// it: only the base the agent names, or none.
+func TestStartIgnoresHeaderBacking(t *testing.T) {
+	s := testSpec(t)
+	dir := filepath.Dir(s.Disk)
+	secret := filepath.Join(dir, "host-secret.raw")
+	if err := os.WriteFile(secret, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := filepath.Join(dir, "base.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", base, "64M").CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img: %v: %s", err, out)
+	}
+	if err := os.Remove(s.Disk); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", secret, s.Disk, "64M").CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img: %v: %s", err, out)
+	}
+	for _, tt := range []struct{ name, base, format, want string }{
+		{"no base", "", "", ""},
+		{"agent's base", base, "qcow2", "/dev/fdset/1"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := s
+			s.Base, s.BaseFormat = tt.base, tt.format
+			m := dial(t, startVM(t, s))
+			b, err := qmpRaw(ctxT(t), m, "query-named-block-nodes", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var nodes []struct {
+				Name string `json:"node-name"`
+				File string `json:"file"`
+			}
+			if err := json.Unmarshal(b, &nodes); err != nil {
+				t.Fatal(err)
+			}
+			var files []string
+			for _, n := range nodes {
+				files = append(files, n.File)
+				if strings.Contains(n.File, "host-secret") {
+					t.Errorf("QEMU opened the header's backing file as node %s: %s", n.Name, n.File)
+				}
+			}
+			if tt.want != "" && !slices.Contains(files, tt.want) {
+				t.Errorf("base %s not attached: %v", tt.want, files)
+			}
+		})
+	}
+}
+
+// TestStartRefusesExternalDataFile: an overlay whose header sends its data
+// to another file is refused before QEMU sees it.
+func TestStartRefusesExternalDataFile(t *testing.T) {
+	s := testSpec(t)
+	data := filepath.Join(filepath.Dir(s.Disk), "data.raw")
+	if err := os.Remove(s.Disk); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file="+data, s.Disk, "64M").CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img: %v: %s", err, out)
+	}
+	p, err := Start(context.Background(), s)
+	if err == nil {
+		stopProcess(t, p)
+		t.Fatal("Start accepted a disk with an external data file")
+	}
+	if !errors.Is(err, ErrUnsafeImage) {
+		t.Fatalf("err = %v, want ErrUnsafeImage", err)
 	}
 }
 
@@ -364,7 +477,12 @@ func TestStartCancelled(t *testing.T) {
 			}
 			ents, _ := os.ReadDir("/proc")
 			for _, e := range ents {
-				if pid, err := strconv.Atoi(e.Name()); err == nil && isOurQEMU(pid, s.RunDir) {
+				pid, err := strconv.Atoi(e.Name())
+				if err != nil {
+					continue
+				}
+				cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+				if bytes.Contains(cmdline, []byte("guest="+s.ID+"\x00")) {
 					if st, err := readStat(pid); err == nil && st.state != 'Z' {
 						t.Errorf("pid %d of the cancelled start is alive", pid)
 					}
@@ -404,4 +522,14 @@ func TestAlive(t *testing.T) {
 	if Alive(pid) {
 		t.Fatalf("reaped child %d alive", pid)
 	}
+}
+
+// qmpRaw runs a command the Monitor has no typed method for.
+func qmpRaw(ctx context.Context, m *Monitor, name string, args map[string]any) (json.RawMessage, error) {
+	cmd := map[string]json.RawMessage{}
+	cmd["execute"], _ = json.Marshal(name)
+	if args != nil {
+		cmd["arguments"], _ = json.Marshal(args)
+	}
+	return m.run(ctx, name, cmd)
 }

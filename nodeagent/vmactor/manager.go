@@ -39,9 +39,12 @@ type Config struct {
 	Accel string
 	// Binaries maps a guest arch to its QEMU binary; missing entries use
 	// qemu-system-x86_64 / qemu-system-aarch64 from PATH.
-	Binaries  map[string]string
-	RunAsUser string
-	Sandbox   bool
+	Binaries map[string]string
+	// QEMUUser is who QEMU runs as; nil keeps the agent's user (root only
+	// when the operator opted out with --qemu-user root).
+	QEMUUser *qemu.User
+	// Sandbox runs QEMU under seccomp (qemu.SandboxOpts).
+	Sandbox bool
 	// StopTimeout is how long a graceful stop waits when the task names no
 	// timeout (2 minutes by default).
 	StopTimeout time.Duration

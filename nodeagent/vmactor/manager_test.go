@@ -92,6 +92,12 @@ func newFixtureServing(t *testing.T, base string, body []byte) *fixture {
 	t.Cleanup(func() { cache.Close() })
 	cfg := Config{StateDir: filepath.Join(base, "state"), RunDir: filepath.Join(base, "r"),
 		DiskDir: filepath.Join(base, "pool", "vms"), Images: cache, Accel: "tcg", StopTimeout: time.Minute}
+	// As the agent does by default: QEMU as the unprivileged user, sandboxed.
+	if os.Geteuid() == 0 {
+		if u, err := qemu.LookupUser(qemu.DefaultUser); err == nil {
+			cfg.QEMUUser, cfg.Sandbox = u, true
+		}
+	}
 	f := &fixture{t: t, cfg: cfg, url: srv.URL + "/images/base.qcow2", sha: hex.EncodeToString(sum[:]), baseDir: base}
 	f.start()
 	return f

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -130,7 +131,9 @@ func TestVMWithNICOnRealQEMU(t *testing.T) {
 		t.Fatal(err)
 	}
 	args := strings.Split(string(cmdline), "\x00")
-	wantNetdev := "tap,id=net0,ifname=" + tap + ",script=no,downscript=no"
+	// The agent opens the tap and QEMU inherits it: QEMU, unprivileged,
+	// could not attach to it by name.
+	wantNetdev := "tap,id=net0,fd=N"
 	var netdev, device string
 	for i, a := range args {
 		if a == "-netdev" && i+1 < len(args) {
@@ -140,11 +143,20 @@ func TestVMWithNICOnRealQEMU(t *testing.T) {
 			device = args[i+1]
 		}
 	}
-	if !strings.HasPrefix(netdev, "tap,") || !strings.Contains(netdev, "ifname="+tap+",") {
+	if !strings.HasPrefix(netdev, "tap,id=net0,fd=") || strings.Contains(netdev, "ifname") {
 		t.Errorf("-netdev %q, want like %q", netdev, wantNetdev)
 	}
 	if !strings.Contains(device, "mac=52:54:00:12:34:56") {
 		t.Errorf("-device %q lacks the NIC's MAC", device)
+	}
+	if f.cfg.QEMUUser != nil {
+		wantUID(t, pid, f.cfg.QEMUUser.Uid)
+	}
+	// The base image is recorded, so later starts never read it from the
+	// overlay's header.
+	if rec, err := loadRecord(f.m.vmStateDir(vm.ID)); err != nil || rec.Base == "" || rec.BaseFormat != "qcow2" ||
+		!strings.HasPrefix(rec.Base, filepath.Dir(f.cfg.DiskDir)) {
+		t.Errorf("record base %+v, %v", rec, err)
 	}
 	// QEMU holds the tap open: its fd's fdinfo names the interface.
 	if !holdsTap(t, pid, tap) {
@@ -220,5 +232,20 @@ func TestNICsWithoutDataPlane(t *testing.T) {
 	disks, _ := filepath.Glob(filepath.Join(f.cfg.DiskDir, "*"))
 	if len(left)+len(disks) != 0 || len(f.m.NICs()) != 0 {
 		t.Fatalf("left %v %v %v", left, disks, f.m.NICs())
+	}
+}
+
+// wantUID checks that process pid runs as uid, real, effective, saved and
+// filesystem alike.
+func wantUID(t *testing.T, pid int, uid uint32) {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := fmt.Sprint(uid)
+	want := "Uid:\t" + u + "\t" + u + "\t" + u + "\t" + u
+	if !slices.Contains(strings.Split(string(b), "\n"), want) {
+		t.Errorf("pid %d does not run as uid %d only:\n%s", pid, uid, b)
 	}
 }

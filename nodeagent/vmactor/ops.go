@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/otherix/otherix/messages"
@@ -140,6 +141,10 @@ func (e *opEnv) create(ctx context.Context, st vmState) (vmState, error) {
 	if err := images.CreateOverlay(ctx, img, rec.Disk, int64(spec.DiskGiB)<<30); err != nil {
 		return fail(err)
 	}
+	if rec.Base, err = filepath.Abs(img.Path); err != nil {
+		return fail(err)
+	}
+	rec.BaseFormat = img.Format
 	err = cloudinit.Write(rec.Seed, cloudinit.Seed{InstanceID: e.id, Hostname: vm.Name, UserData: spec.UserData,
 		NetworkConfig: netcfg})
 	if err != nil {
@@ -202,10 +207,15 @@ func (e *opEnv) start(ctx context.Context, st vmState) (vmState, error) {
 	runDir := e.m.vmRunDir(e.id)
 	spec := qemu.Spec{ID: e.id, Binary: e.m.binary(rec.Spec.Arch), Arch: rec.Spec.Arch, Accel: e.m.cfg.Accel,
 		CPUs: rec.Spec.CPUs, MemoryMiB: rec.Spec.MemoryMiB, Disk: rec.Disk, RunDir: runDir,
-		RunAsUser: e.m.cfg.RunAsUser, Sandbox: e.m.cfg.Sandbox}
+		User: e.m.cfg.QEMUUser, Sandbox: e.m.cfg.Sandbox}
 	if _, err := os.Stat(rec.Seed); err == nil {
 		spec.Seed = rec.Seed
 	}
+	base, format, err := e.base(&rec)
+	if err != nil {
+		return st, err
+	}
+	spec.Base, spec.BaseFormat = base, format
 	nics, err := e.createTaps(ctx, &rec)
 	if err != nil {
 		return st, err
@@ -261,6 +271,29 @@ func (e *opEnv) start(ctx context.Context, st vmState) (vmState, error) {
 	}
 	e.m.cfg.Log.Info("vm started", "vm", e.id, "pid", proc.Pid, "accel", e.m.cfg.Accel)
 	return next, nil
+}
+
+// base returns the disk's backing image. Records written before the agent
+// kept it have only the overlay's header to go by, which is trusted only
+// where it points into this pool's image cache with a format named.
+func (e *opEnv) base(rec *record) (string, string, error) {
+	if rec.Base != "" {
+		return rec.Base, rec.BaseFormat, nil
+	}
+	h, err := qemu.ReadQCOW2Header(rec.Disk)
+	if err != nil {
+		return "", "", messages.Errorf(messages.KindConflict, "vm_disk_invalid", "the disk of vm %s: %v", e.id, err)
+	}
+	if h.BackingFile == "" {
+		return "", "", nil
+	}
+	images := filepath.Join(filepath.Dir(e.m.cfg.DiskDir), "images") + string(filepath.Separator)
+	clean := filepath.Clean(h.BackingFile)
+	if clean != h.BackingFile || !strings.HasPrefix(clean, images) || (h.BackingFormat != "qcow2" && h.BackingFormat != "raw") {
+		return "", "", messages.Errorf(messages.KindConflict, "vm_disk_invalid",
+			"the disk of vm %s names backing file %q (%q) outside the image cache %s", e.id, h.BackingFile, h.BackingFormat, images)
+	}
+	return clean, h.BackingFormat, nil
 }
 
 // stop presses the ACPI power button and waits for the guest to power off.

@@ -31,6 +31,11 @@ type record struct {
 	Message    string          `json:"message,omitempty"`
 	Disk       string          `json:"disk"`
 	Seed       string          `json:"seed,omitempty"`
+	// Base and BaseFormat are Disk's backing image, recorded when the
+	// agent made Disk: QEMU is told them rather than reading them from
+	// Disk's header, which QEMU itself can rewrite.
+	Base       string `json:"base,omitempty"`
+	BaseFormat string `json:"base_format,omitempty"`
 	// NICs are the VM's allocated NICs, as the create task carried them.
 	NICs      []messages.NICStatus `json:"nics,omitempty"`
 	CreatedAt time.Time            `json:"created_at"`

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -243,6 +244,7 @@ func TestVMLifecycleOnRealQEMU(t *testing.T) {
 	if v.Status.Phase != "running" || v.Status.Node != "n1" || !qemu.Alive(v.Status.Pid) {
 		t.Fatalf("after create --wait: %+v", v)
 	}
+	wantConfinedQEMU(t, v.Status.Pid)
 	booted := time.Now()
 	c.waitLog("g1", guest.ReadyMarker+" instance-id="+v.ID, 1, 90*time.Second)
 	t.Logf("guest printed its marker %s after create returned", time.Since(booted).Round(time.Millisecond))
@@ -271,6 +273,7 @@ func TestVMLifecycleOnRealQEMU(t *testing.T) {
 	if v2.Status.Phase != "running" || !qemu.Alive(v2.Status.Pid) || v2.Status.Pid == v.Status.Pid {
 		t.Fatalf("after start: %+v", v2)
 	}
+	wantConfinedQEMU(t, v2.Status.Pid)
 	c.waitLog("g1", guest.ReadyMarker+" instance-id="+v.ID, 2, 90*time.Second)
 
 	// Deleting a running VM needs --force, which powers it off first.
@@ -349,4 +352,33 @@ func TestAPIKilledMidCreate(t *testing.T) {
 		t.Errorf("%d QEMU run dirs: %v", len(pids), pids)
 	}
 	c.mustCLI("vm", "delete", "g2", "--force", "--wait")
+}
+
+// wantConfinedQEMU checks what the agent's defaults promise: QEMU never
+// runs as root (when the agent does) and its seccomp sandbox denies
+// spawning processes and changing ids.
+func wantConfinedQEMU(t *testing.T, pid int) {
+	t.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(status), "\n")
+	if !slices.Contains(lines, "Seccomp:\t2") {
+		t.Errorf("QEMU pid %d is not under seccomp", pid)
+	}
+	if os.Geteuid() == 0 {
+		for _, l := range lines {
+			if f := strings.Fields(l); len(f) == 5 && f[0] == "Uid:" && slices.Contains(f[1:], "0") {
+				t.Errorf("QEMU pid %d runs as root: %s", pid, l)
+			}
+		}
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(cmdline), "spawn=deny") || !strings.Contains(string(cmdline), "elevateprivileges=deny") {
+		t.Errorf("QEMU's sandbox allows spawn or elevating privileges: %q", cmdline)
+	}
 }
