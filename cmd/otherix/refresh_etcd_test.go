@@ -3,6 +3,9 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"strings"
 	"sync"
 	"testing"
 
@@ -46,7 +49,11 @@ func TestCLIConcurrentRefresh(t *testing.T) {
 		for i := range n {
 			wg.Go(func() {
 				<-start
-				codes[i], _, errs[i] = c.run("vm", "list")
+				// runIO, not c.run: c.run resets the shared stdin field,
+				// which would race between the goroutines.
+				var out, errOut bytes.Buffer
+				codes[i] = runIO(context.Background(), []string{"--config", c.cfg, "vm", "list"}, strings.NewReader(""), &out, &errOut)
+				errs[i] = errOut.String()
 			})
 		}
 		close(start)
