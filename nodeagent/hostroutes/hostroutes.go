@@ -126,7 +126,7 @@ func routeEntries(r netlink.Route, names map[int]string, owned func(int) bool) [
 	}
 	var out []Entry
 	dst := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
-	if p, ok := ipNetPrefix(r.Dst); ok {
+	if p, ok := PrefixOf(r.Dst); ok {
 		dst = p
 	}
 	if dst.Bits() > 0 {
@@ -250,7 +250,9 @@ func Check(claims []Claim, taken []Entry) []Conflict {
 	return out
 }
 
-func ipNetPrefix(n *net.IPNet) (netip.Prefix, bool) {
+// PrefixOf converts a netlink address or route destination; false for nil
+// or a malformed one. IPv4-mapped addresses come out as IPv4.
+func PrefixOf(n *net.IPNet) (netip.Prefix, bool) {
 	if n == nil {
 		return netip.Prefix{}, false
 	}

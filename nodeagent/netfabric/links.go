@@ -10,6 +10,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/otherix/otherix/nodeagent/hostroutes"
 )
 
 // linkSnapshot is the node's links, IPv4 addresses and main-table IPv4
@@ -176,7 +178,7 @@ func (f *Fabric) ensureAddrs(s *linkSnapshot, l netlink.Link, want []netip.Prefi
 	name := l.Attrs().Name
 	have := map[netip.Prefix]bool{}
 	for _, a := range s.addrs[l.Attrs().Index] {
-		p, ok := ipNetPrefix(a.IPNet)
+		p, ok := hostroutes.PrefixOf(a.IPNet)
 		if !ok {
 			continue
 		}
@@ -206,7 +208,7 @@ func (f *Fabric) ensureRoute(s *linkSnapshot, l netlink.Link, dst netip.Prefix, 
 	name, idx := l.Attrs().Name, l.Attrs().Index
 	found := false
 	for _, r := range s.routes[idx] {
-		p, ok := ipNetPrefix(r.Dst)
+		p, ok := hostroutes.PrefixOf(r.Dst)
 		if ok && p == dst && r.Scope == netlink.SCOPE_LINK && r.Gw == nil {
 			found = true
 			continue
@@ -319,18 +321,6 @@ func (f *Fabric) ensureTap(s *linkSnapshot, name string, tp tapPlan, br netlink.
 		}
 	}
 	return f.ensurePort(l, br, tp.mtu, rep)
-}
-
-func ipNetPrefix(n *net.IPNet) (netip.Prefix, bool) {
-	if n == nil {
-		return netip.Prefix{}, false
-	}
-	a, ok := netip.AddrFromSlice(n.IP)
-	if !ok {
-		return netip.Prefix{}, false
-	}
-	ones, _ := n.Mask.Size()
-	return netip.PrefixFrom(a.Unmap(), ones), true
 }
 
 func prefixIPNet(p netip.Prefix) *net.IPNet {
