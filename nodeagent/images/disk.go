@@ -19,18 +19,18 @@ func CheckDisk(disk string) error {
 	if err != nil {
 		return diskError(disk, err)
 	}
-	if h.Backing == "" {
+	if h.BackingFile == "" {
 		return nil
 	}
-	if !filepath.IsAbs(h.Backing) || strings.HasPrefix(h.Backing, "json:") {
+	if !filepath.IsAbs(h.BackingFile) || strings.HasPrefix(h.BackingFile, "json:") {
 		return newError(CodeExternalReference, fmt.Sprintf("vm disk %s: its backing file is not an absolute path", disk), nil)
 	}
 	switch h.BackingFormat {
 	case formatRaw:
 		return nil
 	case formatQCOW2:
-		if _, err := checkQCOW2Header(h.Backing, math.MaxInt64); err != nil {
-			return diskError(h.Backing, err)
+		if _, err := checkQCOW2Header(h.BackingFile, math.MaxInt64); err != nil {
+			return diskError(h.BackingFile, err)
 		}
 		return nil
 	}
