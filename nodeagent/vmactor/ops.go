@@ -12,6 +12,7 @@ import (
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/nodeagent/cloudinit"
 	"github.com/otherix/otherix/nodeagent/images"
+	"github.com/otherix/otherix/nodeagent/qcow2"
 	"github.com/otherix/otherix/nodeagent/qemu"
 )
 
@@ -280,7 +281,7 @@ func (e *opEnv) base(rec *record) (string, string, error) {
 	if rec.Base != "" {
 		return rec.Base, rec.BaseFormat, nil
 	}
-	h, err := qemu.ReadQCOW2Header(rec.Disk)
+	h, err := qcow2.Read(rec.Disk)
 	if err != nil {
 		return "", "", messages.Errorf(messages.KindConflict, "vm_disk_invalid", "the disk of vm %s: %v", e.id, err)
 	}
