@@ -216,6 +216,12 @@ func (e *opEnv) start(ctx context.Context, st vmState) (vmState, error) {
 	if err != nil {
 		return st, err
 	}
+	// QEMU opens this base, not the one the disk's header names.
+	if base != "" {
+		if err := images.CheckBase(base, format); err != nil {
+			return st, err
+		}
+	}
 	spec.Base, spec.BaseFormat = base, format
 	nics, err := e.createTaps(ctx, &rec)
 	if err != nil {
