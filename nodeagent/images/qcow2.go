@@ -3,6 +3,7 @@ package images
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/otherix/otherix/nodeagent/qcow2"
 )
@@ -74,11 +75,10 @@ func judgeQCOW2(h qcow2.Header, perr error, maxVirtual int64, allowBacking bool)
 // qcow2Reason is the parser's reason without its package prefix; it never
 // quotes the image's names, only offsets and sizes.
 func qcow2Reason(err error) string {
-	msg := err.Error()
-	if p := qcow2.ErrInvalid.Error() + ": "; len(msg) > len(p) && msg[:len(p)] == p {
-		msg = "qcow2 " + msg[len(p):]
+	if msg, ok := strings.CutPrefix(err.Error(), qcow2.ErrInvalid.Error()+": "); ok {
+		return "qcow2 " + msg
 	}
-	return msg
+	return err.Error()
 }
 
 // invalidFormat refuses a download that is not an image we accept.
