@@ -19,22 +19,34 @@ func CheckDisk(disk string) error {
 	if err != nil {
 		return diskError(disk, err)
 	}
-	if h.Backing == "" {
+	if h.BackingFile == "" {
 		return nil
 	}
-	if !filepath.IsAbs(h.Backing) || strings.HasPrefix(h.Backing, "json:") {
+	if !filepath.IsAbs(h.BackingFile) || strings.HasPrefix(h.BackingFile, "json:") {
 		return newError(CodeExternalReference, fmt.Sprintf("vm disk %s: its backing file is not an absolute path", disk), nil)
 	}
-	switch h.BackingFormat {
+	if h.BackingFormat != formatRaw && h.BackingFormat != formatQCOW2 {
+		return newError(CodeExternalReference, fmt.Sprintf("vm disk %s: its backing file has no explicit raw or qcow2 format", disk), nil)
+	}
+	return CheckBase(h.BackingFile, h.BackingFormat)
+}
+
+// CheckBase checks the base image QEMU will open under a VM disk, as the
+// agent hands it over (the record's base, not the disk header's backing
+// name): a qcow2 base must name no file itself, since QEMU would follow
+// its backing file or data file by path. A record can name a base that
+// the disk's header no longer does, so CheckDisk alone does not cover it.
+func CheckBase(base, format string) error {
+	switch format {
 	case formatRaw:
 		return nil
 	case formatQCOW2:
-		if _, err := checkQCOW2Header(h.Backing, math.MaxInt64); err != nil {
-			return diskError(h.Backing, err)
+		if _, err := checkQCOW2Header(base, math.MaxInt64); err != nil {
+			return diskError(base, err)
 		}
 		return nil
 	}
-	return newError(CodeExternalReference, fmt.Sprintf("vm disk %s: its backing file has no explicit raw or qcow2 format", disk), nil)
+	return newError(CodeExternalReference, fmt.Sprintf("vm base %s: format %q is not raw or qcow2", base, format), nil)
 }
 
 // diskError restates a header check's refusal for a disk, not a download.

@@ -1,37 +1,12 @@
 package images
 
 import (
-	"encoding/binary"
+	"errors"
 	"fmt"
-	"io"
-	"os"
+	"strings"
+
+	"github.com/otherix/otherix/nodeagent/qcow2"
 )
-
-// The qcow2 header fields and extensions this package judges an untrusted
-// image by (docs/interop/qcow2.txt in the QEMU sources).
-const (
-	qcow2V2HeaderLen = 72
-	qcow2V3HeaderLen = 104
-
-	qcow2IncompatDataFile   = 1 << 2 // an external data file holds the guest data
-	qcow2AutoclearDataRaw   = 1 << 1 // the external data file is a valid raw image
-	qcow2ExtEnd             = 0x00000000
-	qcow2ExtEncryption      = 0x0537be77
-	qcow2ExtBackingFormat   = 0xe2792aca
-	qcow2ExtDataFile        = 0x44415441
-	qcow2MinClusterBits     = 9
-	qcow2MaxClusterBits     = 21
-	qcow2MaxHeaderExtension = 1 << 21 // the header and its extensions fit in the first cluster
-)
-
-// qcow2Header is what parseQCOW2Header learned from an image's header.
-type qcow2Header struct {
-	Version     uint32
-	VirtualSize int64
-	// Backing and BackingFormat are the backing file and its format as the
-	// header names them; only parsed when the caller allows a backing file.
-	Backing, BackingFormat string
-}
 
 // checkQCOW2Header reads the header of the qcow2 image at p and refuses,
 // before any qemu-img sees the file, everything that would make QEMU open a
@@ -48,112 +23,62 @@ func checkQCOW2Header(p string, maxVirtual int64) (qcow2Header, error) {
 }
 
 // parseQCOW2Header is checkQCOW2Header; with allowBacking a backing file
-// is read instead of refused (a VM disk's overlay has one: its base).
+// is accepted instead of refused (a VM disk's overlay has one: its base).
 func parseQCOW2Header(p string, maxVirtual int64, allowBacking bool) (qcow2Header, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return qcow2Header{}, newError(CodeCacheIO, "open image", err)
+	h, err := qcow2.Read(p)
+	if err != nil && !errors.Is(err, qcow2.ErrInvalid) {
+		return qcow2Header{}, newError(CodeCacheIO, "read qcow2 header", err)
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return qcow2Header{}, newError(CodeCacheIO, "stat image", err)
+	if err := judgeQCOW2(h, err, maxVirtual, allowBacking); err != nil {
+		return qcow2Header{}, err
 	}
-	head := make([]byte, qcow2V3HeaderLen)
-	if _, err := io.ReadFull(f, head); err != nil {
-		return qcow2Header{}, invalidFormat("qcow2 header is truncated")
-	}
-	be := binary.BigEndian
-	if string(head[:4]) != string(qcow2Magic) {
-		return qcow2Header{}, invalidFormat("not a qcow2 image")
-	}
-	h := qcow2Header{Version: be.Uint32(head[4:])}
-	if h.Version != 2 && h.Version != 3 {
-		return h, invalidFormat("qcow2 version is not 2 or 3")
-	}
-	clusterBits := be.Uint32(head[20:])
-	if clusterBits < qcow2MinClusterBits || clusterBits > qcow2MaxClusterBits {
-		return h, invalidFormat("qcow2 cluster size out of range")
-	}
-	clusterSize := int64(1) << clusterBits
-	backingOffset, backingSize := int64(be.Uint64(head[8:])), int64(be.Uint32(head[16:]))
-	extEnd := clusterSize
-	if backingOffset != 0 || backingSize != 0 {
-		if !allowBacking {
-			return h, newError(CodeExternalReference, "download refused: image names a backing file", nil)
-		}
-		if backingOffset <= 0 || backingSize <= 0 || backingSize > 1023 || backingOffset+backingSize > clusterSize {
-			return h, invalidFormat("qcow2 backing file name out of bounds")
-		}
-		name := make([]byte, backingSize)
-		if _, err := f.ReadAt(name, backingOffset); err != nil {
-			return h, invalidFormat("qcow2 backing file name is truncated")
-		}
-		h.Backing = string(name)
-		// QEMU reads the extensions up to the backing file name.
-		extEnd = backingOffset
-	}
-	size := be.Uint64(head[24:])
-	if size > uint64(maxVirtual) {
-		return h, newError(CodeTooLarge, fmt.Sprintf("download refused: image virtual size %d bytes exceeds the limit of %d", size, maxVirtual), nil)
-	}
-	h.VirtualSize = int64(size)
-	if be.Uint32(head[32:]) != 0 {
-		return h, invalidFormat("encrypted qcow2 images are not supported")
-	}
-	extStart := int64(qcow2V2HeaderLen) // version 2: no feature bits
-	if h.Version == 3 {
-		incompat, autoclear := be.Uint64(head[72:]), be.Uint64(head[88:])
-		if incompat&qcow2IncompatDataFile != 0 || autoclear&qcow2AutoclearDataRaw != 0 {
-			return h, newError(CodeExternalReference, "download refused: image uses an external data file", nil)
-		}
-		hlen := be.Uint32(head[100:])
-		if hlen < qcow2V3HeaderLen || hlen%8 != 0 {
-			return h, invalidFormat("qcow2 header length is invalid")
-		}
-		extStart = int64(hlen)
-	}
-	h.BackingFormat, err = checkQCOW2Extensions(f, extStart, extEnd, st.Size())
-	return h, err
+	return qcow2Header{Header: h, VirtualSize: int64(h.Size)}, nil
 }
 
-// checkQCOW2Extensions walks the header extensions from off to end, where
-// QEMU reads them, and refuses a data file name or an encryption header
-// wherever they appear, whatever the feature bits say. It returns the
-// backing format extension's value, if any.
-func checkQCOW2Extensions(f *os.File, off, end, fileSize int64) (string, error) {
-	end = min(end, qcow2MaxHeaderExtension)
-	var hdr [8]byte
-	backingFormat := ""
-	for off+8 <= end {
-		if _, err := f.ReadAt(hdr[:], off); err != nil {
-			if off >= fileSize {
-				return "", invalidFormat("qcow2 header extensions are truncated")
-			}
-			return "", newError(CodeCacheIO, "read qcow2 header extension", err)
-		}
-		typ, n := binary.BigEndian.Uint32(hdr[:4]), int64(binary.BigEndian.Uint32(hdr[4:]))
-		switch typ {
-		case qcow2ExtEnd:
-			return backingFormat, nil
-		case qcow2ExtDataFile:
-			return "", newError(CodeExternalReference, "download refused: image names an external data file", nil)
-		case qcow2ExtEncryption:
-			return "", invalidFormat("encrypted qcow2 images are not supported")
-		case qcow2ExtBackingFormat:
-			if n > 0 && n < 64 && off+8+n <= end {
-				b := make([]byte, n)
-				if _, err := f.ReadAt(b, off+8); err == nil {
-					backingFormat = string(b)
-				}
-			}
-		}
-		off += 8 + (n+7)&^7
-		if off > end {
-			return "", invalidFormat("qcow2 header extension overruns the first cluster")
-		}
+// qcow2Header is a header that passed judgeQCOW2.
+type qcow2Header struct {
+	qcow2.Header
+	VirtualSize int64 // Size, known to fit: at most the limit it was judged by
+}
+
+// judgeQCOW2 is the refusal policy on a parsed header. perr is the parse
+// error, if any: the fields decoded before it still decide the code, so an
+// image naming another file is reported as an external reference even when
+// it is malformed further on.
+func judgeQCOW2(h qcow2.Header, perr error, maxVirtual int64, allowBacking bool) error {
+	if h.NamesBacking() && !allowBacking {
+		return newError(CodeExternalReference, "download refused: image names a backing file", nil)
 	}
-	return backingFormat, nil
+	if h.ExternalData() || h.RawExternalData() {
+		return newError(CodeExternalReference, "download refused: image uses an external data file", nil)
+	}
+	if h.Size > uint64(maxVirtual) {
+		return newError(CodeTooLarge, fmt.Sprintf("download refused: image virtual size %d bytes exceeds the limit of %d", h.Size, maxVirtual), nil)
+	}
+	if h.CryptMethod != 0 {
+		return invalidFormat("encrypted qcow2 images are not supported")
+	}
+	if perr != nil {
+		return invalidFormat(qcow2Reason(perr))
+	}
+	// The extensions count wherever QEMU would read them, whatever the
+	// feature bits say.
+	if h.DataFileExtension {
+		return newError(CodeExternalReference, "download refused: image names an external data file", nil)
+	}
+	if h.EncryptionExtension {
+		return invalidFormat("encrypted qcow2 images are not supported")
+	}
+	return nil
+}
+
+// qcow2Reason is the parser's reason without its package prefix; it never
+// quotes the image's names, only offsets and sizes.
+func qcow2Reason(err error) string {
+	if msg, ok := strings.CutPrefix(err.Error(), qcow2.ErrInvalid.Error()+": "); ok {
+		return "qcow2 " + msg
+	}
+	return err.Error()
 }
 
 // invalidFormat refuses a download that is not an image we accept.

@@ -3,9 +3,7 @@ package qemu
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -106,91 +104,6 @@ func FuzzQMPStream(f *testing.F) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
-
-// FuzzQCOW2Header: the parser never panics or reads outside its input,
-// and a header it builds itself comes back field for field.
-func FuzzQCOW2Header(f *testing.F) {
-	f.Add(buildQCOW2(3, 16, "/var/lib/otherix/pools/default/images/base.qcow2", "qcow2", ""))
-	f.Add(buildQCOW2(2, 16, "base.img", "", ""))
-	f.Add(buildQCOW2(3, 16, "", "", "/etc/shadow"))
-	f.Add(buildQCOW2(3, 9, "json:{\"driver\":\"file\"}", "raw", "/dev/sda"))
-	f.Add([]byte("QFI\xfb"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		h, err := ParseQCOW2Header(b)
-		if err != nil {
-			if !errors.Is(err, ErrNotQCOW2) {
-				t.Fatalf("error %v does not wrap ErrNotQCOW2", err)
-			}
-			return
-		}
-		if len(h.BackingFile) > qcow2MaxBackingName {
-			t.Fatalf("backing name of %d bytes", len(h.BackingFile))
-		}
-		if len(h.BackingFormat) > len(b) || len(h.DataFile) > len(b) {
-			t.Fatal("a name longer than the input")
-		}
-		if h.BackingFile == "" || h.ExternalData || len(h.BackingFormat) > 64 || len(h.DataFile) > 256 ||
-			bytes.IndexByte([]byte(h.BackingFormat+h.DataFile), 0) >= 0 || h.ClusterBits < 12 {
-			return
-		}
-		dataFile := ""
-		if h.Version == 3 {
-			dataFile = h.DataFile
-		} else if h.DataFile != "" {
-			return
-		}
-		again, err := ParseQCOW2Header(buildQCOW2(h.Version, h.ClusterBits, h.BackingFile, h.BackingFormat, dataFile))
-		if err != nil {
-			t.Fatalf("rebuilt header: %v", err)
-		}
-		if again.BackingFile != h.BackingFile || again.BackingFormat != h.BackingFormat || again.DataFile != dataFile {
-			t.Fatalf("round trip: %+v -> %+v", h, again)
-		}
-	})
-}
-
-// buildQCOW2 writes a qcow2 header as qemu-img lays it out: header,
-// extensions, end marker, then the backing file name.
-func buildQCOW2(version, clusterBits uint32, backing, format, dataFile string) []byte {
-	be := binary.BigEndian
-	hl := uint32(qcow2V2HeaderLen)
-	if version == 3 {
-		hl = qcow2V3HeaderLen
-	}
-	b := make([]byte, hl)
-	be.PutUint32(b, qcow2Magic)
-	be.PutUint32(b[4:], version)
-	be.PutUint32(b[20:], clusterBits)
-	be.PutUint64(b[24:], 64<<20)
-	if version == 3 {
-		be.PutUint32(b[96:], 4)
-		be.PutUint32(b[100:], hl)
-		if dataFile != "" {
-			be.PutUint64(b[72:], featureExternalData)
-		}
-	}
-	ext := func(typ uint32, data string) {
-		var h [8]byte
-		be.PutUint32(h[:], typ)
-		be.PutUint32(h[4:], uint32(len(data)))
-		b = append(b, h[:]...)
-		b = append(b, data...)
-		b = append(b, make([]byte, (8-len(data)%8)%8)...)
-	}
-	if format != "" {
-		ext(extBackingFormat, format)
-	}
-	if dataFile != "" {
-		ext(extDataFile, dataFile)
-	}
-	b = append(b, make([]byte, 8)...) // end of extensions
-	if backing != "" {
-		be.PutUint64(b[8:], uint64(len(b)))
-		be.PutUint32(b[16:], uint32(len(backing)))
-		b = append(b, backing...)
-	}
-	return b
-}
 
 // FuzzSerialLog writes what a guest prints, in chunks the fuzzer chooses,
 // through a small log: the files never exceed the bound, Tail always

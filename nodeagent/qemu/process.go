@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/otherix/otherix/internal/atomicfile"
+	"github.com/otherix/otherix/nodeagent/qcow2"
 )
 
 // Process is a QEMU, held through a pidfd so that neither Kill
@@ -74,12 +75,16 @@ func Start(ctx context.Context, s Spec) (*Process, error) {
 		return nil, fmt.Errorf("%w: vm %s pid %d", ErrAlreadyRunning, s.ID, p.Pid)
 	}
 	removeRunFiles(s.RunDir) // leftovers of a QEMU that was killed
-	// The overlay is QEMU's to write: after a guest escape its header may
-	// name an external data file, which QEMU would open by path.
-	if h, err := ReadQCOW2Header(s.Disk); err != nil {
+	// The image policy is nodeagent/images (CheckDisk, before every start).
+	// This guard stays because it completes the argv, for any caller: the
+	// argv gives disk0 its backing explicitly, so a backing name in the
+	// header is never followed, but a qcow2 blockdev cannot be told "no data
+	// file", and the overlay is QEMU's to write (after a guest escape, the
+	// attacker's). Only the data file, then, whatever else the header says.
+	if h, err := qcow2.Read(s.Disk); err != nil {
 		return nil, &StartError{ID: s.ID, Err: err}
-	} else if h.ExternalData || h.DataFile != "" {
-		return nil, &StartError{ID: s.ID, Err: fmt.Errorf("%w: disk %s names an external data file %q", ErrUnsafeImage, s.Disk, h.DataFile)}
+	} else if h.ExternalData() || h.RawExternalData() || h.DataFileExtension {
+		return nil, &StartError{ID: s.ID, Err: fmt.Errorf("%w: disk %s names an external data file", ErrUnsafeImage, s.Disk)}
 	}
 	bin, err := exec.LookPath(argv[0])
 	if err != nil {

@@ -398,3 +398,45 @@ func TestNewRefusesRelativeDirs(t *testing.T) {
 		}
 	}
 }
+
+// TestStartRefusesUnsafeRecordedBase: QEMU opens the base the record
+// names, not the one in the disk's header; a recorded base naming a host
+// file is refused even when the header names a clean one.
+func TestStartRefusesUnsafeRecordedBase(t *testing.T) {
+	f := newFixture(t)
+	vm := f.newVM("recorded")
+	vm.Spec.PowerState = messages.PowerStopped
+	mustSucceed(t, f.run(t, vmReq(messages.NewID(), messages.TaskVMCreate, vm)))
+
+	bases, err := filepath.Glob(filepath.Join(f.baseDir, "pool", "images", "bases", "*.qcow2"))
+	if err != nil || len(bases) != 1 {
+		t.Fatalf("cached bases: %v, %v", bases, err)
+	}
+	dir := t.TempDir()
+	secret, unsafe, clean := filepath.Join(dir, "host-secret"), filepath.Join(dir, "legacy.qcow2"), filepath.Join(dir, "clean.qcow2")
+	for _, args := range [][]string{
+		{"create", "-q", "-f", "qcow2", "-o", "data_file=" + secret + ",data_file_raw=on", unsafe, "64M"},
+		{"create", "-q", "-f", "qcow2", clean, "64M"},
+		{"create", "-q", "-f", "qcow2", "-b", clean, "-F", "qcow2", filepath.Join(dir, "disk.qcow2"), "1G"},
+	} {
+		if out, err := exec.Command("qemu-img", args...).CombinedOutput(); err != nil {
+			t.Fatalf("qemu-img %v: %v\n%s", args, err, out)
+		}
+	}
+	// The recorded base now names the secret; the disk's header names a
+	// clean base elsewhere.
+	if err := os.Rename(unsafe, bases[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "disk.qcow2"), filepath.Join(f.cfg.DiskDir, vm.ID+".qcow2")); err != nil {
+		t.Fatal(err)
+	}
+	task := f.run(t, vmReq(messages.NewID(), messages.TaskVMStart, vm))
+	if task.State != messages.TaskFailed || task.Error == nil || task.Error.Code != "image_external_reference" {
+		t.Fatalf("start on an unsafe recorded base: %+v", task)
+	}
+	if task.VM != nil && task.VM.Pid != 0 {
+		t.Errorf("QEMU was started: %+v", task.VM)
+	}
+	mustSucceed(t, f.run(t, vmReq(messages.NewID(), messages.TaskVMDelete, vm)))
+}

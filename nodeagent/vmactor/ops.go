@@ -12,6 +12,7 @@ import (
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/nodeagent/cloudinit"
 	"github.com/otherix/otherix/nodeagent/images"
+	"github.com/otherix/otherix/nodeagent/qcow2"
 	"github.com/otherix/otherix/nodeagent/qemu"
 )
 
@@ -215,6 +216,12 @@ func (e *opEnv) start(ctx context.Context, st vmState) (vmState, error) {
 	if err != nil {
 		return st, err
 	}
+	// QEMU opens this base, not the one the disk's header names.
+	if base != "" {
+		if err := images.CheckBase(base, format); err != nil {
+			return st, err
+		}
+	}
 	spec.Base, spec.BaseFormat = base, format
 	nics, err := e.createTaps(ctx, &rec)
 	if err != nil {
@@ -280,7 +287,7 @@ func (e *opEnv) base(rec *record) (string, string, error) {
 	if rec.Base != "" {
 		return rec.Base, rec.BaseFormat, nil
 	}
-	h, err := qemu.ReadQCOW2Header(rec.Disk)
+	h, err := qcow2.Read(rec.Disk)
 	if err != nil {
 		return "", "", messages.Errorf(messages.KindConflict, "vm_disk_invalid", "the disk of vm %s: %v", e.id, err)
 	}
