@@ -103,7 +103,9 @@ test-e2e: build
 
 # test-readme follows README.md's offline quick start in a fresh clone of
 # HEAD: make dev, a VM from the test guest, its console, Ctrl-C and a second
-# make dev that re-adopts the VM (test/readme). It builds in the clone.
+# make dev that re-adopts the VM (test/readme). It builds in the clone and,
+# as root, runs in a network namespace of its own so that the agent's data
+# plane (on, as make dev's defaults have it) never touches the host.
 test-readme:
 	go test -count=1 -tags readme -timeout 20m -v ./test/readme/ 2>&1 | grep -v '^{'
 

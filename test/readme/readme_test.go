@@ -6,8 +6,14 @@
 // between its readme-test markers), then Ctrl-C and a second `make dev` that
 // must find the VM that outlived the first.
 //
-// Run with `make test-readme` (part of `make check`): it needs root-free QEMU,
-// git, make, busybox and the tools `make dev` installs.
+// make dev runs the agent with its default flags, so as root its network
+// data plane is on: WireGuard interface, nftables tables, sysctls. The whole
+// scenario therefore runs inside a network namespace the test creates, where
+// all of that lives and dies with the namespace; the test checks the host
+// namespace gained none of it.
+//
+// Run with `make test-readme` (part of `make check`): it needs root, iproute2,
+// git, make, busybox, QEMU and the tools `make dev` installs.
 package readme
 
 import (
@@ -20,25 +26,47 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
+	"maps"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/otherix/otherix/internal/netnstest"
+	"github.com/otherix/otherix/messages"
 )
 
-// defaultImagePort is the loopback port the README serves the guest on; the
-// test moves it (and make dev's ports) to free ones so that it never collides
-// with a make dev someone is running.
-const defaultImagePort = "127.0.0.1:8000"
+// imagePort is the loopback port the README serves the guest on. The test's
+// namespace has a loopback of its own, so the README's ports (this one and
+// make dev's defaults) are used as written: no make dev running elsewhere on
+// this machine can hold them.
+const imagePort = 8000
+
+// wgSocketDir is where userspace WireGuard (wireguard-go) puts its UAPI
+// sockets, named after the interface. It is a directory of the host's file
+// system shared by every namespace, so make dev gets a private one: a
+// make dev on the host (or another run of this test) owns oxwg0.sock there.
+const wgSocketDir = "/var/run/wireguard"
 
 func TestREADMEOfflineQuickStart(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: make dev's agent runs its network data plane as root, which this test confines to a network namespace it creates")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skipf("needs iproute2's ip to create the network namespace the quick start runs in: %v", err)
+	}
 	for _, tool := range []string{"git", "make", "busybox", "qemu-system-x86_64", "qemu-img"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is needed (scripts/install-deps.sh installs it): %v", tool, err)
@@ -54,26 +82,44 @@ func TestREADMEOfflineQuickStart(t *testing.T) {
 	}
 	lines := readmeLines(t, filepath.Join(dir, "README.md"))
 
-	imagePort := freePort(t, 1)
-	portBase := freePort(t, 3)
-	env := append(os.Environ(),
-		"DEV_PORT_BASE="+strconv.Itoa(portBase),
-		// Until the agent refuses an overlay that overlaps the host's
-		// routes, its default supernet captures this machine's resolver:
-		// the quick start's VM has no network, so the test runs without it.
-		"DEV_AGENT_FLAGS=--overlay off",
-		"npm_config_prefer_offline=true",
-	)
-	s := &session{t: t, dir: dir, env: env}
+	// make dev's own settings only: no DEV_* variable, no DEV_AGENT_FLAGS.
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "DEV_") && !strings.HasPrefix(kv, "OTHERIX_") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, "npm_config_prefer_offline=true")
+
+	// Cleanups run last registered first: the processes go, then the
+	// namespace, then the host is checked for leftovers.
+	host := snapshotHost(t)
+	t.Cleanup(func() { host.checkLeftovers(t) })
+	if _, err := os.Stat(wgSocketDir); errors.Is(err, os.ErrNotExist) {
+		// The mount point of make dev's private socket dir; a host
+		// agent would create it too. Removed if still empty.
+		if err := os.MkdirAll(wgSocketDir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = os.Remove(wgSocketDir) })
+	}
+	// The namespace has only lo. It gets no /etc/netns/<name>/resolv.conf,
+	// so ip netns exec leaves the host's: the agent checks its overlay
+	// supernet against this machine's real resolvers, as on a user's host
+	// (nothing in the quick start resolves a name).
+	ns := netnstest.New(t, "otx-readme", "dev")
+	t.Cleanup(func() { waitNetnsEmpty(t, ns) })
+	s := &session{t: t, dir: dir, env: env, ns: ns}
 	t.Cleanup(s.cleanup)
 
 	// Terminal 1: make dev, left running.
-	s.startDev()
+	banner := s.startDev()
+	node := nodeName(t, banner)
+	s.checkOverlayOn(node, host)
 
 	// Terminal 2: the README's lines, as written.
 	var bg *exec.Cmd
 	for _, line := range lines {
-		line = strings.ReplaceAll(line, defaultImagePort, "127.0.0.1:"+strconv.Itoa(imagePort))
 		t.Logf("$ %s", line)
 		switch {
 		case strings.HasPrefix(line, "export "):
@@ -81,7 +127,7 @@ func TestREADMEOfflineQuickStart(t *testing.T) {
 			s.env = append(s.env, kv)
 		case strings.HasSuffix(line, "&"):
 			bg = s.background(strings.TrimSpace(strings.TrimSuffix(line, "&")))
-			waitPort(t, imagePort, bg)
+			s.waitPort(imagePort, bg)
 		case line == "kill %1":
 			if bg == nil {
 				t.Fatal("kill %1 with no background job")
@@ -115,7 +161,7 @@ func TestREADMEOfflineQuickStart(t *testing.T) {
 
 	// A VM outlives Ctrl-C on make dev and is re-adopted by the next one.
 	bg = s.background(fmt.Sprintf("busybox httpd -f -p 127.0.0.1:%d -h ~/.cache/otherix/test-guest", imagePort))
-	waitPort(t, imagePort, bg)
+	s.waitPort(imagePort, bg)
 	s.mustRun(fmt.Sprintf("bin/otherix vm create keep --memory 256Mi --disk 1Gi --wait --image http://127.0.0.1:%d/guest.qcow2", imagePort))
 	_ = bg.Process.Kill()
 	_ = bg.Wait()
@@ -133,6 +179,7 @@ func TestREADMEOfflineQuickStart(t *testing.T) {
 	if got := s.vmPid("keep"); got != pid {
 		t.Fatalf("after the second make dev: QEMU pid %d, want the re-adopted %d", got, pid)
 	}
+	s.checkOverlayOn(node, host)
 	s.mustRun("bin/otherix vm stop keep --wait")
 	if err := waitGone(pid, 30*time.Second); err != nil {
 		t.Fatalf("stop after re-adoption: %v", err)
@@ -179,11 +226,13 @@ func readmeLines(t *testing.T, path string) []string {
 	return lines
 }
 
-// session is one fresh clone with its make dev.
+// session is one fresh clone with its make dev, every command of which runs
+// in the network namespace ns.
 type session struct {
 	t   *testing.T
 	dir string
 	env []string
+	ns  string
 
 	dev    *exec.Cmd
 	devOut *lockedBuffer
@@ -214,7 +263,11 @@ func (s *session) startDev() string {
 	t := s.t
 	t.Helper()
 	s.devOut = &lockedBuffer{}
-	s.dev = exec.Command("make", "dev")
+	// ip netns exec enters a mount namespace of its own (slave to the
+	// host's), so the tmpfs over the WireGuard socket dir is seen by this
+	// make dev's agent only and goes away with it.
+	s.dev = s.command(context.Background(), "sh", "-c",
+		"mount -t tmpfs -o mode=0755 otherix-readme "+wgSocketDir+" && exec make dev")
 	s.dev.Dir, s.dev.Env = s.dir, s.env
 	s.dev.Stdout, s.dev.Stderr = s.devOut, s.devOut
 	s.dev.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -237,11 +290,15 @@ func (s *session) startDev() string {
 		}
 	}
 	out := s.devOut.String()
-	if !strings.Contains(out, "--overlay off") {
-		t.Fatalf("the banner does not show DEV_AGENT_FLAGS:\n%s", out)
+	// make dev's defaults, as the README runs it: the data plane on and
+	// nothing wrong with the node.
+	if strings.Contains(out, "--overlay") {
+		t.Fatalf("make dev ran the agent with an --overlay flag; the README's make dev has none:\n%s", out)
 	}
-	if !strings.Contains(out, "note            network data plane off") {
-		t.Fatalf("the banner does not say the data plane is off:\n%s", out)
+	for _, bad := range []string{"network data plane off", messages.NodeConditionHostNetworkConflict} {
+		if strings.Contains(out, bad) {
+			t.Fatalf("make dev's banner says %q:\n%s", bad, out)
+		}
 	}
 	return out
 }
@@ -311,13 +368,19 @@ func tail(b []byte, n int) []byte {
 	return b
 }
 
+// command is args run in the clone, inside the namespace. ip netns exec
+// execs args (no process of its own stays), so the pid is the command's.
+func (s *session) command(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", s.ns}, args...)...)
+	cmd.Dir, cmd.Env = s.dir, s.env
+	return cmd
+}
+
 // run runs one README line with bash in the clone, as a user's shell would.
 func (s *session) run(line string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", "-c", line)
-	cmd.Dir, cmd.Env = s.dir, s.env
-	out, err := cmd.CombinedOutput()
+	out, err := s.command(ctx, "bash", "-c", line).CombinedOutput()
 	return string(out), err
 }
 
@@ -349,8 +412,7 @@ func (s *session) eventually(line, want string, within time.Duration) {
 // background starts line as a job of the user's shell; the caller kills it.
 func (s *session) background(line string) *exec.Cmd {
 	s.t.Helper()
-	cmd := exec.Command("bash", "-c", "exec "+line)
-	cmd.Dir, cmd.Env = s.dir, s.env
+	cmd := s.command(context.Background(), "bash", "-c", "exec "+line)
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
 	if err := cmd.Start(); err != nil {
 		s.t.Fatal(err)
@@ -398,8 +460,7 @@ func (s *session) console(line string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", "-c", line)
-	cmd.Dir, cmd.Env = s.dir, s.env
+	cmd := s.command(ctx, "bash", "-c", line)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -463,47 +524,23 @@ func (s *session) vmPid(name string) int {
 	}
 }
 
-// freePort returns a loopback port p such that p..p+n-1 are all free now.
-func freePort(t *testing.T, n int) int {
-	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		ok := p+n <= 65535
-		for i := 1; i < n && ok; i++ {
-			l2, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p+i))
-			if err != nil {
-				ok = false
-				break
-			}
-			l2.Close()
-		}
-		if ok {
-			return p
-		}
-	}
-	t.Fatalf("no %d free consecutive loopback ports", n)
-	return 0
-}
-
-// waitPort waits until something accepts on 127.0.0.1:port.
-func waitPort(t *testing.T, port int, cmd *exec.Cmd) {
+// waitPort waits until something accepts on 127.0.0.1:port in the
+// namespace. The probe is a process in the namespace: a thread of the test
+// that entered it could keep the namespace alive after its deletion.
+func (s *session) waitPort(port int, cmd *exec.Cmd) {
+	t := s.t
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), time.Second)
+		out, err := s.command(context.Background(), "bash", "-c",
+			fmt.Sprintf("exec 3<>/dev/tcp/127.0.0.1/%d", port)).CombinedOutput()
 		if err == nil {
-			c.Close()
 			return
 		}
 		if cmd.ProcessState != nil || time.Now().After(deadline) {
-			t.Fatalf("nothing listens on 127.0.0.1:%d: %v", port, err)
+			t.Fatalf("nothing listens on 127.0.0.1:%d in %s: %v %s", port, s.ns, err, out)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 
@@ -542,4 +579,280 @@ func groupMembers(pgid int) string {
 		b.WriteString(sc.Text() + "\n")
 	}
 	return b.String()
+}
+
+// nodeName is the node make dev's banner names.
+func nodeName(t *testing.T, banner string) string {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^  node +(\S+) \(`).FindStringSubmatch(banner)
+	if m == nil {
+		t.Fatalf("make dev's banner names no node:\n%s", banner)
+	}
+	return m[1]
+}
+
+// checkOverlayOn asserts that make dev's agent runs its network data plane:
+// the node reports a reconciled overlay and a tunnel address, no host
+// network conflict, and the namespace holds the interface carrying that
+// address, which the host does not. The namespace's links are recorded for
+// the leftover check.
+func (s *session) checkOverlayOn(node string, host *hostState) {
+	t := s.t
+	t.Helper()
+	var n messages.Node
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		out, err := s.run("OTHERIX_CONFIG=.dev/otherix-config bin/otherix node get " + node + " -o json")
+		n = messages.Node{}
+		if err == nil && json.Unmarshal([]byte(out), &n) == nil {
+			for _, c := range n.Status.Conditions {
+				if c.Type == messages.NodeConditionHostNetworkConflict && c.Status == "True" {
+					t.Fatalf("the agent refused its overlay in the test's namespace: %s: %s", c.Reason, c.Message)
+				}
+			}
+			if o := n.Status.Overlay; o != nil && o.Reconciled && o.Error == "" && n.TunnelIP != "" {
+				break
+			}
+		}
+		if b, _ := os.ReadFile(filepath.Join(s.dir, ".dev", "agent.log")); bytes.Contains(b, []byte("network data plane off")) {
+			t.Fatalf("the agent runs with its network data plane off:\n%s", tail(b, 4096))
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %s reports no reconciled overlay with a tunnel address (err %v):\n%s", node, err, out)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if b, _ := os.ReadFile(filepath.Join(s.dir, ".dev", "agent.log")); !bytes.Contains(b, []byte("network data plane on")) {
+		t.Fatalf("agent.log does not say the network data plane is on:\n%s", tail(b, 4096))
+	}
+	tunnelIP, err := netip.ParseAddr(n.TunnelIP)
+	if err != nil {
+		t.Fatalf("node %s: tunnel_ip %q: %v", node, n.TunnelIP, err)
+	}
+	links := nsLinks(t, s.ns)
+	carrier := ""
+	for name, addrs := range links {
+		host.nsLinks[name] = true
+		for _, a := range addrs {
+			if a == tunnelIP {
+				carrier = name
+			}
+		}
+	}
+	if carrier == "" {
+		t.Fatalf("no link in %s carries the node's tunnel address %s: %v", s.ns, tunnelIP, links)
+	}
+	tbs := nsTables(t, s.ns)
+	for _, tb := range tbs {
+		host.nsTables[tb] = true
+	}
+	t.Logf("data plane on: node %s, tunnel %s on %s (wireguard %s); in %s: links %v, nftables tables %q",
+		node, tunnelIP, carrier, n.Status.Overlay.WireGuard, s.ns, slices.Sorted(maps.Keys(links)), tbs)
+	host.checkHostClean(t, "while make dev runs")
+}
+
+// hostState is what the host namespace held before the test, and what the
+// test's namespace held while make dev ran: the leftover checks compare the
+// host against both.
+type hostState struct {
+	links     map[string]bool
+	tables    map[string]bool
+	wgSockets map[string]bool
+	ipForward string
+
+	nsLinks  map[string]bool
+	nsTables map[string]bool
+}
+
+func snapshotHost(t *testing.T) *hostState {
+	t.Helper()
+	h := &hostState{links: hostLinks(t), tables: tables(t, -1), wgSockets: map[string]bool{},
+		nsLinks: map[string]bool{}, nsTables: map[string]bool{}}
+	entries, _ := os.ReadDir(wgSocketDir)
+	for _, e := range entries {
+		h.wgSockets[e.Name()] = true
+	}
+	h.ipForward = readTrim(t, "/proc/sys/net/ipv4/ip_forward")
+	return h
+}
+
+// checkHostClean fails t if the host namespace gained any link or nftables
+// table that make dev's namespace has, an otherix table, a WireGuard socket
+// for one of those links, or a changed ip_forward. Other tests on this
+// machine may add links of their own meanwhile: only names the agent used
+// count.
+func (h *hostState) checkHostClean(t *testing.T, when string) {
+	t.Helper()
+	for name := range hostLinks(t) {
+		if h.nsLinks[name] && !h.links[name] {
+			t.Errorf("%s: the host namespace has link %s, which make dev's agent made in the test's namespace", when, name)
+		}
+	}
+	for tb := range tables(t, -1) {
+		if !h.tables[tb] && (h.nsTables[tb] || strings.HasSuffix(tb, " otherix")) {
+			t.Errorf("%s: the host namespace has nftables table %s, which it did not have before", when, tb)
+		}
+	}
+	entries, _ := os.ReadDir(wgSocketDir)
+	for _, e := range entries {
+		if !h.wgSockets[e.Name()] && h.nsLinks[strings.TrimSuffix(e.Name(), ".sock")] {
+			t.Errorf("%s: %s/%s is on the host", when, wgSocketDir, e.Name())
+		}
+	}
+	if got := readTrim(t, "/proc/sys/net/ipv4/ip_forward"); got != h.ipForward {
+		t.Errorf("%s: the host's net.ipv4.ip_forward is %s, was %s", when, got, h.ipForward)
+	}
+	if b, _ := os.ReadFile("/proc/self/mountinfo"); bytes.Contains(b, []byte(" otherix-readme ")) {
+		t.Errorf("%s: make dev's private %s is mounted on the host", when, wgSocketDir)
+	}
+}
+
+// checkLeftovers runs after the namespace is deleted.
+func (h *hostState) checkLeftovers(t *testing.T) {
+	t.Helper()
+	if len(h.nsLinks) == 0 {
+		// The test stopped before the data plane was seen; still check
+		// for the agent's default names.
+		h.nsLinks["oxwg0"] = true
+	}
+	h.checkHostClean(t, "after the test")
+}
+
+func readTrim(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func hostLinks(t *testing.T) map[string]bool {
+	t.Helper()
+	ls, err := netlink.LinkList()
+	if err != nil {
+		t.Fatalf("list the host's links: %v", err)
+	}
+	out := map[string]bool{}
+	for _, l := range ls {
+		out[l.Attrs().Name] = true
+	}
+	return out
+}
+
+// nsLinks lists the links of namespace ns but lo, with their IPv4
+// addresses.
+func nsLinks(t *testing.T, ns string) map[string][]netip.Addr {
+	t.Helper()
+	h, err := netns.GetFromName(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	nl, err := netlink.NewHandleAt(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nl.Close()
+	ls, err := nl.LinkList()
+	if err != nil {
+		t.Fatalf("list the links of %s: %v", ns, err)
+	}
+	out := map[string][]netip.Addr{}
+	for _, l := range ls {
+		if l.Attrs().Name == "lo" {
+			continue
+		}
+		addrs, err := nl.AddrList(l, netlink.FAMILY_V4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[l.Attrs().Name] = nil
+		for _, a := range addrs {
+			if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok {
+				out[l.Attrs().Name] = append(out[l.Attrs().Name], ip)
+			}
+		}
+	}
+	return out
+}
+
+// nsTables lists the nftables tables of namespace ns.
+func nsTables(t *testing.T, ns string) []string {
+	t.Helper()
+	h, err := netns.GetFromName(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	return slices.Collect(maps.Keys(tables(t, int(h))))
+}
+
+// tables lists nftables tables as "FAMILY NAME", of the namespace nsFd or,
+// with -1, of the host (the test's own namespace).
+func tables(t *testing.T, nsFd int) map[string]bool {
+	t.Helper()
+	var opts []nftables.ConnOption
+	if nsFd >= 0 {
+		opts = append(opts, nftables.WithNetNSFd(nsFd))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, err := c.ListTables()
+	if err != nil {
+		t.Fatalf("list nftables tables: %v", err)
+	}
+	out := map[string]bool{}
+	for _, tb := range ts {
+		out[fmt.Sprintf("%d %s", tb.Family, tb.Name)] = true
+	}
+	return out
+}
+
+// waitNetnsEmpty waits until no process is left in namespace ns, so that
+// deleting it frees everything in it. Only the test's own processes can be
+// there; any still left after a minute is reported and killed by pid.
+func waitNetnsEmpty(t *testing.T, ns string) {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat("/run/netns/"+ns, &st); err != nil {
+		t.Errorf("stat namespace %s: %v", ns, err)
+		return
+	}
+	want := fmt.Sprintf("net:[%d]", st.Ino)
+	members := func() []int {
+		var pids []int
+		dirs, _ := os.ReadDir("/proc")
+		for _, d := range dirs {
+			pid, err := strconv.Atoi(d.Name())
+			if err != nil || pid == os.Getpid() {
+				continue
+			}
+			if l, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid)); err == nil && l == want {
+				pids = append(pids, pid)
+			}
+		}
+		return pids
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		pids := members()
+		if len(pids) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			for _, pid := range pids {
+				cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+				t.Errorf("pid %d still runs in %s at the end: %s", pid, ns, bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+			for _, pid := range pids {
+				_ = waitGone(pid, 10*time.Second)
+			}
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
