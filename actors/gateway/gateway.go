@@ -71,8 +71,12 @@ type Config struct {
 	// Placement's ratios).
 	Placer    job.Placer
 	Placement placement.Config
-	// Agent calls node agents (default: none can be called).
+	// Agent runs jobs' tasks on node agents (default: none can be called).
 	Agent job.Agent
+	// Calls makes the synchronous agent calls: pause, resume, logs and
+	// consoles (default: none, and those answer node_unreachable). In
+	// production the same client as Agent.
+	Calls AgentCaller
 	// OnMaintenance hears every maintenance run (tests wait on it).
 	OnMaintenance func(maintenance.Ran)
 
