@@ -1,9 +1,5 @@
 package messages
 
-// AnonymousOwner owns everything created before identity and access control
-// exist; every VM belongs to a user once they do.
-const AnonymousOwner = "anonymous"
-
 // CreateVMRequest is the body of POST /v1/vms.
 type CreateVMRequest struct {
 	Name string `json:"name"`

@@ -255,15 +255,6 @@ func hashMAC(first byte, seed string) string {
 	return mac.String()
 }
 
-// NetworkNames lists the networks a spec attaches to, in NIC order.
-func (s *VMSpec) NetworkNames() []string {
-	out := make([]string, 0, len(s.Networks))
-	for _, n := range s.Networks {
-		out = append(out, n.Network)
-	}
-	return out
-}
-
 // NICAddresses is the status.addresses view of allocated NICs.
 func NICAddresses(nics []NICStatus) []string {
 	if len(nics) == 0 {

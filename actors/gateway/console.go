@@ -126,11 +126,7 @@ func (g *Gateway) AttachConsole(ctx context.Context, ref, token string) (*websoc
 	if err := consoleReady(vm); err != nil {
 		return nil, rec, err
 	}
-	dialer, ok := g.cfg.Agent.(ConsoleDialer)
-	if !ok || dialer == nil {
-		return nil, rec, errNoAgentCaller
-	}
-	_, n, err := g.agentFor(ctx, vm.Status.Node)
+	dialer, n, err := g.agentFor(ctx, vm.Status.Node)
 	if err != nil {
 		return nil, rec, err
 	}

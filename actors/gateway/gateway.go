@@ -71,8 +71,12 @@ type Config struct {
 	// Placement's ratios).
 	Placer    job.Placer
 	Placement placement.Config
-	// Agent calls node agents (default: none can be called).
+	// Agent runs jobs' tasks on node agents (default: none can be called).
 	Agent job.Agent
+	// Calls makes the synchronous agent calls: pause, resume, logs and
+	// consoles (default: none, and those answer node_unreachable). In
+	// production the same client as Agent.
+	Calls AgentCaller
 	// OnMaintenance hears every maintenance run (tests wait on it).
 	OnMaintenance func(maintenance.Ran)
 
@@ -247,11 +251,6 @@ func (g *Gateway) loops() []maintenance.Loop {
 	return loops
 }
 
-// RunMaintenance runs a maintenance loop now (admin endpoints and tests).
-func (g *Gateway) RunMaintenance(name string) {
-	g.rt.System.Root.Send(actor.NewPID(g.rt.System.Address(), g.maint.Id+"/"+name), maintenance.Tick{})
-}
-
 // Close stops the actor system and waits for its goroutines. Claims of this
 // replica are released so another replica can take its jobs at once.
 func (g *Gateway) Close() {
@@ -279,9 +278,6 @@ func (g *Gateway) Ready(ctx context.Context) error {
 	}
 	return g.st.Ready(ctx)
 }
-
-// Store is the typed store the gateway works on.
-func (g *Gateway) Store() *store.Store { return g.st }
 
 // askVM sends one command to a VM's actor and waits for its reply.
 func (g *Gateway) askVM(id string, msg any) (messages.VMReply, error) {

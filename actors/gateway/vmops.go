@@ -12,14 +12,13 @@ import (
 // fast, so they are not tasks (DESIGN §5): the gateway calls the agent of the
 // VM's node directly and answers with what it reports.
 
-// AgentCaller is the part of the agent API the synchronous VM operations use.
-// *agentclient.Client implements it; the gateway finds it on Config.Agent, so
-// the one agent client configured for jobs serves these calls too, and a
-// test's fake agent opts in by implementing these methods as well.
+// AgentCaller is the part of the agent API the synchronous VM operations and
+// consoles use (Config.Calls); *agentclient.Client implements it.
 type AgentCaller interface {
 	Pause(ctx context.Context, n agentclient.Node, id string) (*messages.VMObserved, error)
 	Resume(ctx context.Context, n agentclient.Node, id string) (*messages.VMObserved, error)
 	Log(ctx context.Context, n agentclient.Node, id string, tail int64) ([]byte, error)
+	ConsoleDialer
 }
 
 var _ AgentCaller = (*agentclient.Client)(nil)
@@ -28,8 +27,8 @@ var _ AgentCaller = (*agentclient.Client)(nil)
 // agent's own cap).
 const MaxLogTail = 1 << 20
 
-// errNoAgentCaller answers when the configured agent client cannot make
-// synchronous calls (a control plane without an agent client).
+// errNoAgentCaller answers when no client for synchronous calls is
+// configured (a control plane without an agent client).
 var errNoAgentCaller = nodeUnreachable("", "this control plane has no agent client")
 
 // vmNotRunning refuses an operation that needs the VM's QEMU process.
@@ -129,8 +128,8 @@ func (g *Gateway) powerOp(ctx context.Context, owner, ref string,
 // agentFor returns the agent client and the address of node, refusing a
 // node that cannot be called now.
 func (g *Gateway) agentFor(ctx context.Context, name string) (AgentCaller, agentclient.Node, error) {
-	ac, ok := g.cfg.Agent.(AgentCaller)
-	if !ok || ac == nil {
+	ac := g.cfg.Calls
+	if ac == nil {
 		return nil, agentclient.Node{}, errNoAgentCaller
 	}
 	n, err := g.st.NodeByName(ctx, name)

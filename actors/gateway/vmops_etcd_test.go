@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/otherix/otherix/actors/gateway"
 	"github.com/otherix/otherix/actors/job"
 	"github.com/otherix/otherix/http/agentclient"
@@ -79,18 +81,24 @@ func (a *opsAgent) Log(_ context.Context, n agentclient.Node, id string, tail in
 	return []byte("serial of " + id), nil
 }
 
+// Console is not used by these tests; it completes gateway.AgentCaller.
+func (a *opsAgent) Console(context.Context, agentclient.Node, string, string, bool) (*websocket.Conn, error) {
+	return nil, errors.New("opsAgent has no consoles")
+}
+
 func (a *opsAgent) setErr(err error) {
 	a.mu.Lock()
 	a.err = err
 	a.mu.Unlock()
 }
 
-// runningVM starts a gateway whose agent calls go to agent, enrolls node
-// n1 with an endpoint and creates VM "web" on it, running.
-func runningVM(t *testing.T, agent job.Agent) (*gateway.Gateway, *messages.VM) {
+// runningVM starts a gateway whose tasks go to agent and synchronous calls
+// to calls, enrolls node n1 with an endpoint and creates VM "web" on it,
+// running.
+func runningVM(t *testing.T, agent job.Agent, calls gateway.AgentCaller) (*gateway.Gateway, *messages.VM) {
 	t.Helper()
 	cfg := fastJobs()
-	cfg.Agent = agent
+	cfg.Agent, cfg.Calls = agent, calls
 	cfg.Nodes = gateway.NodesConfig{HeartbeatInterval: time.Minute, GoneAfter: 10 * time.Minute}
 	g, st := startGateway(t, cfg)
 	ctx := t.Context()
@@ -119,7 +127,7 @@ func runningVM(t *testing.T, agent job.Agent) (*gateway.Gateway, *messages.VM) {
 // cannot be reached and another owner's VM are refused in the API's terms.
 func TestSyncVMOps(t *testing.T) {
 	agent := &opsAgent{}
-	g, vm := runningVM(t, agent)
+	g, vm := runningVM(t, agent, agent)
 	ctx := t.Context()
 
 	paused, err := g.PauseVM(ctx, owner, "web")
@@ -235,7 +243,7 @@ func TestSyncVMOps(t *testing.T) {
 // TestSyncVMOpsWithoutAgentClient: a control plane that cannot call agents
 // says so as node_unreachable rather than failing obscurely.
 func TestSyncVMOpsWithoutAgentClient(t *testing.T) {
-	g, vm := runningVM(t, &taskOnlyAgent{opsAgent{}})
+	g, vm := runningVM(t, &taskOnlyAgent{opsAgent{}}, nil)
 	ctx := t.Context()
 	if _, err := g.PauseVM(ctx, owner, vm.ID); messages.KindOf(err) != messages.KindUnavailable {
 		t.Fatalf("pause without an agent client: %v", err)

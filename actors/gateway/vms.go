@@ -87,7 +87,6 @@ func (g *Gateway) GetVM(ctx context.Context, owner, ref string) (*messages.VM, e
 
 // visible reports whether a resource owned by owner is inside scope: ""
 // is every owner (admin and operator scope), a user id only that user.
-// messages.AnonymousOwner has no special meaning any more.
 func visible(scope, owner string) bool {
 	return scope == "" || scope == owner
 }

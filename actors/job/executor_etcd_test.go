@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,22 +32,34 @@ type env struct {
 	rt    *system.Runtime
 	vms   *actor.PID
 	nodes *actor.PID
-	pki   *agenttest.PKI
-	boot  time.Time
+	jobs  *actor.PID
+	// halt stops rt once: at cleanup, or earlier in stop.
+	halt sync.Once
+	pki  *agenttest.PKI
+	boot time.Time
 }
 
 const attempts = 3
 
 func start(t *testing.T) *env {
 	t.Helper()
-	st := storetest.New(t)
+	return startOn(t, storetest.New(t), func(*vm.Deps, *job.Config) {})
+}
+
+// startOn is start over st, a store another control plane may have used
+// before, with tune changing the defaults.
+func startOn(t *testing.T, st *store.Store, tune func(*vm.Deps, *job.Config)) *env {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	rt := system.NewRuntime(log)
-	t.Cleanup(rt.Stop)
 	e := &env{t: t, st: st, rt: rt, pki: agenttest.NewPKI(t), boot: time.Now()}
+	t.Cleanup(func() { e.halt.Do(rt.Stop) })
 	root := rt.System.Root
 	var err error
 	vmDeps := vm.Deps{Runtime: rt, Store: st, Log: log, PassivateAfter: time.Minute, JobAttempts: attempts}
+	cfg := job.Config{Replica: "r1", ClaimTTL: 5 * time.Second, Resync: time.Minute,
+		BackoffBase: 20 * time.Millisecond, BackoffMax: 50 * time.Millisecond, AskTimeout: 5 * time.Second}
+	tune(&vmDeps, &cfg)
 	e.vms, err = root.SpawnNamed(system.NewGuardian(rt, "vm", func(id string) *actor.Props { return vm.Props(vmDeps, id) }, nil), "vms")
 	if err != nil {
 		t.Fatal(err)
@@ -61,9 +74,8 @@ func start(t *testing.T) *env {
 	agents := agentclient.New(e.pki.CA.Pool(), func() (*tls.Certificate, error) { return &cert, nil })
 	deps := job.Deps{Runtime: rt, Store: st, Log: log, VMs: e.vms,
 		Executor: job.Executor{Placer: placement.New(st, placement.DefaultConfig()), Agent: agents, Nodes: st, PollWait: 2 * time.Second},
-		Config: job.Config{Replica: "r1", ClaimTTL: 5 * time.Second, Resync: time.Minute,
-			BackoffBase: 20 * time.Millisecond, BackoffMax: 50 * time.Millisecond, AskTimeout: 5 * time.Second}}
-	if _, err := root.SpawnNamed(system.NewGuardian(rt, "job", job.JobProps(deps), func(ctx actor.Context) {
+		Config:   cfg}
+	if e.jobs, err = root.SpawnNamed(system.NewGuardian(rt, "job", job.JobProps(deps), func(ctx actor.Context) {
 		if _, err := ctx.SpawnNamed(job.DispatcherProps(deps), "dispatcher"); err != nil {
 			panic(err)
 		}
@@ -71,6 +83,18 @@ func start(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	return e
+}
+
+// stop shuts this control plane down as a replica does: jobs first, so the
+// dispatcher revokes its lease and its claims go at once.
+func (e *env) stop() {
+	e.t.Helper()
+	for _, pid := range []*actor.PID{e.jobs, e.vms, e.nodes} {
+		if err := e.rt.System.Root.StopFuture(pid).Wait(); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	e.halt.Do(e.rt.Stop)
 }
 
 // addNode enrolls a node and sends its first heartbeat with endpoint.

@@ -109,7 +109,7 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 			LoginPerSource: cfg.Auth.LoginPerSource, LoginPerAccount: cfg.Auth.LoginPerAccount,
 			AnonymousPerMinute: cfg.Auth.AnonymousPerMinute, RefreshGrace: refreshGrace(cfg.Auth.RefreshGrace)},
 		Nodes:     gateway.NodesConfig{HeartbeatInterval: cfg.Heartbeat.Interval, GoneAfter: cfg.Nodes.GoneAfter},
-		Placement: cfg.Placement, Agent: agents,
+		Placement: cfg.Placement, Agent: agents, Calls: agents,
 	}, log)
 	if err != nil {
 		return err

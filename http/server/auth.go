@@ -34,7 +34,7 @@ var errUnauthenticated = apiError(messages.KindUnauthenticated, "unauthenticated
 // authenticate resolves Authorization: Bearer <token> to a principal, or
 // answers 401. The token is never logged or echoed.
 func (s *Server) authenticate(c *gin.Context) {
-	p, err := s.principalFromRequest(c) // auth_default.go
+	p, err := s.principal(c)
 	switch {
 	case err == nil && p != nil && p.UserID != "":
 	case err == nil, messages.KindOf(err) == messages.KindUnauthenticated:
@@ -48,6 +48,17 @@ func (s *Server) authenticate(c *gin.Context) {
 	}
 	c.Set(ctxPrincipal, p)
 	c.Next()
+}
+
+// bearerPrincipal resolves Authorization: Bearer <token> to a principal. A
+// missing or malformed header is errUnauthenticated, like a token the control
+// plane refuses.
+func (s *Server) bearerPrincipal(c *gin.Context) (*messages.Principal, error) {
+	bearer, ok := bearerToken(c.GetHeader("Authorization"))
+	if !ok {
+		return nil, errUnauthenticated
+	}
+	return s.cp.Authenticate(c.Request.Context(), bearer)
 }
 
 // bearerToken extracts the token of an Authorization header. The scheme is

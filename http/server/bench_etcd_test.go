@@ -15,39 +15,43 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gin-gonic/gin"
+
 	"github.com/otherix/otherix/actors/gateway"
 	"github.com/otherix/otherix/http/client"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/storetest"
+	"github.com/otherix/otherix/security"
 )
 
 // Authentication overhead of issue #3 (BENCHMARKS.md): GET /v1/vms over
 // loopback against a real embedded etcd, gateway and server, once with a JWT,
-// once with an otx_ API token and, in a binary built with -tags noauth, once
-// with authentication replaced by a fixed admin principal (auth_noauth.go).
+// once with an otx_ API token and once, as the baseline, against a second
+// server over the same gateway whose authentication is replaced by a fixed
+// admin principal (noAuthPrincipal: only this test file can install it).
 //
 //	go test -run '^$' -bench 'GetVMs|Login' -benchtime=3s -tags etcd ./http/server/
-//	go test -run '^$' -bench 'GetVMs|Login' -benchtime=3s -tags etcd,noauth ./http/server/
 
 // benchVMs is how many VMs exist while GET /v1/vms is measured; one page
 // (limit=100) returns all of them.
 const benchVMs = 50
 
-// benchAuthMode is the mode this test binary was built in: "noauth" under
-// -tags noauth, else "auth".
-func benchAuthMode() string {
-	if noAuthBuild {
-		return "noauth"
-	}
-	return "auth"
+// noAuthPrincipal ignores the request and returns a fixed administrator, so
+// authorization sees admin and the request skips token verification: the
+// benchmark's baseline without authentication.
+func noAuthPrincipal(*gin.Context) (*messages.Principal, error) {
+	return &messages.Principal{UserID: "noauth-bench-admin", Email: "noauth-bench@example.invalid",
+		Role: string(security.RoleAdmin)}, nil
 }
 
 // benchEnv is a control plane for benchmarks: the server's URL, the
-// bootstrapped admin's JWT and an otx_ token of that admin.
+// bootstrapped admin's JWT and an otx_ token of that admin, and the URL of
+// a server over the same gateway without authentication.
 type benchEnv struct {
-	url      string
-	jwt      string
-	apiToken string
+	url       string
+	noAuthURL string
+	jwt       string
+	apiToken  string
 }
 
 // startBenchEnv starts etcd, the gateway and the server like startEnv, but
@@ -70,6 +74,10 @@ func startBenchEnv(b *testing.B) *benchEnv {
 	}
 	ts := httptest.NewServer(New(Config{MetricsEnabled: true}, gw, log).Handler())
 	b.Cleanup(ts.Close)
+	bare := New(Config{MetricsEnabled: true}, gw, log)
+	bare.principal = noAuthPrincipal
+	noAuth := httptest.NewServer(bare.Handler())
+	b.Cleanup(noAuth.Close)
 
 	anon, err := client.New(ts.URL)
 	if err != nil {
@@ -84,7 +92,7 @@ func startBenchEnv(b *testing.B) *benchEnv {
 	if err != nil {
 		b.Fatalf("login: %v", err)
 	}
-	env := &benchEnv{url: ts.URL, jwt: pair.AccessToken}
+	env := &benchEnv{url: ts.URL, noAuthURL: noAuth.URL, jwt: pair.AccessToken}
 	admin, err := client.New(ts.URL, client.WithToken(env.jwt))
 	if err != nil {
 		b.Fatal(err)
@@ -94,15 +102,11 @@ func startBenchEnv(b *testing.B) *benchEnv {
 			b.Fatalf("create vm %d: %v", i, err)
 		}
 	}
-	if !noAuthBuild {
-		// Under noauth the principal is not a stored user, so it cannot own
-		// a token; the token would be ignored anyway.
-		tok, err := admin.CreateAPIToken(ctx, messages.CreateAPITokenRequest{Name: "bench"})
-		if err != nil {
-			b.Fatalf("create api token: %v", err)
-		}
-		env.apiToken = tok.Token
+	tok, err := admin.CreateAPIToken(ctx, messages.CreateAPITokenRequest{Name: "bench"})
+	if err != nil {
+		b.Fatalf("create api token: %v", err)
 	}
+	env.apiToken = tok.Token
 	return env
 }
 
@@ -204,14 +208,11 @@ func getVMs(b *testing.B, url, bearer string, conc int) func() error {
 // without queueing, on which the 0.2 ms target is judged).
 func BenchmarkGetVMs(b *testing.B) {
 	env := startBenchEnv(b)
-	modes := []struct{ name, bearer string }{{"jwt", env.jwt}, {"apitoken", env.apiToken}}
-	if noAuthBuild {
-		modes = []struct{ name, bearer string }{{"noauth", ""}}
-	}
-	b.Logf("auth mode of this binary: %s", benchAuthMode())
+	modes := []struct{ name, url, bearer string }{
+		{"jwt", env.url, env.jwt}, {"apitoken", env.url, env.apiToken}, {"noauth", env.noAuthURL, ""}}
 	for _, m := range modes {
 		// Sanity check outside the measurement: every VM is in the answer.
-		c, err := client.New(env.url, client.WithToken(m.bearer))
+		c, err := client.New(m.url, client.WithToken(m.bearer))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -221,7 +222,7 @@ func BenchmarkGetVMs(b *testing.B) {
 		}
 		for _, conc := range []int{8, 1} {
 			b.Run(fmt.Sprintf("%s/conc=%d", m.name, conc), func(b *testing.B) {
-				runConcurrent(b, conc, getVMs(b, env.url, m.bearer, conc))
+				runConcurrent(b, conc, getVMs(b, m.url, m.bearer, conc))
 			})
 		}
 	}
@@ -231,9 +232,6 @@ func BenchmarkGetVMs(b *testing.B) {
 // argon2id verification (19 MiB, t=2) plus the session write to etcd. It runs
 // one login at a time, so p50 is the latency of a login on an idle server.
 func BenchmarkLogin(b *testing.B) {
-	if noAuthBuild {
-		b.Skip("login is measured in the build with authentication")
-	}
 	env := startBenchEnv(b)
 	anon, err := client.New(env.url)
 	if err != nil {

@@ -140,11 +140,11 @@ func (f *fakeCP) VMLogs(_ context.Context, _, _ string, tail int64) ([]byte, err
 // fakeLog is the serial output the fake VMs print.
 const fakeLog = "[    0.000000] Linux version 6.1.0\r\nDebian GNU/Linux 12 web-1 ttyS0\r\nweb-1 login: "
 
-func (f *fakeCP) GetTask(_ context.Context, _, id string) (*messages.Task, error) {
+func (f *fakeCP) GetTask(_ context.Context, owner, id string) (*messages.Task, error) {
 	if f.err != nil {
 		return nil, f.err
 	}
-	t := fakeTask(messages.TaskVMCreate, fakeVM("x", messages.AnonymousOwner))
+	t := fakeTask(messages.TaskVMCreate, fakeVM("x", owner))
 	t.ID = id
 	return t, nil
 }
@@ -162,11 +162,11 @@ func (f *fakeCP) ListTasks(_ context.Context, _ string, page store.Page) ([]*mes
 	return nil, "", f.err
 }
 
-func (f *fakeCP) CancelTask(_ context.Context, _, id string) (*messages.Task, error) {
+func (f *fakeCP) CancelTask(_ context.Context, owner, id string) (*messages.Task, error) {
 	if f.err != nil {
 		return nil, f.err
 	}
-	t := fakeTask(messages.TaskVMCreate, fakeVM("x", messages.AnonymousOwner))
+	t := fakeTask(messages.TaskVMCreate, fakeVM("x", owner))
 	t.ID, t.State = id, messages.TaskCancelled
 	return t, nil
 }

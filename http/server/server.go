@@ -8,6 +8,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/etcd"
 )
 
@@ -87,6 +88,10 @@ type Server struct {
 	engine  *gin.Engine
 	// now is the clock for idempotency expiry and audit times; a seam for tests.
 	now func() time.Time
+	// principal resolves a request's credentials: bearerPrincipal, always,
+	// outside this package's tests (the authentication-overhead benchmark
+	// swaps in a fixed principal for its baseline).
+	principal func(*gin.Context) (*messages.Principal, error)
 	// table indexes the route table by routeKey; read-only after New.
 	table map[string]route
 }
@@ -98,6 +103,7 @@ func New(cfg Config, cp ControlPlane, log *slog.Logger) *Server {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg.withDefaults(), cp: cp, log: log, now: time.Now}
+	s.principal = s.bearerPrincipal
 	if s.cfg.MetricsEnabled {
 		s.metrics = newMetrics()
 		if s.cfg.StoreStatus != nil {

@@ -24,7 +24,6 @@ import (
 	"time"
 
 	"github.com/otherix/otherix/messages"
-	"github.com/otherix/otherix/nodeagent/enroll"
 )
 
 // Path is the heartbeat endpoint on the agent-facing listener.
@@ -98,11 +97,6 @@ func NewRotatingClient(cert func() *tls.Certificate, roots *x509.CertPool, serve
 		},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}, nil
-}
-
-// ClientFromState is NewClient for an enrolled node's state dir.
-func ClientFromState(st *enroll.State) (*http.Client, error) {
-	return NewClient(st.TLSCert, st.CAPool(), st.Config.Server)
 }
 
 // URL returns the heartbeat URL of the agent-facing server URL.

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -48,61 +47,6 @@ func (d *Dispatcher) Close() error { return d.session.Close() }
 // Abandon stops keeping the lease alive without revoking it, as a crashed
 // replica would: its claims stay until the lease's TTL runs out.
 func (d *Dispatcher) Abandon() { d.session.Orphan() }
-
-// Claimable returns the jobs nobody holds whose backoff has passed, oldest first.
-func (s *Store) Claimable(ctx context.Context) ([]*messages.Job, error) {
-	// Read jobs and claims at one revision so a job is never seen unclaimed
-	// only because its claim was read later.
-	resp, err := s.cli.Txn(ctx).Then(
-		clientv3.OpGet(RowPrefix(Jobs), clientv3.WithPrefix()),
-		clientv3.OpGet(RowPrefix(claims), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
-	).Commit()
-	if err != nil {
-		return nil, unavailable(err)
-	}
-	held := map[string]bool{}
-	for _, k := range resp.Responses[1].GetResponseRange().Kvs {
-		held[lastSegment(string(k.Key))] = true
-	}
-	now := s.now()
-	var out []*messages.Job
-	for _, k := range resp.Responses[0].GetResponseRange().Kvs {
-		id := lastSegment(string(k.Key))
-		if held[id] {
-			continue
-		}
-		j, err := decode[messages.Job](k.Value, k.ModRevision)
-		if err != nil {
-			return nil, err
-		}
-		if j.NotBefore.After(now) {
-			continue
-		}
-		out = append(out, j)
-	}
-	return out, nil
-}
-
-// NextWakeup is the earliest NotBefore among unclaimed jobs still backing off,
-// or the zero time if none are.
-func (s *Store) NextWakeup(ctx context.Context) (time.Time, error) {
-	resp, err := s.cli.Get(ctx, RowPrefix(Jobs), clientv3.WithPrefix())
-	if err != nil {
-		return time.Time{}, unavailable(err)
-	}
-	var next time.Time
-	now := s.now()
-	for _, k := range resp.Kvs {
-		var j messages.Job
-		if json.Unmarshal(k.Value, &j) != nil {
-			continue
-		}
-		if j.NotBefore.After(now) && (next.IsZero() || j.NotBefore.Before(next)) {
-			next = j.NotBefore
-		}
-	}
-	return next, nil
-}
 
 // Claim takes a job for this dispatcher and counts the attempt. Exactly one of
 // several dispatchers racing for a job wins; the others get ErrClaimLost.
