@@ -1,6 +1,7 @@
 // Package apierror owns the error envelope both processes put on the wire,
-// {"error":{"code","message","details"}}, how a client reads one back, and
-// the strict JSON decoding both APIs apply to request bodies. The control
+// {"error":{"code","message","details"}}, how a client reads one back, the
+// status each error kind answers with, and the strict JSON decoding both APIs
+// apply to request bodies. The control
 // plane's API, the agent's API and every client of either use it, so the
 // envelope is declared once and a message from the other side is bounded the
 // same way everywhere.
