@@ -12,7 +12,6 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/otherix/otherix/http/apierror"
-	"github.com/otherix/otherix/http/errstatus"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
 )
@@ -40,7 +39,7 @@ type kindRule struct {
 	code string
 }
 
-// kinds holds what this API does differently from http/errstatus, the
+// kinds holds what this API does differently from apierror's status table, the
 // table every API shares: codes that replace the error's own, and kinds of
 // its own. Nothing else in the package chooses a status for an error.
 var kinds = map[messages.Kind]kindRule{
@@ -85,7 +84,7 @@ func classify(err error) (*messages.Error, kindRule) {
 	if rule, ok := kinds[e.Kind]; ok {
 		return e, rule
 	}
-	if status, ok := errstatus.Lookup(e.Kind); ok {
+	if status, ok := apierror.LookupStatus(e.Kind); ok {
 		return e, kindRule{status: status}
 	}
 	return e, kinds[messages.KindInternal]
