@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/otherix/otherix/http/apierror"
-	"github.com/otherix/otherix/http/errstatus"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/nodeagent/console"
 	"github.com/otherix/otherix/security"
@@ -239,7 +238,7 @@ func writeError(w http.ResponseWriter, err error) {
 	if !errors.As(err, &e) {
 		e = &messages.Error{Kind: messages.KindInternal, Code: "internal", Message: "internal error: " + err.Error()}
 	}
-	status := errstatus.Of(e.Kind)
+	status := apierror.Status(e.Kind)
 	writeJSON(w, status, apierror.NewBody(e.Code, e.Error(), e.Details))
 }
 
