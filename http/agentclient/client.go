@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"github.com/otherix/otherix/http/apierror"
-	"github.com/otherix/otherix/http/errstatus"
 	"github.com/otherix/otherix/messages"
 )
 
@@ -259,7 +258,7 @@ func transportError(err error) error {
 // so callers can retry them.
 func decodeError(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	me := &messages.Error{Kind: errstatus.KindOf(resp.StatusCode), Code: "agent_error",
+	me := &messages.Error{Kind: apierror.KindOf(resp.StatusCode), Code: "agent_error",
 		Message: fmt.Sprintf("agent answered %s", resp.Status)}
 	if d, ok := apierror.Parse(b); ok {
 		me.Code, me.Message, me.Details = d.Code, d.Message, d.Details
