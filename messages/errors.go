@@ -8,7 +8,7 @@ import (
 // Kind classifies a domain error; the HTTP layer maps each kind to one status.
 type Kind int
 
-// Error kinds. Each maps to exactly one HTTP status (http/errstatus).
+// Error kinds. Each maps to exactly one HTTP status (http/apierror).
 const (
 	KindInternal        Kind = iota
 	KindInvalid              // the request is malformed or violates a rule

@@ -21,7 +21,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/otherix/otherix/http/errstatus"
+	"github.com/otherix/otherix/http/apierror"
 	"github.com/otherix/otherix/messages"
 )
 
@@ -253,25 +253,15 @@ func transportError(err error) error {
 	return &Error{Err: fmt.Errorf("%w: %w", ErrUnreachable, err)}
 }
 
-// errorBody is the agent's error envelope.
-type errorBody struct {
-	Error *struct {
-		Code    string         `json:"code"`
-		Message string         `json:"message"`
-		Details map[string]any `json:"details"`
-	} `json:"error"`
-}
-
 // decodeError turns an error answer into *messages.Error with the agent's
 // code and a kind from the status; 5xx answers also wrap ErrAgentUnavailable
 // so callers can retry them.
 func decodeError(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	var eb errorBody
-	me := &messages.Error{Kind: errstatus.KindOf(resp.StatusCode), Code: "agent_error",
+	me := &messages.Error{Kind: apierror.KindOf(resp.StatusCode), Code: "agent_error",
 		Message: fmt.Sprintf("agent answered %s", resp.Status)}
-	if json.Unmarshal(b, &eb) == nil && eb.Error != nil && eb.Error.Code != "" {
-		me.Code, me.Message, me.Details = eb.Error.Code, eb.Error.Message, eb.Error.Details
+	if d, ok := apierror.Parse(b); ok {
+		me.Code, me.Message, me.Details = d.Code, d.Message, d.Details
 	}
 	e := &Error{Status: resp.StatusCode, Err: me}
 	if resp.StatusCode >= 500 {

@@ -1,11 +1,12 @@
 package client
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
+
+	"github.com/otherix/otherix/http/apierror"
 )
 
 // APIError is an error answer of the API, decoded from its envelope
@@ -36,25 +37,12 @@ func ErrorCode(err error) string {
 
 func decodeAPIError(resp *http.Response, raw []byte) error {
 	e := &APIError{Status: resp.StatusCode, RequestID: resp.Header.Get("X-Request-Id")}
-	var env struct {
-		Error *struct {
-			Code    string         `json:"code"`
-			Message string         `json:"message"`
-			Details map[string]any `json:"details"`
-		} `json:"error"`
-	}
-	if json.Unmarshal(raw, &env) == nil && env.Error != nil && env.Error.Code != "" {
-		e.Code, e.Message, e.Details = env.Error.Code, env.Error.Message, env.Error.Details
+	if d, ok := apierror.Parse(raw); ok {
+		e.Code, e.Message, e.Details = d.Code, d.Message, d.Details
 		return e
 	}
 	// Not our envelope (a proxy in between, say): keep what there is.
 	e.Code = "http_" + strings.ReplaceAll(strings.ToLower(http.StatusText(resp.StatusCode)), " ", "_")
-	e.Message = strings.TrimSpace(string(raw))
-	if len(e.Message) > 512 {
-		e.Message = e.Message[:512] + "…"
-	}
-	if e.Message == "" {
-		e.Message = http.StatusText(resp.StatusCode)
-	}
+	e.Message = apierror.Excerpt(raw, resp.StatusCode)
 	return e
 }

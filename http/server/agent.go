@@ -7,6 +7,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/otherix/otherix/http/apierror"
 	"github.com/otherix/otherix/messages"
 )
 
@@ -66,8 +67,7 @@ func NewAgentAPI(cp ControlPlane, log *slog.Logger) http.Handler {
 func (s *Server) routeBodyLimit(limit int64) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		if c.Request.ContentLength > limit {
-			s.writeError(c, apiError(messages.KindTooLarge, "request_too_large",
-				"the body is larger than %d bytes", limit).WithDetail("limit", limit))
+			s.writeError(c, apierror.TooLarge(limit))
 			return
 		}
 		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, limit)

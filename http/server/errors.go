@@ -11,7 +11,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/otherix/otherix/http/errstatus"
+	"github.com/otherix/otherix/http/apierror"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
 )
@@ -39,7 +39,7 @@ type kindRule struct {
 	code string
 }
 
-// kinds holds what this API does differently from http/errstatus, the
+// kinds holds what this API does differently from apierror's status table, the
 // table every API shares: codes that replace the error's own, and kinds of
 // its own. Nothing else in the package chooses a status for an error.
 var kinds = map[messages.Kind]kindRule{
@@ -56,17 +56,6 @@ const (
 	// goes to the log with the request id, never to the wire.
 	internalMessage = "internal server error; quote the request id to an operator"
 )
-
-// errorBody is the error envelope: {"error":{"code","message","details"}}.
-type errorBody struct {
-	Error errorDetail `json:"error"`
-}
-
-type errorDetail struct {
-	Code    string         `json:"code"`
-	Message string         `json:"message"`
-	Details map[string]any `json:"details"`
-}
 
 // apiError builds an error raised by the HTTP layer itself.
 func apiError(kind messages.Kind, code, format string, args ...any) *messages.Error {
@@ -95,7 +84,7 @@ func classify(err error) (*messages.Error, kindRule) {
 	if rule, ok := kinds[e.Kind]; ok {
 		return e, rule
 	}
-	if status, ok := errstatus.Lookup(e.Kind); ok {
+	if status, ok := apierror.LookupStatus(e.Kind); ok {
 		return e, kindRule{status: status}
 	}
 	return e, kinds[messages.KindInternal]
@@ -126,9 +115,6 @@ func (s *Server) respond(c *gin.Context, err error, logIt bool) {
 	if code == "" {
 		code = codeInternal
 	}
-	if details == nil {
-		details = map[string]any{}
-	}
 	switch rule.status {
 	case http.StatusUnauthorized:
 		c.Header("WWW-Authenticate", `Bearer realm="otherix"`)
@@ -142,7 +128,7 @@ func (s *Server) respond(c *gin.Context, err error, logIt bool) {
 		c.Set(ctxDenied, true)
 		c.Set(ctxOutOfScope, true)
 	}
-	c.AbortWithStatusJSON(rule.status, errorBody{Error: errorDetail{Code: code, Message: msg, Details: details}})
+	c.AbortWithStatusJSON(rule.status, apierror.NewBody(code, msg, details))
 }
 
 // retryAfter reads the wait a rate limiter put in the details

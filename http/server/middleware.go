@@ -11,7 +11,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/http/apierror"
 )
 
 // HeaderRequestID carries the request id in and out.
@@ -127,8 +127,7 @@ func (s *Server) recovery(c *gin.Context) {
 // refused before reading; an undeclared one fails while being read.
 func (s *Server) bodyLimit(c *gin.Context) {
 	if c.Request.ContentLength > s.cfg.MaxBodyBytes {
-		s.writeError(c, apiError(messages.KindTooLarge, "request_too_large",
-			"the body is larger than %d bytes", s.cfg.MaxBodyBytes).WithDetail("limit", s.cfg.MaxBodyBytes))
+		s.writeError(c, apierror.TooLarge(s.cfg.MaxBodyBytes))
 		return
 	}
 	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxBodyBytes)

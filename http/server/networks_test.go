@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/otherix/otherix/http/apierror"
 	"github.com/otherix/otherix/http/client"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/security"
@@ -118,7 +119,7 @@ func TestNetworksAPI(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var env struct{ Error errorDetail }
+		var env struct{ Error apierror.Detail }
 		err = json.NewDecoder(resp.Body).Decode(&env)
 		resp.Body.Close()
 		if err != nil || resp.StatusCode != http.StatusBadRequest || env.Error.Code != tc.code ||

@@ -19,6 +19,7 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 
+	"github.com/otherix/otherix/http/apierror"
 	"github.com/otherix/otherix/http/client"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/nodeagent/enroll"
@@ -139,18 +140,18 @@ func TestAgentAPIEnvelope(t *testing.T) {
 	cp := newFakeCP()
 	srv := agentServer(t, cp, nil)
 	c := srv.Client()
-	post := func(body, ct string) (*http.Response, errorDetail) {
+	post := func(body, ct string) (*http.Response, apierror.Detail) {
 		t.Helper()
 		resp, err := c.Post(srv.URL+"/v1/enroll", ct, strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
-		var env errorBody
+		var env apierror.Body
 		_ = json.NewDecoder(resp.Body).Decode(&env)
 		return resp, env.Error
 	}
-	check := func(resp *http.Response, e errorDetail, status int, code string) {
+	check := func(resp *http.Response, e apierror.Detail, status int, code string) {
 		t.Helper()
 		if resp.StatusCode != status || e.Code != code || resp.Header.Get(HeaderRequestID) == "" {
 			t.Errorf("status %d code %q, want %d %q", resp.StatusCode, e.Code, status, code)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/otherix/otherix/http/apierror"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
 	"github.com/otherix/otherix/security"
@@ -48,13 +49,13 @@ func (r req) do(t *testing.T, s *Server) *httptest.ResponseRecorder {
 	return rec
 }
 
-func envelope(t *testing.T, rec *httptest.ResponseRecorder) errorDetail {
+func envelope(t *testing.T, rec *httptest.ResponseRecorder) apierror.Detail {
 	t.Helper()
 	if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
 		t.Fatalf("content type %q, want application/json; body %s", ct, rec.Body)
 	}
 	var b struct {
-		Error *errorDetail `json:"error"`
+		Error *apierror.Detail `json:"error"`
 	}
 	dec := json.NewDecoder(rec.Body)
 	dec.DisallowUnknownFields()
@@ -67,7 +68,7 @@ func envelope(t *testing.T, rec *httptest.ResponseRecorder) errorDetail {
 	return *b.Error
 }
 
-func wantError(t *testing.T, rec *httptest.ResponseRecorder, status int, code string) errorDetail {
+func wantError(t *testing.T, rec *httptest.ResponseRecorder, status int, code string) apierror.Detail {
 	t.Helper()
 	if rec.Code != status {
 		t.Fatalf("status %d, want %d; body %s", rec.Code, status, rec.Body)

@@ -1,7 +1,7 @@
 package enroll
 
 import (
-	"github.com/otherix/otherix/nodeagent/apierror"
+	"github.com/otherix/otherix/http/apierror"
 
 	"bytes"
 	"context"

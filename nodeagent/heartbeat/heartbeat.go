@@ -4,7 +4,7 @@
 package heartbeat
 
 import (
-	"github.com/otherix/otherix/nodeagent/apierror"
+	"github.com/otherix/otherix/http/apierror"
 
 	"bytes"
 	"cmp"

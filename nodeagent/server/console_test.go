@@ -13,6 +13,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/otherix/otherix/http/apierror"
 	"github.com/otherix/otherix/messages"
 )
 
@@ -51,7 +52,7 @@ func refusal(t *testing.T, p pki, base, path string, status int, code string) {
 		t.Fatalf("dial %s: %v, want HTTP %d", path, err, status)
 	}
 	defer resp.Body.Close()
-	var env envelope
+	var env apierror.Body
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != status || json.Unmarshal(b, &env) != nil || env.Error.Code != code {
 		t.Fatalf("dial %s: HTTP %d %s, want %d %s", path, resp.StatusCode, b, status, code)

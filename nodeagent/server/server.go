@@ -11,15 +11,13 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/otherix/otherix/http/errstatus"
+	"github.com/otherix/otherix/http/apierror"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/nodeagent/console"
 	"github.com/otherix/otherix/security"
@@ -224,38 +222,15 @@ func (a *api) vmLog(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(b)
 }
 
-// decodeStrict reads one JSON object, refusing unknown fields (named in the
-// error) and bodies over MaxBodyBytes: the control plane and its agents are
-// upgraded together, so an unknown field is a version mismatch to surface.
+// decodeStrict checks the media type and reads one JSON value strictly
+// (apierror.DecodeStrict) within MaxBodyBytes: the control plane and its
+// agents are upgraded together, so an unknown field is a version mismatch to
+// surface.
 func decodeStrict(w http.ResponseWriter, r *http.Request, into any) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
 		return messages.Errorf(messages.KindInvalid, "unsupported_media_type", "the body must be application/json, not %q", ct)
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(into); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return messages.Errorf(messages.KindTooLarge, "body_too_large", "the body is over %d bytes", MaxBodyBytes)
-		}
-		if field, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-			field = strings.Trim(field, `"`)
-			return messages.Errorf(messages.KindInvalid, "unknown_field", "unknown field %q", field).WithDetail("field", field)
-		}
-		return messages.Errorf(messages.KindInvalid, "invalid_json", "the body is not valid JSON: %v", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return messages.Errorf(messages.KindInvalid, "invalid_json", "the body holds more than one JSON value")
-	}
-	return nil
-}
-
-type envelope struct {
-	Error struct {
-		Code    string         `json:"code"`
-		Message string         `json:"message"`
-		Details map[string]any `json:"details,omitempty"`
-	} `json:"error"`
+	return apierror.DecodeStrict(http.MaxBytesReader(w, r.Body, MaxBodyBytes), into)
 }
 
 func writeError(w http.ResponseWriter, err error) {
@@ -263,17 +238,16 @@ func writeError(w http.ResponseWriter, err error) {
 	if !errors.As(err, &e) {
 		e = &messages.Error{Kind: messages.KindInternal, Code: "internal", Message: "internal error: " + err.Error()}
 	}
-	status := errstatus.Of(e.Kind)
-	var env envelope
-	env.Error.Code, env.Error.Message, env.Error.Details = e.Code, e.Error(), e.Details
-	writeJSON(w, status, env)
+	status := apierror.Status(e.Kind)
+	writeJSON(w, status, apierror.NewBody(e.Code, e.Error(), e.Details))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		http.Error(w, fmt.Sprintf(`{"error":{"code":"internal","message":%q}}`, err.Error()), http.StatusInternalServerError)
-		return
+		// The envelope of plain strings always encodes.
+		b, _ = json.Marshal(apierror.NewBody("internal", "encode answer: "+err.Error(), nil))
+		status = http.StatusInternalServerError
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)

@@ -327,7 +327,7 @@ func TestAPIMatchesContract(t *testing.T) {
 	if st, m := do("POST", "/v1/tasks", strings.Replace(task, `"memory_mib":256`, `"memory_mib":1`, 1)); st != 400 || code(m) != "invalid_field" {
 		t.Fatalf("invalid spec: %d %v", st, m)
 	}
-	if st, m := do("POST", "/v1/tasks", `{"id":"`+jobID+`","kind":"vm.create","vm":{"id":"`+vmID+`","name":"web","generation":1,"spec":{"user_data":"`+strings.Repeat("x", MaxBodyBytes)+`"}}}`); st != 413 || code(m) != "body_too_large" {
+	if st, m := do("POST", "/v1/tasks", `{"id":"`+jobID+`","kind":"vm.create","vm":{"id":"`+vmID+`","name":"web","generation":1,"spec":{"user_data":"`+strings.Repeat("x", MaxBodyBytes)+`"}}}`); st != 413 || code(m) != "request_too_large" {
 		t.Fatalf("huge body: %d %v", st, m)
 	}
 	if st, _ := do("GET", "/v1/vms", ""); st != 200 {

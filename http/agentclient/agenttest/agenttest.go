@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/otherix/otherix/http/apierror"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/security"
 )
@@ -220,9 +221,7 @@ func (a *Agent) serve(w http.ResponseWriter, r *http.Request) {
 
 func (a *Agent) submit(w http.ResponseWriter, r *http.Request) {
 	var req messages.AgentTaskRequest
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil || req.ID == "" {
+	if err := apierror.DecodeStrict(r.Body, &req); err != nil || req.ID == "" {
 		writeError(w, http.StatusBadRequest, "invalid_body", fmt.Sprintf("bad task request: %v", err))
 		return
 	}
@@ -304,7 +303,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, map[string]any{"error": map[string]any{"code": code, "message": msg, "details": map[string]any{}}})
+	writeJSON(w, status, apierror.NewBody(code, msg, nil))
 }
 
 // Close stops the fake now (it also stops when the test ends).

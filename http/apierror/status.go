@@ -1,7 +1,8 @@
-// Package errstatus maps domain error kinds to HTTP statuses and back. The
-// control plane's API, the agent's API and the client of the agent's API
-// share it, so a kind means the same status on both hops.
-package errstatus
+package apierror
+
+// The status table: a domain error kind means the same HTTP status on both
+// hops (user to control plane, control plane to agent), and a client reads a
+// status back into the same kind.
 
 import (
 	"net/http"
@@ -24,14 +25,14 @@ var statuses = map[messages.Kind]int{
 	messages.KindStorageFull:     http.StatusInsufficientStorage,
 }
 
-// Lookup is kind's status, and whether the kind is one the table knows.
-func Lookup(kind messages.Kind) (int, bool) {
+// LookupStatus is kind's status, and whether the kind is one the table knows.
+func LookupStatus(kind messages.Kind) (int, bool) {
 	s, ok := statuses[kind]
 	return s, ok
 }
 
-// Of is kind's status; a kind the table does not know is an internal error.
-func Of(kind messages.Kind) int {
+// Status is kind's status; a kind the table does not know is an internal error.
+func Status(kind messages.Kind) int {
 	if s, ok := statuses[kind]; ok {
 		return s
 	}
