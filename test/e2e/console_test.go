@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/nodeagent/qemu"
 	"github.com/otherix/otherix/test/guest"
 )
@@ -151,7 +152,7 @@ func TestConsoleIntoTheGuest(t *testing.T) {
 		t.Fatal("QEMU died with the agent")
 	}
 	c.agent = startAgent(t, c.state)
-	eventually(t, 30*time.Second, "re-adoption", func() bool {
+	testutil.Eventually(t, 30*time.Second, 50*time.Millisecond, "re-adoption", func() bool {
 		return strings.Contains(c.agent.out.String(), "re-adopted running vm")
 	})
 	again = c.startConsole("vm", "console", "g1")

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/otherix/otherix/internal/testutil"
 )
 
 // syncBuffer is a bytes.Buffer safe to write from a process's output copier
@@ -157,14 +159,14 @@ func TestAgentRidesOutAPIRestart(t *testing.T) {
 		t.Fatalf("bootstrap: %v\n%s", err, out)
 	}
 	agent := startAgent(t, state)
-	eventually(t, 20*time.Second, "node ready", func() bool { return getNode(t, api.URL, "n1").Phase == "ready" })
+	testutil.Eventually(t, 20*time.Second, 50*time.Millisecond, "node ready", func() bool { return getNode(t, api.URL, "n1").Phase == "ready" })
 
 	// The same listener addresses: the agent knows the API by its URL.
 	agentListen := strings.TrimPrefix(api.AgentURL, "https://")
 	listen := strings.TrimPrefix(api.URL, "https://")
 	api.stop()
 	stoppedAt := time.Now()
-	eventually(t, 20*time.Second, "the agent notices the API is gone", func() bool {
+	testutil.Eventually(t, 20*time.Second, 50*time.Millisecond, "the agent notices the API is gone", func() bool {
 		return strings.Contains(agent.out.String(), "heartbeat failing")
 	})
 	select {
@@ -174,7 +176,7 @@ func TestAgentRidesOutAPIRestart(t *testing.T) {
 	}
 
 	api = startAPIAt(t, dataDir, listen, "OTHERIX_HEARTBEAT__INTERVAL=1s", "OTHERIX_AGENT_LISTEN="+agentListen)
-	eventually(t, 30*time.Second, "a heartbeat after the restart", func() bool {
+	testutil.Eventually(t, 30*time.Second, 50*time.Millisecond, "a heartbeat after the restart", func() bool {
 		n := getNode(t, api.URL, "n1")
 		return n.Phase == "ready" && n.Status.LastHeartbeatAt != nil && n.Status.LastHeartbeatAt.After(stoppedAt)
 	})
@@ -201,7 +203,7 @@ func TestAgentRenewsCertificate(t *testing.T) {
 	call(t, "GET", api.URL+"/v1/nodes/n1", nil, &before)
 	// Due at once: the certificate expires within "renew-before".
 	agent := startAgent(t, state, "--renew-before", "2400h")
-	eventually(t, 30*time.Second, "the renewal", func() bool {
+	testutil.Eventually(t, 30*time.Second, 50*time.Millisecond, "the renewal", func() bool {
 		return strings.Contains(agent.out.String(), "node certificate renewed")
 	})
 	var after struct {

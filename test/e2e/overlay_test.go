@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/otherix/otherix/internal/netnstest"
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/test/guest"
 )
 
@@ -275,7 +276,7 @@ func TestOverlayGuestsPingAcrossNodes(t *testing.T) {
 		return "agent n1:\n" + tail(n1.proc.out.String(), 4000) + "\nagent n2:\n" + tail(n2.proc.out.String(), 4000)
 	}
 	nodes := map[string]overlayNode{}
-	eventually(t, 30*time.Second, "nodes ready with their overlay keys", func() bool {
+	testutil.Eventually(t, 30*time.Second, 50*time.Millisecond, "nodes ready with their overlay keys", func() bool {
 		for _, name := range []string{"n1", "n2"} {
 			var n overlayNode
 			call(t, "GET", api.URL+"/v1/nodes/"+name, nil, &n)
@@ -493,7 +494,7 @@ func TestOverlayGuestsPingAcrossNodes(t *testing.T) {
 		c.mustCLI("vm", "delete", g, "--force", "--wait")
 	}
 	for _, name := range []string{"n1", "n2"} {
-		eventually(t, 15*time.Second, "no taps left on "+name, func() bool {
+		testutil.Eventually(t, 15*time.Second, 50*time.Millisecond, "no taps left on "+name, func() bool {
 			out := ipIn(t, nodeNS[name], "-o", "link", "show")
 			return !strings.Contains(out, ": oxt")
 		})
