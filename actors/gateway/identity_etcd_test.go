@@ -452,8 +452,7 @@ func TestAnonymousAuditIsBounded(t *testing.T) {
 	}
 	g.Audit(messages.AuditEntry{Actor: "u-1", Action: "POST /v1/vms", Result: "ok", Source: "192.0.2.7"})
 	var anon, user int
-	deadline := time.Now().Add(10 * time.Second)
-	for user == 0 && time.Now().Before(deadline) {
+	testutil.Until(10*time.Second, 20*time.Millisecond, func() bool {
 		anon, user = 0, 0
 		entries, _, err := g.ListAudit(t.Context(), store.Page{Limit: store.MaxPageSize})
 		if err != nil {
@@ -467,8 +466,8 @@ func TestAnonymousAuditIsBounded(t *testing.T) {
 				user++
 			}
 		}
-		time.Sleep(20 * time.Millisecond) // poll interval
-	}
+		return user != 0
+	})
 	if user != 1 {
 		t.Fatalf("the authenticated entry was not written")
 	}
