@@ -53,20 +53,22 @@ func (c *cluster) startConsole(args ...string) *consoleProc {
 // waitFor waits until the process printed want, or fails with its output.
 func (p *consoleProc) waitFor(t *testing.T, want string, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !strings.Contains(p.out.String(), want) {
+	printed := func() bool {
+		if strings.Contains(p.out.String(), want) {
+			return true
+		}
 		select {
 		case <-p.done:
 			if strings.Contains(p.out.String(), want) {
-				return
+				return true
 			}
 			t.Fatalf("console exited (%v) before printing %q:\n%s", p.err, want, tail(p.out.String(), 3000))
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%q not printed within %s:\n%s", want, within, tail(p.out.String(), 3000))
-		}
-		time.Sleep(50 * time.Millisecond)
+		return false
+	}
+	if !testutil.Until(within, 50*time.Millisecond, printed) {
+		t.Fatalf("%q not printed within %s:\n%s", want, within, tail(p.out.String(), 3000))
 	}
 }
 

@@ -117,17 +117,10 @@ func TestHeartbeatLiveness(t *testing.T) {
 	waitPhase := func(want string, within time.Duration) nodeView {
 		t.Helper()
 		var n nodeView
-		deadline := time.Now().Add(within)
-		for {
-			n = getNode(t, api.URL, "n1")
-			if n.Phase == want {
-				return n
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("node n1 is %s, not %s, after %s\nagent:\n%s\napi:\n%s", n.Phase, want, within, agent.out.String(), api.stderr.String())
-			}
-			time.Sleep(100 * time.Millisecond)
+		if !testutil.Until(within, 100*time.Millisecond, func() bool { n = getNode(t, api.URL, "n1"); return n.Phase == want }) {
+			t.Fatalf("node n1 is %s, not %s, after %s\nagent:\n%s\napi:\n%s", n.Phase, want, within, agent.out.String(), api.stderr.String())
 		}
+		return n
 	}
 	n := waitPhase("ready", 20*time.Second)
 	if n.Status.LastHeartbeatAt == nil || n.Status.Capacity == nil || n.Status.Capacity.CPUs < 1 || n.Status.Capacity.Accelerator != "tcg" {

@@ -208,16 +208,8 @@ func (c *cluster) waitPhase(name, phase string, within time.Duration) vmStatus {
 func (c *cluster) waitLog(name, want string, n int, within time.Duration) {
 	c.t.Helper()
 	var out string
-	deadline := time.Now().Add(within)
-	for {
-		out, _ = c.cli("vm", "logs", name)
-		if strings.Count(out, want) >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("vm %s: %q not seen %d times in its log within %s:\n%s", name, want, n, within, tail(out, 3000))
-		}
-		time.Sleep(200 * time.Millisecond)
+	if !testutil.Until(within, 200*time.Millisecond, func() bool { out, _ = c.cli("vm", "logs", name); return strings.Count(out, want) >= n }) {
+		c.t.Fatalf("vm %s: %q not seen %d times in its log within %s:\n%s", name, want, n, within, tail(out, 3000))
 	}
 }
 
