@@ -204,18 +204,13 @@ func TestAgentRenewsCertificate(t *testing.T) {
 		PrevCertFingerprint string `json:"prev_cert_fingerprint"`
 		Phase               string `json:"phase"`
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	if !testutil.Until(30*time.Second, 100*time.Millisecond, func() bool {
 		after.PrevCertFingerprint = "" // omitted when empty: decode afresh
 		call(t, "GET", api.URL+"/v1/nodes/n1", nil, &after)
-		if after.Phase == "ready" && after.CertFingerprint != before.CertFingerprint && after.PrevCertFingerprint == "" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no heartbeat with the new certificate: node %+v (was %s)\nagent:\n%s\napi:\n%s",
-				after, before.CertFingerprint, agent.out.String(), api.stderr.String())
-		}
-		time.Sleep(100 * time.Millisecond)
+		return after.Phase == "ready" && after.CertFingerprint != before.CertFingerprint && after.PrevCertFingerprint == ""
+	}) {
+		t.Fatalf("no heartbeat with the new certificate: node %+v (was %s)\nagent:\n%s\napi:\n%s",
+			after, before.CertFingerprint, agent.out.String(), api.stderr.String())
 	}
 	certPEM, err := os.ReadFile(filepath.Join(state, "node.pem"))
 	if err != nil {
