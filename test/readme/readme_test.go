@@ -586,9 +586,10 @@ func (s *session) checkOverlayOn(node string, host *hostState) {
 	t := s.t
 	t.Helper()
 	var n messages.Node
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		out, err := s.run("OTHERIX_CONFIG=.dev/otherix-config bin/otherix node get " + node + " -o json")
+	var out string
+	var err error
+	if !testutil.Until(2*time.Minute, 500*time.Millisecond, func() bool {
+		out, err = s.run("OTHERIX_CONFIG=.dev/otherix-config bin/otherix node get " + node + " -o json")
 		n = messages.Node{}
 		if err == nil && json.Unmarshal([]byte(out), &n) == nil {
 			for _, c := range n.Status.Conditions {
@@ -597,16 +598,15 @@ func (s *session) checkOverlayOn(node string, host *hostState) {
 				}
 			}
 			if o := n.Status.Overlay; o != nil && o.Reconciled && o.Error == "" && n.TunnelIP != "" {
-				break
+				return true
 			}
 		}
 		if b, _ := os.ReadFile(filepath.Join(s.dir, ".dev", "agent.log")); bytes.Contains(b, []byte("network data plane off")) {
 			t.Fatalf("the agent runs with its network data plane off:\n%s", tail(b, 4096))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node %s reports no reconciled overlay with a tunnel address (err %v):\n%s", node, err, out)
-		}
-		time.Sleep(500 * time.Millisecond)
+		return false
+	}) {
+		t.Fatalf("node %s reports no reconciled overlay with a tunnel address (err %v):\n%s", node, err, out)
 	}
 	if b, _ := os.ReadFile(filepath.Join(s.dir, ".dev", "agent.log")); !bytes.Contains(b, []byte("network data plane on")) {
 		t.Fatalf("agent.log does not say the network data plane is on:\n%s", tail(b, 4096))
