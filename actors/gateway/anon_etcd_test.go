@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/otherix/otherix/actors/gateway"
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
 	"github.com/otherix/otherix/security"
@@ -73,7 +74,7 @@ func TestAnonymousFloodAuditBounded(t *testing.T) {
 		}
 		return
 	}
-	if !eventually(t, 10*time.Second, func() bool {
+	if !testutil.Until(10*time.Second, 5*time.Millisecond, func() bool {
 		entries = allAudit(t, g)
 		l, e := total()
 		return l == n && e == n
@@ -124,7 +125,7 @@ func TestFailureWindowsBounded(t *testing.T) {
 		}
 		return c
 	}
-	if !eventually(t, 10*time.Second, func() bool { entries = allAudit(t, g); return counted() == 500 }) {
+	if !testutil.Until(10*time.Second, 5*time.Millisecond, func() bool { entries = allAudit(t, g); return counted() == 500 }) {
 		t.Fatalf("entries account for %d of 500 requests", counted())
 	}
 	if len(entries) > 2*21+1 {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/otherix/otherix/actors/gateway"
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
 	"github.com/otherix/otherix/security"
@@ -120,7 +121,7 @@ func TestForgedAPITokensCostOneRead(t *testing.T) {
 // auditHas waits for an audit entry with the action, target and result.
 func auditHas(t *testing.T, g *gateway.Gateway, action, target, result string) bool {
 	t.Helper()
-	return eventually(t, 5*time.Second, func() bool {
+	return testutil.Until(5*time.Second, 5*time.Millisecond, func() bool {
 		entries, _, err := g.ListAudit(t.Context(), store.Page{Limit: store.MaxPageSize})
 		if err != nil {
 			return false

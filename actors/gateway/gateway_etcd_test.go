@@ -17,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/otherix/otherix/actors/gateway"
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
 	"github.com/otherix/otherix/persistence/storetest"
@@ -59,21 +60,6 @@ func startGateway(t *testing.T, cfg gateway.Config) (*gateway.Gateway, *store.St
 		t.Fatalf("gateway not ready: %v", err)
 	}
 	return g, st
-}
-
-// eventually polls cond until it holds or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, cond func() bool) bool {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(5 * time.Millisecond) // poll interval, not synchronization
-	}
 }
 
 func createVM(t *testing.T, g *gateway.Gateway, name string) (*messages.VM, *messages.Task) {
@@ -219,7 +205,7 @@ func TestBusyVMAndCancelPendingCreate(t *testing.T) {
 	vm, task := createVM(t, g, "api")
 
 	// Let the first attempt fail; the job then waits an hour to retry.
-	if !eventually(t, 20*time.Second, func() bool {
+	if !testutil.Until(20*time.Second, 5*time.Millisecond, func() bool {
 		j, err := st.GetJob(ctx, task.JobID)
 		return err == nil && j.Attempts == 1 && j.LastError != ""
 	}) {
@@ -274,7 +260,7 @@ func TestPassivatedVMAnswersFromEtcd(t *testing.T) {
 	g, st := startGateway(t, fastJobs())
 	vm := failCreate(t, g, st, "cache")
 	for round := range 3 {
-		if !eventually(t, 10*time.Second, func() bool { return !g.VMActorRunning(vm.ID) }) {
+		if !testutil.Until(10*time.Second, 5*time.Millisecond, func() bool { return !g.VMActorRunning(vm.ID) }) {
 			t.Fatalf("round %d: idle vm actor not passivated after PassivateAfter", round)
 		}
 		row, err := st.GetVM(t.Context(), vm.ID)
@@ -309,7 +295,7 @@ func TestTinyPassivateAfter(t *testing.T) {
 		vms = append(vms, vm)
 	}
 	for _, vm := range vms {
-		if !eventually(t, 10*time.Second, func() bool { return !g.VMActorRunning(vm.ID) }) {
+		if !testutil.Until(10*time.Second, 5*time.Millisecond, func() bool { return !g.VMActorRunning(vm.ID) }) {
 			t.Fatalf("vm %s actor never passivated", vm.Name)
 		}
 	}
@@ -356,7 +342,7 @@ func TestTinyPassivateAfter(t *testing.T) {
 		t.Error(err)
 	}
 	for _, vm := range vms {
-		if !eventually(t, 10*time.Second, func() bool { return !g.VMActorRunning(vm.ID) }) {
+		if !testutil.Until(10*time.Second, 5*time.Millisecond, func() bool { return !g.VMActorRunning(vm.ID) }) {
 			t.Errorf("vm %s actor not passivated after the load", vm.Name)
 		}
 		if got := getVM(t, g, vm.ID); got.Generation != 1+updates || got.Spec.MemoryMiB != 512+64*updates {

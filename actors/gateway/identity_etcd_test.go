@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/otherix/otherix/actors/gateway"
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
 	"github.com/otherix/otherix/security"
@@ -249,7 +250,7 @@ func TestAPITokenLifecycle(t *testing.T) {
 	}
 	_, err = g.Authenticate(ctx, created.Token)
 	wantUnauthenticated(t, err) // at once on the replica that revoked
-	if !eventually(t, 3*time.Second, func() bool {
+	if !testutil.Until(3*time.Second, 5*time.Millisecond, func() bool {
 		_, err := g2.Authenticate(ctx, created.Token)
 		return err != nil
 	}) {
@@ -344,7 +345,7 @@ func TestAuditEntriesWritten(t *testing.T) {
 	_, _ = g.Login(ctx, messages.LoginRequest{Email: "ghost@example.com", Password: "x"}, "203.0.113.9")
 	g.Audit(messages.AuditEntry{Actor: "u1", Action: "POST /v1/vms", Result: "ok", RequestID: "r1"})
 	var got []messages.AuditEntry
-	if !eventually(t, 5*time.Second, func() bool {
+	if !testutil.Until(5*time.Second, 5*time.Millisecond, func() bool {
 		got, _, _ = g.ListAudit(ctx, store.Page{})
 		return len(got) >= 4 // bootstrap, login ok, login failed, the explicit one
 	}) {
@@ -451,8 +452,7 @@ func TestAnonymousAuditIsBounded(t *testing.T) {
 	}
 	g.Audit(messages.AuditEntry{Actor: "u-1", Action: "POST /v1/vms", Result: "ok", Source: "192.0.2.7"})
 	var anon, user int
-	deadline := time.Now().Add(10 * time.Second)
-	for user == 0 && time.Now().Before(deadline) {
+	testutil.Until(10*time.Second, 20*time.Millisecond, func() bool {
 		anon, user = 0, 0
 		entries, _, err := g.ListAudit(t.Context(), store.Page{Limit: store.MaxPageSize})
 		if err != nil {
@@ -466,8 +466,8 @@ func TestAnonymousAuditIsBounded(t *testing.T) {
 				user++
 			}
 		}
-		time.Sleep(20 * time.Millisecond) // poll interval
-	}
+		return user != 0
+	})
 	if user != 1 {
 		t.Fatalf("the authenticated entry was not written")
 	}

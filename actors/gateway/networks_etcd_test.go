@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/otherix/otherix/actors/gateway"
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
 )
@@ -213,7 +214,7 @@ func TestUpdateNetworkEgress(t *testing.T) {
 
 	// Two real changes, two audit entries: no-ops and refusals leave none.
 	var updates []messages.AuditEntry
-	if !eventually(t, 5*time.Second, func() bool {
+	if !testutil.Until(5*time.Second, 5*time.Millisecond, func() bool {
 		entries, _, err := g.ListAudit(ctx, store.Page{Limit: store.MaxPageSize})
 		if err != nil {
 			return false

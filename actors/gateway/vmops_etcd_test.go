@@ -15,6 +15,7 @@ import (
 	"github.com/otherix/otherix/actors/gateway"
 	"github.com/otherix/otherix/actors/job"
 	"github.com/otherix/otherix/http/agentclient"
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 )
 
@@ -112,7 +113,7 @@ func runningVM(t *testing.T, agent job.Agent, calls gateway.AgentCaller) (*gatew
 		t.Fatalf("heartbeat: %v", err)
 	}
 	vm, _ := createVM(t, g, "web")
-	if !eventually(t, 10*time.Second, func() bool {
+	if !testutil.Until(10*time.Second, 5*time.Millisecond, func() bool {
 		got, err := g.GetVM(ctx, owner, vm.ID)
 		return err == nil && got.Status.Phase == messages.PhaseRunning && got.Status.ActiveTask == ""
 	}) {
@@ -224,7 +225,7 @@ func TestSyncVMOps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, func() bool {
+	testutil.Until(10*time.Second, 5*time.Millisecond, func() bool {
 		got, err := g.GetVM(ctx, owner, arm.ID)
 		return err == nil && got.Status.ActiveTask == ""
 	})

@@ -13,6 +13,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/etcd"
 	"github.com/otherix/otherix/persistence/store"
@@ -133,20 +134,15 @@ func TestStorageDefragmentsWhenWorthIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	// etcd frees the compacted pages in the background: wait for them.
-	deadline := time.Now().Add(30 * time.Second)
 	var before etcd.Status
-	for {
+	if !testutil.Until(30*time.Second, 20*time.Millisecond, func() bool {
 		var err error
 		if before, err = m.Status(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if before.Free() >= 1<<20 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("compaction freed no pages: %+v", before)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return before.Free() >= 1<<20
+	}) {
+		t.Fatalf("compaction freed no pages: %+v", before)
 	}
 
 	strict := StoragePolicy{MinFreeBytes: 64 << 20}

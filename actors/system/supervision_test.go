@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/otherix/otherix/internal/testutil"
 )
 
 func TestBackoffDelayDoublesAndCaps(t *testing.T) {
@@ -104,15 +106,8 @@ func TestBackoffRestartsThenStops(t *testing.T) {
 			wait("restart")
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, alive := sys.ProcessRegistry.Get(child); !alive {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("child still runs after the stop directive")
-		}
-		time.Sleep(5 * time.Millisecond) // poll interval
+	if !testutil.Until(10*time.Second, 5*time.Millisecond, func() bool { _, alive := sys.ProcessRegistry.Get(child); return !alive }) {
+		t.Fatal("child still runs after the stop directive")
 	}
 	select {
 	case <-started:

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/etcd"
 	"github.com/otherix/otherix/persistence/store"
@@ -227,12 +228,8 @@ func TestRestartOnFullStore(t *testing.T) {
 	// Restart once the entries are past retention: it recovers by itself.
 	r = startRun(t, dataDir, quota+"audit:\n  retention: 1ns\n")
 	// Poll the alarm gauge, not a login: logins are rate limited.
-	deadline := time.Now().Add(time.Minute)
-	for !r.metric(t, `otherix_store_alarm{type="nospace"}`, 0) {
-		if time.Now().After(deadline) {
-			t.Fatal("the nospace alarm is still raised a minute after a start with the garbage past retention")
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testutil.Until(time.Minute, 50*time.Millisecond, func() bool { return r.metric(t, `otherix_store_alarm{type="nospace"}`, 0) }) {
+		t.Fatal("the nospace alarm is still raised a minute after a start with the garbage past retention")
 	}
 	status, code, token = r.login(t)
 	if status != http.StatusOK {

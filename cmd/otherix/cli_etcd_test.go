@@ -16,6 +16,7 @@ import (
 
 	"github.com/otherix/otherix/actors/gateway"
 	"github.com/otherix/otherix/http/server"
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/storetest"
 )
@@ -269,14 +270,13 @@ func TestCLIIdentity(t *testing.T) {
 	c.ok("--context", "one", "token", "revoke", created.APIToken.ID)
 	// Token lookups may be cached for a few seconds; revocation must show
 	// within them.
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		code, _, stderr := c.run("vm", "list")
-		if code == 1 && strings.Contains(stderr, "[unauthenticated]") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the revoked token still works: exit %d, %s", code, stderr)
-		}
+	var code int
+	var stderr string
+	if !testutil.Until(15*time.Second, 200*time.Millisecond, func() bool {
+		code, _, stderr = c.run("vm", "list")
+		return code == 1 && strings.Contains(stderr, "[unauthenticated]")
+	}) {
+		t.Fatalf("the revoked token still works: exit %d, %s", code, stderr)
 	}
 
 	// A corrupt (as good as expired) access token is refreshed on the next

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/otherix/otherix/http/client"
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/security"
 )
@@ -226,7 +227,7 @@ func TestE2EQuota(t *testing.T) {
 	if _, err := dc.DeleteVM(ctx, "a", false); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "usage released by the delete", func() (bool, string) {
+	testutil.EventuallyReport(t, 30*time.Second, 50*time.Millisecond, "usage released by the delete", func() (bool, string) {
 		v, err := dc.GetQuota(ctx, dev.ID)
 		return err == nil && v.Usage == (messages.Usage{VMs: 1, CPUs: 1, MemoryMiB: 256, DiskGiB: 15}), fmt.Sprint(v, err)
 	})

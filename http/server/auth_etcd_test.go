@@ -16,6 +16,7 @@ import (
 
 	"github.com/otherix/otherix/actors/gateway"
 	"github.com/otherix/otherix/http/client"
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/security"
 )
@@ -227,7 +228,7 @@ func TestE2EAPITokenRevocation(t *testing.T) {
 		t.Fatalf("revoke: %v", err)
 	}
 	// The gateway caches verified tokens for a few seconds (AuthCacheTTL).
-	eventually(t, 20*time.Second, "revoked api token refused", func() (bool, string) {
+	testutil.EventuallyReport(t, 20*time.Second, 50*time.Millisecond, "revoked api token refused", func() (bool, string) {
 		_, _, err := tc.ListVMs(ctx, client.ListOptions{})
 		var apiErr *client.APIError
 		if e, ok := err.(*client.APIError); ok {
@@ -247,7 +248,7 @@ func TestE2EAudit(t *testing.T) {
 	}
 	// Entries are written in batches; wait for the failed login to land.
 	var entries []messages.AuditEntry
-	eventually(t, 15*time.Second, "failed login in the audit log", func() (bool, string) {
+	testutil.EventuallyReport(t, 15*time.Second, 50*time.Millisecond, "failed login in the audit log", func() (bool, string) {
 		var err error
 		entries, err = listAllAudit(ctx, env.admin)
 		if err != nil {
@@ -319,7 +320,7 @@ func TestE2EOutOfScopeAuditedAsDenied(t *testing.T) {
 			t.Fatalf("another owner's vm answers\n%s\na missing vm answers\n%s", hidden, missing)
 		}
 	}
-	eventually(t, 15*time.Second, "out-of-scope reads audited as denied", func() (bool, string) {
+	testutil.EventuallyReport(t, 15*time.Second, 50*time.Millisecond, "out-of-scope reads audited as denied", func() (bool, string) {
 		entries, err := listAllAudit(ctx, env.admin)
 		if err != nil {
 			return false, err.Error()

@@ -19,6 +19,7 @@ import (
 
 	"github.com/otherix/otherix/actors/gateway"
 	"github.com/otherix/otherix/http/client"
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/storetest"
 	"github.com/otherix/otherix/security"
@@ -83,10 +84,8 @@ func startBenchEnv(b *testing.B) *benchEnv {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for deadline := time.Now().Add(30 * time.Second); anon.Readyz(ctx) != nil; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			b.Fatal("control plane not ready within 30s")
-		}
+	if !testutil.Until(30*time.Second, 50*time.Millisecond, func() bool { return anon.Readyz(ctx) == nil }) {
+		b.Fatal("control plane not ready within 30s")
 	}
 	pair, err := anon.Login(ctx, adminEmail, adminPassword)
 	if err != nil {

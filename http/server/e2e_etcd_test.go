@@ -14,6 +14,7 @@ import (
 
 	"github.com/otherix/otherix/actors/gateway"
 	"github.com/otherix/otherix/http/client"
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/storetest"
 	"github.com/otherix/otherix/security"
@@ -79,7 +80,7 @@ func startEnvWith(t *testing.T, idc gateway.IdentityConfig) *apiEnv {
 	hc, _ := newContractClient(t, ts.URL)
 	env := &apiEnv{t: t, url: ts.URL, hc: hc, gw: gw}
 	anon := env.client("")
-	eventually(t, 30*time.Second, "control plane ready", func() (bool, string) {
+	testutil.EventuallyReport(t, 30*time.Second, 50*time.Millisecond, "control plane ready", func() (bool, string) {
 		err := anon.Readyz(ctx)
 		return err == nil, fmt.Sprint(err)
 	})
@@ -123,25 +124,6 @@ func (e *apiEnv) loginPair(email, password string) *messages.TokenPair {
 func (e *apiEnv) login(email, password string) *client.Client {
 	e.t.Helper()
 	return e.client(e.loginPair(email, password).AccessToken)
-}
-
-// eventually polls cond every 50ms until it holds, failing the test with
-// cond's last description when within passes first.
-func eventually(t *testing.T, within time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		ok, last := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v; last: %s", what, within, last)
-		}
-		<-tick.C
-	}
 }
 
 // testWriter sends log lines to the test log, so they show only on failure.
@@ -380,7 +362,7 @@ func TestE2ETaskLongPoll(t *testing.T) {
 	// only the "answered the moment it ended" measurement is then weaker.
 	time.Sleep(300 * time.Millisecond)
 	// The job may be mid-attempt (running) for a moment.
-	eventually(t, 10*time.Second, "cancel the task", func() (bool, string) {
+	testutil.EventuallyReport(t, 10*time.Second, 50*time.Millisecond, "cancel the task", func() (bool, string) {
 		_, err := c.CancelTask(ctx, a.Task.ID)
 		return err == nil || client.ErrorCode(err) == "task_terminal", fmt.Sprint(err)
 	})

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/otherix/otherix/actors/gateway"
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/nodeagent/heartbeat"
 	"github.com/otherix/otherix/persistence/storetest"
@@ -114,7 +115,7 @@ func TestHeartbeatOfABigNode(t *testing.T) {
 
 	// Five beats at a one-second interval span more than the three missed
 	// intervals that would demote the node; it must be ready at each look.
-	eventually(t, 30*time.Second, "five accepted heartbeats", func() (bool, string) {
+	testutil.EventuallyReport(t, 30*time.Second, 50*time.Millisecond, "five accepted heartbeats", func() (bool, string) {
 		s := loop.Status()
 		if s.Failures > 0 {
 			t.Fatalf("heartbeat refused: %v", s.LastError)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/security"
 )
@@ -119,7 +120,7 @@ func TestE2EAgentListenerRateLimit(t *testing.T) {
 	// The refused enrollments are one audit entry (the first of the window),
 	// not one per made-up token.
 	var n int
-	eventually(t, 10*time.Second, "the first refused enrollment audited", func() (bool, string) {
+	testutil.EventuallyReport(t, 10*time.Second, 50*time.Millisecond, "the first refused enrollment audited", func() (bool, string) {
 		all, err := listAllAudit(t.Context(), env.admin)
 		if err != nil {
 			return false, err.Error()

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/nodeagent/qemu"
 )
@@ -333,12 +334,8 @@ func TestBurstWithinGraceIsKept(t *testing.T) {
 		if _, err := r.qemu.Write(bytes.Repeat([]byte("y"), n)); err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(10 * time.Second)
-		for queued() < before+n && s.Err() == nil {
-			if time.Now().After(deadline) {
-				t.Fatalf("hub delivered %d of %d bytes", queued()-before, n)
-			}
-			time.Sleep(time.Millisecond)
+		if !testutil.Until(10*time.Second, time.Millisecond, func() bool { return queued() >= before+n || s.Err() != nil }) {
+			t.Fatalf("hub delivered %d of %d bytes", queued()-before, n)
 		}
 	}
 	drain := func() {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/security"
 )
@@ -139,17 +140,6 @@ func run(t *testing.T, l *Loop) {
 	})
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestLoopUsesClientCertAndResponseInterval(t *testing.T) {
 	f := newFixture(t, ok(1))
 	var logs syncBuf
@@ -159,7 +149,7 @@ func TestLoopUsesClientCertAndResponseInterval(t *testing.T) {
 	l.OnDesired = func(messages.DesiredState) { desired.Add(1) }
 	run(t, l)
 
-	waitFor(t, "two posts", func() bool { return f.posts.Load() >= 2 })
+	testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, "two posts", func() bool { return f.posts.Load() >= 2 })
 	f.mu.Lock()
 	for _, cn := range f.cns {
 		if cn != "node-hv1" {
@@ -173,7 +163,7 @@ func TestLoopUsesClientCertAndResponseInterval(t *testing.T) {
 			t.Errorf("%s = %#v, want []", k, body[k])
 		}
 	}
-	waitFor(t, "status", func() bool { s := l.Status(); return s.OK && s.Successes >= 2 })
+	testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, "status", func() bool { s := l.Status(); return s.OK && s.Successes >= 2 })
 	if s := l.Status(); s.Interval != time.Second || s.LastError != nil {
 		t.Errorf("status = %+v", s)
 	}
@@ -198,7 +188,7 @@ func TestLoopBacksOffAndRecovers(t *testing.T) {
 	l.MinBackoff = 10 * time.Millisecond
 	run(t, l)
 
-	waitFor(t, "recovery", func() bool { s := l.Status(); return s.OK })
+	testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, "recovery", func() bool { s := l.Status(); return s.OK })
 	s := l.Status()
 	if s.Failures != 3 || s.Successes < 1 || s.ConsecutiveFailures != 0 {
 		t.Errorf("status = %+v", s)
@@ -228,11 +218,11 @@ func TestLoopRecoveryAfterSuccess(t *testing.T) {
 	l := f.loop(&logs)
 	l.MinBackoff = 10 * time.Millisecond
 	run(t, l)
-	waitFor(t, "first success", func() bool { return l.Status().OK })
+	testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, "first success", func() bool { return l.Status().OK })
 	fail.Store(true)
-	waitFor(t, "failures", func() bool { return l.Status().ConsecutiveFailures >= 2 })
+	testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, "failures", func() bool { return l.Status().ConsecutiveFailures >= 2 })
 	fail.Store(false)
-	waitFor(t, "recovered log", func() bool { return strings.Contains(logs.String(), "heartbeat recovered") })
+	testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, "recovered log", func() bool { return strings.Contains(logs.String(), "heartbeat recovered") })
 	if s := l.Status(); !s.OK {
 		t.Errorf("status = %+v", s)
 	}
@@ -248,7 +238,7 @@ func TestLoopSurfacesUnknownField(t *testing.T) {
 	l.DefaultInterval = 20 * time.Millisecond // caps the backoff
 	run(t, l)
 
-	waitFor(t, "several failures", func() bool { return l.Status().Failures >= 4 })
+	testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, "several failures", func() bool { return l.Status().Failures >= 4 })
 	err := l.Status().LastError
 	var se *ServerError
 	if !errors.As(err, &se) || !errors.Is(err, &ServerError{Code: CodeUnknownField}) || se.Status != 400 || se.Details["field"] != "gpus" {
@@ -333,10 +323,10 @@ func TestLoopWakeBeatsAtOnce(t *testing.T) {
 	var logs syncBuf
 	l := f.loop(&logs)
 	run(t, l)
-	waitFor(t, "the first post", func() bool { return f.posts.Load() >= 1 })
+	testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, "the first post", func() bool { return f.posts.Load() >= 1 })
 	l.Wake()
 	l.Wake() // merged with the pending one
-	waitFor(t, "the woken post", func() bool { return f.posts.Load() >= 2 })
+	testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, "the woken post", func() bool { return f.posts.Load() >= 2 })
 	time.Sleep(100 * time.Millisecond)
 	if n := f.posts.Load(); n > 3 {
 		t.Errorf("%d posts after two wakes", n)

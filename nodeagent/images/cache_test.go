@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/otherix/otherix/internal/testutil"
 )
 
 func TestEnsureDownloadsAndCaches(t *testing.T) {
@@ -393,7 +395,7 @@ func TestEnsureConcurrentSharesOneDownload(t *testing.T) {
 			})
 		})
 	}
-	eventually(t, "all callers to join one download", func() bool {
+	testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, "all callers to join one download", func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		f := c.flights[srv.URL+"/disk.raw"]
@@ -458,8 +460,8 @@ func TestEnsureCancelledWaiters(t *testing.T) {
 		_, err := ensure(t, c, url, digestOf(body))
 		stayErr <- err
 	}()
-	eventually(t, "two waiters", func() bool { return waiters() == 2 })
-	eventually(t, "the request to arrive", func() bool { return gets.Load() == 1 })
+	testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, "two waiters", func() bool { return waiters() == 2 })
+	testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, "the request to arrive", func() bool { return gets.Load() == 1 })
 	quit()
 	if err := <-quitErr; err == nil || !strings.Contains(err.Error(), "context canceled") {
 		t.Errorf("cancelled caller err = %v, want context canceled", err)
@@ -485,7 +487,7 @@ func TestEnsureCancelledWaiters(t *testing.T) {
 		_, err := c.Ensure(ctx, srv2.URL+"/other.raw", "", nil)
 		done <- err
 	}()
-	eventually(t, "the waiter to join", func() bool {
+	testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, "the waiter to join", func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		return c.flights[srv2.URL+"/other.raw"] != nil
@@ -504,7 +506,7 @@ func TestEnsureCancelledWaiters(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("download was not cancelled after its last waiter left")
 	}
-	eventually(t, "the flight to end", func() bool {
+	testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, "the flight to end", func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		return c.flights[srv2.URL+"/other.raw"] == nil

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/otherix/otherix/internal/testutil"
 )
 
 // serveOn serves h on a loopback address of our choosing, so two origins
@@ -87,7 +89,7 @@ func TestHostileURLDoesNotPoisonOfficial(t *testing.T) {
 		var offErr, evilErr error
 		wg.Go(func() { evilImg, evilErr = ensure(t, c, evilURL, "") })
 		wg.Go(func() { offImg, offErr = ensure(t, c, offURL, digestOf(official)) })
-		eventually(t, "two separate downloads", func() bool {
+		testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, "two separate downloads", func() bool {
 			c.mu.Lock()
 			defer c.mu.Unlock()
 			return c.flights[offURL] != nil && c.flights[evilURL] != nil

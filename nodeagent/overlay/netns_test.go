@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/nodeagent/netfabric"
 
@@ -142,18 +143,14 @@ func TestRunnersCarryPingAcrossNodes(t *testing.T) {
 	endpoint(t, b, "eb", tapB[0], macB, "10.10.0.3/24")
 
 	// WireGuard handshakes on the first packet: allow a few tries.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		out, err := exec.Command("ip", "netns", "exec", epA, busybox, "ping", "-c", "3", "-W", "2", "10.10.0.3").CombinedOutput()
-		if err == nil && strings.Contains(string(out), "3 packets received") {
-			t.Logf("ping across nodes after %s:\n%s", time.Since(start).Round(time.Millisecond), out)
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ping 10.10.0.3 from node a's endpoint: %v\n%s", err, out)
-		}
-		time.Sleep(200 * time.Millisecond)
+	var out []byte
+	if !testutil.Until(20*time.Second, 200*time.Millisecond, func() bool {
+		out, err = exec.Command("ip", "netns", "exec", epA, busybox, "ping", "-c", "3", "-W", "2", "10.10.0.3").CombinedOutput()
+		return err == nil && strings.Contains(string(out), "3 packets received")
+	}) {
+		t.Fatalf("ping 10.10.0.3 from node a's endpoint: %v\n%s", err, out)
 	}
+	t.Logf("ping across nodes after %s:\n%s", time.Since(start).Round(time.Millisecond), out)
 
 	// An unchanged state reconciles quickly and changes nothing.
 	t0 := time.Now()

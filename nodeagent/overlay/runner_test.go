@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/nodeagent/hostroutes"
 	"github.com/otherix/otherix/nodeagent/netfabric"
@@ -58,17 +59,6 @@ func desired() messages.DesiredState {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestRunner(t *testing.T) {
 	fab := &fakeFabric{}
 	var mu sync.Mutex
@@ -109,7 +99,7 @@ func TestRunner(t *testing.T) {
 
 	t.Run("heartbeat desired state is applied with the vms' nics", func(t *testing.T) {
 		r.SetDesired(desired())
-		waitFor(t, "a reconcile", func() bool { _, n := fab.last(); return n > 0 })
+		testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, "a reconcile", func() bool { _, n := fab.last(); return n > 0 })
 		d, _ := fab.last()
 		if d.TunnelIP != netip.MustParsePrefix("100.87.0.1/16") || d.ListenPort != 51999 || d.WireGuardMTU != 1440 {
 			t.Errorf("tunnel %s port %d wireguard mtu %d", d.TunnelIP, d.ListenPort, d.WireGuardMTU)
@@ -126,7 +116,7 @@ func TestRunner(t *testing.T) {
 		if len(d.NICs) != 1 || d.NICs[0].VMID != "vm-a" || d.NICs[0].Network != "nw-1" {
 			t.Errorf("nics %+v", d.NICs)
 		}
-		waitFor(t, "status", func() bool { return r.Status().Reconciled })
+		testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, "status", func() bool { return r.Status().Reconciled })
 		if st := r.Status(); st.Endpoint != "192.0.2.1:51999" || st.WireGuard != "userspace" || !st.TunnelOffload || st.Error != "" {
 			t.Errorf("status %+v", st)
 		}
@@ -146,7 +136,7 @@ func TestRunner(t *testing.T) {
 		// list it (yet).
 		_, n := fab.last()
 		r.SetDesired(desired())
-		waitFor(t, "another reconcile", func() bool { _, m := fab.last(); return m > n })
+		testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, "another reconcile", func() bool { _, m := fab.last(); return m > n })
 		if d, _ := fab.last(); len(d.NICs) != 2 {
 			t.Fatalf("nics after a heartbeat %+v", d.NICs)
 		}
@@ -177,7 +167,7 @@ func TestRunner(t *testing.T) {
 		fab.err = errors.New("boom")
 		fab.mu.Unlock()
 		r.SetDesired(desired())
-		waitFor(t, "the error in status", func() bool { return r.Status().Error == "boom" })
+		testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, "the error in status", func() bool { return r.Status().Error == "boom" })
 		if r.Status().Reconciled {
 			t.Error("reconciled despite the error")
 		}
@@ -185,7 +175,7 @@ func TestRunner(t *testing.T) {
 		fab.err = nil
 		fab.mu.Unlock()
 		r.SetDesired(desired())
-		waitFor(t, "recovery", func() bool { s := r.Status(); return s.Reconciled && s.Error == "" })
+		testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, "recovery", func() bool { s := r.Status(); return s.Reconciled && s.Error == "" })
 	})
 
 	t.Run("an answer naming the held revision reconciles it again", func(t *testing.T) {
@@ -194,7 +184,7 @@ func TestRunner(t *testing.T) {
 		}
 		_, n := fab.last()
 		r.SetDesired(messages.DesiredState{Settings: messages.DefaultSettings(), OverlayRevision: "rev-1"})
-		waitFor(t, "a reconcile of the held state", func() bool { _, m := fab.last(); return m > n })
+		testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, "a reconcile of the held state", func() bool { _, m := fab.last(); return m > n })
 		if d, _ := fab.last(); len(d.Networks) != 1 || len(d.Peers) != 1 || len(d.FDB) != 1 {
 			t.Fatalf("held state not reapplied: %+v", d)
 		}

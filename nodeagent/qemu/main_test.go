@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/otherix/otherix/internal/testutil"
 )
 
 // helperEnv makes the test binary act as a tiny agent that starts one QEMU
@@ -172,10 +174,8 @@ func zombieChildren(t *testing.T) []int {
 func waitNoZombies(t *testing.T) {
 	t.Helper()
 	var z []int
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if z = zombieChildren(t); len(z) == 0 {
-			return
-		}
+	if testutil.Until(10*time.Second, 20*time.Millisecond, func() bool { z = zombieChildren(t); return len(z) == 0 }) {
+		return
 	}
 	for _, pid := range z {
 		cmd, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")

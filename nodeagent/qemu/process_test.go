@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/otherix/otherix/internal/testutil"
 )
 
 func TestLifecycle(t *testing.T) {
@@ -509,13 +511,7 @@ func TestAlive(t *testing.T) {
 	}
 	pid := cmd.Process.Pid
 	// Unreaped, it turns into a zombie: poll until it has exited.
-	deadline := time.Now().Add(5 * time.Second)
-	for Alive(pid) {
-		if time.Now().After(deadline) {
-			t.Fatalf("exited child %d still alive", pid)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, "exited child "+strconv.Itoa(pid)+" to be not alive", func() bool { return !Alive(pid) })
 	if err := cmd.Wait(); err != nil {
 		t.Fatal(err)
 	}

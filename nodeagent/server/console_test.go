@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/otherix/otherix/http/apierror"
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 )
 
@@ -179,12 +180,8 @@ func TestConsoleOverMutualTLS(t *testing.T) {
 	if err := w.WriteJSON(messages.ConsoleControl{Type: "resize", Cols: 120, Rows: 40}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for cols, _ := fc.hub.Size(); cols != 120; cols, _ = fc.hub.Size() {
-		if time.Now().After(deadline) {
-			t.Fatal("resize not recorded")
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !testutil.Until(10*time.Second, 10*time.Millisecond, func() bool { cols, _ := fc.hub.Size(); return cols == 120 }) {
+		t.Fatal("resize not recorded")
 	}
 	if h := readHello(t, mustDial(t, p, srv.URL, path+"?mode=readonly")); h.Cols != 120 || h.Rows != 40 {
 		t.Fatalf("hello after resize: %+v", h)
@@ -205,18 +202,22 @@ func TestConsoleOverMutualTLS(t *testing.T) {
 	// A writer that vanishes (no close frame) frees the slot.
 	w2.UnderlyingConn().Close()
 	var w3 *websocket.Conn
-	deadline = time.Now().Add(10 * time.Second)
-	for {
-		ws, resp, err := dialConsole(t, p, srv.URL, path+"?mode=interactive")
+	var err error
+	if !testutil.Until(10*time.Second, 10*time.Millisecond, func() bool {
+		var ws *websocket.Conn
+		var resp *http.Response
+		ws, resp, err = dialConsole(t, p, srv.URL, path+"?mode=interactive")
 		if err == nil {
 			w3 = ws
-			break
+			return true
 		}
-		if resp == nil || resp.StatusCode != http.StatusConflict || time.Now().After(deadline) {
+		if resp == nil || resp.StatusCode != http.StatusConflict {
 			t.Fatalf("interactive after the writer vanished: %v", err)
 		}
 		resp.Body.Close()
-		time.Sleep(10 * time.Millisecond)
+		return false
+	}) {
+		t.Fatalf("interactive after the writer vanished: %v", err)
 	}
 	readHello(t, w3)
 

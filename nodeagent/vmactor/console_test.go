@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/nodeagent/console"
 )
@@ -62,14 +63,11 @@ func TestConsoleWithRealQEMU(t *testing.T) {
 	waitSessionClosed(t, ro, messages.ConsoleAgentGone)
 	f.start()
 	var s *console.Session
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	// The actor re-adopts QEMU asynchronously.
+	testutil.Until(30*time.Second, 20*time.Millisecond, func() bool {
 		s, err = f.m.Console(vm.ID, messages.ConsoleInteractive, false)
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond) // the actor re-adopts QEMU asynchronously
-	}
+		return err == nil
+	})
 	if err != nil {
 		t.Fatalf("console after agent restart: %v", err)
 	}

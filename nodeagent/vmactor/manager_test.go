@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/nodeagent/images"
 	"github.com/otherix/otherix/nodeagent/qemu"
@@ -245,13 +246,13 @@ func TestLifecycleWithRealQEMU(t *testing.T) {
 			t.Fatal("closing the manager stopped QEMU")
 		}
 		f.start()
-		o, err := f.m.VM(vm.ID)
-		deadline := time.Now().Add(30 * time.Second)
-		for (err != nil || o.Pid == 0) && time.Now().Before(deadline) {
-			// The actor re-attaches asynchronously; poll its publication.
-			time.Sleep(20 * time.Millisecond)
+		var o *messages.VMObserved
+		var err error
+		// The actor re-attaches asynchronously; poll its publication.
+		testutil.Until(30*time.Second, 20*time.Millisecond, func() bool {
 			o, err = f.m.VM(vm.ID)
-		}
+			return err == nil && o.Pid != 0
+		})
 		if err != nil || o.Pid != pid || o.Phase != messages.PhaseRunning {
 			t.Fatalf("after restart: %+v %v (pid was %d)", o, err, pid)
 		}

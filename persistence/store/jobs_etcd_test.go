@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
 )
@@ -166,7 +167,7 @@ func TestLeaseExpiryAndReclaim(t *testing.T) {
 
 	start := time.Now()
 	var jb *messages.Job
-	if !eventually(t, 20*time.Second, func() bool {
+	if !testutil.Until(20*time.Second, 10*time.Millisecond, func() bool {
 		jb = findJob(t, s, job.ID)
 		return jb != nil && b.Claim(ctx, jb) == nil
 	}) {

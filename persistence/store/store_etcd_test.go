@@ -39,21 +39,6 @@ func startStore(t *testing.T, opts ...store.Option) *store.Store {
 	return store.New(m.Client(), append([]store.Option{store.WithMaxTxnOps(m.MaxTxnOps())}, opts...)...)
 }
 
-// eventually polls cond until it holds or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, cond func() bool) bool {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval, not synchronization
-	}
-}
-
 // fakeClock is a settable clock for WithClock.
 type fakeClock struct {
 	mu sync.Mutex

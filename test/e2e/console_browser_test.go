@@ -22,6 +22,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/test/guest"
 )
 
@@ -247,12 +248,8 @@ func jsString(s string) string {
 
 func (b *browser) waitFor(what string, within time.Duration, cond func() bool) {
 	b.t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			b.fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(200 * time.Millisecond)
+	if !testutil.Until(within, 200*time.Millisecond, cond) {
+		b.fatalf("timed out after %s waiting for %s", within, what)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/nodeagent/qemu"
 	"github.com/otherix/otherix/test/guest"
 )
@@ -52,20 +53,22 @@ func (c *cluster) startConsole(args ...string) *consoleProc {
 // waitFor waits until the process printed want, or fails with its output.
 func (p *consoleProc) waitFor(t *testing.T, want string, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !strings.Contains(p.out.String(), want) {
+	printed := func() bool {
+		if strings.Contains(p.out.String(), want) {
+			return true
+		}
 		select {
 		case <-p.done:
 			if strings.Contains(p.out.String(), want) {
-				return
+				return true
 			}
 			t.Fatalf("console exited (%v) before printing %q:\n%s", p.err, want, tail(p.out.String(), 3000))
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%q not printed within %s:\n%s", want, within, tail(p.out.String(), 3000))
-		}
-		time.Sleep(50 * time.Millisecond)
+		return false
+	}
+	if !testutil.Until(within, 50*time.Millisecond, printed) {
+		t.Fatalf("%q not printed within %s:\n%s", want, within, tail(p.out.String(), 3000))
 	}
 }
 
@@ -151,7 +154,7 @@ func TestConsoleIntoTheGuest(t *testing.T) {
 		t.Fatal("QEMU died with the agent")
 	}
 	c.agent = startAgent(t, c.state)
-	eventually(t, 30*time.Second, "re-adoption", func() bool {
+	testutil.Eventually(t, 30*time.Second, 50*time.Millisecond, "re-adoption", func() bool {
 		return strings.Contains(c.agent.out.String(), "re-adopted running vm")
 	})
 	again = c.startConsole("vm", "console", "g1")

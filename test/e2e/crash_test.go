@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/otherix/otherix/internal/testutil"
 )
 
 // TestKill9LosesNoAcknowledgedWriteAndResumesJobs crashes otherix-api with
@@ -45,7 +47,7 @@ func TestKill9LosesNoAcknowledgedWriteAndResumesJobs(t *testing.T) {
 		first = a
 		break
 	}
-	eventually(t, 30*time.Second, "a first job attempt", func() bool {
+	testutil.Eventually(t, 30*time.Second, 50*time.Millisecond, "a first job attempt", func() bool {
 		msg := getTask(t, api.URL, first.Task.ID).Message
 		if strings.Contains(msg, "after 3 attempts") {
 			t.Fatalf("all attempts ran before the kill; the test no longer kills mid-flight: %q", msg)
@@ -65,7 +67,7 @@ func TestKill9LosesNoAcknowledgedWriteAndResumesJobs(t *testing.T) {
 	// its attempt budget: the cluster has no node to place the VMs on.
 	for _, a := range acked {
 		var tk task
-		eventually(t, 90*time.Second, "task "+a.Task.ID+" to end", func() bool {
+		testutil.Eventually(t, 90*time.Second, 50*time.Millisecond, "task "+a.Task.ID+" to end", func() bool {
 			call(t, "GET", api.URL+"/v1/tasks/"+a.Task.ID+"?wait=10s", nil, &tk)
 			return tk.State == "failed" || tk.State == "success"
 		})
@@ -86,7 +88,7 @@ func TestSnapshotAndRestore(t *testing.T) {
 		"OTHERIX_BACKUP__KEEP=3", "OTHERIX_LOG__LEVEL=warn")
 	a := createVM(t, api.URL, "kept")
 	var snaps []string
-	eventually(t, 30*time.Second, "snapshots taken after the create", func() bool {
+	testutil.Eventually(t, 30*time.Second, 50*time.Millisecond, "snapshots taken after the create", func() bool {
 		snaps, _ = filepath.Glob(filepath.Join(backups, "*.snap.db"))
 		if len(snaps) < 2 {
 			return false

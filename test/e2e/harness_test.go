@@ -279,18 +279,6 @@ func createVM(t *testing.T, base, name string) accepted {
 	return a
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func getTask(t *testing.T, base, id string) task {
 	t.Helper()
 	var tk task

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/otherix/otherix/internal/testutil"
 )
 
 // syncBuffer is a bytes.Buffer safe to write from a process's output copier
@@ -115,17 +117,10 @@ func TestHeartbeatLiveness(t *testing.T) {
 	waitPhase := func(want string, within time.Duration) nodeView {
 		t.Helper()
 		var n nodeView
-		deadline := time.Now().Add(within)
-		for {
-			n = getNode(t, api.URL, "n1")
-			if n.Phase == want {
-				return n
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("node n1 is %s, not %s, after %s\nagent:\n%s\napi:\n%s", n.Phase, want, within, agent.out.String(), api.stderr.String())
-			}
-			time.Sleep(100 * time.Millisecond)
+		if !testutil.Until(within, 100*time.Millisecond, func() bool { n = getNode(t, api.URL, "n1"); return n.Phase == want }) {
+			t.Fatalf("node n1 is %s, not %s, after %s\nagent:\n%s\napi:\n%s", n.Phase, want, within, agent.out.String(), api.stderr.String())
 		}
+		return n
 	}
 	n := waitPhase("ready", 20*time.Second)
 	if n.Status.LastHeartbeatAt == nil || n.Status.Capacity == nil || n.Status.Capacity.CPUs < 1 || n.Status.Capacity.Accelerator != "tcg" {
@@ -157,14 +152,14 @@ func TestAgentRidesOutAPIRestart(t *testing.T) {
 		t.Fatalf("bootstrap: %v\n%s", err, out)
 	}
 	agent := startAgent(t, state)
-	eventually(t, 20*time.Second, "node ready", func() bool { return getNode(t, api.URL, "n1").Phase == "ready" })
+	testutil.Eventually(t, 20*time.Second, 50*time.Millisecond, "node ready", func() bool { return getNode(t, api.URL, "n1").Phase == "ready" })
 
 	// The same listener addresses: the agent knows the API by its URL.
 	agentListen := strings.TrimPrefix(api.AgentURL, "https://")
 	listen := strings.TrimPrefix(api.URL, "https://")
 	api.stop()
 	stoppedAt := time.Now()
-	eventually(t, 20*time.Second, "the agent notices the API is gone", func() bool {
+	testutil.Eventually(t, 20*time.Second, 50*time.Millisecond, "the agent notices the API is gone", func() bool {
 		return strings.Contains(agent.out.String(), "heartbeat failing")
 	})
 	select {
@@ -174,7 +169,7 @@ func TestAgentRidesOutAPIRestart(t *testing.T) {
 	}
 
 	api = startAPIAt(t, dataDir, listen, "OTHERIX_HEARTBEAT__INTERVAL=1s", "OTHERIX_AGENT_LISTEN="+agentListen)
-	eventually(t, 30*time.Second, "a heartbeat after the restart", func() bool {
+	testutil.Eventually(t, 30*time.Second, 50*time.Millisecond, "a heartbeat after the restart", func() bool {
 		n := getNode(t, api.URL, "n1")
 		return n.Phase == "ready" && n.Status.LastHeartbeatAt != nil && n.Status.LastHeartbeatAt.After(stoppedAt)
 	})
@@ -201,7 +196,7 @@ func TestAgentRenewsCertificate(t *testing.T) {
 	call(t, "GET", api.URL+"/v1/nodes/n1", nil, &before)
 	// Due at once: the certificate expires within "renew-before".
 	agent := startAgent(t, state, "--renew-before", "2400h")
-	eventually(t, 30*time.Second, "the renewal", func() bool {
+	testutil.Eventually(t, 30*time.Second, 50*time.Millisecond, "the renewal", func() bool {
 		return strings.Contains(agent.out.String(), "node certificate renewed")
 	})
 	var after struct {
@@ -209,18 +204,13 @@ func TestAgentRenewsCertificate(t *testing.T) {
 		PrevCertFingerprint string `json:"prev_cert_fingerprint"`
 		Phase               string `json:"phase"`
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	if !testutil.Until(30*time.Second, 100*time.Millisecond, func() bool {
 		after.PrevCertFingerprint = "" // omitted when empty: decode afresh
 		call(t, "GET", api.URL+"/v1/nodes/n1", nil, &after)
-		if after.Phase == "ready" && after.CertFingerprint != before.CertFingerprint && after.PrevCertFingerprint == "" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no heartbeat with the new certificate: node %+v (was %s)\nagent:\n%s\napi:\n%s",
-				after, before.CertFingerprint, agent.out.String(), api.stderr.String())
-		}
-		time.Sleep(100 * time.Millisecond)
+		return after.Phase == "ready" && after.CertFingerprint != before.CertFingerprint && after.PrevCertFingerprint == ""
+	}) {
+		t.Fatalf("no heartbeat with the new certificate: node %+v (was %s)\nagent:\n%s\napi:\n%s",
+			after, before.CertFingerprint, agent.out.String(), api.stderr.String())
 	}
 	certPEM, err := os.ReadFile(filepath.Join(state, "node.pem"))
 	if err != nil {

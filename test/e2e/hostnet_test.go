@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/otherix/otherix/internal/netnstest"
+	"github.com/otherix/otherix/internal/testutil"
 )
 
 // hostNode is the part of a node this test reads.
@@ -106,7 +107,7 @@ func TestAgentRefusesOverlayOverHostResolver(t *testing.T) {
 	logs := func() string { return tail(a.proc.out.String(), 4000) }
 
 	var n hostNode
-	eventually(t, 30*time.Second, "the HostNetworkConflict condition", func() bool {
+	testutil.Eventually(t, 30*time.Second, 50*time.Millisecond, "the HostNetworkConflict condition", func() bool {
 		call(t, "GET", api.URL+"/v1/nodes/hn1", nil, &n)
 		st, _, _ := n.condition("HostNetworkConflict")
 		return st == "True"
@@ -134,7 +135,7 @@ func TestAgentRefusesOverlayOverHostResolver(t *testing.T) {
 		t.Fatalf("a supernet over the node's lan: exit %d\n%s", code, out)
 	}
 	c.mustCLI("cluster", "settings", "set", "overlay_supernet=100.88.0.0/16")
-	eventually(t, 30*time.Second, "the node re-addressed with a clean reconcile", func() bool {
+	testutil.Eventually(t, 30*time.Second, 50*time.Millisecond, "the node re-addressed with a clean reconcile", func() bool {
 		call(t, "GET", api.URL+"/v1/nodes/hn1", nil, &n)
 		st, _, _ := n.condition("HostNetworkConflict")
 		return st == "False" && n.TunnelIP == "100.88.0.1" && n.Status.Overlay != nil && n.Status.Overlay.Reconciled

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/otherix/otherix/internal/netnstest"
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/test/guest"
 )
 
@@ -275,7 +276,7 @@ func TestOverlayGuestsPingAcrossNodes(t *testing.T) {
 		return "agent n1:\n" + tail(n1.proc.out.String(), 4000) + "\nagent n2:\n" + tail(n2.proc.out.String(), 4000)
 	}
 	nodes := map[string]overlayNode{}
-	eventually(t, 30*time.Second, "nodes ready with their overlay keys", func() bool {
+	testutil.Eventually(t, 30*time.Second, 50*time.Millisecond, "nodes ready with their overlay keys", func() bool {
 		for _, name := range []string{"n1", "n2"} {
 			var n overlayNode
 			call(t, "GET", api.URL+"/v1/nodes/"+name, nil, &n)
@@ -291,8 +292,7 @@ func TestOverlayGuestsPingAcrossNodes(t *testing.T) {
 	}
 	// The control plane computes tunnel IPs, peers and the FDB: without it
 	// there is nothing to reconcile to.
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	if !testutil.Until(15*time.Second, 200*time.Millisecond, func() bool {
 		ok := true
 		for _, name := range []string{"n1", "n2"} {
 			var n overlayNode
@@ -300,16 +300,12 @@ func TestOverlayGuestsPingAcrossNodes(t *testing.T) {
 			nodes[name] = n
 			ok = ok && n.TunnelIP != "" && n.Status.Overlay != nil && n.Status.Overlay.Reconciled
 		}
-		if ok {
-			break
+		return ok
+	}) {
+		if nodes["n1"].TunnelIP == "" {
+			t.Skipf("the control plane assigns no tunnel IPs (it does not send DesiredState.Overlay yet): nothing to test\n%s", agentLogs())
 		}
-		if time.Now().After(deadline) {
-			if nodes["n1"].TunnelIP == "" {
-				t.Skipf("the control plane assigns no tunnel IPs (it does not send DesiredState.Overlay yet): nothing to test\n%s", agentLogs())
-			}
-			t.Fatalf("nodes did not reconcile their overlay: %+v\n%s", nodes, agentLogs())
-		}
-		time.Sleep(200 * time.Millisecond)
+		t.Fatalf("nodes did not reconcile their overlay: %+v\n%s", nodes, agentLogs())
 	}
 	for name, n := range nodes {
 		if want := fmt.Sprintf("%s.%d:51820", sub, map[string]int{"n1": 2, "n2": 3}[name]); n.Status.Overlay.Endpoint != want ||
@@ -399,8 +395,7 @@ func TestOverlayGuestsPingAcrossNodes(t *testing.T) {
 	seen := map[string]time.Duration{}
 	marks := []string{guest.ReadyMarker, guest.NetReadyMarker, "OTHERIX-PING", "OTHERIX-GATEWAY", "OTHERIX-EGRESS", guest.UserDataDoneMarker}
 	logs := map[string]string{}
-	deadline = time.Now().Add(180 * time.Second)
-	for {
+	if !testutil.Until(180*time.Second, 250*time.Millisecond, func() bool {
 		done := true
 		for _, g := range guests {
 			logs[g], _ = c.cli("vm", "logs", g)
@@ -412,18 +407,14 @@ func TestOverlayGuestsPingAcrossNodes(t *testing.T) {
 			_, ok := seen[g+" "+guest.UserDataDoneMarker]
 			done = done && ok
 		}
-		if done {
-			break
+		return done
+	}) {
+		var b strings.Builder
+		for _, g := range guests {
+			fmt.Fprintf(&b, "guest %s:\n%s\n", g, tail(logs[g], 1500))
 		}
-		if time.Now().After(deadline) {
-			var b strings.Builder
-			for _, g := range guests {
-				fmt.Fprintf(&b, "guest %s:\n%s\n", g, tail(logs[g], 1500))
-			}
-			t.Fatalf("guests did not finish their user-data within 180s (markers %v):\n%s%s\n%s%s",
-				seen, b.String(), agentLogs(), netDiag(nodeNS["n1"]), netDiag(nodeNS["n2"]))
-		}
-		time.Sleep(250 * time.Millisecond)
+		t.Fatalf("guests did not finish their user-data within 180s (markers %v):\n%s%s\n%s%s",
+			seen, b.String(), agentLogs(), netDiag(nodeNS["n1"]), netDiag(nodeNS["n2"]))
 	}
 	t.Logf("markers seen, from the first create: %v", seen)
 	for _, g := range guests {
@@ -493,7 +484,7 @@ func TestOverlayGuestsPingAcrossNodes(t *testing.T) {
 		c.mustCLI("vm", "delete", g, "--force", "--wait")
 	}
 	for _, name := range []string{"n1", "n2"} {
-		eventually(t, 15*time.Second, "no taps left on "+name, func() bool {
+		testutil.Eventually(t, 15*time.Second, 50*time.Millisecond, "no taps left on "+name, func() bool {
 			out := ipIn(t, nodeNS[name], "-o", "link", "show")
 			return !strings.Contains(out, ": oxt")
 		})

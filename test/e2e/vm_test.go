@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/nodeagent/qemu"
 	"github.com/otherix/otherix/test/guest"
 )
@@ -118,7 +119,7 @@ func newCluster(t *testing.T) *cluster {
 		t.Fatalf("bootstrap: %v\n%s", err, out)
 	}
 	c.agent = startAgent(t, state)
-	eventually(t, 30*time.Second, "node n1 ready", func() bool { return getNode(t, c.api.URL, "n1").Phase == "ready" })
+	testutil.Eventually(t, 30*time.Second, 50*time.Millisecond, "node n1 ready", func() bool { return getNode(t, c.api.URL, "n1").Phase == "ready" })
 
 	cfg := filepath.Join(t.TempDir(), "otherix-config")
 	c.cliEnv = append(os.Environ(), "OTHERIX_CONFIG="+cfg)
@@ -196,7 +197,7 @@ func (c *cluster) vm(name string) vmStatus {
 func (c *cluster) waitPhase(name, phase string, within time.Duration) vmStatus {
 	c.t.Helper()
 	var v vmStatus
-	eventually(c.t, within, "vm "+name+" "+phase, func() bool {
+	testutil.Eventually(c.t, within, 50*time.Millisecond, "vm "+name+" "+phase, func() bool {
 		v = c.vm(name)
 		return v.Status.Phase == phase
 	})
@@ -207,16 +208,8 @@ func (c *cluster) waitPhase(name, phase string, within time.Duration) vmStatus {
 func (c *cluster) waitLog(name, want string, n int, within time.Duration) {
 	c.t.Helper()
 	var out string
-	deadline := time.Now().Add(within)
-	for {
-		out, _ = c.cli("vm", "logs", name)
-		if strings.Count(out, want) >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("vm %s: %q not seen %d times in its log within %s:\n%s", name, want, n, within, tail(out, 3000))
-		}
-		time.Sleep(200 * time.Millisecond)
+	if !testutil.Until(within, 200*time.Millisecond, func() bool { out, _ = c.cli("vm", "logs", name); return strings.Count(out, want) >= n }) {
+		c.t.Fatalf("vm %s: %q not seen %d times in its log within %s:\n%s", name, want, n, within, tail(out, 3000))
 	}
 }
 
@@ -255,7 +248,7 @@ func TestVMLifecycleOnRealQEMU(t *testing.T) {
 		t.Fatal("QEMU died with the agent")
 	}
 	c.agent = startAgent(t, c.state)
-	eventually(t, 30*time.Second, "the restarted agent reports the vm", func() bool {
+	testutil.Eventually(t, 30*time.Second, 50*time.Millisecond, "the restarted agent reports the vm", func() bool {
 		return strings.Contains(c.agent.out.String(), "re-adopted running vm")
 	})
 	if again := c.vm("g1"); again.Status.Pid != v.Status.Pid || again.Status.Phase != "running" {
@@ -326,7 +319,7 @@ func TestAPIKilledMidCreate(t *testing.T) {
 	c := newCluster(t)
 	out := c.mustCLI("vm", "create", "g2", "--image", c.images.URL+"/images/slow.qcow2", "--memory", "256Mi", "--disk", "1Gi")
 	t.Logf("create:\n%s", out)
-	eventually(t, 30*time.Second, "the download to start", func() bool { return c.images.count("slow.qcow2") > 0 })
+	testutil.Eventually(t, 30*time.Second, 50*time.Millisecond, "the download to start", func() bool { return c.images.count("slow.qcow2") > 0 })
 	listen := strings.TrimPrefix(c.api.URL, "https://")
 	agentListen := strings.TrimPrefix(c.api.AgentURL, "https://")
 	c.api.kill9()

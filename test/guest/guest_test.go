@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/otherix/otherix/internal/testutil"
 )
 
 // vm is one QEMU process booting an overlay of the test guest image.
@@ -166,22 +168,22 @@ func startVM(t *testing.T, image, seed string) *vm {
 // and returns the match.
 func (v *vm) waitSerial(re *regexp.Regexp, timeout time.Duration) string {
 	v.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	var m []byte
+	if !testutil.Until(timeout, 50*time.Millisecond, func() bool {
 		data, _ := os.ReadFile(v.serial)
-		if m := re.Find(data); m != nil {
-			return string(m)
+		if m = re.Find(data); m != nil {
+			return true
 		}
 		select {
 		case <-v.exited:
 			v.t.Fatalf("qemu exited (%v) before the serial output matched %q", v.waitErr, re)
 		default:
 		}
-		if time.Now().After(deadline) {
-			v.t.Fatalf("no %q on the serial console within %v", re, timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return false
+	}) {
+		v.t.Fatalf("no %q on the serial console within %v", re, timeout)
 	}
+	return string(m)
 }
 
 // waitExit waits until QEMU exits by itself.
@@ -293,7 +295,10 @@ func TestConsoleShell(t *testing.T) {
 		if _, err := io.WriteString(conn, "echo hello-$((6*7))\n"); err != nil {
 			t.Fatalf("console write: %v", err)
 		}
-		if waitFor(v, want, 3*time.Second) {
+		if testutil.Until(3*time.Second, 50*time.Millisecond, func() bool {
+			data, _ := os.ReadFile(v.serial)
+			return want.Match(data)
+		}) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -302,16 +307,4 @@ func TestConsoleShell(t *testing.T) {
 	}
 	v.qmpCommand("system_powerdown")
 	v.waitExit(30 * time.Second)
-}
-
-// waitFor reports whether re appears in the serial log within timeout.
-func waitFor(v *vm, re *regexp.Regexp, timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if data, _ := os.ReadFile(v.serial); re.Match(data) {
-			return true
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return false
 }

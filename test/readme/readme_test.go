@@ -45,6 +45,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/otherix/otherix/internal/netnstest"
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 )
 
@@ -396,16 +397,13 @@ func (s *session) mustRun(line string) string {
 // eventually runs line until its output contains want.
 func (s *session) eventually(line, want string, within time.Duration) {
 	s.t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		out, err := s.run(line)
-		if err == nil && strings.Contains(out, want) {
-			return
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("%s: no %q within %s (err %v):\n%s", line, want, within, err, out)
-		}
-		time.Sleep(500 * time.Millisecond)
+	var out string
+	var err error
+	if !testutil.Until(within, 500*time.Millisecond, func() bool {
+		out, err = s.run(line)
+		return err == nil && strings.Contains(out, want)
+	}) {
+		s.t.Fatalf("%s: no %q within %s (err %v):\n%s", line, want, within, err, out)
 	}
 }
 
@@ -511,17 +509,15 @@ func (s *session) vmPid(name string) int {
 			Pid   int    `json:"pid"`
 		} `json:"status"`
 	}
-	deadline := time.Now().Add(time.Minute)
-	for {
-		out, err := s.run("bin/otherix vm get " + name + " -o json")
-		if err == nil && json.Unmarshal([]byte(out), &vm) == nil && vm.Status.Phase == "running" && vm.Status.Pid > 0 {
-			return vm.Status.Pid
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("vm %s is not reported running with a pid (err %v):\n%s", name, err, out)
-		}
-		time.Sleep(300 * time.Millisecond)
+	var out string
+	var err error
+	if !testutil.Until(time.Minute, 300*time.Millisecond, func() bool {
+		out, err = s.run("bin/otherix vm get " + name + " -o json")
+		return err == nil && json.Unmarshal([]byte(out), &vm) == nil && vm.Status.Phase == "running" && vm.Status.Pid > 0
+	}) {
+		s.t.Fatalf("vm %s is not reported running with a pid (err %v):\n%s", name, err, out)
 	}
+	return vm.Status.Pid
 }
 
 // waitPort waits until something accepts on 127.0.0.1:port in the
@@ -530,45 +526,35 @@ func (s *session) vmPid(name string) int {
 func (s *session) waitPort(port int, cmd *exec.Cmd) {
 	t := s.t
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		out, err := s.command(context.Background(), "bash", "-c",
+	var out []byte
+	var err error
+	listening := func() bool {
+		out, err = s.command(context.Background(), "bash", "-c",
 			fmt.Sprintf("exec 3<>/dev/tcp/127.0.0.1/%d", port)).CombinedOutput()
-		if err == nil {
-			return
-		}
-		if cmd.ProcessState != nil || time.Now().After(deadline) {
+		if err != nil && cmd.ProcessState != nil {
 			t.Fatalf("nothing listens on 127.0.0.1:%d in %s: %v %s", port, s.ns, err, out)
 		}
-		time.Sleep(200 * time.Millisecond)
+		return err == nil
+	}
+	if !testutil.Until(15*time.Second, 200*time.Millisecond, listening) {
+		t.Fatalf("nothing listens on 127.0.0.1:%d in %s: %v %s", port, s.ns, err, out)
 	}
 }
 
 // waitGone waits until pid no longer exists.
 func waitGone(pid int, within time.Duration) error {
-	deadline := time.Now().Add(within)
-	for syscall.Kill(pid, 0) == nil {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("pid %d still runs after %s", pid, within)
-		}
-		time.Sleep(100 * time.Millisecond)
+	if !testutil.Until(within, 100*time.Millisecond, func() bool { return syscall.Kill(pid, 0) != nil }) {
+		return fmt.Errorf("pid %d still runs after %s", pid, within)
 	}
 	return nil
 }
 
 // waitGroupGone waits until no process of group pgid is left.
 func waitGroupGone(pgid int, within time.Duration) error {
-	deadline := time.Now().Add(within)
-	for {
-		err := syscall.Kill(-pgid, 0)
-		if errors.Is(err, syscall.ESRCH) {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("processes of make dev's group %d still run %s after Ctrl-C: %s", pgid, within, groupMembers(pgid))
-		}
-		time.Sleep(100 * time.Millisecond)
+	if !testutil.Until(within, 100*time.Millisecond, func() bool { return errors.Is(syscall.Kill(-pgid, 0), syscall.ESRCH) }) {
+		return fmt.Errorf("processes of make dev's group %d still run %s after Ctrl-C: %s", pgid, within, groupMembers(pgid))
 	}
+	return nil
 }
 
 func groupMembers(pgid int) string {
@@ -600,9 +586,10 @@ func (s *session) checkOverlayOn(node string, host *hostState) {
 	t := s.t
 	t.Helper()
 	var n messages.Node
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		out, err := s.run("OTHERIX_CONFIG=.dev/otherix-config bin/otherix node get " + node + " -o json")
+	var out string
+	var err error
+	if !testutil.Until(2*time.Minute, 500*time.Millisecond, func() bool {
+		out, err = s.run("OTHERIX_CONFIG=.dev/otherix-config bin/otherix node get " + node + " -o json")
 		n = messages.Node{}
 		if err == nil && json.Unmarshal([]byte(out), &n) == nil {
 			for _, c := range n.Status.Conditions {
@@ -611,16 +598,15 @@ func (s *session) checkOverlayOn(node string, host *hostState) {
 				}
 			}
 			if o := n.Status.Overlay; o != nil && o.Reconciled && o.Error == "" && n.TunnelIP != "" {
-				break
+				return true
 			}
 		}
 		if b, _ := os.ReadFile(filepath.Join(s.dir, ".dev", "agent.log")); bytes.Contains(b, []byte("network data plane off")) {
 			t.Fatalf("the agent runs with its network data plane off:\n%s", tail(b, 4096))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node %s reports no reconciled overlay with a tunnel address (err %v):\n%s", node, err, out)
-		}
-		time.Sleep(500 * time.Millisecond)
+		return false
+	}) {
+		t.Fatalf("node %s reports no reconciled overlay with a tunnel address (err %v):\n%s", node, err, out)
 	}
 	if b, _ := os.ReadFile(filepath.Join(s.dir, ".dev", "agent.log")); !bytes.Contains(b, []byte("network data plane on")) {
 		t.Fatalf("agent.log does not say the network data plane is on:\n%s", tail(b, 4096))
@@ -836,23 +822,16 @@ func waitNetnsEmpty(t *testing.T, ns string) {
 		}
 		return pids
 	}
-	deadline := time.Now().Add(time.Minute)
-	for {
-		pids := members()
-		if len(pids) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			for _, pid := range pids {
-				cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-				t.Errorf("pid %d still runs in %s at the end: %s", pid, ns, bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
-			for _, pid := range pids {
-				_ = waitGone(pid, 10*time.Second)
-			}
-			return
-		}
-		time.Sleep(200 * time.Millisecond)
+	var pids []int
+	if testutil.Until(time.Minute, 200*time.Millisecond, func() bool { pids = members(); return len(pids) == 0 }) {
+		return
+	}
+	for _, pid := range pids {
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		t.Errorf("pid %d still runs in %s at the end: %s", pid, ns, bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	for _, pid := range pids {
+		_ = waitGone(pid, 10*time.Second)
 	}
 }

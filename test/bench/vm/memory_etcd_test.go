@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/otherix/otherix/actors/gateway"
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/nodeagent/images"
 	"github.com/otherix/otherix/nodeagent/vmactor"
@@ -117,12 +118,8 @@ func TestMemoryPerAgentVMActor(t *testing.T) {
 	if err := m.Recover(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(time.Minute)
-	for len(m.VMs()) < actorsN {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d VMs loaded after a minute", len(m.VMs()), actorsN)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !testutil.Until(time.Minute, 10*time.Millisecond, func() bool { return len(m.VMs()) >= actorsN }) {
+		t.Fatalf("%d of %d VMs loaded after a minute", len(m.VMs()), actorsN)
 	}
 	after := heap()
 	report(t, "agent", before, after, actorsN)
