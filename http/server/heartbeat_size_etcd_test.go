@@ -5,9 +5,7 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -21,7 +19,6 @@ import (
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/nodeagent/heartbeat"
 	"github.com/otherix/otherix/persistence/storetest"
-	"github.com/otherix/otherix/security"
 )
 
 // bigObserved is a node with vms running VMs and images cached images whose
@@ -73,25 +70,7 @@ func agentListener(t *testing.T, name string, interval time.Duration) (string, *
 	ts.StartTLS()
 	t.Cleanup(ts.Close)
 
-	tok, err := gw.CreateJoinToken(ctx, principalFor(security.RoleAdmin), messages.CreateJoinTokenRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPEM, csr, err := security.NewNodeKeyAndCSR(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := gw.Enroll(ctx, messages.EnrollRequest{Token: tok.Token, Name: name,
-		CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}))}, "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := tls.X509KeyPair([]byte(resp.Certificate), keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(gw.CAPEM())
+	pair, roots := enrollNode(t, gw, name)
 	hc, err := heartbeat.NewClient(pair, roots, ts.URL)
 	if err != nil {
 		t.Fatal(err)

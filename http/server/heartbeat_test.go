@@ -19,9 +19,17 @@ import (
 	"github.com/otherix/otherix/security"
 )
 
-// enrolledClient enrolls name with the fake control plane and returns an
-// HTTPS client presenting the node's certificate (or none, when bare).
-func enrolledClient(t *testing.T, cp *fakeCP, name string, bare bool) *http.Client {
+// enroller is what enrollNode needs of a control plane: the fake and the
+// real gateway both are one.
+type enroller interface {
+	CreateJoinToken(ctx context.Context, p messages.Principal, req messages.CreateJoinTokenRequest) (*messages.CreatedJoinToken, error)
+	Enroll(ctx context.Context, req messages.EnrollRequest, source string) (*messages.EnrollResponse, error)
+	CAPEM() []byte
+}
+
+// enrollNode enrolls name with cp through a join token and a CSR, and
+// returns the node's certificate and the pool holding the cluster CA.
+func enrollNode(t *testing.T, cp enroller, name string) (tls.Certificate, *x509.CertPool) {
 	t.Helper()
 	ctx := context.Background()
 	tok, err := cp.CreateJoinToken(ctx, principalFor(security.RoleAdmin), messages.CreateJoinTokenRequest{})
@@ -43,6 +51,14 @@ func enrolledClient(t *testing.T, cp *fakeCP, name string, bare bool) *http.Clie
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(cp.CAPEM())
+	return pair, roots
+}
+
+// enrolledClient enrolls name with the fake control plane and returns an
+// HTTPS client presenting the node's certificate (or none, when bare).
+func enrolledClient(t *testing.T, cp *fakeCP, name string, bare bool) *http.Client {
+	t.Helper()
+	pair, roots := enrollNode(t, cp, name)
 	cfg := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 	if !bare {
 		cfg.Certificates = []tls.Certificate{pair}
