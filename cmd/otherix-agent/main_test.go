@@ -59,7 +59,10 @@ func run(args ...string) (string, error) {
 	return out.String(), err
 }
 
-func TestBootstrapCommand(t *testing.T) {
+// enrollServerAndToken starts a fake enrollment server under a fresh CA
+// and returns it with a join token pinned to that CA.
+func enrollServerAndToken(t *testing.T) (*security.CA, *httptest.Server, string) {
+	t.Helper()
 	ca, err := security.NewCA("test", time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -69,6 +72,11 @@ func TestBootstrapCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ca, srv, token
+}
+
+func TestBootstrapCommand(t *testing.T) {
+	ca, srv, token := enrollServerAndToken(t)
 	dir := filepath.Join(t.TempDir(), "state")
 	args := []string{"bootstrap", "--server", srv.URL, "--token", token, "--name", "hv1", "--state-dir", dir}
 
@@ -91,15 +99,7 @@ func TestBootstrapCommand(t *testing.T) {
 // DEV_DIR is .dev) is made absolute at the edge, so nothing the agent keeps
 // depends on the directory it was started from.
 func TestBootstrapRelativeStateDir(t *testing.T) {
-	ca, err := security.NewCA("test", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := fakeEnrollServer(t, ca)
-	token, _, _, err := security.NewJoinToken(ca.Fingerprint())
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, srv, token := enrollServerAndToken(t)
 	cwd := t.TempDir()
 	t.Chdir(cwd)
 	out, err := run("bootstrap", "--server", srv.URL, "--token", token, "--name", "hv1", "--state-dir", ".dev/agent")
