@@ -23,7 +23,10 @@ func FuzzHubOutput(f *testing.F) {
 	f.Add(bytes.Repeat([]byte{0xff, 0x00, '\n'}, 3000), uint16(4096))
 	f.Add([]byte{}, uint16(1))
 	f.Fuzz(func(t *testing.T, stream []byte, chunk uint16) {
-		if chunk == 0 || len(stream)/int(chunk) > 512 {
+		// A stream above the session's queue lets a reader that a loaded
+		// machine slows down be cut as too slow (4002), by design and by
+		// timing; the properties here are about the bytes, so stay under it.
+		if chunk == 0 || len(stream)/int(chunk) > 512 || len(stream) > DefaultQueueBytes {
 			return
 		}
 		log, err := qemu.OpenSerialLog(filepath.Join(t.TempDir(), "serial.log"), 1<<20)
