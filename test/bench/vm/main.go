@@ -29,7 +29,7 @@ func main() {
 	listVMs := flag.Int("list-vms", 3, "VMs that exist (in each tool) while list is timed")
 	useLibvirt := flag.Bool("libvirt", true, "measure libvirt too (needs root and a running libvirtd)")
 	bin := flag.String("bin", "bin", "directory of otherix, otherix-api and otherix-agent (make build)")
-	accel := flag.String("accel", "kvm", "accelerator for every path: kvm or tcg")
+	accel := flag.String("accel", "auto", "accelerator for every path: kvm, tcg, or auto (the agent's --accel auto judges, and the floor and libvirt use what it chose)")
 	flag.BoolVar(&stepsOnly, "steps-only", false, "time only the agent's create steps (no cluster, no libvirt)")
 	flag.BoolVar(&keep, "keep", false, "keep the work dir (API and agent logs) and print its path; it is always kept when the run fails")
 	flag.Func("agent-flag", "an extra flag for otherix-agent serve, e.g. -agent-flag=--qemu-user=nobody (repeatable)", func(s string) error {
@@ -103,6 +103,9 @@ func run(bin string, n, rounds, listRuns, listVMs int, useLibvirt bool, accel st
 	defer imgs.Close()
 
 	if stepsOnly {
+		if accel == "auto" {
+			return fmt.Errorf("-steps-only needs -accel kvm or tcg (no agent runs to choose)")
+		}
 		return printSteps(dir, base, shape, n)
 	}
 	if useLibvirt {
@@ -123,6 +126,16 @@ func run(bin string, n, rounds, listRuns, listVMs int, useLibvirt bool, accel st
 		return err
 	}
 	fmt.Printf("cluster up (%s); accelerator used by the agent: %s (%s); warming up\n", time.Now().Format("15:04:05"), c.Accel, c.AccelReason)
+	if accel == "auto" {
+		if c.Accel != "kvm" && c.Accel != "tcg" {
+			return fmt.Errorf("-accel auto: the agent reports accelerator %q", c.Accel)
+		}
+		// Every path runs on what the agent chose, so the ratios compare
+		// like with like.
+		shape.Accel = c.Accel
+		c.shape.Accel = c.Accel
+		fmt.Printf("floor and libvirt: -accel %s, as the agent chose\n", c.Accel)
+	}
 	fl := &floor{dir: filepath.Join(dir, "f"), base: base, cfg: shape}
 	lv := &libvirt{dir: filepath.Join(dir, "l"), base: base, cfg: shape}
 
