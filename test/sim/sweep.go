@@ -64,15 +64,22 @@ func runSweep(counts []int, interval, d time.Duration, modes []string, workers i
 		}
 		fmt.Println()
 	}
-	// A window with errors measured a fleet partly reconnecting (its first
-	// heartbeats timed out on a starved host), not a steady one: its CPU is
-	// not the figure, and the plot leaves it out, saying so.
+	// A window with errors measured a fleet partly reconnecting (its
+	// heartbeats timed out on a starved host), not a steady one, and so
+	// does every window after it at that count, which still carries the
+	// reconnects: their CPU is not the figure, and the plot leaves them
+	// out, saying so.
+	settled := map[int]bool{}
 	for _, p := range points {
+		settled[p.nodes] = true
 		for _, r := range p.rows {
 			if r.errors > 0 {
-				fmt.Printf("\n%d nodes, %s: %d of %d heartbeats failed (the client's 10 s timeout): not a steady window, left out of the plot.",
-					p.nodes, r.name, r.errors, int64(r.ok)+r.errors)
+				settled[p.nodes] = false
+				fmt.Printf("\n%d nodes, %s: %d of %d heartbeats failed (the client's 10 s timeout).", p.nodes, r.name, r.errors, int64(r.ok)+r.errors)
 			}
+		}
+		if !settled[p.nodes] {
+			fmt.Printf("\n%d nodes: the fleet did not settle on this host; left out of the plot.", p.nodes)
 		}
 	}
 	fmt.Println()
@@ -88,7 +95,7 @@ func runSweep(counts []int, interval, d time.Duration, modes []string, workers i
 		s := benchplot.Series{Name: modeName(m)}
 		for _, p := range points {
 			for _, r := range p.rows {
-				if r.mode == m && r.errors == 0 {
+				if r.mode == m && settled[p.nodes] {
 					s.Points = append(s.Points, benchplot.Point{X: float64(p.nodes), Y: r.srvCPU, Lo: r.srvCPU, Hi: r.srvCPU})
 				}
 			}
