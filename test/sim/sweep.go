@@ -91,6 +91,9 @@ func runSweep(counts []int, interval, d time.Duration, modes []string, workers i
 		XLabel: "nodes", YLabel: "server CPU, % of one core",
 		Target: 30, TargetLabel: "target at 10,000 nodes: < 30 %",
 	}
+	for _, p := range points {
+		chart.XTicks = append(chart.XTicks, float64(p.nodes))
+	}
 	for _, m := range modes {
 		s := benchplot.Series{Name: modeName(m)}
 		for _, p := range points {

@@ -34,7 +34,10 @@ type Series struct {
 type Chart struct {
 	Title, XLabel, YLabel string
 	// LogX puts x on a log scale (client counts 1, 8, 32, 64).
-	LogX        bool
+	LogX bool
+	// XTicks are x values the axis spans and labels even where no series
+	// has a point there (a node count whose measurement was left out).
+	XTicks      []float64
 	Target      float64
 	TargetLabel string
 	Series      []Series
@@ -104,6 +107,10 @@ func Write(path string, c Chart) error {
 	}
 	if n == 0 {
 		return ErrNoData
+	}
+	xs = append(xs, c.XTicks...)
+	for _, x := range c.XTicks {
+		p.X.Min, p.X.Max = min(p.X.Min, x), max(p.X.Max, x)
 	}
 	if c.TargetLabel != "" {
 		lo, hi := xs[0], xs[0]

@@ -50,6 +50,24 @@ func TestWrite(t *testing.T) {
 	}
 }
 
+// TestWriteXTicks: the axis spans and labels the x values asked for, even
+// with no point there.
+func TestWriteXTicks(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.svg")
+	c := Chart{XTicks: []float64{1000, 10000}, Target: 30, TargetLabel: "target",
+		Series: []Series{{Name: "cpu", Points: []Point{{X: 1000, Y: 3, Lo: 3, Hi: 3}}}}}
+	if err := Write(path, c); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), ">10000<") {
+		t.Errorf("the axis does not label 10000")
+	}
+}
+
 func TestWriteNoData(t *testing.T) {
 	err := Write(filepath.Join(t.TempDir(), "c.svg"), Chart{Series: []Series{{Name: "empty"}}})
 	if !errors.Is(err, ErrNoData) {
