@@ -61,6 +61,10 @@ func main() {
 	if !slices.Contains(cs, *target) {
 		*target = cs[len(cs)-1]
 	}
+	if *plotPath != "" && !benchplot.Enabled() {
+		fmt.Fprintln(os.Stderr, "bench: -plot needs a build with -tags plot (go run -tags plot ./test/bench …)")
+		os.Exit(2)
+	}
 	if *rounds < 1 {
 		fmt.Fprintln(os.Stderr, "bench: -rounds must be at least 1")
 		os.Exit(2)

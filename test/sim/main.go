@@ -41,6 +41,7 @@ import (
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/etcd"
 	"github.com/otherix/otherix/persistence/store"
+	"github.com/otherix/otherix/test/bench/benchplot"
 )
 
 func main() {
@@ -90,6 +91,10 @@ func main() {
 				os.Exit(2)
 			}
 			counts = append(counts, c)
+		}
+		if *plotPath != "" && !benchplot.Enabled() {
+			fmt.Fprintln(os.Stderr, "sim: -plot needs a build with -tags plot (go run -tags plot ./test/sim …)")
+			os.Exit(2)
 		}
 		if *interval <= 0 {
 			fmt.Fprintln(os.Stderr, "sim: -interval must be positive")
