@@ -110,7 +110,7 @@ func (e *opEnv) create(ctx context.Context, st vmState) (vmState, error) {
 	if len(vm.NICs) > 0 && e.m.cfg.Network == nil {
 		return st, errNoDataPlane(e.id)
 	}
-	netcfg, err := messages.NetworkConfigV2(vm.NICs)
+	netcfg, err := cloudinit.NetworkConfig(vm.NICs)
 	if err != nil {
 		return st, messages.Errorf(messages.KindInvalid, "seed_failed", "%v", err)
 	}
