@@ -449,7 +449,7 @@ func (e *opEnv) releaseNICs(rec *record) {
 // errNoDataPlane fails a VM with NICs on a node without a data plane.
 func errNoDataPlane(id string) error {
 	return messages.Errorf(messages.KindUnavailable, "network_unavailable",
-		"vm %s has network interfaces but this node runs no network data plane (otherix-agent serve --overlay off, or not root)", id)
+		"vm %s has network interfaces but this node runs no network data plane (otherix-agent serve --data-plane off, or not root)", id)
 }
 
 func (e *opEnv) pause(ctx context.Context, st vmState) (vmState, error) {
