@@ -139,7 +139,7 @@ func (e *opEnv) create(ctx context.Context, st vmState) (vmState, error) {
 		return fail(err)
 	}
 	e.progress(downloadShare+5, "creating disk")
-	if err := images.CreateOverlay(ctx, img, rec.Disk, int64(spec.DiskGiB)<<30); err != nil {
+	if err := images.CreateVMDisk(ctx, img, rec.Disk, int64(spec.DiskGiB)<<30); err != nil {
 		return fail(err)
 	}
 	if rec.Base, err = filepath.Abs(img.Path); err != nil {
