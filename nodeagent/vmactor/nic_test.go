@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/nodeagent/cloudinit"
 )
 
 // tapNetwork is a Network that makes real taps in the host namespace, named
@@ -167,7 +168,7 @@ func TestVMWithNICOnRealQEMU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := messages.NetworkConfigV2(vm.NICs)
+	want, err := cloudinit.NetworkConfig(vm.NICs)
 	if err != nil {
 		t.Fatal(err)
 	}

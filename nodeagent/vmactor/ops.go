@@ -110,7 +110,7 @@ func (e *opEnv) create(ctx context.Context, st vmState) (vmState, error) {
 	if len(vm.NICs) > 0 && e.m.cfg.Network == nil {
 		return st, errNoDataPlane(e.id)
 	}
-	netcfg, err := messages.NetworkConfigV2(vm.NICs)
+	netcfg, err := cloudinit.NetworkConfig(vm.NICs)
 	if err != nil {
 		return st, messages.Errorf(messages.KindInvalid, "seed_failed", "%v", err)
 	}
@@ -139,7 +139,7 @@ func (e *opEnv) create(ctx context.Context, st vmState) (vmState, error) {
 		return fail(err)
 	}
 	e.progress(downloadShare+5, "creating disk")
-	if err := images.CreateOverlay(ctx, img, rec.Disk, int64(spec.DiskGiB)<<30); err != nil {
+	if err := images.CreateVMDisk(ctx, img, rec.Disk, int64(spec.DiskGiB)<<30); err != nil {
 		return fail(err)
 	}
 	if rec.Base, err = filepath.Abs(img.Path); err != nil {
@@ -449,7 +449,7 @@ func (e *opEnv) releaseNICs(rec *record) {
 // errNoDataPlane fails a VM with NICs on a node without a data plane.
 func errNoDataPlane(id string) error {
 	return messages.Errorf(messages.KindUnavailable, "network_unavailable",
-		"vm %s has network interfaces but this node runs no network data plane (otherix-agent serve --overlay off, or not root)", id)
+		"vm %s has network interfaces but this node runs no network data plane (otherix-agent serve --data-plane off, or not root)", id)
 }
 
 func (e *opEnv) pause(ctx context.Context, st vmState) (vmState, error) {
