@@ -87,10 +87,6 @@ type Config struct {
 	Nodes NodesConfig
 }
 
-// IdentityConfig is the identity service's configuration, under its old
-// name until its callers say identity.Config.
-type IdentityConfig = identity.Config
-
 // NodesConfig tunes node heartbeats and the liveness loop.
 type NodesConfig struct {
 	// HeartbeatInterval is what agents are told to use (default 30s); the
