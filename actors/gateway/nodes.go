@@ -97,13 +97,13 @@ func (g *Gateway) CreateJoinToken(ctx context.Context, p messages.Principal, req
 	if err != nil {
 		return nil, err
 	}
-	now := g.id.cfg.Now().UTC()
+	now := g.cfg.Identity.Now().UTC()
 	j := &messages.JoinToken{ID: id, Hash: hash, NodeName: req.NodeName, CreatedBy: p.UserID,
 		CreatedAt: now, ExpiresAt: now.Add(ttl)}
 	if err := g.st.Commit(ctx, store.CreateJoinToken(store.NewTxn(), j)); err != nil {
 		return nil, err
 	}
-	g.id.record(messages.AuditEntry{Actor: p.UserID, Action: "node.join_token.create", Target: id, Result: "ok"})
+	g.id.Audit(messages.AuditEntry{Actor: p.UserID, Action: "node.join_token.create", Target: id, Result: "ok"})
 	return &messages.CreatedJoinToken{Token: token, JoinToken: joinTokenView(j)}, nil
 }
 
@@ -146,7 +146,7 @@ func (g *Gateway) Enroll(ctx context.Context, req messages.EnrollRequest, source
 	refuse := func(err *messages.Error, reason string) (*messages.EnrollResponse, error) {
 		g.log.Warn("node enrollment refused", "node", name, "reason", reason, "source", source)
 		// The token id in the actor is the caller's choice: folded per source.
-		g.id.recordFailure(messages.AuditEntry{Actor: actor, Action: "node.enroll", Target: name, Result: err.Code, Source: source})
+		g.id.AuditFailure(messages.AuditEntry{Actor: actor, Action: "node.enroll", Target: name, Result: err.Code, Source: source})
 		return nil, err
 	}
 
@@ -168,7 +168,7 @@ func (g *Gateway) Enroll(ctx context.Context, req messages.EnrollRequest, source
 	if !security.TokenMatches(j.Hash, tok.Secret) {
 		return refuse(errInvalidJoinToken, "wrong_secret")
 	}
-	now := g.id.cfg.Now().UTC()
+	now := g.cfg.Identity.Now().UTC()
 	if !now.Before(j.ExpiresAt) {
 		return refuse(errInvalidJoinToken, "expired_token")
 	}
@@ -214,7 +214,7 @@ func (g *Gateway) Enroll(ctx context.Context, req messages.EnrollRequest, source
 		return nil, err
 	}
 	g.log.Info("node enrolled", "node", n.Name, "id", n.ID, "source", source, "cert_fingerprint", fp)
-	g.id.record(messages.AuditEntry{Actor: actor, Action: "node.enroll", Target: n.Name, Result: "ok", Source: source})
+	g.id.Audit(messages.AuditEntry{Actor: actor, Action: "node.enroll", Target: n.Name, Result: "ok", Source: source})
 	return &messages.EnrollResponse{Node: *n, Certificate: string(certPEM), CA: string(g.ca.CertPEM()),
 		HeartbeatInterval: g.cfg.Nodes.HeartbeatInterval.String()}, nil
 }

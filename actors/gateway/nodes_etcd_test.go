@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/otherix/otherix/actors/gateway"
+	"github.com/otherix/otherix/identity"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
 	"github.com/otherix/otherix/security"
@@ -83,7 +84,7 @@ func TestCAShared(t *testing.T) {
 
 func TestEnrollLifecycle(t *testing.T) {
 	clock := newTestClock()
-	g, _ := startIdentity(t, gateway.IdentityConfig{Now: clock.Now})
+	g, _ := startIdentity(t, identity.Config{Now: clock.Now})
 	ctx := t.Context()
 
 	tok := joinToken(t, g, messages.CreateJoinTokenRequest{})
