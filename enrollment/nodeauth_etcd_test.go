@@ -156,3 +156,44 @@ func TestRenewNodeCert(t *testing.T) {
 	_, err = s.Authenticate(ctx, old, time.Now(), "test")
 	wantCode(t, err, "unknown_node")
 }
+
+// TestAuthenticateReplacedCertificate: while a node's row still names the
+// certificate a renewal replaced, both certificates authenticate; once the
+// row forgets it, the replaced one is refused (after the cache is dropped).
+func TestAuthenticateReplacedCertificate(t *testing.T) {
+	s, st, _, _ := start(t)
+	ctx := t.Context()
+	_, old := enrollNode(t, s, "n1")
+	var renewal enrollment.Renewal
+	resp, err := s.RenewNodeCert(ctx, old, messages.RenewRequest{CSR: csrPEM(t, "n1")}, time.Now(),
+		func(r enrollment.Renewal) error { renewal = r; return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed := parseCert(t, []byte(resp.Certificate))
+	// Record it as the node's actor does.
+	setFingerprints := func(cur, prev string) {
+		t.Helper()
+		n, err := st.NodeByName(ctx, "n1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.CertFingerprint, n.PrevCertFingerprint = cur, prev
+		if err := st.Commit(ctx, store.UpdateNode(store.NewTxn(), n)); err != nil {
+			t.Fatal(err)
+		}
+		s.Forget("n1")
+	}
+	setFingerprints(renewal.Fingerprint, renewal.Presented)
+	for what, cert := range map[string]*x509.Certificate{"replaced": old, "renewed": renewed} {
+		if who, err := s.Authenticate(ctx, cert, time.Now(), "test"); err != nil || who.Fingerprint != security.Fingerprint(cert) {
+			t.Fatalf("%s certificate: %+v %v", what, who, err)
+		}
+	}
+	setFingerprints(renewal.Fingerprint, "")
+	_, err = s.Authenticate(ctx, old, time.Now(), "test")
+	wantCode(t, err, "certificate_not_recorded")
+	if _, err := s.Authenticate(ctx, renewed, time.Now(), "test"); err != nil {
+		t.Fatalf("renewed certificate: %v", err)
+	}
+}
