@@ -21,10 +21,10 @@ import (
 	"github.com/otherix/otherix/actors/placement"
 	"github.com/otherix/otherix/actors/system"
 	"github.com/otherix/otherix/actors/vm"
+	"github.com/otherix/otherix/enrollment"
 	"github.com/otherix/otherix/identity"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
-	"github.com/otherix/otherix/security"
 )
 
 // Config tunes the actor system. The zero value is usable: every field has a
@@ -151,9 +151,10 @@ type Gateway struct {
 	// id is the identity service: users, sessions, tokens, audit, rate
 	// limits (identity.go delegates to it).
 	id *identity.Service
-	// ca is the cluster CA, shared by every replica through etcd.
-	ca *security.CA
-	// hb caches heartbeat authentication and the settings (heartbeat.go).
+	// enroll is the cluster CA, join tokens, enrollment and node
+	// certificate authentication.
+	enroll *enrollment.Service
+	// hb caches the settings heartbeats answer with (heartbeat.go).
 	hb heartbeatCache
 	// ov caches the view desired overlays are computed from (overlay.go).
 	ov overlayCache
@@ -169,7 +170,7 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 	if log == nil {
 		log = slog.Default()
 	}
-	ca, err := loadCA(ctx, st, cfg.Identity.Now())
+	ca, err := enrollment.LoadCA(ctx, st, cfg.Identity.Now())
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
@@ -178,7 +179,9 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	rt := system.NewRuntime(log)
-	g := &Gateway{cfg: cfg, st: st, log: log, rt: rt, id: id, ca: ca}
+	g := &Gateway{cfg: cfg, st: st, log: log, rt: rt, id: id}
+	g.enroll = enrollment.New(enrollment.Config{Store: st, CA: ca, Log: log, Now: cfg.Identity.Now,
+		HeartbeatInterval: cfg.Nodes.HeartbeatInterval, Audit: id.Audit, AuditFailure: id.AuditFailure})
 	root := rt.System.Root
 
 	vmDeps := vm.Deps{Runtime: rt, Store: st, Log: log, PassivateAfter: cfg.PassivateAfter, JobAttempts: cfg.JobAttempts,

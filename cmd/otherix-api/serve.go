@@ -19,6 +19,7 @@ import (
 
 	"github.com/otherix/otherix/actors/gateway"
 	"github.com/otherix/otherix/actors/maintenance"
+	"github.com/otherix/otherix/enrollment"
 	"github.com/otherix/otherix/http/agentclient"
 	"github.com/otherix/otherix/http/server"
 	"github.com/otherix/otherix/identity"
@@ -86,7 +87,7 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 	// The agent client: the control plane's client certificate is issued
 	// from the cluster CA and renewed lazily when a third of its validity
 	// is left; agents are trusted by the cluster CA and their node name.
-	ca, err := gateway.LoadCA(ctx, st, time.Now())
+	ca, err := enrollment.LoadCA(ctx, st, time.Now())
 	if err != nil {
 		return err
 	}
