@@ -67,7 +67,8 @@ func (b *behaviour) Loaded(*messages.VM) {}
 func (b *behaviour) Command(msg any) bool {
 	switch msg.(type) {
 	case messages.GetVM, messages.CreateVM, messages.UpdateVM, messages.RequestVMTask,
-		messages.CancelVMTask, messages.FinishVMJob, messages.PlaceVM, messages.ObserveVM, messages.MarkVMUnknown:
+		messages.CancelVMTask, messages.FinishVMJob, messages.PlaceVM, messages.ObserveVM, messages.MarkVMUnknown,
+		messages.GetVMJob, messages.ProgressVMJob, messages.RetryVMJob:
 		return true
 	}
 	return false
@@ -82,11 +83,21 @@ func (b *behaviour) Fresh(cmd any) bool {
 func (b *behaviour) Fail(err error) messages.VMReply { return messages.VMReply{Err: err} }
 
 func (b *behaviour) Plan(cur *messages.VM, cmd any) plan {
-	if _, creating := cmd.(messages.CreateVM); !creating && cur == nil {
-		if f, ok := cmd.(messages.FinishVMJob); ok {
-			// The VM is gone (deleted elsewhere); still end its job.
-			return finishWithoutVM(f)
+	// A job's commands go on when the VM is gone (deleted elsewhere): its
+	// attempt still reads and ends its task.
+	switch m := cmd.(type) {
+	case messages.GetVMJob:
+		return b.planJobView(cur, m)
+	case messages.ProgressVMJob:
+		return b.planProgress(m)
+	case messages.RetryVMJob:
+		return b.planRetry(m)
+	case messages.FinishVMJob:
+		if cur == nil {
+			return finishWithoutVM(m)
 		}
+	}
+	if _, creating := cmd.(messages.CreateVM); !creating && cur == nil {
 		return plan{Err: messages.NotFound("vm", b.id)}
 	}
 	var p plan
