@@ -37,9 +37,10 @@ type Behaviour[E, R any] interface {
 	// transaction's create guard refuses it should a row exist.
 	Fresh(cmd any) bool
 	// Plan decides cmd against e (nil: the entity does not exist). It does
-	// no I/O and changes nothing the actor holds: the change it decides is
-	// the plan, applied once it is committed. It may be called again for
-	// the same command when a commit found the entity changed.
+	// no I/O and never changes e: the change it decides is the plan, applied
+	// once it is committed. Only the behaviour's own bookkeeping may move
+	// (a node's last heartbeat), and it must bear the same command being
+	// planned again, which happens when a commit found the entity changed.
 	Plan(e *E, cmd any) Plan[E, R]
 	// Fail is the reply that carries err.
 	Fail(err error) R

@@ -1,7 +1,8 @@
 // Package node is the control plane's node actor: one actor per enrolled
 // node that holds the node's last observed state in memory, moves its phase
 // on heartbeats and liveness checks, and writes the row to etcd only when
-// something other than the heartbeat time changed.
+// something other than the heartbeat time changed. The loop itself is
+// actors/entity; this package is the node's behaviour.
 package node
 
 import (
