@@ -386,6 +386,14 @@ func (a *vmActor) load(ctx context.Context) loaded {
 	if err != nil || rec == nil {
 		return loaded{err: err}
 	}
+	if rec.Phase == messages.PhaseCreating {
+		env := &opEnv{m: a.m, id: a.id, w: &work{op: "roll back create"}}
+		if err := env.rollBack(rec); err != nil {
+			return loaded{st: vmState{rec: rec}, err: fmt.Errorf("roll back the create interrupted at step %s: %w", rec.Step, err)}
+		}
+		a.m.cfg.Log.Warn("rolled back a create the agent stopped in", "vm", a.id, "step", rec.Step)
+		return loaded{}
+	}
 	l, err := qemu.OpenSerialLog(a.m.serialLogPath(a.id), a.m.cfg.SerialLogBytes)
 	if err != nil {
 		return loaded{st: vmState{rec: rec}, err: err}
@@ -454,7 +462,12 @@ func isClosed(ch <-chan struct{}) bool {
 func taskError(err error) *messages.TaskError {
 	var e *messages.Error
 	if errors.As(err, &e) {
-		return &messages.TaskError{Code: e.Code, Message: e.Error()}
+		msg := e.Error()
+		var se *stepError
+		if errors.As(err, &se) {
+			msg = "step " + se.Step + ": " + msg
+		}
+		return &messages.TaskError{Code: e.Code, Message: msg}
 	}
 	if code := imageCode(err); code != "" {
 		return &messages.TaskError{Code: code, Message: err.Error()}

@@ -109,6 +109,9 @@ type Manager struct {
 	// beforeOp, if set, is called by an actor as it takes the next item
 	// off its queue: tests make an actor panic there.
 	beforeOp func(id, op string)
+	// failStep, if set, is asked before each step of a create or start
+	// whether to fail it: tests fail each step in turn.
+	failStep func(id, step string) error
 
 	mu       sync.Mutex
 	actors   map[string]*actor.PID
