@@ -55,6 +55,10 @@ func (m *Manager) forget(id string, pid *actor.PID) {
 	}
 	delete(m.actors, id)
 	delete(m.inflight, id)
+	if !m.closed {
+		m.cfg.Log.Error("vm actor stopped after repeated crashes; the VM is left as it is until its next task",
+			"vm", id, "restarts", maxRestarts, "within", restartWindow)
+	}
 	var orphans []string
 	for tid, e := range m.tasks {
 		if e.task.VMID == id && !messages.Terminal(e.task.State) {
