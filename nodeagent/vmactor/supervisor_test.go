@@ -151,18 +151,33 @@ func TestSupervisorRestartsThenStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Failures beyond the limit stop the actor; QEMU runs on.
+	// The next crash is one too many: the actor stops. A task that reached
+	// its mailbox meanwhile fails rather than stay pending for good.
+	var queued *messages.AgentTask
+	f.m.beforeOp = func(_, op string) {
+		if op == opPause && crash.Load() {
+			if queued == nil {
+				var err error
+				queued, _, err = f.m.Submit(vmReq(messages.NewID(), messages.TaskVMStart, vm))
+				if err != nil {
+					t.Errorf("submit behind the crash: %v", err)
+				}
+			}
+			panic("test: actor crash")
+		}
+	}
 	crash.Store(true)
-	for i := 0; ; i++ {
-		_, err := pause()
-		if errCode(err) != "agent_internal" {
-			t.Fatalf("pause = %v, want agent_internal", err)
-		}
-		if testutil.Until(2*time.Second, 10*time.Millisecond, func() bool { return actorOf() != first }) {
-			break
-		}
-		if i > maxRestarts {
-			t.Fatalf("actor still %s after %d more crashes", first, i+1)
-		}
+	if _, err := pause(); errCode(err) != "agent_internal" {
+		t.Fatalf("pause = %v, want agent_internal", err)
+	}
+	if !testutil.Until(10*time.Second, 10*time.Millisecond, func() bool { return actorOf() != first }) {
+		t.Fatalf("actor still %s after %d crashes within %s", first, maxRestarts+1, restartWindow)
+	}
+	if queued == nil {
+		t.Fatal("no task was queued behind the last crash")
+	}
+	if tk := f.wait(t, queued.ID); tk.State != messages.TaskFailed || tk.Error == nil || tk.Error.Code != "agent_internal" {
+		t.Fatalf("task queued behind the last crash: %+v %+v", tk, tk.Error)
 	}
 	if !qemu.Alive(pid) {
 		t.Fatal("a crashing actor ended its QEMU")
