@@ -238,7 +238,14 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	if err != nil {
 		return err
 	}
-	defer vms.Close()
+	defer func() {
+		// Operations cancelled by the stop end within QEMU's quit waits.
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := vms.Close(cctx); err != nil {
+			log.Warn("stop vm actors", "err", err)
+		}
+	}()
 	if err := vms.Recover(); err != nil {
 		return err
 	}

@@ -108,7 +108,7 @@ func TestVMWithNICOnRealQEMU(t *testing.T) {
 	}
 	f := newFixture(t)
 	netw := newTapNetwork(t)
-	f.m.Close()
+	closeManager(t, f.m)
 	f.cfg.Network = netw
 	f.start()
 
@@ -181,7 +181,7 @@ func TestVMWithNICOnRealQEMU(t *testing.T) {
 
 	// An agent restart lists the running VM's NICs before any actor loads,
 	// so the data plane never drops the taps of a running VM.
-	f.m.Close()
+	closeManager(t, f.m)
 	f.start()
 	if got := f.m.NICs()[vm.ID]; len(got) != 1 {
 		t.Errorf("after restart NICs() = %+v", f.m.NICs())
