@@ -1,0 +1,213 @@
+package etcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Roles of a member, as GET /v1/cluster/members shows them.
+const (
+	RoleVoter   = "voter"
+	RoleLearner = "learner"
+)
+
+// NoteWaitsForOddVoters explains a caught-up learner left as a learner on
+// purpose: promoting it would make the number of voters even, which adds a
+// member that must answer without adding a failure the cluster survives.
+const NoteWaitsForOddVoters = "waits for another replica to join: the number of voters stays odd"
+
+// MemberInfo is one member as this replica sees it.
+type MemberInfo struct {
+	// ID is etcd's member id.
+	ID uint64
+	// Name is the replica name; empty for a member added but not yet started.
+	Name string
+	// Role is RoleVoter or RoleLearner.
+	Role string
+	// IsLeader is this replica's view of the Raft leader.
+	IsLeader bool
+	// Healthy: for this replica, it knows a leader; for another, its peer
+	// listener answered over mutual TLS within the probe timeout.
+	Healthy bool
+	// PeerURL is where peers reach it (its first advertised peer URL).
+	PeerURL string
+	// Self marks the member this process embeds.
+	Self bool
+	// Note says why a learner is not promoted, if it is on purpose.
+	Note string
+}
+
+// probeTimeout bounds the health probe of one peer.
+const probeTimeout = time.Second
+
+// IsLearner reports whether this member is a learner. etcd refuses most
+// client requests on a learner, but the in-process client bypasses that
+// guard, so the API must check this itself and serve nothing while true.
+func (m *Member) IsLearner() bool { return m.server.Server.IsLearner() }
+
+// ID is this member's etcd id.
+func (m *Member) ID() uint64 { return uint64(m.server.Server.MemberID()) }
+
+// LeaderID is the id of the leader this member knows, 0 when it knows none.
+func (m *Member) LeaderID() uint64 { return uint64(m.server.Server.Leader()) }
+
+// Members lists the cluster's members, sorted by name. It reads this
+// member's local copy of the membership (serializable), so it answers
+// without quorum: that is when an operator needs it most.
+func (m *Member) Members(ctx context.Context) ([]MemberInfo, error) {
+	resp, err := m.client.MemberList(ctx, clientv3.WithSerializable())
+	if err != nil {
+		return nil, fmt.Errorf("etcd: list members: %w", err)
+	}
+	lead, self := m.LeaderID(), m.ID()
+	out := make([]MemberInfo, len(resp.Members))
+	var wg sync.WaitGroup
+	for i, mb := range resp.Members {
+		info := MemberInfo{ID: mb.ID, Name: mb.Name, Role: RoleVoter, IsLeader: mb.ID == lead, Self: mb.ID == self}
+		if mb.IsLearner {
+			info.Role = RoleLearner
+		}
+		if len(mb.PeerURLs) > 0 {
+			info.PeerURL = mb.PeerURLs[0]
+		}
+		out[i] = info
+		switch {
+		case info.Self:
+			out[i].Healthy = lead != 0
+		case info.Name != "" && info.PeerURL != "":
+			wg.Add(1)
+			go func(i int, u string) {
+				defer wg.Done()
+				out[i].Healthy = m.probePeer(ctx, u)
+			}(i, info.PeerURL)
+		}
+	}
+	wg.Wait()
+	voters, learners := countRoles(resp.Members)
+	if promotionTarget(voters, learners) <= voters {
+		for i := range out {
+			if out[i].Role == RoleLearner && out[i].Name != "" {
+				out[i].Note = NoteWaitsForOddVoters
+			}
+		}
+	}
+	sort.Slice(out, func(a, b int) bool {
+		if out[a].Name != out[b].Name {
+			return out[a].Name < out[b].Name
+		}
+		return out[a].ID < out[b].ID
+	})
+	return out, nil
+}
+
+// probePeer asks a peer listener for its version, over mutual TLS with
+// this member's peer certificate.
+func (m *Member) probePeer(ctx context.Context, peerURL string) bool {
+	if m.peerHTTP == nil || !strings.HasPrefix(peerURL, "https://") {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(peerURL, "/")+"/version", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := m.peerHTTP.Do(req)
+	if err != nil {
+		return false
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// AddLearner adds a new member at peerURL as a learner, through this
+// member, and returns its id and the initial-cluster string it must start
+// with (Config.Join). It retries while etcd reports the cluster unhealthy
+// for a membership change (for a few seconds after the last one), until ctx
+// ends. A learner receives the log but does not vote, so a
+// replica that joins and then fails to start does not cost quorum.
+func (m *Member) AddLearner(ctx context.Context, name, peerURL string) (id uint64, initialCluster string, err error) {
+	u, err := url.Parse(peerURL)
+	if err != nil || u.Scheme != "https" || u.Port() == "" {
+		return 0, "", fmt.Errorf("%w: learner %s at %q: want https://HOST:PORT", ErrBadPeerURL, name, peerURL)
+	}
+	if name == "" {
+		return 0, "", fmt.Errorf("%w: learner needs a name", ErrBadJoin)
+	}
+	// A joiner refuses a cluster whose version is not decided yet ("incompatible
+	// with current running cluster"); the leader decides it shortly after the
+	// first start, so a join right then would fail after the add.
+	for m.server.Server.ClusterVersion() == nil {
+		select {
+		case <-ctx.Done():
+			return 0, "", fmt.Errorf("etcd: add learner %s: cluster version not decided: %w", name, ctx.Err())
+		case <-time.After(addRetryMin):
+		}
+	}
+	for wait := addRetryMin; ; wait = min(2*wait, addRetryMax) {
+		resp, err := m.client.MemberAddAsLearner(ctx, []string{peerURL})
+		if err == nil {
+			return resp.Member.ID, initialClusterOf(resp.Members, resp.Member.ID, name), nil
+		}
+		// etcd refuses a membership change until this member has been
+		// connected to a quorum for its health interval (5s), which is
+		// not yet the case just after another change or a restart.
+		if !errors.Is(err, rpctypes.ErrUnhealthy) {
+			return 0, "", fmt.Errorf("etcd: add learner %s at %s: %w", name, peerURL, err)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, "", fmt.Errorf("etcd: add learner %s at %s: %w (last: %w)", name, peerURL, ctx.Err(), err)
+		case <-time.After(wait):
+		}
+	}
+}
+
+// Retry delays of AddLearner while etcd calls the cluster unhealthy.
+const (
+	addRetryMin = 100 * time.Millisecond
+	addRetryMax = 2 * time.Second
+)
+
+// initialClusterOf writes name=peerURL for every member, naming the new
+// one, which has no name until it starts. Another member added but never
+// started is listed without a name, as etcd itself would.
+func initialClusterOf(members []*etcdserverpb.Member, newID uint64, newName string) string {
+	var parts []string
+	for _, mb := range members {
+		n := mb.Name
+		if mb.ID == newID {
+			n = newName
+		}
+		for _, u := range mb.PeerURLs {
+			parts = append(parts, n+"="+u)
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// countRoles counts voters and the learners that have started (have a
+// name): a learner added but never started cannot catch up, and counting it
+// would promote towards a number of voters that never comes.
+func countRoles(members []*etcdserverpb.Member) (voters, learners int) {
+	for _, mb := range members {
+		switch {
+		case !mb.IsLearner:
+			voters++
+		case mb.Name != "":
+			learners++
+		}
+	}
+	return voters, learners
+}
