@@ -18,6 +18,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // Config describes one embedded member.
@@ -275,12 +276,34 @@ func zapLogger() *zap.Logger {
 	zc.Sampling = nil
 	zc.OutputPaths = []string{"stderr"}
 	zc.ErrorOutputPaths = []string{"stderr"}
-	lg, err := zc.Build()
+	lg, err := zc.Build(zap.WrapCore(func(c zapcore.Core) zapcore.Core { return quietCore{c} }))
 	if err != nil {
 		return zap.NewNop()
 	}
 	return lg
 }
+
+// expectedMessages are etcd log lines for states this package expects and
+// handles: etcd logs them at error level with a stack trace, which would
+// read as a failure to an operator.
+var expectedMessages = map[string]bool{
+	// A learner catching up: RunPromoter retries (ErrLearnerNotReady).
+	"rejecting promote learner: learner is not ready": true,
+	// A membership change too soon after the last one: AddLearner retries.
+	"rejecting member add request; local member has not been connected to majority peers, reconfigure breaks active quorum": true,
+}
+
+// quietCore drops expectedMessages and passes everything else through.
+type quietCore struct{ zapcore.Core }
+
+func (q quietCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if expectedMessages[e.Message] {
+		return ce
+	}
+	return q.Core.Check(e, ce)
+}
+
+func (q quietCore) With(fields []zapcore.Field) zapcore.Core { return quietCore{q.Core.With(fields)} }
 
 // Client is the in-process client; it needs no network hop.
 func (m *Member) Client() *clientv3.Client { return m.client }

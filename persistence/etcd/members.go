@@ -2,8 +2,10 @@ package etcd
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"sort"
@@ -158,6 +160,7 @@ func (m *Member) AddLearner(ctx context.Context, name, peerURL string) (id uint6
 	for wait := addRetryMin; ; wait = min(2*wait, addRetryMax) {
 		resp, err := m.client.MemberAddAsLearner(ctx, []string{peerURL})
 		if err == nil {
+			m.awaitMembershipSpread(ctx, resp.Member.ID, resp.Members)
 			return resp.Member.ID, initialClusterOf(resp.Members, resp.Member.ID, name), nil
 		}
 		// etcd refuses a membership change until this member has been
@@ -210,4 +213,70 @@ func countRoles(members []*etcdserverpb.Member) (voters, learners int) {
 		}
 	}
 	return voters, learners
+}
+
+// spreadTimeout bounds awaitMembershipSpread.
+const spreadTimeout = 10 * time.Second
+
+// awaitMembershipSpread waits until every other started member that
+// answers on its peer port lists the new member. A joiner reads the
+// membership from the first peer that answers (in URL order) and refuses to
+// start ("member count is unequal") if that peer, say a learner, has not
+// applied the add yet. A peer that does not answer is skipped: the joiner
+// skips it too. The wait is best effort: after spreadTimeout the add stands
+// and the joiner may still succeed through another peer.
+func (m *Member) awaitMembershipSpread(ctx context.Context, newID uint64, members []*etcdserverpb.Member) {
+	if m.peerHTTP == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, spreadTimeout)
+	defer cancel()
+	self := m.ID()
+	for _, mb := range members {
+		if mb.ID == self || mb.ID == newID || mb.Name == "" || len(mb.PeerURLs) == 0 {
+			continue
+		}
+		for {
+			listed, answered := m.peerLists(ctx, mb.PeerURLs[0], newID)
+			if listed || !answered {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// peerLists asks a peer for its membership (the /members endpoint joiners
+// read) and reports whether it lists id, and whether it answered at all.
+func (m *Member) peerLists(ctx context.Context, peerURL string, id uint64) (listed, answered bool) {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(peerURL, "/")+"/members", nil)
+	if err != nil {
+		return false, false
+	}
+	resp, err := m.peerHTTP.Do(req)
+	if err != nil {
+		return false, false
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return false, false
+	}
+	var ms []struct {
+		ID uint64 `json:"id"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&ms); err != nil {
+		return false, false
+	}
+	for _, x := range ms {
+		if x.ID == id {
+			return true, true
+		}
+	}
+	return false, true
 }
