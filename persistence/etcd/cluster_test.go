@@ -212,6 +212,20 @@ func TestJoinAndPromoteToThree(t *testing.T) {
 	if a.IsLearner() {
 		t.Fatal("a is a learner")
 	}
+	if a.ClusterID() == 0 || b.ClusterID() != a.ClusterID() {
+		t.Fatalf("cluster ids a %x, b %x", a.ClusterID(), b.ClusterID())
+	}
+	short, cancelShort := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancelShort()
+	if err := b.WaitVoter(short, 10*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitVoter on a learner = %v, want the deadline", err)
+	}
+	voter := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		voter <- b.WaitVoter(ctx, 10*time.Millisecond)
+	}()
 	testutil.Eventually(t, 30*time.Second, 20*time.Millisecond, "the learner has the data", func() bool {
 		r, err := b.Client().Get(ctx, "/otherix/probe", clientv3.WithSerializable())
 		return err == nil && len(r.Kvs) == 1 && string(r.Kvs[0].Value) == "v1"
@@ -242,6 +256,9 @@ func TestJoinAndPromoteToThree(t *testing.T) {
 	testutil.Eventually(t, 30*time.Second, 10*time.Millisecond, "promoted members see themselves as voters", func() bool {
 		return !b.IsLearner() && !cm.IsLearner()
 	})
+	if err := <-voter; err != nil {
+		t.Fatalf("WaitVoter after promotion: %v", err)
+	}
 	if name, err := a.PromoteOne(ctx); name != "" || err != nil {
 		t.Fatalf("PromoteOne with 3 voters = %q, %v; want nothing", name, err)
 	}

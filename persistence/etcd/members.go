@@ -58,6 +58,29 @@ const probeTimeout = time.Second
 // guard, so the API must check this itself and serve nothing while true.
 func (m *Member) IsLearner() bool { return m.server.Server.IsLearner() }
 
+// WaitVoter returns once this member is a voter, polling every interval
+// (100ms when 0), or ctx's error when it ends first. A replica that joined
+// as a learner calls it before it starts serving.
+func (m *Member) WaitVoter(ctx context.Context, interval time.Duration) error {
+	if interval <= 0 {
+		interval = 100 * time.Millisecond
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for m.IsLearner() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("etcd: still a learner: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// ClusterID is the id of the cluster this member belongs to; a join
+// handshake compares it with the cluster it was asked to join.
+func (m *Member) ClusterID() uint64 { return uint64(m.server.Server.Cluster().ID()) }
+
 // ID is this member's etcd id.
 func (m *Member) ID() uint64 { return uint64(m.server.Server.MemberID()) }
 
