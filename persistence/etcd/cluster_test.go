@@ -621,3 +621,33 @@ func TestLeaderFailover(t *testing.T) {
 	written := time.Since(start)
 	t.Logf("measure: leader closing; new leader after %s; first write after %s; close returned after %s", elected, written, <-closed)
 }
+
+// TestRestoreThenGrow: a data dir restored from a snapshot holds a
+// single-member cluster on its unix socket; started with a peer listener it
+// takes joiners, which get the restored data.
+func TestRestoreThenGrow(t *testing.T) {
+	c := newTestCluster(t)
+	ctx := context.Background()
+	src := c.start(Config{DataDir: filepath.Join(c.dir, "src"), Name: "a"})
+	if _, err := src.Client().Put(ctx, "/otherix/probe", "restored"); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := src.Snapshot(ctx, filepath.Join(c.dir, "snaps"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.close("a")
+	cfg := c.config("a", peerURL(t))
+	if err := Restore(snap, cfg.DataDir, "a"); err != nil {
+		t.Fatal(err)
+	}
+	a := c.start(cfg)
+	if got := roles(t, a)["a"].PeerURL; got != cfg.PeerURL {
+		t.Fatalf("restored member's peer url = %q, want %q", got, cfg.PeerURL)
+	}
+	b := c.join(a, "b")
+	testutil.Eventually(t, 30*time.Second, 20*time.Millisecond, "b has the restored data", func() bool {
+		r, err := b.Client().Get(ctx, "/otherix/probe", clientv3.WithSerializable())
+		return err == nil && len(r.Kvs) == 1 && string(r.Kvs[0].Value) == "restored"
+	})
+}
