@@ -1,5 +1,7 @@
 package messages
 
+import "time"
+
 // CreateVMRequest is the body of POST /v1/vms.
 type CreateVMRequest struct {
 	Name string `json:"name"`
@@ -57,6 +59,30 @@ type (
 		Status *VMStatus
 		Power  string
 		Delete bool
+	}
+	// GetVMJob asks for what an attempt of the VM's job starts from: the VM
+	// (nil when it no longer exists, which is not an error here) and the
+	// job's task TaskID, both as the VM's actor, their one writer, has them.
+	GetVMJob struct{ TaskID string }
+	// ProgressVMJob writes a running job's progress (agent task id,
+	// progress, message; state running) into its task, refused unless the
+	// dispatcher's lease Lease still holds the job. The reply's Task is the
+	// task as written.
+	ProgressVMJob struct {
+		Job   *Job
+		Task  *Task
+		Lease int64
+	}
+	// RetryVMJob releases the job after an attempt that could not finish:
+	// the job records Cause and waits until NotBefore, its claim is dropped,
+	// and its task (pending again, saying why) is written with it, in one
+	// transaction guarded by the dispatcher's lease Lease.
+	RetryVMJob struct {
+		Job       *Job
+		Task      *Task
+		Lease     int64
+		Cause     string
+		NotBefore time.Time
 	}
 	// PlaceVM records the node a job placed the VM on, before any agent is
 	// asked to create it, so a crash never leaves a VM on a node the control

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"strings"
 	"time"
 )
 
@@ -266,10 +265,3 @@ func NICAddresses(nics []NICStatus) []string {
 	}
 	return out
 }
-
-// nicName is the netplan id of NIC i; the guest matches it by MAC, so the
-// kernel's own interface name does not matter.
-func nicName(i int) string { return "nic" + itoa(i) }
-
-// normalizeMAC lower-cases a MAC for comparisons.
-func normalizeMAC(m string) string { return strings.ToLower(m) }

@@ -15,7 +15,7 @@
 #   DEV_AGENT_LISTEN      agent-facing listener of the API (default 127.0.0.1:7443)
 #   DEV_AGENT_API_LISTEN  the local agent's own API (default 127.0.0.1:7444)
 #   DEV_AGENT_FLAGS       extra flags for `otherix-agent serve`, added after
-#                         the defaults below (e.g. "--overlay off --accel tcg")
+#                         the defaults below (e.g. "--data-plane off --accel tcg")
 #   BIN_DIR               where the built binaries are (default bin)
 set -euo pipefail
 
@@ -282,7 +282,7 @@ phase=$("$BIN_DIR/otherix" node list 2>/dev/null | awk -v n="$node_name" '$1 == 
 # guests, ...), read generically from the node's JSON.
 notes=()
 if grep -q 'network data plane off' "$AGENT_LOG"; then
-	notes+=("network data plane off (not root, or --overlay off): VMs with --network cannot run here")
+	notes+=("network data plane off (not root, or --data-plane off): VMs with --network cannot run here")
 fi
 while IFS= read -r line; do
 	[[ -n $line ]] && notes+=("$line")

@@ -255,6 +255,9 @@ func (ca *CA) IssueServerCert(sans []string, now time.Time, validity time.Durati
 		if !isDNSName(name) {
 			return tls.Certificate{}, fmt.Errorf("%w: SAN %q is neither an IP address nor a DNS name", ErrBadCertRequest, s)
 		}
+		if name == ReplicaPeerSAN || name == "*.otherix.invalid" {
+			return tls.Certificate{}, fmt.Errorf("%w: SAN %q is reserved for replica peer certificates", ErrBadCertRequest, s)
+		}
 		dns = append(dns, name)
 	}
 	cn := sans[0]
@@ -274,13 +277,17 @@ func (ca *CA) IssueServerCert(sans []string, now time.Time, validity time.Durati
 // ControlPlaneCN for the control plane's calls to agents. A CN starting with
 // NodeCNPrefix is refused: node identities come only from SignNodeCSR, so a
 // client certificate can never pass for a node. validity 0 means
-// ClientCertValidity; the result never outlives the CA.
+// ClientCertValidity; the result never outlives the CA. A CN starting with
+// ReplicaCNPrefix is refused the same way.
 func (ca *CA) IssueClientCert(cn string, now time.Time, validity time.Duration) (tls.Certificate, error) {
 	if err := checkSubjectText(cn); err != nil {
 		return tls.Certificate{}, fmt.Errorf("%w: client cn %v", ErrBadCertRequest, err)
 	}
 	if strings.HasPrefix(cn, NodeCNPrefix) {
 		return tls.Certificate{}, fmt.Errorf("%w: client cn %q is reserved for nodes", ErrBadCertRequest, cn)
+	}
+	if strings.HasPrefix(cn, ReplicaCNPrefix) {
+		return tls.Certificate{}, fmt.Errorf("%w: client cn %q is reserved for replicas", ErrBadCertRequest, cn)
 	}
 	tmpl := &x509.Certificate{
 		Subject:     pkix.Name{CommonName: cn},

@@ -29,12 +29,6 @@ func (g *Gateway) CrashVMForTest(id string) {
 // ActorSystem exposes the actor system, for its event stream.
 func (g *Gateway) ActorSystem() *actor.ActorSystem { return g.rt.System }
 
-// JWTVerifiesForTest counts access-token signature checks (cache misses).
-func (g *Gateway) JWTVerifiesForTest() int64 { return g.id.jwtVerifies.Load() }
-
-// APITokenReadsForTest counts API token reads from etcd.
-func (g *Gateway) APITokenReadsForTest() int64 { return g.id.tokenReads.Load() }
-
 // CheckNodesForTest runs one pass of the liveness loop and waits for it.
 // The pass only tells each node's actor; a Get to each afterwards is
 // answered only once the check before it in the actor's queue is done.
@@ -64,8 +58,5 @@ func (g *Gateway) CheckNodesForTest(ctx context.Context) error {
 // instead of waiting out its TTL.
 func (g *Gateway) ExpireOverlayViewForTest() { g.ov.expire() }
 
-// HashesPeakForTest is the most password hashes that ran at once.
-func (g *Gateway) HashesPeakForTest() int64 { return g.id.hashesPeak.Load() }
-
 // FailureWindowsForTest is the number of open failure-audit windows.
-func (g *Gateway) FailureWindowsForTest() int { return g.id.failures.tracked() }
+func (g *Gateway) FailureWindowsForTest() int { return g.id.FailureWindows() }

@@ -21,9 +21,10 @@ import (
 	"github.com/otherix/otherix/actors/placement"
 	"github.com/otherix/otherix/actors/system"
 	"github.com/otherix/otherix/actors/vm"
+	"github.com/otherix/otherix/enrollment"
+	"github.com/otherix/otherix/identity"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
-	"github.com/otherix/otherix/security"
 )
 
 // Config tunes the actor system. The zero value is usable: every field has a
@@ -81,7 +82,7 @@ type Config struct {
 	OnMaintenance func(maintenance.Ran)
 
 	// Identity. The zero values are the production defaults.
-	Identity IdentityConfig
+	Identity identity.Config
 	// Nodes tunes heartbeats and liveness.
 	Nodes NodesConfig
 }
@@ -127,7 +128,7 @@ func (c *Config) defaults() {
 	if c.Agent == nil {
 		c.Agent = job.NoAgent{}
 	}
-	c.Identity.defaults()
+	c.Identity.SetDefaults()
 	set(&c.Nodes.HeartbeatInterval, HeartbeatInterval)
 	set(&c.Nodes.GoneAfter, 10*time.Minute)
 	if c.Nodes.Now == nil {
@@ -147,11 +148,13 @@ type Gateway struct {
 	maint   *actor.PID
 	started atomic.Bool
 	closing sync.Once
-	// id is the identity state: key ring, caches, rate limits, audit writer.
-	id *identity
-	// ca is the cluster CA, shared by every replica through etcd.
-	ca *security.CA
-	// hb caches heartbeat authentication and the settings (heartbeat.go).
+	// id is the identity service: users, sessions, tokens, audit, rate
+	// limits (identity.go delegates to it).
+	id *identity.Service
+	// enroll is the cluster CA, join tokens, enrollment and node
+	// certificate authentication.
+	enroll *enrollment.Service
+	// hb caches the settings heartbeats answer with (heartbeat.go).
 	hb heartbeatCache
 	// ov caches the view desired overlays are computed from (overlay.go).
 	ov overlayCache
@@ -167,16 +170,18 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 	if log == nil {
 		log = slog.Default()
 	}
-	ca, err := loadCA(ctx, st, cfg.Identity.Now())
+	ca, err := enrollment.LoadCA(ctx, st, cfg.Identity.Now())
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	id, err := newIdentity(ctx, st, cfg.Identity, log)
+	id, err := identity.New(ctx, st, cfg.Identity, log)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	rt := system.NewRuntime(log)
-	g := &Gateway{cfg: cfg, st: st, log: log, rt: rt, id: id, ca: ca}
+	g := &Gateway{cfg: cfg, st: st, log: log, rt: rt, id: id}
+	g.enroll = enrollment.New(enrollment.Config{Store: st, CA: ca, Log: log, Now: cfg.Identity.Now,
+		HeartbeatInterval: cfg.Nodes.HeartbeatInterval, Audit: id.Audit, AuditFailure: id.AuditFailure})
 	root := rt.System.Root
 
 	vmDeps := vm.Deps{Runtime: rt, Store: st, Log: log, PassivateAfter: cfg.PassivateAfter, JobAttempts: cfg.JobAttempts,
@@ -184,7 +189,7 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 	g.vms, err = root.SpawnNamed(system.NewGuardian(rt, "vm", func(id string) *actor.Props { return vm.Props(vmDeps, id) }, nil), "vms")
 	if err != nil {
 		rt.Stop()
-		id.stop()
+		id.Close()
 		return nil, fmt.Errorf("gateway: spawn vms guardian: %w", err)
 	}
 	nodeDeps := node.Deps{Runtime: rt, Store: st, Log: log, VMs: g.vms, Config: node.Config{
@@ -192,7 +197,7 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 	g.nodes, err = root.SpawnNamed(system.NewGuardian(rt, "node", func(id string) *actor.Props { return node.Props(nodeDeps, id) }, nil), "nodes")
 	if err != nil {
 		rt.Stop()
-		id.stop()
+		id.Close()
 		return nil, fmt.Errorf("gateway: spawn nodes guardian: %w", err)
 	}
 	jobDeps := job.Deps{Runtime: rt, Store: st, Log: log, Executor: job.Executor{Placer: cfg.Placer, Agent: cfg.Agent, Nodes: st}, VMs: g.vms,
@@ -208,7 +213,7 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 	}), "jobs")
 	if err != nil {
 		rt.Stop()
-		id.stop()
+		id.Close()
 		return nil, fmt.Errorf("gateway: spawn jobs guardian: %w", err)
 	}
 	loops := g.loops()
@@ -221,7 +226,7 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 	}), "maintenance")
 	if err != nil {
 		rt.Stop()
-		id.stop()
+		id.Close()
 		return nil, fmt.Errorf("gateway: spawn maintenance guardian: %w", err)
 	}
 	g.started.Store(true)
@@ -231,13 +236,12 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 func (g *Gateway) loops() []maintenance.Loop {
 	c := g.cfg
 	cleanup := maintenance.Cleanup(g.st, g.log, c.TaskRetention, c.IdempotencyRetention)
-	identity := maintenance.IdentityCleanup(g.st, g.log, c.Identity.AuditRetention)
 	sweeps := func(ctx context.Context) error {
-		return errors.Join(cleanup(ctx), identity(ctx), g.sweepJoinTokens(ctx))
+		return errors.Join(cleanup(ctx), g.id.Cleanup(ctx), g.sweepJoinTokens(ctx))
 	}
 	loops := []maintenance.Loop{{Name: "cleanup", Interval: c.CleanupInterval, OnRun: c.OnMaintenance, Run: sweeps},
 		{Name: "keyring", Interval: c.Identity.KeyRefresh, OnRun: c.OnMaintenance,
-			Run: maintenance.KeyRing(g.st, g.log, c.Identity.KeyRotation, g.id.setRing)},
+			Run: g.id.RefreshKeyRing},
 		{Name: "liveness", Interval: c.Nodes.HeartbeatInterval / 2, OnRun: c.OnMaintenance, Run: g.checkNodes},
 	}
 	if c.Space != nil {
@@ -268,7 +272,7 @@ func (g *Gateway) close() {
 	g.rt.Stop()
 	// Last, so the audit entries of the final requests are flushed while
 	// etcd is still there.
-	g.id.stop()
+	g.id.Close()
 }
 
 // Ready reports whether etcd answers and the actors have started.

@@ -3,9 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -13,36 +11,26 @@ import (
 
 	"github.com/otherix/otherix/actors/node"
 	"github.com/otherix/otherix/actors/system"
+	"github.com/otherix/otherix/enrollment"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
-	"github.com/otherix/otherix/security"
-)
-
-// Heartbeat refusals. Each is logged with the node name and the reason.
-var (
-	errUnknownNode = &messages.Error{Kind: messages.KindUnauthenticated, Code: "unknown_node",
-		Message: "the client certificate names no enrolled node"}
-	errCertNotRecorded = &messages.Error{Kind: messages.KindUnauthenticated, Code: "certificate_not_recorded",
-		Message: "the client certificate is not the one recorded for this node"}
-	errUntrustedCert = &messages.Error{Kind: messages.KindUnauthenticated, Code: "untrusted_certificate",
-		Message: "the client certificate is not a node certificate of this cluster"}
-	errNotNodeCert = &messages.Error{Kind: messages.KindUnauthenticated, Code: "not_node_certificate",
-		Message: "the client certificate is not a node certificate"}
 )
 
 // Heartbeat authenticates an agent by its client certificate (the node it
 // names must be enrolled, with this very certificate recorded, and the
-// certificate must chain to the cluster CA), hands the observed state to the
-// node's actor and answers the desired state and the interval to use. The
-// desired state carries the node's overlay once it has reported a WireGuard
-// key and holds a tunnel IP (overlay.go), and only its revision when the
-// heartbeat says the agent holds that revision already.
+// certificate must chain to the cluster CA: enrollment.Service.Authenticate),
+// hands the observed state to the node's actor and answers the desired state
+// and the interval to use. The desired state carries the node's overlay once
+// it has reported a WireGuard key and holds a tunnel IP (overlayplan, loaded
+// by overlay.go), and only its revision when the heartbeat says the agent
+// holds that revision already.
 func (g *Gateway) Heartbeat(ctx context.Context, cert *x509.Certificate, hb messages.Heartbeat) (*messages.HeartbeatResponse, error) {
 	now := g.cfg.Nodes.Now()
-	id, name, fp, err := g.authNode(ctx, cert, now, "heartbeat refused")
+	who, err := g.enroll.Authenticate(ctx, cert, now, "heartbeat refused")
 	if err != nil {
 		return nil, err
 	}
+	id, name, fp := who.ID, who.Name, who.Fingerprint
 	refuse := func(e *messages.Error, detail ...any) (*messages.HeartbeatResponse, error) {
 		g.log.Warn("heartbeat refused", append([]any{"node", name, "reason", e.Code}, detail...)...)
 		return nil, e
@@ -70,8 +58,8 @@ func (g *Gateway) Heartbeat(ctx context.Context, cert *x509.Certificate, hb mess
 	n, err := g.askNode(id, node.Heartbeat{Observed: hb, Now: now, Fingerprint: fp, Supernet: settings.OverlaySupernet})
 	if err != nil {
 		if messages.KindOf(err) == messages.KindNotFound {
-			g.hb.dropNode(name)
-			return refuse(errUnknownNode) // deleted meanwhile
+			g.enroll.Forget(name)
+			return refuse(enrollment.ErrUnknownNode) // deleted meanwhile
 		}
 		return nil, err
 	}
@@ -90,141 +78,17 @@ func (g *Gateway) Heartbeat(ctx context.Context, cert *x509.Certificate, hb mess
 	return &messages.HeartbeatResponse{IntervalSeconds: max(secs, 1), Desired: desired}, nil
 }
 
-// authNode authenticates an agent by its client certificate: the node it
-// names must be enrolled with this very certificate recorded (or the one a
-// renewal just replaced), and the certificate must chain to the cluster CA.
-// Refusals are logged under what with the node name and the reason.
-func (g *Gateway) authNode(ctx context.Context, cert *x509.Certificate, now time.Time, what string) (id, name, fp string, err error) {
-	name, err = security.NodeNameFromCert(cert)
-	if err != nil {
-		cn := ""
-		if cert != nil {
-			cn = cert.Subject.CommonName
-		}
-		g.log.Warn(what, "node", "", "cn", cn, "reason", errNotNodeCert.Code)
-		return "", "", "", errNotNodeCert
-	}
-	refuse := func(e *messages.Error, detail ...any) (string, string, string, error) {
-		g.log.Warn(what, append([]any{"node", name, "reason", e.Code}, detail...)...)
-		return "", "", "", e
-	}
-	fp = security.Fingerprint(cert)
-	id, ok := g.hb.node(name, fp, now)
-	if ok {
-		return id, name, fp, nil
-	}
-	n, err := g.st.NodeByName(ctx, name)
-	if messages.KindOf(err) == messages.KindNotFound {
-		return refuse(errUnknownNode)
-	}
-	if err != nil {
-		return "", "", "", err
-	}
-	if fp != n.CertFingerprint && (n.PrevCertFingerprint == "" || fp != n.PrevCertFingerprint) {
-		return refuse(errCertNotRecorded, "cert_fingerprint", fp)
-	}
-	if err := security.VerifyNodeCert(g.ca, cert, now); err != nil {
-		return refuse(errUntrustedCert, "err", err)
-	}
-	g.hb.putNode(name, fp, n.ID, cert)
-	return n.ID, name, fp, nil
-}
-
-// RenewNodeCert signs a new certificate for the node that cert (its current
-// one, presented over mutual TLS) names, for the key of csrPEM, and records
-// it. The presented certificate stays valid for heartbeats until the node
-// uses the new one.
-func (g *Gateway) RenewNodeCert(ctx context.Context, cert *x509.Certificate, req messages.RenewRequest) (*messages.RenewResponse, error) {
-	now := g.cfg.Nodes.Now()
-	id, name, fp, err := g.authNode(ctx, cert, now, "certificate renewal refused")
-	if err != nil {
-		return nil, err
-	}
-	block, _ := pem.Decode([]byte(req.CSR))
-	if block == nil || block.Type != "CERTIFICATE REQUEST" {
-		g.log.Warn("certificate renewal refused", "node", name, "reason", security.ReasonMalformedCSR)
-		return nil, csrPolicy(security.ReasonMalformedCSR)
-	}
-	// Same policy and validity as at enrollment: CN node-<name>, our name only.
-	certPEM, newFP, err := g.ca.SignNodeCSR(block.Bytes, name, now, 0)
-	var pe *security.PolicyError
-	if errors.As(err, &pe) {
-		g.log.Warn("certificate renewal refused", "node", name, "reason", pe.Reason, "detail", pe.Detail)
-		return nil, csrPolicy(pe.Reason)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("sign node csr: %w", err)
-	}
-	cb, _ := pem.Decode(certPEM)
-	issued, err := x509.ParseCertificate(cb.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("parse node certificate: %w", err)
-	}
-	if _, err := g.askNode(id, node.RenewCert{Presented: fp, Fingerprint: newFP, NotAfter: issued.NotAfter, Now: now}); err != nil {
-		return nil, err
-	}
-	g.hb.dropNode(name)
-	return &messages.RenewResponse{Certificate: string(certPEM), CA: string(g.ca.CertPEM())}, nil
-}
-
 // heartbeatCacheTTL is how long a heartbeat reuses the settings document;
 // settings reach agents within it.
 const heartbeatCacheTTL = 5 * time.Second
 
-// nodeIdentityTTL is how long a heartbeat reuses a node's verified identity
-// (certificate fingerprint and id) instead of reading etcd and verifying the
-// chain again, which were a third of a heartbeat's control-plane CPU. It must
-// outlast the heartbeat interval or the cache never hits: the 10,000-node
-// simulation at a 30 s interval showed a 5 s TTL missing on every beat. A
-// deleted node is still refused at once (its actor answers not found), a
-// renewal on this replica drops the entry, and a new certificate has another
-// fingerprint and misses. What it costs: after a renewal on another replica,
-// this one may accept the replaced (still unexpired) certificate of the same
-// node for up to the TTL.
-const nodeIdentityTTL = 10 * time.Minute
-
-// heartbeatCache holds, per node name, the fingerprint of the certificate
-// last verified for it and the node id; and the settings document. The zero
-// value is ready.
+// heartbeatCache holds the settings document heartbeats answer with. The
+// zero value is ready. (Node authentication has its own cache, in package
+// enrollment.)
 type heartbeatCache struct {
 	mu       sync.Mutex
-	nodes    map[string]hbNode
 	set      messages.Settings
 	setUntil time.Time
-}
-
-type hbNode struct {
-	fp, id              string
-	until               time.Time // wall clock
-	notBefore, notAfter time.Time // the certificate's, on the heartbeat clock
-}
-
-func (c *heartbeatCache) node(name, fp string, now time.Time) (string, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.nodes[name]
-	if !ok || e.fp != fp || !time.Now().Before(e.until) || now.Before(e.notBefore) || now.After(e.notAfter) {
-		return "", false
-	}
-	return e.id, true
-}
-
-func (c *heartbeatCache) putNode(name, fp, id string, cert *x509.Certificate) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.nodes == nil {
-		c.nodes = make(map[string]hbNode)
-	}
-	if len(c.nodes) >= 100_000 {
-		clear(c.nodes)
-	}
-	c.nodes[name] = hbNode{fp: fp, id: id, until: time.Now().Add(nodeIdentityTTL), notBefore: cert.NotBefore, notAfter: cert.NotAfter}
-}
-
-func (c *heartbeatCache) dropNode(name string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.nodes, name)
 }
 
 func (c *heartbeatCache) settings(ctx context.Context, st *store.Store) (messages.Settings, error) {

@@ -96,7 +96,7 @@ func (g *Gateway) UpdateNetwork(ctx context.Context, p messages.Principal, ref s
 		err = g.st.UpdateNetwork(ctx, &next)
 		switch {
 		case err == nil:
-			g.id.record(messages.AuditEntry{Actor: p.UserID, Action: "network.update", Target: n.Name,
+			g.id.Audit(messages.AuditEntry{Actor: p.UserID, Action: "network.update", Target: n.Name,
 				Result: "ok"})
 			return &next, nil
 		case messages.KindOf(err) == messages.KindNotFound:

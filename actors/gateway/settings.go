@@ -61,7 +61,7 @@ func (g *Gateway) UpdateSettings(ctx context.Context, p messages.Principal, patc
 		g.log.Info("cluster settings changed", "by", p.UserID, "overlay_supernet", saved.OverlaySupernet,
 			"vni_range", fmt.Sprintf("%d-%d", saved.VNIRange.Min, saved.VNIRange.Max), "underlay_mtu", saved.UnderlayMTU,
 			"wireguard_port", saved.WireGuardPort, "default_pool", saved.DefaultPool)
-		g.id.record(messages.AuditEntry{Actor: p.UserID, Action: "settings.update", Target: "cluster", Result: "ok"})
+		g.id.Audit(messages.AuditEntry{Actor: p.UserID, Action: "settings.update", Target: "cluster", Result: "ok"})
 		return &saved, nil
 	}
 }

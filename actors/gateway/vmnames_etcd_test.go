@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/otherix/otherix/actors/gateway"
+	"github.com/otherix/otherix/identity"
 	"github.com/otherix/otherix/messages"
 )
 
@@ -15,7 +15,7 @@ import (
 // first; another owner's needs OWNER/NAME (owner's email) or the id, and
 // OWNER/NAME never reaches outside the caller's scope.
 func TestVMNamesAcrossOwners(t *testing.T) {
-	g, st := startIdentity(t, gateway.IdentityConfig{})
+	g, st := startIdentity(t, identity.Config{})
 	ctx := t.Context()
 	admin, err := st.UserByEmail(ctx, adminEmail)
 	if err != nil {

@@ -132,15 +132,16 @@ func (d Deps) attempt(ctx context.Context, j *messages.Job, session *store.Dispa
 }
 
 func (d Deps) attemptOnce(ctx context.Context, j *messages.Job, session *store.Dispatcher) error {
-	task, err := d.Store.GetTask(ctx, j.TaskID)
-	if messages.KindOf(err) == messages.KindNotFound || (err == nil && messages.Terminal(task.State)) {
-		return session.Drop(ctx, j)
-	}
+	// The task and the VM come from the VM's actor, their one writer, not
+	// from etcd behind its back.
+	view, err := d.ask(j.Target.ID, messages.GetVMJob{TaskID: j.TaskID})
 	if err != nil {
 		return err
 	}
-	vm, err := d.Store.GetVM(ctx, j.Target.ID)
-	if err != nil && messages.KindOf(err) != messages.KindNotFound {
+	task, vm := view.Task, view.VM
+	if err := view.Err; messages.KindOf(err) == messages.KindNotFound || (err == nil && messages.Terminal(task.State)) {
+		return session.Drop(ctx, j)
+	} else if err != nil {
 		return err
 	}
 	now := d.Store.Now().UTC()
@@ -174,7 +175,7 @@ func (d Deps) attemptOnce(ctx context.Context, j *messages.Job, session *store.D
 			wait := d.backoff(j)
 			task.State = messages.TaskPending // nothing runs until the next attempt
 			task.Message = fmt.Sprintf("attempt %d of %d: %s; retrying in %s", j.Attempts, j.MaxAttempts, out.Retry.Message, wait.Round(time.Millisecond))
-			return session.Retry(ctx, j, task, out.Retry.Message, wait)
+			return d.retry(j, task, session, out.Retry.Message, wait)
 		}
 		task.State, task.Error, task.FinishedAt = messages.TaskFailed, out.Retry, &now
 		task.Message = fmt.Sprintf("gave up after %d attempts", j.Attempts)
@@ -233,11 +234,23 @@ func (a *attempt) Progress(ctx context.Context, agentTaskID string, progress int
 	next.AgentTaskID, next.Progress, next.Message = agentTaskID, min(max(progress, 0), 99), message
 	next.State = messages.TaskRunning
 	next.UpdatedAt = a.d.Store.Now().UTC()
-	if err := a.session.UpdateTask(ctx, a.j, &next); err != nil {
+	msg := messages.ProgressVMJob{Job: a.j, Task: &next, Lease: int64(a.session.Lease())}
+	r, err := a.d.ask(a.j.Target.ID, msg)
+	if err == nil {
+		err = r.Err
+	}
+	if err != nil {
 		return fmt.Errorf("record progress of job %s: %w", a.j.ID, err)
 	}
-	*a.task = next
+	*a.task = *r.Task
 	return nil
+}
+
+// retry releases j for another attempt after wait, with its task saying
+// why, through the VM's actor, which writes the task.
+func (d Deps) retry(j *messages.Job, task *messages.Task, session *store.Dispatcher, cause string, wait time.Duration) error {
+	msg := messages.RetryVMJob{Job: j, Task: task, Lease: int64(session.Lease()), Cause: cause, NotBefore: d.Store.Now().Add(wait)}
+	return d.askVM(j.Target.ID, msg)
 }
 
 // finish asks the VM's actor to commit the outcome with the VM's own change.
@@ -251,11 +264,21 @@ func (d Deps) finish(ctx context.Context, j *messages.Job, task *messages.Task, 
 
 // askVM sends one command to a VM's actor and waits for its reply.
 func (d Deps) askVM(id string, msg any) error {
-	res, err := d.Runtime.System.Root.RequestFuture(d.VMs, system.Deliver{ID: id, Msg: msg}, d.AskTimeout).Result()
+	r, err := d.ask(id, msg)
 	if err != nil {
 		return err
 	}
-	return res.(messages.VMReply).Err
+	return r.Err
+}
+
+// ask sends one command to a VM's actor and returns its reply; the error is
+// the asking's (the actor did not answer in time).
+func (d Deps) ask(id string, msg any) (messages.VMReply, error) {
+	res, err := d.Runtime.System.Root.RequestFuture(d.VMs, system.Deliver{ID: id, Msg: msg}, d.AskTimeout).Result()
+	if err != nil {
+		return messages.VMReply{}, err
+	}
+	return res.(messages.VMReply), nil
 }
 
 func (d Deps) backoff(j *messages.Job) time.Duration {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/otherix/otherix/actors/job"
 	"github.com/otherix/otherix/actors/vm"
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/storetest"
 )
@@ -28,7 +29,7 @@ func TestJobsBackingOffResumeAfterRestart(t *testing.T) {
 	st := storetest.New(t)
 	e := startOn(t, st, tune("first-replica"))
 	_, task := e.createVM("backing-off")
-	poll(t, "the first attempt to fail and back off", func() bool {
+	testutil.Eventually(t, 20*time.Second, 10*time.Millisecond, "the first attempt to fail and back off", func() bool {
 		got, err := st.GetTask(t.Context(), task.ID)
 		return err == nil && got.Message != ""
 	})

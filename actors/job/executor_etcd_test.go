@@ -19,6 +19,7 @@ import (
 	"github.com/otherix/otherix/actors/vm"
 	"github.com/otherix/otherix/http/agentclient"
 	"github.com/otherix/otherix/http/agentclient/agenttest"
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
 	"github.com/otherix/otherix/persistence/storetest"
@@ -159,22 +160,10 @@ func (e *env) request(vmID, kind string, force bool) *messages.Task {
 	return r.Task
 }
 
-// poll waits for cond with a deadline, never a fixed sleep.
-func poll(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func (e *env) waitTask(id string) *messages.Task {
 	e.t.Helper()
 	var task *messages.Task
-	poll(e.t, "task "+id, func() bool {
+	testutil.Eventually(e.t, 20*time.Second, 10*time.Millisecond, "task "+id, func() bool {
 		got, err := e.st.GetTask(e.t.Context(), id)
 		task = got
 		return err == nil && messages.Terminal(got.State)
@@ -323,7 +312,7 @@ func TestHeartbeatObservationAndNodeGone(t *testing.T) {
 	// The guest powered itself off: the next heartbeat says so.
 	now = now.Add(10 * time.Second)
 	e.heartbeat(nodeID, a.URL, now, messages.VMObserved{ID: v.ID, Phase: messages.PhaseStopped, ObservedGeneration: 1, ObservedAt: base})
-	poll(t, "vm stopped by observation", func() bool {
+	testutil.Eventually(t, 20*time.Second, 10*time.Millisecond, "vm stopped by observation", func() bool {
 		st := e.vm(v.ID).Status
 		return st.Phase == messages.PhaseStopped && st.Pid == 0 && st.ObservedAt != nil && st.ObservedAt.Equal(base)
 	})
@@ -335,7 +324,7 @@ func TestHeartbeatObservationAndNodeGone(t *testing.T) {
 	started := base.Add(2 * time.Second)
 	now = now.Add(10 * time.Second)
 	e.heartbeat(nodeID, a.URL, now, messages.VMObserved{ID: v.ID, Phase: messages.PhaseRunning, Pid: 77, StartedAt: &started, ObservedGeneration: 1, ObservedAt: base.Add(3 * time.Second)})
-	poll(t, "vm running by observation", func() bool {
+	testutil.Eventually(t, 20*time.Second, 10*time.Millisecond, "vm running by observation", func() bool {
 		st := e.vm(v.ID).Status
 		return st.Phase == messages.PhaseRunning && st.Pid == 77
 	})
@@ -362,7 +351,7 @@ func TestHeartbeatObservationAndNodeGone(t *testing.T) {
 	if n := e.askNode(nodeID, node.CheckLiveness{Now: now.Add(6 * time.Minute)}); n.Phase != messages.NodeGone {
 		t.Fatalf("node: %s", n.Phase)
 	}
-	poll(t, "vm unknown", func() bool {
+	testutil.Eventually(t, 20*time.Second, 10*time.Millisecond, "vm unknown", func() bool {
 		st := e.vm(v.ID).Status
 		return st.Phase == messages.PhaseUnknown && st.Node == "n1" && st.Message != ""
 	})
@@ -374,7 +363,7 @@ func TestHeartbeatObservationAndNodeGone(t *testing.T) {
 	// It comes back with the same observation as before it went: healed.
 	now = now.Add(7 * time.Minute)
 	e.heartbeat(nodeID, a.URL, now, messages.VMObserved{ID: v.ID, Phase: messages.PhaseRunning, Pid: 77, StartedAt: &started, ObservedGeneration: 1, ObservedAt: base.Add(time.Hour)})
-	poll(t, "vm healed", func() bool {
+	testutil.Eventually(t, 20*time.Second, 10*time.Millisecond, "vm healed", func() bool {
 		st := e.vm(v.ID).Status
 		return st.Phase == messages.PhaseRunning && st.Pid == 77
 	})

@@ -13,6 +13,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/otherix/otherix/identity"
 	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/etcd"
@@ -90,7 +91,7 @@ func TestStorageRecoversFullStore(t *testing.T) {
 	}
 
 	// Retention keeps every entry: nothing can go, the loop reports it.
-	keep := IdentityCleanup(st, discard(), 24*time.Hour)
+	keep := identity.Cleanup(st, discard(), 24*time.Hour)
 	run := Storage(m, keep, StoragePolicy{}, discard())
 	if err := run(ctx); !errors.Is(err, ErrStillFull) {
 		t.Fatalf("storage loop with nothing to delete = %v, want ErrStillFull", err)
@@ -101,7 +102,7 @@ func TestStorageRecoversFullStore(t *testing.T) {
 	}
 
 	// The entries age past retention: the loop frees them and disarms.
-	aged := IdentityCleanup(st, discard(), time.Nanosecond)
+	aged := identity.Cleanup(st, discard(), time.Nanosecond)
 	if err := Storage(m, aged, StoragePolicy{}, discard())(ctx); err != nil {
 		t.Fatalf("storage loop with aged entries: %v", err)
 	}

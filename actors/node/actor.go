@@ -1,7 +1,8 @@
 // Package node is the control plane's node actor: one actor per enrolled
 // node that holds the node's last observed state in memory, moves its phase
 // on heartbeats and liveness checks, and writes the row to etcd only when
-// something other than the heartbeat time changed.
+// something other than the heartbeat time changed. The loop itself is
+// actors/entity; this package is the node's behaviour.
 package node
 
 import (
@@ -15,6 +16,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/otherix/otherix/actors/entity"
 	"github.com/otherix/otherix/actors/system"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
@@ -43,22 +45,32 @@ type Deps struct {
 	VMs *actor.PID
 }
 
+// maxQueue bounds the commands waiting for one node.
+const maxQueue = 64
+
+var errOverloaded = messages.Errorf(messages.KindUnavailable, "node_overloaded",
+	"too many operations are waiting for this node; retry later")
+
 // Props returns the props of the actor for node id. Node actors are not
 // passivated while their node exists: nodes are few and heartbeat often, and
 // the actor holds the last heartbeat time, which is not in etcd.
 func Props(d Deps, id string) *actor.Props {
-	return actor.PropsFromProducer(func() actor.Actor { return &nodeActor{deps: d, id: id} })
+	cfg := entity.Config{Runtime: d.Runtime, Store: d.Store, Log: d.Log, Kind: "node", IDKey: "node_id",
+		MaxQueue: maxQueue, Overloaded: errOverloaded}
+	return entity.Props(cfg, id, func() entity.Behaviour[messages.Node, Reply] {
+		return &behaviour{deps: d, id: id}
+	})
 }
 
-// nodeActor has one etcd operation in flight at most; commands that arrive
-// meanwhile wait in order.
-type nodeActor struct {
-	deps   Deps
-	id     string
-	node   *messages.Node // nil when the node does not exist; status in memory
-	loaded bool
-	busy   bool
-	queue  []queued
+// plan is one node command's decision.
+type plan = entity.Plan[messages.Node, Reply]
+
+// behaviour plans the node's commands. The node itself is the loop's (its
+// status in memory); the behaviour keeps what is never written: when the
+// last heartbeat came and what it said of each VM.
+type behaviour struct {
+	deps Deps
+	id   string
 	// lastSeen is the last heartbeat this actor saw, or boot time (see Config).
 	lastSeen time.Time
 	// observed is what the last heartbeat said of each VM, by id; a VM's
@@ -67,185 +79,104 @@ type nodeActor struct {
 	observed map[string]messages.VMObserved
 }
 
-type queued struct {
-	msg    any
-	sender *actor.PID
+var _ entity.Behaviour[messages.Node, Reply] = (*behaviour)(nil)
+
+func (b *behaviour) Load(c context.Context) (*messages.Node, error) {
+	return b.deps.Store.GetNode(c, b.id)
 }
 
-// loaded and committed come back from I/O; by ignores results meant for a
-// previous instance of the actor (after a restart).
-type loaded struct {
-	by   *nodeActor
-	node *messages.Node
-	err  error
+func (b *behaviour) Loaded(n *messages.Node) {
+	if n == nil {
+		return
+	}
+	// A reload after a failed write keeps the heartbeat seen here.
+	if b.lastSeen.Before(b.deps.Config.Boot) {
+		b.lastSeen = b.deps.Config.Boot
+	}
+	if t := n.Status.LastHeartbeatAt; t != nil && t.After(b.lastSeen) {
+		b.lastSeen = *t
+	}
 }
 
-type committed struct {
-	by     *nodeActor
-	sender *actor.PID
-	next   *messages.Node
-	gone   bool
-	err    error
-}
-
-func (a *nodeActor) Receive(ctx actor.Context) {
-	switch m := ctx.Message().(type) {
-	case loaded:
-		if m.by != a {
-			return
-		}
-		a.busy = false
-		if m.err != nil && messages.KindOf(m.err) != messages.KindNotFound {
-			a.deps.Log.Warn("load node", "node_id", a.id, "err", m.err)
-			for _, q := range a.queue {
-				a.reply(ctx, q.sender, Reply{Err: m.err})
-			}
-			a.queue = nil
-			return
-		}
-		a.node = m.node
-		a.loaded = true
-		if a.node != nil {
-			// A reload after a failed write keeps the heartbeat seen here.
-			if a.lastSeen.Before(a.deps.Config.Boot) {
-				a.lastSeen = a.deps.Config.Boot
-			}
-			if t := a.node.Status.LastHeartbeatAt; t != nil && t.After(a.lastSeen) {
-				a.lastSeen = *t
-			}
-		}
-		a.drain(ctx)
-	case committed:
-		if m.by != a {
-			return
-		}
-		a.busy = false
-		if m.err != nil {
-			a.reply(ctx, m.sender, Reply{Err: m.err})
-			// The row may have changed under us: read it again.
-			a.loaded = false
-			a.load(ctx)
-			return
-		}
-		wasGone := a.node != nil && a.node.Phase == messages.NodeGone
-		if m.gone {
-			a.node = nil
-		} else {
-			a.node = m.next
-		}
-		if a.node != nil && a.node.Phase == messages.NodeGone && !wasGone {
-			a.vmsLost(ctx)
-		}
-		a.reply(ctx, m.sender, Reply{Node: a.view()})
-		a.drain(ctx)
-	case system.Crashed:
-		panic(m.Reason)
-	case system.StopIfIdle:
-		if !a.busy && len(a.queue) == 0 {
-			ctx.Stop(ctx.Self())
-		} else {
-			ctx.Send(ctx.Parent(), system.StillBusy{ID: a.id})
-		}
+func (b *behaviour) Command(msg any) bool {
+	switch msg.(type) {
 	case Heartbeat, CheckLiveness, Get, SetCordoned, Delete, RenewCert:
-		if len(a.queue) >= maxQueue {
-			a.reply(ctx, ctx.Sender(), Reply{Err: errOverloaded})
-			return
-		}
-		a.queue = append(a.queue, queued{msg: m, sender: ctx.Sender()})
-		if !a.loaded && !a.busy {
-			a.load(ctx)
-			return
-		}
-		a.drain(ctx)
+		return true
 	}
+	return false
 }
 
-// maxQueue bounds the commands waiting for one node.
-const maxQueue = 64
+// Fresh: nodes are created by enrollment, never by their actor.
+func (b *behaviour) Fresh(any) bool { return false }
 
-var errOverloaded = messages.Errorf(messages.KindUnavailable, "node_overloaded",
-	"too many operations are waiting for this node; retry later")
+func (b *behaviour) Fail(err error) Reply { return Reply{Err: err} }
 
-// reply answers sender, if there is one: the liveness loop may tell without
-// asking.
-func (a *nodeActor) reply(ctx actor.Context, sender *actor.PID, r Reply) {
-	if sender != nil {
-		ctx.Send(sender, r)
-	}
-}
-
-func (a *nodeActor) load(ctx actor.Context) {
-	a.busy = true
-	st, id := a.deps.Store, a.id
-	a.deps.Runtime.Go(ctx.Self(), func(c context.Context) any {
-		n, err := st.GetNode(c, id)
-		return loaded{by: a, node: n, err: err}
-	})
-}
-
-func (a *nodeActor) drain(ctx actor.Context) {
-	for !a.busy && len(a.queue) > 0 {
-		q := a.queue[0]
-		a.queue = a.queue[1:]
-		a.handle(ctx, q)
-	}
-	// An actor for a node that does not exist is not worth keeping.
-	if a.node == nil && !a.busy && len(a.queue) == 0 {
-		ctx.Send(ctx.Parent(), system.Passivate{ID: a.id})
-	}
-}
-
-// view is a copy of the node with the in-memory status, safe to hand out.
-func (a *nodeActor) view() *messages.Node {
-	if a.node == nil {
+// view is a copy of the node, safe to hand out.
+func view(n *messages.Node) *messages.Node {
+	if n == nil {
 		return nil
 	}
 	// Fields are replaced, never changed in place, so a shallow copy is safe.
-	n := *a.node
-	return &n
+	c := *n
+	return &c
 }
 
-func (a *nodeActor) handle(ctx actor.Context, q queued) {
-	if a.node == nil {
-		a.reply(ctx, q.sender, Reply{Err: messages.NotFound("node", a.id)})
-		return
+// answer is every node reply: the node as it is after the command.
+func answer(n *messages.Node) Reply { return Reply{Node: view(n)} }
+
+// keep is the plan that answers with the node and writes nothing; next, when
+// set, replaces the node in memory only.
+func keep(next *messages.Node) plan { return plan{Next: next, Answer: answer} }
+
+// update is the plan that writes next over the node's row.
+func update(next *messages.Node) plan {
+	return plan{Txn: store.UpdateNode(store.NewTxn(), next), Next: next, Answer: answer}
+}
+
+func (b *behaviour) Plan(cur *messages.Node, cmd any) plan {
+	if cur == nil {
+		return plan{Err: messages.NotFound("node", b.id)}
 	}
-	switch m := q.msg.(type) {
+	switch m := cmd.(type) {
 	case Get:
-		a.reply(ctx, q.sender, Reply{Node: a.view()})
+		return keep(nil)
 	case Heartbeat:
-		a.heartbeat(ctx, q.sender, m)
+		return b.heartbeat(cur, m)
 	case CheckLiveness:
-		a.checkLiveness(ctx, q.sender, m.Now)
+		return b.checkLiveness(cur, m.Now)
 	case SetCordoned:
-		if a.node.Cordoned == m.Cordoned {
-			a.reply(ctx, q.sender, Reply{Node: a.view()})
-			return
+		if cur.Cordoned == m.Cordoned {
+			return keep(nil)
 		}
-		next := *a.node
+		next := *cur
 		next.Cordoned = m.Cordoned
 		next.UpdatedAt = m.Now.UTC()
-		a.write(ctx, q.sender, store.UpdateNode(store.NewTxn(), &next), &next, false)
+		return update(&next)
 	case Delete:
-		n := *a.node
-		a.write(ctx, q.sender, store.DeleteNode(store.NewTxn(), &n), nil, true)
+		n := *cur
+		return plan{Txn: store.DeleteNode(store.NewTxn(), &n), Gone: true, Answer: answer}
 	case RenewCert:
-		next := *a.node
+		next := *cur
 		next.PrevCertFingerprint = m.Presented
 		next.CertFingerprint, next.CertNotAfter = m.Fingerprint, m.NotAfter.UTC()
 		next.UpdatedAt = m.Now.UTC()
-		a.deps.Log.Info("node certificate renewed", "node", next.Name, "cert_fingerprint", m.Fingerprint,
-			"not_after", next.CertNotAfter)
-		a.write(ctx, q.sender, store.UpdateNode(store.NewTxn(), &next), &next, false)
+		log := b.deps.Log
+		p := update(&next)
+		p.After = func() {
+			log.Info("node certificate renewed", "node", next.Name, "cert_fingerprint", m.Fingerprint,
+				"not_after", next.CertNotAfter)
+		}
+		return p
 	}
+	return keep(nil)
 }
 
 // heartbeat records the observed state in memory and writes the row only
 // when something other than the heartbeat time changed.
-func (a *nodeActor) heartbeat(ctx actor.Context, sender *actor.PID, m Heartbeat) {
+func (b *behaviour) heartbeat(cur *messages.Node, m Heartbeat) plan {
 	now := m.Now.UTC()
-	a.lastSeen = now
-	next := *a.node
+	b.lastSeen = now
+	next := *cur
 	hb := m.Observed
 	capacity := hb.Capacity
 	next.Phase = messages.NodeReady
@@ -270,36 +201,36 @@ func (a *nodeActor) heartbeat(ctx actor.Context, sender *actor.PID, m Heartbeat)
 		next.Status.Message = "overlay: " + o.Error
 	}
 	next.Status.HostPrefixes = nilIfEmpty(hb.HostPrefixes)
-	next.Status.Conditions = hostConditions(a.node.Status.Conditions, hb.Overlay, now)
-	a.tellVMs(ctx, next.Name, hb.VMs)
+	next.Status.Conditions = hostConditions(cur.Status.Conditions, hb.Overlay, now)
+	// Told whatever the write's outcome: what the node observes of its VMs
+	// is news to them either way, and telling is idempotent should the
+	// heartbeat be planned again.
+	b.tellVMs(next.Name, hb.VMs)
 	// A node joins the mesh when it first reports its key: it gets its
 	// tunnel address in the write that records the key. A node without a
 	// data plane never takes one.
 	join := next.Status.Overlay != nil && next.Status.Overlay.PublicKey != "" &&
 		(next.TunnelIP == "" || outside(next.TunnelIP, m.Supernet))
-	if !join && !changed(a.node, &next) {
-		a.node = &next
-		a.reply(ctx, sender, Reply{Node: a.view()})
-		return
+	if !join && !changed(cur, &next) {
+		return keep(&next)
 	}
-	if a.node.Phase != messages.NodeReady {
-		a.deps.Log.Info("node ready", "node", next.Name, "was", a.node.Phase)
+	if cur.Phase != messages.NodeReady {
+		b.deps.Log.Info("node ready", "node", next.Name, "was", cur.Phase)
 	}
 	next.UpdatedAt = now
 	if join {
-		a.writeTunnelIP(ctx, sender, &next)
-		return
+		return b.joinOverlay(&next)
 	}
-	a.write(ctx, sender, store.UpdateNode(store.NewTxn(), &next), &next, false)
+	return update(&next)
 }
 
 // checkLiveness demotes a node whose heartbeats stopped. Pending nodes (never
 // heartbeated) and gone nodes stay as they are.
-func (a *nodeActor) checkLiveness(ctx actor.Context, sender *actor.PID, now time.Time) {
-	cfg := a.deps.Config
-	silent := now.Sub(a.lastSeen)
+func (b *behaviour) checkLiveness(cur *messages.Node, now time.Time) plan {
+	cfg := b.deps.Config
+	silent := now.Sub(b.lastSeen)
 	var phase string
-	switch a.node.Phase {
+	switch cur.Phase {
 	case messages.NodeReady:
 		if silent >= MissedIntervals*cfg.Interval {
 			phase = messages.NodeUnreachable
@@ -310,15 +241,18 @@ func (a *nodeActor) checkLiveness(ctx actor.Context, sender *actor.PID, now time
 		}
 	}
 	if phase == "" {
-		a.reply(ctx, sender, Reply{Node: a.view()})
-		return
+		return keep(nil)
 	}
-	a.deps.Log.Warn("node "+phase, "node", a.node.Name, "last_heartbeat", a.lastSeen.UTC(), "silent_for", silent.Round(time.Second))
-	next := *a.node
+	b.deps.Log.Warn("node "+phase, "node", cur.Name, "last_heartbeat", b.lastSeen.UTC(), "silent_for", silent.Round(time.Second))
+	next := *cur
 	next.Phase = phase
-	next.Status.Message = fmt.Sprintf("no heartbeat since %s", a.lastSeen.UTC().Format(time.RFC3339))
+	next.Status.Message = fmt.Sprintf("no heartbeat since %s", b.lastSeen.UTC().Format(time.RFC3339))
 	next.UpdatedAt = now.UTC()
-	a.write(ctx, sender, store.UpdateNode(store.NewTxn(), &next), &next, false)
+	p := update(&next)
+	if phase == messages.NodeGone {
+		p.After = func() { b.vmsLost(&next) }
+	}
+	return p
 }
 
 // changed reports whether anything but the heartbeat time and the overlay's
@@ -372,17 +306,6 @@ func nilIfEmpty[T any](s []T) []T {
 	return s
 }
 
-// write commits t off the actor goroutine; next is the node after it (nil
-// with gone when deleted).
-func (a *nodeActor) write(ctx actor.Context, sender *actor.PID, t *store.Txn, next *messages.Node, gone bool) {
-	a.busy = true
-	st := a.deps.Store
-	a.deps.Runtime.Go(ctx.Self(), func(c context.Context) any {
-		err := st.Commit(c, t)
-		return committed{by: a, sender: sender, next: next, gone: gone, err: err}
-	})
-}
-
 // overlayOf copies a reported overlay, so the node never shares memory with
 // the request it came in.
 func overlayOf(o *messages.NodeOverlay) *messages.NodeOverlay {
@@ -402,14 +325,13 @@ func overlayIdentity(o *messages.NodeOverlay) *messages.NodeOverlay {
 	return &messages.NodeOverlay{PublicKey: o.PublicKey, Endpoint: o.Endpoint, WireGuard: o.WireGuard, TunnelOffload: o.TunnelOffload}
 }
 
-// writeTunnelIP commits next with a tunnel address from the settings'
+// joinOverlay commits next with a tunnel address from the settings'
 // overlay supernet, claimed in the same transaction. When the supernet is
 // full the node is written without one (and says so); its next heartbeat
 // tries again, and a full supernet never stops the node's heartbeats.
-func (a *nodeActor) writeTunnelIP(ctx actor.Context, sender *actor.PID, next *messages.Node) {
-	a.busy = true
-	st, log := a.deps.Store, a.deps.Log
-	a.deps.Runtime.Go(ctx.Self(), func(c context.Context) any {
+func (b *behaviour) joinOverlay(next *messages.Node) plan {
+	st, log := b.deps.Store, b.deps.Log
+	return plan{Write: func(c context.Context) (plan, error) {
 		set, err := st.Settings(c)
 		if err == nil {
 			err = st.UpdateNodeWithTunnelIP(c, next, set.OverlaySupernet)
@@ -419,10 +341,13 @@ func (a *nodeActor) writeTunnelIP(ctx actor.Context, sender *actor.PID, next *me
 			next.Status.Message = "overlay: " + store.ErrTunnelIPsExhausted.Message
 			err = st.Commit(c, store.UpdateNode(store.NewTxn(), next))
 		}
-		if err == nil && next.TunnelIP != "" {
+		if err != nil {
+			return plan{}, err
+		}
+		if next.TunnelIP != "" {
 			log.Info("node joins the overlay", "node", next.Name, "tunnel_ip", next.TunnelIP,
 				"public_key", next.Status.Overlay.PublicKey, "endpoint", next.Status.Overlay.Endpoint)
 		}
-		return committed{by: a, sender: sender, next: next, err: err}
-	})
+		return keep(next), nil
+	}}
 }

@@ -270,3 +270,29 @@ func TestNodeActorHostConflictCondition(t *testing.T) {
 		t.Fatalf("new host prefix not written: %v, version %d", err, h.version())
 	}
 }
+
+// TestHeartbeatAfterAnotherWriter: a heartbeat whose write finds the row
+// changed by another writer (a cordon through another replica) is planned
+// again against the row as it is, so neither change is lost and the agent
+// gets no error.
+func TestHeartbeatAfterAnotherWriter(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	h := start(t, t0)
+	h.ask(hb(2, t0))
+	row, err := h.st.GetNode(t.Context(), h.nodeID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	row.Cordoned = true
+	if err := h.st.Commit(t.Context(), store.UpdateNode(store.NewTxn(), row)); err != nil {
+		t.Fatal(err)
+	}
+	n := h.ask(hb(4, t0.Add(10*time.Second)))
+	if !n.Cordoned || n.Status.Capacity.CPUs != 4 {
+		t.Fatalf("after the other write: cordoned %v, cpus %d", n.Cordoned, n.Status.Capacity.CPUs)
+	}
+	row, err = h.st.GetNode(t.Context(), h.nodeID)
+	if err != nil || !row.Cordoned || row.Status.Capacity.CPUs != 4 || row.Revision != n.Revision {
+		t.Fatalf("row: %+v %v", row, err)
+	}
+}

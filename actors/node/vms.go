@@ -4,8 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/asynkron/protoactor-go/actor"
-
 	"github.com/otherix/otherix/actors/system"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
@@ -15,8 +13,8 @@ import (
 // last heartbeat what the node now observes. The VM actor decides whether it
 // applies (placed here, no task in progress, newer than its status); it is
 // told without waiting for an answer, so a slow VM never holds heartbeats up.
-func (a *nodeActor) tellVMs(ctx actor.Context, node string, vms []messages.VMObserved) {
-	if a.deps.VMs == nil {
+func (b *behaviour) tellVMs(node string, vms []messages.VMObserved) {
+	if b.deps.VMs == nil {
 		return
 	}
 	seen := make(map[string]messages.VMObserved, len(vms))
@@ -25,12 +23,12 @@ func (a *nodeActor) tellVMs(ctx actor.Context, node string, vms []messages.VMObs
 			continue
 		}
 		seen[o.ID] = o
-		if prev, ok := a.observed[o.ID]; ok && sameObserved(prev, o) {
+		if prev, ok := b.observed[o.ID]; ok && sameObserved(prev, o) {
 			continue
 		}
-		ctx.Send(a.deps.VMs, system.Deliver{ID: o.ID, Msg: messages.ObserveVM{Node: node, Observed: o}})
+		b.deps.Runtime.System.Root.Send(b.deps.VMs, system.Deliver{ID: o.ID, Msg: messages.ObserveVM{Node: node, Observed: o}})
 	}
-	a.observed = seen
+	b.observed = seen
 }
 
 // sameObserved compares two observations but for the time they were made.
@@ -48,13 +46,13 @@ func sameObserved(a, b messages.VMObserved) bool {
 // observes (observed is cleared, so all are told) and heals them. Finding
 // the VMs scans the VM list, which is fine at today's scale; a VMs-by-node
 // index replaces the scan when clusters grow.
-func (a *nodeActor) vmsLost(ctx actor.Context) {
-	a.observed = nil
-	if a.deps.VMs == nil {
+func (b *behaviour) vmsLost(n *messages.Node) {
+	b.observed = nil
+	if b.deps.VMs == nil {
 		return
 	}
-	name, since := a.node.Name, a.lastSeen.UTC()
-	st, rt, vms, log := a.deps.Store, a.deps.Runtime, a.deps.VMs, a.deps.Log
+	name, since := n.Name, b.lastSeen.UTC()
+	st, rt, vms, log := b.deps.Store, b.deps.Runtime, b.deps.VMs, b.deps.Log
 	msg := messages.MarkVMUnknown{Node: name,
 		Message: "node " + name + " is gone (no heartbeat since " + since.Format(time.RFC3339) + "); the vm's state is unknown until it returns"}
 	rt.Go(nil, func(c context.Context) any {

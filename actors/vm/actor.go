@@ -1,5 +1,7 @@
 // Package vm is the control plane's VM actor: one actor per VM that loads the
 // VM from etcd, serializes every change to it, and writes before it answers.
+// The loop itself is actors/entity; this package is the VM's behaviour: how
+// each command is planned into a transaction.
 package vm
 
 import (
@@ -9,6 +11,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/otherix/otherix/actors/entity"
 	"github.com/otherix/otherix/actors/system"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
@@ -29,163 +32,6 @@ type Deps struct {
 	Schedulable func(context.Context, *messages.VM) error
 }
 
-// Props returns the props of the actor for VM id.
-func Props(d Deps, id string) *actor.Props {
-	return actor.PropsFromProducer(func() actor.Actor { return &vmActor{deps: d, id: id} })
-}
-
-// vmActor has one write in flight at most; commands that arrive meanwhile
-// wait in queue, in order, so each sees the state the previous one left.
-type vmActor struct {
-	deps Deps
-	id   string
-	vm   *messages.VM // nil when the VM does not exist
-	// loaded says vm reflects etcd. The row is read on the first command, not
-	// on start, so that a create (a new id, nothing to read) costs no read.
-	loaded bool
-	busy   bool
-	queue  []queued
-	// lastActive is when the actor last got a command or finished I/O; it
-	// asks to be passivated once PassivateAfter has passed since.
-	lastActive time.Time
-	// stopIdle cancels the pending idle check, so a stopped actor leaves
-	// no timer behind.
-	stopIdle func()
-}
-
-type queued struct {
-	msg    any
-	sender *actor.PID
-	// deadline, when set, is when the caller stops waiting; a command still
-	// queued then is dropped rather than run behind the caller's back.
-	deadline time.Time
-}
-
-// loaded and committed come back from I/O started with Runtime.Go. They carry
-// the actor instance that started the I/O: after a restart, results meant for
-// the previous instance are ignored.
-type loaded struct {
-	by  *vmActor
-	vm  *messages.VM
-	err error
-}
-
-type committed struct {
-	by     *vmActor
-	sender *actor.PID
-	next   *messages.VM
-	gone   bool
-	task   *messages.Task
-	err    error
-}
-
-// idleCheck is the actor's passivation timer. protoactor's receive timeout is
-// not used: it fires once and then stays off, and its timer goroutine races
-// with the actor's own (go test -race reports it).
-type idleCheck struct{ by *vmActor }
-
-func (a *vmActor) Receive(ctx actor.Context) {
-	switch m := ctx.Message().(type) {
-	case *actor.Started:
-		a.lastActive = time.Now()
-		if a.deps.PassivateAfter > 0 {
-			a.stopIdle = a.deps.Runtime.After(ctx.Self(), a.deps.PassivateAfter, idleCheck{by: a})
-		}
-	case *actor.Stopping, *actor.Restarting:
-		if a.stopIdle != nil {
-			a.stopIdle()
-		}
-	case loaded:
-		if m.by != a {
-			return
-		}
-		a.lastActive = time.Now()
-		a.busy = false
-		if m.err != nil && messages.KindOf(m.err) != messages.KindNotFound {
-			// etcd cannot answer: tell the waiting callers now rather than let
-			// them time out, and read again on the next command.
-			a.deps.Log.Warn("load vm", "vm", a.id, "err", m.err)
-			for _, q := range a.queue {
-				reply(ctx, q.sender, messages.VMReply{Err: m.err})
-			}
-			a.queue = nil
-			return
-		}
-		a.vm = m.vm
-		a.loaded = true
-		a.drain(ctx)
-	case committed:
-		if m.by != a {
-			return
-		}
-		a.lastActive = time.Now()
-		a.busy = false
-		if m.err == nil {
-			if m.gone {
-				a.vm = nil
-			} else if m.next != nil {
-				a.vm = m.next
-			}
-		}
-		reply(ctx, m.sender, messages.VMReply{VM: m.next, Task: m.task, Err: m.err})
-		if m.err != nil {
-			// A refused or failed write (another replica changed the row, a
-			// guard failed, etcd hiccuped) may mean the state here is not
-			// etcd's: read it again before the next command.
-			a.load(ctx)
-			return
-		}
-		a.drain(ctx)
-	case system.Crashed:
-		panic(m.Reason)
-	case idleCheck:
-		if m.by != a {
-			return
-		}
-		// Check again when the actor may have become idle; after asking to
-		// passivate, in case the guardian finds it busy.
-		next := a.deps.PassivateAfter - time.Since(a.lastActive)
-		if next <= 0 {
-			if a.idle() {
-				ctx.Send(ctx.Parent(), system.Passivate{ID: a.id})
-			}
-			next = a.deps.PassivateAfter
-		}
-		a.stopIdle = a.deps.Runtime.After(ctx.Self(), next, idleCheck{by: a})
-	case system.StopIfIdle:
-		if a.idle() {
-			ctx.Stop(ctx.Self())
-		} else {
-			ctx.Send(ctx.Parent(), system.StillBusy{ID: a.id})
-		}
-	case system.Deadlined:
-		a.lastActive = time.Now()
-		if len(a.queue) >= maxQueue {
-			reply(ctx, ctx.Sender(), messages.VMReply{Err: errOverloaded})
-			return
-		}
-		a.queue = append(a.queue, queued{msg: m.Msg, sender: ctx.Sender(), deadline: m.Deadline})
-		a.startOrDrain(ctx, m.Msg)
-	case messages.GetVM, messages.CreateVM, messages.UpdateVM, messages.RequestVMTask,
-		messages.CancelVMTask, messages.FinishVMJob, messages.PlaceVM, messages.ObserveVM, messages.MarkVMUnknown:
-		a.lastActive = time.Now()
-		if len(a.queue) >= maxQueue {
-			reply(ctx, ctx.Sender(), messages.VMReply{Err: errOverloaded})
-			return
-		}
-		a.queue = append(a.queue, queued{msg: m, sender: ctx.Sender()})
-		a.startOrDrain(ctx, m)
-	}
-}
-
-// reply answers sender, if there is one: node actors tell VM actors what
-// they observed without waiting for an answer.
-func reply(ctx actor.Context, sender *actor.PID, r messages.VMReply) {
-	if sender != nil {
-		ctx.Send(sender, r)
-	}
-}
-
 // maxQueue bounds the commands waiting for one VM, so a flood against one VM
 // costs bounded memory and gets a clear refusal.
 const maxQueue = 256
@@ -193,124 +39,115 @@ const maxQueue = 256
 var errOverloaded = messages.Errorf(messages.KindUnavailable, "vm_overloaded",
 	"too many operations are waiting for this vm; retry later")
 
-// startOrDrain reads the VM before its first command, except before a create.
-func (a *vmActor) startOrDrain(ctx actor.Context, m any) {
-	if !a.loaded && !a.busy {
-		if _, creating := m.(messages.CreateVM); !creating || len(a.queue) > 1 {
-			a.load(ctx)
-			return
-		}
-		// A create names a new id: there is nothing to read, and the
-		// transaction's create guard refuses it should a row exist.
-		a.loaded = true
-	}
-	a.drain(ctx)
-}
-
-func (a *vmActor) idle() bool { return !a.busy && len(a.queue) == 0 }
-
-func (a *vmActor) load(ctx actor.Context) {
-	a.busy = true
-	st, id := a.deps.Store, a.id
-	a.deps.Runtime.Go(ctx.Self(), func(c context.Context) any {
-		vm, err := st.GetVM(c, id)
-		return loaded{by: a, vm: vm, err: err}
+// Props returns the props of the actor for VM id.
+func Props(d Deps, id string) *actor.Props {
+	cfg := entity.Config{Runtime: d.Runtime, Store: d.Store, Log: d.Log, Kind: "vm", IDKey: "vm",
+		PassivateAfter: d.PassivateAfter, MaxQueue: maxQueue, Overloaded: errOverloaded}
+	return entity.Props(cfg, id, func() entity.Behaviour[messages.VM, messages.VMReply] {
+		return &behaviour{deps: d, id: id}
 	})
 }
 
-// drain handles queued commands until one starts a write.
-func (a *vmActor) drain(ctx actor.Context) {
-	for !a.busy && len(a.queue) > 0 {
-		q := a.queue[0]
-		a.queue = a.queue[1:]
-		if !q.deadline.IsZero() && time.Now().After(q.deadline) {
-			continue
-		}
-		a.handle(ctx, q)
-	}
-	// An actor for an id that does not exist (a lookup of a random id) is not
-	// worth keeping until the receive timeout.
-	if a.vm == nil && a.idle() {
-		ctx.Send(ctx.Parent(), system.Passivate{ID: a.id})
-	}
+// plan is one VM command's decision.
+type plan = entity.Plan[messages.VM, messages.VMReply]
+
+// behaviour plans the VM's commands; it keeps nothing of its own, the VM is
+// the loop's.
+type behaviour struct {
+	deps Deps
+	id   string
 }
 
-func (a *vmActor) handle(ctx actor.Context, q queued) {
-	answer := func(r messages.VMReply) { reply(ctx, q.sender, r) }
-	if _, creating := q.msg.(messages.CreateVM); !creating && a.vm == nil {
-		if f, ok := q.msg.(messages.FinishVMJob); ok {
-			// The VM is gone (deleted elsewhere); still end its job.
-			a.write(ctx, q.sender, finishWithoutVM(f))
-			return
+var _ entity.Behaviour[messages.VM, messages.VMReply] = (*behaviour)(nil)
+
+func (b *behaviour) Load(c context.Context) (*messages.VM, error) { return b.deps.Store.GetVM(c, b.id) }
+
+func (b *behaviour) Loaded(*messages.VM) {}
+
+func (b *behaviour) Command(msg any) bool {
+	switch msg.(type) {
+	case messages.GetVM, messages.CreateVM, messages.UpdateVM, messages.RequestVMTask,
+		messages.CancelVMTask, messages.FinishVMJob, messages.PlaceVM, messages.ObserveVM, messages.MarkVMUnknown,
+		messages.GetVMJob, messages.ProgressVMJob, messages.RetryVMJob:
+		return true
+	}
+	return false
+}
+
+// Fresh: a create names a new id, so there is nothing to read first.
+func (b *behaviour) Fresh(cmd any) bool {
+	_, creating := cmd.(messages.CreateVM)
+	return creating
+}
+
+func (b *behaviour) Fail(err error) messages.VMReply { return messages.VMReply{Err: err} }
+
+func (b *behaviour) Plan(cur *messages.VM, cmd any) plan {
+	// A job's commands go on when the VM is gone (deleted elsewhere): its
+	// attempt still reads and ends its task.
+	switch m := cmd.(type) {
+	case messages.GetVMJob:
+		return b.planJobView(cur, m)
+	case messages.ProgressVMJob:
+		return b.planProgress(m)
+	case messages.RetryVMJob:
+		return b.planRetry(m)
+	case messages.FinishVMJob:
+		if cur == nil {
+			return finishWithoutVM(m)
 		}
-		answer(messages.VMReply{Err: messages.NotFound("vm", a.id)})
-		return
+	}
+	if _, creating := cmd.(messages.CreateVM); !creating && cur == nil {
+		return plan{Err: messages.NotFound("vm", b.id)}
 	}
 	var p plan
-	var err error
-	switch m := q.msg.(type) {
+	switch m := cmd.(type) {
 	case messages.GetVM:
-		answer(messages.VMReply{VM: a.vm})
-		return
+		return plan{Reply: messages.VMReply{VM: cur}}
 	case messages.CreateVM:
-		p, err = a.planCreate(m)
+		p = b.planCreate(cur, m)
 	case messages.UpdateVM:
-		p, err = a.planUpdate(m)
+		p = b.planUpdate(cur, m)
 	case messages.RequestVMTask:
-		p, err = a.planTask(m)
+		p = b.planTask(cur, m)
 	case messages.CancelVMTask:
-		a.write(ctx, q.sender, a.cancelWork(m))
-		return
+		p = b.planCancel(cur, m)
 	case messages.FinishVMJob:
-		p, err = a.planFinish(m)
+		p = b.planFinish(cur, m)
 	case messages.PlaceVM:
-		p, err = a.planPlace(m)
+		p = b.planPlace(cur, m)
 	case messages.ObserveVM:
-		p, err = a.planObserve(m)
+		p = b.planObserve(cur, m)
 	case messages.MarkVMUnknown:
-		p, err = a.planUnknown(m)
+		p = b.planUnknown(cur, m)
 	}
-	if err != nil {
-		answer(messages.VMReply{Err: err})
-		return
-	}
-	if p.txn == nil && p.commit == nil {
+	if p.Err == nil && p.Txn == nil && p.Write == nil {
 		// Nothing changed (an observation that matches the status).
-		answer(messages.VMReply{VM: a.vm})
-		return
+		return plan{Reply: messages.VMReply{VM: cur}}
 	}
-	a.write(ctx, q.sender, func(c context.Context, st *store.Store) (plan, error) { return p, nil })
+	return p
 }
 
-// plan is one change to commit: the transaction, the VM as it will be after
-// it (nil with gone when deleted) and the task to answer with.
-type plan struct {
-	txn *store.Txn
-	// commit, when set, replaces committing txn: a change that must read
-	// and retry inside the store (allocating addresses) builds its own.
-	commit func(context.Context, *store.Store) error
-	next   *messages.VM
-	gone   bool
-	task   *messages.Task
+// change is the plan that commits t and leaves next (nil with gone when
+// deleted), answering with next and task.
+func change(t *store.Txn, next *messages.VM, task *messages.Task) plan {
+	return plan{Txn: t, Next: next, Gone: next == nil, Reply: messages.VMReply{VM: next, Task: task}}
 }
 
-// write runs prepare and commits its plan off the actor goroutine, then
-// answers sender with the outcome.
-func (a *vmActor) write(ctx actor.Context, sender *actor.PID, prepare func(context.Context, *store.Store) (plan, error)) {
-	a.busy = true
-	st := a.deps.Store
-	a.deps.Runtime.Go(ctx.Self(), func(c context.Context) any {
-		p, err := prepare(c, st)
-		if err == nil {
-			if p.commit != nil {
-				err = p.commit(c, st)
-			} else {
-				err = st.Commit(c, p.txn)
-			}
+// refuse is the plan that answers err.
+func refuse(err error) plan { return plan{Err: err} }
+
+// writing is the plan whose change commit makes itself, because it has to
+// read inside the store first (quota usage, network addresses); it leaves
+// next (nil when deleted) and answers with next and task.
+func (b *behaviour) writing(commit func(context.Context, *store.Store) error, next *messages.VM, task *messages.Task) plan {
+	st := b.deps.Store
+	p := change(nil, next, task)
+	p.Write = func(c context.Context) (plan, error) {
+		if err := commit(c, st); err != nil {
+			return plan{}, err
 		}
-		if err != nil {
-			return committed{by: a, sender: sender, err: err}
-		}
-		return committed{by: a, sender: sender, next: p.next, gone: p.gone, task: p.task}
-	})
+		return change(nil, next, task), nil
+	}
+	return p
 }

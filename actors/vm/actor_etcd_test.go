@@ -95,3 +95,37 @@ func TestPlaceObserveUnknown(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// TestUpdateAfterAnotherWriter: an update whose write finds the row changed
+// by another writer (the VM's actor on another replica) is planned again
+// against the row as it is; one that names the revision it read is still
+// refused as stale.
+func TestUpdateAfterAnotherWriter(t *testing.T) {
+	h := start(t)
+	id := messages.NewID()
+	r := h.ask(id, messages.CreateVM{Owner: "u", Name: "w", Spec: messages.VMSpec{Image: messages.ImageSource{URL: "https://x.test/a.img"}}})
+	if r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	read := r.VM.Revision
+	row, err := h.st.GetVM(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	row.Status.Message = "written elsewhere"
+	if err := h.st.Commit(t.Context(), store.NewTxn().Update(store.VMs, row)); err != nil {
+		t.Fatal(err)
+	}
+	two := 2
+	u := h.ask(id, messages.UpdateVM{Patch: messages.VMSpecPatch{CPUs: &two}})
+	if u.Err != nil || u.VM.Spec.CPUs != 2 || u.VM.Status.Message != "written elsewhere" {
+		t.Fatalf("update after another writer: %+v %v", u.VM, u.Err)
+	}
+	three := 3
+	if s := h.ask(id, messages.UpdateVM{Patch: messages.VMSpecPatch{CPUs: &three}, Revision: read}); messages.KindOf(s.Err) != messages.KindStale {
+		t.Fatalf("update at a stale revision: %v", s.Err)
+	}
+	if got, err := h.st.GetVM(t.Context(), id); err != nil || got.Spec.CPUs != 2 || got.Status.Message != "written elsewhere" {
+		t.Fatalf("row: %+v %v", got, err)
+	}
+}

@@ -11,22 +11,22 @@ import (
 )
 
 // snapshot copies the VM so a plan never mutates the acknowledged state.
-func (a *vmActor) snapshot() *messages.VM {
-	c := *a.vm
-	c.Spec.Networks = append([]messages.NICSpec(nil), a.vm.Spec.Networks...)
-	c.Status.Conditions = append([]messages.Condition(nil), a.vm.Status.Conditions...)
-	c.Status.Addresses = append([]string(nil), a.vm.Status.Addresses...)
-	c.Status.NICs = append([]messages.NICStatus(nil), a.vm.Status.NICs...)
+func snapshot(vm *messages.VM) *messages.VM {
+	c := *vm
+	c.Spec.Networks = append([]messages.NICSpec(nil), vm.Spec.Networks...)
+	c.Status.Conditions = append([]messages.Condition(nil), vm.Status.Conditions...)
+	c.Status.Addresses = append([]string(nil), vm.Status.Addresses...)
+	c.Status.NICs = append([]messages.NICStatus(nil), vm.Status.NICs...)
 	return &c
 }
 
 // newTask builds a task and its job; opts carries the request's options
 // (force, timeout) to the job, and so to the agent.
-func (a *vmActor) newTask(kind string, vm *messages.VM, now time.Time, opts messages.RequestVMTask) (*messages.Task, *messages.Job) {
+func (b *behaviour) newTask(kind string, vm *messages.VM, now time.Time, opts messages.RequestVMTask) (*messages.Task, *messages.Job) {
 	task := &messages.Task{ID: messages.NewID(), Kind: kind, State: messages.TaskPending,
 		Target: messages.Target{Kind: "vm", ID: vm.ID, Name: vm.Name}, Owner: vm.Owner,
 		CreatedAt: now, UpdatedAt: now}
-	attempts := a.deps.JobAttempts
+	attempts := b.deps.JobAttempts
 	if attempts <= 0 {
 		attempts = messages.DefaultJobAttempts
 	}
@@ -36,24 +36,24 @@ func (a *vmActor) newTask(kind string, vm *messages.VM, now time.Time, opts mess
 	return task, job
 }
 
-func (a *vmActor) planCreate(m messages.CreateVM) (plan, error) {
-	if a.vm != nil {
-		return plan{}, messages.Errorf(messages.KindConflict, "id_conflict", "vm %s already exists", a.id)
+func (b *behaviour) planCreate(cur *messages.VM, m messages.CreateVM) plan {
+	if cur != nil {
+		return refuse(messages.Errorf(messages.KindConflict, "id_conflict", "vm %s already exists", b.id))
 	}
 	spec, err := messages.PrepareVMCreate(m.Name, m.Spec)
 	if err != nil {
-		return plan{}, err
+		return refuse(err)
 	}
-	now := a.deps.Store.Now().UTC()
-	vm := &messages.VM{ID: a.id, Name: m.Name, Owner: m.Owner, Generation: 1, Spec: spec,
+	now := b.deps.Store.Now().UTC()
+	vm := &messages.VM{ID: b.id, Name: m.Name, Owner: m.Owner, Generation: 1, Spec: spec,
 		Status:    messages.VMStatus{Phase: messages.PhasePending, Message: "waiting to be placed on a node"},
 		CreatedAt: now, UpdatedAt: now}
-	task, job := a.newTask(messages.TaskVMCreate, vm, now, messages.RequestVMTask{})
+	task, job := b.newTask(messages.TaskVMCreate, vm, now, messages.RequestVMTask{})
 	vm.Status.ActiveTask = task.ID
-	schedulable := a.deps.Schedulable
+	schedulable := b.deps.Schedulable
 	// Reading the nodes, the owner's quota and usage, and the networks'
 	// allocations is I/O, so the whole create runs off the actor as the
-	// plan's commit. The VM row, its task and job, its NICs and its owner's
+	// plan's write. The VM row, its task and job, its NICs and its owner's
 	// usage commit in one transaction.
 	commit := func(c context.Context, st *store.Store) error {
 		if schedulable != nil {
@@ -75,14 +75,14 @@ func (a *vmActor) planCreate(m messages.CreateVM) (plan, error) {
 			return st.Commit(c, t)
 		})
 	}
-	return plan{commit: commit, next: vm, task: task}, nil
+	return b.writing(commit, vm, task)
 }
 
-func (a *vmActor) planUpdate(m messages.UpdateVM) (plan, error) {
-	if m.Revision != 0 && m.Revision != a.vm.Revision {
-		return plan{}, messages.ErrStaleRevision.WithDetail("current_revision", a.vm.Revision)
+func (b *behaviour) planUpdate(cur *messages.VM, m messages.UpdateVM) plan {
+	if m.Revision != 0 && m.Revision != cur.Revision {
+		return refuse(messages.ErrStaleRevision.WithDetail("current_revision", cur.Revision))
 	}
-	next := a.snapshot()
+	next := snapshot(cur)
 	p := m.Patch
 	if p.CPUs != nil {
 		next.Spec.CPUs = *p.CPUs
@@ -91,8 +91,8 @@ func (a *vmActor) planUpdate(m messages.UpdateVM) (plan, error) {
 		next.Spec.MemoryMiB = *p.MemoryMiB
 	}
 	if p.DiskGiB != nil {
-		if *p.DiskGiB < a.vm.Spec.DiskGiB {
-			return plan{}, messages.Invalid("spec.disk_gib", "disks only grow: %d is below the current %d", *p.DiskGiB, a.vm.Spec.DiskGiB)
+		if *p.DiskGiB < cur.Spec.DiskGiB {
+			return refuse(messages.Invalid("spec.disk_gib", "disks only grow: %d is below the current %d", *p.DiskGiB, cur.Spec.DiskGiB))
 		}
 		next.Spec.DiskGiB = *p.DiskGiB
 	}
@@ -100,13 +100,13 @@ func (a *vmActor) planUpdate(m messages.UpdateVM) (plan, error) {
 		next.Spec.UserData = *p.UserData
 	}
 	if err := next.Spec.Validate(); err != nil {
-		return plan{}, err
+		return refuse(err)
 	}
 	next.Generation++
-	next.UpdatedAt = a.deps.Store.Now().UTC()
-	delta := messages.UsageOf(next.Spec).Sub(messages.UsageOf(a.vm.Spec))
+	next.UpdatedAt = b.deps.Store.Now().UTC()
+	delta := messages.UsageOf(next.Spec).Sub(messages.UsageOf(cur.Spec))
 	if delta == (messages.Usage{}) {
-		return plan{txn: store.NewTxn().Update(store.VMs, next), next: next}, nil
+		return change(store.NewTxn().Update(store.VMs, next), next, nil)
 	}
 	// A resize moves the owner's usage with the row, within their quota.
 	commit := func(c context.Context, st *store.Store) error {
@@ -116,21 +116,21 @@ func (a *vmActor) planUpdate(m messages.UpdateVM) (plan, error) {
 			return st.Commit(c, t)
 		})
 	}
-	return plan{commit: commit, next: next}, nil
+	return b.writing(commit, next, nil)
 }
 
 // maxTimeoutSeconds bounds how long a graceful stop or reboot may wait.
 const maxTimeoutSeconds = 3600
 
-func (a *vmActor) planTask(m messages.RequestVMTask) (plan, error) {
-	if a.vm.Status.ActiveTask != "" {
-		return plan{}, messages.Errorf(messages.KindConflict, "vm_busy",
-			"vm %s has a task in progress; wait for it or cancel it", a.vm.Name).WithDetail("task_id", a.vm.Status.ActiveTask)
+func (b *behaviour) planTask(cur *messages.VM, m messages.RequestVMTask) plan {
+	if cur.Status.ActiveTask != "" {
+		return refuse(messages.Errorf(messages.KindConflict, "vm_busy",
+			"vm %s has a task in progress; wait for it or cancel it", cur.Name).WithDetail("task_id", cur.Status.ActiveTask))
 	}
 	if m.TimeoutSeconds < 0 || m.TimeoutSeconds > maxTimeoutSeconds {
-		return plan{}, messages.Invalid("timeout_seconds", "must be between 0 and %d", maxTimeoutSeconds)
+		return refuse(messages.Invalid("timeout_seconds", "must be between 0 and %d", maxTimeoutSeconds))
 	}
-	next := a.snapshot()
+	next := snapshot(cur)
 	switch m.Kind {
 	case messages.TaskVMStart:
 		next.Spec.PowerState = messages.PowerRunning
@@ -139,35 +139,36 @@ func (a *vmActor) planTask(m messages.RequestVMTask) (plan, error) {
 	case messages.TaskVMReboot:
 		// A reboot keeps the VM running; rebooting a VM that is not placed
 		// or not running has nothing to act on.
-		if a.vm.Status.Node == "" || a.vm.Spec.PowerState != messages.PowerRunning {
-			return plan{}, messages.Errorf(messages.KindConflict, "vm_not_running",
-				"vm %s is not running; start it instead", a.vm.Name)
+		if cur.Status.Node == "" || cur.Spec.PowerState != messages.PowerRunning {
+			return refuse(messages.Errorf(messages.KindConflict, "vm_not_running",
+				"vm %s is not running; start it instead", cur.Name))
 		}
 	case messages.TaskVMDelete:
-		if a.vm.Status.Phase == messages.PhaseRunning && !m.Force {
-			return plan{}, messages.Errorf(messages.KindConflict, "vm_running",
-				"vm %s is running; stop it first or delete with force", a.vm.Name)
+		if cur.Status.Phase == messages.PhaseRunning && !m.Force {
+			return refuse(messages.Errorf(messages.KindConflict, "vm_running",
+				"vm %s is running; stop it first or delete with force", cur.Name))
 		}
 	default:
-		return plan{}, messages.Errorf(messages.KindInvalid, "unknown_operation", "unknown vm operation %q", m.Kind)
+		return refuse(messages.Errorf(messages.KindInvalid, "unknown_operation", "unknown vm operation %q", m.Kind))
 	}
-	now := a.deps.Store.Now().UTC()
-	if next.Spec.PowerState != a.vm.Spec.PowerState {
+	now := b.deps.Store.Now().UTC()
+	if next.Spec.PowerState != cur.Spec.PowerState {
 		next.Generation++
 	}
 	next.UpdatedAt = now
-	task, job := a.newTask(m.Kind, next, now, m)
+	task, job := b.newTask(m.Kind, next, now, m)
 	next.Status.ActiveTask = task.ID
 	t := store.NewTxn().Update(store.VMs, next)
 	store.AddTask(t, task, job)
-	return plan{txn: t, next: next, task: task}, nil
+	return change(t, next, task)
 }
 
-// cancelWork cancels the VM's pending task. It reads the task first, which is
-// I/O, so it runs as the prepare step of a write.
-func (a *vmActor) cancelWork(m messages.CancelVMTask) func(context.Context, *store.Store) (plan, error) {
-	vm := a.snapshot()
-	return func(c context.Context, st *store.Store) (plan, error) {
+// planCancel cancels the VM's pending task. It reads the task first, which is
+// I/O, so it runs as the plan's write.
+func (b *behaviour) planCancel(cur *messages.VM, m messages.CancelVMTask) plan {
+	vm := snapshot(cur)
+	st := b.deps.Store
+	return plan{Write: func(c context.Context) (plan, error) {
 		task, err := st.GetTask(c, m.TaskID)
 		if err != nil {
 			return plan{}, err
@@ -196,12 +197,12 @@ func (a *vmActor) cancelWork(m messages.CancelVMTask) func(context.Context, *sto
 			vm.UpdatedAt = now
 			t.Update(store.VMs, vm)
 		}
-		return plan{txn: t, next: vm, task: task}, nil
-	}
+		return change(t, vm, task), nil
+	}}
 }
 
-func (a *vmActor) planFinish(m messages.FinishVMJob) (plan, error) {
-	next := a.snapshot()
+func (b *behaviour) planFinish(cur *messages.VM, m messages.FinishVMJob) plan {
+	next := snapshot(cur)
 	if next.Status.ActiveTask == m.Task.ID {
 		next.Status.ActiveTask = ""
 	}
@@ -219,11 +220,11 @@ func (a *vmActor) planFinish(m messages.FinishVMJob) (plan, error) {
 	if m.Power != "" {
 		next.Spec.PowerState = m.Power
 	}
-	next.UpdatedAt = a.deps.Store.Now().UTC()
+	next.UpdatedAt = b.deps.Store.Now().UTC()
 	if m.Delete {
 		// The owner's usage is released in the transaction that deletes
 		// the row, never before (a failed delete keeps using it).
-		release := messages.Usage{}.Sub(messages.UsageOf(a.vm.Spec))
+		release := messages.Usage{}.Sub(messages.UsageOf(cur.Spec))
 		commit := func(c context.Context, st *store.Store) error {
 			return st.WithUsage(c, next.Owner, release, func(charge store.Charge) error {
 				t := store.NewTxn()
@@ -233,17 +234,14 @@ func (a *vmActor) planFinish(m messages.FinishVMJob) (plan, error) {
 				return st.Commit(c, t)
 			})
 		}
-		return plan{commit: commit, gone: true, task: m.Task}, nil
+		return b.writing(commit, nil, m.Task)
 	}
 	t := store.NewTxn()
 	store.FinishJob(t, clientv3.LeaseID(m.Lease), m.Job, m.Task)
 	t.Update(store.VMs, next)
-	return plan{txn: t, next: next, task: m.Task}, nil
+	return change(t, next, m.Task)
 }
 
-func finishWithoutVM(m messages.FinishVMJob) func(context.Context, *store.Store) (plan, error) {
-	return func(context.Context, *store.Store) (plan, error) {
-		t := store.FinishJob(store.NewTxn(), clientv3.LeaseID(m.Lease), m.Job, m.Task)
-		return plan{txn: t, gone: true, task: m.Task}, nil
-	}
+func finishWithoutVM(m messages.FinishVMJob) plan {
+	return change(store.FinishJob(store.NewTxn(), clientv3.LeaseID(m.Lease), m.Job, m.Task), nil, m.Task)
 }

@@ -18,56 +18,56 @@ func errNotActiveTask(taskID string) *messages.Error {
 
 // planPlace records the node a job placed the VM on, before the agent is
 // asked to create it, in one transaction guarded by the job's claim.
-func (a *vmActor) planPlace(m messages.PlaceVM) (plan, error) {
-	if a.vm.Status.ActiveTask == "" || a.vm.Status.ActiveTask != m.TaskID {
-		return plan{}, errNotActiveTask(m.TaskID)
+func (b *behaviour) planPlace(cur *messages.VM, m messages.PlaceVM) plan {
+	if cur.Status.ActiveTask == "" || cur.Status.ActiveTask != m.TaskID {
+		return refuse(errNotActiveTask(m.TaskID))
 	}
 	if err := messages.ValidateName("node", m.Node); err != nil {
-		return plan{}, err
+		return refuse(err)
 	}
-	if a.vm.Status.Node == m.Node {
-		return plan{}, nil // placed already (a redelivered job)
+	if cur.Status.Node == m.Node {
+		return plan{} // placed already (a redelivered job)
 	}
-	if a.vm.Status.Node != "" {
-		return plan{}, messages.Errorf(messages.KindConflict, "vm_placed",
-			"vm %s is placed on node %s already", a.vm.Name, a.vm.Status.Node)
+	if cur.Status.Node != "" {
+		return refuse(messages.Errorf(messages.KindConflict, "vm_placed",
+			"vm %s is placed on node %s already", cur.Name, cur.Status.Node))
 	}
-	next := a.snapshot()
+	next := snapshot(cur)
 	next.Status.Node = m.Node
 	next.Status.Phase = messages.PhaseCreating
 	next.Status.Message = "placed on node " + m.Node
-	next.UpdatedAt = a.deps.Store.Now().UTC()
+	next.UpdatedAt = b.deps.Store.Now().UTC()
 	t := store.NewTxn()
 	store.RequireClaim(t, clientv3.LeaseID(m.Lease), m.JobID)
 	t.Update(store.VMs, next)
-	return plan{txn: t, next: next}, nil
+	return change(t, next, nil)
 }
 
 // planObserve merges a node's observation of the VM. A VM with a task in
 // progress is left to the task (its outcome is written when it ends), and an
 // observation older than the status changes nothing.
-func (a *vmActor) planObserve(m messages.ObserveVM) (plan, error) {
+func (b *behaviour) planObserve(cur *messages.VM, m messages.ObserveVM) plan {
 	o := m.Observed
-	cur := a.vm.Status
-	if cur.Node == "" || cur.Node != m.Node || cur.ActiveTask != "" || o.Phase == "" {
-		return plan{}, nil
+	was := cur.Status
+	if was.Node == "" || was.Node != m.Node || was.ActiveTask != "" || o.Phase == "" {
+		return plan{}
 	}
-	if cur.ObservedAt != nil && !o.ObservedAt.After(*cur.ObservedAt) {
-		return plan{}, nil
+	if was.ObservedAt != nil && !o.ObservedAt.After(*was.ObservedAt) {
+		return plan{}
 	}
-	next := a.snapshot()
+	next := snapshot(cur)
 	st := &next.Status
 	st.Phase, st.Pid, st.ObservedGeneration = o.Phase, o.Pid, o.ObservedGeneration
 	st.StartedAt = o.StartedAt
 	st.Message = o.Message
 	at := o.ObservedAt.UTC()
 	st.ObservedAt = &at
-	if sameObservation(cur, *st) {
+	if sameObservation(was, *st) {
 		// Only the observation time moved: not worth a write per heartbeat.
-		return plan{}, nil
+		return plan{}
 	}
-	next.UpdatedAt = a.deps.Store.Now().UTC()
-	return plan{txn: store.NewTxn().Update(store.VMs, next), next: next}, nil
+	next.UpdatedAt = b.deps.Store.Now().UTC()
+	return change(store.NewTxn().Update(store.VMs, next), next, nil)
 }
 
 // sameObservation reports whether two statuses differ in nothing but the
@@ -82,14 +82,14 @@ func sameObservation(a, b messages.VMStatus) bool {
 
 // planUnknown marks a VM whose node is gone: nothing is known of it and
 // nothing is done to it until the node returns.
-func (a *vmActor) planUnknown(m messages.MarkVMUnknown) (plan, error) {
-	if a.vm.Status.Node == "" || a.vm.Status.Node != m.Node || a.vm.Status.Phase == messages.PhaseUnknown {
-		return plan{}, nil
+func (b *behaviour) planUnknown(cur *messages.VM, m messages.MarkVMUnknown) plan {
+	if cur.Status.Node == "" || cur.Status.Node != m.Node || cur.Status.Phase == messages.PhaseUnknown {
+		return plan{}
 	}
-	next := a.snapshot()
+	next := snapshot(cur)
 	next.Status.Phase = messages.PhaseUnknown
 	next.Status.Pid = 0
 	next.Status.Message = m.Message
-	next.UpdatedAt = a.deps.Store.Now().UTC()
-	return plan{txn: store.NewTxn().Update(store.VMs, next), next: next}, nil
+	next.UpdatedAt = b.deps.Store.Now().UTC()
+	return change(store.NewTxn().Update(store.VMs, next), next, nil)
 }

@@ -47,7 +47,7 @@ type serveOptions struct {
 	stateDir, accel, listen, advertise, poolDir, runDir, runAsUser string
 	sandbox                                                        bool
 	stopTimeout, renewBefore                                       time.Duration
-	overlay                                                        overlayOptions
+	dataPlane                                                      dataPlaneOptions
 	images                                                         imageOptions
 }
 
@@ -75,7 +75,7 @@ under kvm and uses kvm only if it boots there no slower; the choice and both
 times are the node's kvm_reason. Use --accel kvm to force KVM, or set
 ` + envAccel + ` to change the default.
 
-The network data plane (--overlay; on by default when running as root)
+The network data plane (--data-plane; on by default when running as root)
 keeps a bridge per network, a tap per VM NIC and VXLAN over a WireGuard
 mesh in step with what the control plane sends in each heartbeat answer.
 Its WireGuard key is generated under --state-dir and only the public key
@@ -101,7 +101,7 @@ runs as root; not recommended). The agent refuses to start if the user does
 not exist.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := o.overlay.validate(); err != nil {
+			if err := o.dataPlane.validate(); err != nil {
 				return fmt.Errorf("otherix-agent: serve: %w", err)
 			}
 			if _, err := o.images.cacheOptions(); err != nil {
@@ -143,12 +143,16 @@ not exist.`,
 	f.StringVar(&o.runAsUser, "qemu-user", defUser, "unprivileged user QEMU runs as; root (or empty) runs QEMU as root, which is not recommended (default from $"+envQEMUUser+")")
 	f.BoolVar(&o.sandbox, "qemu-sandbox", true, "run QEMU under its seccomp sandbox ("+qemu.SandboxOpts+")")
 	f.DurationVar(&o.stopTimeout, "stop-timeout", 2*time.Minute, "how long a graceful stop waits when the task names no timeout")
-	f.StringVar(&o.overlay.mode, "overlay", overlayAuto, "network data plane (bridges, taps, VXLAN over WireGuard): auto (on when running as root), on or off")
-	f.StringVar(&o.overlay.wireguard, "wireguard", netfabric.WireGuardAuto, "WireGuard implementation: auto (kernel when the module exists, else userspace), kernel or userspace")
-	f.StringVar(&o.overlay.underlayIP, "underlay-ip", "", "IPv4 address other nodes reach this node's WireGuard at (default: this host's address towards the control plane)")
-	f.IntVar(&o.overlay.wireguardPort, "wireguard-port", netfabric.DefaultListenPort, "WireGuard UDP port (the control plane's desired state may name another)")
-	f.StringVar(&o.overlay.wireguardIf, "wireguard-if", "", "WireGuard interface name (default oxwg0); nodes sharing a host need distinct names")
-	f.BoolVar(&o.overlay.tunnelOffload, "wireguard-offload", true, "userspace WireGuard: take VXLAN from the kernel in 64 KiB UDP-tunnel GSO batches where the kernel's TUN can (Linux 6.17+); false uses wireguard-go's own TUN")
+	f.StringVar(&o.dataPlane.mode, "data-plane", dataPlaneAuto, "network data plane (bridges, taps, VXLAN over WireGuard): auto (on when running as root), on or off")
+	// --overlay was this flag's first name; "overlay" also names the
+	// network overlay and qcow2 layers, so it stays only as an alias.
+	f.StringVar(&o.dataPlane.mode, "overlay", dataPlaneAuto, "deprecated alias of --data-plane")
+	_ = f.MarkDeprecated("overlay", "use --data-plane")
+	f.StringVar(&o.dataPlane.wireguard, "wireguard", netfabric.WireGuardAuto, "WireGuard implementation: auto (kernel when the module exists, else userspace), kernel or userspace")
+	f.StringVar(&o.dataPlane.underlayIP, "underlay-ip", "", "IPv4 address other nodes reach this node's WireGuard at (default: this host's address towards the control plane)")
+	f.IntVar(&o.dataPlane.wireguardPort, "wireguard-port", netfabric.DefaultListenPort, "WireGuard UDP port (the control plane's desired state may name another)")
+	f.StringVar(&o.dataPlane.wireguardIf, "wireguard-if", "", "WireGuard interface name (default oxwg0); nodes sharing a host need distinct names")
+	f.BoolVar(&o.dataPlane.tunnelOffload, "wireguard-offload", true, "userspace WireGuard: take VXLAN from the kernel in 64 KiB UDP-tunnel GSO batches where the kernel's TUN can (Linux 6.17+); false uses wireguard-go's own TUN")
 	o.images.addFlags(f)
 	f.DurationVar(&o.renewBefore, "renew-before", 0, "renew the node certificate this long before it expires (default: once two thirds of its lifetime have passed)")
 	return cmd
@@ -212,15 +216,15 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	// state arrived, which is after vms is set.
 	var vms *vmactor.Manager
 	var dp *dataPlane
-	if on, _ := o.overlay.enabled(); on {
-		dp, err = startDataPlane(ctx, log, o.overlay, o.stateDir, st.Config.Server,
+	if on, _ := o.dataPlane.enabled(); on {
+		dp, err = startDataPlane(ctx, log, o.dataPlane, o.stateDir, st.Config.Server,
 			func() map[string][]messages.NICStatus { return vms.NICs() })
 		if err != nil {
 			return err
 		}
 		defer dp.close(log)
 	} else {
-		log.Info("network data plane off: VMs with network interfaces cannot run on this node", "overlay", o.overlay.mode)
+		log.Info("network data plane off: VMs with network interfaces cannot run on this node", "data_plane", o.dataPlane.mode)
 	}
 	vcfg := vmactor.Config{
 		StateDir: filepath.Join(o.stateDir, "vms"), RunDir: o.runDir, DiskDir: filepath.Join(o.poolDir, "vms"),
@@ -234,7 +238,14 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	if err != nil {
 		return err
 	}
-	defer vms.Close()
+	defer func() {
+		// Operations cancelled by the stop end within QEMU's quit waits.
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := vms.Close(cctx); err != nil {
+			log.Warn("stop vm actors", "err", err)
+		}
+	}()
 	if err := vms.Recover(); err != nil {
 		return err
 	}

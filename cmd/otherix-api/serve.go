@@ -19,8 +19,10 @@ import (
 
 	"github.com/otherix/otherix/actors/gateway"
 	"github.com/otherix/otherix/actors/maintenance"
+	"github.com/otherix/otherix/enrollment"
 	"github.com/otherix/otherix/http/agentclient"
 	"github.com/otherix/otherix/http/server"
+	"github.com/otherix/otherix/identity"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/etcd"
 	"github.com/otherix/otherix/persistence/store"
@@ -85,7 +87,7 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 	// The agent client: the control plane's client certificate is issued
 	// from the cluster CA and renewed lazily when a third of its validity
 	// is left; agents are trusted by the cluster CA and their node name.
-	ca, err := gateway.LoadCA(ctx, st, time.Now())
+	ca, err := enrollment.LoadCA(ctx, st, time.Now())
 	if err != nil {
 		return err
 	}
@@ -105,7 +107,7 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 		Snapshot: member.Snapshot, Prune: etcd.PruneSnapshots,
 		Space: member, SpaceInterval: cfg.Etcd.SpaceCheckInterval,
 		SpacePolicy: maintenance.StoragePolicy{MinFreeBytes: cfg.Etcd.DefragMinFreeBytes},
-		Identity: gateway.IdentityConfig{AuditRetention: cfg.Audit.Retention,
+		Identity: identity.Config{AuditRetention: cfg.Audit.Retention,
 			LoginPerSource: cfg.Auth.LoginPerSource, LoginPerAccount: cfg.Auth.LoginPerAccount,
 			AnonymousPerMinute: cfg.Auth.AnonymousPerMinute, RefreshGrace: refreshGrace(cfg.Auth.RefreshGrace)},
 		Nodes:     gateway.NodesConfig{HeartbeatInterval: cfg.Heartbeat.Interval, GoneAfter: cfg.Nodes.GoneAfter},
@@ -293,8 +295,8 @@ func bootstrapAdmin(ctx context.Context, gw *gateway.Gateway, cfg apiConfig, log
 
 var _ server.ControlPlane = (*gateway.Gateway)(nil)
 
-// refreshGrace maps the setting to the gateway's: 0 in the file means no
-// grace, which the gateway spells as a negative value (its zero is the
+// refreshGrace maps the setting to identity.Config's: 0 in the file means no
+// grace, which identity.Config spells as a negative value (its zero is the
 // default).
 func refreshGrace(d time.Duration) time.Duration {
 	if d == 0 {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/otherix/otherix/actors/gateway"
 	"github.com/otherix/otherix/http/server"
+	"github.com/otherix/otherix/identity"
 	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/storetest"
@@ -32,11 +33,11 @@ const (
 // with no node to go to fails within the test. It bootstraps the admin.
 func startAPI(t *testing.T) string {
 	t.Helper()
-	return startAPIWith(t, gateway.IdentityConfig{})
+	return startAPIWith(t, identity.Config{})
 }
 
 // startAPIWith is startAPI with an identity configuration.
-func startAPIWith(t *testing.T, idc gateway.IdentityConfig) string {
+func startAPIWith(t *testing.T, idc identity.Config) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)

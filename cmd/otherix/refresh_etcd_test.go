@@ -9,7 +9,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/otherix/otherix/actors/gateway"
+	"github.com/otherix/otherix/identity"
 )
 
 // expireAccess replaces the saved access token by one the server refuses,
@@ -38,7 +38,7 @@ func (c *cli) expireAccess() string {
 // which would revoke the session: every command succeeds and the session
 // stays usable.
 func TestCLIConcurrentRefresh(t *testing.T) {
-	c := newCLI(t, startAPIWith(t, gateway.IdentityConfig{RefreshGrace: -1}))
+	c := newCLI(t, startAPIWith(t, identity.Config{RefreshGrace: -1}))
 	for round := range 3 {
 		before := c.expireAccess()
 		const n = 4

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/otherix/otherix/actors/gateway"
 	"github.com/otherix/otherix/http/client"
+	"github.com/otherix/otherix/identity"
 	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/security"
@@ -127,7 +127,7 @@ func TestE2EOwnershipAndRoles(t *testing.T) {
 
 func TestE2ERefreshRotationAndReuse(t *testing.T) {
 	// No grace, so that the replay at once below is theft.
-	env := startEnvWith(t, gateway.IdentityConfig{RefreshGrace: -1})
+	env := startEnvWith(t, identity.Config{RefreshGrace: -1})
 	ctx := t.Context()
 	anon := env.client("")
 	first := env.loginPair(adminEmail, adminPassword)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/otherix/otherix/actors/gateway"
 	"github.com/otherix/otherix/http/client"
+	"github.com/otherix/otherix/identity"
 	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/storetest"
@@ -65,7 +66,7 @@ func startBenchEnv(b *testing.B) *benchEnv {
 	st := storetest.New(b)
 	log := slog.New(slog.DiscardHandler)
 	gw, err := gateway.Start(ctx, st, gateway.Config{JobBackoffBase: time.Minute, JobBackoffMax: time.Minute,
-		Identity: gateway.IdentityConfig{LoginPerSource: 1 << 20, LoginPerAccount: 1 << 20}}, log)
+		Identity: identity.Config{LoginPerSource: 1 << 20, LoginPerAccount: 1 << 20}}, log)
 	if err != nil {
 		b.Fatalf("start gateway: %v", err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/otherix/otherix/actors/gateway"
 	"github.com/otherix/otherix/http/client"
+	"github.com/otherix/otherix/identity"
 	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/storetest"
@@ -51,12 +52,12 @@ func startAPI(t *testing.T) *client.Client {
 // sees is checked against control-plane.yaml.
 func startEnv(t *testing.T) *apiEnv {
 	t.Helper()
-	return startEnvWith(t, gateway.IdentityConfig{})
+	return startEnvWith(t, identity.Config{})
 }
 
 // startEnvWith is startEnv with an identity configuration (the zero value
 // is the production one).
-func startEnvWith(t *testing.T, idc gateway.IdentityConfig) *apiEnv {
+func startEnvWith(t *testing.T, idc identity.Config) *apiEnv {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

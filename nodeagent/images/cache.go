@@ -1,7 +1,7 @@
 // Package images keeps the per-pool cache of base images that VM disks are
 // layered on: it downloads each image once, refuses what QEMU must not
 // open, normalises the rest into standalone qcow2 files and hands out
-// overlays backed by them.
+// VM disks backed by them.
 //
 // # Layout
 //
@@ -21,7 +21,7 @@
 // digest): a URL that merely shares a file name with another can never
 // stand in for it. Files of the layout before this one (an image per URL
 // basename at the top of the directory) are neither used nor reported nor
-// removed: overlays of existing VMs still name them as their backing files.
+// removed: the disks of existing VMs still name them as their backing files.
 package images
 
 import (

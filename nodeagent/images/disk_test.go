@@ -18,7 +18,7 @@ func TestCheckDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	good := filepath.Join(t.TempDir(), "vm.qcow2")
-	if err := CreateOverlay(context.Background(), img, good, 1<<30); err != nil {
+	if err := CreateVMDisk(context.Background(), img, good, 1<<30); err != nil {
 		t.Fatal(err)
 	}
 	if err := CheckDisk(good); err != nil {

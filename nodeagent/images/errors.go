@@ -16,8 +16,9 @@ const (
 	CodeInvalidFormat      = "image_invalid_format"
 	CodeDiskSmallerThanImg = "disk_smaller_than_image"
 	CodeDiskExists         = "disk_exists"
-	CodeOverlayFailed      = "image_overlay_failed"
-	CodeCacheIO            = "image_cache_io"
+	// CodeDiskCreateFailed keeps its first wire value: codes are a contract.
+	CodeDiskCreateFailed = "image_overlay_failed"
+	CodeCacheIO          = "image_cache_io"
 	// CodeDownloadRefused: the URL's resolved address (or a redirect's) is
 	// in a range the agent may not fetch from (--image-allow adds exceptions).
 	CodeDownloadRefused = "image_download_refused"

@@ -210,7 +210,7 @@ func (c *Cache) normalise(ctx context.Context, src, digest string) error {
 		return newError(CodeCacheIO, "sync base", err)
 	}
 	// A hard link commits like rename but keeps a base another flight
-	// committed meanwhile (same content): overlays may already name it.
+	// committed meanwhile (same content): VM disks may already name it.
 	if err := os.Link(tmp.Name(), c.basePath(digest)); err != nil && !errors.Is(err, fs.ErrExist) {
 		return newError(CodeCacheIO, "commit base", err)
 	}

@@ -23,7 +23,7 @@ func checkQCOW2Header(p string, maxVirtual int64) (qcow2Header, error) {
 }
 
 // parseQCOW2Header is checkQCOW2Header; with allowBacking a backing file
-// is accepted instead of refused (a VM disk's overlay has one: its base).
+// is accepted instead of refused (a VM disk has one: its base).
 func parseQCOW2Header(p string, maxVirtual int64, allowBacking bool) (qcow2Header, error) {
 	h, err := qcow2.Read(p)
 	if err != nil && !errors.Is(err, qcow2.ErrInvalid) {

@@ -31,6 +31,9 @@ type Process struct {
 
 	pidfd  *os.File    // pollable; Close unblocks the watcher
 	stderr *tailBuffer // QEMU's stderr, when this agent started it
+	// stderrR is the pipe drainStderr reads, closed when it returns.
+	stderrR *os.File
+	drained chan struct{}
 
 	watchOnce sync.Once
 	exited    chan struct{} // closed once QEMU is gone (and reaped, if ours)
@@ -144,6 +147,7 @@ func Start(ctx context.Context, s Spec) (*Process, error) {
 	}
 	p := newProcess(pid, s.RunDir, os.NewFile(uintptr(pidfd), "pidfd:"+strconv.Itoa(pid)))
 	p.stderr = newTailBuffer(stderrTail)
+	p.stderrR, p.drained = errR, make(chan struct{})
 	go p.drainStderr(errR)
 
 	fail := func(err error) (*Process, error) {
@@ -279,6 +283,7 @@ const stderrTail = 4 << 10
 // drainStderr reads QEMU's stderr until every writer is gone, keeping the
 // tail: QEMU must never block on a full pipe.
 func (p *Process) drainStderr(r *os.File) {
+	defer close(p.drained)
 	defer r.Close()
 	buf := make([]byte, 4096)
 	for {
@@ -532,11 +537,24 @@ func (p *Process) Kill() error {
 // Close releases the pidfd and stops watching; QEMU keeps running. Exited's
 // channel is then never closed.
 func (p *Process) Close() error {
+	running := true
+	select {
+	case <-p.exited:
+		running = false
+	default:
+	}
 	err := p.pidfd.Close()
 	started := true
 	p.watchOnce.Do(func() { started = false })
 	if started {
 		<-p.watchDone
+	}
+	if p.stderrR != nil && running {
+		// Nobody reads a running QEMU's stderr from now on, as after an
+		// agent restart: QEMU ignores SIGPIPE and loses what it writes
+		// there. An exited QEMU's pipe ends by itself, its tail intact.
+		_ = p.stderrR.Close()
+		<-p.drained
 	}
 	return err
 }

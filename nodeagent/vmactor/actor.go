@@ -39,6 +39,12 @@ type (
 		err error
 	}
 	exited struct{ proc *qemu.Process }
+	// fromGo is what a goroutine of an actor incarnation sends back: the
+	// incarnation that receives it takes it only if it started it.
+	fromGo struct {
+		from *vmActor
+		msg  any
+	}
 )
 
 // Operations run only by the actor itself or synchronously for the API.
@@ -89,20 +95,39 @@ type vmActor struct {
 	watching *qemu.Process
 	ctx      context.Context
 	cancel   context.CancelFunc
+	// g owns this incarnation's goroutines (its operation and the exit
+	// watcher); the manager's group owns them too.
+	g group
 }
 
 func newVMActor(m *Manager, id string) *vmActor { return &vmActor{m: m, id: id} }
 
 func (a *vmActor) Receive(ctx actor.Context) {
-	switch msg := ctx.Message().(type) {
+	defer a.logPanic()
+	msg := ctx.Message()
+	if r, ok := msg.(fromGo); ok {
+		if r.from != a {
+			// A result of the incarnation this one replaced.
+			discard(r.msg)
+			return
+		}
+		msg = r.msg
+	}
+	switch msg := msg.(type) {
 	case *actor.Started:
 		a.ctx, a.cancel = context.WithCancel(context.Background())
 		a.busy = true
 		a.goRun(ctx, func(c context.Context) any { return a.load(c) })
 	case *actor.Restarting:
-		a.release()
+		// The supervisor restarts this actor after a panic: the operation
+		// under way ends first, so the next incarnation never loads the
+		// VM while this one still changes it.
+		a.end(true, messages.Errorf(messages.KindInternal, "agent_internal",
+			"the agent's actor for vm %s crashed and restarted; retry", a.id))
 	case *actor.Stopping:
-		a.release()
+		a.end(false, a.m.stopError(a.id))
+	case *actor.Stopped:
+		a.m.forget(a.id, ctx.Self())
 	case runTask:
 		a.m.received(a.id)
 		a.queue = append(a.queue, &work{taskID: msg.id, req: msg.req})
@@ -134,35 +159,106 @@ func (a *vmActor) Receive(ctx actor.Context) {
 	}
 }
 
+// end ends this incarnation: its goroutines are cancelled (and, with wait,
+// awaited), its queued work fails with err, and its handles are dropped.
+// Close waits for what end does not.
+func (a *vmActor) end(wait bool, err error) {
+	if a.cancel != nil {
+		a.cancel()
+	}
+	if wait {
+		c, cancel := context.WithTimeout(context.Background(), restartWait)
+		if werr := a.g.wait(c); werr != nil {
+			a.m.cfg.Log.Error("vm operation outlived its actor's restart", "vm", a.id, "err", werr)
+		}
+		cancel()
+	} else {
+		a.g.close()
+	}
+	if a.current != nil {
+		a.finish(a.current, err)
+		a.current = nil
+	}
+	for _, w := range a.queue {
+		a.finish(w, err)
+	}
+	a.queue = nil
+	a.release()
+}
+
 // release drops the actor's handles without touching QEMU: a restarted or
 // stopped actor must leave the VM running.
 func (a *vmActor) release() {
 	if a.cancel != nil {
 		a.cancel()
 	}
-	if a.st.mon != nil {
-		_ = a.st.mon.Close()
-	}
-	if a.st.proc != nil {
-		_ = a.st.proc.Close()
-	}
-	if a.st.hub != nil {
-		// QEMU runs on; its sessions learn that the agent went away and can
-		// re-attach to the next one. The hub stops writing the log first.
-		a.st.hub.Close(messages.ConsoleAgentGone, "the agent stopped; the VM keeps running")
-	}
-	if a.st.log != nil {
-		_ = a.st.log.Close()
-	}
+	a.st.release()
 	a.st = vmState{}
 	a.watching = nil
 }
 
-// goRun runs f off the actor and delivers its result to the actor; a panic
-// in f becomes an error result rather than a dead agent.
-func (a *vmActor) goRun(ctx actor.Context, f func(context.Context) any) {
-	self, sys, c := ctx.Self(), ctx.ActorSystem(), a.ctx
+// release closes st's handles and leaves QEMU running.
+func (st vmState) release() {
+	if st.mon != nil {
+		_ = st.mon.Close()
+	}
+	if st.proc != nil {
+		_ = st.proc.Close()
+	}
+	if st.hub != nil {
+		// QEMU runs on; its sessions learn that the agent went away and can
+		// re-attach to the next one. The hub stops writing the log first.
+		st.hub.Close(messages.ConsoleAgentGone, "the agent stopped; the VM keeps running")
+	}
+	if st.log != nil {
+		_ = st.log.Close()
+	}
+}
+
+// discard lets go of a result no incarnation will take: the VM's record
+// on disk and QEMU itself are what the next one loads.
+func discard(msg any) {
+	switch r := msg.(type) {
+	case loaded:
+		r.st.release()
+	case opDone:
+		r.st.release()
+	}
+}
+
+// logPanic logs a panic of Receive with its stack and passes it on to the
+// supervisor (supervisor.go), which only sees its value.
+func (a *vmActor) logPanic() {
+	if p := recover(); p != nil {
+		a.m.cfg.Log.Error("vm actor panicked", "vm", a.id, "panic", p, "stack", string(debug.Stack()))
+		panic(p)
+	}
+}
+
+// spawn runs f on a goroutine owned by this incarnation and the manager;
+// it reports false, running nothing, once either is closing.
+func (a *vmActor) spawn(f func()) bool {
+	if !a.m.g.add() {
+		return false
+	}
+	if !a.g.add() {
+		a.m.g.done()
+		return false
+	}
 	go func() {
+		defer a.m.g.done()
+		defer a.g.done()
+		f()
+	}()
+	return true
+}
+
+// goRun runs f off the actor and delivers its result to the actor; a panic
+// in f becomes an error result rather than a dead agent. It reports false
+// when the actor or the manager is closing and f was not run.
+func (a *vmActor) goRun(ctx actor.Context, f func(context.Context) any) bool {
+	self, sys, c := ctx.Self(), ctx.ActorSystem(), a.ctx
+	return a.spawn(func() {
 		var result any
 		func() {
 			defer func() {
@@ -173,8 +269,14 @@ func (a *vmActor) goRun(ctx actor.Context, f func(context.Context) any) {
 			}()
 			result = f(c)
 		}()
-		sys.Root.Send(self, result)
-	}()
+		if c.Err() != nil {
+			// The incarnation ended (restart or stop) and will not take
+			// the result.
+			discard(result)
+			return
+		}
+		sys.Root.Send(self, fromGo{from: a, msg: result})
+	})
 }
 
 // apply installs the next state, publishes it and watches a new QEMU for exit.
@@ -191,11 +293,16 @@ func (a *vmActor) apply(ctx actor.Context, st vmState) {
 	}
 	if st.proc != nil && st.proc != a.watching {
 		a.watching = st.proc
-		self, sys, proc := ctx.Self(), ctx.ActorSystem(), st.proc
-		go func() {
-			<-proc.Exited()
-			sys.Root.Send(self, exited{proc: proc})
-		}()
+		self, sys, proc, c := ctx.Self(), ctx.ActorSystem(), st.proc, a.ctx
+		// If the watcher cannot start, the manager is closing; kick
+		// notices an exit anyway.
+		a.spawn(func() {
+			select {
+			case <-proc.Exited():
+				sys.Root.Send(self, fromGo{from: a, msg: exited{proc: proc}})
+			case <-c.Done():
+			}
+		})
 	}
 }
 
@@ -221,12 +328,19 @@ func (a *vmActor) kick(ctx actor.Context) {
 			t.State, t.Message = messages.TaskRunning, "running on the node"
 		})
 	}
+	if h := a.m.beforeOp; h != nil {
+		h(a.id, w.name())
+	}
 	st := a.st
 	env := &opEnv{m: a.m, id: a.id, w: w}
-	a.goRun(ctx, func(c context.Context) any {
+	ok := a.goRun(ctx, func(c context.Context) any {
 		next, err := env.run(c, st)
 		return opDone{st: next, err: err}
 	})
+	if !ok {
+		a.busy, a.current = false, nil
+		a.finish(w, a.m.stopError(a.id))
+	}
 }
 
 // finish reports the outcome of w to its task or caller.
@@ -271,6 +385,14 @@ func (a *vmActor) load(ctx context.Context) loaded {
 	rec, err := loadRecord(dir)
 	if err != nil || rec == nil {
 		return loaded{err: err}
+	}
+	if rec.Phase == messages.PhaseCreating {
+		env := &opEnv{m: a.m, id: a.id, w: &work{op: "roll back create"}}
+		if err := env.rollBack(rec); err != nil {
+			return loaded{st: vmState{rec: rec}, err: fmt.Errorf("roll back the create interrupted at step %s: %w", rec.Step, err)}
+		}
+		a.m.cfg.Log.Warn("rolled back a create the agent stopped in", "vm", a.id, "step", rec.Step)
+		return loaded{}
 	}
 	l, err := qemu.OpenSerialLog(a.m.serialLogPath(a.id), a.m.cfg.SerialLogBytes)
 	if err != nil {
@@ -340,7 +462,12 @@ func isClosed(ch <-chan struct{}) bool {
 func taskError(err error) *messages.TaskError {
 	var e *messages.Error
 	if errors.As(err, &e) {
-		return &messages.TaskError{Code: e.Code, Message: e.Error()}
+		msg := e.Error()
+		var se *stepError
+		if errors.As(err, &se) {
+			msg = "step " + se.Step + ": " + msg
+		}
+		return &messages.TaskError{Code: e.Code, Message: msg}
 	}
 	if code := imageCode(err); code != "" {
 		return &messages.TaskError{Code: code, Message: err.Error()}

@@ -58,7 +58,7 @@ func TestConsoleWithRealQEMU(t *testing.T) {
 
 	// Agent restart: sessions are told the agent went away; QEMU runs on and
 	// the next agent's console works.
-	f.m.Close()
+	closeManager(t, f.m)
 	waitSessionClosed(t, first, messages.ConsoleAgentGone)
 	waitSessionClosed(t, ro, messages.ConsoleAgentGone)
 	f.start()

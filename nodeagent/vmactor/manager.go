@@ -102,6 +102,16 @@ const MinSerialLogBytes = 256 << 10
 type Manager struct {
 	cfg Config
 	sys *actor.ActorSystem
+	// root spawns the VM actors under the supervisor of supervisor.go.
+	root *actor.RootContext
+	// g owns every goroutine the actors start; Close waits for it.
+	g group
+	// beforeOp, if set, is called by an actor as it takes the next item
+	// off its queue: tests make an actor panic there.
+	beforeOp func(id, op string)
+	// failStep, if set, is asked before each step of a create or start
+	// whether to fail it: tests fail each step in turn.
+	failStep func(id, step string) error
 
 	mu       sync.Mutex
 	actors   map[string]*actor.PID
@@ -148,10 +158,12 @@ func New(cfg Config) (*Manager, error) {
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(levelFilter{cfg.Log.Handler(), slog.LevelWarn})
 	}))
-	return &Manager{cfg: cfg, sys: sys, actors: map[string]*actor.PID{}, inflight: map[string]int{},
+	m := &Manager{cfg: cfg, sys: sys, actors: map[string]*actor.PID{}, inflight: map[string]int{},
 		tasks: map[string]*taskEntry{}, observed: map[string]messages.VMObserved{},
 		logs: map[string]*qemu.SerialLog{}, hubs: map[string]*console.Hub{},
-		nics: map[string][]messages.NICStatus{}}, nil
+		nics: map[string][]messages.NICStatus{}}
+	m.root = actor.NewRootContext(sys, nil).WithGuardian(m.supervisor())
+	return m, nil
 }
 
 // Recover starts an actor for every VM with state on this node; each loads
@@ -178,24 +190,32 @@ func (m *Manager) Recover() error {
 	return nil
 }
 
-// Close stops the actors. It never stops a QEMU: VMs keep running while the
-// agent is away and are re-adopted by the next one.
-func (m *Manager) Close() {
+// Close stops the actors and waits, until ctx ends, for every goroutine they
+// started; it returns ctx's error if some still ran then. It never stops a
+// QEMU: VMs keep running while the agent is away and are re-adopted by the
+// next one.
+func (m *Manager) Close(ctx context.Context) error {
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
-		return
+		return m.g.wait(ctx)
 	}
 	m.closed = true
-	pids := make([]*actor.PID, 0, len(m.actors))
+	futures := make([]*actor.Future, 0, len(m.actors))
 	for _, pid := range m.actors {
-		pids = append(pids, pid)
+		futures = append(futures, m.sys.Root.StopFuture(pid))
 	}
 	m.mu.Unlock()
-	for _, pid := range pids {
-		_ = m.sys.Root.StopFuture(pid).Wait()
+	for _, f := range futures {
+		_ = f.Wait()
+	}
+	// Stopped actors cancelled their operations; these end now.
+	err := m.g.wait(ctx)
+	if err != nil {
+		err = fmt.Errorf("vmactor: close: vm operations still running: %w", err)
 	}
 	m.sys.Shutdown()
+	return err
 }
 
 // actorLocked returns id's actor, spawning it if needed. m.mu is held.
@@ -203,9 +223,9 @@ func (m *Manager) actorLocked(id string) *actor.PID {
 	if pid, ok := m.actors[id]; ok {
 		return pid
 	}
-	// Spawned from the root: protoactor's default strategy restarts a
-	// crashed actor, which reloads its record and re-attaches to QEMU.
-	pid := m.sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return newVMActor(m, id) }))
+	// Under the supervisor of supervisor.go: a crashed actor restarts,
+	// reloads its record and re-attaches to QEMU.
+	pid := m.root.Spawn(actor.PropsFromProducer(func() actor.Actor { return newVMActor(m, id) }))
 	m.actors[id] = pid
 	return pid
 }

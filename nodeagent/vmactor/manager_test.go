@@ -124,7 +124,7 @@ func (f *fixture) start() {
 				_ = syscall.Kill(vm.Pid, syscall.SIGKILL)
 			}
 		}
-		m.Close()
+		closeManager(t, m)
 	})
 }
 
@@ -241,7 +241,7 @@ func TestLifecycleWithRealQEMU(t *testing.T) {
 	})
 
 	t.Run("an agent restart re-adopts the running QEMU", func(t *testing.T) {
-		f.m.Close()
+		closeManager(t, f.m)
 		if !qemu.Alive(pid) {
 			t.Fatal("closing the manager stopped QEMU")
 		}
@@ -391,7 +391,7 @@ func TestNewRefusesRelativeDirs(t *testing.T) {
 		cfg.Images = cache
 		m, err := New(cfg)
 		if err == nil {
-			m.Close()
+			closeManager(t, m)
 			t.Fatalf("New(%+v) accepted a relative dir", cfg)
 		}
 		if !strings.Contains(err.Error(), "want an absolute path") {

@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/nodeagent/cloudinit"
 )
 
 // tapNetwork is a Network that makes real taps in the host namespace, named
@@ -107,7 +108,7 @@ func TestVMWithNICOnRealQEMU(t *testing.T) {
 	}
 	f := newFixture(t)
 	netw := newTapNetwork(t)
-	f.m.Close()
+	closeManager(t, f.m)
 	f.cfg.Network = netw
 	f.start()
 
@@ -167,7 +168,7 @@ func TestVMWithNICOnRealQEMU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := messages.NetworkConfigV2(vm.NICs)
+	want, err := cloudinit.NetworkConfig(vm.NICs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +181,7 @@ func TestVMWithNICOnRealQEMU(t *testing.T) {
 
 	// An agent restart lists the running VM's NICs before any actor loads,
 	// so the data plane never drops the taps of a running VM.
-	f.m.Close()
+	closeManager(t, f.m)
 	f.start()
 	if got := f.m.NICs()[vm.ID]; len(got) != 1 {
 		t.Errorf("after restart NICs() = %+v", f.m.NICs())

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -110,7 +109,7 @@ func (e *opEnv) create(ctx context.Context, st vmState) (vmState, error) {
 	if len(vm.NICs) > 0 && e.m.cfg.Network == nil {
 		return st, errNoDataPlane(e.id)
 	}
-	netcfg, err := messages.NetworkConfigV2(vm.NICs)
+	netcfg, err := cloudinit.NetworkConfig(vm.NICs)
 	if err != nil {
 		return st, messages.Errorf(messages.KindInvalid, "seed_failed", "%v", err)
 	}
@@ -119,48 +118,19 @@ func (e *opEnv) create(ctx context.Context, st vmState) (vmState, error) {
 	rec := &record{ID: e.id, Name: vm.Name, Generation: vm.Generation, Spec: spec, Phase: messages.PhaseCreating,
 		Disk: filepath.Join(e.m.cfg.DiskDir, e.id+".qcow2"), Seed: filepath.Join(e.m.cfg.DiskDir, e.id+"-seed.iso"),
 		NICs: vm.NICs, CreatedAt: now}
-	if err := rec.save(dir); err != nil {
-		return st, err
-	}
-	// The data plane learns of the NICs before anything can reconcile them.
-	e.m.setNICs(e.id, rec.NICs)
+	c := &making{e: e, rec: rec, netcfg: netcfg}
+	// Each step is recorded before it begins: an agent that dies half-way
+	// rolls the create back when it loads the record again (load).
+	run := e.runner(func(step string) error {
+		rec.Step = step
+		return rec.save(dir)
+	})
 	// Nothing half-made stays behind: a failed create leaves no disk, seed,
 	// state or tap, and the control plane's VM is simply not on this node.
-	fail := func(err error) (vmState, error) {
-		if rerr := removeAll(rec.Disk, rec.Seed, dir, e.m.vmRunDir(e.id)); rerr != nil {
-			e.m.cfg.Log.Warn("clean up failed create", "vm", e.id, "err", rerr)
-		}
-		e.releaseNICs(rec)
+	if err := run.run(ctx, c.steps()); err != nil {
 		return vmState{}, err
 	}
-	e.progress(1, "fetching image "+spec.Image.URL)
-	img, err := e.m.cfg.Images.Ensure(ctx, spec.Image.URL, spec.Image.SHA256, e.downloadProgress)
-	if err != nil {
-		return fail(err)
-	}
-	e.progress(downloadShare+5, "creating disk")
-	if err := images.CreateOverlay(ctx, img, rec.Disk, int64(spec.DiskGiB)<<30); err != nil {
-		return fail(err)
-	}
-	if rec.Base, err = filepath.Abs(img.Path); err != nil {
-		return fail(err)
-	}
-	rec.BaseFormat = img.Format
-	err = cloudinit.Write(rec.Seed, cloudinit.Seed{InstanceID: e.id, Hostname: vm.Name, UserData: spec.UserData,
-		NetworkConfig: netcfg})
-	if err != nil {
-		return fail(messages.Errorf(messages.KindInvalid, "seed_failed", "build the cloud-init seed: %v", err))
-	}
-	l, err := qemu.OpenSerialLog(e.m.serialLogPath(e.id), e.m.cfg.SerialLogBytes)
-	if err != nil {
-		return fail(err)
-	}
-	rec.Phase = messages.PhaseStopped
-	if err := rec.save(dir); err != nil {
-		_ = l.Close()
-		return fail(err)
-	}
-	st = vmState{rec: rec, log: l}
+	st = vmState{rec: rec, log: c.log}
 	if spec.PowerState != messages.PowerRunning {
 		return st, nil
 	}
@@ -195,88 +165,20 @@ func (e *opEnv) start(ctx context.Context, st vmState) (vmState, error) {
 	if alive(st) {
 		return st, nil
 	}
-	rec := *st.rec
-	if _, err := os.Stat(rec.Disk); err != nil {
-		return st, messages.Errorf(messages.KindConflict, "vm_disk_missing", "the disk of vm %s is missing: %v", e.id, err)
-	}
-	// QEMU opens the disk's chain as root before it drops privileges: a
-	// disk made before bases were normalised may sit on an image naming a
-	// host file. Nothing is started on such a disk.
-	if err := images.CheckDisk(rec.Disk); err != nil {
+	l := &launch{e: e, rec: *st.rec, log: st.log}
+	if err := e.runner(nil).run(ctx, l.steps()); err != nil {
 		return st, err
 	}
-	runDir := e.m.vmRunDir(e.id)
-	spec := qemu.Spec{ID: e.id, Binary: e.m.binary(rec.Spec.Arch), Arch: rec.Spec.Arch, Accel: e.m.cfg.Accel,
-		CPUs: rec.Spec.CPUs, MemoryMiB: rec.Spec.MemoryMiB, Disk: rec.Disk, RunDir: runDir,
-		User: e.m.cfg.QEMUUser, Sandbox: e.m.cfg.Sandbox}
-	if _, err := os.Stat(rec.Seed); err == nil {
-		spec.Seed = rec.Seed
-	}
-	base, format, err := e.base(&rec)
-	if err != nil {
-		return st, err
-	}
-	// QEMU opens this base, not the one the disk's header names.
-	if base != "" {
-		if err := images.CheckBase(base, format); err != nil {
-			return st, err
-		}
-	}
-	spec.Base, spec.BaseFormat = base, format
-	nics, err := e.createTaps(ctx, &rec)
-	if err != nil {
-		return st, err
-	}
-	spec.NICs = nics
-	proc, err := qemu.Start(ctx, spec)
-	if err != nil {
-		return st, err
-	}
-	abort := func(err error) (vmState, error) {
-		_ = proc.Kill()
-		waitExit(proc, quitTimeout)
-		_ = proc.Close()
-		return st, err
-	}
-	cctx, cancel := context.WithTimeout(ctx, qmpTimeout)
-	defer cancel()
-	mon, err := qemu.Dial(cctx, qemu.QMPPath(runDir))
-	if err != nil {
-		return abort(err)
-	}
-	l := st.log
-	if l == nil {
-		if l, err = qemu.OpenSerialLog(e.m.serialLogPath(e.id), e.m.cfg.SerialLogBytes); err != nil {
-			_ = mon.Close()
-			return abort(err)
-		}
-	}
-	// QEMU waits paused (-S) until the hub is reading its serial line.
-	hub, err := e.m.dialConsole(e.id, l)
-	if err != nil {
-		_ = mon.Close()
-		if l != st.log {
-			_ = l.Close()
-		}
-		return abort(err)
-	}
-	if err := mon.Cont(cctx); err != nil {
-		_ = mon.Close()
-		hub.Close(messages.ConsoleVMStopped, "the VM failed to start")
-		if l != st.log {
-			_ = l.Close()
-		}
-		return abort(err)
-	}
+	rec := l.rec
 	now := e.m.cfg.Now().UTC()
-	rec.Phase, rec.Pid, rec.StartedAt, rec.Message = messages.PhaseRunning, proc.Pid, &now, ""
-	next := vmState{rec: &rec, proc: proc, mon: mon, log: l, hub: hub}
+	rec.Phase, rec.Pid, rec.StartedAt, rec.Message = messages.PhaseRunning, l.proc.Pid, &now, ""
+	next := vmState{rec: &rec, proc: l.proc, mon: l.mon, log: l.log, hub: l.hub}
 	if err := rec.save(e.m.vmStateDir(e.id)); err != nil {
 		// QEMU runs; the record will be fixed by the next change. Losing it
 		// now would orphan the process, so the task still fails loudly.
 		return next, err
 	}
-	e.m.cfg.Log.Info("vm started", "vm", e.id, "pid", proc.Pid, "accel", e.m.cfg.Accel)
+	e.m.cfg.Log.Info("vm started", "vm", e.id, "pid", l.proc.Pid, "accel", e.m.cfg.Accel)
 	return next, nil
 }
 
@@ -449,7 +351,7 @@ func (e *opEnv) releaseNICs(rec *record) {
 // errNoDataPlane fails a VM with NICs on a node without a data plane.
 func errNoDataPlane(id string) error {
 	return messages.Errorf(messages.KindUnavailable, "network_unavailable",
-		"vm %s has network interfaces but this node runs no network data plane (otherix-agent serve --overlay off, or not root)", id)
+		"vm %s has network interfaces but this node runs no network data plane (otherix-agent serve --data-plane off, or not root)", id)
 }
 
 func (e *opEnv) pause(ctx context.Context, st vmState) (vmState, error) {

@@ -39,6 +39,10 @@ type record struct {
 	// NICs are the VM's allocated NICs, as the create task carried them.
 	NICs      []messages.NICStatus `json:"nics,omitempty"`
 	CreatedAt time.Time            `json:"created_at"`
+	// Step is the step a create is in while Phase is creating; a record
+	// left so by a crash is rolled back from it (rollBack). Records of
+	// agents before steps lack it, and roll back every step.
+	Step string `json:"step,omitempty"`
 }
 
 // loadRecord reads dir's record; a missing one is (nil, nil).

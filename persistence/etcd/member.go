@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // Config describes one embedded member.
@@ -25,9 +27,25 @@ type Config struct {
 	DataDir string
 	// Name is the member name; it must match what a restore wrote.
 	Name string
-	// PeerURL is where Raft peers reach this member. A single member still needs
-	// one; the default is a unix socket inside DataDir so no TCP port is opened.
+	// PeerURL is where this member listens for Raft peers. A single member
+	// still needs one; the default is a unix socket inside DataDir so no TCP
+	// port is opened. A TCP listener is https://HOST:PORT and needs PeerTLS:
+	// plain http peer traffic is refused.
 	PeerURL string
+	// AdvertisePeerURL is the URL peers dial, when it differs from PeerURL
+	// (a listener on 0.0.0.0). Default PeerURL.
+	AdvertisePeerURL string
+	// PeerTLS secures a TCP peer listener: mutual TLS under the cluster CA,
+	// accepting only replica peer certificates (security.SignReplicaCSR).
+	PeerTLS *PeerTLS
+	// Join starts a member that is not yet in any cluster into an existing
+	// one. It is read only on first boot: once the data dir holds a member,
+	// the membership in it wins and Join is ignored.
+	Join *Join
+	// MaxLearners bounds how many learners the cluster accepts at once
+	// (default DefaultMaxLearners). It must leave room for a fourth replica
+	// waiting as a learner while a fifth joins.
+	MaxLearners int
 	// ClientURL, when set, opens an etcd client listener (for etcdctl while
 	// debugging). Empty by default: the API talks to etcd in-process.
 	ClientURL string
@@ -46,6 +64,27 @@ type Config struct {
 	AutoCompactionRetention string
 }
 
+// PeerTLS names the PEM files of the peer listener: this replica's peer
+// certificate and key (CN otherix-replica-<name>, with ReplicaPeerSAN) and
+// the cluster CA every peer must chain to.
+type PeerTLS struct {
+	CertFile string
+	KeyFile  string
+	CAFile   string
+}
+
+// Join is how a new member enters an existing cluster: an existing member
+// added it as a learner (Member.AddLearner, or MemberAddAsLearner through
+// any member's client) and returned InitialCluster, the
+// name=peerURL,... list etcd needs with initial-cluster-state=existing.
+type Join struct {
+	InitialCluster string
+}
+
+// DefaultMaxLearners lets a fourth replica wait as a learner while a fifth
+// joins, with one more for a join that is still being started.
+const DefaultMaxLearners = 3
+
 // Defaults of the space settings.
 const (
 	// DefaultQuotaBytes is etcd's recommended maximum, stated here rather
@@ -60,6 +99,11 @@ type Member struct {
 	cfg    Config
 	server *embed.Etcd
 	client *clientv3.Client
+	// peerHTTP probes other members' peer listeners for Members; nil on a
+	// unix-socket member, which has no peers.
+	peerHTTP *http.Client
+	// promoteMu keeps promotions from this process one at a time.
+	promoteMu sync.Mutex
 
 	// mu guards the defragmentation counters (space.go).
 	mu           sync.Mutex
@@ -101,15 +145,25 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	if cfg.AutoCompactionRetention == "" {
 		cfg.AutoCompactionRetention = DefaultAutoCompactionRetention
 	}
+	if cfg.MaxLearners == 0 {
+		cfg.MaxLearners = DefaultMaxLearners
+	}
 	if err := CheckSpace(cfg.QuotaBytes, cfg.AutoCompactionMode, cfg.AutoCompactionRetention); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("etcd: create data dir: %w", err)
 	}
-	ec, err := embedConfig(cfg)
+	restart := hasMember(cfg.DataDir)
+	ec, err := embedConfig(cfg, restart)
 	if err != nil {
 		return nil, err
+	}
+	var peerHTTP *http.Client
+	if !ec.PeerTLSInfo.Empty() {
+		if peerHTTP, err = peerClient(ec.PeerTLSInfo); err != nil {
+			return nil, err
+		}
 	}
 	srv, err := embed.StartEtcd(ec)
 	if err != nil {
@@ -129,10 +183,24 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 		srv.Close()
 		return nil, ctx.Err()
 	}
-	return &Member{cfg: cfg, server: srv, client: v3client.New(srv.Server)}, nil
+	m := &Member{cfg: cfg, server: srv, client: v3client.New(srv.Server), peerHTTP: peerHTTP}
+	if restart {
+		if err := m.reconcilePeerURL(ctx, advertisedPeerURL(ec)); err != nil {
+			m.Close()
+			return nil, err
+		}
+	}
+	return m, nil
 }
 
-func embedConfig(cfg Config) (*embed.Config, error) {
+// hasMember reports whether dataDir already holds an etcd member (its
+// write-ahead log), which makes the membership in it authoritative.
+func hasMember(dataDir string) bool {
+	ents, err := os.ReadDir(filepath.Join(dataDir, "member-data", "member", "wal"))
+	return err == nil && len(ents) > 0
+}
+
+func embedConfig(cfg Config, restart bool) (*embed.Config, error) {
 	ec := embed.NewConfig()
 	ec.Name = cfg.Name
 	ec.Dir = filepath.Join(cfg.DataDir, "member-data")
@@ -146,17 +214,18 @@ func embedConfig(cfg Config) (*embed.Config, error) {
 	ec.QuotaBackendBytes = cfg.QuotaBytes
 	ec.LogLevel = "warn"
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zapLogger())
-	peer := cfg.PeerURL
-	if peer == "" {
-		peer = "unix://" + filepath.Join(cfg.DataDir, "peer.sock")
+	ec.MaxLearners = cfg.MaxLearners
+	if err := peerConfig(ec, cfg); err != nil {
+		return nil, err
 	}
-	pu, err := url.Parse(peer)
-	if err != nil {
-		return nil, fmt.Errorf("etcd: peer url %q: %w", peer, err)
-	}
-	ec.ListenPeerUrls = []url.URL{*pu}
-	ec.AdvertisePeerUrls = []url.URL{*pu}
 	ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
+	if cfg.Join != nil && !restart {
+		if cfg.Join.InitialCluster == "" {
+			return nil, fmt.Errorf("%w: no initial cluster to join", ErrBadJoin)
+		}
+		ec.ClusterState = embed.ClusterStateFlagExisting
+		ec.InitialCluster = cfg.Join.InitialCluster
+	}
 	if cfg.ClientURL != "" {
 		cu, err := url.Parse(cfg.ClientURL)
 		if err != nil {
@@ -207,12 +276,34 @@ func zapLogger() *zap.Logger {
 	zc.Sampling = nil
 	zc.OutputPaths = []string{"stderr"}
 	zc.ErrorOutputPaths = []string{"stderr"}
-	lg, err := zc.Build()
+	lg, err := zc.Build(zap.WrapCore(func(c zapcore.Core) zapcore.Core { return quietCore{c} }))
 	if err != nil {
 		return zap.NewNop()
 	}
 	return lg
 }
+
+// expectedMessages are etcd log lines for states this package expects and
+// handles: etcd logs them at error level with a stack trace, which would
+// read as a failure to an operator.
+var expectedMessages = map[string]bool{
+	// A learner catching up: RunPromoter retries (ErrLearnerNotReady).
+	"rejecting promote learner: learner is not ready": true,
+	// A membership change too soon after the last one: AddLearner retries.
+	"rejecting member add request; local member has not been connected to majority peers, reconfigure breaks active quorum": true,
+}
+
+// quietCore drops expectedMessages and passes everything else through.
+type quietCore struct{ zapcore.Core }
+
+func (q quietCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if expectedMessages[e.Message] {
+		return ce
+	}
+	return q.Core.Check(e, ce)
+}
+
+func (q quietCore) With(fields []zapcore.Field) zapcore.Core { return quietCore{q.Core.With(fields)} }
 
 // Client is the in-process client; it needs no network hop.
 func (m *Member) Client() *clientv3.Client { return m.client }

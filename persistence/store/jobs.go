@@ -107,18 +107,26 @@ func (d *Dispatcher) Retry(ctx context.Context, j *messages.Job, task *messages.
 	next := *j
 	next.LastError = cause
 	next.NotBefore = d.s.now().Add(backoff)
-	t := NewTxn()
-	RequireClaim(t, d.Lease(), j.ID)
-	t.Update(Jobs, &next)
+	t := ReleaseJob(NewTxn(), d.Lease(), &next)
 	if task != nil {
 		t.Update(Tasks, task)
 	}
-	t.DeleteKey(claimKey(j.ID))
 	if err := d.s.Commit(ctx, t); err != nil {
 		return err
 	}
 	*j = next
 	return nil
+}
+
+// ReleaseJob adds to t the release of a job after a failed attempt while
+// lease holds it: next (the job with its cause and backoff) is written and
+// the claim dropped, so the job is claimable again once next.NotBefore
+// passes. The caller adds the task's own change.
+func ReleaseJob(t *Txn, lease clientv3.LeaseID, next *messages.Job) *Txn {
+	RequireClaim(t, lease, next.ID)
+	t.Update(Jobs, next)
+	t.DeleteKey(claimKey(next.ID))
+	return t
 }
 
 // UpdateTask writes a task's progress while this dispatcher holds its job.

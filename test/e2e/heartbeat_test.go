@@ -53,7 +53,7 @@ func startAgent(t *testing.T, state string, extra ...string) *agentProcess {
 	// its own namespaces): as root, auto would build it in the host's.
 	// The tests serve images over loopback, which the agent refuses to
 	// fetch from unless allowed.
-	args := append([]string{"serve", "--state-dir", state, "--accel", "tcg", "--listen", "127.0.0.1:0", "--overlay", "off",
+	args := append([]string{"serve", "--state-dir", state, "--accel", "tcg", "--listen", "127.0.0.1:0", "--data-plane", "off",
 		"--image-allow", "127.0.0.1/32"}, extra...)
 	cmd := exec.Command(filepath.Join(binDir(t), "otherix-agent"), args...)
 	out := &syncBuffer{}

@@ -81,7 +81,7 @@ func startNSAgent(t *testing.T, api *apiProcess, ns, name string) *nsAgent {
 	}
 	cmd := exec.Command("ip", "netns", "exec", ns, filepath.Join(binDir(t), "otherix-agent"), "serve",
 		"--state-dir", state, "--accel", "tcg", "--listen", "0.0.0.0:0",
-		"--overlay", "on", "--wireguard", "userspace", "--wireguard-if", a.wgIf)
+		"--data-plane", "on", "--wireguard", "userspace", "--wireguard-if", a.wgIf)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {

@@ -12,7 +12,7 @@
 // (or "OTHERIX-GUEST-READY instance-id=none" without a seed). A user-data
 // that starts with "#!" is then run and followed by
 // "OTHERIX-USERDATA-DONE rc=<rc>". A seed with a network-config (netplan
-// v2 as messages.NetworkConfigV2 writes it) configures each NIC by MAC
+// v2 as cloudinit.NetworkConfig writes it) configures each NIC by MAC
 // first: MTU, address, 169.254.1.1 on-link and the default route via it,
 // then "OTHERIX-NET-READY <ip> …" (busybox ip and ping are there). The
 // ACPI power button (QMP system_powerdown) powers the guest off, and a root

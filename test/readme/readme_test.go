@@ -293,8 +293,10 @@ func (s *session) startDev() string {
 	out := s.devOut.String()
 	// make dev's defaults, as the README runs it: the data plane on and
 	// nothing wrong with the node.
-	if strings.Contains(out, "--overlay") {
-		t.Fatalf("make dev ran the agent with an --overlay flag; the README's make dev has none:\n%s", out)
+	for _, flag := range []string{"--data-plane", "--overlay"} {
+		if strings.Contains(out, flag) {
+			t.Fatalf("make dev ran the agent with %s; the README's make dev has none:\n%s", flag, out)
+		}
 	}
 	for _, bad := range []string{"network data plane off", messages.NodeConditionHostNetworkConflict} {
 		if strings.Contains(out, bad) {

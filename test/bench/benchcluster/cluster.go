@@ -189,7 +189,7 @@ func Start(bin, dir, imageURL string, apiEnv, agentArgs, agentEnv []string) (*Cl
 	// the host namespace.
 	// Benchmarks serve their images over loopback, which the agent refuses
 	// to fetch from unless allowed.
-	args := append([]string{"serve", "--state-dir", state, "--listen", "127.0.0.1:0", "--overlay", "off",
+	args := append([]string{"serve", "--state-dir", state, "--listen", "127.0.0.1:0", "--data-plane", "off",
 		"--image-allow", "127.0.0.1/32"}, agentArgs...)
 	c.Agent, err = StartProc(filepath.Join(dir, "agent.log"), append(os.Environ(), agentEnv...), filepath.Join(bin, "otherix-agent"), args...)
 	if err != nil {

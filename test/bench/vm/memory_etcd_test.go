@@ -113,7 +113,7 @@ func TestMemoryPerAgentVMActor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(m.Close)
+	t.Cleanup(func() { _ = m.Close(context.Background()) })
 	before := heap()
 	if err := m.Recover(); err != nil {
 		t.Fatal(err)

@@ -68,7 +68,7 @@ func agentSteps(dir, base string, shape vmShape, n int) ([]*series, error) {
 			return nil, err
 		}
 		t[1] = time.Now()
-		if err := images.CreateOverlay(ctx, img, disk, shape.DiskBytes); err != nil {
+		if err := images.CreateVMDisk(ctx, img, disk, shape.DiskBytes); err != nil {
 			return nil, err
 		}
 		t[2] = time.Now()

@@ -18,15 +18,15 @@ import (
 	"github.com/otherix/otherix/nodeagent/overlay"
 )
 
-// Values of --overlay.
+// Values of --data-plane.
 const (
-	overlayAuto = "auto"
-	overlayOn   = "on"
-	overlayOff  = "off"
+	dataPlaneAuto = "auto"
+	dataPlaneOn   = "on"
+	dataPlaneOff  = "off"
 )
 
-// overlayOptions are serve's data plane flags.
-type overlayOptions struct {
+// dataPlaneOptions are serve's data plane flags.
+type dataPlaneOptions struct {
 	mode, wireguard, underlayIP, wireguardIf string
 	wireguardPort                            int
 	tunnelOffload                            bool
@@ -34,19 +34,19 @@ type overlayOptions struct {
 
 // enabled says whether the data plane runs: auto means when root, since
 // bridges, taps and nftables need CAP_NET_ADMIN.
-func (o overlayOptions) enabled() (bool, error) {
+func (o dataPlaneOptions) enabled() (bool, error) {
 	switch o.mode {
-	case overlayOn:
+	case dataPlaneOn:
 		return true, nil
-	case overlayOff:
+	case dataPlaneOff:
 		return false, nil
-	case overlayAuto, "":
+	case dataPlaneAuto, "":
 		return os.Geteuid() == 0, nil
 	}
-	return false, fmt.Errorf("--overlay must be auto, on or off, got %q", o.mode)
+	return false, fmt.Errorf("--data-plane must be auto, on or off, got %q", o.mode)
 }
 
-func (o overlayOptions) validate() error {
+func (o dataPlaneOptions) validate() error {
 	if _, err := o.enabled(); err != nil {
 		return err
 	}
@@ -89,7 +89,7 @@ func (dp *dataPlane) setWake(f func()) {
 // startDataPlane opens the fabric (loading or generating the WireGuard key
 // under the state dir) and starts the reconcile loop. nics lists the NICs
 // of the node's VMs; it is called only once a desired state has arrived.
-func startDataPlane(ctx context.Context, log *slog.Logger, o overlayOptions, stateDir, server string,
+func startDataPlane(ctx context.Context, log *slog.Logger, o dataPlaneOptions, stateDir, server string,
 	nics func() map[string][]messages.NICStatus) (*dataPlane, error) {
 	ip := o.underlayIP
 	if ip == "" {

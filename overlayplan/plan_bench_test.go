@@ -1,19 +1,18 @@
-package gateway
+package overlayplan
 
 import (
 	"encoding/json"
 	"fmt"
 	"reflect"
 	"testing"
-	"time"
 
 	"github.com/otherix/otherix/messages"
 )
 
 // syntheticView is a 500-node mesh with 50 overlay networks and 5,000 NICs,
 // 10 per node, spread over the networks.
-func syntheticView(nodes, networks, nicsPerNode int) *overlayView {
-	v := newOverlayView(time.Hour)
+func syntheticView(nodes, networks, nicsPerNode int) *View {
+	v := NewView()
 	for i := range networks {
 		id := fmt.Sprintf("net-%03d", i)
 		v.Networks[id] = messages.DesiredNetwork{ID: id, Name: id, CIDR: fmt.Sprintf("10.%d.0.0/16", i), Type: messages.NetworkOverlay,
@@ -27,7 +26,7 @@ func syntheticView(nodes, networks, nicsPerNode int) *overlayView {
 		for j := range nicsPerNode {
 			net := fmt.Sprintf("net-%03d", (i+j)%networks)
 			v.NetsByNode[name] = append(v.NetsByNode[name], net)
-			v.NICsByNet[net] = append(v.NICsByNet[net], placedNIC{MAC: fmt.Sprintf("02:aa:%02x:%02x:%02x:00", i>>8, i&0xff, j), Node: name})
+			v.NICsByNet[net] = append(v.NICsByNet[net], NIC{MAC: fmt.Sprintf("02:aa:%02x:%02x:%02x:00", i>>8, i&0xff, j), Node: name})
 		}
 	}
 	return v
@@ -40,11 +39,7 @@ func syntheticView(nodes, networks, nicsPerNode int) *overlayView {
 func BenchmarkDesiredOverlay(b *testing.B) {
 	v := syntheticView(500, 50, 10)
 	desired := func(b *testing.B) *messages.DesiredOverlay {
-		d, err := v.desired("id-7", "node-007", "10.240.0.8")
-		if err != nil {
-			b.Fatal(err)
-		}
-		return d
+		return v.desired("id-7", "node-007", "10.240.0.8")
 	}
 	b.Run("warm", func(b *testing.B) {
 		desired(b)
@@ -54,7 +49,7 @@ func BenchmarkDesiredOverlay(b *testing.B) {
 	})
 	b.Run("cold", func(b *testing.B) {
 		for b.Loop() {
-			v.memo = &overlayMemo{byNode: map[string]memoOverlay{}}
+			v.memo = &memo{byNode: map[string]memoOverlay{}}
 			desired(b)
 		}
 	})
@@ -78,15 +73,11 @@ func BenchmarkDesiredOverlay(b *testing.B) {
 // TestOverlayRevision: the revision follows the content and the tunnel IP,
 // and a view rebuilt with the same content keeps the memo.
 func TestOverlayRevision(t *testing.T) {
-	rev := func(v *overlayView, id, name, ip string) string {
-		d, err := v.desired(id, name, ip)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d.Revision
+	rev := func(v *View, id, name, ip string) string {
+		return v.desired(id, name, ip).Revision
 	}
-	seal := func(v, prev *overlayView) *overlayView {
-		if err := v.seal(prev); err != nil {
+	seal := func(v, prev *View) *View {
+		if err := v.Seal(prev); err != nil {
 			t.Fatal(err)
 		}
 		return v
@@ -108,11 +99,11 @@ func TestOverlayRevision(t *testing.T) {
 		t.Error("a view with the same content did not keep the memo and revision")
 	}
 	// Every input must reach the revision of a node it concerns.
-	changes := map[string]func(v *overlayView){
-		"peer key":    func(v *overlayView) { v.Peers[3].PublicKey = "b3RoZXIga2V5IG90aGVyIGtleSBvdGhlciBrZXkgb3Q=" },
-		"network mtu": func(v *overlayView) { n := v.Networks["net-001"]; n.MTU = 1300; v.Networks["net-001"] = n },
-		"egress":      func(v *overlayView) { n := v.Networks["net-000"]; n.Egress = true; v.Networks["net-000"] = n },
-		"nic moved":   func(v *overlayView) { v.NICsByNet["net-003"][0].Node = "node-019" },
+	changes := map[string]func(v *View){
+		"peer key":    func(v *View) { v.Peers[3].PublicKey = "b3RoZXIga2V5IG90aGVyIGtleSBvdGhlciBrZXkgb3Q=" },
+		"network mtu": func(v *View) { n := v.Networks["net-001"]; n.MTU = 1300; v.Networks["net-001"] = n },
+		"egress":      func(v *View) { n := v.Networks["net-000"]; n.Egress = true; v.Networks["net-000"] = n },
+		"nic moved":   func(v *View) { v.NICsByNet["net-003"][0].Node = "node-019" },
 	}
 	for what, change := range changes {
 		v := syntheticView(20, 4, 3)
@@ -137,7 +128,7 @@ func TestOverlayDigestCoversEveryField(t *testing.T) {
 			Peers:    []messages.DesiredPeer{{Node: "b", PublicKey: "k", Endpoint: "192.0.2.2:51820", TunnelIP: "10.240.0.2"}},
 			FDB:      []messages.DesiredFDBEntry{{Network: "n", MAC: "02:aa:00:00:00:01", Remote: "10.240.0.2"}}}
 	}
-	want := digestOverlay(base())
+	want := Digest(base())
 	// bump changes one field of a struct value, whatever its kind.
 	bump := func(f reflect.Value) {
 		switch f.Kind() {
@@ -148,14 +139,14 @@ func TestOverlayDigestCoversEveryField(t *testing.T) {
 		case reflect.Bool:
 			f.SetBool(!f.Bool())
 		default:
-			t.Fatalf("field kind %s: teach this test and digestOverlay about it", f.Kind())
+			t.Fatalf("field kind %s: teach this test and Digest about it", f.Kind())
 		}
 	}
 	try := func(what string, change func(d *messages.DesiredOverlay)) {
 		d := base()
 		change(d)
-		if digestOverlay(d) == want {
-			t.Errorf("changing %s does not change the digest: add it to digestOverlay", what)
+		if Digest(d) == want {
+			t.Errorf("changing %s does not change the digest: add it to Digest", what)
 		}
 	}
 	top := reflect.TypeOf(messages.DesiredOverlay{})

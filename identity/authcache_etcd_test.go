@@ -1,13 +1,13 @@
 //go:build etcd
 
-package gateway_test
+package identity_test
 
 import (
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/otherix/otherix/actors/gateway"
+	"github.com/otherix/otherix/identity"
 	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
@@ -40,50 +40,50 @@ func (c *testClock) Add(d time.Duration) {
 // even when AuthCacheTTL is longer than its life.
 func TestJWTVerificationCached(t *testing.T) {
 	clk := newTestClock()
-	g, _ := startIdentity(t, gateway.IdentityConfig{AuthCacheTTL: time.Hour, Now: clk.Now})
+	svc, _ := startIdentity(t, identity.Config{AuthCacheTTL: time.Hour, Now: clk.Now})
 	ctx := t.Context()
-	dev, err := g.CreateUser(ctx, messages.CreateUserRequest{Email: "dev@example.com", Role: "developer", Password: devPass})
+	dev, err := svc.CreateUser(ctx, messages.CreateUserRequest{Email: "dev@example.com", Role: "developer", Password: devPass})
 	if err != nil {
 		t.Fatal(err)
 	}
-	devPair := login(t, g, "dev@example.com", devPass)
-	before := g.JWTVerifiesForTest()
+	devPair := login(t, svc, "dev@example.com", devPass)
+	before := svc.JWTVerifiesForTest()
 	for range 10 {
-		if _, err := g.Authenticate(ctx, devPair.AccessToken); err != nil {
+		if _, err := svc.Authenticate(ctx, devPair.AccessToken); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if n := g.JWTVerifiesForTest() - before; n != 1 {
+	if n := svc.JWTVerifiesForTest() - before; n != 1 {
 		t.Fatalf("10 requests with one token verified it %d times, want 1", n)
 	}
 
 	// Deleted within the cache TTL: the cached token goes through the user
 	// lookup and is refused.
-	if err := g.DeleteUser(ctx, dev.ID); err != nil {
+	if err := svc.DeleteUser(ctx, dev.ID); err != nil {
 		t.Fatal(err)
 	}
-	_, err = g.Authenticate(ctx, devPair.AccessToken)
+	_, err = svc.Authenticate(ctx, devPair.AccessToken)
 	wantUnauthenticated(t, err)
 
 	// Expiry bounds the cache entry: past exp (and the verifier's leeway)
 	// the token fails although AuthCacheTTL (1h) has not run out.
-	admin := login(t, g, adminEmail, adminPass)
-	if _, err := g.Authenticate(ctx, admin.AccessToken); err != nil {
+	admin := login(t, svc, adminEmail, adminPass)
+	if _, err := svc.Authenticate(ctx, admin.AccessToken); err != nil {
 		t.Fatal(err)
 	}
 	clk.Add(time.Duration(admin.ExpiresIn)*time.Second + security.Leeway + time.Second)
-	_, err = g.Authenticate(ctx, admin.AccessToken)
+	_, err = svc.Authenticate(ctx, admin.AccessToken)
 	wantUnauthenticated(t, err)
 	// Just past exp but inside the leeway: verified again, not cached.
-	admin = login(t, g, adminEmail, adminPass)
+	admin = login(t, svc, adminEmail, adminPass)
 	clk.Add(time.Duration(admin.ExpiresIn)*time.Second + time.Second)
-	before = g.JWTVerifiesForTest()
+	before = svc.JWTVerifiesForTest()
 	for range 3 {
-		if _, err := g.Authenticate(ctx, admin.AccessToken); err != nil {
+		if _, err := svc.Authenticate(ctx, admin.AccessToken); err != nil {
 			t.Fatalf("inside leeway: %v", err)
 		}
 	}
-	if n := g.JWTVerifiesForTest() - before; n != 3 {
+	if n := svc.JWTVerifiesForTest() - before; n != 3 {
 		t.Fatalf("an expired token was answered from the cache: %d verifications for 3 requests", n)
 	}
 }
@@ -91,38 +91,38 @@ func TestJWTVerificationCached(t *testing.T) {
 // TestForgedAPITokensCostOneRead: a burst of requests with one unknown otx_
 // token reads etcd once per AuthCacheTTL, not once per request.
 func TestForgedAPITokensCostOneRead(t *testing.T) {
-	g, _ := startIdentity(t, gateway.IdentityConfig{})
+	svc, _ := startIdentity(t, identity.Config{})
 	ctx := t.Context()
 	forged, _, _ := security.NewAPIToken()
-	before := g.APITokenReadsForTest()
+	before := svc.APITokenReadsForTest()
 	for range 50 {
-		_, err := g.Authenticate(ctx, forged)
+		_, err := svc.Authenticate(ctx, forged)
 		wantUnauthenticated(t, err)
 	}
-	if n := g.APITokenReadsForTest() - before; n != 1 {
+	if n := svc.APITokenReadsForTest() - before; n != 1 {
 		t.Fatalf("50 requests with one forged token read etcd %d times, want 1", n)
 	}
 	// A real token is unaffected.
 	p := messages.Principal{UserID: "u", Role: "admin"}
-	users, _, err := g.ListUsers(ctx, store.Page{})
+	users, _, err := svc.ListUsers(ctx, store.Page{})
 	if err != nil || len(users) == 0 {
 		t.Fatal(users, err)
 	}
 	p.UserID = users[0].ID
-	tok, err := g.CreateAPIToken(ctx, p, messages.CreateAPITokenRequest{Name: "ci"})
+	tok, err := svc.CreateAPIToken(ctx, p, messages.CreateAPITokenRequest{Name: "ci"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := g.Authenticate(ctx, tok.Token); err != nil {
+	if _, err := svc.Authenticate(ctx, tok.Token); err != nil {
 		t.Fatal(err)
 	}
 }
 
 // auditHas waits for an audit entry with the action, target and result.
-func auditHas(t *testing.T, g *gateway.Gateway, action, target, result string) bool {
+func auditHas(t *testing.T, svc *identity.Service, action, target, result string) bool {
 	t.Helper()
 	return testutil.Until(5*time.Second, 5*time.Millisecond, func() bool {
-		entries, _, err := g.ListAudit(t.Context(), store.Page{Limit: store.MaxPageSize})
+		entries, _, err := svc.ListAudit(t.Context(), store.Page{Limit: store.MaxPageSize})
 		if err != nil {
 			return false
 		}
@@ -147,15 +147,15 @@ func familyOf(t *testing.T, tok string) string {
 // TestRefreshReplayOfRevokedFamilyAudited: a token of a session that was
 // already ended is refused and logged and audited as reuse.
 func TestRefreshReplayOfRevokedFamilyAudited(t *testing.T) {
-	g, _ := startIdentity(t, gateway.IdentityConfig{AuditFlush: 20 * time.Millisecond})
+	svc, _ := startIdentity(t, identity.Config{AuditFlush: 20 * time.Millisecond})
 	ctx := t.Context()
-	pair := login(t, g, adminEmail, adminPass)
-	if err := g.Logout(ctx, pair.RefreshToken); err != nil {
+	pair := login(t, svc, adminEmail, adminPass)
+	if err := svc.Logout(ctx, pair.RefreshToken); err != nil {
 		t.Fatal(err)
 	}
-	_, err := g.Refresh(ctx, pair.RefreshToken, "198.51.100.7")
+	_, err := svc.Refresh(ctx, pair.RefreshToken, "198.51.100.7")
 	wantUnauthenticated(t, err)
-	if !auditHas(t, g, "auth.refresh_reuse", familyOf(t, pair.RefreshToken), "denied") {
+	if !auditHas(t, svc, "auth.refresh_reuse", familyOf(t, pair.RefreshToken), "denied") {
 		t.Fatal("no auth.refresh_reuse audit entry for a replay against a revoked family")
 	}
 }
@@ -163,14 +163,14 @@ func TestRefreshReplayOfRevokedFamilyAudited(t *testing.T) {
 // TestLogoutWithRotatedOutTokenIsReuse: logging out with a token that was
 // already rotated out revokes the family as reuse and audits it so.
 func TestLogoutWithRotatedOutTokenIsReuse(t *testing.T) {
-	g, st := startIdentity(t, gateway.IdentityConfig{AuditFlush: 20 * time.Millisecond})
+	svc, st := startIdentity(t, identity.Config{AuditFlush: 20 * time.Millisecond})
 	ctx := t.Context()
-	first := login(t, g, adminEmail, adminPass)
-	second, err := g.Refresh(ctx, first.RefreshToken, "192.0.2.1")
+	first := login(t, svc, adminEmail, adminPass)
+	second, err := svc.Refresh(ctx, first.RefreshToken, "192.0.2.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := g.Logout(ctx, first.RefreshToken); err != nil {
+	if err := svc.Logout(ctx, first.RefreshToken); err != nil {
 		t.Fatal(err)
 	}
 	family := familyOf(t, first.RefreshToken)
@@ -178,9 +178,9 @@ func TestLogoutWithRotatedOutTokenIsReuse(t *testing.T) {
 	if err != nil || !f.Revoked || f.RevokedReason != messages.RevokedReuse {
 		t.Fatalf("family after logout with a rotated-out token: %+v, %v", f, err)
 	}
-	_, err = g.Refresh(ctx, second.RefreshToken, "192.0.2.1")
+	_, err = svc.Refresh(ctx, second.RefreshToken, "192.0.2.1")
 	wantUnauthenticated(t, err)
-	if !auditHas(t, g, "auth.refresh_reuse", family, "denied") {
+	if !auditHas(t, svc, "auth.refresh_reuse", family, "denied") {
 		t.Fatal("no auth.refresh_reuse audit entry for logout with a rotated-out token")
 	}
 }

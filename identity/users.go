@@ -1,4 +1,4 @@
-package gateway
+package identity
 
 import (
 	"context"
@@ -26,7 +26,7 @@ func parseRole(s string) (security.Role, error) {
 }
 
 // CreateUser adds a user (the HTTP layer lets only admins call it).
-func (g *Gateway) CreateUser(ctx context.Context, req messages.CreateUserRequest) (*messages.UserView, error) {
+func (s *Service) CreateUser(ctx context.Context, req messages.CreateUserRequest) (*messages.UserView, error) {
 	email := messages.NormalizeEmail(req.Email)
 	if err := messages.ValidateEmail("email", email); err != nil {
 		return nil, err
@@ -42,14 +42,14 @@ func (g *Gateway) CreateUser(ctx context.Context, req messages.CreateUserRequest
 	if err != nil {
 		return nil, err
 	}
-	now := g.id.cfg.Now().UTC()
+	now := s.cfg.Now().UTC()
 	u := &messages.User{ID: messages.NewID(), Email: email, DisplayName: req.DisplayName, Role: string(role),
 		PasswordHash: hash, CreatedAt: now, UpdatedAt: now}
 	u.Normalize()
 	if err := u.Validate(); err != nil {
 		return nil, err
 	}
-	if err := g.st.Commit(ctx, store.CreateUser(store.NewTxn(), u)); err != nil {
+	if err := s.st.Commit(ctx, store.CreateUser(store.NewTxn(), u)); err != nil {
 		return nil, err
 	}
 	v := u.Public()
@@ -57,11 +57,11 @@ func (g *Gateway) CreateUser(ctx context.Context, req messages.CreateUserRequest
 }
 
 // GetUser returns a user by id.
-func (g *Gateway) GetUser(ctx context.Context, id string) (*messages.UserView, error) {
+func (s *Service) GetUser(ctx context.Context, id string) (*messages.UserView, error) {
 	if !messages.ValidID(id) {
 		return nil, messages.NotFound("user", id)
 	}
-	u, err := g.st.GetUser(ctx, id)
+	u, err := s.st.GetUser(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -70,8 +70,8 @@ func (g *Gateway) GetUser(ctx context.Context, id string) (*messages.UserView, e
 }
 
 // ListUsers returns one page of users in creation order.
-func (g *Gateway) ListUsers(ctx context.Context, page store.Page) ([]messages.UserView, string, error) {
-	us, next, err := g.st.ListUsers(ctx, page)
+func (s *Service) ListUsers(ctx context.Context, page store.Page) ([]messages.UserView, string, error) {
+	us, next, err := s.st.ListUsers(ctx, page)
 	if err != nil {
 		return nil, "", err
 	}
@@ -86,7 +86,7 @@ func (g *Gateway) ListUsers(ctx context.Context, page store.Page) ([]messages.Us
 // password, the password. A password change ends every session of the user
 // (refresh families); API tokens stay, since they are revoked one by one.
 // Current-password checks count against the account's login rate limit.
-func (g *Gateway) UpdateMe(ctx context.Context, p messages.Principal, req messages.UpdateMeRequest) (*messages.UserView, error) {
+func (s *Service) UpdateMe(ctx context.Context, p messages.Principal, req messages.UpdateMeRequest) (*messages.UserView, error) {
 	changePassword := req.NewPassword != ""
 	if changePassword {
 		if err := security.ValidatePassword(req.NewPassword); err != nil {
@@ -95,7 +95,7 @@ func (g *Gateway) UpdateMe(ctx context.Context, p messages.Principal, req messag
 	}
 	var newHash string
 	for attempt := 0; ; attempt++ {
-		u, err := g.st.GetUser(ctx, p.UserID)
+		u, err := s.st.GetUser(ctx, p.UserID)
 		if err != nil {
 			return nil, err
 		}
@@ -104,15 +104,15 @@ func (g *Gateway) UpdateMe(ctx context.Context, p messages.Principal, req messag
 			next.DisplayName = *req.DisplayName
 		}
 		if changePassword && newHash == "" {
-			if ok, wait := g.id.perAccount.Take(u.Email, g.id.cfg.Now()); !ok {
+			if ok, wait := s.perAccount.Take(u.Email, s.cfg.Now()); !ok {
 				return nil, rateLimited(wait)
 			}
 			var ok bool
-			if err := g.id.hashing(ctx, func() { ok, _, _ = security.VerifyPassword(u.PasswordHash, req.CurrentPassword) }); err != nil {
+			if err := s.hashing(ctx, func() { ok, _, _ = security.VerifyPassword(u.PasswordHash, req.CurrentPassword) }); err != nil {
 				return nil, err
 			}
 			if !ok {
-				g.id.record(messages.AuditEntry{Actor: u.ID, Action: "user.passwd", Target: u.ID, Result: "failed"})
+				s.record(messages.AuditEntry{Actor: u.ID, Action: "user.passwd", Target: u.ID, Result: "failed"})
 				return nil, errWrongCurrentPassword
 			}
 			if newHash, err = security.HashPassword(req.NewPassword, security.DefaultParams()); err != nil {
@@ -122,23 +122,23 @@ func (g *Gateway) UpdateMe(ctx context.Context, p messages.Principal, req messag
 		if changePassword {
 			next.PasswordHash = newHash
 		}
-		next.UpdatedAt = g.id.cfg.Now().UTC()
+		next.UpdatedAt = s.cfg.Now().UTC()
 		next.Normalize()
-		err = g.st.Commit(ctx, store.UpdateUser(store.NewTxn(), u, &next))
+		err = s.st.Commit(ctx, store.UpdateUser(store.NewTxn(), u, &next))
 		if messages.KindOf(err) == messages.KindStale && attempt+1 < userWriteAttempts {
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		g.id.users.drop(u.ID)
+		s.users.drop(u.ID)
 		if changePassword {
-			if _, err := g.st.RevokeUserSessions(ctx, u.ID, messages.RevokedUser); err != nil {
+			if _, err := s.st.RevokeUserSessions(ctx, u.ID, messages.RevokedUser); err != nil {
 				return nil, fmt.Errorf("password changed, but ending its sessions failed: %w", err)
 			}
-			g.id.record(messages.AuditEntry{Actor: u.ID, Action: "user.passwd", Target: u.ID, Result: "ok"})
+			s.record(messages.AuditEntry{Actor: u.ID, Action: "user.passwd", Target: u.ID, Result: "ok"})
 		}
-		got, err := g.st.GetUser(ctx, u.ID)
+		got, err := s.st.GetUser(ctx, u.ID)
 		if err != nil {
 			return nil, err
 		}
@@ -152,7 +152,7 @@ func (g *Gateway) UpdateMe(ctx context.Context, p messages.Principal, req messag
 // demoting each other at the same instant could both pass; an operator can
 // always recover with otherix-api's bootstrap path (documented limitation).
 // The new role applies to requests within AuthCacheTTL.
-func (g *Gateway) SetRole(ctx context.Context, id, role string) (*messages.UserView, error) {
+func (s *Service) SetRole(ctx context.Context, id, role string) (*messages.UserView, error) {
 	r, err := parseRole(role)
 	if err != nil {
 		return nil, err
@@ -161,7 +161,7 @@ func (g *Gateway) SetRole(ctx context.Context, id, role string) (*messages.UserV
 		return nil, messages.NotFound("user", id)
 	}
 	for attempt := 0; ; attempt++ {
-		u, err := g.st.GetUser(ctx, id)
+		u, err := s.st.GetUser(ctx, id)
 		if err != nil {
 			return nil, err
 		}
@@ -170,21 +170,21 @@ func (g *Gateway) SetRole(ctx context.Context, id, role string) (*messages.UserV
 			return &v, nil
 		}
 		if u.Role == string(security.RoleAdmin) {
-			if err := g.keepAnAdmin(ctx, u.ID); err != nil {
+			if err := s.keepAnAdmin(ctx, u.ID); err != nil {
 				return nil, err
 			}
 		}
 		next := *u
-		next.Role, next.UpdatedAt = string(r), g.id.cfg.Now().UTC()
-		err = g.st.Commit(ctx, store.UpdateUser(store.NewTxn(), u, &next))
+		next.Role, next.UpdatedAt = string(r), s.cfg.Now().UTC()
+		err = s.st.Commit(ctx, store.UpdateUser(store.NewTxn(), u, &next))
 		if messages.KindOf(err) == messages.KindStale && attempt+1 < userWriteAttempts {
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		g.id.users.drop(id)
-		got, err := g.st.GetUser(ctx, id)
+		s.users.drop(id)
+		got, err := s.st.GetUser(ctx, id)
 		if err != nil {
 			return nil, err
 		}
@@ -195,10 +195,10 @@ func (g *Gateway) SetRole(ctx context.Context, id, role string) (*messages.UserV
 
 // keepAnAdmin returns errLastAdmin unless an enabled admin other than except
 // exists.
-func (g *Gateway) keepAnAdmin(ctx context.Context, except string) error {
+func (s *Service) keepAnAdmin(ctx context.Context, except string) error {
 	cursor := ""
 	for {
-		us, next, err := g.st.ListUsers(ctx, store.Page{Limit: store.MaxPageSize, Cursor: cursor})
+		us, next, err := s.st.ListUsers(ctx, store.Page{Limit: store.MaxPageSize, Cursor: cursor})
 		if err != nil {
 			return err
 		}
@@ -217,36 +217,36 @@ func (g *Gateway) keepAnAdmin(ctx context.Context, except string) error {
 // DeleteUser removes a user, ends its sessions and deletes its API tokens.
 // Deleting the last admin is refused (last_admin). The user's VMs keep their
 // owner id.
-func (g *Gateway) DeleteUser(ctx context.Context, id string) error {
+func (s *Service) DeleteUser(ctx context.Context, id string) error {
 	if !messages.ValidID(id) {
 		return messages.NotFound("user", id)
 	}
-	u, err := g.st.GetUser(ctx, id)
+	u, err := s.st.GetUser(ctx, id)
 	if err != nil {
 		return err
 	}
 	if u.Role == string(security.RoleAdmin) {
-		if err := g.keepAnAdmin(ctx, u.ID); err != nil {
+		if err := s.keepAnAdmin(ctx, u.ID); err != nil {
 			return err
 		}
 	}
-	if err := g.st.Commit(ctx, store.DeleteUser(store.NewTxn(), u)); err != nil {
+	if err := s.st.Commit(ctx, store.DeleteUser(store.NewTxn(), u)); err != nil {
 		return err
 	}
-	g.id.users.drop(id)
-	g.id.tokens.dropIf(func(k *messages.APIToken) bool { return k.Owner == id })
+	s.users.drop(id)
+	s.tokens.dropIf(func(k *messages.APIToken) bool { return k.Owner == id })
 	var errs []error
-	if _, err := g.st.RevokeUserSessions(ctx, id, messages.RevokedUser); err != nil {
+	if _, err := s.st.RevokeUserSessions(ctx, id, messages.RevokedUser); err != nil {
 		errs = append(errs, err)
 	}
-	if _, err := g.st.DeleteOwnerTokens(ctx, id); err != nil {
+	if _, err := s.st.DeleteOwnerTokens(ctx, id); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		// The user is gone, so neither its sessions nor its tokens
 		// authenticate any more (both check the user); what is left is rows
 		// for the sweeps.
-		g.log.Warn("delete user: cleanup incomplete", "user", id, "err", err)
+		s.log.Warn("delete user: cleanup incomplete", "user", id, "err", err)
 	}
 	return nil
 }
@@ -274,7 +274,7 @@ func generatePassword() string {
 // never had one bootstrapped (store.BootstrapAdmin). With password "" a
 // strong password is generated and returned, for the caller to show once;
 // generated is "" when the admin was not created or the password was given.
-func (g *Gateway) BootstrapAdmin(ctx context.Context, email, password string) (created bool, generated string, err error) {
+func (s *Service) BootstrapAdmin(ctx context.Context, email, password string) (created bool, generated string, err error) {
 	email = messages.NormalizeEmail(email)
 	if err := messages.ValidateEmail("admin.email", email); err != nil {
 		return false, "", err
@@ -289,10 +289,10 @@ func (g *Gateway) BootstrapAdmin(ctx context.Context, email, password string) (c
 	if err != nil {
 		return false, "", err
 	}
-	created, err = g.st.BootstrapAdmin(ctx, email, hash)
+	created, err = s.st.BootstrapAdmin(ctx, email, hash)
 	if err != nil || !created {
 		return false, "", err
 	}
-	g.id.record(messages.AuditEntry{Actor: "system", Action: "user.bootstrap_admin", Target: email, Result: "ok"})
+	s.record(messages.AuditEntry{Actor: "system", Action: "user.bootstrap_admin", Target: email, Result: "ok"})
 	return true, generated, nil
 }

@@ -1,4 +1,4 @@
-package gateway
+package identity
 
 import (
 	"context"
@@ -20,13 +20,13 @@ import (
 // acts with is never above the user's current role, whatever the token says.
 // Every failure is the same errUnauthenticated; the reason goes to the debug
 // log.
-func (g *Gateway) Authenticate(ctx context.Context, bearer string) (*messages.Principal, error) {
-	p, reason, err := g.authenticate(ctx, bearer)
+func (s *Service) Authenticate(ctx context.Context, bearer string) (*messages.Principal, error) {
+	p, reason, err := s.authenticate(ctx, bearer)
 	if err != nil {
 		return nil, err
 	}
 	if p == nil {
-		g.log.Debug("authentication refused", "reason", reason)
+		s.log.Debug("authentication refused", "reason", reason)
 		return nil, errUnauthenticated
 	}
 	return p, nil
@@ -34,18 +34,18 @@ func (g *Gateway) Authenticate(ctx context.Context, bearer string) (*messages.Pr
 
 // authenticate returns a principal, or nil with the reason for refusing, or
 // an error when etcd cannot answer (which is not the caller's fault).
-func (g *Gateway) authenticate(ctx context.Context, bearer string) (*messages.Principal, string, error) {
+func (s *Service) authenticate(ctx context.Context, bearer string) (*messages.Principal, string, error) {
 	if bearer == "" {
 		return nil, "no token", nil
 	}
 	if strings.HasPrefix(bearer, security.APITokenPrefix) {
-		return g.authenticateAPIToken(ctx, bearer)
+		return s.authenticateAPIToken(ctx, bearer)
 	}
-	claims, reason := g.verifyJWT(ctx, bearer)
+	claims, reason := s.verifyJWT(ctx, bearer)
 	if claims == nil {
 		return nil, reason, nil
 	}
-	u, reason, err := g.activeUser(ctx, claims.UserID)
+	u, reason, err := s.activeUser(ctx, claims.UserID)
 	if u == nil {
 		return nil, reason, err
 	}
@@ -56,76 +56,76 @@ func (g *Gateway) authenticate(ctx context.Context, bearer string) (*messages.Pr
 // from the verified-JWT cache. An entry lives until the token's own expiry at
 // the latest, so an expired token is never answered from the cache; it only
 // stands for the signature and claims check, never for the user lookup.
-func (g *Gateway) verifyJWT(ctx context.Context, bearer string) (*security.AccessClaims, string) {
+func (s *Service) verifyJWT(ctx context.Context, bearer string) (*security.AccessClaims, string) {
 	key := sha256.Sum256([]byte(bearer))
-	now := g.id.cfg.Now()
-	if c, ok := g.id.jwts.get(key); ok && now.Before(c.ExpiresAt) {
+	now := s.cfg.Now()
+	if c, ok := s.jwts.get(key); ok && now.Before(c.ExpiresAt) {
 		return c, ""
 	}
-	g.id.jwtVerifies.Add(1)
-	claims, err := g.id.ring.Load().Verify(bearer, now)
-	if err != nil && !errors.Is(err, security.ErrTokenExpired) && g.id.refreshRing(ctx) {
+	s.jwtVerifies.Add(1)
+	claims, err := s.ring.Load().Verify(bearer, now)
+	if err != nil && !errors.Is(err, security.ErrTokenExpired) && s.refreshRing(ctx) {
 		// Perhaps signed by a key another replica created since our last
 		// reread of the ring.
-		claims, err = g.id.ring.Load().Verify(bearer, now)
+		claims, err = s.ring.Load().Verify(bearer, now)
 	}
 	if err != nil {
 		return nil, err.Error()
 	}
-	g.id.jwts.putUntil(key, claims, claims.ExpiresAt)
+	s.jwts.putUntil(key, claims, claims.ExpiresAt)
 	return claims, ""
 }
 
-func (g *Gateway) authenticateAPIToken(ctx context.Context, bearer string) (*messages.Principal, string, error) {
+func (s *Service) authenticateAPIToken(ctx context.Context, bearer string) (*messages.Principal, string, error) {
 	tokID, secret, err := security.ParseAPIToken(bearer)
 	if err != nil {
 		return nil, err.Error(), nil
 	}
-	tok, ok := g.id.tokens.get(tokID)
+	tok, ok := s.tokens.get(tokID)
 	if !ok {
-		if _, unknown := g.id.unknownTokens.get(tokID); unknown {
+		if _, unknown := s.unknownTokens.get(tokID); unknown {
 			return nil, "unknown api token (cached)", nil
 		}
-		g.id.tokenReads.Add(1)
-		tok, err = g.st.GetAPIToken(ctx, tokID)
+		s.tokenReads.Add(1)
+		tok, err = s.st.GetAPIToken(ctx, tokID)
 		switch {
 		case messages.KindOf(err) == messages.KindNotFound:
-			g.id.unknownTokens.put(tokID, struct{}{})
+			s.unknownTokens.put(tokID, struct{}{})
 			return nil, "unknown api token", nil
 		case err != nil:
 			return nil, "", err
 		}
-		g.id.tokens.put(tokID, tok)
+		s.tokens.put(tokID, tok)
 	}
 	if !security.TokenMatches(tok.Hash, secret) {
 		return nil, "api token secret mismatch", nil
 	}
-	if tok.Expired(g.id.cfg.Now()) {
+	if tok.Expired(s.cfg.Now()) {
 		return nil, "api token expired", nil
 	}
-	u, reason, err := g.activeUser(ctx, tok.Owner)
+	u, reason, err := s.activeUser(ctx, tok.Owner)
 	if u == nil {
 		return nil, reason, err
 	}
-	g.id.touch(tokID)
+	s.touch(tokID)
 	return &messages.Principal{UserID: u.ID, Email: u.Email, TokenID: tok.ID,
 		Role: string(lowerRole(security.Role(tok.Role), security.Role(u.Role)))}, "", nil
 }
 
 // activeUser returns the user if it exists and is not disabled, from the
 // cache when it can.
-func (g *Gateway) activeUser(ctx context.Context, id string) (*messages.User, string, error) {
-	u, ok := g.id.users.get(id)
+func (s *Service) activeUser(ctx context.Context, id string) (*messages.User, string, error) {
+	u, ok := s.users.get(id)
 	if !ok {
 		var err error
-		u, err = g.st.GetUser(ctx, id)
+		u, err = s.st.GetUser(ctx, id)
 		switch {
 		case messages.KindOf(err) == messages.KindNotFound:
 			return nil, "user not found", nil
 		case err != nil:
 			return nil, "", err
 		}
-		g.id.users.put(id, u)
+		s.users.put(id, u)
 	}
 	if u.Disabled {
 		return nil, "user disabled", nil
@@ -159,56 +159,56 @@ func lowerRole(a, b security.Role) security.Role {
 // DummyVerify runs argon2id with security.DefaultParams, the parameters every
 // new or rehashed password uses (a stored hash with older, weaker parameters
 // is rehashed at its next successful login).
-func (g *Gateway) Login(ctx context.Context, req messages.LoginRequest, source string) (*messages.TokenPair, error) {
+func (s *Service) Login(ctx context.Context, req messages.LoginRequest, source string) (*messages.TokenPair, error) {
 	email := messages.NormalizeEmail(req.Email)
 	if len(email) > messages.MaxEmailLength {
 		email = email[:messages.MaxEmailLength]
 	}
-	now := g.id.cfg.Now()
+	now := s.cfg.Now()
 	audit := messages.AuditEntry{Actor: email, Action: "auth.login", Source: source}
 	refuse := func(result string, err error) (*messages.TokenPair, error) {
 		audit.Result = result
-		g.id.recordFailure(audit)
+		s.recordFailure(audit)
 		return nil, err
 	}
-	if ok, wait := g.id.perSource.Take(source, now); !ok {
+	if ok, wait := s.perSource.Take(source, now); !ok {
 		return refuse("rate_limited", rateLimited(wait))
 	}
-	if ok, wait := g.id.perAccount.Take(email+"\x00"+ratelimit.SourceKey(source), now); !ok {
+	if ok, wait := s.perAccount.Take(email+"\x00"+ratelimit.SourceKey(source), now); !ok {
 		return refuse("rate_limited", rateLimited(wait))
 	}
-	u, err := g.st.UserByEmail(ctx, email)
+	u, err := s.st.UserByEmail(ctx, email)
 	if err != nil && messages.KindOf(err) != messages.KindNotFound {
 		return nil, err
 	}
 	if u == nil {
-		if err := g.id.hashing(ctx, func() { security.DummyVerify(req.Password) }); err != nil {
+		if err := s.hashing(ctx, func() { security.DummyVerify(req.Password) }); err != nil {
 			return refuse("rate_limited", err)
 		}
-		g.log.Debug("login refused", "reason", "unknown account")
+		s.log.Debug("login refused", "reason", "unknown account")
 		return refuse("failed", errInvalidCredentials)
 	}
 	audit.Actor = u.ID
 	var ok, rehash bool
-	if err := g.id.hashing(ctx, func() { ok, rehash, err = security.VerifyPassword(u.PasswordHash, req.Password) }); err != nil {
+	if err := s.hashing(ctx, func() { ok, rehash, err = security.VerifyPassword(u.PasswordHash, req.Password) }); err != nil {
 		return refuse("rate_limited", err)
 	}
 	if err != nil {
-		g.log.Error("stored password hash does not decode", "user", u.ID, "err", err)
+		s.log.Error("stored password hash does not decode", "user", u.ID, "err", err)
 	}
 	if !ok || u.Disabled {
-		g.log.Debug("login refused", "user", u.ID, "disabled", u.Disabled)
+		s.log.Debug("login refused", "user", u.ID, "disabled", u.Disabled)
 		return refuse("failed", errInvalidCredentials)
 	}
-	pair, err := g.startSession(ctx, u)
+	pair, err := s.startSession(ctx, u)
 	if err != nil {
 		return nil, err
 	}
 	if rehash {
-		g.rehash(ctx, u, req.Password)
+		s.rehash(ctx, u, req.Password)
 	}
 	audit.Result = "ok"
-	g.id.record(audit)
+	s.record(audit)
 	return pair, nil
 }
 
@@ -216,35 +216,35 @@ func (g *Gateway) Login(ctx context.Context, req messages.LoginRequest, source s
 // HashConcurrency slots. It waits for a slot at most HashWait (and while ctx
 // lives); past that the caller is answered rate_limited at once, so a flood
 // costs waiting goroutines, not argon2id's memory per request.
-func (id *identity) hashing(ctx context.Context, fn func()) error {
+func (s *Service) hashing(ctx context.Context, fn func()) error {
 	select {
-	case id.hashSlots <- struct{}{}:
+	case s.hashSlots <- struct{}{}:
 	default:
 		// All busy: wait, but not past HashWait. (Trying first means a free
 		// slot is always taken, never lost to a timer that fired already.)
-		t := time.NewTimer(id.cfg.HashWait)
+		t := time.NewTimer(s.cfg.HashWait)
 		defer t.Stop()
 		select {
-		case id.hashSlots <- struct{}{}:
+		case s.hashSlots <- struct{}{}:
 		case <-t.C:
 			return rateLimited(time.Second)
 		case <-ctx.Done():
 			return rateLimited(time.Second)
 		}
 	}
-	defer func() { <-id.hashSlots }()
-	n := id.hashesInFlight.Add(1)
-	for peak := id.hashesPeak.Load(); n > peak && !id.hashesPeak.CompareAndSwap(peak, n); peak = id.hashesPeak.Load() {
+	defer func() { <-s.hashSlots }()
+	n := s.hashesInFlight.Add(1)
+	for peak := s.hashesPeak.Load(); n > peak && !s.hashesPeak.CompareAndSwap(peak, n); peak = s.hashesPeak.Load() {
 	}
-	defer id.hashesInFlight.Add(-1)
+	defer s.hashesInFlight.Add(-1)
 	fn()
 	return nil
 }
 
 // AllowAnonymous takes one request of source's budget for unauthenticated
 // paths (AnonymousPerMinute), or answers rate_limited with the wait.
-func (g *Gateway) AllowAnonymous(source string) error {
-	if ok, wait := g.id.anonymous.Take(source, g.id.cfg.Now()); !ok {
+func (s *Service) AllowAnonymous(source string) error {
+	if ok, wait := s.anonymous.Take(source, s.cfg.Now()); !ok {
 		return rateLimited(wait)
 	}
 	return nil
@@ -252,44 +252,44 @@ func (g *Gateway) AllowAnonymous(source string) error {
 
 // startSession issues an access token and the first refresh token of a new
 // family.
-func (g *Gateway) startSession(ctx context.Context, u *messages.User) (*messages.TokenPair, error) {
+func (s *Service) startSession(ctx context.Context, u *messages.User) (*messages.TokenPair, error) {
 	refresh, family, hash := security.NewRefreshToken()
-	now := g.id.cfg.Now()
-	if _, err := g.st.StartSession(ctx, family, u.ID, hash, now, g.id.cfg.SessionTTL); err != nil {
+	now := s.cfg.Now()
+	if _, err := s.st.StartSession(ctx, family, u.ID, hash, now, s.cfg.SessionTTL); err != nil {
 		return nil, err
 	}
-	return g.tokenPair(u, refresh)
+	return s.tokenPair(u, refresh)
 }
 
-func (g *Gateway) tokenPair(u *messages.User, refresh string) (*messages.TokenPair, error) {
-	access, _, err := g.id.ring.Load().Issue(u.ID, security.Role(u.Role), g.id.cfg.Now(), g.id.cfg.AccessTTL)
+func (s *Service) tokenPair(u *messages.User, refresh string) (*messages.TokenPair, error) {
+	access, _, err := s.ring.Load().Issue(u.ID, security.Role(u.Role), s.cfg.Now(), s.cfg.AccessTTL)
 	if err != nil {
 		return nil, err
 	}
 	return &messages.TokenPair{AccessToken: access, RefreshToken: refresh,
-		ExpiresIn: int(g.id.cfg.AccessTTL.Seconds()), TokenType: "Bearer"}, nil
+		ExpiresIn: int(s.cfg.AccessTTL.Seconds()), TokenType: "Bearer"}, nil
 }
 
 // rehash stores a hash with the current parameters while the plaintext is at
 // hand. It is best effort: a conflict means the row changed, and the next
 // login tries again.
-func (g *Gateway) rehash(ctx context.Context, u *messages.User, pw string) {
+func (s *Service) rehash(ctx context.Context, u *messages.User, pw string) {
 	var h string
 	var err error
-	if werr := g.id.hashing(ctx, func() { h, err = security.HashPassword(pw, security.DefaultParams()) }); werr != nil {
+	if werr := s.hashing(ctx, func() { h, err = security.HashPassword(pw, security.DefaultParams()) }); werr != nil {
 		return // busy: the next login rehashes
 	}
 	if err != nil {
-		g.log.Warn("rehash password", "user", u.ID, "err", err)
+		s.log.Warn("rehash password", "user", u.ID, "err", err)
 		return
 	}
 	next := *u
-	next.PasswordHash, next.UpdatedAt = h, g.id.cfg.Now().UTC()
-	if err := g.st.Commit(ctx, store.UpdateUser(store.NewTxn(), u, &next)); err != nil {
-		g.log.Info("rehash password", "user", u.ID, "err", err)
+	next.PasswordHash, next.UpdatedAt = h, s.cfg.Now().UTC()
+	if err := s.st.Commit(ctx, store.UpdateUser(store.NewTxn(), u, &next)); err != nil {
+		s.log.Info("rehash password", "user", u.ID, "err", err)
 		return
 	}
-	g.id.users.drop(u.ID)
+	s.users.drop(u.ID)
 }
 
 // Refresh rotates a refresh token and issues a new access token with the
@@ -298,46 +298,46 @@ func (g *Gateway) rehash(ctx context.Context, u *messages.User, pw string) {
 // session. A token rotated out longer ago revokes its whole family (likely
 // theft): the legitimate holder's newer token stops working too, and both
 // parties must log in again.
-func (g *Gateway) Refresh(ctx context.Context, refreshToken, source string) (*messages.TokenPair, error) {
+func (s *Service) Refresh(ctx context.Context, refreshToken, source string) (*messages.TokenPair, error) {
 	family, secret, err := security.ParseRefreshToken(refreshToken)
 	if err != nil {
-		g.log.Debug("refresh refused", "reason", err)
+		s.log.Debug("refresh refused", "reason", err)
 		return nil, errUnauthenticated
 	}
 	next, nextHash, err := security.RotateRefreshToken(family)
 	if err != nil {
 		return nil, errUnauthenticated
 	}
-	userID, err := g.st.RotateRefresh(ctx, family, security.HashToken(secret), nextHash, g.id.cfg.Now(), g.id.cfg.RefreshGrace)
+	userID, err := s.st.RotateRefresh(ctx, family, security.HashToken(secret), nextHash, s.cfg.Now(), max(s.cfg.RefreshGrace, 0))
 	switch {
 	case errors.Is(err, store.ErrRefreshReuse):
-		g.log.Warn("refresh token reuse: session family revoked (possible theft)",
+		s.log.Warn("refresh token reuse: session family revoked (possible theft)",
 			"user", userID, "family", family, "source", source)
-		g.id.recordFailure(messages.AuditEntry{Actor: userID, Action: "auth.refresh_reuse", Target: family,
+		s.recordFailure(messages.AuditEntry{Actor: userID, Action: "auth.refresh_reuse", Target: family,
 			Result: "denied", Source: source})
 		return nil, errUnauthenticated
 	case errors.Is(err, store.ErrRefreshRevokedReplay):
-		g.log.Warn("refresh token of a revoked session replayed (possible theft)",
+		s.log.Warn("refresh token of a revoked session replayed (possible theft)",
 			"user", userID, "family", family, "source", source)
-		g.id.recordFailure(messages.AuditEntry{Actor: userID, Action: "auth.refresh_reuse", Target: family,
+		s.recordFailure(messages.AuditEntry{Actor: userID, Action: "auth.refresh_reuse", Target: family,
 			Result: "denied", Source: source})
 		return nil, errUnauthenticated
 	case errors.Is(err, store.ErrRefreshInvalid):
-		g.log.Debug("refresh refused", "reason", err)
+		s.log.Debug("refresh refused", "reason", err)
 		return nil, errUnauthenticated
 	case err != nil:
 		return nil, err
 	}
-	u, err := g.st.GetUser(ctx, userID)
+	u, err := s.st.GetUser(ctx, userID)
 	if err != nil && messages.KindOf(err) != messages.KindNotFound {
 		return nil, err
 	}
 	if u == nil || u.Disabled {
-		_ = g.st.RevokeFamily(ctx, family, messages.RevokedUser)
+		_ = s.st.RevokeFamily(ctx, family, messages.RevokedUser)
 		return nil, errUnauthenticated
 	}
-	g.id.users.put(u.ID, u)
-	return g.tokenPair(u, next)
+	s.users.put(u.ID, u)
+	return s.tokenPair(u, next)
 }
 
 // Logout revokes the session a refresh token belongs to. A malformed token
@@ -346,12 +346,12 @@ func (g *Gateway) Refresh(ctx context.Context, refreshToken, source string) (*me
 // (the family id alone must not let anyone end someone else's session). A
 // rotated-out token is a copy someone kept: it revokes the family as reuse
 // and is logged and audited as such (the answer is the same success).
-func (g *Gateway) Logout(ctx context.Context, refreshToken string) error {
+func (s *Service) Logout(ctx context.Context, refreshToken string) error {
 	family, secret, err := security.ParseRefreshToken(refreshToken)
 	if err != nil {
 		return errUnauthenticated
 	}
-	f, err := g.st.GetRefreshFamily(ctx, family)
+	f, err := s.st.GetRefreshFamily(ctx, family)
 	if errors.Is(err, store.ErrRefreshInvalid) {
 		return nil
 	}
@@ -370,16 +370,16 @@ func (g *Gateway) Logout(ctx context.Context, refreshToken string) error {
 	if !current {
 		reason = messages.RevokedReuse
 	}
-	err = g.st.RevokeFamily(ctx, family, reason)
+	err = s.st.RevokeFamily(ctx, family, reason)
 	if err != nil && !errors.Is(err, store.ErrRefreshInvalid) {
 		return err
 	}
 	if !current {
-		g.log.Warn("logout with a rotated-out refresh token: session family revoked (possible theft)",
+		s.log.Warn("logout with a rotated-out refresh token: session family revoked (possible theft)",
 			"user", f.UserID, "family", family)
-		g.id.recordFailure(messages.AuditEntry{Actor: f.UserID, Action: "auth.refresh_reuse", Target: family, Result: "denied"})
+		s.recordFailure(messages.AuditEntry{Actor: f.UserID, Action: "auth.refresh_reuse", Target: family, Result: "denied"})
 		return nil
 	}
-	g.id.record(messages.AuditEntry{Actor: f.UserID, Action: "auth.logout", Target: family, Result: "ok"})
+	s.record(messages.AuditEntry{Actor: f.UserID, Action: "auth.logout", Target: family, Result: "ok"})
 	return nil
 }

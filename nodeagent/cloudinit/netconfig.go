@@ -1,10 +1,14 @@
-package messages
+package cloudinit
 
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
+	"strings"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/otherix/otherix/messages"
 )
 
 // netplan v2 documents, as cloud-init's network-config reads them. Only the
@@ -37,13 +41,13 @@ type netplanNameservers struct {
 	Addresses []string `json:"addresses"`
 }
 
-// NetworkConfigV2 renders the cloud-init network-config (netplan v2) for a
+// NetworkConfig renders the cloud-init network-config (netplan v2) for a
 // VM's NICs: each NIC, matched by MAC, gets its static address; the first
 // NIC carries the default route via the anycast gateway (on-link, since
 // 169.254.1.1 is outside every subnet); every NIC uses the anycast DNS.
 // It returns nil for no NICs: a seed without network-config lets the guest
 // fall back to its own defaults.
-func NetworkConfigV2(nics []NICStatus) ([]byte, error) {
+func NetworkConfig(nics []messages.NICStatus) ([]byte, error) {
 	if len(nics) == 0 {
 		return nil, nil
 	}
@@ -60,13 +64,13 @@ func NetworkConfigV2(nics []NICStatus) ([]byte, error) {
 			return nil, fmt.Errorf("network config: nic %d: no mac", i)
 		}
 		eth := netplanEthernet{
-			Match:       netplanMatch{MACAddress: normalizeMAC(n.MAC)},
+			Match:       netplanMatch{MACAddress: strings.ToLower(n.MAC)},
 			Addresses:   []string{netip.PrefixFrom(a, n.PrefixLen).String()},
-			Nameservers: netplanNameservers{Addresses: []string{AnycastDNS}},
+			Nameservers: netplanNameservers{Addresses: []string{messages.AnycastDNS}},
 			MTU:         n.MTU,
 		}
 		if i == 0 {
-			eth.Routes = []netplanRoute{{To: "0.0.0.0/0", Via: AnycastGateway, OnLink: true}}
+			eth.Routes = []netplanRoute{{To: "0.0.0.0/0", Via: messages.AnycastGateway, OnLink: true}}
 		}
 		cfg.Ethernets[nicName(i)] = eth
 	}
@@ -76,3 +80,7 @@ func NetworkConfigV2(nics []NICStatus) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// nicName is the netplan id of NIC i; the guest matches it by MAC, so the
+// kernel's own interface name does not matter.
+func nicName(i int) string { return "nic" + strconv.Itoa(i) }

@@ -1,4 +1,4 @@
-package gateway
+package identity
 
 import (
 	"context"
@@ -16,7 +16,7 @@ const MaxAPITokenTTL = 365 * 24 * time.Hour
 
 // CreateAPIToken creates a token for the caller with the caller's role or a
 // lower one and returns it in plaintext, the only time it is shown.
-func (g *Gateway) CreateAPIToken(ctx context.Context, p messages.Principal, req messages.CreateAPITokenRequest) (*messages.CreatedAPIToken, error) {
+func (s *Service) CreateAPIToken(ctx context.Context, p messages.Principal, req messages.CreateAPITokenRequest) (*messages.CreatedAPIToken, error) {
 	name := strings.TrimSpace(req.Name)
 	if name == "" {
 		return nil, messages.Invalid("name", "is required")
@@ -35,7 +35,7 @@ func (g *Gateway) CreateAPIToken(ctx context.Context, p messages.Principal, req 
 	if !role.AtMost(security.Role(p.Role)) {
 		return nil, errRoleExceedsCaller
 	}
-	now := g.id.cfg.Now().UTC()
+	now := s.cfg.Now().UTC()
 	var expires *time.Time
 	if req.TTL != "" {
 		ttl, err := time.ParseDuration(req.TTL)
@@ -53,7 +53,7 @@ func (g *Gateway) CreateAPIToken(ctx context.Context, p messages.Principal, req 
 	if p.TokenID != "" {
 		// A token made with a token may not outlive it: otherwise a leaked
 		// short-lived CI token could mint a permanent one.
-		parent, err := g.st.GetAPIToken(ctx, p.TokenID)
+		parent, err := s.st.GetAPIToken(ctx, p.TokenID)
 		if err != nil {
 			return nil, err
 		}
@@ -65,24 +65,24 @@ func (g *Gateway) CreateAPIToken(ctx context.Context, p messages.Principal, req 
 	token, id, hash := security.NewAPIToken()
 	k := &messages.APIToken{ID: id, Name: name, Owner: p.UserID, Role: string(role), Hash: hash,
 		CreatedAt: now, ExpiresAt: expires}
-	if err := g.st.Commit(ctx, store.CreateAPIToken(store.NewTxn(), k)); err != nil {
+	if err := s.st.Commit(ctx, store.CreateAPIToken(store.NewTxn(), k)); err != nil {
 		return nil, err
 	}
-	g.id.record(messages.AuditEntry{Actor: p.UserID, Action: "token.create", Target: id, Result: "ok"})
+	s.record(messages.AuditEntry{Actor: p.UserID, Action: "token.create", Target: id, Result: "ok"})
 	return &messages.CreatedAPIToken{Token: token, APIToken: k.Public()}, nil
 }
 
 // ListAPITokens lists owner's tokens, or every token for owner "".
-func (g *Gateway) ListAPITokens(ctx context.Context, owner string, page store.Page) ([]messages.APITokenView, string, error) {
+func (s *Service) ListAPITokens(ctx context.Context, owner string, page store.Page) ([]messages.APITokenView, string, error) {
 	var (
 		ks   []*messages.APIToken
 		next string
 		err  error
 	)
 	if owner == "" {
-		ks, next, err = store.List[messages.APIToken](ctx, g.st, store.APITokens, page)
+		ks, next, err = store.List[messages.APIToken](ctx, s.st, store.APITokens, page)
 	} else {
-		ks, next, err = g.st.ListAPITokens(ctx, owner, page)
+		ks, next, err = s.st.ListAPITokens(ctx, owner, page)
 	}
 	if err != nil {
 		return nil, "", err
@@ -97,13 +97,13 @@ func (g *Gateway) ListAPITokens(ctx context.Context, owner string, page store.Pa
 // RevokeAPIToken deletes a token of owner's (anyone's for owner ""); another
 // owner's token is not found. It stops working at once on this replica and
 // within AuthCacheTTL on the others.
-func (g *Gateway) RevokeAPIToken(ctx context.Context, owner, id string) error {
+func (s *Service) RevokeAPIToken(ctx context.Context, owner, id string) error {
 	if len(id) != security.TokenIDLen || strings.ContainsAny(id, "/\x00") {
 		return messages.NotFound("api token", id)
 	}
-	if err := g.st.RevokeAPIToken(ctx, id, owner); err != nil {
+	if err := s.st.RevokeAPIToken(ctx, id, owner); err != nil {
 		return err
 	}
-	g.id.tokens.drop(id)
+	s.tokens.drop(id)
 	return nil
 }

@@ -16,15 +16,15 @@ import (
 // qemuImgBinary is the qemu-img looked up on PATH.
 const qemuImgBinary = "qemu-img"
 
-// CreateOverlay creates at path a qcow2 disk of sizeBytes backed by base.
+// CreateVMDisk creates at path a qcow2 disk of sizeBytes backed by base.
 // The disk appears complete or not at all, and an existing file at path is
 // never replaced: it may be a VM's data.
-func CreateOverlay(ctx context.Context, base Image, path string, sizeBytes int64) error {
-	return createOverlay(ctx, qemuImgBinary, base, path, sizeBytes)
+func CreateVMDisk(ctx context.Context, base Image, path string, sizeBytes int64) error {
+	return createVMDisk(ctx, qemuImgBinary, base, path, sizeBytes)
 }
 
-func createOverlay(ctx context.Context, qemuImg string, base Image, path string, sizeBytes int64) error {
-	// Bases are normalised qcow2 files; the overlay names that format in
+func createVMDisk(ctx context.Context, qemuImg string, base Image, path string, sizeBytes int64) error {
+	// Bases are normalised qcow2 files; the VM disk names that format in
 	// its header (-F), so QEMU never probes the base's format.
 	if base.Format != formatQCOW2 {
 		return newError(CodeInvalidFormat, fmt.Sprintf("base %s has format %q, want qcow2", base.Name, base.Format), nil)
@@ -32,11 +32,11 @@ func createOverlay(ctx context.Context, qemuImg string, base Image, path string,
 	if sizeBytes < base.VirtualSize {
 		return newError(CodeDiskSmallerThanImg, fmt.Sprintf("disk of %d bytes is smaller than image %s of %d bytes", sizeBytes, base.Name, base.VirtualSize), nil)
 	}
-	// qemu-img resolves a relative backing path against the overlay's
+	// qemu-img resolves a relative backing path against the VM disk's
 	// directory, not ours.
 	backing, err := filepath.Abs(base.Path)
 	if err != nil {
-		return newError(CodeOverlayFailed, "resolve base path", err)
+		return newError(CodeDiskCreateFailed, "resolve base path", err)
 	}
 	if _, err := os.Lstat(path); err == nil {
 		return newError(CodeDiskExists, path+" already exists", nil)
@@ -44,7 +44,7 @@ func createOverlay(ctx context.Context, qemuImg string, base Image, path string,
 
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return newError(CodeOverlayFailed, "create temporary disk", err)
+		return newError(CodeDiskCreateFailed, "create temporary disk", err)
 	}
 	tmp.Close()
 	tmpName := tmp.Name()
@@ -56,12 +56,12 @@ func createOverlay(ctx context.Context, qemuImg string, base Image, path string,
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("images: create overlay %s: %w", path, ctx.Err())
+			return fmt.Errorf("images: create vm disk %s: %w", path, ctx.Err())
 		}
-		return newError(CodeOverlayFailed, "qemu-img create: "+strings.TrimSpace(stderr.String()), err)
+		return newError(CodeDiskCreateFailed, "qemu-img create: "+strings.TrimSpace(stderr.String()), err)
 	}
 	if err := syncFile(tmpName); err != nil {
-		return newError(CodeOverlayFailed, "sync disk", err)
+		return newError(CodeDiskCreateFailed, "sync disk", err)
 	}
 	// A hard link commits like rename but fails instead of replacing a
 	// disk that appeared meanwhile.
@@ -69,10 +69,10 @@ func createOverlay(ctx context.Context, qemuImg string, base Image, path string,
 		if errors.Is(err, fs.ErrExist) {
 			return newError(CodeDiskExists, path+" already exists", nil)
 		}
-		return newError(CodeOverlayFailed, "commit disk", err)
+		return newError(CodeDiskCreateFailed, "commit disk", err)
 	}
 	if err := syncDir(filepath.Dir(path)); err != nil {
-		return newError(CodeOverlayFailed, "sync disk directory", err)
+		return newError(CodeDiskCreateFailed, "sync disk directory", err)
 	}
 	return nil
 }

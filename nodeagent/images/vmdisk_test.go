@@ -22,13 +22,13 @@ func baseImage(t *testing.T) Image {
 	return Image{Name: "base", Path: p, Format: "qcow2", VirtualSize: 64 << 20}
 }
 
-func TestCreateOverlay(t *testing.T) {
+func TestCreateVMDisk(t *testing.T) {
 	base := baseImage(t)
 	dir := t.TempDir()
 	disk := filepath.Join(dir, "vm-1.qcow2")
 
-	if err := CreateOverlay(context.Background(), base, disk, 128<<20); err != nil {
-		t.Fatalf("CreateOverlay: %v", err)
+	if err := CreateVMDisk(context.Background(), base, disk, 128<<20); err != nil {
+		t.Fatalf("CreateVMDisk: %v", err)
 	}
 	out, err := exec.Command(qemuImgBinary, "info", "--output=json", disk).Output()
 	if err != nil {
@@ -44,7 +44,7 @@ func TestCreateOverlay(t *testing.T) {
 		t.Fatal(err)
 	}
 	if info.Format != "qcow2" || info.VirtualSize != 128<<20 || info.BackingFilename != base.Path || info.BackingFormat != "qcow2" {
-		t.Errorf("overlay info = %+v, want qcow2 of %d backed by %s (qcow2)", info, 128<<20, base.Path)
+		t.Errorf("vm disk info = %+v, want qcow2 of %d backed by %s (qcow2)", info, 128<<20, base.Path)
 	}
 	if names := dirNames(t, dir); len(names) != 1 {
 		t.Errorf("disk directory holds %v, want the disk only", names)
@@ -52,17 +52,17 @@ func TestCreateOverlay(t *testing.T) {
 
 	// An existing disk is never replaced.
 	before, _ := os.ReadFile(disk)
-	err = CreateOverlay(context.Background(), base, disk, 256<<20)
+	err = CreateVMDisk(context.Background(), base, disk, 256<<20)
 	wantCode(t, err, CodeDiskExists)
 	if after, _ := os.ReadFile(disk); string(after) != string(before) {
 		t.Error("existing disk was modified")
 	}
 }
 
-func TestCreateOverlayTooSmall(t *testing.T) {
+func TestCreateVMDiskTooSmall(t *testing.T) {
 	base := baseImage(t)
 	dir := t.TempDir()
-	err := CreateOverlay(context.Background(), base, filepath.Join(dir, "vm.qcow2"), 32<<20)
+	err := CreateVMDisk(context.Background(), base, filepath.Join(dir, "vm.qcow2"), 32<<20)
 	wantCode(t, err, CodeDiskSmallerThanImg)
 	for _, n := range []int64{32 << 20, 64 << 20} {
 		if !strings.Contains(err.Error(), strconv.FormatInt(n, 10)) {
@@ -72,11 +72,11 @@ func TestCreateOverlayTooSmall(t *testing.T) {
 	assertEmptyDir(t, dir)
 }
 
-func TestCreateOverlayFailureLeavesNothing(t *testing.T) {
+func TestCreateVMDiskFailureLeavesNothing(t *testing.T) {
 	base := baseImage(t)
 	base.Path = filepath.Join(t.TempDir(), "missing")
 	dir := t.TempDir()
-	err := CreateOverlay(context.Background(), base, filepath.Join(dir, "vm.qcow2"), 128<<20)
-	wantCode(t, err, CodeOverlayFailed)
+	err := CreateVMDisk(context.Background(), base, filepath.Join(dir, "vm.qcow2"), 128<<20)
+	wantCode(t, err, CodeDiskCreateFailed)
 	assertEmptyDir(t, dir)
 }

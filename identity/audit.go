@@ -1,4 +1,4 @@
-package gateway
+package identity
 
 import (
 	"context"
@@ -66,32 +66,43 @@ func (w *auditWriter) flush(ctx context.Context) {
 
 // Audit records an entry without waiting for it to be written. Time and ID
 // are filled in when empty; entries are written within AuditFlush.
-func (g *Gateway) Audit(entry messages.AuditEntry) {
-	g.id.record(entry)
+func (s *Service) Audit(entry messages.AuditEntry) {
+	s.record(entry)
 }
+
+// AuditFailure records the entry of a request made without valid
+// credentials, such as a refused enrollment, folded per client address like
+// a failed login (recordFailure).
+func (s *Service) AuditFailure(entry messages.AuditEntry) {
+	s.recordFailure(entry)
+}
+
+// FailureWindows is the number of open failure-audit windows, at most
+// LimiterSize and the overflow window.
+func (s *Service) FailureWindows() int { return s.failures.tracked() }
 
 // auditLoop writes the buffer every AuditFlush, closing the failure windows
 // that ended first so their counts go out in the same write. When ctx ends
 // it closes every window, however young, and flushes once more, so no count
 // is lost at shutdown.
-func (id *identity) auditLoop(ctx context.Context) {
-	t := time.NewTicker(id.cfg.AuditFlush)
+func (s *Service) auditLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.AuditFlush)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			for _, e := range id.failures.close(time.Time{}) {
-				id.audit.add(e)
+			for _, e := range s.failures.close(time.Time{}) {
+				s.audit.add(e)
 			}
 			final, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			id.audit.flush(final)
+			s.audit.flush(final)
 			cancel()
 			return
 		case <-t.C:
-			for _, e := range id.failures.close(id.cfg.Now()) {
-				id.audit.add(e)
+			for _, e := range s.failures.close(s.cfg.Now()) {
+				s.audit.add(e)
 			}
-			id.audit.flush(ctx)
+			s.audit.flush(ctx)
 		}
 	}
 }
@@ -99,12 +110,12 @@ func (id *identity) auditLoop(ctx context.Context) {
 // record queues an entry. An entry without an actor, or with actor
 // "anonymous", comes from a request without valid credentials and is folded
 // (recordFailure).
-func (id *identity) record(e messages.AuditEntry) {
+func (s *Service) record(e messages.AuditEntry) {
 	if e.Actor == "" || e.Actor == anonymousActor {
-		id.recordFailure(e)
+		s.recordFailure(e)
 		return
 	}
-	id.audit.add(id.complete(e))
+	s.audit.add(s.complete(e))
 }
 
 // recordFailure queues the entry of a request made without valid
@@ -114,16 +125,16 @@ func (id *identity) record(e messages.AuditEntry) {
 // id), so it must not decide how much is written: entries are folded per
 // client address, action and result (failureFolder), and only the first of a
 // window is written as it comes.
-func (id *identity) recordFailure(e messages.AuditEntry) {
-	e = id.complete(e)
-	for _, w := range id.failures.add(e) {
-		id.audit.add(w)
+func (s *Service) recordFailure(e messages.AuditEntry) {
+	e = s.complete(e)
+	for _, w := range s.failures.add(e) {
+		s.audit.add(w)
 	}
 }
 
-func (id *identity) complete(e messages.AuditEntry) messages.AuditEntry {
+func (s *Service) complete(e messages.AuditEntry) messages.AuditEntry {
 	if e.Time.IsZero() {
-		e.Time = id.cfg.Now().UTC()
+		e.Time = s.cfg.Now().UTC()
 	}
 	if e.ID == "" {
 		e.ID = messages.NewID()
@@ -138,6 +149,6 @@ const anonymousActor = "anonymous"
 
 // ListAudit returns one page of the audit log, oldest first (ids are ULIDs,
 // so key order is time order; the last page holds the newest entries).
-func (g *Gateway) ListAudit(ctx context.Context, page store.Page) ([]messages.AuditEntry, string, error) {
-	return g.st.ListAudit(ctx, page)
+func (s *Service) ListAudit(ctx context.Context, page store.Page) ([]messages.AuditEntry, string, error) {
+	return s.st.ListAudit(ctx, page)
 }
