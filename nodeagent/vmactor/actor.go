@@ -39,6 +39,7 @@ type (
 		err error
 	}
 	exited struct{ proc *qemu.Process }
+	// qmpEvent (events.go) carries a QMP event.
 )
 
 // Operations run only by the actor itself or synchronously for the API.
@@ -69,6 +70,8 @@ type work struct {
 	req    messages.AgentTaskRequest
 	op     string
 	reply  chan syncResult
+	// obs is what QEMU's events said, for opEvent and opObserveExit.
+	obs *observation
 }
 
 func (w *work) name() string {
@@ -89,6 +92,7 @@ type vmActor struct {
 	watching *qemu.Process
 	ctx      context.Context
 	cancel   context.CancelFunc
+	ev       eventState // events.go
 }
 
 func newVMActor(m *Manager, id string) *vmActor { return &vmActor{m: m, id: id} }
@@ -125,7 +129,10 @@ func (a *vmActor) Receive(ctx actor.Context) {
 		a.busy, a.current = false, nil
 		a.apply(ctx, msg.st)
 		a.finish(w, msg.err)
+		a.observedChange(w)
 		a.kick(ctx)
+	case qmpEvent:
+		a.onEvent(ctx, msg)
 	case exited:
 		if msg.proc == a.st.proc && !a.busy {
 			a.queue = append([]*work{{op: opObserveExit}}, a.queue...)
@@ -154,6 +161,7 @@ func (a *vmActor) release() {
 	if a.st.log != nil {
 		_ = a.st.log.Close()
 	}
+	a.waitWatchers()
 	a.st = vmState{}
 	a.watching = nil
 }
@@ -189,14 +197,7 @@ func (a *vmActor) apply(ctx actor.Context, st vmState) {
 		}
 		a.m.setHub(a.id, st.hub)
 	}
-	if st.proc != nil && st.proc != a.watching {
-		a.watching = st.proc
-		self, sys, proc := ctx.Self(), ctx.ActorSystem(), st.proc
-		go func() {
-			<-proc.Exited()
-			sys.Root.Send(self, exited{proc: proc})
-		}()
-	}
+	a.watch(ctx, st)
 }
 
 // kick starts the next queued item, or retires an actor whose VM is gone.
@@ -215,6 +216,7 @@ func (a *vmActor) kick(ctx actor.Context) {
 	}
 	w := a.queue[0]
 	a.queue = a.queue[1:]
+	a.starting(w)
 	a.busy, a.current = true, w
 	if w.taskID != "" {
 		a.m.update(w.taskID, func(t *messages.AgentTask) {
@@ -281,7 +283,7 @@ func (a *vmActor) load(ctx context.Context) loaded {
 	if err != nil {
 		if rec.Phase == messages.PhaseRunning || rec.Phase == messages.PhasePaused {
 			rec.Phase, rec.Pid, rec.StartedAt = messages.PhaseStopped, 0, nil
-			rec.Message = "QEMU was not running when the agent started"
+			rec.Message, rec.Reason = "QEMU was not running when the agent started", messages.ReasonQEMUExited
 			if err := rec.save(dir); err != nil {
 				return loaded{st: st, err: err}
 			}
@@ -319,8 +321,10 @@ func phaseOf(s qemu.Status) string {
 	switch {
 	case s.Running:
 		return messages.PhaseRunning
-	case s.Status == "paused" || s.Status == "suspended" || s.Status == "prelaunch":
+	case s.Status == "paused" || s.Status == "suspended" || s.Status == "prelaunch" || s.Status == "io-error":
 		return messages.PhasePaused
+	case s.Status == "guest-panicked":
+		return messages.PhaseCrashed
 	case s.Status == "shutdown":
 		return messages.PhaseStopped
 	}

@@ -60,6 +60,10 @@ type Config struct {
 	// bridges); nil means this node runs no data plane, and a VM with NICs
 	// fails to create or start with network_unavailable.
 	Network Network
+	// Changed, if set, is called when a VM's observed state changed on its
+	// own (the guest powered off, panicked, paused on a disk error): the
+	// agent asks for a heartbeat now rather than at the next interval.
+	Changed func()
 	Log     *slog.Logger
 	Now     func() time.Time
 }

@@ -39,6 +39,10 @@ type record struct {
 	// NICs are the VM's allocated NICs, as the create task carried them.
 	NICs      []messages.NICStatus `json:"nics,omitempty"`
 	CreatedAt time.Time            `json:"created_at"`
+
+	// Reason is set when QEMU or the guest changed Phase on its own
+	// (messages.VMObserved.Reason).
+	Reason string `json:"reason,omitempty"`
 }
 
 // loadRecord reads dir's record; a missing one is (nil, nil).
@@ -79,6 +83,7 @@ func (r *record) observed(now time.Time) messages.VMObserved {
 		Pid:                r.Pid,
 		StartedAt:          r.StartedAt,
 		Message:            r.Message,
+		Reason:             r.Reason,
 		ObservedAt:         now.UTC(),
 	}
 }
