@@ -215,6 +215,7 @@ func (a *vmActor) planFinish(m messages.FinishVMJob) (plan, error) {
 			// never replaces it, and the delete below must release it.
 			next.Status.NICs, next.Status.Addresses = nics, addrs
 		}
+		noteInterruption(next, "", a.deps.Store.Now())
 	}
 	if m.Power != "" {
 		next.Spec.PowerState = m.Power

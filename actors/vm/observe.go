@@ -62,6 +62,7 @@ func (a *vmActor) planObserve(m messages.ObserveVM) (plan, error) {
 	st.Message = o.Message
 	at := o.ObservedAt.UTC()
 	st.ObservedAt = &at
+	noteInterruption(next, o.Reason, a.deps.Store.Now())
 	if sameObservation(cur, *st) {
 		// Only the observation time moved: not worth a write per heartbeat.
 		return plan{}, nil
