@@ -50,6 +50,9 @@ func Interrupting(reason string) bool {
 // status holds). ok is false when there is nothing to say: no reason now
 // and no condition before.
 func VMInterruptedCondition(phase, reason, message string, prev *Condition, now time.Time) (c Condition, ok bool) {
+	if !Interrupting(reason) && reason != ReasonGuestReset {
+		reason = "" // not one an agent sends: the condition says nothing of it
+	}
 	c = Condition{Type: VMConditionInterrupted, Status: ConditionFalse}
 	switch {
 	case reason != "" && Interrupting(reason) && phase != PhaseRunning:

@@ -25,6 +25,7 @@ func TestVMInterruptedCondition(t *testing.T) {
 		{"stopped by the user after", PhaseStopped, "", "", &trueShut, true, ConditionFalse, ReasonUserOperation, t1},
 		{"guest reset is not an interruption", PhaseRunning, ReasonGuestReset, "rebooted", nil, true, ConditionFalse, ReasonGuestReset, t1},
 		{"io error", PhasePaused, ReasonIOError, "full", nil, true, ConditionTrue, ReasonIOError, t1},
+		{"an unknown reason is none", PhaseStopped, "Whatever", "x", nil, false, "", "", time.Time{}},
 		{"panic", PhaseCrashed, ReasonGuestPanicked, "panic", nil, true, ConditionTrue, ReasonGuestPanicked, t1},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -305,7 +305,13 @@ func (a *vmActor) load(ctx context.Context) loaded {
 	if err == nil {
 		rec.Phase = phaseOf(status)
 	}
-	rec.Pid, rec.Message = proc.Pid, ""
+	rec.Pid = proc.Pid
+	if err != nil || status.Status != "io-error" {
+		rec.Message, rec.Reason = "", ""
+	} else if rec.Reason != messages.ReasonIOError {
+		// Paused on a disk error before this agent heard why.
+		rec.Reason, rec.Message = messages.ReasonIOError, "paused: a disk write failed (found at agent start)"
+	}
 	if hub, err := a.m.dialConsole(a.id, l); err != nil {
 		// The VM runs on without a console; the log misses its output
 		// until the next start. Never fail a re-adoption over it.

@@ -227,6 +227,8 @@ func ioErrorText(d map[string]any) string {
 	}
 	op, _ := d["operation"].(string)
 	why, _ := d["reason"].(string)
+	// QEMU's strings, bounded: a QEMU the guest took over could send any.
+	disk, op, why = clip(disk), clip(op), clip(why)
 	if why == "" {
 		why = "unknown error"
 	}
@@ -303,4 +305,13 @@ func orText(s, def string) string {
 		return def
 	}
 	return s
+}
+
+// clip bounds one string QEMU sent before it goes into a message.
+func clip(s string) string {
+	const maxField = 128
+	if len(s) <= maxField {
+		return s
+	}
+	return strings.ToValidUTF8(s[:maxField], "") + "…"
 }

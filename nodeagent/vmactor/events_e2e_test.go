@@ -276,6 +276,33 @@ func TestFullDiskPausesVMUntilResumed(t *testing.T) {
 		t.Fatal("the guest finished its write although the disk was full")
 	}
 
+	// An agent restart finds the VM paused for the same reason, and the
+	// new actor drains the re-adopted QEMU's events.
+	gsh.s.Close(1000, "agent restart")
+	f.m.Close()
+	f.start()
+	again := f.waitObserved(t, vm.ID, 30*time.Second, "re-adopted vm", func(o messages.VMObserved) bool { return o.Pid > 0 })
+	if again.Phase != messages.PhasePaused || again.Reason != messages.ReasonIOError || again.Message != o.Message {
+		t.Fatalf("after an agent restart: %+v; want %+v", again, o)
+	}
+	s, err := f.m.Console(vm.ID, messages.ConsoleReadOnly, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(1000, "test over")
+	gsh = &shell{t: t, s: s}
+	go func() {
+		for {
+			b, err := s.Next(context.Background())
+			if err != nil {
+				return
+			}
+			gsh.mu.Lock()
+			gsh.out = append(gsh.out, b...)
+			gsh.mu.Unlock()
+		}
+	}()
+
 	if err := os.Remove(ballast); err != nil {
 		t.Fatal(err)
 	}

@@ -73,5 +73,19 @@ func TestGuestPoweroffShowsWhy(t *testing.T) {
 			t.Fatalf("vm describe lacks %q:\n%s", want, desc)
 		}
 	}
-	c.mustCLI("vm", "delete", "g1", "--wait")
+
+	// Started again by the user: running, power running, the condition
+	// False.
+	c.mustCLI("vm", "start", "g1", "--wait")
+	if err := json.Unmarshal([]byte(c.mustCLI("vm", "get", "g1", "-o", "json")), &full); err != nil {
+		t.Fatal(err)
+	}
+	found = false
+	for _, cond := range full.Status.Conditions {
+		found = found || cond.Type == "Interrupted" && cond.Status == "False"
+	}
+	if full.Spec.PowerState != "running" || !found {
+		t.Fatalf("after start: power %q, conditions %+v; want running and Interrupted False", full.Spec.PowerState, full.Status.Conditions)
+	}
+	c.mustCLI("vm", "delete", "g1", "--force", "--wait")
 }
