@@ -68,6 +68,65 @@ type eventState struct {
 	// pending is the queued opEvent not started yet: later events merge
 	// into it instead of queueing another.
 	pending *work
+	// lastReset is when a guest's reset was last noted.
+	lastReset time.Time
+}
+
+// resetNoteEvery bounds how often a guest's own resets are recorded.
+const resetNoteEvery = 10 * time.Second
+
+// minWakeGap bounds how often VM events wake the heartbeat: a node whose
+// guests change state in a burst sends one beat for the burst, at most a
+// second later.
+const minWakeGap = time.Second
+
+// wakeLimiter calls Config.Changed at most once per minWakeGap; a change
+// inside the gap is carried by one trailing call at its end.
+type wakeLimiter struct {
+	mu      sync.Mutex
+	last    time.Time
+	pending *time.Timer
+	closed  bool
+}
+
+// changed asks for a heartbeat now, or at the end of the current gap.
+func (m *Manager) changed() {
+	if m.cfg.Changed == nil {
+		return
+	}
+	w := &m.wake
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed || w.pending != nil {
+		return
+	}
+	now := time.Now()
+	if wait := w.last.Add(minWakeGap).Sub(now); wait > 0 {
+		w.pending = time.AfterFunc(wait, func() {
+			w.mu.Lock()
+			w.pending, w.last = nil, time.Now()
+			closed := w.closed
+			w.mu.Unlock()
+			if !closed {
+				m.cfg.Changed()
+			}
+		})
+		return
+	}
+	w.last = now
+	m.cfg.Changed()
+}
+
+// stopWakes drops a trailing wake; Close calls it.
+func (m *Manager) stopWakes() {
+	w := &m.wake
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.closed = true
+	if w.pending != nil {
+		w.pending.Stop()
+		w.pending = nil
+	}
 }
 
 // watch starts draining a new monitor and watching a new QEMU for its
@@ -168,6 +227,13 @@ func (a *vmActor) onEvent(ctx actor.Context, msg qmpEvent) {
 		if !guest {
 			return // our own reboot --force
 		}
+		// A guest that resets in a loop costs one note per interval, not
+		// a record write and a heartbeat per reset.
+		if now := time.Now(); now.Sub(a.ev.lastReset) >= resetNoteEvery {
+			a.ev.lastReset = now
+		} else {
+			return
+		}
 		at := ev.Time
 		a.queueEvent(ctx, func(o *observation) { o.reset = at })
 	case "STOP", "RESUME":
@@ -205,10 +271,10 @@ func (a *vmActor) starting(w *work) {
 // observedChange asks for a heartbeat now after an operation that recorded
 // a change QEMU announced on its own; tasks report their own outcome.
 func (a *vmActor) observedChange(w *work) {
-	if w == nil || (w.op != opEvent && w.op != opObserveExit) || a.m.cfg.Changed == nil {
+	if w == nil || (w.op != opEvent && w.op != opObserveExit) {
 		return
 	}
-	a.m.cfg.Changed()
+	a.m.changed()
 }
 
 // ioErrorText describes a BLOCK_IO_ERROR for people, naming the disk as

@@ -2,7 +2,11 @@ package vmactor
 
 import (
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/otherix/otherix/internal/testutil"
 )
 
 // TestIOErrorText: a BLOCK_IO_ERROR names the disk as the guest sees it
@@ -24,5 +28,26 @@ func TestIOErrorText(t *testing.T) {
 				t.Errorf("ioErrorText(%v) = %q; want it to contain %q", tt.data, got, w)
 			}
 		}
+	}
+}
+
+// TestChangedWakesAtMostOncePerGap: a burst of VM changes wakes the
+// heartbeat once at once and once more at the end of the gap, not once per
+// change; a closed manager wakes nothing.
+func TestChangedWakesAtMostOncePerGap(t *testing.T) {
+	var calls atomic.Int64
+	m := &Manager{cfg: Config{Changed: func() { calls.Add(1) }}}
+	for range 5 {
+		m.changed()
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("after a burst: %d wakes, want 1 at once", n)
+	}
+	testutil.Eventually(t, 5*time.Second, 10*time.Millisecond, "the trailing wake", func() bool { return calls.Load() == 2 })
+	m.changed() // inside the gap again: trailing
+	m.stopWakes()
+	time.Sleep(2 * minWakeGap) // nothing may come: there is no event to wait for
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("after close: %d wakes, want 2", n)
 	}
 }

@@ -119,6 +119,7 @@ type Manager struct {
 	// agent restart never drops the taps of running VMs.
 	nics   map[string][]messages.NICStatus
 	closed bool
+	wake   wakeLimiter // events.go
 }
 
 // taskEntry is one task and a channel closed (and replaced) at each change,
@@ -199,6 +200,7 @@ func (m *Manager) Close() {
 	for _, pid := range pids {
 		_ = m.sys.Root.StopFuture(pid).Wait()
 	}
+	m.stopWakes()
 	m.sys.Shutdown()
 }
 
