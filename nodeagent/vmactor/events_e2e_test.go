@@ -144,19 +144,41 @@ func (f *eventFixture) waitObserved(t *testing.T, id string, within time.Duratio
 	return last
 }
 
-// TestGuestPoweroffStopsVM: a guest that powers itself off (poweroff -f on
-// its console) leaves the VM stopped with reason GuestShutdown, reported
-// through Changed; a start brings it back and clears the reason.
+// TestGuestPoweroffStopsVM: a guest that reboots itself (reboot -f) keeps
+// running with the reset noted (GuestReset); one that powers itself off
+// (poweroff -f on its console) leaves the VM stopped with reason
+// GuestShutdown, reported through Changed; a start brings it back and
+// clears the reason.
 func TestGuestPoweroffStopsVM(t *testing.T) {
 	f := newEventFixture(t, nil)
 	vm := f.newVM("poweroff")
 	vm.Spec.MemoryMiB, vm.Spec.UserData = 256, ""
 	sh := f.bootShell(t, vm)
 
+	// A guest that reboots itself keeps running; the reset is noted.
+	sh.type_("reboot -f")
+	o := f.waitObserved(t, vm.ID, 60*time.Second, "the guest's reset noted", func(o messages.VMObserved) bool {
+		return o.Reason == messages.ReasonGuestReset
+	})
+	if o.Phase != messages.PhaseRunning || !strings.Contains(o.Message, "rebooted itself") {
+		t.Fatalf("after reboot -f: %+v; want running, a message saying the guest rebooted", o)
+	}
+	marker := regexp.MustCompile(guest.ReadyMarker + ` instance-id=` + vm.ID)
+	testutil.EventuallyReport(t, 3*time.Minute, 100*time.Millisecond, "the guest booted again", func() (bool, string) {
+		return len(marker.FindAllIndex([]byte(sh.text()), -1)) >= 2, sh.text()
+	})
+	again := regexp.MustCompile(`(?m)^again-43\r?$`)
+	testutil.EventuallyReport(t, 90*time.Second, 3*time.Second, "the shell answers after the reboot", func() (bool, string) {
+		if !sh.matches(again) {
+			_ = sh.s.Write([]byte("echo again-$((6*7+1))\n"))
+		}
+		return sh.matches(again), sh.text()
+	})
+
 	before := f.changed.Load()
 	typed := time.Now()
 	sh.type_("poweroff -f")
-	o := f.waitObserved(t, vm.ID, 60*time.Second, "vm stopped by its guest", func(o messages.VMObserved) bool {
+	o = f.waitObserved(t, vm.ID, 60*time.Second, "vm stopped by its guest", func(o messages.VMObserved) bool {
 		return o.Phase == messages.PhaseStopped
 	})
 	took := time.Since(typed)
