@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -226,10 +227,18 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	} else {
 		log.Info("network data plane off: VMs with network interfaces cannot run on this node", "data_plane", o.dataPlane.mode)
 	}
+	// A VM whose guest powered off, panicked or paused on a disk error is
+	// reported at once: the heartbeat loop (made below) is woken.
+	var beatNow atomic.Pointer[heartbeat.Loop]
 	vcfg := vmactor.Config{
 		StateDir: filepath.Join(o.stateDir, "vms"), RunDir: o.runDir, DiskDir: filepath.Join(o.poolDir, "vms"),
 		Images: cache, Accel: capa.Accelerator, QEMUUser: qemuUser, Sandbox: o.sandbox,
 		StopTimeout: o.stopTimeout, Log: log,
+		Changed: func() {
+			if l := beatNow.Load(); l != nil {
+				l.Wake()
+			}
+		},
 	}
 	if dp != nil {
 		vcfg.Network = dp.runner
@@ -316,6 +325,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		Log: log,
 	}
 	dp.setWake(loop.Wake)
+	beatNow.Store(loop)
 	loopDone := make(chan struct{})
 	go func() { _ = loop.Run(ctx); close(loopDone) }()
 	select {
