@@ -49,9 +49,9 @@ type Spec struct {
 	Accel     string // "kvm" or "tcg"
 	CPUs      int
 	MemoryMiB int
-	Disk      string // qcow2 overlay, virtio-blk
-	// Base is the overlay's backing image as the agent recorded it when it
-	// made the overlay. QEMU is told it explicitly and never follows the
+	Disk      string // the VM disk: qcow2 on Base, virtio-blk
+	// Base is the VM disk's backing image as the agent recorded it when it
+	// made the disk. QEMU is told it explicitly and never follows the
 	// backing name in Disk's header, which a compromised QEMU can rewrite.
 	// Empty means Disk has no backing image.
 	Base       string

@@ -87,7 +87,7 @@ func (e *opEnv) progress(pct int, msg string) {
 	e.m.update(e.w.taskID, func(t *messages.AgentTask) { t.Progress, t.Message = pct, msg })
 }
 
-// create materialises the VM on this node (base image, disk overlay, seed)
+// create materialises the VM on this node (base image, VM disk, seed)
 // and starts it if it should run. A repeated create of a VM that exists
 // converges instead of failing, so a job redelivered after an agent restart
 // finishes the work.
@@ -184,7 +184,7 @@ func (e *opEnv) start(ctx context.Context, st vmState) (vmState, error) {
 }
 
 // base returns the disk's backing image. Records written before the agent
-// kept it have only the overlay's header to go by, which is trusted only
+// kept it have only the VM disk's header to go by, which is trusted only
 // where it points into this pool's image cache with a format named.
 func (e *opEnv) base(rec *record) (string, string, error) {
 	if rec.Base != "" {
