@@ -16,7 +16,12 @@ endif
 
 BINARIES := otherix-api otherix-agent otherix
 BIN_DIR := bin
-LDFLAGS := -X main.version=$(VERSION)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+# SOURCE_DATE_EPOCH, when set, pins the stamped build time (reproducible builds).
+BUILD_DATE ?= $(shell date -u $(if $(SOURCE_DATE_EPOCH),-d @$(SOURCE_DATE_EPOCH)) +%Y-%m-%dT%H:%M:%SZ)
+# internal/buildinfo holds what the three binaries report as their version.
+BUILDINFO := github.com/otherix/otherix/internal/buildinfo
+LDFLAGS := -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).commit=$(COMMIT) -X $(BUILDINFO).date=$(BUILD_DATE)
 
 # make dev's settings (DEV_DIR, DEV_PORT_BASE, DEV_LISTEN, DEV_AGENT_LISTEN,
 # DEV_AGENT_API_LISTEN, DEV_AGENT_FLAGS) reach scripts/dev.sh through the
