@@ -124,7 +124,10 @@ func TestUnitPolicy(t *testing.T) {
 	agent := unitKeys(t, "otherix-agent.service")
 	// QEMU inherits the agent's settings: TCG needs W+X memory, and QEMU
 	// outlives the invocation a private /tmp would belong to.
-	for _, k := range []string{"MemoryDenyWriteExecute", "PrivateTmp", "PrivateDevices", "KillSignal", "ExecStop"} {
+	// ProtectClock implies a DeviceAllow= rule, which closes every device
+	// not listed: /dev/kvm and /dev/net/tun with them.
+	for _, k := range []string{"MemoryDenyWriteExecute", "PrivateTmp", "PrivateDevices", "KillSignal", "ExecStop",
+		"ProtectClock", "DeviceAllow", "DevicePolicy"} {
 		if v, ok := agent[k]; ok {
 			t.Errorf("otherix-agent.service sets %s=%v, which breaks the VMs it leaves running", k, v)
 		}
