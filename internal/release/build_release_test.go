@@ -76,6 +76,7 @@ func TestBuildOneArch(t *testing.T) {
 	api, _ := os.ReadFile(filepath.Join(out, "otherix-api_0.9.1_linux_"+arch))
 	img := filepath.Join(out, a.Images[0])
 	checkImage(t, img, arch, api)
+	t.Run("dpkg", func(t *testing.T) { dpkgLifecycle(t, out, arch, "0.9.1") })
 	t.Run("docker", func(t *testing.T) { dockerHealthz(t, img) })
 }
 
