@@ -214,9 +214,10 @@ release: web
 
 # test-release runs the release builder end to end for this machine's
 # architecture (build tag release): three real go builds, the packages, the
-# image, the SBOM and SHA256SUMS, read back and checked; with a reachable
-# Docker daemon it also runs the image and reaches /healthz. About a minute
-# on a warm build cache.
+# image, the SBOM and SHA256SUMS, read back and checked; as root, the
+# packages' install, upgrade, remove and purge with dpkg in a throwaway
+# overlay of /; with a reachable Docker daemon, the image run up to
+# /healthz. About a minute and a half on a warm build cache.
 test-release:
 	go test -count=1 -tags release -timeout 20m ./internal/release/
 
