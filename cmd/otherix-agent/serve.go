@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/otherix/otherix/internal/buildinfo"
+
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
@@ -291,7 +293,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		return err
 	}
 	go renewLoop(ctx, log, st, client, identity, o.renewBefore)
-	log.Info("agent starting", "version", version, "node", st.Config.NodeName, "server", st.Config.Server,
+	log.Info("agent starting", "version", buildinfo.Version(), "node", st.Config.NodeName, "server", st.Config.Server,
 		"api", ln.Addr().String(), "endpoint", endpoint,
 		"accelerator", capa.Accelerator, "kvm", capa.KVM, "kvm_reason", capa.KVMReason,
 		"cpus", capa.CPUs, "memory_mib", capa.MemoryMiB, "qemu", strings.Join(qemuVersions, "; "),
@@ -305,7 +307,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		URL:    heartbeat.URL(st.Config.Server),
 		Observe: func(context.Context) messages.Heartbeat {
 			return messages.Heartbeat{
-				AgentVersion:    version,
+				AgentVersion:    buildinfo.Version(),
 				Endpoint:        endpoint,
 				Arch:            runtime.GOARCH,
 				Capacity:        capa,
