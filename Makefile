@@ -16,7 +16,12 @@ endif
 
 BINARIES := otherix-api otherix-agent otherix
 BIN_DIR := bin
-LDFLAGS := -X main.version=$(VERSION)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+# SOURCE_DATE_EPOCH, when set, pins the stamped build time (reproducible builds).
+BUILD_DATE ?= $(shell date -u $(if $(SOURCE_DATE_EPOCH),-d @$(SOURCE_DATE_EPOCH)) +%Y-%m-%dT%H:%M:%SZ)
+# internal/buildinfo holds what the three binaries report as their version.
+BUILDINFO := github.com/otherix/otherix/internal/buildinfo
+LDFLAGS := -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).commit=$(COMMIT) -X $(BUILDINFO).date=$(BUILD_DATE)
 
 # make dev's settings (DEV_DIR, DEV_PORT_BASE, DEV_LISTEN, DEV_AGENT_LISTEN,
 # DEV_AGENT_API_LISTEN, DEV_AGENT_FLAGS) reach scripts/dev.sh through the
@@ -37,7 +42,7 @@ existing = $(strip $(foreach d,$(1),$(if $(wildcard $(d)),./$(d)/...)))
 ETCD_PKGS := $(call existing,persistence actors http cmd config)
 BENCH_PKGS := $(call existing,persistence http)
 
-.PHONY: all deps deps-test test-readme web build cross test test-etcd test-netfabric test-e2e vet fmt-check check bench bench-plots dev clean fuzz fuzz-short
+.PHONY: all deps deps-test test-readme web build cross test test-etcd test-netfabric test-e2e vet fmt-check check bench bench-plots dev clean fuzz fuzz-short release image test-release
 
 all: build
 
@@ -122,7 +127,7 @@ fuzz-short:
 
 vet:
 	go vet ./...
-	go vet -tags etcd,e2e,netfabric,readme ./...
+	go vet -tags etcd,e2e,netfabric,readme,release ./...
 
 # gofmt -l over every Go file, build tags or not; node_modules can hold Go
 # files that are not ours.
@@ -140,6 +145,7 @@ check:
 	$(MAKE) fmt-check
 	$(MAKE) cross
 	$(MAKE) test
+	$(MAKE) test-release
 	$(MAKE) fuzz-short
 	$(MAKE) test-etcd
 	$(MAKE) test-netfabric
@@ -211,6 +217,33 @@ bench-plots:
 dev: deps build
 	BIN_DIR=$(BIN_DIR) exec bash scripts/dev.sh
 
+# release builds dist/ (internal/release, run by scripts/release): the three
+# binaries for linux/amd64 and linux/arm64, a .deb of each, an OCI image of
+# otherix-api per architecture, a CycloneDX SBOM and SHA256SUMS. It takes
+# VERSION=x.y.z from the command line: a git describe is no package version.
+# It is not part of make check (a few minutes on two cores); the builder's
+# tests (go test ./internal/release) build one architecture.
+release: web
+	@if [ "$(origin VERSION)" != "command line" ] && [ "$(origin VERSION)" != "environment" ]; then \
+		echo "release: give the version: make release VERSION=x.y.z"; exit 1; \
+	fi
+	go run ./scripts/release -version $(VERSION) -commit $(COMMIT) -date $(BUILD_DATE) -out dist
+
+# test-release runs the release builder end to end for this machine's
+# architecture (build tag release): three real go builds, the packages, the
+# image, the SBOM and SHA256SUMS, read back and checked; as root, the
+# packages' install, upgrade, remove and purge with dpkg in a throwaway
+# overlay of /; with a reachable Docker daemon, the image run up to
+# /healthz. About a minute and a half on a warm build cache.
+test-release:
+	go test -count=1 -tags release -timeout 20m ./internal/release/
+
+# image writes dist/otherix-api_<VERSION>_linux_<IMAGE_ARCH>.oci.tar without a
+# Docker daemon: docker load -i FILE (or podman load) to run it.
+IMAGE_ARCH ?= $(shell go env GOARCH)
+image: web
+	go run ./scripts/release -image -arch $(IMAGE_ARCH) -version $(VERSION) -commit $(COMMIT) -date $(BUILD_DATE) -out dist
+
 # clean leaves DEV_DIR (.dev) alone: it holds the dev cluster's etcd data.
 clean:
-	rm -rf $(BIN_DIR) bench.out
+	rm -rf $(BIN_DIR) bench.out dist

@@ -97,6 +97,10 @@ type VMObserved struct {
 	Pid                int        `json:"pid,omitempty"`
 	StartedAt          *time.Time `json:"started_at,omitempty"`
 	Message            string     `json:"message,omitempty"`
+	// Reason is set when the guest or QEMU changed the phase on its own
+	// (VM condition reasons: GuestShutdown, GuestPanicked, GuestReset,
+	// IOError, QEMUExited); empty after an operation the user asked for.
+	Reason string `json:"reason,omitempty"`
 	// ObservedAt is the agent's clock when this was true; the control plane
 	// keeps the newest of a task result and a heartbeat by it.
 	ObservedAt time.Time `json:"observed_at"`

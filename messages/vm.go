@@ -32,6 +32,9 @@ const (
 	PhasePaused   = "paused"
 	PhaseDeleting = "deleting"
 	PhaseFailed   = "failed"
+	// PhaseCrashed: the guest kernel panicked and QEMU ended it (see
+	// VMConditionInterrupted); otherix vm start boots it again.
+	PhaseCrashed = "crashed"
 )
 
 // Limits for VM specs. They bound what one request can ask of a node. The

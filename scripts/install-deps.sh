@@ -51,6 +51,11 @@ declare -A TEST_NEEDS=(
 	[isoinfo]=genisoimage
 	# The browser console's e2e test drives headless Chromium.
 	[chromium]=chromium
+	# deploy/'s test checks the systemd units with systemd-analyze verify
+	# (systemd need not be PID 1); the release test reads packages with
+	# dpkg-deb and installs them with dpkg in a throwaway overlay.
+	[systemd-analyze]=systemd
+	[dpkg-deb]=dpkg
 )
 
 # Go is not a Debian package here: the project pins a newer toolchain than

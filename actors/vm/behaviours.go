@@ -216,6 +216,7 @@ func (b *behaviour) planFinish(cur *messages.VM, m messages.FinishVMJob) plan {
 			// never replaces it, and the delete below must release it.
 			next.Status.NICs, next.Status.Addresses = nics, addrs
 		}
+		noteInterruption(next, "", b.deps.Store.Now())
 	}
 	if m.Power != "" {
 		next.Spec.PowerState = m.Power

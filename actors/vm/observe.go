@@ -62,6 +62,7 @@ func (b *behaviour) planObserve(cur *messages.VM, m messages.ObserveVM) plan {
 	st.Message = o.Message
 	at := o.ObservedAt.UTC()
 	st.ObservedAt = &at
+	noteInterruption(next, o.Reason, b.deps.Store.Now())
 	if sameObservation(was, *st) {
 		// Only the observation time moved: not worth a write per heartbeat.
 		return plan{}

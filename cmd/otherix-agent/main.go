@@ -13,14 +13,13 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/otherix/otherix/internal/buildinfo"
+
 	"github.com/spf13/cobra"
 
 	"github.com/otherix/otherix/nodeagent/enroll"
 	"github.com/otherix/otherix/security"
 )
-
-// version is set at link time with -ldflags "-X main.version=...".
-var version = "dev"
 
 // defaultStateDir is where the agent keeps its enrollment and VM state.
 const defaultStateDir = "/var/lib/otherix-agent"
@@ -59,7 +58,7 @@ func newVersionCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
 			fmt.Fprintf(cmd.OutOrStdout(), "otherix-agent %s %s/%s (%s)\n",
-				version, runtime.GOOS, runtime.GOARCH, runtime.Version())
+				buildinfo.Version(), runtime.GOOS, runtime.GOARCH, runtime.Version())
 		},
 	}
 }
@@ -89,7 +88,7 @@ valid for more than a day.`,
 				Token:        token,
 				Name:         name,
 				StateDir:     dir,
-				AgentVersion: version,
+				AgentVersion: buildinfo.Version(),
 				Force:        force,
 			})
 			if err != nil {

@@ -14,8 +14,11 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/otherix/otherix/internal/buildinfo"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -226,10 +229,18 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	} else {
 		log.Info("network data plane off: VMs with network interfaces cannot run on this node", "data_plane", o.dataPlane.mode)
 	}
+	// A VM whose guest powered off, panicked or paused on a disk error is
+	// reported at once: the heartbeat loop (made below) is woken.
+	var beatNow atomic.Pointer[heartbeat.Loop]
 	vcfg := vmactor.Config{
 		StateDir: filepath.Join(o.stateDir, "vms"), RunDir: o.runDir, DiskDir: filepath.Join(o.poolDir, "vms"),
 		Images: cache, Accel: capa.Accelerator, QEMUUser: qemuUser, Sandbox: o.sandbox,
 		StopTimeout: o.stopTimeout, Log: log,
+		Changed: func() {
+			if l := beatNow.Load(); l != nil {
+				l.Wake()
+			}
+		},
 	}
 	if dp != nil {
 		vcfg.Network = dp.runner
@@ -282,7 +293,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		return err
 	}
 	go renewLoop(ctx, log, st, client, identity, o.renewBefore)
-	log.Info("agent starting", "version", version, "node", st.Config.NodeName, "server", st.Config.Server,
+	log.Info("agent starting", "version", buildinfo.Version(), "node", st.Config.NodeName, "server", st.Config.Server,
 		"api", ln.Addr().String(), "endpoint", endpoint,
 		"accelerator", capa.Accelerator, "kvm", capa.KVM, "kvm_reason", capa.KVMReason,
 		"cpus", capa.CPUs, "memory_mib", capa.MemoryMiB, "qemu", strings.Join(qemuVersions, "; "),
@@ -296,7 +307,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		URL:    heartbeat.URL(st.Config.Server),
 		Observe: func(context.Context) messages.Heartbeat {
 			return messages.Heartbeat{
-				AgentVersion:    version,
+				AgentVersion:    buildinfo.Version(),
 				Endpoint:        endpoint,
 				Arch:            runtime.GOARCH,
 				Capacity:        capa,
@@ -316,6 +327,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		Log: log,
 	}
 	dp.setWake(loop.Wake)
+	beatNow.Store(loop)
 	loopDone := make(chan struct{})
 	go func() { _ = loop.Run(ctx); close(loopDone) }()
 	select {

@@ -7,10 +7,9 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
-)
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
+	"github.com/otherix/otherix/internal/buildinfo"
+)
 
 func main() {
 	if err := rootCommand().Execute(); err != nil {
@@ -25,7 +24,7 @@ func rootCommand() *cobra.Command {
 		Short:         "Otherix control plane: REST API, embedded etcd, actors and job dispatcher",
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Version:       version,
+		Version:       buildinfo.Version(),
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return serve(cmd)

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/otherix/otherix/internal/buildinfo"
+
 	"github.com/spf13/cobra"
 
 	"github.com/otherix/otherix/actors/gateway"
@@ -176,11 +178,11 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 	abs := cfg.DataDir // absolute since loadConfig
 	if cfg.TLS.Enabled {
 		log.Info("otherix-api ready", "listen", scheme+"://"+ln.Addr().String(), "ca_fingerprint", fp, "sans", cfg.TLS.SANs,
-			"data_dir", abs, "version", version)
-		fmt.Fprintf(os.Stdout, "otherix-api %s listening on https://%s (CA fingerprint %s, data dir %s)\n", version, ln.Addr(), fp, abs)
+			"data_dir", abs, "version", buildinfo.Version())
+		fmt.Fprintf(os.Stdout, "otherix-api %s listening on https://%s (CA fingerprint %s, data dir %s)\n", buildinfo.Version(), ln.Addr(), fp, abs)
 	} else {
-		log.Info("otherix-api ready", "listen", scheme+"://"+ln.Addr().String(), "data_dir", abs, "version", version)
-		fmt.Fprintf(os.Stdout, "otherix-api %s listening on http://%s (data dir %s)\n", version, ln.Addr(), abs)
+		log.Info("otherix-api ready", "listen", scheme+"://"+ln.Addr().String(), "data_dir", abs, "version", buildinfo.Version())
+		fmt.Fprintf(os.Stdout, "otherix-api %s listening on http://%s (data dir %s)\n", buildinfo.Version(), ln.Addr(), abs)
 	}
 	log.Info("agent listener ready", "listen", "https://"+agentLn.Addr().String(), "ca_fingerprint", fp, "sans", cfg.Agent.SANs)
 	fmt.Fprintf(os.Stdout, "agent listener on https://%s (CA fingerprint %s)\n", agentLn.Addr(), fp)

@@ -9,9 +9,6 @@ import (
 	"syscall"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
-
 func main() {
 	// Ctrl-C cancels the command's context, so a --wait stops polling and
 	// says which task is still running instead of dying mid-line.

@@ -8,10 +8,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/otherix/otherix/internal/buildinfo"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -161,7 +162,7 @@ case nothing was sent.
 Start with "otherix login URL --user EMAIL". Clusters and credentials are kept
 as contexts in ~/.otherix/config (--config or OTHERIX_CONFIG to use another
 file, --context to use another context for one call).`,
-		Version:           version,
+		Version:           buildinfo.Version(),
 		SilenceUsage:      true,
 		SilenceErrors:     true,
 		Args:              noCommand,
@@ -183,7 +184,7 @@ file, --context to use another context for one call).`,
 		a.loginCommand(), a.logoutCommand(), a.whoamiCommand(), a.configCommand(), a.userCommand(), a.tokenCommand(),
 		a.nodeCommand(), a.clusterCommand(),
 		a.getCommand(), a.describeCommand(), a.applyCommand(),
-		versionCommand(stdout))
+		a.versionCommand())
 	markArgsUsage(root)
 	return root
 }
@@ -356,18 +357,6 @@ func (a *app) keyOr(key string) string {
 
 // newIdempotencyKey returns a random key for one intended change.
 func newIdempotencyKey() string { return "otherix-cli-" + rand.Text() }
-
-// versionCommand prints the client's version.
-func versionCommand(stdout io.Writer) *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "Print the otherix client version",
-		Args:  cobra.NoArgs,
-		Run: func(*cobra.Command, []string) {
-			fmt.Fprintf(stdout, "otherix %s (%s %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-		},
-	}
-}
 
 // groupCommand is a noun such as "vm" that only holds verbs. It runs (and
 // prints its help) so that its argument check applies: cobra shows help for a

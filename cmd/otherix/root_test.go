@@ -77,9 +77,32 @@ func TestUsageErrors(t *testing.T) {
 }
 
 func TestVersion(t *testing.T) {
-	code, stdout, _ := runCLI(t, "http://127.0.0.1:1", "version")
-	if code != 0 || !strings.HasPrefix(stdout, "otherix dev (") {
-		t.Fatalf("exit %d, stdout %q", code, stdout)
+	// --client never contacts the server: nothing listens here.
+	code, stdout, _ := runCLI(t, "http://127.0.0.1:1", "version", "--client")
+	if code != 0 || !strings.HasPrefix(stdout, "otherix dev (") || strings.Count(stdout, "\n") != 1 {
+		t.Fatalf("--client: exit %d, stdout %q", code, stdout)
+	}
+	// Unreachable server: the client line still prints, then the error.
+	code, stdout, stderr := runCLI(t, "http://127.0.0.1:1", "version")
+	if code != 1 || !strings.HasPrefix(stdout, "otherix dev (") || !strings.Contains(stderr, "[connection_failed]") {
+		t.Fatalf("unreachable: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/version" {
+			http.NotFound(w, r)
+			return
+		}
+		writeJSONAnswer(w, http.StatusOK, `{"version":"1.4.0","commit":"c0ffee","build_time":"2026-12-07T10:00:00Z","go_version":"go1.26.8","etcd_version":"3.7.3","platform":"linux/arm64"}`)
+	}))
+	defer srv.Close()
+	code, stdout, stderr = runCLI(t, srv.URL, "version")
+	want := "otherix-api 1.4.0 (commit c0ffee, built 2026-12-07T10:00:00Z, go1.26.8, etcd 3.7.3, linux/arm64) at " + srv.URL + "\n"
+	if code != 0 || !strings.HasPrefix(stdout, "otherix dev (") || !strings.HasSuffix(stdout, want) {
+		t.Fatalf("server: exit %d, stdout %q, stderr %q; want the server line %q", code, stdout, stderr, want)
+	}
+	code, stdout, _ = runCLI(t, srv.URL, "-o", "json", "version")
+	if code != 0 || !strings.Contains(stdout, `"server": {`) || !strings.Contains(stdout, `"etcd_version": "3.7.3"`) {
+		t.Fatalf("-o json: exit %d, stdout %q", code, stdout)
 	}
 }
 

@@ -83,6 +83,9 @@ func (s *Server) routeTable() []route {
 		public(get, "/healthz", s.healthz),
 		public(get, "/readyz", s.readyz),
 		public(get, "/openapi.yaml", s.openapi),
+		// Anonymous callers get the version only; a bearer token, when
+		// sent, must be valid and adds the build details (version.go).
+		limited(public(get, "/v1/version", s.version)),
 		limited(public(post, "/v1/auth/login", s.login)),
 		limited(public(post, "/v1/auth/refresh", s.refresh)),
 		// The refresh token in the body is the credential: logging out must work

@@ -49,9 +49,9 @@ type Spec struct {
 	Accel     string // "kvm" or "tcg"
 	CPUs      int
 	MemoryMiB int
-	Disk      string // qcow2 overlay, virtio-blk
-	// Base is the overlay's backing image as the agent recorded it when it
-	// made the overlay. QEMU is told it explicitly and never follows the
+	Disk      string // the VM disk: qcow2 on Base, virtio-blk
+	// Base is the VM disk's backing image as the agent recorded it when it
+	// made the disk. QEMU is told it explicitly and never follows the
 	// backing name in Disk's header, which a compromised QEMU can rewrite.
 	// Empty means Disk has no backing image.
 	Base       string
@@ -138,12 +138,15 @@ func plan(s Spec) ([]string, []inherit, error) {
 		// No -cpu host under kvm: it aborts on nested PVM hosts
 		// ("failed to set MSR 0x10a"); QEMU's default model runs everywhere.
 		a = append(a, "-machine", "q35,accel="+s.Accel)
+		// pvpanic tells QEMU (GUEST_PANICKED) when the guest kernel
+		// panics; x86 guests find the ISA device through ACPI.
+		a = append(a, "-device", "pvpanic")
 	case "arm64":
 		cpu := "max"
 		if s.Accel == "kvm" {
 			cpu = "host"
 		}
-		a = append(a, "-machine", "virt,accel="+s.Accel, "-cpu", cpu)
+		a = append(a, "-machine", "virt,accel="+s.Accel, "-cpu", cpu, "-device", "pvpanic-pci")
 	}
 	a = append(a,
 		"-smp", strconv.Itoa(s.CPUs),
@@ -156,6 +159,10 @@ func plan(s Spec) ([]string, []inherit, error) {
 		"-mon", "chardev=qmp,mode=control",
 		"-chardev", "socket,id=serial0,fd="+fd(fdListen, SerialPath(s.RunDir))+",server=on,wait=off",
 		"-serial", "chardev:serial0",
+		// A panicked guest is ended rather than left paused: nothing reads
+		// a paused guest's memory, the panic is in the serial log, and the
+		// node gets its memory back. The agent reports the VM crashed.
+		"-action", "panic=shutdown",
 	)
 	var blockdevs []string
 	backing := any(nil) // JSON null: no backing file, whatever the header says
@@ -173,7 +180,12 @@ func plan(s Spec) ([]string, []inherit, error) {
 			"cache": map[string]any{"direct": true}, "discard": "unmap"}),
 		blockdev(map[string]any{"driver": "qcow2", "node-name": "disk0", "file": "disk0-file", "backing": backing,
 			"discard": "unmap"}))
-	devices := []string{"-device", "virtio-blk-pci,drive=disk0,bootindex=0"}
+	// A write that fails for lack of space on the node pauses the guest
+	// (QMP BLOCK_IO_ERROR, then STOP) instead of handing it an I/O error
+	// that would corrupt or remount its filesystems; once space is freed,
+	// cont retries the write. Any other error goes to the guest, which
+	// handles a failing disk better than a pause nobody can cure.
+	devices := []string{"-device", "virtio-blk-pci,drive=disk0,bootindex=0," + diskErrorPolicy}
 	if s.Seed != "" {
 		// virtio, not a CD-ROM: the cloud kernel has no AHCI driver for q35's cdrom.
 		blockdevs = append(blockdevs,
@@ -203,6 +215,10 @@ func plan(s Spec) ([]string, []inherit, error) {
 	}
 	return a, fds, nil
 }
+
+// diskErrorPolicy is the VM disk's werror/rerror: QEMU's defaults today,
+// written out so a QEMU that changes them does not change the agent.
+const diskErrorPolicy = "werror=enospc,rerror=report"
 
 // blockdev renders one -blockdev in QEMU's JSON syntax, which needs no
 // escaping of paths and can say "backing": null.

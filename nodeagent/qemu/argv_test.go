@@ -19,13 +19,14 @@ func baseSpec() Spec {
 func TestArgv(t *testing.T) {
 	common := func(accel string) []string {
 		return []string{
-			"qemu-system-x86_64", "-name", "guest=vm1", "-machine", "q35,accel=" + accel,
+			"qemu-system-x86_64", "-name", "guest=vm1", "-machine", "q35,accel=" + accel, "-device", "pvpanic",
 			"-smp", "2", "-m", "512M",
 			"-nodefaults", "-no-user-config", "-display", "none", "-S",
 			"-chardev", "socket,id=qmp,fd=3,server=on,wait=off",
 			"-mon", "chardev=qmp,mode=control",
 			"-chardev", "socket,id=serial0,fd=4,server=on,wait=off",
 			"-serial", "chardev:serial0",
+			"-action", "panic=shutdown",
 		}
 	}
 	disk := func(fd, set int, backing string) []string {
@@ -33,7 +34,7 @@ func TestArgv(t *testing.T) {
 			"-add-fd", "fd=" + strconv.Itoa(fd) + ",set=" + strconv.Itoa(set),
 			"-blockdev", `{"cache":{"direct":true},"discard":"unmap","driver":"file","filename":"/dev/fdset/` + strconv.Itoa(set) + `","node-name":"disk0-file"}`,
 			"-blockdev", `{"backing":` + backing + `,"discard":"unmap","driver":"qcow2","file":"disk0-file","node-name":"disk0"}`,
-			"-device", "virtio-blk-pci,drive=disk0,bootindex=0",
+			"-device", "virtio-blk-pci,drive=disk0,bootindex=0,werror=enospc,rerror=report",
 		}
 	}
 	cat := func(parts ...[]string) []string {
@@ -57,14 +58,14 @@ func TestArgv(t *testing.T) {
 				"-blockdev", `{"driver":"qcow2","file":"base0-file","node-name":"base0","read-only":true}`,
 				"-blockdev", `{"cache":{"direct":true},"discard":"unmap","driver":"file","filename":"/dev/fdset/2","node-name":"disk0-file"}`,
 				"-blockdev", `{"backing":"base0","discard":"unmap","driver":"qcow2","file":"disk0-file","node-name":"disk0"}`,
-				"-device", "virtio-blk-pci,drive=disk0,bootindex=0"}, none)},
+				"-device", "virtio-blk-pci,drive=disk0,bootindex=0,werror=enospc,rerror=report"}, none)},
 		{"seed", func(s *Spec) { s.Seed = "/var/lib/otherix/vm1/seed.iso" }, cat(common("tcg"),
 			[]string{"-add-fd", "fd=5,set=1", "-add-fd", "fd=6,set=2",
 				"-blockdev", `{"cache":{"direct":true},"discard":"unmap","driver":"file","filename":"/dev/fdset/1","node-name":"disk0-file"}`,
 				"-blockdev", `{"backing":null,"discard":"unmap","driver":"qcow2","file":"disk0-file","node-name":"disk0"}`,
 				"-blockdev", `{"driver":"file","filename":"/dev/fdset/2","node-name":"seed0-file","read-only":true}`,
 				"-blockdev", `{"driver":"raw","file":"seed0-file","node-name":"seed0","read-only":true}`,
-				"-device", "virtio-blk-pci,drive=disk0,bootindex=0", "-device", "virtio-blk-pci,drive=seed0"}, none)},
+				"-device", "virtio-blk-pci,drive=disk0,bootindex=0,werror=enospc,rerror=report", "-device", "virtio-blk-pci,drive=seed0"}, none)},
 		{"nics", func(s *Spec) {
 			s.NICs = []NIC{{Tap: "otx-a", MAC: "52:54:00:AA:BB:01"}, {Tap: "otx-b", MAC: "52:54:00:aa:bb:02"}}
 		}, cat(common("tcg"), disk(5, 1, "null"), []string{
@@ -77,7 +78,7 @@ func TestArgv(t *testing.T) {
 		{"arm64 tcg", func(s *Spec) { s.Arch = "arm64" }, func() []string {
 			a := cat(common("tcg"), disk(5, 1, "null"), none)
 			a[0] = "qemu-system-aarch64"
-			return append(append(a[:3:3], "-machine", "virt,accel=tcg", "-cpu", "max"), a[5:]...)
+			return append(append(a[:3:3], "-machine", "virt,accel=tcg", "-cpu", "max", "-device", "pvpanic-pci"), a[7:]...)
 		}()},
 		{"custom binary", func(s *Spec) { s.Binary = "/opt/qemu/bin/qemu-system-x86_64" }, func() []string {
 			a := cat(common("tcg"), disk(5, 1, "null"), none)

@@ -82,7 +82,7 @@ func Start(ctx context.Context, s Spec) (*Process, error) {
 	// This guard stays because it completes the argv, for any caller: the
 	// argv gives disk0 its backing explicitly, so a backing name in the
 	// header is never followed, but a qcow2 blockdev cannot be told "no data
-	// file", and the overlay is QEMU's to write (after a guest escape, the
+	// file", and the VM disk is QEMU's to write (after a guest escape, the
 	// attacker's). Only the data file, then, whatever else the header says.
 	if h, err := qcow2.Read(s.Disk); err != nil {
 		return nil, &StartError{ID: s.ID, Err: err}

@@ -387,7 +387,7 @@ func TestSandboxDeniesSpawn(t *testing.T) {
 	}
 }
 
-// TestStartIgnoresHeaderBacking: the overlay's header names a backing file
+// TestStartIgnoresHeaderBacking: the VM disk's header names a backing file
 // (a compromised QEMU can write any name there), and QEMU must not open
 // it: only the base the agent names, or none.
 func TestStartIgnoresHeaderBacking(t *testing.T) {
@@ -440,7 +440,7 @@ func TestStartIgnoresHeaderBacking(t *testing.T) {
 	}
 }
 
-// TestStartRefusesExternalDataFile: an overlay whose header sends its data
+// TestStartRefusesExternalDataFile: a VM disk whose header sends its data
 // to another file is refused before QEMU sees it.
 func TestStartRefusesExternalDataFile(t *testing.T) {
 	s := testSpec(t)

@@ -45,6 +45,7 @@ type (
 		from *vmActor
 		msg  any
 	}
+	// qmpEvent (events.go) carries a QMP event.
 )
 
 // Operations run only by the actor itself or synchronously for the API.
@@ -75,6 +76,8 @@ type work struct {
 	req    messages.AgentTaskRequest
 	op     string
 	reply  chan syncResult
+	// obs is what QEMU's events said, for opEvent and opObserveExit.
+	obs *observation
 }
 
 func (w *work) name() string {
@@ -95,9 +98,10 @@ type vmActor struct {
 	watching *qemu.Process
 	ctx      context.Context
 	cancel   context.CancelFunc
-	// g owns this incarnation's goroutines (its operation and the exit
-	// watcher); the manager's group owns them too.
-	g group
+	// g owns this incarnation's goroutines (its operation, the QMP event
+	// drain and the exit watcher); the manager's group owns them too.
+	g  group
+	ev eventState // events.go
 }
 
 func newVMActor(m *Manager, id string) *vmActor { return &vmActor{m: m, id: id} }
@@ -150,7 +154,10 @@ func (a *vmActor) Receive(ctx actor.Context) {
 		a.busy, a.current = false, nil
 		a.apply(ctx, msg.st)
 		a.finish(w, msg.err)
+		a.observedChange(w)
 		a.kick(ctx)
+	case qmpEvent:
+		a.onEvent(ctx, msg)
 	case exited:
 		if msg.proc == a.st.proc && !a.busy {
 			a.queue = append([]*work{{op: opObserveExit}}, a.queue...)
@@ -193,6 +200,7 @@ func (a *vmActor) release() {
 		a.cancel()
 	}
 	a.st.release()
+	a.waitWatchers()
 	a.st = vmState{}
 	a.watching = nil
 }
@@ -291,19 +299,7 @@ func (a *vmActor) apply(ctx actor.Context, st vmState) {
 		}
 		a.m.setHub(a.id, st.hub)
 	}
-	if st.proc != nil && st.proc != a.watching {
-		a.watching = st.proc
-		self, sys, proc, c := ctx.Self(), ctx.ActorSystem(), st.proc, a.ctx
-		// If the watcher cannot start, the manager is closing; kick
-		// notices an exit anyway.
-		a.spawn(func() {
-			select {
-			case <-proc.Exited():
-				sys.Root.Send(self, fromGo{from: a, msg: exited{proc: proc}})
-			case <-c.Done():
-			}
-		})
-	}
+	a.watch(ctx, st)
 }
 
 // kick starts the next queued item, or retires an actor whose VM is gone.
@@ -322,6 +318,7 @@ func (a *vmActor) kick(ctx actor.Context) {
 	}
 	w := a.queue[0]
 	a.queue = a.queue[1:]
+	a.starting(w)
 	a.busy, a.current = true, w
 	if w.taskID != "" {
 		a.m.update(w.taskID, func(t *messages.AgentTask) {
@@ -403,7 +400,7 @@ func (a *vmActor) load(ctx context.Context) loaded {
 	if err != nil {
 		if rec.Phase == messages.PhaseRunning || rec.Phase == messages.PhasePaused {
 			rec.Phase, rec.Pid, rec.StartedAt = messages.PhaseStopped, 0, nil
-			rec.Message = "QEMU was not running when the agent started"
+			rec.Message, rec.Reason = "QEMU was not running when the agent started", messages.ReasonQEMUExited
 			if err := rec.save(dir); err != nil {
 				return loaded{st: st, err: err}
 			}
@@ -425,7 +422,13 @@ func (a *vmActor) load(ctx context.Context) loaded {
 	if err == nil {
 		rec.Phase = phaseOf(status)
 	}
-	rec.Pid, rec.Message = proc.Pid, ""
+	rec.Pid = proc.Pid
+	if err != nil || status.Status != "io-error" {
+		rec.Message, rec.Reason = "", ""
+	} else if rec.Reason != messages.ReasonIOError {
+		// Paused on a disk error before this agent heard why.
+		rec.Reason, rec.Message = messages.ReasonIOError, "paused: a disk write failed (found at agent start)"
+	}
 	if hub, err := a.m.dialConsole(a.id, l); err != nil {
 		// The VM runs on without a console; the log misses its output
 		// until the next start. Never fail a re-adoption over it.
@@ -441,8 +444,10 @@ func phaseOf(s qemu.Status) string {
 	switch {
 	case s.Running:
 		return messages.PhaseRunning
-	case s.Status == "paused" || s.Status == "suspended" || s.Status == "prelaunch":
+	case s.Status == "paused" || s.Status == "suspended" || s.Status == "prelaunch" || s.Status == "io-error":
 		return messages.PhasePaused
+	case s.Status == "guest-panicked":
+		return messages.PhaseCrashed
 	case s.Status == "shutdown":
 		return messages.PhaseStopped
 	}

@@ -11,7 +11,7 @@ import (
 )
 
 // TestBaseOfLegacyRecord: a record written before the agent kept the base
-// image falls back to the overlay's header, trusted only inside this
+// image falls back to the VM disk's header, trusted only inside this
 // pool's image cache with a named format: QEMU can rewrite the header, and
 // the agent opens the base as root for it.
 func TestBaseOfLegacyRecord(t *testing.T) {
@@ -33,7 +33,7 @@ func TestBaseOfLegacyRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := &opEnv{m: &Manager{cfg: Config{DiskDir: vms}}, id: "vm1"}
-	overlay := func(name string, args ...string) string {
+	vmDisk := func(name string, args ...string) string {
 		p := filepath.Join(vms, name)
 		qemuImg(t, append(append([]string{"create", "-q", "-f", "qcow2"}, args...), p, "16M")...)
 		return p
@@ -45,10 +45,10 @@ func TestBaseOfLegacyRecord(t *testing.T) {
 		refused    bool
 	}{
 		{"recorded", record{Disk: "/nowhere", Base: base, BaseFormat: "qcow2"}, base, "qcow2", false},
-		{"legacy, in the cache", record{Disk: overlay("a.qcow2", "-F", "qcow2", "-b", base)}, base, "qcow2", false},
-		{"legacy, no backing", record{Disk: overlay("b.qcow2")}, "", "", false},
-		{"legacy, host file", record{Disk: overlay("c.qcow2", "-F", "raw", "-b", secret)}, "", "", true},
-		{"legacy, escapes the cache", record{Disk: overlay("d.qcow2", "-F", "qcow2", "-b", images+"/../images/base.qcow2")}, "", "", true},
+		{"legacy, in the cache", record{Disk: vmDisk("a.qcow2", "-F", "qcow2", "-b", base)}, base, "qcow2", false},
+		{"legacy, no backing", record{Disk: vmDisk("b.qcow2")}, "", "", false},
+		{"legacy, host file", record{Disk: vmDisk("c.qcow2", "-F", "raw", "-b", secret)}, "", "", true},
+		{"legacy, escapes the cache", record{Disk: vmDisk("d.qcow2", "-F", "qcow2", "-b", images+"/../images/base.qcow2")}, "", "", true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			got, format, err := e.base(&tt.rec)

@@ -60,6 +60,10 @@ type Config struct {
 	// bridges); nil means this node runs no data plane, and a VM with NICs
 	// fails to create or start with network_unavailable.
 	Network Network
+	// Changed, if set, is called when a VM's observed state changed on its
+	// own (the guest powered off, panicked, paused on a disk error): the
+	// agent asks for a heartbeat now rather than at the next interval.
+	Changed func()
 	Log     *slog.Logger
 	Now     func() time.Time
 }
@@ -125,6 +129,7 @@ type Manager struct {
 	// agent restart never drops the taps of running VMs.
 	nics   map[string][]messages.NICStatus
 	closed bool
+	wake   wakeLimiter // events.go
 }
 
 // taskEntry is one task and a channel closed (and replaced) at each change,
@@ -214,6 +219,7 @@ func (m *Manager) Close(ctx context.Context) error {
 	if err != nil {
 		err = fmt.Errorf("vmactor: close: vm operations still running: %w", err)
 	}
+	m.stopWakes()
 	m.sys.Shutdown()
 	return err
 }

@@ -197,10 +197,10 @@ func TestLifecycleWithRealQEMU(t *testing.T) {
 			t.Fatalf("create left no %s: %v", p, err)
 		}
 	}
-	// The overlay is backed by the cached image and sized as asked.
+	// The VM disk is backed by the cached image and sized as asked.
 	out, err := exec.Command("qemu-img", "info", "-U", filepath.Join(f.cfg.DiskDir, vm.ID+".qcow2")).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "backing file:") || !strings.Contains(string(out), "virtual size: 1 GiB") {
-		t.Fatalf("overlay: %v\n%s", err, out)
+		t.Fatalf("vm disk: %v\n%s", err, out)
 	}
 
 	t.Run("the same task id answers the same task", func(t *testing.T) {

@@ -66,8 +66,9 @@ func (e *opEnv) run(ctx context.Context, st vmState) (vmState, error) {
 		if st.rec == nil {
 			return st, nil
 		}
-		e.m.cfg.Log.Info("qemu exited", "vm", e.id, "pid", st.rec.Pid)
-		return e.stopped(st, "QEMU exited: the guest powered off or QEMU ended")
+		return e.observeExit(st)
+	case opEvent:
+		return e.observeEvent(ctx, st)
 	}
 	return st, messages.Errorf(messages.KindInvalid, "unknown_operation", "unknown operation %q", e.w.name())
 }
@@ -86,7 +87,7 @@ func (e *opEnv) progress(pct int, msg string) {
 	e.m.update(e.w.taskID, func(t *messages.AgentTask) { t.Progress, t.Message = pct, msg })
 }
 
-// create materialises the VM on this node (base image, disk overlay, seed)
+// create materialises the VM on this node (base image, VM disk, seed)
 // and starts it if it should run. A repeated create of a VM that exists
 // converges instead of failing, so a job redelivered after an agent restart
 // finishes the work.
@@ -171,7 +172,7 @@ func (e *opEnv) start(ctx context.Context, st vmState) (vmState, error) {
 	}
 	rec := l.rec
 	now := e.m.cfg.Now().UTC()
-	rec.Phase, rec.Pid, rec.StartedAt, rec.Message = messages.PhaseRunning, l.proc.Pid, &now, ""
+	rec.Phase, rec.Pid, rec.StartedAt, rec.Message, rec.Reason = messages.PhaseRunning, l.proc.Pid, &now, "", ""
 	next := vmState{rec: &rec, proc: l.proc, mon: l.mon, log: l.log, hub: l.hub}
 	if err := rec.save(e.m.vmStateDir(e.id)); err != nil {
 		// QEMU runs; the record will be fixed by the next change. Losing it
@@ -183,7 +184,7 @@ func (e *opEnv) start(ctx context.Context, st vmState) (vmState, error) {
 }
 
 // base returns the disk's backing image. Records written before the agent
-// kept it have only the overlay's header to go by, which is trusted only
+// kept it have only the VM disk's header to go by, which is trusted only
 // where it points into this pool's image cache with a format named.
 func (e *opEnv) base(rec *record) (string, string, error) {
 	if rec.Base != "" {
@@ -388,6 +389,9 @@ func (e *opEnv) setRunning(ctx context.Context, st vmState, run bool) (vmState, 
 	}
 	rec := *st.rec
 	rec.Phase = phaseOf(s)
+	if s.Status != "io-error" {
+		rec.Reason, rec.Message = "", "" // the user's operation, not QEMU, set the phase
+	}
 	st.rec = &rec
 	return st, rec.save(e.m.vmStateDir(e.id))
 }
@@ -405,7 +409,7 @@ func (e *opEnv) stopped(st vmState, msg string) (vmState, error) {
 		st.hub.Close(messages.ConsoleVMStopped, "the VM stopped")
 	}
 	rec := *st.rec
-	rec.Phase, rec.Pid, rec.StartedAt, rec.Message = messages.PhaseStopped, 0, nil, msg
+	rec.Phase, rec.Pid, rec.StartedAt, rec.Message, rec.Reason = messages.PhaseStopped, 0, nil, msg, ""
 	next := vmState{rec: &rec, log: st.log}
 	return next, rec.save(e.m.vmStateDir(e.id))
 }

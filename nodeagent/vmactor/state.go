@@ -43,6 +43,9 @@ type record struct {
 	// left so by a crash is rolled back from it (rollBack). Records of
 	// agents before steps lack it, and roll back every step.
 	Step string `json:"step,omitempty"`
+	// Reason is set when QEMU or the guest changed Phase on its own
+	// (messages.VMObserved.Reason).
+	Reason string `json:"reason,omitempty"`
 }
 
 // loadRecord reads dir's record; a missing one is (nil, nil).
@@ -83,6 +86,7 @@ func (r *record) observed(now time.Time) messages.VMObserved {
 		Pid:                r.Pid,
 		StartedAt:          r.StartedAt,
 		Message:            r.Message,
+		Reason:             r.Reason,
 		ObservedAt:         now.UTC(),
 	}
 }

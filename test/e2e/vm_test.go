@@ -56,6 +56,12 @@ func (s *imageServer) count(name string) int {
 
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
+	return newClusterBeating(t, time.Second)
+}
+
+// newClusterBeating is newCluster with the given heartbeat interval.
+func newClusterBeating(t *testing.T, heartbeat time.Duration) *cluster {
+	t.Helper()
 	img := guest.Image(t)
 	body, err := os.ReadFile(img)
 	if err != nil {
@@ -93,7 +99,7 @@ func newCluster(t *testing.T) *cluster {
 	t.Cleanup(is.Close)
 
 	c := &cluster{t: t, dataDir: t.TempDir(), imageURL: is.URL + "/images/guest.qcow2", imageSHA: hex.EncodeToString(sum[:]), images: is}
-	c.api = startAPI(t, c.dataDir, "OTHERIX_HEARTBEAT__INTERVAL=1s")
+	c.api = startAPI(t, c.dataDir, "OTHERIX_HEARTBEAT__INTERVAL="+heartbeat.String())
 	token := createJoinToken(t, c.api.URL, map[string]string{"ttl": "10m"})
 	// Short: QEMU's unix sockets live under the agent's run dir.
 	state, err := os.MkdirTemp("", "oxa")

@@ -23,8 +23,10 @@ mkdir -p "$1"
 out=$(cd "$1" && pwd)
 
 # Kernel modules the guest loads (their dependencies are added automatically).
+# pvpanic_mmio drives QEMU's ISA pvpanic device (found through ACPI), so a
+# kernel panic reaches QEMU as GUEST_PANICKED; pvpanic_pci is the PCI one.
 modules=(virtio_pci virtio_blk virtio_net virtio_scsi sd_mod sr_mod cdrom isofs
-	ata_piix button evdev)
+	ata_piix button evdev pvpanic_mmio pvpanic_pci)
 # Module parameters: scan SCSI buses synchronously so that the seed's device
 # exists when insmod returns.
 declare -A modparams=([scsi_mod]="scan=sync")

@@ -15,7 +15,7 @@ type roundResult struct {
 	floor, libvirt        *series
 	api, cli              *series
 	oxList, virshList     *series
-	// oxVersion is `otherix version`: the CLI process without any request,
+	// oxVersion is `otherix version --client`: the CLI process without any request,
 	// the floor under `otherix vm list`.
 	oxVersion *series
 	// creates and agentLog split the API creates into legs.
@@ -98,7 +98,7 @@ func runRound(r, n, listRuns, listVMs int, c *cluster, fl *floor, lv *libvirt, u
 			return res, err
 		}
 		res.oxList.add(d)
-		if d, err = timeCmd(c.CLIEnv, ox, "version"); err != nil {
+		if d, err = timeCmd(c.CLIEnv, ox, "version", "--client"); err != nil {
 			return res, err
 		}
 		res.oxVersion.add(d)
