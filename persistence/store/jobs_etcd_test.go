@@ -186,7 +186,7 @@ func TestLeaseExpiryAndReclaim(t *testing.T) {
 	if !errors.Is(err, messages.ErrClaimLost) {
 		t.Fatalf("finish by the expired owner: %v, want ErrClaimLost", err)
 	}
-	if err := a.UpdateTask(ctx, ja, task); !errors.Is(err, messages.ErrClaimLost) {
+	if err := s.Commit(ctx, store.ProgressTask(store.NewTxn(), a.Lease(), ja.ID, task)); !errors.Is(err, messages.ErrClaimLost) {
 		t.Errorf("progress by the expired owner: %v, want ErrClaimLost", err)
 	}
 	got, err := s.GetTask(ctx, task.ID)
@@ -278,7 +278,7 @@ func TestCancelJobStopsItsDispatcher(t *testing.T) {
 	if _, err := s.GetJob(ctx, job.ID); messages.KindOf(err) != messages.KindNotFound {
 		t.Errorf("job after cancel: %v, want not found", err)
 	}
-	if err := d.UpdateTask(ctx, j, task); !errors.Is(err, messages.ErrClaimLost) {
+	if err := s.Commit(ctx, store.ProgressTask(store.NewTxn(), d.Lease(), j.ID, task)); !errors.Is(err, messages.ErrClaimLost) {
 		t.Errorf("dispatcher write after cancel: %v, want ErrClaimLost", err)
 	}
 }
