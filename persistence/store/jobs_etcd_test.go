@@ -236,11 +236,11 @@ func TestRetryBackoff(t *testing.T) {
 	if next := jobRow(t, s, job.ID).NotBefore; !next.Equal(clk.Now().Add(10 * time.Minute)) {
 		t.Errorf("next wakeup = %v; want now+10m", next)
 	}
-	clk.Advance(9 * time.Minute)
+	clk.Add(9 * time.Minute)
 	if findJob(t, s, job.ID) != nil {
 		t.Fatal("job is claimable before its backoff passed")
 	}
-	clk.Advance(2 * time.Minute)
+	clk.Add(2 * time.Minute)
 	j = findJob(t, s, job.ID)
 	if j == nil {
 		t.Fatal("job not claimable after its backoff passed")
