@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/otherix/otherix/enrollment"
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
 	"github.com/otherix/otherix/persistence/storetest"
@@ -22,26 +23,6 @@ import (
 )
 
 var adminPrincipal = messages.Principal{UserID: "admin-id", Role: "admin"}
-
-// testClock is a clock tests move by hand.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newTestClock() *testClock { return &testClock{t: time.Now()} }
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // auditLog keeps the entries a Service records, as the control plane's
 // audit writer would.
@@ -71,7 +52,7 @@ var quietLog = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Leve
 
 // newService is a Service over st with the cluster CA loaded from it, the
 // production heartbeat interval and clock as the token and enrollment clock.
-func newService(t *testing.T, st *store.Store, clock *testClock) (*enrollment.Service, *auditLog) {
+func newService(t *testing.T, st *store.Store, clock *testutil.Clock) (*enrollment.Service, *auditLog) {
 	t.Helper()
 	ca, err := enrollment.LoadCA(t.Context(), st, clock.Now())
 	if err != nil {
@@ -83,10 +64,10 @@ func newService(t *testing.T, st *store.Store, clock *testClock) (*enrollment.Se
 }
 
 // start is a Service over a fresh embedded etcd member.
-func start(t *testing.T) (*enrollment.Service, *store.Store, *testClock, *auditLog) {
+func start(t *testing.T) (*enrollment.Service, *store.Store, *testutil.Clock, *auditLog) {
 	t.Helper()
 	st := storetest.New(t)
-	clock := newTestClock()
+	clock := testutil.NewClock(time.Now())
 	s, audit := newService(t, st, clock)
 	return s, st, clock, audit
 }

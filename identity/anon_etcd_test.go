@@ -35,7 +35,7 @@ func allAudit(t *testing.T, svc *identity.Service) []messages.AuditEntry {
 // TestFailureWindowsBounded: failures from more addresses than LimiterSize
 // neither grow memory past it nor write more than one more set of entries.
 func TestFailureWindowsBounded(t *testing.T) {
-	clk := newTestClock()
+	clk := testutil.NewClock(time.Now())
 	svc, _ := startIdentity(t, identity.Config{AuditFlush: 10 * time.Millisecond, Now: clk.Now, LimiterSize: 20})
 	for i := range 500 {
 		svc.Audit(messages.AuditEntry{Action: "GET /v1/vms", Result: "unauthenticated",
@@ -167,7 +167,7 @@ func TestHashWaitAnswersRateLimited(t *testing.T) {
 // the same token; both get a pair and the session stays usable. After the
 // grace, the rotated-out token is reuse and revokes the family.
 func TestRefreshGraceKeepsSession(t *testing.T) {
-	clk := newTestClock()
+	clk := testutil.NewClock(time.Now())
 	svc, _ := startIdentity(t, identity.Config{Now: clk.Now})
 	ctx := t.Context()
 	pair := login(t, svc, adminEmail, adminPass)

@@ -3,7 +3,6 @@
 package identity_test
 
 import (
-	"sync"
 	"testing"
 	"time"
 
@@ -14,32 +13,12 @@ import (
 	"github.com/otherix/otherix/security"
 )
 
-// testClock is a clock tests move by hand.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newTestClock() *testClock { return &testClock{t: time.Now()} }
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // TestJWTVerificationCached: a repeated access token skips the signature
 // check, yet a deleted user's cached token stops at once (the user lookup
 // still runs), and a token past its expiry is never answered from the cache
 // even when AuthCacheTTL is longer than its life.
 func TestJWTVerificationCached(t *testing.T) {
-	clk := newTestClock()
+	clk := testutil.NewClock(time.Now())
 	svc, _ := startIdentity(t, identity.Config{AuthCacheTTL: time.Hour, Now: clk.Now})
 	ctx := t.Context()
 	dev, err := svc.CreateUser(ctx, messages.CreateUserRequest{Email: "dev@example.com", Role: "developer", Password: devPass})

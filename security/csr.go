@@ -77,22 +77,58 @@ func NewNodeKeyAndCSR(nodeName string) (keyPEM []byte, csrDER []byte, err error)
 	if err := checkNodeName(nodeName); err != nil {
 		return nil, nil, err
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("generate node key: %w", err)
-	}
-	csrDER, err = x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+	return newKeyAndCSR("node", &x509.CertificateRequest{
 		Subject:  pkix.Name{CommonName: NodeCN(nodeName)},
 		DNSNames: []string{nodeName},
-	}, key)
+	})
+}
+
+// newKeyAndCSR generates an ECDSA P-256 key and a CSR of req signed by it;
+// what names the kind of certificate in errors.
+func newKeyAndCSR(what string, req *x509.CertificateRequest) (keyPEM, csrDER []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, nil, fmt.Errorf("create node csr: %w", err)
+		return nil, nil, fmt.Errorf("generate %s key: %w", what, err)
+	}
+	csrDER, err = x509.CreateCertificateRequest(rand.Reader, req, key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("create %s csr: %w", what, err)
 	}
 	keyPEM, err = marshalKeyPEM(key)
 	if err != nil {
 		return nil, nil, err
 	}
 	return keyPEM, csrDER, nil
+}
+
+// parseCSR parses a CSR whose signature must verify and whose CN must be
+// exactly wantCN (the name the join token allows). Refusals are *PolicyError.
+func parseCSR(csrDER []byte, wantCN string) (*x509.CertificateRequest, error) {
+	csr, err := x509.ParseCertificateRequest(csrDER)
+	if err != nil {
+		return nil, policyErr(ReasonMalformedCSR, "parse: %v", err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, policyErr(ReasonBadSignature, "%v", err)
+	}
+	if csr.Subject.CommonName != wantCN {
+		return nil, policyErr(ReasonCNMismatch, "csr cn %q, token allows %q", csr.Subject.CommonName, wantCN)
+	}
+	return csr, nil
+}
+
+// signPEM signs tmpl for pub (see sign) and returns the certificate as PEM
+// with its fingerprint; what names the kind of certificate in errors.
+func (ca *CA) signPEM(what string, tmpl *x509.Certificate, pub any, now time.Time, validity, def time.Duration) (certPEM []byte, fingerprint string, err error) {
+	der, err := ca.sign(tmpl, pub, now, validity, def)
+	if err != nil {
+		return nil, "", err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, "", fmt.Errorf("parse %s certificate: %w", what, err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), Fingerprint(cert), nil
 }
 
 // SignNodeCSR signs a node's CSR after checking it against a strict policy:
@@ -110,15 +146,9 @@ func (ca *CA) SignNodeCSR(csrDER []byte, wantNodeName string, now time.Time, val
 	if err := checkNodeName(wantNodeName); err != nil {
 		return nil, "", err
 	}
-	csr, err := x509.ParseCertificateRequest(csrDER)
+	csr, err := parseCSR(csrDER, NodeCN(wantNodeName))
 	if err != nil {
-		return nil, "", policyErr(ReasonMalformedCSR, "parse: %v", err)
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, "", policyErr(ReasonBadSignature, "%v", err)
-	}
-	if csr.Subject.CommonName != NodeCN(wantNodeName) {
-		return nil, "", policyErr(ReasonCNMismatch, "csr cn %q, token allows %q", csr.Subject.CommonName, NodeCN(wantNodeName))
+		return nil, "", err
 	}
 	if len(csr.IPAddresses) > 0 || len(csr.EmailAddresses) > 0 || len(csr.URIs) > 0 ||
 		len(csr.DNSNames) > 1 || len(csr.DNSNames) == 1 && csr.DNSNames[0] != wantNodeName {
@@ -127,19 +157,11 @@ func (ca *CA) SignNodeCSR(csrDER []byte, wantNodeName string, now time.Time, val
 	if err := checkNodeKey(csr.PublicKey); err != nil {
 		return nil, "", err
 	}
-	der, err := ca.sign(&x509.Certificate{
+	return ca.signPEM("node", &x509.Certificate{
 		Subject:     pkix.Name{CommonName: NodeCN(wantNodeName)},
 		DNSNames:    []string{wantNodeName},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
 	}, csr.PublicKey, now, validity, NodeCertValidity)
-	if err != nil {
-		return nil, "", err
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, "", fmt.Errorf("parse node certificate: %w", err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), Fingerprint(cert), nil
 }
 
 // checkNodeKey accepts ECDSA P-256 and Ed25519 only: the kinds every TLS 1.3

@@ -1,13 +1,8 @@
 package security
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
-	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -90,23 +85,11 @@ func NewReplicaKeyAndCSR(name string, sans []string) (keyPEM, csrDER []byte, err
 	if err != nil {
 		return nil, nil, err
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("generate replica key: %w", err)
-	}
-	csrDER, err = x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+	return newKeyAndCSR("replica", &x509.CertificateRequest{
 		Subject:     pkix.Name{CommonName: ReplicaCN(name)},
 		DNSNames:    dns,
 		IPAddresses: ips,
-	}, key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("create replica csr: %w", err)
-	}
-	keyPEM, err = marshalKeyPEM(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	return keyPEM, csrDER, nil
+	})
 }
 
 // SignReplicaCSR signs a replica's peer CSR: the signature verifies, the CN
@@ -120,15 +103,9 @@ func (ca *CA) SignReplicaCSR(csrDER []byte, wantName string, now time.Time, vali
 	if err := checkReplicaName(wantName); err != nil {
 		return nil, "", err
 	}
-	csr, err := x509.ParseCertificateRequest(csrDER)
+	csr, err := parseCSR(csrDER, ReplicaCN(wantName))
 	if err != nil {
-		return nil, "", policyErr(ReasonMalformedCSR, "parse: %v", err)
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, "", policyErr(ReasonBadSignature, "%v", err)
-	}
-	if csr.Subject.CommonName != ReplicaCN(wantName) {
-		return nil, "", policyErr(ReasonCNMismatch, "csr cn %q, token allows %q", csr.Subject.CommonName, ReplicaCN(wantName))
+		return nil, "", err
 	}
 	if len(csr.EmailAddresses) > 0 || len(csr.URIs) > 0 {
 		return nil, "", policyErr(ReasonUnexpectedSAN, "only DNS names and IP addresses are allowed")
@@ -144,20 +121,12 @@ func (ca *CA) SignReplicaCSR(csrDER []byte, wantName string, now time.Time, vali
 	if err := checkNodeKey(csr.PublicKey); err != nil {
 		return nil, "", err
 	}
-	der, err := ca.sign(&x509.Certificate{
+	return ca.signPEM("replica", &x509.Certificate{
 		Subject:     pkix.Name{CommonName: ReplicaCN(wantName)},
 		DNSNames:    append(dns, ReplicaPeerSAN),
 		IPAddresses: ips,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
 	}, csr.PublicKey, now, validity, ReplicaCertValidity)
-	if err != nil {
-		return nil, "", err
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, "", fmt.Errorf("parse replica certificate: %w", err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), Fingerprint(cert), nil
 }
 
 // IssueReplicaPeerCert generates a key and signs a peer certificate for a

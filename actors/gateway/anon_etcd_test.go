@@ -19,7 +19,7 @@ import (
 // entries they write is bounded per address and window, whatever the rate,
 // and none is lost: the counts add up to the attempts.
 func TestAnonymousFloodAuditBounded(t *testing.T) {
-	clk := newTestClock()
+	clk := testutil.NewClock(time.Now())
 	g, _ := startIdentity(t, identity.Config{AuditFlush: 10 * time.Millisecond, Now: clk.Now})
 	ctx := t.Context()
 	const n = 1500

@@ -9,13 +9,14 @@ import (
 	"time"
 
 	"github.com/otherix/otherix/actors/gateway"
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
 	"github.com/otherix/otherix/security"
 )
 
 // startNodes runs a gateway whose node clock is clock, with seeded settings.
-func startNodes(t *testing.T, clock *testClock) (*gateway.Gateway, *store.Store) {
+func startNodes(t *testing.T, clock *testutil.Clock) (*gateway.Gateway, *store.Store) {
 	t.Helper()
 	cfg := fastJobs()
 	// The liveness loop's timer (every interval/2 of real time) stays out of
@@ -75,7 +76,7 @@ func nodePhase(t *testing.T, g *gateway.Gateway, name string) *messages.Node {
 // one write; identical heartbeats write nothing yet move the last heartbeat
 // time the API shows; a changed capacity writes again.
 func TestHeartbeatWritesOnlyChanges(t *testing.T) {
-	clock := newTestClock()
+	clock := testutil.NewClock(time.Now())
 	g, st := startNodes(t, clock)
 	ctx := t.Context()
 	n, cert := enrollNode(t, g, "n1")
@@ -129,7 +130,7 @@ func TestHeartbeatWritesOnlyChanges(t *testing.T) {
 // after the gone period, → ready when heartbeats return. A pending node is
 // left alone.
 func TestLiveness(t *testing.T) {
-	clock := newTestClock()
+	clock := testutil.NewClock(time.Now())
 	g, st := startNodes(t, clock)
 	ctx := t.Context()
 	n, cert := enrollNode(t, g, "n1")
@@ -170,7 +171,7 @@ func TestLiveness(t *testing.T) {
 // TestLivenessGraceAfterRestart: a new gateway does not know when a ready
 // node last heartbeated and counts from its own start.
 func TestLivenessGraceAfterRestart(t *testing.T) {
-	clock := newTestClock()
+	clock := testutil.NewClock(time.Now())
 	g, st := startNodes(t, clock)
 	ctx := t.Context()
 	_, cert := enrollNode(t, g, "n1")
@@ -206,7 +207,7 @@ func TestLivenessGraceAfterRestart(t *testing.T) {
 // TestHeartbeatRefusals: a certificate of an unknown node, one that is not
 // the recorded one, one of another CA, and a deleted node's are refused.
 func TestHeartbeatRefusals(t *testing.T) {
-	clock := newTestClock()
+	clock := testutil.NewClock(time.Now())
 	g, _ := startNodes(t, clock)
 	ctx := t.Context()
 	_, cert := enrollNode(t, g, "n1")
@@ -312,7 +313,7 @@ func mustCSR(t *testing.T, name string) []byte {
 // TestHeartbeatEndpoint: the agent's endpoint is kept on the node; one that
 // is not an https URL refuses the heartbeat.
 func TestHeartbeatEndpoint(t *testing.T) {
-	clock := newTestClock()
+	clock := testutil.NewClock(time.Now())
 	g, _ := startNodes(t, clock)
 	_, cert := enrollNode(t, g, "ep1")
 	for _, bad := range []string{"http://10.0.0.1:7444", "10.0.0.1:7444", "https://", "https://u:p@h:1"} {
@@ -337,7 +338,7 @@ func TestHeartbeatEndpoint(t *testing.T) {
 // certificates heartbeat until the new one is used, then only the new one.
 // A CSR for another node and an unknown certificate are refused.
 func TestRenewNodeCert(t *testing.T) {
-	clock := newTestClock()
+	clock := testutil.NewClock(time.Now())
 	g, _ := startNodes(t, clock)
 	ctx := t.Context()
 	n, old := enrollNode(t, g, "n1")

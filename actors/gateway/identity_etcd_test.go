@@ -3,7 +3,6 @@
 package gateway_test
 
 import (
-	"sync"
 	"testing"
 	"time"
 
@@ -34,26 +33,6 @@ func startIdentity(t *testing.T, idc identity.Config) (*gateway.Gateway, *store.
 		t.Fatalf("bootstrap admin = %v %q %v", created, gen, err)
 	}
 	return g, st
-}
-
-// testClock is a clock tests move by hand.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newTestClock() *testClock { return &testClock{t: time.Now()} }
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
 }
 
 // auditHas waits for an audit entry with the action, target and result.

@@ -134,7 +134,7 @@ func TestConcurrentVMCreatesGetDistinctAddresses(t *testing.T) {
 // no-op writes nothing, a stale If-Match and a missing network are refused,
 // and the change is audited.
 func TestUpdateNetworkEgress(t *testing.T) {
-	g, st := startNodes(t, newTestClock())
+	g, st := startNodes(t, testutil.NewClock(time.Now()))
 	ctx := t.Context()
 	_, cert := enrollNode(t, g, "a")
 	blue, err := g.CreateNetwork(ctx, messages.CreateNetworkRequest{Name: "blue", CIDR: "10.10.0.0/24", Egress: true})

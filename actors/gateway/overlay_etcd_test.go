@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/otherix/otherix/actors/gateway"
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
 )
@@ -60,7 +61,7 @@ func placeVM(t *testing.T, st *store.Store, name, node string, nets ...string) *
 // and no tunnel IP; two nodes that report keys get distinct tunnel IPs of
 // the supernet, each the other as its only peer, and the mesh port.
 func TestOverlayPeersAndTunnelIPs(t *testing.T) {
-	clock := newTestClock()
+	clock := testutil.NewClock(time.Now())
 	g, st := startNodes(t, clock)
 	a, certA := enrollNode(t, g, "a")
 	b, certB := enrollNode(t, g, "b")
@@ -148,7 +149,7 @@ func TestOverlayPeersAndTunnelIPs(t *testing.T) {
 // has a NIC on that network too; a local network never has FDB entries;
 // a's own NICs are never in its own FDB.
 func TestOverlayNetworksAndFDB(t *testing.T) {
-	clock := newTestClock()
+	clock := testutil.NewClock(time.Now())
 	g, st := startNodes(t, clock)
 	ctx := t.Context()
 	_, certA := enrollNode(t, g, "a")
@@ -228,7 +229,7 @@ func TestOverlayNetworksAndFDB(t *testing.T) {
 // TestDeleteNodeFreesTunnelIP: deleting a node frees its tunnel IP, and the
 // next node to join takes it.
 func TestDeleteNodeFreesTunnelIP(t *testing.T) {
-	clock := newTestClock()
+	clock := testutil.NewClock(time.Now())
 	g, st := startNodes(t, clock)
 	ctx := t.Context()
 	_, certA := enrollNode(t, g, "a")
@@ -253,7 +254,7 @@ func TestDeleteNodeFreesTunnelIP(t *testing.T) {
 // changes the revision and the whole overlay comes again; a stale or empty
 // revision always gets it whole.
 func TestOverlayRevisionSkipsUnchanged(t *testing.T) {
-	g, st := startNodes(t, newTestClock())
+	g, st := startNodes(t, testutil.NewClock(time.Now()))
 	ctx := t.Context()
 	_, certA := enrollNode(t, g, "a")
 	_, certB := enrollNode(t, g, "b")

@@ -7,8 +7,10 @@ import (
 	"encoding/base64"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/otherix/otherix/actors/gateway"
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 )
 
@@ -42,7 +44,7 @@ func hbeat(t *testing.T, g *gateway.Gateway, cert *x509.Certificate, hb messages
 // change is written, reaches the next heartbeat, and re-addresses the node
 // into the new supernet.
 func TestSettingsCheckedAgainstCluster(t *testing.T) {
-	g, st := startNodes(t, newTestClock())
+	g, st := startNodes(t, testutil.NewClock(time.Now()))
 	ctx := t.Context()
 	taken := []messages.HostPrefix{{Prefix: "10.255.255.53/32", Source: "resolver /etc/resolv.conf"},
 		{Prefix: "192.168.7.0/24", Source: "route dev eth0"}}
@@ -123,7 +125,7 @@ func TestSettingsCheckedAgainstCluster(t *testing.T) {
 // data plane shows HostNetworkConflict, read back through the gateway as
 // the API serves it.
 func TestHostConflictConditionThroughGateway(t *testing.T) {
-	g, _ := startNodes(t, newTestClock())
+	g, _ := startNodes(t, testutil.NewClock(time.Now()))
 	_, cert := enrollNode(t, g, "n1")
 	conflict := messages.HostConflict{Prefix: "10.240.0.0/12", Use: "overlay supernet on oxwg0", Taken: "10.255.255.53/32", Source: "resolver /etc/resolv.conf"}
 	hbeat(t, g, cert, overlayBeat(1, nil, conflict))

@@ -31,8 +31,7 @@ func (b *behaviour) planJobView(cur *messages.VM, m messages.GetVMJob) plan {
 // job's claim holds.
 func (b *behaviour) planProgress(m messages.ProgressVMJob) plan {
 	task := *m.Task
-	t := store.RequireClaim(store.NewTxn(), clientv3.LeaseID(m.Lease), m.Job.ID)
-	t.Update(store.Tasks, &task)
+	t := store.ProgressTask(store.NewTxn(), clientv3.LeaseID(m.Lease), m.Job.ID, &task)
 	return plan{Txn: t, Reply: messages.VMReply{Task: &task}}
 }
 

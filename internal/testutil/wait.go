@@ -1,5 +1,6 @@
-// Package testutil holds the helpers tests share: waiting for a condition
-// that another goroutine or process makes true. Tests poll with a deadline
+// Package testutil holds the helpers tests share: a clock moved by hand,
+// and waiting for a condition that another goroutine or process makes
+// true. Tests poll with a deadline
 // rather than sleep a guessed time, so they are as fast as the code allows
 // and fail with a message naming what never happened.
 package testutil

@@ -325,8 +325,8 @@ func (a *vmActor) kick(ctx actor.Context) {
 			t.State, t.Message = messages.TaskRunning, "running on the node"
 		})
 	}
-	if h := a.m.beforeOp; h != nil {
-		h(a.id, w.name())
+	if h := a.m.beforeOp.Load(); h != nil {
+		(*h)(a.id, w.name())
 	}
 	st := a.st
 	env := &opEnv{m: a.m, id: a.id, w: w}

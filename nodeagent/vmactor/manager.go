@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -112,7 +113,7 @@ type Manager struct {
 	g group
 	// beforeOp, if set, is called by an actor as it takes the next item
 	// off its queue: tests make an actor panic there.
-	beforeOp func(id, op string)
+	beforeOp atomic.Pointer[func(id, op string)]
 	// failStep, if set, is asked before each step of a create or start
 	// whether to fail it: tests fail each step in turn.
 	failStep func(id, step string) error

@@ -110,11 +110,12 @@ func TestCloseWaitsForOperations(t *testing.T) {
 func TestSupervisorRestartsThenStops(t *testing.T) {
 	f := newFixture(t)
 	var crash atomic.Bool
-	f.m.beforeOp = func(_, op string) {
+	crashOnPause := func(_, op string) {
 		if op == opPause && crash.Load() {
 			panic("test: actor crash")
 		}
 	}
+	f.m.beforeOp.Store(&crashOnPause)
 	vm := f.newVM("crashy")
 	task := f.run(t, vmReq(messages.NewID(), messages.TaskVMCreate, vm))
 	mustSucceed(t, task)
@@ -154,7 +155,7 @@ func TestSupervisorRestartsThenStops(t *testing.T) {
 	// The next crash is one too many: the actor stops. A task that reached
 	// its mailbox meanwhile fails rather than stay pending for good.
 	var queued *messages.AgentTask
-	f.m.beforeOp = func(_, op string) {
+	crashAndQueue := func(_, op string) {
 		if op == opPause && crash.Load() {
 			if queued == nil {
 				var err error
@@ -166,6 +167,7 @@ func TestSupervisorRestartsThenStops(t *testing.T) {
 			panic("test: actor crash")
 		}
 	}
+	f.m.beforeOp.Store(&crashAndQueue)
 	crash.Store(true)
 	if _, err := pause(); errCode(err) != "agent_internal" {
 		t.Fatalf("pause = %v, want agent_internal", err)

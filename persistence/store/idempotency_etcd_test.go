@@ -25,7 +25,7 @@ func TestReplaceExpiredIdempotencyOnce(t *testing.T) {
 	if err := s.CompleteIdempotency(ctx, scope, "k", store.IdempotencyRecord{RequestHash: "h", Status: 202, CreatedAt: clock.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	clock.Advance(25 * time.Hour)
+	clock.Add(25 * time.Hour)
 	expired, ok, err := s.ReserveIdempotency(ctx, scope, "k", "h", time.Minute)
 	if err != nil || ok || expired == nil || !expired.Done {
 		t.Fatalf("expected the old done record, got %+v %v %v", expired, ok, err)

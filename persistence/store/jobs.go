@@ -129,12 +129,12 @@ func ReleaseJob(t *Txn, lease clientv3.LeaseID, next *messages.Job) *Txn {
 	return t
 }
 
-// UpdateTask writes a task's progress while this dispatcher holds its job.
-func (d *Dispatcher) UpdateTask(ctx context.Context, j *messages.Job, task *messages.Task) error {
-	t := NewTxn()
-	RequireClaim(t, d.Lease(), j.ID)
+// ProgressTask adds to t a write of a running job's task, valid only while
+// lease still holds the job's claim.
+func ProgressTask(t *Txn, lease clientv3.LeaseID, jobID string, task *messages.Task) *Txn {
+	RequireClaim(t, lease, jobID)
 	t.Update(Tasks, task)
-	return d.s.Commit(ctx, t)
+	return t
 }
 
 // Drop removes a job whose task already ended (a crash between the two

@@ -186,7 +186,7 @@ func TestLeaseExpiryAndReclaim(t *testing.T) {
 	if !errors.Is(err, messages.ErrClaimLost) {
 		t.Fatalf("finish by the expired owner: %v, want ErrClaimLost", err)
 	}
-	if err := a.UpdateTask(ctx, ja, task); !errors.Is(err, messages.ErrClaimLost) {
+	if err := s.Commit(ctx, store.ProgressTask(store.NewTxn(), a.Lease(), ja.ID, task)); !errors.Is(err, messages.ErrClaimLost) {
 		t.Errorf("progress by the expired owner: %v, want ErrClaimLost", err)
 	}
 	got, err := s.GetTask(ctx, task.ID)
@@ -236,11 +236,11 @@ func TestRetryBackoff(t *testing.T) {
 	if next := jobRow(t, s, job.ID).NotBefore; !next.Equal(clk.Now().Add(10 * time.Minute)) {
 		t.Errorf("next wakeup = %v; want now+10m", next)
 	}
-	clk.Advance(9 * time.Minute)
+	clk.Add(9 * time.Minute)
 	if findJob(t, s, job.ID) != nil {
 		t.Fatal("job is claimable before its backoff passed")
 	}
-	clk.Advance(2 * time.Minute)
+	clk.Add(2 * time.Minute)
 	j = findJob(t, s, job.ID)
 	if j == nil {
 		t.Fatal("job not claimable after its backoff passed")
@@ -278,7 +278,7 @@ func TestCancelJobStopsItsDispatcher(t *testing.T) {
 	if _, err := s.GetJob(ctx, job.ID); messages.KindOf(err) != messages.KindNotFound {
 		t.Errorf("job after cancel: %v, want not found", err)
 	}
-	if err := d.UpdateTask(ctx, j, task); !errors.Is(err, messages.ErrClaimLost) {
+	if err := s.Commit(ctx, store.ProgressTask(store.NewTxn(), d.Lease(), j.ID, task)); !errors.Is(err, messages.ErrClaimLost) {
 		t.Errorf("dispatcher write after cancel: %v, want ErrClaimLost", err)
 	}
 }

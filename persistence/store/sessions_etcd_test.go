@@ -81,14 +81,14 @@ func TestRefreshGraceEnds(t *testing.T) {
 	if _, err := s.RotateRefresh(ctx, otherFamily, h0, "x", clk.Now(), grace); !errors.Is(err, store.ErrRefreshInvalid) {
 		t.Fatalf("grace hash on another family: %v, want ErrRefreshInvalid", err)
 	}
-	clk.Advance(grace - time.Second)
+	clk.Add(grace - time.Second)
 	_, h2, _ := security.RotateRefreshToken(family)
 	if _, err := s.RotateRefresh(ctx, family, h0, h2, clk.Now(), grace); err != nil {
 		t.Fatalf("previous token within the grace: %v", err)
 	}
 	// h0's grace started at the first rotation and ends now; h1 was rotated
 	// out by the grace use and has its own.
-	clk.Advance(2 * time.Second)
+	clk.Add(2 * time.Second)
 	_, h3, _ := security.RotateRefreshToken(family)
 	if _, err := s.RotateRefresh(ctx, family, h1, h3, clk.Now(), grace); err != nil {
 		t.Fatalf("token rotated out by the grace use, within its own grace: %v", err)

@@ -13,6 +13,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/etcd"
 	"github.com/otherix/otherix/persistence/store"
@@ -39,26 +40,9 @@ func startStore(t *testing.T, opts ...store.Option) *store.Store {
 	return store.New(m.Client(), append([]store.Option{store.WithMaxTxnOps(m.MaxTxnOps())}, opts...)...)
 }
 
-// fakeClock is a settable clock for WithClock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+// newClock is a settable clock for WithClock.
+func newClock() *testutil.Clock {
+	return testutil.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 }
 
 // countKeys counts the keys under prefix.
@@ -389,7 +373,7 @@ func writeTasks(t *testing.T, s *store.Store, tasks []*messages.Task, jobs map[s
 // sweepFixture writes nOld terminal tasks that finished long before the
 // clock (every tenth with a leftover job row), plus tasks that must survive:
 // non-terminal ones and terminal ones inside the retention window.
-func sweepFixture(t *testing.T, s *store.Store, clk *fakeClock, nOld, nKeep int) (old, keep map[string]bool) {
+func sweepFixture(t *testing.T, s *store.Store, clk *testutil.Clock, nOld, nKeep int) (old, keep map[string]bool) {
 	t.Helper()
 	now := clk.Now()
 	long := now.Add(-30 * 24 * time.Hour)
@@ -604,7 +588,7 @@ func TestIdempotencyRecords(t *testing.T) {
 	if _, reserved, _ := s.ReserveIdempotency(ctx, scope, "k2", "h1", time.Minute); !reserved {
 		t.Fatal("reserve k2")
 	}
-	clk.Advance(2 * time.Minute)
+	clk.Add(2 * time.Minute)
 	if _, reserved, _ := s.ReserveIdempotency(ctx, scope, "k2", "other", time.Minute); reserved {
 		t.Error("a stale reservation was taken over by a different request")
 	}
@@ -625,7 +609,7 @@ func TestIdempotencyRecords(t *testing.T) {
 
 	// Sweep: k1 (completed at the start) and k2 (taken over two minutes in)
 	// are past a 24-hour retention 25 hours later; k3, written then, is not.
-	clk.Advance(25 * time.Hour)
+	clk.Add(25 * time.Hour)
 	if _, reserved, _ := s.ReserveIdempotency(ctx, scope, "k3", "h3", time.Minute); !reserved {
 		t.Fatal("reserve k3")
 	}

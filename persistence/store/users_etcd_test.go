@@ -242,7 +242,7 @@ func TestKeyRingSharedAndRotated(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	clk.Advance(5 * time.Minute)
+	clk.Add(5 * time.Minute)
 	rotated, rev, err := s.RotateKeyRing(ctx, clk.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -325,7 +325,7 @@ func TestRefreshRotationAndReuse(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		clk.Advance(time.Minute)
+		clk.Add(time.Minute)
 		uid, err := s.RotateRefresh(ctx, family, hashOf(tokens[i]), nextHash, clk.Now(), 0)
 		if err != nil || uid != "u1" {
 			t.Fatalf("rotation %d = %q, %v", i, uid, err)
@@ -475,7 +475,7 @@ func TestRefreshExpiryRevokeAndSweep(t *testing.T) {
 		t.Fatalf("family id reused: %v, want a conflict", err)
 	}
 
-	clk.Advance(time.Hour)
+	clk.Add(time.Hour)
 	if _, err := s.RotateRefresh(ctx, short, shortHash, "next", clk.Now(), 0); !errors.Is(err, store.ErrRefreshInvalid) {
 		t.Fatalf("expired family: %v, want ErrRefreshInvalid", err)
 	}
@@ -512,7 +512,7 @@ func TestRefreshExpiryRevokeAndSweep(t *testing.T) {
 	if err := s.RevokeFamily(ctx, "nosuchfamily", messages.RevokedLogout); !errors.Is(err, store.ErrRefreshInvalid) {
 		t.Fatalf("unknown family: %v", err)
 	}
-	clk.Advance(47 * time.Hour)
+	clk.Add(47 * time.Hour)
 	if n, err := s.SweepRefreshFamilies(ctx, clk.Now()); err != nil || n != 1 {
 		t.Fatalf("second sweep = %d, %v; want 1", n, err)
 	}
@@ -661,7 +661,7 @@ func TestTouchTokenAtMostOncePerMinute(t *testing.T) {
 	touch(true) // first use
 	first := clk.Now()
 	for range 5 {
-		clk.Advance(10 * time.Second)
+		clk.Add(10 * time.Second)
 		touch(false) // within the minute: read only
 	}
 	got, err := s.GetAPIToken(ctx, k.ID)
@@ -672,7 +672,7 @@ func TestTouchTokenAtMostOncePerMinute(t *testing.T) {
 	if touched == rev0 {
 		t.Fatal("the first touch did not write")
 	}
-	clk.Advance(10 * time.Second) // a full minute after the first write
+	clk.Add(10 * time.Second) // a full minute after the first write
 	touch(true)
 	touch(false)
 	got, _ = s.GetAPIToken(ctx, k.ID)
