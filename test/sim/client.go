@@ -25,41 +25,53 @@ import (
 // that is the pending → ready write with its handshake. A second client run
 // against the same server sends new VM ids (heartbeatBodies draws them), so
 // its first phase is a handshake plus an observed-state write instead.
-func runClient(stateDir string, wait time.Duration, rates []float64, d time.Duration, modes []string, profile, overlay string) error {
-	st, err := waitState(stateDir, wait)
+// It returns the rows it printed, for the sweep's plot.
+func runClient(stateDir string, wait time.Duration, rates []float64, d time.Duration, modes []string, profile, overlay string) ([]clientRow, error) {
+	return runClientUntil(stateDir, wait, rates, d, modes, profile, overlay, nil)
+}
+
+// clientRow is one measurement window of the client role.
+type clientRow struct {
+	phase
+	mode     string
+	srvCPU   float64 // % of one core, the server process over the window
+	srvFDs   int
+	cliFDs   int
+	loadavg  string
+	profFile string
+}
+
+// runClientUntil is runClient that gives up, with dead's error, when dead is
+// closed: the sweep's server process has exited, and waiting for its state
+// file or its answers would only time out.
+func runClientUntil(stateDir string, wait time.Duration, rates []float64, d time.Duration, modes []string, profile, overlay string, dead func() error) ([]clientRow, error) {
+	st, err := waitStateUntil(stateDir, wait, dead)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM([]byte(st.CA)) {
-		return errors.New("state: no CA certificate")
+		return nil, errors.New("state: no CA certificate")
 	}
 	n := len(st.Nodes)
 	agents := make([]*agent, n)
 	for i, c := range st.Nodes {
 		kp, err := c.keyPair()
 		if err != nil {
-			return fmt.Errorf("node %s: %w", c.Name, err)
+			return nil, fmt.Errorf("node %s: %w", c.Name, err)
 		}
 		if agents[i], err = newAgent(kp, roots, heartbeatTemplate(i, overlay), overlay); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	st.Nodes = nil
 	ctl := &controlClient{base: "http://" + st.Control, c: &http.Client{Timeout: 10 * time.Second}}
 	realURL := "https://" + st.Addr + "/v1/heartbeat"
 
-	type row struct {
-		phase
-		srvCPU   float64 // % of one core, the server process over the window
-		srvFDs   int
-		cliFDs   int
-		loadavg  string
-		profFile string
-	}
+	type row = clientRow
 	measure := func(name, mode string, rate float64, d time.Duration, count int, frac float64) (row, error) {
 		runtime.GC()
-		r := row{loadavg: loadavg()}
+		r := row{mode: mode, loadavg: loadavg()}
 		if profile != "" {
 			r.profFile = fmt.Sprintf("%s-server-%s-%.0f.pprof", profile, mode, rate)
 			if err := ctl.post("/profile/start", url.Values{"file": {r.profFile}}); err != nil {
@@ -90,7 +102,7 @@ func runClient(stateDir string, wait time.Duration, rates []float64, d time.Dura
 	var rows []row
 	first, err := measure("first heartbeat (handshake + ready write)", "first", rates[0], 0, n, 0)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	rows = append(rows, first)
 	for _, rate := range rates {
@@ -108,7 +120,7 @@ func runClient(stateDir string, wait time.Duration, rates []float64, d time.Dura
 			}
 			r, err := measure(name, m, rate, d, 0, frac)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			rows = append(rows, r)
 		}
@@ -128,17 +140,28 @@ func runClient(stateDir string, wait time.Duration, rates []float64, d time.Dura
 		}
 	}
 	fmt.Println()
-	return nil
+	return rows, nil
 }
 
 // waitState waits for the server's state file, which it writes once every
 // node is enrolled.
 func waitState(dir string, wait time.Duration) (simState, error) {
+	return waitStateUntil(dir, wait, nil)
+}
+
+// waitStateUntil is waitState that stops at once with dead's error once it
+// returns one (the server process has exited).
+func waitStateUntil(dir string, wait time.Duration, dead func() error) (simState, error) {
 	deadline := time.Now().Add(wait)
 	for {
 		st, err := readState(dir)
 		if err == nil {
 			return st, nil
+		}
+		if dead != nil {
+			if derr := dead(); derr != nil {
+				return st, derr
+			}
 		}
 		if !errors.Is(err, os.ErrNotExist) || time.Now().After(deadline) {
 			return st, fmt.Errorf("wait for server state in %s: %w", dir, err)

@@ -41,6 +41,7 @@ import (
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/etcd"
 	"github.com/otherix/otherix/persistence/store"
+	"github.com/otherix/otherix/test/bench/benchplot"
 )
 
 func main() {
@@ -50,11 +51,14 @@ func main() {
 	modes := flag.String("modes", "unchanged,change,noop", "steady-state variants: unchanged (no write), change (1% of heartbeats change capacity: a write), noop (no-op server, for the client's cost)")
 	workers := flag.Int("enroll-workers", 8, "parallel enrollments")
 	profile := flag.String("cpuprofile", "", "write one CPU profile per steady-state measurement to PREFIX-<mode>-<rate>.pprof (split mode: the server's, to PREFIX-server-<mode>-<rate>.pprof, written by the server process)")
-	role := flag.String("role", "single", "single (control plane and load generator in one process), server (control plane: enroll -nodes, write -state, serve until killed) or client (load generator against the server in -state)")
+	role := flag.String("role", "single", "single (control plane and load generator in one process), server (control plane: enroll -nodes, write -state, serve until killed), client (load generator against the server in -state) or sweep (a server process per count of -sweep-nodes, each driven at count/-interval: CPU against fleet size)")
 	stateDir := flag.String("state", "", "split mode: directory for the server's state file (listener, control endpoint, CA, node certificates and keys)")
 	wait := flag.Duration("wait", 5*time.Minute, "client: how long to wait for the server's state file")
 	overlay := flag.String("overlay", overlayOff, "agents' data plane: off (no WireGuard key), whole (a key and endpoint; every answer carries the whole overlay) or revision (agents name the overlay revision they hold, as the real agent does)")
 	flag.IntVar(&simVMs, "vms", 20, "VMs each simulated node reports")
+	sweepNodes := flag.String("sweep-nodes", "1000,2500,5000,10000", "sweep: node counts, one server process each")
+	interval := flag.Duration("interval", 30*time.Second, "sweep: each node's heartbeat interval (the rate is nodes/interval)")
+	plotPath := flag.String("plot", "", "sweep: write server CPU against nodes to this SVG file")
 	flag.IntVar(&simImages, "images", 5, "cached images each simulated node reports; beyond five they have 128-byte names (the longest allowed)")
 	flag.Parse()
 	switch *overlay {
@@ -72,10 +76,31 @@ func main() {
 		}
 		rs = append(rs, r)
 	}
+	// No QEMU here: the agents are simulated, so no accelerator is used.
+	fmt.Fprintln(os.Stderr, "sim: accelerator: none (simulated agents, no QEMU)")
 	var err error
 	switch *role {
 	case "single":
 		err = run(*nodes, rs, *dur, strings.Split(*modes, ","), *workers, *profile, *overlay)
+	case "sweep":
+		var counts []int
+		for _, f := range strings.Split(*sweepNodes, ",") {
+			c, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || c < 1 {
+				fmt.Fprintln(os.Stderr, "sim: bad -sweep-nodes", f)
+				os.Exit(2)
+			}
+			counts = append(counts, c)
+		}
+		if *plotPath != "" && !benchplot.Enabled() {
+			fmt.Fprintln(os.Stderr, "sim: -plot needs a build with -tags plot (go run -tags plot ./test/sim …)")
+			os.Exit(2)
+		}
+		if *interval <= 0 {
+			fmt.Fprintln(os.Stderr, "sim: -interval must be positive")
+			os.Exit(2)
+		}
+		err = runSweep(counts, *interval, *dur, strings.Split(*modes, ","), *workers, *plotPath)
 	case "server", "client":
 		if *stateDir == "" {
 			fmt.Fprintln(os.Stderr, "sim: -role", *role, "needs -state DIR")
@@ -84,7 +109,7 @@ func main() {
 		if *role == "server" {
 			err = runServer(*nodes, *workers, *stateDir)
 		} else {
-			err = runClient(*stateDir, *wait, rs, *dur, strings.Split(*modes, ","), *profile, *overlay)
+			_, err = runClient(*stateDir, *wait, rs, *dur, strings.Split(*modes, ","), *profile, *overlay)
 		}
 	default:
 		fmt.Fprintln(os.Stderr, "sim: bad -role", *role)

@@ -45,6 +45,18 @@ type Cluster struct {
 	// state is the agent's state dir; QEMUs left behind are found by the
 	// pid files under its run dir.
 	State string
+	// Accel is the accelerator node n1 reports it uses (kvm or tcg), and
+	// AccelReason how the agent judged /dev/kvm.
+	Accel, AccelReason string
+
+	// ctx is cancelled, with the dead process's error as its cause, when
+	// the API or the agent exits before Stop: every request and wait then
+	// fails at once instead of at its timeout.
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	// stopping is closed by Stop, so its own SIGTERMs are not reported as
+	// a component dying.
+	stopping chan struct{}
 }
 
 // Proc is a process this benchmark started; it is stopped by its pid only.
@@ -52,6 +64,34 @@ type Proc struct {
 	Cmd  *exec.Cmd
 	Out  *os.File
 	done chan struct{}
+	// waitErr is cmd.Wait's answer, set before done is closed.
+	waitErr error
+}
+
+// Done is closed when the process has exited.
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
+// logTailLines is how much of a dead component's log an error carries.
+const logTailLines = 40
+
+// DiedError says which component exited, how, and the end of its log; the
+// log file itself is left in place (the benchmarks keep their work dir when
+// they fail).
+func (p *Proc) DiedError(name string) error {
+	return fmt.Errorf("%s exited (%v); last lines of %s:\n%s", name, p.waitErr, p.Out.Name(), Tail(p.Out.Name(), logTailLines))
+}
+
+// Tail is the last n lines of the file at path, or a note saying why not.
+func Tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(cannot read %s: %v)", path, err)
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return "  | " + strings.Join(lines, "\n  | ")
 }
 
 func StartProc(logPath string, env []string, name string, args ...string) (*Proc, error) {
@@ -67,7 +107,7 @@ func StartProc(logPath string, env []string, name string, args ...string) (*Proc
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	p := &Proc{Cmd: cmd, Out: out, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.done) }()
+	go func() { p.waitErr = cmd.Wait(); close(p.done) }()
 	return p, nil
 }
 
@@ -100,7 +140,7 @@ func FreeAddr() (string, error) {
 // Start runs the API with apiEnv added to its environment and the agent with
 // agentArgs and agentEnv added to its own; logs go to dir.
 func Start(bin, dir, imageURL string, apiEnv, agentArgs, agentEnv []string) (*Cluster, error) {
-	c := &Cluster{Bin: bin, Dir: dir, ImageURL: imageURL}
+	c := newCluster(bin, dir, imageURL)
 	addr, err := FreeAddr()
 	if err != nil {
 		return nil, err
@@ -116,6 +156,7 @@ func Start(bin, dir, imageURL string, apiEnv, agentArgs, agentEnv []string) (*Cl
 	if err != nil {
 		return nil, err
 	}
+	c.watch(c.API, "otherix-api")
 	c.URL = "https://" + addr
 	caFile := filepath.Join(dataDir, "pki", "ca.pem")
 	if err := c.waitReady(caFile); err != nil {
@@ -154,15 +195,32 @@ func Start(bin, dir, imageURL string, apiEnv, agentArgs, agentEnv []string) (*Cl
 	if err != nil {
 		return c, err
 	}
-	for t0 := time.Now(); ; time.Sleep(100 * time.Millisecond) {
+	c.watch(c.Agent, "otherix-agent")
+	deadline := time.NewTimer(60 * time.Second)
+	defer deadline.Stop()
+	for tick := time.NewTicker(100 * time.Millisecond); ; {
 		var n struct {
-			Phase string `json:"phase"`
+			Phase  string `json:"phase"`
+			Status struct {
+				Capacity struct {
+					Accelerator string `json:"accelerator"`
+					KVMReason   string `json:"kvm_reason"`
+				} `json:"capacity"`
+			} `json:"status"`
 		}
 		if code, err := c.Call("GET", "/v1/nodes/n1", nil, &n); err == nil && code == 200 && n.Phase == "ready" {
+			tick.Stop()
+			c.Accel, c.AccelReason = n.Status.Capacity.Accelerator, n.Status.Capacity.KVMReason
 			break
 		}
-		if time.Since(t0) > 60*time.Second {
-			return c, fmt.Errorf("node n1 not ready after 60s (see %s)", filepath.Join(dir, "agent.log"))
+		select {
+		case <-c.ctx.Done():
+			tick.Stop()
+			return c, context.Cause(c.ctx)
+		case <-deadline.C:
+			tick.Stop()
+			return c, fmt.Errorf("node n1 not ready after 60s; last lines of %s:\n%s", c.Agent.Out.Name(), Tail(c.Agent.Out.Name(), logTailLines))
+		case <-tick.C:
 		}
 	}
 	cfg := filepath.Join(dir, "cli-config")
@@ -180,12 +238,43 @@ func Start(bin, dir, imageURL string, apiEnv, agentArgs, agentEnv []string) (*Cl
 	return c, nil
 }
 
+func newCluster(bin, dir, imageURL string) *Cluster {
+	c := &Cluster{Bin: bin, Dir: dir, ImageURL: imageURL, stopping: make(chan struct{})}
+	c.ctx, c.cancel = context.WithCancelCause(context.Background())
+	return c
+}
+
+// watch cancels the cluster's context when p exits before Stop, with an
+// error carrying the tail of p's log: a component that dies (an agent
+// refusing --accel kvm without /dev/kvm, an API that cannot open its data
+// dir) fails the benchmark at once, saying why.
+func (c *Cluster) watch(p *Proc, name string) {
+	go func() {
+		select {
+		case <-p.done:
+			select {
+			case <-c.stopping:
+			default:
+				c.cancel(p.DiedError(name))
+			}
+		case <-c.stopping:
+		}
+	}()
+}
+
+// Err is nil while the API and the agent run, and says which one died (with
+// the end of its log) once one has.
+func (c *Cluster) Err() error {
+	if c.ctx.Err() == nil {
+		return nil
+	}
+	return context.Cause(c.ctx)
+}
+
 func (c *Cluster) waitReady(caFile string) error {
 	for t0 := time.Now(); time.Since(t0) < 60*time.Second; time.Sleep(50 * time.Millisecond) {
-		select {
-		case <-c.API.done:
-			return fmt.Errorf("otherix-api exited while starting (see %s)", c.API.Out.Name())
-		default:
+		if err := c.Err(); err != nil {
+			return err
 		}
 		pemBytes, err := os.ReadFile(caFile)
 		if err != nil {
@@ -207,7 +296,7 @@ func (c *Cluster) waitReady(caFile string) error {
 		}
 		hc.CloseIdleConnections()
 	}
-	return fmt.Errorf("otherix-api not ready after 60s (see %s)", c.API.Out.Name())
+	return fmt.Errorf("otherix-api not ready after 60s; last lines of %s:\n%s", c.API.Out.Name(), Tail(c.API.Out.Name(), logTailLines))
 }
 
 func CAFingerprint(path string) (string, error) {
@@ -233,7 +322,10 @@ func (c *Cluster) Call(method, path string, body, out any) (int, error) {
 		}
 		rd = bytes.NewReader(b)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	if err := c.Err(); err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, 90*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, c.URL+path, rd)
 	if err != nil {
@@ -247,6 +339,9 @@ func (c *Cluster) Call(method, path string, body, out any) (int, error) {
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
+		if cerr := c.Err(); cerr != nil {
+			return 0, cerr
+		}
 		return 0, err
 	}
 	defer resp.Body.Close()
@@ -304,6 +399,11 @@ func (c *Cluster) WaitTask(id string) (TaskView, error) {
 // stop stops the agent and the API, then kills any QEMU the agent left
 // (by the pids in its run dir) and removes the agent's state.
 func (c *Cluster) Stop() {
+	select {
+	case <-c.stopping:
+	default:
+		close(c.stopping)
+	}
 	c.Agent.Stop()
 	c.API.Stop()
 	if c.State == "" {

@@ -27,7 +27,7 @@ import (
 // otherix-agent, the agent's hub, QEMU's serial chardev and the test
 // guest's tty, which echoes (under TCG, so the guest's own time is in the
 // figure).
-func runGuest(bin string, keys, n, burst, cycles int, keep bool) error {
+func runGuest(bin string, keys, n, burst, cycles int, keep bool) (err error) {
 	for _, b := range []string{"otherix-api", "otherix-agent"} {
 		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
 			return fmt.Errorf("%s not built (make build): %w", b, err)
@@ -49,11 +49,15 @@ func runGuest(bin string, keys, n, burst, cycles int, keep bool) error {
 	if err != nil {
 		return err
 	}
-	if keep {
-		fmt.Println("guest: logs in", dir)
-	} else {
-		defer os.RemoveAll(dir)
-	}
+	// The logs stay when asked to, and when the run fails: the error names
+	// them.
+	defer func() {
+		if keep || err != nil {
+			fmt.Println("guest: logs kept in", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	}()
 	// gctrace: the agent's live heap after each collection goes to its log,
 	// the only view of its heap (it has no profiling endpoint).
 	bc, err := benchcluster.Start(bin, dir, images.URL+"/guest.qcow2", nil, []string{"--accel", "tcg"}, []string{"GODEBUG=gctrace=1"})
@@ -63,6 +67,7 @@ func runGuest(bin string, keys, n, burst, cycles int, keep bool) error {
 	if err != nil {
 		return err
 	}
+	fmt.Printf("guest: accelerator %s (node n1: %s)\n", bc.Accel, bc.AccelReason)
 	c := &cluster{bc}
 	var a struct {
 		Task benchcluster.TaskView `json:"task"`

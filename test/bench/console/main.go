@@ -37,7 +37,8 @@ func main() {
 	keep := flag.Bool("keep", false, "keep the temp dir (logs of the guest run)")
 	flag.Parse()
 
-	fmt.Printf("console bench: %s, GOMAXPROCS=%d, %s\n", time.Now().UTC().Format(time.RFC3339), runtime.GOMAXPROCS(0), load())
+	fmt.Printf("console bench: %s, GOMAXPROCS=%d, %s; accelerator: none in the pipe set-up (no QEMU), the guest's is printed with it\n",
+		time.Now().UTC().Format(time.RFC3339), runtime.GOMAXPROCS(0), load())
 	failed := false
 	if *withPipe {
 		if err := runPipe(*keys, *sessions, *burstMiB<<20, *slowDelay); err != nil {

@@ -90,7 +90,8 @@ func run(ctx context.Context, dur time.Duration, rtts, reconciles int, useIperf 
 			useIperf = false
 		}
 	}
-	fmt.Printf("overlay bench: %s, GOMAXPROCS=%d, %d CPUs, %s\n", time.Now().UTC().Format(time.RFC3339), runtime.GOMAXPROCS(0), runtime.NumCPU(), uptime())
+	fmt.Printf("overlay bench: %s, GOMAXPROCS=%d, %d CPUs, %s; accelerator: none (no QEMU: veth pairs and TUN devices in namespaces)\n",
+		time.Now().UTC().Format(time.RFC3339), runtime.GOMAXPROCS(0), runtime.NumCPU(), uptime())
 	wgMTU, ovMTU := messages.NetworkMTUs(underlayMTU)
 	fmt.Printf("each stream %v, %d UDP round trips of 64 bytes; MB = 10^6 bytes; MTUs: underlay %d, wireguard %d, overlay %d\n",
 		dur, rtts, underlayMTU, wgMTU, ovMTU)

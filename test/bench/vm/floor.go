@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -9,22 +10,22 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/otherix/otherix/nodeagent/qemu"
 )
 
 // floor is the least any tool can do to create a VM from a cached image:
-// one qemu-img overlay and one daemonized QEMU launched with the agent's own
-// argv (qemu.Argv: q35, virtio-blk, serial and QMP sockets, -daemonize, -S,
-// -sandbox), then QMP capabilities, cont and query-status until "running".
+// one qemu-img overlay and one QEMU launched as the agent launches it
+// (qemu.Start: q35, virtio-blk, serial and QMP sockets, -S, -sandbox, files
+// inherited), then QMP capabilities, cont and query-status until "running".
 // No seed ISO and no state file: those are work the agent does on top.
 type floor struct {
 	dir  string // short: QEMU's socket paths must fit in 107 bytes
 	base string
 	cfg  vmShape
+	// procs are the running QEMUs by create index, for destroy.
+	procs map[int]*qemu.Process
 }
 
 // vmShape is the VM every tool creates.
@@ -44,19 +45,22 @@ func (f *floor) createOne(i int) (time.Duration, error) {
 		return 0, err
 	}
 	disk := filepath.Join(run, "disk.qcow2")
-	argv, err := qemu.Argv(qemu.Spec{ID: id, Accel: f.cfg.Accel, CPUs: f.cfg.CPUs, MemoryMiB: f.cfg.MemoryMiB,
-		Disk: disk, RunDir: run, Sandbox: true})
-	if err != nil {
-		return 0, err
-	}
 	t0 := time.Now()
 	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", f.base,
 		disk, strconv.FormatInt(f.cfg.DiskBytes, 10)).CombinedOutput(); err != nil {
 		return 0, fmt.Errorf("qemu-img create: %v: %s", err, out)
 	}
-	if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("qemu: %v: %s", err, out)
+	// qemu.Start is the agent's own launch: its argv, the files opened by
+	// the caller and inherited (QEMU opens nothing by path), no daemonizing.
+	proc, err := qemu.Start(context.Background(), qemu.Spec{ID: id, Accel: f.cfg.Accel, CPUs: f.cfg.CPUs,
+		MemoryMiB: f.cfg.MemoryMiB, Disk: disk, RunDir: run, Sandbox: true})
+	if err != nil {
+		return 0, fmt.Errorf("qemu: %w", err)
 	}
+	if f.procs == nil {
+		f.procs = map[int]*qemu.Process{}
+	}
+	f.procs[i] = proc
 	m, err := dialQMP(qemu.QMPPath(run))
 	if err != nil {
 		return 0, err
@@ -81,26 +85,19 @@ func (f *floor) createOne(i int) (time.Duration, error) {
 	return time.Since(t0), nil
 }
 
-// destroy ends VM i's QEMU (SIGKILL by its pid file) and removes its files.
+// destroy ends VM i's QEMU and removes its files.
 func (f *floor) destroy(i int) {
 	run := filepath.Join(f.dir, strconv.Itoa(i))
-	if b, err := os.ReadFile(qemu.PidPath(run)); err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-			waitGone(pid)
+	if p := f.procs[i]; p != nil {
+		delete(f.procs, i)
+		_ = p.Kill()
+		select {
+		case <-p.Exited():
+		case <-time.After(5 * time.Second):
 		}
+		p.Close()
 	}
 	os.RemoveAll(run)
-}
-
-// waitGone waits (up to 5 s) for pid to disappear. QEMU daemonized is not
-// our child, so it cannot be waited for; its pid leaves /proc once reaped.
-func waitGone(pid int) {
-	for t := time.Now(); time.Since(t) < 5*time.Second; time.Sleep(5 * time.Millisecond) {
-		if !qemu.Alive(pid) {
-			return
-		}
-	}
 }
 
 // qmpConn is the least QMP client: one command at a time, events skipped.

@@ -18,6 +18,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/otherix/otherix/test/bench/benchcluster"
 )
 
 func main() {
@@ -27,9 +29,13 @@ func main() {
 	listVMs := flag.Int("list-vms", 3, "VMs that exist (in each tool) while list is timed")
 	useLibvirt := flag.Bool("libvirt", true, "measure libvirt too (needs root and a running libvirtd)")
 	bin := flag.String("bin", "bin", "directory of otherix, otherix-api and otherix-agent (make build)")
-	accel := flag.String("accel", "kvm", "accelerator for every path: kvm or tcg")
+	accel := flag.String("accel", "auto", "accelerator for every path: kvm, tcg, or auto (the agent's --accel auto judges, and the floor and libvirt use what it chose)")
 	flag.BoolVar(&stepsOnly, "steps-only", false, "time only the agent's create steps (no cluster, no libvirt)")
-	flag.BoolVar(&keep, "keep", false, "keep the work dir (API and agent logs) and print its path")
+	flag.BoolVar(&keep, "keep", false, "keep the work dir (API and agent logs) and print its path; it is always kept when the run fails")
+	flag.Func("agent-flag", "an extra flag for otherix-agent serve, e.g. -agent-flag=--qemu-user=nobody (repeatable)", func(s string) error {
+		agentFlags = append(agentFlags, s)
+		return nil
+	})
 	flag.Parse()
 	b, err := filepath.Abs(*bin)
 	if err != nil {
@@ -44,6 +50,9 @@ func main() {
 // but the agent's steps.
 var keep, stepsOnly bool
 
+// agentFlags are added to the agent's command line after --accel.
+var agentFlags []string
+
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "bench-vm:", err)
 	os.Exit(1)
@@ -56,18 +65,22 @@ type path struct {
 	destroy func(i int)
 }
 
-func run(bin string, n, rounds, listRuns, listVMs int, useLibvirt bool, accel string) error {
+func run(bin string, n, rounds, listRuns, listVMs int, useLibvirt bool, accel string) (err error) {
 	// World-readable and short: libvirt's QEMU runs as libvirt-qemu and
 	// socket paths must fit in 107 bytes.
 	dir, err := os.MkdirTemp("/var/tmp", "oxbench")
 	if err != nil {
 		return err
 	}
-	if keep {
-		fmt.Println("work dir (kept):", dir)
-	} else {
-		defer os.RemoveAll(dir)
-	}
+	// The work dir holds the API's and the agent's logs: it stays when
+	// asked to, and when the run fails, so the log an error names exists.
+	defer func() {
+		if keep || err != nil {
+			fmt.Println("work dir (kept):", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	}()
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return err
 	}
@@ -90,6 +103,9 @@ func run(bin string, n, rounds, listRuns, listVMs int, useLibvirt bool, accel st
 	defer imgs.Close()
 
 	if stepsOnly {
+		if accel == "auto" {
+			return fmt.Errorf("-steps-only needs -accel kvm or tcg (no agent runs to choose)")
+		}
 		return printSteps(dir, base, shape, n)
 	}
 	if useLibvirt {
@@ -102,21 +118,34 @@ func run(bin string, n, rounds, listRuns, listVMs int, useLibvirt bool, accel st
 	}
 
 	fmt.Printf("host: %d-VM shape %d vCPU, %d MiB, %d GiB overlay, -accel %s; load %s\n", 1, shape.CPUs, shape.MemoryMiB, shape.DiskBytes>>30, accel, loadavg())
-	c, err := startCluster(bin, dir, imgs.URL+"/images/bench.qcow2", shape, nil, []string{"--accel", accel})
+	c, err := startCluster(bin, dir, imgs.URL+"/images/bench.qcow2", shape, nil, append([]string{"--accel", accel}, agentFlags...))
 	if c != nil {
 		defer c.Stop()
 	}
 	if err != nil {
 		return err
 	}
-	fmt.Printf("cluster up (%s); warming up\n", time.Now().Format("15:04:05"))
+	fmt.Printf("cluster up (%s); accelerator used by the agent: %s (%s); warming up\n", time.Now().Format("15:04:05"), c.Accel, c.AccelReason)
+	if accel == "auto" {
+		if c.Accel != "kvm" && c.Accel != "tcg" {
+			return fmt.Errorf("-accel auto: the agent reports accelerator %q", c.Accel)
+		}
+		// Every path runs on what the agent chose, so the ratios compare
+		// like with like.
+		shape.Accel = c.Accel
+		c.shape.Accel = c.Accel
+		fmt.Printf("floor and libvirt: -accel %s, as the agent chose\n", c.Accel)
+	}
 	fl := &floor{dir: filepath.Join(dir, "f"), base: base, cfg: shape}
 	lv := &libvirt{dir: filepath.Join(dir, "l"), base: base, cfg: shape}
 
 	// Warm-up (untimed): the first Otherix create downloads the image into
 	// the agent's cache; the first of each path also warms the page cache.
 	if _, id, err := c.createAPI("warmup"); err != nil {
-		return fmt.Errorf("warm-up create: %w (agent log: %s)", err, c.Agent.Out.Name())
+		if cerr := c.Err(); cerr != nil {
+			return cerr
+		}
+		return fmt.Errorf("warm-up create: %w; last lines of %s:\n%s", err, c.Agent.Out.Name(), benchcluster.Tail(c.Agent.Out.Name(), 40))
 	} else if err := c.deleteVM(id); err != nil {
 		return fmt.Errorf("warm-up delete: %w", err)
 	}

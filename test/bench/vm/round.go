@@ -61,6 +61,11 @@ func runRound(r, n, listRuns, listVMs int, c *cluster, fl *floor, lv *libvirt, u
 			p := paths[(i+k)%len(paths)]
 			d, err := p.create(i)
 			if err != nil {
+				if cerr := c.Err(); cerr != nil {
+					// The API or the agent died: that is the cause, and
+					// nothing is left to destroy through them.
+					return res, fmt.Errorf("round %d, %s #%d: %w", r, p.s.name, i, cerr)
+				}
 				p.destroy(i)
 				return res, fmt.Errorf("round %d, %s #%d: %w", r, p.s.name, i, err)
 			}
