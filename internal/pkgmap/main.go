@@ -23,12 +23,21 @@ func main() {
 	all := flag.Bool("all", false, "draw every direct import, not only those no other path implies")
 	withTests := flag.Bool("with-tests", false, "include the test harness packages (test/...) and test-only helpers")
 	flag.Parse()
-	graph, module, err := load()
+	m, err := packageMap(".", *all, *withTests)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "pkgmap:", err)
 		os.Exit(1)
 	}
-	if !*withTests {
+	fmt.Print(m)
+}
+
+// packageMap renders the Mermaid map of the module in dir.
+func packageMap(dir string, all, withTests bool) (string, error) {
+	graph, module, err := load(dir)
+	if err != nil {
+		return "", err
+	}
+	if !withTests {
 		for p := range graph {
 			if harness(p) {
 				delete(graph, p)
@@ -39,10 +48,10 @@ func main() {
 		}
 	}
 	edges := graph
-	if !*all {
+	if !all {
 		edges = reduce(graph)
 	}
-	fmt.Print(render(graph, edges, module))
+	return render(graph, edges, module), nil
 }
 
 // harness is a package that exists for tests, benchmarks or this tool only.
@@ -57,15 +66,20 @@ func harness(p string) bool {
 	return false
 }
 
-// load runs go list over the module and returns each package's imports of
+// load runs go list over the module in dir and returns each package's imports of
 // other packages of the module, by path relative to the module.
-func load() (map[string][]string, string, error) {
-	modOut, err := exec.Command("go", "list", "-m").Output()
+func load(dir string) (map[string][]string, string, error) {
+	goList := func(args ...string) *exec.Cmd {
+		c := exec.Command("go", append([]string{"list"}, args...)...)
+		c.Dir = dir
+		return c
+	}
+	modOut, err := goList("-m").Output()
 	if err != nil {
 		return nil, "", fmt.Errorf("go list -m: %w", err)
 	}
 	module := strings.TrimSpace(string(modOut))
-	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, "./...").Output()
+	out, err := goList("-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, "./...").Output()
 	if err != nil {
 		return nil, "", fmt.Errorf("go list: %w", err)
 	}

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bytes"
+	"os"
+	"os/exec"
 	"reflect"
 	"sort"
 	"strings"
@@ -47,5 +50,31 @@ func TestHarness(t *testing.T) {
 		if harness(p) != want {
 			t.Errorf("harness(%q) = %v", p, !want)
 		}
+	}
+}
+
+// TestArchitectureMapCurrent: the package map in docs/architecture.md is
+// what the code imports today, so a moved or added package cannot leave
+// the newcomer's map behind.
+func TestArchitectureMapCurrent(t *testing.T) {
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("no go command on PATH to list the packages")
+	}
+	want, err := packageMap("../..", false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile("../../docs/architecture.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const open = "```mermaid\n"
+	i := bytes.Index(doc, []byte(open))
+	if i < 0 {
+		t.Fatal("docs/architecture.md has no mermaid block")
+	}
+	got, _, ok := bytes.Cut(doc[i+len(open):], []byte("```"))
+	if !ok || string(got) != want {
+		t.Fatalf("docs/architecture.md's package map is not the code's: run `go run ./internal/pkgmap` and paste its output into the first mermaid block")
 	}
 }
