@@ -115,10 +115,8 @@ func New(cli *clientv3.Client, cfg Config, log *slog.Logger) *Hub {
 // lost leader) drops every subscriber with ErrResync and starts again.
 func (h *Hub) Run(ctx context.Context) {
 	defer h.shutdown()
-	first := true
 	for ctx.Err() == nil {
-		err := h.watchOnce(ctx, first)
-		first = false
+		err := h.watchOnce(ctx)
 		if ctx.Err() != nil {
 			return
 		}
@@ -147,7 +145,7 @@ func (h *Hub) startRevision(ctx context.Context) (int64, error) {
 	return resp.Kvs[0].ModRevision, nil
 }
 
-func (h *Hub) watchOnce(ctx context.Context, first bool) error {
+func (h *Hub) watchOnce(ctx context.Context) error {
 	start, err := h.startRevision(ctx)
 	if err != nil {
 		return fmt.Errorf("watch hub: read start revision: %w", err)
@@ -155,9 +153,7 @@ func (h *Hub) watchOnce(ctx context.Context, first bool) error {
 	h.mu.Lock()
 	h.lastEvent, h.progress = start, max(start, h.progress)
 	h.mu.Unlock()
-	if first {
-		close(h.ready)
-	}
+	h.markReady()
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	wch := h.cli.Watch(wctx, store.Root, clientv3.WithPrefix(), clientv3.WithRev(start+1), clientv3.WithPrevKV())
@@ -268,6 +264,12 @@ func (h *Hub) shutdown() {
 	h.closed = true
 	h.mu.Unlock()
 	h.dropAll(ErrClosed)
+	h.markReady()
+}
+
+// markReady lets Subscribe proceed. Only Run's goroutine calls it, so the
+// check and the close cannot race.
+func (h *Hub) markReady() {
 	select {
 	case <-h.ready:
 	default:

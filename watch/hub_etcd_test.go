@@ -154,14 +154,32 @@ func TestListThenWatchExactlyOnce(t *testing.T) {
 
 // TestCompactedSince refuses a start revision etcd no longer keeps.
 func TestCompactedSince(t *testing.T) {
+	wait := deadline(t)
 	h, cli := startHub(t, watch.Config{})
+	probe, err := h.Subscribe(context.Background(), 0, all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
 	first := putVM(t, cli, "a", "u", 1)
 	putVM(t, cli, "a", "u", 2)
 	last := putVM(t, cli, "a", "u", 3)
+	// Only history before what the hub has already seen is read from
+	// etcd (later revisions come from the hub's own watch, established
+	// before the compaction): wait until the hub has seen the writes.
+	for {
+		e, err := probe.Next(wait)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Rev == last {
+			break
+		}
+	}
 	if _, err := cli.Compact(context.Background(), last); err != nil {
 		t.Fatal(err)
 	}
-	_, err := h.Subscribe(context.Background(), first, all)
+	_, err = h.Subscribe(context.Background(), first, all)
 	var ce *watch.CompactedError
 	if !errors.As(err, &ce) || ce.Compacted != last {
 		t.Fatalf("subscribe at %d after compaction at %d: %v", first, last, err)

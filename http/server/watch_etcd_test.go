@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/otherix/otherix/http/client"
 	"github.com/otherix/otherix/identity"
 	"github.com/otherix/otherix/internal/testutil"
@@ -193,18 +195,28 @@ func TestWatchRefusals(t *testing.T) {
 			t.Errorf("GET /v1/watch%s %v: %d %s, want %d %s", tc.query, tc.header, status, code, tc.status, tc.code)
 		}
 	}
-	// A compacted revision is 410: the client must list again.
-	first, err := e.st.Client().Put(ctx, "/otherix/test/a", "1")
+	// A compacted revision is 410: the client must list again. History is
+	// read from etcd only before what the hub has seen (later revisions
+	// come from its own watch), so wait for the hub to see the writes.
+	probe, err := e.streamer(tok).Watch(ctx, client.WatchOptions{Types: []string{"vms"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.st.Client().Put(ctx, "/otherix/test/a", "2"); err != nil {
-		t.Fatal(err)
+	defer probe.Close()
+	var first, last *clientv3.PutResponse
+	for i := range 3 {
+		b, _ := json.Marshal(messages.VM{ID: "compact-me", Name: "compact-me", Owner: "u", Spec: messages.VMSpec{CPUs: i + 1}})
+		last, err = e.st.Client().Put(ctx, store.RowKey(store.VMs, "compact-me"), string(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first == nil {
+			first = last
+		}
 	}
-	last, err := e.st.Client().Put(ctx, "/otherix/test/a", "3")
-	if err != nil {
-		t.Fatal(err)
-	}
+	changes(t, probe, func(got []client.WatchEvent) bool {
+		return len(got) > 0 && got[len(got)-1].ID == last.Header.Revision
+	})
 	if _, err := e.st.Client().Compact(ctx, last.Header.Revision); err != nil {
 		t.Fatal(err)
 	}
