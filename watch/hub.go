@@ -151,6 +151,11 @@ func (h *Hub) watchOnce(ctx context.Context) error {
 		return fmt.Errorf("watch hub: read start revision: %w", err)
 	}
 	h.mu.Lock()
+	// A subscriber that joined while the previous watch was down was
+	// promised events from an older revision than this watch starts at.
+	for s := range h.subs {
+		h.dropLocked(s, ErrResync)
+	}
 	h.lastEvent, h.progress = start, max(start, h.progress)
 	h.mu.Unlock()
 	h.markReady()
