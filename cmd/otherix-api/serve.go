@@ -29,6 +29,7 @@ import (
 	"github.com/otherix/otherix/persistence/etcd"
 	"github.com/otherix/otherix/persistence/store"
 	"github.com/otherix/otherix/security"
+	"github.com/otherix/otherix/watch"
 )
 
 func newLogger(cfg apiConfig) *slog.Logger {
@@ -127,6 +128,20 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 	scfg.MaxBodyBytes, scfg.MetricsEnabled, scfg.MetricsPublic = cfg.HTTP.MaxBodyBytes, cfg.HTTP.Metrics, cfg.HTTP.MetricsPublic
 	scfg.ConsoleOrigins = cfg.HTTP.ConsoleOrigins
 	scfg.StoreStatus = member.Status
+	// One etcd watch per replica feeds every GET /v1/watch stream; it
+	// stops before the gateway and the member do.
+	hub := watch.New(st.Client(), watch.Config{}, log)
+	hubCtx, stopHub := context.WithCancel(ctx)
+	hubDone := make(chan struct{})
+	go func() {
+		defer close(hubDone)
+		hub.Run(hubCtx)
+	}()
+	defer func() {
+		stopHub()
+		<-hubDone
+	}()
+	scfg.Watch = hub
 	srv := server.New(scfg, gw, log)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

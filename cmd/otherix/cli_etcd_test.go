@@ -20,6 +20,7 @@ import (
 	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/storetest"
+	"github.com/otherix/otherix/watch"
 )
 
 // The admin every test API bootstraps.
@@ -52,7 +53,18 @@ func startAPIWith(t *testing.T, idc identity.Config) string {
 	if created, _, err := gw.BootstrapAdmin(ctx, adminEmail, adminPassword); err != nil || !created {
 		t.Fatalf("bootstrap admin: created %v, %v", created, err)
 	}
-	srv := httptest.NewServer(server.New(server.Config{}, gw, log).Handler())
+	// The replica's watch hub, for list -w.
+	hub := watch.New(st.Client(), watch.Config{}, log)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		hub.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	srv := httptest.NewServer(server.New(server.Config{Watch: hub}, gw, log).Handler())
 	t.Cleanup(srv.Close)
 	return srv.URL
 }

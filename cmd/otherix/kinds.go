@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -71,6 +72,7 @@ func kindArgs(args []string, nameOptional bool) (kind, name string, err error) {
 // getCommand is "otherix get KIND [NAME]".
 func (a *app) getCommand() *cobra.Command {
 	var limit int
+	var watch bool
 	cmd := &cobra.Command{
 		Use:   "get KIND [NAME]",
 		Short: "Show one resource, or list every resource of a kind",
@@ -79,6 +81,7 @@ the kind. -o json|yaml prints them exactly as the API returns them.
 
 ` + kindsHelp,
 		Example: `  otherix get vms
+  otherix get vms -w
   otherix get vm web-1 -o yaml
   otherix get node/rack1-n3 -o wide`,
 		Args: cobra.ArbitraryArgs,
@@ -87,10 +90,17 @@ the kind. -o json|yaml prints them exactly as the API returns them.
 			if err != nil {
 				return err
 			}
+			if watch {
+				if name != "" {
+					return usageError(errors.New("-w follows a whole kind: drop the name"))
+				}
+				return a.listAndWatch(cmd.Context(), kind, limit)
+			}
 			return a.getKind(cmd.Context(), kind, name, limit)
 		},
 	}
 	cmd.Flags().IntVar(&limit, "limit", defaultPageSize, "items per page requested from the API when listing (1-200)")
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, watchFlagHelp)
 	return cmd
 }
 

@@ -162,16 +162,21 @@ func (a *app) updateNetworkEgress(ctx context.Context, have *messages.Network, e
 
 func (a *app) networkListCommand() *cobra.Command {
 	var limit int
+	var watch bool
 	cmd := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
 		Short:   "List networks",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if watch {
+				return a.listAndWatch(cmd.Context(), kindNameNetwork, limit)
+			}
 			return a.getKind(cmd.Context(), kindNameNetwork, "", limit)
 		},
 	}
 	cmd.Flags().IntVar(&limit, "limit", defaultPageSize, "items per page requested from the API (1-200)")
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, watchFlagHelp)
 	return cmd
 }
 

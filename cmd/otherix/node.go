@@ -52,12 +52,16 @@ func nodeRows(nodes []*messages.Node, wide bool, now time.Time) [][]string {
 
 func (a *app) nodeListCommand() *cobra.Command {
 	var limit int
+	var watch bool
 	cmd := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
 		Short:   "List enrolled nodes",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if watch {
+				return a.listAndWatch(cmd.Context(), kindNameNode, limit)
+			}
 			nodes, err := listAll(cmd.Context(), a, limit, func(c *client.Client, ctx context.Context, o client.ListOptions, opts ...client.CallOption) ([]*messages.Node, string, error) {
 				return c.ListNodes(ctx, o, opts...)
 			})
@@ -68,6 +72,7 @@ func (a *app) nodeListCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().IntVar(&limit, "limit", defaultPageSize, "items per page requested from the API (1-200)")
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, watchFlagHelp)
 	return cmd
 }
 

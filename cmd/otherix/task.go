@@ -20,6 +20,7 @@ func (a *app) taskCommand() *cobra.Command {
 
 func (a *app) taskListCommand() *cobra.Command {
 	var limit int
+	var watch bool
 	cmd := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
@@ -28,6 +29,9 @@ func (a *app) taskListCommand() *cobra.Command {
 with every task exactly as the API returns it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if watch {
+				return a.listAndWatch(cmd.Context(), kindNameTask, limit)
+			}
 			tasks, err := listAll(cmd.Context(), a, limit, (*client.Client).ListTasks)
 			if err != nil {
 				return err
@@ -36,6 +40,7 @@ with every task exactly as the API returns it.`,
 		},
 	}
 	cmd.Flags().IntVar(&limit, "limit", defaultPageSize, "items per page requested from the API (1-200)")
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, watchFlagHelp)
 	return cmd
 }
 

@@ -208,6 +208,7 @@ func (a *app) accepted(ctx context.Context, acc *client.Accepted, w waitFlags) e
 
 func (a *app) vmListCommand() *cobra.Command {
 	var limit int
+	var watch bool
 	cmd := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
@@ -216,6 +217,9 @@ func (a *app) vmListCommand() *cobra.Command {
 with every VM exactly as the API returns it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if watch {
+				return a.listAndWatch(cmd.Context(), kindNameVM, limit)
+			}
 			vms, err := listAll(cmd.Context(), a, limit, (*client.Client).ListVMs)
 			if err != nil {
 				return err
@@ -230,6 +234,7 @@ with every VM exactly as the API returns it.`,
 		},
 	}
 	cmd.Flags().IntVar(&limit, "limit", defaultPageSize, "items per page requested from the API (1-200)")
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, watchFlagHelp)
 	return cmd
 }
 
@@ -238,28 +243,40 @@ type lister[T any] func(*client.Client, context.Context, client.ListOptions, ...
 
 // listAll follows next_cursor until the last page.
 func listAll[T any](ctx context.Context, a *app, limit int, list lister[T]) ([]T, error) {
+	all, _, err := listAllAt(ctx, a, limit, list)
+	return all, err
+}
+
+// listAllAt is listAll that also returns the first page's meta.revision,
+// where a watch continues from (a later page read at a later revision may
+// show a change the watch then shows again, never miss one).
+func listAllAt[T any](ctx context.Context, a *app, limit int, list lister[T]) ([]T, int64, error) {
 	if limit < 1 || limit > 200 {
-		return nil, usageError(fmt.Errorf("--limit must be between 1 and 200, got %d", limit))
+		return nil, 0, usageError(fmt.Errorf("--limit must be between 1 and 200, got %d", limit))
 	}
+	var first, rev int64
 	var all []T
 	seen := map[string]bool{}
 	cursor := ""
 	for {
 		var page []T
 		err := a.call(ctx, func(ctx context.Context, c *client.Client) (err error) {
-			page, cursor, err = list(c, ctx, client.ListOptions{Limit: limit, Cursor: cursor})
+			page, cursor, err = list(c, ctx, client.ListOptions{Limit: limit, Cursor: cursor, Revision: &rev})
 			return err
 		})
 		if err != nil {
-			return nil, err
+			return nil, 0, err
+		}
+		if first == 0 {
+			first = rev
 		}
 		all = append(all, page...)
 		if cursor == "" {
-			return all, nil
+			return all, first, nil
 		}
 		if seen[cursor] {
 			// A server that hands back a cursor twice would loop forever.
-			return nil, codedf("bad_cursor", "the API returned cursor %q twice", cursor)
+			return nil, 0, codedf("bad_cursor", "the API returned cursor %q twice", cursor)
 		}
 		seen[cursor] = true
 	}

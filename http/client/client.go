@@ -259,6 +259,9 @@ type ListOptions struct {
 	Limit int
 	// Cursor is the NextCursor of the previous page; empty for the first.
 	Cursor string
+	// Revision, when set, receives the page's meta.revision: the etcd
+	// revision it was read at, from which Watch continues without a gap.
+	Revision *int64
 }
 
 func (o ListOptions) query() url.Values {
@@ -276,4 +279,14 @@ func (o ListOptions) query() url.Values {
 type list[T any] struct {
 	Items      []T    `json:"items"`
 	NextCursor string `json:"next_cursor"`
+	Meta       struct {
+		Revision int64 `json:"revision"`
+	} `json:"meta"`
+}
+
+// record hands the page's revision to whoever asked for it.
+func (o ListOptions) record(rev int64) {
+	if o.Revision != nil {
+		*o.Revision = rev
+	}
 }

@@ -58,6 +58,7 @@ func (c *Client) ListUsers(ctx context.Context, o ListOptions, opts ...CallOptio
 	if _, err := c.do(ctx, http.MethodGet, "/v1/users", o.query(), nil, &l, opts); err != nil {
 		return nil, "", err
 	}
+	o.record(l.Meta.Revision)
 	return l.Items, l.NextCursor, nil
 }
 
@@ -122,5 +123,6 @@ func (c *Client) ListAudit(ctx context.Context, o ListOptions, opts ...CallOptio
 	if _, err := c.do(ctx, http.MethodGet, "/v1/audit", o.query(), nil, &l, opts); err != nil {
 		return nil, "", err
 	}
+	o.record(l.Meta.Revision)
 	return l.Items, l.NextCursor, nil
 }

@@ -24,6 +24,7 @@ func (c *Client) ListNetworks(ctx context.Context, o ListOptions, opts ...CallOp
 	if _, err := c.do(ctx, http.MethodGet, "/v1/networks", o.query(), nil, &l, opts); err != nil {
 		return nil, "", err
 	}
+	o.record(l.Meta.Revision)
 	return l.Items, l.NextCursor, nil
 }
 

@@ -28,6 +28,7 @@ func (c *Client) ListNodes(ctx context.Context, o ListOptions, opts ...CallOptio
 	if _, err := c.do(ctx, http.MethodGet, "/v1/nodes", o.query(), nil, &l, opts); err != nil {
 		return nil, "", err
 	}
+	o.record(l.Meta.Revision)
 	return l.Items, l.NextCursor, nil
 }
 
@@ -56,6 +57,7 @@ func (c *Client) ListJoinTokens(ctx context.Context, o ListOptions, opts ...Call
 	if _, err := c.do(ctx, http.MethodGet, "/v1/nodes/join-tokens", o.query(), nil, &l, opts); err != nil {
 		return nil, "", err
 	}
+	o.record(l.Meta.Revision)
 	return l.Items, l.NextCursor, nil
 }
 

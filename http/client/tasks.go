@@ -88,6 +88,7 @@ func (c *Client) ListTasks(ctx context.Context, o ListOptions, opts ...CallOptio
 	if _, err := c.do(ctx, http.MethodGet, "/v1/tasks", o.query(), nil, &l, opts); err != nil {
 		return nil, "", err
 	}
+	o.record(l.Meta.Revision)
 	return l.Items, l.NextCursor, nil
 }
 

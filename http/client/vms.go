@@ -53,6 +53,7 @@ func (c *Client) ListVMs(ctx context.Context, o ListOptions, opts ...CallOption)
 	if _, err := c.do(ctx, http.MethodGet, "/v1/vms", o.query(), nil, &l, opts); err != nil {
 		return nil, "", err
 	}
+	o.record(l.Meta.Revision)
 	return l.Items, l.NextCursor, nil
 }
 

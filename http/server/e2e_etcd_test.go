@@ -17,6 +17,7 @@ import (
 	"github.com/otherix/otherix/identity"
 	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/persistence/store"
 	"github.com/otherix/otherix/persistence/storetest"
 	"github.com/otherix/otherix/security"
 )
@@ -36,6 +37,10 @@ type apiEnv struct {
 	hc    *http.Client
 	gw    *gateway.Gateway
 	admin *client.Client
+	// st and ts are the store and the HTTP server, for tests that write
+	// to etcd directly or cut connections.
+	st *store.Store
+	ts *httptest.Server
 }
 
 // startAPI runs the whole control plane in-process and returns a client
@@ -59,6 +64,13 @@ func startEnv(t *testing.T) *apiEnv {
 // is the production one).
 func startEnvWith(t *testing.T, idc identity.Config) *apiEnv {
 	t.Helper()
+	return startEnvTuned(t, idc, nil)
+}
+
+// startEnvTuned is startEnvWith whose server configuration tune may change
+// (given the store) before the server is built.
+func startEnvTuned(t *testing.T, idc identity.Config, tune func(*Config, *store.Store)) *apiEnv {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	st := storetest.New(t)
@@ -75,11 +87,15 @@ func startEnvWith(t *testing.T, idc identity.Config) *apiEnv {
 	if err != nil || !created || generated != "" {
 		t.Fatalf("bootstrap admin: created %v generated %q err %v", created, generated, err)
 	}
-	srv := New(Config{MetricsEnabled: true}, gw, log)
+	cfg := Config{MetricsEnabled: true}
+	if tune != nil {
+		tune(&cfg, st)
+	}
+	srv := New(cfg, gw, log)
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
 	hc, _ := newContractClient(t, ts.URL)
-	env := &apiEnv{t: t, url: ts.URL, hc: hc, gw: gw}
+	env := &apiEnv{t: t, url: ts.URL, hc: hc, gw: gw, st: st, ts: ts}
 	anon := env.client("")
 	testutil.EventuallyReport(t, 30*time.Second, 50*time.Millisecond, "control plane ready", func() (bool, string) {
 		err := anon.Readyz(ctx)

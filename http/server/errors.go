@@ -23,6 +23,9 @@ const (
 	kindUnsupportedMedia messages.Kind = 1000 + iota
 	kindRouteNotFound
 	kindMethodNotAllowed
+	// kindGone is history a client asked for that is no longer kept (a
+	// compacted watch revision): it must list again.
+	kindGone
 )
 
 // ctxOutOfScope marks a request answered not found because the resource
@@ -48,6 +51,7 @@ var kinds = map[messages.Kind]kindRule{
 	kindUnsupportedMedia:  {status: http.StatusUnsupportedMediaType},
 	kindRouteNotFound:     {status: http.StatusNotFound},
 	kindMethodNotAllowed:  {status: http.StatusMethodNotAllowed},
+	kindGone:              {status: http.StatusGone},
 }
 
 const (

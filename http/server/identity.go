@@ -68,12 +68,13 @@ func (s *Server) listUsers(c *gin.Context) {
 		s.writeError(c, err)
 		return
 	}
-	users, next, err := s.cp.ListUsers(c.Request.Context(), page)
+	lctx, rr := listContext(c)
+	users, next, err := s.cp.ListUsers(lctx, page)
 	if err != nil {
 		s.writeError(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, newList(users, next))
+	c.JSON(http.StatusOK, newList(users, next).at(rr))
 }
 
 func (s *Server) createUser(c *gin.Context) {
@@ -196,12 +197,13 @@ func (s *Server) listTokens(c *gin.Context) {
 		}
 		owner = ""
 	}
-	tokens, next, err := s.cp.ListAPITokens(c.Request.Context(), owner, page)
+	lctx, rr := listContext(c)
+	tokens, next, err := s.cp.ListAPITokens(lctx, owner, page)
 	if err != nil {
 		s.writeError(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, newList(tokens, next))
+	c.JSON(http.StatusOK, newList(tokens, next).at(rr))
 }
 
 // createToken mints an API token for the caller, with the caller's role or a
@@ -242,10 +244,11 @@ func (s *Server) listAudit(c *gin.Context) {
 		s.writeError(c, err)
 		return
 	}
-	entries, next, err := s.cp.ListAudit(c.Request.Context(), page)
+	lctx, rr := listContext(c)
+	entries, next, err := s.cp.ListAudit(lctx, page)
 	if err != nil {
 		s.writeError(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, newList(entries, next))
+	c.JSON(http.StatusOK, newList(entries, next).at(rr))
 }

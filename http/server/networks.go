@@ -39,12 +39,13 @@ func (s *Server) listNetworks(c *gin.Context) {
 		s.writeError(c, err)
 		return
 	}
-	nets, next, err := s.cp.ListNetworks(c.Request.Context(), page)
+	lctx, rr := listContext(c)
+	nets, next, err := s.cp.ListNetworks(lctx, page)
 	if err != nil {
 		s.writeError(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, newList(nets, next))
+	c.JSON(http.StatusOK, newList(nets, next).at(rr))
 }
 
 func (s *Server) getNetwork(c *gin.Context) {

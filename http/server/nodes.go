@@ -25,12 +25,13 @@ func (s *Server) listNodes(c *gin.Context) {
 		s.writeError(c, err)
 		return
 	}
-	nodes, next, err := s.cp.ListNodes(c.Request.Context(), page)
+	lctx, rr := listContext(c)
+	nodes, next, err := s.cp.ListNodes(lctx, page)
 	if err != nil {
 		s.writeError(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, newList(nodes, next))
+	c.JSON(http.StatusOK, newList(nodes, next).at(rr))
 }
 
 func (s *Server) getNode(c *gin.Context) {
@@ -97,12 +98,13 @@ func (s *Server) listJoinTokens(c *gin.Context) {
 		s.writeError(c, err)
 		return
 	}
-	tokens, next, err := s.cp.ListJoinTokens(c.Request.Context(), page)
+	lctx, rr := listContext(c)
+	tokens, next, err := s.cp.ListJoinTokens(lctx, page)
 	if err != nil {
 		s.writeError(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, newList(tokens, next))
+	c.JSON(http.StatusOK, newList(tokens, next).at(rr))
 }
 
 func (s *Server) revokeJoinToken(c *gin.Context) {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"strconv"
 	"strings"
 	"time"
@@ -13,8 +14,16 @@ import (
 
 // listResponse is the shape of every list: {"items":[…],"next_cursor":"…"}.
 type listResponse[T any] struct {
-	Items      []T    `json:"items"`
-	NextCursor string `json:"next_cursor,omitempty"`
+	Items      []T       `json:"items"`
+	NextCursor string    `json:"next_cursor,omitempty"`
+	Meta       *listMeta `json:"meta,omitempty"`
+}
+
+// listMeta says how a page was read.
+type listMeta struct {
+	// Revision is the etcd revision the page was read at: GET /v1/watch
+	// ?since= this revision continues from the page with no gap.
+	Revision int64 `json:"revision"`
 }
 
 func newList[T any](items []T, next string) listResponse[T] {
@@ -22,6 +31,20 @@ func newList[T any](items []T, next string) listResponse[T] {
 		items = []T{} // an empty list is [], never null
 	}
 	return listResponse[T]{Items: items, NextCursor: next}
+}
+
+// listContext pins every store read of a list request to one etcd revision
+// (a consistent page) and records it for meta.revision.
+func listContext(c *gin.Context) (context.Context, *store.ReadRevision) {
+	return store.WithReadRevision(c.Request.Context())
+}
+
+// at sets meta.revision when the store recorded one.
+func (l listResponse[T]) at(rr *store.ReadRevision) listResponse[T] {
+	if rr != nil && rr.Revision() > 0 {
+		l.Meta = &listMeta{Revision: rr.Revision()}
+	}
+	return l
 }
 
 // pageOf reads ?limit= and ?cursor=. A bad value is refused rather than

@@ -157,6 +157,10 @@ func (s *Server) routeTable() []route {
 		rbac(patch, "/v1/networks/:name", network, security.VerbUpdate, s.updateNetwork),
 		rbac(del, "/v1/networks/:name", network, security.VerbDelete, s.deleteNetwork),
 
+		// Each type a stream asks for is authorized as its list is, in
+		// the handler (watch.go): one route, several matrix cells.
+		{method: get, path: "/v1/watch", access: accessAuthenticated, handler: s.watchStream},
+
 		rbac(get, "/v1/cluster/settings", settings, security.VerbRead, s.getSettings),
 		rbac(patch, "/v1/cluster/settings", settings, security.VerbUpdate, s.updateSettings),
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/etcd"
+	"github.com/otherix/otherix/watch"
 )
 
 // Defaults for Config fields left zero.
@@ -49,6 +50,15 @@ type Config struct {
 	// store's sizes, quota, alarms and defragmentations
 	// (persistence/etcd.Member.Status).
 	StoreStatus func(context.Context) (etcd.Status, error)
+	// Watch is the replica's watch hub; GET /v1/watch answers 503
+	// watch_unavailable without one. WatchPerUser bounds each user's open
+	// streams (429 too_many_watches over it; 0 means
+	// DefaultWatchPerUser); WatchAuthCheck is how often a stream
+	// re-authenticates its token (0 means DefaultWatchAuthCheck; a JWT is
+	// also checked right after it expires).
+	Watch          *watch.Hub
+	WatchPerUser   int
+	WatchAuthCheck time.Duration
 	// consoleEnded, when set, learns each console session's close code and
 	// queue high-water mark: a test seam.
 	consoleEnded func(code, high int)
@@ -76,6 +86,12 @@ func (c Config) withDefaults() Config {
 	if c.ConsoleKeepalive <= 0 {
 		c.ConsoleKeepalive = DefaultConsoleKeepalive
 	}
+	if c.WatchPerUser <= 0 {
+		c.WatchPerUser = DefaultWatchPerUser
+	}
+	if c.WatchAuthCheck <= 0 {
+		c.WatchAuthCheck = DefaultWatchAuthCheck
+	}
 	return c
 }
 
@@ -94,6 +110,8 @@ type Server struct {
 	principal func(*gin.Context) (*messages.Principal, error)
 	// table indexes the route table by routeKey; read-only after New.
 	table map[string]route
+	// watchers counts each user's open watch streams.
+	watchers watchers
 }
 
 // New builds the router and its middleware. It starts nothing: serve

@@ -20,12 +20,13 @@ func (s *Server) listTasks(c *gin.Context) {
 		s.writeError(c, err)
 		return
 	}
-	tasks, next, err := s.cp.ListTasks(c.Request.Context(), scopeOwner(c), page)
+	lctx, rr := listContext(c)
+	tasks, next, err := s.cp.ListTasks(lctx, scopeOwner(c), page)
 	if err != nil {
 		s.writeError(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, newList(tasks, next))
+	c.JSON(http.StatusOK, newList(tasks, next).at(rr))
 }
 
 // getTask answers at once, or with ?wait=30s as a long poll: it returns the

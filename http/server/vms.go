@@ -48,12 +48,13 @@ func (s *Server) listVMs(c *gin.Context) {
 		s.writeError(c, err)
 		return
 	}
-	vms, next, err := s.cp.ListVMs(c.Request.Context(), scopeOwner(c), page)
+	lctx, rr := listContext(c)
+	vms, next, err := s.cp.ListVMs(lctx, scopeOwner(c), page)
 	if err != nil {
 		s.writeError(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, newList(vms, next))
+	c.JSON(http.StatusOK, newList(vms, next).at(rr))
 }
 
 func (s *Server) getVM(c *gin.Context) {

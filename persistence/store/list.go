@@ -66,9 +66,16 @@ func (s *Store) rangePage(ctx context.Context, prefix string, p Page, keysOnly b
 	if keysOnly {
 		opts = append(opts, clientv3.WithKeysOnly())
 	}
+	rr := readRevisionOf(ctx)
+	if rr != nil && rr.rev != 0 {
+		opts = append(opts, clientv3.WithRev(rr.rev))
+	}
 	resp, err := s.cli.Get(ctx, from, opts...)
 	if err != nil {
 		return nil, "", unavailable(err)
+	}
+	if rr != nil && rr.rev == 0 {
+		rr.rev = resp.Header.Revision
 	}
 	out := make([]kv, 0, len(resp.Kvs))
 	for _, k := range resp.Kvs {
@@ -137,8 +144,14 @@ func ListIndexed[T any, PT interface {
 	for start := 0; start < len(keys); start += s.maxOps {
 		end := min(start+s.maxOps, len(keys))
 		ops := make([]clientv3.Op, 0, end-start)
+		var at []clientv3.OpOption
+		if rr := readRevisionOf(ctx); rr != nil && rr.rev != 0 {
+			// The rows as of the index read: one snapshot, so a watch
+			// from this revision repeats nothing and misses nothing.
+			at = append(at, clientv3.WithRev(rr.rev))
+		}
 		for _, k := range keys[start:end] {
-			ops = append(ops, clientv3.OpGet(RowKey(resource, lastSegment(k.key))))
+			ops = append(ops, clientv3.OpGet(RowKey(resource, lastSegment(k.key)), at...))
 		}
 		resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
 		if err != nil {
@@ -155,4 +168,27 @@ func ListIndexed[T any, PT interface {
 		}
 	}
 	return items, next, nil
+}
+
+// ReadRevision records the etcd revision a list was read at. Every read of
+// a list made with its context (the index and the rows) happens at that one
+// revision, so the page is a consistent snapshot and a watch started after
+// it (GET /v1/watch?since=) sees each later change exactly once.
+type ReadRevision struct{ rev int64 }
+
+// Revision is the revision the reads happened at; 0 before the first.
+func (r *ReadRevision) Revision() int64 { return r.rev }
+
+type readRevisionKey struct{}
+
+// WithReadRevision returns a context whose list reads are pinned to one
+// revision, recorded in the returned ReadRevision. Use it for one request.
+func WithReadRevision(ctx context.Context) (context.Context, *ReadRevision) {
+	rr := new(ReadRevision)
+	return context.WithValue(ctx, readRevisionKey{}, rr), rr
+}
+
+func readRevisionOf(ctx context.Context) *ReadRevision {
+	rr, _ := ctx.Value(readRevisionKey{}).(*ReadRevision)
+	return rr
 }
