@@ -154,6 +154,8 @@ func (s *Server) routeTable() []route {
 		rbac(patch, "/v1/networks/:name", network, security.VerbUpdate, s.updateNetwork),
 		rbac(del, "/v1/networks/:name", network, security.VerbDelete, s.deleteNetwork),
 
+		secret(rbac(post, "/v1/cluster/join-tokens", joinToken, security.VerbCreate, s.createClusterJoinToken)),
+		rbac(get, "/v1/cluster/members", security.ResourceReplica, security.VerbList, s.listClusterMembers),
 		rbac(get, "/v1/cluster/settings", settings, security.VerbRead, s.getSettings),
 		rbac(patch, "/v1/cluster/settings", settings, security.VerbUpdate, s.updateSettings),
 	}
