@@ -133,7 +133,8 @@ func TestReplicaJoinRefusals(t *testing.T) {
 	}{
 		{"wrong ca", joinReq(head+"@"+other.Fingerprint(), "two", "https://127.0.0.1:2381", replicaCSR(t, "two")), "invalid_join_token"},
 		{"node token", joinReq(nodeTok, "two", "https://127.0.0.1:2381", replicaCSR(t, "two")), "invalid_join_token"},
-		{"node prefix on a replica token", joinReq("otxj_"+strings.TrimPrefix(tok, "otxr_"), "two", "https://127.0.0.1:2381", replicaCSR(t, "two")), "invalid_join_token"},
+		// The stored kind decides, not the prefix presented.
+		{"node token with the replica prefix", joinReq("otxr_"+strings.TrimPrefix(nodeTok, "otxj_"), "two", "https://127.0.0.1:2381", replicaCSR(t, "two")), "invalid_join_token"},
 		{"http peer", joinReq(tok, "two", "http://127.0.0.1:2381", replicaCSR(t, "two")), "invalid_peer_url"},
 		{"no port", joinReq(tok, "two", "https://127.0.0.1", replicaCSR(t, "two")), "invalid_peer_url"},
 		{"path", joinReq(tok, "two", "https://127.0.0.1:2381/x", replicaCSR(t, "two")), "invalid_peer_url"},
@@ -150,8 +151,10 @@ func TestReplicaJoinRefusals(t *testing.T) {
 			wantCode(t, err, c.code)
 		})
 	}
-	// A replica token does not enroll a node.
+	// A replica token does not enroll a node, with either prefix.
 	_, err = enroll(s, t.Context(), tok, "n1", csrPEM(t, "n1"))
+	wantInvalidJoinToken(t, err)
+	_, err = enroll(s, t.Context(), "otxj_"+strings.TrimPrefix(tok, "otxr_"), "n1", csrPEM(t, "n1"))
 	wantInvalidJoinToken(t, err)
 	if len(fm.adds) != 0 {
 		t.Fatalf("refused joins added %v", fm.adds)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"time"
 
 	"github.com/otherix/otherix/messages"
 )
@@ -10,8 +11,13 @@ import (
 // tested against real etcd members in enrollment and end to end.
 type fakeCluster struct{}
 
-func (fakeCluster) CreateClusterJoinToken(context.Context, messages.Principal, messages.CreateClusterJoinTokenRequest) (*messages.CreatedJoinToken, error) {
-	return nil, messages.Errorf(messages.KindUnavailable, "replica_join_unavailable", "not in the fake")
+func (fakeCluster) CreateClusterJoinToken(_ context.Context, p messages.Principal, req messages.CreateClusterJoinTokenRequest) (*messages.CreatedJoinToken, error) {
+	if req.Kind != "replica" {
+		return nil, messages.Invalid("kind", `must be "replica"`)
+	}
+	now := time.Now().UTC()
+	return &messages.CreatedJoinToken{Token: "otxr_fake", JoinToken: messages.JoinTokenView{ID: "fakeid", Kind: "replica",
+		CreatedBy: p.UserID, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}}, nil
 }
 
 func (fakeCluster) JoinReplica(context.Context, messages.ReplicaJoinRequest, string) (*messages.ReplicaJoinResponse, error) {
