@@ -187,6 +187,7 @@ func TestReplicasJoinAndFailover(t *testing.T) {
 		}
 	}
 
+	var spent string // a token a join has used
 	startReplica(t, rs[0], "", "")
 	waitFor(t, "replica 1 ready", 60*time.Second, func() bool { return readyz(rs[0]) == http.StatusOK }, rs[0])
 	ready(rs[0])
@@ -202,6 +203,7 @@ func TestReplicasJoinAndFailover(t *testing.T) {
 			t.Fatalf("replica token %q", token)
 		}
 		startReplica(t, r, rs[0].AgentURL, token)
+		spent = token
 		if i == 0 {
 			waitFor(t, "replica 2 listed as a learner", 60*time.Second, func() bool {
 				for _, m := range members(rs[0]) {
@@ -230,6 +232,35 @@ func TestReplicasJoinAndFailover(t *testing.T) {
 		if r == nil || m.APIURL != r.URL || m.AgentURL != r.AgentURL || m.PeerURL != "https://"+r.peer {
 			t.Fatalf("member %+v", m)
 		}
+	}
+
+	// A fourth replica whose name is taken, whose token was used, or whose
+	// token pins another CA exits before it starts a member, naming why;
+	// nothing is added.
+	fresh, err := cli("--context", rs[0].rest, "cluster", "join-token", "create", "--replica")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh = strings.TrimSpace(fresh)
+	head, _, _ := strings.Cut(fresh, "@")
+	for i, c := range []struct{ name, token, want string }{
+		{"r3", fresh, "replica_name_conflict"},
+		{"r4", spent, "invalid_join_token"},
+		{"r4", head + "@" + strings.Repeat("0", 64), "fingerprint"},
+	} {
+		r4 := &replica{name: c.name, dataDir: filepath.Join(base, fmt.Sprintf("bad%d", i)), rest: freePort(t), agent: freePort(t), peer: freePort(t)}
+		startReplica(t, r4, rs[0].AgentURL, c.token)
+		select {
+		case <-r4.done:
+		case <-time.After(60 * time.Second):
+			t.Fatalf("joiner %d still running\n%s", i, r4.stderr.String())
+		}
+		if out := r4.stderr.String(); r4.waitErr == nil || !strings.Contains(out, c.want) {
+			t.Fatalf("joiner %d exit %v, want %q:\n%s", i, r4.waitErr, c.want, out)
+		}
+	}
+	if n := len(members(rs[0])); n != 3 {
+		t.Fatalf("refused joins changed the membership: %d members", n)
 	}
 
 	// A write through replica 2 is read through replica 3.
