@@ -88,8 +88,15 @@ func preparePeer(ctx context.Context, cfg apiConfig, log *slog.Logger) (*peerSet
 		log.Info("data dir holds a member: join ignored", "join", cfg.Join)
 	}
 	ca, err := loadDiskCA(pki)
-	if errors.Is(err, os.ErrNotExist) && !hasMember {
+	switch {
+	case errors.Is(err, os.ErrNotExist) && !hasMember:
 		ca, err = bootstrapCA(ctx, cfg)
+	case errors.Is(err, os.ErrNotExist) && fileExists(p.TLS.CertFile) && fileExists(p.TLS.KeyFile):
+		// A joiner restarted before it was promoted: the CA key reaches
+		// <data_dir>/pki only once it serves, so it keeps the peer
+		// certificate the join gave it.
+		log.Info("no CA key yet: keeping the peer certificate from the join", "cert", p.TLS.CertFile)
+		return p, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("peer certificate: %w", err)
@@ -255,4 +262,9 @@ func serviceURL(tlsOn bool, addr string) string {
 		}
 	}
 	return scheme + "://" + net.JoinHostPort(host, port)
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

@@ -219,6 +219,11 @@ func TestReplicasJoinAndFailover(t *testing.T) {
 				c.Close()
 				t.Fatal("a learner opened its agent listener")
 			}
+			// A learner killed and restarted comes back as a learner,
+			// with the peer certificate of its join (--join is ignored).
+			r.kill9()
+			startReplica(t, r, rs[0].AgentURL, token)
+			waitFor(t, "restarted learner answers 503 on /readyz", 30*time.Second, func() bool { return readyz(r) == http.StatusServiceUnavailable }, r)
 		}
 	}
 	waitFor(t, "replicas 2 and 3 ready", 90*time.Second, func() bool {
