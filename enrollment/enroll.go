@@ -36,7 +36,7 @@ func (s *Service) Enroll(ctx context.Context, req messages.EnrollRequest, source
 	}
 	actor = "join_token:" + tok.ID
 	now := s.cfg.Now().UTC()
-	j, reason, err := s.redeem(ctx, tok, now)
+	j, reason, err := s.redeem(ctx, tok, messages.JoinTokenKindNode, now)
 	if reason != "" {
 		return refuse(errInvalidJoinToken, reason)
 	}

@@ -36,6 +36,9 @@ type Config struct {
 	// Now is the clock of join tokens and enrollment (default time.Now).
 	// Authentication and renewal take the node clock as an argument.
 	Now func() time.Time
+	// Membership is this replica's etcd member, which replica joins add
+	// learners to; nil refuses replica joins (replica_join_unavailable).
+	Membership Membership
 	// HeartbeatInterval is what an enrolled agent is told to use.
 	HeartbeatInterval time.Duration
 	// Audit records an audit entry; AuditFailure records a refusal of a

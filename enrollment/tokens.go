@@ -19,18 +19,9 @@ const (
 // CreateJoinToken creates a one-time node join token and returns it in
 // plaintext, the only time it is shown. Only its hash is stored.
 func (s *Service) CreateJoinToken(ctx context.Context, p messages.Principal, req messages.CreateJoinTokenRequest) (*messages.CreatedJoinToken, error) {
-	ttl := DefaultJoinTokenTTL
-	if req.TTL != "" {
-		d, err := time.ParseDuration(req.TTL)
-		switch {
-		case err != nil:
-			return nil, invalidTTL("not a duration such as 1h")
-		case d <= 0:
-			return nil, invalidTTL("must be positive")
-		case d > MaxJoinTokenTTL:
-			return nil, invalidTTL("must be at most 24h")
-		}
-		ttl = d
+	ttl, err := joinTokenTTL(req.TTL)
+	if err != nil {
+		return nil, err
 	}
 	if req.NodeName != "" {
 		if err := messages.ValidateName("node_name", req.NodeName); err != nil {
@@ -42,7 +33,7 @@ func (s *Service) CreateJoinToken(ctx context.Context, p messages.Principal, req
 		return nil, err
 	}
 	now := s.cfg.Now().UTC()
-	j := &messages.JoinToken{ID: id, Hash: hash, NodeName: req.NodeName, CreatedBy: p.UserID,
+	j := &messages.JoinToken{ID: id, Hash: hash, Kind: messages.JoinTokenKindNode, NodeName: req.NodeName, CreatedBy: p.UserID,
 		CreatedAt: now, ExpiresAt: now.Add(ttl)}
 	if err := s.cfg.Store.Commit(ctx, store.CreateJoinToken(store.NewTxn(), j)); err != nil {
 		return nil, err
@@ -51,8 +42,60 @@ func (s *Service) CreateJoinToken(ctx context.Context, p messages.Principal, req
 	return &messages.CreatedJoinToken{Token: token, JoinToken: joinTokenView(j)}, nil
 }
 
+// CreateClusterJoinToken creates a one-time replica join token
+// (otxr_<id>.<secret>@<ca fingerprint>) and returns it in plaintext, the
+// only time it is shown. It is stored like a node join token, with its kind.
+func (s *Service) CreateClusterJoinToken(ctx context.Context, p messages.Principal, req messages.CreateClusterJoinTokenRequest) (*messages.CreatedJoinToken, error) {
+	if req.Kind != messages.JoinTokenKindReplica {
+		return nil, &messages.Error{Kind: messages.KindInvalid, Code: "invalid_kind",
+			Message: `kind: must be "replica" (node join tokens are created with POST /v1/nodes/join-tokens)`,
+			Details: map[string]any{"field": "kind"}}
+	}
+	ttl, err := joinTokenTTL(req.TTL)
+	if err != nil {
+		return nil, err
+	}
+	token, id, hash, err := security.NewReplicaJoinToken(s.cfg.CA.Fingerprint())
+	if err != nil {
+		return nil, err
+	}
+	now := s.cfg.Now().UTC()
+	j := &messages.JoinToken{ID: id, Hash: hash, Kind: messages.JoinTokenKindReplica, CreatedBy: p.UserID,
+		CreatedAt: now, ExpiresAt: now.Add(ttl)}
+	if err := s.cfg.Store.Commit(ctx, store.CreateJoinToken(store.NewTxn(), j)); err != nil {
+		return nil, err
+	}
+	s.cfg.Audit(messages.AuditEntry{Actor: p.UserID, Action: "replica.join_token.create", Target: id, Result: "ok"})
+	return &messages.CreatedJoinToken{Token: token, JoinToken: joinTokenView(j)}, nil
+}
+
+// joinTokenTTL parses a join token lifetime ("" is the default).
+func joinTokenTTL(s string) (time.Duration, error) {
+	if s == "" {
+		return DefaultJoinTokenTTL, nil
+	}
+	d, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		return 0, invalidTTL("not a duration such as 1h")
+	case d <= 0:
+		return 0, invalidTTL("must be positive")
+	case d > MaxJoinTokenTTL:
+		return 0, invalidTTL("must be at most 24h")
+	}
+	return d, nil
+}
+
+// kindOf is a stored token's kind; rows from before replica tokens have none.
+func kindOf(j *messages.JoinToken) string {
+	if j.Kind == "" {
+		return messages.JoinTokenKindNode
+	}
+	return j.Kind
+}
+
 func joinTokenView(j *messages.JoinToken) messages.JoinTokenView {
-	return messages.JoinTokenView{ID: j.ID, NodeName: j.NodeName, CreatedBy: j.CreatedBy,
+	return messages.JoinTokenView{ID: j.ID, Kind: kindOf(j), NodeName: j.NodeName, CreatedBy: j.CreatedBy,
 		CreatedAt: j.CreatedAt, ExpiresAt: j.ExpiresAt}
 }
 
@@ -88,12 +131,12 @@ func (s *Service) SweepJoinTokens(ctx context.Context) error {
 }
 
 // redeem checks a parsed join token against its stored row: it must pin
-// this cluster's CA, exist (not used, revoked or swept), carry the secret
+// this cluster's CA, exist (not used, revoked or swept), be of kind, carry the secret
 // whose hash is stored, and not have expired at now. It does not consume the
 // token: the caller does, in the transaction that acts on it. A refusal
 // returns the reason to log and audit, with errInvalidJoinToken; any other
 // error is the store's.
-func (s *Service) redeem(ctx context.Context, tok security.JoinToken, now time.Time) (j *messages.JoinToken, reason string, err error) {
+func (s *Service) redeem(ctx context.Context, tok security.JoinToken, kind string, now time.Time) (j *messages.JoinToken, reason string, err error) {
 	if tok.CAFingerprint != s.cfg.CA.Fingerprint() {
 		return nil, "wrong_ca_fingerprint", errInvalidJoinToken
 	}
@@ -106,6 +149,11 @@ func (s *Service) redeem(ctx context.Context, tok security.JoinToken, now time.T
 	}
 	if !security.TokenMatches(j.Hash, tok.Secret) {
 		return nil, "wrong_secret", errInvalidJoinToken
+	}
+	// The prefixes differ already; the stored kind is what counts, so a
+	// row can never be redeemed as the other kind whatever its prefix.
+	if kindOf(j) != kind {
+		return nil, "wrong_token_kind", errInvalidJoinToken
 	}
 	if !now.Before(j.ExpiresAt) {
 		return nil, "expired_token", errInvalidJoinToken

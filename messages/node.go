@@ -65,8 +65,12 @@ func (n *Node) SetEntityRevision(r int64) { n.Revision = r }
 // JoinToken is a one-time, expiring permission to enroll one node. Only the
 // hash of its secret is stored.
 type JoinToken struct {
-	ID        string    `json:"id"`
-	Hash      string    `json:"hash"`
+	ID   string `json:"id"`
+	Hash string `json:"hash"`
+	// Kind is JoinTokenKindNode (empty in rows written before replicas
+	// existed) or JoinTokenKindReplica. Both kinds share the key family
+	// /otherix/jointokens/<id>; ids are random, so they never collide.
+	Kind      string    `json:"kind,omitempty"`
 	NodeName  string    `json:"node_name,omitempty"` // when set, the only name it may enroll
 	CreatedBy string    `json:"created_by"`
 	CreatedAt time.Time `json:"created_at"`
@@ -86,6 +90,7 @@ func (j *JoinToken) SetEntityRevision(r int64) { j.Revision = r }
 // JoinTokenView is the API form of a join token: no hash.
 type JoinTokenView struct {
 	ID        string    `json:"id"`
+	Kind      string    `json:"kind"`
 	NodeName  string    `json:"node_name,omitempty"`
 	CreatedBy string    `json:"created_by"`
 	CreatedAt time.Time `json:"created_at"`

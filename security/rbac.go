@@ -116,6 +116,8 @@ const (
 	ResourceToken     = "token"
 	ResourceAudit     = "audit"
 	ResourceJoinToken = "join_token"
+	// ResourceReplica is the control plane's own replicas (etcd members).
+	ResourceReplica = "replica"
 )
 
 // Verbs named in the matrix. Not every verb applies to every resource.
@@ -205,6 +207,8 @@ var rules = func() []rule {
 		{ResourceJoinToken, VerbList, [4]Scope{A, N, N, N}},
 		{ResourceJoinToken, VerbCreate, [4]Scope{A, N, N, N}},
 		{ResourceJoinToken, VerbDelete, [4]Scope{A, N, N, N}},
+
+		{ResourceReplica, VerbList, [4]Scope{A, N, N, N}},
 	}
 }()
 

@@ -17,6 +17,9 @@ const (
 	APITokenPrefix     = "otx_"  // long-lived API token: otx_<id>_<secret>
 	RefreshTokenPrefix = "otr_"  // refresh token: otr_<family>_<secret>
 	JoinTokenPrefix    = "otxj_" // node join token: otxj_<id>.<secret>@<ca sha256 hex>
+	// ReplicaJoinTokenPrefix starts a replica join token, same shape as a
+	// node's: otxr_<id>.<secret>@<ca sha256 hex>.
+	ReplicaJoinTokenPrefix = "otxr_"
 
 	TokenIDLen     = 12 // base62 characters of a public id or family (≈71 bits)
 	TokenSecretLen = 43 // base62 characters of a secret (≈256 bits)
@@ -78,22 +81,41 @@ type JoinToken struct {
 // SHA-256 fingerprint (64 hex digits, either case), its id and the hash to
 // store.
 func NewJoinToken(caFingerprint string) (token, id, hash string, err error) {
+	return newJoinToken(JoinTokenPrefix, caFingerprint)
+}
+
+// NewReplicaJoinToken is NewJoinToken for a replica join token (otxr_).
+func NewReplicaJoinToken(caFingerprint string) (token, id, hash string, err error) {
+	return newJoinToken(ReplicaJoinTokenPrefix, caFingerprint)
+}
+
+func newJoinToken(prefix, caFingerprint string) (token, id, hash string, err error) {
 	fp := strings.ToLower(caFingerprint)
 	if !isLowerHex(fp, fingerprintHexLen) {
 		return "", "", "", fmt.Errorf("%w: join token: ca fingerprint must be 64 hex digits", ErrTokenInvalid)
 	}
 	id, secret := randomBase62(TokenIDLen), randomBase62(TokenSecretLen)
-	return JoinTokenPrefix + id + "." + secret + "@" + fp, id, HashToken(secret), nil
+	return prefix + id + "." + secret + "@" + fp, id, HashToken(secret), nil
 }
 
 // ParseJoinToken splits a join token strictly; the fingerprint must be 64
 // lowercase hex digits, as NewJoinToken writes it.
 func ParseJoinToken(s string) (JoinToken, error) {
+	return parseJoinToken(s, JoinTokenPrefix, "join token")
+}
+
+// ParseReplicaJoinToken is ParseJoinToken for a replica join token: a node
+// join token is refused here, and a replica's by ParseJoinToken.
+func ParseReplicaJoinToken(s string) (JoinToken, error) {
+	return parseJoinToken(s, ReplicaJoinTokenPrefix, "replica join token")
+}
+
+func parseJoinToken(s, prefix, kind string) (JoinToken, error) {
 	head, fp, ok := strings.Cut(s, "@")
 	if !ok || !isLowerHex(fp, fingerprintHexLen) {
-		return JoinToken{}, fmt.Errorf("%w: join token: malformed ca fingerprint", ErrTokenInvalid)
+		return JoinToken{}, fmt.Errorf("%w: %s: malformed ca fingerprint", ErrTokenInvalid, kind)
 	}
-	id, secret, err := parseIDSecret(head, JoinTokenPrefix, '.', "join token")
+	id, secret, err := parseIDSecret(head, prefix, '.', kind)
 	if err != nil {
 		return JoinToken{}, err
 	}

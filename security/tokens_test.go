@@ -184,3 +184,27 @@ func TestRandomBase62(t *testing.T) {
 		t.Error("isBase62 accepts a non-base62 string")
 	}
 }
+
+// A replica join token has its own prefix, and neither parser accepts the
+// other kind: a leaked node token cannot add a Raft member, nor the reverse.
+func TestReplicaJoinToken(t *testing.T) {
+	const fp = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+	tok, id, hash, err := NewReplicaJoinToken(fp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(tok, "otxr_"+id+".") || !strings.HasSuffix(tok, "@"+fp) {
+		t.Fatalf("token %q has the wrong shape", tok)
+	}
+	jt, err := ParseReplicaJoinToken(tok)
+	if err != nil || jt.ID != id || jt.CAFingerprint != fp || !TokenMatches(hash, jt.Secret) {
+		t.Fatalf("ParseReplicaJoinToken = %+v, %v", jt, err)
+	}
+	if _, err := ParseJoinToken(tok); !errors.Is(err, ErrTokenInvalid) {
+		t.Fatalf("ParseJoinToken(replica token) err = %v, want ErrTokenInvalid", err)
+	}
+	node, _, _, _ := NewJoinToken(fp)
+	if _, err := ParseReplicaJoinToken(node); !errors.Is(err, ErrTokenInvalid) {
+		t.Fatalf("ParseReplicaJoinToken(node token) err = %v, want ErrTokenInvalid", err)
+	}
+}

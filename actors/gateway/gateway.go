@@ -72,6 +72,9 @@ type Config struct {
 	// Placement's ratios).
 	Placer    job.Placer
 	Placement placement.Config
+	// Membership is this replica's etcd member, for replica joins and the
+	// member list; nil refuses both.
+	Membership enrollment.Membership
 	// Agent runs jobs' tasks on node agents (default: none can be called).
 	Agent job.Agent
 	// Calls makes the synchronous agent calls: pause, resume, logs and
@@ -181,7 +184,8 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 	rt := system.NewRuntime(log)
 	g := &Gateway{cfg: cfg, st: st, log: log, rt: rt, id: id}
 	g.enroll = enrollment.New(enrollment.Config{Store: st, CA: ca, Log: log, Now: cfg.Identity.Now,
-		HeartbeatInterval: cfg.Nodes.HeartbeatInterval, Audit: id.Audit, AuditFailure: id.AuditFailure})
+		HeartbeatInterval: cfg.Nodes.HeartbeatInterval, Audit: id.Audit, AuditFailure: id.AuditFailure,
+		Membership: cfg.Membership})
 	root := rt.System.Root
 
 	vmDeps := vm.Deps{Runtime: rt, Store: st, Log: log, PassivateAfter: cfg.PassivateAfter, JobAttempts: cfg.JobAttempts,

@@ -41,7 +41,17 @@ type apiConfig struct {
 		// listener by; empty means agentSANs' defaults.
 		SANs []string `koanf:"sans"`
 	} `koanf:"agent"`
-	Etcd struct {
+	// PeerListen is the Raft peer listener (HOST:PORT, mutual TLS under
+	// the cluster CA); empty keeps the single-node unix socket.
+	PeerListen string `koanf:"peer_listen"`
+	// Advertise is the peer HOST:PORT other replicas dial, when it is not
+	// PeerListen's (a listener on 0.0.0.0).
+	Advertise string `koanf:"advertise"`
+	// Join is an existing replica's agent listener (https URL), used on
+	// first boot only, with JoinToken (otxr_…@FP).
+	Join      string `koanf:"join"`
+	JoinToken string `koanf:"join_token"`
+	Etcd      struct {
 		Name      string `koanf:"name"`
 		PeerURL   string `koanf:"peer_url"`
 		ClientURL string `koanf:"client_url"`
@@ -167,7 +177,8 @@ func loadConfig(flags *pflag.FlagSet) (apiConfig, error) {
 		File:      file,
 		EnvPrefix: "OTHERIX_",
 		Flags:     flags,
-		FlagKeys:  map[string]string{"data-dir": "data_dir", "listen": "listen", "agent-listen": "agent_listen"},
+		FlagKeys: map[string]string{"data-dir": "data_dir", "listen": "listen", "agent-listen": "agent_listen",
+			"peer-listen": "peer_listen", "advertise": "advertise", "join": "join", "join-token": "join_token", "name": "etcd.name"},
 	})
 	if err != nil {
 		return cfg, err
@@ -212,6 +223,9 @@ func loadConfig(flags *pflag.FlagSet) (apiConfig, error) {
 	}
 	if cfg.Etcd.DefragMinFreeBytes <= 0 {
 		return cfg, fmt.Errorf("etcd.defrag_min_free_bytes %d: must be positive", cfg.Etcd.DefragMinFreeBytes)
+	}
+	if err := checkReplicaSettings(&cfg); err != nil {
+		return cfg, err
 	}
 	if cfg.Backup.Dir == "" {
 		cfg.Backup.Dir = filepath.Join(cfg.DataDir, "backups")
@@ -281,4 +295,55 @@ func validDNSName(s string) bool {
 		}
 	}
 	return true
+}
+
+// checkReplicaSettings checks the peer listener and join settings and
+// fills the replica name a joiner defaults to.
+func checkReplicaSettings(cfg *apiConfig) error {
+	if cfg.PeerListen == "" {
+		switch {
+		case cfg.Advertise != "":
+			return fmt.Errorf("advertise %q: needs peer_listen", cfg.Advertise)
+		case cfg.Join != "" || cfg.JoinToken != "":
+			return fmt.Errorf("join: needs peer_listen (the address the other replicas reach this one at)")
+		}
+		return nil
+	}
+	if cfg.Etcd.PeerURL != "" {
+		return fmt.Errorf("peer_listen and etcd.peer_url are both set: use peer_listen")
+	}
+	for key, hp := range map[string]string{"peer_listen": cfg.PeerListen, "advertise": cfg.Advertise} {
+		if hp == "" {
+			continue
+		}
+		host, port, err := net.SplitHostPort(hp)
+		if err != nil || port == "" || host == "" {
+			return fmt.Errorf("%s %q: want HOST:PORT", key, hp)
+		}
+	}
+	if cfg.Join != "" {
+		if cfg.JoinToken == "" {
+			return fmt.Errorf("join: needs join_token (otherix cluster join-token create --replica)")
+		}
+		if !strings.HasPrefix(cfg.Join, "https://") {
+			return fmt.Errorf("join %q: want the https URL of an existing replica's agent listener", cfg.Join)
+		}
+	}
+	if cfg.Etcd.Name == "" && cfg.Join != "" {
+		cfg.Etcd.Name = defaultReplicaName(cfg.PeerListen)
+	}
+	return nil
+}
+
+// defaultReplicaName is <first label of the host name>-<peer port>, unique
+// among replicas of one host; "replica-<port>" when the host name is not
+// a usable label.
+func defaultReplicaName(peerListen string) string {
+	_, port, _ := net.SplitHostPort(peerListen)
+	h, _ := os.Hostname()
+	label, _, _ := strings.Cut(strings.ToLower(h), ".")
+	if !validDNSName(label) || len(label) > 40 {
+		label = "replica"
+	}
+	return label + "-" + port
 }

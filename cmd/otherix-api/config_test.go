@@ -91,3 +91,59 @@ func TestLoadConfigMakesPathsAbsolute(t *testing.T) {
 		})
 	}
 }
+
+// TestReplicaSettings: the peer and join settings are read from flags and
+// the environment, a joiner gets a default name, and inconsistent settings
+// are refused naming the setting.
+func TestReplicaSettings(t *testing.T) {
+	t.Run("flags and env", testReplicaFlags)
+	for yaml, key := range map[string]string{
+		"join: https://a:7443\njoin_token: t\n":                    "peer_listen",
+		"advertise: a:7380\n":                                      "peer_listen",
+		"peer_listen: a\n":                                         "peer_listen",
+		"peer_listen: a:7380\nadvertise: b\n":                      "advertise",
+		"peer_listen: a:7380\njoin: https://a:7443\n":              "join_token",
+		"peer_listen: a:7380\njoin: a:7443\njoin_token: t\n":       "join",
+		"peer_listen: a:7380\netcd:\n  peer_url: https://a:7380\n": "etcd.peer_url",
+	} {
+		if _, err := loadYAML(t, "data_dir: /tmp/x\n"+yaml); err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%q: %v, want an error naming %s", yaml, err, key)
+		}
+	}
+}
+
+func testReplicaFlags(t *testing.T) {
+	flags := rootCommand().Flags()
+	for k, v := range map[string]string{"data-dir": t.TempDir(), "peer-listen": "127.0.0.1:7380",
+		"join": "https://127.0.0.1:7443", "join-token": "otxr_x@y"} {
+		if err := flags.Set(k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("OTHERIX_ADVERTISE", "10.0.0.5:7380")
+	cfg, err := loadConfig(flags)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PeerListen != "127.0.0.1:7380" || cfg.Advertise != "10.0.0.5:7380" || cfg.Join != "https://127.0.0.1:7443" ||
+		cfg.JoinToken != "otxr_x@y" || !strings.HasSuffix(cfg.Etcd.Name, "-7380") {
+		t.Fatalf("replica settings %+v, name %q", cfg, cfg.Etcd.Name)
+	}
+}
+
+func TestPeerSANs(t *testing.T) {
+	for _, c := range []struct {
+		listen, adv string
+		want        string
+	}{
+		{"127.0.0.1:7380", "", "127.0.0.1"},
+		{"0.0.0.0:7380", "db1.example:7380", "db1.example"},
+		{"[::]:7380", "", ""},
+		{"10.0.0.1:7380", "10.0.0.1:7381", "10.0.0.1"},
+		{"10.0.0.1:7380", "pub.example:7380", "10.0.0.1,pub.example"},
+	} {
+		if got := strings.Join(peerSANs(c.listen, c.adv), ","); got != c.want {
+			t.Errorf("peerSANs(%q, %q) = %q, want %q", c.listen, c.adv, got, c.want)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -64,13 +65,94 @@ type listeners struct {
 // run serves until ctx ends or a listener or the etcd member fails. ready,
 // when set, hears the listeners once both accept connections.
 func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listeners)) error {
-	member, err := etcd.Start(ctx, etcd.Config{DataDir: cfg.DataDir, Name: cfg.Etcd.Name, PeerURL: cfg.Etcd.PeerURL,
+	peer, err := preparePeer(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	ecfg := etcd.Config{DataDir: cfg.DataDir, Name: cfg.Etcd.Name, PeerURL: cfg.Etcd.PeerURL,
 		ClientURL: cfg.Etcd.ClientURL, MaxTxnOps: cfg.Etcd.MaxTxnOps, QuotaBytes: cfg.Etcd.QuotaBytes,
-		AutoCompactionMode: cfg.Etcd.AutoCompactionMode, AutoCompactionRetention: cfg.Etcd.AutoCompactionRetention})
+		AutoCompactionMode: cfg.Etcd.AutoCompactionMode, AutoCompactionRetention: cfg.Etcd.AutoCompactionRetention}
+	if peer != nil {
+		ecfg.Name = memberName(cfg)
+		ecfg.PeerURL, ecfg.AdvertisePeerURL, ecfg.PeerTLS, ecfg.Join = peer.PeerURL, peer.AdvertiseURL, peer.TLS, peer.Join
+	}
+	member, err := etcd.Start(ctx, ecfg)
 	if err != nil {
 		return err
 	}
 	defer member.Close()
+	if peer != nil && peer.ClusterID != "" {
+		if got := fmt.Sprintf("%x", member.ClusterID()); got != peer.ClusterID {
+			return fmt.Errorf("joined member is in cluster %s, the join answered cluster %s", got, peer.ClusterID)
+		}
+	}
+
+	// The REST listener opens now: a learner answers /healthz and a false
+	// /readyz on it and serves nothing else until it is a voter.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	front := &frontDoor{}
+	front.handler.Store(ptr(server.NotServing("starting", "the control plane is starting")))
+	// Requests share a base context that shutdown cancels, so long polls
+	// (?wait= up to 60s) end at once instead of holding shutdown up.
+	baseCtx, cancelRequests := context.WithCancel(context.Background())
+	defer cancelRequests()
+	httpSrv := &http.Server{
+		Handler:           front,
+		BaseContext:       func(net.Listener) context.Context { return baseCtx },
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if cfg.TLS.Enabled {
+		httpSrv.TLSConfig = &tls.Config{GetCertificate: front.certificate, MinVersion: tls.VersionTLS12}
+	}
+	served := make(chan error, 2)
+	go func() {
+		if cfg.TLS.Enabled {
+			served <- httpSrv.ServeTLS(ln, "", "")
+			return
+		}
+		served <- httpSrv.Serve(ln)
+	}()
+	defer func() {
+		shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = httpSrv.Shutdown(shutdown)
+	}()
+	if member.IsLearner() {
+		// Until promoted it holds only its peer certificate (the CA key
+		// reaches it with the log), so that is what it answers TLS with.
+		if peer != nil {
+			if c, err := tls.LoadX509KeyPair(peer.TLS.CertFile, peer.TLS.KeyFile); err == nil {
+				front.cert.Store(&c)
+			}
+		}
+		front.handler.Store(ptr(server.NotServing("learner",
+			"this replica is an etcd learner catching up; it serves once promoted to voter")))
+		log.Info("this replica is a learner: serving nothing until promoted to voter", "name", memberName(cfg))
+		if err := waitVoter(ctx, member, served); err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		log.Info("promoted to voter: starting the control plane", "name", memberName(cfg))
+	}
+	if peer != nil {
+		// Learners wait for their promotion, so every voter promotes; the
+		// loop-owner election will narrow this to one replica.
+		promCtx, stopPromoter := context.WithCancel(ctx)
+		promDone := make(chan struct{})
+		go func() {
+			defer close(promDone)
+			member.RunPromoter(promCtx, etcd.PromoterOptions{Log: log})
+		}()
+		defer func() { stopPromoter(); <-promDone }()
+	}
 	// A store that filled up before this start still boots: every boot
 	// step below reads before it writes, writes answer 507 storage_full,
 	// and the storage loop (run at once) frees space and disarms the alarm.
@@ -114,7 +196,7 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 			LoginPerSource: cfg.Auth.LoginPerSource, LoginPerAccount: cfg.Auth.LoginPerAccount,
 			AnonymousPerMinute: cfg.Auth.AnonymousPerMinute, RefreshGrace: refreshGrace(cfg.Auth.RefreshGrace)},
 		Nodes:     gateway.NodesConfig{HeartbeatInterval: cfg.Heartbeat.Interval, GoneAfter: cfg.Nodes.GoneAfter},
-		Placement: cfg.Placement, Agent: agents, Calls: agents,
+		Placement: cfg.Placement, Agent: agents, Calls: agents, Membership: member, Replica: replicaName(cfg, peer),
 	}, log)
 	if err != nil {
 		return err
@@ -143,24 +225,8 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 	}()
 	scfg.Watch = hub
 	srv := server.New(scfg, gw, log)
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
-	}
-	// Requests share a base context that shutdown cancels, so long polls
-	// (?wait= up to 60s) end at once instead of holding shutdown up.
-	baseCtx, cancelRequests := context.WithCancel(context.Background())
-	defer cancelRequests()
-	httpSrv := &http.Server{
-		Handler:           srv.Handler(),
-		BaseContext:       func(net.Listener) context.Context { return baseCtx },
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       time.Minute,
-		IdleTimeout:       2 * time.Minute,
-	}
 	agentSrv, agentLn, err := startAgentListener(baseCtx, cfg, gw, log)
 	if err != nil {
-		_ = ln.Close()
 		return err
 	}
 	fp := gw.CA().Fingerprint()
@@ -171,25 +237,23 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 		// issued afresh at every start like the agent listener's.
 		cert, err := gw.CA().IssueServerCert(cfg.TLS.SANs, time.Now(), 0)
 		if err != nil {
-			_ = ln.Close()
 			_ = agentLn.Close()
 			return fmt.Errorf("REST listener certificate: %w", err)
 		}
-		httpSrv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-		httpSrv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+		front.cert.Store(&cert)
 		scheme = "https"
 	} else {
 		log.Warn("tls.enabled is false: the REST listener serves plain HTTP and credentials travel in clear", "listen", ln.Addr().String())
 	}
-	served := make(chan error, 2)
-	go func() {
-		if cfg.TLS.Enabled {
-			served <- httpSrv.ServeTLS(ln, "", "")
-			return
-		}
-		served <- httpSrv.Serve(ln)
-	}()
+	front.handler.Store(ptr(srv.Handler()))
 	go func() { served <- agentSrv.ServeTLS(agentLn, "", "") }()
+	if peer != nil {
+		r := &messages.Replica{Name: memberName(cfg), PeerURL: peer.AdvertiseURL, APIURL: serviceURL(cfg.TLS.Enabled, ln.Addr().String()),
+			AgentURL: serviceURL(true, agentLn.Addr().String()), JoinedAt: time.Now().UTC()}
+		if err := st.RecordReplica(ctx, r); err != nil {
+			log.Warn("record this replica's URLs", "err", err)
+		}
+	}
 	abs := cfg.DataDir // absolute since loadConfig
 	if cfg.TLS.Enabled {
 		log.Info("otherix-api ready", "listen", scheme+"://"+ln.Addr().String(), "ca_fingerprint", fp, "sans", cfg.TLS.SANs,
@@ -220,6 +284,56 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 	defer cancel()
 	agentErr := agentSrv.Shutdown(shutdown)
 	return errors.Join(httpSrv.Shutdown(shutdown), agentErr)
+}
+
+// frontDoor is the REST listener's handler and certificate, swapped once
+// the replica may serve: a learner answers NotServing with its peer
+// certificate, a voter the API with its REST certificate.
+type frontDoor struct {
+	handler atomic.Pointer[http.Handler]
+	cert    atomic.Pointer[tls.Certificate]
+}
+
+func (f *frontDoor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	(*f.handler.Load()).ServeHTTP(w, r)
+}
+
+func (f *frontDoor) certificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if c := f.cert.Load(); c != nil {
+		return c, nil
+	}
+	return nil, errors.New("no certificate yet")
+}
+
+func ptr(h http.Handler) *http.Handler { return &h }
+
+// waitVoter blocks until the member is a voter, ctx ends (nil), or the
+// learner-phase listener fails.
+func waitVoter(ctx context.Context, member *etcd.Member, served <-chan error) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- member.WaitVoter(wctx, 200*time.Millisecond) }()
+	select {
+	case err := <-done:
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case err := <-member.Err():
+		return fmt.Errorf("etcd member stopped: %w", err)
+	}
+}
+
+// replicaName names this replica in job claims: its member name when it is
+// one of several, else the gateway's default (the host name).
+func replicaName(cfg apiConfig, peer *peerSetup) string {
+	if peer == nil {
+		return ""
+	}
+	return memberName(cfg)
 }
 
 // startAgentListener writes the cluster CA to <data_dir>/pki, issues the

@@ -27,7 +27,7 @@ type clusterInfo struct {
 
 func (a *app) clusterCommand() *cobra.Command {
 	cmd := groupCommand("cluster", "Show cluster-wide information and settings")
-	cmd.AddCommand(a.clusterInfoCommand(), a.clusterSettingsCommand())
+	cmd.AddCommand(a.clusterInfoCommand(), a.clusterSettingsCommand(), a.clusterJoinTokenCommand(), a.clusterMembersCommand())
 	return cmd
 }
 

@@ -41,6 +41,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"vm", "get"}, "needs a VM name or id, got 0 argument(s) [usage]"},
 		{[]string{"vm", "list", "--nope"}, "unknown flag: --nope [usage]"},
 		{[]string{"create"}, "Error: -f FILE is required [usage]"},
+		{[]string{"cluster", "join-token", "create"}, "--replica is required (node join tokens: otherix node join-token create) [usage]"},
+		{[]string{"cluster", "join-token", "create", "--replica", "--ttl", "0s"}, "--ttl must be positive"},
 		{[]string{"--timeout", "0s", "vm", "list"}, "--timeout must be positive"},
 		{[]string{"vm", "create", "a", "--image", "https://i.example/a", "--wait", "--wait-timeout", "0s"}, "--wait-timeout must be positive"},
 		{[]string{"vm", "create", "a", "--image", "https://i.example/a", "--memory", "lots"}, `--memory: "lots" is not a size`},

@@ -57,6 +57,7 @@ func NewAgentAPI(cp ControlPlane, log *slog.Logger) http.Handler {
 	e.POST("/v1/enroll", s.limitAnonymous, small, s.enroll)
 	e.POST("/v1/heartbeat", s.heartbeat)
 	e.POST("/v1/renew", s.limitAnonymous, small, s.renew)
+	e.POST("/v1/cluster/join", s.limitAnonymous, small, s.joinReplica)
 	s.engine = e
 	return e
 }

@@ -67,6 +67,20 @@ type ControlPlane interface {
 	ClusterSettings
 	// Quotas reads and sets per-user quotas.
 	Quotas
+	// Cluster admits replicas and lists them.
+	Cluster
+}
+
+// Cluster is what the replica join token, the join handshake and the member
+// list need.
+type Cluster interface {
+	// CreateClusterJoinToken mints a replica join token (kind "replica").
+	CreateClusterJoinToken(ctx context.Context, p messages.Principal, req messages.CreateClusterJoinTokenRequest) (*messages.CreatedJoinToken, error)
+	// JoinReplica redeems a replica join token, signs the peer CSR and adds
+	// the replica as an etcd learner (anonymous, on the agent listener).
+	JoinReplica(ctx context.Context, req messages.ReplicaJoinRequest, source string) (*messages.ReplicaJoinResponse, error)
+	// ClusterMembers lists the replicas.
+	ClusterMembers(ctx context.Context) ([]messages.ClusterMember, error)
 }
 
 // Quotas is what the quota handlers need. A quota_exceeded refusal of a

@@ -58,7 +58,7 @@ func (f *fakeNodes) CreateJoinToken(_ context.Context, p messages.Principal, req
 }
 
 func view(jt messages.JoinToken) messages.JoinTokenView {
-	return messages.JoinTokenView{ID: jt.ID, NodeName: jt.NodeName, CreatedBy: jt.CreatedBy, CreatedAt: jt.CreatedAt, ExpiresAt: jt.ExpiresAt}
+	return messages.JoinTokenView{ID: jt.ID, Kind: messages.JoinTokenKindNode, NodeName: jt.NodeName, CreatedBy: jt.CreatedBy, CreatedAt: jt.CreatedAt, ExpiresAt: jt.ExpiresAt}
 }
 
 func (f *fakeNodes) ListJoinTokens(context.Context, store.Page) ([]messages.JoinTokenView, string, error) {

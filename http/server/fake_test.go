@@ -35,6 +35,7 @@ type fakeCP struct {
 	*fakeNodes
 	*fakeNetworks
 	*fakeSettings
+	fakeCluster
 	// consoles backs IssueConsoleToken and AttachConsole (console_test.go).
 	consoles fakeConsoles
 }

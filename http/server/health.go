@@ -1,7 +1,10 @@
 package server
 
 import (
+	"encoding/json"
+
 	"context"
+	"github.com/otherix/otherix/http/apierror"
 	"log/slog"
 	"net/http"
 	"time"
@@ -37,4 +40,24 @@ func (s *Server) readyz(c *gin.Context) {
 // openapi serves the contract the API is tested against.
 func (s *Server) openapi(c *gin.Context) {
 	c.Data(http.StatusOK, "application/yaml", openapi.ControlPlane)
+}
+
+// NotServing is the REST handler of a replica that must serve nothing yet
+// (an etcd learner: our in-process etcd client would bypass etcd's own
+// learner guard). /healthz answers, since the process is alive; /readyz
+// and every other route answer 503 not_ready with the reason, which is
+// not a secret: it says what the replica waits for.
+func NotServing(reason, message string) http.Handler {
+	body, _ := json.Marshal(apierror.NewBody("not_ready", message, map[string]any{"reason": reason}))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" {
+			w.Header().Set("Content-Type", "application/json; charset=utf-8")
+			_, _ = w.Write([]byte(`{"status":"ok"}`))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.Header().Set("Retry-After", "5")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write(body)
+	})
 }

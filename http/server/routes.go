@@ -161,6 +161,8 @@ func (s *Server) routeTable() []route {
 		// the handler (watch.go): one route, several matrix cells.
 		{method: get, path: "/v1/watch", access: accessAuthenticated, handler: s.watchStream},
 
+		secret(rbac(post, "/v1/cluster/join-tokens", joinToken, security.VerbCreate, s.createClusterJoinToken)),
+		rbac(get, "/v1/cluster/members", security.ResourceReplica, security.VerbList, s.listClusterMembers),
 		rbac(get, "/v1/cluster/settings", settings, security.VerbRead, s.getSettings),
 		rbac(patch, "/v1/cluster/settings", settings, security.VerbUpdate, s.updateSettings),
 	}

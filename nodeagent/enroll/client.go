@@ -175,3 +175,16 @@ func (t *transport) enroll(ctx context.Context, ca *x509.Certificate, er message
 
 // serverError decodes the API's error envelope.
 func serverError(status int, body []byte) *ServerError { return apierror.Decode(status, body) }
+
+// FetchPinnedCA is the trust-on-first-use step of enrollment for other
+// joiners (a new otherix-api replica): GET /v1/ca from server (an https
+// URL), accepted only if its SHA-256 is pinned and the server's own
+// certificate on that connection chains to it for the host dialled.
+func FetchPinnedCA(ctx context.Context, server, pinned string, timeout time.Duration) (*x509.Certificate, error) {
+	base, err := parseServer(server)
+	if err != nil {
+		return nil, err
+	}
+	t := &transport{base: base, template: &http.Client{Timeout: timeout}}
+	return t.fetchCA(ctx, pinned)
+}

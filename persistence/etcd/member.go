@@ -193,6 +193,10 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	return m, nil
 }
 
+// HasMember reports whether dataDir already holds an etcd member: a joiner
+// runs the join handshake only when it does not.
+func HasMember(dataDir string) bool { return hasMember(dataDir) }
+
 // hasMember reports whether dataDir already holds an etcd member (its
 // write-ahead log), which makes the membership in it authoritative.
 func hasMember(dataDir string) bool {

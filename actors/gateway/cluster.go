@@ -1,0 +1,24 @@
+package gateway
+
+import (
+	"context"
+
+	"github.com/otherix/otherix/messages"
+)
+
+// CreateClusterJoinToken creates a one-time replica join token
+// (enrollment.Service.CreateClusterJoinToken).
+func (g *Gateway) CreateClusterJoinToken(ctx context.Context, p messages.Principal, req messages.CreateClusterJoinTokenRequest) (*messages.CreatedJoinToken, error) {
+	return g.enroll.CreateClusterJoinToken(ctx, p, req)
+}
+
+// JoinReplica admits a new replica as an etcd learner
+// (enrollment.Service.JoinReplica).
+func (g *Gateway) JoinReplica(ctx context.Context, req messages.ReplicaJoinRequest, source string) (*messages.ReplicaJoinResponse, error) {
+	return g.enroll.JoinReplica(ctx, req, source)
+}
+
+// ClusterMembers lists the replicas (enrollment.Service.ClusterMembers).
+func (g *Gateway) ClusterMembers(ctx context.Context) ([]messages.ClusterMember, error) {
+	return g.enroll.ClusterMembers(ctx)
+}

@@ -1,0 +1,270 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/otherix/otherix/enrollment"
+	"github.com/otherix/otherix/http/apierror"
+	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/nodeagent/enroll"
+	"github.com/otherix/otherix/persistence/etcd"
+	"github.com/otherix/otherix/persistence/store"
+	"github.com/otherix/otherix/security"
+)
+
+// Files of a replica's peer identity, in <data_dir>/pki.
+const (
+	peerCertFile = "peer.pem"
+	peerKeyFile  = "peer-key.pem"
+	caCertFile   = "ca.pem"
+	caKeyFile    = "ca-key.pem"
+)
+
+// joinTimeout bounds the join handshake: AddLearner waits up to 10 s for
+// the membership to spread, and retries while etcd calls the cluster
+// unhealthy for a change (5 s after the previous one).
+const joinTimeout = 90 * time.Second
+
+// peerSetup is what the embedded member needs for a TCP peer listener.
+type peerSetup struct {
+	PeerURL, AdvertiseURL string
+	TLS                   *etcd.PeerTLS
+	// Join is set on a joiner's first boot; ClusterID is then the id the
+	// member must find itself in (hex).
+	Join      *etcd.Join
+	ClusterID string
+}
+
+// preparePeer makes the peer identity before the member starts. A joiner
+// on first boot gets its certificate from the join handshake; every other
+// start issues a fresh one from the CA in <data_dir>/pki (written at every
+// serve), and the first replica's first boot creates the CA first with a
+// member on its unix socket, which the restart with the peer listener then
+// moves to the TCP peer URL.
+func preparePeer(ctx context.Context, cfg apiConfig, log *slog.Logger) (*peerSetup, error) {
+	if cfg.PeerListen == "" {
+		return nil, nil
+	}
+	adv := cfg.PeerListen
+	if cfg.Advertise != "" {
+		adv = cfg.Advertise
+	}
+	p := &peerSetup{PeerURL: "https://" + cfg.PeerListen, AdvertiseURL: "https://" + adv}
+	pki := filepath.Join(cfg.DataDir, "pki")
+	p.TLS = &etcd.PeerTLS{CertFile: filepath.Join(pki, peerCertFile), KeyFile: filepath.Join(pki, peerKeyFile),
+		CAFile: filepath.Join(pki, caCertFile)}
+	sans := peerSANs(cfg.PeerListen, cfg.Advertise)
+	if len(sans) == 0 {
+		return nil, fmt.Errorf("peer_listen %q: a wildcard address needs advertise HOST:PORT for the peer certificate", cfg.PeerListen)
+	}
+	if err := os.MkdirAll(pki, 0o700); err != nil {
+		return nil, fmt.Errorf("pki dir: %w", err)
+	}
+	hasMember := etcd.HasMember(cfg.DataDir)
+	if cfg.Join != "" && !hasMember {
+		resp, err := joinCluster(ctx, cfg, p.AdvertiseURL, sans, pki, log)
+		if err != nil {
+			return nil, err
+		}
+		p.Join, p.ClusterID = &etcd.Join{InitialCluster: resp.InitialCluster}, resp.ClusterID
+		return p, nil
+	}
+	if cfg.Join != "" {
+		log.Info("data dir holds a member: join ignored", "join", cfg.Join)
+	}
+	ca, err := loadDiskCA(pki)
+	switch {
+	case errors.Is(err, os.ErrNotExist) && !hasMember:
+		ca, err = bootstrapCA(ctx, cfg)
+	case errors.Is(err, os.ErrNotExist) && fileExists(p.TLS.CertFile) && fileExists(p.TLS.KeyFile):
+		// A joiner restarted before it was promoted: the CA key reaches
+		// <data_dir>/pki only once it serves, so it keeps the peer
+		// certificate the join gave it.
+		log.Info("no CA key yet: keeping the peer certificate from the join", "cert", p.TLS.CertFile)
+		return p, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("peer certificate: %w", err)
+	}
+	certPEM, keyPEM, err := ca.IssueReplicaPeerCert(memberName(cfg), sans, time.Now(), 0)
+	if err != nil {
+		return nil, fmt.Errorf("peer certificate: %w", err)
+	}
+	if err := writePeerFiles(pki, ca.CertPEM(), certPEM, keyPEM); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func memberName(cfg apiConfig) string {
+	if cfg.Etcd.Name != "" {
+		return cfg.Etcd.Name
+	}
+	return etcd.DefaultMember
+}
+
+// peerSANs are the hosts of the peer listener and the advertised address,
+// without wildcard addresses.
+func peerSANs(listen, advertise string) []string {
+	var sans []string
+	for _, hp := range []string{listen, advertise} {
+		host, _, err := net.SplitHostPort(hp)
+		if err != nil || host == "" {
+			continue
+		}
+		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+			continue
+		}
+		if len(sans) == 0 || sans[0] != host {
+			sans = append(sans, host)
+		}
+	}
+	return sans
+}
+
+// loadDiskCA reads the CA writePKI keeps in the data dir.
+func loadDiskCA(pki string) (*security.CA, error) {
+	certPEM, err := os.ReadFile(filepath.Join(pki, caCertFile))
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(pki, caKeyFile))
+	if err != nil {
+		return nil, err
+	}
+	return security.LoadCA(certPEM, keyPEM)
+}
+
+// bootstrapCA runs on the first replica's first boot: a member on its unix
+// socket creates the cluster and its CA, writes the PKI, and stops.
+func bootstrapCA(ctx context.Context, cfg apiConfig) (*security.CA, error) {
+	m, err := etcd.Start(ctx, etcd.Config{DataDir: cfg.DataDir, Name: memberName(cfg), MaxTxnOps: cfg.Etcd.MaxTxnOps,
+		QuotaBytes: cfg.Etcd.QuotaBytes, AutoCompactionMode: cfg.Etcd.AutoCompactionMode,
+		AutoCompactionRetention: cfg.Etcd.AutoCompactionRetention})
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	ca, err := enrollment.LoadCA(ctx, store.New(m.Client()), time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return ca, writePKI(cfg.DataDir, ca)
+}
+
+// writePeerFiles writes the CA certificate, the peer certificate and its key (0600).
+func writePeerFiles(pki string, caPEM, certPEM, keyPEM []byte) error {
+	if err := os.WriteFile(filepath.Join(pki, caCertFile), caPEM, 0o644); err != nil {
+		return fmt.Errorf("write ca.pem: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(pki, peerCertFile), certPEM, 0o644); err != nil {
+		return fmt.Errorf("write peer.pem: %w", err)
+	}
+	if err := security.WriteKeyFile(filepath.Join(pki, peerKeyFile), keyPEM); err != nil {
+		return fmt.Errorf("write peer-key.pem: %w", err)
+	}
+	return nil
+}
+
+// joinCluster is the joiner's side of the handshake: it pins the CA by the
+// token's fingerprint before sending anything, then sends the token, its
+// name, peer URL and a CSR (the key stays here) and writes what it gets.
+func joinCluster(ctx context.Context, cfg apiConfig, peerURL string, sans []string, pki string, log *slog.Logger) (*messages.ReplicaJoinResponse, error) {
+	tok, err := security.ParseReplicaJoinToken(strings.TrimSpace(cfg.JoinToken))
+	if err != nil {
+		return nil, fmt.Errorf("join_token: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, joinTimeout)
+	defer cancel()
+	caCert, err := enroll.FetchPinnedCA(ctx, cfg.Join, tok.CAFingerprint, 30*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("join %s: %w", cfg.Join, err)
+	}
+	keyPEM, csrDER, err := security.NewReplicaKeyAndCSR(cfg.Etcd.Name, sans)
+	if err != nil {
+		return nil, fmt.Errorf("join: %w", err)
+	}
+	req := messages.ReplicaJoinRequest{Token: strings.TrimSpace(cfg.JoinToken), Name: cfg.Etcd.Name, PeerURL: peerURL,
+		CSR:    string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER})),
+		APIURL: serviceURL(cfg.TLS.Enabled, cfg.Listen), AgentURL: serviceURL(true, cfg.AgentListen)}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(caCert)
+	hc := &http.Client{Timeout: joinTimeout, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	defer hc.CloseIdleConnections()
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(cfg.Join, "/")+"/v1/cluster/join", bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("join %s: %w", cfg.Join, err)
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	hresp, err := hc.Do(hreq)
+	if err != nil {
+		return nil, fmt.Errorf("join %s: %w", cfg.Join, err)
+	}
+	defer hresp.Body.Close()
+	rb, err := io.ReadAll(io.LimitReader(hresp.Body, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("join %s: %w", cfg.Join, err)
+	}
+	if hresp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("join %s refused: %w", cfg.Join, apierror.Decode(hresp.StatusCode, rb))
+	}
+	var resp messages.ReplicaJoinResponse
+	if err := json.Unmarshal(rb, &resp); err != nil {
+		return nil, fmt.Errorf("join %s: answer: %w", cfg.Join, err)
+	}
+	block, _ := pem.Decode([]byte(resp.CA))
+	if block == nil || !bytes.Equal(block.Bytes, caCert.Raw) {
+		return nil, fmt.Errorf("join %s: the answer's CA is not the pinned one", cfg.Join)
+	}
+	if err := writePeerFiles(pki, []byte(resp.CA), []byte(resp.Certificate), keyPEM); err != nil {
+		return nil, err
+	}
+	log.Info("joined the cluster as a learner", "name", cfg.Etcd.Name, "via", cfg.Join, "cluster_id", resp.ClusterID,
+		"member_id", resp.MemberID, "initial_cluster", resp.InitialCluster)
+	return &resp, nil
+}
+
+// serviceURL is the URL a listener is reached at, as recorded with the
+// replica; a wildcard host is replaced by this host's name.
+func serviceURL(tlsOn bool, addr string) string {
+	scheme := "http"
+	if tlsOn {
+		scheme = "https"
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() || host == "" {
+		if h, err := os.Hostname(); err == nil {
+			host = h
+		}
+	}
+	return scheme + "://" + net.JoinHostPort(host, port)
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}

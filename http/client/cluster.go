@@ -1,0 +1,27 @@
+package client
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/otherix/otherix/messages"
+)
+
+// CreateClusterJoinToken mints a one-time replica join token (admin). The
+// token is in the answer only; it is never shown again.
+func (c *Client) CreateClusterJoinToken(ctx context.Context, req messages.CreateClusterJoinTokenRequest, opts ...CallOption) (*messages.CreatedJoinToken, error) {
+	var t messages.CreatedJoinToken
+	if _, err := c.do(ctx, http.MethodPost, "/v1/cluster/join-tokens", nil, req, &t, opts); err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
+// ClusterMembers lists the control plane's replicas (admin).
+func (c *Client) ClusterMembers(ctx context.Context, opts ...CallOption) ([]messages.ClusterMember, error) {
+	var l list[messages.ClusterMember]
+	if _, err := c.do(ctx, http.MethodGet, "/v1/cluster/members", nil, nil, &l, opts); err != nil {
+		return nil, err
+	}
+	return l.Items, nil
+}

@@ -1,0 +1,79 @@
+package messages
+
+import "time"
+
+// Join token kinds.
+const (
+	JoinTokenKindNode    = "node"
+	JoinTokenKindReplica = "replica"
+)
+
+// CreateClusterJoinTokenRequest is the body of POST /v1/cluster/join-tokens
+// (admin). Kind must be "replica"; TTL is as for a node join token.
+type CreateClusterJoinTokenRequest struct {
+	Kind string `json:"kind"`
+	TTL  string `json:"ttl,omitempty"`
+}
+
+// Replica is what the control plane records about an otherix-api replica,
+// under /otherix/replicas/<name>: written by the join handshake (in the
+// transaction that consumes the replica join token) and by the replica
+// itself when it starts serving. Its name is its etcd member name.
+type Replica struct {
+	Name     string    `json:"name"`
+	PeerURL  string    `json:"peer_url"`
+	APIURL   string    `json:"api_url,omitempty"`
+	AgentURL string    `json:"agent_url,omitempty"`
+	JoinedAt time.Time `json:"joined_at"`
+	Revision int64     `json:"revision"`
+}
+
+// EntityID implements the store's entity contract: replicas are keyed by name.
+func (r *Replica) EntityID() string { return r.Name }
+
+// EntityRevision implements the store's entity contract.
+func (r *Replica) EntityRevision() int64 { return r.Revision }
+
+// SetEntityRevision implements the store's entity contract.
+func (r *Replica) SetEntityRevision(rev int64) { r.Revision = rev }
+
+// ReplicaJoinRequest is what a new replica POSTs to /v1/cluster/join on an
+// existing replica's agent-facing listener, after pinning its CA by the
+// token's fingerprint. CSR is the PEM of a request for CN
+// otherix-replica-<name> (security.NewReplicaKeyAndCSR); the key stays on
+// the joiner. PeerURL is https://HOST:PORT, where the others reach it.
+type ReplicaJoinRequest struct {
+	Token    string `json:"token"`
+	Name     string `json:"name"`
+	PeerURL  string `json:"peer_url"`
+	CSR      string `json:"csr"`
+	APIURL   string `json:"api_url,omitempty"`
+	AgentURL string `json:"agent_url,omitempty"`
+}
+
+// ReplicaJoinResponse answers a join: the cluster CA, the signed peer
+// certificate, the etcd initial-cluster string to start with
+// (initial-cluster-state=existing) and the cluster id (hex) the new member
+// must find itself in.
+type ReplicaJoinResponse struct {
+	CA             string `json:"ca"`          // PEM
+	Certificate    string `json:"certificate"` // PEM
+	InitialCluster string `json:"initial_cluster"`
+	ClusterID      string `json:"cluster_id"`
+	MemberID       string `json:"member_id"`
+}
+
+// ClusterMember is one item of GET /v1/cluster/members.
+type ClusterMember struct {
+	Name     string `json:"name"`
+	ID       string `json:"id"`
+	Role     string `json:"role"` // voter | learner
+	IsLeader bool   `json:"is_leader"`
+	Healthy  bool   `json:"healthy"`
+	APIURL   string `json:"api_url"`
+	AgentURL string `json:"agent_url"`
+	PeerURL  string `json:"peer_url"`
+	// Note explains a state, such as a learner held back to keep an odd
+	// number of voters.
+	Note string `json:"note,omitempty"`
+}
