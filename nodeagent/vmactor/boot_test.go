@@ -6,8 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -75,7 +77,9 @@ func (sf *stepFixture) vm(name string) messages.AgentVM {
 	return sf.newVM(name)
 }
 
-// processesOf lists the pids whose command line names vm id.
+// processesOf lists the pids whose command line names vm id. Whatever it
+// finds is a leak the caller reports; the test's cleanup kills it, so a
+// failing run leaves no QEMU behind.
 func processesOf(t *testing.T, id string) []string {
 	t.Helper()
 	ents, err := os.ReadDir("/proc")
@@ -89,7 +93,24 @@ func processesOf(t *testing.T, id string) []string {
 			out = append(out, e.Name())
 		}
 	}
+	if len(out) > 0 {
+		t.Cleanup(func() { killNaming(out, id) })
+	}
 	return out
+}
+
+// killNaming kills those of pids whose command line still names id (a
+// pid reused meanwhile is left alone).
+func killNaming(pids []string, id string) {
+	for _, p := range pids {
+		b, err := os.ReadFile(filepath.Join("/proc", p, "cmdline"))
+		if err != nil || !strings.Contains(string(b), id) {
+			continue
+		}
+		if pid, err := strconv.Atoi(p); err == nil {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 }
 
 // leftOf lists what of vm id is on the host: files, dirs, taps, processes.
