@@ -27,10 +27,23 @@ for t in "${targets[@]}"; do
 	name=${t#* }
 	[[ "$dir/$name" =~ $FUZZ ]] || continue
 	echo "fuzz: $dir $name for $FUZZTIME"
-	{ go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$dir" 2>&1; } | { grep -v -e '^fuzz: elapsed' -e '^fuzz: minimizing' || true; } || {
-		echo "fuzz: $dir $name failed; the crasher is in $dir/testdata/fuzz/$name/" >&2
-		exit 1
-	}
+	corpus="$dir/testdata/fuzz/$name"
+	before=$(ls "$corpus" 2>/dev/null | sort || true)
+	out=$(go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$dir" 2>&1) && rc=0 || rc=$?
+	grep -v -e '^fuzz: elapsed' -e '^fuzz: minimizing' <<<"$out" || true
+	if ((rc != 0)); then
+		after=$(ls "$corpus" 2>/dev/null | sort || true)
+		# Go 1.26's fuzz coordinator can report its own -fuzztime deadline as
+		# a failure when a loaded worker is still mid-input at the end
+		# (go.dev/issue/75804, fixed in Go 1.27): no input is saved then.
+		# A real failure always saves its input, so only that fails here.
+		if [[ "$before" == "$after" ]] && grep -q '^    context deadline exceeded$' <<<"$out"; then
+			echo "fuzz: $dir $name: the coordinator's deadline race (go.dev/issue/75804), no failing input saved; not a failure"
+		else
+			echo "fuzz: $dir $name failed; the failing input is in $corpus/" >&2
+			exit 1
+		fi
+	fi
 	n=$((n + 1))
 done
 echo "fuzz: $n targets passed"
