@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/otherix/otherix/internal/versionskew"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
 	"github.com/otherix/otherix/security"
@@ -47,6 +48,13 @@ func (s *Service) Enroll(ctx context.Context, req messages.EnrollRequest, source
 		return refuse(&messages.Error{Kind: messages.KindForbidden, Code: "node_name_not_allowed",
 			Message: "this join token may only enroll the node it names",
 			Details: map[string]any{"field": "name"}}, "node_name_not_allowed")
+	}
+	// Before anything is signed or spent: the token stays usable for the
+	// agent of the right version.
+	if _, err := versionskew.Agent(s.cfg.Version, req.AgentVersion); err != nil {
+		var me *messages.Error
+		errors.As(err, &me)
+		return refuse(me, versionskew.Code)
 	}
 	if err := messages.ValidateName("name", req.Name); err != nil {
 		var me *messages.Error

@@ -15,8 +15,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
+	"github.com/otherix/otherix/internal/buildinfo"
+	"github.com/otherix/otherix/internal/versionskew"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
 	"github.com/otherix/otherix/security"
@@ -45,6 +48,9 @@ type Config struct {
 	// caller without valid credentials, folded per source (default: none).
 	Audit        func(messages.AuditEntry)
 	AuditFailure func(messages.AuditEntry)
+	// Version is the control plane's, which agents are held to by the
+	// version skew rule (internal/versionskew); default buildinfo.Version().
+	Version string
 }
 
 // Service enrolls and authenticates nodes. It is safe for concurrent use.
@@ -52,6 +58,10 @@ type Service struct {
 	cfg Config
 	// nodes caches verified node identities (nodeauth.go).
 	nodes identityCache
+	// skewLogged holds, per node name, the agent version last refused, so
+	// an agent heartbeating at a refused version is logged once, not at
+	// every beat.
+	skewLogged sync.Map
 }
 
 // New returns a Service over cfg.
@@ -68,7 +78,29 @@ func New(cfg Config) *Service {
 	if cfg.AuditFailure == nil {
 		cfg.AuditFailure = func(messages.AuditEntry) {}
 	}
+	if cfg.Version == "" {
+		cfg.Version = buildinfo.Version()
+	}
 	return &Service{cfg: cfg}
+}
+
+// CheckAgentVersion applies the version skew rule to an agent of node at
+// version: nil when they may work together (or either side is a
+// development build, which the rule does not compare), a version_skew
+// error naming both versions and what to upgrade otherwise. Enrollment and
+// every heartbeat ask it, so an agent upgraded past the control plane is
+// refused from its next beat on instead of being read in part.
+func (s *Service) CheckAgentVersion(node, version string) error {
+	_, err := versionskew.Agent(s.cfg.Version, version)
+	if err == nil {
+		s.skewLogged.Delete(node)
+		return nil
+	}
+	if prev, loaded := s.skewLogged.Swap(node, version); !loaded || prev != version {
+		s.cfg.Log.Warn("agent refused: version skew", "node", node, "agent_version", version,
+			"control_plane_version", s.cfg.Version, "err", err)
+	}
+	return err
 }
 
 // LoadCA loads the cluster CA from etcd, creating it at first boot. Callers

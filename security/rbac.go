@@ -52,6 +52,8 @@ package security
 //	join_token  list      any    -         -          -
 //	join_token  create    any    -         -          -
 //	join_token  delete    any    -         -          -
+//	replica     list      any    -         -          -
+//	debug       read      any    -         -          -
 //
 // Why these choices:
 //   - Users own VMs. Developers act only on their own. Operators run the
@@ -118,6 +120,8 @@ const (
 	ResourceJoinToken = "join_token"
 	// ResourceReplica is the control plane's own replicas (etcd members).
 	ResourceReplica = "replica"
+	// ResourceDebug is a replica's runtime profiles and goroutine dump.
+	ResourceDebug = "debug"
 )
 
 // Verbs named in the matrix. Not every verb applies to every resource.
@@ -209,6 +213,8 @@ var rules = func() []rule {
 		{ResourceJoinToken, VerbDelete, [4]Scope{A, N, N, N}},
 
 		{ResourceReplica, VerbList, [4]Scope{A, N, N, N}},
+
+		{ResourceDebug, VerbRead, [4]Scope{A, N, N, N}},
 	}
 }()
 

@@ -32,6 +32,9 @@ import (
 type Config struct {
 	// Replica names this replica in job claims; defaults to the host name.
 	Replica string
+	// Version is the control plane's release version agents are held to
+	// (internal/versionskew); default buildinfo.Version().
+	Version string
 	// ClaimTTL is how long a dead replica's jobs stay claimed (default 10s).
 	ClaimTTL time.Duration
 	// Resync is how often the dispatcher reloads the whole job queue to heal
@@ -185,7 +188,7 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 	g := &Gateway{cfg: cfg, st: st, log: log, rt: rt, id: id}
 	g.enroll = enrollment.New(enrollment.Config{Store: st, CA: ca, Log: log, Now: cfg.Identity.Now,
 		HeartbeatInterval: cfg.Nodes.HeartbeatInterval, Audit: id.Audit, AuditFailure: id.AuditFailure,
-		Membership: cfg.Membership})
+		Membership: cfg.Membership, Version: cfg.Version})
 	root := rt.System.Root
 
 	vmDeps := vm.Deps{Runtime: rt, Store: st, Log: log, PassivateAfter: cfg.PassivateAfter, JobAttempts: cfg.JobAttempts,

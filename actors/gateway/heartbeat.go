@@ -31,6 +31,9 @@ func (g *Gateway) Heartbeat(ctx context.Context, cert *x509.Certificate, hb mess
 		return nil, err
 	}
 	id, name, fp := who.ID, who.Name, who.Fingerprint
+	if err := g.enroll.CheckAgentVersion(name, hb.AgentVersion); err != nil {
+		return nil, err // logged once per node and version by the check
+	}
 	refuse := func(e *messages.Error, detail ...any) (*messages.HeartbeatResponse, error) {
 		g.log.Warn("heartbeat refused", append([]any{"node", name, "reason", e.Code}, detail...)...)
 		return nil, e

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/otherix/otherix/http/agentclient"
+	"github.com/otherix/otherix/internal/requestid"
 	"github.com/otherix/otherix/messages"
 )
 
@@ -172,6 +173,9 @@ func (e Executor) onAgent(ctx context.Context, j *messages.Job, kind string, vm 
 	req := messages.AgentTaskRequest{ID: j.ID, Kind: kind, Force: j.Force, TimeoutSeconds: j.TimeoutSeconds,
 		VM: messages.AgentVM{ID: vm.ID, Name: vm.Name, Generation: vm.Generation, Spec: vm.Spec, NICs: vm.Status.NICs}}
 
+	// The agent logs its side of the job under the task's id, which is
+	// what the CLI shows for it.
+	ctx = requestid.With(ctx, att.Task().ID)
 	var t *messages.AgentTask
 	if id := att.Task().AgentTaskID; id != "" {
 		// A redelivered job resumes following its task; one the agent no

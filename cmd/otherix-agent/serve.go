@@ -48,6 +48,7 @@ const defaultListen = ":7444"
 
 type serveOptions struct {
 	stateDir, accel, listen, advertise, poolDir, runDir, runAsUser string
+	debugSocket, logFormat, logLevel                               string
 	sandbox                                                        bool
 	stopTimeout, renewBefore                                       time.Duration
 	dataPlane                                                      dataPlaneOptions
@@ -129,7 +130,10 @@ not exist.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+			log, err := newLogger(cmd.ErrOrStderr(), o.logFormat, o.logLevel)
+			if err != nil {
+				return fmt.Errorf("otherix-agent: serve: %w", err)
+			}
 			if err := serve(ctx, log, o); err != nil {
 				return fmt.Errorf("otherix-agent: serve: %w", err)
 			}
@@ -157,6 +161,9 @@ not exist.`,
 	f.StringVar(&o.dataPlane.wireguardIf, "wireguard-if", "", "WireGuard interface name (default oxwg0); nodes sharing a host need distinct names")
 	f.BoolVar(&o.dataPlane.tunnelOffload, "wireguard-offload", true, "userspace WireGuard: take VXLAN from the kernel in 64 KiB UDP-tunnel GSO batches where the kernel's TUN can (Linux 6.17+); false uses wireguard-go's own TUN")
 	o.images.addFlags(f)
+	f.StringVar(&o.debugSocket, "debug-socket", "", "unix socket serving runtime profiles and the goroutine dump to root only (default: <run-dir>/debug/agent.sock; \"off\" opens none)")
+	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.DurationVar(&o.renewBefore, "renew-before", 0, "renew the node certificate this long before it expires (default: once two thirds of its lifetime have passed)")
 	return cmd
 }
@@ -201,6 +208,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	if err := checkRunDir(o.runDir); err != nil {
 		return err
 	}
+	defer startDebugSocket(ctx, log, o.debugSocket, o.runDir)()
 	imgOpts, err := o.images.cacheOptions()
 	if err != nil {
 		return err

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/otherix/otherix/http/apierror"
+	"github.com/otherix/otherix/internal/requestid"
 	"github.com/otherix/otherix/messages"
 )
 
@@ -188,6 +189,9 @@ func (c *Client) do(ctx context.Context, n Node, method, path string, q url.Valu
 		return fmt.Errorf("build request: %w", err)
 	}
 	req.Header.Set("Accept", "application/json")
+	if id := requestid.From(ctx); id != "" {
+		req.Header.Set(requestid.Header, id)
+	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"strconv"
 	"time"
 
 	"github.com/gorilla/websocket"
 
+	"github.com/otherix/otherix/internal/requestid"
 	"github.com/otherix/otherix/messages"
 )
 
@@ -48,7 +50,11 @@ func (c *Client) Console(ctx context.Context, n Node, id, mode string, force boo
 	}
 	ctx, cancel := context.WithTimeout(ctx, ConsoleDialTimeout)
 	defer cancel()
-	conn, resp, err := d.DialContext(ctx, u.String(), nil)
+	var h http.Header
+	if rid := requestid.From(ctx); rid != "" {
+		h = http.Header{requestid.Header: {rid}}
+	}
+	conn, resp, err := d.DialContext(ctx, u.String(), h)
 	if err != nil {
 		if resp != nil && errors.Is(err, websocket.ErrBadHandshake) {
 			// gorilla keeps up to 1 KiB of the answer's body: enough for the

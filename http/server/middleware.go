@@ -1,8 +1,6 @@
 package server
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -12,10 +10,11 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/otherix/otherix/http/apierror"
+	"github.com/otherix/otherix/internal/requestid"
 )
 
 // HeaderRequestID carries the request id in and out.
-const HeaderRequestID = "X-Request-Id"
+const HeaderRequestID = requestid.Header
 
 const ctxRequestID = "otherix.request_id"
 
@@ -24,36 +23,17 @@ const ctxRequestID = "otherix.request_id"
 const unmatchedRoute = "unmatched"
 
 // requestIDMiddleware adopts the caller's request id when it is sane (so a
-// trace crosses the CLI, a proxy and us) and makes one otherwise.
+// trace crosses the CLI, a proxy and us) and makes one otherwise. The id
+// also rides the request's context, for the calls it makes to agents.
 func requestIDMiddleware(c *gin.Context) {
 	id := c.GetHeader(HeaderRequestID)
-	if !saneRequestID(id) {
-		id = newRequestID()
+	if !requestid.Sane(id) {
+		id = requestid.New()
 	}
 	c.Set(ctxRequestID, id)
+	c.Request = c.Request.WithContext(requestid.With(c.Request.Context(), id))
 	c.Header(HeaderRequestID, id)
 	c.Next()
-}
-
-func saneRequestID(id string) bool {
-	if len(id) < 1 || len(id) > 64 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		ch := id[i]
-		ok := ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' ||
-			ch == '-' || ch == '_' || ch == '.'
-		if !ok {
-			return false
-		}
-	}
-	return true
-}
-
-func newRequestID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
-	return hex.EncodeToString(b[:])
 }
 
 // requestID returns the id requestIDMiddleware assigned.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/otherix/otherix/http/apierror"
+	"github.com/otherix/otherix/internal/requestid"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
 	"github.com/otherix/otherix/security"
@@ -148,7 +149,7 @@ func TestRequestID(t *testing.T) {
 	for _, bad := range []string{"has space", strings.Repeat("a", 65), "semi;colon"} {
 		rec := req{method: "GET", path: "/healthz", header: map[string]string{HeaderRequestID: bad}}.do(t, s)
 		got := rec.Header().Get(HeaderRequestID)
-		if got == bad || !saneRequestID(got) {
+		if got == bad || !requestid.Sane(got) {
 			t.Errorf("request id %q answered with %q, want a generated one", bad, got)
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/otherix/otherix/http/apierror"
+	"github.com/otherix/otherix/internal/requestid"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/nodeagent/console"
 	"github.com/otherix/otherix/security"
@@ -84,6 +85,18 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 	mux.HandleFunc("GET /v1/vms/{id}/console", a.console)
 	// Unknown paths and methods get the error envelope, not net/http's text.
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The control plane sends the id of the request (or task) it acts
+		// for: log lines here carry it, so one id finds both sides.
+		if id := r.Header.Get(requestid.Header); requestid.Sane(id) {
+			r = r.WithContext(requestid.With(r.Context(), id))
+			w.Header().Set(requestid.Header, id)
+		}
+		level := slog.LevelDebug // polls of tasks and VMs, every few seconds
+		if r.Method != http.MethodGet || strings.HasSuffix(r.URL.Path, "/console") {
+			level = slog.LevelInfo
+		}
+		log.Log(r.Context(), level, "agent API request", "method", r.Method, "path", r.URL.Path,
+			"request_id", requestid.From(r.Context()))
 		if _, pattern := mux.Handler(r); pattern == "" {
 			writeError(w, messages.Errorf(messages.KindNotFound, "route_not_found", "no route %s %s", r.Method, r.URL.Path))
 			return
@@ -145,7 +158,8 @@ func (a *api) submit(w http.ResponseWriter, r *http.Request) {
 	status := http.StatusOK
 	if created {
 		status = http.StatusAccepted
-		a.log.Info("task accepted", "task", task.ID, "kind", task.Kind, "vm", task.VMID)
+		a.log.Info("task accepted", "task", task.ID, "kind", task.Kind, "vm", task.VMID,
+			"request_id", requestid.From(r.Context()))
 	}
 	writeJSON(w, status, task)
 }
