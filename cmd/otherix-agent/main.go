@@ -81,6 +81,9 @@ valid for more than a day.`,
 			if err != nil {
 				return fmt.Errorf("otherix-agent: bootstrap: %w", err)
 			}
+			if err := refuseNewerState(dir); err != nil {
+				return fmt.Errorf("otherix-agent: bootstrap: %w", err)
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			res, err := enroll.Bootstrap(ctx, enroll.Options{
@@ -92,6 +95,9 @@ valid for more than a day.`,
 				Force:        force,
 			})
 			if err != nil {
+				return fmt.Errorf("otherix-agent: bootstrap: %w", err)
+			}
+			if err := ensureStateFormat(res.StateDir); err != nil {
 				return fmt.Errorf("otherix-agent: bootstrap: %w", err)
 			}
 			verb := "enrolled"

@@ -177,6 +177,10 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	if err != nil {
 		return err
 	}
+	// Before any VM record is read: a newer agent's state is refused.
+	if err := ensureStateFormat(o.stateDir); err != nil {
+		return err
+	}
 	if time.Now().After(st.Cert.NotAfter) {
 		return fmt.Errorf("node certificate expired at %s: run otherix-agent bootstrap --force with a new join token",
 			st.Cert.NotAfter.UTC().Format(time.RFC3339))

@@ -28,6 +28,7 @@ import (
 	"github.com/otherix/otherix/identity"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/etcd"
+	"github.com/otherix/otherix/persistence/schema"
 	"github.com/otherix/otherix/persistence/store"
 	"github.com/otherix/otherix/security"
 	"github.com/otherix/otherix/watch"
@@ -160,6 +161,15 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 		log.Warn("store full at start: writes are refused until space is freed (docs/operations.md)",
 			"db_size", s.DBSize, "db_size_in_use", s.DBSizeInUse, "quota", s.Quota)
 	}
+	// The data format first: migrate older data, refuse newer (nothing
+	// else has read or written the store yet).
+	if err := schema.Ensure(ctx, member.Client(), "otherix-api "+buildinfo.Version(), log); err != nil {
+		return err
+	}
+	newerData := make(chan error, 1)
+	schemaCtx, stopSchemaWatch := context.WithCancel(ctx)
+	defer stopSchemaWatch()
+	go func() { newerData <- schema.WatchNewer(schemaCtx, member.Client()) }()
 	st := store.New(member.Client(), store.WithMaxTxnOps(member.MaxTxnOps()))
 	seeded, err := st.SeedSettings(ctx, messages.DefaultSettings())
 	if err != nil {
@@ -278,6 +288,12 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 		}
 	case err := <-member.Err():
 		return fmt.Errorf("etcd member stopped: %w", err)
+	case err := <-newerData:
+		// A newer replica migrated the store: this one would misread it.
+		if schema.IsTooNew(err) {
+			log.Error("stopping: a newer otherix-api changed the store's data format", "err", err)
+			return err
+		}
 	}
 	cancelRequests()
 	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)

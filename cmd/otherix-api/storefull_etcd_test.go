@@ -21,6 +21,7 @@ import (
 	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/etcd"
+	"github.com/otherix/otherix/persistence/schema"
 	"github.com/otherix/otherix/persistence/store"
 )
 
@@ -38,6 +39,17 @@ type apiRun struct {
 }
 
 func startRun(t *testing.T, dataDir, extraYAML string) *apiRun {
+	t.Helper()
+	r, err := tryRun(t, dataDir, extraYAML)
+	if err != nil {
+		t.Fatalf("otherix-api did not start: %v", err)
+	}
+	return r
+}
+
+// tryRun starts otherix-api in-process and returns it once it serves, or
+// the error it stopped with before that.
+func tryRun(t *testing.T, dataDir, extraYAML string) (*apiRun, error) {
 	t.Helper()
 	conf := filepath.Join(t.TempDir(), "otherix-api.yaml")
 	yaml := fmt.Sprintf(`data_dir: %s
@@ -85,15 +97,18 @@ log:
 			}
 		}
 		t.Cleanup(func() { _ = r.stop() })
-		return r
+		return r, nil
 	case err := <-done:
 		cancel()
-		t.Fatalf("otherix-api did not start: %v", err)
+		if err == nil {
+			err = errors.New("stopped without an error before serving")
+		}
+		return nil, err
 	case <-time.After(2 * time.Minute):
 		cancel()
 		t.Fatal("otherix-api not ready after two minutes")
 	}
-	return nil
+	return nil, nil
 }
 
 type testWriter struct{ t *testing.T }
@@ -244,8 +259,8 @@ func TestRestartOnFullStore(t *testing.T) {
 	}
 }
 
-// fillStore opens the stopped API's data dir and appends audit entries
-// until etcd raises its space alarm.
+// fillStore opens the stopped API's data dir, removes its data format
+// stamp and appends audit entries until etcd raises its space alarm.
 func fillStore(t *testing.T, dataDir string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -255,6 +270,11 @@ func fillStore(t *testing.T, dataDir string) {
 		t.Fatal(err)
 	}
 	defer m.Close()
+	// As a store written before data format versions: the restart on it,
+	// full, must still boot, with the stamp deferred.
+	if _, err := m.Client().Delete(ctx, schema.Key); err != nil {
+		t.Fatal(err)
+	}
 	st := store.New(m.Client(), store.WithMaxTxnOps(m.MaxTxnOps()))
 	pad := strings.Repeat("a", 512)
 	for i := 0; i < 100_000; i++ {
