@@ -20,7 +20,13 @@ import (
 // output and exit error.
 func bootstrap(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir(t), "otherix-agent"), append([]string{"bootstrap"}, args...)...)
+	return bootstrapFrom(t, binDir(t), args...)
+}
+
+// bootstrapFrom is bootstrap with the otherix-agent in bin.
+func bootstrapFrom(t *testing.T, bin string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(bin, "otherix-agent"), append([]string{"bootstrap"}, args...)...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	done := make(chan error, 1)

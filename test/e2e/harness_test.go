@@ -70,7 +70,14 @@ func startAPI(t *testing.T, dataDir string, env ...string) *apiProcess {
 // keeps its address.
 func startAPIAt(t *testing.T, dataDir, addr string, env ...string) *apiProcess {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir(t), "otherix-api"), "--data-dir", dataDir, "--listen", addr)
+	return startAPIFrom(t, binDir(t), dataDir, addr, env...)
+}
+
+// startAPIFrom is startAPIAt with the otherix-api of another build (bin
+// is its directory): the upgrade test runs the previous release's.
+func startAPIFrom(t *testing.T, bin, dataDir, addr string, env ...string) *apiProcess {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(bin, "otherix-api"), "--data-dir", dataDir, "--listen", addr)
 	// Every route but health, login and a few others needs a bearer token:
 	// the API bootstraps this admin on first boot, and the test logs in as it.
 	// Each API gets its own agent listener port so APIs can run side by side;

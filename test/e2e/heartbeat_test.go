@@ -49,13 +49,19 @@ type agentProcess struct {
 // startAgent runs otherix-agent serve on an enrolled state dir.
 func startAgent(t *testing.T, state string, extra ...string) *agentProcess {
 	t.Helper()
+	return startAgentFrom(t, binDir(t), state, extra...)
+}
+
+// startAgentFrom is startAgent with the otherix-agent in bin.
+func startAgentFrom(t *testing.T, bin, state string, extra ...string) *agentProcess {
+	t.Helper()
 	// No data plane unless a test asks for one (overlay_test.go, inside
 	// its own namespaces): as root, auto would build it in the host's.
 	// The tests serve images over loopback, which the agent refuses to
 	// fetch from unless allowed.
 	args := append([]string{"serve", "--state-dir", state, "--accel", "tcg", "--listen", "127.0.0.1:0", "--data-plane", "off",
 		"--image-allow", "127.0.0.1/32"}, extra...)
-	cmd := exec.Command(filepath.Join(binDir(t), "otherix-agent"), args...)
+	cmd := exec.Command(filepath.Join(bin, "otherix-agent"), args...)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
