@@ -42,7 +42,7 @@ existing = $(strip $(foreach d,$(1),$(if $(wildcard $(d)),./$(d)/...)))
 ETCD_PKGS := $(call existing,persistence actors http cmd config)
 BENCH_PKGS := $(call existing,persistence http)
 
-.PHONY: all deps deps-test test-readme web build cross test test-etcd test-netfabric test-e2e vet fmt-check check bench bench-plots dev clean fuzz fuzz-short release image test-release
+.PHONY: all deps deps-test test-readme web build cross test test-etcd test-netfabric test-e2e vet fmt-check check bench bench-plots dev clean fuzz fuzz-short release image test-release lint-openapi
 
 all: build
 
@@ -70,6 +70,22 @@ web:
 	fi; \
 	echo "npm run build (web/)"; \
 	npm run build --silent
+
+# lint-openapi lints both API contracts with Redocly's recommended rules,
+# warnings as errors (redocly.yaml); the deliberate exceptions, each with its
+# reason, are in .redocly.lint-ignore.yaml. The linter's version is pinned by
+# scripts/openapi-lint/package-lock.json.
+lint-openapi:
+	@if ! command -v npm >/dev/null 2>&1; then \
+		echo "lint-openapi: npm not found: make deps-test installs nodejs and npm"; \
+		exit 1; \
+	fi; \
+	cd scripts/openapi-lint; \
+	if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then \
+		echo "npm ci (scripts/openapi-lint/)"; \
+		npm ci --no-audit --no-fund --silent; \
+	fi
+	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true scripts/openapi-lint/node_modules/.bin/redocly lint api/openapi/control-plane.yaml api/openapi/agent.yaml
 
 # GOARCH/GOOS from the environment pass through to go build, so
 # `GOARCH=arm64 make build` cross-compiles. CGO is off so that works
@@ -142,6 +158,7 @@ fmt-check:
 check:
 	$(MAKE) deps-test
 	$(MAKE) vet
+	$(MAKE) lint-openapi
 	$(MAKE) fmt-check
 	$(MAKE) cross
 	$(MAKE) test

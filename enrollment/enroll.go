@@ -14,6 +14,10 @@ import (
 	"github.com/otherix/otherix/security"
 )
 
+// ReservedNodeName cannot name a node: GET /v1/nodes/join-tokens lists
+// join tokens, so a node of that name could never be read.
+const ReservedNodeName = "join-tokens"
+
 // Enroll consumes a node join token and signs the node's CSR; the node is
 // recorded, pending its first heartbeat, in the transaction that consumes
 // the token. Every refusal is logged with the node name and the reason, and
@@ -60,6 +64,10 @@ func (s *Service) Enroll(ctx context.Context, req messages.EnrollRequest, source
 		var me *messages.Error
 		errors.As(err, &me)
 		return refuse(me, "invalid_node_name")
+	}
+	if req.Name == ReservedNodeName {
+		return refuse(messages.Invalid("name", "%q is reserved: /v1/nodes/%s is the join tokens' path", req.Name, req.Name),
+			"invalid_node_name")
 	}
 	block, _ := pem.Decode([]byte(req.CSR))
 	if block == nil || block.Type != "CERTIFICATE REQUEST" {

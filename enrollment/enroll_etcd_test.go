@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/otherix/otherix/enrollment"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/security"
 )
@@ -241,5 +242,22 @@ func TestSweepJoinTokens(t *testing.T) {
 	views, _, err := s.ListJoinTokens(ctx, storePage())
 	if err != nil || len(views) != 1 || !strings.HasPrefix(live, security.JoinTokenPrefix+views[0].ID+".") {
 		t.Fatalf("after the sweep: %+v %v", views, err)
+	}
+}
+
+// TestEnrollRefusesReservedName: a node named join-tokens could never be
+// read (/v1/nodes/join-tokens lists the tokens); it is refused, and the
+// token stays usable for another name.
+func TestEnrollRefusesReservedName(t *testing.T) {
+	s, _, _, _ := start(t)
+	ctx := t.Context()
+	tok := joinToken(t, s, messages.CreateJoinTokenRequest{})
+	_, err := enroll(s, ctx, tok, enrollment.ReservedNodeName, csrPEM(t, enrollment.ReservedNodeName))
+	var me *messages.Error
+	if !errors.As(err, &me) || me.Code != "invalid_field" || me.Details["field"] != "name" {
+		t.Fatalf("enroll as join-tokens: %v", err)
+	}
+	if _, err := enroll(s, ctx, tok, "node-b", csrPEM(t, "node-b")); err != nil {
+		t.Fatalf("the token after the refusal: %v", err)
 	}
 }

@@ -8,13 +8,14 @@ import (
 
 // TestControlPlaneIsValid keeps the embedded contract loadable and valid
 // OpenAPI 3; http/server's contract tests check the server against it.
-func TestControlPlaneIsValid(t *testing.T) { checkContract(t, ControlPlane) }
+func TestControlPlaneIsValid(t *testing.T) { checkContract(t, ControlPlane, "3.0.3") }
 
 // TestAgentIsValid does the same for the agent's contract; nodeagent/server's
-// tests check the agent against it.
-func TestAgentIsValid(t *testing.T) { checkContract(t, Agent) }
+// tests check the agent against it. It is OpenAPI 3.1, the first version
+// that can declare its authentication, mutual TLS.
+func TestAgentIsValid(t *testing.T) { checkContract(t, Agent, "3.1.0") }
 
-func checkContract(t *testing.T, spec []byte) {
+func checkContract(t *testing.T, spec []byte, version string) {
 	t.Helper()
 	loader := openapi3.NewLoader()
 	doc, err := loader.LoadFromData(spec)
@@ -24,8 +25,8 @@ func checkContract(t *testing.T, spec []byte) {
 	if err := doc.Validate(loader.Context); err != nil {
 		t.Fatalf("validate: %v", err)
 	}
-	if doc.OpenAPI != "3.0.3" {
-		t.Errorf("openapi %q, want 3.0.3", doc.OpenAPI)
+	if doc.OpenAPI != version {
+		t.Errorf("openapi %q, want %s", doc.OpenAPI, version)
 	}
 	for path, item := range doc.Paths.Map() {
 		for method, op := range item.Operations() {
