@@ -42,7 +42,7 @@ existing = $(strip $(foreach d,$(1),$(if $(wildcard $(d)),./$(d)/...)))
 ETCD_PKGS := $(call existing,persistence actors http cmd config)
 BENCH_PKGS := $(call existing,persistence http)
 
-.PHONY: all deps deps-test test-readme web build cross test test-etcd test-netfabric test-e2e vet fmt-check check bench bench-plots dev clean fuzz fuzz-short release image test-release lint-openapi
+.PHONY: all deps deps-test test-readme web build cross test test-etcd test-netfabric test-e2e vet fmt-check check bench bench-plots dev clean fuzz fuzz-short release image test-release lint-openapi man
 
 all: build
 
@@ -70,6 +70,12 @@ web:
 	fi; \
 	echo "npm run build (web/)"; \
 	npm run build --silent
+
+# man writes the CLI's man pages, generated from its command tree, into
+# bin/man (man -l bin/man/otherix-vm-create.1); the otherix package installs
+# the same pages.
+man:
+	go run ./cmd/otherix docs man $(BIN_DIR)/man
 
 # lint-openapi lints both API contracts with Redocly's recommended rules,
 # warnings as errors (redocly.yaml); the deliberate exceptions, each with its

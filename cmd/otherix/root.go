@@ -185,8 +185,11 @@ file, --context to use another context for one call).`,
 		a.nodeCommand(), a.clusterCommand(),
 		a.getCommand(), a.describeCommand(), a.applyCommand(),
 		a.versionCommand(),
-		a.debugCommand())
+		a.debugCommand(),
+		a.docsCommand(),
+		a.explainCommand())
 	markArgsUsage(root)
+	a.addNameCompletion(root)
 	return root
 }
 

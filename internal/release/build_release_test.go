@@ -4,8 +4,10 @@ package release
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/tls"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -61,6 +63,17 @@ func TestBuildOneArch(t *testing.T) {
 		want, _ := os.ReadFile(bin)
 		if !bytes.Equal(deb.data["./usr/bin/"+b].body, want) {
 			t.Errorf("%s package does not carry the built binary", b)
+		}
+		if b == "otherix" {
+			page := deb.data["./usr/share/man/man1/otherix-vm-create.1.gz"]
+			zr, err := gzip.NewReader(bytes.NewReader(page.body))
+			if err != nil {
+				t.Fatalf("otherix package: man page of vm create: %v", err)
+			}
+			text, _ := io.ReadAll(zr)
+			if !strings.Contains(string(text), "otherix 0.9.1") || !strings.Contains(string(text), "--image") {
+				t.Errorf("man page of vm create does not name the release or --image:\n%.400s", text)
+			}
 		}
 	}
 	comps := componentVersions(decodeSBOM(t, filepath.Join(out, a.SBOM)))

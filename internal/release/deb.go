@@ -1,10 +1,13 @@
 package release
 
 import (
+	"bytes"
+	"compress/gzip"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/goreleaser/nfpm/v2"
@@ -25,6 +28,9 @@ type Package struct {
 	Binary string
 	// MTime is every file's time in the package.
 	MTime time.Time
+	// ManPages is a directory of section-1 man pages (NAME.1) to install,
+	// gzipped, under /usr/share/man/man1; "" for none.
+	ManPages string
 }
 
 const (
@@ -119,6 +125,11 @@ func WriteDeb(dir string, p Package) (string, error) {
 		}
 		contents = append(contents, c)
 	}
+	man, err := manContents(stage, p)
+	if err != nil {
+		return "", fmt.Errorf("release: deb %s: %w", p.Name, err)
+	}
+	contents = append(contents, man...)
 	info := &nfpm.Info{
 		Name:        p.Name,
 		Arch:        p.Arch,
@@ -160,4 +171,50 @@ func WriteDeb(dir string, p Package) (string, error) {
 		return "", fmt.Errorf("release: deb %s: %w", p.Name, err)
 	}
 	return name, nil
+}
+
+// manContents gzips p's man pages into stage as Debian installs them. The
+// gzip header carries no name or time, so a package is the same bytes at
+// every build of one commit.
+func manContents(stage string, p Package) (files.Contents, error) {
+	if p.ManPages == "" {
+		return nil, nil
+	}
+	pages, err := filepath.Glob(filepath.Join(p.ManPages, "*.1"))
+	if err != nil {
+		return nil, err
+	}
+	if len(pages) == 0 {
+		return nil, fmt.Errorf("no man pages in %s", p.ManPages)
+	}
+	slices.Sort(pages)
+	var out files.Contents
+	for _, page := range pages {
+		body, err := os.ReadFile(page)
+		if err != nil {
+			return nil, err
+		}
+		var buf bytes.Buffer
+		zw, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := zw.Write(body); err != nil {
+			return nil, err
+		}
+		if err := zw.Close(); err != nil {
+			return nil, err
+		}
+		name := filepath.Base(page) + ".gz"
+		staged := filepath.Join(stage, "man", name)
+		if err := os.MkdirAll(filepath.Dir(staged), 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(staged, buf.Bytes(), 0o644); err != nil {
+			return nil, err
+		}
+		out = append(out, &files.Content{Source: staged, Destination: "/usr/share/man/man1/" + name,
+			FileInfo: &files.ContentFileInfo{Mode: 0o644, Owner: "root", Group: "root", MTime: p.MTime}})
+	}
+	return out, nil
 }

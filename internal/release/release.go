@@ -115,9 +115,21 @@ func Build(ctx context.Context, o Options) (*Artifacts, error) {
 			a.Binaries = append(a.Binaries, name)
 		}
 	}
+	man, err := os.MkdirTemp("", "otherix-man-")
+	if err != nil {
+		return nil, fmt.Errorf("release: %w", err)
+	}
+	defer os.RemoveAll(man)
+	if err := WriteManPages(ctx, o.Go, o.ModuleDir, man, buildinfo.LDFlags(o.Version, o.Commit, o.Date)); err != nil {
+		return nil, err
+	}
 	for _, arch := range o.Arches {
 		for _, b := range Binaries {
-			name, err := WriteDeb(o.Out, Package{Name: b, Version: o.Version, Arch: arch, Binary: bins[arch][b], MTime: date})
+			p := Package{Name: b, Version: o.Version, Arch: arch, Binary: bins[arch][b], MTime: date}
+			if b == "otherix" {
+				p.ManPages = man
+			}
+			name, err := WriteDeb(o.Out, p)
 			if err != nil {
 				return nil, err
 			}
@@ -160,6 +172,19 @@ func BuildBinary(ctx context.Context, goCmd, moduleDir, name, arch, out, ldflags
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("release: go build %s for linux/%s: %w\n%s", name, arch, err, b)
+	}
+	return nil
+}
+
+// WriteManPages writes the CLI's man pages into dir, generated from its
+// command tree by the CLI itself (built for this machine, stamped like the
+// release so each page names its version).
+func WriteManPages(ctx context.Context, goCmd, moduleDir, dir, ldflags string) error {
+	cmd := exec.CommandContext(ctx, goCmd, "run", "-trimpath", "-ldflags", ldflags, "./cmd/otherix", "docs", "man", dir)
+	cmd.Dir = moduleDir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("release: man pages: %w\n%s", err, b)
 	}
 	return nil
 }

@@ -2,8 +2,10 @@ package release
 
 import (
 	"bytes"
+	"compress/gzip"
 	"debug/buildinfo"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -92,6 +94,7 @@ func TestDebContents(t *testing.T) {
 		conffiles []string
 		depends   string
 		scripts   bool
+		man       map[string]string // man page name → its text, given to the package
 	}{
 		{
 			name: "otherix-api", arch: "amd64",
@@ -121,14 +124,28 @@ func TestDebContents(t *testing.T) {
 		},
 		{
 			name: "otherix", arch: "amd64",
-			files: map[string]wantFile{"./usr/bin/otherix": {mode: 0o755}},
+			files: map[string]wantFile{
+				"./usr/bin/otherix":                        {mode: 0o755},
+				"./usr/share/man/man1/otherix.1.gz":        {mode: 0o644},
+				"./usr/share/man/man1/otherix-vm-get.1.gz": {mode: 0o644},
+			},
+			man: map[string]string{"otherix.1": ".TH OTHERIX 1\n", "otherix-vm-get.1": ".TH OTHERIX 1\n.SH NAME\n"},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			bin := standIn(t, tt.name)
-			name, err := WriteDeb(dir, Package{Name: tt.name, Version: "1.2.3", Arch: tt.arch, Binary: bin, MTime: testTime})
+			p := Package{Name: tt.name, Version: "1.2.3", Arch: tt.arch, Binary: bin, MTime: testTime}
+			if tt.man != nil {
+				p.ManPages = t.TempDir()
+				for n, body := range tt.man {
+					if err := os.WriteFile(filepath.Join(p.ManPages, n), []byte(body), 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			name, err := WriteDeb(dir, p)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -160,6 +177,16 @@ func TestDebContents(t *testing.T) {
 					src, _ := deploy.Files.ReadFile(w.src)
 					if !bytes.Equal(e.body, src) {
 						t.Errorf("%s differs from deploy/%s", p, w.src)
+					}
+				}
+				if page, ok := strings.CutPrefix(p, "./usr/share/man/man1/"); ok {
+					zr, err := gzip.NewReader(bytes.NewReader(e.body))
+					if err != nil {
+						t.Fatalf("%s: %v", p, err)
+					}
+					body, _ := io.ReadAll(zr)
+					if want := tt.man[strings.TrimSuffix(page, ".gz")]; string(body) != want || !zr.ModTime.IsZero() || zr.Name != "" {
+						t.Errorf("%s holds %q (time %v, name %q), want %q with no time or name", p, body, zr.ModTime, zr.Name, want)
 					}
 				}
 				if !e.typeIsDir() && p == "./usr/bin/"+tt.name {
