@@ -174,7 +174,7 @@ type VMMetricsView struct {
 	Name string `json:"name"`
 	Node string `json:"node,omitempty"`
 	// ReceivedAt is when the heartbeat carrying the sample arrived.
-	ReceivedAt *time.Time  `json:"received_at,omitempty"`
+	ReceivedAt *time.Time `json:"received_at,omitempty"`
 	Metrics    *VMMetrics `json:"metrics,omitempty"`
 }
 

@@ -54,8 +54,8 @@ type serveOptions struct {
 	// metricsTokenFile, if set, holds a bearer token for /metrics.
 	metricsInterval  time.Duration
 	metricsTokenFile string
-	dataPlane                                                      dataPlaneOptions
-	images                                                         imageOptions
+	dataPlane        dataPlaneOptions
+	images           imageOptions
 }
 
 func newServeCmd() *cobra.Command {
