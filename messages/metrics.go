@@ -7,11 +7,13 @@ import (
 
 // Bounds of the per-VM metrics a heartbeat carries. The agent keeps the
 // busiest VMs (by CPU) when it has more; the control plane cuts a report
-// that exceeds them rather than refusing the heartbeat. At these bounds a
-// report is at most about 2.5 MB (measured in nodeagent/heartbeat
-// TestMetricsSizes: ~450 bytes for a VM with one drive and one NIC, ~4.2 KB
-// at eight of each), inside HeartbeatMaxBytes; the Fitter drops metrics
-// before anything else when the whole report does not fit.
+// that exceeds them rather than refusing the heartbeat. At these bounds the
+// samples take at most about 2.1 MB (measured in nodeagent/heartbeat
+// TestMetricsSizes with every number at its widest: ~790 bytes for a VM
+// with one drive and one NIC, ~4.2 KB at eight of each), and a report at
+// every cap with 1,000 VM observations and images is 3.1 MB, inside
+// HeartbeatMaxBytes; the Fitter drops metrics before anything else when a
+// report does not fit.
 const (
 	// MaxMetricsVMs bounds the VM samples of one heartbeat.
 	MaxMetricsVMs = 512
