@@ -1,8 +1,12 @@
 package vmactor
 
 import (
+	"math"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/procfs"
 
 	"github.com/otherix/otherix/messages"
 )
@@ -60,6 +64,25 @@ func TestMetricsOfRealQEMU(t *testing.T) {
 	t.Logf("first sample: cpu %.2fs, rss %d B, disk0 %+v; later: cpu %.2fs (%.1f%% over %.2fs)",
 		first.CPUSeconds, first.RSSBytes, *drive(first, "disk0"), later.CPUSeconds, later.CPUPercent, later.WindowSeconds)
 
+	// Paused, the vCPU threads stop running and their time freezes: the
+	// samples must then hold exactly what /proc says of the threads QEMU
+	// names "CPU n/TCG" (not the main loop's, nor the whole process's).
+	if _, err := f.m.Pause(t.Context(), vm.ID); err != nil {
+		t.Fatal(err)
+	}
+	obs, err := f.m.VM(vm.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prev float64 = -1
+	frozen := waitMetrics(t, f.m, vm.ID, "the same cpu time twice while paused", func(s messages.VMMetrics) bool {
+		same := s.CPUSeconds == prev
+		prev = s.CPUSeconds
+		return same
+	})
+	if want := vcpuThreadsSeconds(t, obs.Pid); math.Abs(frozen.CPUSeconds-want) > 0.005 {
+		t.Fatalf("paused vm's cpu time is %.2fs; its vCPU threads ran %.2fs", frozen.CPUSeconds, want)
+	}
 	mustSucceed(t, f.run(t, vmReq(messages.NewID(), messages.TaskVMPoweroff, vm)))
 	for _, s := range f.m.Metrics() {
 		if s.ID == vm.ID {
@@ -76,4 +99,36 @@ func drive(s messages.VMMetrics, name string) *messages.DriveMetrics {
 		}
 	}
 	return nil
+}
+
+// vcpuThreadsSeconds sums the CPU time of pid's threads that QEMU names
+// after a vCPU ("CPU 0/TCG", "CPU 1/KVM").
+func vcpuThreadsSeconds(t *testing.T, pid int) float64 {
+	t.Helper()
+	fs, err := procfs.NewDefaultFS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	threads, err := fs.AllThreads(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	n := 0
+	for _, th := range threads {
+		comm, err := th.Comm()
+		if err != nil || !strings.HasPrefix(comm, "CPU ") {
+			continue
+		}
+		st, err := th.Stat()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum += st.CPUTime()
+		n++
+	}
+	if n == 0 {
+		t.Fatalf("qemu %d has no vCPU thread", pid)
+	}
+	return sum
 }
