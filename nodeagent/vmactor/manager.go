@@ -121,6 +121,9 @@ type Manager struct {
 	// beforeOp, if set, is called by an actor as it takes the next item
 	// off its queue: tests make an actor panic there.
 	beforeOp atomic.Pointer[func(id, op string)]
+	// beforeSample, if set, is called as a VM's sample starts: tests make
+	// a sample panic there.
+	beforeSample atomic.Pointer[func(id string)]
 	// failStep, if set, is asked before each step of a create or start
 	// whether to fail it: tests fail each step in turn.
 	failStep func(id, step string) error

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"runtime/debug"
 	"slices"
 	"time"
 
@@ -65,7 +66,25 @@ func (a *vmActor) onMetricsTick(ctx actor.Context) {
 	in := sampleInput{proc: st.proc, mon: st.mon, name: st.rec.Name, taps: slices.Clone(st.rec.Taps),
 		prev: a.mx.last, noBalloon: a.mx.noBalloon}
 	a.mx.sampling = true
-	if !a.goRun(ctx, func(c context.Context) any { return a.m.sample(c, a.id, in) }) {
+	self, sys, c := ctx.Self(), ctx.ActorSystem(), a.ctx
+	// Not goRun: its answer to a panic is an opDone, which would end the
+	// operation under way and drop the VM's handles; a failed sample must
+	// only fail itself.
+	ok := a.spawn(func() {
+		res := sampled{proc: in.proc, err: errors.New("vm sample panicked")}
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					a.m.cfg.Log.Error("vm sample panicked", "vm", a.id, "panic", p, "stack", string(debug.Stack()))
+				}
+			}()
+			res = a.m.sample(c, a.id, in)
+		}()
+		if c.Err() == nil {
+			sys.Root.Send(self, fromGo{from: a, msg: res})
+		}
+	})
+	if !ok {
 		a.mx.sampling = false
 	}
 }
@@ -98,6 +117,9 @@ type sampleInput struct {
 // sample reads one VM's counters: vCPU threads and RSS from /proc, drives
 // and balloon from QEMU, taps from /sys.
 func (m *Manager) sample(ctx context.Context, id string, in sampleInput) sampled {
+	if h := m.beforeSample.Load(); h != nil {
+		(*h)(id)
+	}
 	out := sampled{proc: in.proc, noBalloon: in.noBalloon}
 	ctx, cancel := context.WithTimeout(ctx, sampleTimeout)
 	defer cancel()

@@ -3,6 +3,7 @@ package vmactor
 import (
 	"math"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -131,4 +132,40 @@ func vcpuThreadsSeconds(t *testing.T, pid int) float64 {
 		t.Fatalf("qemu %d has no vCPU thread", pid)
 	}
 	return sum
+}
+
+// TestSamplePanicLeavesVMAlone: a sample that panics fails only itself. It
+// once came back as an operation's result, which dropped the VM's state:
+// the VM vanished from the node's report while QEMU ran on.
+func TestSamplePanicLeavesVMAlone(t *testing.T) {
+	f := newFixture(t)
+	closeManager(t, f.m)
+	f.cfg.MetricsInterval = 100 * time.Millisecond
+	f.start()
+	vm := f.newVM("panicky")
+	mustSucceed(t, f.run(t, vmReq(messages.NewID(), messages.TaskVMCreate, vm)))
+	panicked := make(chan struct{})
+	var once sync.Once
+	hook := func(id string) {
+		if id == vm.ID {
+			once.Do(func() { close(panicked) })
+			panic("sample boom")
+		}
+	}
+	f.m.beforeSample.Store(&hook)
+	select {
+	case <-panicked:
+	case <-time.After(time.Minute):
+		t.Fatal("no sample was taken")
+	}
+	f.m.beforeSample.Store(nil)
+	// Sampling goes on once the panics stop, and the VM is still there.
+	before := time.Now()
+	waitMetrics(t, f.m, vm.ID, "a sample after the panics", func(s messages.VMMetrics) bool { return s.SampledAt.After(before) })
+	o, err := f.m.VM(vm.ID)
+	if err != nil || o.Phase != messages.PhaseRunning {
+		t.Fatalf("after a panicking sample: %+v, %v", o, err)
+	}
+	mustSucceed(t, f.run(t, vmReq(messages.NewID(), messages.TaskVMPoweroff, vm)))
+	mustSucceed(t, f.run(t, vmReq(messages.NewID(), messages.TaskVMDelete, vm)))
 }
