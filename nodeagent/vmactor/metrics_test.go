@@ -44,6 +44,16 @@ func TestMetricsOfRealQEMU(t *testing.T) {
 	f.cfg.MetricsInterval = 200 * time.Millisecond
 	f.start()
 	vm := f.newVM("metered")
+	// The start of each sample, to log what one costs (SampledAt is
+	// stamped at its end).
+	var mu sync.Mutex
+	starts := []time.Time{}
+	hook := func(string) {
+		mu.Lock()
+		starts = append(starts, time.Now())
+		mu.Unlock()
+	}
+	f.m.beforeSample.Store(&hook)
 	mustSucceed(t, f.run(t, vmReq(messages.NewID(), messages.TaskVMCreate, vm)))
 
 	first := waitMetrics(t, f.m, vm.ID, "cpu time and disk reads", func(s messages.VMMetrics) bool {
@@ -62,6 +72,14 @@ func TestMetricsOfRealQEMU(t *testing.T) {
 	later := waitMetrics(t, f.m, vm.ID, "more cpu time than the first sample", func(s messages.VMMetrics) bool {
 		return s.CPUSeconds > first.CPUSeconds && s.WindowSeconds > 0
 	})
+	mu.Lock()
+	for i := len(starts) - 1; i >= 0; i-- {
+		if !starts[i].After(later.SampledAt) {
+			t.Logf("one sample (3 QMP queries, /proc, /sys) took %v", later.SampledAt.Sub(starts[i]).Round(10*time.Microsecond))
+			break
+		}
+	}
+	mu.Unlock()
 	t.Logf("first sample: cpu %.2fs, rss %d B, disk0 %+v; later: cpu %.2fs (%.1f%% over %.2fs)",
 		first.CPUSeconds, first.RSSBytes, *drive(first, "disk0"), later.CPUSeconds, later.CPUPercent, later.WindowSeconds)
 
