@@ -2,12 +2,15 @@ package vmactor
 
 import (
 	"math"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/procfs"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/otherix/otherix/messages"
 )
@@ -184,6 +187,62 @@ func TestSamplePanicLeavesVMAlone(t *testing.T) {
 	if err != nil || o.Phase != messages.PhaseRunning {
 		t.Fatalf("after a panicking sample: %+v, %v", o, err)
 	}
+	mustSucceed(t, f.run(t, vmReq(messages.NewID(), messages.TaskVMPoweroff, vm)))
+	mustSucceed(t, f.run(t, vmReq(messages.NewID(), messages.TaskVMDelete, vm)))
+}
+
+// TestMetricsOfVMWithNIC: a VM's tap, recorded when the start made it, is
+// sampled from the guest's side: frames the host sends into the tap (here
+// three, written on a packet socket) are what the guest received. The tap
+// is found again after an agent restart.
+func TestMetricsOfVMWithNIC(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates tap devices")
+	}
+	f := newFixture(t)
+	netw := newTapNetwork(t)
+	closeManager(t, f.m)
+	f.cfg.Network, f.cfg.MetricsInterval = netw, 100*time.Millisecond
+	f.start()
+	vm := nicVM(f, "net-metered")
+	mustSucceed(t, f.run(t, vmReq(messages.NewID(), messages.TaskVMCreate, vm)))
+	netw.mu.Lock()
+	tap := netw.taps[vm.ID][0]
+	netw.mu.Unlock()
+	link, err := netlink.LinkByName(tap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		t.Fatal(err)
+	}
+	first := waitMetrics(t, f.m, vm.ID, "a sample of tap "+tap, func(s messages.VMMetrics) bool {
+		return len(s.NICs) == 1 && s.NICs[0].Device == tap
+	})
+
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	frame := make([]byte, 100)
+	copy(frame, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 1, 0x88, 0xb5}) // broadcast, local experimental ethertype
+	for range 3 {
+		if err := unix.Sendto(fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: link.Attrs().Index}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := waitMetrics(t, f.m, vm.ID, "the three frames received", func(s messages.VMMetrics) bool {
+		return len(s.NICs) == 1 && s.NICs[0].RXPackets-first.NICs[0].RXPackets >= 3 &&
+			s.NICs[0].RXBytes-first.NICs[0].RXBytes >= 300
+	})
+	t.Logf("nic %s: %+v", tap, got.NICs[0])
+	// An agent restarted re-adopts the VM and finds its tap in the record.
+	closeManager(t, f.m)
+	f.start()
+	waitMetrics(t, f.m, vm.ID, "the tap after an agent restart", func(s messages.VMMetrics) bool {
+		return len(s.NICs) == 1 && s.NICs[0].Device == tap && s.NICs[0].RXPackets >= got.NICs[0].RXPackets
+	})
 	mustSucceed(t, f.run(t, vmReq(messages.NewID(), messages.TaskVMPoweroff, vm)))
 	mustSucceed(t, f.run(t, vmReq(messages.NewID(), messages.TaskVMDelete, vm)))
 }
