@@ -49,6 +49,12 @@ type Heartbeat struct {
 	// overlay supernet that overlaps any. Nil from an agent with no data
 	// plane, which installs nothing.
 	HostPrefixes []HostPrefix `json:"host_prefixes,omitempty"`
+	// VMMetrics are the latest samples of the node's running VMs (see
+	// VMMetrics), busiest first, at most MaxMetricsVMs; OmittedVMMetrics
+	// counts those left out by that bound or by the size budget (metrics
+	// are the first thing dropped when a report does not fit).
+	VMMetrics        []VMMetrics `json:"vm_metrics,omitempty"`
+	OmittedVMMetrics int         `json:"omitted_vm_metrics,omitempty"`
 }
 
 // NodeOverlay is what the control plane needs to put a node in the mesh:

@@ -77,6 +77,8 @@ type behaviour struct {
 	// actor is told only when its observation changes. Empty after a start
 	// or after the node went gone, so the next heartbeat tells every VM.
 	observed map[string]messages.VMObserved
+	// metrics are the VM samples of the last heartbeat (metrics.go).
+	metrics Metrics
 }
 
 var _ entity.Behaviour[messages.Node, Reply] = (*behaviour)(nil)
@@ -100,7 +102,7 @@ func (b *behaviour) Loaded(n *messages.Node) {
 
 func (b *behaviour) Command(msg any) bool {
 	switch msg.(type) {
-	case Heartbeat, CheckLiveness, Get, SetCordoned, Delete, RenewCert:
+	case Heartbeat, CheckLiveness, Get, GetMetrics, SetCordoned, Delete, RenewCert:
 		return true
 	}
 	return false
@@ -140,6 +142,8 @@ func (b *behaviour) Plan(cur *messages.Node, cmd any) plan {
 	switch m := cmd.(type) {
 	case Get:
 		return keep(nil)
+	case GetMetrics:
+		return b.getMetrics()
 	case Heartbeat:
 		return b.heartbeat(cur, m)
 	case CheckLiveness:
@@ -206,6 +210,7 @@ func (b *behaviour) heartbeat(cur *messages.Node, m Heartbeat) plan {
 	// is news to them either way, and telling is idempotent should the
 	// heartbeat be planned again.
 	b.tellVMs(next.Name, hb.VMs)
+	b.keepMetrics(hb, now)
 	// A node joins the mesh when it first reports its key: it gets its
 	// tunnel address in the write that records the key. A node without a
 	// data plane never takes one.
@@ -246,6 +251,7 @@ func (b *behaviour) checkLiveness(cur *messages.Node, now time.Time) plan {
 	b.deps.Log.Warn("node "+phase, "node", cur.Name, "last_heartbeat", b.lastSeen.UTC(), "silent_for", silent.Round(time.Second))
 	next := *cur
 	next.Phase = phase
+	b.metrics = Metrics{} // a silent node's last samples would mislead a top
 	next.Status.Message = fmt.Sprintf("no heartbeat since %s", b.lastSeen.UTC().Format(time.RFC3339))
 	next.UpdatedAt = now.UTC()
 	p := update(&next)

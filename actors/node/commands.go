@@ -49,11 +49,27 @@ type SetCordoned struct {
 // VMs placed on it unless forced).
 type Delete struct{}
 
+// GetMetrics asks for the node with the VM samples of its last heartbeat.
+type GetMetrics struct{}
+
+// Metrics are the VM samples of a node's last heartbeat, held in the node
+// actor's memory only (see metrics.go).
+type Metrics struct {
+	// ReceivedAt is when the heartbeat arrived; zero when this replica has
+	// not received one since it started, or the node stopped beating.
+	ReceivedAt time.Time
+	// VMs are the samples, busiest first, as the agent sent them.
+	VMs []messages.VMMetrics
+	// Omitted is how many samples the agent left out (caps, budget).
+	Omitted int
+}
+
 // Reply answers every command: the node as it is after the command (nil
-// after Delete), or the error.
+// after Delete), or the error. GetMetrics also sets Metrics.
 type Reply struct {
-	Node *messages.Node
-	Err  error
+	Node    *messages.Node
+	Metrics *Metrics
+	Err     error
 }
 
 // MissedIntervals is how many heartbeat intervals may pass without one

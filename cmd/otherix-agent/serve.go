@@ -51,8 +51,12 @@ type serveOptions struct {
 	debugSocket, logFormat, logLevel                               string
 	sandbox                                                        bool
 	stopTimeout, renewBefore                                       time.Duration
-	dataPlane                                                      dataPlaneOptions
-	images                                                         imageOptions
+	// metricsInterval is how often running VMs are sampled (0: off);
+	// metricsTokenFile, if set, holds a bearer token for /metrics.
+	metricsInterval  time.Duration
+	metricsTokenFile string
+	dataPlane        dataPlaneOptions
+	images           imageOptions
 }
 
 func newServeCmd() *cobra.Command {
@@ -164,6 +168,8 @@ not exist.`,
 	f.StringVar(&o.debugSocket, "debug-socket", "", "unix socket serving runtime profiles and the goroutine dump to root only (default: <run-dir>/debug/agent.sock; \"off\" opens none)")
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.DurationVar(&o.metricsInterval, "metrics-interval", vmactor.DefaultMetricsInterval, "how often each running VM is sampled (vCPU time, RSS, drives, NICs) for heartbeats and /metrics; 0 turns sampling off")
+	f.StringVar(&o.metricsTokenFile, "metrics-token-file", "", "file (mode 600) holding a bearer token with which a client without the control plane's certificate, such as Prometheus, may read /metrics on --listen; default: the control plane's certificate only")
 	f.DurationVar(&o.renewBefore, "renew-before", 0, "renew the node certificate this long before it expires (default: once two thirds of its lifetime have passed)")
 	return cmd
 }
@@ -213,6 +219,15 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		return err
 	}
 	defer startDebugSocket(ctx, log, o.debugSocket, o.runDir)()
+	var metricsToken string
+	if o.metricsTokenFile != "" {
+		if metricsToken, err = server.LoadMetricsToken(o.metricsTokenFile); err != nil {
+			return err
+		}
+	}
+	if o.metricsInterval < 0 {
+		return fmt.Errorf("--metrics-interval must not be negative")
+	}
 	imgOpts, err := o.images.cacheOptions()
 	if err != nil {
 		return err
@@ -247,7 +262,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	vcfg := vmactor.Config{
 		StateDir: filepath.Join(o.stateDir, "vms"), RunDir: o.runDir, DiskDir: filepath.Join(o.poolDir, "vms"),
 		Images: cache, Accel: capa.Accelerator, QEMUUser: qemuUser, Sandbox: o.sandbox,
-		StopTimeout: o.stopTimeout, Log: log,
+		StopTimeout: o.stopTimeout, Log: log, MetricsInterval: o.metricsInterval,
 		Changed: func() {
 			if l := beatNow.Load(); l != nil {
 				l.Wake()
@@ -256,6 +271,9 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	}
 	if dp != nil {
 		vcfg.Network = dp.runner
+	}
+	if o.metricsInterval == 0 {
+		vcfg.MetricsInterval = -1 // off
 	}
 	vms, err = vmactor.New(vcfg)
 	if err != nil {
@@ -285,9 +303,13 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	// One identity for the API's server certificate and the heartbeat's
 	// client certificate: a renewal swaps both at once.
 	identity := enroll.NewIdentity(st.TLSCert)
+	tlsConf := server.TLSConfig(identity.Get, st.CAPool(), log)
+	if metricsToken != "" {
+		tlsConf = server.AllowTokenClients(tlsConf)
+	}
 	api := &http.Server{
-		Handler:           server.Handler(vms, log),
-		TLSConfig:         server.TLSConfig(identity.Get, st.CAPool(), log),
+		Handler:           server.NewHandler(vms, log, &server.Metrics{Source: vms.Metrics, Token: metricsToken}),
+		TLSConfig:         tlsConf,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -330,6 +352,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 				Overlay:         dp.status(),
 				OverlayRevision: dp.revision(),
 				HostPrefixes:    dp.hostPrefixes(),
+				VMMetrics:       vms.Metrics(),
 			}
 		},
 		OnDesired: func(d messages.DesiredState) {

@@ -32,7 +32,10 @@ whose shape is stable; this text is not.`,
 			}
 			task := a.activeTask(cmd.Context(), vm)
 			owners := a.ownerEmails(cmd.Context(), []*messages.VM{vm})
-			return describeVM(a.stdout, vm, task, owners[vm.Owner], a.now())
+			if err := describeVM(a.stdout, vm, task, owners[vm.Owner], a.now()); err != nil {
+				return err
+			}
+			return describeMetrics(a.stdout, a.vmMetrics(cmd.Context(), vm), a.now())
 		},
 	}
 }
@@ -52,6 +55,20 @@ func (a *app) activeTask(ctx context.Context, vm *messages.VM) *messages.Task {
 		return nil
 	}
 	return t
+}
+
+// vmMetrics fetches the VM's latest sample, best effort like activeTask: a
+// control plane without the endpoint or a failed read leaves the section
+// empty rather than failing describe.
+func (a *app) vmMetrics(ctx context.Context, vm *messages.VM) *messages.VMMetricsView {
+	var v *messages.VMMetricsView
+	if err := a.call(ctx, func(ctx context.Context, c *client.Client) (err error) {
+		v, err = c.VMMetrics(ctx, vm.ID)
+		return err
+	}); err != nil {
+		return nil
+	}
+	return v
 }
 
 // describeVM writes the multi-line view of a VM.

@@ -17,7 +17,7 @@ import (
 
 func (a *app) nodeCommand() *cobra.Command {
 	cmd := groupCommand("node", "Inspect enrolled nodes and manage join tokens", "nodes")
-	cmd.AddCommand(a.nodeListCommand(), a.nodeGetCommand(), a.nodeDescribeCommand(),
+	cmd.AddCommand(a.nodeListCommand(), a.nodeGetCommand(), a.nodeDescribeCommand(), a.nodeTopCommand(),
 		a.nodeCordonCommand(true), a.nodeCordonCommand(false), a.nodeDeleteCommand(), a.joinTokenCommand())
 	return cmd
 }

@@ -23,7 +23,7 @@ const defaultPageSize = 100
 // vmCommand is "otherix vm …".
 func (a *app) vmCommand() *cobra.Command {
 	cmd := groupCommand("vm", "Create and manage virtual machines", "vms")
-	cmd.AddCommand(a.vmCreateCommand(), a.vmListCommand(), a.vmGetCommand(), a.vmDescribeCommand(),
+	cmd.AddCommand(a.vmCreateCommand(), a.vmListCommand(), a.vmGetCommand(), a.vmDescribeCommand(), a.vmTopCommand(),
 		a.vmDeleteCommand(),
 		a.vmTaskCommand("start", "Start a stopped VM", (*client.Client).StartVM),
 		a.vmStopCommand(),

@@ -69,6 +69,20 @@ type ControlPlane interface {
 	Quotas
 	// Cluster admits replicas and lists them.
 	Cluster
+	// VMMetricsReader answers the VM samples nodes report.
+	VMMetricsReader
+}
+
+// VMMetricsReader answers the latest VM samples the nodes' heartbeats
+// carried (held in memory by the replica that received them).
+type VMMetricsReader interface {
+	// VMMetrics is one VM's sample, scoped like GetVM.
+	VMMetrics(ctx context.Context, owner, ref string) (*messages.VMMetricsView, error)
+	// TopVMs are the sampled VMs in owner's scope, busiest first, at
+	// most limit (0: the default).
+	TopVMs(ctx context.Context, owner string, limit int) ([]messages.VMMetricsView, error)
+	// TopNodes are the nodes with their VMs' samples summed, busiest first.
+	TopNodes(ctx context.Context) ([]messages.NodeTop, error)
 }
 
 // Cluster is what the replica join token, the join handshake and the member

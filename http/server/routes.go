@@ -107,6 +107,11 @@ func (s *Server) routeTable() []route {
 		rbac(post, "/v1/vms/:id/resume", vm, security.VerbStart, s.resumeVM),
 		// The serial output is part of what reading the VM shows.
 		rbac(get, "/v1/vms/:id/logs", vm, security.VerbRead, s.vmLogs),
+		// A VM's samples are part of what reading it shows; the tops are
+		// lists (a developer's holds only their own VMs; a node's is a sum).
+		rbac(get, "/v1/vms/:id/metrics", vm, security.VerbRead, s.vmMetrics),
+		rbac(get, "/v1/top/vms", vm, security.VerbList, s.topVMs),
+		rbac(get, "/v1/top/nodes", node, security.VerbList, s.topNodes),
 		// The answer carries a token: no Idempotency-Key record may keep it.
 		secret(rbac(post, "/v1/vms/:id/console", vm, security.VerbConsole, s.consoleToken)),
 		// The single-use token in the query is the credential: a browser

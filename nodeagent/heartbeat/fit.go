@@ -17,9 +17,10 @@ const MaxVMMessageBytes = 512
 // Fitter encodes heartbeats within a byte budget. What a node must always
 // report (identity, capacity, pools, overlay) goes whole; then as many VM
 // observations as fit, because they drive the VMs' status and the node's
-// place in scheduling; then cached images, which only inform. What does not
-// fit is counted in OmittedVMs and OmittedImages, so the control plane knows
-// the report is partial. When even the VMs do not all fit, successive beats
+// place in scheduling; then cached images, which only inform; then VM
+// metrics, busiest VM first, which are replaced by the next sample anyway.
+// What does not fit is counted in OmittedVMs, OmittedImages and
+// OmittedVMMetrics, so the control plane knows the report is partial. When even the VMs do not all fit, successive beats
 // start at a rotating offset, so every VM is reported within a few beats
 // instead of the same ones never.
 //
@@ -47,6 +48,7 @@ func (f *Fitter) Encode(hb messages.Heartbeat) ([]byte, messages.Heartbeat, erro
 		vms[i] = v
 	}
 	hb.VMs = vms
+	capMetrics(&hb)
 	body, err := json.Marshal(hb)
 	if err != nil {
 		return nil, hb, fmt.Errorf("heartbeat: encode: %w", err)
@@ -60,8 +62,9 @@ func (f *Fitter) Encode(hb messages.Heartbeat) ([]byte, messages.Heartbeat, erro
 	// then each item once.
 	all := hb
 	base := hb
-	base.VMs, base.Images = []messages.VMObserved{}, []messages.CachedImage{}
+	base.VMs, base.Images, base.VMMetrics = []messages.VMObserved{}, []messages.CachedImage{}, nil
 	base.OmittedVMs, base.OmittedImages = len(all.VMs), len(all.Images)
+	base.OmittedVMMetrics = all.OmittedVMMetrics + len(all.VMMetrics)
 	fixed, err := json.Marshal(base)
 	if err != nil {
 		return nil, hb, fmt.Errorf("heartbeat: encode: %w", err)
@@ -112,9 +115,20 @@ func (f *Fitter) Encode(hb messages.Heartbeat) ([]byte, messages.Heartbeat, erro
 			imgSizes[i] = len(b)
 		}
 		base.Images = all.Images[:take(imgSizes)]
+		if len(base.Images) == len(all.Images) {
+			metSizes := make([]int, len(all.VMMetrics))
+			for i, m := range all.VMMetrics {
+				b, _ := json.Marshal(m)
+				metSizes[i] = len(b)
+			}
+			if n := take(metSizes); n > 0 {
+				base.VMMetrics = all.VMMetrics[:n]
+			}
+		}
 	}
 	base.OmittedVMs = len(all.VMs) - len(base.VMs)
 	base.OmittedImages = len(all.Images) - len(base.Images)
+	base.OmittedVMMetrics = all.OmittedVMMetrics + len(all.VMMetrics) - len(base.VMMetrics)
 	body, err = json.Marshal(base)
 	if err != nil {
 		return nil, hb, fmt.Errorf("heartbeat: encode: %w", err)
@@ -136,4 +150,31 @@ func truncateUTF8(s string, n int) string {
 		n--
 	}
 	return s[:n]
+}
+
+// capMetrics keeps hb's VM metrics within messages.MaxMetricsVMs samples
+// (the first ones: the agent sorts them busiest first) of at most
+// MaxMetricsDrives drives and MaxMetricsNICs NICs each, and counts the
+// samples left out.
+func capMetrics(hb *messages.Heartbeat) {
+	in := hb.VMMetrics
+	if len(in) > messages.MaxMetricsVMs {
+		hb.OmittedVMMetrics += len(in) - messages.MaxMetricsVMs
+		in = in[:messages.MaxMetricsVMs]
+	}
+	if len(in) == 0 {
+		hb.VMMetrics = nil
+		return
+	}
+	out := make([]messages.VMMetrics, len(in))
+	for i, m := range in {
+		if len(m.Drives) > messages.MaxMetricsDrives {
+			m.Drives = m.Drives[:messages.MaxMetricsDrives]
+		}
+		if len(m.NICs) > messages.MaxMetricsNICs {
+			m.NICs = m.NICs[:messages.MaxMetricsNICs]
+		}
+		out[i] = m
+	}
+	hb.VMMetrics = out
 }

@@ -143,6 +143,8 @@ type Status struct {
 	// OmittedVMs and OmittedImages are what the last report left out to
 	// stay within the body limit (see Fitter).
 	OmittedVMs, OmittedImages int
+	// OmittedVMMetrics is how many VM samples the last report left out.
+	OmittedVMMetrics int
 }
 
 // Loop posts heartbeats until its context ends. Set the exported fields
@@ -322,7 +324,9 @@ func (l *Loop) Beat(ctx context.Context) (messages.HeartbeatResponse, error) {
 	if err != nil {
 		return out, err
 	}
-	l.record(func(s *Status) { s.OmittedVMs, s.OmittedImages = sent.OmittedVMs, sent.OmittedImages })
+	l.record(func(s *Status) {
+		s.OmittedVMs, s.OmittedImages, s.OmittedVMMetrics = sent.OmittedVMs, sent.OmittedImages, sent.OmittedVMMetrics
+	})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.URL, bytes.NewReader(body))
 	if err != nil {
 		return out, fmt.Errorf("heartbeat: %w", err)

@@ -43,7 +43,7 @@ type NIC struct {
 
 // Spec is everything needed to launch one VM.
 type Spec struct {
-	ID        string // VM id: -name guest=ID
+	ID        string // VM id: -name guest=ID,debug-threads=on
 	Binary    string // default qemu-system-x86_64 (amd64) or qemu-system-aarch64 (arm64)
 	Arch      string // "amd64" (default) or "arm64"
 	Accel     string // "kvm" or "tcg"
@@ -132,7 +132,10 @@ func plan(s Spec) ([]string, []inherit, error) {
 		return "/dev/fdset/" + strconv.Itoa(fdsets)
 	}
 
-	a := []string{bin, "-name", "guest=" + s.ID}
+	// debug-threads names each vCPU thread ("CPU 0/KVM"), so an operator's
+	// top -H, and a test of the agent's metrics, can tell them from the
+	// main loop and the I/O threads.
+	a := []string{bin, "-name", "guest=" + s.ID + ",debug-threads=on"}
 	switch arch {
 	case "amd64":
 		// No -cpu host under kvm: it aborts on nested PVM hosts

@@ -19,7 +19,7 @@ func baseSpec() Spec {
 func TestArgv(t *testing.T) {
 	common := func(accel string) []string {
 		return []string{
-			"qemu-system-x86_64", "-name", "guest=vm1", "-machine", "q35,accel=" + accel, "-device", "pvpanic",
+			"qemu-system-x86_64", "-name", "guest=vm1,debug-threads=on", "-machine", "q35,accel=" + accel, "-device", "pvpanic",
 			"-smp", "2", "-m", "512M",
 			"-nodefaults", "-no-user-config", "-display", "none", "-S",
 			"-chardev", "socket,id=qmp,fd=3,server=on,wait=off",

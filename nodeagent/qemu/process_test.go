@@ -484,7 +484,7 @@ func TestStartCancelled(t *testing.T) {
 					continue
 				}
 				cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-				if bytes.Contains(cmdline, []byte("guest="+s.ID+"\x00")) {
+				if bytes.Contains(cmdline, []byte("guest="+s.ID+",")) {
 					if st, err := readStat(pid); err == nil && st.state != 'Z' {
 						t.Errorf("pid %d of the cancelled start is alive", pid)
 					}

@@ -57,9 +57,15 @@ const (
 )
 
 // Handler returns the API's routes over b.
-func Handler(b Backend, log *slog.Logger) http.Handler {
+func Handler(b Backend, log *slog.Logger) http.Handler { return newHandler(b, log, nil) }
+
+// newHandler is Handler with metrics, if not nil, serving MetricsPath.
+func newHandler(b Backend, log *slog.Logger, metrics http.Handler) http.Handler {
 	a := &api{b: b, log: log, timing: currentConsoleTiming()}
 	mux := http.NewServeMux()
+	if metrics != nil {
+		mux.Handle("GET "+MetricsPath, metrics)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

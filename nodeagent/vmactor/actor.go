@@ -101,7 +101,8 @@ type vmActor struct {
 	// g owns this incarnation's goroutines (its operation, the QMP event
 	// drain and the exit watcher); the manager's group owns them too.
 	g  group
-	ev eventState // events.go
+	ev eventState   // events.go
+	mx metricsState // metrics.go
 }
 
 func newVMActor(m *Manager, id string) *vmActor { return &vmActor{m: m, id: id} }
@@ -158,6 +159,10 @@ func (a *vmActor) Receive(ctx actor.Context) {
 		a.kick(ctx)
 	case qmpEvent:
 		a.onEvent(ctx, msg)
+	case metricsTick:
+		a.onMetricsTick(ctx)
+	case sampled:
+		a.onSampled(msg)
 	case exited:
 		if msg.proc == a.st.proc && !a.busy {
 			a.queue = append([]*work{{op: opObserveExit}}, a.queue...)
@@ -298,6 +303,10 @@ func (a *vmActor) apply(ctx actor.Context, st vmState) {
 			a.m.setLog(a.id, st.log)
 		}
 		a.m.setHub(a.id, st.hub)
+	}
+	if st.proc == nil {
+		a.mx = metricsState{}
+		a.m.setMetrics(a.id, nil)
 	}
 	a.watch(ctx, st)
 }

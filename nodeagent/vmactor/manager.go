@@ -6,6 +6,7 @@
 package vmactor
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"github.com/otherix/otherix/nodeagent/console"
 	"github.com/otherix/otherix/nodeagent/images"
 	"github.com/otherix/otherix/nodeagent/qemu"
+	"github.com/otherix/otherix/nodeagent/vmstats"
 )
 
 // Config is what the manager needs of the node.
@@ -61,6 +63,11 @@ type Config struct {
 	// bridges); nil means this node runs no data plane, and a VM with NICs
 	// fails to create or start with network_unavailable.
 	Network Network
+	// MetricsInterval is how often each running VM is sampled for
+	// Metrics (DefaultMetricsInterval when 0; negative turns sampling off).
+	MetricsInterval time.Duration
+	// Stats reads /proc and /sys for the samples (the host's when nil).
+	Stats *vmstats.Reader
 	// Changed, if set, is called when a VM's observed state changed on its
 	// own (the guest powered off, panicked, paused on a disk error): the
 	// agent asks for a heartbeat now rather than at the next interval.
@@ -114,6 +121,9 @@ type Manager struct {
 	// beforeOp, if set, is called by an actor as it takes the next item
 	// off its queue: tests make an actor panic there.
 	beforeOp atomic.Pointer[func(id, op string)]
+	// beforeSample, if set, is called as a VM's sample starts: tests make
+	// a sample panic there.
+	beforeSample atomic.Pointer[func(id string)]
 	// failStep, if set, is asked before each step of a create or start
 	// whether to fail it: tests fail each step in turn.
 	failStep func(id, step string) error
@@ -128,9 +138,14 @@ type Manager struct {
 	// nics holds the NICs of every VM with a record on this node, for the
 	// data plane: filled synchronously by Recover, so a reconcile after an
 	// agent restart never drops the taps of running VMs.
-	nics   map[string][]messages.NICStatus
-	closed bool
-	wake   wakeLimiter // events.go
+	nics map[string][]messages.NICStatus
+	// metrics holds each running VM's latest sample (metrics.go).
+	metrics map[string]messages.VMMetrics
+	// stats reads the host's counters; nil turns sampling off.
+	stats       *vmstats.Reader
+	stopMetrics chan struct{}
+	closed      bool
+	wake        wakeLimiter // events.go
 }
 
 // taskEntry is one task and a channel closed (and replaced) at each change,
@@ -167,8 +182,26 @@ func New(cfg Config) (*Manager, error) {
 	m := &Manager{cfg: cfg, sys: sys, actors: map[string]*actor.PID{}, inflight: map[string]int{},
 		tasks: map[string]*taskEntry{}, observed: map[string]messages.VMObserved{},
 		logs: map[string]*qemu.SerialLog{}, hubs: map[string]*console.Hub{},
-		nics: map[string][]messages.NICStatus{}}
+		nics: map[string][]messages.NICStatus{}, metrics: map[string]messages.VMMetrics{},
+		stopMetrics: make(chan struct{})}
 	m.root = actor.NewRootContext(sys, nil).WithGuardian(m.supervisor())
+	if cfg.MetricsInterval >= 0 {
+		m.stats = cfg.Stats
+		if m.stats == nil {
+			st, err := vmstats.Host()
+			if err != nil {
+				cfg.Log.Warn("vm metrics off: cannot read /proc", "err", err)
+			}
+			m.stats = st
+		}
+	}
+	if m.stats != nil && m.g.add() {
+		every := cmp.Or(cfg.MetricsInterval, DefaultMetricsInterval)
+		go func() {
+			defer m.g.done()
+			m.runMetrics(every, m.stopMetrics)
+		}()
+	}
 	return m, nil
 }
 
@@ -207,6 +240,7 @@ func (m *Manager) Close(ctx context.Context) error {
 		return m.g.wait(ctx)
 	}
 	m.closed = true
+	close(m.stopMetrics)
 	futures := make([]*actor.Future, 0, len(m.actors))
 	for _, pid := range m.actors {
 		futures = append(futures, m.sys.Root.StopFuture(pid))
@@ -273,6 +307,7 @@ func (m *Manager) retire(id string) bool {
 	delete(m.observed, id)
 	delete(m.logs, id)
 	delete(m.hubs, id)
+	delete(m.metrics, id)
 	return true
 }
 
@@ -288,6 +323,7 @@ func (m *Manager) unpublish(id string) {
 	delete(m.observed, id)
 	delete(m.logs, id)
 	delete(m.hubs, id)
+	delete(m.metrics, id)
 	m.mu.Unlock()
 }
 

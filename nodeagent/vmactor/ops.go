@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -325,6 +326,7 @@ func (e *opEnv) createTaps(ctx context.Context, rec *record) ([]qemu.NIC, error)
 	if len(taps) != len(rec.NICs) {
 		return nil, messages.Errorf(messages.KindInternal, "network_unavailable", "the data plane made %d taps for %d nics", len(taps), len(rec.NICs))
 	}
+	rec.Taps = slices.Clone(taps)
 	out := make([]qemu.NIC, len(taps))
 	for i, tap := range taps {
 		out[i] = qemu.NIC{Tap: tap, MAC: rec.NICs[i].MAC}

@@ -37,8 +37,11 @@ type record struct {
 	Base       string `json:"base,omitempty"`
 	BaseFormat string `json:"base_format,omitempty"`
 	// NICs are the VM's allocated NICs, as the create task carried them.
-	NICs      []messages.NICStatus `json:"nics,omitempty"`
-	CreatedAt time.Time            `json:"created_at"`
+	NICs []messages.NICStatus `json:"nics,omitempty"`
+	// Taps are the host devices of NICs, as the data plane named them at
+	// the last start: the VM's traffic counters are read from them.
+	Taps      []string  `json:"taps,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
 	// Step is the step a create is in while Phase is creating; a record
 	// left so by a crash is rolled back from it (rollBack). Records of
 	// agents before steps lack it, and roll back every step.
