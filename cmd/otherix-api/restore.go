@@ -39,6 +39,14 @@ func restoreCommand() *cobra.Command {
 			if err := etcd.RestoreWithBump(from, dataDir, name, bump); err != nil {
 				return err
 			}
+			// The cluster CA comes back with the data; written to
+			// <data_dir>/pki now, it lets the restored replica start with
+			// --peer-listen at once and issue its peer certificate.
+			cfg := defaultConfig()
+			cfg.DataDir, cfg.Etcd.Name = dataDir, name
+			if _, err := bootstrapCA(cmd.Context(), cfg); err != nil {
+				return fmt.Errorf("write the restored cluster's CA to %s: %w", filepath.Join(dataDir, "pki"), err)
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "restored %s into %s (revision moved by %d)\n", from, dataDir, max(bump, etcd.MinRevisionBump))
 			return nil
 		},
