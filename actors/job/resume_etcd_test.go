@@ -95,10 +95,12 @@ func (r *twoReplicas) runningOnFirst(tb testing.TB, taskTime time.Duration) (*en
 }
 
 // kill ends replica r1 as a crash does: its etcd connection goes first, so
-// it neither revokes its lease nor writes anything, then its actors stop.
+// it neither revokes its lease nor writes anything, then its actors stop
+// (in the order a shutdown stops them, so no actor starts work on a
+// runtime that is stopping).
 func (r *twoReplicas) kill(e1 *env) {
 	r.cli1.Close()
-	e1.halt.Do(e1.rt.Stop)
+	e1.stop()
 }
 
 // TestJobResumedByAnotherReplica: a replica dies while its job's agent task
