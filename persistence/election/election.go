@@ -232,16 +232,28 @@ func (l *Loops) campaign(ctx context.Context) (won bool, err error) {
 	// Won. The loops run until shutdown, the lease is lost or unheard of
 	// for too long, or the key is deleted.
 	limit := l.cfg.TTL * 2 / 3
+	select {
+	case <-sess.Done():
+		revoke(cli, lease.ID)
+		return false, errLost
+	default:
+	}
+	if time.Since(time.Unix(0, lastAck.Load())) > limit {
+		// Won on a lease that may already be expiring: start nothing.
+		sess.Orphan()
+		revoke(cli, lease.ID)
+		return false, errLost
+	}
 	lctx, stopLoops := context.WithCancel(ctx)
 	keyGone := cli.Watch(lctx, el.Key(), clientv3.WithRev(el.Rev()+1))
 	t := &term{ctx: lctx}
+	l.setOwner(true)
 	l.mu.Lock()
 	l.term = t
 	for _, r := range l.regs {
 		l.start(t, r)
 	}
 	l.mu.Unlock()
-	l.setOwner(true)
 	l.cfg.Log.Info("this replica owns the periodic loops", "name", l.cfg.Name)
 
 	check := time.NewTicker(max(l.cfg.TTL/20, 50*time.Millisecond))
