@@ -13,6 +13,7 @@ import (
 func restoreCommand() *cobra.Command {
 	var from, dataDir, name string
 	var bump int64
+	var fromDB bool
 	cmd := &cobra.Command{
 		Use:   "restore --from SNAPSHOT --data-dir DIR",
 		Short: "Rebuild an empty data dir from a snapshot",
@@ -36,7 +37,7 @@ func restoreCommand() *cobra.Command {
 			if bump <= 0 {
 				bump = etcd.RevisionBump(from, time.Now())
 			}
-			if err := etcd.RestoreWithBump(from, dataDir, name, bump); err != nil {
+			if err := etcd.RestoreWith(from, dataDir, etcd.RestoreOptions{Name: name, Bump: bump, FromDataDir: fromDB}); err != nil {
 				return err
 			}
 			// The cluster CA comes back with the data; written to
@@ -55,5 +56,7 @@ func restoreCommand() *cobra.Command {
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "data dir to create")
 	cmd.Flags().StringVar(&name, "name", "", "etcd member name (default "+etcd.DefaultMember+"); the --name the replica will start with")
 	cmd.Flags().Int64Var(&bump, "bump-revision", 0, "move the revision by this much (default: from the snapshot's age)")
+	cmd.Flags().BoolVar(&fromDB, "from-data-dir", false,
+		"--from is a stopped replica's database (DATA_DIR/member-data/member/snap/db), newer than its backups; it has no integrity hash")
 	return cmd
 }

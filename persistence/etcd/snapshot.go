@@ -126,12 +126,28 @@ func RevisionBump(snapshotPath string, now time.Time) int64 {
 // revision past the snapshot's by RevisionBump. The data dir must not hold a
 // member already: restoring over live data is refused rather than merged.
 func Restore(snapshotPath, dataDir, name string) error {
-	return RestoreWithBump(snapshotPath, dataDir, name, RevisionBump(snapshotPath, time.Now()))
+	return RestoreWith(snapshotPath, dataDir, RestoreOptions{Name: name})
 }
 
-// RestoreWithBump is Restore with the revision bump given (at least
-// MinRevisionBump is applied).
-func RestoreWithBump(snapshotPath, dataDir, name string, bump int64) error {
+// RestoreOptions tune RestoreWith.
+type RestoreOptions struct {
+	// Name is the member name (default DefaultMember).
+	Name string
+	// Bump is how far the revision moves (default RevisionBump of the
+	// file; at least MinRevisionBump).
+	Bump int64
+	// FromDataDir accepts a member's database file
+	// (<data_dir>/member-data/member/snap/db of a stopped replica) rather
+	// than a snapshot: such a file carries no integrity hash to check.
+	FromDataDir bool
+}
+
+// RestoreWith is Restore with options.
+func RestoreWith(snapshotPath, dataDir string, o RestoreOptions) error {
+	name, bump := o.Name, o.Bump
+	if bump <= 0 {
+		bump = RevisionBump(snapshotPath, time.Now())
+	}
 	if name == "" {
 		name = DefaultMember
 	}
@@ -163,6 +179,7 @@ func RestoreWithBump(snapshotPath, dataDir, name string, bump int64) error {
 		// and long polls from an old revision are told to start over.
 		RevisionBump:  uint64(max(bump, MinRevisionBump)),
 		MarkCompacted: true,
+		SkipHashCheck: o.FromDataDir,
 	})
 	if err != nil {
 		return fmt.Errorf("etcd: restore %s: %w", snapshotPath, err)
