@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -73,6 +74,7 @@ func (r *runs) noOverlap(t *testing.T) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := time.Now()
+	overlaps := 0
 	for i, a := range r.list {
 		for _, b := range r.list[i+1:] {
 			ae, be := a.end, b.end
@@ -83,12 +85,15 @@ func (r *runs) noOverlap(t *testing.T) {
 				be = now
 			}
 			if a.start.Before(be) && b.start.Before(ae) {
+				overlaps++
 				t.Errorf("runs overlap: %s %s..%s and %s %s..%s", a.who, a.start.Format(time.StampMicro), ae.Format(time.StampMicro),
 					b.who, b.start.Format(time.StampMicro), be.Format(time.StampMicro))
 			}
 		}
 	}
-	t.Logf("%d runs, none overlapping", len(r.list))
+	if overlaps == 0 {
+		t.Logf("%d runs, none overlapping", len(r.list))
+	}
 }
 
 // replica is one campaigning replica: its loops and how to stop its Run.
@@ -292,5 +297,132 @@ func TestSoleMemberOwnsAtOnce(t *testing.T) {
 	t.Logf("measure: sole member owns its loops %s after start (dead owner's TTL 10s)", took)
 	if took > 3*time.Second {
 		t.Fatalf("the sole member waited %s for a dead owner's lease", took)
+	}
+}
+
+// frozenProxy forwards TCP connections to a unix socket until frozen: from
+// then on no byte passes either way and nothing is closed, as when the
+// network to etcd goes silent.
+type frozenProxy struct {
+	ln     net.Listener
+	frozen chan struct{}
+	done   chan struct{}
+	once   sync.Once
+}
+
+func newFrozenProxy(t *testing.T, sock string) *frozenProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &frozenProxy{ln: ln, frozen: make(chan struct{}), done: make(chan struct{})}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		close(p.done)
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("unix", sock)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			for _, pair := range [][2]net.Conn{{c, up}, {up, c}} {
+				wg.Add(1)
+				go func(dst, src net.Conn) {
+					defer wg.Done()
+					defer dst.Close()
+					buf := make([]byte, 32<<10)
+					for {
+						n, err := src.Read(buf)
+						select {
+						case <-p.frozen:
+							<-p.done
+							return
+						default:
+						}
+						if n > 0 {
+							if _, werr := dst.Write(buf[:n]); werr != nil {
+								return
+							}
+						}
+						if err != nil {
+							return
+						}
+					}
+				}(pair[0], pair[1])
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-p.done
+				c.Close()
+				up.Close()
+			}()
+		}
+	}()
+	return p
+}
+
+func (p *frozenProxy) freeze() { p.once.Do(func() { close(p.frozen) }) }
+
+// TestSilentEtcdStopsLoopsBeforeExpiry: the owner's connection to etcd goes
+// silent (no error, no close), so its lease is neither renewed nor reported
+// lost. Its loops must stop before the lease can expire on the server,
+// where another replica then wins: with a margin, not by luck of timing.
+// Without the two-thirds-of-the-TTL check they would run until the client's
+// own lease deadline, about when the other replica starts them.
+func TestSilentEtcdStopsLoopsBeforeExpiry(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "client.sock")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, err := etcd.Start(ctx, etcd.Config{DataDir: filepath.Join(dir, "d"), ClientURL: "unix://" + sock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	p := newFrozenProxy(t, sock)
+	far, err := clientv3.New(clientv3.Config{Endpoints: []string{p.ln.Addr().String()}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { far.Close() })
+	r := &runs{}
+	first := campaign(t, far, "far", r, nil)
+	testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, "far to own the loops", first.loops.Owner)
+	campaign(t, m.Client(), "near", r, nil)
+
+	p.freeze()
+	frozen := time.Now()
+	testutil.Eventually(t, 3*ttl, 5*time.Millisecond, "near to own the loops", func() bool {
+		on := r.running()
+		return len(on) == 1 && on[0] == "near"
+	})
+	r.noOverlap(t)
+	r.mu.Lock()
+	var farEnd, nearStart time.Time
+	for _, x := range r.list {
+		switch x.who {
+		case "far":
+			farEnd = x.end
+		case "near":
+			nearStart = x.start
+		}
+	}
+	r.mu.Unlock()
+	t.Logf("measure: etcd silent → far's loops stopped after %s; near's started after %s (TTL %s)",
+		farEnd.Sub(frozen), nearStart.Sub(frozen), ttl)
+	if margin := nearStart.Sub(farEnd); margin < ttl/6 {
+		t.Fatalf("far's loops stopped only %s before near's started; want at least %s", margin, ttl/6)
 	}
 }
