@@ -35,18 +35,29 @@ func (s *Service) Cleanup(ctx context.Context) error {
 }
 
 // RefreshKeyRing reloads the shared JWT key ring and rotates it once its
-// current key is older than KeyRotation, then uses the ring. Every replica
-// runs it every KeyRefresh; rotation is a compare-and-set on the ring's
-// revision, so replicas that decide together retire one key, and the age
-// check (rather than a 24h timer per replica) keeps N replicas from rotating
-// N times a day.
+// current key is older than KeyRotation, then uses the ring. The loop owner
+// runs it every KeyRefresh (the other replicas only ReloadKeyRing);
+// rotation is also a compare-and-set on the ring's revision, so replicas
+// that decide together retire one key, and the age check (rather than a 24h
+// timer per replica) keeps N replicas from rotating N times a day.
 func (s *Service) RefreshKeyRing(ctx context.Context) error {
+	return s.refreshKeyRing(ctx, true)
+}
+
+// ReloadKeyRing rereads the shared JWT key ring and uses it, never rotating
+// it: every replica runs it, so each verifies and signs with the ring the
+// loop owner last rotated.
+func (s *Service) ReloadKeyRing(ctx context.Context) error {
+	return s.refreshKeyRing(ctx, false)
+}
+
+func (s *Service) refreshKeyRing(ctx context.Context, rotate bool) error {
 	ring, _, err := s.st.KeyRing(ctx)
 	if err != nil {
 		return err
 	}
 	now := s.st.Now()
-	if rotateAfter := s.cfg.KeyRotation; rotateAfter > 0 && now.Sub(ring.Current.CreatedAt) >= rotateAfter {
+	if rotateAfter := s.cfg.KeyRotation; rotate && rotateAfter > 0 && now.Sub(ring.Current.CreatedAt) >= rotateAfter {
 		rotated, _, err := s.st.RotateKeyRing(ctx, now)
 		if err != nil {
 			s.setRing(ring)

@@ -73,6 +73,9 @@ type ClusterMember struct {
 	APIURL   string `json:"api_url"`
 	AgentURL string `json:"agent_url"`
 	PeerURL  string `json:"peer_url"`
+	// LoopOwner marks the replica that runs the cluster-wide periodic
+	// loops now (persistence/election).
+	LoopOwner bool `json:"loop_owner"`
 	// Note explains a state, such as a learner held back to keep an odd
 	// number of voters.
 	Note string `json:"note,omitempty"`

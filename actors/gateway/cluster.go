@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/persistence/election"
 )
 
 // CreateClusterJoinToken creates a one-time replica join token
@@ -18,7 +19,20 @@ func (g *Gateway) JoinReplica(ctx context.Context, req messages.ReplicaJoinReque
 	return g.enroll.JoinReplica(ctx, req, source)
 }
 
-// ClusterMembers lists the replicas (enrollment.Service.ClusterMembers).
+// ClusterMembers lists the replicas (enrollment.Service.ClusterMembers),
+// marking the one that owns the periodic loops.
 func (g *Gateway) ClusterMembers(ctx context.Context) ([]messages.ClusterMember, error) {
-	return g.enroll.ClusterMembers(ctx)
+	ms, err := g.enroll.ClusterMembers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// This replica's copy, like the member list: it answers without quorum.
+	owner, err := election.CurrentOwner(ctx, g.st.Client(), "")
+	if err != nil {
+		g.log.Warn("read the loop owner", "err", err)
+	}
+	for i := range ms {
+		ms[i].LoopOwner = owner != "" && ms[i].Name == owner
+	}
+	return ms, nil
 }

@@ -86,11 +86,24 @@ type Config struct {
 	Calls AgentCaller
 	// OnMaintenance hears every maintenance run (tests wait on it).
 	OnMaintenance func(maintenance.Ran)
+	// Loops, when set, runs the cluster-wide loops (cleanup and expiry
+	// sweeps, node liveness, key rotation, backups) only while this
+	// replica owns them (persistence/election). Nil runs them here
+	// unconditionally, as a lone control plane does.
+	Loops LoopOwner
 
 	// Identity. The zero values are the production defaults.
 	Identity identity.Config
 	// Nodes tunes heartbeats and liveness.
 	Nodes NodesConfig
+}
+
+// LoopOwner runs registered loops only while this replica owns them;
+// *election.Loops is one.
+type LoopOwner interface {
+	// Register adds a loop: run is called each time ownership is gained,
+	// with a context that ends when it is lost, and must then return.
+	Register(name string, run func(ctx context.Context))
 }
 
 // NodesConfig tunes node heartbeats and the liveness loop.
@@ -164,6 +177,11 @@ type Gateway struct {
 	hb heartbeatCache
 	// ov caches the view desired overlays are computed from (overlay.go).
 	ov overlayCache
+	// ownedMu guards owned, the guardian of the loops this replica runs
+	// while it owns them (nil while it does not), and closed.
+	ownedMu sync.Mutex
+	owned   *actor.PID
+	closed  bool
 }
 
 // Start brings up the actor system: the vms, jobs and maintenance guardians,
@@ -223,43 +241,99 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 		id.Close()
 		return nil, fmt.Errorf("gateway: spawn jobs guardian: %w", err)
 	}
-	loops := g.loops()
-	g.maint, err = root.SpawnNamed(system.NewGuardian(rt, "loop", nil, func(ctx actor.Context) {
-		for _, l := range loops {
-			if _, err := ctx.SpawnNamed(maintenance.Props(rt, log, l), l.Name); err != nil {
-				panic(err)
-			}
-		}
-	}), "maintenance")
+	local, owned := g.loops()
+	g.maint, err = root.SpawnNamed(loopGuardian(rt, log, local), "maintenance")
 	if err != nil {
 		rt.Stop()
 		id.Close()
 		return nil, fmt.Errorf("gateway: spawn maintenance guardian: %w", err)
 	}
+	if cfg.Loops == nil {
+		if err := g.startOwned(owned); err != nil {
+			rt.Stop()
+			id.Close()
+			return nil, err
+		}
+	} else {
+		cfg.Loops.Register("maintenance", func(ctx context.Context) {
+			if err := g.startOwned(owned); err != nil {
+				log.Warn("start the owned maintenance loops", "err", err)
+				return
+			}
+			<-ctx.Done()
+			g.stopOwned()
+		})
+	}
 	g.started.Store(true)
 	return g, nil
 }
 
-func (g *Gateway) loops() []maintenance.Loop {
+func loopGuardian(rt *system.Runtime, log *slog.Logger, loops []maintenance.Loop) *actor.Props {
+	return system.NewGuardian(rt, "loop", nil, func(ctx actor.Context) {
+		for _, l := range loops {
+			if _, err := ctx.SpawnNamed(maintenance.Props(rt, log, l), l.Name); err != nil {
+				panic(err)
+			}
+		}
+	})
+}
+
+// startOwned starts the loops this replica runs while it owns them, unless
+// the gateway is closing.
+func (g *Gateway) startOwned(loops []maintenance.Loop) error {
+	g.ownedMu.Lock()
+	defer g.ownedMu.Unlock()
+	if g.closed || g.owned != nil {
+		return nil
+	}
+	pid, err := g.rt.System.Root.SpawnNamed(loopGuardian(g.rt, g.log, loops), "owned-maintenance")
+	if err != nil {
+		return fmt.Errorf("gateway: spawn owned maintenance guardian: %w", err)
+	}
+	g.owned = pid
+	return nil
+}
+
+// stopOwned stops the owned loops and waits until they have stopped, so no
+// run of them is under way once ownership may pass to another replica. A
+// run's context ends with its actor.
+func (g *Gateway) stopOwned() {
+	g.ownedMu.Lock()
+	defer g.ownedMu.Unlock()
+	if g.owned != nil {
+		_ = g.rt.System.Root.StopFuture(g.owned).Wait()
+		g.owned = nil
+	}
+}
+
+// loops are the maintenance loops: local ones every replica runs for itself,
+// and owned ones that one replica runs for the cluster.
+//
+// Local: rereading the JWT key ring (each replica signs and verifies with
+// its own copy) and the store's space (defragmentation is per member, and
+// each member's file counts against its quota; the compaction and alarm
+// disarming it may do are cluster-wide and idempotent).
+func (g *Gateway) loops() (local, owned []maintenance.Loop) {
 	c := g.cfg
 	cleanup := maintenance.Cleanup(g.st, g.log, c.TaskRetention, c.IdempotencyRetention)
 	sweeps := func(ctx context.Context) error {
 		return errors.Join(cleanup(ctx), g.id.Cleanup(ctx), g.sweepJoinTokens(ctx))
 	}
-	loops := []maintenance.Loop{{Name: "cleanup", Interval: c.CleanupInterval, OnRun: c.OnMaintenance, Run: sweeps},
-		{Name: "keyring", Interval: c.Identity.KeyRefresh, OnRun: c.OnMaintenance,
-			Run: g.id.RefreshKeyRing},
-		{Name: "liveness", Interval: c.Nodes.HeartbeatInterval / 2, OnRun: c.OnMaintenance, Run: g.checkNodes},
-	}
+	local = []maintenance.Loop{{Name: "keyring", Interval: c.Identity.KeyRefresh, OnRun: c.OnMaintenance,
+		Run: g.id.ReloadKeyRing}}
 	if c.Space != nil {
-		loops = append(loops, maintenance.Loop{Name: "storage", Interval: c.SpaceInterval, Immediate: true, OnRun: c.OnMaintenance,
+		local = append(local, maintenance.Loop{Name: "storage", Interval: c.SpaceInterval, Immediate: true, OnRun: c.OnMaintenance,
 			Run: maintenance.Storage(c.Space, sweeps, c.SpacePolicy, g.log)})
 	}
+	owned = []maintenance.Loop{{Name: "cleanup", Interval: c.CleanupInterval, OnRun: c.OnMaintenance, Run: sweeps},
+		{Name: "keyrotation", Interval: c.Identity.KeyRefresh, OnRun: c.OnMaintenance, Run: g.id.RefreshKeyRing},
+		{Name: "liveness", Interval: c.Nodes.HeartbeatInterval / 2, OnRun: c.OnMaintenance, Run: g.checkNodes},
+	}
 	if c.BackupDir != "" && c.Snapshot != nil && c.Prune != nil {
-		loops = append(loops, maintenance.Loop{Name: "backup", Interval: c.BackupInterval, OnRun: c.OnMaintenance,
+		owned = append(owned, maintenance.Loop{Name: "backup", Interval: c.BackupInterval, OnRun: c.OnMaintenance,
 			Run: maintenance.Backup(c.Snapshot, c.Prune, c.BackupDir, c.BackupKeep, g.log)})
 	}
-	return loops
+	return local, owned
 }
 
 // Close stops the actor system and waits for its goroutines. Claims of this
@@ -270,6 +344,10 @@ func (g *Gateway) Close() {
 
 func (g *Gateway) close() {
 	g.started.Store(false)
+	g.ownedMu.Lock()
+	g.closed = true
+	g.ownedMu.Unlock()
+	g.stopOwned()
 	// Jobs first, and waited for, so the dispatcher revokes its lease while
 	// etcd is still there: this replica's claims are released at once rather
 	// than after the claim TTL.

@@ -28,7 +28,7 @@ import (
 // env is a control plane without HTTP: the vms, nodes and jobs guardians
 // over a real etcd member, calling fake agents over mutual TLS.
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	st    *store.Store
 	rt    *system.Runtime
 	vms   *actor.PID
@@ -51,9 +51,16 @@ func start(t *testing.T) *env {
 // before, with tune changing the defaults.
 func startOn(t *testing.T, st *store.Store, tune func(*vm.Deps, *job.Config)) *env {
 	t.Helper()
+	return startWith(t, st, agenttest.NewPKI(t), tune)
+}
+
+// startWith is startOn with the agents' PKI given, for replicas that must
+// call the same fake agents.
+func startWith(t testing.TB, st *store.Store, pki *agenttest.PKI, tune func(*vm.Deps, *job.Config)) *env {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	rt := system.NewRuntime(log)
-	e := &env{t: t, st: st, rt: rt, pki: agenttest.NewPKI(t), boot: time.Now()}
+	e := &env{t: t, st: st, rt: rt, pki: pki, boot: time.Now()}
 	t.Cleanup(func() { e.halt.Do(rt.Stop) })
 	root := rt.System.Root
 	var err error

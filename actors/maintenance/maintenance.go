@@ -1,7 +1,10 @@
 // Package maintenance holds the control plane's periodic loops as actors with
 // timers: cleanup of finished tasks, stale idempotency records and orphaned
 // jobs, etcd snapshots with retention, and the store's space (storage.go). Each loop runs its I/O off the
-// actor and skips a tick while the previous one is still running.
+// actor and skips a tick while the previous one is still running. Stopping a
+// loop's actor ends its timer and its run's context, and waits for the run to
+// return: a loop whose replica lost the loops' ownership (persistence/election)
+// has stopped running once its actor has stopped.
 package maintenance
 
 import (
@@ -46,7 +49,15 @@ type loopActor struct {
 	log     *slog.Logger
 	loop    Loop
 	running bool
+	// life ends when the actor stops; timers and runs hang off it.
+	life context.Context
+	end  context.CancelFunc
+	// ran is closed when the run under way returns.
+	ran chan struct{}
 }
+
+// stopWait bounds how long a stopping loop waits for its run to return.
+const stopWait = 30 * time.Second
 
 type finished struct {
 	by  *loopActor
@@ -56,8 +67,9 @@ type finished struct {
 func (a *loopActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
+		a.life, a.end = context.WithCancel(a.rt.Context())
 		if a.loop.Interval > 0 {
-			a.rt.Every(a.rt.Context(), ctx.Self(), a.loop.Interval, Tick{})
+			a.rt.Every(a.life, ctx.Self(), a.loop.Interval, Tick{})
 		}
 		if a.loop.Immediate {
 			ctx.Send(ctx.Self(), Tick{})
@@ -67,8 +79,24 @@ func (a *loopActor) Receive(ctx actor.Context) {
 			return
 		}
 		a.running = true
-		run := a.loop.Run
-		a.rt.Go(ctx.Self(), func(c context.Context) any { return finished{by: a, err: run(c)} })
+		run, life, ran := a.loop.Run, a.life, make(chan struct{})
+		a.ran = ran
+		a.rt.Go(ctx.Self(), func(context.Context) any {
+			defer close(ran)
+			return finished{by: a, err: run(life)}
+		})
+	case *actor.Stopping, *actor.Restarting:
+		if a.end == nil {
+			return
+		}
+		a.end()
+		if a.running {
+			select {
+			case <-a.ran:
+			case <-time.After(stopWait):
+				a.log.Warn("maintenance loop still running after its stop", "loop", a.loop.Name)
+			}
+		}
 	case finished:
 		if m.by != a {
 			return

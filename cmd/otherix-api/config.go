@@ -15,6 +15,7 @@ import (
 	"github.com/otherix/otherix/actors/maintenance"
 	"github.com/otherix/otherix/actors/placement"
 	"github.com/otherix/otherix/config"
+	"github.com/otherix/otherix/persistence/election"
 	"github.com/otherix/otherix/persistence/etcd"
 )
 
@@ -81,6 +82,11 @@ type apiConfig struct {
 	Tasks struct {
 		Retention time.Duration `koanf:"retention"`
 	} `koanf:"tasks"`
+	// Loops: the replica owning the cluster-wide periodic loops holds an
+	// etcd lease of OwnerTTL; when it dies another takes over within it.
+	Loops struct {
+		OwnerTTL time.Duration `koanf:"owner_ttl"`
+	} `koanf:"loops"`
 	Backup struct {
 		Dir      string        `koanf:"dir"`
 		Interval time.Duration `koanf:"interval"`
@@ -150,6 +156,7 @@ func defaultConfig() apiConfig {
 	c.Jobs.BackoffBase = 2 * time.Second
 	c.Jobs.BackoffMax = time.Minute
 	c.Tasks.Retention = 7 * 24 * time.Hour
+	c.Loops.OwnerTTL = election.DefaultTTL
 	c.Backup.Interval = time.Hour
 	c.Backup.Keep = 24
 	c.Admin.Email = "admin@localhost"
@@ -220,6 +227,9 @@ func loadConfig(flags *pflag.FlagSet) (apiConfig, error) {
 	}
 	if cfg.Etcd.SpaceCheckInterval < time.Second {
 		return cfg, fmt.Errorf("etcd.space_check_interval %s: must be at least 1s", cfg.Etcd.SpaceCheckInterval)
+	}
+	if cfg.Loops.OwnerTTL < 2*time.Second {
+		return cfg, fmt.Errorf("loops.owner_ttl %s: must be at least 2s", cfg.Loops.OwnerTTL)
 	}
 	if cfg.Etcd.DefragMinFreeBytes <= 0 {
 		return cfg, fmt.Errorf("etcd.defrag_min_free_bytes %d: must be positive", cfg.Etcd.DefragMinFreeBytes)

@@ -147,3 +147,21 @@ func TestPeerSANs(t *testing.T) {
 		}
 	}
 }
+
+// TestLoopOwnerTTL: the loop owner's lease TTL defaults to the election's,
+// is read from the file, and a TTL under etcd's useful minimum is refused.
+func TestLoopOwnerTTL(t *testing.T) {
+	cfg, err := loadYAML(t, "data_dir: /tmp/x\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Loops.OwnerTTL != 10*time.Second {
+		t.Fatalf("default loops.owner_ttl %s", cfg.Loops.OwnerTTL)
+	}
+	if cfg, err = loadYAML(t, "loops:\n  owner_ttl: 30s\n"); err != nil || cfg.Loops.OwnerTTL != 30*time.Second {
+		t.Fatalf("loops.owner_ttl from the file: %s, %v", cfg.Loops.OwnerTTL, err)
+	}
+	if _, err := loadYAML(t, "loops:\n  owner_ttl: 500ms\n"); err == nil || !strings.Contains(err.Error(), "loops.owner_ttl") {
+		t.Fatalf("a 500ms owner TTL: %v", err)
+	}
+}

@@ -27,6 +27,7 @@ import (
 	"github.com/otherix/otherix/http/server"
 	"github.com/otherix/otherix/identity"
 	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/persistence/election"
 	"github.com/otherix/otherix/persistence/etcd"
 	"github.com/otherix/otherix/persistence/schema"
 	"github.com/otherix/otherix/persistence/store"
@@ -143,16 +144,14 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 		}
 		log.Info("promoted to voter: starting the control plane", "name", memberName(cfg))
 	}
+	// The cluster-wide loops (the gateway's sweeps, liveness, key rotation
+	// and backups, and the learner promoter) run on the one replica that
+	// wins this election (docs/ha.md); it starts once the gateway has
+	// registered its loops.
+	owned := election.New(election.Config{Client: member.Client(), Name: memberName(cfg), TTL: cfg.Loops.OwnerTTL, Log: log,
+		Sole: func(ctx context.Context) bool { ms, err := member.Members(ctx); return err == nil && len(ms) == 1 }})
 	if peer != nil {
-		// Learners wait for their promotion, so every voter promotes; the
-		// loop-owner election will narrow this to one replica.
-		promCtx, stopPromoter := context.WithCancel(ctx)
-		promDone := make(chan struct{})
-		go func() {
-			defer close(promDone)
-			member.RunPromoter(promCtx, etcd.PromoterOptions{Log: log})
-		}()
-		defer func() { stopPromoter(); <-promDone }()
+		owned.Register("promoter", func(ctx context.Context) { member.RunPromoter(ctx, etcd.PromoterOptions{Log: log}) })
 	}
 	// A store that filled up before this start still boots: every boot
 	// step below reads before it writes, writes answer 507 storage_full,
@@ -207,11 +206,21 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 			AnonymousPerMinute: cfg.Auth.AnonymousPerMinute, RefreshGrace: refreshGrace(cfg.Auth.RefreshGrace)},
 		Nodes:     gateway.NodesConfig{HeartbeatInterval: cfg.Heartbeat.Interval, GoneAfter: cfg.Nodes.GoneAfter},
 		Placement: cfg.Placement, Agent: agents, Calls: agents, Membership: member, Replica: replicaName(cfg, peer),
+		Loops: owned,
 	}, log)
 	if err != nil {
 		return err
 	}
 	defer gw.Close()
+	// After gw.Close's defer, so it runs first: the loops stop and this
+	// replica resigns before the gateway goes, and another takes over at once.
+	ownCtx, stopOwning := context.WithCancel(ctx)
+	ownDone := make(chan struct{})
+	go func() {
+		defer close(ownDone)
+		owned.Run(ownCtx)
+	}()
+	defer func() { stopOwning(); <-ownDone }()
 	if err := bootstrapAdmin(ctx, gw, cfg, log); err != nil {
 		return err
 	}

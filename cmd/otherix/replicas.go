@@ -85,9 +85,18 @@ leads Raft and answers on its peer port, and its API, agent and peer URLs.
 	}
 }
 
+// loopsCell says which replica runs the cluster-wide periodic loops.
+func loopsCell(owner bool) string {
+	if owner {
+		return "owner"
+	}
+	return "-"
+}
+
 // memberRows is the member table; wide adds the id, the agent URL and the note.
 func memberRows(ms []messages.ClusterMember, wide bool) [][]string {
 	head := []string{"NAME", "ROLE", "LEADER", "HEALTHY", "API", "PEER"}
+	head = append(head, "LOOPS")
 	if wide {
 		head = append(head, "ID", "AGENT", "NOTE")
 	}
@@ -98,6 +107,7 @@ func memberRows(ms []messages.ClusterMember, wide bool) [][]string {
 			name = "(not started)"
 		}
 		r := []string{name, m.Role, strconv.FormatBool(m.IsLeader), strconv.FormatBool(m.Healthy), orNone(m.APIURL), m.PeerURL}
+		r = append(r, loopsCell(m.LoopOwner))
 		if wide {
 			r = append(r, m.ID, orNone(m.AgentURL), orNone(m.Note))
 		}

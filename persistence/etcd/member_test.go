@@ -116,3 +116,35 @@ func TestRelativeDataDir(t *testing.T) {
 		t.Fatalf("restored member: %v %v", got, err)
 	}
 }
+
+// TestRestoreFromDataDir: the database file of a stopped member (newer than
+// any backup) restores with FromDataDir, and only with it: it carries no
+// snapshot hash.
+func TestRestoreFromDataDir(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	m := startMember(t, filepath.Join(dir, "a"))
+	r, err := m.Client().Put(ctx, "/otherix/probe", "latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := r.Header.Revision
+	m.Close()
+	db := filepath.Join(dir, "a", "member-data", "member", "snap", "db")
+	if err := Restore(db, filepath.Join(dir, "checked"), ""); err == nil {
+		t.Fatal("a database file without a snapshot hash restored as a snapshot")
+	}
+	restored := filepath.Join(dir, "b")
+	if err := RestoreWith(db, restored, RestoreOptions{FromDataDir: true}); err != nil {
+		t.Fatalf("restore from a data dir: %v", err)
+	}
+	m2 := startMember(t, restored)
+	defer m2.Close()
+	got, err := m2.Client().Get(ctx, "/otherix/probe")
+	if err != nil || len(got.Kvs) != 1 || string(got.Kvs[0].Value) != "latest" {
+		t.Fatalf("restored probe: %v %v", got, err)
+	}
+	if got.Header.Revision <= seen {
+		t.Fatalf("restored revision %d not past %d", got.Header.Revision, seen)
+	}
+}

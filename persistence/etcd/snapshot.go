@@ -92,9 +92,62 @@ func PruneSnapshots(dir string, keep int) (removed []string, err error) {
 	return removed, nil
 }
 
-// Restore rebuilds a member data dir from a snapshot file. The data dir must not
-// hold a member already: restoring over live data is refused rather than merged.
+// MinRevisionBump is the least a restore moves the revision past the
+// snapshot's.
+const MinRevisionBump = 1_000_000
+
+// bumpPerSecond is the write rate a restore assumes the lost cluster kept up
+// after the snapshot was taken: far above what one etcd cluster commits (a
+// revision per transaction), so the bump covers every revision it handed out.
+const bumpPerSecond = 100_000
+
+// RevisionBump is how far a restore of snapshotPath at now moves the
+// revision: enough for every write the lost cluster could have taken since
+// the snapshot (its age, from the name Snapshot gave it or else the file's
+// modification time, at bumpPerSecond), and at least MinRevisionBump.
+func RevisionBump(snapshotPath string, now time.Time) int64 {
+	taken := time.Time{}
+	base := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(snapshotPath), "otherix-"), snapshotSuffix)
+	if t, err := time.Parse("20060102T150405.000000000Z", base); err == nil {
+		taken = t
+	} else if fi, err := os.Stat(snapshotPath); err == nil {
+		taken = fi.ModTime()
+	}
+	age := now.Sub(taken)
+	if taken.IsZero() || age <= 0 {
+		return MinRevisionBump
+	}
+	// Whole seconds, rounded up; capped well below overflow (a century).
+	secs := min(int64((age+time.Second-1)/time.Second), 100*365*24*3600)
+	return max(MinRevisionBump, secs*bumpPerSecond)
+}
+
+// Restore rebuilds a member data dir from a snapshot file, moving the
+// revision past the snapshot's by RevisionBump. The data dir must not hold a
+// member already: restoring over live data is refused rather than merged.
 func Restore(snapshotPath, dataDir, name string) error {
+	return RestoreWith(snapshotPath, dataDir, RestoreOptions{Name: name})
+}
+
+// RestoreOptions tune RestoreWith.
+type RestoreOptions struct {
+	// Name is the member name (default DefaultMember).
+	Name string
+	// Bump is how far the revision moves (default RevisionBump of the
+	// file; at least MinRevisionBump).
+	Bump int64
+	// FromDataDir accepts a member's database file
+	// (<data_dir>/member-data/member/snap/db of a stopped replica) rather
+	// than a snapshot: such a file carries no integrity hash to check.
+	FromDataDir bool
+}
+
+// RestoreWith is Restore with options.
+func RestoreWith(snapshotPath, dataDir string, o RestoreOptions) error {
+	name, bump := o.Name, o.Bump
+	if bump <= 0 {
+		bump = RevisionBump(snapshotPath, time.Now())
+	}
 	if name == "" {
 		name = DefaultMember
 	}
@@ -120,10 +173,13 @@ func Restore(snapshotPath, dataDir, name string) error {
 		PeerURLs:            []string{peer},
 		InitialCluster:      name + "=" + peer,
 		InitialClusterToken: "etcd-cluster",
-		// A restored cluster must not hand out revisions its clients already saw,
-		// or their compare-and-set on mod revision could pass against new data.
-		RevisionBump:  1_000_000,
+		// A restored cluster must not hand out revisions its clients already
+		// saw, or their compare-and-set on mod revision could pass against
+		// new data; the history before it is marked compacted, so watches
+		// and long polls from an old revision are told to start over.
+		RevisionBump:  uint64(max(bump, MinRevisionBump)),
 		MarkCompacted: true,
+		SkipHashCheck: o.FromDataDir,
 	})
 	if err != nil {
 		return fmt.Errorf("etcd: restore %s: %w", snapshotPath, err)

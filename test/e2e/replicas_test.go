@@ -129,6 +129,8 @@ type member struct {
 	APIURL   string `json:"api_url"`
 	AgentURL string `json:"agent_url"`
 	PeerURL  string `json:"peer_url"`
+	// LoopOwner marks the replica running the cluster-wide loops.
+	LoopOwner bool `json:"loop_owner"`
 }
 
 // TestReplicasJoinAndFailover: three real replicas form one cluster by
@@ -162,6 +164,15 @@ func TestReplicasJoinAndFailover(t *testing.T) {
 			return nil
 		}
 		return l.Items
+	}
+	loopOwners := func(via *replica) []string {
+		var out []string
+		for _, m := range members(via) {
+			if m.LoopOwner {
+				out = append(out, m.Name)
+			}
+		}
+		return out
 	}
 	healthyVoters := func(via *replica) int {
 		n := 0
@@ -238,6 +249,7 @@ func TestReplicasJoinAndFailover(t *testing.T) {
 			t.Fatalf("member %+v", m)
 		}
 	}
+	waitFor(t, "exactly one replica owning the loops", 30*time.Second, func() bool { return len(loopOwners(rs[2])) == 1 }, rs...)
 
 	// A fourth replica whose name is taken, whose token was used, or whose
 	// token pins another CA exits before it starts a member, naming why;
@@ -304,6 +316,13 @@ func TestReplicasJoinAndFailover(t *testing.T) {
 		}, survivors...)
 	}
 	t.Logf("leader %s killed: writes through both survivors after %s", leader.name, time.Since(killed).Round(time.Millisecond))
+	// The loops' owner is a survivor within the owner TTL (10s), whether
+	// or not the leader owned them.
+	waitFor(t, "a surviving replica owning the loops", 30*time.Second, func() bool {
+		o := loopOwners(survivors[0])
+		return len(o) == 1 && o[0] != leader.name
+	}, survivors...)
+	t.Logf("leader %s killed: loops owned by a survivor after %s", leader.name, time.Since(killed).Round(time.Millisecond))
 	if code := call(t, "GET", survivors[1].URL+"/v1/networks/ha-b0", nil, nil); code != http.StatusOK {
 		t.Fatalf("read ha-b0 via %s: %d", survivors[1].name, code)
 	}
