@@ -37,10 +37,13 @@ const (
 	Tasks    = store.Tasks
 	Nodes    = store.Nodes
 	Networks = store.Networks
+	// Events are lifecycle events (messages.Event): each is added once,
+	// and their pruning is not streamed (no deleted events).
+	Events = store.Events
 )
 
 // Types lists every type a stream may carry.
-var Types = []string{VMs, Nodes, Tasks, Networks}
+var Types = []string{VMs, Nodes, Tasks, Networks, Events}
 
 // Defaults for Config fields left zero.
 const (
@@ -66,8 +69,12 @@ type Event struct {
 	Kind string
 	// Type is the resource collection (VMs, Nodes, Tasks, Networks).
 	Type string
-	// ID is the resource's id; Owner its owner for VMs and tasks.
+	// ID is the resource's id; Owner its owner for VMs and tasks (and for
+	// lifecycle events, their object's owner).
 	ID, Owner string
+	// Object is the object kind a lifecycle event is about (vm, node,
+	// task), by which it is authorized; empty for other types.
+	Object string
 	// Data is the resource as GET shows it; for a deletion, as it was last.
 	Data json.RawMessage
 }
@@ -299,6 +306,9 @@ func convert(ev *clientv3.Event) (Event, bool) {
 	e := Event{Rev: ev.Kv.ModRevision, Type: typ, ID: id}
 	value, rev := ev.Kv.Value, ev.Kv.ModRevision
 	switch {
+	case ev.Type == mvccpb.DELETE && typ == Events:
+		// Retention deletes old events: not a change anyone follows.
+		return Event{}, false
 	case ev.Type == mvccpb.DELETE:
 		e.Kind = Deleted
 		if ev.PrevKv == nil {
@@ -319,6 +329,13 @@ func convert(ev *clientv3.Event) (Event, bool) {
 		return Event{}, false
 	}
 	e.Data, e.Owner = data, owner
+	if typ == Events {
+		var le messages.Event
+		if json.Unmarshal(value, &le) != nil {
+			return Event{}, false
+		}
+		e.Object = le.Object.Kind
+	}
 	return e, true
 }
 
@@ -333,7 +350,7 @@ func rowOf(key string) (typ, id string, ok bool) {
 		return "", "", false
 	}
 	switch typ {
-	case VMs, Tasks, Nodes, Networks:
+	case VMs, Tasks, Nodes, Networks, Events:
 		return typ, id, true
 	}
 	return "", "", false
@@ -357,6 +374,9 @@ func render(typ string, value []byte, rev int64) (json.RawMessage, string, error
 		v, owner = new(messages.Node), func() string { return "" }
 	case Networks:
 		v, owner = new(messages.Network), func() string { return "" }
+	case Events:
+		ev := new(messages.Event)
+		v, owner = ev, func() string { return ev.Owner }
 	default:
 		return nil, "", fmt.Errorf("watch: unknown type %q", typ)
 	}

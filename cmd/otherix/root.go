@@ -184,7 +184,7 @@ file, --context to use another context for one call).`,
 		a.loginCommand(), a.logoutCommand(), a.whoamiCommand(), a.configCommand(), a.userCommand(), a.tokenCommand(),
 		a.nodeCommand(), a.clusterCommand(),
 		a.getCommand(), a.describeCommand(), a.applyCommand(),
-		a.versionCommand())
+		a.versionCommand(), a.eventsCommand())
 	markArgsUsage(root)
 	return root
 }

@@ -69,6 +69,15 @@ type ControlPlane interface {
 	Quotas
 	// Cluster admits replicas and lists them.
 	Cluster
+	// Events lists lifecycle events.
+	Events
+}
+
+// Events is what GET /v1/events needs. The handler filters by what the
+// caller may see (EventFilter.Visible).
+type Events interface {
+	ListEvents(ctx context.Context, f store.EventFilter, page store.Page) ([]*messages.Event, string, error)
+	GetEvent(ctx context.Context, id string) (*messages.Event, error)
 }
 
 // Cluster is what the replica join token, the join handshake and the member

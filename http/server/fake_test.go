@@ -36,6 +36,7 @@ type fakeCP struct {
 	*fakeNetworks
 	*fakeSettings
 	fakeCluster
+	fakeEvents
 	// consoles backs IssueConsoleToken and AttachConsole (console_test.go).
 	consoles fakeConsoles
 }
