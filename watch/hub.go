@@ -101,6 +101,11 @@ type Hub struct {
 	progress int64
 	subs     map[*Sub]struct{}
 	closed   bool
+
+	// fmu guards counts, the fleet's tally (fleet.go). It is apart from
+	// mu so that a scrape never waits behind a dispatch to subscribers.
+	fmu    sync.Mutex
+	counts counts
 }
 
 // New returns a hub over cli; it watches nothing until Run.
@@ -114,7 +119,7 @@ func New(cli *clientv3.Client, cfg Config, log *slog.Logger) *Hub {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Hub{cli: cli, cfg: cfg, log: log, ready: make(chan struct{}), subs: make(map[*Sub]struct{})}
+	return &Hub{cli: cli, cfg: cfg, log: log, ready: make(chan struct{}), subs: make(map[*Sub]struct{}), counts: newCounts()}
 }
 
 // Run keeps the shared watch until ctx ends, then drops every subscriber
@@ -166,6 +171,15 @@ func (h *Hub) watchOnce(ctx context.Context) error {
 	h.lastEvent, h.progress = start, max(start, h.progress)
 	h.mu.Unlock()
 	h.markReady()
+	// The counts at start, which the watch from start+1 then moves: the
+	// one range over the counted prefixes per watch (re)start.
+	c, err := countAt(ctx, h.cli, start)
+	if err != nil {
+		return err
+	}
+	h.fmu.Lock()
+	h.counts = c
+	h.fmu.Unlock()
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	wch := h.cli.Watch(wctx, store.Root, clientv3.WithPrefix(), clientv3.WithRev(start+1), clientv3.WithPrevKV())
@@ -206,8 +220,14 @@ func (h *Hub) watchOnce(ctx context.Context) error {
 func (h *Hub) dispatch(evs []*clientv3.Event) {
 	out := make([]Event, 0, len(evs))
 	last := int64(0)
+	h.fmu.Lock()
 	for _, ev := range evs {
+		h.counts.apply(ev)
 		last = ev.Kv.ModRevision
+	}
+	h.counts.rev = max(h.counts.rev, last)
+	h.fmu.Unlock()
+	for _, ev := range evs {
 		if e, ok := convert(ev); ok {
 			out = append(out, e)
 		}
