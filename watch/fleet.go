@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -14,11 +15,12 @@ import (
 )
 
 // The fleet's counts are kept by the hub, which sees every change under the
-// root anyway: they are read once, at the revision the shared watch starts
-// from, and then moved by each change (the previous row's state counted
-// out, the new one's in). A scrape reads a few integers; no request ever
-// ranges over the VM or task prefixes. Every replica keeps the same counts
-// of the whole fleet.
+// root anyway: the rows are counted once, at the revision the shared watch
+// starts from (aside, so streams do not wait for it), and every change
+// after it moves the counts (the previous row's state counted out, the new
+// one's in); the sum of both is the fleet. A scrape reads a few integers;
+// no request ever ranges over the VM or task prefixes. Every replica keeps
+// the same counts of the whole fleet.
 
 // Label values of the fleet counts. States are only ever these: a row with
 // any other (a corrupt row, a state a newer control plane invented) is
@@ -168,7 +170,8 @@ func (c *counts) apply(ev *clientv3.Event) {
 // countPages is how many rows one read of the initial count takes.
 const countPages = 500
 
-// countAt reads the fleet's counts at revision rev, page by page.
+// countAt reads the fleet's counts at revision rev, page by page; the
+// result is marked ready, for merge.
 func countAt(ctx context.Context, cli *clientv3.Client, rev int64) (counts, error) {
 	c := newCounts()
 	c.rev = rev
@@ -202,6 +205,40 @@ func countAt(ctx context.Context, cli *clientv3.Client, rev int64) (counts, erro
 	}
 	c.ready = true
 	return c, nil
+}
+
+// countBase reads the counts at rev and adds them to the changes the
+// watch has counted since, retrying until it succeeds or ctx ends.
+func (h *Hub) countBase(ctx context.Context, rev int64) {
+	for {
+		base, err := countAt(ctx, h.cli, rev)
+		if err == nil {
+			h.fmu.Lock()
+			h.counts.merge(base)
+			h.fmu.Unlock()
+			return
+		}
+		h.log.Warn("watch hub: count the fleet", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// merge adds base, the counts at the watch's start revision, to the
+// changes counted since; the sum is the fleet now.
+func (c *counts) merge(base counts) {
+	for _, m := range []struct{ to, from map[string]int64 }{{c.vms, base.vms}, {c.nodes, base.nodes}, {c.tasks, base.tasks}} {
+		for k, v := range m.from {
+			m.to[k] += v
+		}
+	}
+	c.jobs += base.jobs
+	c.claimed += base.claimed
+	c.rev = max(c.rev, base.rev)
+	c.ready = true
 }
 
 // Fleet returns the fleet's counts; ok is false until the hub has counted

@@ -171,15 +171,22 @@ func (h *Hub) watchOnce(ctx context.Context) error {
 	h.lastEvent, h.progress = start, max(start, h.progress)
 	h.mu.Unlock()
 	h.markReady()
-	// The counts at start, which the watch from start+1 then moves: the
-	// one range over the counted prefixes per watch (re)start.
-	c, err := countAt(ctx, h.cli, start)
-	if err != nil {
-		return err
-	}
+	// The fleet's counts are the rows at start, read aside so streams are
+	// not held up by it, plus every change from start+1, which the watch
+	// below adds as it goes.
 	h.fmu.Lock()
-	h.counts = c
+	h.counts = newCounts()
 	h.fmu.Unlock()
+	countCtx, stopCount := context.WithCancel(ctx)
+	counted := make(chan struct{})
+	go func() {
+		defer close(counted)
+		h.countBase(countCtx, start)
+	}()
+	defer func() {
+		stopCount()
+		<-counted
+	}()
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	wch := h.cli.Watch(wctx, store.Root, clientv3.WithPrefix(), clientv3.WithRev(start+1), clientv3.WithPrevKV())
