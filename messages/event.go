@@ -199,6 +199,13 @@ func VMTransition(prev, next *VM, now time.Time) *Event {
 	return nil
 }
 
+// VMMigratedEvent is the event of a VM that moved from node from to its
+// current node; migration puts it in the transaction that records the move.
+func VMMigratedEvent(vm *VM, from string, now time.Time) *Event {
+	return NewEvent(EventVMMigrated, ReasonUserOperation, VMEventObject(vm), vm.Owner,
+		"vm "+vm.Name+" moved from node "+from+" to node "+vm.Status.Node, now)
+}
+
 // TaskFailedEvent is the event of a task that ended failed, or nil.
 func TaskFailedEvent(t *Task, now time.Time) *Event {
 	if t == nil || t.State != TaskFailed {
