@@ -3,6 +3,7 @@ package messages
 import (
 	"fmt"
 	"net/netip"
+	"time"
 )
 
 // Settings is the cluster-wide settings document, seeded once at first boot
@@ -15,8 +16,36 @@ type Settings struct {
 	UnderlayMTU     int      `json:"underlay_mtu"`
 	// WireGuardPort is the UDP port of every node's WireGuard listener,
 	// sent down in each node's desired overlay.
-	WireGuardPort int   `json:"wireguard_port"`
-	Revision      int64 `json:"revision"`
+	WireGuardPort int `json:"wireguard_port"`
+	// EventRetentionCount and EventRetentionAge bound the lifecycle events
+	// kept (/otherix/events): the events loop deletes those older than the
+	// age (a Go duration) and then the oldest beyond the count.
+	EventRetentionCount int    `json:"event_retention_count"`
+	EventRetentionAge   string `json:"event_retention_age"`
+	Revision            int64  `json:"revision"`
+}
+
+// Defaults of the event retention settings, and their bounds.
+const (
+	DefaultEventRetentionCount = 10000
+	DefaultEventRetentionAge   = "168h"
+	MinEventRetentionCount     = 100
+	MaxEventRetentionCount     = 1000000
+	MinEventRetentionAge       = time.Minute
+	MaxEventRetentionAge       = 366 * 24 * time.Hour
+)
+
+// EventRetention is the retention as the events loop applies it.
+func (s *Settings) EventRetention() (count int, age time.Duration) {
+	age, err := time.ParseDuration(s.EventRetentionAge)
+	if err != nil {
+		age, _ = time.ParseDuration(DefaultEventRetentionAge)
+	}
+	count = s.EventRetentionCount
+	if count <= 0 {
+		count = DefaultEventRetentionCount
+	}
+	return count, age
 }
 
 // VNIRange bounds the VXLAN network identifiers overlay networks draw from.
@@ -43,6 +72,9 @@ func DefaultSettings() Settings {
 		VNIRange:        VNIRange{Min: 4096, Max: 16777215},
 		UnderlayMTU:     1500,
 		WireGuardPort:   WireGuardListenPort,
+
+		EventRetentionCount: DefaultEventRetentionCount,
+		EventRetentionAge:   DefaultEventRetentionAge,
 	}
 }
 
@@ -50,6 +82,12 @@ func DefaultSettings() Settings {
 func (s *Settings) Defaults() {
 	if s.WireGuardPort == 0 {
 		s.WireGuardPort = WireGuardListenPort
+	}
+	if s.EventRetentionCount == 0 {
+		s.EventRetentionCount = DefaultEventRetentionCount
+	}
+	if s.EventRetentionAge == "" {
+		s.EventRetentionAge = DefaultEventRetentionAge
 	}
 }
 
@@ -78,6 +116,12 @@ func (s *Settings) Validate() error {
 	}
 	if s.WireGuardPort < 1 || s.WireGuardPort > 65535 {
 		return Invalid("wireguard_port", "must be between 1 and 65535")
+	}
+	if s.EventRetentionCount < MinEventRetentionCount || s.EventRetentionCount > MaxEventRetentionCount {
+		return Invalid("event_retention_count", "must be between %d and %d", MinEventRetentionCount, MaxEventRetentionCount)
+	}
+	if d, err := time.ParseDuration(s.EventRetentionAge); err != nil || d < MinEventRetentionAge || d > MaxEventRetentionAge {
+		return Invalid("event_retention_age", "must be a duration such as 168h, between %s and %s", MinEventRetentionAge, MaxEventRetentionAge)
 	}
 	return nil
 }
@@ -111,11 +155,15 @@ type SettingsPatch struct {
 	VNIRange        *VNIRange `json:"vni_range,omitempty"`
 	UnderlayMTU     *int      `json:"underlay_mtu,omitempty"`
 	WireGuardPort   *int      `json:"wireguard_port,omitempty"`
+
+	EventRetentionCount *int    `json:"event_retention_count,omitempty"`
+	EventRetentionAge   *string `json:"event_retention_age,omitempty"`
 }
 
 // Empty says the patch changes nothing.
 func (p SettingsPatch) Empty() bool {
-	return p.DefaultPool == nil && p.OverlaySupernet == nil && p.VNIRange == nil && p.UnderlayMTU == nil && p.WireGuardPort == nil
+	return p.DefaultPool == nil && p.OverlaySupernet == nil && p.VNIRange == nil && p.UnderlayMTU == nil && p.WireGuardPort == nil &&
+		p.EventRetentionCount == nil && p.EventRetentionAge == nil
 }
 
 // Apply returns s with the patch's fields set.
@@ -134,6 +182,12 @@ func (p SettingsPatch) Apply(s Settings) Settings {
 	}
 	if p.WireGuardPort != nil {
 		s.WireGuardPort = *p.WireGuardPort
+	}
+	if p.EventRetentionCount != nil {
+		s.EventRetentionCount = *p.EventRetentionCount
+	}
+	if p.EventRetentionAge != nil {
+		s.EventRetentionAge = *p.EventRetentionAge
 	}
 	return s
 }

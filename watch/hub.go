@@ -37,10 +37,13 @@ const (
 	Tasks    = store.Tasks
 	Nodes    = store.Nodes
 	Networks = store.Networks
+	// Events are lifecycle events (messages.Event): each is added once,
+	// and their pruning is not streamed (no deleted events).
+	Events = store.Events
 )
 
 // Types lists every type a stream may carry.
-var Types = []string{VMs, Nodes, Tasks, Networks}
+var Types = []string{VMs, Nodes, Tasks, Networks, Events}
 
 // Defaults for Config fields left zero.
 const (
@@ -66,8 +69,12 @@ type Event struct {
 	Kind string
 	// Type is the resource collection (VMs, Nodes, Tasks, Networks).
 	Type string
-	// ID is the resource's id; Owner its owner for VMs and tasks.
+	// ID is the resource's id; Owner its owner for VMs and tasks (and for
+	// lifecycle events, their object's owner).
 	ID, Owner string
+	// Object is the object kind a lifecycle event is about (vm, node,
+	// task), by which it is authorized; empty for other types.
+	Object string
 	// Data is the resource as GET shows it; for a deletion, as it was last.
 	Data json.RawMessage
 }
@@ -94,6 +101,11 @@ type Hub struct {
 	progress int64
 	subs     map[*Sub]struct{}
 	closed   bool
+
+	// fmu guards counts, the fleet's tally (fleet.go). It is apart from
+	// mu so that a scrape never waits behind a dispatch to subscribers.
+	fmu    sync.Mutex
+	counts counts
 }
 
 // New returns a hub over cli; it watches nothing until Run.
@@ -107,7 +119,7 @@ func New(cli *clientv3.Client, cfg Config, log *slog.Logger) *Hub {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Hub{cli: cli, cfg: cfg, log: log, ready: make(chan struct{}), subs: make(map[*Sub]struct{})}
+	return &Hub{cli: cli, cfg: cfg, log: log, ready: make(chan struct{}), subs: make(map[*Sub]struct{}), counts: newCounts()}
 }
 
 // Run keeps the shared watch until ctx ends, then drops every subscriber
@@ -159,6 +171,22 @@ func (h *Hub) watchOnce(ctx context.Context) error {
 	h.lastEvent, h.progress = start, max(start, h.progress)
 	h.mu.Unlock()
 	h.markReady()
+	// The fleet's counts are the rows at start, read aside so streams are
+	// not held up by it, plus every change from start+1, which the watch
+	// below adds as it goes.
+	h.fmu.Lock()
+	h.counts = newCounts()
+	h.fmu.Unlock()
+	countCtx, stopCount := context.WithCancel(ctx)
+	counted := make(chan struct{})
+	go func() {
+		defer close(counted)
+		h.countBase(countCtx, start)
+	}()
+	defer func() {
+		stopCount()
+		<-counted
+	}()
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	wch := h.cli.Watch(wctx, store.Root, clientv3.WithPrefix(), clientv3.WithRev(start+1), clientv3.WithPrevKV())
@@ -199,8 +227,14 @@ func (h *Hub) watchOnce(ctx context.Context) error {
 func (h *Hub) dispatch(evs []*clientv3.Event) {
 	out := make([]Event, 0, len(evs))
 	last := int64(0)
+	h.fmu.Lock()
 	for _, ev := range evs {
+		h.counts.apply(ev)
 		last = ev.Kv.ModRevision
+	}
+	h.counts.rev = max(h.counts.rev, last)
+	h.fmu.Unlock()
+	for _, ev := range evs {
 		if e, ok := convert(ev); ok {
 			out = append(out, e)
 		}
@@ -299,6 +333,9 @@ func convert(ev *clientv3.Event) (Event, bool) {
 	e := Event{Rev: ev.Kv.ModRevision, Type: typ, ID: id}
 	value, rev := ev.Kv.Value, ev.Kv.ModRevision
 	switch {
+	case ev.Type == mvccpb.DELETE && typ == Events:
+		// Retention deletes old events: not a change anyone follows.
+		return Event{}, false
 	case ev.Type == mvccpb.DELETE:
 		e.Kind = Deleted
 		if ev.PrevKv == nil {
@@ -319,6 +356,13 @@ func convert(ev *clientv3.Event) (Event, bool) {
 		return Event{}, false
 	}
 	e.Data, e.Owner = data, owner
+	if typ == Events {
+		var le messages.Event
+		if json.Unmarshal(value, &le) != nil {
+			return Event{}, false
+		}
+		e.Object = le.Object.Kind
+	}
 	return e, true
 }
 
@@ -333,7 +377,7 @@ func rowOf(key string) (typ, id string, ok bool) {
 		return "", "", false
 	}
 	switch typ {
-	case VMs, Tasks, Nodes, Networks:
+	case VMs, Tasks, Nodes, Networks, Events:
 		return typ, id, true
 	}
 	return "", "", false
@@ -357,6 +401,9 @@ func render(typ string, value []byte, rev int64) (json.RawMessage, string, error
 		v, owner = new(messages.Node), func() string { return "" }
 	case Networks:
 		v, owner = new(messages.Network), func() string { return "" }
+	case Events:
+		ev := new(messages.Event)
+		v, owner = ev, func() string { return ev.Owner }
 	default:
 		return nil, "", fmt.Errorf("watch: unknown type %q", typ)
 	}

@@ -54,6 +54,9 @@ type Config struct {
 	CleanupInterval      time.Duration
 	TaskRetention        time.Duration
 	IdempotencyRetention time.Duration
+	// EventsInterval is how often the events loop prunes lifecycle events
+	// to the settings' retention (default 1m).
+	EventsInterval time.Duration
 	// Backups: every BackupInterval a snapshot goes to BackupDir, keeping
 	// BackupKeep. Disabled when BackupDir or Snapshot is empty.
 	BackupDir      string
@@ -134,6 +137,7 @@ func (c *Config) defaults() {
 	set(&c.AskTimeout, 10*time.Second)
 	set(&c.PassivateAfter, 2*time.Minute)
 	set(&c.CleanupInterval, time.Minute)
+	set(&c.EventsInterval, time.Minute)
 	set(&c.TaskRetention, 7*24*time.Hour)
 	set(&c.IdempotencyRetention, 24*time.Hour)
 	set(&c.BackupInterval, time.Hour)
@@ -328,6 +332,7 @@ func (g *Gateway) loops() (local, owned []maintenance.Loop) {
 	owned = []maintenance.Loop{{Name: "cleanup", Interval: c.CleanupInterval, OnRun: c.OnMaintenance, Run: sweeps},
 		{Name: "keyrotation", Interval: c.Identity.KeyRefresh, OnRun: c.OnMaintenance, Run: g.id.RefreshKeyRing},
 		{Name: "liveness", Interval: c.Nodes.HeartbeatInterval / 2, OnRun: c.OnMaintenance, Run: g.checkNodes},
+		{Name: "events", Interval: c.EventsInterval, OnRun: c.OnMaintenance, Run: g.pruneEvents},
 	}
 	if c.BackupDir != "" && c.Snapshot != nil && c.Prune != nil {
 		owned = append(owned, maintenance.Loop{Name: "backup", Interval: c.BackupInterval, OnRun: c.OnMaintenance,

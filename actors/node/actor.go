@@ -130,9 +130,10 @@ func answer(n *messages.Node) Reply { return Reply{Node: view(n)} }
 // set, replaces the node in memory only.
 func keep(next *messages.Node) plan { return plan{Next: next, Answer: answer} }
 
-// update is the plan that writes next over the node's row.
-func update(next *messages.Node) plan {
-	return plan{Txn: store.UpdateNode(store.NewTxn(), next), Next: next, Answer: answer}
+// update is the plan that writes next over the node's row, with the
+// lifecycle events of the change (nil ones skipped) in its transaction.
+func update(next *messages.Node, evs ...*messages.Event) plan {
+	return plan{Txn: store.AddEvents(store.UpdateNode(store.NewTxn(), next), evs...), Next: next, Answer: answer}
 }
 
 func (b *behaviour) Plan(cur *messages.Node, cmd any) plan {
@@ -223,10 +224,11 @@ func (b *behaviour) heartbeat(cur *messages.Node, m Heartbeat) plan {
 		b.deps.Log.Info("node ready", "node", next.Name, "was", cur.Phase)
 	}
 	next.UpdatedAt = now
+	ev := messages.NodeTransition(cur.Phase, &next, now)
 	if join {
-		return b.joinOverlay(&next)
+		return b.joinOverlay(&next, ev)
 	}
-	return update(&next)
+	return update(&next, ev)
 }
 
 // checkLiveness demotes a node whose heartbeats stopped. Pending nodes (never
@@ -254,7 +256,7 @@ func (b *behaviour) checkLiveness(cur *messages.Node, now time.Time) plan {
 	b.metrics = Metrics{} // a silent node's last samples would mislead a top
 	next.Status.Message = fmt.Sprintf("no heartbeat since %s", b.lastSeen.UTC().Format(time.RFC3339))
 	next.UpdatedAt = now.UTC()
-	p := update(&next)
+	p := update(&next, messages.NodeTransition(cur.Phase, &next, now))
 	if phase == messages.NodeGone {
 		p.After = func() { b.vmsLost(&next) }
 	}
@@ -335,17 +337,17 @@ func overlayIdentity(o *messages.NodeOverlay) *messages.NodeOverlay {
 // overlay supernet, claimed in the same transaction. When the supernet is
 // full the node is written without one (and says so); its next heartbeat
 // tries again, and a full supernet never stops the node's heartbeats.
-func (b *behaviour) joinOverlay(next *messages.Node) plan {
+func (b *behaviour) joinOverlay(next *messages.Node, ev *messages.Event) plan {
 	st, log := b.deps.Store, b.deps.Log
 	return plan{Write: func(c context.Context) (plan, error) {
 		set, err := st.Settings(c)
 		if err == nil {
-			err = st.UpdateNodeWithTunnelIP(c, next, set.OverlaySupernet)
+			err = st.UpdateNodeWithTunnelIP(c, next, set.OverlaySupernet, ev)
 		}
 		if errors.Is(err, store.ErrTunnelIPsExhausted) {
 			log.Warn("no tunnel address for node", "node", next.Name, "supernet", set.OverlaySupernet)
 			next.Status.Message = "overlay: " + store.ErrTunnelIPsExhausted.Message
-			err = st.Commit(c, store.UpdateNode(store.NewTxn(), next))
+			err = st.Commit(c, store.AddEvents(store.UpdateNode(store.NewTxn(), next), ev))
 		}
 		if err != nil {
 			return plan{}, err

@@ -94,7 +94,7 @@ func (b *behaviour) Plan(cur *messages.VM, cmd any) plan {
 		return b.planRetry(m)
 	case messages.FinishVMJob:
 		if cur == nil {
-			return finishWithoutVM(m)
+			return b.finishWithoutVM(m)
 		}
 	}
 	if _, creating := cmd.(messages.CreateVM); !creating && cur == nil {

@@ -65,6 +65,7 @@ func (b *behaviour) planCreate(cur *messages.VM, m messages.CreateVM) plan {
 			extra := func(t *store.Txn) {
 				store.AddTask(t, task, job)
 				charge(t)
+				store.AddEvents(t, messages.VMTransition(nil, vm, now))
 			}
 			if len(spec.Networks) > 0 {
 				return st.CreateVMWithNICs(c, vm, extra)
@@ -221,7 +222,9 @@ func (b *behaviour) planFinish(cur *messages.VM, m messages.FinishVMJob) plan {
 	if m.Power != "" {
 		next.Spec.PowerState = m.Power
 	}
-	next.UpdatedAt = b.deps.Store.Now().UTC()
+	now := b.deps.Store.Now().UTC()
+	next.UpdatedAt = now
+	failed := messages.TaskFailedEvent(m.Task, now)
 	if m.Delete {
 		// The owner's usage is released in the transaction that deletes
 		// the row, never before (a failed delete keeps using it).
@@ -232,6 +235,7 @@ func (b *behaviour) planFinish(cur *messages.VM, m messages.FinishVMJob) plan {
 				store.FinishJob(t, clientv3.LeaseID(m.Lease), m.Job, m.Task)
 				store.DeleteVM(t, next)
 				charge(t)
+				store.AddEvents(t, messages.VMTransition(cur, nil, now), failed)
 				return st.Commit(c, t)
 			})
 		}
@@ -240,9 +244,12 @@ func (b *behaviour) planFinish(cur *messages.VM, m messages.FinishVMJob) plan {
 	t := store.NewTxn()
 	store.FinishJob(t, clientv3.LeaseID(m.Lease), m.Job, m.Task)
 	t.Update(store.VMs, next)
+	store.AddEvents(t, messages.VMTransition(cur, next, now), failed)
 	return change(t, next, m.Task)
 }
 
-func finishWithoutVM(m messages.FinishVMJob) plan {
-	return change(store.FinishJob(store.NewTxn(), clientv3.LeaseID(m.Lease), m.Job, m.Task), nil, m.Task)
+func (b *behaviour) finishWithoutVM(m messages.FinishVMJob) plan {
+	t := store.FinishJob(store.NewTxn(), clientv3.LeaseID(m.Lease), m.Job, m.Task)
+	store.AddEvents(t, messages.TaskFailedEvent(m.Task, b.deps.Store.Now()))
+	return change(t, nil, m.Task)
 }

@@ -67,8 +67,11 @@ func (b *behaviour) planObserve(cur *messages.VM, m messages.ObserveVM) plan {
 		// Only the observation time moved: not worth a write per heartbeat.
 		return plan{}
 	}
-	next.UpdatedAt = b.deps.Store.Now().UTC()
-	return change(store.NewTxn().Update(store.VMs, next), next, nil)
+	now := b.deps.Store.Now().UTC()
+	next.UpdatedAt = now
+	t := store.NewTxn().Update(store.VMs, next)
+	store.AddEvents(t, messages.VMTransition(cur, next, now))
+	return change(t, next, nil)
 }
 
 // sameObservation reports whether two statuses differ in nothing but the

@@ -75,9 +75,16 @@ func TestCLIClusterSettingsAndHostConflict(t *testing.T) {
 		}
 	}
 	out = c.ok("cluster", "settings", "get")
-	if !strings.Contains(out, "overlay_supernet   100.87.0.0/16") || !strings.Contains(out, "wireguard_port     51820") {
+	// Columns are aligned to the longest key: compare words, not spaces.
+	words := strings.Join(strings.Fields(out), " ")
+	if !strings.Contains(words, "overlay_supernet 100.87.0.0/16") || !strings.Contains(words, "wireguard_port 51820") ||
+		!strings.Contains(words, "event_retention_count 10000") || !strings.Contains(words, "event_retention_age 168h") {
 		t.Fatalf("settings get:\n%s", out)
 	}
+	if out := c.ok("cluster", "settings", "set", "event_retention_count=500", "event_retention_age=24h"); !strings.Contains(out, "event_retention_count 10000→500") {
+		t.Fatalf("settings set of the event retention: %s", out)
+	}
+	c.fails("event_retention_age", "cluster", "settings", "set", "event_retention_age=1s")
 	stderr := c.fails("supernet_host_conflict", "cluster", "settings", "set", "overlay_supernet=10.240.0.0/12")
 	if !strings.Contains(stderr, "10.255.255.53/32 (resolver /etc/resolv.conf) on node hv1") {
 		t.Fatalf("refusal does not say what collides:\n%s", stderr)

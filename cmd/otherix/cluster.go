@@ -88,6 +88,9 @@ var settingKeys = map[string]string{
 	"underlay_mtu":     "1280 to 9216",
 	"wireguard_port":   "1 to 65535",
 	"default_pool":     "a pool name",
+
+	"event_retention_count": "lifecycle events kept, 100 to 1000000",
+	"event_retention_age":   "a duration such as 168h",
 }
 
 func (a *app) clusterSettingsCommand() *cobra.Command {
@@ -125,6 +128,8 @@ func settingsRows(s *messages.Settings) [][]string {
 		{"underlay_mtu", strconv.Itoa(s.UnderlayMTU)},
 		{"wireguard_port", strconv.Itoa(s.WireGuardPort)},
 		{"default_pool", s.DefaultPool},
+		{"event_retention_count", strconv.Itoa(s.EventRetentionCount)},
+		{"event_retention_age", s.EventRetentionAge},
 		{"revision", strconv.FormatInt(s.Revision, 10)},
 	}
 }
@@ -201,7 +206,7 @@ func parseSettingsArgs(args []string) (messages.SettingsPatch, error) {
 		}
 		k = strings.ReplaceAll(strings.ToLower(k), "-", "_")
 		if _, known := settingKeys[k]; !known {
-			return p, fmt.Errorf("unknown setting %q; settings: overlay_supernet, vni_range, underlay_mtu, wireguard_port, default_pool", k)
+			return p, fmt.Errorf("unknown setting %q; settings: overlay_supernet, vni_range, underlay_mtu, wireguard_port, default_pool, event_retention_count, event_retention_age", k)
 		}
 		if seen[k] {
 			return p, fmt.Errorf("%s given twice", k)
@@ -219,6 +224,14 @@ func parseSettingsArgs(args []string) (messages.SettingsPatch, error) {
 			p.OverlaySupernet = &v
 		case "default_pool":
 			p.DefaultPool = &v
+		case "event_retention_age":
+			p.EventRetentionAge = &v
+		case "event_retention_count":
+			n, err := num()
+			if err != nil {
+				return p, err
+			}
+			p.EventRetentionCount = &n
 		case "underlay_mtu":
 			n, err := num()
 			if err != nil {

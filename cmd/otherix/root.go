@@ -187,7 +187,8 @@ file, --context to use another context for one call).`,
 		a.versionCommand(),
 		a.debugCommand(),
 		a.docsCommand(),
-		a.explainCommand())
+		a.explainCommand(),
+		a.eventsCommand())
 	markArgsUsage(root)
 	a.addNameCompletion(root)
 	return root

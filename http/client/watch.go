@@ -33,7 +33,8 @@ const maxEventBytes = 8 << 20
 
 // WatchOptions says what a stream carries and where it starts.
 type WatchOptions struct {
-	// Types are the collections to follow: vms, nodes, tasks, networks.
+	// Types are the collections to follow: vms, nodes, tasks, networks,
+	// events (lifecycle events).
 	Types []string
 	// Since is the revision already seen (a list's meta.revision, or the
 	// last event's id); 0 starts now. It is sent as Last-Event-ID, as a

@@ -71,6 +71,8 @@ type ControlPlane interface {
 	Cluster
 	// VMMetricsReader answers the VM samples nodes report.
 	VMMetricsReader
+	// Events lists lifecycle events.
+	Events
 }
 
 // VMMetricsReader answers the latest VM samples the nodes' heartbeats
@@ -83,6 +85,13 @@ type VMMetricsReader interface {
 	TopVMs(ctx context.Context, owner string, limit int) ([]messages.VMMetricsView, error)
 	// TopNodes are the nodes with their VMs' samples summed, busiest first.
 	TopNodes(ctx context.Context) ([]messages.NodeTop, error)
+}
+
+// Events is what GET /v1/events needs. The handler filters by what the
+// caller may see (EventFilter.Visible).
+type Events interface {
+	ListEvents(ctx context.Context, f store.EventFilter, page store.Page) ([]*messages.Event, string, error)
+	GetEvent(ctx context.Context, id string) (*messages.Event, error)
 }
 
 // Cluster is what the replica join token, the join handshake and the member

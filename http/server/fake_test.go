@@ -37,6 +37,7 @@ type fakeCP struct {
 	*fakeSettings
 	fakeCluster
 	fakeMetrics
+	fakeEvents
 	// consoles backs IssueConsoleToken and AttachConsole (console_test.go).
 	consoles fakeConsoles
 }

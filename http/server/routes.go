@@ -165,6 +165,10 @@ func (s *Server) routeTable() []route {
 		// Each type a stream asks for is authorized as its list is, in
 		// the handler (watch.go): one route, several matrix cells.
 		{method: get, path: "/v1/watch", access: accessAuthenticated, handler: s.watchStream},
+		// Each event is authorized as its object's list is, in the
+		// handler (events.go): a developer sees their own VMs' and tasks'.
+		{method: get, path: "/v1/events", access: accessAuthenticated, handler: s.listEvents},
+		{method: get, path: "/v1/events/:id", access: accessAuthenticated, handler: s.getEvent},
 
 		secret(rbac(post, "/v1/cluster/join-tokens", joinToken, security.VerbCreate, s.createClusterJoinToken)),
 		rbac(get, "/v1/cluster/members", security.ResourceReplica, security.VerbList, s.listClusterMembers),

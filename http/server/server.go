@@ -127,6 +127,9 @@ func New(cfg Config, cp ControlPlane, log *slog.Logger) *Server {
 		if s.cfg.StoreStatus != nil {
 			s.metrics.registry.MustRegister(newStoreCollector(s.cfg.StoreStatus, log))
 		}
+		if s.cfg.Watch != nil {
+			s.metrics.registry.MustRegister(newFleetCollector(s.cfg.Watch))
+		}
 	}
 	gin.SetMode(gin.ReleaseMode)
 	e := gin.New()

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,9 +27,12 @@ const (
 )
 
 // watchResources maps a stream type to the RBAC resource its list needs.
+// Lifecycle events have none of their own: each is authorized as its
+// object's list is (eventVisible), so every role may ask for them.
 var watchResources = map[string]string{
 	watch.VMs: security.ResourceVM, watch.Tasks: security.ResourceTask,
 	watch.Nodes: security.ResourceNode, watch.Networks: security.ResourceNetwork,
+	watch.Events: "",
 }
 
 // watchers counts the open streams of each user, to bound them.
@@ -80,6 +84,9 @@ func (s *Server) watchStream(c *gin.Context) {
 	}
 	owners := make(map[string]string, len(types)) // type → owner scope, "" for any
 	for _, t := range types {
+		if t == watch.Events {
+			continue
+		}
 		switch security.Allowed(security.Role(p.Role), watchResources[t], security.VerbList) {
 		case security.ScopeAny:
 			owners[t] = ""
@@ -98,7 +105,11 @@ func (s *Server) watchStream(c *gin.Context) {
 	}
 	defer s.watchers.release(p.UserID)
 	ctx := c.Request.Context()
+	events := slices.Contains(types, watch.Events)
 	sub, err := s.cfg.Watch.Subscribe(ctx, since, func(e watch.Event) bool {
+		if e.Type == watch.Events {
+			return events && eventVisible(p, e.Object, e.Owner)
+		}
 		owner, ok := owners[e.Type]
 		// A scoped subscriber sees only rows it owns; a row whose owner
 		// is unknown (a deletion etcd kept no previous value for) is

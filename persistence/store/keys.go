@@ -54,3 +54,7 @@ func prefixEnd(prefix string) string {
 }
 
 func lastSegment(key string) string { return key[strings.LastIndexByte(key, '/')+1:] }
+
+// ClaimPrefix ranges over the job claim keys (one per claimed job, bound to
+// its dispatcher's lease).
+func ClaimPrefix() string { return RowPrefix(claims) }

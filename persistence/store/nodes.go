@@ -93,7 +93,9 @@ func (a *tunnelAllocator) forget() {
 // supernet already is simply updated; one whose address is outside (the
 // settings moved the supernet) is re-addressed, its old guard released in
 // the same transaction.
-func (s *Store) UpdateNodeWithTunnelIP(ctx context.Context, n *messages.Node, supernet string) error {
+//
+// evs, the lifecycle events of the change, commit with it.
+func (s *Store) UpdateNodeWithTunnelIP(ctx context.Context, n *messages.Node, supernet string, evs ...*messages.Event) error {
 	p, err := netip.ParsePrefix(supernet)
 	if err != nil || !p.Addr().Is4() || p.Bits() > 30 {
 		return fmt.Errorf("store: overlay supernet %q is not an IPv4 prefix of /30 or wider", supernet)
@@ -101,7 +103,7 @@ func (s *Store) UpdateNodeWithTunnelIP(ctx context.Context, n *messages.Node, su
 	old := n.TunnelIP
 	if old != "" {
 		if ip, err := netip.ParseAddr(old); err == nil && p.Contains(ip) {
-			return s.Commit(ctx, UpdateNode(NewTxn(), n))
+			return s.Commit(ctx, AddEvents(UpdateNode(NewTxn(), n), evs...))
 		}
 	}
 	a := &s.tunnels
@@ -121,6 +123,7 @@ func (s *Store) UpdateNodeWithTunnelIP(ctx context.Context, n *messages.Node, su
 		next.TunnelIP = ip.String()
 		t := UpdateNode(NewTxn(), &next)
 		t.ClaimUniqueOr(Nodes, tunnelIPField, next.TunnelIP, next.ID, errRace)
+		AddEvents(t, evs...)
 		if old != "" {
 			// Not freesTunnelIP: this goroutine holds a.mu, which
 			// forget takes; the map is dropped below instead.

@@ -138,6 +138,8 @@ func singularName(resource string) string {
 		return "session"
 	case Networks:
 		return "network"
+	case Events:
+		return "event"
 	}
 	return resource
 }

@@ -5,8 +5,11 @@ package storetest
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/etcd"
@@ -30,4 +33,42 @@ func New(tb testing.TB, opts ...store.Option) *store.Store {
 		tb.Fatalf("seed settings: %v", err)
 	}
 	return st
+}
+
+// Events reads every lifecycle event in the store, in key order, each with
+// its mod revision: the revision of the change it was written with.
+func Events(tb testing.TB, st *store.Store) []*messages.Event {
+	tb.Helper()
+	resp, err := st.Client().Get(context.Background(), store.RowPrefix(store.Events), clientv3.WithPrefix(),
+		clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		tb.Fatalf("read events: %v", err)
+	}
+	out := make([]*messages.Event, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var e messages.Event
+		if err := json.Unmarshal(kv.Value, &e); err != nil {
+			tb.Fatalf("event %s: %v", kv.Key, err)
+		}
+		e.Revision = kv.ModRevision
+		out = append(out, &e)
+	}
+	return out
+}
+
+// NewEvents returns the events written since the store held seen of them
+// (as Events counted), failing unless there are exactly want.
+func NewEvents(tb testing.TB, st *store.Store, seen *int, want int) []*messages.Event {
+	tb.Helper()
+	all := Events(tb, st)
+	fresh := all[*seen:]
+	if len(fresh) != want {
+		var types []string
+		for _, e := range fresh {
+			types = append(types, e.Type+"/"+e.Reason)
+		}
+		tb.Fatalf("%d new events %v, want %d", len(fresh), types, want)
+	}
+	*seen = len(all)
+	return fresh
 }

@@ -290,6 +290,35 @@ func TestVMLifecycleOnRealQEMU(t *testing.T) {
 	if len(disks) != 0 {
 		t.Fatalf("delete left disks: %v", disks)
 	}
+	// Each transition above left its lifecycle event; the agent's restart,
+	// which changed nothing, left none.
+	if got := eventTypes(t, c, "--type", "vm", "--object", "g1"); got != "vm.created vm.started vm.stopped vm.started vm.deleted" {
+		t.Fatalf("vm events: %s", got)
+	}
+	if got := eventTypes(t, c, "--type", "node"); !strings.HasPrefix(got, "node.ready") {
+		t.Fatalf("node events: %s", got)
+	}
+}
+
+// eventTypes runs otherix events -o json with args and returns the events'
+// types in order, space-separated.
+func eventTypes(t *testing.T, c *cluster, args ...string) string {
+	t.Helper()
+	var doc struct {
+		Items []struct {
+			Type   string `json:"type"`
+			Reason string `json:"reason"`
+		} `json:"items"`
+	}
+	out := c.mustCLI(append([]string{"events", "-o", "json"}, args...)...)
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatalf("otherix events: %v\n%s", err, out)
+	}
+	var types []string
+	for _, e := range doc.Items {
+		types = append(types, e.Type)
+	}
+	return strings.Join(types, " ")
 }
 
 // TestVMCreateFailsCleanly: a wrong sha256 and a missing image each fail the

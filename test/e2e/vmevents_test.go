@@ -43,6 +43,12 @@ func TestGuestPoweroffShowsWhy(t *testing.T) {
 	if !strings.Contains(stopped.Status.Message, "powered itself off") {
 		t.Fatalf("status %+v; want a message saying the guest powered itself off", stopped.Status)
 	}
+	if got := eventTypes(t, c, "--type", "vm.stopped", "--object", "g1"); got != "vm.stopped" {
+		t.Fatalf("stop events: %s", got)
+	}
+	if out := c.mustCLI("events", "--type", "vm.stopped", "--object", "g1"); !strings.Contains(out, "GuestShutdown") {
+		t.Fatalf("the guest's power-off is not an event with its reason:\n%s", out)
+	}
 
 	var full struct {
 		Spec struct {
