@@ -22,3 +22,9 @@ func (g *Gateway) JoinReplica(ctx context.Context, req messages.ReplicaJoinReque
 func (g *Gateway) ClusterMembers(ctx context.Context) ([]messages.ClusterMember, error) {
 	return g.enroll.ClusterMembers(ctx)
 }
+
+// RemoveClusterMember takes a replica out of the cluster
+// (enrollment.Service.RemoveClusterMember).
+func (g *Gateway) RemoveClusterMember(ctx context.Context, ref string, force bool) (*messages.ClusterMember, error) {
+	return g.enroll.RemoveClusterMember(ctx, ref, force)
+}

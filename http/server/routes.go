@@ -163,6 +163,7 @@ func (s *Server) routeTable() []route {
 
 		secret(rbac(post, "/v1/cluster/join-tokens", joinToken, security.VerbCreate, s.createClusterJoinToken)),
 		rbac(get, "/v1/cluster/members", security.ResourceReplica, security.VerbList, s.listClusterMembers),
+		rbac(del, "/v1/cluster/members/:name", security.ResourceReplica, security.VerbDelete, s.removeClusterMember),
 		rbac(get, "/v1/cluster/settings", settings, security.VerbRead, s.getSettings),
 		rbac(patch, "/v1/cluster/settings", settings, security.VerbUpdate, s.updateSettings),
 	}

@@ -123,3 +123,18 @@ func TestRemoveStaleLearners(t *testing.T) {
 		return !ok, fmt.Sprintf("%x still there: %+v", ghost2, got)
 	})
 }
+
+// TestDataDirClusterID reads a stopped member's cluster id from its log.
+func TestDataDirClusterID(t *testing.T) {
+	c := newTestCluster(t)
+	a := c.first("a")
+	want := a.ClusterID()
+	c.close("a")
+	got, err := DataDirClusterID(c.byName2cfg["a"].DataDir)
+	if err != nil || got != want || got == 0 {
+		t.Fatalf("DataDirClusterID = %x, %v; want %x", got, err, want)
+	}
+	if _, err := DataDirClusterID(t.TempDir()); err == nil {
+		t.Fatal("an empty dir has a cluster id")
+	}
+}
