@@ -20,10 +20,10 @@ type CreateClusterJoinTokenRequest struct {
 // transaction that consumes the replica join token) and by the replica
 // itself when it starts serving. Its name is its etcd member name.
 type Replica struct {
-	Name     string    `json:"name"`
-	PeerURL  string    `json:"peer_url"`
-	APIURL   string    `json:"api_url,omitempty"`
-	AgentURL string    `json:"agent_url,omitempty"`
+	Name     string `json:"name"`
+	PeerURL  string `json:"peer_url"`
+	APIURL   string `json:"api_url,omitempty"`
+	AgentURL string `json:"agent_url,omitempty"`
 	// Version is the otherix-api version the replica last started with.
 	Version  string    `json:"version,omitempty"`
 	JoinedAt time.Time `json:"joined_at"`
