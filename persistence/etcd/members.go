@@ -67,7 +67,14 @@ const probeTimeout = time.Second
 // IsLearner reports whether this member is a learner. etcd refuses most
 // client requests on a learner, but the in-process client bypasses that
 // guard, so the API must check this itself and serve nothing while true.
-func (m *Member) IsLearner() bool { return m.server.Server.IsLearner() }
+// A member removed from the cluster counts as one too: it must serve
+// nothing either (and etcd's own IsLearner panics once the member is gone
+// from its membership).
+func (m *Member) IsLearner() bool {
+	s := m.server.Server
+	mb := s.Cluster().Member(s.MemberID())
+	return mb == nil || mb.IsLearner
+}
 
 // WaitVoter returns once this member is a voter, polling every interval
 // (100ms when 0), or ctx's error when it ends first. A replica that joined

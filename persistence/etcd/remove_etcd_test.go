@@ -69,6 +69,14 @@ func TestRemoveMembers(t *testing.T) {
 	if err := cm.StopCause(ctx); !errors.Is(err, ErrRemoved) {
 		t.Fatalf("c's stop cause = %v, want ErrRemoved", err)
 	}
+	// A removed member serves nothing, like a learner; etcd's own
+	// IsLearner panics on it, which took down a replica's promoter.
+	if !cm.IsLearner() {
+		t.Fatal("a removed member is not held back as a learner")
+	}
+	if name, err := cm.PromoteOne(ctx); name != "" || err != nil {
+		t.Fatalf("PromoteOne on a removed member = %q, %v", name, err)
+	}
 	if _, err := a.Client().Put(ctx, "/otherix/probe", "alone"); err != nil {
 		t.Fatalf("write on the one voter left: %v", err)
 	}
