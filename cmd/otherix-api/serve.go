@@ -202,6 +202,16 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 		return err
 	}
 	defer gw.Close()
+	if peer != nil {
+		// This replica's own peer certificate, renewed while it runs.
+		renewCtx, stopRenew := context.WithCancel(ctx)
+		renewDone := make(chan struct{})
+		go func() {
+			defer close(renewDone)
+			runPeerRenewal(renewCtx, peer.TLS, memberName(cfg), peerSANs(cfg.PeerListen, cfg.Advertise), ca, peerRenewInterval, log)
+		}()
+		defer func() { stopRenew(); <-renewDone }()
+	}
 	if err := bootstrapAdmin(ctx, gw, cfg, log); err != nil {
 		return err
 	}
