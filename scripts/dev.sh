@@ -177,6 +177,10 @@ if ((replicas > 1)); then
 	done
 fi
 for pair in "${pairs[@]}"; do
+	if port_in_use "${pair#*=}" && ((replicas > 1)); then
+		die "${pair#*=} is already in use (another make dev-cluster?); move every listener with
+     DEV_PORT_BASE=N make dev-cluster   (replica i on N+10*(i-1) to N+10*(i-1)+2, the agent on N+3)"
+	fi
 	if port_in_use "${pair#*=}"; then
 		die "${pair#*=} (${pair%%=*}) is already in use (another make dev?); move all three listeners with
      DEV_PORT_BASE=N make dev   (127.0.0.1:N, N+1 and N+2), or set ${pair%%=*}=HOST:PORT"
