@@ -60,7 +60,8 @@ func (s *Server) removeClusterMember(c *gin.Context) {
 // logged. Refusals: invalid_join_token, invalid_name, invalid_peer_url,
 // replica_name_conflict, peer_url_conflict, csr_policy,
 // peer_listener_required; member_add_failed when etcd refused the add
-// after the token was spent.
+// after the token was spent; cluster_mismatch when a joiner whose data dir
+// holds a member (member_of) asks the wrong cluster.
 func (s *Server) joinReplica(c *gin.Context) {
 	var req messages.ReplicaJoinRequest
 	if err := decodeJSON(c, &req); err != nil {
