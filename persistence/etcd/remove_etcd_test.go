@@ -146,3 +146,42 @@ func TestDataDirClusterID(t *testing.T) {
 		t.Fatal("an empty dir has a cluster id")
 	}
 }
+
+// TestRemoveSelf: a replica asked to remove itself (the request landed on
+// it) succeeds, then stops as removed; the two others carry on.
+func TestRemoveSelf(t *testing.T) {
+	c := newTestCluster(t)
+	a := c.first("a")
+	b := c.join(a, "b")
+	cm := c.join(a, "c")
+	promote(t, a)
+	promote(t, a)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	testutil.Eventually(t, 30*time.Second, 50*time.Millisecond, "three healthy voters", func() bool {
+		n := 0
+		for _, mi := range roles(t, a) {
+			if mi.Healthy && mi.Role == RoleVoter {
+				n++
+			}
+		}
+		return n == 3
+	})
+	if err := a.Remove(ctx, a.ID(), false); err != nil {
+		t.Fatalf("a removes itself: %v", err)
+	}
+	select {
+	case <-a.Stopped():
+	case <-time.After(30 * time.Second):
+		t.Fatal("a still running after removing itself")
+	}
+	if err := a.StopCause(ctx); !errors.Is(err, ErrRemoved) {
+		t.Fatalf("a's stop cause = %v", err)
+	}
+	testutil.EventuallyReport(t, 30*time.Second, 50*time.Millisecond, "b and c write without a", func() (bool, string) {
+		wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
+		defer wcancel()
+		_, err := b.Client().Put(wctx, "/otherix/probe", "after")
+		return err == nil && len(roles(t, cm)) == 2, fmt.Sprint(err)
+	})
+}
