@@ -3,11 +3,18 @@
 package e2e
 
 import (
+	"bytes"
+	"encoding/json"
+	"encoding/pem"
+	"io"
 	"net/http"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/otherix/otherix/security"
 )
 
 // TestRemoveRunningReplica: with three voters, removing a healthy one while
@@ -48,6 +55,30 @@ func TestRemoveRunningReplica(t *testing.T) {
 	if out, err := h.cli("--context", via, "cluster", "info"); err != nil || !strings.Contains(out, "Replicas:") ||
 		!strings.Contains(out, "r2 (voter") || !strings.Contains(out, "r3 (voter") {
 		t.Fatalf("cluster info: %v\n%s", err, out)
+	}
+
+	// A join whose joiner never starts leaves a learner without a name:
+	// listed with its id, removed by its peer address.
+	ghostPeer := freePort(t)
+	ghostJoin(t, h, ghostPeer)
+	var ghostID string
+	waitFor(t, "the never-started learner listed", 30*time.Second, func() bool {
+		for _, m := range h.members(rs[0]) {
+			if m.Name == "" && m.PeerURL == "https://"+ghostPeer && m.Role == "learner" && m.ID != "" {
+				ghostID = m.ID
+				return true
+			}
+		}
+		return false
+	}, rs...)
+	if out, err := h.cli("--context", via, "cluster", "members", "-o", "wide"); err != nil || !strings.Contains(out, ghostID) {
+		t.Fatalf("members -o wide does not show the learner's id %s: %v\n%s", ghostID, err, out)
+	}
+	if out, err := h.cli("--context", via, "cluster", "members", "remove", ghostPeer); err != nil || out != "member/"+ghostID+" removed\n" {
+		t.Fatalf("remove the never-started learner by its peer address: %v %q", err, out)
+	}
+	if n := len(h.members(rs[0])); n != 3 {
+		t.Fatalf("%d members after removing the learner, want 3", n)
 	}
 
 	r2, r3 := rs[1], rs[2]
@@ -133,5 +164,28 @@ func TestJoinForeignDataDir(t *testing.T) {
 	// Nothing joined B.
 	if n := len(b.members(b.rs[0])); n != 1 {
 		t.Fatalf("cluster B has %d members", n)
+	}
+}
+
+// ghostJoin runs the join handshake for a replica "ghost" at peer address
+// peer, as a joiner would, and never starts it.
+func ghostJoin(t *testing.T, h *haCluster, peer string) {
+	t.Helper()
+	host, _, _ := strings.Cut(peer, ":")
+	_, csr, err := security.NewReplicaKeyAndCSR("ghost", []string{host})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(map[string]string{"token": h.replicaToken(h.rs[0]), "name": "ghost", "peer_url": "https://" + peer,
+		"csr": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}))})
+	client := caClient(filepath.Join(h.rs[0].dataDir, "pki", "ca.pem"))
+	defer client.CloseIdleConnections()
+	resp, err := client.Post(h.rs[0].AgentURL+"/v1/cluster/join", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if b, _ := io.ReadAll(resp.Body); resp.StatusCode != http.StatusOK {
+		t.Fatalf("ghost join: %d %s", resp.StatusCode, b)
 	}
 }
