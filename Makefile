@@ -42,7 +42,7 @@ existing = $(strip $(foreach d,$(1),$(if $(wildcard $(d)),./$(d)/...)))
 ETCD_PKGS := $(call existing,persistence actors http cmd config)
 BENCH_PKGS := $(call existing,persistence http)
 
-.PHONY: all deps deps-test test-readme web build cross test test-etcd test-netfabric test-e2e vet fmt-check check bench bench-plots dev clean fuzz fuzz-short release image test-release lint-openapi man
+.PHONY: all deps deps-test test-readme web build cross test test-etcd test-netfabric test-e2e vet fmt-check check bench bench-plots dev clean fuzz fuzz-short release image test-release lint-openapi man dev-cluster
 
 all: build
 
@@ -239,6 +239,12 @@ bench-plots:
 # Ctrl-C stops both. exec so a SIGTERM to make reaches the script's trap.
 dev: deps build
 	BIN_DIR=$(BIN_DIR) exec bash scripts/dev.sh
+
+# dev-cluster is make dev with three otherix-api replicas forming one etcd
+# Raft cluster on loopback (DEV_DIR default .dev-cluster, ports from
+# DEV_PORT_BASE, default 7180); it prints the members and how to kill one.
+dev-cluster: deps build
+	BIN_DIR=$(BIN_DIR) exec bash scripts/dev.sh --replicas 3
 
 # release builds dist/ (internal/release, run by scripts/release): the three
 # binaries for linux/amd64 and linux/arm64, a .deb of each, an OCI image of

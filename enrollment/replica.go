@@ -27,6 +27,9 @@ type Membership interface {
 	Members(ctx context.Context) ([]etcd.MemberInfo, error)
 	// ClusterID is the etcd cluster id.
 	ClusterID() uint64
+	// Remove takes a member out of the cluster, keeping a healthy quorum
+	// of voters unless force.
+	Remove(ctx context.Context, id uint64, force bool) error
 }
 
 var _ Membership = (*etcd.Member)(nil)
@@ -42,6 +45,17 @@ var (
 	errJoinUnavailable = &messages.Error{Kind: messages.KindUnavailable, Code: "replica_join_unavailable",
 		Message: "this control plane does not accept replica joins"}
 )
+
+// clusterMismatch refuses a joiner whose data dir holds a member of
+// another cluster than this one.
+func clusterMismatch(dataDirCluster, own string) *messages.Error {
+	if len(dataDirCluster) > 32 {
+		dataDirCluster = dataDirCluster[:32] + "…"
+	}
+	return &messages.Error{Kind: messages.KindConflict, Code: "cluster_mismatch",
+		Message: fmt.Sprintf("the joiner's data dir holds a member of cluster %s, this is cluster %s; join with an empty data dir", dataDirCluster, own),
+		Details: map[string]any{"cluster_id": own, "data_dir_cluster_id": dataDirCluster}}
+}
 
 // joinGrace is how long a recorded join without a member blocks another
 // join for the same name: longer than AddLearner's wait for the membership
@@ -92,6 +106,19 @@ func (s *Service) JoinReplica(ctx context.Context, req messages.ReplicaJoinReque
 		s.cfg.Log.Warn("replica join refused", "replica", name, "reason", reason, "source", source)
 		s.cfg.AuditFailure(messages.AuditEntry{Actor: actor, Action: "replica.join", Target: name, Result: err.Code, Source: source})
 		return nil, err
+	}
+	if req.MemberOf != "" {
+		// A restart with --join of a data dir that holds a member: only
+		// the cluster ids are compared. The id is no secret (etcd sends it
+		// with every peer message); nothing is spent or added.
+		if s.cfg.Membership == nil {
+			return refuse(errJoinUnavailable, "no_membership")
+		}
+		own := fmt.Sprintf("%x", s.cfg.Membership.ClusterID())
+		if !strings.EqualFold(strings.TrimLeft(req.MemberOf, "0"), own) {
+			return refuse(clusterMismatch(req.MemberOf, own), "cluster_mismatch")
+		}
+		return &messages.ReplicaJoinResponse{ClusterID: own}, nil
 	}
 	tok, err := security.ParseReplicaJoinToken(strings.TrimSpace(req.Token))
 	if err != nil {
@@ -227,9 +254,9 @@ func (s *Service) ClusterMembers(ctx context.Context) ([]messages.ClusterMember,
 	out := make([]messages.ClusterMember, 0, len(members))
 	for _, m := range members {
 		cm := messages.ClusterMember{Name: m.Name, ID: fmt.Sprintf("%x", m.ID), Role: m.Role, IsLeader: m.IsLeader,
-			Healthy: m.Healthy, PeerURL: m.PeerURL, Note: m.Note}
+			Healthy: m.Healthy, PeerURL: m.PeerURL, Note: m.Note, RaftIndexLag: m.RaftIndexLag, EtcdVersion: m.EtcdVersion}
 		if r := byName[m.Name]; r != nil && m.Name != "" {
-			cm.APIURL, cm.AgentURL = r.APIURL, r.AgentURL
+			cm.APIURL, cm.AgentURL, cm.Version = r.APIURL, r.AgentURL, r.Version
 		}
 		out = append(out, cm)
 	}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -27,6 +28,25 @@ type fakeMembership struct {
 	members []etcd.MemberInfo
 	addErr  error
 	adds    []string
+	// removeErr is what Remove answers; removes records the ids asked.
+	removeErr error
+	removes   []uint64
+}
+
+func (f *fakeMembership) Remove(_ context.Context, id uint64, _ bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.removes = append(f.removes, id)
+	if f.removeErr != nil {
+		return f.removeErr
+	}
+	for i, m := range f.members {
+		if m.ID == id {
+			f.members = append(f.members[:i], f.members[i+1:]...)
+			return nil
+		}
+	}
+	return etcd.ErrMemberNotFound
 }
 
 func (f *fakeMembership) AddLearner(_ context.Context, name, peerURL string) (uint64, string, error) {
@@ -260,6 +280,85 @@ func TestReplicaJoinStaleRow(t *testing.T) {
 	wantCode(t, err, "replica_name_conflict")
 	clock.Add(3 * time.Minute)
 	if _, err := s.JoinReplica(t.Context(), req, "192.0.2.7"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRemoveClusterMember: a member is found by name, id or peer address;
+// its row and the row of a join at its peer URL go with it; the membership
+// layer's refusals keep their codes and leave the rows.
+func TestRemoveClusterMember(t *testing.T) {
+	s, st, _, fm := startReplicas(t)
+	// A join whose joiner never started: an unnamed learner, and its row.
+	if _, err := s.JoinReplica(t.Context(), joinReq(replicaToken(t, s, ""), "two", "https://127.0.0.1:2381", replicaCSR(t, "two")), "192.0.2.7"); err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.RemoveClusterMember(t.Context(), "127.0.0.1:2381", false)
+	if err != nil || m.Name != "" || m.ID != "2" {
+		t.Fatalf("remove by peer address = %+v, %v", m, err)
+	}
+	if _, err := st.GetReplica(t.Context(), "two"); messages.KindOf(err) != messages.KindNotFound {
+		t.Fatalf("the join's row stays after its learner was removed: %v", err)
+	}
+	fm.members = append(fm.members, etcd.MemberInfo{ID: 0x3a, Name: "three", Role: etcd.RoleVoter, Healthy: true, PeerURL: "https://127.0.0.1:2383"})
+	if err := st.RecordReplica(t.Context(), &messages.Replica{Name: "three", PeerURL: "https://127.0.0.1:2383", Version: "v9"}); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := s.ClusterMembers(t.Context())
+	if err != nil || len(ms) != 2 || ms[1].Version != "v9" {
+		t.Fatalf("members %+v, %v", ms, err)
+	}
+	for _, c := range []struct {
+		err  error
+		code string
+	}{
+		{&etcd.QuorumError{Voters: 2, Healthy: 1, Needed: 2}, "quorum_at_risk"},
+		{fmt.Errorf("%w (three)", etcd.ErrLastVoter), "last_voter"},
+		{fmt.Errorf("%w: 3a", etcd.ErrMemberNotFound), "not_found"},
+	} {
+		fm.removeErr = c.err
+		_, err := s.RemoveClusterMember(t.Context(), "three", false)
+		wantCode(t, err, c.code)
+		if _, err := st.GetReplica(t.Context(), "three"); err != nil {
+			t.Fatalf("refused removal (%s) dropped the row: %v", c.code, err)
+		}
+	}
+	fm.removeErr = nil
+	_, err = s.RemoveClusterMember(t.Context(), "nobody", true)
+	wantCode(t, err, "not_found")
+	if m, err := s.RemoveClusterMember(t.Context(), "3A", false); err != nil || m.Name != "three" {
+		t.Fatalf("remove by id = %+v, %v", m, err)
+	}
+	if _, err := st.GetReplica(t.Context(), "three"); messages.KindOf(err) != messages.KindNotFound {
+		t.Fatalf("row of a removed member: %v", err)
+	}
+	if want := []uint64{2, 0x3a, 0x3a, 0x3a, 0x3a}; fmt.Sprint(fm.removes) != fmt.Sprint(want) {
+		t.Fatalf("removes %v, want %v", fm.removes, want)
+	}
+}
+
+// TestReplicaJoinMemberOf: a joiner whose data dir holds a member asks only
+// whether the cluster is its own: the same id is answered alone, another
+// is refused naming both; neither spends a token or adds a member.
+func TestReplicaJoinMemberOf(t *testing.T) {
+	s, _, _, fm := startReplicas(t)
+	tok := replicaToken(t, s, "")
+	resp, err := s.JoinReplica(t.Context(), messages.ReplicaJoinRequest{Name: "two", MemberOf: "c1"}, "192.0.2.7")
+	if err != nil || resp.ClusterID != "c1" || resp.Certificate != "" || resp.InitialCluster != "" {
+		t.Fatalf("same cluster: %+v, %v", resp, err)
+	}
+	_, err = s.JoinReplica(t.Context(), messages.ReplicaJoinRequest{Token: tok, Name: "two", MemberOf: "abc123"}, "192.0.2.7")
+	wantCode(t, err, "cluster_mismatch")
+	var me *messages.Error
+	if !errors.As(err, &me) || me.Details["cluster_id"] != "c1" || me.Details["data_dir_cluster_id"] != "abc123" ||
+		!strings.Contains(me.Message, "abc123") || !strings.Contains(me.Message, "c1") {
+		t.Fatalf("mismatch error %+v", err)
+	}
+	if len(fm.adds) != 0 {
+		t.Fatalf("checks added %v", fm.adds)
+	}
+	// The token presented with the check is still good.
+	if _, err := s.JoinReplica(t.Context(), joinReq(tok, "two", "https://127.0.0.1:2381", replicaCSR(t, "two")), "192.0.2.7"); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -20,10 +20,12 @@ type CreateClusterJoinTokenRequest struct {
 // transaction that consumes the replica join token) and by the replica
 // itself when it starts serving. Its name is its etcd member name.
 type Replica struct {
-	Name     string    `json:"name"`
-	PeerURL  string    `json:"peer_url"`
-	APIURL   string    `json:"api_url,omitempty"`
-	AgentURL string    `json:"agent_url,omitempty"`
+	Name     string `json:"name"`
+	PeerURL  string `json:"peer_url"`
+	APIURL   string `json:"api_url,omitempty"`
+	AgentURL string `json:"agent_url,omitempty"`
+	// Version is the otherix-api version the replica last started with.
+	Version  string    `json:"version,omitempty"`
 	JoinedAt time.Time `json:"joined_at"`
 	Revision int64     `json:"revision"`
 }
@@ -49,6 +51,12 @@ type ReplicaJoinRequest struct {
 	CSR      string `json:"csr"`
 	APIURL   string `json:"api_url,omitempty"`
 	AgentURL string `json:"agent_url,omitempty"`
+	// MemberOf, when set, is the cluster id (hex) of the member the
+	// joiner's data dir already holds: the request then joins nothing and
+	// spends no token; it only checks that the cluster asked is that one
+	// (answered with cluster_id alone), or is refused with
+	// cluster_mismatch naming both ids.
+	MemberOf string `json:"member_of,omitempty"`
 }
 
 // ReplicaJoinResponse answers a join: the cluster CA, the signed peer
@@ -79,4 +87,19 @@ type ClusterMember struct {
 	// Note explains a state, such as a learner held back to keep an odd
 	// number of voters.
 	Note string `json:"note,omitempty"`
+	// RaftIndexLag is how many Raft log entries the member is behind the
+	// leader's commit index; null when the answering replica cannot tell
+	// (a follower knows only its own).
+	RaftIndexLag *uint64 `json:"raft_index_lag"`
+	// Version is the otherix-api version the replica recorded when it
+	// last started serving; EtcdVersion the etcd version its peer
+	// listener answers.
+	Version     string `json:"version,omitempty"`
+	EtcdVersion string `json:"etcd_version,omitempty"`
+}
+
+// RemovedClusterMember answers DELETE /v1/cluster/members/{name}: the
+// member as it was listed just before its removal.
+type RemovedClusterMember struct {
+	Member ClusterMember `json:"member"`
 }

@@ -213,6 +213,7 @@ var rules = func() []rule {
 		{ResourceJoinToken, VerbDelete, [4]Scope{A, N, N, N}},
 
 		{ResourceReplica, VerbList, [4]Scope{A, N, N, N}},
+		{ResourceReplica, VerbDelete, [4]Scope{A, N, N, N}},
 
 		{ResourceDebug, VerbRead, [4]Scope{A, N, N, N}},
 	}

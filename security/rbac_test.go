@@ -28,7 +28,7 @@ var wantMatrix = map[string]map[string]string{
 	"token":      {"read": "AOOO", "list": "AOOO", "create": "AOOO", "delete": "AOOO"},
 	"audit":      {"read": "A---", "list": "A---"},
 	"join_token": {"read": "A---", "list": "A---", "create": "A---", "delete": "A---"},
-	"replica":    {"list": "A---"},
+	"replica":    {"list": "A---", "delete": "A---"},
 	"debug":      {"read": "A---"},
 }
 

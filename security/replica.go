@@ -1,8 +1,13 @@
 package security
 
 import (
+	"crypto"
+	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -28,8 +33,9 @@ const (
 	// resolves (RFC 6761), so no host can ever be reached by it.
 	ReplicaPeerSAN = "replica-peer.otherix.invalid"
 
-	// ReplicaCertValidity is a peer certificate's default lifetime. Renewal
-	// is a later slice; a replica re-issues on restart if it holds the CA.
+	// ReplicaCertValidity is a peer certificate's default lifetime. A
+	// replica re-issues its own at every start once it holds the CA, and
+	// renews it while running when a third of its validity is left.
 	ReplicaCertValidity = 365 * 24 * time.Hour
 
 	// ReasonNotReplicaCert refuses a certificate whose CN is not
@@ -90,6 +96,38 @@ func NewReplicaKeyAndCSR(name string, sans []string) (keyPEM, csrDER []byte, err
 		DNSNames:    dns,
 		IPAddresses: ips,
 	})
+}
+
+// ReplicaCSRForKey makes a replica peer CSR signed by an existing key
+// (keyPEM, PKCS#8): a renewal keeps the key, so the certificate file alone
+// changes and a handshake never meets a certificate and key that do not
+// match.
+func ReplicaCSRForKey(keyPEM []byte, name string, sans []string) ([]byte, error) {
+	if err := checkReplicaName(name); err != nil {
+		return nil, err
+	}
+	dns, ips, err := parseReplicaSANs(sans)
+	if err != nil {
+		return nil, err
+	}
+	kb, _ := pem.Decode(keyPEM)
+	if kb == nil {
+		return nil, errors.New("replica key: no PEM block")
+	}
+	key, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("replica key: %w", err)
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("replica key: %T cannot sign", key)
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: ReplicaCN(name)}, DNSNames: dns, IPAddresses: ips}, signer)
+	if err != nil {
+		return nil, fmt.Errorf("create replica csr: %w", err)
+	}
+	return csr, nil
 }
 
 // SignReplicaCSR signs a replica's peer CSR: the signature verifies, the CN

@@ -36,3 +36,9 @@ func (g *Gateway) ClusterMembers(ctx context.Context) ([]messages.ClusterMember,
 	}
 	return ms, nil
 }
+
+// RemoveClusterMember takes a replica out of the cluster
+// (enrollment.Service.RemoveClusterMember).
+func (g *Gateway) RemoveClusterMember(ctx context.Context, ref string, force bool) (*messages.ClusterMember, error) {
+	return g.enroll.RemoveClusterMember(ctx, ref, force)
+}

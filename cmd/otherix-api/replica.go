@@ -85,6 +85,9 @@ func preparePeer(ctx context.Context, cfg apiConfig, log *slog.Logger) (*peerSet
 		return p, nil
 	}
 	if cfg.Join != "" {
+		if err := checkJoinCluster(ctx, cfg, pki, log); err != nil {
+			return nil, err
+		}
 		log.Info("data dir holds a member: join ignored", "join", cfg.Join)
 	}
 	ca, err := loadDiskCA(pki)
@@ -202,32 +205,12 @@ func joinCluster(ctx context.Context, cfg apiConfig, peerURL string, sans []stri
 	req := messages.ReplicaJoinRequest{Token: strings.TrimSpace(cfg.JoinToken), Name: cfg.Etcd.Name, PeerURL: peerURL,
 		CSR:    string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER})),
 		APIURL: serviceURL(cfg.TLS.Enabled, cfg.Listen), AgentURL: serviceURL(true, cfg.AgentListen)}
-	body, err := json.Marshal(req)
-	if err != nil {
-		return nil, err
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(caCert)
-	hc := &http.Client{Timeout: joinTimeout, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	defer hc.CloseIdleConnections()
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(cfg.Join, "/")+"/v1/cluster/join", bytes.NewReader(body))
+	status, rb, err := postJoin(ctx, cfg.Join, caCert, req, joinTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("join %s: %w", cfg.Join, err)
 	}
-	hreq.Header.Set("Content-Type", "application/json")
-	hresp, err := hc.Do(hreq)
-	if err != nil {
-		return nil, fmt.Errorf("join %s: %w", cfg.Join, err)
-	}
-	defer hresp.Body.Close()
-	rb, err := io.ReadAll(io.LimitReader(hresp.Body, 1<<20))
-	if err != nil {
-		return nil, fmt.Errorf("join %s: %w", cfg.Join, err)
-	}
-	if hresp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("join %s refused: %w", cfg.Join, apierror.Decode(hresp.StatusCode, rb))
+	if status != http.StatusOK {
+		return nil, fmt.Errorf("join %s refused: %w", cfg.Join, apierror.Decode(status, rb))
 	}
 	var resp messages.ReplicaJoinResponse
 	if err := json.Unmarshal(rb, &resp); err != nil {
@@ -243,6 +226,105 @@ func joinCluster(ctx context.Context, cfg apiConfig, peerURL string, sans []stri
 	log.Info("joined the cluster as a learner", "name", cfg.Etcd.Name, "via", cfg.Join, "cluster_id", resp.ClusterID,
 		"member_id", resp.MemberID, "initial_cluster", resp.InitialCluster)
 	return &resp, nil
+}
+
+// postJoin POSTs a join request to the agent listener at join, trusting
+// only ca, and answers the status and body.
+func postJoin(ctx context.Context, join string, ca *x509.Certificate, req messages.ReplicaJoinRequest, timeout time.Duration) (int, []byte, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	hc := &http.Client{Timeout: timeout, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	defer hc.CloseIdleConnections()
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(join, "/")+"/v1/cluster/join", bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	hresp, err := hc.Do(hreq)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer hresp.Body.Close()
+	rb, err := io.ReadAll(io.LimitReader(hresp.Body, 1<<20))
+	return hresp.StatusCode, rb, err
+}
+
+// checkJoinTimeout bounds the cluster check of a restart with --join: the
+// replica it names may well be down, and the restart must not wait on it.
+const checkJoinTimeout = 10 * time.Second
+
+// checkJoinCluster runs when --join is set but the data dir already holds a
+// member: the join is ignored, but a member of another cluster than the
+// one --join names must not start as if it belonged there (an old data dir
+// reused after the cluster was rebuilt or restored, a typo in the data dir).
+// It asks the join URL for its cluster id and refuses on a definite
+// mismatch, naming both ids. When it cannot tell (the replica asked is
+// down, the token is gone from the settings) it says so and lets the
+// restart go on: --join stays in unit files after the first boot.
+func checkJoinCluster(ctx context.Context, cfg apiConfig, pki string, log *slog.Logger) error {
+	local, err := etcd.DataDirClusterID(cfg.DataDir)
+	if err != nil {
+		log.Warn("cannot read this data dir's cluster id to compare it with --join", "err", err)
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, checkJoinTimeout)
+	defer cancel()
+	// Trust: the CA the token pins when there is a token, else the
+	// cluster CA this data dir keeps.
+	var ca *x509.Certificate
+	if tok, terr := security.ParseReplicaJoinToken(strings.TrimSpace(cfg.JoinToken)); terr == nil {
+		ca, err = enroll.FetchPinnedCA(ctx, cfg.Join, tok.CAFingerprint, checkJoinTimeout)
+	} else {
+		ca, err = readCertFile(filepath.Join(pki, caCertFile))
+	}
+	if err != nil {
+		log.Warn("cannot check the cluster of --join: its CA is not trusted or not reachable; the data dir's member starts",
+			"join", cfg.Join, "data_dir_cluster_id", fmt.Sprintf("%x", local), "err", err)
+		return nil
+	}
+	status, rb, err := postJoin(ctx, cfg.Join, ca, messages.ReplicaJoinRequest{Name: cfg.Etcd.Name, MemberOf: fmt.Sprintf("%x", local)}, checkJoinTimeout)
+	var resp messages.ReplicaJoinResponse
+	switch {
+	case err != nil:
+		log.Warn("cannot check the cluster of --join; the data dir's member starts", "join", cfg.Join, "err", err)
+		return nil
+	case status == http.StatusConflict:
+		aerr := apierror.Decode(status, rb)
+		if aerr.Code != "cluster_mismatch" {
+			break
+		}
+		remote, _ := aerr.Details["cluster_id"].(string)
+		return fmt.Errorf("data dir %s holds a member of cluster %x, but %s belongs to cluster %s: refusing to start; "+
+			"join with an empty data dir, or start without --join", cfg.DataDir, local, cfg.Join, remote)
+	case status == http.StatusOK && json.Unmarshal(rb, &resp) == nil && resp.ClusterID != "":
+		if !strings.EqualFold(resp.ClusterID, fmt.Sprintf("%x", local)) {
+			return fmt.Errorf("data dir %s holds a member of cluster %x, but %s belongs to cluster %s: refusing to start; "+
+				"join with an empty data dir, or start without --join", cfg.DataDir, local, cfg.Join, resp.ClusterID)
+		}
+		return nil
+	}
+	log.Warn("cannot check the cluster of --join; the data dir's member starts", "join", cfg.Join, "status", status,
+		"answer", apierror.Decode(status, rb).Error())
+	return nil
+}
+
+// readCertFile reads one PEM certificate.
+func readCertFile(path string) (*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(b)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("%s: no PEM certificate", path)
+	}
+	return x509.ParseCertificate(block.Bytes)
 }
 
 // serviceURL is the URL a listener is reached at, as recorded with the

@@ -221,6 +221,16 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 		owned.Run(ownCtx)
 	}()
 	defer func() { stopOwning(); <-ownDone }()
+	if peer != nil {
+		// This replica's own peer certificate, renewed while it runs.
+		renewCtx, stopRenew := context.WithCancel(ctx)
+		renewDone := make(chan struct{})
+		go func() {
+			defer close(renewDone)
+			runPeerRenewal(renewCtx, peer.TLS, memberName(cfg), peerSANs(cfg.PeerListen, cfg.Advertise), ca, peerRenewInterval, log)
+		}()
+		defer func() { stopRenew(); <-renewDone }()
+	}
 	if err := bootstrapAdmin(ctx, gw, cfg, log); err != nil {
 		return err
 	}
@@ -268,7 +278,7 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 	go func() { served <- agentSrv.ServeTLS(agentLn, "", "") }()
 	if peer != nil {
 		r := &messages.Replica{Name: memberName(cfg), PeerURL: peer.AdvertiseURL, APIURL: serviceURL(cfg.TLS.Enabled, ln.Addr().String()),
-			AgentURL: serviceURL(true, agentLn.Addr().String()), JoinedAt: time.Now().UTC()}
+			AgentURL: serviceURL(true, agentLn.Addr().String()), JoinedAt: time.Now().UTC(), Version: buildinfo.Version()}
 		if err := st.RecordReplica(ctx, r); err != nil {
 			log.Warn("record this replica's URLs", "err", err)
 		}
@@ -303,6 +313,8 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 			log.Error("stopping: a newer otherix-api changed the store's data format", "err", err)
 			return err
 		}
+	case <-member.Stopped():
+		return memberStopped(ctx, member, log)
 	}
 	cancelRequests()
 	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -349,7 +361,27 @@ func waitVoter(ctx context.Context, member *etcd.Member, served <-chan error) er
 		return fmt.Errorf("serve: %w", err)
 	case err := <-member.Err():
 		return fmt.Errorf("etcd member stopped: %w", err)
+	case <-member.Stopped():
+		return memberStopped(ctx, member, nil)
 	}
+}
+
+// memberStopped explains a member that stopped by itself. Removed from the
+// cluster (otherix cluster members remove), this replica must never serve
+// again from its data dir: it logs why and exits non-zero, and the
+// deferred shutdown lets the answer to the removal request go out.
+func memberStopped(ctx context.Context, member *etcd.Member, log *slog.Logger) error {
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	cause := member.StopCause(pctx)
+	if errors.Is(cause, etcd.ErrRemoved) {
+		if log != nil {
+			log.Error("this replica was removed from the cluster: it stops serving now; to bring it back, empty its data dir and join again with a new replica join token",
+				"err", cause)
+		}
+		return fmt.Errorf("removed from the cluster, stopped serving (empty the data dir and join again with a new replica join token): %w", cause)
+	}
+	return fmt.Errorf("etcd member stopped: %w", cause)
 }
 
 // replicaName names this replica in job claims: its member name when it is

@@ -23,6 +23,9 @@ type clusterInfo struct {
 	CAFingerprint string `json:"ca_fingerprint"`
 	CASubject     string `json:"ca_subject"`
 	CANotAfter    string `json:"ca_not_after"`
+	// Replicas are the control plane's members (GET /v1/cluster/members);
+	// empty when the caller may not list them (admin only).
+	Replicas []messages.ClusterMember `json:"replicas,omitempty"`
 }
 
 func (a *app) clusterCommand() *cobra.Command {
@@ -34,9 +37,10 @@ func (a *app) clusterCommand() *cobra.Command {
 func (a *app) clusterInfoCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "info",
-		Short: "Show the API server and the cluster CA fingerprint",
-		Long: `Show the API server this context talks to and the SHA-256 fingerprint of the
-cluster CA, computed here from GET /v1/ca. Join tokens end in this
+		Short: "Show the API server, the cluster CA fingerprint and the replicas",
+		Long: `Show the API server this context talks to, the SHA-256 fingerprint of the
+cluster CA, computed here from GET /v1/ca, and (for an admin) every
+otherix-api replica with its role and health. Join tokens end in this
 fingerprint; compare them before enrolling a node.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -51,6 +55,11 @@ fingerprint; compare them before enrolling a node.`,
 			if err != nil {
 				return err
 			}
+			// Admin only: anyone else still gets the CA.
+			_ = a.call(cmd.Context(), func(ctx context.Context, c *client.Client) (err error) {
+				info.Replicas, err = c.ClusterMembers(ctx)
+				return err
+			})
 			return a.emit(info, func(bool) [][]string { return clusterInfoRows(info) })
 		},
 	}
@@ -71,13 +80,32 @@ func newClusterInfo(server, contextName string, caPEM []byte) (clusterInfo, erro
 }
 
 func clusterInfoRows(info clusterInfo) [][]string {
-	return [][]string{
+	rows := [][]string{
 		{"Server:", info.Server},
 		{"Context:", orNone(info.Context)},
 		{"CA fingerprint:", info.CAFingerprint},
 		{"CA subject:", info.CASubject},
 		{"CA expires:", info.CANotAfter},
 	}
+	for i, m := range info.Replicas {
+		label := ""
+		if i == 0 {
+			label = "Replicas:"
+		}
+		name := m.Name
+		if name == "" {
+			name = "(not started) " + m.ID
+		}
+		state := m.Role
+		if m.IsLeader {
+			state += ", leader"
+		}
+		if !m.Healthy {
+			state += ", unhealthy"
+		}
+		rows = append(rows, []string{label, name + " (" + state + ") " + orNone(m.APIURL)})
+	}
+	return rows
 }
 
 // settingKeys are the keys "cluster settings set" takes, with the syntax

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"net/http"
+	"net/url"
 
 	"github.com/otherix/otherix/messages"
 )
@@ -15,6 +16,21 @@ func (c *Client) CreateClusterJoinToken(ctx context.Context, req messages.Create
 		return nil, err
 	}
 	return &t, nil
+}
+
+// RemoveClusterMember takes a replica out of the cluster (admin): ref is
+// its name, member id or peer address. force skips the healthy-quorum
+// check.
+func (c *Client) RemoveClusterMember(ctx context.Context, ref string, force bool, opts ...CallOption) (*messages.ClusterMember, error) {
+	q := url.Values{}
+	if force {
+		q.Set("force", "true")
+	}
+	var r messages.RemovedClusterMember
+	if _, err := c.do(ctx, http.MethodDelete, "/v1/cluster/members/"+url.PathEscape(ref), q, nil, &r, opts); err != nil {
+		return nil, err
+	}
+	return &r.Member, nil
 }
 
 // ClusterMembers lists the control plane's replicas (admin).

@@ -104,6 +104,9 @@ type Cluster interface {
 	JoinReplica(ctx context.Context, req messages.ReplicaJoinRequest, source string) (*messages.ReplicaJoinResponse, error)
 	// ClusterMembers lists the replicas.
 	ClusterMembers(ctx context.Context) ([]messages.ClusterMember, error)
+	// RemoveClusterMember takes a replica (by name, member id or peer
+	// address) out of the cluster.
+	RemoveClusterMember(ctx context.Context, ref string, force bool) (*messages.ClusterMember, error)
 }
 
 // Quotas is what the quota handlers need. A quota_exceeded refusal of a

@@ -37,12 +37,31 @@ func (s *Server) listClusterMembers(c *gin.Context) {
 	c.JSON(http.StatusOK, newList(ms, ""))
 }
 
+// removeClusterMember takes a replica out of the cluster; ?force=true
+// skips the healthy-quorum check (never the last-voter one).
+func (s *Server) removeClusterMember(c *gin.Context) {
+	force, err := boolQuery(c, "force")
+	if err != nil {
+		s.writeError(c, err)
+		return
+	}
+	ref := c.Param("name")
+	setAuditTarget(c, ref)
+	m, err := s.cp.RemoveClusterMember(c.Request.Context(), ref, force)
+	if err != nil {
+		s.writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, messages.RemovedClusterMember{Member: *m})
+}
+
 // joinReplica is the join handshake on the agent listener: anonymous and
 // rate-limited like enrollment; the body holds the token, so it is never
 // logged. Refusals: invalid_join_token, invalid_name, invalid_peer_url,
 // replica_name_conflict, peer_url_conflict, csr_policy,
 // peer_listener_required; member_add_failed when etcd refused the add
-// after the token was spent.
+// after the token was spent; cluster_mismatch when a joiner whose data dir
+// holds a member (member_of) asks the wrong cluster.
 func (s *Server) joinReplica(c *gin.Context) {
 	var req messages.ReplicaJoinRequest
 	if err := decodeJSON(c, &req); err != nil {

@@ -29,6 +29,14 @@ func TestClusterRoutes(t *testing.T) {
 	op := map[string]string{"Authorization": "Bearer " + tokenFor(security.RoleOperator)}
 	wantError(t, req{method: "GET", path: "/v1/cluster/members", header: op}.do(t, s), 403, "forbidden")
 	wantError(t, req{method: "POST", path: "/v1/cluster/join-tokens", body: `{"kind":"replica"}`, header: op}.do(t, s), 403, "forbidden")
+	wantError(t, req{method: "DELETE", path: "/v1/cluster/members/r3", header: op}.do(t, s), 403, "forbidden")
+	wantError(t, req{method: "DELETE", path: "/v1/cluster/members/r2"}.do(t, s), 409, "quorum_at_risk")
+	wantError(t, req{method: "DELETE", path: "/v1/cluster/members/r2?force=maybe"}.do(t, s), 400, "invalid_force")
+	wantError(t, req{method: "DELETE", path: "/v1/cluster/members/nope"}.do(t, s), 404, "not_found")
+	rec = req{method: "DELETE", path: "/v1/cluster/members/r2?force=true"}.do(t, s)
+	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"member":{"name":"r2"`) {
+		t.Fatalf("forced remove: %d %s", rec.Code, rec.Body)
+	}
 }
 
 // TestNotServing: a learner answers liveness, and 503 not_ready with its

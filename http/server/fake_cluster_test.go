@@ -24,6 +24,16 @@ func (fakeCluster) JoinReplica(context.Context, messages.ReplicaJoinRequest, str
 	return nil, messages.Errorf(messages.KindUnavailable, "replica_join_unavailable", "not in the fake")
 }
 
+func (fakeCluster) RemoveClusterMember(_ context.Context, ref string, force bool) (*messages.ClusterMember, error) {
+	switch {
+	case ref == "r2" && !force:
+		return nil, messages.Errorf(messages.KindConflict, "quorum_at_risk", "below quorum")
+	case ref == "r2" || ref == "r3":
+		return &messages.ClusterMember{Name: ref, ID: "2", Role: "voter"}, nil
+	}
+	return nil, messages.NotFound("member", ref)
+}
+
 func (fakeCluster) ClusterMembers(context.Context) ([]messages.ClusterMember, error) {
 	return []messages.ClusterMember{{Name: "otherix", ID: "1", Role: "voter", IsLeader: true, Healthy: true}}, nil
 }

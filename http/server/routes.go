@@ -172,6 +172,7 @@ func (s *Server) routeTable() []route {
 
 		secret(rbac(post, "/v1/cluster/join-tokens", joinToken, security.VerbCreate, s.createClusterJoinToken)),
 		rbac(get, "/v1/cluster/members", security.ResourceReplica, security.VerbList, s.listClusterMembers),
+		rbac(del, "/v1/cluster/members/:name", security.ResourceReplica, security.VerbDelete, s.removeClusterMember),
 		// Profiles show code paths and memory, not data; still admin only.
 		rbac(get, "/v1/debug/pprof/:profile", security.ResourceDebug, security.VerbRead, s.debugProfile),
 		rbac(get, "/v1/cluster/settings", settings, security.VerbRead, s.getSettings),

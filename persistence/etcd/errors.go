@@ -1,6 +1,9 @@
 package etcd
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Sentinels of the membership layer; callers match them with errors.Is.
 var (
@@ -18,3 +21,33 @@ var (
 	// the leader; promotion is retried later, it is not a failure.
 	ErrLearnerNotReady = errors.New("etcd: learner not yet in sync with the leader")
 )
+
+// Sentinels of member removal.
+var (
+	// ErrMemberNotFound reports a removal of a member the cluster does not
+	// have (or no longer has).
+	ErrMemberNotFound = errors.New("etcd: no such member")
+	// ErrQuorumAtRisk reports a removal refused because the voters left
+	// would not hold a quorum of healthy members; *QuorumError says more.
+	ErrQuorumAtRisk = errors.New("etcd: removal would leave the cluster below quorum")
+	// ErrLastVoter reports a removal of the only voter, which would end the
+	// cluster; no force overrides it.
+	ErrLastVoter = errors.New("etcd: cannot remove the only voter")
+	// ErrRemoved reports that this member was removed from its cluster:
+	// it stopped, and its data dir cannot serve again.
+	ErrRemoved = errors.New("etcd: this member was removed from the cluster")
+)
+
+// QuorumError is ErrQuorumAtRisk with its figures: after the removal
+// Voters would remain, of which Healthy answer now, and Needed is their
+// quorum.
+type QuorumError struct {
+	Voters, Healthy, Needed int
+}
+
+func (e *QuorumError) Error() string {
+	return fmt.Sprintf("%v: %d voters would remain, %d of them healthy, quorum needs %d", ErrQuorumAtRisk, e.Voters, e.Healthy, e.Needed)
+}
+
+// Is matches ErrQuorumAtRisk.
+func (e *QuorumError) Is(target error) bool { return target == ErrQuorumAtRisk }

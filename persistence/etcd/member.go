@@ -104,6 +104,9 @@ type Member struct {
 	peerHTTP *http.Client
 	// promoteMu keeps promotions from this process one at a time.
 	promoteMu sync.Mutex
+	// unnamedSince is when this process first saw each learner without a
+	// name (RemoveStaleLearners); guarded by promoteMu.
+	unnamedSince map[uint64]time.Time
 
 	// mu guards the defragmentation counters (space.go).
 	mu           sync.Mutex
@@ -176,6 +179,12 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	case err := <-srv.Err():
 		srv.Close()
 		return nil, fmt.Errorf("etcd: member failed while starting: %w", err)
+	case <-srv.Server.StopNotify():
+		// A member removed from its cluster while it was down is refused
+		// by its peers and stops before it is ready.
+		cause := (&Member{cfg: cfg, server: srv, peerHTTP: peerHTTP}).StopCause(ctx)
+		srv.Close()
+		return nil, fmt.Errorf("etcd: member stopped while starting: %w", cause)
 	case <-timer.C:
 		srv.Close()
 		return nil, fmt.Errorf("etcd: member not ready after %s", cfg.StartTimeout)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"expvar"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,7 +16,9 @@ import (
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.etcd.io/etcd/api/v3/version"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/raft/v3"
 )
 
 // Roles of a member, as GET /v1/cluster/members shows them.
@@ -48,6 +51,14 @@ type MemberInfo struct {
 	Self bool
 	// Note says why a learner is not promoted, if it is on purpose.
 	Note string
+	// RaftIndexLag is how many Raft log entries the member is behind the
+	// leader's commit index, nil when this replica cannot tell: the leader
+	// knows every member's replication progress, a follower only its own
+	// (its commit index less its applied index).
+	RaftIndexLag *uint64
+	// EtcdVersion is the member's etcd server version, as its peer
+	// listener answers it (empty when it does not answer).
+	EtcdVersion string
 }
 
 // probeTimeout bounds the health probe of one peer.
@@ -56,7 +67,14 @@ const probeTimeout = time.Second
 // IsLearner reports whether this member is a learner. etcd refuses most
 // client requests on a learner, but the in-process client bypasses that
 // guard, so the API must check this itself and serve nothing while true.
-func (m *Member) IsLearner() bool { return m.server.Server.IsLearner() }
+// A member removed from the cluster counts as one too: it must serve
+// nothing either (and etcd's own IsLearner panics once the member is gone
+// from its membership).
+func (m *Member) IsLearner() bool {
+	s := m.server.Server
+	mb := s.Cluster().Member(s.MemberID())
+	return mb == nil || mb.IsLearner
+}
 
 // WaitVoter returns once this member is a voter, polling every interval
 // (100ms when 0), or ctx's error when it ends first. A replica that joined
@@ -96,6 +114,7 @@ func (m *Member) Members(ctx context.Context) ([]MemberInfo, error) {
 		return nil, fmt.Errorf("etcd: list members: %w", err)
 	}
 	lead, self := m.LeaderID(), m.ID()
+	lags := m.raftLags()
 	out := make([]MemberInfo, len(resp.Members))
 	var wg sync.WaitGroup
 	for i, mb := range resp.Members {
@@ -106,15 +125,19 @@ func (m *Member) Members(ctx context.Context) ([]MemberInfo, error) {
 		if len(mb.PeerURLs) > 0 {
 			info.PeerURL = mb.PeerURLs[0]
 		}
+		if lag, ok := lags[mb.ID]; ok {
+			info.RaftIndexLag = &lag
+		}
 		out[i] = info
 		switch {
 		case info.Self:
 			out[i].Healthy = lead != 0
+			out[i].EtcdVersion = version.Version
 		case info.Name != "" && info.PeerURL != "":
 			wg.Add(1)
 			go func(i int, u string) {
 				defer wg.Done()
-				out[i].Healthy = m.probePeer(ctx, u)
+				out[i].Healthy, out[i].EtcdVersion = m.probePeer(ctx, u)
 			}(i, info.PeerURL)
 		}
 	}
@@ -137,23 +160,64 @@ func (m *Member) Members(ctx context.Context) ([]MemberInfo, error) {
 }
 
 // probePeer asks a peer listener for its version, over mutual TLS with
-// this member's peer certificate.
-func (m *Member) probePeer(ctx context.Context, peerURL string) bool {
+// this member's peer certificate: healthy when it answers, and the etcd
+// server version it names.
+func (m *Member) probePeer(ctx context.Context, peerURL string) (healthy bool, etcdVersion string) {
 	if m.peerHTTP == nil || !strings.HasPrefix(peerURL, "https://") {
-		return false
+		return false, ""
 	}
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(peerURL, "/")+"/version", nil)
 	if err != nil {
-		return false
+		return false, ""
 	}
 	resp, err := m.peerHTTP.Do(req)
 	if err != nil {
-		return false
+		return false, ""
 	}
-	_ = resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return false, ""
+	}
+	var v struct {
+		Server string `json:"etcdserver"`
+	}
+	_ = json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&v)
+	return true, v.Server
+}
+
+// raftLags answers each member's lag behind the leader's commit index, as
+// far as this member knows it: every member's when it leads (from its
+// replication progress, Match), else only its own. etcd publishes its Raft
+// status only as the expvar "raft.status", of the last member started in
+// the process; it is used only when it is this member's.
+func (m *Member) raftLags() map[uint64]uint64 {
+	self := m.ID()
+	out := map[uint64]uint64{}
+	commit, applied := m.server.Server.CommittedIndex(), m.server.Server.AppliedIndex()
+	out[self] = sub0(commit, applied)
+	v, ok := expvar.Get("raft.status").(expvar.Func)
+	if !ok || m.LeaderID() != self {
+		return out
+	}
+	st, ok := v().(raft.Status)
+	if !ok || st.ID != self || st.RaftState != raft.StateLeader {
+		return out
+	}
+	for id, p := range st.Progress {
+		if id != self {
+			out[id] = sub0(st.GetCommit(), p.Match)
+		}
+	}
+	return out
+}
+
+func sub0(a, b uint64) uint64 {
+	if b >= a {
+		return 0
+	}
+	return a - b
 }
 
 // AddLearner adds a new member at peerURL as a learner, through this

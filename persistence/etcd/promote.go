@@ -93,6 +93,12 @@ type PromoterOptions struct {
 	// MinBackoff and MaxBackoff bound the retry delay while a learner
 	// catches up or a promotion fails (200ms, 10s).
 	MinBackoff, MaxBackoff time.Duration
+	// StaleLearnerAfter is how long a learner without a name (a join whose
+	// joiner never started) is left before it is removed
+	// (DefaultStaleLearnerAfter).
+	StaleLearnerAfter time.Duration
+	// Now is the clock of the stale-learner sweep (time.Now).
+	Now func() time.Time
 	// Log receives promotions (info) and failures (warn); a learner that is
 	// not yet ready is logged at debug only. Default slog.Default().
 	Log *slog.Logger
@@ -111,6 +117,12 @@ func (m *Member) RunPromoter(ctx context.Context, opts PromoterOptions) {
 	if opts.MaxBackoff < opts.MinBackoff {
 		opts.MaxBackoff = max(10*time.Second, opts.MinBackoff)
 	}
+	if opts.StaleLearnerAfter <= 0 {
+		opts.StaleLearnerAfter = DefaultStaleLearnerAfter
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	log := opts.Log
 	if log == nil {
 		log = slog.Default()
@@ -124,6 +136,16 @@ func (m *Member) RunPromoter(ctx context.Context, opts PromoterOptions) {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
+		}
+		// A learner left by a joiner that died before its first start
+		// never catches up; it goes before anything is promoted.
+		removed, serr := m.RemoveStaleLearners(ctx, opts.StaleLearnerAfter, opts.Now())
+		for _, id := range removed {
+			log.Warn("removed a learner that never started (its join died between the add and the first start)",
+				"member_id", fmt.Sprintf("%x", id), "unnamed_for_at_least", opts.StaleLearnerAfter)
+		}
+		if serr != nil && ctx.Err() == nil {
+			log.Warn("remove stale learners", "err", serr)
 		}
 		name, err := m.PromoteOne(ctx)
 		switch {

@@ -99,3 +99,16 @@ func (s *Store) DeleteReplica(ctx context.Context, r *messages.Replica) error {
 	}
 	return err
 }
+
+// ForgetReplicas deletes the rows of replicas removed from the membership,
+// all in one transaction; rows already gone are no error.
+func (s *Store) ForgetReplicas(ctx context.Context, names ...string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	t := NewTxn()
+	for _, n := range names {
+		t.DeleteKey(RowKey(Replicas, n))
+	}
+	return s.Commit(ctx, t)
+}

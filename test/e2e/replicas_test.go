@@ -129,74 +129,156 @@ type member struct {
 	APIURL   string `json:"api_url"`
 	AgentURL string `json:"agent_url"`
 	PeerURL  string `json:"peer_url"`
+	ID       string `json:"id"`
 	// LoopOwner marks the replica running the cluster-wide loops.
 	LoopOwner bool `json:"loop_owner"`
+	// RaftIndexLag, Version and EtcdVersion are checked by
+	// TestRemoveRunningReplica.
+	RaftIndexLag *uint64 `json:"raft_index_lag"`
+	Version      string  `json:"version"`
+	EtcdVersion  string  `json:"etcd_version"`
+}
+
+// haCluster is a replicated control plane of real otherix-api processes
+// and a CLI config logged in to them.
+type haCluster struct {
+	t      *testing.T
+	base   string
+	rs     []*replica
+	cliEnv []string
+}
+
+// newHACluster lays out replicas named names (the first is the one that
+// creates the cluster) on free loopback ports; nothing is started.
+func newHACluster(t *testing.T, names ...string) *haCluster {
+	base := t.TempDir()
+	h := &haCluster{t: t, base: base, cliEnv: append(os.Environ(), "OTHERIX_CONFIG="+filepath.Join(base, "cli.yaml"))}
+	for _, name := range names {
+		h.rs = append(h.rs, &replica{name: name, dataDir: filepath.Join(base, name), rest: freePort(t), agent: freePort(t), peer: freePort(t)})
+	}
+	return h
+}
+
+// cli runs the otherix CLI with the cluster's config.
+func (h *haCluster) cli(args ...string) (string, error) {
+	cmd := exec.Command(filepath.Join(binDir(h.t), "otherix"), args...)
+	cmd.Env = h.cliEnv
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		return stdout.String(), fmt.Errorf("otherix %s: %w\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+// members lists the members through via, nil when it does not answer.
+func (h *haCluster) members(via *replica) []member {
+	out, err := h.cli("--context", via.rest, "--timeout", "5s", "cluster", "members", "-o", "json")
+	if err != nil {
+		return nil
+	}
+	var l struct{ Items []member }
+	if json.Unmarshal([]byte(out), &l) != nil {
+		return nil
+	}
+	return l.Items
+}
+
+// loopOwners names the replicas via lists as running the loops.
+func (h *haCluster) loopOwners(via *replica) []string {
+	var out []string
+	for _, m := range h.members(via) {
+		if m.LoopOwner {
+			out = append(out, m.Name)
+		}
+	}
+	return out
+}
+
+func (h *haCluster) healthyVoters(via *replica) int {
+	n := 0
+	for _, m := range h.members(via) {
+		if m.Role == "voter" && m.Healthy {
+			n++
+		}
+	}
+	return n
+}
+
+// ready marks a replica as serving: its REST client trusts the cluster
+// CA, the harness and the CLI are logged in to it.
+func (h *haCluster) ready(r *replica) {
+	t := h.t
+	t.Helper()
+	clients.Store(r.rest, caClient(filepath.Join(r.dataDir, "pki", "ca.pem")))
+	login(t, r.URL)
+	cmd := exec.Command(filepath.Join(binDir(t), "otherix"), "login", r.URL, "--user", adminEmail, "--password-stdin",
+		"--ca-fingerprint", caFingerprint(t, filepath.Join(r.dataDir, "pki", "ca.pem")))
+	cmd.Env = h.cliEnv
+	cmd.Stdin = strings.NewReader(adminPassword + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("otherix login %s: %v\n%s", r.name, err, out)
+	}
+}
+
+// replicaToken creates a replica join token through via.
+func (h *haCluster) replicaToken(via *replica) string {
+	h.t.Helper()
+	token, err := h.cli("--context", via.rest, "cluster", "join-token", "create", "--replica")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	token = strings.TrimSpace(token)
+	if !strings.HasPrefix(token, "otxr_") {
+		h.t.Fatalf("replica token %q", token)
+	}
+	return token
+}
+
+// startAll starts the first replica, joins the others through it and
+// waits until every one serves and the first lists them all as healthy
+// voters.
+func (h *haCluster) startAll() {
+	t := h.t
+	t.Helper()
+	startReplica(t, h.rs[0], "", "")
+	waitFor(t, h.rs[0].name+" ready", 60*time.Second, func() bool { return readyz(h.rs[0]) == http.StatusOK }, h.rs[0])
+	h.ready(h.rs[0])
+	for _, r := range h.rs[1:] {
+		startReplica(t, r, h.rs[0].AgentURL, h.replicaToken(h.rs[0]))
+		// The next joiner reads the membership from any peer: this one
+		// must have started its member (it is named) first.
+		waitFor(t, r.name+" listed", 60*time.Second, func() bool {
+			for _, m := range h.members(h.rs[0]) {
+				if m.Name == r.name {
+					return true
+				}
+			}
+			return false
+		}, h.rs[0], r)
+	}
+	waitFor(t, "every replica ready", 120*time.Second, func() bool {
+		for _, r := range h.rs[1:] {
+			if readyz(r) != http.StatusOK {
+				return false
+			}
+		}
+		return true
+	}, h.rs...)
+	for _, r := range h.rs[1:] {
+		h.ready(r)
+	}
+	waitFor(t, "every replica a healthy voter", 60*time.Second, func() bool { return h.healthyVoters(h.rs[0]) == len(h.rs) }, h.rs...)
 }
 
 // TestReplicasJoinAndFailover: three real replicas form one cluster by
 // joins; a write through one is read through another; the leader killed
 // with SIGKILL leaves two that still take writes; restarted, it rejoins.
 func TestReplicasJoinAndFailover(t *testing.T) {
-	base := t.TempDir()
-	rs := make([]*replica, 3)
-	for i, name := range []string{"otherix", "r2", "r3"} {
-		rs[i] = &replica{name: name, dataDir: filepath.Join(base, name), rest: freePort(t), agent: freePort(t), peer: freePort(t)}
-	}
-	cliEnv := append(os.Environ(), "OTHERIX_CONFIG="+filepath.Join(base, "cli.yaml"))
-	cli := func(args ...string) (string, error) {
-		cmd := exec.Command(filepath.Join(binDir(t), "otherix"), args...)
-		cmd.Env = cliEnv
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		if err != nil {
-			return stdout.String(), fmt.Errorf("otherix %s: %w\n%s", strings.Join(args, " "), err, stderr.String())
-		}
-		return stdout.String(), nil
-	}
-	members := func(via *replica) []member {
-		out, err := cli("--context", via.rest, "--timeout", "5s", "cluster", "members", "-o", "json")
-		if err != nil {
-			return nil
-		}
-		var l struct{ Items []member }
-		if json.Unmarshal([]byte(out), &l) != nil {
-			return nil
-		}
-		return l.Items
-	}
-	loopOwners := func(via *replica) []string {
-		var out []string
-		for _, m := range members(via) {
-			if m.LoopOwner {
-				out = append(out, m.Name)
-			}
-		}
-		return out
-	}
-	healthyVoters := func(via *replica) int {
-		n := 0
-		for _, m := range members(via) {
-			if m.Role == "voter" && m.Healthy {
-				n++
-			}
-		}
-		return n
-	}
-	// ready marks a replica as serving: its REST client trusts the cluster
-	// CA, the harness and the CLI are logged in to it.
-	ready := func(r *replica) {
-		t.Helper()
-		clients.Store(r.rest, caClient(filepath.Join(r.dataDir, "pki", "ca.pem")))
-		login(t, r.URL)
-		cmd := exec.Command(filepath.Join(binDir(t), "otherix"), "login", r.URL, "--user", adminEmail, "--password-stdin",
-			"--ca-fingerprint", caFingerprint(t, filepath.Join(r.dataDir, "pki", "ca.pem")))
-		cmd.Env = cliEnv
-		cmd.Stdin = strings.NewReader(adminPassword + "\n")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("otherix login %s: %v\n%s", r.name, err, out)
-		}
-	}
+	h := newHACluster(t, "otherix", "r2", "r3")
+	rs, cli, members, healthyVoters, ready := h.rs, h.cli, h.members, h.healthyVoters, h.ready
+	base := h.base
 
 	var spent string // a token a join has used
 	startReplica(t, rs[0], "", "")
@@ -243,13 +325,13 @@ func TestReplicasJoinAndFailover(t *testing.T) {
 	ready(rs[1])
 	ready(rs[2])
 	waitFor(t, "three healthy voters", 60*time.Second, func() bool { return healthyVoters(rs[0]) == 3 }, rs...)
+	waitFor(t, "exactly one replica owning the loops", 30*time.Second, func() bool { return len(h.loopOwners(rs[2])) == 1 }, rs...)
 	for _, m := range members(rs[2]) {
 		r := map[string]*replica{"otherix": rs[0], "r2": rs[1], "r3": rs[2]}[m.Name]
 		if r == nil || m.APIURL != r.URL || m.AgentURL != r.AgentURL || m.PeerURL != "https://"+r.peer {
 			t.Fatalf("member %+v", m)
 		}
 	}
-	waitFor(t, "exactly one replica owning the loops", 30*time.Second, func() bool { return len(loopOwners(rs[2])) == 1 }, rs...)
 
 	// A fourth replica whose name is taken, whose token was used, or whose
 	// token pins another CA exits before it starts a member, naming why;
@@ -319,7 +401,7 @@ func TestReplicasJoinAndFailover(t *testing.T) {
 	// The loops' owner is a survivor within the owner TTL (10s), whether
 	// or not the leader owned them.
 	waitFor(t, "a surviving replica owning the loops", 30*time.Second, func() bool {
-		o := loopOwners(survivors[0])
+		o := h.loopOwners(survivors[0])
 		return len(o) == 1 && o[0] != leader.name
 	}, survivors...)
 	t.Logf("leader %s killed: loops owned by a survivor after %s", leader.name, time.Since(killed).Round(time.Millisecond))

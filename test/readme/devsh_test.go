@@ -89,3 +89,49 @@ func TestDevShNamesATakenPort(t *testing.T) {
 		})
 	}
 }
+
+// TestDevShReplicasArgument: --replicas takes an odd count (an even one
+// would keep a replica a learner), refused before anything runs; in cluster
+// mode every replica's ports are checked too.
+func TestDevShReplicasArgument(t *testing.T) {
+	script, err := filepath.Abs("../../scripts/dev.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := t.TempDir()
+	for _, b := range []string{"otherix-api", "otherix-agent", "otherix"} {
+		if err := os.WriteFile(filepath.Join(bin, b), []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	taken := l.Addr().(*net.TCPAddr).Port
+	for _, tc := range []struct {
+		args []string
+		env  []string
+		want string
+	}{
+		{[]string{"--replicas", "2"}, nil, "want an odd number"},
+		{[]string{"--replicas=x"}, nil, "want an odd number"},
+		{[]string{"--bogus"}, nil, "unknown argument --bogus"},
+		// r3's peer listener is DEV_PORT_BASE+22.
+		{[]string{"--replicas", "3"}, []string{"DEV_PORT_BASE=" + strconv.Itoa(taken-22)},
+			"127.0.0.1:" + strconv.Itoa(taken) + " is already in use (another make dev-cluster?)"},
+	} {
+		dir := t.TempDir()
+		cmd := exec.Command("bash", append([]string{script}, tc.args...)...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), append(tc.env, "BIN_DIR="+bin)...)
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("dev.sh %v: %v, want %q:\n%s", tc.args, err, tc.want, out)
+		}
+		if _, err := os.Stat(filepath.Join(dir, ".dev-cluster")); err == nil {
+			t.Errorf("dev.sh %v created .dev-cluster before refusing", tc.args)
+		}
+	}
+}
