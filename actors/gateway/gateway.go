@@ -181,6 +181,14 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
+	// Placement reads nodes' allocation documents, so a store written
+	// before they existed gets them before anything is placed.
+	if n, err := st.MigrateAllocations(ctx); err != nil {
+		id.Close()
+		return nil, fmt.Errorf("gateway: %w", err)
+	} else if n > 0 {
+		log.Info("built node allocation documents from the vm rows", "nodes", n)
+	}
 	rt := system.NewRuntime(log)
 	g := &Gateway{cfg: cfg, st: st, log: log, rt: rt, id: id}
 	g.enroll = enrollment.New(enrollment.Config{Store: st, CA: ca, Log: log, Now: cfg.Identity.Now,
@@ -188,8 +196,9 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 		Membership: cfg.Membership})
 	root := rt.System.Root
 
+	placer := placement.New(st, cfg.Placement)
 	vmDeps := vm.Deps{Runtime: rt, Store: st, Log: log, PassivateAfter: cfg.PassivateAfter, JobAttempts: cfg.JobAttempts,
-		Schedulable: placement.New(st, cfg.Placement).Schedulable}
+		Schedulable: placer.Schedulable, Admit: placer.Admit}
 	g.vms, err = root.SpawnNamed(system.NewGuardian(rt, "vm", func(id string) *actor.Props { return vm.Props(vmDeps, id) }, nil), "vms")
 	if err != nil {
 		rt.Stop()
