@@ -209,3 +209,56 @@ func TestConcurrentPlacementsNeverOvercommit(t *testing.T) {
 	}
 	t.Logf("%d placed (%v of %v), %d refused", creates-len(refused), placed, limit, len(refused))
 }
+
+// TestAllocationFollowsResizeAndDelete: the node's allocation document moves
+// with every change of a placed VM: a resize the node can take, a resize it
+// cannot (refused with insufficient_capacity, nothing written) and the
+// delete that releases it.
+func TestAllocationFollowsResizeAndDelete(t *testing.T) {
+	gs, st := startReplicas(t, 1)
+	g := gs[0]
+	ctx := t.Context()
+	addReadyNode(t, st, "n", 1, 2048, 20) // 4 vCPUs after overcommit
+	vm, task, err := g.CreateVM(ctx, owner, messages.CreateVMRequest{Name: "r",
+		Spec: messages.VMSpec{Image: messages.ImageSource{URL: "https://images.example.com/debian-12.qcow2"}, CPUs: 1, MemoryMiB: 512, DiskGiB: 5}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done := waitTask(t, g, task.ID); done.State != messages.TaskSuccess {
+		t.Fatalf("create = %s %+v", done.State, done.Error)
+	}
+	check := func(cpus, mem, disk int64, vms int) {
+		t.Helper()
+		doc, err := st.Allocation(ctx, "n")
+		if err != nil || doc.CPUs != cpus || doc.MemoryMiB != mem || doc.DiskGiB != disk || len(doc.VMs) != vms {
+			t.Fatalf("allocation %+v %v, want %d cpus, %d MiB, %d GiB, %d vms", doc, err, cpus, mem, disk, vms)
+		}
+		if drift, _, err := st.CheckAllocations(ctx); err != nil || len(drift) != 0 {
+			t.Fatalf("drift %+v %v", drift, err)
+		}
+	}
+	check(1, 512, 5, 1)
+	cpus, mem := 4, 1024
+	if _, err := g.UpdateVM(ctx, owner, vm.ID, messages.UpdateVMRequest{Spec: messages.VMSpecPatch{CPUs: &cpus, MemoryMiB: &mem}}); err != nil {
+		t.Fatalf("resize within the node: %v", err)
+	}
+	check(4, 1024, 5, 1)
+	cpus = 5
+	_, err = g.UpdateVM(ctx, owner, vm.ID, messages.UpdateVMRequest{Spec: messages.VMSpecPatch{CPUs: &cpus}})
+	e := wantCode(t, err, messages.CodeInsufficientCapacity)
+	if e.Kind != messages.KindConflict || e.Details["resource"] != placement.ResourceCPUs || e.Details["node"] != "n" {
+		t.Fatalf("refused resize: %+v", e)
+	}
+	if got := getVM(t, g, vm.ID); got.Spec.CPUs != 4 {
+		t.Fatalf("refused resize wrote %d cpus", got.Spec.CPUs)
+	}
+	check(4, 1024, 5, 1)
+	_, del, err := g.VMTask(ctx, owner, vm.ID, messages.TaskVMDelete, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done := waitTask(t, g, del.ID); done.State != messages.TaskSuccess {
+		t.Fatalf("delete = %s %+v", done.State, done.Error)
+	}
+	check(0, 0, 0, 0)
+}
