@@ -64,6 +64,10 @@ type Config struct {
 	Space         maintenance.Space
 	SpaceInterval time.Duration
 	SpacePolicy   maintenance.StoragePolicy
+	// AllocationCheckInterval is how often the allocations loop recounts
+	// the VM rows, reports nodes whose allocation document drifted from
+	// them and repairs those (default 1h; it reads every VM row).
+	AllocationCheckInterval time.Duration
 	// NoDispatch keeps this replica from claiming jobs: it serves the API and
 	// leaves the jobs to other replicas (for instance while it is drained
 	// before maintenance).
@@ -122,6 +126,7 @@ func (c *Config) defaults() {
 	set(&c.IdempotencyRetention, 24*time.Hour)
 	set(&c.BackupInterval, time.Hour)
 	set(&c.SpaceInterval, time.Minute)
+	set(&c.AllocationCheckInterval, time.Hour)
 	if c.JobAttempts <= 0 {
 		c.JobAttempts = messages.DefaultJobAttempts
 	}
@@ -256,6 +261,7 @@ func (g *Gateway) loops() []maintenance.Loop {
 		{Name: "keyring", Interval: c.Identity.KeyRefresh, OnRun: c.OnMaintenance,
 			Run: g.id.RefreshKeyRing},
 		{Name: "liveness", Interval: c.Nodes.HeartbeatInterval / 2, OnRun: c.OnMaintenance, Run: g.checkNodes},
+		{Name: "allocations", Interval: c.AllocationCheckInterval, OnRun: c.OnMaintenance, Run: g.checkAllocations},
 	}
 	if c.Space != nil {
 		loops = append(loops, maintenance.Loop{Name: "storage", Interval: c.SpaceInterval, Immediate: true, OnRun: c.OnMaintenance,
@@ -312,4 +318,24 @@ func (g *Gateway) askVM(id string, msg any) (messages.VMReply, error) {
 	}
 	reply := res.(messages.VMReply)
 	return reply, reply.Err
+}
+
+// checkAllocations is the allocations loop: every node's allocation
+// document against the count of the VM rows, each drift logged and
+// repaired. A drift means some writer changed a VM row without its node's
+// document; until repaired, placement misjudges that node's room.
+func (g *Gateway) checkAllocations(ctx context.Context) error {
+	drift, repaired, err := g.st.RepairAllocations(ctx)
+	if err != nil {
+		return fmt.Errorf("check allocations: %w", err)
+	}
+	for _, d := range drift {
+		g.log.Warn("node allocation document differs from its vm rows", "node", d.Node,
+			"stored_vms", len(d.Stored.VMs), "stored_cpus", d.Stored.CPUs, "stored_memory_mib", d.Stored.MemoryMiB, "stored_disk_gib", d.Stored.DiskGiB,
+			"counted_vms", len(d.Counted.VMs), "counted_cpus", d.Counted.CPUs, "counted_memory_mib", d.Counted.MemoryMiB, "counted_disk_gib", d.Counted.DiskGiB)
+	}
+	if len(drift) > repaired {
+		g.log.Info("allocation documents left for the next check: vm rows changed during the count", "drifted", len(drift), "repaired", repaired)
+	}
+	return nil
 }

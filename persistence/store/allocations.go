@@ -397,3 +397,43 @@ func sortedAllocations(m map[string]*messages.NodeAllocation) []*messages.NodeAl
 	sort.Slice(out, func(i, j int) bool { return out[i].Node < out[j].Node })
 	return out
 }
+
+// RepairAllocations runs CheckAllocations and rewrites each document that
+// differs to the count of the VM rows, in a transaction of its own guarded
+// by the document's revision as checked and by no VM row having changed
+// since the count (the same guard as the migration's): a repair never
+// overwrites a change it did not count. It returns the drift it found and
+// how many documents it repaired; a drifted document left as it was (a VM
+// row changed meanwhile) is repaired by a later run.
+func (s *Store) RepairAllocations(ctx context.Context) ([]AllocationDrift, int, error) {
+	drift, rev, err := s.CheckAllocations(ctx)
+	if err != nil || len(drift) == 0 {
+		return drift, 0, err
+	}
+	repaired := 0
+	for _, d := range drift {
+		key := AllocationKey(d.Node)
+		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(RowPrefix(VMs)), "<", rev+1).WithPrefix()}
+		if d.Stored.Revision == 0 {
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
+		} else {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", d.Stored.Revision))
+		}
+		op := clientv3.OpDelete(key)
+		if len(d.Counted.VMs) > 0 {
+			v, err := marshalRow(d.Counted)
+			if err != nil {
+				return drift, repaired, err
+			}
+			op = clientv3.OpPut(key, v)
+		}
+		resp, err := s.cli.Txn(ctx).If(cmps...).Then(op).Commit()
+		if err != nil {
+			return drift, repaired, unavailable(err)
+		}
+		if resp.Succeeded {
+			repaired++
+		}
+	}
+	return drift, repaired, nil
+}

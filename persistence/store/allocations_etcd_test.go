@@ -178,3 +178,24 @@ func TestWithAllocationsMovesAndReleases(t *testing.T) {
 		t.Fatalf("drift %+v %v", drift, err)
 	}
 }
+
+// TestRepairAllocations: a drifted document is rewritten to the count of
+// the VM rows, and then nothing drifts.
+func TestRepairAllocations(t *testing.T) {
+	ctx := t.Context()
+	s := startStore(t)
+	if _, err := s.MigrateAllocations(ctx); err != nil {
+		t.Fatal(err)
+	}
+	writeVMs(t, s, placedVM("bypass", "a", 2, 256, 2))
+	drift, repaired, err := s.RepairAllocations(ctx)
+	if err != nil || len(drift) != 1 || repaired != 1 {
+		t.Fatalf("repair = %+v, %d, %v; want node a repaired", drift, repaired, err)
+	}
+	if a, _ := s.Allocation(ctx, "a"); a.CPUs != 2 || len(a.VMs) != 1 {
+		t.Fatalf("repaired document %+v", a)
+	}
+	if drift, _, err := s.CheckAllocations(ctx); err != nil || len(drift) != 0 {
+		t.Fatalf("after the repair: drift %+v %v", drift, err)
+	}
+}
