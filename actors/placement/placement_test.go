@@ -196,3 +196,39 @@ func TestCanEverHost(t *testing.T) {
 		})
 	}
 }
+
+// TestAdmit: a growth of a node's allocation within capacity × overcommit
+// passes; past it, insufficient_capacity names the resource that grew past
+// it; a resource that does not grow is never refused, even over its limit
+// (a node that shrank keeps its VMs' shrinking resizes).
+func TestAdmit(t *testing.T) {
+	n := node("a", "amd64", 2, 4096, pool(100, 100)) // 8 vCPUs, 4096 MiB, 100 GiB
+	p := placement.New(nil, placement.DefaultConfig())
+	for _, tc := range []struct {
+		name     string
+		from, to messages.NodeAllocation
+		resource string
+	}{
+		{name: "fits exactly", from: messages.NodeAllocation{CPUs: 4}, to: messages.NodeAllocation{CPUs: 8, MemoryMiB: 4096, DiskGiB: 100}},
+		{name: "cpus", from: messages.NodeAllocation{CPUs: 6}, to: messages.NodeAllocation{CPUs: 9}, resource: "cpus"},
+		{name: "memory", to: messages.NodeAllocation{MemoryMiB: 4097}, resource: "memory_mib"},
+		{name: "disk", to: messages.NodeAllocation{DiskGiB: 101}, resource: "disk_gib"},
+		{name: "over but not growing", from: messages.NodeAllocation{CPUs: 12, MemoryMiB: 100}, to: messages.NodeAllocation{CPUs: 12, MemoryMiB: 200}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.from.Node, tc.to.Node = "a", "a"
+			err := placement.AdmitOn(p, n, &tc.from, &tc.to)
+			if tc.resource == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			var me *messages.Error
+			if !errors.As(err, &me) || me.Code != messages.CodeInsufficientCapacity || me.Kind != messages.KindConflict ||
+				me.Details["resource"] != tc.resource || me.Details["node"] != "a" {
+				t.Fatalf("got %v (%+v), want insufficient_capacity of %s", err, me, tc.resource)
+			}
+		})
+	}
+}
