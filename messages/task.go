@@ -42,6 +42,9 @@ type Task struct {
 type TaskError struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// Details are the domain error's details when it carried any (the
+	// resource an insufficient_capacity names).
+	Details map[string]any `json:"details,omitempty"`
 }
 
 // Target names the resource a task acts on.

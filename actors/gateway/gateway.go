@@ -70,6 +70,10 @@ type Config struct {
 	Space         maintenance.Space
 	SpaceInterval time.Duration
 	SpacePolicy   maintenance.StoragePolicy
+	// AllocationCheckInterval is how often the allocations loop recounts
+	// the VM rows, reports nodes whose allocation document drifted from
+	// them and repairs those (default 1h; it reads every VM row).
+	AllocationCheckInterval time.Duration
 	// NoDispatch keeps this replica from claiming jobs: it serves the API and
 	// leaves the jobs to other replicas (for instance while it is drained
 	// before maintenance).
@@ -142,6 +146,7 @@ func (c *Config) defaults() {
 	set(&c.IdempotencyRetention, 24*time.Hour)
 	set(&c.BackupInterval, time.Hour)
 	set(&c.SpaceInterval, time.Minute)
+	set(&c.AllocationCheckInterval, time.Hour)
 	if c.JobAttempts <= 0 {
 		c.JobAttempts = messages.DefaultJobAttempts
 	}
@@ -206,6 +211,14 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
+	// Placement reads nodes' allocation documents, so a store written
+	// before they existed gets them before anything is placed.
+	if n, err := st.MigrateAllocations(ctx); err != nil {
+		id.Close()
+		return nil, fmt.Errorf("gateway: %w", err)
+	} else if n > 0 {
+		log.Info("built node allocation documents from the vm rows", "nodes", n)
+	}
 	rt := system.NewRuntime(log)
 	g := &Gateway{cfg: cfg, st: st, log: log, rt: rt, id: id}
 	g.enroll = enrollment.New(enrollment.Config{Store: st, CA: ca, Log: log, Now: cfg.Identity.Now,
@@ -213,8 +226,9 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 		Membership: cfg.Membership, Version: cfg.Version})
 	root := rt.System.Root
 
+	placer := placement.New(st, cfg.Placement)
 	vmDeps := vm.Deps{Runtime: rt, Store: st, Log: log, PassivateAfter: cfg.PassivateAfter, JobAttempts: cfg.JobAttempts,
-		Schedulable: placement.New(st, cfg.Placement).Schedulable}
+		Schedulable: placer.Schedulable, Admit: placer.Admit}
 	g.vms, err = root.SpawnNamed(system.NewGuardian(rt, "vm", func(id string) *actor.Props { return vm.Props(vmDeps, id) }, nil), "vms")
 	if err != nil {
 		rt.Stop()
@@ -333,6 +347,7 @@ func (g *Gateway) loops() (local, owned []maintenance.Loop) {
 		{Name: "keyrotation", Interval: c.Identity.KeyRefresh, OnRun: c.OnMaintenance, Run: g.id.RefreshKeyRing},
 		{Name: "liveness", Interval: c.Nodes.HeartbeatInterval / 2, OnRun: c.OnMaintenance, Run: g.checkNodes},
 		{Name: "events", Interval: c.EventsInterval, OnRun: c.OnMaintenance, Run: g.pruneEvents},
+		{Name: "allocations", Interval: c.AllocationCheckInterval, OnRun: c.OnMaintenance, Run: g.checkAllocations},
 	}
 	if c.BackupDir != "" && c.Snapshot != nil && c.Prune != nil {
 		owned = append(owned, maintenance.Loop{Name: "backup", Interval: c.BackupInterval, OnRun: c.OnMaintenance,
@@ -389,4 +404,24 @@ func (g *Gateway) askVM(id string, msg any) (messages.VMReply, error) {
 	}
 	reply := res.(messages.VMReply)
 	return reply, reply.Err
+}
+
+// checkAllocations is the allocations loop: every node's allocation
+// document against the count of the VM rows, each drift logged and
+// repaired. A drift means some writer changed a VM row without its node's
+// document; until repaired, placement misjudges that node's room.
+func (g *Gateway) checkAllocations(ctx context.Context) error {
+	drift, repaired, err := g.st.RepairAllocations(ctx)
+	if err != nil {
+		return fmt.Errorf("check allocations: %w", err)
+	}
+	for _, d := range drift {
+		g.log.Warn("node allocation document differs from its vm rows", "node", d.Node,
+			"stored_vms", len(d.Stored.VMs), "stored_cpus", d.Stored.CPUs, "stored_memory_mib", d.Stored.MemoryMiB, "stored_disk_gib", d.Stored.DiskGiB,
+			"counted_vms", len(d.Counted.VMs), "counted_cpus", d.Counted.CPUs, "counted_memory_mib", d.Counted.MemoryMiB, "counted_disk_gib", d.Counted.DiskGiB)
+	}
+	if len(drift) > repaired {
+		g.log.Info("allocation documents left for the next check: vm rows changed during the count", "drifted", len(drift), "repaired", repaired)
+	}
+	return nil
 }

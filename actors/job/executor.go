@@ -103,14 +103,9 @@ func (e Executor) Run(ctx context.Context, j *messages.Job, vm *messages.VM, att
 	switch j.Kind {
 	case messages.TaskVMCreate, messages.TaskVMStart:
 		if node == "" {
-			placed, err := e.Placer.Place(ctx, vm)
-			if err != nil {
-				return Outcome{Retry: taskError(err, "no_schedulable_node")}, nil
-			}
-			// Recorded before the agent hears of it: a crash from here on
-			// leaves a VM the control plane knows to be on that node.
-			if err := att.Place(ctx, placed); err != nil {
-				return Outcome{}, fmt.Errorf("place vm %s on %s: %w", vm.ID, placed, err)
+			placed, retry, err := e.place(ctx, vm, att)
+			if retry != nil || err != nil {
+				return Outcome{Retry: retry}, err
 			}
 			node = placed
 		}
@@ -141,6 +136,41 @@ func (e Executor) Run(ctx context.Context, j *messages.Job, vm *messages.VM, att
 	out, err := e.onAgent(ctx, j, kind, vm, node, att)
 	out.Node = node
 	return out, err
+}
+
+// maxReplans bounds how often one attempt chooses a node again after the
+// node it chose was filled by another placement before its commit.
+const maxReplans = 8
+
+// place chooses a node for vm and commits the VM there. The commit reserves
+// the node's capacity and is refused with insufficient_capacity when another
+// placement (on this replica or another) took it since the choice; the
+// choice is then made again from the documents as they are now. retry is
+// set when no node can take the VM; err when nothing could be decided.
+func (e Executor) place(ctx context.Context, vm *messages.VM, att Attempt) (node string, retry *messages.TaskError, err error) {
+	for i := 0; ; i++ {
+		placed, err := e.Placer.Place(ctx, vm)
+		if err != nil {
+			if messages.KindOf(err) == messages.KindUnavailable || ctx.Err() != nil {
+				return "", nil, fmt.Errorf("place vm %s: %w", vm.ID, err)
+			}
+			return "", taskError(err, "no_schedulable_node"), nil
+		}
+		// Recorded before the agent hears of it: a crash from here on
+		// leaves a VM the control plane knows to be on that node.
+		err = att.Place(ctx, placed)
+		var me *messages.Error
+		switch {
+		case err == nil:
+			return placed, nil, nil
+		case errors.As(err, &me) && me.Code == messages.CodeInsufficientCapacity:
+			if i < maxReplans {
+				continue
+			}
+			return "", taskError(err, messages.CodeInsufficientCapacity), nil
+		}
+		return "", nil, fmt.Errorf("place vm %s on %s: %w", vm.ID, placed, err)
+	}
 }
 
 // notCreated reports whether the VM may not exist on its node yet: never
@@ -286,7 +316,7 @@ func unreachable(node, why string) Outcome {
 func taskError(err error, code string) *messages.TaskError {
 	var me *messages.Error
 	if errors.As(err, &me) {
-		return &messages.TaskError{Code: me.Code, Message: me.Message}
+		return &messages.TaskError{Code: me.Code, Message: me.Message, Details: me.Details}
 	}
 	return &messages.TaskError{Code: code, Message: err.Error()}
 }

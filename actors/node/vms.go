@@ -6,7 +6,6 @@ import (
 
 	"github.com/otherix/otherix/actors/system"
 	"github.com/otherix/otherix/messages"
-	"github.com/otherix/otherix/persistence/store"
 )
 
 // tellVMs tells the actor of every VM whose observation changed since the
@@ -43,9 +42,10 @@ func sameObserved(a, b messages.VMObserved) bool {
 
 // vmsLost marks every VM placed on the node unknown once the node is gone.
 // Nothing is deleted: the node's next heartbeat tells every VM what it
-// observes (observed is cleared, so all are told) and heals them. Finding
-// the VMs scans the VM list, which is fine at today's scale; a VMs-by-node
-// index replaces the scan when clusters grow.
+// observes (observed is cleared, so all are told) and heals them. The VMs
+// are those the node's allocation document counts, which are exactly the
+// VM rows whose status names the node (persistence/store/allocations.go),
+// so finding them costs the node's VMs, not every VM.
 func (b *behaviour) vmsLost(n *messages.Node) {
 	b.observed = nil
 	if b.deps.VMs == nil {
@@ -56,22 +56,14 @@ func (b *behaviour) vmsLost(n *messages.Node) {
 	msg := messages.MarkVMUnknown{Node: name,
 		Message: "node " + name + " is gone (no heartbeat since " + since.Format(time.RFC3339) + "); the vm's state is unknown until it returns"}
 	rt.Go(nil, func(c context.Context) any {
-		page := store.Page{Limit: 500}
-		for {
-			list, next, err := st.ListVMs(c, "", page)
-			if err != nil {
-				log.Warn("list vms of a gone node", "node", name, "err", err)
-				return nil
-			}
-			for _, v := range list {
-				if v.Status.Node == name {
-					rt.System.Root.Send(vms, system.Deliver{ID: v.ID, Msg: msg})
-				}
-			}
-			if next == "" {
-				return nil
-			}
-			page.Cursor = next
+		alloc, err := st.Allocation(c, name)
+		if err != nil {
+			log.Warn("read the vms of a gone node", "node", name, "err", err)
+			return nil
 		}
+		for _, id := range alloc.VMs {
+			rt.System.Root.Send(vms, system.Deliver{ID: id, Msg: msg})
+		}
+		return nil
 	})
 }

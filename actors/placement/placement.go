@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -66,12 +67,13 @@ const gib = 1 << 30
 
 // Placer places VMs on nodes, reading the store at every call.
 //
-// Two placements running at once (two jobs, or two replicas) can both see
-// the same free capacity and both choose a node that only fits one of the
-// VMs: nothing reserves capacity between the read and the VM actor's commit
-// of Status.Node. Closing that gap needs the placement and the VM rows it
-// counted in one compare-and-set transaction (or a per-node reservation key);
-// until then a node can be overcommitted by concurrent placements.
+// A placement reads the node rows and the allocation documents of the
+// candidate nodes (persistence/store/allocations.go), never the VM rows, so
+// its cost does not grow with the number of VMs. The choice is only a
+// proposal: the VM actor commits it with the node's allocation document,
+// guarded by the document's revision and judged again by Admit, so two
+// placements that saw the same free capacity (two jobs, or two replicas)
+// cannot both take it.
 type Placer struct {
 	st  *store.Store
 	cfg Config
@@ -91,19 +93,39 @@ func New(st *store.Store, cfg Config) *Placer {
 // VM, otherwise among the ready, uncordoned nodes of the VM's architecture
 // with an endpoint and room for it, the one with the largest fraction of its
 // memory free (ties by name). Refusals are *messages.Error with
-// CodeNoSchedulableNode or CodeNodeNotSchedulable.
+// CodeNoSchedulableNode, CodeNodeNotSchedulable or
+// messages.CodeInsufficientCapacity.
 func (p *Placer) Place(ctx context.Context, vm *messages.VM) (string, error) {
 	nodes, err := listAll(ctx, func(pg store.Page) ([]*messages.Node, string, error) { return p.st.ListNodes(ctx, pg) })
 	if err != nil {
 		return "", err
 	}
-	// Scanning every VM is fine at today's scale; a VMs-by-node index
-	// replaces it when clusters grow.
-	vms, err := listAll(ctx, func(pg store.Page) ([]*messages.VM, string, error) { return p.st.ListVMs(ctx, "", pg) })
+	cands := candidates(p.cfg, vm, nodes)
+	allocs, err := p.st.Allocations(ctx, cands)
 	if err != nil {
 		return "", err
 	}
-	return Choose(p.cfg.withDefaults(), vm, nodes, vms)
+	return Choose(p.cfg, vm, nodes, allocs)
+}
+
+// candidates are the names of the nodes whose allocation documents decide
+// vm's placement: the one spec.node names, or the schedulable nodes of its
+// architecture that could host it empty.
+func candidates(cfg Config, vm *messages.VM, nodes []*messages.Node) []string {
+	w := wantOf(vm)
+	var names []string
+	for _, n := range nodes {
+		if name := vm.Spec.Node; name != "" {
+			if n.Name == name {
+				return []string{name}
+			}
+			continue
+		}
+		if why, _ := unfit(cfg, n, w, nil); why == "" {
+			names = append(names, n.Name)
+		}
+	}
+	return names
 }
 
 func listAll[T any](ctx context.Context, list func(store.Page) ([]*T, string, error)) ([]*T, error) {
@@ -122,13 +144,6 @@ func listAll[T any](ctx context.Context, list func(store.Page) ([]*T, string, er
 	}
 }
 
-// usage is what the VMs placed on one node ask of it.
-type usage struct {
-	cpus      int
-	memoryMiB int64
-	diskGiB   int64
-}
-
 // want is what the VM being placed asks of a node.
 type want struct {
 	arch    string
@@ -145,20 +160,29 @@ func wantOf(vm *messages.VM) want {
 	return w
 }
 
-// Choose is Place over given nodes and VMs (the VM being placed is not
-// counted, even if it is in vms).
-func Choose(cfg Config, vm *messages.VM, nodes []*messages.Node, vms []*messages.VM) (string, error) {
+// Resource names in insufficient_capacity's and unschedulable's details:
+// the VM spec's field names.
+const (
+	ResourceCPUs   = "cpus"
+	ResourceMemory = "memory_mib"
+	ResourceDisk   = "disk_gib"
+)
+
+// Choose is Place over given nodes and allocation documents by node name (a
+// node missing from allocs has nothing placed on it; the VM being placed is
+// not counted, even if a document counts it).
+func Choose(cfg Config, vm *messages.VM, nodes []*messages.Node, allocs map[string]*messages.NodeAllocation) (string, error) {
 	cfg = cfg.withDefaults()
-	used := map[string]usage{}
-	for _, v := range vms {
-		if v.ID == vm.ID || v.Status.Node == "" {
-			continue
+	used := func(node string) *messages.NodeAllocation {
+		a := allocs[node]
+		if a == nil {
+			return &messages.NodeAllocation{Node: node}
 		}
-		u := used[v.Status.Node]
-		u.cpus += v.Spec.CPUs
-		u.memoryMiB += int64(v.Spec.MemoryMiB)
-		u.diskGiB += int64(v.Spec.DiskGiB)
-		used[v.Status.Node] = u
+		if a.Has(vm.ID) {
+			a = a.Clone()
+			a.Remove(vm.ID, vm.Spec)
+		}
+		return a
 	}
 	w := wantOf(vm)
 	arch := w.arch
@@ -168,7 +192,11 @@ func Choose(cfg Config, vm *messages.VM, nodes []*messages.Node, vms []*messages
 			if n.Name != name {
 				continue
 			}
-			if why := unfit(cfg, n, w, used[n.Name]); why != "" {
+			if why, resource := unfit(cfg, n, w, used(n.Name)); why != "" {
+				if resource != "" {
+					return "", insufficient(fmt.Sprintf("node %s named by spec.node cannot host this vm: %s", name, why), resource).
+						WithDetail("node", name)
+				}
 				return "", notSchedulable(name, why)
 			}
 			return name, nil
@@ -182,6 +210,7 @@ func Choose(cfg Config, vm *messages.VM, nodes []*messages.Node, vms []*messages
 	}
 	var cands []candidate
 	ready, ofArch := 0, 0
+	short := map[string]bool{}
 	for _, n := range nodes {
 		if n.Phase != messages.NodeReady || n.Cordoned || n.Endpoint == "" || n.Status.Capacity == nil {
 			continue
@@ -191,11 +220,13 @@ func Choose(cfg Config, vm *messages.VM, nodes []*messages.Node, vms []*messages
 			continue
 		}
 		ofArch++
-		if unfit(cfg, n, w, used[n.Name]) != "" {
+		u := used(n.Name)
+		if why, resource := unfit(cfg, n, w, u); why != "" {
+			short[resource] = true
 			continue
 		}
 		memCap := offered(n.Status.Capacity.MemoryMiB, cfg.MemoryOvercommit)
-		free := float64(memCap-used[n.Name].memoryMiB-w.mem) / float64(max(memCap, 1))
+		free := float64(memCap-u.MemoryMiB-w.mem) / float64(max(memCap, 1))
 		cands = append(cands, candidate{name: n.Name, freeFrac: free})
 	}
 	switch {
@@ -204,7 +235,14 @@ func Choose(cfg Config, vm *messages.VM, nodes []*messages.Node, vms []*messages
 	case ofArch == 0:
 		return "", noNode(fmt.Sprintf("no ready node is of architecture %s", arch))
 	case len(cands) == 0:
-		return "", noNode(fmt.Sprintf("no ready %s node has %d CPUs, %d MiB and %d GiB of disk free", arch, w.cpus, w.mem, w.diskGiB))
+		var resources []string
+		for _, r := range []string{ResourceCPUs, ResourceMemory, ResourceDisk} {
+			if short[r] {
+				resources = append(resources, r)
+			}
+		}
+		return "", insufficient(fmt.Sprintf("no node can host this vm: no ready %s node has %d CPUs, %d MiB and %d GiB of disk free",
+			arch, w.cpus, w.mem, w.diskGiB), strings.Join(resources, ","))
 	}
 	sort.Slice(cands, func(i, j int) bool {
 		if cands[i].freeFrac != cands[j].freeFrac {
@@ -215,41 +253,97 @@ func Choose(cfg Config, vm *messages.VM, nodes []*messages.Node, vms []*messages
 	return cands[0].name, nil
 }
 
-// unfit says why n cannot host a VM asking w, with u already placed on
-// it, or "".
-func unfit(cfg Config, n *messages.Node, w want, u usage) string {
+// unfit says why n cannot host a VM asking w, with u already placed on it
+// (nil: judged empty), or ""; resource names what is short when the reason
+// is capacity ("" otherwise).
+func unfit(cfg Config, n *messages.Node, w want, u *messages.NodeAllocation) (why, resource string) {
+	if u == nil {
+		u = &messages.NodeAllocation{}
+	}
 	arch, cpus, mem := w.arch, w.cpus, w.mem
 	switch {
 	case n.Phase != messages.NodeReady:
-		return "it is " + n.Phase
+		return "it is " + n.Phase, ""
 	case n.Cordoned:
-		return "it is cordoned"
+		return "it is cordoned", ""
 	case n.Endpoint == "" || n.Status.Capacity == nil:
-		return "its agent has not reported an endpoint and capacity"
+		return "its agent has not reported an endpoint and capacity", ""
 	case n.Arch != arch:
-		return fmt.Sprintf("it is %s, the vm is %s", n.Arch, arch)
+		return fmt.Sprintf("it is %s, the vm is %s", n.Arch, arch), ""
 	}
 	c := n.Status.Capacity
-	freeCPU := offered(int64(c.CPUs), cfg.CPUOvercommit) - int64(u.cpus)
-	freeMem := offered(c.MemoryMiB, cfg.MemoryOvercommit) - u.memoryMiB
+	freeCPU := offered(int64(c.CPUs), cfg.CPUOvercommit) - u.CPUs
+	freeMem := offered(c.MemoryMiB, cfg.MemoryOvercommit) - u.MemoryMiB
 	if int64(cpus) > freeCPU || mem > freeMem {
-		return fmt.Sprintf("it has %d CPUs and %d MiB free, the vm needs %d and %d", max(freeCPU, 0), max(freeMem, 0), cpus, mem)
+		resource = ResourceMemory
+		if int64(cpus) > freeCPU {
+			resource = ResourceCPUs
+		}
+		return fmt.Sprintf("it has %d CPUs and %d MiB free, the vm needs %d and %d", max(freeCPU, 0), max(freeMem, 0), cpus, mem), resource
 	}
 	// Disk counts twice: the pool's size promised to the disks placed here
 	// (each may grow to its full size) and the pool's free space now (the
 	// image cache and anything else share it), both times the ratio.
 	total, free, ok := poolSpace(n)
 	if !ok {
-		return "its agent reports no space for storage pool " + PoolName
+		return "its agent reports no space for storage pool " + PoolName, ""
 	}
-	promised := offered(total/gib, cfg.DiskOvercommit) - u.diskGiB
+	promised := offered(total/gib, cfg.DiskOvercommit) - u.DiskGiB
 	if w.diskGiB > promised {
-		return fmt.Sprintf("its pool has %d GiB of disk left to promise, the vm needs %d", max(promised, 0), w.diskGiB)
+		return fmt.Sprintf("its pool has %d GiB of disk left to promise, the vm needs %d", max(promised, 0), w.diskGiB), ResourceDisk
 	}
 	if now := offered(free/gib, cfg.DiskOvercommit); w.diskGiB > now {
-		return fmt.Sprintf("its pool has %d GiB free, the vm needs %d", max(now, 0), w.diskGiB)
+		return fmt.Sprintf("its pool has %d GiB free, the vm needs %d", max(now, 0), w.diskGiB), ResourceDisk
 	}
-	return ""
+	return "", ""
+}
+
+// Admit judges, in the transaction that commits it, a change of a node's
+// allocation document from `from` to `to` (a placement, or a resize of a VM
+// placed there): each resource that grows must stay within the node's
+// capacity × overcommit, else insufficient_capacity names it. It reads the
+// node's row; a node not enrolled or that never reported a capacity is not
+// judged (a placement has just judged it; a resize of a VM on a node that
+// left is not the node's to refuse). It is store.AdmitAllocation.
+func (p *Placer) Admit(ctx context.Context, from, to *messages.NodeAllocation) error {
+	n, err := p.st.NodeByName(ctx, to.Node)
+	if messages.KindOf(err) == messages.KindNotFound {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if n.Status.Capacity == nil {
+		return nil
+	}
+	return admit(p.cfg, n, from, to)
+}
+
+func admit(cfg Config, n *messages.Node, from, to *messages.NodeAllocation) error {
+	c := n.Status.Capacity
+	total, _, hasPool := poolSpace(n)
+	for _, r := range []struct {
+		resource string
+		from, to int64
+		offer    int64
+		known    bool
+	}{
+		{ResourceCPUs, from.CPUs, to.CPUs, offered(int64(c.CPUs), cfg.CPUOvercommit), true},
+		{ResourceMemory, from.MemoryMiB, to.MemoryMiB, offered(c.MemoryMiB, cfg.MemoryOvercommit), true},
+		{ResourceDisk, from.DiskGiB, to.DiskGiB, offered(total/gib, cfg.DiskOvercommit), hasPool},
+	} {
+		if !r.known || r.to <= r.from || r.to <= r.offer {
+			continue
+		}
+		return insufficient(fmt.Sprintf("node %s cannot take %d more %s: %d of its %d are allocated",
+			n.Name, r.to-r.from, r.resource, r.from, r.offer), r.resource).
+			WithDetail("node", n.Name).WithDetail("requested", r.to-r.from).WithDetail("available", max(r.offer-r.from, 0))
+	}
+	return nil
+}
+
+func insufficient(msg, resource string) *messages.Error {
+	return messages.Errorf(messages.KindConflict, messages.CodeInsufficientCapacity, "%s", msg).WithDetail("resource", resource)
 }
 
 // poolSpace is the size and free space of a node's VM disk pool, in bytes.

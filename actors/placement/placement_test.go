@@ -53,6 +53,8 @@ func TestChoose(t *testing.T) {
 		want     string
 		wantCode string
 		wantMsg  string
+		// wantResource is details.resource of an insufficient_capacity.
+		wantResource string
 	}{
 		{name: "no nodes", vm: vm("v", 1, 512, "amd64", "", ""), wantCode: "no_schedulable_node", wantMsg: "no node is ready"},
 		{name: "only unusable nodes", vm: vm("v", 1, 512, "amd64", "", ""),
@@ -65,13 +67,13 @@ func TestChoose(t *testing.T) {
 		{name: "cpu overcommit fits", vm: vm("v", 4, 512, "amd64", "", ""), nodes: []*messages.Node{node("a", "amd64", 2, 4096)},
 			vms: []*messages.VM{vm("o", 4, 512, "amd64", "a", "")}, want: "a"},
 		{name: "cpu overcommit full", vm: vm("v", 5, 512, "amd64", "", ""), nodes: []*messages.Node{node("a", "amd64", 2, 4096)},
-			vms: []*messages.VM{vm("o", 4, 512, "amd64", "a", "")}, wantCode: "no_schedulable_node", wantMsg: "5 CPUs, 512 MiB and 10 GiB of disk free"},
+			vms: []*messages.VM{vm("o", 4, 512, "amd64", "a", "")}, wantCode: "insufficient_capacity", wantMsg: "5 CPUs, 512 MiB and 10 GiB of disk free", wantResource: "cpus"},
 		{name: "disk promised", vm: withDisk(vm("v", 1, 512, "amd64", "", ""), 10), nodes: []*messages.Node{node("a", "amd64", 8, 8192, pool(100, 90))},
-			vms: []*messages.VM{withDisk(vm("o", 1, 512, "amd64", "a", ""), 95)}, wantCode: "no_schedulable_node", wantMsg: "10 GiB of disk free"},
+			vms: []*messages.VM{withDisk(vm("o", 1, 512, "amd64", "a", ""), 95)}, wantCode: "insufficient_capacity", wantMsg: "10 GiB of disk free", wantResource: "disk_gib"},
 		{name: "disk promised on spec.node", vm: withDisk(vm("v", 1, 512, "amd64", "", "a"), 10), nodes: []*messages.Node{node("a", "amd64", 8, 8192, pool(100, 90))},
-			vms: []*messages.VM{withDisk(vm("o", 1, 512, "amd64", "a", ""), 95)}, wantCode: "node_not_schedulable", wantMsg: "5 GiB of disk left to promise, the vm needs 10"},
+			vms: []*messages.VM{withDisk(vm("o", 1, 512, "amd64", "a", ""), 95)}, wantCode: "insufficient_capacity", wantMsg: "5 GiB of disk left to promise, the vm needs 10", wantResource: "disk_gib"},
 		{name: "disk free space", vm: withDisk(vm("v", 1, 512, "amd64", "", "a"), 10), nodes: []*messages.Node{node("a", "amd64", 8, 8192, pool(100, 9))},
-			wantCode: "node_not_schedulable", wantMsg: "its pool has 9 GiB free, the vm needs 10"},
+			wantCode: "insufficient_capacity", wantMsg: "its pool has 9 GiB free, the vm needs 10", wantResource: "disk_gib"},
 		{name: "disk fits exactly", vm: withDisk(vm("v", 1, 512, "amd64", "", ""), 5), nodes: []*messages.Node{node("a", "amd64", 8, 8192, pool(100, 5))},
 			vms: []*messages.VM{withDisk(vm("o", 1, 512, "amd64", "a", ""), 95)}, want: "a"},
 		{name: "disk overcommit ratio", cfg: placement.Config{DiskOvercommit: 2}, vm: withDisk(vm("v", 1, 512, "amd64", "", ""), 10),
@@ -79,14 +81,14 @@ func TestChoose(t *testing.T) {
 			vms:   []*messages.VM{withDisk(vm("o", 1, 512, "amd64", "a", ""), 180)}, want: "a"},
 		{name: "disk overcommit ratio full", cfg: placement.Config{DiskOvercommit: 2}, vm: withDisk(vm("v", 1, 512, "amd64", "", "a"), 11),
 			nodes: []*messages.Node{node("a", "amd64", 8, 8192, pool(100, 90))},
-			vms:   []*messages.VM{withDisk(vm("o", 1, 512, "amd64", "a", ""), 190)}, wantCode: "node_not_schedulable", wantMsg: "10 GiB of disk left to promise"},
+			vms:   []*messages.VM{withDisk(vm("o", 1, 512, "amd64", "a", ""), 190)}, wantCode: "insufficient_capacity", wantMsg: "10 GiB of disk left to promise", wantResource: "disk_gib"},
 		{name: "disk of the emptier pool", vm: withDisk(vm("v", 1, 512, "amd64", "", ""), 50),
 			nodes: []*messages.Node{node("a", "amd64", 8, 8192, pool(100, 40)), node("b", "amd64", 8, 1024, pool(100, 60))}, want: "b"},
 		{name: "no pool reported", vm: vm("v", 1, 512, "amd64", "", "a"),
 			nodes:    []*messages.Node{node("a", "amd64", 8, 8192, func(n *messages.Node) { n.Status.Pools = nil })},
 			wantCode: "node_not_schedulable", wantMsg: "no space for storage pool default"},
 		{name: "memory not overcommitted", vm: vm("v", 1, 1024, "amd64", "", ""), nodes: []*messages.Node{node("a", "amd64", 8, 2048)},
-			vms: []*messages.VM{vm("o", 1, 1536, "amd64", "a", "")}, wantCode: "no_schedulable_node"},
+			vms: []*messages.VM{vm("o", 1, 1536, "amd64", "a", "")}, wantCode: "insufficient_capacity", wantResource: "memory_mib"},
 		{name: "memory overcommit ratio", cfg: placement.Config{CPUOvercommit: 4, MemoryOvercommit: 1.5},
 			vm: vm("v", 1, 1024, "amd64", "", ""), nodes: []*messages.Node{node("a", "amd64", 8, 2048)},
 			vms: []*messages.VM{vm("o", 1, 1536, "amd64", "a", "")}, want: "a"},
@@ -108,7 +110,7 @@ func TestChoose(t *testing.T) {
 			nodes: []*messages.Node{node("c", "amd64", 8, 4096)}, wantCode: "node_not_schedulable", wantMsg: "it is amd64"},
 		{name: "spec.node full", vm: vm("v", 1, 4096, "amd64", "", "c"),
 			nodes: []*messages.Node{node("c", "amd64", 8, 4096)}, vms: []*messages.VM{vm("o", 1, 512, "amd64", "c", "")},
-			wantCode: "node_not_schedulable", wantMsg: "3584 MiB free"},
+			wantCode: "insufficient_capacity", wantMsg: "3584 MiB free", wantResource: "memory_mib"},
 		{name: "spec.node unknown", vm: vm("v", 1, 512, "amd64", "", "zz"),
 			nodes: []*messages.Node{node("c", "amd64", 8, 4096)}, wantCode: "node_not_schedulable", wantMsg: "no such node"},
 	} {
@@ -117,7 +119,7 @@ func TestChoose(t *testing.T) {
 			if c == (placement.Config{}) {
 				c = cfg
 			}
-			got, err := placement.Choose(c, tc.vm, tc.nodes, tc.vms)
+			got, err := placement.Choose(c, tc.vm, tc.nodes, tally(tc.vms))
 			if tc.wantCode == "" {
 				if err != nil || got != tc.want {
 					t.Fatalf("got %q %v, want %q", got, err, tc.want)
@@ -128,8 +130,26 @@ func TestChoose(t *testing.T) {
 			if !errors.As(err, &me) || me.Code != tc.wantCode || !strings.Contains(me.Message, tc.wantMsg) {
 				t.Fatalf("got %q %v, want %s containing %q", got, err, tc.wantCode, tc.wantMsg)
 			}
+			if r := me.Details["resource"]; tc.wantResource != "" && r != tc.wantResource {
+				t.Fatalf("details.resource = %v, want %s", r, tc.wantResource)
+			}
 		})
 	}
+}
+
+// tally is what the allocation documents say when vms are the VM rows.
+func tally(vms []*messages.VM) map[string]*messages.NodeAllocation {
+	out := map[string]*messages.NodeAllocation{}
+	for _, v := range vms {
+		if v.Status.Node == "" {
+			continue
+		}
+		if out[v.Status.Node] == nil {
+			out[v.Status.Node] = &messages.NodeAllocation{Node: v.Status.Node}
+		}
+		out[v.Status.Node].Add(v.ID, v.Spec)
+	}
+	return out
 }
 
 func TestCanEverHost(t *testing.T) {
@@ -172,6 +192,42 @@ func TestCanEverHost(t *testing.T) {
 			if !errors.As(err, &me) || me.Code != "unschedulable" || me.Kind != messages.KindUnprocessable ||
 				me.Details["resource"] != tc.wantResource || !strings.Contains(me.Message, tc.wantMsg) {
 				t.Fatalf("got %v (%+v), want unschedulable %s containing %q", err, me, tc.wantResource, tc.wantMsg)
+			}
+		})
+	}
+}
+
+// TestAdmit: a growth of a node's allocation within capacity × overcommit
+// passes; past it, insufficient_capacity names the resource that grew past
+// it; a resource that does not grow is never refused, even over its limit
+// (a node that shrank keeps its VMs' shrinking resizes).
+func TestAdmit(t *testing.T) {
+	n := node("a", "amd64", 2, 4096, pool(100, 100)) // 8 vCPUs, 4096 MiB, 100 GiB
+	p := placement.New(nil, placement.DefaultConfig())
+	for _, tc := range []struct {
+		name     string
+		from, to messages.NodeAllocation
+		resource string
+	}{
+		{name: "fits exactly", from: messages.NodeAllocation{CPUs: 4}, to: messages.NodeAllocation{CPUs: 8, MemoryMiB: 4096, DiskGiB: 100}},
+		{name: "cpus", from: messages.NodeAllocation{CPUs: 6}, to: messages.NodeAllocation{CPUs: 9}, resource: "cpus"},
+		{name: "memory", to: messages.NodeAllocation{MemoryMiB: 4097}, resource: "memory_mib"},
+		{name: "disk", to: messages.NodeAllocation{DiskGiB: 101}, resource: "disk_gib"},
+		{name: "over but not growing", from: messages.NodeAllocation{CPUs: 12, MemoryMiB: 100}, to: messages.NodeAllocation{CPUs: 12, MemoryMiB: 200}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.from.Node, tc.to.Node = "a", "a"
+			err := placement.AdmitOn(p, n, &tc.from, &tc.to)
+			if tc.resource == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			var me *messages.Error
+			if !errors.As(err, &me) || me.Code != messages.CodeInsufficientCapacity || me.Kind != messages.KindConflict ||
+				me.Details["resource"] != tc.resource || me.Details["node"] != "a" {
+				t.Fatalf("got %v (%+v), want insufficient_capacity of %s", err, me, tc.resource)
 			}
 		})
 	}

@@ -30,6 +30,11 @@ type Deps struct {
 	// (placement's unschedulable, 422) before anything is written; nil
 	// admits every create and leaves it to placement.
 	Schedulable func(context.Context, *messages.VM) error
+	// Admit judges a growth of a node's allocation document (placement's
+	// capacity × overcommit: insufficient_capacity) in the transaction
+	// that places or resizes a VM; nil admits every growth, and the
+	// documents are kept in step all the same.
+	Admit store.AdmitAllocation
 }
 
 // maxQueue bounds the commands waiting for one VM, so a flood against one VM

@@ -109,12 +109,19 @@ func (b *behaviour) planUpdate(cur *messages.VM, m messages.UpdateVM) plan {
 	if delta == (messages.Usage{}) {
 		return change(store.NewTxn().Update(store.VMs, next), next, nil)
 	}
-	// A resize moves the owner's usage with the row, within their quota.
+	// A resize moves the owner's usage with the row, within their quota,
+	// and the allocation of the node the VM is placed on, within the
+	// node's capacity (a growth the node cannot take is refused with
+	// insufficient_capacity).
+	admit, before := b.deps.Admit, cur
 	commit := func(c context.Context, st *store.Store) error {
 		return st.WithUsage(c, next.Owner, delta, func(charge store.Charge) error {
-			t := store.NewTxn().Update(store.VMs, next)
-			charge(t)
-			return st.Commit(c, t)
+			return st.WithAllocations(c, before, next, admit, func(alloc store.Charge) error {
+				t := store.NewTxn().Update(store.VMs, next)
+				charge(t)
+				alloc(t)
+				return st.Commit(c, t)
+			})
 		})
 	}
 	return b.writing(commit, next, nil)
@@ -225,21 +232,43 @@ func (b *behaviour) planFinish(cur *messages.VM, m messages.FinishVMJob) plan {
 	now := b.deps.Store.Now().UTC()
 	next.UpdatedAt = now
 	failed := messages.TaskFailedEvent(m.Task, now)
+	before := cur
 	if m.Delete {
-		// The owner's usage is released in the transaction that deletes
-		// the row, never before (a failed delete keeps using it).
+		// The owner's usage and the node's allocation are released in the
+		// transaction that deletes the row, never before (a failed delete
+		// keeps using them).
 		release := messages.Usage{}.Sub(messages.UsageOf(cur.Spec))
 		commit := func(c context.Context, st *store.Store) error {
 			return st.WithUsage(c, next.Owner, release, func(charge store.Charge) error {
-				t := store.NewTxn()
-				store.FinishJob(t, clientv3.LeaseID(m.Lease), m.Job, m.Task)
-				store.DeleteVM(t, next)
-				charge(t)
-				store.AddEvents(t, messages.VMTransition(cur, nil, now), failed)
-				return st.Commit(c, t)
+				return st.WithAllocations(c, before, nil, nil, func(alloc store.Charge) error {
+					t := store.NewTxn()
+					store.FinishJob(t, clientv3.LeaseID(m.Lease), m.Job, m.Task)
+					store.DeleteVM(t, next)
+					charge(t)
+					alloc(t)
+					store.AddEvents(t, messages.VMTransition(cur, nil, now), failed)
+					return st.Commit(c, t)
+				})
 			})
 		}
 		return b.writing(commit, nil, m.Task)
+	}
+	if next.Status.Node != cur.Status.Node {
+		// A job's outcome names another node than the row (it never does
+		// today: the node is committed by PlaceVM first): the allocations
+		// move with it. The outcome already happened on the node, so it
+		// is recorded even past the node's capacity.
+		commit := func(c context.Context, st *store.Store) error {
+			return st.WithAllocations(c, before, next, nil, func(alloc store.Charge) error {
+				t := store.NewTxn()
+				store.FinishJob(t, clientv3.LeaseID(m.Lease), m.Job, m.Task)
+				t.Update(store.VMs, next)
+				alloc(t)
+				store.AddEvents(t, messages.VMTransition(cur, next, now), failed)
+				return st.Commit(c, t)
+			})
+		}
+		return b.writing(commit, next, m.Task)
 	}
 	t := store.NewTxn()
 	store.FinishJob(t, clientv3.LeaseID(m.Lease), m.Job, m.Task)

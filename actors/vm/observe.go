@@ -1,6 +1,7 @@
 package vm
 
 import (
+	"context"
 	"reflect"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -37,10 +38,21 @@ func (b *behaviour) planPlace(cur *messages.VM, m messages.PlaceVM) plan {
 	next.Status.Phase = messages.PhaseCreating
 	next.Status.Message = "placed on node " + m.Node
 	next.UpdatedAt = b.deps.Store.Now().UTC()
-	t := store.NewTxn()
-	store.RequireClaim(t, clientv3.LeaseID(m.Lease), m.JobID)
-	t.Update(store.VMs, next)
-	return change(t, next, nil)
+	// The node's allocation document takes the VM in the same transaction,
+	// judged against the node's capacity and guarded by the document's
+	// revision: a placement that lost the node's last room to another is
+	// refused with insufficient_capacity, and the job plans again.
+	before := cur
+	commit := func(c context.Context, st *store.Store) error {
+		return st.WithAllocations(c, before, next, b.deps.Admit, func(charge store.Charge) error {
+			t := store.NewTxn()
+			store.RequireClaim(t, clientv3.LeaseID(m.Lease), m.JobID)
+			t.Update(store.VMs, next)
+			charge(t)
+			return st.Commit(c, t)
+		})
+	}
+	return b.writing(commit, next, nil)
 }
 
 // planObserve merges a node's observation of the VM. A VM with a task in

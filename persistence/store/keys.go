@@ -16,6 +16,13 @@ const (
 	claims      = "claims"
 	idempotency = "idempotency"
 	settingsKey = Root + "settings"
+	// Allocations holds one document per node name,
+	// /otherix/allocations/<node>: the vCPUs, memory and disk the VMs
+	// placed on the node ask for and their ids (allocations.go).
+	Allocations = "allocations"
+	// allocationsMigrated marks a store whose allocation documents were
+	// built from the VM rows (MigrateAllocations).
+	allocationsMigrated = Root + "migrations/allocations"
 )
 
 // RowKey is where a resource's JSON row lives.

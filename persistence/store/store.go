@@ -33,6 +33,9 @@ type Store struct {
 	owners   map[string]*ownerLock
 	// quotaOwners are the owners this process last saw with a quota.
 	quotaOwners map[string]bool
+	// allocLocks serializes allocation changes per node in this process
+	// (allocations.go).
+	allocLocks keyLocks
 }
 
 // Option configures a Store.

@@ -41,6 +41,9 @@ import (
 // cpuProfile, when set, is where the API measurement's CPU profile goes.
 var cpuProfile string
 
+// preloadVMs is how many VM rows each fresh store holds before a measurement.
+var preloadVMs int
+
 func main() {
 	clients := flag.String("c", "32", "concurrent clients; a comma list measures each (the throughput-vs-clients curve)")
 	dur := flag.Duration("d", 5*time.Second, "duration of each measurement")
@@ -48,6 +51,7 @@ func main() {
 	target := flag.Int("target-c", 32, "the client count the issue #2 targets are judged at (must be in -c)")
 	plotPath := flag.String("plot", "", "write the throughput-vs-clients curve to this SVG file")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the first API measurement (not dispatching) to this file")
+	flag.IntVar(&preloadVMs, "vms", 0, "VM rows pre-loaded into every path's fresh store before it is measured (placed on 100 node names), to show what the store's size costs each path")
 	flag.Parse()
 	var cs []int
 	for _, f := range strings.Split(*clients, ",") {
@@ -143,7 +147,57 @@ func freshStore(ctx context.Context) (*store.Store, func(), error) {
 		os.RemoveAll(dir)
 		return nil, nil, err
 	}
+	if err := preload(ctx, st, preloadVMs); err != nil {
+		member.Close()
+		os.RemoveAll(dir)
+		return nil, nil, fmt.Errorf("pre-load %d vms: %w", preloadVMs, err)
+	}
 	return st, func() { member.Close(); os.RemoveAll(dir) }, nil
+}
+
+// preload writes n VM rows (with their name guards and index keys) in bulk
+// transactions as full as the op limit allows, from a few writers at once,
+// spread over 100 node names as if placed there. No allocation documents are
+// written: the API paths' gateway builds them at start, as on an upgraded
+// cluster.
+func preload(ctx context.Context, st *store.Store, n int) error {
+	if n <= 0 {
+		return nil
+	}
+	spec := messages.VMSpec{Image: messages.ImageSource{URL: "https://images.example/debian-12.qcow2"}}
+	spec.Defaults()
+	perTxn := max(st.MaxTxnOps()/4, 1) // CreateVM writes 4 keys
+	const writers = 8
+	var next atomic.Int64
+	errs := make(chan error, writers)
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				from := int(next.Add(int64(perTxn))) - perTxn
+				if from >= n {
+					return
+				}
+				t := store.NewTxn()
+				now := time.Now().UTC()
+				for i := from; i < min(from+perTxn, n); i++ {
+					vm := &messages.VM{ID: messages.NewID(), Name: fmt.Sprintf("pre-%07d", i), Owner: "preload", Generation: 1, Spec: spec,
+						Status:    messages.VMStatus{Phase: messages.PhaseStopped, Node: fmt.Sprintf("pre-node-%02d", i%100)},
+						CreatedAt: now, UpdatedAt: now}
+					store.CreateVM(t, vm)
+				}
+				if err := st.Commit(ctx, t); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
 }
 
 // benchPath is one way of writing a VM create, measured on a fresh member.
@@ -217,8 +271,8 @@ func run(clients []int, target, rounds int, d time.Duration, plotPath string) er
 	ps := paths(spec)
 	fmt.Printf("write path: %s, %d CPUs, load %s, accelerator: none (no QEMU on this path)\n",
 		time.Now().UTC().Format(time.RFC3339), runtime.NumCPU(), loadavg())
-	fmt.Printf("%d rounds × %d client counts × %d paths, %s each, interleaved (`go run ./test/bench -c %s -rounds %d -d %s`)\n",
-		rounds, len(clients), len(ps), d, joinInts(clients), rounds, d)
+	fmt.Printf("%d rounds × %d client counts × %d paths, %s each, interleaved, %d VM rows pre-loaded (`go run ./test/bench -c %s -rounds %d -d %s -vms %d`)\n",
+		rounds, len(clients), len(ps), d, preloadVMs, joinInts(clients), rounds, d, preloadVMs)
 
 	// res[path][clients] holds one result per round. Within a round every
 	// path runs at every client count, and the order of the paths rotates
