@@ -1,0 +1,296 @@
+// Package failover is an http.RoundTripper that spreads one logical service
+// over its replicas: the CLI and the SDK use it for the control plane's REST
+// API, the agent for its agent-facing listeners. Requests are addressed to
+// any one replica's URL; the transport sends each to the replica it last
+// succeeded with (sticky), and moves to the next one only when that is safe:
+//
+//   - the request never reached a server (no connection was obtained: a dial
+//     error, a refused connection, a dial or TLS handshake timeout, a TLS
+//     handshake with a host that died): any request moves;
+//   - the server answered 503 not_ready (a learner, a replica still
+//     starting: it did nothing): any request moves;
+//   - the server answered 503 no_quorum, or the connection broke after it
+//     was obtained: only an idempotent request moves (GET, HEAD, OPTIONS, or
+//     one carrying an Idempotency-Key). A write without a key may have been
+//     proposed to Raft and applied after all, so sending it again could
+//     apply it twice; its error goes back to the caller.
+//
+// The caller's context bounds the whole: once it ends no replica is tried.
+package failover
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/otherix/otherix/http/apierror"
+)
+
+// Error codes of a 503 answer that send a request to the next replica.
+const (
+	CodeNotReady = "not_ready" // the replica serves nothing yet: safe for any request
+	CodeNoQuorum = "no_quorum" // the replica lost quorum: safe for idempotent requests
+)
+
+// MaxServers bounds a replica list: more than any control plane has (etcd
+// advises at most seven voters), few enough that trying all stays quick.
+const MaxServers = 16
+
+// maxPeek bounds what is read of a 503 answer to learn its code; the error
+// envelope is a few hundred bytes.
+const maxPeek = 64 << 10
+
+// ErrNoServers is the error of a list without a usable URL.
+var ErrNoServers = errors.New("failover: no server URL")
+
+// Transport sends each request to one replica, moving to the next when that
+// is safe (see the package documentation). It is safe for concurrent use.
+type Transport struct {
+	// Base does the sending; nil means http.DefaultTransport.
+	Base http.RoundTripper
+	// OnSwitch, if set, is called (outside any lock) when the sticky replica
+	// changes: from is the replica that failed, to the one that answered.
+	OnSwitch func(from, to string)
+
+	mu      sync.Mutex
+	servers []*url.URL
+	cur     int // index into servers of the sticky replica
+}
+
+// New returns a transport over servers, in order (the first is tried first).
+func New(base http.RoundTripper, servers []string) (*Transport, error) {
+	t := &Transport{Base: base}
+	if err := t.SetServers(servers); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// ParseServers checks and normalises a replica list: http(s)://host[:port]
+// without a path, duplicates and empty entries dropped, at most MaxServers.
+func ParseServers(servers []string) ([]*url.URL, error) {
+	var out []*url.URL
+	seen := map[string]bool{}
+	for _, s := range servers {
+		s = strings.TrimRight(strings.TrimSpace(s), "/")
+		if s == "" {
+			continue
+		}
+		u, err := url.Parse(s)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" ||
+			u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			return nil, fmt.Errorf("failover: server %q: want http(s)://host[:port]", s)
+		}
+		key := u.Scheme + "://" + strings.ToLower(u.Host)
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		out = append(out, &url.URL{Scheme: u.Scheme, Host: u.Host})
+		if len(out) > MaxServers {
+			return nil, fmt.Errorf("failover: more than %d servers", MaxServers)
+		}
+	}
+	if len(out) == 0 {
+		return nil, ErrNoServers
+	}
+	return out, nil
+}
+
+// SetServers replaces the replica list. The sticky replica stays current if
+// it is still listed; otherwise the first of the new list is.
+func (t *Transport) SetServers(servers []string) error {
+	us, err := ParseServers(servers)
+	if err != nil {
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	cur := 0
+	if len(t.servers) > 0 {
+		old := t.servers[t.cur].String()
+		for i, u := range us {
+			if u.String() == old {
+				cur = i
+			}
+		}
+	}
+	t.servers, t.cur = us, cur
+	return nil
+}
+
+// Servers returns the replica list in its order.
+func (t *Transport) Servers() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]string, len(t.servers))
+	for i, u := range t.servers {
+		out[i] = u.String()
+	}
+	return out
+}
+
+// Current returns the sticky replica's URL: where the next request goes
+// first.
+func (t *Transport) Current() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.servers[t.cur].String()
+}
+
+// CloseIdleConnections closes the idle connections of the base transport.
+func (t *Transport) CloseIdleConnections() {
+	if c, ok := t.base().(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+func (t *Transport) base() http.RoundTripper {
+	if t.Base != nil {
+		return t.Base
+	}
+	return http.DefaultTransport
+}
+
+// Idempotent reports whether req may be sent again after it may have
+// reached a server: a read, or a write the server deduplicates by its
+// Idempotency-Key.
+func Idempotent(req *http.Request) bool {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return req.Header.Get("Idempotency-Key") != ""
+}
+
+// Attempt is one replica tried for a request and why it was left.
+type Attempt struct {
+	Server string
+	Err    error
+}
+
+// Error is the error of a request no replica took: every attempt, in order.
+// It unwraps to the last attempt's error, so errors.Is finds, say,
+// syscall.ECONNREFUSED.
+type Error struct {
+	Attempts []Attempt
+}
+
+func (e *Error) Error() string {
+	if len(e.Attempts) == 1 {
+		return e.Attempts[0].Err.Error()
+	}
+	parts := make([]string, len(e.Attempts))
+	for i, a := range e.Attempts {
+		parts[i] = a.Server + ": " + a.Err.Error()
+	}
+	return fmt.Sprintf("no replica of %d answered: %s", len(e.Attempts), strings.Join(parts, "; "))
+}
+
+func (e *Error) Unwrap() error { return e.Attempts[len(e.Attempts)-1].Err }
+
+// RoundTrip sends req to the sticky replica, then to the next ones as the
+// package documentation says. The URL's scheme and host are replaced by the
+// replica's; its path and query are kept.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	t.mu.Lock()
+	servers, start := t.servers, t.cur
+	t.mu.Unlock()
+	if len(servers) == 0 {
+		closeBody(req)
+		return nil, ErrNoServers
+	}
+	idem := Idempotent(req)
+	// A body that cannot be produced again allows one attempt only.
+	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+	var tried []Attempt
+	for i := range servers {
+		idx := (start + i) % len(servers)
+		target := servers[idx]
+		var connected atomic.Bool
+		ctx := httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			GotConn: func(httptrace.GotConnInfo) { connected.Store(true) },
+		})
+		r := req.Clone(ctx)
+		r.URL.Scheme, r.URL.Host, r.Host = target.Scheme, target.Host, ""
+		if i > 0 && req.GetBody != nil {
+			b, err := req.GetBody()
+			if err != nil {
+				return nil, fmt.Errorf("failover: replay body: %w", err)
+			}
+			r.Body = b
+		}
+		last := i == len(servers)-1 || !replayable
+		resp, err := t.base().RoundTrip(r)
+		if err != nil {
+			tried = append(tried, Attempt{Server: target.String(), Err: err})
+			// Once the caller gave up, or the request may have been
+			// acted on and may not be repeated, stop here.
+			if last || req.Context().Err() != nil || (connected.Load() && !idem) {
+				return nil, &Error{Attempts: tried}
+			}
+			continue
+		}
+		if resp.StatusCode == http.StatusServiceUnavailable && !last {
+			code, replay := peekCode(resp)
+			if code == CodeNotReady || code == CodeNoQuorum && idem {
+				resp.Body.Close()
+				tried = append(tried, Attempt{Server: target.String(), Err: fmt.Errorf("503 %s", code)})
+				continue
+			}
+			resp.Body = replay
+		}
+		if idx != start {
+			t.switchTo(servers, start, idx)
+		}
+		return resp, nil
+	}
+	// Unreachable: the last iteration always returns.
+	return nil, &Error{Attempts: tried}
+}
+
+// switchTo makes servers[idx] sticky, unless the list was replaced meanwhile.
+func (t *Transport) switchTo(servers []*url.URL, from, idx int) {
+	t.mu.Lock()
+	same := len(t.servers) == len(servers) && len(servers) > 0 && &t.servers[0] == &servers[0]
+	if same {
+		t.cur = idx
+	}
+	t.mu.Unlock()
+	if same && t.OnSwitch != nil {
+		t.OnSwitch(servers[from].String(), servers[idx].String())
+	}
+}
+
+// peekCode reads the error code of a 503 answer and returns a body that
+// gives the caller the same bytes.
+func peekCode(resp *http.Response) (string, io.ReadCloser) {
+	head, err := io.ReadAll(io.LimitReader(resp.Body, maxPeek))
+	replay := &prefixed{Reader: io.MultiReader(bytes.NewReader(head), resp.Body), Closer: resp.Body}
+	if err != nil {
+		return "", replay
+	}
+	d, ok := apierror.Parse(head)
+	if !ok {
+		return "", replay
+	}
+	return d.Code, replay
+}
+
+type prefixed struct {
+	io.Reader
+	io.Closer
+}
+
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+}

@@ -1,0 +1,357 @@
+package failover
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// replica is one loopback server of a test, counting the requests that
+// reached it.
+type replica struct {
+	URL  string
+	hits atomic.Int64
+	// bodies are the request bodies it received, in order.
+	mu     sync.Mutex
+	bodies []string
+}
+
+func (r *replica) record(req *http.Request) {
+	r.hits.Add(1)
+	b, _ := io.ReadAll(req.Body)
+	r.mu.Lock()
+	r.bodies = append(r.bodies, string(b))
+	r.mu.Unlock()
+}
+
+// good answers 200 with its own name.
+func good(t *testing.T, name string) *replica {
+	r := &replica{}
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.record(req)
+		io.WriteString(w, name+" "+req.Method+" "+req.URL.RequestURI())
+	}))
+	t.Cleanup(s.Close)
+	r.URL = s.URL
+	return r
+}
+
+// unavailable answers 503 with the error envelope and code.
+func unavailable(t *testing.T, code string) *replica {
+	r := &replica{}
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.record(req)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, `{"error":{"code":"`+code+`","message":"`+code+` here","details":{}}}`)
+	}))
+	t.Cleanup(s.Close)
+	r.URL = s.URL
+	return r
+}
+
+// closedPort is a loopback URL nothing listens on: connections are refused.
+func closedPort(t *testing.T) *replica {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return &replica{URL: "http://" + addr}
+}
+
+// resetter reads a whole request (headers and body), then resets the
+// connection without answering: the request reached the server, the answer
+// was lost.
+func resetter(t *testing.T, scheme string) *replica {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &replica{URL: scheme + "://" + ln.Addr().String()}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			req, err := http.ReadRequest(bufio.NewReader(c))
+			if err == nil {
+				r.record(req)
+			}
+			c.(*net.TCPConn).SetLinger(0) // RST, not FIN
+			c.Close()
+		}
+	}()
+	return r
+}
+
+// hangup accepts TCP connections and closes them at once: a TLS handshake
+// with it fails before any byte of a request is written.
+func hangup(t *testing.T) *replica {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &replica{URL: "https://" + ln.Addr().String()}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			r.hits.Add(1)
+			c.Close()
+		}
+	}()
+	return r
+}
+
+func urls(rs ...*replica) []string {
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.URL)
+	}
+	return out
+}
+
+// client returns an HTTP client over a fresh transport for rs.
+func client(t *testing.T, base http.RoundTripper, rs ...*replica) (*http.Client, *Transport) {
+	t.Helper()
+	if base == nil {
+		base = &http.Transport{}
+	}
+	tr, err := New(base, urls(rs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}, tr
+}
+
+func send(t *testing.T, c *http.Client, method, target, body, key string) (*http.Response, string, error) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, target, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b), nil
+}
+
+// TestMovesOnlyWhatIsSafe: which requests go on to the next replica, for
+// each way a replica can fail.
+func TestMovesOnlyWhatIsSafe(t *testing.T) {
+	cases := []struct {
+		name         string
+		first        func(t *testing.T) *replica
+		method, key  string
+		wantMoved    bool
+		wantFirstHit bool // the failing replica saw the request
+		wantStatus   int  // when not moved and answered
+	}{
+		{"GET, connection refused", closedPort, "GET", "", true, false, 0},
+		{"POST, connection refused", closedPort, "POST", "", true, false, 0},
+		{"GET, 503 no_quorum", func(t *testing.T) *replica { return unavailable(t, CodeNoQuorum) }, "GET", "", true, true, 0},
+		{"POST with key, 503 no_quorum", func(t *testing.T) *replica { return unavailable(t, CodeNoQuorum) }, "POST", "k1", true, true, 0},
+		{"POST, 503 no_quorum: may have been proposed", func(t *testing.T) *replica { return unavailable(t, CodeNoQuorum) }, "POST", "", false, true, 503},
+		{"POST, 503 not_ready: did nothing", func(t *testing.T) *replica { return unavailable(t, CodeNotReady) }, "POST", "", true, true, 0},
+		{"GET, 503 other code", func(t *testing.T) *replica { return unavailable(t, "storage_full") }, "GET", "", false, true, 503},
+		{"GET, reset after sending", func(t *testing.T) *replica { return resetter(t, "http") }, "GET", "", true, true, 0},
+		{"POST with key, reset after sending", func(t *testing.T) *replica { return resetter(t, "http") }, "POST", "k2", true, true, 0},
+		{"POST, reset after sending: must not repeat", func(t *testing.T) *replica { return resetter(t, "http") }, "POST", "", false, true, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			first, second := tc.first(t), good(t, "second")
+			c, tr := client(t, nil, first, second)
+			body := ""
+			if tc.method == "POST" {
+				body = `{"name":"x"}`
+			}
+			resp, got, err := send(t, c, tc.method, first.URL+"/v1/things?limit=5", body, tc.key)
+			if tc.wantMoved {
+				if err != nil {
+					t.Fatalf("not moved: %v", err)
+				}
+				if resp.StatusCode != 200 || got != "second "+tc.method+" /v1/things?limit=5" {
+					t.Fatalf("answer %d %q", resp.StatusCode, got)
+				}
+				if second.hits.Load() != 1 {
+					t.Fatalf("second replica saw %d requests", second.hits.Load())
+				}
+				if body != "" && second.bodies[0] != body {
+					t.Fatalf("body replayed as %q", second.bodies[0])
+				}
+				if tr.Current() != second.URL {
+					t.Fatalf("sticky replica %s, want %s", tr.Current(), second.URL)
+				}
+			} else {
+				if second.hits.Load() != 0 {
+					t.Fatalf("the request was sent again to the second replica")
+				}
+				if tc.wantStatus != 0 {
+					if err != nil || resp.StatusCode != tc.wantStatus || !strings.Contains(got, `"code"`) {
+						t.Fatalf("want the first replica's %d answer intact, got %v %v %q", tc.wantStatus, resp, err, got)
+					}
+				} else if err == nil {
+					t.Fatalf("want an error, got %d %q", resp.StatusCode, got)
+				}
+				if tr.Current() != first.URL {
+					t.Fatalf("sticky replica moved to %s", tr.Current())
+				}
+			}
+			if hit := first.hits.Load() > 0; hit != tc.wantFirstHit {
+				t.Fatalf("first replica hit=%v, want %v", hit, tc.wantFirstHit)
+			}
+		})
+	}
+}
+
+// TestStickyAcrossRequests: once a replica answered, later requests go to
+// it first; the dead and the quorum-less ones are not asked again.
+func TestStickyAcrossRequests(t *testing.T) {
+	dead, noq, ok := closedPort(t), unavailable(t, CodeNoQuorum), good(t, "ok")
+	var switches []string
+	c, tr := client(t, nil, dead, noq, ok)
+	tr.OnSwitch = func(from, to string) { switches = append(switches, from+">"+to) }
+	for i := range 5 {
+		resp, got, err := send(t, c, "GET", dead.URL+"/v1/vms", "", "")
+		if err != nil || resp.StatusCode != 200 || !strings.HasPrefix(got, "ok ") {
+			t.Fatalf("request %d: %v %v %q", i, resp, err, got)
+		}
+	}
+	if noq.hits.Load() != 1 || ok.hits.Load() != 5 {
+		t.Fatalf("no_quorum replica asked %d times, good one %d", noq.hits.Load(), ok.hits.Load())
+	}
+	if len(switches) != 1 || switches[0] != dead.URL+">"+ok.URL {
+		t.Fatalf("switches %v", switches)
+	}
+	// A new list that still holds the sticky replica keeps it.
+	other := good(t, "other")
+	if err := tr.SetServers([]string{other.URL, ok.URL}); err != nil {
+		t.Fatal(err)
+	}
+	if tr.Current() != ok.URL {
+		t.Fatalf("current %s after a refresh", tr.Current())
+	}
+}
+
+// TestAllFail: the error names every replica tried and unwraps to the last
+// cause; a 503 no_quorum from every replica comes back as that answer.
+func TestAllFail(t *testing.T) {
+	a, b := closedPort(t), closedPort(t)
+	c, _ := client(t, nil, a, b)
+	_, _, err := send(t, c, "GET", a.URL+"/x", "", "")
+	var fe *Error
+	if !errors.As(err, &fe) || len(fe.Attempts) != 2 || !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("err %v", err)
+	}
+	if !strings.Contains(err.Error(), a.URL) || !strings.Contains(err.Error(), b.URL) {
+		t.Fatalf("error does not name both replicas: %v", err)
+	}
+
+	n1, n2 := unavailable(t, CodeNoQuorum), unavailable(t, CodeNoQuorum)
+	c, _ = client(t, nil, n1, n2)
+	resp, got, err := send(t, c, "GET", n1.URL+"/x", "", "")
+	if err != nil || resp.StatusCode != 503 || !strings.Contains(got, "no_quorum") {
+		t.Fatalf("%v %v %q", resp, err, got)
+	}
+	if n1.hits.Load() != 1 || n2.hits.Load() != 1 {
+		t.Fatalf("hits %d %d", n1.hits.Load(), n2.hits.Load())
+	}
+}
+
+// TestTLSHandshakeToDeadHost: a host that accepts TCP and hangs up before
+// the TLS handshake completes got no request; even a POST moves on.
+func TestTLSHandshakeToDeadHost(t *testing.T) {
+	dead := hangup(t)
+	var hits atomic.Int64
+	s := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		io.WriteString(w, "tls ok")
+	}))
+	t.Cleanup(s.Close)
+	base := s.Client().Transport.(*http.Transport).Clone()
+	c, _ := client(t, base, dead, &replica{URL: s.URL})
+	resp, got, err := send(t, c, "POST", dead.URL+"/v1/x", "{}", "")
+	if err != nil || resp.StatusCode != 200 || got != "tls ok" || hits.Load() != 1 {
+		t.Fatalf("%v %v %q", resp, err, got)
+	}
+	if dead.hits.Load() == 0 {
+		t.Fatal("the dead host was not tried")
+	}
+}
+
+// TestCallerDeadlineStops: when the caller's context ends no other replica
+// is tried.
+func TestCallerDeadlineStops(t *testing.T) {
+	slow := &replica{}
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		slow.hits.Add(1)
+		<-r.Context().Done()
+	}))
+	t.Cleanup(s.Close)
+	slow.URL = s.URL
+	next := good(t, "next")
+	tr, err := New(&http.Transport{}, urls(slow, next))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &http.Client{Transport: tr, Timeout: 300 * time.Millisecond}
+	if _, _, err := send(t, c, "GET", slow.URL+"/x", "", ""); err == nil {
+		t.Fatal("want a timeout")
+	}
+	if next.hits.Load() != 0 {
+		t.Fatal("a request past its deadline went on to the next replica")
+	}
+}
+
+func TestParseServers(t *testing.T) {
+	us, err := ParseServers([]string{"https://a:1/", " https://A:1", "", "http://b"})
+	if err != nil || len(us) != 2 || us[0].String() != "https://a:1" || us[1].String() != "http://b" {
+		t.Fatalf("%v %v", us, err)
+	}
+	for _, bad := range [][]string{nil, {""}, {"ftp://a"}, {"https://a/path"}, {"a:1"}, {"https://u:p@a"}} {
+		if _, err := ParseServers(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	many := make([]string, MaxServers+1)
+	for i := range many {
+		many[i] = "https://h" + strings.Repeat("x", i) + ":1"
+	}
+	if _, err := ParseServers(many); err == nil {
+		t.Error("more than MaxServers accepted")
+	}
+}
