@@ -77,3 +77,11 @@ type ClusterMember struct {
 	// number of voters.
 	Note string `json:"note,omitempty"`
 }
+
+// ClusterEndpoints answers GET /v1/cluster/endpoints (any authenticated
+// caller): the API URLs of the replicas that serve (voters that recorded
+// one), so that a client can fail over between them. Nothing else about the
+// replicas is shown to non-admins.
+type ClusterEndpoints struct {
+	APIURLs []string `json:"api_urls"`
+}

@@ -159,6 +159,8 @@ type Gateway struct {
 	enroll *enrollment.Service
 	// hb caches the settings heartbeats answer with (heartbeat.go).
 	hb heartbeatCache
+	// replicas caches the replicas' agent URLs heartbeats answer with.
+	replicas replicaCache
 	// ov caches the view desired overlays are computed from (overlay.go).
 	ov overlayCache
 }

@@ -238,6 +238,13 @@ func (a *app) client() (*client.Client, error) {
 				}))
 		}
 	}
+	if cx != nil && len(cx.Servers) > 0 {
+		fo, err := a.failoverOptions(cx)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, fo...)
+	}
 	c, err := client.New(a.server, opts...)
 	if err != nil {
 		if a.serverFlag != "" {

@@ -81,6 +81,8 @@ type Cluster interface {
 	JoinReplica(ctx context.Context, req messages.ReplicaJoinRequest, source string) (*messages.ReplicaJoinResponse, error)
 	// ClusterMembers lists the replicas.
 	ClusterMembers(ctx context.Context) ([]messages.ClusterMember, error)
+	// ClusterEndpoints lists the API URLs of the replicas that serve.
+	ClusterEndpoints(ctx context.Context) (*messages.ClusterEndpoints, error)
 }
 
 // Quotas is what the quota handlers need. A quota_exceeded refusal of a

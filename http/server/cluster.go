@@ -37,6 +37,17 @@ func (s *Server) listClusterMembers(c *gin.Context) {
 	c.JSON(http.StatusOK, newList(ms, ""))
 }
 
+// listClusterEndpoints answers the replicas' API URLs to any authenticated
+// caller, so that every client can fail over, not only admins.
+func (s *Server) listClusterEndpoints(c *gin.Context) {
+	e, err := s.cp.ClusterEndpoints(c.Request.Context())
+	if err != nil {
+		s.writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, e)
+}
+
 // joinReplica is the join handshake on the agent listener: anonymous and
 // rate-limited like enrollment; the body holds the token, so it is never
 // logged. Refusals: invalid_join_token, invalid_name, invalid_peer_url,

@@ -163,6 +163,9 @@ func (s *Server) routeTable() []route {
 
 		secret(rbac(post, "/v1/cluster/join-tokens", joinToken, security.VerbCreate, s.createClusterJoinToken)),
 		rbac(get, "/v1/cluster/members", security.ResourceReplica, security.VerbList, s.listClusterMembers),
+		// Every client fails over between the replicas, so every
+		// authenticated caller may learn their API URLs (nothing more).
+		{method: get, path: "/v1/cluster/endpoints", access: accessAuthenticated, handler: s.listClusterEndpoints},
 		rbac(get, "/v1/cluster/settings", settings, security.VerbRead, s.getSettings),
 		rbac(patch, "/v1/cluster/settings", settings, security.VerbUpdate, s.updateSettings),
 	}

@@ -1,0 +1,66 @@
+//go:build etcd
+
+package main
+
+import (
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// TestCLIFailsOver: a context whose server refuses connections, then has a
+// replica answering 503 no_quorum, then a working one: reads and writes
+// (the CLI sends every write with an Idempotency-Key) reach the working
+// replica, the switch is noted on stderr, and the config keeps the list.
+func TestCLIFailsOver(t *testing.T) {
+	good := startAPI(t)
+	c := newCLI(t, good)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String()
+	ln.Close()
+	var noQuorumHits atomic.Int64
+	nq := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		noQuorumHits.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte(`{"error":{"code":"no_quorum","message":"this replica lost quorum","details":{}}}`))
+	}))
+	t.Cleanup(nq.Close)
+
+	cfg, err := loadConfig(c.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cx := cfg.context(cfg.CurrentContext)
+	cx.Server, cx.Servers = dead, []string{dead, nq.URL, good}
+	if err := saveConfig(c.cfg, cfg); err != nil {
+		t.Fatal(err)
+	}
+
+	code, out, stderr := c.run("network", "create", "fo-a", "--cidr", "10.77.0.0/24")
+	if code != 0 || !strings.Contains(out, "network/fo-a created") {
+		t.Fatalf("create through failover: exit %d\n%s\n%s", code, out, stderr)
+	}
+	if !strings.Contains(stderr, "note: "+dead+" did not answer; using replica "+good) {
+		t.Fatalf("switch not noted: %q", stderr)
+	}
+	if noQuorumHits.Load() != 1 {
+		t.Fatalf("the no_quorum replica saw %d requests", noQuorumHits.Load())
+	}
+	if out := c.ok("network", "list"); !strings.Contains(out, "fo-a") {
+		t.Fatalf("list: %s", out)
+	}
+	if out := c.ok("whoami"); !strings.Contains(out, good) {
+		t.Fatalf("whoami does not name the replica in use: %s", out)
+	}
+	if out := c.ok("config", "view"); !strings.Contains(out, "servers:") || !strings.Contains(out, nq.URL) {
+		t.Fatalf("config view: %s", out)
+	}
+}
