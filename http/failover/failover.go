@@ -20,6 +20,7 @@ package failover
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -159,10 +160,23 @@ func (t *Transport) base() http.RoundTripper {
 	return http.DefaultTransport
 }
 
+// repeatableKey marks a context whose requests are safe to send twice.
+type repeatableKey struct{}
+
+// Repeatable returns a context whose requests the transport treats as
+// idempotent whatever their method: a POST whose repetition does no harm,
+// such as an agent's heartbeat (a report of state, answered with state).
+func Repeatable(ctx context.Context) context.Context {
+	return context.WithValue(ctx, repeatableKey{}, true)
+}
+
 // Idempotent reports whether req may be sent again after it may have
-// reached a server: a read, or a write the server deduplicates by its
-// Idempotency-Key.
+// reached a server: a read, a write the server deduplicates by its
+// Idempotency-Key, or a request whose context is Repeatable.
 func Idempotent(req *http.Request) bool {
+	if v, _ := req.Context().Value(repeatableKey{}).(bool); v {
+		return true
+	}
 	switch req.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
 		return true
