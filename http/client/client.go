@@ -76,15 +76,19 @@ func WithRefresher(fn func(ctx context.Context, refreshToken string) (*messages.
 	return func(c *Client) { c.refresher = fn }
 }
 
+// failoverRounds is how many times a request may try every replica.
+const failoverRounds = 4
+
 // WithFailover spreads the client over the control plane's replicas: the
 // base URL first, then replicas (their API URLs, as GET
 // /v1/cluster/endpoints answers them). A request that cannot reach a replica,
 // or that one answers 503 not_ready (or no_quorum, for a read or a write
 // with an Idempotency-Key), goes to the next; the replica that answered is
 // used first from then on (package failover says exactly which requests
-// move). onSwitch, which may be nil, is told each change of replica. It
-// wraps the transport of the HTTP client given with WithHTTPClient, in
-// whichever order the options come.
+// move). When every replica failed, the list is tried again up to three
+// times, 0.25, 0.5 and 1 s later. onSwitch, which may be nil, is told each
+// change of replica. It wraps the transport of the HTTP client given with
+// WithHTTPClient, in whichever order the options come.
 func WithFailover(replicas []string, onSwitch func(from, to string)) Option {
 	return func(c *Client) { c.replicas, c.onSwitch = replicas, onSwitch }
 }
@@ -112,6 +116,9 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 			return nil, fmt.Errorf("replicas: %w", err)
 		}
 		fo.OnSwitch = c.onSwitch
+		// Three more passes over the list, 0.25, 0.5 and 1 s apart: the
+		// survivors of a dead leader elect another within a second or two.
+		fo.Rounds = failoverRounds
 		hc := *c.http
 		hc.Transport = fo
 		c.http, c.fo = &hc, fo

@@ -9,13 +9,17 @@
 //     handshake with a host that died): any request moves;
 //   - the server answered 503 not_ready (a learner, a replica still
 //     starting: it did nothing): any request moves;
-//   - the server answered 503 no_quorum, or the connection broke after it
-//     was obtained: only an idempotent request moves (GET, HEAD, OPTIONS, or
-//     one carrying an Idempotency-Key). A write without a key may have been
-//     proposed to Raft and applied after all, so sending it again could
-//     apply it twice; its error goes back to the caller.
+//   - the server answered any other 503 (no_quorum, an etcd that did not
+//     answer during an election), or the connection broke after it was
+//     obtained: only an idempotent request moves (GET, HEAD, OPTIONS, one
+//     carrying an Idempotency-Key, or one whose context is Repeatable). A
+//     write without a key may have been proposed to Raft and applied after
+//     all, so sending it again could apply it twice; its error or answer
+//     goes back to the caller.
 //
-// The caller's context bounds the whole: once it ends no replica is tried.
+// When every replica failed that way, Rounds > 1 tries them all again after
+// a pause (Backoff, doubling), for a cluster that is electing a leader. The
+// caller's context bounds the whole: once it ends no replica is tried.
 package failover
 
 import (
@@ -30,15 +34,19 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/otherix/otherix/http/apierror"
 )
 
-// Error codes of a 503 answer that send a request to the next replica.
+// Error codes of a 503 answer the transport tells apart.
 const (
-	CodeNotReady = "not_ready" // the replica serves nothing yet: safe for any request
-	CodeNoQuorum = "no_quorum" // the replica lost quorum: safe for idempotent requests
+	CodeNotReady = "not_ready" // the replica serves nothing yet: any request moves
+	CodeNoQuorum = "no_quorum" // the replica lost quorum: idempotent requests move
 )
+
+// DefaultBackoff is the first pause between rounds.
+const DefaultBackoff = 250 * time.Millisecond
 
 // MaxServers bounds a replica list: more than any control plane has (etcd
 // advises at most seven voters), few enough that trying all stays quick.
@@ -59,6 +67,11 @@ type Transport struct {
 	// OnSwitch, if set, is called (outside any lock) when the sticky replica
 	// changes: from is the replica that failed, to the one that answered.
 	OnSwitch func(from, to string)
+	// Rounds is how many times the whole list may be tried for one request
+	// (0 and 1: once). Backoff is the pause before the second round,
+	// doubling for each later one (0: DefaultBackoff).
+	Rounds  int
+	Backoff time.Duration
 
 	mu      sync.Mutex
 	servers []*url.URL
@@ -224,49 +237,67 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	idem := Idempotent(req)
 	// A body that cannot be produced again allows one attempt only.
 	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+	rounds, pause := max(t.Rounds, 1), t.Backoff
+	if pause <= 0 {
+		pause = DefaultBackoff
+	}
 	var tried []Attempt
-	for i := range servers {
-		idx := (start + i) % len(servers)
-		target := servers[idx]
-		var connected atomic.Bool
-		ctx := httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
-			GotConn: func(httptrace.GotConnInfo) { connected.Store(true) },
-		})
-		r := req.Clone(ctx)
-		r.URL.Scheme, r.URL.Host, r.Host = target.Scheme, target.Host, ""
-		if i > 0 && req.GetBody != nil {
-			b, err := req.GetBody()
+	n := 0 // attempts so far
+	for round := 0; round < rounds; round++ {
+		if round > 0 {
+			timer := time.NewTimer(pause)
+			select {
+			case <-req.Context().Done():
+				timer.Stop()
+				return nil, &Error{Attempts: append(tried, Attempt{Server: "(waiting)", Err: req.Context().Err()})}
+			case <-timer.C:
+			}
+			pause *= 2
+		}
+		for i := range servers {
+			idx := (start + i) % len(servers)
+			target := servers[idx]
+			var connected atomic.Bool
+			ctx := httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+				GotConn: func(httptrace.GotConnInfo) { connected.Store(true) },
+			})
+			r := req.Clone(ctx)
+			r.URL.Scheme, r.URL.Host, r.Host = target.Scheme, target.Host, ""
+			if n > 0 && req.GetBody != nil {
+				b, err := req.GetBody()
+				if err != nil {
+					return nil, fmt.Errorf("failover: replay body: %w", err)
+				}
+				r.Body = b
+			}
+			n++
+			last := !replayable || round == rounds-1 && i == len(servers)-1
+			resp, err := t.base().RoundTrip(r)
 			if err != nil {
-				return nil, fmt.Errorf("failover: replay body: %w", err)
-			}
-			r.Body = b
-		}
-		last := i == len(servers)-1 || !replayable
-		resp, err := t.base().RoundTrip(r)
-		if err != nil {
-			tried = append(tried, Attempt{Server: target.String(), Err: err})
-			// Once the caller gave up, or the request may have been
-			// acted on and may not be repeated, stop here.
-			if last || req.Context().Err() != nil || (connected.Load() && !idem) {
-				return nil, &Error{Attempts: tried}
-			}
-			continue
-		}
-		if resp.StatusCode == http.StatusServiceUnavailable && !last {
-			code, replay := peekCode(resp)
-			if code == CodeNotReady || code == CodeNoQuorum && idem {
-				resp.Body.Close()
-				tried = append(tried, Attempt{Server: target.String(), Err: fmt.Errorf("503 %s", code)})
+				tried = append(tried, Attempt{Server: target.String(), Err: err})
+				// Once the caller gave up, or the request may have been
+				// acted on and may not be repeated, stop here.
+				if last || req.Context().Err() != nil || (connected.Load() && !idem) {
+					return nil, &Error{Attempts: tried}
+				}
 				continue
 			}
-			resp.Body = replay
+			if resp.StatusCode == http.StatusServiceUnavailable && !last {
+				code, replay := peekCode(resp)
+				if code == CodeNotReady || idem {
+					resp.Body.Close()
+					tried = append(tried, Attempt{Server: target.String(), Err: fmt.Errorf("503 %s", code)})
+					continue
+				}
+				resp.Body = replay
+			}
+			if idx != start {
+				t.switchTo(servers, start, idx)
+			}
+			return resp, nil
 		}
-		if idx != start {
-			t.switchTo(servers, start, idx)
-		}
-		return resp, nil
 	}
-	// Unreachable: the last iteration always returns.
+	// Unreachable: the last attempt always returns.
 	return nil, &Error{Attempts: tried}
 }
 

@@ -59,6 +59,19 @@ func unavailable(t *testing.T, code string) *replica {
 	return r
 }
 
+// failing answers status with an error envelope.
+func failing(t *testing.T, status int) *replica {
+	r := &replica{}
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.record(req)
+		w.WriteHeader(status)
+		io.WriteString(w, `{"error":{"code":"internal","message":"boom","details":{}}}`)
+	}))
+	t.Cleanup(s.Close)
+	r.URL = s.URL
+	return r
+}
+
 // closedPort is a loopback URL nothing listens on: connections are refused.
 func closedPort(t *testing.T) *replica {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -186,7 +199,9 @@ func TestMovesOnlyWhatIsSafe(t *testing.T) {
 		{"POST with key, 503 no_quorum", func(t *testing.T) *replica { return unavailable(t, CodeNoQuorum) }, "POST", "k1", true, true, 0},
 		{"POST, 503 no_quorum: may have been proposed", func(t *testing.T) *replica { return unavailable(t, CodeNoQuorum) }, "POST", "", false, true, 503},
 		{"POST, 503 not_ready: did nothing", func(t *testing.T) *replica { return unavailable(t, CodeNotReady) }, "POST", "", true, true, 0},
-		{"GET, 503 other code", func(t *testing.T) *replica { return unavailable(t, "storage_full") }, "GET", "", false, true, 503},
+		{"GET, 503 unavailable (an election)", func(t *testing.T) *replica { return unavailable(t, "unavailable") }, "GET", "", true, true, 0},
+		{"POST, 503 unavailable: may have been proposed", func(t *testing.T) *replica { return unavailable(t, "unavailable") }, "POST", "", false, true, 503},
+		{"GET, 500", func(t *testing.T) *replica { return failing(t, http.StatusInternalServerError) }, "GET", "", false, true, 500},
 		{"GET, reset after sending", func(t *testing.T) *replica { return resetter(t, "http") }, "GET", "", true, true, 0},
 		{"POST with key, reset after sending", func(t *testing.T) *replica { return resetter(t, "http") }, "POST", "k2", true, true, 0},
 		{"POST, reset after sending: must not repeat", func(t *testing.T) *replica { return resetter(t, "http") }, "POST", "", false, true, 0},
@@ -353,5 +368,48 @@ func TestParseServers(t *testing.T) {
 	}
 	if _, err := ParseServers(many); err == nil {
 		t.Error("more than MaxServers accepted")
+	}
+}
+
+// TestRoundsRetryAfterAPause: with Rounds, a list that failed whole is
+// tried again after a pause: a replica that answers 503 during an election
+// and then recovers takes the request in the second round.
+func TestRoundsRetryAfterAPause(t *testing.T) {
+	var calls atomic.Int64
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, `{"error":{"code":"unavailable","message":"leader changed","details":{}}}`)
+			return
+		}
+		io.WriteString(w, "ok")
+	}))
+	t.Cleanup(s.Close)
+	dead := closedPort(t)
+	tr, err := New(&http.Transport{}, []string{dead.URL, s.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.Rounds, tr.Backoff = 3, 20*time.Millisecond
+	c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	// A POST that never connected, then got 503 not from not_ready: it may
+	// have been proposed, so it is not sent again in a later round.
+	resp, got, err := send(t, c, "POST", dead.URL+"/x", "{}", "")
+	if err != nil || resp.StatusCode != 503 || calls.Load() != 1 {
+		t.Fatalf("POST: %v %v %q, %d calls", resp, err, got, calls.Load())
+	}
+	calls.Store(0)
+	resp, got, err = send(t, c, "GET", dead.URL+"/x", "", "")
+	if err != nil || resp.StatusCode != 200 || got != "ok" || calls.Load() != 2 {
+		t.Fatalf("GET: %v %v %q, %d calls", resp, err, got, calls.Load())
+	}
+	// Every round refused: the error lists each attempt.
+	d2 := closedPort(t)
+	tr2, _ := New(&http.Transport{}, []string{dead.URL, d2.URL})
+	tr2.Rounds, tr2.Backoff = 2, 10*time.Millisecond
+	_, _, err = send(t, &http.Client{Transport: tr2}, "POST", dead.URL+"/x", "{}", "")
+	var fe *Error
+	if !errors.As(err, &fe) || len(fe.Attempts) != 4 {
+		t.Fatalf("err %v", err)
 	}
 }
