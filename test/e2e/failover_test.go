@@ -213,29 +213,44 @@ func TestAgentFailover(t *testing.T) {
 
 	first.kill9()
 	killed := time.Now()
-	survivor := c.rs[1]
 	// Heartbeats reach a survivor again: its view of the node shows a
-	// heartbeat after the kill.
+	// heartbeat after the kill. (Each replica's node view is its node
+	// actor's memory, fed by the heartbeats that replica receives; the
+	// other survivor's view may lag, see docs/ha.md.)
+	var via *replica
 	testutil.EventuallyReport(t, 30*time.Second, 200*time.Millisecond, "a heartbeat after the kill", func() (bool, string) {
-		code, err := tryCall("GET", survivor.URL+"/v1/nodes/n1", nil)
-		if err != nil || code != http.StatusOK {
-			return false, fmt.Sprint(code, err)
+		var seen []string
+		for _, r := range c.rs[1:] {
+			code, err := tryCall("GET", r.URL+"/v1/nodes/n1", nil)
+			if err != nil || code != http.StatusOK {
+				seen = append(seen, fmt.Sprint(r.name, code, err))
+				continue
+			}
+			n := getNode(t, r.URL, "n1")
+			if n.Phase == "ready" && n.Status.LastHeartbeatAt != nil && n.Status.LastHeartbeatAt.After(killed) {
+				via = r
+				return true, ""
+			}
+			seen = append(seen, fmt.Sprintf("%s: %+v", r.name, n))
 		}
-		n := getNode(t, survivor.URL, "n1")
-		return n.Status.LastHeartbeatAt != nil && n.Status.LastHeartbeatAt.After(killed), fmt.Sprintf("%+v", n)
+		return false, strings.Join(seen, "; ")
 	})
+	t.Logf("heartbeats through %s %s after the kill", via.name, time.Since(killed).Round(time.Millisecond))
 	if !strings.Contains(agent.out.String(), "using another") {
 		t.Fatalf("the agent did not log a switch:\n%s", agent.out.String())
 	}
 	// And the node stays ready through ten heartbeat intervals (three
-	// missed ones would make it unreachable), seen by both survivors.
+	// missed ones would make it unreachable), its heartbeats advancing.
+	last := getNode(t, via.URL, "n1").Status.LastHeartbeatAt
 	until := time.Now().Add(10 * time.Second)
 	for time.Now().Before(until) {
-		for _, r := range c.rs[1:] {
-			if n := getNode(t, r.URL, "n1"); n.Phase != "ready" {
-				t.Fatalf("node %s through %s after the kill: %+v\nagent:\n%s", n.Phase, r.name, n, agent.out.String())
-			}
+		n := getNode(t, via.URL, "n1")
+		if n.Phase != "ready" {
+			t.Fatalf("node %s through %s after the kill: %+v\nagent:\n%s", n.Phase, via.name, n, agent.out.String())
 		}
 		time.Sleep(250 * time.Millisecond)
+	}
+	if n := getNode(t, via.URL, "n1"); !n.Status.LastHeartbeatAt.After(*last) {
+		t.Fatalf("heartbeats stopped: last at %s, then %s", last, n.Status.LastHeartbeatAt)
 	}
 }
