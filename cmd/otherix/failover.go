@@ -42,7 +42,7 @@ func (a *app) failoverOptions(cx *cliContext) ([]client.Option, error) {
 		client.WithHTTPClient(&http.Client{Transport: tr}),
 		client.WithFailover(cx.Servers, func(from, to string) {
 			a.server = to
-			fmt.Fprintf(a.stderr, "note: %s did not answer; using replica %s\n", from, to)
+			fmt.Fprintf(a.stderr, "note: %s did not answer (in time); using replica %s\n", from, to)
 		}),
 	}, nil
 }

@@ -48,7 +48,7 @@ func TestCLIFailsOver(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "network/fo-a created") {
 		t.Fatalf("create through failover: exit %d\n%s\n%s", code, out, stderr)
 	}
-	if !strings.Contains(stderr, "note: "+dead+" did not answer; using replica "+good) {
+	if !strings.Contains(stderr, "note: "+dead+" did not answer (in time); using replica "+good) {
 		t.Fatalf("switch not noted: %q", stderr)
 	}
 	if noQuorumHits.Load() != 1 {

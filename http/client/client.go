@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/otherix/otherix/http/failover"
 	"github.com/otherix/otherix/messages"
@@ -79,6 +80,12 @@ func WithRefresher(fn func(ctx context.Context, refreshToken string) (*messages.
 // failoverRounds is how many times a request may try every replica.
 const failoverRounds = 4
 
+// failoverHedge is how long a write with an Idempotency-Key waits for an
+// answer before it is sent to the next replica too (failover.HedgeAfter):
+// about one etcd election timeout, after which the survivors of a dead
+// leader have elected another.
+const failoverHedge = time.Second
+
 // WithFailover spreads the client over the control plane's replicas: the
 // base URL first, then replicas (their API URLs, as GET
 // /v1/cluster/endpoints answers them). A request that cannot reach a replica,
@@ -86,7 +93,9 @@ const failoverRounds = 4
 // with an Idempotency-Key), goes to the next; the replica that answered is
 // used first from then on (package failover says exactly which requests
 // move). When every replica failed, the list is tried again up to three
-// times, 0.25, 0.5 and 1 s later. onSwitch, which may be nil, is told each
+// times, 0.25, 0.5 and 1 s later. A write with an Idempotency-Key that has
+// no answer after a second is sent to the next replica as well (the server
+// runs the key once; the first answer wins). onSwitch, which may be nil, is told each
 // change of replica. It wraps the transport of the HTTP client given with
 // WithHTTPClient, in whichever order the options come.
 func WithFailover(replicas []string, onSwitch func(from, to string)) Option {
@@ -119,6 +128,7 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 		// Three more passes over the list, 0.25, 0.5 and 1 s apart: the
 		// survivors of a dead leader elect another within a second or two.
 		fo.Rounds = failoverRounds
+		fo.HedgeAfter = failoverHedge
 		hc := *c.http
 		hc.Transport = fo
 		c.http, c.fo = &hc, fo

@@ -72,6 +72,16 @@ type Transport struct {
 	// doubling for each later one (0: DefaultBackoff).
 	Rounds  int
 	Backoff time.Duration
+	// HedgeAfter, when positive, makes a write with an Idempotency-Key that
+	// has no answer after this long go to the next replica as well, the
+	// first attempt still running: a follower whose proposal went to a
+	// leader that just died waits out etcd's whole request timeout (7 s)
+	// before it answers. The server runs the key once, so the first
+	// attempt to answer with anything but 409 idempotency_in_progress (or
+	// a 503 or broken connection, which move on as above) wins and the
+	// others are cancelled. Reads are never hedged: a long poll is slow on
+	// purpose.
+	HedgeAfter time.Duration
 
 	mu      sync.Mutex
 	servers []*url.URL
@@ -242,6 +252,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		pause = DefaultBackoff
 	}
 	var tried []Attempt
+	if t.HedgeAfter > 0 && hedgeable(req) {
+		return t.hedged(req, servers, start, rounds, pause)
+	}
 	n := 0 // attempts so far
 	for round := 0; round < rounds; round++ {
 		if round > 0 {
@@ -300,6 +313,205 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// Unreachable: the last attempt always returns.
 	return nil, &Error{Attempts: tried}
 }
+
+// hedgeable reports whether req may be hedged: a write the server runs
+// once by its Idempotency-Key, with a body that can be produced again.
+func hedgeable(req *http.Request) bool {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return false
+	}
+	return req.Header.Get("Idempotency-Key") != "" &&
+		(req.Body == nil || req.Body == http.NoBody || req.GetBody != nil)
+}
+
+// codeInProgress is the 409 of a key whose first request still runs.
+const codeInProgress = "idempotency_in_progress"
+
+// outcome is one hedged attempt's result.
+type outcome struct {
+	attempt, idx int
+	resp         *http.Response
+	err          error
+	cancel       context.CancelFunc
+}
+
+// hedged is RoundTrip for a hedgeable request, in rounds of hedgedRound.
+func (t *Transport) hedged(req *http.Request, servers []*url.URL, start, rounds int, pause time.Duration) (*http.Response, error) {
+	closeBody(req) // every attempt sends a copy from GetBody
+	var tried []Attempt
+	for round := 0; round < rounds; round++ {
+		if round > 0 {
+			timer := time.NewTimer(pause)
+			select {
+			case <-req.Context().Done():
+				timer.Stop()
+				return nil, &Error{Attempts: append(tried, Attempt{Server: "(waiting)", Err: req.Context().Err()})}
+			case <-timer.C:
+			}
+			pause *= 2
+		}
+		resp, err, final := t.hedgedRound(req, servers, start, &tried)
+		if final || round == rounds-1 {
+			if err != nil {
+				return nil, err
+			}
+			return resp, nil
+		}
+		if resp != nil {
+			resp.Body.Close()
+		}
+	}
+	return nil, &Error{Attempts: tried} // unreachable: the last round returns
+}
+
+// hedgedRound runs one round of hedged attempts. Whenever the running ones
+// have not answered for HedgeAfter, or one failed in a way that lets the
+// request move, another starts at the next replica in turn, the sticky one
+// first, wrapping around: a replica whose first attempt is stuck (its
+// proposal went to a dead leader) is asked again once it may have a new
+// one. At most twice as many attempts as replicas. final says the answer
+// (or error) is the caller's; otherwise every attempt failed in a way that
+// moves, and resp, when set, is the last 503 answer.
+func (t *Transport) hedgedRound(req *http.Request, servers []*url.URL, start int, tried *[]Attempt) (*http.Response, error, bool) {
+	n := len(servers)
+	limit := 2 * n
+	results := make(chan outcome, limit)
+	var cancels []context.CancelFunc // by attempt
+	pending := 0
+	launch := func() error {
+		a := len(cancels)
+		idx := (start + a) % n
+		ctx, cancel := context.WithCancel(req.Context())
+		r := req.Clone(ctx)
+		r.URL.Scheme, r.URL.Host, r.Host = servers[idx].Scheme, servers[idx].Host, ""
+		if req.GetBody != nil {
+			b, err := req.GetBody()
+			if err != nil {
+				cancel()
+				return fmt.Errorf("failover: replay body: %w", err)
+			}
+			r.Body = b
+		}
+		cancels = append(cancels, cancel)
+		pending++
+		go func() {
+			resp, err := t.base().RoundTrip(r)
+			results <- outcome{attempt: a, idx: idx, resp: resp, err: err, cancel: cancel}
+		}()
+		return nil
+	}
+	// finish cancels the attempts still running, but keep, and closes
+	// whatever they answer later.
+	finish := func(keep int) {
+		for a, c := range cancels {
+			if a != keep {
+				c()
+			}
+		}
+		go func(left int) {
+			for ; left > 0; left-- {
+				if o := <-results; o.resp != nil {
+					o.resp.Body.Close()
+				}
+			}
+		}(pending)
+	}
+	if err := launch(); err != nil {
+		return nil, err, true
+	}
+	timer := time.NewTimer(t.HedgeAfter)
+	defer timer.Stop()
+	var held, last503 *outcome
+	drop := func(o *outcome) {
+		if o != nil {
+			o.resp.Body.Close()
+			o.cancel()
+		}
+	}
+	for {
+		select {
+		case <-timer.C:
+			if len(cancels) < limit {
+				if err := launch(); err != nil {
+					finish(-1)
+					return nil, err, true
+				}
+				timer.Reset(t.HedgeAfter)
+			}
+			continue
+		case <-req.Context().Done():
+			finish(-1)
+			drop(held)
+			drop(last503)
+			return nil, &Error{Attempts: append(*tried, Attempt{Server: "(waiting)", Err: req.Context().Err()})}, true
+		case o := <-results:
+			pending--
+			target := servers[o.idx].String()
+			switch {
+			case o.err != nil:
+				*tried = append(*tried, Attempt{Server: target, Err: o.err})
+				o.cancel()
+			case o.resp.StatusCode == http.StatusServiceUnavailable:
+				code, replay := peekCode(o.resp)
+				o.resp.Body = replay
+				*tried = append(*tried, Attempt{Server: target, Err: fmt.Errorf("503 %s", code)})
+				drop(last503)
+				last503 = &o
+			case o.resp.StatusCode == http.StatusConflict && (pending > 0 || len(cancels) < limit) && func() bool {
+				code, replay := peekCode(o.resp)
+				o.resp.Body = replay
+				return code == codeInProgress
+			}():
+				// Another attempt holds the key: wait for it (or for a
+				// replica that answers otherwise).
+				drop(held)
+				held = &o
+				continue // not a failure: no new attempt for it
+			default:
+				finish(o.attempt)
+				drop(held)
+				drop(last503)
+				if o.idx != start {
+					t.switchTo(servers, start, o.idx)
+				}
+				return cancelOnClose(o), nil, true
+			}
+		}
+		if len(cancels) < limit {
+			if err := launch(); err != nil {
+				finish(-1)
+				return nil, err, true
+			}
+			timer.Reset(t.HedgeAfter)
+		} else if pending == 0 {
+			if held != nil {
+				drop(last503)
+				return cancelOnClose(*held), nil, true
+			}
+			if last503 != nil {
+				return cancelOnClose(*last503), nil, false
+			}
+			return nil, &Error{Attempts: *tried}, false
+		}
+	}
+}
+
+// cancelOnClose returns o's answer with a body that ends o's attempt
+// context when closed.
+func cancelOnClose(o outcome) *http.Response {
+	body := o.resp.Body
+	o.resp.Body = &prefixed{Reader: body, Closer: closerFunc(func() error {
+		err := body.Close()
+		o.cancel()
+		return err
+	})}
+	return o.resp
+}
+
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
 
 // switchTo makes servers[idx] sticky, unless the list was replaced meanwhile.
 func (t *Transport) switchTo(servers []*url.URL, from, idx int) {

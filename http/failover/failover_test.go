@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/otherix/otherix/internal/testutil"
 )
 
 // replica is one loopback server of a test, counting the requests that
@@ -411,5 +413,89 @@ func TestRoundsRetryAfterAPause(t *testing.T) {
 	var fe *Error
 	if !errors.As(err, &fe) || len(fe.Attempts) != 4 {
 		t.Fatalf("err %v", err)
+	}
+}
+
+// TestHedgedWrite: a keyed write that one replica holds without an answer
+// (a follower whose proposal went to a dead leader) is sent to the next
+// replica as well after HedgeAfter; the first real answer wins and the held
+// attempt is cancelled. A 409 idempotency_in_progress from the second (the
+// first holds the key) waits for the first. Writes without a key and reads
+// are never hedged.
+func TestHedgedWrite(t *testing.T) {
+	held := make(chan struct{})
+	var slowHits, slowCancelled atomic.Int64
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		slowHits.Add(1)
+		io.ReadAll(r.Body) // the server notices a gone client once the body is read
+		select {
+		case <-r.Context().Done():
+			slowCancelled.Add(1)
+		case <-held:
+			io.WriteString(w, "slow")
+		}
+	}))
+	t.Cleanup(func() { close(held); slow.Close() })
+	fast := good(t, "fast")
+	tr, err := New(&http.Transport{}, []string{slow.URL, fast.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.HedgeAfter = 100 * time.Millisecond
+	c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	began := time.Now()
+	resp, got, err := send(t, c, "POST", slow.URL+"/v1/networks", `{"n":1}`, "k1")
+	if err != nil || resp.StatusCode != 200 || got != "fast POST /v1/networks" {
+		t.Fatalf("%v %v %q", resp, err, got)
+	}
+	if d := time.Since(began); d > 2*time.Second {
+		t.Fatalf("hedged write took %s", d)
+	}
+	if fast.bodies[0] != `{"n":1}` || tr.Current() != fast.URL {
+		t.Fatalf("body %q, current %s", fast.bodies[0], tr.Current())
+	}
+	testutil.Eventually(t, 5*time.Second, 10*time.Millisecond, "the held attempt cancelled", func() bool { return slowCancelled.Load() == 1 })
+
+	// Without a key, or a read: no hedge, the slow answer (or the
+	// caller's timeout) is what comes back.
+	tr2, _ := New(&http.Transport{}, []string{slow.URL, fast.URL})
+	tr2.HedgeAfter = 50 * time.Millisecond
+	c2 := &http.Client{Transport: tr2, Timeout: 400 * time.Millisecond}
+	before := fast.hits.Load()
+	for _, m := range []struct{ method, key string }{{"POST", ""}, {"GET", ""}} {
+		if _, _, err := send(t, c2, m.method, slow.URL+"/x", "", m.key); err == nil {
+			t.Fatalf("%s %q: want the caller's timeout", m.method, m.key)
+		}
+	}
+	if fast.hits.Load() != before {
+		t.Fatal("a request without a key, or a read, was hedged")
+	}
+
+	// The second replica answers 409 in progress (the first holds the
+	// key); the first then answers: its answer is the result.
+	// The holder runs a key once, as the API does: a repeat while the
+	// first runs is 409 in progress.
+	var first atomic.Int64
+	holder := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if first.Add(1) > 1 {
+			w.WriteHeader(http.StatusConflict)
+			io.WriteString(w, `{"error":{"code":"idempotency_in_progress","message":"running","details":{}}}`)
+			return
+		}
+		time.Sleep(300 * time.Millisecond)
+		w.WriteHeader(http.StatusCreated)
+		io.WriteString(w, "created once")
+	}))
+	t.Cleanup(holder.Close)
+	busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusConflict)
+		io.WriteString(w, `{"error":{"code":"idempotency_in_progress","message":"running","details":{}}}`)
+	}))
+	t.Cleanup(busy.Close)
+	tr3, _ := New(&http.Transport{}, []string{holder.URL, busy.URL})
+	tr3.HedgeAfter = 50 * time.Millisecond
+	resp, got, err = send(t, &http.Client{Transport: tr3, Timeout: 5 * time.Second}, "POST", holder.URL+"/x", "{}", "k2")
+	if err != nil || resp.StatusCode != http.StatusCreated || got != "created once" {
+		t.Fatalf("%v %v %q", resp, err, got)
 	}
 }

@@ -147,7 +147,7 @@ func TestCLIFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(stderr, "note: "+first.URL+" did not answer; using replica ") {
+	if !strings.Contains(stderr, "note: "+first.URL+" did not answer (in time); using replica ") {
 		t.Fatalf("vm list did not note the switch: %s", stderr)
 	}
 	if !strings.Contains(out, `"items"`) {

@@ -39,6 +39,9 @@ const (
 	adminPassword = "bench-admin-password-1"
 )
 
+// verbose prints the measured CLI runs' stderr (failover notes, retries).
+var verbose bool
+
 type replica struct {
 	name, dir, rest, agent, peer string
 	cmd                          *exec.Cmd
@@ -55,6 +58,7 @@ type bench struct {
 func main() {
 	bin := flag.String("bin", "bin", "directory holding otherix-api and otherix (make build)")
 	kills := flag.Int("kills", 10, "leader kills to measure")
+	flag.BoolVar(&verbose, "v", false, "print what the CLI said on stderr during each measured write")
 	flag.Parse()
 	base, err := os.MkdirTemp("", "otherix-failover-bench-")
 	if err != nil {
@@ -104,7 +108,7 @@ func (b *bench) run(kills int) error {
 			return err
 		}
 	}
-	if err := wait("three healthy voters", 120*time.Second, b.threeVoters); err != nil {
+	if err := wait("three healthy voters, all ready", 120*time.Second, b.allReady); err != nil {
 		return err
 	}
 	// Log in again now that there are three: the context learns them all.
@@ -136,11 +140,11 @@ func (b *bench) run(kills int) error {
 		d := time.Since(killed)
 		took = append(took, d)
 		fmt.Printf("kill %2d: leader %s; first write after %s (%d CLI run(s))\n", k, leader.name, d.Round(time.Millisecond), runs)
-		<-leader.done
-		if err := b.start(leader, ""); err != nil {
-			return err
+		if verbose {
+			fmt.Print(lastStderr)
 		}
-		if err := wait("three healthy voters again", 120*time.Second, func() bool { return b.ready(leader) && b.threeVoters() }); err != nil {
+		<-leader.done
+		if err := b.restart(leader); err != nil {
 			return err
 		}
 	}
@@ -170,6 +174,53 @@ func (b *bench) start(r *replica, token string) error {
 	return nil
 }
 
+// allReady reports whether every replica serves (/readyz) and the
+// membership lists three healthy voters: a replica promoted moments ago may
+// still be starting its control plane.
+func (b *bench) allReady() bool {
+	for _, r := range b.rs {
+		if !b.ready(r) {
+			return false
+		}
+	}
+	return b.threeVoters()
+}
+
+// restart starts a killed replica on its data dir and waits until all three
+// serve. otherix-api exits when its first store writes meet a leader change
+// (bootstrap admin), which happens when it restarts during an election: it
+// is started again then, and that is counted.
+func (b *bench) restart(r *replica) error {
+	for try := 1; ; try++ {
+		if err := b.start(r, ""); err != nil {
+			return err
+		}
+		err := wait(r.name+" back, all ready", 120*time.Second, func() bool {
+			select {
+			case <-r.done:
+				return true
+			default:
+			}
+			return b.allReady()
+		})
+		select {
+		case <-r.done:
+			if try == 5 {
+				return fmt.Errorf("%s exited at each of %d restarts:\n%s", r.name, try, tail(r.out.String(), 5))
+			}
+			fmt.Printf("  (%s exited at restart: %s; starting it again)\n", r.name, lastLine(r.out.String()))
+			continue
+		default:
+		}
+		return err
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
 // stopAll kills every replica this command started, by its pid.
 func (b *bench) stopAll() {
 	for _, r := range b.rs {
@@ -185,6 +236,9 @@ func (b *bench) stopAll() {
 	}
 }
 
+// lastStderr is what the last CLI run wrote on stderr.
+var lastStderr string
+
 func (b *bench) cli(args ...string) (string, error) { return b.cliIn("", args...) }
 
 func (b *bench) cliIn(stdin string, args ...string) (string, error) {
@@ -193,7 +247,9 @@ func (b *bench) cliIn(stdin string, args ...string) (string, error) {
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
-	if err := cmd.Run(); err != nil {
+	err := cmd.Run()
+	lastStderr = errOut.String()
+	if err != nil {
 		return out.String(), fmt.Errorf("otherix %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(errOut.String()))
 	}
 	return out.String(), nil
