@@ -51,24 +51,31 @@ func replicaURLs(rows []*messages.Replica, pick func(*messages.Replica) string) 
 // replicaCache holds the replicas' agent URLs heartbeats answer with. The
 // zero value is ready.
 type replicaCache struct {
-	mu    sync.Mutex
-	urls  []string
-	until time.Time
+	mu         sync.Mutex
+	urls       []string
+	until      time.Time
+	refreshing bool
 }
 
 // agentURLs returns the cached list, refreshing it when it is older than
-// replicaCacheTTL. A failed refresh keeps the old list (agents keep what
-// they had) and is not retried before the TTL.
+// replicaCacheTTL. One heartbeat refreshes while the others answer with the
+// list as it is; a failed refresh keeps the old list (agents keep what they
+// had) and is not retried before the TTL.
 func (c *replicaCache) agentURLs(ctx context.Context, st *store.Store) []string {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if time.Now().Before(c.until) {
-		return c.urls
+	if c.refreshing || time.Now().Before(c.until) {
+		urls := c.urls
+		c.mu.Unlock()
+		return urls
 	}
-	c.until = time.Now().Add(replicaCacheTTL)
+	c.refreshing = true
+	c.mu.Unlock()
 	rctx, cancel := context.WithTimeout(ctx, replicaRefreshTimeout)
 	defer cancel()
 	rows, err := st.ServingReplicas(rctx)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.refreshing, c.until = false, time.Now().Add(replicaCacheTTL)
 	if err == nil {
 		c.urls = replicaURLs(rows, func(r *messages.Replica) string { return r.AgentURL })
 	}
