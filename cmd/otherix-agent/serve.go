@@ -222,7 +222,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	var vms *vmactor.Manager
 	var dp *dataPlane
 	if on, _ := o.dataPlane.enabled(); on {
-		dp, err = startDataPlane(ctx, log, o.dataPlane, o.stateDir, st.Config.Server,
+		dp, err = startDataPlane(ctx, log, o.dataPlane, o.stateDir, st.Config.Server, st.Servers(),
 			func() map[string][]messages.NICStatus { return vms.NICs() })
 		if err != nil {
 			return err
