@@ -25,10 +25,19 @@ func TestCLIFailsOver(t *testing.T) {
 	}
 	dead := "http://" + ln.Addr().String()
 	ln.Close()
-	var noQuorumHits atomic.Int64
+	var noQuorumHits, refreshes atomic.Int64
+	var refusesToken atomic.Bool // phase 2: a replica that checks tokens, but cannot refresh
 	nq := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		noQuorumHits.Add(1)
 		w.Header().Set("Content-Type", "application/json")
+		if refusesToken.Load() && r.URL.Path != "/v1/auth/refresh" {
+			w.WriteHeader(http.StatusUnauthorized)
+			w.Write([]byte(`{"error":{"code":"unauthenticated","message":"bad token","details":{}}}`))
+			return
+		}
+		if r.URL.Path == "/v1/auth/refresh" {
+			refreshes.Add(1)
+		}
 		w.WriteHeader(http.StatusServiceUnavailable)
 		w.Write([]byte(`{"error":{"code":"no_quorum","message":"this replica lost quorum","details":{}}}`))
 	}))
@@ -62,5 +71,32 @@ func TestCLIFailsOver(t *testing.T) {
 	}
 	if out := c.ok("config", "view"); !strings.Contains(out, "servers:") || !strings.Contains(out, nq.URL) {
 		t.Fatalf("config view: %s", out)
+	}
+
+	// An access token the replicas refuse: the second replica answers the
+	// list with 401, then 503 no_quorum to the session refresh (a POST
+	// without a key, safe to repeat thanks to the refresh grace), which goes
+	// on to the third; the list is sent again and works.
+	refusesToken.Store(true)
+	cfg, err = loadConfig(c.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cx = cfg.context(cfg.CurrentContext)
+	oldRefresh := cx.RefreshToken
+	cx.AccessToken = "not-a-valid-jwt"
+	if err := saveConfig(c.cfg, cfg); err != nil {
+		t.Fatal(err)
+	}
+	before := noQuorumHits.Load()
+	if code, out, stderr := c.run("network", "list"); code != 0 || !strings.Contains(out, "fo-a") {
+		t.Fatalf("list after a refresh through failover: exit %d\n%s\n%s", code, out, stderr)
+	}
+	if noQuorumHits.Load() == before || refreshes.Load() != 1 {
+		t.Fatalf("the refresh did not meet the replica without quorum (%d refreshes there)", refreshes.Load())
+	}
+	cfg, _ = loadConfig(c.cfg)
+	if cx := cfg.context(cfg.CurrentContext); cx.RefreshToken == oldRefresh || cx.AccessToken == "not-a-valid-jwt" {
+		t.Fatal("the refreshed session was not saved")
 	}
 }
