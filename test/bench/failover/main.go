@@ -75,6 +75,7 @@ func main() {
 		for _, r := range b.rs {
 			fmt.Fprintf(os.Stderr, "--- %s output (tail):\n%s\n", r.name, tail(r.out.String(), 30))
 		}
+		os.RemoveAll(base) // fail exits: the defers do not run
 		fail(err)
 	}
 }
