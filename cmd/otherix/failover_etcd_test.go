@@ -72,6 +72,10 @@ func TestCLIFailsOver(t *testing.T) {
 	if out := c.ok("config", "view"); !strings.Contains(out, "servers:") || !strings.Contains(out, nq.URL) {
 		t.Fatalf("config view: %s", out)
 	}
+	// --server naming one of the context's replicas keeps its credentials.
+	if out := c.ok("--server", good, "whoami"); !strings.Contains(out, adminEmail) || !strings.Contains(out, good) {
+		t.Fatalf("--server a replica: %s", out)
+	}
 
 	// An access token the replicas refuse: the second replica answers the
 	// list with 401, then 503 no_quorum to the session refresh (a POST
