@@ -54,13 +54,34 @@ func (a *app) learnReplicas(ctx context.Context, c *client.Client, server string
 	ctx, cancel := context.WithTimeout(ctx, min(a.timeout, endpointsTimeout))
 	defer cancel()
 	urls, err := c.ClusterEndpoints(ctx)
-	if err != nil || len(urls) == 0 {
+	if err != nil {
+		return nil
+	}
+	urls = acceptReplicas(server, urls)
+	if len(urls) == 0 {
 		return nil
 	}
 	if !slices.Contains(urls, server) {
 		urls = append([]string{server}, urls...)
 	}
 	return urls
+}
+
+// acceptReplicas keeps the replica URLs credentials for server may go to:
+// the scheme of server only (a context pinned for https never falls back to
+// plain http), and plain http to a remote host only if server itself is one,
+// which login accepted only with --insecure.
+func acceptReplicas(server string, urls []string) []string {
+	var out []string
+	for _, u := range urls {
+		switch {
+		case isHTTPS(u) != isHTTPS(server):
+		case !isHTTPS(u) && cleartextToRemote(u) && !cleartextToRemote(server):
+		default:
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
 // refreshReplicas learns the replica list again after a session refresh,
