@@ -211,6 +211,8 @@ bench: build
 		go test -count=1 -tags etcd -run TestMemory -v ./test/bench/vm/ 2>&1 | grep -v '^{' | tee -a bench.out; \
 	fi
 	@echo "go run ./test/bench/console -bin $(BIN_DIR)" | tee -a bench.out; go run ./test/bench/console -bin $(BIN_DIR) 2>&1 | tee -a bench.out
+	@# Leader SIGKILL to the first CLI write through failover (issue #15).
+	@echo "go run ./test/bench/failover -bin $(BIN_DIR) -kills 10" | tee -a bench.out; go run ./test/bench/failover -bin $(BIN_DIR) -kills 10 2>&1 | grep -v '^{' | tee -a bench.out
 	@# Overlay throughput, latency and reconcile time (issue #7); needs root,
 	@# says so and skips otherwise.
 	@echo "go run ./test/bench/overlay" | tee -a bench.out; go run ./test/bench/overlay 2>&1 | tee -a bench.out

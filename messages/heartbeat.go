@@ -125,6 +125,11 @@ type CachedImage struct {
 type HeartbeatResponse struct {
 	IntervalSeconds int          `json:"interval_seconds"`
 	Desired         DesiredState `json:"desired"`
+	// ReplicaURLs are the agent-facing URLs of the control plane's
+	// replicas that serve (voters), at most 16: the agent keeps them and
+	// fails over between them. Absent on a control plane of one replica
+	// without a peer listener.
+	ReplicaURLs []string `json:"replica_urls,omitempty"`
 }
 
 // DesiredState is what the control plane wants the node to run. VMs,

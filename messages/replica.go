@@ -103,3 +103,11 @@ type ClusterMember struct {
 type RemovedClusterMember struct {
 	Member ClusterMember `json:"member"`
 }
+
+// ClusterEndpoints answers GET /v1/cluster/endpoints (any authenticated
+// caller): the API URLs of the replicas that serve (voters that recorded
+// one), so that a client can fail over between them. Nothing else about the
+// replicas is shown to non-admins.
+type ClusterEndpoints struct {
+	APIURLs []string `json:"api_urls"`
+}

@@ -184,6 +184,8 @@ type Gateway struct {
 	enroll *enrollment.Service
 	// hb caches the settings heartbeats answer with (heartbeat.go).
 	hb heartbeatCache
+	// replicas caches the replicas' agent URLs heartbeats answer with.
+	replicas replicaCache
 	// ov caches the view desired overlays are computed from (overlay.go).
 	ov overlayCache
 	// ownedMu guards owned, the guardian of the loops this replica runs

@@ -78,7 +78,8 @@ func (g *Gateway) Heartbeat(ctx context.Context, cert *x509.Certificate, hb mess
 		}
 	}
 	secs := int(g.cfg.Nodes.HeartbeatInterval / time.Second)
-	return &messages.HeartbeatResponse{IntervalSeconds: max(secs, 1), Desired: desired}, nil
+	return &messages.HeartbeatResponse{IntervalSeconds: max(secs, 1), Desired: desired,
+		ReplicaURLs: g.replicas.agentURLs(ctx, g.st)}, nil
 }
 
 // heartbeatCacheTTL is how long a heartbeat reuses the settings document;

@@ -89,7 +89,7 @@ func (dp *dataPlane) setWake(f func()) {
 // startDataPlane opens the fabric (loading or generating the WireGuard key
 // under the state dir) and starts the reconcile loop. nics lists the NICs
 // of the node's VMs; it is called only once a desired state has arrived.
-func startDataPlane(ctx context.Context, log *slog.Logger, o dataPlaneOptions, stateDir, server string,
+func startDataPlane(ctx context.Context, log *slog.Logger, o dataPlaneOptions, stateDir, server string, replicas []string,
 	nics func() map[string][]messages.NICStatus) (*dataPlane, error) {
 	ip := o.underlayIP
 	if ip == "" {
@@ -107,7 +107,7 @@ func startDataPlane(ctx context.Context, log *slog.Logger, o dataPlaneOptions, s
 	fab, err := netfabric.New(netfabric.Options{
 		// The data plane must never route the control plane's address
 		// into the mesh: the node would lose its heartbeats.
-		HostExtra:       controlPlaneEntries(ctx, log, server),
+		HostExtra:       controlPlaneEntries(ctx, log, replicas),
 		WireGuard:       o.wireguard,
 		WireGuardIf:     o.wireguardIf,
 		NoTunnelOffload: !o.tunnelOffload,
@@ -173,31 +173,36 @@ func hostTowards(server string) (string, error) {
 	return c.LocalAddr().(*net.UDPAddr).IP.String(), nil
 }
 
-// controlPlaneEntries are the control plane's addresses, which the data
-// plane must not route over. A name is resolved once, at start; when it
-// cannot be, the check goes on without it (the routes towards it are
-// checked anyway).
-func controlPlaneEntries(ctx context.Context, log *slog.Logger, server string) []hostroutes.Entry {
-	u, err := url.Parse(server)
-	if err != nil {
-		return nil
-	}
-	var addrs []netip.Addr
-	if a, err := netip.ParseAddr(u.Hostname()); err == nil {
-		addrs = append(addrs, a)
-	} else {
-		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		ips, err := net.DefaultResolver.LookupNetIP(lctx, "ip4", u.Hostname())
-		if err != nil {
-			log.Warn("resolve the control plane for the host route check", "server", server, "err", err)
-		}
-		addrs = append(addrs, ips...)
-	}
+// controlPlaneEntries are the addresses of the control plane's replicas
+// the agent knows at start (see enroll.State.Servers), which the data plane
+// must not route over. A name is resolved once, at start; when it cannot
+// be, the check goes on without it (the routes towards it are checked
+// anyway). Replicas learned later are not added.
+func controlPlaneEntries(ctx context.Context, log *slog.Logger, servers []string) []hostroutes.Entry {
 	var out []hostroutes.Entry
-	for _, a := range addrs {
-		if a = a.Unmap(); a.Is4() {
-			out = append(out, hostroutes.Entry{Prefix: netip.PrefixFrom(a, 32), Source: "control plane"})
+	seen := map[netip.Addr]bool{}
+	for _, server := range servers {
+		u, err := url.Parse(server)
+		if err != nil {
+			continue
+		}
+		var addrs []netip.Addr
+		if a, err := netip.ParseAddr(u.Hostname()); err == nil {
+			addrs = append(addrs, a)
+		} else {
+			lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			ips, err := net.DefaultResolver.LookupNetIP(lctx, "ip4", u.Hostname())
+			cancel()
+			if err != nil {
+				log.Warn("resolve the control plane for the host route check", "server", server, "err", err)
+			}
+			addrs = append(addrs, ips...)
+		}
+		for _, a := range addrs {
+			if a = a.Unmap(); a.Is4() && !seen[a] {
+				seen[a] = true
+				out = append(out, hostroutes.Entry{Prefix: netip.PrefixFrom(a, 32), Source: "control plane"})
+			}
 		}
 	}
 	return out

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"log/slog"
 	"os"
 	"strings"
 	"testing"
@@ -56,5 +57,19 @@ func TestOverlayFlagIsADeprecatedAlias(t *testing.T) {
 	}
 	if !strings.Contains(out, "--overlay has been deprecated, use --data-plane") {
 		t.Fatalf("no deprecation notice in the output:\n%s", out)
+	}
+}
+
+// TestControlPlaneEntriesCoverEveryReplica: every replica the agent knows
+// at start is kept out of the overlay's routes, each address once.
+func TestControlPlaneEntriesCoverEveryReplica(t *testing.T) {
+	got := controlPlaneEntries(t.Context(), slog.New(slog.DiscardHandler),
+		[]string{"https://10.1.0.1:7443", "https://10.1.0.2:7443", "https://10.1.0.1:8443", "https://[fd00::1]:7443"})
+	var prefixes []string
+	for _, e := range got {
+		prefixes = append(prefixes, e.Prefix.String())
+	}
+	if strings.Join(prefixes, ",") != "10.1.0.1/32,10.1.0.2/32" {
+		t.Fatalf("entries %v", prefixes)
 	}
 }

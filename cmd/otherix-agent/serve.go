@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -23,6 +24,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
+	"github.com/otherix/otherix/http/failover"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/nodeagent/capacity"
 	"github.com/otherix/otherix/nodeagent/enroll"
@@ -247,7 +249,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	var vms *vmactor.Manager
 	var dp *dataPlane
 	if on, _ := o.dataPlane.enabled(); on {
-		dp, err = startDataPlane(ctx, log, o.dataPlane, o.stateDir, st.Config.Server,
+		dp, err = startDataPlane(ctx, log, o.dataPlane, o.stateDir, st.Config.Server, st.Servers(),
 			func() map[string][]messages.NICStatus { return vms.NICs() })
 		if err != nil {
 			return err
@@ -322,9 +324,14 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		_ = api.Shutdown(sctx)
 	}()
 
-	client, err := heartbeat.NewRotatingClient(identity.Get, st.CAPool(), st.Config.Server)
+	// Heartbeats and renewals go to whichever replica answers, from the
+	// list the last heartbeat answer named (kept in the state dir).
+	client, replicas, err := heartbeat.NewFailoverClient(identity.Get, st.CAPool(), st.Servers())
 	if err != nil {
 		return err
+	}
+	replicas.OnSwitch = func(from, to string) {
+		log.Warn("control plane replica not answering; using another", "from", from, "to", to)
 	}
 	go renewLoop(ctx, log, st, client, identity, o.renewBefore)
 	log.Info("agent starting", "version", buildinfo.Version(), "node", st.Config.NodeName, "server", st.Config.Server,
@@ -359,7 +366,8 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 			imgDeny.update(d)
 			dp.setDesired(d)
 		},
-		Log: log,
+		OnReplicas: func(urls []string) { updateReplicas(log, st, replicas, urls) },
+		Log:        log,
 	}
 	dp.setWake(loop.Wake)
 	beatNow.Store(loop)
@@ -374,6 +382,36 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	s := loop.Status()
 	log.Info("agent stopping; VMs keep running", "heartbeats_ok", s.Successes, "heartbeats_failed", s.Failures, "last_ok", s.OK)
 	return nil
+}
+
+// updateReplicas adopts the replica list a heartbeat answer named: the
+// failover transport uses it from the next request, and the state dir keeps
+// it for the next start. The URL bootstrap was given stays last, the
+// operator's own choice of a last resort. A list that is not a few https
+// URLs is ignored (and logged): the current one still works.
+func updateReplicas(log *slog.Logger, st *enroll.State, tr *failover.Transport, urls []string) {
+	if err := enroll.CheckReplicaURLs(urls); err != nil {
+		log.Warn("heartbeat answer names unusable replicas; keeping the current list", "err", err)
+		return
+	}
+	next := slices.Clone(urls)
+	if !slices.Contains(next, st.Config.Server) {
+		next = append(next, st.Config.Server)
+	}
+	if len(next) > failover.MaxServers {
+		next = append(next[:failover.MaxServers-1], st.Config.Server)
+	}
+	if slices.Equal(next, tr.Servers()) {
+		return
+	}
+	if err := tr.SetServers(next); err != nil {
+		log.Warn("heartbeat answer names unusable replicas; keeping the current list", "err", err)
+		return
+	}
+	if err := enroll.SaveReplicas(st.Dir, urls); err != nil {
+		log.Warn("keep the replica list in the state dir", "err", err)
+	}
+	log.Info("control plane replicas", "servers", next, "current", tr.Current())
 }
 
 // renewInterval is how often the agent checks whether its certificate is

@@ -202,6 +202,9 @@ func loadConfig(flags *pflag.FlagSet) (apiConfig, error) {
 	if cfg.TLS.Enabled && len(cfg.TLS.SANs) == 0 {
 		cfg.TLS.SANs = defaultRESTSANs(cfg.Listen)
 	}
+	if cfg.TLS.Enabled {
+		cfg.TLS.SANs = withAdvertisedSAN(cfg.TLS.SANs, cfg.Listen)
+	}
 	if cfg.AgentListen == "" {
 		return cfg, fmt.Errorf("agent_listen must be set")
 	}
@@ -211,6 +214,7 @@ func loadConfig(flags *pflag.FlagSet) (apiConfig, error) {
 	if len(cfg.Agent.SANs) == 0 {
 		cfg.Agent.SANs = defaultAgentSANs(cfg.AgentListen)
 	}
+	cfg.Agent.SANs = withAdvertisedSAN(cfg.Agent.SANs, cfg.AgentListen)
 	if cfg.Heartbeat.Interval < time.Second {
 		return cfg, fmt.Errorf("heartbeat.interval %s: must be at least 1s", cfg.Heartbeat.Interval)
 	}

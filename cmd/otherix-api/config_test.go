@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -163,5 +164,41 @@ func TestLoopOwnerTTL(t *testing.T) {
 	}
 	if _, err := loadYAML(t, "loops:\n  owner_ttl: 500ms\n"); err == nil || !strings.Contains(err.Error(), "loops.owner_ttl") {
 		t.Fatalf("a 500ms owner TTL: %v", err)
+	}
+}
+
+// TestAdvertisedHostInSANs: whatever tls.sans and agent.sans say, each
+// listener's certificate names the host this replica records for it (and
+// clients and agents fail over to): the listen IP, or the host name for a
+// wildcard listener.
+func TestAdvertisedHostInSANs(t *testing.T) {
+	host, _ := os.Hostname()
+	host = strings.ToLower(host)
+	for _, c := range []struct {
+		yaml      string
+		rest, agt string // a SAN each must hold
+	}{
+		{"listen: 10.9.8.7:7080\nagent_listen: 10.9.8.7:7443\ntls:\n  sans: [api.example]\nagent:\n  sans: [agents.example]\n", "10.9.8.7", "10.9.8.7"},
+		{"listen: 0.0.0.0:7080\nagent_listen: '[::]:7443'\ntls:\n  sans: [api.example]\nagent:\n  sans: [agents.example]\n", host, host},
+	} {
+		cfg, err := loadYAML(t, "data_dir: /tmp/x\n"+c.yaml)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !validDNSName(host) && c.rest == host {
+			continue // a host name no certificate can carry is left out
+		}
+		for _, want := range []struct {
+			sans      []string
+			kept, san string
+			url       string
+		}{{cfg.TLS.SANs, "api.example", c.rest, serviceURL(true, cfg.Listen)}, {cfg.Agent.SANs, "agents.example", c.agt, serviceURL(true, cfg.AgentListen)}} {
+			if !slices.Contains(want.sans, want.kept) || !slices.Contains(want.sans, want.san) {
+				t.Errorf("%q: sans %v, want %q and %q", c.yaml, want.sans, want.kept, want.san)
+			}
+			if !strings.Contains(strings.ToLower(want.url), "//"+want.san+":") {
+				t.Errorf("recorded URL %s does not name %s", want.url, want.san)
+			}
+		}
 	}
 }

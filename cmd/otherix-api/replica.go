@@ -13,8 +13,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -338,12 +340,46 @@ func serviceURL(tlsOn bool, addr string) string {
 	if err != nil {
 		return ""
 	}
+	return scheme + "://" + net.JoinHostPort(advertisedHost(host), port)
+}
+
+// advertisedHost is the host a replica records for a listener on host:
+// host itself, or the host name for a wildcard address. Clients and agents
+// fail over to that URL, so the listener's certificate must name it
+// (withAdvertisedSAN).
+func advertisedHost(host string) string {
 	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() || host == "" {
 		if h, err := os.Hostname(); err == nil {
-			host = h
+			return h
 		}
 	}
-	return scheme + "://" + net.JoinHostPort(host, port)
+	return host
+}
+
+// withAdvertisedSAN adds to sans the host this replica records for the
+// listener at listen (see advertisedHost), when a certificate can name it
+// and sans lacks it: whatever tls.sans or agent.sans say, each replica's
+// certificate is valid for the URL the others hand out for it.
+func withAdvertisedSAN(sans []string, listen string) []string {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return sans
+	}
+	h := strings.ToLower(advertisedHost(host))
+	if ip, err := netip.ParseAddr(h); err == nil {
+		if ip.Zone() != "" {
+			return sans
+		}
+		h = ip.String()
+	} else if !validDNSName(h) {
+		return sans
+	}
+	for _, s := range sans {
+		if strings.EqualFold(s, h) {
+			return sans
+		}
+	}
+	return append(slices.Clone(sans), h)
 }
 
 func fileExists(path string) bool {

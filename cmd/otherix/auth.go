@@ -241,6 +241,7 @@ func (a *app) login(ctx context.Context, rawURL string, fl loginFlags) error {
 			return err
 		}
 		cx.APIToken, cx.User = fl.token, me.Email
+		cx.Servers = a.learnReplicas(ctx, c, server)
 	} else {
 		var lines *bufio.Reader
 		password, err := a.secret(fl.passwordStdin, &lines, "Password", false)
@@ -263,6 +264,7 @@ func (a *app) login(ctx context.Context, rawURL string, fl loginFlags) error {
 			return err
 		}
 		cx.User = me.Email
+		cx.Servers = a.learnReplicas(ctx, c, server)
 	}
 	cfg.upsert(cx)
 	cfg.CurrentContext = name
@@ -270,6 +272,9 @@ func (a *app) login(ctx context.Context, rawURL string, fl loginFlags) error {
 		return err
 	}
 	fmt.Fprintf(a.stdout, "Logged in to %s as %s (%s). Context %q is now current.\n", server, me.Email, me.Role, name)
+	if len(cx.Servers) > 1 {
+		fmt.Fprintf(a.stderr, "The cluster has %d replicas; requests fail over between them: %s\n", len(cx.Servers), strings.Join(cx.Servers, ", "))
+	}
 	if fp != "" {
 		fmt.Fprintf(a.stderr, "Pinned cluster CA %s for context %q: only certificates it signed are trusted for %s.\n", fp, name, server)
 	}
@@ -525,6 +530,9 @@ func (a *app) refreshSession(ctx context.Context, c *client.Client, path, name, 
 		return pair, nil
 	}
 	cx.AccessToken, cx.RefreshToken = pair.AccessToken, pair.RefreshToken
+	if urls := a.refreshReplicas(ctx, cx, c.Server(), pair.AccessToken); len(urls) > 0 {
+		cx.Servers = urls
+	}
 	if err := saveConfig(path, cfg); err != nil {
 		fmt.Fprintf(a.stderr, "warning: the session was refreshed but could not be saved (log in again next time): %v\n", err)
 	}

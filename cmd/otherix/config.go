@@ -32,7 +32,13 @@ type cliConfig struct {
 type cliContext struct {
 	Name   string `json:"name"`
 	Server string `json:"server"`
-	User   string `json:"user,omitempty"`
+	// Servers are the API URLs of every replica of the cluster, learned
+	// at login (GET /v1/cluster/endpoints) and on each session refresh. A
+	// request that cannot reach Server, or that it answers 503 not_ready or
+	// no_quorum, goes on to the next one (see http/failover); empty for a
+	// single replica.
+	Servers []string `json:"servers,omitempty"`
+	User    string   `json:"user,omitempty"`
 	// AccessToken and RefreshToken are a login session; APIToken is an otx_
 	// token given to `otherix login --token`. One or the other is set.
 	AccessToken  string `json:"access_token,omitempty"`

@@ -243,6 +243,13 @@ func (a *app) client() (*client.Client, error) {
 				}))
 		}
 	}
+	if cx != nil && len(cx.Servers) > 0 {
+		fo, err := a.failoverOptions(cx)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, fo...)
+	}
 	c, err := client.New(a.server, opts...)
 	if err != nil {
 		if a.serverFlag != "" {
@@ -255,8 +262,9 @@ func (a *app) client() (*client.Client, error) {
 }
 
 // pickContext returns the context this call uses, or nil. With --server the
-// context is used only if it is for that server (else another context for
-// that server, else none): credentials never go to a server they are not for.
+// context is used only if it is for that server or lists it among its
+// replicas (else another context that does, else none): credentials never go
+// to a server they are not for.
 func (a *app) pickContext(cfg *cliConfig) (*cliContext, error) {
 	name := cmp.Or(a.contextFlag, cfg.CurrentContext)
 	cx := cfg.context(name)
@@ -275,7 +283,25 @@ func (a *app) pickContext(cfg *cliConfig) (*cliContext, error) {
 			return &cfg.Contexts[i], nil
 		}
 	}
+	// A replica of a context's cluster is that cluster: its credentials
+	// and CA pin hold there, and the call starts at the replica named.
+	for _, c := range append([]*cliContext{cx}, contextPtrs(cfg)...) {
+		if c != nil && slices.ContainsFunc(c.Servers, func(s string) bool { return strings.TrimRight(s, "/") == server }) {
+			at := *c
+			at.Server = server
+			return &at, nil
+		}
+	}
 	return &cliContext{Server: server}, nil
+}
+
+// contextPtrs points at every context of cfg.
+func contextPtrs(cfg *cliConfig) []*cliContext {
+	out := make([]*cliContext, len(cfg.Contexts))
+	for i := range cfg.Contexts {
+		out[i] = &cfg.Contexts[i]
+	}
+	return out
 }
 
 // configPath is --config, else OTHERIX_CONFIG, else ~/.otherix/config.

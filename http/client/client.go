@@ -13,7 +13,9 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 
+	"github.com/otherix/otherix/http/failover"
 	"github.com/otherix/otherix/messages"
 )
 
@@ -35,6 +37,12 @@ type Client struct {
 	// refresh token once (a second rotation of the same token would look
 	// like theft to the server and revoke the session).
 	refreshing sync.Mutex
+
+	// replicas and onSwitch are WithFailover's; fo is the transport New
+	// built from them (nil without failover).
+	replicas []string
+	onSwitch func(from, to string)
+	fo       *failover.Transport
 }
 
 // Option configures a Client.
@@ -69,6 +77,31 @@ func WithRefresher(fn func(ctx context.Context, refreshToken string) (*messages.
 	return func(c *Client) { c.refresher = fn }
 }
 
+// failoverRounds is how many times a request may try every replica.
+const failoverRounds = 4
+
+// failoverHedge is how long a write with an Idempotency-Key waits for an
+// answer before it is sent to the next replica too (failover.HedgeAfter):
+// about one etcd election timeout, after which the survivors of a dead
+// leader have elected another.
+const failoverHedge = time.Second
+
+// WithFailover spreads the client over the control plane's replicas: the
+// base URL first, then replicas (their API URLs, as GET
+// /v1/cluster/endpoints answers them). A request that cannot reach a replica,
+// or that one answers 503 not_ready (or no_quorum, for a read or a write
+// with an Idempotency-Key), goes to the next; the replica that answered is
+// used first from then on (package failover says exactly which requests
+// move). When every replica failed, the list is tried again up to three
+// times, 0.25, 0.5 and 1 s later. A write with an Idempotency-Key that has
+// no answer after a second is sent to the next replica as well (the server
+// runs the key once; the first answer wins). onSwitch, which may be nil, is told each
+// change of replica. It wraps the transport of the HTTP client given with
+// WithHTTPClient, in whichever order the options come.
+func WithFailover(replicas []string, onSwitch func(from, to string)) Option {
+	return func(c *Client) { c.replicas, c.onSwitch = replicas, onSwitch }
+}
+
 // New returns a client for the API at baseURL, such as https://api:8443.
 func New(baseURL string, opts ...Option) (*Client, error) {
 	u, err := url.Parse(strings.TrimRight(baseURL, "/"))
@@ -82,7 +115,60 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	for _, o := range opts {
 		o(c)
 	}
+	if len(c.replicas) > 0 {
+		base := c.http.Transport
+		if base == nil {
+			base = http.DefaultTransport
+		}
+		fo, err := failover.New(base, append([]string{u.Scheme + "://" + u.Host}, c.replicas...))
+		if err != nil {
+			return nil, fmt.Errorf("replicas: %w", err)
+		}
+		fo.OnSwitch = c.onSwitch
+		// Three more passes over the list, 0.25, 0.5 and 1 s apart: the
+		// survivors of a dead leader elect another within a second or two.
+		fo.Rounds = failoverRounds
+		fo.HedgeAfter = failoverHedge
+		hc := *c.http
+		hc.Transport = fo
+		c.http, c.fo = &hc, fo
+	}
 	return c, nil
+}
+
+// Server returns the API URL the next request goes to first: the base URL,
+// or with failover the replica that last answered.
+func (c *Client) Server() string {
+	return c.current().String()
+}
+
+// Replicas returns the API URLs the client fails over between (the base URL
+// first), or nil without failover.
+func (c *Client) Replicas() []string {
+	if c.fo == nil {
+		return nil
+	}
+	return c.fo.Servers()
+}
+
+// current is the base URL with the sticky replica's scheme and host.
+func (c *Client) current() *url.URL {
+	u := *c.base
+	if c.fo != nil {
+		if cur, err := url.Parse(c.fo.Current()); err == nil {
+			u.Scheme, u.Host = cur.Scheme, cur.Host
+		}
+	}
+	return &u
+}
+
+// transport is the HTTP transport under failover: the one with the TLS
+// settings.
+func (c *Client) transport() http.RoundTripper {
+	if c.fo != nil {
+		return c.fo.Base
+	}
+	return c.http.Transport
 }
 
 // CallOption adjusts one request.

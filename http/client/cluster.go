@@ -41,3 +41,13 @@ func (c *Client) ClusterMembers(ctx context.Context, opts ...CallOption) ([]mess
 	}
 	return l.Items, nil
 }
+
+// ClusterEndpoints lists the API URLs of the replicas that serve (any
+// authenticated caller): what a client fails over between.
+func (c *Client) ClusterEndpoints(ctx context.Context, opts ...CallOption) ([]string, error) {
+	var e messages.ClusterEndpoints
+	if _, err := c.do(ctx, http.MethodGet, "/v1/cluster/endpoints", nil, nil, &e, opts); err != nil {
+		return nil, err
+	}
+	return e.APIURLs, nil
+}

@@ -34,7 +34,8 @@ func (c *Client) DialConsole(ctx context.Context, tok *messages.ConsoleToken) (*
 	if err != nil || rel.IsAbs() || !strings.HasPrefix(rel.Path, "/") {
 		return nil, fmt.Errorf("console url %q: want a path relative to the API", tok.URL)
 	}
-	u := *c.base
+	// The replica that issued the token: the one that just answered.
+	u := *c.current()
 	u.Path, u.RawPath, u.RawQuery = strings.TrimRight(u.Path, "/")+rel.Path, "", rel.RawQuery
 	switch u.Scheme {
 	case "https":
@@ -44,7 +45,7 @@ func (c *Client) DialConsole(ctx context.Context, tok *messages.ConsoleToken) (*
 	}
 	d := websocket.Dialer{Proxy: http.ProxyFromEnvironment, HandshakeTimeout: 30 * time.Second,
 		ReadBufferSize: 16 << 10, WriteBufferSize: 16 << 10}
-	if tr, ok := c.http.Transport.(*http.Transport); ok && tr.TLSClientConfig != nil {
+	if tr, ok := c.transport().(*http.Transport); ok && tr.TLSClientConfig != nil {
 		d.TLSClientConfig = tr.TLSClientConfig.Clone()
 		// The WebSocket handshake is HTTP/1.1.
 		d.TLSClientConfig.NextProtos = nil

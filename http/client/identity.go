@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 
+	"github.com/otherix/otherix/http/failover"
 	"github.com/otherix/otherix/messages"
 )
 
@@ -13,6 +14,9 @@ import (
 // own credentials; build a client WithSession from the pair.
 func (c *Client) Login(ctx context.Context, email, password string, opts ...CallOption) (*messages.TokenPair, error) {
 	var p messages.TokenPair
+	// Safe on another replica after a lost answer: a second login only
+	// makes a second session.
+	ctx = failover.Repeatable(ctx)
 	if _, err := c.do(ctx, http.MethodPost, "/v1/auth/login", nil, messages.LoginRequest{Email: email, Password: password}, &p, opts); err != nil {
 		return nil, err
 	}
@@ -24,6 +28,11 @@ func (c *Client) Login(ctx context.Context, email, password string, opts ...Call
 // token again is treated as theft and ends the whole session.
 func (c *Client) Refresh(ctx context.Context, refreshToken string, opts ...CallOption) (*messages.TokenPair, error) {
 	var p messages.TokenPair
+	// Safe on another replica after a lost answer: the server gives a
+	// refresh token rotated out within auth.refresh_grace the same new pair
+	// of its session (and without a grace, not repeating it would end the
+	// session just the same: the client could not use the lost pair).
+	ctx = failover.Repeatable(ctx)
 	if _, err := c.do(ctx, http.MethodPost, "/v1/auth/refresh", nil, messages.RefreshRequest{RefreshToken: refreshToken}, &p, opts); err != nil {
 		return nil, err
 	}
@@ -32,7 +41,8 @@ func (c *Client) Refresh(ctx context.Context, refreshToken string, opts ...CallO
 
 // Logout ends the session that refreshToken belongs to.
 func (c *Client) Logout(ctx context.Context, refreshToken string, opts ...CallOption) error {
-	_, err := c.do(ctx, http.MethodPost, "/v1/auth/logout", nil, messages.RefreshRequest{RefreshToken: refreshToken}, nil, opts)
+	// Ending a session twice ends it once.
+	_, err := c.do(failover.Repeatable(ctx), http.MethodPost, "/v1/auth/logout", nil, messages.RefreshRequest{RefreshToken: refreshToken}, nil, opts)
 	return err
 }
 

@@ -107,6 +107,8 @@ type Cluster interface {
 	// RemoveClusterMember takes a replica (by name, member id or peer
 	// address) out of the cluster.
 	RemoveClusterMember(ctx context.Context, ref string, force bool) (*messages.ClusterMember, error)
+	// ClusterEndpoints lists the API URLs of the replicas that serve.
+	ClusterEndpoints(ctx context.Context) (*messages.ClusterEndpoints, error)
 }
 
 // Quotas is what the quota handlers need. A quota_exceeded refusal of a

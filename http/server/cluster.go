@@ -84,3 +84,14 @@ func (s *Server) joinReplica(c *gin.Context) {
 	c.Header("Cache-Control", "no-store")
 	c.JSON(http.StatusOK, resp)
 }
+
+// listClusterEndpoints answers the replicas' API URLs to any authenticated
+// caller, so that every client can fail over, not only admins.
+func (s *Server) listClusterEndpoints(c *gin.Context) {
+	e, err := s.cp.ClusterEndpoints(c.Request.Context())
+	if err != nil {
+		s.writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, e)
+}

@@ -57,3 +57,16 @@ func TestNotServing(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterEndpoints: every authenticated role learns the replicas' API
+// URLs (so every client can fail over); an anonymous caller does not.
+func TestClusterEndpoints(t *testing.T) {
+	s, _, _ := newTestServer(t, Config{})
+	for _, role := range []security.Role{security.RoleViewer, security.RoleDeveloper, security.RoleOperator, security.RoleAdmin} {
+		rec := req{method: "GET", path: "/v1/cluster/endpoints", header: map[string]string{"Authorization": "Bearer " + tokenFor(role)}}.do(t, s)
+		if rec.Code != http.StatusOK || rec.Body.String() != `{"api_urls":["https://r1.example:7080","https://r2.example:7080"]}` {
+			t.Fatalf("%s: %d %s", role, rec.Code, rec.Body)
+		}
+	}
+	wantError(t, req{method: "GET", path: "/v1/cluster/endpoints", header: map[string]string{"Authorization": ""}}.do(t, s), 401, "unauthenticated")
+}

@@ -37,3 +37,7 @@ func (fakeCluster) RemoveClusterMember(_ context.Context, ref string, force bool
 func (fakeCluster) ClusterMembers(context.Context) ([]messages.ClusterMember, error) {
 	return []messages.ClusterMember{{Name: "otherix", ID: "1", Role: "voter", IsLeader: true, Healthy: true}}, nil
 }
+
+func (fakeCluster) ClusterEndpoints(context.Context) (*messages.ClusterEndpoints, error) {
+	return &messages.ClusterEndpoints{APIURLs: []string{"https://r1.example:7080", "https://r2.example:7080"}}, nil
+}

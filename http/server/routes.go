@@ -175,6 +175,9 @@ func (s *Server) routeTable() []route {
 		rbac(del, "/v1/cluster/members/:name", security.ResourceReplica, security.VerbDelete, s.removeClusterMember),
 		// Profiles show code paths and memory, not data; still admin only.
 		rbac(get, "/v1/debug/pprof/:profile", security.ResourceDebug, security.VerbRead, s.debugProfile),
+		// Every client fails over between the replicas, so every
+		// authenticated caller may learn their API URLs (nothing more).
+		{method: get, path: "/v1/cluster/endpoints", access: accessAuthenticated, handler: s.listClusterEndpoints},
 		rbac(get, "/v1/cluster/settings", settings, security.VerbRead, s.getSettings),
 		rbac(patch, "/v1/cluster/settings", settings, security.VerbUpdate, s.updateSettings),
 	}

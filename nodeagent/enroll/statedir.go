@@ -177,6 +177,9 @@ func writeState(dir string, cfg Config, caPEM, certPEM, keyPEM []byte) error {
 	if err := os.Remove(filepath.Join(dir, ConfigFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("write state: %w", err)
 	}
+	if err := removeReplicas(dir); err != nil {
+		return err
+	}
 	if err := security.WriteKeyFile(filepath.Join(dir, KeyFile), keyPEM); err != nil {
 		return err
 	}

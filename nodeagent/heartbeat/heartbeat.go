@@ -17,12 +17,14 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/otherix/otherix/http/failover"
 	"github.com/otherix/otherix/messages"
 )
 
@@ -80,23 +82,67 @@ func NewRotatingClient(cert func() *tls.Certificate, roots *x509.CertPool, serve
 		return nil, fmt.Errorf("heartbeat: server %q is not an https URL", server)
 	}
 	return &http.Client{
-		Timeout: DefaultRequestTimeout,
-		Transport: &http.Transport{
-			Proxy: http.ProxyFromEnvironment,
-			TLSClientConfig: &tls.Config{
-				GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-					return cert(), nil
-				},
-				RootCAs:    roots,
-				ServerName: u.Hostname(),
-				MinVersion: tls.VersionTLS12,
-			},
-			TLSHandshakeTimeout: 10 * time.Second,
-			MaxIdleConnsPerHost: 1,
-			IdleConnTimeout:     2 * time.Minute,
-		},
+		Timeout:       DefaultRequestTimeout,
+		Transport:     newTransport(cert, roots),
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}, nil
+}
+
+// Per-replica bounds of a failover client: a replica whose host is down is
+// given up on after these, leaving the rest of DefaultRequestTimeout to the
+// next one.
+const (
+	failoverDialTimeout      = 3 * time.Second
+	failoverHandshakeTimeout = 4 * time.Second
+)
+
+// NewFailoverClient is NewRotatingClient over several control-plane
+// replicas (their agent-facing URLs, the first tried first): a request that
+// cannot reach one goes to the next (package failover), and a heartbeat,
+// which is safe to repeat, also moves on a broken connection or a 503
+// no_quorum. The transport is returned so that the caller can replace the
+// list (SetServers) as heartbeat answers name the replicas.
+func NewFailoverClient(cert func() *tls.Certificate, roots *x509.CertPool, servers []string) (*http.Client, *failover.Transport, error) {
+	us, err := failover.ParseServers(servers)
+	if err != nil {
+		return nil, nil, fmt.Errorf("heartbeat: %w", err)
+	}
+	for _, u := range us {
+		if u.Scheme != "https" {
+			return nil, nil, fmt.Errorf("heartbeat: server %q is not an https URL", u)
+		}
+	}
+	base := newTransport(cert, roots)
+	base.DialContext = (&net.Dialer{Timeout: failoverDialTimeout, KeepAlive: 30 * time.Second}).DialContext
+	base.TLSHandshakeTimeout = failoverHandshakeTimeout
+	fo, err := failover.New(base, servers)
+	if err != nil {
+		return nil, nil, fmt.Errorf("heartbeat: %w", err)
+	}
+	return &http.Client{
+		Timeout:       DefaultRequestTimeout,
+		Transport:     fo,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}, fo, nil
+}
+
+// newTransport presents cert and trusts only roots. The server name checked
+// is each request's host (no fixed ServerName), so one transport serves
+// every replica.
+func newTransport(cert func() *tls.Certificate, roots *x509.CertPool) *http.Transport {
+	return &http.Transport{
+		Proxy: http.ProxyFromEnvironment,
+		TLSClientConfig: &tls.Config{
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				return cert(), nil
+			},
+			RootCAs:    roots,
+			MinVersion: tls.VersionTLS12,
+		},
+		TLSHandshakeTimeout: 10 * time.Second,
+		MaxIdleConnsPerHost: 1,
+		IdleConnTimeout:     2 * time.Minute,
+	}
 }
 
 // URL returns the heartbeat URL of the agent-facing server URL.
@@ -158,6 +204,9 @@ type Loop struct {
 	Observe func(ctx context.Context) messages.Heartbeat
 	// OnDesired, if set, receives the desired state of each good answer.
 	OnDesired func(messages.DesiredState)
+	// OnReplicas, if set, receives the replicas' agent URLs of each good
+	// answer that names them.
+	OnReplicas func([]string)
 	// Log receives the changes of state: first success, a new kind of
 	// failure, recovery. nil means slog.Default().
 	Log *slog.Logger
@@ -296,6 +345,9 @@ func (l *Loop) Run(ctx context.Context) error {
 			if l.OnDesired != nil {
 				l.OnDesired(resp.Desired)
 			}
+			if l.OnReplicas != nil && len(resp.ReplicaURLs) > 0 {
+				l.OnReplicas(resp.ReplicaURLs)
+			}
 		}
 		t := time.NewTimer(Jitter(wait, rnd()))
 		select {
@@ -327,7 +379,9 @@ func (l *Loop) Beat(ctx context.Context) (messages.HeartbeatResponse, error) {
 	l.record(func(s *Status) {
 		s.OmittedVMs, s.OmittedImages, s.OmittedVMMetrics = sent.OmittedVMs, sent.OmittedImages, sent.OmittedVMMetrics
 	})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.URL, bytes.NewReader(body))
+	// A heartbeat is a report answered with state: sending it again, to
+	// another replica, does no harm.
+	req, err := http.NewRequestWithContext(failover.Repeatable(ctx), http.MethodPost, l.URL, bytes.NewReader(body))
 	if err != nil {
 		return out, fmt.Errorf("heartbeat: %w", err)
 	}

@@ -112,3 +112,31 @@ func (s *Store) ForgetReplicas(ctx context.Context, names ...string) error {
 	}
 	return s.Commit(ctx, t)
 }
+
+// ServingReplicas returns the rows of the replicas clients and agents may
+// fail over to: those whose name is a voting member (a learner serves
+// nothing, a removed member nothing either), by name. The membership is
+// read from this member's copy, without quorum.
+func (s *Store) ServingReplicas(ctx context.Context) ([]*messages.Replica, error) {
+	ml, err := s.cli.MemberList(ctx, clientv3.WithSerializable())
+	if err != nil {
+		return nil, fmt.Errorf("list members: %w", unavailable(err))
+	}
+	voters := make(map[string]bool, len(ml.Members))
+	for _, m := range ml.Members {
+		if !m.IsLearner && m.Name != "" {
+			voters[m.Name] = true
+		}
+	}
+	rows, err := s.ListReplicas(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := rows[:0]
+	for _, r := range rows {
+		if voters[r.Name] {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
