@@ -133,7 +133,7 @@ type loop[E, R any] struct {
 	// as of some instant after it.
 	stateAt time.Time
 	busy    bool
-	queue  []queued
+	queue   []queued
 	// lastActive is when the actor last got a command or finished I/O; it
 	// asks to be passivated once PassivateAfter has passed since.
 	lastActive time.Time

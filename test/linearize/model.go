@@ -44,7 +44,7 @@ const (
 	OK      = "ok"
 	Missing = "missing" // 404: no VM has that name
 	Exists  = "exists"  // a create refused: the name is taken
-	Busy    = "busy"    // refused: a task of the VM is in progress
+	Busy    = "busy"    // refused with no effect: a task of the VM is in progress, or an update lost every replan
 	Failed  = "failed"  // a delete whose task ended without deleting
 	Unknown = "unknown"
 )
@@ -108,6 +108,9 @@ func step(s State, in Input, out Output) []State {
 				n.CPUs = in.CPUs
 				return []State{n}
 			}
+		case out.Result == Busy && s.Exists:
+			// Refused after losing every replan to other writers.
+			return []State{s}
 		case out.Result == Missing && !s.Exists:
 			return []State{s}
 		}
