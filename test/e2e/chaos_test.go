@@ -49,8 +49,10 @@ func chaosDuration(t *testing.T, def time.Duration) time.Duration {
 // share the cluster CA, and an access token from one is good on every one
 // (the signing key is in etcd).
 type chaosCluster struct {
-	t    *testing.T
-	rs   []*replica
+	// t is the test (or subtest) the cluster reports to; root is the test
+	// that started it, which owns every process it starts.
+	t, root *testing.T
+	rs      []*replica
 	http *http.Client
 	mu   sync.Mutex
 	// token is the admin's access token.
@@ -60,7 +62,7 @@ type chaosCluster struct {
 func startChaosCluster(t *testing.T) *chaosCluster {
 	t.Helper()
 	base := t.TempDir()
-	c := &chaosCluster{t: t}
+	c := &chaosCluster{t: t, root: t}
 	for _, name := range []string{"otherix", "r2", "r3"} {
 		c.rs = append(c.rs, &replica{name: name, dataDir: filepath.Join(base, name), rest: freePort(t), agent: freePort(t),
 			peer: freePort(t), env: chaosEnv})
@@ -264,7 +266,7 @@ func (c *chaosCluster) follower(rng *rand.Rand) *replica {
 // waits until it serves.
 func (c *chaosCluster) restart(r *replica) {
 	c.t.Helper()
-	startReplica(c.t, r, "", "")
+	startReplica(c.root, r, "", "")
 	waitFor(c.t, r.name+" ready again", 120*time.Second, func() bool { return readyz(r) == http.StatusOK }, r)
 }
 
