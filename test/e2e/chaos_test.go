@@ -53,8 +53,8 @@ type chaosCluster struct {
 	// that started it, which owns every process it starts.
 	t, root *testing.T
 	rs      []*replica
-	http *http.Client
-	mu   sync.Mutex
+	http    *http.Client
+	mu      sync.Mutex
 	// token is the admin's access token.
 	token string
 }
