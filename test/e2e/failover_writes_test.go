@@ -31,12 +31,20 @@ type createResult struct {
 
 // idempotentCreate creates VM name with its Idempotency-Key, each request to
 // a random replica: an unknown outcome (no answer, a 5xx) is sent again, the
-// same request under the same key, until an answer or within passes.
-func (c *chaosCluster) idempotentCreate(name string, rng *rand.Rand, within time.Duration) createResult {
+// same request under the same key, until an answer, within passes or stop
+// is closed.
+func (c *chaosCluster) idempotentCreate(name string, rng *rand.Rand, within time.Duration, stop <-chan struct{}) createResult {
 	res := createResult{name: name}
 	hdr := map[string]string{"Idempotency-Key": "create-" + name}
 	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
+		if res.tries > 0 {
+			select {
+			case <-stop:
+				return res
+			default:
+			}
+		}
 		r := c.rs[rng.IntN(len(c.rs))]
 		var a acceptedVM
 		res.tries++
@@ -83,7 +91,7 @@ func (c *chaosCluster) startCreates(prefix string, workers int, seed uint64, sto
 					return
 				default:
 				}
-				res := c.idempotentCreate(fmt.Sprintf("%s-w%d-%d", prefix, w, n), rng, 90*time.Second)
+				res := c.idempotentCreate(fmt.Sprintf("%s-w%d-%d", prefix, w, n), rng, 90*time.Second, stop)
 				l.mu.Lock()
 				l.results = append(l.results, res)
 				if res.acked {
@@ -308,7 +316,7 @@ func TestRollingRestartUnderWrites(t *testing.T) {
 					return
 				default:
 				}
-				res := c.idempotentCreate(fmt.Sprintf("roll-w%d-%d", w, n), rng, 30*time.Second)
+				res := c.idempotentCreate(fmt.Sprintf("roll-w%d-%d", w, n), rng, 30*time.Second, nil)
 				var errs []error
 				if !res.acked {
 					errs = append(errs, fmt.Errorf("create %s not acknowledged within its retries (name taken %v, %d requests, %d in progress): %v",

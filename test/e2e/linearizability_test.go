@@ -96,7 +96,7 @@ func TestLinearizableUnderKills(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := linearize.Check(h.Operations(), 5*time.Minute, dir); err != nil {
+	if err := linearize.Check(h.Operations(), 5*time.Minute+2*run, dir); err != nil {
 		t.Fatalf("%v (seed %d)", err, seed)
 	}
 	os.RemoveAll(dir)
