@@ -316,7 +316,7 @@ func learners(n int) error {
 	asked := time.Now()
 	m4, added, err := c.join(ctx, "m4")
 	if err != nil {
-		return err
+		return fmt.Errorf("learner m4, the fourth member, %s after its add: %w", time.Since(added).Round(time.Millisecond), err)
 	}
 	c.members = append(c.members, m4)
 	started := time.Now()
@@ -340,7 +340,7 @@ func learners(n int) error {
 	asked = time.Now()
 	m5, added, err := c.join(ctx, "m5")
 	if err != nil {
-		return err
+		return fmt.Errorf("learner m5, the fifth member, %s after its add: %w", time.Since(added).Round(time.Millisecond), err)
 	}
 	c.members = append(c.members, m5)
 	started = time.Now()
