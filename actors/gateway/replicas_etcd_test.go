@@ -106,7 +106,13 @@ func TestVMUpdatesRaceAcrossReplicas(t *testing.T) {
 	update := func(g *gateway.Gateway, patch func(i int) messages.VMSpecPatch) {
 		defer writers.Done()
 		for i := 1; i <= rounds; i++ {
-			if _, err := g.UpdateVM(t.Context(), owner, vm.ID, messages.UpdateVMRequest{Spec: patch(i)}); err != nil {
+			_, err := g.UpdateVM(t.Context(), owner, vm.ID, messages.UpdateVMRequest{Spec: patch(i)})
+			for try := 0; messages.KindOf(err) == messages.KindStale && try < 20; try++ {
+				// Lost every replan to the other replica (revision_conflict,
+				// nothing written): the caller sends it again.
+				_, err = g.UpdateVM(t.Context(), owner, vm.ID, messages.UpdateVMRequest{Spec: patch(i)})
+			}
+			if err != nil {
 				errs <- err
 				return
 			}
