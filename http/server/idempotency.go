@@ -53,12 +53,17 @@ func (s *Server) idempotency(c *gin.Context) {
 	ids := IdempotencyStore(s.cp)
 	scope := ownerOf(c) + " " + c.Request.Method + " " + c.FullPath()
 	hash := requestHash(c.Request, body)
-	prior, reserved, err := ids.ReserveIdempotency(ctx, scope, key[0], hash, staleReservation)
+	// The reservation must not end with the request: cancelled mid-flight
+	// (a client hanging up, a replica shutting down), etcd may still take
+	// it, and nothing would release it for staleReservation.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), idempotencyBookkeepingMax)
+	prior, reserved, err := ids.ReserveIdempotency(rctx, scope, key[0], hash, staleReservation)
 	if err == nil && !reserved && prior != nil && s.now().Sub(prior.CreatedAt) > s.cfg.IdempotencyTTL {
 		// Expired but not yet swept: treat the key as new, replacing the old
 		// record only if no concurrent retry replaced it first.
-		prior, reserved, err = ids.ReplaceIdempotency(ctx, scope, key[0], hash, prior)
+		prior, reserved, err = ids.ReplaceIdempotency(rctx, scope, key[0], hash, prior)
 	}
+	cancel()
 	switch {
 	case err != nil:
 		s.writeError(c, err)
