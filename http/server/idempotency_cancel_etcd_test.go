@@ -6,15 +6,18 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/otherix/otherix/actors/gateway"
 	"github.com/otherix/otherix/http/client"
+	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
 )
 
@@ -91,5 +94,59 @@ func TestIdempotencyReservationOutlivesCancel(t *testing.T) {
 	vms, _, err := env.admin.ListVMs(t.Context(), client.ListOptions{})
 	if err != nil || len(vms) != 1 {
 		t.Fatalf("%d vms (%v), want 1", len(vms), err)
+	}
+}
+
+// flakyComplete is the control plane whose first recordings of an
+// idempotent answer (as many as failures holds) fail as etcd's do during a
+// leader election.
+type flakyComplete struct {
+	*gateway.Gateway
+	failures *atomic.Int32
+}
+
+func (f flakyComplete) CompleteIdempotency(ctx context.Context, scope, key string, rec store.IdempotencyRecord) error {
+	if f.failures.Add(-1) >= 0 {
+		return &messages.Error{Kind: messages.KindUnavailable, Code: "unavailable", Message: "etcd did not answer",
+			Err: errors.New("etcdserver: request timed out")}
+	}
+	return f.Gateway.CompleteIdempotency(ctx, scope, key, rec)
+}
+
+// TestIdempotencyAnswerRecordedThroughElection: recording a create's answer
+// fails twice (an election); it is retried, so a retry of the create with
+// the same key replays the 202 instead of answering idempotency_in_progress
+// for a minute. Before, one failed attempt was logged and the key stayed
+// reserved: TestRollingRestartUnderWrites (test/e2e) caught it.
+func TestIdempotencyAnswerRecordedThroughElection(t *testing.T) {
+	env := startEnv(t)
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	failures := &atomic.Int32{}
+	failures.Store(2)
+	ts := httptest.NewServer(New(Config{}, flakyComplete{env.gw, failures}, log).Handler())
+	defer ts.Close()
+	anon, err := client.New(ts.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := anon.Login(t.Context(), adminEmail, adminPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := client.New(ts.URL, client.WithToken(pair.AccessToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := client.WithIdempotencyKey("create-election")
+	first, err := cl.CreateVM(t.Context(), vmRequest("election"), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := cl.CreateVM(t.Context(), vmRequest("election"), key)
+	if err != nil {
+		t.Fatalf("retry with the same key: %v", err)
+	}
+	if !again.Replayed || again.VM.ID != first.VM.ID || again.Task.ID != first.Task.ID {
+		t.Fatalf("retry answered %+v, first %+v", again, first)
 	}
 }
