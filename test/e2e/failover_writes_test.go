@@ -27,6 +27,9 @@ type createResult struct {
 	tries, inProgress int
 	// err is an answer no retry can change (a test failure).
 	err error
+	// trail is the first requests' replica, start and answer, to tell
+	// which replica left a key in progress.
+	trail []string
 }
 
 // idempotentCreate creates VM name with its Idempotency-Key, each request to
@@ -48,7 +51,12 @@ func (c *chaosCluster) idempotentCreate(name string, rng *rand.Rand, within time
 		r := c.rs[rng.IntN(len(c.rs))]
 		var a acceptedVM
 		res.tries++
+		sent := time.Now()
 		st, code, err := c.do(context.Background(), r, "POST", "/v1/vms", vmBody(name), hdr, &a)
+		if len(res.trail) < 4 {
+			res.trail = append(res.trail, fmt.Sprintf("%s %s→%s: %d %s %v", r.name, sent.Format("15:04:05.000"),
+				time.Now().Format("15:04:05.000"), st, code, err))
+		}
 		switch {
 		case err == nil && st == http.StatusAccepted:
 			res.acked, res.id, res.taskID = true, a.VM.ID, a.Task.ID
@@ -319,8 +327,8 @@ func TestRollingRestartUnderWrites(t *testing.T) {
 				res := c.idempotentCreate(fmt.Sprintf("roll-w%d-%d", w, n), rng, 30*time.Second, nil)
 				var errs []error
 				if !res.acked {
-					errs = append(errs, fmt.Errorf("create %s not acknowledged within its retries (name taken %v, %d requests, %d in progress): %v",
-						res.name, res.nameTaken, res.tries, res.inProgress, res.err))
+					errs = append(errs, fmt.Errorf("create %s not acknowledged within its retries (name taken %v, %d requests, %d in progress): %v; first requests: %q",
+						res.name, res.nameTaken, res.tries, res.inProgress, res.err, res.trail))
 				}
 				n := res.tries
 				if res.acked {
@@ -343,8 +351,11 @@ func TestRollingRestartUnderWrites(t *testing.T) {
 	rolled := []string{}
 	for _, r := range c.rs {
 		before := done()
+		t.Logf("%s: stopping %s", time.Now().Format("15:04:05.000"), r.name)
 		r.stop()
+		t.Logf("%s: %s stopped", time.Now().Format("15:04:05.000"), r.name)
 		c.restart(r)
+		t.Logf("%s: %s ready again", time.Now().Format("15:04:05.000"), r.name)
 		waitFor(t, "three healthy voters after restarting "+r.name, 90*time.Second, func() bool {
 			n := 0
 			for _, m := range c.members(r) {
