@@ -93,6 +93,16 @@ type Config struct {
 	// against one entity costs bounded memory; Overloaded refuses the rest.
 	MaxQueue   int
 	Overloaded error
+	// MaxStale bounds how old the state a command is planned against may
+	// be: the read that produced it must have begun no earlier
+	// than MaxStale before the command arrived, or the entity is read again
+	// first. Another replica's actor for the same entity writes behind this
+	// one's back; compare-and-set refuses a write planned on a stale state,
+	// but a read, or a command that plans no write, would otherwise answer
+	// from memory. 0 (the default) makes every answer linearizable: one read
+	// serves all the commands that queued before it began. Negative trusts
+	// the state until the actor stops (an entity with one writer).
+	MaxStale time.Duration
 }
 
 // MaxReplans bounds how often one command is planned again after its commit
@@ -119,8 +129,11 @@ type loop[E, R any] struct {
 	// loaded says state reflects etcd. The row is read on the first
 	// command, not on start, so that a create (a new id) costs no read.
 	loaded bool
-	busy   bool
-	queue  []queued
+	// stateAt is when the read that produced state began: state is etcd's
+	// as of some instant after it.
+	stateAt time.Time
+	busy    bool
+	queue   []queued
 	// lastActive is when the actor last got a command or finished I/O; it
 	// asks to be passivated once PassivateAfter has passed since.
 	lastActive time.Time
@@ -137,6 +150,8 @@ type queued struct {
 	deadline time.Time
 	// replans counts how often a commit conflict sent it back to be planned.
 	replans int
+	// arrived is when the actor got it, for Config.MaxStale.
+	arrived time.Time
 }
 
 // loaded and committed come back from I/O started with Runtime.Go. They carry
@@ -144,6 +159,7 @@ type queued struct {
 // previous incarnation are ignored.
 type loaded[E, R any] struct {
 	by  *loop[E, R]
+	at  time.Time
 	e   *E
 	err error
 }
@@ -224,6 +240,7 @@ func (a *loop[E, R]) idle() bool { return !a.busy && len(a.queue) == 0 }
 
 func (a *loop[E, R]) enqueue(ctx actor.Context, q queued) {
 	a.lastActive = time.Now()
+	q.arrived = a.lastActive
 	if len(a.queue) >= a.cfg.MaxQueue {
 		reply(ctx, q.sender, a.b.Fail(a.cfg.Overloaded))
 		return
@@ -243,9 +260,10 @@ func (a *loop[E, R]) load(ctx actor.Context) {
 	a.busy = true
 	a.loaded = false
 	b := a.b
+	at := time.Now()
 	a.cfg.Runtime.Go(ctx.Self(), func(c context.Context) any {
 		e, err := b.Load(c)
-		return loaded[E, R]{by: a, e: e, err: err}
+		return loaded[E, R]{by: a, at: at, e: e, err: err}
 	})
 }
 
@@ -266,6 +284,7 @@ func (a *loop[E, R]) onLoaded(ctx actor.Context, m loaded[E, R]) {
 		m.e = nil
 	}
 	a.state = m.e
+	a.stateAt = m.at
 	a.loaded = true
 	a.b.Loaded(a.state)
 	a.drain(ctx)
@@ -275,10 +294,17 @@ func (a *loop[E, R]) onLoaded(ctx actor.Context, m loaded[E, R]) {
 func (a *loop[E, R]) drain(ctx actor.Context) {
 	for !a.busy && len(a.queue) > 0 {
 		q := a.queue[0]
-		a.queue = a.queue[1:]
 		if !q.deadline.IsZero() && time.Now().After(q.deadline) {
+			a.queue = a.queue[1:]
 			continue
 		}
+		if a.stale(q) {
+			// Read again; the commands queued so far are all answered
+			// from that read, since it begins after each of them arrived.
+			a.load(ctx)
+			return
+		}
+		a.queue = a.queue[1:]
 		a.handle(ctx, q)
 	}
 	// An actor for an id that does not exist (a lookup of a random id) is not
@@ -286,6 +312,16 @@ func (a *loop[E, R]) drain(ctx actor.Context) {
 	if a.state == nil && a.idle() {
 		ctx.Send(ctx.Parent(), system.Passivate{ID: a.id})
 	}
+}
+
+// stale reports whether q must not be planned against the state held now
+// (Config.MaxStale). A create is planned without reading: its transaction's
+// guard refuses it should the entity exist.
+func (a *loop[E, R]) stale(q queued) bool {
+	if a.cfg.MaxStale < 0 || a.b.Fresh(q.msg) {
+		return false
+	}
+	return a.stateAt.Before(q.arrived.Add(-a.cfg.MaxStale))
 }
 
 func (a *loop[E, R]) handle(ctx actor.Context, q queued) {
@@ -338,6 +374,8 @@ func (a *loop[E, R]) onCommitted(ctx actor.Context, m committed[E, R]) {
 		a.load(ctx)
 		return
 	}
+	// stateAt stays: not every commit compares the entity's own row (a
+	// job's progress writes only its task), so the next command reads again.
 	a.apply(m.p)
 	reply(ctx, m.q.sender, a.answer(m.p))
 	a.drain(ctx)

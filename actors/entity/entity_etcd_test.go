@@ -94,8 +94,15 @@ type harness struct {
 	seen               []string
 }
 
-// start runs one entity actor for a node row that exists unless absent.
+// start runs one entity actor for a node row that exists unless absent. It
+// trusts its state between commands (MaxStale -1), as the node actor does.
 func start(t *testing.T, passivateAfter time.Duration, maxQueue int, absent bool) *harness {
+	t.Helper()
+	return startStale(t, passivateAfter, maxQueue, absent, -1)
+}
+
+// startStale is start with Config.MaxStale set.
+func startStale(t *testing.T, passivateAfter time.Duration, maxQueue int, absent bool, maxStale time.Duration) *harness {
 	t.Helper()
 	st := storetest.New(t)
 	h := &harness{t: t, st: st, id: messages.NewID(), gate: make(chan struct{}), started: make(chan string, 8),
@@ -117,7 +124,7 @@ func start(t *testing.T, passivateAfter time.Duration, maxQueue int, absent bool
 		h.rt.Stop()
 	})
 	cfg := entity.Config{Runtime: h.rt, Store: st, Log: log, Kind: "node", IDKey: "node_id",
-		PassivateAfter: passivateAfter, MaxQueue: maxQueue,
+		PassivateAfter: passivateAfter, MaxQueue: maxQueue, MaxStale: maxStale,
 		Overloaded: messages.Errorf(messages.KindUnavailable, "test_overloaded", "overloaded")}
 	props := entity.Props(cfg, h.id, func() entity.Behaviour[messages.Node, answer] {
 		h.made.Add(1)
@@ -385,5 +392,67 @@ func TestPassivation(t *testing.T) {
 	}
 	if e := missing.event(10 * time.Second); e != (system.Passivate{ID: missing.id}) {
 		t.Fatalf("got %#v, want Passivate at once", e)
+	}
+}
+
+// TestStaleStateReadAgain: with MaxStale 0, another replica's write behind
+// the actor's back is seen by the next command, a read as much as a write;
+// the commands that queued behind a write are all answered from one read
+// that began after they arrived. With MaxStale -1 (the node actor's, and
+// every entity's before) the second get answers the row as it was.
+func TestStaleStateReadAgain(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		maxStale time.Duration
+		fresh    bool
+	}{{"linearizable", 0, true}, {"cached", -1, false}} {
+		t.Run(c.name, func(t *testing.T) {
+			h := startStale(t, time.Minute, 16, false, c.maxStale)
+			if g := h.ask(get{}); g.err != nil || g.n.AgentVersion != "0" {
+				t.Fatalf("first get: %+v", g)
+			}
+			// Another replica writes the row.
+			other := h.row()
+			other.AgentVersion = "other"
+			if err := h.st.Commit(t.Context(), store.UpdateNode(store.NewTxn(), other)); err != nil {
+				t.Fatal(err)
+			}
+			g := h.ask(get{})
+			if got := g.err == nil && g.n.AgentVersion == "other"; got != c.fresh {
+				t.Fatalf("get after another replica's write: version %q (fresh %v, want %v)", g.n.AgentVersion, got, c.fresh)
+			}
+			if !c.fresh {
+				return
+			}
+			loads := h.loads.Load()
+			h.send(setVersion{v: "a", gated: true})
+			<-h.started
+			h.send(get{})
+			h.send(get{})
+			h.send(get{})
+			h.stillBusy()
+			// The row moves again while the write is in flight: the write
+			// conflicts and is planned again, and the gets after it see both.
+			other = h.row()
+			other.Cordoned = true
+			if err := h.st.Commit(t.Context(), store.UpdateNode(store.NewTxn(), other)); err != nil {
+				t.Fatal(err)
+			}
+			close(h.gate)
+			if a := h.answer(); a.err != nil || a.n.AgentVersion != "a" || !a.n.Cordoned {
+				t.Fatalf("write after a conflict: %+v", a.n)
+			}
+			for i := range 3 {
+				if g := h.answer(); g.err != nil || g.n.AgentVersion != "a" || !g.n.Cordoned {
+					t.Fatalf("queued get %d: %+v", i, g.n)
+				}
+			}
+			// One read before the write (its state was stale), one after
+			// its conflict; that read began after the gets arrived, so it
+			// and the replanned write's compare-and-set answer them too.
+			if n := h.loads.Load() - loads; n != 2 {
+				t.Fatalf("%d loads for a write and three queued gets, want 2", n)
+			}
+		})
 	}
 }

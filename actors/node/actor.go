@@ -53,10 +53,12 @@ var errOverloaded = messages.Errorf(messages.KindUnavailable, "node_overloaded",
 
 // Props returns the props of the actor for node id. Node actors are not
 // passivated while their node exists: nodes are few and heartbeat often, and
-// the actor holds the last heartbeat time, which is not in etcd.
+// the actor holds the last heartbeat time, which is not in etcd. They trust
+// their state between commands (MaxStale -1): a node's heartbeats come to
+// the replica its agent talks to, and every write is still a compare-and-set.
 func Props(d Deps, id string) *actor.Props {
 	cfg := entity.Config{Runtime: d.Runtime, Store: d.Store, Log: d.Log, Kind: "node", IDKey: "node_id",
-		MaxQueue: maxQueue, Overloaded: errOverloaded}
+		MaxQueue: maxQueue, Overloaded: errOverloaded, MaxStale: -1}
 	return entity.Props(cfg, id, func() entity.Behaviour[messages.Node, Reply] {
 		return &behaviour{deps: d, id: id}
 	})

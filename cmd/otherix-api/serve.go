@@ -121,7 +121,7 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 		served <- httpSrv.Serve(ln)
 	}()
 	defer func() {
-		shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		shutdown, cancel := context.WithTimeout(context.Background(), drainTimeout)
 		defer cancel()
 		_ = httpSrv.Shutdown(shutdown)
 	}()
@@ -317,11 +317,18 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 		return memberStopped(ctx, member, log)
 	}
 	cancelRequests()
-	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	shutdown, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer cancel()
 	agentErr := agentSrv.Shutdown(shutdown)
 	return errors.Join(httpSrv.Shutdown(shutdown), agentErr)
 }
+
+// drainTimeout bounds how long a stopping replica waits for requests in
+// flight: a write waits up to the actor's ask timeout (10 s), then its
+// Idempotency-Key's record is written with retries. A process that exits
+// before that leaves the key in progress for a minute, and every retry of
+// the client's write fails meanwhile (found by a rolling restart).
+const drainTimeout = 30 * time.Second
 
 // frontDoor is the REST listener's handler and certificate, swapped once
 // the replica may serve: a learner answers NotServing with its peer

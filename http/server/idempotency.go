@@ -23,6 +23,9 @@ const (
 	HeaderIdempotentReplayed  = "Idempotent-Replayed"
 	maxIdempotencyKeyLength   = 255
 	idempotencyBookkeepingMax = 5 * time.Second
+	// idempotencyRecordMax bounds the retries of recording an answer or
+	// releasing a key, which outlast a leader election.
+	idempotencyRecordMax = 30 * time.Second
 )
 
 // replayedHeaders are the response headers a replay repeats.
@@ -53,12 +56,17 @@ func (s *Server) idempotency(c *gin.Context) {
 	ids := IdempotencyStore(s.cp)
 	scope := ownerOf(c) + " " + c.Request.Method + " " + c.FullPath()
 	hash := requestHash(c.Request, body)
-	prior, reserved, err := ids.ReserveIdempotency(ctx, scope, key[0], hash, staleReservation)
+	// The reservation must not end with the request: cancelled mid-flight
+	// (a client hanging up, a replica shutting down), etcd may still take
+	// it, and nothing would release it for staleReservation.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), idempotencyBookkeepingMax)
+	prior, reserved, err := ids.ReserveIdempotency(rctx, scope, key[0], hash, staleReservation)
 	if err == nil && !reserved && prior != nil && s.now().Sub(prior.CreatedAt) > s.cfg.IdempotencyTTL {
 		// Expired but not yet swept: treat the key as new, replacing the old
 		// record only if no concurrent retry replaced it first.
-		prior, reserved, err = ids.ReplaceIdempotency(ctx, scope, key[0], hash, prior)
+		prior, reserved, err = ids.ReplaceIdempotency(rctx, scope, key[0], hash, prior)
 	}
+	cancel()
 	switch {
 	case err != nil:
 		s.writeError(c, err)
@@ -87,13 +95,16 @@ func (s *Server) idempotency(c *gin.Context) {
 	c.Writer = rec
 	finished := false
 	defer func() {
-		// Bookkeeping must outlive a client that hung up mid-request.
-		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), idempotencyBookkeepingMax)
+		// Bookkeeping must outlive a client that hung up mid-request, and
+		// an election: etcd refuses writes for a second or two then, and a
+		// key left reserved answers every retry idempotency_in_progress for
+		// staleReservation.
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), idempotencyRecordMax)
 		defer cancel()
 		status := rec.Status()
 		if !finished || status >= http.StatusInternalServerError {
 			// Nothing durable can be promised: free the key so a retry runs.
-			if err := ids.ReleaseIdempotency(bctx, scope, key[0]); err != nil {
+			if err := retryBookkeeping(bctx, func(c context.Context) error { return ids.ReleaseIdempotency(c, scope, key[0]) }); err != nil {
 				s.log.LogAttrs(bctx, slog.LevelWarn, "release idempotency key",
 					slog.String("request_id", requestID(c)), slog.Any("error", err))
 			}
@@ -106,7 +117,10 @@ func (s *Server) idempotency(c *gin.Context) {
 				answer.Headers[h] = v
 			}
 		}
-		if err := ids.CompleteIdempotency(bctx, scope, key[0], answer); err != nil {
+		// The change is durable: the client need not wait for the record
+		// (until the handler returns, the answer sits in a buffer).
+		rec.Flush()
+		if err := retryBookkeeping(bctx, func(c context.Context) error { return ids.CompleteIdempotency(c, scope, key[0], answer) }); err != nil {
 			// The answer went out; a retry within the stale window sees
 			// "in progress", after it runs again. Log, do not fail the request.
 			s.log.LogAttrs(bctx, slog.LevelError, "store idempotency answer",
@@ -115,6 +129,25 @@ func (s *Server) idempotency(c *gin.Context) {
 	}()
 	c.Next()
 	finished = true
+}
+
+// retryBookkeeping runs op until it succeeds or ctx ends, pausing between
+// tries (50 ms doubling to 1 s). Both ops are idempotent: a put of the
+// record, a delete of the key.
+func retryBookkeeping(ctx context.Context, op func(context.Context) error) error {
+	wait := 50 * time.Millisecond
+	for {
+		err := op(ctx)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
 }
 
 // replay repeats a stored answer.

@@ -7,10 +7,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -669,7 +672,12 @@ func TestRestoreClusterSnapshot(t *testing.T) {
 	if _, err := a.Client().Put(ctx, "/otherix/probe", "in the backup"); err != nil {
 		t.Fatal(err)
 	}
-	// The backup, as the loop owner (b here) takes it.
+	// The backup, as the loop owner (b here) takes it, of b's own copy:
+	// wait until b has applied the write (a follower may lag the leader).
+	testutil.Eventually(t, 30*time.Second, 10*time.Millisecond, "b applied the probe", func() bool {
+		r, err := b.Client().Get(ctx, "/otherix/probe", clientv3.WithSerializable())
+		return err == nil && len(r.Kvs) == 1
+	})
 	snap, err := b.Snapshot(ctx, filepath.Join(c.dir, "backups"), time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -746,5 +754,52 @@ func TestRestoreClusterSnapshot(t *testing.T) {
 		if ms[n].Role != RoleVoter {
 			t.Fatalf("after growing: %+v", ms)
 		}
+	}
+}
+
+// TestSnapshotJoinerStartsOnIdleCluster: a member joining a cluster past
+// 10,000 Raft entries catches up by a snapshot; with nobody writing, it
+// still starts, because the promoter writes while a member has not
+// published itself. Without that it hung in etcd's publish loop ("too many
+// requests") until its start timed out.
+func TestSnapshotJoinerStartsOnIdleCluster(t *testing.T) {
+	c := newTestCluster(t)
+	a := c.first("a")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// More entries than etcd's snapshot count: the leader snapshots and
+	// compacts its log, so a joiner must be sent the snapshot.
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range 16 {
+		wg.Go(func() {
+			for i := next.Add(1); i <= 10100; i = next.Add(1) {
+				if _, err := a.Client().Put(ctx, fmt.Sprintf("/fill/%05d", i), "x"); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.RunPromoter(ctx, PromoterOptions{Interval: time.Second, Log: slog.New(slog.DiscardHandler)})
+	}()
+	defer func() { cancel(); <-done }()
+	cfg := c.config("b", peerURL(t))
+	cfg.StartTimeout = 45 * time.Second
+	_, initial, err := a.AddLearner(ctx, "b", cfg.PeerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Join = &Join{InitialCluster: initial}
+	t0 := time.Now()
+	b := c.start(cfg)
+	t.Logf("joined by snapshot; started %s after its start began", time.Since(t0).Round(time.Millisecond))
+	r, err := b.Client().Get(ctx, "/fill/10100", clientv3.WithSerializable())
+	if err != nil || len(r.Kvs) != 1 {
+		t.Fatalf("the joiner lacks the last entry: %v", err)
 	}
 }

@@ -147,6 +147,7 @@ func (m *Member) RunPromoter(ctx context.Context, opts PromoterOptions) {
 		if serr != nil && ctx.Err() == nil {
 			log.Warn("remove stale learners", "err", serr)
 		}
+		m.nudgeJoiners(ctx, log)
 		name, err := m.PromoteOne(ctx)
 		switch {
 		case ctx.Err() != nil:
@@ -164,5 +165,36 @@ func (m *Member) RunPromoter(ctx context.Context, opts PromoterOptions) {
 			delay, backoff = backoff, min(2*backoff, opts.MaxBackoff)
 		}
 		timer.Reset(delay)
+	}
+}
+
+// nudgeKey is written while the cluster has a learner; its value means
+// nothing.
+const nudgeKey = "/otherix-raft-nudge"
+
+// nudgeJoiners writes one entry, each round of the promoter, while the
+// cluster has a learner. A joiner that catches up by a Raft snapshot (any
+// joiner once the leader has compacted its log, past 10,000 entries) takes
+// its applied index from the next entry it applies, not from the snapshot
+// (etcd 3.7.3): until then its publish is refused "too many requests" in a
+// hot loop, and on a cluster that writes nothing it never starts. (The
+// member list cannot tell a joiner that has not published: AddLearner
+// names it.) A fourth replica waiting for a fifth costs a write per
+// promoter interval.
+func (m *Member) nudgeJoiners(ctx context.Context, log *slog.Logger) {
+	if m.IsLearner() {
+		return
+	}
+	resp, err := m.client.MemberList(ctx)
+	if err != nil {
+		return
+	}
+	for _, mb := range resp.Members {
+		if mb.IsLearner {
+			if _, err := m.client.Put(ctx, nudgeKey, ""); err != nil && ctx.Err() == nil {
+				log.Debug("nudge joining member", "err", err)
+			}
+			return
+		}
 	}
 }

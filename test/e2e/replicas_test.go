@@ -23,6 +23,8 @@ import (
 type replica struct {
 	*apiProcess
 	name, dataDir, rest, agent, peer string
+	// env holds more OTHERIX_ settings for every start.
+	env []string
 }
 
 // startReplica starts otherix-api with a peer listener; join, when set, is
@@ -41,6 +43,7 @@ func startReplica(t *testing.T, r *replica, join, token string) {
 	cmd := exec.Command(filepath.Join(binDir(t), "otherix-api"), args...)
 	cmd.Env = append(os.Environ(), "OTHERIX_ADMIN__EMAIL="+adminEmail, "OTHERIX_ADMIN__PASSWORD="+adminPassword,
 		"OTHERIX_LOG__LEVEL=warn")
+	cmd.Env = append(cmd.Env, r.env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
