@@ -115,20 +115,35 @@ func New(cli *clientv3.Client, cfg Config, log *slog.Logger) *Hub {
 // lost leader) drops every subscriber with ErrResync and starts again.
 func (h *Hub) Run(ctx context.Context) {
 	defer h.shutdown()
+	// A replica without quorum cannot start a watch (its start revision is
+	// a linearizable read): retry with a growing delay, so an outage is a
+	// few log lines, and at once again after a watch that ran.
+	delay := restartMin
 	for ctx.Err() == nil {
+		started := time.Now()
 		err := h.watchOnce(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		h.log.Warn("watch hub restarts", "err", err)
+		if time.Since(started) > restartMax {
+			delay = restartMin
+		}
+		h.log.Warn("watch hub restarts", "err", err, "in", delay)
 		h.dropAll(ErrResync)
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(delay):
 		}
+		delay = min(2*delay, restartMax)
 	}
 }
+
+// Delays between two attempts of the shared watch.
+const (
+	restartMin = 100 * time.Millisecond
+	restartMax = 2 * time.Second
+)
 
 // startRevision is the newest modification revision under the root: an
 // event exists there (unless compacted away), which catch-up replays use

@@ -84,6 +84,11 @@ type Config struct {
 	// OnMaintenance hears every maintenance run (tests wait on it).
 	OnMaintenance func(maintenance.Ran)
 
+	// Quorum, when set, is this replica's etcd member: the liveness loop
+	// pauses while it has no quorum and counts heartbeat silences afresh
+	// from when it regains it (liveness.go). Nil: a single member, always.
+	Quorum QuorumEpochs
+
 	// Identity. The zero values are the production defaults.
 	Identity identity.Config
 	// Nodes tunes heartbeats and liveness.
@@ -161,6 +166,8 @@ type Gateway struct {
 	hb heartbeatCache
 	// ov caches the view desired overlays are computed from (overlay.go).
 	ov overlayCache
+	// live is the liveness loop's view of the quorum (liveness.go).
+	live livenessQuorum
 }
 
 // Start brings up the actor system: the vms, jobs and maintenance guardians,

@@ -143,7 +143,7 @@ func (b *behaviour) Plan(cur *messages.Node, cmd any) plan {
 	case Heartbeat:
 		return b.heartbeat(cur, m)
 	case CheckLiveness:
-		return b.checkLiveness(cur, m.Now)
+		return b.checkLiveness(cur, m.Now, m.Since)
 	case SetCordoned:
 		if cur.Cordoned == m.Cordoned {
 			return keep(nil)
@@ -225,10 +225,14 @@ func (b *behaviour) heartbeat(cur *messages.Node, m Heartbeat) plan {
 }
 
 // checkLiveness demotes a node whose heartbeats stopped. Pending nodes (never
-// heartbeated) and gone nodes stay as they are.
-func (b *behaviour) checkLiveness(cur *messages.Node, now time.Time) plan {
+// heartbeated) and gone nodes stay as they are. Silence counts from the last
+// heartbeat, or from since when that is later.
+func (b *behaviour) checkLiveness(cur *messages.Node, now, since time.Time) plan {
 	cfg := b.deps.Config
 	silent := now.Sub(b.lastSeen)
+	if since.After(b.lastSeen) {
+		silent = now.Sub(since)
+	}
 	var phase string
 	switch cur.Phase {
 	case messages.NodeReady:

@@ -1,0 +1,56 @@
+package gateway
+
+import (
+	"sync"
+	"time"
+)
+
+// QuorumEpochs is what the liveness loop needs of the etcd member
+// (persistence/etcd.Member): a number that changes each time the member
+// regains a leader after having none, and false while it has none.
+type QuorumEpochs interface {
+	QuorumEpoch() (epoch uint64, since time.Time, ok bool)
+}
+
+// livenessQuorum is the liveness loop's memory of the quorum.
+type livenessQuorum struct {
+	mu     sync.Mutex
+	epoch  uint64
+	since  time.Time
+	paused bool
+}
+
+// heardSince is the time from which the liveness loop may count a node's
+// silence, and false when it must not judge at all. While this replica has
+// no quorum it refuses heartbeats (503 no_quorum) and could write no
+// demotion anyway, so the loop pauses. When quorum comes back, a node whose
+// agent could reach only this replica has not been heard for as long as the
+// outage lasted, through no fault of its own: silences count afresh from
+// the first pass after the regain, so no node is demoted, and no VM lost,
+// because of the outage. A node that is really down is demoted MissedIntervals
+// intervals later, as after a restart.
+func (g *Gateway) heardSince(now time.Time) (time.Time, bool) {
+	q := g.cfg.Quorum
+	if q == nil {
+		return time.Time{}, true
+	}
+	epoch, _, ok := q.QuorumEpoch()
+	l := &g.live
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !ok {
+		if !l.paused {
+			g.log.Warn("no quorum: node liveness paused; heartbeats are refused until a majority of replicas is back")
+		}
+		l.paused = true
+		return time.Time{}, false
+	}
+	if epoch != l.epoch {
+		if l.epoch != 0 {
+			g.log.Info("quorum regained: node heartbeat silences count from now", "at", now.UTC())
+		}
+		l.epoch, l.since = epoch, now
+	}
+	l.paused = false
+	return l.since, true
+}
