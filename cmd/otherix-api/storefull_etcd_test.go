@@ -35,9 +35,19 @@ const (
 type apiRun struct {
 	url  string
 	stop func() error
+	// agent is the agent listener's address.
+	agent string
 }
 
 func startRun(t *testing.T, dataDir, extraYAML string) *apiRun {
+	t.Helper()
+	return launchRun(t, dataDir, extraYAML)()
+}
+
+// launchRun starts otherix-api and returns the wait for it to be ready,
+// for callers that start several at once (a joining replica is ready
+// only once another joins). Call the wait from the test's goroutine.
+func launchRun(t *testing.T, dataDir, extraYAML string) func() *apiRun {
 	t.Helper()
 	conf := filepath.Join(t.TempDir(), "otherix-api.yaml")
 	yaml := fmt.Sprintf(`data_dir: %s
@@ -67,9 +77,17 @@ log:
 	ready := make(chan listeners, 1)
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, cfg, log, func(l listeners) { ready <- l }) }()
+	return func() *apiRun {
+		t.Helper()
+		return awaitRun(t, ready, done, cancel)
+	}
+}
+
+func awaitRun(t *testing.T, ready chan listeners, done chan error, cancel context.CancelFunc) *apiRun {
+	t.Helper()
 	select {
 	case l := <-ready:
-		r := &apiRun{url: "http://" + l.REST.String()}
+		r := &apiRun{url: "http://" + l.REST.String(), agent: l.Agent.String()}
 		var once bool
 		r.stop = func() error {
 			if once {
