@@ -105,6 +105,11 @@ type NodesConfig struct {
 	GoneAfter time.Duration
 	// Now is the clock of heartbeats and liveness (default time.Now).
 	Now func() time.Time
+	// Shared says several replicas may serve this cluster: a heartbeat
+	// then also writes its time to the node's row every interval
+	// (node.Config.StampEvery), so that replicas the agent does not
+	// heartbeat never take it for silent.
+	Shared bool
 }
 
 func (c *Config) defaults() {
@@ -205,6 +210,9 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 	}
 	nodeDeps := node.Deps{Runtime: rt, Store: st, Log: log, VMs: g.vms, Config: node.Config{
 		Interval: cfg.Nodes.HeartbeatInterval, GoneAfter: cfg.Nodes.GoneAfter, Boot: cfg.Nodes.Now()}}
+	if cfg.Nodes.Shared {
+		nodeDeps.Config.StampEvery = cfg.Nodes.HeartbeatInterval
+	}
 	g.nodes, err = root.SpawnNamed(system.NewGuardian(rt, "node", func(id string) *actor.Props { return node.Props(nodeDeps, id) }, nil), "nodes")
 	if err != nil {
 		rt.Stop()

@@ -455,3 +455,51 @@ func TestLivenessWithoutQuorum(t *testing.T) {
 	q.set(true)
 	check(time.Minute, messages.NodeReady)
 }
+
+// TestLivenessAcrossReplicas: an agent heartbeats one replica; another,
+// which never hears it, runs the liveness loop. The heartbeats' time
+// reaches the row often enough that the other replica never demotes the
+// node while it heartbeats, and still demotes it once it stops.
+func TestLivenessAcrossReplicas(t *testing.T) {
+	clock := testutil.NewClock(time.Now())
+	const interval = time.Minute
+	nodes := gateway.NodesConfig{HeartbeatInterval: interval, GoneAfter: 10 * time.Minute, Now: clock.Now, Shared: true}
+	cfg := fastJobs()
+	cfg.Nodes = nodes
+	g1, st := startGateway(t, cfg)
+	ctx := t.Context()
+	if _, err := st.SeedSettings(ctx, messages.DefaultSettings()); err != nil {
+		t.Fatal(err)
+	}
+	cfg2 := fastJobs()
+	cfg2.Replica, cfg2.CleanupInterval, cfg2.Nodes = "other", time.Hour, nodes
+	g2, err := gateway.Start(ctx, st, cfg2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g2.Close)
+	n, cert := enrollNode(t, g1, "n1")
+	for i := range 12 {
+		// Agents add up to 10 % of jitter to the interval.
+		clock.Add(interval + interval/10)
+		if _, err := g1.Heartbeat(ctx, cert, observed(4)); err != nil {
+			t.Fatal(err)
+		}
+		if err := g2.CheckNodesForTest(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if p := nodePhase(t, g2, "n1").Phase; p != messages.NodeReady {
+			t.Fatalf("heartbeat %d to the first replica: the second sees the node %s", i, p)
+		}
+	}
+	if row, err := st.GetNode(ctx, n.ID); err != nil || row.Phase != messages.NodeReady {
+		t.Fatalf("row %+v %v; want ready", row, err)
+	}
+	clock.Add(3*interval + time.Second)
+	if err := g2.CheckNodesForTest(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p := nodePhase(t, g2, "n1").Phase; p != messages.NodeUnreachable {
+		t.Fatalf("the agent stopped: the second replica sees the node %s, want unreachable", p)
+	}
+}

@@ -32,6 +32,16 @@ type Config struct {
 	// heartbeat of a node is unknown, and boot time stands in for it, so a
 	// restart gives every node MissedIntervals intervals of grace.
 	Boot time.Time
+	// StampEvery, when set, has a heartbeat also write its time to the
+	// node's row once the time written there is that old, even when
+	// nothing else changed. With several replicas, an agent heartbeats
+	// one of them, and the others only know the row: set to the interval,
+	// the row's time is never more than about two intervals old while the
+	// agent heartbeats, so another replica about to demote the node finds
+	// the row changed under it (its write is a compare-and-set), reloads,
+	// and sees the node alive. Zero (one replica): the row is written only
+	// when something else changed.
+	StampEvery time.Duration
 }
 
 // Deps are what a node actor needs from the outside.
@@ -73,6 +83,8 @@ type behaviour struct {
 	id   string
 	// lastSeen is the last heartbeat this actor saw, or boot time (see Config).
 	lastSeen time.Time
+	// stamped is the heartbeat time last written to the row (StampEvery).
+	stamped time.Time
 	// observed is what the last heartbeat said of each VM, by id; a VM's
 	// actor is told only when its observation changes. Empty after a start
 	// or after the node went gone, so the next heartbeat tells every VM.
@@ -93,8 +105,11 @@ func (b *behaviour) Loaded(n *messages.Node) {
 	if b.lastSeen.Before(b.deps.Config.Boot) {
 		b.lastSeen = b.deps.Config.Boot
 	}
-	if t := n.Status.LastHeartbeatAt; t != nil && t.After(b.lastSeen) {
-		b.lastSeen = *t
+	if t := n.Status.LastHeartbeatAt; t != nil {
+		b.stamped = *t
+		if t.After(b.lastSeen) {
+			b.lastSeen = *t
+		}
 	}
 }
 
@@ -211,17 +226,22 @@ func (b *behaviour) heartbeat(cur *messages.Node, m Heartbeat) plan {
 	// data plane never takes one.
 	join := next.Status.Overlay != nil && next.Status.Overlay.PublicKey != "" &&
 		(next.TunnelIP == "" || outside(next.TunnelIP, m.Supernet))
-	if !join && !changed(cur, &next) {
+	stamp := b.deps.Config.StampEvery > 0 && now.Sub(b.stamped) >= b.deps.Config.StampEvery
+	if !join && !stamp && !changed(cur, &next) {
 		return keep(&next)
 	}
 	if cur.Phase != messages.NodeReady {
 		b.deps.Log.Info("node ready", "node", next.Name, "was", cur.Phase)
 	}
 	next.UpdatedAt = now
+	var p plan
 	if join {
-		return b.joinOverlay(&next)
+		p = b.joinOverlay(&next)
+	} else {
+		p = update(&next)
 	}
-	return update(&next)
+	p.After = func() { b.stamped = now }
+	return p
 }
 
 // checkLiveness demotes a node whose heartbeats stopped. Pending nodes (never

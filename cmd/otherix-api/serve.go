@@ -198,7 +198,8 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 		Identity: identity.Config{AuditRetention: cfg.Audit.Retention,
 			LoginPerSource: cfg.Auth.LoginPerSource, LoginPerAccount: cfg.Auth.LoginPerAccount,
 			AnonymousPerMinute: cfg.Auth.AnonymousPerMinute, RefreshGrace: refreshGrace(cfg.Auth.RefreshGrace)},
-		Nodes:     gateway.NodesConfig{HeartbeatInterval: cfg.Heartbeat.Interval, GoneAfter: cfg.Nodes.GoneAfter},
+		Nodes: gateway.NodesConfig{HeartbeatInterval: cfg.Heartbeat.Interval, GoneAfter: cfg.Nodes.GoneAfter,
+			Shared: peer != nil},
 		Placement: cfg.Placement, Agent: agents, Calls: agents, Membership: member, Replica: replicaName(cfg, peer),
 		Quorum: member,
 	}, log)
