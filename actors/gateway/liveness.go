@@ -18,6 +18,8 @@ type livenessQuorum struct {
 	epoch  uint64
 	since  time.Time
 	paused bool
+	// lastPass is when the previous pass ran, on the wall clock.
+	lastPass time.Time
 }
 
 // heardSince is the time from which the liveness loop may count a node's
@@ -29,15 +31,28 @@ type livenessQuorum struct {
 // the first pass after the regain, so no node is demoted, and no VM lost,
 // because of the outage. A node that is really down is demoted MissedIntervals
 // intervals later, as after a restart.
+//
+// A pass that comes much later than the loop's period means this replica
+// itself did not run (the process was stopped, its host suspended): the
+// other replicas may have lost quorum meanwhile, or this one may have been
+// cut off without noticing, and the heartbeat times in the rows are as old
+// as that gap. Silences then count afresh from this pass as well.
 func (g *Gateway) heardSince(now time.Time) (time.Time, bool) {
-	q := g.cfg.Quorum
-	if q == nil {
-		return time.Time{}, true
-	}
-	epoch, _, ok := q.QuorumEpoch()
 	l := &g.live
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	wall := time.Now()
+	if !l.lastPass.IsZero() && wall.Sub(l.lastPass) > lateAfter(g.cfg.Nodes.HeartbeatInterval) {
+		g.log.Info("liveness pass late: this replica was not running; node heartbeat silences count from now",
+			"late_by", wall.Sub(l.lastPass).Round(time.Millisecond))
+		l.since = now
+	}
+	l.lastPass = wall
+	q := g.cfg.Quorum
+	if q == nil {
+		return l.since, true
+	}
+	epoch, _, ok := q.QuorumEpoch()
 	if !ok {
 		if !l.paused {
 			g.log.Warn("no quorum: node liveness paused; heartbeats are refused until a majority of replicas is back")
@@ -54,3 +69,7 @@ func (g *Gateway) heardSince(now time.Time) (time.Time, bool) {
 	l.paused = false
 	return l.since, true
 }
+
+// lateAfter is the gap between two liveness passes (every half interval)
+// past which the replica is taken to have been away.
+func lateAfter(interval time.Duration) time.Duration { return 2 * interval }

@@ -267,14 +267,20 @@ func (b *behaviour) checkLiveness(cur *messages.Node, now, since time.Time) plan
 	if phase == "" {
 		return keep(nil)
 	}
-	b.deps.Log.Warn("node "+phase, "node", cur.Name, "last_heartbeat", b.lastSeen.UTC(), "silent_for", silent.Round(time.Second))
 	next := *cur
 	next.Phase = phase
 	next.Status.Message = fmt.Sprintf("no heartbeat since %s", b.lastSeen.UTC().Format(time.RFC3339))
 	next.UpdatedAt = now.UTC()
 	p := update(&next)
-	if phase == messages.NodeGone {
-		p.After = func() { b.vmsLost(&next) }
+	// Said once committed: with several replicas the write may find the
+	// row changed (another replica wrote a fresher heartbeat time), and
+	// the demotion is planned again against it.
+	log, lastSeen := b.deps.Log, b.lastSeen
+	p.After = func() {
+		log.Warn("node "+phase, "node", cur.Name, "last_heartbeat", lastSeen.UTC(), "silent_for", silent.Round(time.Second))
+		if phase == messages.NodeGone {
+			b.vmsLost(&next)
+		}
 	}
 	return p
 }
