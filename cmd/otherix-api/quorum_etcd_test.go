@@ -3,11 +3,14 @@
 package main
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,6 +81,9 @@ func TestMinorityAnswersNoQuorum(t *testing.T) {
 		t.Fatalf("write through r3 with three replicas: %d %s %s", status, code, body)
 	}
 
+	// A watch stream open on the third through the outage.
+	stream := watchLines(t, r3.url+"/v1/watch?types=networks", admin3)
+
 	if err := r1.stop(); err != nil {
 		t.Fatalf("stop r1: %v", err)
 	}
@@ -132,9 +138,63 @@ func TestMinorityAnswersNoQuorum(t *testing.T) {
 	if status, _, _ := r3.call(t, "GET", "/readyz", "", nil); status != http.StatusOK {
 		t.Fatalf("/readyz after recovery: %d", status)
 	}
+	// The stream either carried on (the write after the recovery comes
+	// through) or ended with a resync, never silently stale.
+	var how string
+	deadline := time.After(30 * time.Second)
+	for how == "" {
+		select {
+		case l, ok := <-stream:
+			switch {
+			case !ok:
+				t.Fatal("the watch stream ended without a resync")
+			case strings.Contains(l, `"q-d"`):
+				how = "continued"
+			case l == "event: resync":
+				how = "resync"
+			}
+		case <-deadline:
+			t.Fatal("the watch stream neither carried the write after the recovery nor asked for a resync")
+		}
+	}
+	t.Logf("the watch stream open through the outage: %s", how)
 	if status, code, _ := r1.call(t, "GET", "/v1/networks/q-d", admin3, nil); status != http.StatusOK {
 		t.Fatalf("read through r1 of the write after recovery: %d %s", status, code)
 	}
+}
+
+// watchLines opens a watch stream and sends its lines until it ends.
+func watchLines(t *testing.T, url, token string) <-chan string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("watch: %d", resp.StatusCode)
+	}
+	lines := make(chan string, 1024)
+	go func() {
+		defer close(lines)
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return lines
 }
 
 // freeAddr is a loopback address whose port was free a moment ago.
