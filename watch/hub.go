@@ -56,6 +56,13 @@ type Config struct {
 	// Bookmark is how often every subscriber gets a bookmark carrying the
 	// newest revision the hub has seen (default DefaultBookmark).
 	Bookmark time.Duration
+	// Quorum, when set, ends the shared watch when this replica's member
+	// loses its leader: every subscriber gets ErrResync, and the watch
+	// starts again once quorum is back. Without it a stream on a replica
+	// cut off from the majority would go quiet while the majority moves
+	// on (etcd's require-leader option does not reach an in-process
+	// watch).
+	Quorum store.Quorum
 }
 
 // Event is one change, or a bookmark (Kind Bookmark, only Rev set).
@@ -139,6 +146,9 @@ func (h *Hub) Run(ctx context.Context) {
 	}
 }
 
+// errNoQuorum ends the shared watch when the member loses its leader.
+var errNoQuorum = errors.New("watch hub: this replica lost quorum")
+
 // Delays between two attempts of the shared watch.
 const (
 	restartMin = 100 * time.Millisecond
@@ -174,6 +184,14 @@ func (h *Hub) watchOnce(ctx context.Context) error {
 	h.lastEvent, h.progress = start, max(start, h.progress)
 	h.mu.Unlock()
 	h.markReady()
+	var lost <-chan struct{}
+	if h.cfg.Quorum != nil {
+		qctx, ok := h.cfg.Quorum.QuorumContext()
+		if !ok {
+			return errNoQuorum
+		}
+		lost = qctx.Done()
+	}
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	wch := h.cli.Watch(wctx, store.Root, clientv3.WithPrefix(), clientv3.WithRev(start+1), clientv3.WithPrevKV())
@@ -183,6 +201,8 @@ func (h *Hub) watchOnce(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-lost:
+			return errNoQuorum
 		case <-tick.C:
 			h.bookmark()
 			// The answer moves the bookmark revision past writes outside

@@ -218,7 +218,7 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 	scfg.HasQuorum = member.HasQuorum
 	// One etcd watch per replica feeds every GET /v1/watch stream; it
 	// stops before the gateway and the member do.
-	hub := watch.New(st.Client(), watch.Config{}, log)
+	hub := watch.New(st.Client(), watch.Config{Quorum: member}, log)
 	hubCtx, stopHub := context.WithCancel(ctx)
 	hubDone := make(chan struct{})
 	go func() {
