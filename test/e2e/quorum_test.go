@@ -211,6 +211,14 @@ func TestMinorityReplica(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond) // paces the sampling; nothing waits on it
 	}
+	// Jobs run again: the dispatcher reopened its lease by itself.
+	var a accepted
+	if code := call(t, "POST", rs[0].URL+"/v1/vms/q1/poweroff", nil, &a); code != http.StatusAccepted {
+		t.Fatalf("poweroff after recovery: %d", code)
+	}
+	testutil.Eventually(t, 2*time.Minute, 200*time.Millisecond, "the poweroff task succeeds", func() bool {
+		return getTask(t, rs[0].URL, a.Task.ID).State == "success"
+	})
 	if !strings.Contains(agent.out.String(), "heartbeat recovered") {
 		t.Fatalf("the agent's heartbeats did not recover:\n%s", agent.out.String())
 	}
