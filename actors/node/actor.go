@@ -227,13 +227,17 @@ func (b *behaviour) heartbeat(cur *messages.Node, m Heartbeat) plan {
 	join := next.Status.Overlay != nil && next.Status.Overlay.PublicKey != "" &&
 		(next.TunnelIP == "" || outside(next.TunnelIP, m.Supernet))
 	stamp := b.deps.Config.StampEvery > 0 && now.Sub(b.stamped) >= b.deps.Config.StampEvery
-	if !join && !stamp && !changed(cur, &next) {
+	moved := join || changed(cur, &next)
+	if !moved && !stamp {
 		return keep(&next)
 	}
 	if cur.Phase != messages.NodeReady {
 		b.deps.Log.Info("node ready", "node", next.Name, "was", cur.Phase)
 	}
-	next.UpdatedAt = now
+	if moved {
+		// A heartbeat time alone is not a change of the node.
+		next.UpdatedAt = now
+	}
 	var p plan
 	if join {
 		p = b.joinOverlay(&next)
