@@ -503,3 +503,32 @@ func TestLivenessAcrossReplicas(t *testing.T) {
 		t.Fatalf("the agent stopped: the second replica sees the node %s, want unreachable", p)
 	}
 }
+
+// TestLivenessGraceAfterPause: a replica whose process was stopped (its
+// liveness passes stopped too) counts silences afresh when it runs again:
+// agents that could reach only it were not heard meanwhile, through no
+// fault of theirs. A node that stays silent is demoted three intervals on.
+func TestLivenessGraceAfterPause(t *testing.T) {
+	clock := testutil.NewClock(time.Now())
+	g, _ := startNodes(t, clock)
+	g.SetLivenessWallClockForTest(clock.Now) // the process's time, stopped or not
+	ctx := t.Context()
+	_, cert := enrollNode(t, g, "n1")
+	if _, err := g.Heartbeat(ctx, cert, observed(4)); err != nil {
+		t.Fatal(err)
+	}
+	check := func(after time.Duration, want string) {
+		t.Helper()
+		clock.Add(after)
+		if err := g.CheckNodesForTest(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := nodePhase(t, g, "n1"); got.Phase != want {
+			t.Fatalf("after %v more: phase %s, want %s", after, got.Phase, want)
+		}
+	}
+	check(30*time.Second, messages.NodeReady)
+	check(5*time.Minute, messages.NodeReady) // the process was stopped for five minutes
+	check(2*time.Minute, messages.NodeReady)
+	check(61*time.Second, messages.NodeUnreachable)
+}

@@ -20,6 +20,8 @@ type livenessQuorum struct {
 	paused bool
 	// lastPass is when the previous pass ran, on the wall clock.
 	lastPass time.Time
+	// wall is the wall clock (time.Now when nil); a test seam.
+	wall func() time.Time
 }
 
 // heardSince is the time from which the liveness loop may count a node's
@@ -42,6 +44,9 @@ func (g *Gateway) heardSince(now time.Time) (time.Time, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	wall := time.Now()
+	if l.wall != nil {
+		wall = l.wall()
+	}
 	if !l.lastPass.IsZero() && wall.Sub(l.lastPass) > lateAfter(g.cfg.Nodes.HeartbeatInterval) {
 		g.log.Info("liveness pass late: this replica was not running; node heartbeat silences count from now",
 			"late_by", wall.Sub(l.lastPass).Round(time.Millisecond))
