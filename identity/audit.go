@@ -22,6 +22,9 @@ type auditWriter struct {
 	mu      sync.Mutex
 	buf     []messages.AuditEntry
 	dropped int
+	// failing is set from a failed write to the next that succeeds, so an
+	// outage (a replica without quorum) is one warning, not one per flush.
+	failing bool
 }
 
 func newAuditWriter(st *store.Store, log *slog.Logger, max int) *auditWriter {
@@ -50,10 +53,18 @@ func (w *auditWriter) flush(ctx context.Context) {
 	if len(batch) == 0 {
 		return
 	}
-	if err := w.st.AppendAudit(ctx, batch); err != nil {
+	err := w.st.AppendAudit(ctx, batch)
+	if err == nil && w.failing {
+		w.failing = false
+		w.log.Info("audit entries written again", "entries", len(batch))
+	}
+	if err != nil {
 		// Keep the batch for the next flush, ahead of newer entries, within
 		// the bound.
-		w.log.Warn("write audit entries", "entries", len(batch), "err", err)
+		if !w.failing {
+			w.log.Warn("write audit entries", "entries", len(batch), "err", err)
+		}
+		w.failing = true
 		w.mu.Lock()
 		w.buf = append(batch, w.buf...)
 		if over := len(w.buf) - w.max; over > 0 {

@@ -77,6 +77,13 @@ var (
 	ErrTaskNotPending = &Error{Kind: KindConflict, Code: "task_not_cancellable", Message: "only a pending task can be cancelled"}
 	ErrClaimLost      = &Error{Kind: KindConflict, Code: "job_claim_lost", Message: "the job was claimed by another dispatcher"}
 	ErrUnavailable    = &Error{Kind: KindUnavailable, Code: "unavailable", Message: "the control plane cannot answer right now"}
+	// ErrNoQuorum answers writes and linearizable reads on a replica that
+	// is not in touch with a majority of the replicas (its etcd member
+	// knows no leader): it is refused at once rather than held until etcd
+	// gives up. Another replica may have quorum; this one recovers by
+	// itself when the majority is back (docs/ha.md, "Without quorum").
+	ErrNoQuorum = &Error{Kind: KindUnavailable, Code: "no_quorum",
+		Message: "this replica is not in touch with a majority of the control plane's replicas; retry on another replica or later"}
 	// ErrStorageFull answers every write while etcd's space alarm is raised.
 	// The control plane frees space and disarms the alarm by itself when it
 	// can (docs/operations.md); reads keep working meanwhile.

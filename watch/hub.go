@@ -59,6 +59,13 @@ type Config struct {
 	// Bookmark is how often every subscriber gets a bookmark carrying the
 	// newest revision the hub has seen (default DefaultBookmark).
 	Bookmark time.Duration
+	// Quorum, when set, ends the shared watch when this replica's member
+	// loses its leader: every subscriber gets ErrResync, and the watch
+	// starts again once quorum is back. Without it a stream on a replica
+	// cut off from the majority would go quiet while the majority moves
+	// on (etcd's require-leader option does not reach an in-process
+	// watch).
+	Quorum store.Quorum
 }
 
 // Event is one change, or a bookmark (Kind Bookmark, only Rev set).
@@ -127,20 +134,38 @@ func New(cli *clientv3.Client, cfg Config, log *slog.Logger) *Hub {
 // lost leader) drops every subscriber with ErrResync and starts again.
 func (h *Hub) Run(ctx context.Context) {
 	defer h.shutdown()
+	// A replica without quorum cannot start a watch (its start revision is
+	// a linearizable read): retry with a growing delay, so an outage is a
+	// few log lines, and at once again after a watch that ran.
+	delay := restartMin
 	for ctx.Err() == nil {
+		started := time.Now()
 		err := h.watchOnce(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		h.log.Warn("watch hub restarts", "err", err)
+		if time.Since(started) > restartMax {
+			delay = restartMin
+		}
+		h.log.Warn("watch hub restarts", "err", err, "in", delay)
 		h.dropAll(ErrResync)
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(delay):
 		}
+		delay = min(2*delay, restartMax)
 	}
 }
+
+// errNoQuorum ends the shared watch when the member loses its leader.
+var errNoQuorum = errors.New("watch hub: this replica lost quorum")
+
+// Delays between two attempts of the shared watch.
+const (
+	restartMin = 100 * time.Millisecond
+	restartMax = 2 * time.Second
+)
 
 // startRevision is the newest modification revision under the root: an
 // event exists there (unless compacted away), which catch-up replays use
@@ -171,6 +196,14 @@ func (h *Hub) watchOnce(ctx context.Context) error {
 	h.lastEvent, h.progress = start, max(start, h.progress)
 	h.mu.Unlock()
 	h.markReady()
+	var lost <-chan struct{}
+	if h.cfg.Quorum != nil {
+		qctx, ok := h.cfg.Quorum.QuorumContext()
+		if !ok {
+			return errNoQuorum
+		}
+		lost = qctx.Done()
+	}
 	// The fleet's counts are the rows at start, read aside so streams are
 	// not held up by it, plus every change from start+1, which the watch
 	// below adds as it goes.
@@ -196,6 +229,8 @@ func (h *Hub) watchOnce(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-lost:
+			return errNoQuorum
 		case <-tick.C:
 			h.bookmark()
 			// The answer moves the bookmark revision past writes outside

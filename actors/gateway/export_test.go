@@ -4,6 +4,7 @@ package gateway
 
 import (
 	"context"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -60,3 +61,11 @@ func (g *Gateway) ExpireOverlayViewForTest() { g.ov.expire() }
 
 // FailureWindowsForTest is the number of open failure-audit windows.
 func (g *Gateway) FailureWindowsForTest() int { return g.id.FailureWindows() }
+
+// SetLivenessWallClockForTest replaces the wall clock the liveness loop
+// measures the gap between its passes with.
+func (g *Gateway) SetLivenessWallClockForTest(now func() time.Time) {
+	g.live.mu.Lock()
+	defer g.live.mu.Unlock()
+	g.live.wall = now
+}

@@ -99,6 +99,11 @@ type Config struct {
 	// unconditionally, as a lone control plane does.
 	Loops LoopOwner
 
+	// Quorum, when set, is this replica's etcd member: the liveness loop
+	// pauses while it has no quorum and counts heartbeat silences afresh
+	// from when it regains it (liveness.go). Nil: a single member, always.
+	Quorum QuorumEpochs
+
 	// Identity. The zero values are the production defaults.
 	Identity identity.Config
 	// Nodes tunes heartbeats and liveness.
@@ -123,6 +128,11 @@ type NodesConfig struct {
 	GoneAfter time.Duration
 	// Now is the clock of heartbeats and liveness (default time.Now).
 	Now func() time.Time
+	// Shared says several replicas may serve this cluster: a heartbeat
+	// then also writes its time to the node's row every interval
+	// (node.Config.StampEvery), so that replicas the agent does not
+	// heartbeat never take it for silent.
+	Shared bool
 }
 
 func (c *Config) defaults() {
@@ -193,6 +203,8 @@ type Gateway struct {
 	ownedMu sync.Mutex
 	owned   *actor.PID
 	closed  bool
+	// live is the liveness loop's view of the quorum (liveness.go).
+	live livenessQuorum
 }
 
 // Start brings up the actor system: the vms, jobs and maintenance guardians,
@@ -239,6 +251,9 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 	}
 	nodeDeps := node.Deps{Runtime: rt, Store: st, Log: log, VMs: g.vms, Config: node.Config{
 		Interval: cfg.Nodes.HeartbeatInterval, GoneAfter: cfg.Nodes.GoneAfter, Boot: cfg.Nodes.Now()}}
+	if cfg.Nodes.Shared {
+		nodeDeps.Config.StampEvery = cfg.Nodes.HeartbeatInterval
+	}
 	g.nodes, err = root.SpawnNamed(system.NewGuardian(rt, "node", func(id string) *actor.Props { return node.Props(nodeDeps, id) }, nil), "nodes")
 	if err != nil {
 		rt.Stop()

@@ -232,6 +232,10 @@ func (g *Gateway) nodeByName(ctx context.Context, name string) (*messages.Node, 
 // heartbeats stopped. It waits for the answers, so one run is one pass.
 func (g *Gateway) checkNodes(ctx context.Context) error {
 	now := g.cfg.Nodes.Now()
+	since, ok := g.heardSince(now)
+	if !ok {
+		return nil
+	}
 	page := store.Page{Limit: 500}
 	for {
 		// Ids only, and told rather than asked: at 10,000 nodes, decoding
@@ -243,7 +247,7 @@ func (g *Gateway) checkNodes(ctx context.Context) error {
 			return err
 		}
 		for _, id := range ids {
-			g.rt.System.Root.Send(g.nodes, system.Deliver{ID: id, Msg: node.CheckLiveness{Now: now}})
+			g.rt.System.Root.Send(g.nodes, system.Deliver{ID: id, Msg: node.CheckLiveness{Now: now, Since: since}})
 		}
 		if next == "" {
 			return nil

@@ -5,6 +5,7 @@ package gateway_test
 import (
 	"crypto/x509"
 	"encoding/pem"
+	"sync"
 	"testing"
 	"time"
 
@@ -379,4 +380,155 @@ func TestRenewNodeCert(t *testing.T) {
 	wantCode(t, err, "certificate_not_recorded")
 	_, err = g.RenewNodeCert(ctx, old, messages.RenewRequest{CSR: csrPEM(t, "n1")})
 	wantCode(t, err, "certificate_not_recorded")
+}
+
+// fakeQuorum stands for the etcd member's view of its leader, which a
+// single test member cannot lose on demand (the minority tests in
+// cmd/otherix-api and test/e2e lose it for real).
+type fakeQuorum struct {
+	mu    sync.Mutex
+	epoch uint64
+	has   bool
+}
+
+func (f *fakeQuorum) QuorumEpoch() (uint64, time.Time, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.epoch, time.Time{}, f.has
+}
+
+func (f *fakeQuorum) set(has bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if has && !f.has {
+		f.epoch++
+	}
+	f.has = has
+}
+
+// TestLivenessWithoutQuorum: while the replica has no quorum (it refuses
+// heartbeats) the liveness loop judges nothing, however long the outage;
+// once quorum is back, silences count from then, so a node the outage kept
+// from heartbeating stays ready, and one that really went silent is
+// demoted after the usual three intervals.
+func TestLivenessWithoutQuorum(t *testing.T) {
+	clock := testutil.NewClock(time.Now())
+	q := &fakeQuorum{}
+	q.set(true)
+	cfg := fastJobs()
+	cfg.Nodes = gateway.NodesConfig{HeartbeatInterval: time.Minute, GoneAfter: 10 * time.Minute, Now: clock.Now}
+	cfg.Quorum = q
+	g, st := startGateway(t, cfg)
+	ctx := t.Context()
+	if _, err := st.SeedSettings(ctx, messages.DefaultSettings()); err != nil {
+		t.Fatal(err)
+	}
+	_, cert := enrollNode(t, g, "n1")
+	if _, err := g.Heartbeat(ctx, cert, observed(4)); err != nil {
+		t.Fatal(err)
+	}
+	check := func(after time.Duration, want string) {
+		t.Helper()
+		clock.Add(after)
+		if err := g.CheckNodesForTest(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := nodePhase(t, g, "n1"); got.Phase != want {
+			t.Fatalf("after %v more: phase %s, want %s", after, got.Phase, want)
+		}
+	}
+	check(time.Minute, messages.NodeReady)
+	q.set(false)
+	check(30*time.Minute, messages.NodeReady) // an outage longer than the gone period
+	q.set(true)
+	check(0, messages.NodeReady)
+	check(2*time.Minute, messages.NodeReady)
+	check(61*time.Second, messages.NodeUnreachable)
+
+	// A short outage between two passes is caught by its epoch too.
+	if _, err := g.Heartbeat(ctx, cert, observed(4)); err != nil {
+		t.Fatal(err)
+	}
+	check(0, messages.NodeReady)
+	clock.Add(150 * time.Second)
+	q.set(false)
+	q.set(true)
+	check(time.Minute, messages.NodeReady)
+}
+
+// TestLivenessAcrossReplicas: an agent heartbeats one replica; another,
+// which never hears it, runs the liveness loop. The heartbeats' time
+// reaches the row often enough that the other replica never demotes the
+// node while it heartbeats, and still demotes it once it stops.
+func TestLivenessAcrossReplicas(t *testing.T) {
+	clock := testutil.NewClock(time.Now())
+	const interval = time.Minute
+	nodes := gateway.NodesConfig{HeartbeatInterval: interval, GoneAfter: 10 * time.Minute, Now: clock.Now, Shared: true}
+	cfg := fastJobs()
+	cfg.Nodes = nodes
+	g1, st := startGateway(t, cfg)
+	ctx := t.Context()
+	if _, err := st.SeedSettings(ctx, messages.DefaultSettings()); err != nil {
+		t.Fatal(err)
+	}
+	cfg2 := fastJobs()
+	cfg2.Replica, cfg2.CleanupInterval, cfg2.Nodes = "other", time.Hour, nodes
+	g2, err := gateway.Start(ctx, st, cfg2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g2.Close)
+	n, cert := enrollNode(t, g1, "n1")
+	for i := range 12 {
+		// Agents add up to 10 % of jitter to the interval.
+		clock.Add(interval + interval/10)
+		if _, err := g1.Heartbeat(ctx, cert, observed(4)); err != nil {
+			t.Fatal(err)
+		}
+		if err := g2.CheckNodesForTest(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if p := nodePhase(t, g2, "n1").Phase; p != messages.NodeReady {
+			t.Fatalf("heartbeat %d to the first replica: the second sees the node %s", i, p)
+		}
+	}
+	if row, err := st.GetNode(ctx, n.ID); err != nil || row.Phase != messages.NodeReady {
+		t.Fatalf("row %+v %v; want ready", row, err)
+	}
+	clock.Add(3*interval + time.Second)
+	if err := g2.CheckNodesForTest(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p := nodePhase(t, g2, "n1").Phase; p != messages.NodeUnreachable {
+		t.Fatalf("the agent stopped: the second replica sees the node %s, want unreachable", p)
+	}
+}
+
+// TestLivenessGraceAfterPause: a replica whose process was stopped (its
+// liveness passes stopped too) counts silences afresh when it runs again:
+// agents that could reach only it were not heard meanwhile, through no
+// fault of theirs. A node that stays silent is demoted three intervals on.
+func TestLivenessGraceAfterPause(t *testing.T) {
+	clock := testutil.NewClock(time.Now())
+	g, _ := startNodes(t, clock)
+	g.SetLivenessWallClockForTest(clock.Now) // the process's time, stopped or not
+	ctx := t.Context()
+	_, cert := enrollNode(t, g, "n1")
+	if _, err := g.Heartbeat(ctx, cert, observed(4)); err != nil {
+		t.Fatal(err)
+	}
+	check := func(after time.Duration, want string) {
+		t.Helper()
+		clock.Add(after)
+		if err := g.CheckNodesForTest(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := nodePhase(t, g, "n1"); got.Phase != want {
+			t.Fatalf("after %v more: phase %s, want %s", after, got.Phase, want)
+		}
+	}
+	check(30*time.Second, messages.NodeReady)
+	check(5*time.Minute, messages.NodeReady) // the process was stopped for five minutes
+	check(2*time.Minute, messages.NodeReady)
+	check(61*time.Second, messages.NodeUnreachable)
 }

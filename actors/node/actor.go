@@ -32,6 +32,16 @@ type Config struct {
 	// heartbeat of a node is unknown, and boot time stands in for it, so a
 	// restart gives every node MissedIntervals intervals of grace.
 	Boot time.Time
+	// StampEvery, when set, has a heartbeat also write its time to the
+	// node's row once the time written there is that old, even when
+	// nothing else changed. With several replicas, an agent heartbeats
+	// one of them, and the others only know the row: set to the interval,
+	// the row's time is never more than about two intervals old while the
+	// agent heartbeats, so another replica about to demote the node finds
+	// the row changed under it (its write is a compare-and-set), reloads,
+	// and sees the node alive. Zero (one replica): the row is written only
+	// when something else changed.
+	StampEvery time.Duration
 }
 
 // Deps are what a node actor needs from the outside.
@@ -75,6 +85,8 @@ type behaviour struct {
 	id   string
 	// lastSeen is the last heartbeat this actor saw, or boot time (see Config).
 	lastSeen time.Time
+	// stamped is the heartbeat time last written to the row (StampEvery).
+	stamped time.Time
 	// observed is what the last heartbeat said of each VM, by id; a VM's
 	// actor is told only when its observation changes. Empty after a start
 	// or after the node went gone, so the next heartbeat tells every VM.
@@ -97,8 +109,11 @@ func (b *behaviour) Loaded(n *messages.Node) {
 	if b.lastSeen.Before(b.deps.Config.Boot) {
 		b.lastSeen = b.deps.Config.Boot
 	}
-	if t := n.Status.LastHeartbeatAt; t != nil && t.After(b.lastSeen) {
-		b.lastSeen = *t
+	if t := n.Status.LastHeartbeatAt; t != nil {
+		b.stamped = *t
+		if t.After(b.lastSeen) {
+			b.lastSeen = *t
+		}
 	}
 }
 
@@ -150,7 +165,7 @@ func (b *behaviour) Plan(cur *messages.Node, cmd any) plan {
 	case Heartbeat:
 		return b.heartbeat(cur, m)
 	case CheckLiveness:
-		return b.checkLiveness(cur, m.Now)
+		return b.checkLiveness(cur, m.Now, m.Since)
 	case SetCordoned:
 		if cur.Cordoned == m.Cordoned {
 			return keep(nil)
@@ -219,25 +234,38 @@ func (b *behaviour) heartbeat(cur *messages.Node, m Heartbeat) plan {
 	// data plane never takes one.
 	join := next.Status.Overlay != nil && next.Status.Overlay.PublicKey != "" &&
 		(next.TunnelIP == "" || outside(next.TunnelIP, m.Supernet))
-	if !join && !changed(cur, &next) {
+	stamp := b.deps.Config.StampEvery > 0 && now.Sub(b.stamped) >= b.deps.Config.StampEvery
+	moved := join || changed(cur, &next)
+	if !moved && !stamp {
 		return keep(&next)
 	}
 	if cur.Phase != messages.NodeReady {
 		b.deps.Log.Info("node ready", "node", next.Name, "was", cur.Phase)
 	}
-	next.UpdatedAt = now
-	ev := messages.NodeTransition(cur.Phase, &next, now)
-	if join {
-		return b.joinOverlay(&next, ev)
+	if moved {
+		// A heartbeat time alone is not a change of the node.
+		next.UpdatedAt = now
 	}
-	return update(&next, ev)
+	ev := messages.NodeTransition(cur.Phase, &next, now)
+	var p plan
+	if join {
+		p = b.joinOverlay(&next, ev)
+	} else {
+		p = update(&next, ev)
+	}
+	p.After = func() { b.stamped = now }
+	return p
 }
 
 // checkLiveness demotes a node whose heartbeats stopped. Pending nodes (never
-// heartbeated) and gone nodes stay as they are.
-func (b *behaviour) checkLiveness(cur *messages.Node, now time.Time) plan {
+// heartbeated) and gone nodes stay as they are. Silence counts from the last
+// heartbeat, or from since when that is later.
+func (b *behaviour) checkLiveness(cur *messages.Node, now, since time.Time) plan {
 	cfg := b.deps.Config
 	silent := now.Sub(b.lastSeen)
+	if since.After(b.lastSeen) {
+		silent = now.Sub(since)
+	}
 	var phase string
 	switch cur.Phase {
 	case messages.NodeReady:
@@ -252,15 +280,21 @@ func (b *behaviour) checkLiveness(cur *messages.Node, now time.Time) plan {
 	if phase == "" {
 		return keep(nil)
 	}
-	b.deps.Log.Warn("node "+phase, "node", cur.Name, "last_heartbeat", b.lastSeen.UTC(), "silent_for", silent.Round(time.Second))
 	next := *cur
 	next.Phase = phase
 	b.metrics = Metrics{} // a silent node's last samples would mislead a top
 	next.Status.Message = fmt.Sprintf("no heartbeat since %s", b.lastSeen.UTC().Format(time.RFC3339))
 	next.UpdatedAt = now.UTC()
 	p := update(&next, messages.NodeTransition(cur.Phase, &next, now))
-	if phase == messages.NodeGone {
-		p.After = func() { b.vmsLost(&next) }
+	// Said once committed: with several replicas the write may find the
+	// row changed (another replica wrote a fresher heartbeat time), and
+	// the demotion is planned again against it.
+	log, lastSeen := b.deps.Log, b.lastSeen
+	p.After = func() {
+		log.Warn("node "+phase, "node", cur.Name, "last_heartbeat", lastSeen.UTC(), "silent_for", silent.Round(time.Second))
+		if phase == messages.NodeGone {
+			b.vmsLost(&next)
+		}
 	}
 	return p
 }

@@ -34,7 +34,15 @@ type RenewCert struct {
 // CheckLiveness asks the actor to demote its node if heartbeats stopped:
 // ready → unreachable after MissedIntervals intervals, unreachable → gone
 // after the gone period since the last heartbeat.
-type CheckLiveness struct{ Now time.Time }
+type CheckLiveness struct {
+	Now time.Time
+	// Since, when later than the last heartbeat, is where silence is
+	// counted from instead: when this replica last regained quorum (it
+	// refused every heartbeat while it had none, and agents that could
+	// reach no other replica could not be heard), or when it took over the
+	// loop. Zero: from the last heartbeat.
+	Since time.Time
+}
 
 // Get asks for the node with its in-memory status merged.
 type Get struct{}

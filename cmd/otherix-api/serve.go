@@ -169,7 +169,10 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 	schemaCtx, stopSchemaWatch := context.WithCancel(ctx)
 	defer stopSchemaWatch()
 	go func() { newerData <- schema.WatchNewer(schemaCtx, member.Client()) }()
-	st := store.New(member.Client(), store.WithMaxTxnOps(member.MaxTxnOps()))
+	// The store's calls that need consensus fail with no_quorum at once
+	// while the member knows no leader, instead of hanging for etcd's
+	// request timeout (docs/ha.md, "Without quorum").
+	st := store.New(member.NewClient(), store.WithMaxTxnOps(member.MaxTxnOps()), store.WithQuorum(member))
 	seeded, err := st.SeedSettings(ctx, messages.DefaultSettings())
 	if err != nil {
 		return fmt.Errorf("seed settings: %w", err)
@@ -204,9 +207,11 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 		Identity: identity.Config{AuditRetention: cfg.Audit.Retention,
 			LoginPerSource: cfg.Auth.LoginPerSource, LoginPerAccount: cfg.Auth.LoginPerAccount,
 			AnonymousPerMinute: cfg.Auth.AnonymousPerMinute, RefreshGrace: refreshGrace(cfg.Auth.RefreshGrace)},
-		Nodes:     gateway.NodesConfig{HeartbeatInterval: cfg.Heartbeat.Interval, GoneAfter: cfg.Nodes.GoneAfter},
+		Nodes: gateway.NodesConfig{HeartbeatInterval: cfg.Heartbeat.Interval, GoneAfter: cfg.Nodes.GoneAfter,
+			Shared: peer != nil},
 		Placement: cfg.Placement, Agent: agents, Calls: agents, Membership: member, Replica: replicaName(cfg, peer),
-		Loops: owned,
+		Loops:  owned,
+		Quorum: member,
 	}, log)
 	if err != nil {
 		return err
@@ -239,9 +244,10 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 	scfg.MaxBodyBytes, scfg.MetricsEnabled, scfg.MetricsPublic = cfg.HTTP.MaxBodyBytes, cfg.HTTP.Metrics, cfg.HTTP.MetricsPublic
 	scfg.ConsoleOrigins = cfg.HTTP.ConsoleOrigins
 	scfg.StoreStatus = member.Status
+	scfg.HasQuorum = member.HasQuorum
 	// One etcd watch per replica feeds every GET /v1/watch stream; it
 	// stops before the gateway and the member do.
-	hub := watch.New(st.Client(), watch.Config{}, log)
+	hub := watch.New(st.Client(), watch.Config{Quorum: member}, log)
 	hubCtx, stopHub := context.WithCancel(ctx)
 	hubDone := make(chan struct{})
 	go func() {
@@ -254,7 +260,7 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 	}()
 	scfg.Watch = hub
 	srv := server.New(scfg, gw, log)
-	agentSrv, agentLn, err := startAgentListener(baseCtx, cfg, gw, log)
+	agentSrv, agentLn, err := startAgentListener(baseCtx, cfg, gw, member.HasQuorum, log)
 	if err != nil {
 		return err
 	}
@@ -406,7 +412,7 @@ func replicaName(cfg apiConfig, peer *peerSetup) string {
 // issued afresh at every start. Client certificates are verified against the
 // cluster CA when given: enrollment has none, and the heartbeat handler
 // requires one (and the gateway checks it is the node's recorded one).
-func startAgentListener(baseCtx context.Context, cfg apiConfig, gw *gateway.Gateway, log *slog.Logger) (*http.Server, net.Listener, error) {
+func startAgentListener(baseCtx context.Context, cfg apiConfig, gw *gateway.Gateway, hasQuorum func() bool, log *slog.Logger) (*http.Server, net.Listener, error) {
 	ca := gw.CA()
 	if err := writePKI(cfg.DataDir, ca); err != nil {
 		return nil, nil, err
@@ -420,7 +426,7 @@ func startAgentListener(baseCtx context.Context, cfg apiConfig, gw *gateway.Gate
 		return nil, nil, fmt.Errorf("listen %s: %w", cfg.AgentListen, err)
 	}
 	srv := &http.Server{
-		Handler: server.NewAgentAPI(gw, log),
+		Handler: server.NewAgentAPI(gw, log, server.AgentQuorum(hasQuorum)),
 		TLSConfig: &tls.Config{
 			Certificates: []tls.Certificate{cert},
 			MinVersion:   tls.VersionTLS12,

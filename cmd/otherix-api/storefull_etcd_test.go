@@ -36,20 +36,41 @@ const (
 type apiRun struct {
 	url  string
 	stop func() error
+	// agent is the agent listener's address.
+	agent string
 }
 
 func startRun(t *testing.T, dataDir, extraYAML string) *apiRun {
 	t.Helper()
-	r, err := tryRun(t, dataDir, extraYAML)
-	if err != nil {
-		t.Fatalf("otherix-api did not start: %v", err)
+	return launchRun(t, dataDir, extraYAML)()
+}
+
+// launchRun starts otherix-api and returns the wait for it to be ready,
+// for callers that start several at once (a joining replica is ready
+// only once another joins). Call the wait from the test's goroutine.
+func launchRun(t *testing.T, dataDir, extraYAML string) func() *apiRun {
+	t.Helper()
+	wait := launchRunErr(t, dataDir, extraYAML)
+	return func() *apiRun {
+		t.Helper()
+		r, err := wait()
+		if err != nil {
+			t.Fatalf("otherix-api did not start: %v", err)
+		}
+		return r
 	}
-	return r
 }
 
 // tryRun starts otherix-api in-process and returns it once it serves, or
 // the error it stopped with before that.
 func tryRun(t *testing.T, dataDir, extraYAML string) (*apiRun, error) {
+	t.Helper()
+	return launchRunErr(t, dataDir, extraYAML)()
+}
+
+// launchRunErr is launchRun whose wait answers the error otherix-api
+// stopped with before it served.
+func launchRunErr(t *testing.T, dataDir, extraYAML string) func() (*apiRun, error) {
 	t.Helper()
 	conf := filepath.Join(t.TempDir(), "otherix-api.yaml")
 	yaml := fmt.Sprintf(`data_dir: %s
@@ -79,9 +100,17 @@ log:
 	ready := make(chan listeners, 1)
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, cfg, log, func(l listeners) { ready <- l }) }()
+	return func() (*apiRun, error) {
+		t.Helper()
+		return awaitRun(t, ready, done, cancel)
+	}
+}
+
+func awaitRun(t *testing.T, ready chan listeners, done chan error, cancel context.CancelFunc) (*apiRun, error) {
+	t.Helper()
 	select {
 	case l := <-ready:
-		r := &apiRun{url: "http://" + l.REST.String()}
+		r := &apiRun{url: "http://" + l.REST.String(), agent: l.Agent.String()}
 		var once bool
 		r.stop = func() error {
 			if once {

@@ -23,14 +23,18 @@ const AgentMaxBodyBytes = 64 << 10
 // access log, body limit, recovery and error envelope, but not its routes,
 // authentication or metrics: agents authenticate with join tokens here and,
 // later, with their certificates.
-func NewAgentAPI(cp ControlPlane, log *slog.Logger) http.Handler {
+func NewAgentAPI(cp ControlPlane, log *slog.Logger, opts ...AgentOption) http.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	var o agentOptions
+	for _, f := range opts {
+		f(&o)
 	}
 	// The listener-wide limit is the heartbeat's (the largest); each
 	// route narrows it. Anonymous routes keep 64 KiB, and a heartbeat
 	// without a client certificate is refused before its body is read.
-	s := &Server{cfg: Config{MaxBodyBytes: messages.HeartbeatMaxBytes}.withDefaults(), cp: cp,
+	s := &Server{cfg: Config{MaxBodyBytes: messages.HeartbeatMaxBytes, HasQuorum: o.hasQuorum}.withDefaults(), cp: cp,
 		log: log.With("listener", "agent"), now: time.Now}
 	small := s.routeBodyLimit(AgentMaxBodyBytes)
 	gin.SetMode(gin.ReleaseMode)
@@ -39,7 +43,7 @@ func NewAgentAPI(cp ControlPlane, log *slog.Logger) http.Handler {
 	e.RedirectFixedPath = false
 	e.HandleMethodNotAllowed = true
 	_ = e.SetTrustedProxies(nil)
-	e.Use(requestIDMiddleware, s.observe, s.recovery, s.bodyLimit)
+	e.Use(requestIDMiddleware, s.observe, s.recovery, s.bodyLimit, s.quorumGate(agentWithoutQuorum))
 	e.NoRoute(func(c *gin.Context) {
 		s.writeError(c, apiError(kindRouteNotFound, "route_not_found", "no route for %s %s", c.Request.Method, c.Request.URL.Path))
 	})

@@ -77,6 +77,11 @@ func classify(err error) (*messages.Error, kindRule) {
 		full := *messages.ErrStorageFull
 		full.Err = err
 		e = &full
+	case store.IsNoQuorum(err):
+		// Likewise a lost leader, however it was wrapped or named.
+		nq := *messages.ErrNoQuorum
+		nq.Err = err
+		e = &nq
 	case errors.As(err, &e):
 	case errors.Is(err, store.ErrBadCursor):
 		e = apiError(messages.KindInvalid, "invalid_cursor", "the cursor is malformed; start again without one")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/otherix/otherix/api/openapi"
 	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/persistence/store"
 )
 
 // readyTimeout bounds a readiness probe: a probe that hangs is a failed probe.
@@ -28,9 +29,20 @@ func (s *Server) healthz(c *gin.Context) {
 func (s *Server) readyz(c *gin.Context) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), readyTimeout)
 	defer cancel()
-	if err := s.cp.Ready(ctx); err != nil {
+	err := s.cp.Ready(ctx)
+	if err == nil && s.cfg.HasQuorum != nil && !s.cfg.HasQuorum() {
+		err = messages.ErrNoQuorum
+	}
+	if err != nil {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "not ready", slog.String("request_id", requestID(c)), slog.Any("error", err))
-		// The reason stays in the log: probes are often anonymous.
+		// The cause stays in the log: probes are often anonymous. A lost
+		// quorum is named, as a learner is (NotServing): it says what the
+		// replica waits for, and tells a load balancer why.
+		if store.IsNoQuorum(err) {
+			s.writeError(c, apiError(messages.KindUnavailable, "not_ready", "this replica has no quorum").
+				WithDetail("reason", messages.ErrNoQuorum.Code))
+			return
+		}
 		s.writeError(c, apiError(messages.KindUnavailable, "not_ready", "the control plane is not ready"))
 		return
 	}

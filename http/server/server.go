@@ -59,6 +59,10 @@ type Config struct {
 	Watch          *watch.Hub
 	WatchPerUser   int
 	WatchAuthCheck time.Duration
+	// HasQuorum, when set, reports whether this replica's etcd member
+	// knows a leader; without one every route that needs the store
+	// answers 503 no_quorum at once (quorum.go). Nil: always.
+	HasQuorum func() bool
 	// consoleEnded, when set, learns each console session's close code and
 	// queue high-water mark: a test seam.
 	consoleEnded func(code, high int)
@@ -146,7 +150,7 @@ func New(cfg Config, cp ControlPlane, log *slog.Logger) *Server {
 	// Order matters: the request id first so every later line carries it;
 	// observe and audit outside recovery so a panic is logged, counted and
 	// audited as the 500 it became.
-	e.Use(requestIDMiddleware, s.observe, s.audit, s.recovery, s.bodyLimit)
+	e.Use(requestIDMiddleware, s.observe, s.audit, s.recovery, s.bodyLimit, s.quorumGate(restWithoutQuorum))
 	e.NoRoute(func(c *gin.Context) {
 		s.writeError(c, apiError(kindRouteNotFound, "route_not_found", "no route for %s %s", c.Request.Method, c.Request.URL.Path))
 	})

@@ -20,6 +20,9 @@ var (
 	// ErrLearnerNotReady reports learners that are not yet caught up with
 	// the leader; promotion is retried later, it is not a failure.
 	ErrLearnerNotReady = errors.New("etcd: learner not yet in sync with the leader")
+	// ErrNoQuorum is the cause of a Member.QuorumContext that ended: the
+	// member lost its leader, so nothing that needs consensus can finish.
+	ErrNoQuorum = errors.New("etcd: no quorum: this member knows no leader")
 )
 
 // Sentinels of member removal.

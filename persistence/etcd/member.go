@@ -107,6 +107,14 @@ type Member struct {
 	// unnamedSince is when this process first saw each learner without a
 	// name (RemoveStaleLearners); guarded by promoteMu.
 	unnamedSince map[uint64]time.Time
+	// q follows whether the member knows a leader (quorum.go); its
+	// goroutine stops when qStop closes and closes qDone.
+	q            quorum
+	qStop, qDone chan struct{}
+	stopQuorum   sync.Once
+	// clients are those NewClient made, closed with the member.
+	clientsMu sync.Mutex
+	clients   []*clientv3.Client
 
 	// mu guards the defragmentation counters (space.go).
 	mu           sync.Mutex
@@ -192,7 +200,12 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 		srv.Close()
 		return nil, ctx.Err()
 	}
-	m := &Member{cfg: cfg, server: srv, client: v3client.New(srv.Server), peerHTTP: peerHTTP}
+	m := &Member{cfg: cfg, server: srv, client: v3client.New(srv.Server), peerHTTP: peerHTTP,
+		qStop: make(chan struct{}), qDone: make(chan struct{})}
+	go func() {
+		defer close(m.qDone)
+		m.q.watch(func() uint64 { return uint64(srv.Server.Leader()) }, m.qStop)
+	}()
 	if restart {
 		if err := m.reconcilePeerURL(ctx, advertisedPeerURL(ec)); err != nil {
 			m.Close()
@@ -321,6 +334,16 @@ func (q quietCore) With(fields []zapcore.Field) zapcore.Core { return quietCore{
 // Client is the in-process client; it needs no network hop.
 func (m *Member) Client() *clientv3.Client { return m.client }
 
+// NewClient returns another in-process client of the member, for a user
+// that changes it (store.WithQuorum wraps its KV). Close closes it.
+func (m *Member) NewClient() *clientv3.Client {
+	c := v3client.New(m.server.Server)
+	m.clientsMu.Lock()
+	m.clients = append(m.clients, c)
+	m.clientsMu.Unlock()
+	return c
+}
+
 // MaxTxnOps is the member's per-transaction operation limit.
 func (m *Member) MaxTxnOps() int { return int(m.cfg.MaxTxnOps) }
 
@@ -329,6 +352,13 @@ func (m *Member) Err() <-chan error { return m.server.Err() }
 
 // Close stops the member and waits for it to release its data dir.
 func (m *Member) Close() {
+	m.stopQuorum.Do(func() { close(m.qStop) })
+	<-m.qDone
+	m.clientsMu.Lock()
+	for _, c := range m.clients {
+		_ = c.Close()
+	}
+	m.clientsMu.Unlock()
 	_ = m.client.Close()
 	m.server.Close()
 	<-m.server.Server.StopNotify()

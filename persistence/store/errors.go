@@ -28,7 +28,8 @@ func IsNoSpace(err error) bool {
 
 // unavailable turns an etcd failure into a domain error: the space alarm is
 // storage_full (507, a condition that needs space freed, not a retry soon),
-// anything else is unavailable (503).
+// a lost leader is no_quorum (503, at once: quorum.go), anything else is
+// unavailable (503).
 func unavailable(err error) error {
 	if err == nil {
 		return nil
@@ -37,6 +38,12 @@ func unavailable(err error) error {
 		e := *messages.ErrStorageFull
 		e.Err = err
 		return &e
+	}
+	if errors.Is(err, messages.ErrNoQuorum) {
+		return err
+	}
+	if IsNoQuorum(err) {
+		return noQuorum(err)
 	}
 	return &messages.Error{Kind: messages.KindUnavailable, Code: "unavailable", Message: "etcd did not answer", Err: err}
 }

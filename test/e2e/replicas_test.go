@@ -28,10 +28,10 @@ type replica struct {
 }
 
 // startReplica starts otherix-api with a peer listener; join, when set, is
-// an existing replica's agent URL and token its replica join token. It
-// does not wait for /readyz: a joiner stays a learner (503) until there
-// are three replicas.
-func startReplica(t *testing.T, r *replica, join, token string) {
+// an existing replica's agent URL and token its replica join token; env
+// adds OTHERIX_ settings. It does not wait for /readyz: a joiner stays a
+// learner (503) until there are three replicas.
+func startReplica(t *testing.T, r *replica, join, token string, env ...string) {
 	t.Helper()
 	args := []string{"--data-dir", r.dataDir, "--listen", r.rest, "--agent-listen", r.agent, "--peer-listen", r.peer}
 	if r.name != "otherix" {
@@ -44,6 +44,7 @@ func startReplica(t *testing.T, r *replica, join, token string) {
 	cmd.Env = append(os.Environ(), "OTHERIX_ADMIN__EMAIL="+adminEmail, "OTHERIX_ADMIN__PASSWORD="+adminPassword,
 		"OTHERIX_LOG__LEVEL=warn")
 	cmd.Env = append(cmd.Env, r.env...)
+	cmd.Env = append(cmd.Env, env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

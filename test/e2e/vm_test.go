@@ -62,6 +62,32 @@ func newCluster(t *testing.T) *cluster {
 // newClusterBeating is newCluster with the given heartbeat interval.
 func newClusterBeating(t *testing.T, heartbeat time.Duration) *cluster {
 	t.Helper()
+	is, sha := newImageServer(t)
+	c := &cluster{t: t, dataDir: t.TempDir(), imageURL: is.URL + "/images/guest.qcow2", imageSHA: sha, images: is}
+	c.api = startAPI(t, c.dataDir, "OTHERIX_HEARTBEAT__INTERVAL="+heartbeat.String())
+	token := createJoinToken(t, c.api.URL, map[string]string{"ttl": "10m"})
+	c.state = agentState(t)
+	state := c.state
+	if out, err := bootstrap(t, "--server", c.api.AgentURL, "--token", token, "--name", "n1", "--state-dir", state); err != nil {
+		t.Fatalf("bootstrap: %v\n%s", err, out)
+	}
+	c.agent = startAgent(t, state)
+	testutil.Eventually(t, 30*time.Second, 50*time.Millisecond, "node n1 ready", func() bool { return getNode(t, c.api.URL, "n1").Phase == "ready" })
+
+	cfg := filepath.Join(t.TempDir(), "otherix-config")
+	c.cliEnv = append(os.Environ(), "OTHERIX_CONFIG="+cfg)
+	fp := caFingerprint(t, filepath.Join(c.dataDir, "pki", "ca.pem"))
+	out, code := c.cliIn(adminPassword, "login", c.api.URL, "--user", adminEmail, "--password-stdin", "--ca-fingerprint", fp)
+	if code != 0 {
+		t.Fatalf("otherix login: exit %d\n%s", code, out)
+	}
+	return c
+}
+
+// newImageServer serves the test guest on loopback (imageServer) and
+// returns it with the guest's SHA-256.
+func newImageServer(t *testing.T) (*imageServer, string) {
+	t.Helper()
 	img := guest.Image(t)
 	body, err := os.ReadFile(img)
 	if err != nil {
@@ -97,16 +123,18 @@ func newClusterBeating(t *testing.T, heartbeat time.Duration) *cluster {
 		}
 	}))
 	t.Cleanup(is.Close)
+	return is, hex.EncodeToString(sum[:])
+}
 
-	c := &cluster{t: t, dataDir: t.TempDir(), imageURL: is.URL + "/images/guest.qcow2", imageSHA: hex.EncodeToString(sum[:]), images: is}
-	c.api = startAPI(t, c.dataDir, "OTHERIX_HEARTBEAT__INTERVAL="+heartbeat.String())
-	token := createJoinToken(t, c.api.URL, map[string]string{"ttl": "10m"})
+// agentState makes an agent state dir; at cleanup whatever QEMU a failed
+// test left running there is killed by its pid file, and the dir removed.
+func agentState(t *testing.T) string {
+	t.Helper()
 	// Short: QEMU's unix sockets live under the agent's run dir.
 	state, err := os.MkdirTemp("", "oxa")
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.state = state
 	t.Cleanup(func() {
 		// Whatever a failed test left running is ended by the pid QEMU
 		// wrote, then the state goes.
@@ -121,20 +149,7 @@ func newClusterBeating(t *testing.T, heartbeat time.Duration) *cluster {
 		}
 		os.RemoveAll(state)
 	})
-	if out, err := bootstrap(t, "--server", c.api.AgentURL, "--token", token, "--name", "n1", "--state-dir", state); err != nil {
-		t.Fatalf("bootstrap: %v\n%s", err, out)
-	}
-	c.agent = startAgent(t, state)
-	testutil.Eventually(t, 30*time.Second, 50*time.Millisecond, "node n1 ready", func() bool { return getNode(t, c.api.URL, "n1").Phase == "ready" })
-
-	cfg := filepath.Join(t.TempDir(), "otherix-config")
-	c.cliEnv = append(os.Environ(), "OTHERIX_CONFIG="+cfg)
-	fp := caFingerprint(t, filepath.Join(c.dataDir, "pki", "ca.pem"))
-	out, code := c.cliIn(adminPassword, "login", c.api.URL, "--user", adminEmail, "--password-stdin", "--ca-fingerprint", fp)
-	if code != 0 {
-		t.Fatalf("otherix login: exit %d\n%s", code, out)
-	}
-	return c
+	return state
 }
 
 func caFingerprint(t *testing.T, path string) string {
