@@ -3,11 +3,8 @@
 package e2e
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,7 +16,6 @@ import (
 	"github.com/otherix/otherix/internal/dirformat"
 	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/nodeagent/qemu"
-	"github.com/otherix/otherix/test/guest"
 )
 
 // upgradeFrom is the release the upgrade test starts from: the last commit
@@ -47,22 +43,13 @@ func TestUpgradeKeepsVMsRunning(t *testing.T) {
 	}
 	oldBin := buildOldRelease(t, from, upgradeFromVersion)
 
-	img := guest.Image(t)
-	body, err := os.ReadFile(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(body)
-	images := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		http.ServeContent(w, r, "guest.qcow2", time.Time{}, strings.NewReader(string(body)))
-	}))
-	t.Cleanup(images.Close)
+	images, sha := newImageServer(t)
 
 	dataDir := t.TempDir()
 	addr, agentAddr := freePort(t), freePort(t)
 	env := []string{"OTHERIX_AGENT_LISTEN=" + agentAddr, "OTHERIX_HEARTBEAT__INTERVAL=1s"}
 	old := startAPIFrom(t, oldBin, dataDir, addr, env...)
-	state := agentStateDir(t)
+	state := agentState(t)
 	token := createJoinToken(t, old.URL, map[string]string{"ttl": "10m"})
 	if out, err := bootstrapFrom(t, oldBin, "--server", old.AgentURL, "--token", token, "--name", "n1", "--state-dir", state); err != nil {
 		t.Fatalf("old bootstrap: %v\n%s", err, out)
@@ -75,7 +62,7 @@ func TestUpgradeKeepsVMsRunning(t *testing.T) {
 		t.Fatalf("create network on the old release: %d", code)
 	}
 	var a accepted
-	spec := map[string]any{"image": map[string]any{"url": images.URL + "/guest.qcow2", "sha256": hex.EncodeToString(sum[:])},
+	spec := map[string]any{"image": map[string]any{"url": images.URL + "/images/guest.qcow2", "sha256": sha},
 		"memory_mib": 256, "disk_gib": 1}
 	if code := call(t, "POST", old.URL+"/v1/vms", map[string]any{"name": "u1", "spec": spec}, &a); code != http.StatusAccepted {
 		t.Fatalf("create vm on the old release: %d", code)
@@ -183,29 +170,6 @@ func buildOldRelease(t *testing.T, rev, version string) string {
 	}
 	t.Logf("built the release to upgrade from (%s, as %s) in %s", commit[:12], version, time.Since(start).Round(time.Second))
 	return bin
-}
-
-// agentStateDir is a short state dir (QEMU's sockets live under it) whose
-// QEMUs are killed by the pid they wrote when the test ends.
-func agentStateDir(t *testing.T) string {
-	t.Helper()
-	state, err := os.MkdirTemp("", "oxu")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		pids, _ := filepath.Glob(filepath.Join(state, "run", "*", "qemu.pid"))
-		for _, f := range pids {
-			var pid int
-			if b, err := os.ReadFile(f); err == nil {
-				if _, err := fmt.Sscan(string(b), &pid); err == nil && pid > 0 {
-					_ = syscall.Kill(pid, syscall.SIGKILL)
-				}
-			}
-		}
-		os.RemoveAll(state)
-	})
-	return state
 }
 
 func waitTask(t *testing.T, base, id, state string, within time.Duration) {
