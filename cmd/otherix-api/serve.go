@@ -162,7 +162,9 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 	}
 	// The data format first: migrate older data, refuse newer (nothing
 	// else has read or written the store yet).
-	if err := schema.Ensure(ctx, member.Client(), "otherix-api "+buildinfo.Version(), log); err != nil {
+	if err := retryBoot(ctx, log, "data format", func() error {
+		return schema.Ensure(ctx, member.Client(), "otherix-api "+buildinfo.Version(), log)
+	}); err != nil {
 		return err
 	}
 	newerData := make(chan error, 1)
@@ -173,8 +175,11 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 	// while the member knows no leader, instead of hanging for etcd's
 	// request timeout (docs/ha.md, "Without quorum").
 	st := store.New(member.NewClient(), store.WithMaxTxnOps(member.MaxTxnOps()), store.WithQuorum(member))
-	seeded, err := st.SeedSettings(ctx, messages.DefaultSettings())
-	if err != nil {
+	var seeded bool
+	if err := retryBoot(ctx, log, "settings", func() (err error) {
+		seeded, err = st.SeedSettings(ctx, messages.DefaultSettings())
+		return err
+	}); err != nil {
 		return fmt.Errorf("seed settings: %w", err)
 	}
 	if seeded {
@@ -184,8 +189,11 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 	// The agent client: the control plane's client certificate is issued
 	// from the cluster CA and renewed lazily when a third of its validity
 	// is left; agents are trusted by the cluster CA and their node name.
-	ca, err := enrollment.LoadCA(ctx, st, time.Now())
-	if err != nil {
+	var ca *security.CA
+	if err := retryBoot(ctx, log, "cluster CA", func() (err error) {
+		ca, err = enrollment.LoadCA(ctx, st, time.Now())
+		return err
+	}); err != nil {
 		return err
 	}
 	clientCert := agentclient.NewRenewingCert(func(now time.Time) (tls.Certificate, error) {
@@ -236,7 +244,7 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 		}()
 		defer func() { stopRenew(); <-renewDone }()
 	}
-	if err := bootstrapAdmin(ctx, gw, cfg, log); err != nil {
+	if err := retryBoot(ctx, log, "bootstrap admin", func() error { return bootstrapAdmin(ctx, gw, cfg, log) }); err != nil {
 		return err
 	}
 
