@@ -304,12 +304,8 @@ printed once and never again. --name binds it to one node name.`,
 			}); err != nil {
 				return err
 			}
-			fmt.Fprintln(a.stderr, "warning: this is the only time the token is shown; use it or store it now")
-			switch a.output {
-			case outputJSON:
-				return writeJSON(a.stdout, created)
-			case outputYAML:
-				return writeYAML(a.stdout, created)
+			if done, err := a.emitCreatedToken(created); done {
+				return err
 			}
 			if err := writeTable(a.stdout, joinTokenRows([]messages.JoinTokenView{created.JoinToken}, a.output == outputWide, a.now())); err != nil {
 				return err
@@ -360,4 +356,18 @@ func (a *app) joinTokenRevokeCommand() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// emitCreatedToken warns that a join token is shown only now and, for -o
+// json|yaml, prints it as the API answered; done is false when the caller
+// prints its own text form.
+func (a *app) emitCreatedToken(created *messages.CreatedJoinToken) (done bool, err error) {
+	fmt.Fprintln(a.stderr, "warning: this is the only time the token is shown; use it or store it now")
+	switch a.output {
+	case outputJSON:
+		return true, writeJSON(a.stdout, created)
+	case outputYAML:
+		return true, writeYAML(a.stdout, created)
+	}
+	return false, nil
 }

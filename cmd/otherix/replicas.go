@@ -49,12 +49,8 @@ Node join tokens are created with "otherix node join-token create".`,
 			}); err != nil {
 				return err
 			}
-			fmt.Fprintln(a.stderr, "warning: this is the only time the token is shown; use it or store it now")
-			switch a.output {
-			case outputJSON:
-				return writeJSON(a.stdout, created)
-			case outputYAML:
-				return writeYAML(a.stdout, created)
+			if done, err := a.emitCreatedToken(created); done {
+				return err
 			}
 			_, err := fmt.Fprintln(a.stdout, created.Token)
 			return err

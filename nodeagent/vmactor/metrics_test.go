@@ -1,6 +1,7 @@
 package vmactor
 
 import (
+	"fmt"
 	"math"
 	"os"
 	"strings"
@@ -12,28 +13,25 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 )
 
 // waitMetrics polls the manager's samples until ok accepts vm's, or fails
-// the test after a deadline.
+// the test after a minute.
 func waitMetrics(t *testing.T, m *Manager, id string, what string, ok func(messages.VMMetrics) bool) messages.VMMetrics {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	var last *messages.VMMetrics
-	for time.Now().Before(deadline) {
+	var got messages.VMMetrics
+	testutil.EventuallyReport(t, time.Minute, 50*time.Millisecond, "a sample of vm "+id+" with "+what, func() (bool, string) {
 		for _, s := range m.Metrics() {
 			if s.ID == id {
-				last = &s
-				if ok(s) {
-					return s
-				}
+				got = s
+				return ok(s), fmt.Sprintf("%+v", s)
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("no sample of vm %s with %s within a minute; last: %+v", id, what, last)
-	return messages.VMMetrics{}
+		return false, "no sample"
+	})
+	return got
 }
 
 // TestMetricsOfRealQEMU samples a real QEMU (TCG; the firmware finds no OS
