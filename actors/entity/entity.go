@@ -152,6 +152,8 @@ type queued struct {
 	replans int
 	// arrived is when the actor got it, for Config.MaxStale.
 	arrived time.Time
+	// res is the Idempotency-Key reservation its change commits under.
+	res *store.Reservation
 }
 
 // loaded and committed come back from I/O started with Runtime.Go. They carry
@@ -219,7 +221,7 @@ func (a *loop[E, R]) Receive(ctx actor.Context) {
 		}
 	case system.Deadlined:
 		if a.b.Command(m.Msg) {
-			a.enqueue(ctx, queued{msg: m.Msg, sender: ctx.Sender(), deadline: m.Deadline})
+			a.enqueue(ctx, queued{msg: m.Msg, sender: ctx.Sender(), deadline: m.Deadline, res: m.Reservation})
 		}
 	default:
 		if a.b.Command(m) {
@@ -343,6 +345,7 @@ func (a *loop[E, R]) commit(ctx actor.Context, q queued, p Plan[E, R]) {
 	a.busy = true
 	st := a.cfg.Store
 	a.cfg.Runtime.Go(ctx.Self(), func(c context.Context) any {
+		c = store.WithReservation(c, q.res)
 		var err error
 		if p.Write != nil {
 			if p, err = p.Write(c); err != nil {

@@ -392,6 +392,14 @@ func (g *Gateway) close() {
 		_ = g.rt.System.Root.StopFuture(pid).Wait()
 	}
 	g.rt.Stop()
+	// Requests have drained (the HTTP server stops first): revoking the
+	// lease of this replica's Idempotency-Key reservations frees any one
+	// still held at once rather than after its TTL.
+	rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	if err := g.st.ReleaseIdempotencyLease(rctx); err != nil {
+		g.log.Warn("revoke the idempotency lease", "err", err)
+	}
+	cancel()
 	// Last, so the audit entries of the final requests are flushed while
 	// etcd is still there.
 	g.id.Close()
@@ -406,12 +414,15 @@ func (g *Gateway) Ready(ctx context.Context) error {
 }
 
 // askVM sends one command to a VM's actor and waits for its reply.
-func (g *Gateway) askVM(id string, msg any) (messages.VMReply, error) {
+func (g *Gateway) askVM(ctx context.Context, id string, msg any) (messages.VMReply, error) {
 	// The actor drops the command if it has not started it shortly before the
 	// caller stops waiting, so a timed-out caller can retry without the first
 	// attempt running later behind its back.
 	deadline := time.Now().Add(g.cfg.AskTimeout * 9 / 10)
-	res, err := g.rt.System.Root.RequestFuture(g.vms, system.Deliver{ID: id, Msg: system.Deadlined{Msg: msg, Deadline: deadline}}, g.cfg.AskTimeout).Result()
+	// A write made for a request with an Idempotency-Key carries the
+	// request's reservation, so the actor's commit is fenced by it.
+	res, err := g.rt.System.Root.RequestFuture(g.vms, system.Deliver{ID: id, Msg: system.Deadlined{Msg: msg, Deadline: deadline,
+		Reservation: store.ReservationFrom(ctx)}}, g.cfg.AskTimeout).Result()
 	if err != nil {
 		if errors.Is(err, actor.ErrTimeout) {
 			return messages.VMReply{}, &messages.Error{Kind: messages.KindUnavailable, Code: "actor_timeout",

@@ -53,29 +53,15 @@ func (g *Gateway) CancelTask(ctx context.Context, owner, id string) (*messages.T
 	if task.State != messages.TaskPending {
 		return nil, messages.ErrTaskNotPending
 	}
-	reply, err := g.askVM(task.Target.ID, messages.CancelVMTask{TaskID: id})
+	reply, err := g.askVM(ctx, task.Target.ID, messages.CancelVMTask{TaskID: id})
 	if err != nil {
 		return nil, err
 	}
 	return reply.Task, nil
 }
 
-// ReserveIdempotency records a write in progress under an Idempotency-Key.
-func (g *Gateway) ReserveIdempotency(ctx context.Context, scope, key, hash string, stale time.Duration) (*store.IdempotencyRecord, bool, error) {
-	return g.st.ReserveIdempotency(ctx, scope, key, hash, stale)
-}
-
-// ReplaceIdempotency reserves a key whose record expired, if it is unchanged.
-func (g *Gateway) ReplaceIdempotency(ctx context.Context, scope, key, hash string, expired *store.IdempotencyRecord) (*store.IdempotencyRecord, bool, error) {
-	return g.st.ReplaceIdempotency(ctx, scope, key, hash, expired)
-}
-
-// CompleteIdempotency stores the answer to a reserved write.
-func (g *Gateway) CompleteIdempotency(ctx context.Context, scope, key string, rec store.IdempotencyRecord) error {
-	return g.st.CompleteIdempotency(ctx, scope, key, rec)
-}
-
-// ReleaseIdempotency forgets a reservation whose write failed.
-func (g *Gateway) ReleaseIdempotency(ctx context.Context, scope, key string) error {
-	return g.st.ReleaseIdempotency(ctx, scope, key)
+// ReserveIdempotency reserves an Idempotency-Key for one attempt of a
+// write, or answers the key's record (store.ReserveIdempotency).
+func (g *Gateway) ReserveIdempotency(ctx context.Context, scope, key, hash string, expireAfter time.Duration) (store.Hold, *store.IdempotencyRecord, error) {
+	return g.st.ReserveIdempotencyHold(ctx, scope, key, hash, expireAfter)
 }

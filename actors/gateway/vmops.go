@@ -115,7 +115,7 @@ func (g *Gateway) powerOp(ctx context.Context, owner, ref string,
 	if err != nil {
 		return nil, agentCallError(vm, n.Name, err)
 	}
-	reply, err := g.askVM(vm.ID, messages.ObserveVM{Node: n.Name, Observed: *obs})
+	reply, err := g.askVM(ctx, vm.ID, messages.ObserveVM{Node: n.Name, Observed: *obs})
 	if err != nil {
 		return nil, err
 	}

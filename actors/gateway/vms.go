@@ -17,7 +17,7 @@ func (g *Gateway) CreateVM(ctx context.Context, owner string, req messages.Creat
 	if owner == "" {
 		return nil, nil, messages.Invalid("owner", "is required")
 	}
-	reply, err := g.askVM(messages.NewID(), messages.CreateVM{Owner: owner, Name: req.Name, Spec: req.Spec})
+	reply, err := g.askVM(ctx, messages.NewID(), messages.CreateVM{Owner: owner, Name: req.Name, Spec: req.Spec})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -38,7 +38,7 @@ func (g *Gateway) GetVM(ctx context.Context, owner, ref string) (*messages.VM, e
 	}
 	notFound := messages.NotFound("vm", ref)
 	if messages.ValidID(ref) {
-		reply, err := g.askVM(ref, messages.GetVM{})
+		reply, err := g.askVM(ctx, ref, messages.GetVM{})
 		if err == nil && visible(owner, reply.VM.Owner) {
 			return reply.VM, nil
 		}
@@ -72,7 +72,7 @@ func (g *Gateway) GetVM(ctx context.Context, owner, ref string) (*messages.VM, e
 	if err != nil {
 		return nil, err
 	}
-	reply, err := g.askVM(id, messages.GetVM{})
+	reply, err := g.askVM(ctx, id, messages.GetVM{})
 	if err != nil {
 		if messages.KindOf(err) == messages.KindNotFound {
 			return nil, notFound
@@ -141,7 +141,7 @@ func (g *Gateway) getVMOfOwner(ctx context.Context, scope, email, name, ref stri
 	if err != nil {
 		return nil, err
 	}
-	reply, err := g.askVM(id, messages.GetVM{})
+	reply, err := g.askVM(ctx, id, messages.GetVM{})
 	if messages.KindOf(err) == messages.KindNotFound {
 		return nil, messages.NotFound("vm", ref)
 	}
@@ -162,7 +162,7 @@ func (g *Gateway) UpdateVM(ctx context.Context, owner, ref string, req messages.
 	if err != nil {
 		return nil, err
 	}
-	reply, err := g.askVM(vm.ID, messages.UpdateVM{Patch: req.Spec, Revision: req.Revision})
+	reply, err := g.askVM(ctx, vm.ID, messages.UpdateVM{Patch: req.Spec, Revision: req.Revision})
 	if err != nil {
 		return nil, err
 	}
@@ -184,7 +184,7 @@ func (g *Gateway) RunVMTask(ctx context.Context, owner, ref string, req messages
 	if err != nil {
 		return nil, nil, err
 	}
-	reply, err := g.askVM(vm.ID, req)
+	reply, err := g.askVM(ctx, vm.ID, req)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/otherix/otherix/persistence/store"
 )
 
 // Deliver routes Msg to the entity actor for ID, spawning it if it is not
@@ -19,6 +21,10 @@ type Deliver struct {
 type Deadlined struct {
 	Msg      any
 	Deadline time.Time
+	// Reservation, when set, is the Idempotency-Key reservation of the
+	// request the command serves: the entity commits the command's change
+	// under it (store.WithReservation).
+	Reservation *store.Reservation
 }
 
 // Passivate is sent by an idle entity to its guardian to ask to be stopped.

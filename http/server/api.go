@@ -195,10 +195,9 @@ type Identity interface {
 
 // IdempotencyStore remembers answers to writes sent with an Idempotency-Key.
 type IdempotencyStore interface {
-	ReserveIdempotency(ctx context.Context, scope, key, requestHash string, stale time.Duration) (*store.IdempotencyRecord, bool, error)
-	// ReplaceIdempotency reserves a key whose record expired, if that record
-	// is still unchanged; otherwise it returns the record now there.
-	ReplaceIdempotency(ctx context.Context, scope, key, requestHash string, expired *store.IdempotencyRecord) (*store.IdempotencyRecord, bool, error)
-	CompleteIdempotency(ctx context.Context, scope, key string, rec store.IdempotencyRecord) error
-	ReleaseIdempotency(ctx context.Context, scope, key string) error
+	// ReserveIdempotency reserves the key for one attempt (a hold), or
+	// answers the key's record; a record older than expireAfter is
+	// forgotten. With an error, a non-nil hold may have been taken and
+	// must be abandoned.
+	ReserveIdempotency(ctx context.Context, scope, key, requestHash string, expireAfter time.Duration) (store.Hold, *store.IdempotencyRecord, error)
 }

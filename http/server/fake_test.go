@@ -174,20 +174,8 @@ func (f *fakeCP) CancelTask(_ context.Context, owner, id string) (*messages.Task
 	return t, nil
 }
 
-func (f *fakeCP) ReserveIdempotency(ctx context.Context, scope, key, hash string, stale time.Duration) (*store.IdempotencyRecord, bool, error) {
-	return f.idem.ReserveIdempotency(ctx, scope, key, hash, stale)
-}
-
-func (f *fakeCP) ReplaceIdempotency(ctx context.Context, scope, key, hash string, expired *store.IdempotencyRecord) (*store.IdempotencyRecord, bool, error) {
-	return f.idem.ReplaceIdempotency(ctx, scope, key, hash, expired)
-}
-
-func (f *fakeCP) CompleteIdempotency(ctx context.Context, scope, key string, rec store.IdempotencyRecord) error {
-	return f.idem.CompleteIdempotency(ctx, scope, key, rec)
-}
-
-func (f *fakeCP) ReleaseIdempotency(ctx context.Context, scope, key string) error {
-	return f.idem.ReleaseIdempotency(ctx, scope, key)
+func (f *fakeCP) ReserveIdempotency(ctx context.Context, scope, key, hash string, expireAfter time.Duration) (store.Hold, *store.IdempotencyRecord, error) {
+	return f.idem.ReserveIdempotency(ctx, scope, key, hash, expireAfter)
 }
 
 func fakeVM(name, owner string) *messages.VM {
@@ -204,51 +192,49 @@ func fakeTask(kind string, vm *messages.VM) *messages.Task {
 		Target: messages.Target{Kind: "vm", ID: vm.ID, Name: vm.Name}, CreatedAt: now, UpdatedAt: now, Revision: 3}
 }
 
-// memIdempotency mirrors the store's reservation semantics in memory.
+// memIdempotency mirrors the store's reservation semantics in memory (a
+// reserving replica never dies here; the etcd tests cover that).
 type memIdempotency struct {
 	mu   sync.Mutex
 	recs map[string]store.IdempotencyRecord
+	now  func() time.Time // the store's clock, which judges expiry
 }
 
 func newMemIdempotency() *memIdempotency {
-	return &memIdempotency{recs: map[string]store.IdempotencyRecord{}}
+	return &memIdempotency{recs: map[string]store.IdempotencyRecord{}, now: time.Now}
 }
 
-func (m *memIdempotency) ReserveIdempotency(_ context.Context, scope, key, hash string, stale time.Duration) (*store.IdempotencyRecord, bool, error) {
+func (m *memIdempotency) ReserveIdempotency(_ context.Context, scope, key, hash string, expireAfter time.Duration) (store.Hold, *store.IdempotencyRecord, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	k := scope + "\x00" + key
-	old, ok := m.recs[k]
-	if ok && !(!old.Done && old.RequestHash == hash && time.Since(old.CreatedAt) > stale) {
-		return &old, false, nil
+	if old, ok := m.recs[k]; ok && m.now().Sub(old.CreatedAt) <= expireAfter {
+		return nil, &old, nil
 	}
-	m.recs[k] = store.IdempotencyRecord{RequestHash: hash, CreatedAt: time.Now()}
-	return nil, true, nil
+	m.recs[k] = store.IdempotencyRecord{RequestHash: hash, CreatedAt: m.now()}
+	return memHold{m, k}, nil, nil
 }
 
-func (m *memIdempotency) ReplaceIdempotency(_ context.Context, scope, key, hash string, expired *store.IdempotencyRecord) (*store.IdempotencyRecord, bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	k := scope + "\x00" + key
-	if cur, ok := m.recs[k]; ok && !cur.CreatedAt.Equal(expired.CreatedAt) {
-		return &cur, false, nil
-	}
-	m.recs[k] = store.IdempotencyRecord{RequestHash: hash, CreatedAt: time.Now()}
-	return nil, true, nil
+// memHold is one attempt's hold on a key of memIdempotency.
+type memHold struct {
+	m *memIdempotency
+	k string
 }
 
-func (m *memIdempotency) CompleteIdempotency(_ context.Context, scope, key string, rec store.IdempotencyRecord) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+func (h memHold) Bind(ctx context.Context) context.Context { return ctx }
+
+func (h memHold) Complete(_ context.Context, rec store.IdempotencyRecord) (bool, error) {
+	h.m.mu.Lock()
+	defer h.m.mu.Unlock()
 	rec.Done = true
-	m.recs[scope+"\x00"+key] = rec
-	return nil
+	h.m.recs[h.k] = rec
+	return true, nil
 }
 
-func (m *memIdempotency) ReleaseIdempotency(_ context.Context, scope, key string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	delete(m.recs, scope+"\x00"+key)
+func (h memHold) Abandon(context.Context) error {
+	h.m.mu.Lock()
+	defer h.m.mu.Unlock()
+	delete(h.m.recs, h.k)
 	return nil
 }
 

@@ -58,54 +58,70 @@ func (s *Server) idempotency(c *gin.Context) {
 	hash := requestHash(c.Request, body)
 	// The reservation must not end with the request: cancelled mid-flight
 	// (a client hanging up, a replica shutting down), etcd may still take
-	// it, and nothing would release it for staleReservation.
+	// it.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), idempotencyBookkeepingMax)
-	prior, reserved, err := ids.ReserveIdempotency(rctx, scope, key[0], hash, staleReservation)
-	if err == nil && !reserved && prior != nil && s.now().Sub(prior.CreatedAt) > s.cfg.IdempotencyTTL {
-		// Expired but not yet swept: treat the key as new, replacing the old
-		// record only if no concurrent retry replaced it first.
-		prior, reserved, err = ids.ReplaceIdempotency(rctx, scope, key[0], hash, prior)
-	}
+	hold, prior, err := ids.ReserveIdempotency(rctx, scope, key[0], hash, s.cfg.IdempotencyTTL)
 	cancel()
 	switch {
 	case err != nil:
+		if hold != nil {
+			// The reservation's outcome is unknown: its transaction may
+			// have reached Raft before the call gave up (an election, a
+			// leader handing over during a rolling restart, a member that
+			// lost its leader). Taken and never released, it would answer
+			// every retry idempotency_in_progress for as long as this
+			// replica lives, so it is abandoned in the background (only
+			// this attempt's reservation is touched).
+			go s.abandonHold(ctx, hold, requestID(c))
+		}
 		s.writeError(c, err)
 		return
-	case reserved:
+	case hold != nil:
 	case prior == nil:
-		// The store neither reserved nor showed a record: it lost a race with
-		// a release. Let the client retry rather than guess.
-		s.writeError(c, apiError(messages.KindConflict, "idempotency_in_progress",
-			"a request with this %s is in progress; retry shortly", HeaderIdempotencyKey))
+		// The store kept racing other attempts for the key: let the
+		// client retry rather than guess.
+		s.writeError(c, errIdempotencyInProgress())
 		return
 	case prior.RequestHash != hash:
 		s.writeError(c, apiError(messages.KindUnprocessable, "idempotency_key_reused",
 			"this %s was used for a different request", HeaderIdempotencyKey))
 		return
-	case !prior.Done:
-		s.writeError(c, apiError(messages.KindConflict, "idempotency_in_progress",
-			"a request with this %s is in progress; retry shortly", HeaderIdempotencyKey))
+	case prior.Done:
+		replay(c, prior)
+		return
+	case prior.AnswerLost():
+		// A write of the request committed, and its answer will never
+		// be recorded: running it again could do it twice.
+		e := apiError(messages.KindConflict, "idempotency_answer_lost",
+			"the request with this %s was carried out, but its answer was lost (the replica serving it stopped, or it failed after its write); read the resources it wrote", HeaderIdempotencyKey)
+		if len(prior.Written) > 0 {
+			e = e.WithDetail("written", prior.Written)
+		}
+		s.writeError(c, e)
 		return
 	default:
-		replay(c, prior)
+		s.writeError(c, errIdempotencyInProgress())
 		return
 	}
 
+	// Every write the handler commits is fenced by the reservation: it
+	// commits only while the key is still this attempt's, and records in
+	// its own transaction that the request's write committed.
+	c.Request = c.Request.WithContext(hold.Bind(ctx))
 	rec := &recorder{ResponseWriter: c.Writer}
 	c.Writer = rec
 	finished := false
 	defer func() {
 		// Bookkeeping must outlive a client that hung up mid-request, and
-		// an election: etcd refuses writes for a second or two then, and a
-		// key left reserved answers every retry idempotency_in_progress for
-		// staleReservation.
+		// an election: etcd refuses writes for a second or two then.
 		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), idempotencyRecordMax)
 		defer cancel()
 		status := rec.Status()
 		if !finished || status >= http.StatusInternalServerError {
-			// Nothing durable can be promised: free the key so a retry runs.
-			if err := retryBookkeeping(bctx, func(c context.Context) error { return ids.ReleaseIdempotency(c, scope, key[0]) }); err != nil {
-				s.log.LogAttrs(bctx, slog.LevelWarn, "release idempotency key",
+			// Nothing durable can be promised: free the key so a retry
+			// runs, unless a write of the request committed after all.
+			if err := retryBookkeeping(bctx, hold.Abandon); err != nil {
+				s.log.LogAttrs(bctx, slog.LevelWarn, "abandon idempotency key",
 					slog.String("request_id", requestID(c)), slog.Any("error", err))
 			}
 			return
@@ -120,20 +136,47 @@ func (s *Server) idempotency(c *gin.Context) {
 		// The change is durable: the client need not wait for the record
 		// (until the handler returns, the answer sits in a buffer).
 		rec.Flush()
-		if err := retryBookkeeping(bctx, func(c context.Context) error { return ids.CompleteIdempotency(c, scope, key[0], answer) }); err != nil {
-			// The answer went out; a retry within the stale window sees
-			// "in progress", after it runs again. Log, do not fail the request.
+		recorded := true
+		if err := retryBookkeeping(bctx, func(c context.Context) (err error) {
+			recorded, err = hold.Complete(c, answer)
+			return err
+		}); err != nil {
+			// The answer went out; the key stays reserved until this
+			// replica's lease ends, then a retry runs the request again
+			// (or, had it written, is told its answer was lost).
 			s.log.LogAttrs(bctx, slog.LevelError, "store idempotency answer",
 				slog.String("request_id", requestID(c)), slog.Any("error", err))
+		} else if !recorded {
+			// The reservation was gone before any write of the request
+			// committed (this replica was cut off past its lease): a
+			// retry runs it, which is right, since nothing was written.
+			s.log.LogAttrs(bctx, slog.LevelWarn, "idempotency answer not recorded: the reservation was lost before any write",
+				slog.String("request_id", requestID(c)))
 		}
 	}()
 	c.Next()
 	finished = true
 }
 
+// abandonHold frees a reservation whose outcome is unknown, retrying while
+// etcd cannot answer.
+func (s *Server) abandonHold(ctx context.Context, hold store.Hold, rid string) {
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), idempotencyRecordMax)
+	defer cancel()
+	if err := retryBookkeeping(bctx, hold.Abandon); err != nil {
+		s.log.LogAttrs(bctx, slog.LevelWarn, "abandon idempotency key after a failed reservation",
+			slog.String("request_id", rid), slog.Any("error", err))
+	}
+}
+
+func errIdempotencyInProgress() *messages.Error {
+	return apiError(messages.KindConflict, "idempotency_in_progress",
+		"a request with this %s is in progress; retry shortly", HeaderIdempotencyKey)
+}
+
 // retryBookkeeping runs op until it succeeds or ctx ends, pausing between
-// tries (50 ms doubling to 1 s). Both ops are idempotent: a put of the
-// record, a delete of the key.
+// tries (50 ms doubling to 1 s). Both ops are idempotent: recording the
+// answer, abandoning the reservation.
 func retryBookkeeping(ctx context.Context, op func(context.Context) error) error {
 	wait := 50 * time.Millisecond
 	for {

@@ -17,10 +17,6 @@ import (
 const (
 	DefaultMaxBodyBytes   = 1 << 20
 	DefaultIdempotencyTTL = 24 * time.Hour
-	// staleReservation is how long an unfinished Idempotency-Key reservation
-	// blocks retries; after it the request is presumed dead with its replica
-	// and a retry takes the key over.
-	staleReservation = time.Minute
 )
 
 // Config tunes the REST API.

@@ -273,7 +273,7 @@ func TestIdempotency(t *testing.T) {
 		// Another replica holds the key with this very request.
 		hr := httptest.NewRequest("POST", "/v1/vms", strings.NewReader(createBody))
 		scope := principalFor(security.RoleAdmin).UserID + " POST /v1/vms"
-		if _, ok, _ := cp.idem.ReserveIdempotency(t.Context(), scope, key[HeaderIdempotencyKey], requestHash(hr, []byte(createBody)), time.Minute); !ok {
+		if h, _, _ := cp.idem.ReserveIdempotency(t.Context(), scope, key[HeaderIdempotencyKey], requestHash(hr, []byte(createBody)), time.Hour); h == nil {
 			t.Fatal("pre-reserve failed")
 		}
 		wantError(t, req{method: "POST", path: "/v1/vms", body: createBody, header: key}.do(t, s), 409, "idempotency_in_progress")
@@ -316,7 +316,9 @@ func TestIdempotency(t *testing.T) {
 	t.Run("expired record", func(t *testing.T) {
 		s, cp, _ := newTestServer(t, Config{IdempotencyTTL: time.Hour})
 		req{method: "POST", path: "/v1/vms", body: createBody, header: key}.do(t, s)
-		s.now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+		cp.idem.mu.Lock()
+		cp.idem.now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+		cp.idem.mu.Unlock()
 		rec := req{method: "POST", path: "/v1/vms", body: createBody, header: key}.do(t, s)
 		if rec.Code != 202 || rec.Header().Get(HeaderIdempotentReplayed) != "" || cp.creates != 2 {
 			t.Fatalf("expired key replayed: %d creates=%d %v", rec.Code, cp.creates, rec.Header())

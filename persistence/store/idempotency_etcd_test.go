@@ -4,12 +4,53 @@ package store_test
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/otherix/otherix/internal/testutil"
+	"github.com/otherix/otherix/messages"
+	"github.com/otherix/otherix/persistence/etcd"
 	"github.com/otherix/otherix/persistence/store"
 )
+
+// leaseTTL is the reservations' lease TTL in these tests; etcd may raise it
+// to its minimum (1.5 times the election timeout).
+const leaseTTL = 2 * time.Second
+
+// twoReplicas returns the stores of two replicas sharing one member, each
+// with a client of its own: closing a replica's client is what SIGKILL
+// does to it (its lease is no longer kept alive, nothing else runs).
+func twoReplicas(t *testing.T) (m *etcd.Member, a, b *store.Store) {
+	t.Helper()
+	m = startMember(t, 0)
+	a = store.New(m.NewClient(), store.WithIdempotencyLeaseTTL(leaseTTL))
+	b = store.New(m.NewClient(), store.WithIdempotencyLeaseTTL(leaseTTL))
+	return m, a, b
+}
+
+// kill is SIGKILL of the replica of s: its client closes, nothing of its
+// bookkeeping runs.
+func kill(s *store.Store) { _ = s.Client().Close() }
+
+// within bounds how long a retry may be blocked by a dead replica's
+// reservation: the lease TTL and generous room for a loaded host.
+const within = leaseTTL + 5*time.Second
+
+const scope = "alice POST /v1/vms"
+
+func testVM(name string) *messages.VM {
+	return &messages.VM{ID: messages.NewID(), Name: name, Owner: "alice"}
+}
+
+// write is the request's write: a VM row, committed under ctx (the
+// reservation, when ctx carries one).
+func write(ctx context.Context, s *store.Store, vm *messages.VM) error {
+	t := store.NewTxn().Create(store.VMs, vm)
+	return s.Commit(ctx, t)
+}
 
 // TestReplaceExpiredIdempotencyOnce has many retries find the same expired
 // record at once; exactly one may replace it, the rest must see its
@@ -18,43 +59,218 @@ func TestReplaceExpiredIdempotencyOnce(t *testing.T) {
 	clock := newClock()
 	s := startStore(t, store.WithClock(clock.Now))
 	ctx := context.Background()
-	scope := "alice POST /v1/vms"
-	if _, ok, err := s.ReserveIdempotency(ctx, scope, "k", "h", time.Minute); err != nil || !ok {
-		t.Fatalf("reserve: %v %v", ok, err)
+	hold, _, err := s.ReserveIdempotency(ctx, scope, "k", "h", 24*time.Hour)
+	if err != nil || hold == nil {
+		t.Fatalf("reserve: %v %v", hold, err)
 	}
-	if err := s.CompleteIdempotency(ctx, scope, "k", store.IdempotencyRecord{RequestHash: "h", Status: 202, CreatedAt: clock.Now()}); err != nil {
-		t.Fatal(err)
+	if ok, err := hold.Complete(ctx, store.IdempotencyRecord{RequestHash: "h", Status: 202, CreatedAt: clock.Now()}); err != nil || !ok {
+		t.Fatal(ok, err)
 	}
 	clock.Add(25 * time.Hour)
-	expired, ok, err := s.ReserveIdempotency(ctx, scope, "k", "h", time.Minute)
-	if err != nil || ok || expired == nil || !expired.Done {
-		t.Fatalf("expected the old done record, got %+v %v %v", expired, ok, err)
-	}
 
 	const racers = 10
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	won := 0
-	for i := 0; i < racers; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cur, ok, err := s.ReplaceIdempotency(ctx, scope, "k", "h", expired)
+	for range racers {
+		wg.Go(func() {
+			h, cur, err := s.ReserveIdempotency(ctx, scope, "k", "h", 24*time.Hour)
 			if err != nil {
 				t.Error(err)
 				return
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			if ok {
+			if h != nil {
 				won++
-			} else if cur == nil || cur.Done {
+			} else if cur != nil && cur.Done {
 				t.Errorf("loser saw %+v, want the winner's fresh reservation", cur)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	if won != 1 {
 		t.Fatalf("%d retries replaced the expired record, want exactly 1", won)
 	}
+}
+
+// TestReservationDiesWithItsReplica: the kill point is after the
+// reservation, before any write. A retry on the other replica is answered
+// "in progress" while the holder lives, and takes the key over once the
+// holder's lease is gone, well before the old minute.
+func TestReservationDiesWithItsReplica(t *testing.T) {
+	ctx := t.Context()
+	_, a, b := twoReplicas(t)
+	if h, _, err := a.ReserveIdempotency(ctx, scope, "k", "h", time.Hour); err != nil || h == nil {
+		t.Fatalf("reserve on a: %v %v", h, err)
+	}
+	if h, prior, err := b.ReserveIdempotency(ctx, scope, "k", "h", time.Hour); err != nil || h != nil || prior == nil || prior.Done || prior.AnswerLost() {
+		t.Fatalf("retry on b while a lives = %v %+v %v; want in progress", h, prior, err)
+	}
+	kill(a)
+	killed := time.Now()
+	var hold *store.Reservation
+	testutil.EventuallyReport(t, within, 50*time.Millisecond, "the retry on b takes the key over", func() (bool, string) {
+		h, prior, err := b.ReserveIdempotency(ctx, scope, "k", "h", time.Hour)
+		hold = h
+		return h != nil, fmtRecord(prior, err)
+	})
+	t.Logf("key taken over %v after the kill", time.Since(killed).Round(time.Millisecond))
+	if err := write(store.WithReservation(ctx, hold), b, testVM("web")); err != nil {
+		t.Fatalf("the retry's write: %v", err)
+	}
+}
+
+// TestCommittedWriteOutlivesItsReplica: the kill point is after the write
+// committed, before its answer was recorded. The write marked the key in
+// its own transaction, so no retry runs the request again: while the
+// holder lives a retry is told "in progress"; once it is dead, that the
+// answer is lost, naming the row written.
+func TestCommittedWriteOutlivesItsReplica(t *testing.T) {
+	ctx := t.Context()
+	_, a, b := twoReplicas(t)
+	hold, _, err := a.ReserveIdempotency(ctx, scope, "k", "h", time.Hour)
+	if err != nil || hold == nil {
+		t.Fatalf("reserve on a: %v %v", hold, err)
+	}
+	vm := testVM("web")
+	if err := write(store.WithReservation(ctx, hold), a, vm); err != nil {
+		t.Fatal(err)
+	}
+	if !hold.Committed() {
+		t.Fatal("the reservation does not know its write committed")
+	}
+	if h, prior, err := b.ReserveIdempotency(ctx, scope, "k", "h", time.Hour); err != nil || h != nil || prior == nil || !prior.Committed || prior.AnswerLost() {
+		t.Fatalf("retry while a lives = %v %+v %v; want in progress (committed)", h, prior, err)
+	}
+	kill(a)
+	testutil.EventuallyReport(t, within, 50*time.Millisecond, "the retry on b is told the answer is lost", func() (bool, string) {
+		h, prior, err := b.ReserveIdempotency(ctx, scope, "k", "h", time.Hour)
+		if h != nil {
+			t.Fatal("a retry reserved the key of a request whose write committed: it would run twice")
+		}
+		return prior != nil && prior.AnswerLost(), fmtRecord(prior, err)
+	})
+	_, prior, _ := b.ReserveIdempotency(ctx, scope, "k", "h", time.Hour)
+	if !slices.Contains(prior.Written, "vms/"+vm.ID) {
+		t.Errorf("written = %v, want vms/%s", prior.Written, vm.ID)
+	}
+}
+
+// TestLostReservationRefusesTheWrite: a replica cut off past its lease (its
+// process still running) lost its reservation, and a retry on another
+// replica took the key over. The cut-off handler's write is refused by the
+// reservation's compare in its own transaction; its late bookkeeping
+// touches nothing of the retry's.
+func TestLostReservationRefusesTheWrite(t *testing.T) {
+	ctx := t.Context()
+	m, a, b := twoReplicas(t)
+	hold, _, err := a.ReserveIdempotency(ctx, scope, "k", "h", time.Hour)
+	if err != nil || hold == nil {
+		t.Fatalf("reserve on a: %v %v", hold, err)
+	}
+	// The handler on a keeps running while its replica's lease is gone:
+	// its writes go through a client that still works.
+	kill(a)
+	survivorA := store.New(m.NewClient())
+	var retry *store.Reservation
+	testutil.EventuallyReport(t, within, 50*time.Millisecond, "the retry on b takes the key over", func() (bool, string) {
+		h, prior, err := b.ReserveIdempotency(ctx, scope, "k", "h", time.Hour)
+		retry = h
+		return h != nil, fmtRecord(prior, err)
+	})
+	first := testVM("web")
+	if err := write(store.WithReservation(ctx, hold), survivorA, first); !errors.Is(err, store.ErrReservationLost) {
+		t.Fatalf("the cut-off handler's write = %v, want %v", err, store.ErrReservationLost)
+	}
+	if _, err := survivorA.GetVM(ctx, first.ID); messages.KindOf(err) != messages.KindNotFound {
+		t.Fatalf("the refused write is there: %v", err)
+	}
+	second := testVM("web")
+	if err := write(store.WithReservation(ctx, retry), b, second); err != nil {
+		t.Fatalf("the retry's write: %v", err)
+	}
+	// The cut-off handler's bookkeeping, late: neither recording nor
+	// abandoning may touch the retry's key.
+	if ok, err := hold.Complete(ctx, store.IdempotencyRecord{RequestHash: "h", Status: 202}); err != nil || ok {
+		t.Fatalf("late complete = %v, %v; want not recorded", ok, err)
+	}
+	if err := hold.Abandon(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := retry.Complete(ctx, store.IdempotencyRecord{RequestHash: "h", Status: 202, Body: []byte("second")}); err != nil || !ok {
+		t.Fatalf("the retry's complete = %v, %v", ok, err)
+	}
+	_, prior, _ := b.ReserveIdempotency(ctx, scope, "k", "h", time.Hour)
+	if prior == nil || !prior.Done || string(prior.Body) != "second" || !slices.Contains(prior.Written, "vms/"+second.ID) {
+		t.Fatalf("record = %+v, want the retry's answer", prior)
+	}
+}
+
+// TestAbandonAfterCommitMarksLost: a handler whose write committed but that
+// ended with a 5xx (its actor's answer timed out) abandons its key; the
+// key is not freed (a retry would run the write again) but marked lost.
+// Before any write, abandoning frees the key.
+func TestAbandonAfterCommitMarksLost(t *testing.T) {
+	ctx := t.Context()
+	_, a, b := twoReplicas(t)
+	hold, _, _ := a.ReserveIdempotency(ctx, scope, "k", "h", time.Hour)
+	if err := write(store.WithReservation(ctx, hold), a, testVM("web")); err != nil {
+		t.Fatal(err)
+	}
+	if err := hold.Abandon(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if h, prior, err := b.ReserveIdempotency(ctx, scope, "k", "h", time.Hour); h != nil || prior == nil || !prior.AnswerLost() {
+		t.Fatalf("retry after a committed, abandoned attempt = %v %+v %v; want answer lost", h, prior, err)
+	}
+
+	unwritten, _, _ := a.ReserveIdempotency(ctx, scope, "k2", "h", time.Hour)
+	if err := unwritten.Abandon(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if h, prior, err := b.ReserveIdempotency(ctx, scope, "k2", "h", time.Hour); h == nil {
+		t.Fatalf("retry after an abandoned attempt without a write = %+v %v; want reserved", prior, err)
+	}
+}
+
+// TestSecondWriteOfOneRequest: a request that commits twice (the write,
+// then a follow-up) keeps its reservation across both; the record names
+// both rows.
+func TestSecondWriteOfOneRequest(t *testing.T) {
+	ctx := t.Context()
+	_, a, _ := twoReplicas(t)
+	hold, _, _ := a.ReserveIdempotency(ctx, scope, "k", "h", time.Hour)
+	rctx := store.WithReservation(ctx, hold)
+	one, two := testVM("one"), testVM("two")
+	if err := write(rctx, a, one); err != nil {
+		t.Fatal(err)
+	}
+	if err := write(rctx, a, two); err != nil {
+		t.Fatalf("second write of the same request: %v", err)
+	}
+	if ok, err := hold.Complete(ctx, store.IdempotencyRecord{RequestHash: "h", Status: 202}); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	_, prior, _ := a.ReserveIdempotency(ctx, scope, "k", "h", time.Hour)
+	if !prior.Done || !prior.Committed || !slices.Contains(prior.Written, "vms/"+one.ID) || !slices.Contains(prior.Written, "vms/"+two.ID) {
+		t.Fatalf("record = %+v", prior)
+	}
+}
+
+func fmtRecord(r *store.IdempotencyRecord, err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	if r == nil {
+		return "no record"
+	}
+	return "done=" + boolStr(r.Done) + " committed=" + boolStr(r.Committed) + " answer_lost=" + boolStr(r.AnswerLost())
+}
+
+func boolStr(b bool) string {
+	if b {
+		return "true"
+	}
+	return "false"
 }

@@ -36,6 +36,9 @@ type Store struct {
 	// allocLocks serializes allocation changes per node in this process
 	// (allocations.go).
 	allocLocks keyLocks
+	// holds is the lease Idempotency-Key reservations are bound to
+	// (idempotency.go).
+	holds holdLease
 }
 
 // Option configures a Store.
@@ -47,9 +50,13 @@ func WithMaxTxnOps(n int) Option { return func(s *Store) { s.maxOps = n } }
 // WithClock replaces the wall clock, for tests that age rows.
 func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = now } }
 
+// WithIdempotencyLeaseTTL sets the TTL of the lease Idempotency-Key
+// reservations are bound to (DefaultIdempotencyLeaseTTL; whole seconds).
+func WithIdempotencyLeaseTTL(d time.Duration) Option { return func(s *Store) { s.holds.ttl = d } }
+
 // New wraps an etcd client.
 func New(cli *clientv3.Client, opts ...Option) *Store {
-	s := &Store{cli: cli, maxOps: 128, now: time.Now}
+	s := &Store{cli: cli, maxOps: 128, now: time.Now, holds: holdLease{ttl: DefaultIdempotencyLeaseTTL}}
 	for _, o := range opts {
 		o(s)
 	}

@@ -4,6 +4,7 @@ package store_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -552,65 +553,73 @@ func TestIdempotencyRecords(t *testing.T) {
 	clk := newClock()
 	s := startStore(t, store.WithClock(clk.Now))
 	const scope = "alice POST /v1/vms"
+	const ttl = 24 * time.Hour
 
-	prior, reserved, err := s.ReserveIdempotency(ctx, scope, "k1", "h1", time.Minute)
-	if err != nil || !reserved || prior != nil {
-		t.Fatalf("first reserve = %v, %v, %v; want reserved", prior, reserved, err)
+	hold, prior, err := s.ReserveIdempotency(ctx, scope, "k1", "h1", ttl)
+	if err != nil || hold == nil || prior != nil {
+		t.Fatalf("first reserve = %v, %v, %v; want reserved", hold, prior, err)
 	}
-	prior, reserved, err = s.ReserveIdempotency(ctx, scope, "k1", "h1", time.Minute)
-	if err != nil || reserved || prior == nil || prior.Done || prior.RequestHash != "h1" {
-		t.Fatalf("second reserve = %+v, %v, %v; want the in-progress record", prior, reserved, err)
+	again, prior, err := s.ReserveIdempotency(ctx, scope, "k1", "h1", ttl)
+	if err != nil || again != nil || prior == nil || prior.Done || prior.RequestHash != "h1" || prior.AnswerLost() {
+		t.Fatalf("second reserve = %+v, %+v, %v; want the in-progress record", again, prior, err)
 	}
 	// A different body under the same key sees the earlier fingerprint (the
 	// HTTP layer answers 422); it does not take the key over.
-	prior, reserved, err = s.ReserveIdempotency(ctx, scope, "k1", "h2", time.Minute)
-	if err != nil || reserved || prior == nil || prior.RequestHash != "h1" {
-		t.Fatalf("reserve with another hash = %+v, %v, %v", prior, reserved, err)
+	again, prior, err = s.ReserveIdempotency(ctx, scope, "k1", "h2", ttl)
+	if err != nil || again != nil || prior == nil || prior.RequestHash != "h1" {
+		t.Fatalf("reserve with another hash = %+v, %+v, %v", again, prior, err)
 	}
 	// The key is scoped: the same key of another caller is independent.
-	if _, reserved, err := s.ReserveIdempotency(ctx, "bob POST /v1/vms", "k1", "h9", time.Minute); err != nil || !reserved {
-		t.Fatalf("same key in another scope = %v, %v; want reserved", reserved, err)
+	bob, _, err := s.ReserveIdempotency(ctx, "bob POST /v1/vms", "k1", "h9", ttl)
+	if err != nil || bob == nil {
+		t.Fatalf("same key in another scope = %v, %v; want reserved", bob, err)
 	}
 
 	answer := store.IdempotencyRecord{RequestHash: "h1", Status: 202, Headers: map[string]string{"Location": "/v1/tasks/x"},
 		Body: []byte(`{"task":{}}`), CreatedAt: clk.Now()}
-	if err := s.CompleteIdempotency(ctx, scope, "k1", answer); err != nil {
-		t.Fatal(err)
+	if ok, err := hold.Complete(ctx, answer); err != nil || !ok {
+		t.Fatalf("complete = %v, %v", ok, err)
 	}
-	prior, reserved, err = s.ReserveIdempotency(ctx, scope, "k1", "h1", time.Minute)
-	if err != nil || reserved || prior == nil || !prior.Done || prior.Status != 202 ||
+	_, prior, err = s.ReserveIdempotency(ctx, scope, "k1", "h1", ttl)
+	if err != nil || prior == nil || !prior.Done || prior.Status != 202 ||
 		string(prior.Body) != `{"task":{}}` || prior.Headers["Location"] != "/v1/tasks/x" {
-		t.Fatalf("reserve after complete = %+v, %v, %v; want the replay record", prior, reserved, err)
+		t.Fatalf("reserve after complete = %+v, %v; want the replay record", prior, err)
 	}
 
-	// A reservation whose replica died is taken over once stale, but only by
-	// the same request, and a finished one never is.
-	if _, reserved, _ := s.ReserveIdempotency(ctx, scope, "k2", "h1", time.Minute); !reserved {
-		t.Fatal("reserve k2")
+	// A lease-less reservation of an earlier version is presumed dead after
+	// a minute, but only the same request takes it over; a finished record
+	// never is before its retention ends.
+	legacy, _ := json.Marshal(store.IdempotencyRecord{RequestHash: "h1", CreatedAt: clk.Now()})
+	if _, err := s.Client().Put(ctx, store.IdempotencyKey(scope, "k2"), string(legacy)); err != nil {
+		t.Fatal(err)
+	}
+	if h, _, _ := s.ReserveIdempotency(ctx, scope, "k2", "h1", ttl); h != nil {
+		t.Error("a fresh lease-less reservation was taken over")
 	}
 	clk.Add(2 * time.Minute)
-	if _, reserved, _ := s.ReserveIdempotency(ctx, scope, "k2", "other", time.Minute); reserved {
+	if h, _, _ := s.ReserveIdempotency(ctx, scope, "k2", "other", ttl); h != nil {
 		t.Error("a stale reservation was taken over by a different request")
 	}
-	if _, reserved, _ := s.ReserveIdempotency(ctx, scope, "k2", "h1", time.Minute); !reserved {
-		t.Error("a stale reservation of the same request was not taken over")
+	if h, _, _ := s.ReserveIdempotency(ctx, scope, "k2", "h1", ttl); h == nil {
+		t.Error("a stale lease-less reservation of the same request was not taken over")
 	}
-	if prior, reserved, _ := s.ReserveIdempotency(ctx, scope, "k1", "h1", time.Minute); reserved || !prior.Done {
+	if h, prior, _ := s.ReserveIdempotency(ctx, scope, "k1", "h1", ttl); h != nil || !prior.Done {
 		t.Error("a completed record was taken over")
 	}
 
-	// Release frees a key for a retry.
-	if err := s.ReleaseIdempotency(ctx, "bob POST /v1/vms", "k1"); err != nil {
+	// Abandon frees a key for a retry.
+	if err := bob.Abandon(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, reserved, _ := s.ReserveIdempotency(ctx, "bob POST /v1/vms", "k1", "h9", time.Minute); !reserved {
-		t.Error("released key could not be reserved again")
+	if h, _, _ := s.ReserveIdempotency(ctx, "bob POST /v1/vms", "k1", "h9", ttl); h == nil {
+		t.Error("abandoned key could not be reserved again")
 	}
 
-	// Sweep: k1 (completed at the start) and k2 (taken over two minutes in)
-	// are past a 24-hour retention 25 hours later; k3, written then, is not.
+	// Sweep: k1 (completed at the start) and k2 and bob's k1 (reserved two
+	// minutes in) are past a 24-hour retention 25 hours later; k3, written
+	// then, is not.
 	clk.Add(25 * time.Hour)
-	if _, reserved, _ := s.ReserveIdempotency(ctx, scope, "k3", "h3", time.Minute); !reserved {
+	if h, _, _ := s.ReserveIdempotency(ctx, scope, "k3", "h3", ttl); h == nil {
 		t.Fatal("reserve k3")
 	}
 	n, err := s.SweepIdempotency(ctx, 24*time.Hour)
@@ -620,10 +629,10 @@ func TestIdempotencyRecords(t *testing.T) {
 	if n != 3 { // k1, k2 and bob's k1
 		t.Errorf("swept %d records, want 3", n)
 	}
-	if _, reserved, _ := s.ReserveIdempotency(ctx, scope, "k1", "h1", time.Minute); !reserved {
+	if h, _, _ := s.ReserveIdempotency(ctx, scope, "k1", "h1", ttl); h == nil {
 		t.Error("swept key k1 is still remembered")
 	}
-	if prior, reserved, _ := s.ReserveIdempotency(ctx, scope, "k3", "h3", time.Minute); reserved || prior == nil {
+	if h, prior, _ := s.ReserveIdempotency(ctx, scope, "k3", "h3", ttl); h != nil || prior == nil {
 		t.Error("recent record k3 was swept")
 	}
 }

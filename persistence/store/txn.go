@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -36,6 +37,9 @@ type guard struct {
 	missingFails bool
 	lease        clientv3.LeaseID
 	byLease      bool
+	// byCreate requires key to exist with create revision createRev (an
+	// Idempotency-Key reservation, idempotency.go).
+	byCreate bool
 	// prefix makes key a prefix: no key under it may have been created
 	// after createRev (0: no key may exist under it at all).
 	prefix bool
@@ -172,12 +176,31 @@ func (s *Store) Commit(ctx context.Context, t *Txn) error {
 	if len(t.ops) > s.maxOps || len(t.cmps) > s.maxOps {
 		return fmt.Errorf("%w: %d ops, %d compares, limit %d", ErrTooManyOps, len(t.ops), len(t.cmps), s.maxOps)
 	}
-	resp, err := s.cli.Txn(ctx).If(t.cmps...).Then(t.ops...).Commit()
+	cmps, ops, guards := t.cmps, t.ops, t.guards
+	// A write made for a request with an Idempotency-Key commits only while
+	// the request's reservation holds the key, and marks the record
+	// committed in the same transaction: a write that committed is never
+	// run again by a retry, and a replica that lost its reservation (cut
+	// off past its lease) cannot write behind the retry's back. Its guard
+	// comes first, so a lost reservation is what the refusal reports.
+	res := ReservationFrom(ctx)
+	var written []string
+	if res != nil {
+		cmp, g, op, w := res.fence(t)
+		cmps = append([]clientv3.Cmp{cmp}, cmps...)
+		guards = append([]guard{g}, guards...)
+		ops = append(slices.Clip(ops), op)
+		written = w
+	}
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
 		return unavailable(err)
 	}
 	if !resp.Succeeded {
-		return s.explain(ctx, t)
+		return s.explain(ctx, guards)
+	}
+	if res != nil {
+		res.committedWith(written)
 	}
 	for _, e := range t.written {
 		e.SetEntityRevision(resp.Header.Revision)
@@ -191,9 +214,9 @@ func (s *Store) Commit(ctx context.Context, t *Txn) error {
 // explain finds which guard refused a transaction by reading the guarded keys
 // again. If they all pass now, the keys changed back in between; the caller
 // sees a plain stale-revision conflict and may retry.
-func (s *Store) explain(ctx context.Context, t *Txn) error {
-	ops := make([]clientv3.Op, 0, len(t.guards))
-	for _, g := range t.guards {
+func (s *Store) explain(ctx context.Context, guards []guard) error {
+	ops := make([]clientv3.Op, 0, len(guards))
+	for _, g := range guards {
 		if g.prefix {
 			// etcd's count ignores revision filters: count only when any
 			// key refutes the guard, else read the (few) keys filtered.
@@ -211,10 +234,14 @@ func (s *Store) explain(ctx context.Context, t *Txn) error {
 	if err != nil {
 		return unavailable(err)
 	}
-	for i, g := range t.guards {
+	for i, g := range guards {
 		rr := resp.Responses[i].GetResponseRange()
 		kvs := rr.Kvs
 		switch {
+		case g.byCreate:
+			if len(kvs) == 0 || kvs[0].CreateRevision != g.createRev {
+				return g.fail
+			}
 		case g.prefix:
 			if rr.Count > 0 && (g.createRev == 0 || len(kvs) > 0) {
 				return g.fail
