@@ -190,4 +190,3 @@ func (s stolenReservation) ReserveIdempotency(ctx context.Context, scope, key, h
 	}
 	return hold, nil, nil
 }
-
