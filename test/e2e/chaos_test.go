@@ -132,6 +132,11 @@ func (c *chaosCluster) login() {
 // answer into out; code is the error envelope's code of any other answer.
 // A request that got no answer returns err.
 func (c *chaosCluster) do(ctx context.Context, r *replica, method, path string, body any, hdr map[string]string, out any) (status int, code string, err error) {
+	return c.doRaw(ctx, r, method, path, body, hdr, out, nil)
+}
+
+// doRaw is do that also decodes an error answer's body into errOut.
+func (c *chaosCluster) doRaw(ctx context.Context, r *replica, method, path string, body any, hdr map[string]string, out, errOut any) (status int, code string, err error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -183,6 +188,9 @@ func (c *chaosCluster) do(ctx context.Context, r *replica, method, path string, 
 		} `json:"error"`
 	}
 	_ = json.Unmarshal(data, &env)
+	if errOut != nil {
+		_ = json.Unmarshal(data, errOut)
+	}
 	return resp.StatusCode, env.Error.Code, nil
 }
 
