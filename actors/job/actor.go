@@ -123,13 +123,36 @@ func (d Deps) attempt(ctx context.Context, j *messages.Job, session *store.Dispa
 	if err == nil || errors.Is(err, messages.ErrClaimLost) {
 		return err
 	}
-	if held, herr := session.Holds(ctx, j.ID); herr == nil && held {
-		if rerr := session.Retry(ctx, j, nil, err.Error(), d.backoff(j)); rerr != nil {
+	// The release is retried: an attempt cut by a lost quorum (a leader
+	// killed) fails its release the same way for a second or two, and a
+	// claim left held by this live dispatcher is never handed out again
+	// (its task stayed pending for good: TestKill9DuringIdempotentCreates).
+	var rerr error
+	wait, deadline := 100*time.Millisecond, time.Now().Add(releaseRetryMax)
+	for {
+		var held bool
+		if held, rerr = session.Holds(ctx, j.ID); rerr == nil {
+			if !held {
+				return err
+			}
+			if rerr = session.Retry(ctx, j, nil, err.Error(), d.backoff(j)); rerr == nil || errors.Is(rerr, messages.ErrClaimLost) {
+				return err
+			}
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
 			return fmt.Errorf("%w; release claim: %v", err, rerr)
 		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
 	}
-	return err
 }
+
+// releaseRetryMax bounds the retries of releasing a failed attempt's claim;
+// it outlasts an election.
+const releaseRetryMax = 30 * time.Second
 
 func (d Deps) attemptOnce(ctx context.Context, j *messages.Job, session *store.Dispatcher) error {
 	// The task and the VM come from the VM's actor, their one writer, not
