@@ -52,16 +52,16 @@ type attempt struct {
 // unknown reports an attempt whose outcome the client cannot know.
 func (a attempt) unknown() bool { return a.err != nil || a.status >= 500 }
 
-// waitedOnVictim is how long a create whose request to victim got no
-// answer then waited for its answer on the survivors, when that request is
-// the only one of unknown outcome before the answer (so only the victim's
-// reservation can have held the key meanwhile). ok is false for a create
-// without such a request.
-func (r createResult) waitedOnVictim(victim string) (d time.Duration, ok bool) {
+// waitedOnVictim is how long a create whose request was in flight on
+// victim when it was killed then waited for its answer on the survivors,
+// when that request is the only one of unknown outcome before the answer
+// (so only the victim's reservation can have held the key meanwhile). ok
+// is false for a create without such a request.
+func (r createResult) waitedOnVictim(victim string, killed time.Time) (d time.Duration, ok bool) {
 	lost := -1
 	for i, a := range r.attempts {
 		switch {
-		case a.unknown() && a.replica == victim && lost < 0:
+		case a.unknown() && a.replica == victim && lost < 0 && a.sent.Before(killed) && !a.done.Before(killed):
 			lost = i
 		case a.unknown():
 			return 0, false
@@ -332,7 +332,7 @@ func TestKill9DuringIdempotentCreates(t *testing.T) {
 			bound := idempotencyLeaseTTL + 7*time.Second
 			var waited []time.Duration
 			for _, r := range load.results {
-				if d, ok := r.waitedOnVictim(victim.name); ok {
+				if d, ok := r.waitedOnVictim(victim.name, killed); ok {
 					waited = append(waited, d)
 					if d > bound {
 						t.Errorf("create %s waited %v for its answer after its request to %s was lost (bound %v); requests: %q",
@@ -342,7 +342,7 @@ func TestKill9DuringIdempotentCreates(t *testing.T) {
 			}
 			slices.Sort(waited)
 			if len(waited) > 0 {
-				t.Logf("%d creates lost a request with %s; they were answered on a survivor after at most %v (median %v, bound %v)",
+				t.Logf("%d creates had a request in flight on %s when it was killed; they were answered on a survivor after at most %v (median %v, bound %v)",
 					len(waited), victim.name, waited[len(waited)-1].Round(time.Millisecond), waited[len(waited)/2].Round(time.Millisecond), bound)
 			}
 			acked, taken, unknown := c.checkCreates(load.results, rng)
