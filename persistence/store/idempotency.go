@@ -162,6 +162,13 @@ func (s *Store) ReserveIdempotency(ctx context.Context, scope, key, requestHash 
 			If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
 			Then(clientv3.OpPut(k, r.reserved, clientv3.WithLease(lease))).
 			Else(clientv3.OpGet(k)).Commit()
+		if isLeaseNotFound(err) {
+			// The lease expired before its keepalive noticed (this
+			// replica was stalled past the TTL): nothing was written;
+			// take a new one.
+			s.holds.forget(lease)
+			continue
+		}
 		if err != nil {
 			return r, nil, unavailable(err)
 		}
@@ -215,9 +222,14 @@ func (s *Store) leaseAlive(ctx context.Context, lease clientv3.LeaseID) bool {
 	}
 	resp, err := s.cli.TimeToLive(ctx, lease)
 	if err != nil {
-		return !errors.Is(err, rpctypes.ErrLeaseNotFound) && !errors.Is(err, rpctypes.ErrGRPCLeaseNotFound)
+		return !isLeaseNotFound(err)
 	}
 	return resp.TTL != -1
+}
+
+func isLeaseNotFound(err error) bool {
+	return err != nil && (errors.Is(err, rpctypes.ErrLeaseNotFound) || errors.Is(err, rpctypes.ErrGRPCLeaseNotFound) ||
+		strings.Contains(err.Error(), rpctypes.ErrLeaseNotFound.Error()))
 }
 
 func decodeIdempotency(kv *mvccpb.KeyValue) (*IdempotencyRecord, error) {
@@ -408,6 +420,17 @@ func (h *holdLease) lease(ctx context.Context, s *Store) (clientv3.LeaseID, erro
 	return h.id, nil
 }
 
+// forget drops lease if it is still the one held, so the next reservation
+// takes a new one.
+func (h *holdLease) forget(lease clientv3.LeaseID) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.id == lease && h.id != 0 {
+		h.stop()
+		h.id = 0
+	}
+}
+
 // ReleaseIdempotencyLease revokes the lease of this replica's reservations
 // (at shutdown, once requests have drained): any it still holds vanish at
 // once instead of after the TTL.
@@ -421,7 +444,7 @@ func (s *Store) ReleaseIdempotencyLease(ctx context.Context) error {
 	h.stop()
 	_, err := s.cli.Revoke(ctx, h.id)
 	h.id = 0
-	if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+	if err != nil && !isLeaseNotFound(err) {
 		return unavailable(err)
 	}
 	return nil

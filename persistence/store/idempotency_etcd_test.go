@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/otherix/otherix/internal/testutil"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/etcd"
@@ -273,4 +275,25 @@ func boolStr(b bool) string {
 		return "true"
 	}
 	return "false"
+}
+
+// TestReserveAfterLeaseExpiredUnnoticed: the replica's lease ended (it was
+// stalled past the TTL) before its keepalive noticed; the next reservation
+// takes a new lease instead of failing.
+func TestReserveAfterLeaseExpiredUnnoticed(t *testing.T) {
+	ctx := t.Context()
+	_, a, _ := twoReplicas(t)
+	if h, _, err := a.ReserveIdempotency(ctx, scope, "k1", "h", time.Hour); err != nil || h == nil {
+		t.Fatalf("reserve: %v %v", h, err)
+	}
+	resp, err := a.Client().Get(ctx, store.IdempotencyKey(scope, "k1"))
+	if err != nil || len(resp.Kvs) != 1 || resp.Kvs[0].Lease == 0 {
+		t.Fatalf("the reservation is not bound to a lease: %v %v", resp, err)
+	}
+	if _, err := a.Client().Revoke(ctx, clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
+		t.Fatal(err)
+	}
+	if h, prior, err := a.ReserveIdempotency(ctx, scope, "k2", "h", time.Hour); err != nil || h == nil {
+		t.Fatalf("reserve after the lease ended = %v %+v %v; want reserved", h, prior, err)
+	}
 }
