@@ -316,6 +316,7 @@ func TestKill9DuringIdempotentCreates(t *testing.T) {
 			start := time.Now()
 			waitFor(t, "10 creates acknowledged", 60*time.Second, func() bool { return load.ackedSince(start) >= 10 }, c.rs...)
 			victim := tc.victim()
+			killing := time.Now()
 			victim.kill9()
 			killed := time.Now()
 			waitFor(t, "10 creates acknowledged after the kill", 90*time.Second, func() bool { return load.ackedSince(killed) >= 10 })
@@ -332,7 +333,7 @@ func TestKill9DuringIdempotentCreates(t *testing.T) {
 			bound := idempotencyLeaseTTL + 7*time.Second
 			var waited []time.Duration
 			for _, r := range load.results {
-				if d, ok := r.waitedOnVictim(victim.name, killed); ok {
+				if d, ok := r.waitedOnVictim(victim.name, killing); ok {
 					waited = append(waited, d)
 					if d > bound {
 						t.Errorf("create %s waited %v for its answer after its request to %s was lost (bound %v); requests: %q",
