@@ -22,7 +22,7 @@ import (
 
 // startMember runs a real embedded etcd member in a temp dir with the given
 // per-transaction op limit (0 keeps etcd's default of 128).
-func startMember(t *testing.T, maxTxnOps uint) *etcd.Member {
+func startMember(t testing.TB, maxTxnOps uint) *etcd.Member {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
