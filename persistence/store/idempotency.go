@@ -26,9 +26,15 @@ import (
 // keepalive, so a retry on another replica is not blocked by them.
 const DefaultIdempotencyLeaseTTL = 3 * time.Second
 
-// legacyStale is how long a reservation written without a lease (by a
-// replica of an earlier version) blocks retries before it is presumed dead.
-const legacyStale = time.Minute
+// staleReservation is how long an unfinished record may stay so before
+// its request is presumed dead although its holder's lease lives: no
+// handler runs that long (an actor's ask is 10 s, a drain 30 s, the
+// bookkeeping's retries 30 s), but its bookkeeping may have failed for
+// good (etcd unreachable throughout). A reservation is then taken over by
+// the same request (the fence refuses the old handler's writes), and a
+// committed record's answer is reported lost. It also covers reservations
+// written without a lease by replicas of an earlier version.
+const staleReservation = 2 * time.Minute
 
 // maxWritten bounds the rows an idempotency record names.
 const maxWritten = 8
@@ -195,7 +201,8 @@ func (s *Store) ReserveIdempotency(ctx context.Context, scope, key, requestHash 
 			continue
 		}
 		if old.Committed && !old.Done {
-			old.answerLost = old.Lost || !s.leaseAlive(ctx, clientv3.LeaseID(old.Lease))
+			old.answerLost = old.Lost || s.now().Sub(old.CreatedAt) > staleReservation ||
+				!s.leaseAlive(ctx, clientv3.LeaseID(old.Lease))
 		}
 		return nil, old, nil
 	}
@@ -204,14 +211,14 @@ func (s *Store) ReserveIdempotency(ctx context.Context, scope, key, requestHash 
 }
 
 // forgettable reports a record a new reservation may replace: past its
-// retention, or a lease-less reservation of an earlier version whose
-// request must have died with its replica.
+// retention, or an unfinished reservation of the same request past
+// staleReservation.
 func (s *Store) forgettable(old *IdempotencyRecord, requestHash string, expireAfter time.Duration) bool {
 	age := s.now().Sub(old.CreatedAt)
 	if age > expireAfter {
 		return true
 	}
-	return old.Lease == 0 && !old.Done && !old.Committed && old.RequestHash == requestHash && age > legacyStale
+	return !old.Done && !old.Committed && old.RequestHash == requestHash && age > staleReservation
 }
 
 // leaseAlive reports whether lease still exists; when etcd cannot tell, it

@@ -340,3 +340,38 @@ func BenchmarkRetryAfterHolderKilled(b *testing.B) {
 	b.ReportMetric(float64(worst.Milliseconds()), "max-ms")
 	b.ReportMetric(float64(store.DefaultIdempotencyLeaseTTL.Milliseconds()), "lease-ttl-ms")
 }
+
+// TestStaleRecordsOfALiveHolder: a holder whose bookkeeping failed for good
+// (etcd unreachable throughout its retries) stays alive with its lease; its
+// unfinished reservation is taken over by the same request after two
+// minutes, and its committed, unanswered record is then reported lost,
+// instead of either answering "in progress" for the replica's life.
+func TestStaleRecordsOfALiveHolder(t *testing.T) {
+	ctx := t.Context()
+	clk := newClock()
+	m := startMember(t, 0)
+	a := store.New(m.NewClient(), store.WithClock(clk.Now))
+	b := store.New(m.NewClient(), store.WithClock(clk.Now))
+	old, _, _ := a.ReserveIdempotency(ctx, scope, "reserved", "h", time.Hour)
+	committed, _, _ := a.ReserveIdempotency(ctx, scope, "committed", "h", time.Hour)
+	if err := write(store.WithReservation(ctx, committed), a, testVM("web")); err != nil {
+		t.Fatal(err)
+	}
+	if h, _, _ := b.ReserveIdempotency(ctx, scope, "reserved", "h", time.Hour); h != nil {
+		t.Fatal("a fresh reservation of a live holder was taken over")
+	}
+	if _, prior, _ := b.ReserveIdempotency(ctx, scope, "committed", "h", time.Hour); prior == nil || prior.AnswerLost() {
+		t.Fatalf("fresh committed record of a live holder = %+v; want in progress", prior)
+	}
+	clk.Add(3 * time.Minute)
+	taken, _, err := b.ReserveIdempotency(ctx, scope, "reserved", "h", time.Hour)
+	if err != nil || taken == nil {
+		t.Fatalf("stale reservation not taken over: %v", err)
+	}
+	if err := write(store.WithReservation(ctx, old), a, testVM("late")); !errors.Is(err, store.ErrReservationLost) {
+		t.Fatalf("the old handler's late write = %v, want refused", err)
+	}
+	if _, prior, _ := b.ReserveIdempotency(ctx, scope, "committed", "h", time.Hour); prior == nil || !prior.AnswerLost() {
+		t.Fatalf("stale committed record = %+v; want its answer lost", prior)
+	}
+}

@@ -587,8 +587,8 @@ func TestIdempotencyRecords(t *testing.T) {
 	}
 
 	// A lease-less reservation of an earlier version is presumed dead after
-	// a minute, but only the same request takes it over; a finished record
-	// never is before its retention ends.
+	// staleReservation (2 min), but only the same request takes it over; a
+	// finished record never is before its retention ends.
 	legacy, _ := json.Marshal(store.IdempotencyRecord{RequestHash: "h1", CreatedAt: clk.Now()})
 	if _, err := s.Client().Put(ctx, store.IdempotencyKey(scope, "k2"), string(legacy)); err != nil {
 		t.Fatal(err)
@@ -596,7 +596,7 @@ func TestIdempotencyRecords(t *testing.T) {
 	if h, _, _ := s.ReserveIdempotency(ctx, scope, "k2", "h1", ttl); h != nil {
 		t.Error("a fresh lease-less reservation was taken over")
 	}
-	clk.Add(2 * time.Minute)
+	clk.Add(3 * time.Minute)
 	if h, _, _ := s.ReserveIdempotency(ctx, scope, "k2", "other", ttl); h != nil {
 		t.Error("a stale reservation was taken over by a different request")
 	}
@@ -615,8 +615,8 @@ func TestIdempotencyRecords(t *testing.T) {
 		t.Error("abandoned key could not be reserved again")
 	}
 
-	// Sweep: k1 (completed at the start) and k2 and bob's k1 (reserved two
-	// minutes in) are past a 24-hour retention 25 hours later; k3, written
+	// Sweep: k1 (completed at the start) and k2 and bob's k1 (reserved
+	// three minutes in) are past a 24-hour retention 25 hours later; k3, written
 	// then, is not.
 	clk.Add(25 * time.Hour)
 	if h, _, _ := s.ReserveIdempotency(ctx, scope, "k3", "h3", ttl); h == nil {
