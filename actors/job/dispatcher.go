@@ -425,6 +425,21 @@ func (d *dispatcher) dispatch(ctx actor.Context) {
 				failed = append(failed, j.ID)
 			}
 		}
+		// A failed claim's outcome is unknown: it may have committed on
+		// this dispatcher's lease, where the watch marks the job claimed
+		// and nobody would ever run it (a task pending for good, seen in
+		// TestRollingRestartUnderWrites). Drop any such claim, retrying
+		// through an election.
+		for _, id := range failed {
+			wait, deadline := 100*time.Millisecond, time.Now().Add(releaseRetryMax)
+			for session.Unclaim(life, id) != nil && life.Err() == nil && time.Now().Before(deadline) {
+				select {
+				case <-life.Done():
+				case <-time.After(wait):
+				}
+				wait = min(2*wait, 2*time.Second)
+			}
+		}
 		return claimRound{by: d, won: won, failed: failed}
 	})
 }

@@ -75,6 +75,19 @@ func (d *Dispatcher) Claim(ctx context.Context, j *messages.Job) error {
 	return nil
 }
 
+// Unclaim drops this dispatcher's claim on a job if it holds it, and only
+// then: a claim whose call failed with an unknown outcome (a lost quorum
+// cut it, the transaction still committed) would otherwise sit on this
+// dispatcher's live lease with nobody running the job.
+func (d *Dispatcher) Unclaim(ctx context.Context, jobID string) error {
+	k := claimKey(jobID)
+	if _, err := d.s.cli.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(k), "=", d.Lease())).
+		Then(clientv3.OpDelete(k)).Commit(); err != nil {
+		return unavailable(err)
+	}
+	return nil
+}
+
 // Holds reports whether this dispatcher still holds the claim on a job.
 func (d *Dispatcher) Holds(ctx context.Context, jobID string) (bool, error) {
 	resp, err := d.s.cli.Get(ctx, claimKey(jobID))

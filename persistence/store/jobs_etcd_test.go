@@ -318,3 +318,33 @@ func TestTaskTransitions(t *testing.T) {
 		}
 	}
 }
+
+// TestUnclaimOnlyOwnClaim: a dispatcher whose claim call failed with an
+// unknown outcome drops the claim if it holds it, and never another
+// dispatcher's.
+func TestUnclaimOnlyOwnClaim(t *testing.T) {
+	ctx := t.Context()
+	s := startStore(t)
+	a := newDispatcher(t, s, "replica-a", 10*time.Second)
+	b := newDispatcher(t, s, "replica-b", 10*time.Second)
+	addJob(t, s, s.Now())
+	j := claimable(t, s)[0]
+	if err := a.Claim(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Unclaim(ctx, j.ID); err != nil {
+		t.Fatal(err)
+	}
+	if held, err := a.Holds(ctx, j.ID); err != nil || !held {
+		t.Fatalf("another dispatcher's unclaim dropped a's claim: %v %v", held, err)
+	}
+	if err := a.Unclaim(ctx, j.ID); err != nil {
+		t.Fatal(err)
+	}
+	if held, err := a.Holds(ctx, j.ID); err != nil || held {
+		t.Fatalf("a still holds the job after its unclaim: %v %v", held, err)
+	}
+	if len(claimable(t, s)) != 1 {
+		t.Fatal("the unclaimed job is not claimable again")
+	}
+}
