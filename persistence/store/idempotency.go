@@ -117,6 +117,46 @@ type Reservation struct {
 	mu        sync.Mutex
 	committed bool
 	written   []string
+	// rev is the key's last mod revision this attempt knows of (its
+	// reservation's, then its last commit's).
+	rev int64
+}
+
+// resolveMax bounds how long a commit of unknown outcome is looked up.
+const resolveMax = 5 * time.Second
+
+// resolve finds out whether a fenced commit whose call failed committed
+// after all (a lost quorum cuts the call, not the proposal): it did if the
+// key holds the value that commit wrote, at a revision past the last one
+// this attempt knew, in this attempt's incarnation of the key (nothing else
+// writes it meanwhile: the attempt's own bookkeeping runs after the
+// handler). It reads until the cluster answers, within resolveMax, and
+// answers the commit's revision.
+func (r *Reservation) resolve(ctx context.Context, s *Store, value string) (int64, bool) {
+	r.mu.Lock()
+	before := r.rev
+	r.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), resolveMax)
+	defer cancel()
+	wait := 50 * time.Millisecond
+	for {
+		resp, err := s.cli.Get(ctx, r.key)
+		if err == nil {
+			if len(resp.Kvs) == 1 {
+				kv := resp.Kvs[0]
+				if kv.CreateRevision == r.createRev && kv.ModRevision > before && string(kv.Value) == value {
+					return kv.ModRevision, true
+				}
+			}
+			return 0, false
+		}
+		select {
+		case <-ctx.Done():
+			return 0, false
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 500*time.Millisecond)
+	}
 }
 
 // Committed reports whether a write made under the reservation committed.
@@ -179,7 +219,7 @@ func (s *Store) ReserveIdempotency(ctx context.Context, scope, key, requestHash 
 			return r, nil, unavailable(err)
 		}
 		if resp.Succeeded {
-			r.createRev = resp.Header.Revision
+			r.createRev, r.rev = resp.Header.Revision, resp.Header.Revision
 			return r, nil, nil
 		}
 		kvs := resp.Responses[0].GetResponseRange().Kvs
@@ -322,7 +362,7 @@ func (r *Reservation) Abandon(ctx context.Context) error {
 // this attempt's, the guard that explains its failure, and the put that
 // marks the record committed (and detaches it from the lease, so it
 // outlives this replica) with the rows t writes.
-func (r *Reservation) fence(t *Txn) (clientv3.Cmp, guard, clientv3.Op, []string) {
+func (r *Reservation) fence(t *Txn) (clientv3.Cmp, guard, clientv3.Op, []string, string) {
 	r.mu.Lock()
 	written := slices.Clone(r.written)
 	r.mu.Unlock()
@@ -339,15 +379,16 @@ func (r *Reservation) fence(t *Txn) (clientv3.Cmp, guard, clientv3.Op, []string)
 	b, _ := json.Marshal(rec)
 	return clientv3.Compare(clientv3.CreateRevision(r.key), "=", r.createRev),
 		guard{key: r.key, createRev: r.createRev, byCreate: true, fail: ErrReservationLost},
-		clientv3.OpPut(r.key, string(b)), written
+		clientv3.OpPut(r.key, string(b)), written, string(b)
 }
 
-// committedWith notes a committed write and the rows named so far.
-func (r *Reservation) committedWith(written []string) {
+// committedWith notes a write committed at rev and the rows named so far.
+func (r *Reservation) committedWith(written []string, rev int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.committed = true
 	r.written = written
+	r.rev = max(r.rev, rev)
 }
 
 // writtenRow names the row an op puts, for the rows a client can read.

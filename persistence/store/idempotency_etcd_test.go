@@ -7,6 +7,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -373,5 +374,80 @@ func TestStaleRecordsOfALiveHolder(t *testing.T) {
 	}
 	if _, prior, _ := b.ReserveIdempotency(ctx, scope, "committed", "h", time.Hour); prior == nil || !prior.AnswerLost() {
 		t.Fatalf("stale committed record = %+v; want its answer lost", prior)
+	}
+}
+
+// ambiguousKV makes the next transaction's call fail, after etcd committed
+// it (commit true) or without sending it (commit false): what a call cut
+// by a lost quorum, or timed out, looks like to the caller.
+type ambiguousKV struct {
+	clientv3.KV
+	next *atomic.Int32 // 0: pass; 1: fail after commit; 2: fail unsent
+}
+
+func (k ambiguousKV) Txn(ctx context.Context) clientv3.Txn {
+	return ambiguousTxn{k.KV.Txn(ctx), k.next}
+}
+
+type ambiguousTxn struct {
+	clientv3.Txn
+	next *atomic.Int32
+}
+
+func (t ambiguousTxn) If(c ...clientv3.Cmp) clientv3.Txn { return ambiguousTxn{t.Txn.If(c...), t.next} }
+func (t ambiguousTxn) Then(o ...clientv3.Op) clientv3.Txn {
+	return ambiguousTxn{t.Txn.Then(o...), t.next}
+}
+func (t ambiguousTxn) Else(o ...clientv3.Op) clientv3.Txn {
+	return ambiguousTxn{t.Txn.Else(o...), t.next}
+}
+
+func (t ambiguousTxn) Commit() (*clientv3.TxnResponse, error) {
+	switch t.next.Swap(0) {
+	case 1:
+		if _, err := t.Txn.Commit(); err != nil {
+			return nil, err
+		}
+		return nil, errors.New("etcdserver: request timed out")
+	case 2:
+		return nil, errors.New("etcdserver: request timed out")
+	}
+	return t.Txn.Commit()
+}
+
+// TestFencedCommitOfUnknownOutcome: a write under a reservation whose call
+// failed (a lost quorum cuts the call, not the proposal) is looked up by
+// its mark in the key: committed, it is reported committed, so the request
+// answers what it did rather than a 503 whose retry is told the answer was
+// lost; not committed, the error stands.
+func TestFencedCommitOfUnknownOutcome(t *testing.T) {
+	ctx := t.Context()
+	m := startMember(t, 0)
+	cli := m.NewClient()
+	next := &atomic.Int32{}
+	cli.KV = ambiguousKV{KV: cli.KV, next: next}
+	s := store.New(cli)
+
+	hold, _, err := s.ReserveIdempotency(ctx, scope, "k1", "h", time.Hour)
+	if err != nil || hold == nil {
+		t.Fatal(hold, err)
+	}
+	vm := testVM("web")
+	next.Store(1)
+	if err := write(store.WithReservation(ctx, hold), s, vm); err != nil {
+		t.Fatalf("a committed write of unknown outcome = %v, want resolved as committed", err)
+	}
+	got, err := s.GetVM(ctx, vm.ID)
+	if err != nil || !hold.Committed() || vm.Revision == 0 || got.Revision != vm.Revision {
+		t.Fatalf("vm %+v (%v), committed %v, revision %d", got, err, hold.Committed(), vm.Revision)
+	}
+
+	hold2, _, _ := s.ReserveIdempotency(ctx, scope, "k2", "h", time.Hour)
+	next.Store(2)
+	if err := write(store.WithReservation(ctx, hold2), s, testVM("other")); err == nil {
+		t.Fatal("a write that never reached etcd was reported committed")
+	}
+	if hold2.Committed() {
+		t.Fatal("the reservation believes its unsent write committed")
 	}
 }

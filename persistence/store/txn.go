@@ -185,25 +185,38 @@ func (s *Store) Commit(ctx context.Context, t *Txn) error {
 	// comes first, so a lost reservation is what the refusal reports.
 	res := ReservationFrom(ctx)
 	var written []string
+	var marked string
 	if res != nil {
-		cmp, g, op, w := res.fence(t)
+		cmp, g, op, w, v := res.fence(t)
 		cmps = append([]clientv3.Cmp{cmp}, cmps...)
 		guards = append([]guard{g}, guards...)
 		ops = append(slices.Clip(ops), op)
-		written = w
+		written, marked = w, v
 	}
 	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
-	if err != nil {
+	var rev int64
+	switch {
+	case err != nil && res != nil:
+		// The outcome is unknown (a lost quorum cut the call, etcd's
+		// request timed out). The fence's mark tells whether it
+		// committed: answering an error for a write that took place
+		// would leave the request's answer lost.
+		var ok bool
+		if rev, ok = res.resolve(ctx, s, marked); !ok {
+			return unavailable(err)
+		}
+	case err != nil:
 		return unavailable(err)
-	}
-	if !resp.Succeeded {
+	case !resp.Succeeded:
 		return s.explain(ctx, guards)
+	default:
+		rev = resp.Header.Revision
 	}
 	if res != nil {
-		res.committedWith(written)
+		res.committedWith(written, rev)
 	}
 	for _, e := range t.written {
-		e.SetEntityRevision(resp.Header.Revision)
+		e.SetEntityRevision(rev)
 	}
 	if t.freesTunnelIP {
 		s.tunnels.forget()
