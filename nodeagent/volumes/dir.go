@@ -8,8 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-
-	"github.com/otherix/otherix/nodeagent/qcow2"
 )
 
 // dirDriver keeps each volume as one qcow2 file, volumes/NAME.qcow2, and
@@ -76,7 +74,7 @@ func (d *dirDriver) snapOf(path string) (volume, snap string, ok bool) {
 
 // backingOf returns the backing file a qcow2 file names, made absolute.
 func backingOf(path string) (string, error) {
-	h, err := qcow2.Read(path)
+	h, err := readHeader(path)
 	if err != nil {
 		return "", err
 	}
@@ -250,7 +248,7 @@ func (d *dirDriver) Clone(ctx context.Context, o CloneOptions) (info Info, err e
 		// Another node may be writing it: a copy would be torn.
 		return Info{}, err
 	}
-	h, err := qcow2.Read(src)
+	h, err := readHeader(src)
 	if err != nil {
 		return Info{}, d.notFound(o.Source, o.Snapshot, err)
 	}
@@ -364,7 +362,7 @@ func (d *dirDriver) Resize(ctx context.Context, volume string, size int64) (Info
 		return Info{}, err
 	}
 	file := d.volFile(volume)
-	h, err := qcow2.Read(file)
+	h, err := readHeader(file)
 	if err != nil {
 		return Info{}, d.notFound(volume, "", err)
 	}
@@ -718,7 +716,7 @@ func (d *dirDriver) Recover(ctx context.Context) (RecoverReport, error) {
 			}
 			err = d.forget(key)
 		case opResize:
-			if h, rerr := qcow2.Read(d.volFile(in.Volume)); rerr == nil && int64(h.Size) < in.Size {
+			if h, rerr := readHeader(d.volFile(in.Volume)); rerr == nil && int64(h.Size) < in.Size {
 				err = d.grow(ctx, d.volFile(in.Volume), in.Size)
 			}
 			if err == nil {

@@ -168,7 +168,7 @@ func statFile(path, format string) (virtual, allocated int64, chain []ChainEntry
 	if format == formatRaw {
 		return st.Size(), allocated, nil, nil
 	}
-	h, err := qcow2.Read(path)
+	h, err := readHeader(path)
 	if err != nil {
 		return 0, 0, nil, err
 	}
@@ -195,12 +195,37 @@ func backingChain(path string, h qcow2.Header) []ChainEntry {
 		if err != nil || !st.Mode().IsRegular() || e.Format != formatQCOW2 {
 			break
 		}
-		if h, err = qcow2.Read(next); err != nil {
+		if h, err = readHeader(next); err != nil {
 			break
 		}
 		path = next
 	}
 	return chain
+}
+
+// headerProbe is how much of a qcow2 file readHeader reads first:
+// qemu-img writes the header, its extensions and the backing name in well
+// under a KiB, and a pool scan stats every volume, so reading qcow2's
+// full 64 KiB window each time would be most of a scan's I/O.
+const headerProbe = 4096
+
+// readHeader parses a qcow2 header from its first headerProbe bytes, and
+// from qcow2's full window when those do not hold it all.
+func readHeader(path string) (qcow2.Header, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return qcow2.Header{}, err
+	}
+	var buf [headerProbe]byte
+	n, err := f.ReadAt(buf[:], 0)
+	f.Close()
+	if err != nil && !errors.Is(err, io.EOF) {
+		return qcow2.Header{}, err
+	}
+	if h, err := qcow2.Parse(buf[:n]); err == nil {
+		return h, nil
+	}
+	return qcow2.Read(path)
 }
 
 // hasQCOW2Magic tells a qcow2 file from a raw one by its first bytes.
