@@ -227,6 +227,11 @@ bench: build
 	@# Overlay throughput, latency and reconcile time (issue #7); needs root,
 	@# says so and skips otherwise.
 	@echo "go run ./test/bench/overlay" | tee -a bench.out; go run ./test/bench/overlay 2>&1 | tee -a bench.out
+	@# Volume drivers on loop-mounted ext4, xfs and btrfs (issue #16): pool
+	@# scan of 10,000 volumes, clone against a full copy, raw vs qcow2 on
+	@# btrfs; needs root, skips otherwise.
+	@echo "go test -run '^$$' -bench 'PoolScan10k|Clone|BtrfsFormat' -benchtime 5x ./nodeagent/volumes/" | tee -a bench.out; \
+		go test -run '^$$' -bench 'PoolScan10k|Clone|BtrfsFormat' -benchtime 5x ./nodeagent/volumes/ 2>&1 | tee -a bench.out
 	@echo "bench: results in bench.out"
 
 # bench-plots runs the two benchmarks whose figure is a curve and writes the
