@@ -16,9 +16,6 @@ import (
 // copies on write), raw against qcow2. alloc-MiB is what the fresh image
 // occupies after its writes.
 func BenchmarkBtrfsFormat(b *testing.B) {
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		b.Skip("qemu-img not installed")
-	}
 	kind := btrfsK
 	kind.size = 6 << 30 // sparse; deleted snapshots free their space lazily
 	mnt := mountFS(b, kind, 0)

@@ -33,11 +33,12 @@ func mountFS(t testing.TB, kind fsKind, size int64) string {
 	if os.Geteuid() != 0 {
 		t.Skipf("needs root to loop-mount %s (CI runs as root)", kind.name)
 	}
-	for _, tool := range []string{kind.mkfs[0], "losetup", "mount", "umount", "qemu-img"} {
+	for _, tool := range []string{kind.mkfs[0], "losetup", "mount", "umount"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("%s not installed (scripts/install-deps.sh --test installs it)", tool)
 		}
 	}
+	needQemuUtils(t)
 	if size == 0 {
 		size = kind.size
 	}
@@ -80,6 +81,20 @@ func mountFS(t testing.TB, kind fsKind, size int64) string {
 		}
 	})
 	return mnt
+}
+
+// needQemuUtils skips without qemu-img and qemu-io, unless
+// OTHERIX_REQUIRE_QEMU=1 (CI) says this run exists to exercise them.
+func needQemuUtils(t testing.TB) {
+	t.Helper()
+	for _, tool := range []string{"qemu-img", "qemu-io"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("OTHERIX_REQUIRE_QEMU") == "1" {
+				t.Fatalf("%s is required (OTHERIX_REQUIRE_QEMU=1) but not in PATH", tool)
+			}
+			t.Skipf("%s not installed (scripts/install-deps.sh installs qemu-utils)", tool)
+		}
+	}
 }
 
 func run(t testing.TB, argv ...string) string {

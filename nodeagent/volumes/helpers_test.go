@@ -37,9 +37,7 @@ func newDriver(t testing.TB, e env, node string) (Driver, string) {
 
 func mustNew(t testing.TB, driver, root, node string) Driver {
 	t.Helper()
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		t.Skip("qemu-img not installed (scripts/install-deps.sh installs it)")
-	}
+	needQemuUtils(t)
 	d, err := New(driver, Config{Root: root, Node: node})
 	if err != nil {
 		t.Fatalf("New(%s): %v", driver, err)
