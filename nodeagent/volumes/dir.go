@@ -98,15 +98,17 @@ func (d *dirDriver) addRef(key, id, file, backing string) (string, error) {
 	if err := d.record(key, intent{Op: opRef, File: file, Ref: ref}); err != nil {
 		return "", err
 	}
-	if err := os.MkdirAll(filepath.Dir(ref), 0o700); err != nil {
-		return "", d.ioError("make ref", err)
+	err := os.MkdirAll(filepath.Dir(ref), 0o700)
+	if err == nil {
+		var f *os.File
+		if f, err = os.OpenFile(ref, os.O_CREATE|os.O_WRONLY, 0o600); err == nil {
+			f.Close()
+			err = fsyncDir(filepath.Dir(ref))
+		}
 	}
-	f, err := os.OpenFile(ref, os.O_CREATE|os.O_WRONLY, 0o600)
 	if err != nil {
-		return "", d.ioError("make ref", err)
-	}
-	f.Close()
-	if err := fsyncDir(filepath.Dir(ref)); err != nil {
+		os.Remove(ref)
+		d.forget(key)
 		return "", d.ioError("make ref", err)
 	}
 	return ref, nil
