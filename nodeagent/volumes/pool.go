@@ -241,7 +241,9 @@ func fsyncPath(path string) error {
 }
 
 // writeAtomic writes data to path through a temporary file, fsync and
-// rename, so a reader sees the old content or the new, never a mix.
+// rename, so a reader sees the old content or the new, never a mix. It is
+// internal/atomicfile.Write with this node's temporary name, so that on a
+// shared pool a node's Recover removes its own leftovers and no one else's.
 func (p *pool) writeAtomic(path string, data []byte) error {
 	dir := filepath.Dir(path)
 	tmp := filepath.Join(dir, p.tempName(filepath.Base(path)))
