@@ -286,7 +286,8 @@ func (m *Monitor) Chain(ctx context.Context, id string) ([]ChainLayer, error) {
 
 // isNoSpace says whether QEMU's error text is ENOSPC's.
 func isNoSpace(err error) bool {
-	if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+	var ns *noSpaceError
+	if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) || errors.As(err, &ns) {
 		return true
 	}
 	var qe *QMPError

@@ -289,7 +289,8 @@ func (m *Monitor) DetachDisk(ctx context.Context, id string, timeout time.Durati
 // unplug sends device_del and waits for the device's DEVICE_DELETED.
 func (m *Monitor) unplug(ctx context.Context, id string, timeout time.Duration) error {
 	// Subscribed first: the event can come before device_del's reply.
-	events := m.Events()
+	events, unsub := m.subscribe()
+	defer unsub()
 	subCtx, stopSub := context.WithCancel(ctx)
 	defer stopSub()
 	gone := make(chan struct{})
