@@ -294,3 +294,35 @@ func isNoSpace(err error) bool {
 	return errors.As(err, &qe) && (strings.Contains(qe.Desc, "No space left on device") ||
 		strings.Contains(qe.Desc, "Disk quota exceeded"))
 }
+
+// ResizeDisk grows disk id's virtual size to size bytes, live: the active
+// image grows, and the guest's virtio-blk driver sees the new capacity at
+// once (it logs "new size"; a filesystem needs its own resize).
+//
+// Errors: ErrInvalidDisk (size not a positive multiple of 512),
+// ErrShrink (below the current size: never done, data would be lost),
+// ErrDiskNotFound, ErrInsufficientStorage, or QEMU's. The same size is
+// not an error: a retried resize succeeds.
+func (m *Monitor) ResizeDisk(ctx context.Context, id string, size int64) error {
+	if size <= 0 || size%512 != 0 {
+		return ErrInvalidDisk.with(nil, "disk %s: size %d: want a positive multiple of 512", id, size)
+	}
+	chain, err := m.Chain(ctx, id)
+	if err != nil {
+		return err
+	}
+	cur := chain[0].VirtualSize
+	switch {
+	case size < cur:
+		return ErrShrink.with(nil, "disk %s is %d bytes: it cannot shrink to %d", id, cur, size)
+	case size == cur:
+		return nil
+	}
+	if err := m.BlockResize(ctx, chain[0].Node, size); err != nil {
+		if isNoSpace(err) {
+			return ErrInsufficientStorage.with(err, "disk %s: no space to grow it", id)
+		}
+		return fmt.Errorf("qemu: resize disk %s: %w", id, err)
+	}
+	return nil
+}

@@ -171,3 +171,44 @@ func slicesSort(s []string) {
 }
 
 var _ = os.Remove
+
+// TestResizeDisk: a disk with a snapshot overlay grows live, and QEMU's
+// device reports the new size; shrinking and odd sizes are refused.
+func TestResizeDisk(t *testing.T) {
+	s := sandboxed(t)
+	data := newImage(t, s, "data.qcow2", "32M")
+	p := startVM(t, s)
+	m := dial(t, p)
+	ctx := ctxT(t)
+	if err := m.AttachDisk(ctx, Disk{ID: "data1", Serial: "d1", Path: data}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Snapshot(ctx, []SnapshotDisk{{ID: "data1", Seq: 1, Backing: data,
+		Overlay: filepath.Join(filepath.Dir(data), "o.qcow2")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.ResizeDisk(ctx, "data1", 48<<20); err != nil {
+		t.Fatal(err)
+	}
+	chain, err := m.Chain(ctx, "data1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if chain[0].VirtualSize != 48<<20 {
+		t.Errorf("size after resize: %d", chain[0].VirtualSize)
+	}
+	if err := m.ResizeDisk(ctx, "data1", 48<<20); err != nil {
+		t.Errorf("same size again: %v", err)
+	}
+	if err := m.ResizeDisk(ctx, "data1", 16<<20); !errors.Is(err, ErrShrink) || Code(err) != "volume_shrink_unsupported" {
+		t.Errorf("shrink: %v, want volume_shrink_unsupported", err)
+	}
+	for _, bad := range []int64{0, -512, 48<<20 + 1} {
+		if err := m.ResizeDisk(ctx, "data1", bad); !errors.Is(err, ErrInvalidDisk) {
+			t.Errorf("size %d: %v, want invalid_disk", bad, err)
+		}
+	}
+	if err := m.ResizeDisk(ctx, "nosuch", 64<<20); !errors.Is(err, ErrDiskNotFound) {
+		t.Errorf("missing disk: %v, want disk_not_found", err)
+	}
+}
