@@ -1,0 +1,203 @@
+//go:build e2e
+
+package qemu
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/otherix/otherix/test/guest"
+)
+
+// A booted test guest (TCG) behind a sandboxed QEMU, driven over its
+// serial console's root shell.
+type testGuest struct {
+	t   *testing.T
+	s   Spec
+	p   *Process
+	m   *Monitor
+	con net.Conn
+
+	mu  sync.Mutex
+	out []byte
+	seq int
+}
+
+// bootGuest starts the test guest and waits for its boot marker.
+func bootGuest(t *testing.T) *testGuest {
+	t.Helper()
+	img := guest.Image(t)
+	s := sandboxed(t)
+	s.MemoryMiB = 256
+	s.Base, s.BaseFormat = img, "qcow2"
+	os.Remove(s.Disk)
+	qemuImg(t, "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", img, s.Disk)
+	g := &testGuest{t: t, s: s}
+	g.p = startVM(t, s)
+	g.m = dial(t, g.p)
+	con, err := net.Dial("unix", SerialPath(s.RunDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { con.Close() })
+	g.con = con
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := con.Read(buf)
+			g.mu.Lock()
+			g.out = append(g.out, buf[:n]...)
+			g.mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	if err := g.m.Cont(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	g.wait(regexp.MustCompile(guest.ReadyMarker), 3*time.Minute)
+	return g
+}
+
+// wait returns the first match of re in the console output since the
+// start, failing the test after timeout.
+func (g *testGuest) wait(re *regexp.Regexp, timeout time.Duration) []string {
+	g.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		g.mu.Lock()
+		m := re.FindSubmatch(g.out)
+		out := string(g.out)
+		g.mu.Unlock()
+		if m != nil {
+			s := make([]string, len(m))
+			for i, b := range m {
+				s[i] = string(b)
+			}
+			return s
+		}
+		if time.Now().After(deadline) {
+			g.t.Fatalf("no %s on the console within %s; output:\n%s", re, timeout, tail(out, 3000))
+		}
+		time.Sleep(50 * time.Millisecond) // polling the console buffer, not synchronising
+	}
+}
+
+// sh runs cmd in the guest's shell and returns what it printed. The
+// shell may still be starting after the marker, so the command is typed
+// again until its end marker appears.
+func (g *testGuest) sh(cmd string, timeout time.Duration) string {
+	g.t.Helper()
+	g.seq++
+	// The marker is built by the shell ($((…))), so the echo of the typed
+	// line never matches it.
+	n := g.seq
+	line := fmt.Sprintf("echo B-$((%d+1000)); %s; echo E-$((%d+1000))\n", n, cmd, n)
+	re := regexp.MustCompile(fmt.Sprintf(`(?s)\nB-%d\r?\n(.*?)E-%d\r?\n`, n+1000, n+1000))
+	deadline := time.Now().Add(timeout)
+	for {
+		if _, err := g.con.Write([]byte(line)); err != nil {
+			g.t.Fatal(err)
+		}
+		try := time.Now().Add(5 * time.Second)
+		for time.Now().Before(try) {
+			g.mu.Lock()
+			m := re.FindSubmatch(g.out)
+			g.mu.Unlock()
+			if m != nil {
+				return strings.ReplaceAll(string(m[1]), "\r", "")
+			}
+			time.Sleep(50 * time.Millisecond) // polling the console buffer
+		}
+		if time.Now().After(deadline) {
+			g.mu.Lock()
+			out := string(g.out)
+			g.mu.Unlock()
+			g.t.Fatalf("%q did not finish in the guest within %s; output:\n%s", cmd, timeout, tail(out, 3000))
+		}
+	}
+}
+
+// until runs cmd in the guest until its output matches re.
+func (g *testGuest) until(cmd string, re *regexp.Regexp, timeout time.Duration) string {
+	g.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		out := g.sh(cmd, timeout)
+		if re.MatchString(out) {
+			return out
+		}
+		if time.Now().After(deadline) {
+			g.t.Fatalf("%q never printed %s within %s; last:\n%s", cmd, re, timeout, out)
+		}
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// listDisks prints "name serial sectors" per virtio disk the guest has.
+const listDisks = `for d in /sys/block/vd*; do echo "disk $(basename $d) $(cat $d/serial 2>/dev/null) $(cat $d/size)"; done`
+
+// TestGuestSeesHotplug: a volume hot-plugged into the running test guest
+// appears in it with its serial, grows live, and disappears again on
+// detach (the guest releases it through PCIe/ACPI hot-plug).
+func TestGuestSeesHotplug(t *testing.T) {
+	g := bootGuest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	before := g.sh(listDisks, time.Minute)
+	if strings.Contains(before, "otx-data1") {
+		t.Fatalf("disk present before attach:\n%s", before)
+	}
+	data := filepath.Join(filepath.Dir(g.s.Disk), "data.qcow2")
+	qemuImg(t, "create", "-q", "-f", "qcow2", data, "32M")
+	if err := g.m.AttachDisk(ctx, Disk{ID: "data1", Serial: "otx-data1", Path: data}); err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`disk (vd[a-z]+) otx-data1 65536\n`)
+	out := g.until(listDisks, re, 2*time.Minute)
+	dev := re.FindStringSubmatch(out)[1]
+	t.Logf("the guest sees the hot-plugged disk as %s", dev)
+
+	// The guest writes to it, and the data lands in the image.
+	g.sh("echo otherix-marker | dd of=/dev/"+dev+" bs=512 count=1 conv=fsync 2>&1", time.Minute)
+
+	if err := g.m.ResizeDisk(ctx, "data1", 48<<20); err != nil {
+		t.Fatal(err)
+	}
+	g.until(listDisks, regexp.MustCompile(`disk `+dev+` otx-data1 98304\n`), time.Minute)
+
+	start := time.Now()
+	if err := g.m.DetachDisk(ctx, "data1", 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("detach took %s", time.Since(start).Round(time.Millisecond))
+	gone := time.Now().Add(time.Minute)
+	for out := g.sh(listDisks, time.Minute); strings.Contains(out, "otx-data1"); out = g.sh(listDisks, time.Minute) {
+		if time.Now().After(gone) {
+			t.Fatalf("the guest still lists the detached disk:\n%s", out)
+		}
+	}
+	if strings.Contains(nodeNames(t, g.m), "data1") {
+		t.Errorf("nodes left: %s", nodeNames(t, g.m))
+	}
+	// Released by QEMU: the file can go, and it holds what the guest wrote.
+	b, err := os.ReadFile(data)
+	if err != nil || !strings.Contains(string(b), "otherix-marker") {
+		t.Errorf("the guest's write is not in the image (%v)", err)
+	}
+}
