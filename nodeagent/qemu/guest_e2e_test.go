@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -199,5 +200,78 @@ func TestGuestSeesHotplug(t *testing.T) {
 	b, err := os.ReadFile(data)
 	if err != nil || !strings.Contains(string(b), "otherix-marker") {
 		t.Errorf("the guest's write is not in the image (%v)", err)
+	}
+}
+
+// TestGuestFillsHotpluggedDisk: a hot-plugged disk whose image sits on a
+// full filesystem pauses the guest (werror=enospc, as for the boot disk):
+// QEMU reports BLOCK_IO_ERROR with nospace and STOP, the run state is
+// io-error; once space is freed, cont resumes it and the write completes.
+func TestGuestFillsHotpluggedDisk(t *testing.T) {
+	g := bootGuest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	mnt := filepath.Join(filepath.Dir(g.s.Disk), "small")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
+	data := filepath.Join(mnt, "data.qcow2")
+	qemuImg(t, "create", "-q", "-f", "qcow2", data, "64M")
+	events, unsub := g.m.subscribe()
+	defer unsub()
+	if err := g.m.AttachDisk(ctx, Disk{ID: "data1", Serial: "otx-full", Path: data}); err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`disk (vd[a-z]+) otx-full `)
+	dev := re.FindStringSubmatch(g.until(listDisks, re, 2*time.Minute))[1]
+	// 8 MiB into a 4 MiB filesystem, in the background: the shell must
+	// stay free, and the guest will be paused mid-write.
+	if _, err := g.con.Write([]byte("dd if=/dev/urandom of=/dev/" + dev + " bs=1M count=8 oflag=direct 2>/tmp/dd.err; echo DD-DONE-$((40+2)) &\n")); err != nil {
+		t.Fatal(err)
+	}
+	ev := wantEventWithin(t, events, "BLOCK_IO_ERROR", 2*time.Minute)
+	if ns, _ := ev.Data["nospace"].(bool); !ns || ev.Data["action"] != "stop" || DiskOfNode(fmt.Sprint(ev.Data["node-name"])) != "data1" {
+		t.Fatalf("BLOCK_IO_ERROR %v: want nospace, action stop, on data1", ev.Data)
+	}
+	wantEventWithin(t, events, "STOP", time.Minute)
+	if st, err := g.m.Status(ctx); err != nil || st.Status != "io-error" {
+		t.Fatalf("status %+v %v, want io-error", st, err)
+	}
+	// Free space: the filesystem grows (as an operator would delete
+	// something), then cont retries the write.
+	if out, err := exec.Command("mount", "-o", "remount,size=96m", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("remount: %v: %s", err, out)
+	}
+	if err := g.m.Cont(ctx); err != nil {
+		t.Fatal(err)
+	}
+	g.wait(regexp.MustCompile(`DD-DONE-42`), 2*time.Minute)
+	if st, err := g.m.Status(ctx); err != nil || st.Status != "running" {
+		t.Fatalf("status %+v %v after cont", st, err)
+	}
+	if out := g.sh("cat /tmp/dd.err", time.Minute); !strings.Contains(out, "8+0 records out") {
+		t.Errorf("dd in the guest: %s", out)
+	}
+}
+
+func wantEventWithin(t *testing.T, ch <-chan Event, name string, d time.Duration) Event {
+	t.Helper()
+	timeout := time.After(d)
+	for {
+		select {
+		case e, ok := <-ch:
+			if !ok {
+				t.Fatalf("events closed before %s", name)
+			}
+			if e.Name == name {
+				return e
+			}
+		case <-timeout:
+			t.Fatalf("no %s within %s", name, d)
+		}
 	}
 }
