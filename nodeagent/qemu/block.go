@@ -187,7 +187,7 @@ type ChainLayer struct {
 
 // Chain reads back the live chain of disk id's device, the active image
 // first and the bottom backing image last. The device's top node comes
-// from query-block; the chain below it is walked along the "backing" and
+// from its drive property; the chain below it is walked along the "backing" and
 // "file" edges of x-debug-query-block-graph, because the filenames QEMU
 // reports for nodes with an explicit backing are "json:{…}" pseudo-names
 // that cannot be matched. The command is marked unstable but has not
@@ -197,24 +197,19 @@ func (m *Monitor) Chain(ctx context.Context, id string) ([]ChainLayer, error) {
 	if err := checkDiskID(id); err != nil {
 		return nil, err
 	}
-	var devs []struct {
-		QDev     string `json:"qdev"`
-		Inserted *struct {
-			Node string `json:"node-name"`
-		} `json:"inserted"`
-	}
-	if err := m.execute(ctx, "query-block", nil, &devs); err != nil {
+	// The device's drive property names its top node; query-block would
+	// too, with the whole chain's image info around it (see maxQMPLine).
+	var top string
+	err := m.execute(ctx, "qom-get", map[string]any{"path": "/machine/peripheral/" + id, "property": "drive"}, &top)
+	if err != nil {
+		var qe *QMPError
+		if errors.As(err, &qe) && qe.Class == "DeviceNotFound" {
+			return nil, ErrDiskNotFound.with(nil, "vm has no disk %q", id)
+		}
 		return nil, err
 	}
-	want := "/machine/peripheral/" + id + "/virtio-backend"
-	top := ""
-	for _, d := range devs {
-		if d.QDev == want && d.Inserted != nil {
-			top = d.Inserted.Node
-		}
-	}
 	if top == "" {
-		return nil, ErrDiskNotFound.with(nil, "vm has no disk %q", id)
+		return nil, ErrDiskNotFound.with(nil, "disk %q has no medium", id)
 	}
 	var graph struct {
 		Nodes []struct {

@@ -85,6 +85,9 @@ var (
 	// ErrBlockJobFailed is a block job (commit, stream) that QEMU ended
 	// with an error or cancelled; the chain is as it was before the job.
 	ErrBlockJobFailed = &BlockError{Code: "block_job_failed", Msg: "block job failed"}
+	// ErrChainTooDeep refuses a snapshot that would make a disk's chain
+	// deeper than MaxChainDepth; nothing was changed.
+	ErrChainTooDeep = &BlockError{Code: "snapshot_chain_too_deep", Msg: "the disk's snapshot chain is too deep: merge old snapshots first"}
 	// ErrShrink refuses a block_resize to a smaller size: data past the
 	// new end would be lost.
 	ErrShrink = &BlockError{Code: "volume_shrink_unsupported", Msg: "a disk can only grow"}

@@ -388,10 +388,13 @@ func (m *Monitor) read(lr *lineReader) {
 	close(m.ended)
 }
 
-// maxQMPLine bounds one QMP message. QEMU's answers to the commands we send
-// are a few KiB; a QEMU that a guest has taken over could otherwise make
-// the agent buffer without end.
-const maxQMPLine = 1 << 20
+// maxQMPLine bounds one QMP message, so that a QEMU a guest has taken over
+// cannot make the agent buffer without end. Most answers are a few KiB,
+// but the block queries grow with the square of a snapshot chain's depth
+// (each node's "json:{…}" filename nests the whole chain below it):
+// query-named-block-nodes is 314 KiB for one disk 40 deep, and 9 disks at
+// MaxChainDepth come to about 7 MiB. A longer line ends the connection.
+const maxQMPLine = 16 << 20
 
 // ErrQMPLineTooLong ends a connection whose peer sent a longer message.
 var ErrQMPLineTooLong = errors.New("qemu: qmp message too long")

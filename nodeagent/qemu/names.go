@@ -21,6 +21,12 @@ const MaxDiskID = 16
 // MaxSnapshotSeq bounds the sequence number in an overlay's node name.
 const MaxSnapshotSeq = 99999
 
+// MaxChainDepth is the deepest live chain Snapshot builds (images of one
+// disk, its backing images included). QEMU's block queries grow with the
+// square of the depth (see maxQMPLine) and every read of a deep chain
+// walks it: merge old snapshots (Commit, Stream) before going deeper.
+const MaxChainDepth = 64
+
 // MaxSerial is the longest virtio-blk serial: the guest reads 20 bytes.
 const MaxSerial = 20
 

@@ -84,6 +84,9 @@ func (m *Monitor) Snapshot(ctx context.Context, disks []SnapshotDisk) (res Snaps
 		if err != nil {
 			return res, err
 		}
+		if len(chain) >= MaxChainDepth {
+			return res, ErrChainTooDeep.with(nil, "disk %s has %d images in its chain, at most %d", d.ID, len(chain), MaxChainDepth)
+		}
 		steps[i] = step{active: chain[0].Node, size: chain[0].VirtualSize}
 	}
 

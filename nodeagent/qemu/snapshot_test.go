@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // qemuIO runs a qemu-io command through the HMP on device id's block
@@ -279,4 +281,42 @@ func fdsetCount(t *testing.T, m *Monitor) int {
 		t.Fatal(err)
 	}
 	return len(sets)
+}
+
+// TestSnapshotChainDepth: snapshots go up to MaxChainDepth images and no
+// further (snapshot_chain_too_deep, nothing changed). The QMP connection
+// survives the block queries of a chain that deep, whose replies grow with
+// the square of the depth; then one active commit brings it back.
+func TestSnapshotChainDepth(t *testing.T) {
+	s := testSpec(t)
+	p := startVM(t, s)
+	m := dial(t, p)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	top := s.Disk
+	for i := 1; i < MaxChainDepth; i++ {
+		o := filepath.Join(filepath.Dir(s.Disk), fmt.Sprintf("o%d.qcow2", i))
+		if _, err := m.Snapshot(ctx, []SnapshotDisk{{ID: "disk0", Seq: i, Overlay: o, Backing: top}}); err != nil {
+			t.Fatalf("snapshot %d: %v", i, err)
+		}
+		top = o
+	}
+	o := filepath.Join(filepath.Dir(s.Disk), "one-too-many.qcow2")
+	_, err := m.Snapshot(ctx, []SnapshotDisk{{ID: "disk0", Seq: MaxChainDepth, Overlay: o, Backing: top}})
+	if !errors.Is(err, ErrChainTooDeep) {
+		t.Fatalf("snapshot past the depth limit: %v, want snapshot_chain_too_deep", err)
+	}
+	if _, err := os.Stat(o); !os.IsNotExist(err) {
+		t.Errorf("refused snapshot left its overlay: %v", err)
+	}
+	res, err := m.Commit(ctx, CommitRequest{Disk: "disk0", Top: OverlayNode("disk0", MaxChainDepth-1), Base: "disk0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Removed) != MaxChainDepth-1 {
+		t.Errorf("removed %d images, want %d", len(res.Removed), MaxChainDepth-1)
+	}
+	if got := chainNodes(t, m, "disk0"); got != "disk0" {
+		t.Errorf("chain after commit: %s", got)
+	}
 }
