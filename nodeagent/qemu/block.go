@@ -65,14 +65,17 @@ type FDInfo struct {
 	FD    int `json:"fd"`
 }
 
-// AddFD passes f to QEMU, into fdset set (or a new set when set is 0), with
+// NewFDSet asks AddFD for a new fdset. QEMU numbers sets from 0.
+const NewFDSet = -1
+
+// AddFD passes f to QEMU, into fdset set (or a new set: NewFDSet), with
 // opaque as its label; QEMU can then open "/dev/fdset/<set>" with f's
 // access mode. f stays the caller's to close: QEMU holds its own copy.
 // opaque is how the agent reads a live chain back to paths (QueryFDSets),
 // so it is the image's path.
 func (m *Monitor) AddFD(ctx context.Context, f *os.File, set int, opaque string) (FDInfo, error) {
 	args := map[string]any{}
-	if set > 0 {
+	if set >= 0 {
 		args["fdset-id"] = set
 	}
 	if opaque != "" {
@@ -110,11 +113,11 @@ func (m *Monitor) QueryFDSets(ctx context.Context) ([]FDSet, error) {
 	return out, err
 }
 
-// fdsetOf returns N of a "/dev/fdset/N" filename, or 0.
+// fdsetOf returns N of a "/dev/fdset/N" filename, or -1.
 func fdsetOf(filename string) int {
 	n, err := strconv.Atoi(strings.TrimPrefix(filename, "/dev/fdset/"))
-	if err != nil || !strings.HasPrefix(filename, "/dev/fdset/") {
-		return 0
+	if err != nil || n < 0 || !strings.HasPrefix(filename, "/dev/fdset/") {
+		return -1
 	}
 	return n
 }
@@ -178,7 +181,7 @@ func (m *Monitor) QueryNamedBlockNodes(ctx context.Context) ([]BlockNode, error)
 type ChainLayer struct {
 	Node        string // format node: "<disk>", "<disk>-s<seq>", "<disk>-b<i>"
 	FileNode    string // its protocol (file) node
-	FDSet       int    // the fdset QEMU opened the image through; 0 if not one
+	FDSet       int    // the fdset QEMU opened the image through; -1 if none
 	Path        string // the image's path, as the agent labelled its descriptor
 	Format      string // "qcow2", "raw"
 	VirtualSize int64
@@ -264,7 +267,7 @@ func (m *Monitor) Chain(ctx context.Context, id string) ([]ChainLayer, error) {
 	var out []ChainLayer
 	for node, ok := top, true; ok && node != "" && len(out) < 256; {
 		n := info[node]
-		l := ChainLayer{Node: node, Format: n.Driver, VirtualSize: n.Image.VirtualSize, ReadOnly: n.ReadOnly}
+		l := ChainLayer{Node: node, FDSet: -1, Format: n.Driver, VirtualSize: n.Image.VirtualSize, ReadOnly: n.ReadOnly}
 		if f, ok := child(byName[node], "file"); ok {
 			l.FileNode = f
 			l.FDSet = fdsetOf(info[f].File)

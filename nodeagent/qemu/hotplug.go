@@ -102,7 +102,7 @@ func (m *Monitor) addImage(ctx context.Context, rv *revert, node, path, format, 
 	if err != nil {
 		return fmt.Errorf("qemu: open %s: %w", path, err)
 	}
-	info, err := m.AddFD(ctx, f, 0, path)
+	info, err := m.AddFD(ctx, f, NewFDSet, path)
 	f.Close()
 	if err != nil {
 		return err
@@ -357,7 +357,7 @@ func (m *Monitor) diskNodes(ctx context.Context, id string, chain []ChainLayer, 
 			if l.Node == "" || DiskOfNode(l.Node) != id {
 				continue // not ours to delete (another disk's, or base0)
 			}
-			out = append(out, blockNodeRef{node: l.Node}, blockNodeRef{node: l.FileNode, fdset: l.FDSet})
+			out = append(out, blockNodeRef{node: l.Node, fdset: -1}, blockNodeRef{node: l.FileNode, fdset: l.FDSet})
 			seen[l.Node], seen[l.FileNode] = true, true
 		}
 	}
@@ -369,7 +369,7 @@ func (m *Monitor) diskNodes(ctx context.Context, id string, chain []ChainLayer, 
 		if seen[n.Node] || DiskOfNode(n.Node) != id {
 			continue
 		}
-		r := blockNodeRef{node: n.Node}
+		r := blockNodeRef{node: n.Node, fdset: -1}
 		if n.Driver == "file" {
 			r.fdset = fdsetOf(n.File)
 		}
@@ -390,7 +390,7 @@ func (m *Monitor) diskNodes(ctx context.Context, id string, chain []ChainLayer, 
 
 type blockNodeRef struct {
 	node  string
-	fdset int // of a file node, to close after it
+	fdset int // of a file node, to close after it; -1 for none
 }
 
 // removeNodes deletes nodes in order and then their fdsets. A node another
@@ -405,7 +405,7 @@ func (m *Monitor) removeNodes(ctx context.Context, nodes []blockNodeRef) error {
 		}
 	}
 	for _, r := range nodes {
-		if r.fdset > 0 {
+		if r.fdset >= 0 {
 			if err := m.RemoveFDSet(ctx, r.fdset); err != nil && !notFoundErr(err) {
 				return fmt.Errorf("qemu: close fdset %d: %w", r.fdset, err)
 			}

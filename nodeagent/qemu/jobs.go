@@ -35,6 +35,8 @@ type CommitRequest struct {
 	// BasePath is Base's path: the image above Top names it as its
 	// backing file from then on (not used when Top is the active image).
 	BasePath string
+	// Speed limits the job's copying, bytes/s; 0 is no limit.
+	Speed int64
 }
 
 // StreamRequest copies the images between Into and Base up into Into
@@ -47,6 +49,8 @@ type StreamRequest struct {
 	// and leaves Into with no backing file.
 	Base     string
 	BasePath string // Base's path, named in Into's header from then on
+	// Speed limits the job's copying, bytes/s; 0 is no limit.
+	Speed int64
 }
 
 // MergeResult is a finished merge.
@@ -74,6 +78,10 @@ func OwnImage(id, node string) bool {
 // Errors: ErrInvalidDisk, ErrDiskNotFound, ErrInsufficientStorage,
 // ErrBlockJobFailed (the chain is as it was), or QEMU's.
 func (m *Monitor) Commit(ctx context.Context, r CommitRequest) (MergeResult, error) {
+	id := "commit-" + r.Disk
+	if res, ok, err := m.resumeJob(ctx, r.Disk, id); ok || err != nil {
+		return res, err
+	}
 	chain, err := m.Chain(ctx, r.Disk)
 	if err != nil {
 		return MergeResult{}, err
@@ -100,9 +108,11 @@ func (m *Monitor) Commit(ctx context.Context, r CommitRequest) (MergeResult, err
 			return MergeResult{}, err
 		}
 	}
-	id := "commit-" + r.Disk
 	args := map[string]any{"job-id": id, "device": chain[0].Node, "top-node": r.Top, "base-node": r.Base,
 		"auto-dismiss": false}
+	if r.Speed > 0 {
+		args["speed"] = r.Speed
+	}
 	if t > 0 {
 		args["backing-file"] = r.BasePath
 	}
@@ -117,6 +127,10 @@ func (m *Monitor) Commit(ctx context.Context, r CommitRequest) (MergeResult, err
 //
 // Errors: as Commit's.
 func (m *Monitor) Stream(ctx context.Context, r StreamRequest) (MergeResult, error) {
+	id := "stream-" + r.Disk
+	if res, ok, err := m.resumeJob(ctx, r.Disk, id); ok || err != nil {
+		return res, err
+	}
 	chain, err := m.Chain(ctx, r.Disk)
 	if err != nil {
 		return MergeResult{}, err
@@ -138,8 +152,10 @@ func (m *Monitor) Stream(ctx context.Context, r StreamRequest) (MergeResult, err
 	if err := m.ensureWritable(ctx, chain[in]); err != nil {
 		return MergeResult{}, err
 	}
-	id := "stream-" + r.Disk
 	args := map[string]any{"job-id": id, "device": r.Into, "auto-dismiss": false}
+	if r.Speed > 0 {
+		args["speed"] = r.Speed
+	}
 	if r.Base != "" {
 		args["base-node"], args["backing-file"] = r.Base, r.BasePath
 	}
@@ -148,6 +164,96 @@ func (m *Monitor) Stream(ctx context.Context, r StreamRequest) (MergeResult, err
 	}
 	removed := chain[in+1 : b]
 	return MergeResult{Removed: removed}, m.removeNodes(ctx, layerNodes(removed))
+}
+
+// resumeJob waits for job id of a previous agent, if QEMU still has it
+// (running, or concluded and not dismissed), and then removes the images
+// it took out of disk's chain: the previous agent died before it could.
+// ok is false when there is no such job.
+func (m *Monitor) resumeJob(ctx context.Context, disk, id string) (res MergeResult, ok bool, err error) {
+	if err := checkDiskID(disk); err != nil {
+		return res, false, err
+	}
+	if _, ok, err := m.job(ctx, id); err != nil || !ok {
+		return res, false, err
+	}
+	if err := m.runJob(ctx, id, "", nil); err != nil {
+		return res, true, fmt.Errorf("qemu: resume job %s: %w", id, err)
+	}
+	removed, err := m.DropOrphans(ctx, disk)
+	return MergeResult{Removed: removed}, true, err
+}
+
+// DropOrphans removes the block nodes of disk id that are in no chain any
+// more, with QEMU's descriptors of their images, and returns them: what a
+// step interrupted by the agent's death left behind (an overlay added for
+// a snapshot whose transaction never ran, the images a merge took out of
+// the chain, nodes of a hot-plug that never got its device). The caller
+// deletes the files of those that are the disk's own (OwnImage) and not
+// named by its records. A disk with no device (a hot-plug interrupted
+// before device_add) has every node dropped.
+func (m *Monitor) DropOrphans(ctx context.Context, id string) ([]ChainLayer, error) {
+	if err := checkDiskID(id); err != nil {
+		return nil, err
+	}
+	chain, err := m.Chain(ctx, id)
+	if err != nil && !errors.Is(err, ErrDiskNotFound) {
+		return nil, err
+	}
+	inChain := map[string]bool{}
+	for _, l := range chain {
+		inChain[l.Node], inChain[l.FileNode] = true, true
+	}
+	all, err := m.QueryNamedBlockNodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	files := map[string]BlockNode{}
+	for _, n := range all {
+		if n.Driver == "file" {
+			files[n.Node] = n
+		}
+	}
+	sets, err := m.QueryFDSets(ctx)
+	if err != nil {
+		return nil, err
+	}
+	paths := map[int]string{}
+	for _, s := range sets {
+		for _, fd := range s.FDs {
+			if fd.Opaque != "" {
+				paths[s.ID] = fd.Opaque
+			}
+		}
+	}
+	var orphans []ChainLayer
+	for _, n := range all {
+		if n.Driver == "file" || DiskOfNode(n.Node) != id || inChain[n.Node] {
+			continue
+		}
+		l := ChainLayer{Node: n.Node, FDSet: -1, Format: n.Driver, VirtualSize: n.Image.VirtualSize, ReadOnly: n.ReadOnly}
+		if f, ok := files[FileNode(n.Node)]; ok {
+			l.FileNode, l.FDSet = f.Node, fdsetOf(f.File)
+			l.Path = cmpOr(paths[l.FDSet], f.File)
+		}
+		orphans = append(orphans, l)
+	}
+	// A file node whose format node is already gone.
+	for name, f := range files {
+		if DiskOfNode(name) != id || inChain[name] || layerIndex(orphans, strings.TrimSuffix(name, "-file")) >= 0 {
+			continue
+		}
+		set := fdsetOf(f.File)
+		orphans = append(orphans, ChainLayer{FileNode: name, FDSet: set, Path: cmpOr(paths[set], f.File)})
+	}
+	return orphans, m.removeNodes(ctx, layerNodes(orphans))
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
 
 func layerIndex(chain []ChainLayer, node string) int {
@@ -164,7 +270,7 @@ func layerIndex(chain []ChainLayer, node string) int {
 func layerNodes(layers []ChainLayer) []blockNodeRef {
 	var out []blockNodeRef
 	for _, l := range layers {
-		out = append(out, blockNodeRef{node: l.Node})
+		out = append(out, blockNodeRef{node: l.Node, fdset: -1})
 	}
 	for _, l := range layers {
 		out = append(out, blockNodeRef{node: l.FileNode, fdset: l.FDSet})
@@ -175,7 +281,7 @@ func layerNodes(layers []ChainLayer) []blockNodeRef {
 // ensureWritable adds a read-write descriptor of l's image to its fdset
 // when QEMU opened it read-only, so QEMU can reopen it read-write.
 func (m *Monitor) ensureWritable(ctx context.Context, l ChainLayer) error {
-	if !l.ReadOnly || l.FDSet == 0 {
+	if !l.ReadOnly || l.FDSet < 0 {
 		return nil
 	}
 	if strings.HasPrefix(l.Path, "/dev/fdset/") {
@@ -228,6 +334,9 @@ func (m *Monitor) runJob(ctx context.Context, id, command string, args map[strin
 	if _, ok, err := m.job(ctx, id); err != nil {
 		return err
 	} else if !ok {
+		if command == "" {
+			return ErrBlockJobFailed.with(nil, "job %s vanished", id)
+		}
 		if err := m.execute(ctx, command, args, nil); err != nil {
 			if isNoSpace(err) {
 				return ErrInsufficientStorage.with(err, "no space for %s", command)

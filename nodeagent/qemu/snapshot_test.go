@@ -165,8 +165,8 @@ func TestSnapshotCommitStream(t *testing.T) {
 	// Read back through the chain the headers name, as a restore would.
 	qemuIO(t, m, "data1", "flush")
 	for _, c := range []string{"read -P 0x11 0 64k", "read -P 0x22 64k 64k", "read -P 0x33 128k 64k"} {
-		out, err := exec.Command("qemu-io", "-U", "-r", "-f", "qcow2", "-c", c, s2).CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "read 65536/65536") || strings.Contains(string(out), "fail") {
+		out, err := runQemuIO("-U", "-r", "-f", "qcow2", "-c", c, s2)
+		if err != nil || !strings.Contains(out, "read 65536/65536") || strings.Contains(out, "fail") {
 			t.Errorf("%s: %v: %s", c, err, out)
 		}
 	}
@@ -319,4 +319,10 @@ func TestSnapshotChainDepth(t *testing.T) {
 	if got := chainNodes(t, m, "disk0"); got != "disk0" {
 		t.Errorf("chain after commit: %s", got)
 	}
+}
+
+// runQemuIO runs the qemu-io tool on image files.
+func runQemuIO(args ...string) (string, error) {
+	out, err := exec.Command("qemu-io", args...).CombinedOutput()
+	return string(out), err
 }
