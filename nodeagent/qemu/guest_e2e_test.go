@@ -196,6 +196,17 @@ func TestGuestSeesHotplug(t *testing.T) {
 	if strings.Contains(nodeNames(t, g.m), "data1") {
 		t.Errorf("nodes left: %s", nodeNames(t, g.m))
 	}
+	sets, err := g.m.QueryFDSets(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, set := range sets {
+		for _, fd := range set.FDs {
+			if fd.Opaque == data {
+				t.Errorf("QEMU still holds a descriptor of %s (fdset %d)", data, set.ID)
+			}
+		}
+	}
 	// Released by QEMU: the file can go, and it holds what the guest wrote.
 	b, err := os.ReadFile(data)
 	if err != nil || !strings.Contains(string(b), "otherix-marker") {

@@ -288,30 +288,10 @@ func (m *Monitor) DetachDisk(ctx context.Context, id string, timeout time.Durati
 
 // unplug sends device_del and waits for the device's DEVICE_DELETED.
 func (m *Monitor) unplug(ctx context.Context, id string, timeout time.Duration) error {
-	// Subscribed first: the event can come before device_del's reply.
+	// Subscribed first: the event can come before device_del's reply,
+	// and waits in the subscription's queue until read below.
 	events, unsub := m.subscribe()
 	defer unsub()
-	subCtx, stopSub := context.WithCancel(ctx)
-	defer stopSub()
-	gone := make(chan struct{})
-	go func() {
-		defer close(gone)
-		for {
-			select {
-			case ev, ok := <-events:
-				if !ok {
-					return
-				}
-				if ev.Name == "DEVICE_DELETED" {
-					if dev, _ := ev.Data["device"].(string); dev == id {
-						return
-					}
-				}
-			case <-subCtx.Done():
-				return
-			}
-		}
-	}()
 	if err := m.DeviceDel(ctx, id); err != nil {
 		var qe *QMPError
 		// A second DetachDisk after a timeout: QEMU refuses a new request
@@ -322,26 +302,26 @@ func (m *Monitor) unplug(ctx context.Context, id string, timeout time.Duration) 
 	}
 	t := time.NewTimer(timeout)
 	defer t.Stop()
-	select {
-	case <-gone:
-		if subCtx.Err() != nil {
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				// The connection ended (QEMU exited, or the monitor was
+				// closed): whether the guest released the disk is unknown.
+				return fmt.Errorf("qemu: detach disk %s: %w", id, ErrMonitorClosed)
+			}
+			if dev, _ := ev.Data["device"].(string); ev.Name == "DEVICE_DELETED" && dev == id {
+				return nil
+			}
+		case <-t.C:
+			// The event may have raced the timer.
+			if ok, err := m.hasDevice(ctx, id); err == nil && !ok {
+				return nil
+			}
+			return ErrHotplugTimeout.with(nil, "disk %s: the guest did not release it within %s (no ACPI/PCIe hot-unplug in the guest?); it is still attached", id, timeout)
+		case <-ctx.Done():
 			return fmt.Errorf("qemu: detach disk %s: %w", id, ctx.Err())
 		}
-		// Closed without the event means the connection ended; check.
-		if ok, err := m.hasDevice(ctx, id); err != nil {
-			return fmt.Errorf("qemu: detach disk %s: %w", id, err)
-		} else if ok {
-			return fmt.Errorf("qemu: detach disk %s: %w", id, ErrMonitorClosed)
-		}
-		return nil
-	case <-t.C:
-		// The event may have raced the timer.
-		if ok, err := m.hasDevice(ctx, id); err == nil && !ok {
-			return nil
-		}
-		return ErrHotplugTimeout.with(nil, "disk %s: the guest did not release it within %s (no ACPI/PCIe hot-unplug in the guest?); it is still attached", id, timeout)
-	case <-ctx.Done():
-		return fmt.Errorf("qemu: detach disk %s: %w", id, ctx.Err())
 	}
 }
 

@@ -84,6 +84,21 @@ func TestAttachDetachDisk(t *testing.T) {
 		t.Errorf("a refused attach changed the nodes: %s -> %s", before, after)
 	}
 
+	// A read-only disk: the guest sees it read-only, and it is not
+	// snapshot.
+	ro := newImage(t, s, "ro.qcow2", "16M")
+	if err := m.AttachDisk(ctx, Disk{ID: "ro1", Serial: "ro", Path: ro, ReadOnly: true}); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := m.Chain(ctx, "ro1"); err != nil || !c[0].ReadOnly {
+		t.Fatalf("read-only chain %+v %v", c, err)
+	}
+	_, err = m.Snapshot(ctx, []SnapshotDisk{{ID: "ro1", Seq: 1, Backing: ro, Overlay: ro + ".o"}})
+	if !errors.Is(err, ErrInvalidDisk) {
+		t.Errorf("snapshot of a read-only disk: %v, want invalid_disk", err)
+	}
+	before = nodeNames(t, m)
+
 	err = m.DetachDisk(ctx, "data1", 500*time.Millisecond)
 	if !errors.Is(err, ErrHotplugTimeout) || Code(err) != "hotplug_timeout" {
 		t.Fatalf("detach without a guest: %v, want hotplug_timeout", err)

@@ -306,31 +306,26 @@ const jobCancelWait = 10 * time.Second
 // already exists (a restarted agent's), and waits for it to conclude: a
 // job that becomes ready is completed, a concluded one dismissed.
 func (m *Monitor) runJob(ctx context.Context, id, command string, args map[string]any) error {
-	// Subscribed before the job starts: its events can precede the reply.
+	// Subscribed before the job starts: its events can precede the reply,
+	// and wait in the subscription's queue until read below.
 	events, unsub := m.subscribe()
 	defer unsub()
-	done := make(chan struct{})
-	defer close(done)
-	changed := make(chan struct{}, 1)
-	go func() {
+	// changed waits for the job's next status change.
+	changed := func() error {
 		for {
 			select {
 			case ev, ok := <-events:
 				if !ok {
-					close(changed)
-					return
+					return ErrMonitorClosed
 				}
 				if evID, _ := ev.Data["id"].(string); ev.Name == "JOB_STATUS_CHANGE" && evID == id {
-					select {
-					case changed <- struct{}{}:
-					default:
-					}
+					return nil
 				}
-			case <-done:
-				return
+			case <-ctx.Done():
+				return ctx.Err()
 			}
 		}
-	}()
+	}
 	if _, ok, err := m.job(ctx, id); err != nil {
 		return err
 	} else if !ok {
@@ -369,21 +364,18 @@ func (m *Monitor) runJob(ctx context.Context, id, command string, args map[strin
 			}
 			return nil
 		}
-		select {
-		case _, ok := <-changed:
-			if !ok {
-				return ErrMonitorClosed
+		if err := changed(); err != nil {
+			if ctx.Err() != nil {
+				m.cancelJob(id, events)
 			}
-		case <-ctx.Done():
-			m.cancelJob(id, changed)
-			return ctx.Err()
+			return err
 		}
 	}
 }
 
 // cancelJob cancels job id after its caller gave up, and dismisses it once
 // concluded, on a ctx of its own.
-func (m *Monitor) cancelJob(id string, changed <-chan struct{}) {
+func (m *Monitor) cancelJob(id string, events <-chan Event) {
 	ctx, cancel := context.WithTimeout(context.Background(), jobCancelWait)
 	defer cancel()
 	_ = m.execute(ctx, "job-cancel", map[string]any{"id": id}, nil)
@@ -397,7 +389,7 @@ func (m *Monitor) cancelJob(id string, changed <-chan struct{}) {
 			return
 		}
 		select {
-		case _, ok := <-changed:
+		case _, ok := <-events: // any event: look again
 			if !ok {
 				return
 			}

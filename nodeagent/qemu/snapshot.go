@@ -84,6 +84,11 @@ func (m *Monitor) Snapshot(ctx context.Context, disks []SnapshotDisk) (res Snaps
 		if err != nil {
 			return res, err
 		}
+		if chain[0].ReadOnly {
+			// Its overlay would be writable, and a merge would write
+			// into a volume attached read-only.
+			return res, ErrInvalidDisk.with(nil, "disk %s is read-only: it has nothing to snapshot", d.ID)
+		}
 		if len(chain) >= MaxChainDepth {
 			return res, ErrChainTooDeep.with(nil, "disk %s has %d images in its chain, at most %d", d.ID, len(chain), MaxChainDepth)
 		}
