@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -127,5 +128,50 @@ func TestCommitSurvivesAgentDeath(t *testing.T) {
 	// A commit with no job and a Top that is gone is refused, not resumed.
 	if _, err := m2.Commit(ctx, req); !errors.Is(err, ErrDiskNotFound) {
 		t.Errorf("commit of a merged image: %v, want disk_not_found", err)
+	}
+}
+
+// TestCommitNoSpace: a commit whose base image sits on a filesystem that
+// fills up fails with insufficient_storage; the job is dismissed and the
+// chain, and the VM, run on as they were.
+func TestCommitNoSpace(t *testing.T) {
+	s := sandboxed(t)
+	mnt := filepath.Join(filepath.Dir(s.Disk), "small")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Skipf("mount tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
+	data := filepath.Join(mnt, "data.qcow2")
+	qemuImg(t, "create", "-q", "-f", "qcow2", data, "64M")
+	p := startVM(t, s)
+	m := dial(t, p)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := m.Cont(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.AttachDisk(ctx, Disk{ID: "data1", Serial: "d1", Path: data}); err != nil {
+		t.Fatal(err)
+	}
+	o1 := filepath.Join(filepath.Dir(s.Disk), "o1.qcow2") // on the roomy filesystem
+	if _, err := m.Snapshot(ctx, []SnapshotDisk{{ID: "data1", Seq: 1, Overlay: o1, Backing: data}}); err != nil {
+		t.Fatal(err)
+	}
+	qemuIO(t, m, "data1", "write -P 0x77 0 8M")
+	_, err := m.Commit(ctx, CommitRequest{Disk: "data1", Top: "data1-s1", Base: "data1"})
+	if !errors.Is(err, ErrInsufficientStorage) {
+		t.Fatalf("commit into a full filesystem: %v, want insufficient_storage", err)
+	}
+	if got := chainNodes(t, m, "data1"); got != "data1-s1,data1" {
+		t.Errorf("chain %s", got)
+	}
+	if jobs, err := m.Jobs(ctx); err != nil || len(jobs) != 0 {
+		t.Errorf("jobs left: %+v %v", jobs, err)
+	}
+	if st, err := m.Status(ctx); err != nil || st.Status != "running" {
+		t.Errorf("status %+v %v", st, err)
 	}
 }
