@@ -51,9 +51,15 @@ func hotplugPort(i int) string { return fmt.Sprintf("hp%d", i) }
 // attention button adds 5 s); under TCG, several.
 const DefaultUnplugTimeout = 30 * time.Second
 
+// reservedDisk says whether id names what the argv gives every VM.
+func reservedDisk(id string) bool { return id == "disk0" || id == "base0" || id == "seed0" }
+
 func (d Disk) validate() error {
 	if err := checkDiskID(d.ID); err != nil {
 		return err
+	}
+	if reservedDisk(d.ID) {
+		return ErrInvalidDisk.with(nil, "disk id %s is reserved for the VM as started", d.ID)
 	}
 	if err := checkSerial(d.Serial); err != nil {
 		return err
@@ -167,6 +173,11 @@ func (m *Monitor) AttachDisk(ctx context.Context, d Disk) (err error) {
 		b := d.Backing[i]
 		node := BackingNode(d.ID, i)
 		if err := m.addImage(ctx, &rv, node, b.Path, b.Format, below, true); err != nil {
+			if existsErr(err) {
+				// Nodes of an attach interrupted before its device
+				// (DropOrphans removes them).
+				return ErrDiskExists.with(err, "vm already has block nodes of disk %q", d.ID)
+			}
 			return fmt.Errorf("qemu: attach disk %s: %w", d.ID, err)
 		}
 		below = node
@@ -258,8 +269,8 @@ func (m *Monitor) DetachDisk(ctx context.Context, id string, timeout time.Durati
 	if err := checkDiskID(id); err != nil {
 		return err
 	}
-	if id == "disk0" {
-		return ErrInvalidDisk.with(nil, "disk0 is the boot disk: it cannot be detached")
+	if reservedDisk(id) {
+		return ErrInvalidDisk.with(nil, "%s is part of the VM as started (boot disk, its base, the seed): it cannot be detached", id)
 	}
 	if timeout <= 0 {
 		timeout = DefaultUnplugTimeout

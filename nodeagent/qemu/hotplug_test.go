@@ -130,6 +130,8 @@ func TestAttachDiskInvalid(t *testing.T) {
 		{"id starting with a digit", func(d *Disk) { d.ID = "1a" }},
 		{"id too long", func(d *Disk) { d.ID = strings.Repeat("a", 17) }},
 		{"id with slash", func(d *Disk) { d.ID = "../x" }},
+		{"boot disk id", func(d *Disk) { d.ID = "disk0" }},
+		{"seed id", func(d *Disk) { d.ID = "seed0" }},
 		{"serial too long", func(d *Disk) { d.Serial = strings.Repeat("s", 21) }},
 		{"serial with comma", func(d *Disk) { d.Serial = "a,b" }},
 		{"empty serial", func(d *Disk) { d.Serial = "" }},
@@ -150,6 +152,11 @@ func TestAttachDiskInvalid(t *testing.T) {
 	}
 	if err := ok.validate(); err != nil {
 		t.Fatalf("valid disk refused: %v", err)
+	}
+	for _, id := range []string{"disk0", "seed0", "base0", "", "a-b", "X1"} {
+		if err := (*Monitor)(nil).DetachDisk(ctxT(t), id, time.Second); !errors.Is(err, ErrInvalidDisk) {
+			t.Errorf("detach %q: %v, want invalid_disk", id, err)
+		}
 	}
 }
 
