@@ -2,9 +2,9 @@ package qemu
 
 import (
 	"errors"
-	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -180,19 +180,9 @@ func nodeNames(t *testing.T, m *Monitor) string {
 	for _, n := range nodes {
 		names = append(names, n.Node)
 	}
-	slicesSort(names)
+	slices.Sort(names)
 	return strings.Join(names, ",")
 }
-
-func slicesSort(s []string) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
-}
-
-var _ = os.Remove
 
 // TestResizeDisk: a disk with a snapshot overlay grows live, and QEMU's
 // device reports the new size; shrinking and odd sizes are refused.
