@@ -278,6 +278,8 @@ type VolumeSpec struct {
 // VolumeStatus is where the volume is and what it is doing.
 type VolumeStatus struct {
 	Phase string `json:"phase"`
+	// PoolID is the id of the pool named by spec.pool, fixed at creation.
+	PoolID string `json:"pool_id"`
 	// Node is where the volume lives on a node-local pool (chosen at
 	// creation); empty on a shared pool without a pinned node.
 	Node string `json:"node,omitempty"`
