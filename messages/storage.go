@@ -21,17 +21,20 @@ const (
 const (
 	PoolHealthOK    = "ok"
 	PoolHealthError = "error"
+	// PoolHealthUnknown is the control plane's word for a node of the
+	// pool that has not reported it (agents never send it).
+	PoolHealthUnknown = "unknown"
 )
 
 // Volume phases.
 const (
 	// VolumePending: committed in etcd, not yet realised on a node.
-	VolumePending   = "pending"
-	VolumeReady     = "ready"
-	VolumeAttached  = "attached"
-	VolumeMissing   = "missing"
-	VolumeDeleting  = "deleting"
-	VolumeFailed    = "failed"
+	VolumePending  = "pending"
+	VolumeReady    = "ready"
+	VolumeAttached = "attached"
+	VolumeMissing  = "missing"
+	VolumeDeleting = "deleting"
+	VolumeFailed   = "failed"
 )
 
 // Bounds of storage requests.
