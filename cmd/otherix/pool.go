@@ -298,4 +298,3 @@ func describePool(w io.Writer, p *messages.StoragePool, now time.Time) error {
 	}
 	return tw.Flush()
 }
-
