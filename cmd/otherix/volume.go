@@ -241,15 +241,19 @@ func (a *app) volumeDeleteCommand() *cobra.Command {
 		Short:   "Delete a volume",
 		Args:    exactArgs(1, "a volume name or id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := a.write(cmd.Context(), a.newKey(), func(ctx context.Context, c *client.Client, opt client.CallOption) error {
-				return c.DeleteVolume(ctx, args[0], opt)
-			}); err != nil {
-				return err
-			}
-			fmt.Fprintf(a.stdout, "volume/%s deleted\n", args[0])
-			return nil
+			return a.deleteVolume(cmd.Context(), args[0])
 		},
 	}
+}
+
+func (a *app) deleteVolume(ctx context.Context, ref string) error {
+	if err := a.write(ctx, a.newKey(), func(ctx context.Context, c *client.Client, opt client.CallOption) error {
+		return c.DeleteVolume(ctx, ref, opt)
+	}); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "volume/%s deleted\n", ref)
+	return nil
 }
 
 func (a *app) getVolume(ctx context.Context, ref string) (*messages.Volume, error) {
