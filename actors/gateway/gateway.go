@@ -238,7 +238,11 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 	// The default pool was implicit (each node's --pool-dir) before pools
 	// were resources: a new cluster and an upgraded one both get it as a
 	// real pool, once.
-	if made, err := ensureDefaultPool(ctx, st); err != nil {
+	if made, err := ensureDefaultPool(ctx, st); errors.Is(err, messages.ErrStorageFull) {
+		// A full store must still boot (and then free space); the pool
+		// is seeded at a later start.
+		log.Warn("default storage pool not created: the store is full; it is created at a later start", "err", err)
+	} else if err != nil {
 		id.Close()
 		return nil, fmt.Errorf("gateway: default pool: %w", err)
 	} else if made {
