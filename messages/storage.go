@@ -92,7 +92,10 @@ type PoolClusterView struct {
 // the size_bytes of the pool's volumes on that node (on a shared pool,
 // of all its volumes), computed by the control plane.
 type PoolNodeStatus struct {
-	Node           string     `json:"node"`
+	Node string `json:"node"`
+	// Path is where the node has the pool: spec.path, or for the default
+	// pool the node's --pool-dir. Empty until the node reports the pool.
+	Path           string     `json:"path,omitempty"`
 	TotalBytes     int64      `json:"total_bytes"`
 	UsedBytes      int64      `json:"used_bytes"`
 	FreeBytes      int64      `json:"free_bytes"`
@@ -439,6 +442,9 @@ func ValidatePoolReports(pools []PoolStatus) error {
 		}
 		if len(p.Message) > 1024 {
 			return Invalid(f+".message", "must be at most 1024 bytes")
+		}
+		if len(p.Path) > 4096 {
+			return Invalid(f+".path", "must be at most 4096 bytes")
 		}
 	}
 	return nil

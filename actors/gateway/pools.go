@@ -140,7 +140,7 @@ func (g *Gateway) poolStatus(ctx context.Context, p *messages.StoragePool, nodes
 			st.AllocatedBytes = all
 		}
 		if r, ok := poolReport(n, p); ok {
-			st.TotalBytes, st.UsedBytes, st.FreeBytes = r.TotalBytes, r.UsedBytes, r.FreeBytes
+			st.Path, st.TotalBytes, st.UsedBytes, st.FreeBytes = r.Path, r.TotalBytes, r.UsedBytes, r.FreeBytes
 			if st.UsedBytes == 0 && r.TotalBytes > r.FreeBytes {
 				st.UsedBytes = r.TotalBytes - r.FreeBytes // an old agent reports no used bytes
 			}

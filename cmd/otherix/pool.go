@@ -287,14 +287,14 @@ func describePool(w io.Writer, p *messages.StoragePool, now time.Time) error {
 	}
 	fmt.Fprintln(w, "Status:")
 	tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "  NODE\tHEALTH\tTOTAL\tUSED\tFREE\tALLOCATED\tREPORTED\tMESSAGE")
+	fmt.Fprintln(tw, "  NODE\tHEALTH\tTOTAL\tUSED\tFREE\tALLOCATED\tREPORTED\tPATH\tMESSAGE")
 	for _, s := range p.Status.Nodes {
 		reported := none
 		if s.ObservedAt != nil {
 			reported = age(*s.ObservedAt, now) + " ago"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Node, s.Health, bytesText(s.TotalBytes), bytesText(s.UsedBytes),
-			bytesText(s.FreeBytes), bytesText(s.AllocatedBytes), reported, orNone(printable(s.Message)))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Node, s.Health, bytesText(s.TotalBytes), bytesText(s.UsedBytes),
+			bytesText(s.FreeBytes), bytesText(s.AllocatedBytes), reported, orNone(printable(s.Path)), orNone(printable(s.Message)))
 	}
 	return tw.Flush()
 }
