@@ -94,6 +94,7 @@ function stopAll() {
 	state.vmTop.clear();
 	state.nodeTop.clear();
 	state.cpuHistory.clear();
+	state.seen.clear();
 	state.selected = "";
 	ui.vmBody.replaceChildren();
 	ui.nodeBody.replaceChildren();

@@ -1,0 +1,282 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+
+	"github.com/otherix/otherix/internal/testutil"
+)
+
+// Hostile strings the dashboard must show as text: if any of them were
+// parsed as HTML, an element would appear (the page itself renders no <img>
+// and no inline <script>), and with the policy's script-src 'self' the
+// inline handler would be refused with a Content-Security-Policy report,
+// which checkConsole fails on.
+const (
+	xssUserData = "#cloud-config\n</script><script>window.__xss=1;alert(1)</script>\n<img src=x onerror=\"window.__xss=2;alert(2)\">"
+	xssName     = `<img src=x onerror=alert(3)></script><b>dev</b>`
+)
+
+// TestDashboardBrowser drives the fleet dashboard (/ui/) in headless
+// Chromium against a real API and agent: sign in through the page, see the
+// node; a VM created through the API appears without a reload, its phase
+// changes in place, and it disappears when deleted. A VM whose user data and
+// image URL are XSS payloads renders them as text and runs nothing. Signed
+// out and in again as a developer (whose display name is a payload too),
+// the page shows the developer's VM and never, even for a moment, one of
+// the admin's. Screenshots are kept as test artifacts.
+func TestDashboardBrowser(t *testing.T) {
+	chromium := needChromium(t)
+	c := newCluster(t)
+	base := c.api.URL
+
+	b := startBrowser(t, chromium, base, filepath.Join(c.dataDir, "pki", "ca.pem"))
+	var dialogs atomic.Int32
+	if err := chromedp.Listen(b.ctx, func(ev any) {
+		if _, ok := ev.(*page.EventJavascriptDialogOpening); ok {
+			dialogs.Add(1)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	b.do(chromedp.Navigate(base + "/ui/"))
+	b.do(chromedp.WaitVisible("#login-form"))
+	b.signIn(adminEmail, adminPassword)
+	b.waitFor("the streams to be live", 30*time.Second, func() bool { return b.dashStatus() == "live" })
+	b.waitFor("node n1 ready", 30*time.Second, func() bool {
+		return b.eval(`(document.querySelector('tr.node[data-node-name="n1"]') || {dataset: {}}).dataset.phase || ""`) == "ready"
+	})
+	// A mark on the window: a reload would lose it.
+	b.eval(`String(window.__noReload = "yes")`)
+
+	// Created through the API: the row appears, its phase moves on in the
+	// same row, and the row goes when the VM is deleted.
+	var web1 accepted
+	if code := call(t, "POST", base+"/v1/vms", map[string]any{"name": "web1", "spec": map[string]any{
+		"image": map[string]any{"url": c.imageURL, "sha256": c.imageSHA}, "memory_mib": 256, "disk_gib": 1,
+	}}, &web1); code != http.StatusAccepted {
+		t.Fatalf("create web1: status %d", code)
+	}
+	b.waitFor("web1's row", 30*time.Second, func() bool { return b.vmPhase("web1") != "" })
+	first := b.vmPhase("web1")
+	b.eval(`String(document.querySelector('tr.vm[data-vm-name="web1"]').__mark = "same-row")`)
+	b.waitFor("web1 running", 120*time.Second, func() bool { return b.vmPhase("web1") == "running" })
+	t.Logf("web1: first seen %s, then running", first)
+	if first == "running" {
+		t.Logf("web1 was already running when its row first rendered; the phase change is checked on delete")
+	}
+	if got := b.eval(`String(document.querySelector('tr.vm[data-vm-name="web1"]').__mark)`); got != "same-row" {
+		b.fatalf("web1's row was replaced, not updated in place (mark %q)", got)
+	}
+	if href := b.eval(`document.querySelector('tr.vm[data-vm-name="web1"] a.vm-link').getAttribute("href")`); href != "/ui/vms/web1/console" {
+		b.fatalf("console link %q", href)
+	}
+	b.waitFor("web1's node", 30*time.Second, func() bool {
+		return b.eval(`document.querySelector('tr.vm[data-vm-name="web1"] td.node').textContent`) == "n1"
+	})
+	b.screenshot("dashboard.png")
+
+	if code := call(t, "DELETE", base+"/v1/vms/"+web1.VM.ID, nil, nil); code != http.StatusAccepted {
+		t.Fatalf("delete web1: status %d", code)
+	}
+	sawDeleting := false
+	b.waitFor("web1's row to go", 120*time.Second, func() bool {
+		p := b.vmPhase("web1")
+		sawDeleting = sawDeleting || p == "deleting"
+		return p == ""
+	})
+	t.Logf("web1 deleting phase seen before its row went: %v", sawDeleting)
+	if b.eval(`String(window.__noReload)`) != "yes" {
+		b.fatalf("the page reloaded")
+	}
+
+	// XSS: user data and the image URL are rendered as text.
+	xssURL := c.images.URL + "/images/<img src=x onerror=alert(4)>.qcow2"
+	if code := call(t, "POST", base+"/v1/vms", map[string]any{"name": "xss1", "spec": map[string]any{
+		"image": map[string]any{"url": xssURL}, "memory_mib": 128, "disk_gib": 1, "user_data": xssUserData,
+	}}, nil); code != http.StatusAccepted {
+		t.Fatalf("create xss1: status %d", code)
+	}
+	b.waitFor("xss1's row", 30*time.Second, func() bool { return b.vmPhase("xss1") != "" })
+	b.do(chromedp.Click(`tr.vm[data-vm-name="xss1"] button.details-btn`))
+	b.waitFor("xss1's details with its user data", 30*time.Second, func() bool {
+		return b.eval(`(document.querySelector("#vm-details .userdata") || {}).textContent || ""`) == xssUserData
+	})
+	if got := b.text("#vm-details .kv"); !strings.Contains(got, xssURL) {
+		b.fatalf("details %q lack the image URL as text", got)
+	}
+	// The image does not exist: the create fails, and whatever the failure
+	// says (it may quote the URL) is text too.
+	b.waitFor("xss1's create to fail", 120*time.Second, func() bool { return b.vmPhase("xss1") == "failed" })
+	t.Logf("xss1 message: %q", b.text(`tr.vm[data-vm-name="xss1"] td.msg`))
+	b.screenshot("dashboard-xss.png")
+	b.noInjection(&dialogs)
+
+	// A developer sees their own VMs only.
+	devEmail, devPassword := "dev@e2e.test", "e2e-developer-password-1"
+	if code := call(t, "POST", base+"/v1/users", map[string]any{
+		"email": devEmail, "password": devPassword, "role": "developer", "display_name": xssName,
+	}, nil); code != http.StatusCreated {
+		t.Fatalf("create the developer: status %d", code)
+	}
+	devToken := loginAs(t, base, devEmail, devPassword)
+	var adminVM accepted
+	if code := call(t, "POST", base+"/v1/vms", map[string]any{"name": "admins-vm", "spec": map[string]any{
+		"image": map[string]any{"url": c.images.URL + "/images/none.qcow2"}, "memory_mib": 128, "disk_gib": 1,
+	}}, &adminVM); code != http.StatusAccepted {
+		t.Fatalf("create admins-vm: status %d", code)
+	}
+
+	b.do(chromedp.Click("#signout"))
+	b.waitFor("the sign-in form", 30*time.Second, func() bool { return b.eval(`String(!document.querySelector("#login").hidden)`) == "true" })
+	b.signIn(devEmail, devPassword)
+	b.waitFor("the developer's streams to be live", 30*time.Second, func() bool { return b.dashStatus() == "live" })
+	b.waitFor("the developer's name as text", 30*time.Second, func() bool { return strings.Contains(b.text("#who"), xssName) })
+	b.waitFor("node n1 for the developer", 30*time.Second, func() bool {
+		return b.eval(`String(!!document.querySelector('tr.node[data-node-name="n1"]'))`) == "true"
+	})
+
+	var devVM accepted
+	if code := callAs(t, devToken, "POST", base+"/v1/vms", map[string]any{"name": "devs-vm", "spec": map[string]any{
+		"image": map[string]any{"url": c.images.URL + "/images/none.qcow2"}, "memory_mib": 128, "disk_gib": 1,
+	}}, &devVM); code != http.StatusAccepted {
+		t.Fatalf("create devs-vm as the developer: status %d", code)
+	}
+	b.waitFor("devs-vm's row", 30*time.Second, func() bool { return b.vmPhase("devs-vm") != "" })
+	// Changes to the admin's VM happen while the developer's page
+	// follows the stream; the developer's own deletion comes after them in
+	// revision order, so once its row is gone the stream has passed them.
+	if code := call(t, "DELETE", base+"/v1/vms/"+adminVM.VM.ID, nil, nil); code != http.StatusAccepted {
+		t.Fatalf("delete admins-vm: status %d", code)
+	}
+	testWaitGone(t, base, adminVM.VM.ID)
+	if code := callAs(t, devToken, "DELETE", base+"/v1/vms/"+devVM.VM.ID, nil, nil); code != http.StatusAccepted {
+		t.Fatalf("delete devs-vm as the developer: status %d", code)
+	}
+	b.waitFor("devs-vm's row to go", 120*time.Second, func() bool { return b.vmPhase("devs-vm") == "" })
+	var seen []string
+	if err := json.Unmarshal([]byte(b.eval(`JSON.stringify(window.__otherixDashboard.seen())`)), &seen); err != nil {
+		b.fatalf("read the names the page rendered: %v", err)
+	}
+	for _, name := range seen {
+		if name == "admins-vm" || name == "xss1" {
+			b.fatalf("the developer's page rendered the admin's VM %q (rendered: %v)", name, seen)
+		}
+	}
+	if !slices.Contains(seen, "devs-vm") {
+		b.fatalf("the developer's page never rendered devs-vm (rendered: %v)", seen)
+	}
+	b.screenshot("dashboard-developer.png")
+	b.noInjection(&dialogs)
+	b.checkConsole()
+}
+
+// signIn fills the page's sign-in form.
+func (b *browser) signIn(email, password string) {
+	b.t.Helper()
+	b.do(chromedp.SetValue("#email", ""), chromedp.SetValue("#password", ""),
+		chromedp.SendKeys("#email", email), chromedp.SendKeys("#password", password),
+		chromedp.Click("#login-submit"))
+}
+
+// dashStatus is the dashboard's stream state: live once every stream follows.
+func (b *browser) dashStatus() string {
+	return b.eval(`window.__otherixDashboard ? window.__otherixDashboard.status() : ""`)
+}
+
+// vmPhase is the phase the VM's row shows, "" while it has none.
+func (b *browser) vmPhase(name string) string {
+	return b.eval(`(document.querySelector('tr.vm[data-vm-name=` + jsString(name) + `]') || {dataset: {}}).dataset.phase || ""`)
+}
+
+// noInjection fails when a payload became markup or ran: an <img> or an
+// inline <script> in the document, the payloads' global set, or a dialog.
+func (b *browser) noInjection(dialogs *atomic.Int32) {
+	b.t.Helper()
+	if n := b.eval(`String(document.querySelectorAll("img, script:not([src]), b").length)`); n != "0" {
+		b.fatalf("%s injected elements in the page", n)
+	}
+	if v := b.eval(`String(window.__xss)`); v != "undefined" {
+		b.fatalf("a payload ran: window.__xss = %s", v)
+	}
+	if n := dialogs.Load(); n != 0 {
+		b.fatalf("%d JavaScript dialogs opened", n)
+	}
+}
+
+// loginAs logs in as another user and returns the access token.
+func loginAs(t *testing.T, base, email, password string) string {
+	t.Helper()
+	var pair struct {
+		AccessToken string `json:"access_token"`
+	}
+	if code := callAs(t, "", "POST", base+"/v1/auth/login", map[string]string{"email": email, "password": password}, &pair); code != http.StatusOK || pair.AccessToken == "" {
+		t.Fatalf("login as %s: status %d", email, code)
+	}
+	return pair.AccessToken
+}
+
+// callAs is call with the given bearer token instead of the admin's.
+func callAs(t *testing.T, token, method, target string, body, out any) int {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		raw, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(raw)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, target, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	u, _ := url.Parse(target)
+	client, ok := clients.Load(u.Host)
+	if !ok {
+		t.Fatalf("%s %s: no API started on %s", method, target, u.Host)
+	}
+	resp, err := client.(*http.Client).Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, target, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if out != nil && len(data) > 0 {
+		if err := json.Unmarshal(data, out); err != nil {
+			t.Fatalf("%s %s: decode %q: %v", method, target, data, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// testWaitGone waits until the API no longer has the VM.
+func testWaitGone(t *testing.T, base, id string) {
+	t.Helper()
+	testutil.Eventually(t, 120*time.Second, 100*time.Millisecond, "VM "+id+" deleted", func() bool {
+		return call(t, "GET", base+"/v1/vms/"+id, nil, nil) == http.StatusNotFound
+	})
+}
