@@ -69,8 +69,6 @@ window.__otherixDashboard = {
 	seen: () => [...state.seen],
 };
 
-start();
-
 function start() {
 	if (!api.accessToken()) {
 		showLogin();
@@ -672,3 +670,6 @@ function shortTime(t) {
 	if (Number.isNaN(d.getTime())) return "";
 	return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
 }
+
+// Last: start() reaches module-level state declared above.
+start();

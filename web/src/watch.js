@@ -53,17 +53,27 @@ export class LiveList {
 		this.ctrl = null;
 		this.attempt = 0;
 		this.timer = 0;
+		// gen changes at every start and stop: a loop of an earlier start,
+		// still waiting on a request, sees it and ends instead of running
+		// beside the new one.
+		this.gen = 0;
 	}
 
 	start() {
 		if (!this.stopped) return;
 		this.stopped = false;
-		this.run(true);
+		this.gen++;
+		this.rev = 0;
+		this.attempt = 0;
+		this.run(true, this.gen);
 	}
 
 	stop() {
 		this.stopped = true;
+		this.gen++;
 		clearTimeout(this.timer);
+		// A loop waiting out a backoff wakes up and sees it is over.
+		if (this.wake) this.wake();
 		if (this.ctrl) this.ctrl.abort();
 		this.ctrl = null;
 		this.status("stopped");
@@ -74,18 +84,19 @@ export class LiveList {
 		if (this.opts.onStatus) this.opts.onStatus(state, detail || "");
 	}
 
-	async run(list) {
-		while (!this.stopped) {
+	async run(list, gen) {
+		const over = () => this.stopped || gen !== this.gen;
+		while (!over()) {
 			if (list) {
 				this.status("listing");
 				try {
 					const { items, revision } = await api.listAll(this.opts.path);
-					if (this.stopped) return;
+					if (over()) return;
 					this.col.reset(items);
 					this.rev = revision;
 					this.opts.onChange(this.col);
 				} catch (err) {
-					if (this.stopped) return;
+					if (over()) return;
 					if (err.status === 401) return this.authFailed();
 					if (err.status === 403) {
 						this.status("error", `your role may not list ${this.opts.type}`);
@@ -97,7 +108,7 @@ export class LiveList {
 				}
 			}
 			const next = await this.stream();
-			if (this.stopped) return;
+			if (over()) return;
 			switch (next) {
 				case "relist":
 					list = true;
@@ -107,10 +118,8 @@ export class LiveList {
 						list = false;
 						break;
 					}
+					if (over()) return;
 					return this.authFailed();
-				case "now":
-					list = false;
-					break;
 				default:
 					// "reconnect" and any failure: back off, resume from rev.
 					list = false;
@@ -130,12 +139,17 @@ export class LiveList {
 		const delay = backoff[Math.min(this.attempt, backoff.length - 1)];
 		this.attempt++;
 		return new Promise((resolve) => {
-			this.timer = setTimeout(resolve, delay);
+			this.wake = () => {
+				this.wake = null;
+				resolve();
+			};
+			this.timer = setTimeout(this.wake, delay);
 		});
 	}
 
 	// stream follows the watch until it ends and says what to do next:
-	// "relist", "auth", "now" (resume at once), "reconnect", or a message.
+	// "relist", "auth" (refresh, then resume at once), "reconnect", or a
+	// message saying why it failed.
 	async stream() {
 		const ctrl = new AbortController();
 		this.ctrl = ctrl;
@@ -240,7 +254,6 @@ export class LiveList {
 			clearTimeout(idle);
 			if (this.ctrl === ctrl) this.ctrl = null;
 		}
-		// An "auth" outcome after a successful refresh resumes at once.
 		return outcome;
 	}
 
