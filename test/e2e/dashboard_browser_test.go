@@ -77,9 +77,6 @@ func TestDashboardBrowser(t *testing.T) {
 	b.eval(`String(document.querySelector('tr.vm[data-vm-name="web1"]').__mark = "same-row")`)
 	b.waitFor("web1 running", 120*time.Second, func() bool { return b.vmPhase("web1") == "running" })
 	t.Logf("web1: first seen %s, then running", first)
-	if first == "running" {
-		t.Logf("web1 was already running when its row first rendered; the phase change is checked on delete")
-	}
 	if got := b.eval(`String(document.querySelector('tr.vm[data-vm-name="web1"]').__mark)`); got != "same-row" {
 		b.fatalf("web1's row was replaced, not updated in place (mark %q)", got)
 	}
@@ -91,8 +88,21 @@ func TestDashboardBrowser(t *testing.T) {
 	})
 	b.screenshot("dashboard.png")
 
-	if code := call(t, "DELETE", base+"/v1/vms/"+web1.VM.ID, nil, nil); code != http.StatusAccepted {
-		t.Fatalf("delete web1: status %d", code)
+	// Powered off through the API: the same row shows it stopped.
+	waitIdle(t, base, web1.VM.ID)
+	if code := call(t, "POST", base+"/v1/vms/"+web1.VM.ID+"/poweroff", nil, nil); code != http.StatusAccepted {
+		t.Fatalf("poweroff web1: status %d", code)
+	}
+	b.waitFor("web1 stopped", 60*time.Second, func() bool { return b.vmPhase("web1") == "stopped" })
+	if got := b.eval(`String(document.querySelector('tr.vm[data-vm-name="web1"]').__mark)`); got != "same-row" {
+		b.fatalf("web1's row was replaced, not updated in place (mark %q)", got)
+	}
+	waitIdle(t, base, web1.VM.ID)
+	var e struct {
+		Error struct{ Code, Message string } `json:"error"`
+	}
+	if code := call(t, "DELETE", base+"/v1/vms/"+web1.VM.ID, nil, &e); code != http.StatusAccepted {
+		t.Fatalf("delete web1: status %d: %+v", code, e)
 	}
 	sawDeleting := false
 	b.waitFor("web1's row to go", 120*time.Second, func() bool {
@@ -160,10 +170,12 @@ func TestDashboardBrowser(t *testing.T) {
 	// Changes to the admin's VM happen while the developer's page
 	// follows the stream; the developer's own deletion comes after them in
 	// revision order, so once its row is gone the stream has passed them.
+	waitIdle(t, base, adminVM.VM.ID)
 	if code := call(t, "DELETE", base+"/v1/vms/"+adminVM.VM.ID, nil, nil); code != http.StatusAccepted {
 		t.Fatalf("delete admins-vm: status %d", code)
 	}
 	testWaitGone(t, base, adminVM.VM.ID)
+	waitIdle(t, base, devVM.VM.ID)
 	if code := callAs(t, devToken, "DELETE", base+"/v1/vms/"+devVM.VM.ID, nil, nil); code != http.StatusAccepted {
 		t.Fatalf("delete devs-vm as the developer: status %d", code)
 	}
@@ -188,9 +200,9 @@ func TestDashboardBrowser(t *testing.T) {
 // signIn fills the page's sign-in form.
 func (b *browser) signIn(email, password string) {
 	b.t.Helper()
-	b.do(chromedp.SetValue("#email", ""), chromedp.SetValue("#password", ""),
-		chromedp.SendKeys("#email", email), chromedp.SendKeys("#password", password),
-		chromedp.Click("#login-submit"))
+	b.do(chromedp.WaitVisible("#login-form"))
+	b.eval(`document.querySelector("#email").value = ""; document.querySelector("#password").value = ""; ""`)
+	b.do(chromedp.SendKeys("#email", email), chromedp.SendKeys("#password", password), chromedp.Click("#login-submit"))
 }
 
 // dashStatus is the dashboard's stream state: live once every stream follows.
@@ -270,6 +282,21 @@ func callAs(t *testing.T, token, method, target string, body, out any) int {
 		}
 	}
 	return resp.StatusCode
+}
+
+// waitIdle waits until the VM has no task in progress: a VM runs one
+// operation at a time, and the create's task ends a little after the VM
+// runs.
+func waitIdle(t *testing.T, base, id string) {
+	t.Helper()
+	testutil.Eventually(t, 120*time.Second, 100*time.Millisecond, "VM "+id+" idle", func() bool {
+		var v struct {
+			Status struct {
+				ActiveTask string `json:"active_task"`
+			} `json:"status"`
+		}
+		return call(t, "GET", base+"/v1/vms/"+id, nil, &v) == http.StatusOK && v.Status.ActiveTask == ""
+	})
 }
 
 // testWaitGone waits until the API no longer has the VM.

@@ -34,6 +34,8 @@ const state = {
 	// Every VM name this page ever rendered: the browser test asserts a
 	// developer's page never showed another user's VM, even for a moment.
 	seen: new Set(),
+	// VM names by id, kept after a VM goes, for the events about it.
+	names: new Map(),
 	running: false,
 };
 
@@ -93,6 +95,7 @@ function stopAll() {
 	state.nodeTop.clear();
 	state.cpuHistory.clear();
 	state.seen.clear();
+	state.names.clear();
 	state.selected = "";
 	ui.vmBody.replaceChildren();
 	ui.nodeBody.replaceChildren();
@@ -168,6 +171,7 @@ function renderVMs() {
 	for (const vm of vms) {
 		keep.add(vm.id);
 		state.seen.add(vm.name);
+		state.names.set(vm.id, vm.name);
 		let r = state.vmRows.get(vm.id);
 		if (!r) {
 			r = vmRow(vm);
@@ -187,6 +191,8 @@ function renderVMs() {
 		}
 	}
 	if (state.selected) renderDetails();
+	// Node rows count the VMs on them.
+	schedule(renderNodes);
 }
 
 function vmRow(vm) {
@@ -210,7 +216,7 @@ function vmRow(vm) {
 		h("td", {}, c.phase),
 		c.node,
 		c.addrs,
-		h("td", { class: "cpu" }, c.spark, c.cpu),
+		h("td", {}, h("span", { class: "cpu" }, c.spark, c.cpu)),
 		c.mem,
 		c.msg,
 		h("td", {}, c.more),
@@ -301,7 +307,7 @@ function renderDetails() {
 		.sort((a, b) => b.revision - a.revision)
 		.slice(0, 10)
 		.map(eventItem);
-	ui.details.replaceChildren(
+	const parts = [
 		h(
 			"header",
 			{},
@@ -316,7 +322,9 @@ function renderDetails() {
 		s.user_data ? h("pre", { class: "userdata" }, s.user_data) : null,
 		events.length ? h("h3", {}, "Events") : null,
 		events.length ? h("ul", { class: "events" }, events) : null,
-	);
+	];
+	// replaceChildren would turn a null into the text "null".
+	ui.details.replaceChildren(...parts.filter(Boolean));
 	ui.details.dataset.id = vm.id;
 }
 
@@ -373,7 +381,7 @@ function nodeRow() {
 		h("td", {}, c.phase, " ", c.cordon),
 		c.accel,
 		c.cpus,
-		h("td", { class: "cpu" }, h("span", { class: "load" }, c.cpuBar), c.cpuPct),
+		h("td", {}, h("span", { class: "cpu" }, h("span", { class: "load" }, c.cpuBar), c.cpuPct)),
 		c.mem,
 		c.vms,
 		c.msg,
@@ -406,7 +414,11 @@ function updateNodeRow(r, n) {
 	}
 	const memCap = cap.memory_mib ? `${Math.round(cap.memory_mib / 1024)} GiB` : "";
 	setText(c.mem, top && memCap ? `${bytes(top.rss_bytes)} / ${memCap}` : memCap || "—");
-	setText(c.vms, String(st.vm_count ?? "—"));
+	// The VMs of this node the caller can see, from the live VM list (the
+	// node row's own count is only as fresh as its last write).
+	let count = 0;
+	for (const vm of lists.vms.col.items.values()) if ((vm.status?.node || vm.spec?.node) === n.name) count++;
+	setText(c.vms, String(count));
 	setText(c.msg, st.message || "");
 	c.msg.title = st.message || "";
 }
@@ -425,7 +437,7 @@ function renderEvents() {
 
 function eventItem(e) {
 	let obj = e.object?.id || "";
-	if (e.object?.kind === "vm") obj = lists.vms.col.items.get(obj)?.name || obj;
+	if (e.object?.kind === "vm") obj = state.names.get(obj) || obj;
 	if (e.object?.kind === "node") obj = [...lists.nodes.col.items.values()].find((n) => n.id === e.object.id)?.name || obj;
 	return h(
 		"li",
@@ -605,7 +617,9 @@ function buildPage() {
 					h(
 						"tr",
 						{},
-						...["Name", "State", "Arch · accel", "CPUs", "CPU load", "Memory", "VMs", "Message"].map((t) => h("th", { scope: "col" }, t)),
+						...["Name", "State", "Arch · accel", "CPUs", "CPU load", "Memory", "VMs", "Message"].map((t) =>
+							h("th", t === "VMs" ? { scope: "col", title: "VMs on this node that you can see" } : { scope: "col" }, t),
+						),
 					),
 				),
 				ui.nodeBody,
