@@ -3,14 +3,18 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -305,4 +309,185 @@ func testWaitGone(t *testing.T, base, id string) {
 	testutil.Eventually(t, 120*time.Second, 100*time.Millisecond, "VM "+id+" deleted", func() bool {
 		return call(t, "GET", base+"/v1/vms/"+id, nil, nil) == http.StatusNotFound
 	})
+}
+
+// Payloads the hostile API proxy puts into fields a user or guest could
+// fill in some deployment: status and condition messages, network names,
+// addresses, event messages. Each would set window.__xss or add an element
+// if the page parsed it.
+const (
+	xssMessage   = `<img src=x onerror="window.__xss=3">`
+	xssCondition = `</script><script>window.__xss=4</script><i>cond</i>`
+	xssNetwork   = `<iframe src="javascript:window.top.__xss=5"></iframe>`
+	xssEvent     = `<b onmouseover="window.__xss=6">event</b><img src=x onerror=alert(6)>`
+)
+
+// TestDashboardBrowserHostileAPI serves the dashboard through a proxy that
+// rewrites the API's answers, lists and the watch stream alike, so that
+// every free-text field the page shows holds a payload: the API itself
+// validates most of them, and this checks the page does not rely on it.
+// Each payload must show as text, add no element and run nothing.
+func TestDashboardBrowserHostileAPI(t *testing.T) {
+	chromium := needChromium(t)
+	dataDir := t.TempDir()
+	api := startAPI(t, dataDir)
+	caFile := filepath.Join(dataDir, "pki", "ca.pem")
+	proxy := hostileProxy(t, api.URL, caFile)
+
+	if code := call(t, "POST", api.URL+"/v1/vms", map[string]any{"name": "listed", "spec": map[string]any{
+		"image": map[string]any{"url": "https://images.example/debian-12.qcow2"}, "memory_mib": 128, "disk_gib": 1,
+	}}, nil); code != http.StatusAccepted {
+		t.Fatalf("create listed: status %d", code)
+	}
+
+	b := startBrowser(t, chromium, proxy.URL, "")
+	var dialogs atomic.Int32
+	if err := chromedp.Listen(b.ctx, func(ev any) {
+		if _, ok := ev.(*page.EventJavascriptDialogOpening); ok {
+			dialogs.Add(1)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	b.do(chromedp.Navigate(proxy.URL + "/ui/"))
+	b.signIn(adminEmail, adminPassword)
+	b.waitFor("the streams to be live", 30*time.Second, func() bool { return b.dashStatus() == "live" })
+
+	// From the list.
+	msgOf := func(name string) string { return b.text(`tr.vm[data-vm-name=` + jsString(name) + `] td.msg`) }
+	b.waitFor("the listed VM's message as text", 30*time.Second, func() bool { return msgOf("listed") == xssMessage })
+	// From the watch stream: a VM created while the page follows it.
+	if code := call(t, "POST", api.URL+"/v1/vms", map[string]any{"name": "streamed", "spec": map[string]any{
+		"image": map[string]any{"url": "https://images.example/debian-12.qcow2"}, "memory_mib": 128, "disk_gib": 1,
+	}}, nil); code != http.StatusAccepted {
+		t.Fatalf("create streamed: status %d", code)
+	}
+	b.waitFor("the streamed VM's message as text", 30*time.Second, func() bool { return msgOf("streamed") == xssMessage })
+	if got := b.text(`tr.vm[data-vm-name="streamed"] td.addrs`); got != xssMessage {
+		b.fatalf("addresses %q, want the payload as text", got)
+	}
+	b.do(chromedp.Click(`tr.vm[data-vm-name="streamed"] button.details-btn`))
+	b.waitFor("the details with the condition and network payloads", 30*time.Second, func() bool {
+		d := b.text("#vm-details")
+		return strings.Contains(d, xssCondition) && strings.Contains(d, xssNetwork)
+	})
+	b.waitFor("an event's message as text", 30*time.Second, func() bool { return strings.Contains(b.text("#event-list"), xssEvent) })
+	b.screenshot("dashboard-hostile-api.png")
+	if n := b.eval(`String(document.querySelectorAll("iframe, i").length)`); n != "0" {
+		b.fatalf("%s injected elements in the page", n)
+	}
+	b.noInjection(&dialogs)
+	b.checkConsole()
+}
+
+// hostileProxy serves the API at api on plain loopback HTTP, with every VM
+// and event in list answers and watch events rewritten to carry payloads.
+func hostileProxy(t *testing.T, api, caFile string) *httptest.Server {
+	t.Helper()
+	target, err := url.Parse(api)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := caClient(caFile)
+	if client == nil {
+		t.Fatalf("no CA in %s", caFile)
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.Transport = client.Transport
+	rp.FlushInterval = -1 // stream events as they come
+	rp.ModifyResponse = func(resp *http.Response) error {
+		if resp.Request.Method != http.MethodGet || resp.StatusCode != http.StatusOK {
+			return nil
+		}
+		switch p := resp.Request.URL.Path; p {
+		case "/v1/vms", "/v1/events":
+			raw, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				return err
+			}
+			var list map[string]json.RawMessage
+			if err := json.Unmarshal(raw, &list); err != nil {
+				return err
+			}
+			var items []json.RawMessage
+			if err := json.Unmarshal(list["items"], &items); err != nil {
+				return err
+			}
+			for i, it := range items {
+				items[i] = poison(p, it)
+			}
+			list["items"], _ = json.Marshal(items)
+			out, _ := json.Marshal(list)
+			resp.Body = io.NopCloser(bytes.NewReader(out))
+			resp.ContentLength = int64(len(out))
+			resp.Header.Set("Content-Length", strconv.Itoa(len(out)))
+		case "/v1/watch":
+			kind := map[string]string{"vms": "/v1/vms", "events": "/v1/events"}[resp.Request.URL.Query().Get("types")]
+			if kind == "" {
+				return nil
+			}
+			pr, pw := io.Pipe()
+			src := resp.Body
+			go func() {
+				defer src.Close()
+				rd := bufio.NewReader(src)
+				event := ""
+				for {
+					line, err := rd.ReadString('\n')
+					if strings.HasPrefix(line, "event: ") {
+						event = strings.TrimSpace(strings.TrimPrefix(line, "event: "))
+					}
+					if data, ok := strings.CutPrefix(line, "data: "); ok && (event == "added" || event == "modified") {
+						line = "data: " + string(poison(kind, json.RawMessage(strings.TrimSpace(data)))) + "\n"
+					}
+					if line == "\n" {
+						event = ""
+					}
+					if _, werr := pw.Write([]byte(line)); werr != nil || err != nil {
+						pw.CloseWithError(err)
+						return
+					}
+				}
+			}()
+			resp.Body = pr
+		}
+		return nil
+	}
+	s := httptest.NewServer(rp)
+	t.Cleanup(s.Close)
+	return s
+}
+
+// poison puts the payloads into one VM or event as the API renders it.
+func poison(kind string, raw json.RawMessage) json.RawMessage {
+	var obj map[string]any
+	if json.Unmarshal(raw, &obj) != nil {
+		return raw
+	}
+	switch kind {
+	case "/v1/vms":
+		st, _ := obj["status"].(map[string]any)
+		if st == nil {
+			st = map[string]any{}
+		}
+		st["message"] = xssMessage
+		st["addresses"] = []string{xssMessage}
+		st["conditions"] = []map[string]any{{"type": "Ready", "status": "False", "reason": "Hostile",
+			"message": xssCondition, "last_transition_time": time.Now().UTC().Format(time.RFC3339)}}
+		obj["status"] = st
+		spec, _ := obj["spec"].(map[string]any)
+		if spec == nil {
+			spec = map[string]any{}
+		}
+		spec["networks"] = []map[string]any{{"network": xssNetwork}}
+		obj["spec"] = spec
+	case "/v1/events":
+		obj["message"] = xssEvent
+	}
+	out, err := json.Marshal(obj)
+	if err != nil {
+		return raw
+	}
+	return out
 }

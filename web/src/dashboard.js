@@ -191,8 +191,9 @@ function renderVMs() {
 		}
 	}
 	if (state.selected) renderDetails();
-	// Node rows count the VMs on them.
+	// Node rows count the VMs on them; events name them.
 	schedule(renderNodes);
+	schedule(renderEvents);
 }
 
 function vmRow(vm) {
