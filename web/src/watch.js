@@ -76,6 +76,10 @@ export class LiveList {
 		if (this.wake) this.wake();
 		if (this.ctrl) this.ctrl.abort();
 		this.ctrl = null;
+		// What one sign-in listed is never shown to the next: a stopped
+		// list holds nothing.
+		this.col.reset([]);
+		this.rev = 0;
 		this.status("stopped");
 	}
 
@@ -129,8 +133,7 @@ export class LiveList {
 	}
 
 	authFailed() {
-		this.stopped = true;
-		this.status("stopped");
+		this.stop();
 		if (this.opts.onAuth) this.opts.onAuth();
 	}
 
