@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -16,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -311,6 +313,67 @@ func testWaitGone(t *testing.T, base, id string) {
 	})
 }
 
+// TestDashboardBrowserReconnect restarts the API under an open dashboard:
+// the page reconnects by itself with Last-Event-ID (no new list), and a VM
+// created while it was away appears without a reload.
+func TestDashboardBrowserReconnect(t *testing.T) {
+	chromium := needChromium(t)
+	dataDir := t.TempDir()
+	api := startAPI(t, dataDir)
+	caFile := filepath.Join(dataDir, "pki", "ca.pem")
+	proxy := newProxy(t, api.URL, caFile, false)
+	create := func(name string) {
+		t.Helper()
+		if code := call(t, "POST", api.URL+"/v1/vms", map[string]any{"name": name, "spec": map[string]any{
+			"image": map[string]any{"url": "https://images.example/debian-12.qcow2"}, "memory_mib": 128, "disk_gib": 1,
+		}}, nil); code != http.StatusAccepted {
+			t.Fatalf("create %s: status %d", name, code)
+		}
+	}
+	create("before")
+
+	b := startBrowser(t, chromium, proxy.URL, "")
+	b.do(chromedp.Navigate(proxy.URL + "/ui/"))
+	b.signIn(adminEmail, adminPassword)
+	b.waitFor("the streams to be live", 30*time.Second, func() bool { return b.dashStatus() == "live" })
+	b.waitFor("the listed VM", 30*time.Second, func() bool { return b.vmPhase("before") != "" })
+
+	// A reload signed in (the tab keeps its token): how much the page
+	// loads and how soon it shows the fleet live (BENCHMARKS.md).
+	b.do(chromedp.Reload())
+	b.waitFor("the reloaded page to be live", 30*time.Second, func() bool { return b.dashStatus() == "live" })
+	t.Logf("dashboard first load: %s bytes (page, script, style; uncompressed, the API serves no gzip), live after %s ms",
+		b.eval(`String(performance.getEntriesByType("navigation").concat(performance.getEntriesByType("resource")).filter((e) => !e.name.includes("/v1/")).reduce((n, e) => n + e.encodedBodySize, 0))`),
+		b.eval(`String(window.__otherixDashboard.liveAt())`))
+	b.eval(`String(window.__noReload = "yes")`)
+	lists, _ := proxy.vmTraffic()
+
+	addr := strings.TrimPrefix(api.URL, "https://")
+	api.stop()
+	b.waitFor("the page to notice", 60*time.Second, func() bool { return b.dashStatus() == "reconnecting" })
+	api = startAPIAt(t, dataDir, addr)
+	create("after")
+	b.waitFor("the VM created meanwhile", 60*time.Second, func() bool { return b.vmPhase("after") != "" })
+	b.waitFor("the streams to be live again", 60*time.Second, func() bool { return b.dashStatus() == "live" })
+	if b.vmPhase("before") == "" || b.eval(`String(window.__noReload)`) != "yes" {
+		b.fatalf("the page lost the listed VM or reloaded")
+	}
+	after, resumes := proxy.vmTraffic()
+	if after != lists {
+		b.fatalf("the page listed VMs again (%d lists, %d before the restart): it should resume", after, lists)
+	}
+	if len(resumes) < 2 || resumes[0] == "" || resumes[len(resumes)-1] == "" {
+		b.fatalf("watch resumes %q: each should carry Last-Event-ID", resumes)
+	}
+	first, _ := strconv.ParseInt(resumes[0], 10, 64)
+	last, _ := strconv.ParseInt(resumes[len(resumes)-1], 10, 64)
+	if last < first {
+		b.fatalf("resumed from %d, before the first watch's %d", last, first)
+	}
+	t.Logf("vm watches: Last-Event-ID %v", resumes)
+	b.checkConsole()
+}
+
 // Payloads the hostile API proxy puts into fields a user or guest could
 // fill in some deployment: status and condition messages, network names,
 // addresses, event messages. Each would set window.__xss or add an element
@@ -380,10 +443,36 @@ func TestDashboardBrowserHostileAPI(t *testing.T) {
 	b.checkConsole()
 }
 
-// hostileProxy serves the API at api on plain loopback HTTP, with every VM
-// and event in list answers and watch events rewritten to carry payloads.
-func hostileProxy(t *testing.T, api, caFile string) *httptest.Server {
+// apiProxy is the API on plain loopback HTTP, for a test that must see or
+// change what the page and the API say to each other.
+type apiProxy struct {
+	*httptest.Server
+	mu sync.Mutex
+	// lists counts GET /v1/vms; resumes holds the Last-Event-ID of each
+	// GET /v1/watch?types=vms ("" when it had none).
+	lists   int
+	resumes []string
+}
+
+func (p *apiProxy) vmTraffic() (int, []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lists, slices.Clone(p.resumes)
+}
+
+// hostileProxy is newProxy with every VM and event in list answers and
+// watch events rewritten to carry payloads.
+func hostileProxy(t *testing.T, api, caFile string) *apiProxy {
 	t.Helper()
+	return newProxy(t, api, caFile, true)
+}
+
+// newProxy serves the API at api on plain loopback HTTP and records the
+// page's VM lists and watches; with hostile, it also poisons what the API
+// answers.
+func newProxy(t *testing.T, api, caFile string, hostile bool) *apiProxy {
+	t.Helper()
+	px := &apiProxy{}
 	target, err := url.Parse(api)
 	if err != nil {
 		t.Fatal(err)
@@ -395,8 +484,22 @@ func hostileProxy(t *testing.T, api, caFile string) *httptest.Server {
 	rp := httputil.NewSingleHostReverseProxy(target)
 	rp.Transport = client.Transport
 	rp.FlushInterval = -1 // stream events as they come
+	// A restarted API makes the proxy fail requests: expected, not news.
+	rp.ErrorLog = log.New(io.Discard, "", 0)
 	rp.ModifyResponse = func(resp *http.Response) error {
 		if resp.Request.Method != http.MethodGet || resp.StatusCode != http.StatusOK {
+			return nil
+		}
+		q := resp.Request.URL.Query()
+		px.mu.Lock()
+		switch {
+		case resp.Request.URL.Path == "/v1/vms":
+			px.lists++
+		case resp.Request.URL.Path == "/v1/watch" && q.Get("types") == "vms":
+			px.resumes = append(px.resumes, resp.Request.Header.Get("Last-Event-ID"))
+		}
+		px.mu.Unlock()
+		if !hostile {
 			return nil
 		}
 		switch p := resp.Request.URL.Path; p {
@@ -454,9 +557,9 @@ func hostileProxy(t *testing.T, api, caFile string) *httptest.Server {
 		}
 		return nil
 	}
-	s := httptest.NewServer(rp)
-	t.Cleanup(s.Close)
-	return s
+	px.Server = httptest.NewServer(rp)
+	t.Cleanup(px.Close)
+	return px
 }
 
 // poison puts the payloads into one VM or event as the API renders it.
