@@ -38,6 +38,8 @@ const state = {
 	names: new Map(),
 	running: false,
 	liveAt: 0,
+	// Bumped at every metrics read: rows showing metrics are rewritten.
+	metricsGen: 0,
 };
 
 const lists = {
@@ -185,7 +187,14 @@ function renderVMs() {
 			r = vmRow(vm);
 			state.vmRows.set(vm.id, r);
 		}
-		updateVMRow(r, vm);
+		// A row is rewritten only when its VM (a new object for every
+		// change the stream applies) or the metrics changed: a live change
+		// to one VM of a thousand touches one row.
+		if (r.vm !== vm || r.metricsGen !== state.metricsGen) {
+			updateVMRow(r, vm);
+			r.vm = vm;
+			r.metricsGen = state.metricsGen;
+		}
 		// Keep DOM order = sorted order, moving only rows out of place.
 		const want = prev ? prev.nextSibling : ui.vmBody.firstChild;
 		if (want !== r.row) ui.vmBody.insertBefore(r.row, want);
@@ -350,6 +359,13 @@ function renderNodes() {
 	const nodes = [...lists.nodes.col.items.values()].sort((a, b) => cmp(a.name, b.name));
 	ui.nodeCount.textContent = String(nodes.length);
 	ui.nodeEmpty.hidden = nodes.length > 0;
+	// The VMs on each node that the caller can see, from the live VM list
+	// (the node row's own count is only as fresh as its last write).
+	const counts = new Map();
+	for (const vm of lists.vms.col.items.values()) {
+		const on = vm.status?.node || vm.spec?.node;
+		if (on) counts.set(on, (counts.get(on) || 0) + 1);
+	}
 	const keep = new Set();
 	let prev = null;
 	for (const n of nodes) {
@@ -359,7 +375,7 @@ function renderNodes() {
 			r = nodeRow();
 			state.nodeRows.set(n.id, r);
 		}
-		updateNodeRow(r, n);
+		updateNodeRow(r, n, counts.get(n.name) || 0);
 		const want = prev ? prev.nextSibling : ui.nodeBody.firstChild;
 		if (want !== r.row) ui.nodeBody.insertBefore(r.row, want);
 		prev = r.row;
@@ -400,7 +416,7 @@ function nodeRow() {
 	return { row, cells: c };
 }
 
-function updateNodeRow(r, n) {
+function updateNodeRow(r, n, vmCount) {
 	const c = r.cells;
 	const st = n.status || {};
 	const cap = st.capacity || {};
@@ -417,19 +433,16 @@ function updateNodeRow(r, n) {
 	if (top && cap.cpus) {
 		const pct = Math.min(100, top.cpu_percent / cap.cpus);
 		// CSSOM, not a style attribute: the page's CSP blocks those.
-		c.cpuBar.style.width = `${pct.toFixed(1)}%`;
+		const w = `${pct.toFixed(1)}%`;
+		if (c.cpuBar.style.width !== w) c.cpuBar.style.width = w;
 		setText(c.cpuPct, `${pct.toFixed(0)} %`);
 	} else {
-		c.cpuBar.style.width = "0";
+		if (c.cpuBar.style.width !== "0px") c.cpuBar.style.width = "0px";
 		setText(c.cpuPct, "—");
 	}
 	const memCap = cap.memory_mib ? `${Math.round(cap.memory_mib / 1024)} GiB` : "";
 	setText(c.mem, top && memCap ? `${bytes(top.rss_bytes)} / ${memCap}` : memCap || "—");
-	// The VMs of this node the caller can see, from the live VM list (the
-	// node row's own count is only as fresh as its last write).
-	let count = 0;
-	for (const vm of lists.vms.col.items.values()) if ((vm.status?.node || vm.spec?.node) === n.name) count++;
-	setText(c.vms, String(count));
+	setText(c.vms, String(vmCount));
 	setText(c.msg, st.message || "");
 	c.msg.title = st.message || "";
 }
@@ -488,6 +501,7 @@ async function pollMetrics() {
 			state.cpuHistory.set(id, hist);
 		}
 		state.nodeTop = new Map((nodes.items || []).map((n) => [n.name, n]));
+		state.metricsGen++;
 		schedule(renderVMs);
 		schedule(renderNodes);
 	} catch (err) {
