@@ -40,6 +40,9 @@ const state = {
 	liveAt: 0,
 	// Bumped at every metrics read: rows showing metrics are rewritten.
 	metricsGen: 0,
+	// Bumped at every sign-in: an answer to an earlier session's request
+	// is dropped, never shown to the user signed in now.
+	session: 0,
 };
 
 const lists = {
@@ -86,6 +89,7 @@ function start() {
 	ui.main.hidden = false;
 	ui.signout.hidden = false;
 	state.running = true;
+	state.session++;
 	loadMe();
 	for (const l of Object.values(lists)) l.start();
 	scheduleMetrics(0);
@@ -107,6 +111,8 @@ function stopAll() {
 	ui.nodeBody.replaceChildren();
 	ui.eventList.replaceChildren();
 	ui.details.hidden = true;
+	ui.vmCount.textContent = "0";
+	ui.nodeCount.textContent = "0";
 	ui.who.textContent = "";
 	ui.role.textContent = "";
 	ui.role.hidden = true;
@@ -120,14 +126,16 @@ function authLost() {
 }
 
 async function loadMe() {
+	const session = state.session;
 	try {
 		const me = await api.get("/v1/users/me");
+		if (session !== state.session || !state.running) return;
 		state.me = me;
 		ui.who.textContent = me.display_name ? `${me.display_name} <${me.email}>` : me.email;
 		ui.role.textContent = me.role;
 		ui.role.hidden = !me.role;
 	} catch (err) {
-		if (err.status === 401) authLost();
+		if (err.status === 401 && session === state.session) authLost();
 	}
 }
 
@@ -482,6 +490,7 @@ function scheduleMetrics(delay) {
 
 async function pollMetrics() {
 	if (!state.running) return;
+	const session = state.session;
 	if (document.visibilityState === "hidden") {
 		scheduleMetrics(metricsEveryMs);
 		return;
@@ -491,7 +500,7 @@ async function pollMetrics() {
 			api.get("/v1/top/vms?limit=200"),
 			api.get("/v1/top/nodes").catch((err) => (err.status === 403 ? { items: [] } : Promise.reject(err))),
 		]);
-		if (!state.running) return;
+		if (!state.running || session !== state.session) return;
 		state.vmTop = new Map((vms.items || []).map((v) => [v.id, v]));
 		for (const [id, v] of state.vmTop) {
 			if (!v.metrics) continue;
@@ -505,12 +514,14 @@ async function pollMetrics() {
 		schedule(renderVMs);
 		schedule(renderNodes);
 	} catch (err) {
+		if (session !== state.session) return;
 		if (err.status === 401) {
 			authLost();
 			return;
 		}
 		// Metrics are a nicety: the lists stay live without them.
 	}
+	if (session !== state.session) return;
 	scheduleMetrics(metricsEveryMs);
 }
 
