@@ -142,9 +142,11 @@ func (s *Server) routeTable() []route {
 		// The CA certificate is public: agents and CLIs pin it by fingerprint.
 		limited(public(get, "/v1/ca", s.caPEM)),
 
-		// The browser console (ui.go): static code only; the page
-		// authenticates itself through the API.
+		// The browser console and the dashboard (ui.go): static code
+		// only; the page authenticates itself through the API.
 		public(get, "/ui/vms/:name/console", s.uiConsole),
+		public(get, "/ui", s.uiRoot),
+		public(get, "/ui/", s.uiDashboard),
 		public(get, "/ui/assets/*path", s.uiAssets),
 		rbac(get, "/v1/nodes", node, security.VerbList, s.listNodes),
 		// gin matches the static join-tokens segment before the :name param.
