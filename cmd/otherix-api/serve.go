@@ -255,7 +255,7 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 	scfg.HasQuorum = member.HasQuorum
 	// One etcd watch per replica feeds every GET /v1/watch stream; it
 	// stops before the gateway and the member do.
-	hub := watch.New(st.Client(), watch.Config{Quorum: member}, log)
+	hub := watch.New(st.Client(), watch.Config{Quorum: member, Buffer: cfg.Watch.Buffer, Bookmark: cfg.Watch.Bookmark}, log)
 	hubCtx, stopHub := context.WithCancel(ctx)
 	hubDone := make(chan struct{})
 	go func() {
@@ -267,6 +267,7 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 		<-hubDone
 	}()
 	scfg.Watch = hub
+	scfg.WatchMaxClients, scfg.WatchPerUser, scfg.WatchAuthCheck = cfg.Watch.MaxClients, cfg.Watch.PerUser, cfg.Watch.AuthCheck
 	srv := server.New(scfg, gw, log)
 	agentSrv, agentLn, err := startAgentListener(baseCtx, cfg, gw, member.HasQuorum, log)
 	if err != nil {
