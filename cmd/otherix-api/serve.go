@@ -203,6 +203,12 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 		return err
 	}
 	agents := agentclient.New(ca.Pool(), clientCert.Get)
+	// Nodes heartbeat one replica each, which keeps their VM samples in
+	// memory; the other replicas ask it for them (docs/metrics.md).
+	var peerSamples gateway.PeerMetrics
+	if peer != nil {
+		peerSamples = newPeerMetrics(memberName(cfg), st, peer.TLS, ca.Pool(), log)
+	}
 
 	gw, err := gateway.Start(ctx, st, gateway.Config{
 		NoDispatch: !cfg.Jobs.Dispatch, ClaimTTL: cfg.Jobs.ClaimTTL, JobAttempts: cfg.Jobs.Attempts,
@@ -218,8 +224,9 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 		Nodes: gateway.NodesConfig{HeartbeatInterval: cfg.Heartbeat.Interval, GoneAfter: cfg.Nodes.GoneAfter,
 			Shared: peer != nil},
 		Placement: cfg.Placement, Agent: agents, Calls: agents, Membership: member, Replica: replicaName(cfg, peer),
-		Loops:  owned,
-		Quorum: member,
+		Loops:       owned,
+		Quorum:      member,
+		PeerMetrics: peerSamples,
 	}, log)
 	if err != nil {
 		return err
@@ -435,7 +442,7 @@ func startAgentListener(baseCtx context.Context, cfg apiConfig, gw *gateway.Gate
 		return nil, nil, fmt.Errorf("listen %s: %w", cfg.AgentListen, err)
 	}
 	srv := &http.Server{
-		Handler: server.NewAgentAPI(gw, log, server.AgentQuorum(hasQuorum)),
+		Handler: server.NewAgentAPI(gw, log, server.AgentQuorum(hasQuorum), server.AgentReplica(memberName(cfg))),
 		TLSConfig: &tls.Config{
 			Certificates: []tls.Certificate{cert},
 			MinVersion:   tls.VersionTLS12,

@@ -112,6 +112,9 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics // nil when disabled
 	engine  *gin.Engine
+	// agentReplica names this replica on the agent listener
+	// (AgentReplica).
+	agentReplica string
 	// now is the clock for idempotency expiry and audit times; a seam for tests.
 	now func() time.Time
 	// principal resolves a request's credentials: bearerPrincipal, always,
