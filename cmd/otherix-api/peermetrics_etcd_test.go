@@ -97,7 +97,7 @@ func TestMetricsFromAnyReplica(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		var env struct {
-			Error struct{ Code string }
+			Error   struct{ Code string }
 			Replica string
 			Items   []messages.HeldNodeMetrics
 		}
