@@ -1,7 +1,9 @@
 // Command watchfanout measures what GET /v1/watch streams cost one replica:
 // a real otherix-api (single replica, plain HTTP on loopback so TLS is not
 // counted), N streams of networks opened by this program, and a write load
-// of -rate network creates per second through the API. For each N in
+// of -rate network updates per second through the API (PATCH of egress on
+// -networks networks in turn, each write a `modified` event; creates would
+// measure the create path's own growth, not the streams). For each N in
 // -clients (0 first, the baseline) it reports:
 //
 //   - delivery latency p50/p99/max: from the moment a write is sent to the
@@ -58,7 +60,8 @@ type result struct {
 func main() {
 	bin := flag.String("bin", "bin", "directory holding otherix-api (make build)")
 	clientsFlag := flag.String("clients", "0,100,1000", "stream counts to measure, comma-separated; 0 is the baseline")
-	rate := flag.Int("rate", 100, "network creates per second")
+	rate := flag.Int("rate", 100, "network updates per second (at most 32 in flight: a replica that cannot keep up gets fewer, reported)")
+	nets := flag.Int("networks", 50, "networks the updates go round")
 	dur := flag.Duration("d", 20*time.Second, "load duration per stream count")
 	flag.Parse()
 	var counts []int
@@ -76,7 +79,8 @@ func main() {
 	var results []result
 	for i, n := range counts {
 		// A fresh replica per count: RSS and CPU start from the same place.
-		r, err := measure(binDir, n, *rate, *dur, i*100_000)
+		_ = i
+		r, err := measure(binDir, n, *rate, *nets, *dur)
 		if err != nil {
 			fail(fmt.Errorf("%d streams: %w", n, err))
 		}
@@ -90,7 +94,7 @@ func main() {
 			base = &results[i]
 		}
 	}
-	fmt.Println("| streams | writes/s | latency p50 / p99 / max | write p50 | replica CPU | CPU per stream | RSS | RSS per stream | etcd watchers / watch streams |")
+	fmt.Println("| streams | writes/s (achieved) | latency p50 / p99 / max | write p50 | replica CPU | CPU per stream | RSS | RSS per stream | etcd watchers / watch streams |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|")
 	for _, r := range results {
 		perCPU, perRSS := "-", "-"
@@ -102,13 +106,13 @@ func main() {
 		if r.clients > 0 {
 			lat = fmt.Sprintf("%s / %s / %s", r.p50.Round(100*time.Microsecond), r.p99.Round(100*time.Microsecond), r.max.Round(time.Millisecond))
 		}
-		fmt.Printf("| %d | %d | %s | %s | %.0f %% of a core | %s | %.1f MiB | %s | %s / %s |\n",
-			r.clients, *rate, lat, r.writeP.Round(100*time.Microsecond), 100*r.cpuPerSec, perCPU, float64(r.rssBytes)/(1<<20), perRSS, r.watchers, r.streams)
+		fmt.Printf("| %d | %d (%.0f) | %s | %s | %.0f %% of a core | %s | %.1f MiB | %s | %s / %s |\n",
+			r.clients, *rate, float64(r.writes)/dur.Seconds(), lat, r.writeP.Round(100*time.Microsecond), 100*r.cpuPerSec, perCPU, float64(r.rssBytes)/(1<<20), perRSS, r.watchers, r.streams)
 	}
 }
 
 // measure runs one replica with n streams under the write load.
-func measure(binDir string, n, rate int, dur time.Duration, nameBase int) (result, error) {
+func measure(binDir string, n, rate, nets int, dur time.Duration) (result, error) {
 	res := result{clients: n}
 	dir, err := os.MkdirTemp("", "otherix-watchfanout-")
 	if err != nil {
@@ -155,13 +159,37 @@ func measure(binDir string, n, rate int, dur time.Duration, nameBase int) (resul
 	if err != nil {
 		return res, err
 	}
+	do := func(method, path string, body any) (int64, int, error) {
+		b, _ := json.Marshal(body)
+		req, _ := http.NewRequest(method, api+path, bytes.NewReader(b))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := hc.Do(req)
+		if err != nil {
+			return 0, 0, err
+		}
+		defer resp.Body.Close()
+		var v struct{ Revision int64 }
+		_ = json.NewDecoder(resp.Body).Decode(&v)
+		return v.Revision, resp.StatusCode, nil
+	}
+	for j := range nets {
+		if _, code, err := do(http.MethodPost, "/v1/networks", map[string]string{"name": fmt.Sprintf("f-%d", j), "cidr": fmt.Sprintf("10.99.%d.0/24", j)}); err != nil || code != http.StatusCreated {
+			return res, fmt.Errorf("create network f-%d: %d %v", j, code, err)
+		}
+	}
 
 	// The streams: each its own connection, as browsers and CLIs are.
-	sent := sync.Map{} // name → time.Time the write was sent
+	type got struct {
+		rev int64
+		at  time.Time
+	}
 	var (
 		lmu       sync.Mutex
-		lats      []time.Duration
+		gots      [][]got // each stream's modified events
 		delivered atomic.Int64
+		smu       sync.Mutex
+		sent      = map[int64]time.Time{} // revision of a write → when it was sent
 	)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -188,28 +216,22 @@ func measure(binDir string, n, rate int, dur time.Duration, nameBase int) (resul
 			}
 			defer resp.Body.Close()
 			opened.Done()
-			mine := make([]time.Duration, 0, 4096)
+			mine := make([]got, 0, 4096)
 			sc := bufio.NewScanner(resp.Body)
 			sc.Buffer(make([]byte, 64<<10), 1<<20)
-			var kind string
+			var rev int64
 			for sc.Scan() {
 				line := sc.Bytes()
 				switch {
-				case bytes.HasPrefix(line, []byte("event: ")):
-					kind = string(line[7:])
-				case bytes.HasPrefix(line, []byte("data: ")) && kind == "added":
-					now := time.Now()
-					var v struct{ Name string }
-					if json.Unmarshal(line[6:], &v) == nil {
-						if t, ok := sent.Load(v.Name); ok {
-							mine = append(mine, now.Sub(t.(time.Time)))
-							delivered.Add(1)
-						}
-					}
+				case bytes.HasPrefix(line, []byte("id: ")):
+					rev, _ = strconv.ParseInt(string(line[4:]), 10, 64)
+				case bytes.Equal(line, []byte("event: modified")):
+					mine = append(mine, got{rev, time.Now()})
+					delivered.Add(1)
 				}
 			}
 			lmu.Lock()
-			lats = append(lats, mine...)
+			gots = append(gots, mine)
 			lmu.Unlock()
 		}()
 	}
@@ -229,38 +251,41 @@ func measure(binDir string, n, rate int, dur time.Duration, nameBase int) (resul
 	var writeLats []time.Duration
 	var wmu sync.Mutex
 	var writers sync.WaitGroup
-	i := 0
-	for time.Since(start) < dur {
+	inflight := make(chan struct{}, 32)
+	egress := make([]bool, nets)
+	for i := 0; time.Since(start) < dur; i++ {
 		<-tick.C
-		name := fmt.Sprintf("f-%d", nameBase+i)
-		cidr := fmt.Sprintf("10.%d.%d.0/24", 100+(nameBase+i)/256%100, (nameBase+i)%256)
-		i++
+		select {
+		case inflight <- struct{}{}:
+		default:
+			continue // 32 writes in flight: the replica is behind
+		}
+		j := i % nets
+		egress[j] = !egress[j]
+		val := egress[j]
 		writers.Add(1)
 		go func() {
 			defer writers.Done()
-			b, _ := json.Marshal(map[string]string{"name": name, "cidr": cidr})
-			req, _ := http.NewRequest(http.MethodPost, api+"/v1/networks", bytes.NewReader(b))
-			req.Header.Set("Authorization", "Bearer "+token)
-			req.Header.Set("Content-Type", "application/json")
+			defer func() { <-inflight }()
 			t0 := time.Now()
-			sent.Store(name, t0)
-			resp, err := hc.Do(req)
-			if err != nil {
+			rev, code, err := do(http.MethodPatch, fmt.Sprintf("/v1/networks/f-%d", j), map[string]bool{"egress": val})
+			if err != nil || code != http.StatusOK {
 				return
 			}
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusCreated {
-				wmu.Lock()
-				writeLats = append(writeLats, time.Since(t0))
-				wmu.Unlock()
+			wmu.Lock()
+			writeLats = append(writeLats, time.Since(t0))
+			wmu.Unlock()
+			smu.Lock()
+			if _, dup := sent[rev]; !dup {
+				sent[rev] = t0
 			}
+			smu.Unlock()
 		}()
 	}
 	tick.Stop()
 	writers.Wait()
 	elapsed := time.Since(start)
-	res.writes = len(writeLats)
+	res.writes = len(sent)
 	res.expected = n * res.writes
 	// Let the last events arrive, then read the replica's figures.
 	_ = wait(30*time.Second, func() bool { return delivered.Load() >= int64(res.expected) })
@@ -274,6 +299,14 @@ func measure(binDir string, n, rate int, dur time.Duration, nameBase int) (resul
 	cancel()
 	streamsDone.Wait()
 	res.delivered = int(delivered.Load())
+	var lats []time.Duration
+	for _, mine := range gots {
+		for _, g := range mine {
+			if t0, ok := sent[g.rev]; ok {
+				lats = append(lats, g.at.Sub(t0))
+			}
+		}
+	}
 	slices.Sort(lats)
 	if len(lats) > 0 {
 		res.p50, res.p99, res.max = lats[len(lats)/2], lats[len(lats)*99/100], lats[len(lats)-1]
