@@ -177,6 +177,13 @@ func (s *Sub) Next(ctx context.Context) (Event, error) {
 	}
 }
 
+// Pending reports whether Next would return a live event at once: a
+// stream writer flushes only when it would not, so a stream that fell a
+// little behind catches up with one write for many events.
+func (s *Sub) Pending() bool {
+	return s.replay == nil && len(s.live) > 0
+}
+
 // Close ends the subscriber and waits for its replay to stop.
 func (s *Sub) Close() {
 	if s.cancel != nil {

@@ -9,14 +9,16 @@
 //   - delivery latency p50/p99/max: from the moment a write is sent to the
 //     moment each stream receives its event (so it includes the write's own
 //     API latency, reported apart as "write");
+//
 //   - the replica's CPU (user+system, from /proc) per second of load, and
 //     its RSS, and both per stream against the baseline;
+//
 //   - etcd's watcher gauges (etcd_debugging_mvcc_watcher_total and
 //     watch_stream_total, read from the member's own /metrics on its client
 //     listener): the same at every N, since one etcd watch per replica
 //     fans out to all streams.
 //
-//	make build && go run ./test/bench/watchfanout -bin bin -clients 0,100,1000 -rate 100 -d 20s
+//     make build && go run ./test/bench/watchfanout -bin bin -clients 0,100,1000 -rate 100 -d 20s
 package main
 
 import (
