@@ -104,6 +104,11 @@ type Config struct {
 	// from when it regains it (liveness.go). Nil: a single member, always.
 	Quorum QuorumEpochs
 
+	// PeerMetrics, when set, asks the other replicas for the VM samples
+	// they hold (nodes heartbeat one replica each); nil: this replica
+	// answers with its own samples only, as a lone control plane does.
+	PeerMetrics PeerMetrics
+
 	// Identity. The zero values are the production defaults.
 	Identity identity.Config
 	// Nodes tunes heartbeats and liveness.
@@ -207,6 +212,9 @@ type Gateway struct {
 	live livenessQuorum
 	// pools caches the pool list heartbeat answers are made from (pools.go).
 	pools poolCache
+	// book holds the VM samples of the heartbeats this replica received
+	// (metrics.go).
+	book *node.Book
 }
 
 // Start brings up the actor system: the vms, jobs and maintenance guardians,
@@ -264,7 +272,8 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 		id.Close()
 		return nil, fmt.Errorf("gateway: spawn vms guardian: %w", err)
 	}
-	nodeDeps := node.Deps{Runtime: rt, Store: st, Log: log, VMs: g.vms, Config: node.Config{
+	g.book = node.NewBook()
+	nodeDeps := node.Deps{Runtime: rt, Store: st, Log: log, VMs: g.vms, Book: g.book, Config: node.Config{
 		Interval: cfg.Nodes.HeartbeatInterval, GoneAfter: cfg.Nodes.GoneAfter, Boot: cfg.Nodes.Now()}}
 	if cfg.Nodes.Shared {
 		nodeDeps.Config.StampEvery = cfg.Nodes.HeartbeatInterval

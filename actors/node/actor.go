@@ -53,6 +53,8 @@ type Deps struct {
 	// VMs is the guardian of VM actors: what a node observes of its VMs is
 	// told to them (nil: not told, in tests of the node alone).
 	VMs *actor.PID
+	// Book, when set, gets a copy of every node's samples (book.go).
+	Book *Book
 }
 
 // maxQueue bounds the commands waiting for one node.
@@ -288,6 +290,7 @@ func (b *behaviour) checkLiveness(cur *messages.Node, now, since time.Time) plan
 	next := *cur
 	next.Phase = phase
 	b.metrics = Metrics{} // a silent node's last samples would mislead a top
+	b.deps.Book.put(b.id, b.metrics)
 	next.Status.Message = fmt.Sprintf("no heartbeat since %s", b.lastSeen.UTC().Format(time.RFC3339))
 	next.UpdatedAt = now.UTC()
 	p := update(&next, messages.NodeTransition(cur.Phase, &next, now))

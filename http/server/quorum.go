@@ -57,6 +57,7 @@ type AgentOption func(*agentOptions)
 
 type agentOptions struct {
 	hasQuorum func() bool
+	replica   string // AgentReplica
 }
 
 // AgentQuorum has the agent listener refuse heartbeats, enrollments,
