@@ -48,3 +48,17 @@ type NodeAnswerError struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 }
+
+// IsSHA256Hex reports whether s is a sha256 digest in lower-case hex, the
+// form images are named by.
+func IsSHA256Hex(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !('0' <= s[i] && s[i] <= '9' || 'a' <= s[i] && s[i] <= 'f') {
+			return false
+		}
+	}
+	return true
+}

@@ -54,6 +54,8 @@ package security
 //	join_token  delete    any    -         -          -
 //	replica     list      any    -         -          -
 //	debug       read      any    -         -          -
+//	image       list      any    -         -          -
+//	image       delete    any    -         -          -
 //
 // Why these choices:
 //   - Users own VMs. Developers act only on their own. Operators run the
@@ -122,6 +124,9 @@ const (
 	ResourceReplica = "replica"
 	// ResourceDebug is a replica's runtime profiles and goroutine dump.
 	ResourceDebug = "debug"
+	// ResourceImage is the nodes' image caches: what they hold (URLs of
+	// every tenant's images, which VMs use them) and their deletion.
+	ResourceImage = "image"
 )
 
 // Verbs named in the matrix. Not every verb applies to every resource.
@@ -216,6 +221,9 @@ var rules = func() []rule {
 		{ResourceReplica, VerbDelete, [4]Scope{A, N, N, N}},
 
 		{ResourceDebug, VerbRead, [4]Scope{A, N, N, N}},
+
+		{ResourceImage, VerbList, [4]Scope{A, N, N, N}},
+		{ResourceImage, VerbDelete, [4]Scope{A, N, N, N}},
 	}
 }()
 
