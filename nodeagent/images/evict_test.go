@@ -21,7 +21,7 @@ type fakeClock struct {
 	t  time.Time
 }
 
-func (f *fakeClock) now() time.Time { f.mu.Lock(); defer f.mu.Unlock(); return f.t }
+func (f *fakeClock) now() time.Time  { f.mu.Lock(); defer f.mu.Unlock(); return f.t }
 func (f *fakeClock) set(t time.Time) { f.mu.Lock(); f.t = t; f.mu.Unlock() }
 
 // newCacheWithDisks opens a cache whose references are scanned in a disk
@@ -108,7 +108,7 @@ func baseSize(t *testing.T) int64 {
 func TestEvictLeastRecentlyUsedUnusedBase(t *testing.T) {
 	needQemuImg(t)
 	size := baseSize(t)
-	c, disks, clk := newCacheWithDisks(t, Options{MaxCacheBytes: size*5/2, EvictGrace: time.Minute, EvictInterval: time.Hour})
+	c, disks, clk := newCacheWithDisks(t, Options{MaxCacheBytes: size * 5 / 2, EvictGrace: time.Minute, EvictInterval: time.Hour})
 	t0 := clk.now()
 	imgs := map[string]Image{}
 	get := func(name string, at time.Duration) {

@@ -10,7 +10,7 @@ import (
 // sources, whatever their file names.
 type flight struct {
 	url    string
-	sha    string // the digest the first caller asked for; "" for none
+	sha    string     // the digest the first caller asked for; "" for none
 	pull   PullPolicy // the first caller's policy (never PullNever)
 	ctx    context.Context
 	cancel context.CancelFunc
