@@ -175,6 +175,9 @@ type Cache struct {
 	// Ensure and each heartbeat's List then skip the qemu-img info exec,
 	// about 6 ms per image per call on a 2-core host (BenchmarkCachedEnsure).
 	described map[string]describedImage
+	// handed (guarded by mu) is when each base was last returned by
+	// Ensure, for eviction's grace period.
+	handed map[string]time.Time
 }
 
 // describedImage is an Image as described when its file had identity id.
@@ -233,6 +236,7 @@ func New(pool, dir string, opts Options) (*Cache, error) {
 		now:        time.Now,
 		flights:    map[string]*flight{},
 		described:  map[string]describedImage{},
+		handed:     map[string]time.Time{},
 	}
 	c.client = newHTTPClient(c.policy)
 	if opts.now != nil {
@@ -497,8 +501,21 @@ func (c *Cache) LegacyFiles() []string {
 	return out
 }
 
-// touch records a use of digest; a failure only costs LRU precision.
-func (c *Cache) touch(digest string) { _ = c.MarkUsed(digest) }
+// touch notes in memory that digest was just handed out: eviction spares
+// it for the grace period, so the VM disk about to be built on it finds it.
+// A cached Ensure writes nothing to disk; CreateVMDisk records the use.
+func (c *Cache) touch(digest string) {
+	c.mu.Lock()
+	c.handed[digest] = c.now()
+	c.mu.Unlock()
+}
+
+// handedAt is when digest was last handed out by this process.
+func (c *Cache) handedAt(digest string) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.handed[digest]
+}
 
 // syncDir makes renames in dir durable.
 func syncDir(dir string) error {

@@ -107,6 +107,7 @@ func (c *Cache) removeBase(digest string) error {
 	}
 	c.mu.Lock()
 	delete(c.described, digest)
+	delete(c.handed, digest)
 	c.mu.Unlock()
 	return syncDir(filepath.Join(c.dir, dirBases))
 }
@@ -163,7 +164,7 @@ func (c *Cache) Evict(ctx context.Context) ([]string, error) {
 		if total <= c.maxCache || ctx.Err() != nil {
 			break
 		}
-		if len(refs[k.digest]) > 0 || k.used.After(cutoff) {
+		if len(refs[k.digest]) > 0 || k.used.After(cutoff) || c.handedAt(k.digest).After(cutoff) {
 			continue
 		}
 		if err := c.removeBase(k.digest); err != nil {

@@ -78,6 +78,7 @@ func (c *Cache) run(f *flight, prev *flight) {
 	img, err := c.download(f.ctx, f.url, f.sha, f.pull, f.report)
 	if err == nil {
 		// The new base is the youngest: eviction makes room around it.
+		_ = c.MarkUsed(img.SHA256)
 		c.touch(img.SHA256)
 		if c.maxCache > 0 {
 			c.evictLogged()

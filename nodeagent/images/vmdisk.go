@@ -33,7 +33,8 @@ func (c *Cache) CreateVMDisk(ctx context.Context, base Image, path string, sizeB
 		return newError(CodeNotPresent, fmt.Sprintf("image %s (sha256 %s) was removed from pool %s", base.Name, base.SHA256, c.pool), err)
 	}
 	if isDigest(base.SHA256) {
-		c.touch(base.SHA256)
+		// Only LRU precision is lost if this fails.
+		_ = c.MarkUsed(base.SHA256)
 	}
 	return createVMDisk(ctx, c.qemuImg, base, path, sizeBytes)
 }
