@@ -130,7 +130,7 @@ func (c *Cache) planLegacy(ctx context.Context, name string) (j journal, why str
 	}
 	j = journal{Legacy: name, Digest: digest, Format: format}
 	key, _ := keyOf(p)
-	err = c.walkDisks(func(disk string, chain []chainLink) {
+	err = c.walkDisks(nil, func(disk string, chain []chainLink) {
 		// Only a disk's own backing file: a disk deeper in the chain is
 		// itself a disk of these directories, and rebased in its turn.
 		if l := chain[0]; l.path == p || (l.ok && l.id == key) {

@@ -39,7 +39,10 @@ func keyOf(p string) (fileKey, bool) {
 // the backing chain its headers name. The chain is read from the qcow2
 // headers (nodeagent/qcow2), never guessed from file names; files that are
 // not qcow2 (seed ISOs, raw volumes) have no chain and are skipped.
-func (c *Cache) walkDisks(fn func(disk string, chain []chainLink)) error {
+//
+// stop, if set, ends a chain at a file it names (a base, which has no
+// backing file to follow): the scan then reads one header per disk.
+func (c *Cache) walkDisks(stop func(fileKey) bool, fn func(disk string, chain []chainLink)) error {
 	for _, root := range c.diskDirs {
 		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
@@ -51,7 +54,7 @@ func (c *Cache) walkDisks(fn func(disk string, chain []chainLink)) error {
 			if !d.Type().IsRegular() || strings.Contains(d.Name(), ".tmp-") {
 				return nil
 			}
-			chain := readChain(p)
+			chain := readChain(p, stop)
 			if len(chain) > 0 {
 				fn(p, chain)
 			}
@@ -65,7 +68,7 @@ func (c *Cache) walkDisks(fn func(disk string, chain []chainLink)) error {
 }
 
 // readChain follows p's backing files as far as they go.
-func readChain(p string) []chainLink {
+func readChain(p string, stop func(fileKey) bool) []chainLink {
 	var chain []chainLink
 	cur := p
 	for range maxChainDepth {
@@ -81,7 +84,7 @@ func readChain(p string) []chainLink {
 		l := chainLink{path: b}
 		l.id, l.ok = keyOf(b)
 		chain = append(chain, l)
-		if !l.ok {
+		if !l.ok || stop != nil && stop(l.id) {
 			return chain
 		}
 		cur = b
@@ -96,7 +99,8 @@ func (c *Cache) references() (map[string][]string, error) {
 		return nil, err
 	}
 	out := map[string][]string{}
-	err = c.walkDisks(func(disk string, chain []chainLink) {
+	isBase := func(k fileKey) bool { _, ok := bases[k]; return ok }
+	err = c.walkDisks(isBase, func(disk string, chain []chainLink) {
 		seen := map[string]bool{}
 		for _, l := range chain {
 			if d, ok := bases[l.id]; ok && l.ok && !seen[d] {

@@ -76,3 +76,25 @@ func TestMigrationRewritesRecords(t *testing.T) {
 		t.Error("legacy file left")
 	}
 }
+
+// TestCreateWithPullNeverNeedsACachedImage: a create whose spec says Never
+// fails with image_not_present, without a request to the origin, until the
+// image is cached; then it creates the disk on the cached base.
+func TestCreateWithPullNeverNeedsACachedImage(t *testing.T) {
+	f := newFixture(t)
+	vm := f.newVM("never")
+	vm.Spec.Image.PullPolicy = messages.PullNever
+	vm.Spec.PowerState = messages.PowerStopped
+	task := f.run(t, vmReq(messages.NewID(), messages.TaskVMCreate, vm))
+	if task.State != messages.TaskFailed || task.Error == nil || task.Error.Code != "image_not_present" {
+		t.Fatalf("create with Never on an empty cache: %+v", task)
+	}
+	if _, err := f.cfg.Images.Ensure(context.Background(), f.url, f.sha, nil); err != nil {
+		t.Fatal(err)
+	}
+	vm.ID = messages.NewID()
+	task = f.run(t, vmReq(messages.NewID(), messages.TaskVMCreate, vm))
+	if task.State != messages.TaskSuccess {
+		t.Fatalf("create with Never on a cached image: %+v", task.Error)
+	}
+}
