@@ -59,6 +59,8 @@ package security
 //	join_token  delete    any    -         -          -
 //	replica     list      any    -         -          -
 //	debug       read      any    -         -          -
+//	image       list      any    -         -          -
+//	image       delete    any    -         -          -
 //
 // Why these choices:
 //   - Users own VMs. Developers act only on their own. Operators run the
@@ -131,6 +133,9 @@ const (
 	ResourceReplica = "replica"
 	// ResourceDebug is a replica's runtime profiles and goroutine dump.
 	ResourceDebug = "debug"
+	// ResourceImage is the nodes' image caches: what they hold (URLs of
+	// every tenant's images, which VMs use them) and their deletion.
+	ResourceImage = "image"
 )
 
 // Verbs named in the matrix. Not every verb applies to every resource.
@@ -231,6 +236,9 @@ var rules = func() []rule {
 		{ResourceReplica, VerbDelete, [4]Scope{A, N, N, N}},
 
 		{ResourceDebug, VerbRead, [4]Scope{A, N, N, N}},
+
+		{ResourceImage, VerbList, [4]Scope{A, N, N, N}},
+		{ResourceImage, VerbDelete, [4]Scope{A, N, N, N}},
 	}
 }()
 

@@ -7,7 +7,7 @@ import (
 // allResources and allVerbs are every name of the issue, so pairs without a
 // rule (vm cordon, audit delete…) are checked to be None too.
 var (
-	allResources = []string{"vm", "task", "node", "network", "pool", "volume", "settings", "user", "token", "audit", "join_token", "replica", "debug"}
+	allResources = []string{"vm", "task", "node", "network", "pool", "volume", "settings", "user", "token", "audit", "join_token", "replica", "debug", "image"}
 	allVerbs     = []string{"read", "list", "create", "update", "delete", "start", "stop", "console", "cancel", "cordon", "drain", "scan"}
 )
 
@@ -31,6 +31,7 @@ var wantMatrix = map[string]map[string]string{
 	"join_token": {"read": "A---", "list": "A---", "create": "A---", "delete": "A---"},
 	"replica":    {"list": "A---", "delete": "A---"},
 	"debug":      {"read": "A---"},
+	"image":      {"list": "A---", "delete": "A---"},
 }
 
 func scopeOf(t *testing.T, c byte) Scope {

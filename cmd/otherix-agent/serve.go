@@ -235,14 +235,22 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	if err != nil {
 		return err
 	}
+	imgOpts.DiskDirs = []string{filepath.Join(o.poolDir, "vms")}
+	imgOpts.OnEvict = func(evicted []string, err error) {
+		if err != nil {
+			log.Warn("image cache eviction", "err", err, "evicted", evicted)
+			return
+		}
+		log.Info("image cache over its limit: evicted unused images", "sha256", evicted)
+	}
 	cache, err := images.New("default", filepath.Join(o.poolDir, "images"), imgOpts)
 	if err != nil {
 		return err
 	}
 	defer cache.Close()
-	if old := cache.LegacyFiles(); len(old) > 0 {
-		log.Warn("image cache holds files of the old basename-keyed layout; they are no longer used and may be removed once no VM disk is backed by them",
-			"dir", filepath.Join(o.poolDir, "images"), "files", len(old))
+	// Before any VM actor runs: the migration rewrites VM records.
+	if err := migrateImageCache(ctx, log, cache, filepath.Join(o.stateDir, "vms")); err != nil {
+		return err
 	}
 	imgDeny := &imageDeny{cache: cache}
 	// The data plane asks the VM manager for NICs only once a desired

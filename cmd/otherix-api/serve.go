@@ -511,6 +511,7 @@ func bootstrapAdmin(ctx context.Context, gw *gateway.Gateway, cfg apiConfig, log
 }
 
 var _ server.ControlPlane = (*gateway.Gateway)(nil)
+var _ server.Images = (*gateway.Gateway)(nil)
 
 // refreshGrace maps the setting to identity.Config's: 0 in the file means no
 // grace, which identity.Config spells as a negative value (its zero is the

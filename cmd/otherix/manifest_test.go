@@ -122,7 +122,7 @@ func TestLoadManifestsProblems(t *testing.T) {
 		{"field case matters", "kind: VM\nname: a\nspec: {" + img + ", CPUs: 2}\n", true, `unknown field "spec.CPUs"`},
 		{"type error", "kind: VM\nname: a\nspec: {" + img + ", cpus: two}\n", true, "spec.cpus must be an integer, not a string"},
 		// No Go type names: the shape of the object is described instead.
-		{"image as a string", "kind: VM\nname: a\nspec: {image: https://i.example/a.img}\n", true, "spec.image must be an object with url and optional sha256, not a string"},
+		{"image as a string", "kind: VM\nname: a\nspec: {image: https://i.example/a.img}\n", true, "spec.image must be an object with url and optional sha256, pull_policy, not a string"},
 		{"networks as a mapping", "kind: VM\nname: a\nspec: {" + img + ", networks: {network: n}}\n", true, "spec.networks must be a list, each an object with network and optional ip, not an object"},
 		{"not a mapping", "- a\n- b\n", true, "must be a mapping"},
 		{"bad name", "kind: VM\nname: Web_1\nspec: {" + img + "}\n", true, "name:"},

@@ -182,7 +182,7 @@ file, --context to use another context for one call).`,
 
 	root.AddCommand(a.vmCommand(), a.networkCommand(), a.poolCommand(), a.volumeCommand(), a.taskCommand(), a.createCommand(), a.deleteCommand(),
 		a.loginCommand(), a.logoutCommand(), a.whoamiCommand(), a.configCommand(), a.userCommand(), a.tokenCommand(),
-		a.nodeCommand(), a.clusterCommand(),
+		a.nodeCommand(), a.clusterCommand(), a.imageCommand(),
 		a.getCommand(), a.describeCommand(), a.applyCommand(),
 		a.versionCommand(),
 		a.debugCommand(),

@@ -193,6 +193,9 @@ func (s *Server) routeTable() []route {
 		// Every client fails over between the replicas, so every
 		// authenticated caller may learn their API URLs (nothing more).
 		{method: get, path: "/v1/cluster/endpoints", access: accessAuthenticated, handler: s.listClusterEndpoints},
+		// Node image caches name every tenant's image URLs: admin only.
+		rbac(get, "/v1/images", security.ResourceImage, security.VerbList, s.listImages),
+		rbac(del, "/v1/images/:digest", security.ResourceImage, security.VerbDelete, s.deleteImage),
 		rbac(get, "/v1/cluster/settings", settings, security.VerbRead, s.getSettings),
 		rbac(patch, "/v1/cluster/settings", settings, security.VerbUpdate, s.updateSettings),
 	}
