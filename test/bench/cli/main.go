@@ -41,7 +41,9 @@ func main() {
 	clis := flag.String("cli", "bin=bin/otherix", "LABEL=PATH[,LABEL=PATH…] of otherix binaries to compare")
 	runs := flag.Int("runs", 30, "runs of each command per round")
 	rounds := flag.Int("rounds", 3, "rounds")
+	conns := flag.Int("conns", 200, "connections per kind for the in-process handshake timing (0: skip)")
 	flag.Parse()
+	inprocConns = *conns
 	if err := run(*api, *clis, *runs, *rounds); err != nil {
 		fmt.Fprintln(os.Stderr, "bench cli:", err)
 		os.Exit(1)
@@ -123,6 +125,11 @@ func run(apiBin, clis string, runs, rounds int) error {
 				float64(p50(d[c.label+"|vm list"]))/float64(p50(d[c.label+"|version"])),
 				float64(p50(d["cpu|"+c.label+"|vm list"]))/float64(p50(d["cpu|"+c.label+"|version"])))
 		}
+	}
+	// Last: these are anonymous requests, which the API rate-limits.
+	if inprocConns > 0 {
+		fmt.Println()
+		return handshakes("https://"+addr, filepath.Join(dir, "api", "pki", "ca.pem"), inprocConns)
 	}
 	return nil
 }
