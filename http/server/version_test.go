@@ -1,8 +1,8 @@
 package server
 
 import (
-	"reflect"
 	"net/http/httptest"
+	"reflect"
 	"testing"
 
 	etcdversion "go.etcd.io/etcd/api/v3/version"
