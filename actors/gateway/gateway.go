@@ -205,6 +205,8 @@ type Gateway struct {
 	closed  bool
 	// live is the liveness loop's view of the quorum (liveness.go).
 	live livenessQuorum
+	// pools caches the pool list heartbeat answers are made from (pools.go).
+	pools poolCache
 }
 
 // Start brings up the actor system: the vms, jobs and maintenance guardians,
@@ -232,6 +234,19 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 		return nil, fmt.Errorf("gateway: %w", err)
 	} else if n > 0 {
 		log.Info("built node allocation documents from the vm rows", "nodes", n)
+	}
+	// The default pool was implicit (each node's --pool-dir) before pools
+	// were resources: a new cluster and an upgraded one both get it as a
+	// real pool, once.
+	if made, err := ensureDefaultPool(ctx, st); errors.Is(err, messages.ErrStorageFull) {
+		// A full store must still boot (and then free space); the pool
+		// is seeded at a later start.
+		log.Warn("default storage pool not created: the store is full; it is created at a later start", "err", err)
+	} else if err != nil {
+		id.Close()
+		return nil, fmt.Errorf("gateway: default pool: %w", err)
+	} else if made {
+		log.Info("default storage pool created (each node's --pool-dir)")
 	}
 	rt := system.NewRuntime(log)
 	g := &Gateway{cfg: cfg, st: st, log: log, rt: rt, id: id}

@@ -93,6 +93,9 @@ type behaviour struct {
 	observed map[string]messages.VMObserved
 	// metrics are the VM samples of the last heartbeat (metrics.go).
 	metrics Metrics
+	// writtenPools are the pool reports as last written to the row: the
+	// yardstick poolsMoved measures drift against (pools.go).
+	writtenPools []messages.PoolStatus
 }
 
 var _ entity.Behaviour[messages.Node, Reply] = (*behaviour)(nil)
@@ -109,6 +112,7 @@ func (b *behaviour) Loaded(n *messages.Node) {
 	if b.lastSeen.Before(b.deps.Config.Boot) {
 		b.lastSeen = b.deps.Config.Boot
 	}
+	b.writtenPools = n.Status.Pools
 	if t := n.Status.LastHeartbeatAt; t != nil {
 		b.stamped = *t
 		if t.After(b.lastSeen) {
@@ -235,7 +239,7 @@ func (b *behaviour) heartbeat(cur *messages.Node, m Heartbeat) plan {
 	join := next.Status.Overlay != nil && next.Status.Overlay.PublicKey != "" &&
 		(next.TunnelIP == "" || outside(next.TunnelIP, m.Supernet))
 	stamp := b.deps.Config.StampEvery > 0 && now.Sub(b.stamped) >= b.deps.Config.StampEvery
-	moved := join || changed(cur, &next)
+	moved := join || changed(cur, &next) || poolsMoved(b.writtenPools, next.Status.Pools)
 	if !moved && !stamp {
 		return keep(&next)
 	}
@@ -253,7 +257,8 @@ func (b *behaviour) heartbeat(cur *messages.Node, m Heartbeat) plan {
 	} else {
 		p = update(&next, ev)
 	}
-	p.After = func() { b.stamped = now }
+	pools := next.Status.Pools
+	p.After = func() { b.stamped, b.writtenPools = now, pools }
 	return p
 }
 
@@ -308,7 +313,10 @@ func changed(old, next *messages.Node) bool {
 	o.UpdatedAt, n.UpdatedAt = time.Time{}, time.Time{}
 	o.Status.Message, n.Status.Message = "", ""
 	o.Status.Overlay, n.Status.Overlay = overlayIdentity(o.Status.Overlay), overlayIdentity(n.Status.Overlay)
-	o.Status.QEMUVersions, o.Status.Pools = nilIfEmpty(o.Status.QEMUVersions), nilIfEmpty(o.Status.Pools)
+	o.Status.QEMUVersions = nilIfEmpty(o.Status.QEMUVersions)
+	// Pools are compared against what was last written (poolsMoved): a
+	// disk's used bytes drift on every beat.
+	o.Status.Pools, n.Status.Pools = nil, nil
 	return !reflect.DeepEqual(o, n)
 }
 

@@ -22,7 +22,6 @@ import (
 	"github.com/otherix/otherix/internal/buildinfo"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/otherix/otherix/http/failover"
 	"github.com/otherix/otherix/messages"
@@ -33,7 +32,9 @@ import (
 	"github.com/otherix/otherix/nodeagent/netfabric"
 	"github.com/otherix/otherix/nodeagent/qemu"
 	"github.com/otherix/otherix/nodeagent/server"
+	"github.com/otherix/otherix/nodeagent/storagepool"
 	"github.com/otherix/otherix/nodeagent/vmactor"
+	"github.com/otherix/otherix/security"
 )
 
 // envAccel names the environment variable that sets serve's default
@@ -343,17 +344,26 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	if len(qemuVersions) == 0 {
 		log.Warn("no qemu-system-x86_64 or qemu-system-aarch64 on PATH: this node cannot run VMs")
 	}
+	// The pools the control plane assigns: realised (directory, marker or
+	// filesystem check) and measured for each heartbeat; until the first
+	// answer names them, --pool-dir is reported as the default pool.
+	pools := storagepool.New(storagepool.Config{Cluster: security.Fingerprint(st.CA), DefaultDir: o.poolDir, Log: log})
+	defer func() {
+		wctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = pools.Wait(wctx) // a probe stuck on a hung mount is left behind
+	}()
 	loop := &heartbeat.Loop{
 		Client: client,
 		URL:    heartbeat.URL(st.Config.Server),
-		Observe: func(context.Context) messages.Heartbeat {
+		Observe: func(ctx context.Context) messages.Heartbeat {
 			return messages.Heartbeat{
 				AgentVersion:    buildinfo.Version(),
 				Endpoint:        endpoint,
 				Arch:            runtime.GOARCH,
 				Capacity:        capa,
 				QEMUVersions:    qemuVersions,
-				Pools:           []messages.PoolStatus{poolStatus("default", o.poolDir)},
+				Pools:           pools.Report(ctx),
 				VMs:             vms.VMs(),
 				Images:          vms.Images(),
 				Overlay:         dp.status(),
@@ -365,6 +375,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		OnDesired: func(d messages.DesiredState) {
 			imgDeny.update(d)
 			dp.setDesired(d)
+			pools.SetDesired(d.Pools)
 		},
 		OnReplicas: func(urls []string) { updateReplicas(log, st, replicas, urls) },
 		Log:        log,
@@ -463,16 +474,6 @@ func advertiseURL(flag string, addr net.Addr, server string) (string, error) {
 		return "", fmt.Errorf("%w (set --advertise)", err)
 	}
 	return "https://" + net.JoinHostPort(host, port), nil
-}
-
-func poolStatus(name, dir string) messages.PoolStatus {
-	p := messages.PoolStatus{Name: name, Path: dir}
-	var fs unix.Statfs_t
-	if err := unix.Statfs(dir, &fs); err == nil {
-		p.TotalBytes = int64(fs.Blocks) * fs.Bsize
-		p.FreeBytes = int64(fs.Bavail) * fs.Bsize
-	}
-	return p
 }
 
 // sunPathMax is the longest unix socket path Linux takes (sun_path less its

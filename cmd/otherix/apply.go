@@ -115,11 +115,13 @@ type applied struct {
 	Action   string   `json:"action"` // created, configured, unchanged, failed
 	Changes  []string `json:"changes,omitempty"`
 	// RestartPending: the running VM picks the changes up when it restarts.
-	RestartPending bool              `json:"restart_pending,omitempty"`
-	VM             *messages.VM      `json:"vm,omitempty"`
-	Network        *messages.Network `json:"network,omitempty"`
-	Task           *messages.Task    `json:"task,omitempty"`
-	Error          *appliedErrorBody `json:"error,omitempty"`
+	RestartPending bool                  `json:"restart_pending,omitempty"`
+	VM             *messages.VM          `json:"vm,omitempty"`
+	Network        *messages.Network     `json:"network,omitempty"`
+	Pool           *messages.StoragePool `json:"pool,omitempty"`
+	Volume         *messages.Volume      `json:"volume,omitempty"`
+	Task           *messages.Task        `json:"task,omitempty"`
+	Error          *appliedErrorBody     `json:"error,omitempty"`
 	// DryRun: nothing was done; Action is what would have been.
 	DryRun bool `json:"dry_run,omitempty"`
 }
@@ -191,6 +193,12 @@ func (a *app) apply(ctx context.Context, res []resource, w waitFlags) error {
 			o.err = codedf("not_sent", "not sent: %s", errorLine(stop))
 		} else if r.kind == kindNetwork {
 			rep, o.err = a.applyNetwork(ctx, r)
+		} else if a.dryRun && (r.kind == kindStoragePool || r.kind == kindVolume) {
+			o.err = dryRunUnsupported(r)
+		} else if r.kind == kindStoragePool {
+			rep, o.err = a.applyPool(ctx, r)
+		} else if r.kind == kindVolume {
+			rep, o.err = a.applyVolume(ctx, r)
 		} else {
 			rep, o.acc, o.err = a.applyVM(ctx, r)
 		}

@@ -131,3 +131,9 @@ func (a *app) dryRunApplyVM(ctx context.Context, r resource, have *messages.VM, 
 	}
 	return rep, nil, nil
 }
+
+// dryRunUnsupported refuses a dry run of a kind whose endpoints do not
+// take ?dry_run=true (the API would refuse it with dry_run_unsupported).
+func dryRunUnsupported(r resource) error {
+	return codedf("dry_run_unsupported", "%s: --dry-run is not supported for this kind yet; nothing was sent", r.ref())
+}

@@ -47,7 +47,25 @@ A network is:
     egress: false
     mtu: 1390                 # optional: derived from the cluster's settings
 
-Kind StoragePool is recognised but not supported by this control plane yet.
+A storage pool (admin) and a volume are:
+
+  kind: StoragePool
+  metadata:
+    name: fast
+  spec:
+    driver: dir               # or btrfs
+    path: /srv/otherix/fast
+    shared: false
+    nodes: [n1, n2]           # or all_nodes: true
+  ---
+  kind: Volume
+  metadata:
+    name: data
+  spec:
+    pool: fast                # optional: the cluster's default pool
+    size: 20Gi                # or size_bytes
+    node: n1                  # optional
+
 (A top-level "name:" instead of metadata.name and the
 apiVersion otherix.io/v1 of earlier releases are still read.)`
 
@@ -85,10 +103,13 @@ func (a *app) createCommand() *cobra.Command {
 				if a.dryRun {
 					var d *messages.DryRunResult
 					var err error
-					if r.kind == kindNetwork {
+					switch r.kind {
+					case kindNetwork:
 						d, err = c.DryRunCreateNetwork(ctx, r.network)
-					} else {
+					case kindVM:
 						d, err = c.DryRunCreateVM(ctx, messages.CreateVMRequest{Name: r.name, Spec: r.spec})
+					default:
+						return nil, dryRunUnsupported(r)
 					}
 					if err != nil {
 						return nil, alreadyExists(ctx, c, r, err)
@@ -97,9 +118,14 @@ func (a *app) createCommand() *cobra.Command {
 				}
 				var v any
 				var err error
-				if r.kind == kindNetwork {
+				switch r.kind {
+				case kindNetwork:
 					v, err = c.CreateNetwork(ctx, r.network, opt)
-				} else {
+				case kindStoragePool:
+					v, err = c.CreatePool(ctx, r.pool, opt)
+				case kindVolume:
+					v, err = c.CreateVolume(ctx, r.volume, opt)
+				default:
 					v, err = c.CreateVM(ctx, messages.CreateVMRequest{Name: r.name, Spec: r.spec}, opt)
 				}
 				return v, alreadyExists(ctx, c, r, err)
@@ -158,10 +184,18 @@ func (a *app) deleteCommand() *cobra.Command {
 				switch {
 				case a.dryRun && r.kind == kindNetwork:
 					v, err = c.DryRunDeleteNetwork(ctx, r.name)
-				case a.dryRun:
+				case a.dryRun && r.kind == kindVM:
 					v, err = c.DryRunDeleteVM(ctx, r.name, force)
-				case r.kind == kindNetwork:
-					if err = c.DeleteNetwork(ctx, r.name, opt); err == nil {
+				case a.dryRun:
+					err = dryRunUnsupported(r)
+				case r.kind == kindNetwork || r.kind == kindStoragePool || r.kind == kindVolume:
+					del := c.DeleteNetwork
+					if r.kind == kindStoragePool {
+						del = c.DeletePool
+					} else if r.kind == kindVolume {
+						del = c.DeleteVolume
+					}
+					if err = del(ctx, r.name, opt); err == nil {
 						v = deletedResource{Resource: r.ref(), Deleted: true}
 					}
 				default:
@@ -198,9 +232,14 @@ func alreadyExists(ctx context.Context, c *client.Client, r resource, err error)
 		return err
 	}
 	var gerr error
-	if r.kind == kindNetwork {
+	switch r.kind {
+	case kindNetwork:
 		_, gerr = c.GetNetwork(ctx, r.name)
-	} else {
+	case kindStoragePool:
+		_, gerr = c.GetPool(ctx, r.name)
+	case kindVolume:
+		_, gerr = c.GetVolume(ctx, r.name)
+	default:
 		_, gerr = c.GetVM(ctx, r.name)
 	}
 	if gerr != nil {
@@ -288,6 +327,14 @@ func (a *app) sendAll(ctx context.Context, res []resource, create bool, send sen
 		case *messages.Network:
 			if a.tabular() {
 				fmt.Fprintf(a.stdout, "%s created (%s, %s)\n", r.ref(), v.CIDR, v.Type)
+			}
+		case *messages.StoragePool:
+			if a.tabular() {
+				fmt.Fprintf(a.stdout, "%s created (%s at %s)\n", r.ref(), v.Spec.Driver, v.Spec.Path)
+			}
+		case *messages.Volume:
+			if a.tabular() {
+				fmt.Fprintf(a.stdout, "%s created (%s in pool %s, %s)\n", r.ref(), sizeText(v.Spec.SizeBytes), v.Spec.Pool, v.Status.Phase)
 			}
 		case deletedResource:
 			if a.tabular() {

@@ -184,7 +184,7 @@ file, --context to use another context for one call).`,
 	f.StringVarP(&a.output, "output", "o", outputTable, "output format: "+strings.Join(outputFormats, "|"))
 	f.DurationVar(&a.timeout, "timeout", defaultTimeout, "time limit for one API request")
 
-	root.AddCommand(a.vmCommand(), a.networkCommand(), a.taskCommand(), a.createCommand(), a.deleteCommand(),
+	root.AddCommand(a.vmCommand(), a.networkCommand(), a.poolCommand(), a.volumeCommand(), a.taskCommand(), a.createCommand(), a.deleteCommand(),
 		a.loginCommand(), a.logoutCommand(), a.whoamiCommand(), a.configCommand(), a.userCommand(), a.tokenCommand(),
 		a.nodeCommand(), a.clusterCommand(),
 		a.getCommand(), a.describeCommand(), a.applyCommand(),

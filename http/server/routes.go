@@ -83,6 +83,7 @@ func (s *Server) routeTable() []route {
 			security.ResourceToken, security.ResourceAudit
 		node, joinToken, network   = security.ResourceNode, security.ResourceJoinToken, security.ResourceNetwork
 		settings                   = security.ResourceSettings
+		pool, volume               = security.ResourcePool, security.ResourceVolume
 		get, post, patch, put, del = http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodPut, http.MethodDelete
 	)
 	t := []route{
@@ -167,6 +168,18 @@ func (s *Server) routeTable() []route {
 		rbac(get, "/v1/networks/:name", network, security.VerbRead, s.getNetwork),
 		dry(rbac(patch, "/v1/networks/:name", network, security.VerbUpdate, s.updateNetwork)),
 		dry(rbac(del, "/v1/networks/:name", network, security.VerbDelete, s.deleteNetwork)),
+
+		rbac(post, "/v1/pools", pool, security.VerbCreate, s.createPool),
+		rbac(get, "/v1/pools", pool, security.VerbList, s.listPools),
+		rbac(get, "/v1/pools/:name", pool, security.VerbRead, s.getPool),
+		rbac(patch, "/v1/pools/:name", pool, security.VerbUpdate, s.updatePool),
+		rbac(del, "/v1/pools/:name", pool, security.VerbDelete, s.deletePool),
+		rbac(post, "/v1/volumes", volume, security.VerbCreate, s.createVolume),
+		rbac(get, "/v1/volumes", volume, security.VerbList, s.listVolumes),
+		rbac(get, "/v1/volumes/:id", volume, security.VerbRead, s.getVolume),
+		// Growing a volume changes its spec, as a VM update does.
+		rbac(post, "/v1/volumes/:id/resize", volume, security.VerbUpdate, s.resizeVolume),
+		rbac(del, "/v1/volumes/:id", volume, security.VerbDelete, s.deleteVolume),
 
 		// Each type a stream asks for is authorized as its list is, in
 		// the handler (watch.go): one route, several matrix cells.
