@@ -100,4 +100,16 @@ spec:
 	if got := c.ok("vm", "list"); strings.Contains(got, "web2") {
 		t.Fatalf("web2 exists: %s", got)
 	}
+
+	// Kinds whose endpoints take no dry_run are refused, nothing sent.
+	pool := filepath.Join(t.TempDir(), "pool.yaml")
+	if err := os.WriteFile(pool, []byte("kind: StoragePool\nmetadata: {name: fast}\nspec: {driver: dir, path: /srv/otherix/fast, all_nodes: true}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, verb := range []string{"create", "apply", "delete"} {
+		c.fails("[dry_run_unsupported]", verb, "-f", pool, "--dry-run")
+	}
+	if got := c.ok("pool", "list"); strings.Contains(got, "fast") {
+		t.Fatalf("a dry run created the pool: %s", got)
+	}
 }
