@@ -160,8 +160,18 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 		log.Warn("store full at start: writes are refused until space is freed (docs/operations.md)",
 			"db_size", s.DBSize, "db_size_in_use", s.DBSizeInUse, "quota", s.Quota)
 	}
-	// The data format first: migrate older data, refuse newer (nothing
-	// else has read or written the store yet).
+	// Replicas of one cluster stay within one minor version of each other
+	// (versionskew.Replica): checked before this replica migrates the data
+	// format or serves, so a replica too new changes nothing.
+	if peer != nil {
+		if err := retryBoot(ctx, log, "replica versions", func() error {
+			return checkReplicaSkew(ctx, member.Client(), memberName(cfg), buildinfo.Version(), log)
+		}); err != nil {
+			return err
+		}
+	}
+	// The data format next: migrate older data, refuse newer (nothing
+	// else has written the store yet).
 	if err := retryBoot(ctx, log, "data format", func() error {
 		return schema.Ensure(ctx, member.Client(), "otherix-api "+buildinfo.Version(), log)
 	}); err != nil {

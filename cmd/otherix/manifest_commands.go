@@ -100,6 +100,22 @@ func (a *app) createCommand() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.applyManifests(cmd, files, w, true, func(ctx context.Context, c *client.Client, r resource, opt client.CallOption) (any, error) {
+				if a.dryRun {
+					var d *messages.DryRunResult
+					var err error
+					switch r.kind {
+					case kindNetwork:
+						d, err = c.DryRunCreateNetwork(ctx, r.network)
+					case kindVM:
+						d, err = c.DryRunCreateVM(ctx, messages.CreateVMRequest{Name: r.name, Spec: r.spec})
+					default:
+						return nil, dryRunUnsupported(r)
+					}
+					if err != nil {
+						return nil, alreadyExists(ctx, c, r, err)
+					}
+					return d, nil
+				}
 				var v any
 				var err error
 				switch r.kind {
@@ -117,6 +133,7 @@ func (a *app) createCommand() *cobra.Command {
 		},
 	}
 	addManifestFlags(cmd, &files, &w)
+	a.addDryRunFlag(cmd.Flags())
 	return cmd
 }
 
@@ -150,7 +167,11 @@ func (a *app) deleteCommand() *cobra.Command {
 				if err := w.check(); err != nil {
 					return err
 				}
-				err = a.deleteKind(cmd.Context(), kind, name, force, w)
+				if a.dryRun {
+					err = a.dryRunDeleteKind(cmd.Context(), kind, name, force, w)
+				} else {
+					err = a.deleteKind(cmd.Context(), kind, name, force, w)
+				}
 				if ignoreNotFound && client.ErrorCode(err) == messages.ErrNotFound.Code {
 					fmt.Fprintf(a.stderr, "%s/%s not found; nothing to delete\n", kind, name)
 					return nil
@@ -160,8 +181,14 @@ func (a *app) deleteCommand() *cobra.Command {
 			return a.applyManifests(cmd, files, w, false, func(ctx context.Context, c *client.Client, r resource, opt client.CallOption) (any, error) {
 				var v any
 				var err error
-				switch r.kind {
-				case kindNetwork, kindStoragePool, kindVolume:
+				switch {
+				case a.dryRun && r.kind == kindNetwork:
+					v, err = c.DryRunDeleteNetwork(ctx, r.name)
+				case a.dryRun && r.kind == kindVM:
+					v, err = c.DryRunDeleteVM(ctx, r.name, force)
+				case a.dryRun:
+					err = dryRunUnsupported(r)
+				case r.kind == kindNetwork || r.kind == kindStoragePool || r.kind == kindVolume:
 					del := c.DeleteNetwork
 					if r.kind == kindStoragePool {
 						del = c.DeletePool
@@ -188,6 +215,7 @@ func (a *app) deleteCommand() *cobra.Command {
 	addManifestFlags(cmd, &files, &w)
 	cmd.Flags().BoolVar(&force, "force", false, "delete even if a VM runs or its node cannot confirm; a node even with VMs on it")
 	cmd.Flags().BoolVar(&ignoreNotFound, "ignore-not-found", false, "treat a resource that does not exist as deleted")
+	a.addDryRunFlag(cmd.Flags())
 	return cmd
 }
 
@@ -245,6 +273,9 @@ func (a *app) applyManifests(cmd *cobra.Command, files []string, w waitFlags, cr
 		return err
 	}
 	ctx := cmd.Context()
+	if err := a.startDryRun(ctx, w); err != nil {
+		return err
+	}
 	outs := a.sendAll(ctx, res, create, send)
 	if err := a.printAccepted(outs); err != nil {
 		return err
@@ -280,6 +311,10 @@ func (a *app) sendAll(ctx context.Context, res []resource, create bool, send sen
 			continue
 		}
 		switch v := o.result.(type) {
+		case *messages.DryRunResult:
+			if a.tabular() {
+				fmt.Fprintln(a.stdout, dryRunLine(r.ref(), v))
+			}
 		case *client.Accepted:
 			o.acc = v
 			if v != nil && v.Task != nil && a.tabular() {

@@ -77,6 +77,10 @@ type app struct {
 
 	api *client.Client // built lazily by client()
 
+	// dryRun is --dry-run of create, apply, delete and vm create: every
+	// write is sent with ?dry_run=true (dryrun.go).
+	dryRun bool
+
 	// stderrTTY reports whether stderr is a terminal, where --wait draws a
 	// progress bar; a seam for tests. barDrawn says a bar line is open.
 	stderrTTY func() bool

@@ -91,6 +91,7 @@ given), so a request whose answer was lost is retried without a second VM.`,
 	f.BoolVar(&fl.stopped, "stopped", false, "create the VM without starting it")
 	f.StringVar(&fl.key, "idempotency-key", "", "Idempotency-Key to send (default: a random one)")
 	addWaitFlags(f, &fl.wait)
+	a.addDryRunFlag(f)
 	return cmd
 }
 
@@ -191,6 +192,19 @@ func readFileOrStdin(path string, stdin io.Reader) ([]byte, error) {
 
 // createVM sends one create and prints the accepted task.
 func (a *app) createVM(ctx context.Context, req messages.CreateVMRequest, key string, w waitFlags) error {
+	if a.dryRun {
+		if err := a.startDryRun(ctx, w); err != nil {
+			return err
+		}
+		var r *messages.DryRunResult
+		if err := a.call(ctx, func(ctx context.Context, c *client.Client) (err error) {
+			r, err = c.DryRunCreateVM(ctx, req)
+			return err
+		}); err != nil {
+			return err
+		}
+		return a.emitDryRun("vm/"+req.Name, r)
+	}
 	var acc *client.Accepted
 	err := a.write(ctx, key, func(ctx context.Context, c *client.Client, opt client.CallOption) (err error) {
 		acc, err = c.CreateVM(ctx, req, opt)

@@ -38,6 +38,8 @@ type route struct {
 	// idempotent attaches the Idempotency-Key middleware (writes only, and
 	// never login or refresh, whose bodies hold secrets).
 	idempotent bool
+	// dryRun takes ?dry_run=true (dryrun.go); other writes refuse it.
+	dryRun bool
 	// limited charges the request to its client address's budget for
 	// unauthenticated paths (limitAnonymous): public routes that do work
 	// for anyone (a password hash, an etcd read, a console attach).
@@ -72,6 +74,10 @@ func (s *Server) routeTable() []route {
 		r.limited = true
 		return r
 	}
+	dry := func(r route) route {
+		r.dryRun = true
+		return r
+	}
 	const (
 		vm, task, user, token, audit = security.ResourceVM, security.ResourceTask, security.ResourceUser,
 			security.ResourceToken, security.ResourceAudit
@@ -93,13 +99,13 @@ func (s *Server) routeTable() []route {
 		// after the access token expired, or the session would outlive it.
 		limited(public(post, "/v1/auth/logout", s.logout)),
 
-		rbac(post, "/v1/vms", vm, security.VerbCreate, s.createVM),
+		dry(rbac(post, "/v1/vms", vm, security.VerbCreate, s.createVM)),
 		rbac(get, "/v1/vms", vm, security.VerbList, s.listVMs),
 		rbac(get, "/v1/vms/:id", vm, security.VerbRead, s.getVM),
-		rbac(patch, "/v1/vms/:id", vm, security.VerbUpdate, s.updateVM),
-		rbac(del, "/v1/vms/:id", vm, security.VerbDelete, s.deleteVM),
-		rbac(post, "/v1/vms/:id/start", vm, security.VerbStart, s.startVM),
-		rbac(post, "/v1/vms/:id/stop", vm, security.VerbStop, s.stopVM),
+		dry(rbac(patch, "/v1/vms/:id", vm, security.VerbUpdate, s.updateVM)),
+		dry(rbac(del, "/v1/vms/:id", vm, security.VerbDelete, s.deleteVM)),
+		dry(rbac(post, "/v1/vms/:id/start", vm, security.VerbStart, s.startVM)),
+		dry(rbac(post, "/v1/vms/:id/stop", vm, security.VerbStop, s.stopVM)),
 		// A hard power-off, a reboot and a pause all interrupt the guest
 		// as a stop does; resuming lets it run again as a start does.
 		rbac(post, "/v1/vms/:id/poweroff", vm, security.VerbStop, s.poweroffVM),
@@ -159,11 +165,11 @@ func (s *Server) routeTable() []route {
 		secret(rbac(post, "/v1/nodes/join-tokens", joinToken, security.VerbCreate, s.createJoinToken)),
 		rbac(del, "/v1/nodes/join-tokens/:id", joinToken, security.VerbDelete, s.revokeJoinToken),
 
-		rbac(post, "/v1/networks", network, security.VerbCreate, s.createNetwork),
+		dry(rbac(post, "/v1/networks", network, security.VerbCreate, s.createNetwork)),
 		rbac(get, "/v1/networks", network, security.VerbList, s.listNetworks),
 		rbac(get, "/v1/networks/:name", network, security.VerbRead, s.getNetwork),
-		rbac(patch, "/v1/networks/:name", network, security.VerbUpdate, s.updateNetwork),
-		rbac(del, "/v1/networks/:name", network, security.VerbDelete, s.deleteNetwork),
+		dry(rbac(patch, "/v1/networks/:name", network, security.VerbUpdate, s.updateNetwork)),
+		dry(rbac(del, "/v1/networks/:name", network, security.VerbDelete, s.deleteNetwork)),
 
 		rbac(post, "/v1/pools", pool, security.VerbCreate, s.createPool),
 		rbac(get, "/v1/pools", pool, security.VerbList, s.listPools),
@@ -224,6 +230,12 @@ func (s *Server) routes() {
 			chain = append(chain, s.authenticate, s.authorize(r))
 		case accessAuthenticated:
 			chain = append(chain, s.authenticate)
+		}
+		switch {
+		case r.dryRun:
+			chain = append(chain, s.dryRun)
+		case r.method != http.MethodGet:
+			chain = append(chain, s.noDryRun)
 		}
 		if r.idempotent {
 			chain = append(chain, s.idempotency)
