@@ -42,7 +42,7 @@ existing = $(strip $(foreach d,$(1),$(if $(wildcard $(d)),./$(d)/...)))
 ETCD_PKGS := $(call existing,persistence actors http cmd config)
 BENCH_PKGS := $(call existing,persistence http)
 
-.PHONY: all deps deps-test test-readme web build cross test test-etcd test-netfabric test-e2e vet fmt-check check bench bench-plots dev clean fuzz fuzz-short release image test-release lint-openapi man dev-cluster chaos
+.PHONY: all deps deps-test test-readme web test-web build cross test test-etcd test-netfabric test-e2e vet fmt-check check bench bench-plots dev clean fuzz fuzz-short release image test-release lint-openapi man dev-cluster chaos
 
 all: build
 
@@ -70,6 +70,11 @@ web:
 	fi; \
 	echo "npm run build (web/)"; \
 	npm run build --silent
+
+# test-web runs the web bundle's unit tests (web/test, node's own runner);
+# the browser tests are in test/e2e.
+test-web: web
+	@if command -v npm >/dev/null 2>&1; then cd web && npm test --silent; else echo "test-web: npm not found"; fi
 
 # man writes the CLI's man pages, generated from its command tree, into
 # bin/man (man -l bin/man/otherix-vm-create.1); the otherix package installs
@@ -179,6 +184,7 @@ check:
 	$(MAKE) fmt-check
 	$(MAKE) cross
 	$(MAKE) test
+	$(MAKE) test-web
 	$(MAKE) test-release
 	$(MAKE) fuzz-short
 	$(MAKE) test-etcd
@@ -227,6 +233,11 @@ bench: build
 	@# Overlay throughput, latency and reconcile time (issue #7); needs root,
 	@# says so and skips otherwise.
 	@echo "go run ./test/bench/overlay" | tee -a bench.out; go run ./test/bench/overlay 2>&1 | tee -a bench.out
+	@# Volume drivers on loop-mounted ext4, xfs and btrfs (issue #16): pool
+	@# scan of 10,000 volumes, clone against a full copy, raw vs qcow2 on
+	@# btrfs; needs root, skips otherwise.
+	@echo "go test -run '^$$' -bench 'PoolScan10k|Clone|BtrfsFormat' -benchtime 5x ./nodeagent/volumes/" | tee -a bench.out; \
+		go test -run '^$$' -bench 'PoolScan10k|Clone|BtrfsFormat' -benchtime 5x ./nodeagent/volumes/ 2>&1 | tee -a bench.out
 	@echo "bench: results in bench.out"
 
 # bench-plots runs the two benchmarks whose figure is a curve and writes the

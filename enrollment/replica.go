@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/otherix/otherix/internal/versionskew"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/etcd"
 	"github.com/otherix/otherix/persistence/store"
@@ -150,6 +151,13 @@ func (s *Service) JoinReplica(ctx context.Context, req messages.ReplicaJoinReque
 	if err != nil {
 		return nil, fmt.Errorf("replica join: list members: %w", err)
 	}
+	if err := s.checkJoinerVersion(ctx, req.Version, members); err != nil {
+		var me *messages.Error
+		errors.As(err, &me)
+		s.cfg.Log.Warn("replica join refused: version skew between replicas", "code", versionskew.Code, "replica", name,
+			"version", req.Version, "member", me.Details["member"], "member_version", me.Details["member_version"])
+		return refuse(me, versionskew.Code)
+	}
 	for _, m := range members {
 		if m.Self && strings.HasPrefix(m.PeerURL, "unix") {
 			return refuse(errNoPeerListener, "no_peer_listener")
@@ -174,7 +182,8 @@ func (s *Service) JoinReplica(ctx context.Context, req messages.ReplicaJoinReque
 	if err != nil {
 		return nil, fmt.Errorf("sign replica csr: %w", err)
 	}
-	r := &messages.Replica{Name: req.Name, PeerURL: req.PeerURL, APIURL: req.APIURL, AgentURL: req.AgentURL, JoinedAt: now}
+	r := &messages.Replica{Name: req.Name, PeerURL: req.PeerURL, APIURL: req.APIURL, AgentURL: req.AgentURL, JoinedAt: now,
+		Version: req.Version}
 	prev, err := s.cfg.Store.GetReplica(ctx, req.Name)
 	switch {
 	case err == nil && now.Sub(prev.JoinedAt) < joinGrace:
@@ -216,6 +225,37 @@ func (s *Service) JoinReplica(ctx context.Context, req messages.ReplicaJoinReque
 	s.cfg.Audit(messages.AuditEntry{Actor: actor, Action: "replica.join", Target: req.Name, Result: "ok", Source: source})
 	return &messages.ReplicaJoinResponse{CA: string(s.cfg.CA.CertPEM()), Certificate: string(certPEM),
 		InitialCluster: initial, ClusterID: fmt.Sprintf("%x", s.cfg.Membership.ClusterID()), MemberID: fmt.Sprintf("%x", id)}, nil
+}
+
+// checkJoinerVersion applies the replica rule (versionskew.Replica) to a
+// joiner: its version against this replica's and every other member's
+// recorded one. It runs before the token is spent or the CSR signed, so
+// the token still works for a joiner of a fitting version.
+func (s *Service) checkJoinerVersion(ctx context.Context, version string, members []etcd.MemberInfo) error {
+	if version == "" {
+		return nil
+	}
+	rows, err := s.cfg.Store.ListReplicas(ctx)
+	if err != nil {
+		return err
+	}
+	isMember := make(map[string]bool, len(members))
+	others := map[string]string{}
+	for _, m := range members {
+		isMember[m.Name] = m.Name != ""
+		if m.Self && m.Name != "" {
+			// This replica's own version is what it runs, whatever its
+			// row says.
+			others[m.Name] = s.cfg.Version
+		}
+	}
+	for _, r := range rows {
+		if _, set := others[r.Name]; isMember[r.Name] && !set {
+			others[r.Name] = r.Version
+		}
+	}
+	_, err = versionskew.Members(version, others)
+	return err
 }
 
 // samePeer compares two peer URLs by scheme and host:port, ignoring case

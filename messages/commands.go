@@ -31,6 +31,10 @@ type (
 		Owner string
 		Name  string
 		Spec  VMSpec
+		// DryRun checks everything the create would (placement, quota,
+		// the name, addresses) and answers the VM it would create, writing
+		// nothing.
+		DryRun bool
 	}
 	// GetVM asks for the VM's current state.
 	GetVM struct{}
@@ -38,6 +42,8 @@ type (
 	UpdateVM struct {
 		Patch    VMSpecPatch
 		Revision int64
+		// DryRun checks and answers the VM as it would be, writing nothing.
+		DryRun bool
 	}
 	// RequestVMTask starts an asynchronous operation (vm.start, vm.stop,
 	// vm.poweroff, vm.reboot, vm.delete) on the VM. Force and TimeoutSeconds
@@ -46,6 +52,9 @@ type (
 		Kind           string
 		Force          bool
 		TimeoutSeconds int
+		// DryRun checks the operation may start and answers the VM as it
+		// would be, with no task or job written.
+		DryRun bool
 	}
 	// CancelVMTask cancels the VM's pending task.
 	CancelVMTask struct{ TaskID string }

@@ -87,12 +87,27 @@ type NodeCapacity struct {
 	Accelerator string `json:"accelerator"`
 }
 
-// PoolStatus is one storage pool as the agent sees it.
+// PoolStatus is one storage pool as the agent sees it. An agent from
+// before pools were resources sends only name, path, total and free for
+// its default pool; the rest is empty then (health "" reads as ok when
+// the total is known).
 type PoolStatus struct {
-	Name       string `json:"name"`
+	Name string `json:"name"`
+	// ID is the pool's id from the desired state (empty from an old agent).
+	ID         string `json:"id,omitempty"`
+	Driver     string `json:"driver,omitempty"`
 	Path       string `json:"path"`
 	TotalBytes int64  `json:"total_bytes"`
+	UsedBytes  int64  `json:"used_bytes,omitempty"`
 	FreeBytes  int64  `json:"free_bytes"`
+	// Health is ok or error; Message says why not ok.
+	Health  string `json:"health,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+// Healthy reports whether the pool is usable on the node.
+func (p PoolStatus) Healthy() bool {
+	return p.Health == PoolHealthOK || p.Health == "" && p.TotalBytes > 0
 }
 
 // VMObserved is one VM as the agent sees it.
@@ -146,6 +161,11 @@ type DesiredState struct {
 	// "unchanged, keep converging to it" (at 500 nodes the overlay is tens
 	// of kilobytes, and most beats change nothing).
 	OverlayRevision string `json:"overlay_revision,omitempty"`
+	// Pools are the storage pools assigned to the node, in name order.
+	// The agent realises each (creates or checks its directory) and
+	// reports it in the next heartbeat. Nil from a control plane that
+	// predates pools; the agent then keeps only its default pool.
+	Pools []DesiredPool `json:"pools"`
 }
 
 // DesiredOverlay is the data plane the control plane computes for one node

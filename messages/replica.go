@@ -57,6 +57,11 @@ type ReplicaJoinRequest struct {
 	// (answered with cluster_id alone), or is refused with
 	// cluster_mismatch naming both ids.
 	MemberOf string `json:"member_of,omitempty"`
+	// Version is the joiner's otherix-api version: a joiner more than one
+	// minor version from any member is refused with version_skew before
+	// the token is spent (internal/versionskew). Empty (a joiner older
+	// than this field) is not checked.
+	Version string `json:"version,omitempty"`
 }
 
 // ReplicaJoinResponse answers a join: the cluster CA, the signed peer

@@ -17,4 +17,8 @@ type VersionInfo struct {
 	EtcdVersion string `json:"etcd_version,omitempty"`
 	// Platform is GOOS/GOARCH.
 	Platform string `json:"platform,omitempty"`
+	// Features lists what this replica's API offers beyond its version's
+	// baseline, for clients that must not send a request an older
+	// replica would misread (FeatureDryRun). Anyone may read it.
+	Features []string `json:"features,omitempty"`
 }

@@ -87,7 +87,19 @@ type VMSpec struct {
 type ImageSource struct {
 	URL    string `json:"url"`
 	SHA256 string `json:"sha256,omitempty"`
+	// PullPolicy says whether the node asks the origin when it already
+	// caches the image: PullIfNotPresent (empty means the same), PullAlways
+	// (revalidate with ETag/Last-Modified) or PullNever (fail with
+	// image_not_present unless cached).
+	PullPolicy string `json:"pull_policy,omitempty"`
 }
+
+// Image pull policies of a VM spec (spec.image.pull_policy).
+const (
+	PullIfNotPresent = "IfNotPresent"
+	PullAlways       = "Always"
+	PullNever        = "Never"
+)
 
 // NICSpec attaches a VM to a network, optionally at a static address.
 type NICSpec struct {
@@ -222,6 +234,11 @@ func validateImage(img ImageSource) error {
 		if b, err := hex.DecodeString(img.SHA256); err != nil || len(b) != 32 {
 			return Invalid("spec.image.sha256", "must be 64 hexadecimal characters")
 		}
+	}
+	switch img.PullPolicy {
+	case "", PullIfNotPresent, PullAlways, PullNever:
+	default:
+		return Invalid("spec.image.pull_policy", "must be %q, %q or %q", PullIfNotPresent, PullAlways, PullNever)
 	}
 	return nil
 }

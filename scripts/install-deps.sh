@@ -56,6 +56,11 @@ declare -A TEST_NEEDS=(
 	# dpkg-deb and installs them with dpkg in a throwaway overlay.
 	[systemd-analyze]=systemd
 	[dpkg-deb]=dpkg
+	# The volume driver tests (nodeagent/volumes) make throwaway loop-mounted
+	# xfs (reflink=1) and btrfs filesystems; the btrfs driver itself uses
+	# ioctls, not btrfs-progs.
+	[mkfs.xfs]=xfsprogs
+	[mkfs.btrfs]=btrfs-progs
 )
 
 # Go is not a Debian package here: the project pins a newer toolchain than

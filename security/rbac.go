@@ -35,6 +35,11 @@ package security
 //	pool        update    any    -         -          -
 //	pool        delete    any    -         -          -
 //	pool        scan      any    any       -          -
+//	volume      read      any    any       own        own
+//	volume      list      any    any       own        own
+//	volume      create    any    own       own        -
+//	volume      update    any    own       own        -
+//	volume      delete    any    own       own        -
 //	settings    read      any    -         -          -
 //	settings    update    any    -         -          -
 //	user        read      any    own       own        own
@@ -54,6 +59,8 @@ package security
 //	join_token  delete    any    -         -          -
 //	replica     list      any    -         -          -
 //	debug       read      any    -         -          -
+//	image       list      any    -         -          -
+//	image       delete    any    -         -          -
 //
 // Why these choices:
 //   - Users own VMs. Developers act only on their own. Operators run the
@@ -65,6 +72,9 @@ package security
 //     authenticated user may read and list them (placement and network
 //     choices need it); only admin changes them, except that operators may
 //     cordon/drain nodes (cordon covers uncordon) and scan pools.
+//   - Volumes are owned like VMs and scoped the same way: a volume is a
+//     VM's disk, so whoever may see or change a user's VMs may see or
+//     change that user's volumes.
 //   - Settings hold cluster-wide configuration and are admin only, reads
 //     included, since they may name internal endpoints.
 //   - Every user reads and updates their own user record (/v1/users/me).
@@ -113,6 +123,7 @@ const (
 	ResourceNode      = "node"
 	ResourceNetwork   = "network"
 	ResourcePool      = "pool"
+	ResourceVolume    = "volume"
 	ResourceSettings  = "settings"
 	ResourceUser      = "user"
 	ResourceToken     = "token"
@@ -122,6 +133,9 @@ const (
 	ResourceReplica = "replica"
 	// ResourceDebug is a replica's runtime profiles and goroutine dump.
 	ResourceDebug = "debug"
+	// ResourceImage is the nodes' image caches: what they hold (URLs of
+	// every tenant's images, which VMs use them) and their deletion.
+	ResourceImage = "image"
 )
 
 // Verbs named in the matrix. Not every verb applies to every resource.
@@ -190,6 +204,12 @@ var rules = func() []rule {
 		{ResourcePool, VerbDelete, [4]Scope{A, N, N, N}},
 		{ResourcePool, VerbScan, [4]Scope{A, A, N, N}},
 
+		{ResourceVolume, VerbRead, [4]Scope{A, A, O, O}},
+		{ResourceVolume, VerbList, [4]Scope{A, A, O, O}},
+		{ResourceVolume, VerbCreate, [4]Scope{A, O, O, N}},
+		{ResourceVolume, VerbUpdate, [4]Scope{A, O, O, N}},
+		{ResourceVolume, VerbDelete, [4]Scope{A, O, O, N}},
+
 		{ResourceSettings, VerbRead, [4]Scope{A, N, N, N}},
 		{ResourceSettings, VerbUpdate, [4]Scope{A, N, N, N}},
 
@@ -216,6 +236,9 @@ var rules = func() []rule {
 		{ResourceReplica, VerbDelete, [4]Scope{A, N, N, N}},
 
 		{ResourceDebug, VerbRead, [4]Scope{A, N, N, N}},
+
+		{ResourceImage, VerbList, [4]Scope{A, N, N, N}},
+		{ResourceImage, VerbDelete, [4]Scope{A, N, N, N}},
 	}
 }()
 

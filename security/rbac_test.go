@@ -7,7 +7,7 @@ import (
 // allResources and allVerbs are every name of the issue, so pairs without a
 // rule (vm cordon, audit delete…) are checked to be None too.
 var (
-	allResources = []string{"vm", "task", "node", "network", "pool", "settings", "user", "token", "audit", "join_token", "replica", "debug"}
+	allResources = []string{"vm", "task", "node", "network", "pool", "volume", "settings", "user", "token", "audit", "join_token", "replica", "debug", "image"}
 	allVerbs     = []string{"read", "list", "create", "update", "delete", "start", "stop", "console", "cancel", "cordon", "drain", "scan"}
 )
 
@@ -23,6 +23,7 @@ var wantMatrix = map[string]map[string]string{
 	"node":       {"read": "AAAA", "list": "AAAA", "create": "A---", "update": "A---", "delete": "A---", "cordon": "AA--", "drain": "AA--"},
 	"network":    {"read": "AAAA", "list": "AAAA", "create": "A---", "update": "A---", "delete": "A---"},
 	"pool":       {"read": "AAAA", "list": "AAAA", "create": "A---", "update": "A---", "delete": "A---", "scan": "AA--"},
+	"volume":     {"read": "AAOO", "list": "AAOO", "create": "AOO-", "update": "AOO-", "delete": "AOO-"},
 	"settings":   {"read": "A---", "update": "A---"},
 	"user":       {"read": "AOOO", "list": "A---", "create": "A---", "update": "AOOO", "delete": "A---"},
 	"token":      {"read": "AOOO", "list": "AOOO", "create": "AOOO", "delete": "AOOO"},
@@ -30,6 +31,7 @@ var wantMatrix = map[string]map[string]string{
 	"join_token": {"read": "A---", "list": "A---", "create": "A---", "delete": "A---"},
 	"replica":    {"list": "A---", "delete": "A---"},
 	"debug":      {"read": "A---"},
+	"image":      {"list": "A---", "delete": "A---"},
 }
 
 func scopeOf(t *testing.T, c byte) Scope {

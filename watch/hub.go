@@ -49,6 +49,9 @@ var Types = []string{VMs, Nodes, Tasks, Networks, Events}
 const (
 	DefaultBuffer   = 1024
 	DefaultBookmark = 15 * time.Second
+	// MinBuffer is the smallest buffer a configuration may ask for: a
+	// stream starting "now" is handed its first bookmark through it.
+	MinBuffer = 16
 )
 
 // Config tunes a Hub.

@@ -45,7 +45,10 @@ func (h *Hub) Subscribe(ctx context.Context, since int64, filter Filter) (*Sub, 
 	// revision no list has answered.
 	resp, err := h.cli.Get(ctx, store.Root, clientv3.WithCountOnly())
 	if err != nil {
-		return nil, fmt.Errorf("watch: read current revision: %w", err)
+		// A leader changing (a replica was killed) or lost is a 503 the
+		// client retries, on this replica or another, not an internal
+		// error that ends it.
+		return nil, store.Unavailable(fmt.Errorf("watch: read current revision: %w", err))
 	}
 	if since > resp.Header.Revision {
 		return nil, ErrFutureRevision
@@ -94,7 +97,7 @@ func (s *Sub) startReplay(ctx context.Context, since, end int64) error {
 		if err == rpctypes.ErrCompacted {
 			return &CompactedError{Since: since}
 		}
-		return fmt.Errorf("watch: replay from %d: %w", since, err)
+		return store.Unavailable(fmt.Errorf("watch: replay from %d: %w", since, err))
 	}
 	s.replay = make(chan Event)
 	s.wg.Add(1)
@@ -172,6 +175,13 @@ func (s *Sub) Next(ctx context.Context) (Event, error) {
 	case <-ctx.Done():
 		return Event{}, ctx.Err()
 	}
+}
+
+// Pending reports whether Next would return a live event at once: a
+// stream writer flushes only when it would not, so a stream that fell a
+// little behind catches up with one write for many events.
+func (s *Sub) Pending() bool {
+	return s.replay == nil && len(s.live) > 0
 }
 
 // Close ends the subscriber and waits for its replay to stop.

@@ -104,6 +104,11 @@ type Config struct {
 	// from when it regains it (liveness.go). Nil: a single member, always.
 	Quorum QuorumEpochs
 
+	// PeerMetrics, when set, asks the other replicas for the VM samples
+	// they hold (nodes heartbeat one replica each); nil: this replica
+	// answers with its own samples only, as a lone control plane does.
+	PeerMetrics PeerMetrics
+
 	// Identity. The zero values are the production defaults.
 	Identity identity.Config
 	// Nodes tunes heartbeats and liveness.
@@ -205,6 +210,11 @@ type Gateway struct {
 	closed  bool
 	// live is the liveness loop's view of the quorum (liveness.go).
 	live livenessQuorum
+	// pools caches the pool list heartbeat answers are made from (pools.go).
+	pools poolCache
+	// book holds the VM samples of the heartbeats this replica received
+	// (metrics.go).
+	book *node.Book
 }
 
 // Start brings up the actor system: the vms, jobs and maintenance guardians,
@@ -233,6 +243,19 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 	} else if n > 0 {
 		log.Info("built node allocation documents from the vm rows", "nodes", n)
 	}
+	// The default pool was implicit (each node's --pool-dir) before pools
+	// were resources: a new cluster and an upgraded one both get it as a
+	// real pool, once.
+	if made, err := ensureDefaultPool(ctx, st); errors.Is(err, messages.ErrStorageFull) {
+		// A full store must still boot (and then free space); the pool
+		// is seeded at a later start.
+		log.Warn("default storage pool not created: the store is full; it is created at a later start", "err", err)
+	} else if err != nil {
+		id.Close()
+		return nil, fmt.Errorf("gateway: default pool: %w", err)
+	} else if made {
+		log.Info("default storage pool created (each node's --pool-dir)")
+	}
 	rt := system.NewRuntime(log)
 	g := &Gateway{cfg: cfg, st: st, log: log, rt: rt, id: id}
 	g.enroll = enrollment.New(enrollment.Config{Store: st, CA: ca, Log: log, Now: cfg.Identity.Now,
@@ -249,7 +272,8 @@ func Start(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) (
 		id.Close()
 		return nil, fmt.Errorf("gateway: spawn vms guardian: %w", err)
 	}
-	nodeDeps := node.Deps{Runtime: rt, Store: st, Log: log, VMs: g.vms, Config: node.Config{
+	g.book = node.NewBook()
+	nodeDeps := node.Deps{Runtime: rt, Store: st, Log: log, VMs: g.vms, Book: g.book, Config: node.Config{
 		Interval: cfg.Nodes.HeartbeatInterval, GoneAfter: cfg.Nodes.GoneAfter, Boot: cfg.Nodes.Now()}}
 	if cfg.Nodes.Shared {
 		nodeDeps.Config.StampEvery = cfg.Nodes.HeartbeatInterval

@@ -54,6 +54,9 @@ func (g *Gateway) Heartbeat(ctx context.Context, cert *x509.Certificate, hb mess
 	if err := messages.ValidateHostPrefixes(hb.HostPrefixes); errors.As(err, &me) {
 		return refuse(me, "host_prefixes", len(hb.HostPrefixes))
 	}
+	if err := messages.ValidatePoolReports(hb.Pools); errors.As(err, &me) {
+		return refuse(me, "pools", len(hb.Pools))
+	}
 	settings, err := g.hb.settings(ctx, g.st)
 	if err != nil {
 		return nil, err
@@ -70,7 +73,11 @@ func (g *Gateway) Heartbeat(ctx context.Context, cert *x509.Certificate, hb mess
 	if err != nil {
 		return nil, err
 	}
-	desired := messages.DesiredState{Settings: settings, Overlay: overlay}
+	pools, err := g.desiredPools(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	desired := messages.DesiredState{Settings: settings, Overlay: overlay, Pools: pools}
 	if overlay != nil {
 		desired.OverlayRevision = overlay.Revision
 		if hb.OverlayRevision == overlay.Revision {

@@ -3,14 +3,10 @@ package gateway
 import (
 	"cmp"
 	"context"
-	"errors"
 	"slices"
 	"time"
 
-	"github.com/asynkron/protoactor-go/actor"
-
-	"github.com/otherix/otherix/actors/node"
-	"github.com/otherix/otherix/actors/system"
+	nodepkg "github.com/otherix/otherix/actors/node"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/persistence/store"
 )
@@ -25,8 +21,79 @@ const (
 	maxTopScan = 10_000
 )
 
+// PeerMetrics asks the other replicas of the cluster for the VM samples
+// they hold. The samples of a node live in the memory of the replica its
+// agent heartbeats (node.Book), and an agent heartbeats one replica at a
+// time: asking the others, rather than writing samples to etcd, keeps a
+// heartbeat that changes only metrics free of writes.
+type PeerMetrics interface {
+	// HeldNodeMetrics returns the samples the other replicas hold, of the
+	// node with id node, or of every node when node is empty. A replica
+	// that does not answer is left out: the answer is then partial, never
+	// an error.
+	HeldNodeMetrics(ctx context.Context, node string) []messages.HeldNodeMetrics
+}
+
+// HeldNodeMetrics answers another replica's question: the samples of the
+// heartbeats this replica received, of node (an id) or of every node when
+// node is empty. It reads the book only: no actor is started or asked.
+func (g *Gateway) HeldNodeMetrics(node string) []messages.HeldNodeMetrics {
+	var all map[string]nodepkg.Metrics
+	if node != "" {
+		if m, ok := g.book.Get(node); ok {
+			all = map[string]nodepkg.Metrics{node: m}
+		}
+	} else {
+		all = g.book.All()
+	}
+	out := make([]messages.HeldNodeMetrics, 0, len(all))
+	for id, m := range all {
+		if g.stale(m.ReceivedAt) {
+			continue
+		}
+		out = append(out, messages.HeldNodeMetrics{Node: id, ReceivedAt: m.ReceivedAt, VMs: m.VMs, Omitted: m.Omitted})
+	}
+	slices.SortFunc(out, func(a, b messages.HeldNodeMetrics) int { return cmp.Compare(a.Node, b.Node) })
+	return out
+}
+
+// stale says samples received at are too old to show: the node would be
+// unreachable by now had it not heartbeated since (to another replica,
+// whose newer samples win anyway).
+func (g *Gateway) stale(at time.Time) bool {
+	return g.cfg.Nodes.Now().Sub(at) >= nodepkg.MissedIntervals*g.cfg.Nodes.HeartbeatInterval
+}
+
+// samples are the newest VM samples of node (an id), or of every node when
+// node is empty, among this replica's and the other replicas'. Each node
+// heartbeats one replica at a time; after an agent fails over, the
+// replica it left holds older samples, which lose to the newer ones.
+func (g *Gateway) samples(ctx context.Context, node string) map[string]nodepkg.Metrics {
+	out := map[string]nodepkg.Metrics{}
+	keep := func(id string, m nodepkg.Metrics) {
+		if g.stale(m.ReceivedAt) {
+			return
+		}
+		if cur, ok := out[id]; !ok || m.ReceivedAt.After(cur.ReceivedAt) {
+			out[id] = m
+		}
+	}
+	for _, h := range g.HeldNodeMetrics(node) {
+		keep(h.Node, nodepkg.Metrics{ReceivedAt: h.ReceivedAt, VMs: h.VMs, Omitted: h.Omitted})
+	}
+	if g.cfg.PeerMetrics != nil {
+		for _, h := range g.cfg.PeerMetrics.HeldNodeMetrics(ctx, node) {
+			if node != "" && h.Node != node {
+				continue // a peer answers only what was asked; be sure
+			}
+			keep(h.Node, nodepkg.Metrics{ReceivedAt: h.ReceivedAt, VMs: messages.SanitizeVMMetrics(h.VMs), Omitted: max(h.Omitted, 0)})
+		}
+	}
+	return out
+}
+
 // VMMetrics answers the latest sample of one VM, scoped like GetVM. A VM
-// that runs nowhere, or whose node has not reported it to this replica,
+// that runs nowhere, or whose node no replica has a recent sample of,
 // answers without Metrics.
 func (g *Gateway) VMMetrics(ctx context.Context, owner, ref string) (*messages.VMMetricsView, error) {
 	vm, err := g.GetVM(ctx, owner, ref)
@@ -44,10 +111,7 @@ func (g *Gateway) VMMetrics(ctx context.Context, owner, ref string) (*messages.V
 	if err != nil {
 		return nil, err
 	}
-	snap, err := g.nodeMetrics(n.ID)
-	if err != nil {
-		return nil, err
-	}
+	snap := g.samples(ctx, n.ID)[n.ID]
 	for _, m := range snap.VMs {
 		if m.ID == vm.ID {
 			at := snap.ReceivedAt
@@ -69,11 +133,12 @@ func (g *Gateway) TopVMs(ctx context.Context, owner string, limit int) ([]messag
 	if err != nil {
 		return nil, err
 	}
+	held := g.samples(ctx, "")
 	var all []messages.VMMetricsView
 	for _, n := range nodes {
-		snap, err := g.nodeMetrics(n.ID)
-		if err != nil {
-			continue // a node whose actor does not answer is left out
+		snap, ok := held[n.ID]
+		if !ok {
+			continue
 		}
 		at := snap.ReceivedAt
 		for _, m := range snap.VMs {
@@ -119,6 +184,7 @@ func (g *Gateway) topOwnVMs(ctx context.Context, owner string, limit int) ([]mes
 	}
 	snaps := map[string]map[string]messages.VMMetrics{} // node name → vm id → sample
 	at := map[string]time.Time{}
+	var held map[string]nodepkg.Metrics // read once, at the first placed VM
 	var out []messages.VMMetricsView
 	for _, vm := range mine {
 		name := vm.Status.Node
@@ -129,7 +195,10 @@ func (g *Gateway) topOwnVMs(ctx context.Context, owner string, limit int) ([]mes
 		if !ok {
 			byVM = map[string]messages.VMMetrics{}
 			if n, err := g.nodeByName(ctx, name); err == nil {
-				if snap, err := g.nodeMetrics(n.ID); err == nil {
+				if held == nil {
+					held = g.samples(ctx, "")
+				}
+				if snap, ok := held[n.ID]; ok {
 					for _, m := range snap.VMs {
 						byVM[m.ID] = m
 					}
@@ -157,18 +226,18 @@ func (g *Gateway) TopNodes(ctx context.Context) ([]messages.NodeTop, error) {
 	if err != nil {
 		return nil, err
 	}
+	held := g.samples(ctx, "")
 	out := make([]messages.NodeTop, 0, len(nodes))
 	for _, n := range nodes {
 		t := messages.NodeTop{Name: n.Name, Phase: n.Phase}
-		live, snap, err := g.askNodeMetrics(n.ID)
-		if err == nil && live != nil {
+		if live, err := g.askNode(n.ID, nodepkg.GetMetrics{}); err == nil && live != nil {
 			n = live
 			t.Phase = n.Phase
 		}
 		if c := n.Status.Capacity; c != nil {
 			t.CPUs, t.MemoryMiB = c.CPUs, c.MemoryMiB
 		}
-		if err == nil && snap != nil && !snap.ReceivedAt.IsZero() {
+		if snap, ok := held[n.ID]; ok {
 			at := snap.ReceivedAt
 			t.ReceivedAt, t.OmittedVMMetrics = &at, snap.Omitted
 			for _, m := range snap.VMs {
@@ -205,31 +274,6 @@ func (g *Gateway) allNodes(ctx context.Context) ([]*messages.Node, error) {
 		}
 		page.Cursor = next
 	}
-}
-
-func (g *Gateway) nodeMetrics(id string) (*node.Metrics, error) {
-	_, m, err := g.askNodeMetrics(id)
-	if err != nil {
-		return nil, err
-	}
-	if m == nil {
-		return &node.Metrics{}, nil
-	}
-	return m, nil
-}
-
-// askNodeMetrics asks a node's actor for the node and its samples.
-func (g *Gateway) askNodeMetrics(id string) (*messages.Node, *node.Metrics, error) {
-	res, err := g.rt.System.Root.RequestFuture(g.nodes, system.Deliver{ID: id, Msg: node.GetMetrics{}}, g.cfg.AskTimeout).Result()
-	if err != nil {
-		if errors.Is(err, actor.ErrTimeout) {
-			return nil, nil, &messages.Error{Kind: messages.KindUnavailable, Code: "actor_timeout",
-				Message: "the node's actor did not answer in time; retry", Err: err}
-		}
-		return nil, nil, err
-	}
-	r := res.(node.Reply)
-	return r.Node, r.Metrics, r.Err
 }
 
 func clampTop(limit int) int {

@@ -3,6 +3,7 @@
 package gateway_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -108,5 +109,80 @@ func TestVMMetricsFromHeartbeats(t *testing.T) {
 	}
 	if v, err := g.VMMetrics(ctx, owner, "web"); err != nil || v.Metrics != nil {
 		t.Fatalf("a VM the last heartbeat did not sample: %+v, %v", v, err)
+	}
+}
+
+// peerOf answers for the other replicas as the HTTP client does, from one
+// other gateway in this process.
+type peerOf struct{ g *gateway.Gateway }
+
+func (p peerOf) HeldNodeMetrics(_ context.Context, node string) []messages.HeldNodeMetrics {
+	return p.g.HeldNodeMetrics(node)
+}
+
+// TestVMMetricsFromPeerReplica: a node heartbeats one replica; another
+// answers the VM's metrics and both tops from the samples the first holds
+// (scoped as its own: another owner sees none), and neither shows samples
+// three heartbeat intervals old.
+func TestVMMetricsFromPeerReplica(t *testing.T) {
+	clock := testutil.NewClock(time.Now())
+	nodes := gateway.NodesConfig{HeartbeatInterval: time.Minute, GoneAfter: 10 * time.Minute, Now: clock.Now, Shared: true}
+	cfg := fastJobs()
+	cfg.Agent = &opsAgent{}
+	cfg.Nodes = nodes
+	g1, st := startGateway(t, cfg)
+	ctx := t.Context()
+	if _, err := st.SeedSettings(ctx, messages.DefaultSettings()); err != nil {
+		t.Fatal(err)
+	}
+	cfg2 := fastJobs()
+	cfg2.Replica, cfg2.CleanupInterval, cfg2.Nodes, cfg2.NoDispatch = "other", time.Hour, nodes, true
+	cfg2.PeerMetrics = peerOf{g1}
+	g2, err := gateway.Start(ctx, st, cfg2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g2.Close)
+
+	_, cert := enrollNode(t, g1, "n1")
+	hb := observed(8)
+	hb.Endpoint = "https://n1.example:7444"
+	if _, err := g1.Heartbeat(ctx, cert, hb); err != nil {
+		t.Fatal(err)
+	}
+	vm, _ := createVM(t, g1, "web")
+	if !testutil.Until(10*time.Second, 5*time.Millisecond, func() bool {
+		got, err := g1.GetVM(ctx, owner, vm.ID)
+		return err == nil && got.Status.Phase == messages.PhaseRunning && got.Status.Node == "n1" && got.Status.ActiveTask == ""
+	}) {
+		t.Fatal("the vm never ran on n1")
+	}
+	hb.VMMetrics = []messages.VMMetrics{{ID: vm.ID, SampledAt: clock.Now().UTC(), VCPUs: 1, CPUSeconds: 12.5, CPUPercent: 25, RSSBytes: 200 << 20}}
+	if _, err := g1.Heartbeat(ctx, cert, hb); err != nil {
+		t.Fatal(err)
+	}
+
+	v, err := g2.VMMetrics(ctx, owner, "web")
+	if err != nil || v.Metrics == nil || v.Metrics.CPUSeconds != 12.5 || v.ReceivedAt == nil {
+		t.Fatalf("vm metrics through the other replica: %+v, %v", v, err)
+	}
+	if _, err := g2.VMMetrics(ctx, "mallory", "web"); messages.KindOf(err) != messages.KindNotFound {
+		t.Fatalf("another owner's vm metrics through the other replica: %v, want not found", err)
+	}
+	if top, err := g2.TopVMs(ctx, owner, 0); err != nil || len(top) != 1 || top[0].Name != "web" {
+		t.Fatalf("own top vms through the other replica: %+v, %v", top, err)
+	}
+	if top, err := g2.TopVMs(ctx, "mallory", 0); err != nil || len(top) != 0 {
+		t.Fatalf("another owner's top vms through the other replica: %+v, %v", top, err)
+	}
+	if top, err := g2.TopNodes(ctx); err != nil || len(top) != 1 || top[0].VMs != 1 || top[0].CPUPercent != 25 {
+		t.Fatalf("top nodes through the other replica: %+v, %v", top, err)
+	}
+
+	clock.Add(3 * time.Minute)
+	for name, g := range map[string]*gateway.Gateway{"the replica holding them": g1, "the other replica": g2} {
+		if v, err := g.VMMetrics(ctx, owner, "web"); err != nil || v.Metrics != nil {
+			t.Fatalf("%s shows samples three intervals old: %+v, %v", name, v, err)
+		}
 	}
 }

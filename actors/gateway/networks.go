@@ -95,6 +95,8 @@ func (g *Gateway) UpdateNetwork(ctx context.Context, p messages.Principal, ref s
 		}
 		err = g.st.UpdateNetwork(ctx, &next)
 		switch {
+		case err == nil && store.IsDryRun(ctx):
+			return &next, nil
 		case err == nil:
 			g.id.Audit(messages.AuditEntry{Actor: p.UserID, Action: "network.update", Target: n.Name,
 				Result: "ok"})

@@ -11,13 +11,14 @@ import (
 // CreateVM has a new VM actor validate the request (messages.PrepareVMCreate,
 // the check the agent applies too), refuse what no node could ever host, and
 // commit the VM with its vm.create task and job and its owner's usage, within
-// their quota, in one transaction. owner is the creating user's id and must
+// their quota, in one transaction (under store.DryRun, every check of it
+// and no write). owner is the creating user's id and must
 // be set: every VM belongs to a user.
 func (g *Gateway) CreateVM(ctx context.Context, owner string, req messages.CreateVMRequest) (*messages.VM, *messages.Task, error) {
 	if owner == "" {
 		return nil, nil, messages.Invalid("owner", "is required")
 	}
-	reply, err := g.askVM(ctx, messages.NewID(), messages.CreateVM{Owner: owner, Name: req.Name, Spec: req.Spec})
+	reply, err := g.askVM(ctx, messages.NewID(), messages.CreateVM{Owner: owner, Name: req.Name, Spec: req.Spec, DryRun: store.IsDryRun(ctx)})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -162,7 +163,7 @@ func (g *Gateway) UpdateVM(ctx context.Context, owner, ref string, req messages.
 	if err != nil {
 		return nil, err
 	}
-	reply, err := g.askVM(ctx, vm.ID, messages.UpdateVM{Patch: req.Spec, Revision: req.Revision})
+	reply, err := g.askVM(ctx, vm.ID, messages.UpdateVM{Patch: req.Spec, Revision: req.Revision, DryRun: store.IsDryRun(ctx)})
 	if err != nil {
 		return nil, err
 	}
@@ -184,6 +185,7 @@ func (g *Gateway) RunVMTask(ctx context.Context, owner, ref string, req messages
 	if err != nil {
 		return nil, nil, err
 	}
+	req.DryRun = store.IsDryRun(ctx)
 	reply, err := g.askVM(ctx, vm.ID, req)
 	if err != nil {
 		return nil, nil, err

@@ -53,6 +53,8 @@ type Deps struct {
 	// VMs is the guardian of VM actors: what a node observes of its VMs is
 	// told to them (nil: not told, in tests of the node alone).
 	VMs *actor.PID
+	// Book, when set, gets a copy of every node's samples (book.go).
+	Book *Book
 }
 
 // maxQueue bounds the commands waiting for one node.
@@ -93,6 +95,9 @@ type behaviour struct {
 	observed map[string]messages.VMObserved
 	// metrics are the VM samples of the last heartbeat (metrics.go).
 	metrics Metrics
+	// writtenPools are the pool reports as last written to the row: the
+	// yardstick poolsMoved measures drift against (pools.go).
+	writtenPools []messages.PoolStatus
 }
 
 var _ entity.Behaviour[messages.Node, Reply] = (*behaviour)(nil)
@@ -109,6 +114,7 @@ func (b *behaviour) Loaded(n *messages.Node) {
 	if b.lastSeen.Before(b.deps.Config.Boot) {
 		b.lastSeen = b.deps.Config.Boot
 	}
+	b.writtenPools = n.Status.Pools
 	if t := n.Status.LastHeartbeatAt; t != nil {
 		b.stamped = *t
 		if t.After(b.lastSeen) {
@@ -235,7 +241,7 @@ func (b *behaviour) heartbeat(cur *messages.Node, m Heartbeat) plan {
 	join := next.Status.Overlay != nil && next.Status.Overlay.PublicKey != "" &&
 		(next.TunnelIP == "" || outside(next.TunnelIP, m.Supernet))
 	stamp := b.deps.Config.StampEvery > 0 && now.Sub(b.stamped) >= b.deps.Config.StampEvery
-	moved := join || changed(cur, &next)
+	moved := join || changed(cur, &next) || poolsMoved(b.writtenPools, next.Status.Pools)
 	if !moved && !stamp {
 		return keep(&next)
 	}
@@ -253,7 +259,8 @@ func (b *behaviour) heartbeat(cur *messages.Node, m Heartbeat) plan {
 	} else {
 		p = update(&next, ev)
 	}
-	p.After = func() { b.stamped = now }
+	pools := next.Status.Pools
+	p.After = func() { b.stamped, b.writtenPools = now, pools }
 	return p
 }
 
@@ -283,6 +290,7 @@ func (b *behaviour) checkLiveness(cur *messages.Node, now, since time.Time) plan
 	next := *cur
 	next.Phase = phase
 	b.metrics = Metrics{} // a silent node's last samples would mislead a top
+	b.deps.Book.put(b.id, b.metrics)
 	next.Status.Message = fmt.Sprintf("no heartbeat since %s", b.lastSeen.UTC().Format(time.RFC3339))
 	next.UpdatedAt = now.UTC()
 	p := update(&next, messages.NodeTransition(cur.Phase, &next, now))
@@ -308,7 +316,10 @@ func changed(old, next *messages.Node) bool {
 	o.UpdatedAt, n.UpdatedAt = time.Time{}, time.Time{}
 	o.Status.Message, n.Status.Message = "", ""
 	o.Status.Overlay, n.Status.Overlay = overlayIdentity(o.Status.Overlay), overlayIdentity(n.Status.Overlay)
-	o.Status.QEMUVersions, o.Status.Pools = nilIfEmpty(o.Status.QEMUVersions), nilIfEmpty(o.Status.Pools)
+	o.Status.QEMUVersions = nilIfEmpty(o.Status.QEMUVersions)
+	// Pools are compared against what was last written (poolsMoved): a
+	// disk's used bytes drift on every beat.
+	o.Status.Pools, n.Status.Pools = nil, nil
 	return !reflect.DeepEqual(o, n)
 }
 

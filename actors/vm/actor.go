@@ -130,7 +130,63 @@ func (b *behaviour) Plan(cur *messages.VM, cmd any) plan {
 		// Nothing changed (an observation that matches the status).
 		return plan{Reply: messages.VMReply{VM: cur}}
 	}
+	if dryRun(cmd) {
+		return b.dry(p)
+	}
 	return p
+}
+
+// dryRun reports whether cmd asks for a dry run (?dry_run=true).
+func dryRun(cmd any) bool {
+	switch m := cmd.(type) {
+	case messages.CreateVM:
+		return m.DryRun
+	case messages.UpdateVM:
+		return m.DryRun
+	case messages.RequestVMTask:
+		return m.DryRun
+	}
+	return false
+}
+
+// dry turns a plan into its dry run: the same checks, its change committed
+// under store.DryRun (every guard evaluated, nothing written), and the
+// actor's state left as it was. The answer is the VM as the change would
+// leave it, without the task it would have started (which does not exist).
+func (b *behaviour) dry(p plan) plan {
+	if p.Err != nil {
+		return p
+	}
+	st := b.deps.Store
+	answer := func(q plan) plan {
+		r := q.Reply
+		if q.Answer != nil && q.Next != nil {
+			r = q.Answer(q.Next)
+		}
+		if r.VM != nil {
+			vm := snapshot(r.VM)
+			vm.Status.ActiveTask = ""
+			r.VM = vm
+		}
+		r.Task = nil
+		return plan{Reply: r}
+	}
+	return plan{Write: func(c context.Context) (plan, error) {
+		c = store.DryRun(c)
+		q := p
+		if q.Write != nil {
+			var err error
+			if q, err = q.Write(c); err != nil {
+				return plan{}, err
+			}
+		}
+		if q.Txn != nil {
+			if err := st.Commit(c, q.Txn); err != nil {
+				return plan{}, err
+			}
+		}
+		return answer(q), nil
+	}}
 }
 
 // change is the plan that commits t and leaves next (nil with gone when

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/netip"
 	"os"
@@ -13,17 +15,21 @@ import (
 
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/nodeagent/images"
+	"github.com/otherix/otherix/nodeagent/server"
+	"github.com/otherix/otherix/nodeagent/vmactor"
 )
 
 // Environment variables that set the image flags' defaults (a flag wins).
 const (
-	envImageAllow   = "OTHERIX_IMAGE_ALLOW"
-	envImageMaxSize = "OTHERIX_IMAGE_MAX_SIZE"
+	envImageAllow    = "OTHERIX_IMAGE_ALLOW"
+	envImageMaxSize  = "OTHERIX_IMAGE_MAX_SIZE"
+	envImageCacheMax = "OTHERIX_IMAGE_CACHE_MAX"
 )
 
 // imageOptions are serve's flags for the image cache.
 type imageOptions struct {
 	allow, maxSize, pullPolicy string
+	cacheMax                   string
 }
 
 func (o *imageOptions) addFlags(f *pflag.FlagSet) {
@@ -35,6 +41,8 @@ func (o *imageOptions) addFlags(f *pflag.FlagSet) {
 		"CIDRs image downloads may reach although denied by default (loopback, this host's addresses, link-local, multicast, the cluster's overlay networks), comma-separated (default from $"+envImageAllow+")")
 	f.StringVar(&o.maxSize, "image-max-size", defMax,
 		"largest image download and largest image virtual size, e.g. 64Gi (default from $"+envImageMaxSize+")")
+	f.StringVar(&o.cacheMax, "image-cache-max", os.Getenv(envImageCacheMax),
+		"size limit of the pool's image cache, e.g. 50Gi; above it unused images are evicted, least recently used first (default from $"+envImageCacheMax+"; empty or 0: no limit)")
 	f.StringVar(&o.pullPolicy, "image-pull-policy", string(images.PullIfNotPresent),
 		"if-not-present: use a cached image of the same URL without asking its origin; always: revalidate with a conditional request on each use")
 }
@@ -49,11 +57,39 @@ func (o *imageOptions) cacheOptions() (images.Options, error) {
 	if err != nil {
 		return images.Options{}, fmt.Errorf("--image-max-size: %w", err)
 	}
+	var cacheMax int64
+	if v := strings.TrimSpace(o.cacheMax); v != "" && v != "0" {
+		if cacheMax, err = parseBytes(v); err != nil {
+			return images.Options{}, fmt.Errorf("--image-cache-max: %w", err)
+		}
+	}
 	p := images.PullPolicy(o.pullPolicy)
 	if p != images.PullIfNotPresent && p != images.PullAlways {
 		return images.Options{}, fmt.Errorf("--image-pull-policy must be %s or %s, got %q", images.PullIfNotPresent, images.PullAlways, o.pullPolicy)
 	}
-	return images.Options{Allow: allow, MaxSize: max, PullPolicy: p}, nil
+	return images.Options{Allow: allow, MaxSize: max, PullPolicy: p, MaxCacheBytes: cacheMax}, nil
+}
+
+// The agent API serves the image cache through the VM manager.
+var _ server.ImageBackend = (*vmactor.Manager)(nil)
+
+// migrateImageCache moves the images of the basename-keyed layout into the
+// content-keyed one and rebases the VM disks on them; it must run before
+// the VM actors start (it rewrites their records).
+func migrateImageCache(ctx context.Context, log *slog.Logger, cache *images.Cache, vmStateDir string) error {
+	// Run even with no legacy file left: a journal of an interrupted run
+	// may remain.
+	rep, err := cache.MigrateLegacy(ctx, vmactor.RebaseRecords(vmStateDir))
+	if err != nil {
+		return fmt.Errorf("image cache migration: %w", err)
+	}
+	if len(rep.Migrated)+len(rep.Rebased) > 0 {
+		log.Info("image cache migrated to content keys", "migrated", rep.Migrated, "disks_rebased", len(rep.Rebased))
+	}
+	for name, why := range rep.Kept {
+		log.Warn("image cache: legacy image kept", "file", name, "reason", why)
+	}
+	return nil
 }
 
 // parseBytes reads a size such as 64Gi, 64G, 512MiB or 1073741824 (bytes).

@@ -19,6 +19,7 @@ func TestServeImageFlags(t *testing.T) {
 		{[]string{"--image-allow", "localhost"}, "--image-allow: \"localhost\" is not a CIDR"},
 		{[]string{"--image-max-size", "lots"}, "--image-max-size: \"lots\" is not a size"},
 		{[]string{"--image-pull-policy", "sometimes"}, "--image-pull-policy must be if-not-present or always"},
+		{[]string{"--image-cache-max", "half"}, "--image-cache-max: \"half\" is not a size"},
 		{[]string{"--image-allow", "127.0.0.1/32,::1", "--image-max-size", "8Gi", "--image-pull-policy", "always"}, "not enrolled"},
 	} {
 		_, err := run(append([]string{"serve", "--state-dir", t.TempDir()}, tt.args...)...)
@@ -35,6 +36,7 @@ func TestServeImageFlags(t *testing.T) {
 func TestImageOptionsFromEnv(t *testing.T) {
 	t.Setenv(envImageAllow, "127.0.0.1/32, 10.9.0.0/16")
 	t.Setenv(envImageMaxSize, "2G")
+	t.Setenv(envImageCacheMax, "50Gi")
 	cmd := newServeCmd()
 	if err := cmd.ParseFlags(nil); err != nil {
 		t.Fatal(err)
@@ -43,12 +45,19 @@ func TestImageOptionsFromEnv(t *testing.T) {
 	o.allow, _ = cmd.Flags().GetString("image-allow")
 	o.maxSize, _ = cmd.Flags().GetString("image-max-size")
 	o.pullPolicy, _ = cmd.Flags().GetString("image-pull-policy")
+	o.cacheMax, _ = cmd.Flags().GetString("image-cache-max")
 	opts, err := o.cacheOptions()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(opts.Allow) != 2 || opts.Allow[1] != netip.MustParsePrefix("10.9.0.0/16") || opts.MaxSize != 2<<30 || opts.PullPolicy != images.PullIfNotPresent {
+	if len(opts.Allow) != 2 || opts.Allow[1] != netip.MustParsePrefix("10.9.0.0/16") || opts.MaxSize != 2<<30 || opts.PullPolicy != images.PullIfNotPresent ||
+		opts.MaxCacheBytes != 50<<30 {
 		t.Errorf("options = %+v", opts)
+	}
+	// No limit unless one is set.
+	o.cacheMax = "0"
+	if opts, err := o.cacheOptions(); err != nil || opts.MaxCacheBytes != 0 {
+		t.Errorf("--image-cache-max 0: %+v, %v", opts, err)
 	}
 }
 

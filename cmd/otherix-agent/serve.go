@@ -22,7 +22,6 @@ import (
 	"github.com/otherix/otherix/internal/buildinfo"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/otherix/otherix/http/failover"
 	"github.com/otherix/otherix/messages"
@@ -33,7 +32,9 @@ import (
 	"github.com/otherix/otherix/nodeagent/netfabric"
 	"github.com/otherix/otherix/nodeagent/qemu"
 	"github.com/otherix/otherix/nodeagent/server"
+	"github.com/otherix/otherix/nodeagent/storagepool"
 	"github.com/otherix/otherix/nodeagent/vmactor"
+	"github.com/otherix/otherix/security"
 )
 
 // envAccel names the environment variable that sets serve's default
@@ -234,14 +235,22 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	if err != nil {
 		return err
 	}
+	imgOpts.DiskDirs = []string{filepath.Join(o.poolDir, "vms")}
+	imgOpts.OnEvict = func(evicted []string, err error) {
+		if err != nil {
+			log.Warn("image cache eviction", "err", err, "evicted", evicted)
+			return
+		}
+		log.Info("image cache over its limit: evicted unused images", "sha256", evicted)
+	}
 	cache, err := images.New("default", filepath.Join(o.poolDir, "images"), imgOpts)
 	if err != nil {
 		return err
 	}
 	defer cache.Close()
-	if old := cache.LegacyFiles(); len(old) > 0 {
-		log.Warn("image cache holds files of the old basename-keyed layout; they are no longer used and may be removed once no VM disk is backed by them",
-			"dir", filepath.Join(o.poolDir, "images"), "files", len(old))
+	// Before any VM actor runs: the migration rewrites VM records.
+	if err := migrateImageCache(ctx, log, cache, filepath.Join(o.stateDir, "vms")); err != nil {
+		return err
 	}
 	imgDeny := &imageDeny{cache: cache}
 	// The data plane asks the VM manager for NICs only once a desired
@@ -343,17 +352,26 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	if len(qemuVersions) == 0 {
 		log.Warn("no qemu-system-x86_64 or qemu-system-aarch64 on PATH: this node cannot run VMs")
 	}
+	// The pools the control plane assigns: realised (directory, marker or
+	// filesystem check) and measured for each heartbeat; until the first
+	// answer names them, --pool-dir is reported as the default pool.
+	pools := storagepool.New(storagepool.Config{Cluster: security.Fingerprint(st.CA), DefaultDir: o.poolDir, Log: log})
+	defer func() {
+		wctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = pools.Wait(wctx) // a probe stuck on a hung mount is left behind
+	}()
 	loop := &heartbeat.Loop{
 		Client: client,
 		URL:    heartbeat.URL(st.Config.Server),
-		Observe: func(context.Context) messages.Heartbeat {
+		Observe: func(ctx context.Context) messages.Heartbeat {
 			return messages.Heartbeat{
 				AgentVersion:    buildinfo.Version(),
 				Endpoint:        endpoint,
 				Arch:            runtime.GOARCH,
 				Capacity:        capa,
 				QEMUVersions:    qemuVersions,
-				Pools:           []messages.PoolStatus{poolStatus("default", o.poolDir)},
+				Pools:           pools.Report(ctx),
 				VMs:             vms.VMs(),
 				Images:          vms.Images(),
 				Overlay:         dp.status(),
@@ -365,6 +383,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		OnDesired: func(d messages.DesiredState) {
 			imgDeny.update(d)
 			dp.setDesired(d)
+			pools.SetDesired(d.Pools)
 		},
 		OnReplicas: func(urls []string) { updateReplicas(log, st, replicas, urls) },
 		Log:        log,
@@ -463,16 +482,6 @@ func advertiseURL(flag string, addr net.Addr, server string) (string, error) {
 		return "", fmt.Errorf("%w (set --advertise)", err)
 	}
 	return "https://" + net.JoinHostPort(host, port), nil
-}
-
-func poolStatus(name, dir string) messages.PoolStatus {
-	p := messages.PoolStatus{Name: name, Path: dir}
-	var fs unix.Statfs_t
-	if err := unix.Statfs(dir, &fs); err == nil {
-		p.TotalBytes = int64(fs.Blocks) * fs.Bsize
-		p.FreeBytes = int64(fs.Bavail) * fs.Bsize
-	}
-	return p
 }
 
 // sunPathMax is the longest unix socket path Linux takes (sun_path less its

@@ -15,8 +15,10 @@ import (
 	"github.com/otherix/otherix/actors/maintenance"
 	"github.com/otherix/otherix/actors/placement"
 	"github.com/otherix/otherix/config"
+	"github.com/otherix/otherix/http/server"
 	"github.com/otherix/otherix/persistence/election"
 	"github.com/otherix/otherix/persistence/etcd"
+	"github.com/otherix/otherix/watch"
 )
 
 // apiConfig is every setting of otherix-api. Keys are the YAML keys; the
@@ -131,6 +133,19 @@ type apiConfig struct {
 		// the API's own that may open console WebSockets.
 		ConsoleOrigins []string `koanf:"console_origins"`
 	} `koanf:"http"`
+	// Watch bounds the GET /v1/watch streams this replica serves
+	// (docs/watch.md, "Limits"): MaxClients streams in all and PerUser per
+	// user (429 watch_capacity_reached and too_many_watches over them),
+	// Buffer events a stream may fall behind before it is sent resync,
+	// Bookmark between two bookmarks, AuthCheck between two checks of a
+	// stream's token.
+	Watch struct {
+		MaxClients int           `koanf:"max_clients"`
+		PerUser    int           `koanf:"per_user"`
+		Buffer     int           `koanf:"buffer"`
+		Bookmark   time.Duration `koanf:"bookmark"`
+		AuthCheck  time.Duration `koanf:"auth_check"`
+	} `koanf:"watch"`
 	Log struct {
 		Level  string `koanf:"level"`
 		Format string `koanf:"format"`
@@ -171,6 +186,11 @@ func defaultConfig() apiConfig {
 	c.HTTP.MaxBodyBytes = 1 << 20
 	c.HTTP.Metrics = true
 	c.HTTP.MetricsPublic = true
+	c.Watch.MaxClients = server.DefaultWatchMaxClients
+	c.Watch.PerUser = server.DefaultWatchPerUser
+	c.Watch.Buffer = watch.DefaultBuffer
+	c.Watch.Bookmark = watch.DefaultBookmark
+	c.Watch.AuthCheck = server.DefaultWatchAuthCheck
 	c.Log.Level = "info"
 	c.Log.Format = "text"
 	return c
@@ -234,6 +254,9 @@ func loadConfig(flags *pflag.FlagSet) (apiConfig, error) {
 	}
 	if cfg.Loops.OwnerTTL < 2*time.Second {
 		return cfg, fmt.Errorf("loops.owner_ttl %s: must be at least 2s", cfg.Loops.OwnerTTL)
+	}
+	if err := checkWatch(cfg); err != nil {
+		return cfg, err
 	}
 	if cfg.Etcd.DefragMinFreeBytes <= 0 {
 		return cfg, fmt.Errorf("etcd.defrag_min_free_bytes %d: must be positive", cfg.Etcd.DefragMinFreeBytes)
@@ -360,4 +383,25 @@ func defaultReplicaName(peerListen string) string {
 		label = "replica"
 	}
 	return label + "-" + port
+}
+
+// checkWatch refuses watch limits that could not serve: a stream limit
+// below one, a per-user limit above the replica's (it would never apply),
+// a buffer too small to hold one transaction's events, or intervals so
+// short that bookmarks and token checks would be the load.
+func checkWatch(cfg apiConfig) error {
+	w := cfg.Watch
+	switch {
+	case w.MaxClients < 1:
+		return fmt.Errorf("watch.max_clients %d: must be at least 1", w.MaxClients)
+	case w.PerUser < 1 || w.PerUser > w.MaxClients:
+		return fmt.Errorf("watch.per_user %d: must be between 1 and watch.max_clients (%d)", w.PerUser, w.MaxClients)
+	case w.Buffer < watch.MinBuffer:
+		return fmt.Errorf("watch.buffer %d: must be at least %d", w.Buffer, watch.MinBuffer)
+	case w.Bookmark < time.Second:
+		return fmt.Errorf("watch.bookmark %s: must be at least 1s", w.Bookmark)
+	case w.AuthCheck < time.Second:
+		return fmt.Errorf("watch.auth_check %s: must be at least 1s", w.AuthCheck)
+	}
+	return nil
 }

@@ -202,3 +202,34 @@ func TestAdvertisedHostInSANs(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchLimits: the watch limits have their documented defaults, are read
+// from the file, and a value that could not serve is refused naming its key.
+func TestWatchLimits(t *testing.T) {
+	cfg, err := loadYAML(t, "data_dir: /tmp/x\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := cfg.Watch; w.MaxClients != 4096 || w.PerUser != 16 || w.Buffer != 1024 || w.Bookmark != 15*time.Second || w.AuthCheck != time.Minute {
+		t.Fatalf("defaults: %+v", w)
+	}
+	cfg, err = loadYAML(t, "watch:\n  max_clients: 100\n  per_user: 4\n  buffer: 64\n  bookmark: 5s\n  auth_check: 30s\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := cfg.Watch; w.MaxClients != 100 || w.PerUser != 4 || w.Buffer != 64 || w.Bookmark != 5*time.Second || w.AuthCheck != 30*time.Second {
+		t.Fatalf("from the file: %+v", w)
+	}
+	for yaml, key := range map[string]string{
+		"watch:\n  max_clients: 0\n":                "watch.max_clients",
+		"watch:\n  max_clients: 8\n  per_user: 9\n": "watch.per_user",
+		"watch:\n  per_user: 0\n":                   "watch.per_user",
+		"watch:\n  buffer: 1\n":                     "watch.buffer",
+		"watch:\n  bookmark: 10ms\n":                "watch.bookmark",
+		"watch:\n  auth_check: 0s\n":                "watch.auth_check",
+	} {
+		if _, err := loadYAML(t, yaml); err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%q: %v, want an error naming %s", yaml, err, key)
+		}
+	}
+}

@@ -33,49 +33,8 @@ const (
 // /readyz names the reason. With one of the two started again, writes
 // through the third succeed without anything done to it.
 func TestMinorityAnswersNoQuorum(t *testing.T) {
-	base := t.TempDir()
-	peers := []string{freeAddr(t), freeAddr(t), freeAddr(t)}
-	conf := func(i int, join, token string) string {
-		y := fmt.Sprintf("peer_listen: %s\netcd:\n  name: r%d\n", peers[i], i+1)
-		if join != "" {
-			y += fmt.Sprintf("join: https://%s\njoin_token: %q\n", join, token)
-		}
-		return y
-	}
-	dirs := []string{filepath.Join(base, "r1"), filepath.Join(base, "r2"), filepath.Join(base, "r3")}
-	r1 := startRun(t, dirs[0], conf(0, "", ""))
-	status, code, admin := r1.login(t)
-	if status != http.StatusOK {
-		t.Fatalf("login: %d %s", status, code)
-	}
-	tokenFor := func() string {
-		status, code, body := r1.call(t, "POST", "/v1/cluster/join-tokens", admin, map[string]string{"kind": "replica"})
-		if status != http.StatusCreated {
-			t.Fatalf("replica join token: %d %s %s", status, code, body)
-		}
-		var tok struct{ Token string }
-		_ = json.Unmarshal(body, &tok)
-		return tok.Token
-	}
-	// The second replica is a learner, not ready, until the third joins.
-	wait2 := launchRun(t, dirs[1], conf(1, r1.agent, tokenFor()))
-	// The third joins once the second's member runs: a joiner refuses a
-	// membership listing a learner that has not started.
-	if !testutil.Until(time.Minute, 100*time.Millisecond, func() bool {
-		_, _, body := r1.call(t, "GET", "/v1/cluster/members", admin, nil)
-		var l struct{ Items []struct{ Name string } }
-		_ = json.Unmarshal(body, &l)
-		for _, m := range l.Items {
-			if m.Name == "r2" {
-				return true
-			}
-		}
-		return false
-	}) {
-		t.Fatal("r2 never started as a learner")
-	}
-	wait3 := launchRun(t, dirs[2], conf(2, r1.agent, tokenFor()))
-	r2, r3 := wait2(), wait3()
+	c := startThree(t)
+	r1, r2, r3, conf, dirs := c.r[0], c.r[1], c.r[2], c.conf, c.dirs
 	_, _, admin3 := r3.login(t)
 	if status, code, body := r3.call(t, "POST", "/v1/networks", admin3, map[string]string{"name": "q-a", "cidr": "10.93.1.0/24"}); status != http.StatusCreated {
 		t.Fatalf("write through r3 with three replicas: %d %s %s", status, code, body)
@@ -184,6 +143,66 @@ func TestMinorityAnswersNoQuorum(t *testing.T) {
 	if status, code, _ := r1.call(t, "GET", "/v1/networks/q-d", admin3, nil); status != http.StatusOK {
 		t.Fatalf("read through r1 of the write after recovery: %d %s", status, code)
 	}
+}
+
+// threeReplicas are three replicas of one cluster run in this process.
+type threeReplicas struct {
+	r    [3]*apiRun
+	dirs []string
+	// conf is replica i's extra configuration (peer listener, name, join).
+	conf func(i int, join, token string) string
+	// admin is an admin's access token from the first replica.
+	admin string
+}
+
+// startThree starts a first replica and joins two more to it, as an
+// operator does with replica join tokens.
+func startThree(t *testing.T) *threeReplicas {
+	t.Helper()
+	base := t.TempDir()
+	peers := []string{freeAddr(t), freeAddr(t), freeAddr(t)}
+	conf := func(i int, join, token string) string {
+		y := fmt.Sprintf("peer_listen: %s\netcd:\n  name: r%d\n", peers[i], i+1)
+		if join != "" {
+			y += fmt.Sprintf("join: https://%s\njoin_token: %q\n", join, token)
+		}
+		return y
+	}
+	dirs := []string{filepath.Join(base, "r1"), filepath.Join(base, "r2"), filepath.Join(base, "r3")}
+	r1 := startRun(t, dirs[0], conf(0, "", ""))
+	status, code, admin := r1.login(t)
+	if status != http.StatusOK {
+		t.Fatalf("login: %d %s", status, code)
+	}
+	tokenFor := func() string {
+		status, code, body := r1.call(t, "POST", "/v1/cluster/join-tokens", admin, map[string]string{"kind": "replica"})
+		if status != http.StatusCreated {
+			t.Fatalf("replica join token: %d %s %s", status, code, body)
+		}
+		var tok struct{ Token string }
+		_ = json.Unmarshal(body, &tok)
+		return tok.Token
+	}
+	// The second replica is a learner, not ready, until the third joins.
+	wait2 := launchRun(t, dirs[1], conf(1, r1.agent, tokenFor()))
+	// The third joins once the second's member runs: a joiner refuses a
+	// membership listing a learner that has not started.
+	if !testutil.Until(time.Minute, 100*time.Millisecond, func() bool {
+		_, _, body := r1.call(t, "GET", "/v1/cluster/members", admin, nil)
+		var l struct{ Items []struct{ Name string } }
+		_ = json.Unmarshal(body, &l)
+		for _, m := range l.Items {
+			if m.Name == "r2" {
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Fatal("r2 never started as a learner")
+	}
+	wait3 := launchRun(t, dirs[2], conf(2, r1.agent, tokenFor()))
+	r2, r3 := wait2(), wait3()
+	return &threeReplicas{r: [3]*apiRun{r1, r2, r3}, dirs: dirs, conf: conf, admin: admin}
 }
 
 // watchLines opens a watch stream and sends its lines until it ends.

@@ -22,6 +22,7 @@ import (
 
 	"github.com/otherix/otherix/enrollment"
 	"github.com/otherix/otherix/http/apierror"
+	"github.com/otherix/otherix/internal/buildinfo"
 	"github.com/otherix/otherix/messages"
 	"github.com/otherix/otherix/nodeagent/enroll"
 	"github.com/otherix/otherix/persistence/etcd"
@@ -206,7 +207,7 @@ func joinCluster(ctx context.Context, cfg apiConfig, peerURL string, sans []stri
 	}
 	req := messages.ReplicaJoinRequest{Token: strings.TrimSpace(cfg.JoinToken), Name: cfg.Etcd.Name, PeerURL: peerURL,
 		CSR:    string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER})),
-		APIURL: serviceURL(cfg.TLS.Enabled, cfg.Listen), AgentURL: serviceURL(true, cfg.AgentListen)}
+		APIURL: serviceURL(cfg.TLS.Enabled, cfg.Listen), AgentURL: serviceURL(true, cfg.AgentListen), Version: buildinfo.Version()}
 	status, rb, err := postJoin(ctx, cfg.Join, caCert, req, joinTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("join %s: %w", cfg.Join, err)

@@ -160,8 +160,18 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 		log.Warn("store full at start: writes are refused until space is freed (docs/operations.md)",
 			"db_size", s.DBSize, "db_size_in_use", s.DBSizeInUse, "quota", s.Quota)
 	}
-	// The data format first: migrate older data, refuse newer (nothing
-	// else has read or written the store yet).
+	// Replicas of one cluster stay within one minor version of each other
+	// (versionskew.Replica): checked before this replica migrates the data
+	// format or serves, so a replica too new changes nothing.
+	if peer != nil {
+		if err := retryBoot(ctx, log, "replica versions", func() error {
+			return checkReplicaSkew(ctx, member.Client(), memberName(cfg), buildinfo.Version(), log)
+		}); err != nil {
+			return err
+		}
+	}
+	// The data format next: migrate older data, refuse newer (nothing
+	// else has written the store yet).
 	if err := retryBoot(ctx, log, "data format", func() error {
 		return schema.Ensure(ctx, member.Client(), "otherix-api "+buildinfo.Version(), log)
 	}); err != nil {
@@ -203,6 +213,12 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 		return err
 	}
 	agents := agentclient.New(ca.Pool(), clientCert.Get)
+	// Nodes heartbeat one replica each, which keeps their VM samples in
+	// memory; the other replicas ask it for them (docs/metrics.md).
+	var peerSamples gateway.PeerMetrics
+	if peer != nil {
+		peerSamples = newPeerMetrics(memberName(cfg), st, peer.TLS, ca.Pool(), log)
+	}
 
 	gw, err := gateway.Start(ctx, st, gateway.Config{
 		NoDispatch: !cfg.Jobs.Dispatch, ClaimTTL: cfg.Jobs.ClaimTTL, JobAttempts: cfg.Jobs.Attempts,
@@ -218,8 +234,9 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 		Nodes: gateway.NodesConfig{HeartbeatInterval: cfg.Heartbeat.Interval, GoneAfter: cfg.Nodes.GoneAfter,
 			Shared: peer != nil},
 		Placement: cfg.Placement, Agent: agents, Calls: agents, Membership: member, Replica: replicaName(cfg, peer),
-		Loops:  owned,
-		Quorum: member,
+		Loops:       owned,
+		Quorum:      member,
+		PeerMetrics: peerSamples,
 	}, log)
 	if err != nil {
 		return err
@@ -255,7 +272,7 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 	scfg.HasQuorum = member.HasQuorum
 	// One etcd watch per replica feeds every GET /v1/watch stream; it
 	// stops before the gateway and the member do.
-	hub := watch.New(st.Client(), watch.Config{Quorum: member}, log)
+	hub := watch.New(st.Client(), watch.Config{Quorum: member, Buffer: cfg.Watch.Buffer, Bookmark: cfg.Watch.Bookmark}, log)
 	hubCtx, stopHub := context.WithCancel(ctx)
 	hubDone := make(chan struct{})
 	go func() {
@@ -267,6 +284,7 @@ func run(ctx context.Context, cfg apiConfig, log *slog.Logger, ready func(listen
 		<-hubDone
 	}()
 	scfg.Watch = hub
+	scfg.WatchMaxClients, scfg.WatchPerUser, scfg.WatchAuthCheck = cfg.Watch.MaxClients, cfg.Watch.PerUser, cfg.Watch.AuthCheck
 	srv := server.New(scfg, gw, log)
 	agentSrv, agentLn, err := startAgentListener(baseCtx, cfg, gw, member.HasQuorum, log)
 	if err != nil {
@@ -434,7 +452,7 @@ func startAgentListener(baseCtx context.Context, cfg apiConfig, gw *gateway.Gate
 		return nil, nil, fmt.Errorf("listen %s: %w", cfg.AgentListen, err)
 	}
 	srv := &http.Server{
-		Handler: server.NewAgentAPI(gw, log, server.AgentQuorum(hasQuorum)),
+		Handler: server.NewAgentAPI(gw, log, server.AgentQuorum(hasQuorum), server.AgentReplica(memberName(cfg))),
 		TLSConfig: &tls.Config{
 			Certificates: []tls.Certificate{cert},
 			MinVersion:   tls.VersionTLS12,
@@ -503,6 +521,7 @@ func bootstrapAdmin(ctx context.Context, gw *gateway.Gateway, cfg apiConfig, log
 }
 
 var _ server.ControlPlane = (*gateway.Gateway)(nil)
+var _ server.Images = (*gateway.Gateway)(nil)
 
 // refreshGrace maps the setting to identity.Config's: 0 in the file means no
 // grace, which identity.Config spells as a negative value (its zero is the

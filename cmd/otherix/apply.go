@@ -115,11 +115,15 @@ type applied struct {
 	Action   string   `json:"action"` // created, configured, unchanged, failed
 	Changes  []string `json:"changes,omitempty"`
 	// RestartPending: the running VM picks the changes up when it restarts.
-	RestartPending bool              `json:"restart_pending,omitempty"`
-	VM             *messages.VM      `json:"vm,omitempty"`
-	Network        *messages.Network `json:"network,omitempty"`
-	Task           *messages.Task    `json:"task,omitempty"`
-	Error          *appliedErrorBody `json:"error,omitempty"`
+	RestartPending bool                  `json:"restart_pending,omitempty"`
+	VM             *messages.VM          `json:"vm,omitempty"`
+	Network        *messages.Network     `json:"network,omitempty"`
+	Pool           *messages.StoragePool `json:"pool,omitempty"`
+	Volume         *messages.Volume      `json:"volume,omitempty"`
+	Task           *messages.Task        `json:"task,omitempty"`
+	Error          *appliedErrorBody     `json:"error,omitempty"`
+	// DryRun: nothing was done; Action is what would have been.
+	DryRun bool `json:"dry_run,omitempty"`
 }
 
 type appliedErrorBody struct {
@@ -168,12 +172,16 @@ is reported and the rest still go, and the exit status is 1 if any failed.
 		},
 	}
 	addManifestFlags(cmd, &files, &w)
+	a.addDryRunFlag(cmd.Flags())
 	return cmd
 }
 
 // apply brings each resource in line with its manifest, then waits for the
 // tasks if asked to.
 func (a *app) apply(ctx context.Context, res []resource, w waitFlags) error {
+	if err := a.startDryRun(ctx, w); err != nil {
+		return err
+	}
 	var outs []*outcome
 	var reports []applied
 	var stop error
@@ -185,6 +193,12 @@ func (a *app) apply(ctx context.Context, res []resource, w waitFlags) error {
 			o.err = codedf("not_sent", "not sent: %s", errorLine(stop))
 		} else if r.kind == kindNetwork {
 			rep, o.err = a.applyNetwork(ctx, r)
+		} else if a.dryRun && (r.kind == kindStoragePool || r.kind == kindVolume) {
+			o.err = dryRunUnsupported(r)
+		} else if r.kind == kindStoragePool {
+			rep, o.err = a.applyPool(ctx, r)
+		} else if r.kind == kindVolume {
+			rep, o.err = a.applyVolume(ctx, r)
 		} else {
 			rep, o.acc, o.err = a.applyVM(ctx, r)
 		}
@@ -197,6 +211,7 @@ func (a *app) apply(ctx context.Context, res []resource, w waitFlags) error {
 				stop = o.err // a transport failure would only repeat
 			}
 		}
+		rep.DryRun = a.dryRun
 		reports = append(reports, rep)
 		if a.tabular() && o.err == nil {
 			detail := strings.Join(rep.Changes, ", ")
@@ -204,8 +219,14 @@ func (a *app) apply(ctx context.Context, res []resource, w waitFlags) error {
 				detail = strings.TrimPrefix(detail+"; task "+rep.Task.ID, "; ")
 			}
 			line := r.ref() + " " + rep.Action
+			if a.dryRun && rep.Action != "unchanged" {
+				line = r.ref() + " would be " + rep.Action
+			}
 			if detail != "" {
 				line += " (" + detail + ")"
+			}
+			if a.dryRun {
+				line += " (dry run)"
 			}
 			fmt.Fprintln(a.stdout, line)
 		}
@@ -240,6 +261,9 @@ func (a *app) applyVM(ctx context.Context, r resource) (applied, *client.Accepte
 		return rep, nil, planError(err)
 	}
 	rep.Changes = p.changes
+	if a.dryRun {
+		return a.dryRunApplyVM(ctx, r, have, p, rep)
+	}
 	if p.create {
 		var acc *client.Accepted
 		err := a.write(ctx, a.newKey(), func(ctx context.Context, c *client.Client, opt client.CallOption) (err error) {
@@ -375,6 +399,14 @@ func (a *app) applyNetwork(ctx context.Context, r resource) (applied, error) {
 	case client.ErrorCode(err) == messages.ErrNotFound.Code:
 		var n *messages.Network
 		err := a.write(ctx, a.newKey(), func(ctx context.Context, c *client.Client, opt client.CallOption) (err error) {
+			if a.dryRun {
+				var d *messages.DryRunResult
+				d, err = c.DryRunCreateNetwork(ctx, r.network)
+				if err == nil {
+					n = d.Network
+				}
+				return err
+			}
 			n, err = c.CreateNetwork(ctx, r.network, opt)
 			return err
 		})

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strings"
 
 	"github.com/otherix/otherix/http/client"
@@ -93,15 +94,30 @@ func (a *app) transportOptions(cx *cliContext) ([]client.Option, error) {
 		return nil, err
 	}
 	a.pinnedCA = security.Fingerprint(ca)
-	return []client.Option{client.WithHTTPClient(pinnedHTTPClient(ca))}, nil
+	return []client.Option{client.WithHTTPClient(pinnedHTTPClient(ca, a.sessionCache(a.pinnedCA)))}, nil
 }
 
-// pinnedHTTPClient is an HTTP client whose TLS trusts ca and nothing else.
-func pinnedHTTPClient(ca *x509.Certificate) *http.Client {
+// sessionCache is the TLS session cache for connections that trust the CA
+// pinned by fingerprint pin (tlssessions.go), in the config's directory;
+// nil when there is no config path.
+func (a *app) sessionCache(pin string) tls.ClientSessionCache {
+	path, err := a.configPath()
+	if err != nil {
+		return nil
+	}
+	return newFileSessionCache(filepath.Dir(path), pin)
+}
+
+// pinnedHTTPClient is an HTTP client whose TLS trusts ca and nothing else;
+// with cache set, it resumes TLS sessions kept there.
+func pinnedHTTPClient(ca *x509.Certificate, cache tls.ClientSessionCache) *http.Client {
 	roots := x509.NewCertPool()
 	roots.AddCert(ca)
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	if cache != nil {
+		tr.TLSClientConfig.ClientSessionCache = cache
+	}
 	return &http.Client{Transport: tr}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/rand"
 	"crypto/tls"
 	"net/http"
 	"net/http/httptest"
@@ -63,6 +64,20 @@ func newTLSIdentity(t *testing.T, first *tlsCA) *tlsIdentity {
 	return ti
 }
 
+// swap makes the server present another certificate, as another server
+// would: one that also cannot resume the TLS sessions the first one issued
+// (their tickets are sealed with keys only that server holds), so every
+// client makes a full handshake and verifies the new certificate.
+func (ti *tlsIdentity) swap(t *testing.T, next *tlsCA) {
+	t.Helper()
+	var key [32]byte
+	if _, err := rand.Read(key[:]); err != nil {
+		t.Fatal(err)
+	}
+	ti.srv.TLS.SetSessionTicketKeys([][32]byte{key})
+	ti.cur.Store(next)
+}
+
 func TestLoginPinsClusterCA(t *testing.T) {
 	ca1 := newTestCA(t, "one", "127.0.0.1")
 	ti := newTLSIdentity(t, ca1)
@@ -98,7 +113,7 @@ func TestLoginPinsClusterCA(t *testing.T) {
 	// does not trust either): every command refuses it, before sending
 	// credentials.
 	ca2 := newTestCA(t, "two", "127.0.0.1")
-	ti.cur.Store(ca2)
+	ti.swap(t, ca2)
 	before := ti.hits.Load()
 	for _, args := range [][]string{{"whoami"}, {"cluster", "info"}, {"login", ti.srv.URL, "--token", "otx_good"}} {
 		code, _, stderr := c.run("", args...)
@@ -142,7 +157,7 @@ func TestLoginCAFingerprintRefused(t *testing.T) {
 
 	// The right CA, but a server certificate for another host.
 	wrongHost := newTestCA(t, "host", "api.example.invalid")
-	ti.cur.Store(wrongHost)
+	ti.swap(t, wrongHost)
 	code, _, stderr = c.run("", "login", ti.srv.URL, "--token", "otx_good", "--ca-fingerprint", wrongHost.ca.Fingerprint())
 	if code != 1 || !strings.Contains(stderr, "does not verify against the pinned cluster CA") {
 		t.Fatalf("wrong host: exit %d, %q", code, stderr)

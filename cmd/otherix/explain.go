@@ -14,7 +14,8 @@ import (
 )
 
 // explainSchemas maps a kind to its schema in the control plane's contract.
-var explainSchemas = map[string]string{kindNameVM: "VM", kindNameNode: "Node", kindNameNetwork: "Network", kindNameTask: "Task"}
+var explainSchemas = map[string]string{kindNameVM: "VM", kindNameNode: "Node", kindNameNetwork: "Network", kindNameTask: "Task",
+	kindNamePool: "StoragePool", kindNameVolume: "Volume"}
 
 // contract is the control plane's OpenAPI document, compiled into the CLI:
 // explain works offline and describes the API this CLI was built against.

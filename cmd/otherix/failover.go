@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/otherix/otherix/http/client"
+	"github.com/otherix/otherix/security"
 )
 
 // Per-replica bounds when a context lists several replicas: a replica whose
@@ -34,7 +35,7 @@ func (a *app) failoverOptions(cx *cliContext) ([]client.Option, error) {
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	if ca != nil {
-		tr = pinnedHTTPClient(ca).Transport.(*http.Transport)
+		tr = pinnedHTTPClient(ca, a.sessionCache(security.Fingerprint(ca))).Transport.(*http.Transport)
 	}
 	tr.DialContext = (&net.Dialer{Timeout: failoverDialTimeout, KeepAlive: 30 * time.Second}).DialContext
 	tr.TLSHandshakeTimeout = failoverHandshakeTimeout

@@ -25,12 +25,14 @@ const (
 	kindNameNode    = "node"
 	kindNameTask    = "task"
 	kindNameNetwork = "network"
+	kindNamePool    = "pool"
+	kindNameVolume  = "volume"
 )
 
 // resourceKinds lists the kinds in the order usage errors name them.
-var resourceKinds = []string{kindNameVM, kindNameNode, kindNameNetwork, kindNameTask}
+var resourceKinds = []string{kindNameVM, kindNameNode, kindNameNetwork, kindNamePool, kindNameVolume, kindNameTask}
 
-const kindsHelp = `KIND is vm, node, network or task (plural and any case accepted: vms, Nodes, TASKS).
+const kindsHelp = `KIND is vm, node, network, pool, volume or task (plural and any case accepted: vms, Nodes, TASKS).
 NAME may also be written KIND/NAME, as in vm/web-1.`
 
 // resolveKind reads a kind as typed, singular or plural, in any case.
@@ -152,6 +154,30 @@ func (a *app) getKind(ctx context.Context, kind, name string, limit int) error {
 			return err
 		}
 		return a.emit(n, func(wide bool) [][]string { return networkRows([]*messages.Network{n}, wide, now) })
+	case kind == kindNamePool && name == "":
+		pools, err := listAll(ctx, a, limit, (*client.Client).ListPools)
+		if err != nil {
+			return err
+		}
+		return a.emit(newItemList(pools), func(wide bool) [][]string { return poolRows(pools, wide, now) })
+	case kind == kindNamePool:
+		p, err := a.getPool(ctx, name)
+		if err != nil {
+			return err
+		}
+		return a.emit(p, func(wide bool) [][]string { return poolRows([]*messages.StoragePool{p}, wide, now) })
+	case kind == kindNameVolume && name == "":
+		vols, err := listAll(ctx, a, limit, (*client.Client).ListVolumes)
+		if err != nil {
+			return err
+		}
+		return a.emit(newItemList(vols), func(wide bool) [][]string { return volumeRows(vols, wide, now) })
+	case kind == kindNameVolume:
+		v, err := a.getVolume(ctx, name)
+		if err != nil {
+			return err
+		}
+		return a.emit(v, func(wide bool) [][]string { return volumeRows([]*messages.Volume{v}, wide, now) })
 	case kind == kindNameTask && name == "":
 		tasks, err := listAll(ctx, a, limit, (*client.Client).ListTasks)
 		if err != nil {
@@ -212,6 +238,18 @@ func (a *app) describeKind(ctx context.Context, kind, name string) error {
 			return err
 		}
 		return describeNetwork(a.stdout, n, a.now())
+	case kindNamePool:
+		p, err := a.getPool(ctx, name)
+		if err != nil {
+			return err
+		}
+		return describePool(a.stdout, p, a.now())
+	case kindNameVolume:
+		v, err := a.getVolume(ctx, name)
+		if err != nil {
+			return err
+		}
+		return describeVolume(a.stdout, v, a.now())
 	}
 	t, err := a.getTask(ctx, name)
 	if err != nil {
@@ -243,6 +281,14 @@ func (a *app) deleteKind(ctx context.Context, kind, name string, force bool, w w
 			return usageError(fmt.Errorf("--wait does not apply to networks: their deletion is immediate"))
 		}
 		return a.deleteNetwork(ctx, name)
+	case kindNamePool, kindNameVolume:
+		if w.wait {
+			return usageError(fmt.Errorf("--wait does not apply to %ss: their deletion is immediate", kind))
+		}
+		if kind == kindNamePool {
+			return a.deletePool(ctx, name)
+		}
+		return a.deleteVolume(ctx, name)
 	}
 	return usageError(fmt.Errorf("tasks cannot be deleted: finished tasks are cleaned up after a retention period; cancel a pending one with: otherix task cancel %s", name))
 }

@@ -25,9 +25,8 @@ const (
 	legacyAPIVersion   = "otherix.io/v1"
 )
 
-// Kinds of documents, compared case-insensitively. VMs and networks are
-// served by this control plane; storage pools arrive with a later release
-// and are refused by name rather than as unknown.
+// Kinds of documents, compared case-insensitively (kindVolume is in
+// manifest_storage.go).
 const (
 	kindVM          = "vm"
 	kindNetwork     = "network"
@@ -85,6 +84,9 @@ type resource struct {
 	spec   messages.VMSpec
 	// network is a network document's create request (kind network).
 	network messages.CreateNetworkRequest
+	// pool and volume are the create requests of the storage kinds.
+	pool   messages.CreatePoolRequest
+	volume messages.CreateVolumeRequest
 }
 
 // ref names the resource the way the CLI prints it: "vm/web-1".
@@ -252,9 +254,11 @@ func decodeDocument(d document, withSpec bool) (resource, error) {
 	case kindNetwork:
 		return decodeNetwork(d.body, withSpec)
 	case kindStoragePool:
-		return resource{}, fmt.Errorf("kind %s is not supported by this control plane yet; only VM and Network are", h.Kind)
+		return decodePool(d.body, withSpec)
+	case kindVolume:
+		return decodeVolume(d.body, withSpec)
 	}
-	return resource{}, fmt.Errorf("unknown kind %q: this client knows VM and Network (StoragePool comes later)", h.Kind)
+	return resource{}, fmt.Errorf("unknown kind %q: this client knows VM, Network, StoragePool and Volume", h.Kind)
 }
 
 // decodeNetwork decodes a Network document strictly and checks it as far

@@ -47,7 +47,25 @@ A network is:
     egress: false
     mtu: 1390                 # optional: derived from the cluster's settings
 
-Kind StoragePool is recognised but not supported by this control plane yet.
+A storage pool (admin) and a volume are:
+
+  kind: StoragePool
+  metadata:
+    name: fast
+  spec:
+    driver: dir               # or btrfs
+    path: /srv/otherix/fast
+    shared: false
+    nodes: [n1, n2]           # or all_nodes: true
+  ---
+  kind: Volume
+  metadata:
+    name: data
+  spec:
+    pool: fast                # optional: the cluster's default pool
+    size: 20Gi                # or size_bytes
+    node: n1                  # optional
+
 (A top-level "name:" instead of metadata.name and the
 apiVersion otherix.io/v1 of earlier releases are still read.)`
 
@@ -82,11 +100,32 @@ func (a *app) createCommand() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.applyManifests(cmd, files, w, true, func(ctx context.Context, c *client.Client, r resource, opt client.CallOption) (any, error) {
+				if a.dryRun {
+					var d *messages.DryRunResult
+					var err error
+					switch r.kind {
+					case kindNetwork:
+						d, err = c.DryRunCreateNetwork(ctx, r.network)
+					case kindVM:
+						d, err = c.DryRunCreateVM(ctx, messages.CreateVMRequest{Name: r.name, Spec: r.spec})
+					default:
+						return nil, dryRunUnsupported(r)
+					}
+					if err != nil {
+						return nil, alreadyExists(ctx, c, r, err)
+					}
+					return d, nil
+				}
 				var v any
 				var err error
-				if r.kind == kindNetwork {
+				switch r.kind {
+				case kindNetwork:
 					v, err = c.CreateNetwork(ctx, r.network, opt)
-				} else {
+				case kindStoragePool:
+					v, err = c.CreatePool(ctx, r.pool, opt)
+				case kindVolume:
+					v, err = c.CreateVolume(ctx, r.volume, opt)
+				default:
 					v, err = c.CreateVM(ctx, messages.CreateVMRequest{Name: r.name, Spec: r.spec}, opt)
 				}
 				return v, alreadyExists(ctx, c, r, err)
@@ -94,6 +133,7 @@ func (a *app) createCommand() *cobra.Command {
 		},
 	}
 	addManifestFlags(cmd, &files, &w)
+	a.addDryRunFlag(cmd.Flags())
 	return cmd
 }
 
@@ -127,7 +167,11 @@ func (a *app) deleteCommand() *cobra.Command {
 				if err := w.check(); err != nil {
 					return err
 				}
-				err = a.deleteKind(cmd.Context(), kind, name, force, w)
+				if a.dryRun {
+					err = a.dryRunDeleteKind(cmd.Context(), kind, name, force, w)
+				} else {
+					err = a.deleteKind(cmd.Context(), kind, name, force, w)
+				}
 				if ignoreNotFound && client.ErrorCode(err) == messages.ErrNotFound.Code {
 					fmt.Fprintf(a.stderr, "%s/%s not found; nothing to delete\n", kind, name)
 					return nil
@@ -137,11 +181,24 @@ func (a *app) deleteCommand() *cobra.Command {
 			return a.applyManifests(cmd, files, w, false, func(ctx context.Context, c *client.Client, r resource, opt client.CallOption) (any, error) {
 				var v any
 				var err error
-				if r.kind == kindNetwork {
-					if err = c.DeleteNetwork(ctx, r.name, opt); err == nil {
+				switch {
+				case a.dryRun && r.kind == kindNetwork:
+					v, err = c.DryRunDeleteNetwork(ctx, r.name)
+				case a.dryRun && r.kind == kindVM:
+					v, err = c.DryRunDeleteVM(ctx, r.name, force)
+				case a.dryRun:
+					err = dryRunUnsupported(r)
+				case r.kind == kindNetwork || r.kind == kindStoragePool || r.kind == kindVolume:
+					del := c.DeleteNetwork
+					if r.kind == kindStoragePool {
+						del = c.DeletePool
+					} else if r.kind == kindVolume {
+						del = c.DeleteVolume
+					}
+					if err = del(ctx, r.name, opt); err == nil {
 						v = deletedResource{Resource: r.ref(), Deleted: true}
 					}
-				} else {
+				default:
 					var acc *client.Accepted
 					if acc, err = c.DeleteVM(ctx, r.name, force, opt); err == nil && acc != nil {
 						v = acc
@@ -158,6 +215,7 @@ func (a *app) deleteCommand() *cobra.Command {
 	addManifestFlags(cmd, &files, &w)
 	cmd.Flags().BoolVar(&force, "force", false, "delete even if a VM runs or its node cannot confirm; a node even with VMs on it")
 	cmd.Flags().BoolVar(&ignoreNotFound, "ignore-not-found", false, "treat a resource that does not exist as deleted")
+	a.addDryRunFlag(cmd.Flags())
 	return cmd
 }
 
@@ -174,9 +232,14 @@ func alreadyExists(ctx context.Context, c *client.Client, r resource, err error)
 		return err
 	}
 	var gerr error
-	if r.kind == kindNetwork {
+	switch r.kind {
+	case kindNetwork:
 		_, gerr = c.GetNetwork(ctx, r.name)
-	} else {
+	case kindStoragePool:
+		_, gerr = c.GetPool(ctx, r.name)
+	case kindVolume:
+		_, gerr = c.GetVolume(ctx, r.name)
+	default:
 		_, gerr = c.GetVM(ctx, r.name)
 	}
 	if gerr != nil {
@@ -210,6 +273,9 @@ func (a *app) applyManifests(cmd *cobra.Command, files []string, w waitFlags, cr
 		return err
 	}
 	ctx := cmd.Context()
+	if err := a.startDryRun(ctx, w); err != nil {
+		return err
+	}
 	outs := a.sendAll(ctx, res, create, send)
 	if err := a.printAccepted(outs); err != nil {
 		return err
@@ -245,6 +311,10 @@ func (a *app) sendAll(ctx context.Context, res []resource, create bool, send sen
 			continue
 		}
 		switch v := o.result.(type) {
+		case *messages.DryRunResult:
+			if a.tabular() {
+				fmt.Fprintln(a.stdout, dryRunLine(r.ref(), v))
+			}
 		case *client.Accepted:
 			o.acc = v
 			if v != nil && v.Task != nil && a.tabular() {
@@ -257,6 +327,14 @@ func (a *app) sendAll(ctx context.Context, res []resource, create bool, send sen
 		case *messages.Network:
 			if a.tabular() {
 				fmt.Fprintf(a.stdout, "%s created (%s, %s)\n", r.ref(), v.CIDR, v.Type)
+			}
+		case *messages.StoragePool:
+			if a.tabular() {
+				fmt.Fprintf(a.stdout, "%s created (%s at %s)\n", r.ref(), v.Spec.Driver, v.Spec.Path)
+			}
+		case *messages.Volume:
+			if a.tabular() {
+				fmt.Fprintf(a.stdout, "%s created (%s in pool %s, %s)\n", r.ref(), sizeText(v.Spec.SizeBytes), v.Spec.Pool, v.Status.Phase)
 			}
 		case deletedResource:
 			if a.tabular() {

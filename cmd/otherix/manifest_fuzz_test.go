@@ -34,7 +34,7 @@ func FuzzManifest(f *testing.F) {
 		}
 		seen := map[string]bool{}
 		for _, r := range res {
-			if r.name == "" || (r.kind != kindVM && r.kind != kindNetwork && r.kind != kindStoragePool) {
+			if r.name == "" || (r.kind != kindVM && r.kind != kindNetwork && r.kind != kindStoragePool && r.kind != kindVolume) {
 				t.Fatalf("resource %+v", r)
 			}
 			if seen[r.ref()] {

@@ -109,13 +109,20 @@ func TestLoadManifestsProblems(t *testing.T) {
 		{"network host bits", "kind: Network\nmetadata: {name: backend}\nspec: {cidr: 10.0.0.1/24}\n", true, "has host bits set"},
 		{"network unknown field", "kind: Network\nmetadata: {name: backend}\nspec: {cidr: 10.0.0.0/24, vlan: 3}\n", true, `unknown field "spec.vlan"`},
 		{"network bad type", "kind: Network\nmetadata: {name: backend}\nspec: {cidr: 10.0.0.0/24, type: vlan}\n", true, "spec.type"},
-		{"pool not yet", "kind: StoragePool\nmetadata: {name: fast}\n", true, "kind StoragePool is not supported by this control plane yet"},
+		{"pool without driver", "kind: StoragePool\nmetadata: {name: fast}\n", true, "spec.driver: is required"},
+		{"pool path traversal", "kind: StoragePool\nmetadata: {name: fast}\nspec: {driver: dir, path: /srv/../etc, all_nodes: true}\n", true, "spec.path"},
+		{"pool unknown field", "kind: StoragePool\nmetadata: {name: fast}\nspec: {driver: dir, path: /srv/f, all_nodes: true, raid: 5}\n", true, `unknown field "spec.raid"`},
+		{"pool without nodes", "kind: StoragePool\nmetadata: {name: fast}\nspec: {driver: dir, path: /srv/f}\n", true, "spec.nodes"},
+		{"volume odd size", "kind: Volume\nmetadata: {name: data}\nspec: {size_bytes: 1000}\n", true, "not a multiple of 512"},
+		{"volume no size", "kind: Volume\nmetadata: {name: data}\nspec: {pool: fast}\n", true, "spec.size_bytes: is required"},
+		{"volume both sizes", "kind: Volume\nmetadata: {name: data}\nspec: {size: 1Gi, size_bytes: 1073741824}\n", true, "not both"},
+		{"volume bad unit", "kind: Volume\nmetadata: {name: data}\nspec: {size: 1Qi}\n", true, "spec.size"},
 		{"unknown nested field", "kind: VM\nname: a\nspec: {image: {url: https://i.example/a.img, size: 3}}\n", true, `unknown field "spec.image.size"`},
 		{"unknown field in list", "kind: VM\nname: a\nspec: {" + img + ", networks: [{network: n}, {net: m}]}\n", true, `unknown field "spec.networks[1].net"`},
 		{"field case matters", "kind: VM\nname: a\nspec: {" + img + ", CPUs: 2}\n", true, `unknown field "spec.CPUs"`},
 		{"type error", "kind: VM\nname: a\nspec: {" + img + ", cpus: two}\n", true, "spec.cpus must be an integer, not a string"},
 		// No Go type names: the shape of the object is described instead.
-		{"image as a string", "kind: VM\nname: a\nspec: {image: https://i.example/a.img}\n", true, "spec.image must be an object with url and optional sha256, not a string"},
+		{"image as a string", "kind: VM\nname: a\nspec: {image: https://i.example/a.img}\n", true, "spec.image must be an object with url and optional sha256, pull_policy, not a string"},
 		{"networks as a mapping", "kind: VM\nname: a\nspec: {" + img + ", networks: {network: n}}\n", true, "spec.networks must be a list, each an object with network and optional ip, not an object"},
 		{"not a mapping", "- a\n- b\n", true, "must be a mapping"},
 		{"bad name", "kind: VM\nname: Web_1\nspec: {" + img + "}\n", true, "name:"},
@@ -175,5 +182,43 @@ func TestSplitDocuments(t *testing.T) {
 	// "---x" is content, not a separator.
 	if !strings.Contains(string(got[2].body), "---x: 3") {
 		t.Errorf("last chunk = %q", got[2].body)
+	}
+}
+
+// TestLoadStorageManifests: a StoragePool and a Volume decode into their
+// create requests, the pool's node list sorted and the volume's size read
+// as the command line reads it.
+func TestLoadStorageManifests(t *testing.T) {
+	body := "kind: StoragePool\nmetadata: {name: fast}\nspec: {driver: dir, path: /srv/fast, nodes: [n2, n1]}\n" +
+		"---\nkind: volume\nmetadata: {name: data}\nspec: {pool: fast, size: 20Gi, node: n1}\n"
+	res, err := loadManifests([]string{"-"}, strings.NewReader(body), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 2 || res[0].ref() != "storagepool/fast" || res[1].ref() != "volume/data" {
+		t.Fatalf("%+v", res)
+	}
+	if p := res[0].pool; p.Name != "fast" || p.Spec.Driver != "dir" || p.Spec.Path != "/srv/fast" ||
+		!reflect.DeepEqual(p.Spec.Nodes, []string{"n1", "n2"}) {
+		t.Fatalf("pool %+v", p)
+	}
+	if v := res[1].volume; v.Name != "data" || v.Spec.Pool != "fast" || v.Spec.Node != "n1" || v.Spec.SizeBytes != 20<<30 {
+		t.Fatalf("volume %+v", v)
+	}
+}
+
+func TestParseVolumeSize(t *testing.T) {
+	for in, want := range map[string]int64{"1Gi": 1 << 30, "512Mi": 512 << 20, "20": 20 << 30, "4096B": 4096, "1.5G": 3 << 29, "1T": 1 << 40} {
+		if got, err := parseVolumeSize(in); err != nil || got != want {
+			t.Errorf("%s: %d %v, want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "0", "-1Gi", "1000B", "1Qi", "abc", "0.1K"} {
+		if got, err := parseVolumeSize(in); err == nil {
+			t.Errorf("%q accepted as %d", in, got)
+		}
+	}
+	if sizeText(20<<30) != "20Gi" || sizeText(1536) != "1536B" || sizeText(3<<29) != "1536Mi" {
+		t.Fatal(sizeText(20<<30), sizeText(1536), sizeText(3<<29))
 	}
 }

@@ -152,6 +152,14 @@ func (a *app) updateNetworkEgress(ctx context.Context, have *messages.Network, e
 	}
 	var n *messages.Network
 	if err := a.write(ctx, a.newKey(), func(ctx context.Context, c *client.Client, opt client.CallOption) (err error) {
+		if a.dryRun {
+			var d *messages.DryRunResult
+			d, err = c.DryRunUpdateNetwork(ctx, have.ID, client.UpdateNetworkRequest{Egress: &egress}, client.WithIfMatch(have.Revision))
+			if err == nil {
+				n = d.Network
+			}
+			return err
+		}
 		n, err = c.UpdateNetwork(ctx, have.ID, client.UpdateNetworkRequest{Egress: &egress}, opt, client.WithIfMatch(have.Revision))
 		return err
 	}); err != nil {

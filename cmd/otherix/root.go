@@ -77,6 +77,10 @@ type app struct {
 
 	api *client.Client // built lazily by client()
 
+	// dryRun is --dry-run of create, apply, delete and vm create: every
+	// write is sent with ?dry_run=true (dryrun.go).
+	dryRun bool
+
 	// stderrTTY reports whether stderr is a terminal, where --wait draws a
 	// progress bar; a seam for tests. barDrawn says a bar line is open.
 	stderrTTY func() bool
@@ -180,9 +184,9 @@ file, --context to use another context for one call).`,
 	f.StringVarP(&a.output, "output", "o", outputTable, "output format: "+strings.Join(outputFormats, "|"))
 	f.DurationVar(&a.timeout, "timeout", defaultTimeout, "time limit for one API request")
 
-	root.AddCommand(a.vmCommand(), a.networkCommand(), a.taskCommand(), a.createCommand(), a.deleteCommand(),
+	root.AddCommand(a.vmCommand(), a.networkCommand(), a.poolCommand(), a.volumeCommand(), a.taskCommand(), a.createCommand(), a.deleteCommand(),
 		a.loginCommand(), a.logoutCommand(), a.whoamiCommand(), a.configCommand(), a.userCommand(), a.tokenCommand(),
-		a.nodeCommand(), a.clusterCommand(),
+		a.nodeCommand(), a.clusterCommand(), a.imageCommand(),
 		a.getCommand(), a.describeCommand(), a.applyCommand(),
 		a.versionCommand(),
 		a.debugCommand(),

@@ -38,6 +38,7 @@ func (a *app) vmCommand() *cobra.Command {
 // vmCreateFlags are the flags of "vm create".
 type vmCreateFlags struct {
 	image, sha256, userData, key string
+	pullPolicy                   string
 	node, arch                   string
 	cpus                         int
 	memory, disk                 string
@@ -79,6 +80,7 @@ given), so a request whose answer was lost is retried without a second VM.`,
 	f := cmd.Flags()
 	f.StringVar(&fl.image, "image", "", "base disk image URL (http or https; required)")
 	f.StringVar(&fl.sha256, "sha256", "", "expected SHA-256 of the image, in hex")
+	f.StringVar(&fl.pullPolicy, "pull-policy", "", "when the node asks the image's origin: IfNotPresent (default: use its cached copy), Always (revalidate with ETag/Last-Modified) or Never (fail with image_not_present unless cached)")
 	f.IntVar(&fl.cpus, "cpus", 0, fmt.Sprintf("number of vCPUs (server default %d)", d.CPUs))
 	f.StringVar(&fl.memory, "memory", "", fmt.Sprintf("memory: 512Mi, 2Gi, 2G (powers of 1024) or a bare number of MiB (server default %s)", mib(d.MemoryMiB)))
 	f.StringVar(&fl.disk, "disk", "", fmt.Sprintf("disk size: 20Gi, 1T or a bare number of GiB; whole GiB only (server default %s)", gib(d.DiskGiB)))
@@ -89,6 +91,7 @@ given), so a request whose answer was lost is retried without a second VM.`,
 	f.BoolVar(&fl.stopped, "stopped", false, "create the VM without starting it")
 	f.StringVar(&fl.key, "idempotency-key", "", "Idempotency-Key to send (default: a random one)")
 	addWaitFlags(f, &fl.wait)
+	a.addDryRunFlag(f)
 	return cmd
 }
 
@@ -99,9 +102,14 @@ func (fl *vmCreateFlags) request(name string, stdin io.Reader) (messages.CreateV
 		return messages.CreateVMRequest{}, usageError(errors.New("--image is required"))
 	}
 	req := messages.CreateVMRequest{Name: name, Spec: messages.VMSpec{
-		Image: messages.ImageSource{URL: fl.image, SHA256: fl.sha256},
+		Image: messages.ImageSource{URL: fl.image, SHA256: fl.sha256, PullPolicy: fl.pullPolicy},
 		CPUs:  fl.cpus, Node: fl.node, Arch: fl.arch,
 	}}
+	switch fl.pullPolicy {
+	case "", messages.PullIfNotPresent, messages.PullAlways, messages.PullNever:
+	default:
+		return req, usageError(fmt.Errorf("--pull-policy %q: want %s, %s or %s", fl.pullPolicy, messages.PullIfNotPresent, messages.PullAlways, messages.PullNever))
+	}
 	if fl.memory != "" {
 		n, err := parseMemoryMiB(fl.memory)
 		if err != nil {
@@ -184,6 +192,19 @@ func readFileOrStdin(path string, stdin io.Reader) ([]byte, error) {
 
 // createVM sends one create and prints the accepted task.
 func (a *app) createVM(ctx context.Context, req messages.CreateVMRequest, key string, w waitFlags) error {
+	if a.dryRun {
+		if err := a.startDryRun(ctx, w); err != nil {
+			return err
+		}
+		var r *messages.DryRunResult
+		if err := a.call(ctx, func(ctx context.Context, c *client.Client) (err error) {
+			r, err = c.DryRunCreateVM(ctx, req)
+			return err
+		}); err != nil {
+			return err
+		}
+		return a.emitDryRun("vm/"+req.Name, r)
+	}
 	var acc *client.Accepted
 	err := a.write(ctx, key, func(ctx context.Context, c *client.Client, opt client.CallOption) (err error) {
 		acc, err = c.CreateVM(ctx, req, opt)

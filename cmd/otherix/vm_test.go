@@ -56,6 +56,15 @@ func TestCreateRequestFromFlags(t *testing.T) {
 	}
 }
 
+func TestCreateRequestPullPolicy(t *testing.T) {
+	for _, p := range []string{"", messages.PullIfNotPresent, messages.PullAlways, messages.PullNever} {
+		req, err := (&vmCreateFlags{image: "https://i.example/a.img", pullPolicy: p}).request("web-1", nil)
+		if err != nil || req.Spec.Image.PullPolicy != p {
+			t.Errorf("--pull-policy %q: %+v, %v", p, req.Spec.Image, err)
+		}
+	}
+}
+
 func TestCreateRequestChecksLocally(t *testing.T) {
 	tests := []struct {
 		name string
@@ -66,6 +75,7 @@ func TestCreateRequestChecksLocally(t *testing.T) {
 		{"bad image", vmCreateFlags{image: "ftp://x/y"}, "invalid_field"},
 		{"bad network", vmCreateFlags{image: "https://i.example/a", networks: []string{"n:x"}}, codeUsage},
 		{"too many cpus", vmCreateFlags{image: "https://i.example/a", cpus: 100000}, "invalid_field"},
+		{"bad pull policy", vmCreateFlags{image: "https://i.example/a", pullPolicy: "always"}, codeUsage},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -166,6 +166,24 @@ func (c *Client) Log(ctx context.Context, n Node, id string, tail int64) ([]byte
 	return out, nil
 }
 
+// Images lists the node's cached images with the VMs using them.
+func (c *Client) Images(ctx context.Context, n Node) ([]messages.NodeImage, error) {
+	var l messages.NodeImageList
+	if err := c.do(ctx, n, http.MethodGet, "/v1/images", nil, nil, RequestTimeout, &l); err != nil {
+		return nil, fmt.Errorf("images of node %s: %w", n.Name, err)
+	}
+	return l.Items, nil
+}
+
+// DeleteImage removes an image from the node's cache; the agent refuses
+// with image_in_use while a VM disk uses it.
+func (c *Client) DeleteImage(ctx context.Context, n Node, sha256 string) error {
+	if err := c.do(ctx, n, http.MethodDelete, "/v1/images/"+url.PathEscape(sha256), nil, nil, RequestTimeout, nil); err != nil {
+		return fmt.Errorf("delete image %s on node %s: %w", sha256, n.Name, err)
+	}
+	return nil
+}
+
 // do sends one request; out is a JSON target, or *[]byte for a raw body.
 func (c *Client) do(ctx context.Context, n Node, method, path string, q url.Values, body any, timeout time.Duration, out any) error {
 	base, err := endpoint(n)
@@ -202,6 +220,11 @@ func (c *Client) do(ctx context.Context, n Node, method, path string, q url.Valu
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
 		return decodeError(resp)
+	}
+	if out == nil {
+		// An answer without a body (204) is all there is.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, MaxResponseBytes))
+		return nil
 	}
 	if raw, ok := out.(*[]byte); ok {
 		b, err := readLimited(resp.Body, MaxLogBytes)

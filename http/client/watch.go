@@ -202,10 +202,12 @@ func (c *Client) WatchEach(ctx context.Context, o WatchOptions, fn func(WatchEve
 		w, err := c.Watch(ctx, o)
 		if err != nil {
 			var ae *APIError
-			if errors.As(err, &ae) || ctx.Err() != nil {
+			if errors.As(err, &ae) && (ae.Status != http.StatusServiceUnavailable || ae.Code == "watch_unavailable") || ctx.Err() != nil {
 				return err
 			}
-			// The server is unreachable: retry, it may be restarting.
+			// The server is unreachable, or answered 503 (no quorum, a
+			// leader changing, not ready: a replica just died): retry, on
+			// whichever replica answers.
 		} else {
 			err = c.drain(ctx, w, &o, fn)
 			w.Close()

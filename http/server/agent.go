@@ -35,7 +35,7 @@ func NewAgentAPI(cp ControlPlane, log *slog.Logger, opts ...AgentOption) http.Ha
 	// route narrows it. Anonymous routes keep 64 KiB, and a heartbeat
 	// without a client certificate is refused before its body is read.
 	s := &Server{cfg: Config{MaxBodyBytes: messages.HeartbeatMaxBytes, HasQuorum: o.hasQuorum}.withDefaults(), cp: cp,
-		log: log.With("listener", "agent"), now: time.Now}
+		log: log.With("listener", "agent"), now: time.Now, agentReplica: o.replica}
 	small := s.routeBodyLimit(AgentMaxBodyBytes)
 	gin.SetMode(gin.ReleaseMode)
 	e := gin.New()
@@ -62,6 +62,7 @@ func NewAgentAPI(cp ControlPlane, log *slog.Logger, opts ...AgentOption) http.Ha
 	e.POST("/v1/heartbeat", s.heartbeat)
 	e.POST("/v1/renew", s.limitAnonymous, small, s.renew)
 	e.POST("/v1/cluster/join", s.limitAnonymous, small, s.joinReplica)
+	e.GET("/v1/cluster/node-metrics", s.heldNodeMetrics)
 	s.engine = e
 	return e
 }

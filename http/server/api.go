@@ -63,6 +63,8 @@ type ControlPlane interface {
 	Nodes
 	// Networks manages networks.
 	Networks
+	// Storage manages pools and volumes.
+	Storage
 	// ClusterSettings reads and changes the cluster settings.
 	ClusterSettings
 	// Quotas reads and sets per-user quotas.
@@ -132,6 +134,29 @@ type Networks interface {
 	UpdateNetwork(ctx context.Context, p messages.Principal, ref string, patch store.NetworkPatch) (*messages.Network, error)
 	// DeleteNetwork is refused (network_in_use) while VMs are attached.
 	DeleteNetwork(ctx context.Context, ref string) error
+}
+
+// Storage is what the pool and volume handlers need. A pool ref is a
+// name or id; a volume ref an id or one of the scope's names. Owner and
+// scope arguments work as for VMs.
+type Storage interface {
+	// CreatePool validates and commits a pool (201, synchronous).
+	CreatePool(ctx context.Context, req messages.CreatePoolRequest) (*messages.StoragePool, error)
+	// GetPool answers a pool with its status on each of its nodes.
+	GetPool(ctx context.Context, ref string) (*messages.StoragePool, error)
+	ListPools(ctx context.Context, page store.Page) ([]*messages.StoragePool, string, error)
+	// UpdatePool changes a pool's node set (pool_node_in_use when a
+	// removed node holds volumes of it).
+	UpdatePool(ctx context.Context, ref string, patch messages.PoolPatch) (*messages.StoragePool, error)
+	// DeletePool is refused (pool_in_use) while volumes are in the pool.
+	DeletePool(ctx context.Context, ref string) error
+	CreateVolume(ctx context.Context, owner string, req messages.CreateVolumeRequest) (*messages.Volume, error)
+	GetVolume(ctx context.Context, scope, ref string) (*messages.Volume, error)
+	ListVolumes(ctx context.Context, scope string, page store.Page) ([]*messages.Volume, string, error)
+	// ResizeVolume grows a volume (volume_shrink_unsupported below its
+	// size, insufficient_storage above the pool's free space).
+	ResizeVolume(ctx context.Context, scope, ref string, size int64) (*messages.Volume, error)
+	DeleteVolume(ctx context.Context, scope, ref string) error
 }
 
 // Nodes is what node enrollment, the cluster CA endpoint and node

@@ -153,6 +153,10 @@ func (s *Server) audit(c *gin.Context) {
 	if route == "" || !(c.GetBool(ctxDenied) || writeMethods[c.Request.Method]) {
 		return
 	}
+	if isDryRun(c) && !c.GetBool(ctxDenied) && !c.GetBool(ctxOutOfScope) {
+		// A dry run changed nothing: audited only when it was a denial.
+		return
+	}
 	status := c.Writer.Status()
 	result := "ok"
 	if status >= http.StatusBadRequest {

@@ -17,7 +17,7 @@ var publicRoutes = []string{
 	"GET /v1/ca",
 	// Anonymous callers get the version; a token sent must be valid.
 	"GET /v1/version",
-	"GET /ui/vms/:name/console", "GET /ui/assets/*path",
+	"GET /ui/vms/:name/console", "GET /ui/assets/*path", "GET /ui", "GET /ui/",
 	// Its credential is the single-use token in the query (console.go).
 	"GET /v1/vms/:id/console/ws",
 }

@@ -58,10 +58,10 @@ func TestRoutesMatchContract(t *testing.T) {
 	s, _, _ := newTestServer(t, Config{MetricsEnabled: true})
 	var served []string
 	for _, r := range s.Routes() {
-		// The browser console's page and bundle (ui.go) are not part of the
-		// REST API the contract describes: HTML and scripts for a browser,
-		// no JSON, nothing a client of the API calls.
-		if strings.HasPrefix(r.Path, "/ui/") {
+		// The browser console's and dashboard's pages and bundle (ui.go)
+		// are not part of the REST API the contract describes: HTML and
+		// scripts for a browser, no JSON, nothing a client of the API calls.
+		if r.Path == "/ui" || strings.HasPrefix(r.Path, "/ui/") {
 			continue
 		}
 		served = append(served, r.Method+" "+ginParam.ReplaceAllString(r.Path, "{$1}"))

@@ -34,6 +34,7 @@ type fakeCP struct {
 	*fakeIdentity
 	*fakeNodes
 	*fakeNetworks
+	*fakeStorage
 	*fakeSettings
 	fakeCluster
 	fakeMetrics
@@ -46,7 +47,7 @@ var _ ControlPlane = (*fakeCP)(nil)
 
 func newFakeCP() *fakeCP {
 	return &fakeCP{idem: newMemIdempotency(), fakeIdentity: newFakeIdentity(), fakeNodes: newFakeNodes(),
-		fakeNetworks: newFakeNetworks(), fakeSettings: newFakeSettings(),
+		fakeNetworks: newFakeNetworks(), fakeSettings: newFakeSettings(), fakeStorage: newFakeStorage(),
 		consoles: fakeConsoles{used: map[string]bool{}}}
 }
 

@@ -36,7 +36,9 @@ var replayedHeaders = []string{"Content-Type", "Location", "ETag"}
 // different request under the same key is refused.
 func (s *Server) idempotency(c *gin.Context) {
 	key, sent := c.Request.Header[HeaderIdempotencyKey]
-	if !sent {
+	if !sent || isDryRun(c) {
+		// A dry run writes nothing, so there is nothing to run at most
+		// once, and no record is kept of it.
 		c.Next()
 		return
 	}

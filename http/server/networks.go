@@ -28,6 +28,10 @@ func (s *Server) createNetwork(c *gin.Context) {
 		s.writeError(c, err)
 		return
 	}
+	if isDryRun(c) {
+		writeDryRun(c, messages.DryRunCreate, nil, n)
+		return
+	}
 	c.Header("Location", "/v1/networks/"+n.Name)
 	c.Header("ETag", etag(n.Revision))
 	c.JSON(http.StatusCreated, n)
@@ -75,6 +79,10 @@ func (s *Server) updateNetwork(c *gin.Context) {
 	n, err := s.cp.UpdateNetwork(c.Request.Context(), *principalOf(c), c.Param("name"), patch)
 	if err != nil {
 		s.writeError(c, err)
+		return
+	}
+	if isDryRun(c) {
+		writeDryRun(c, messages.DryRunUpdate, nil, n)
 		return
 	}
 	c.Header("ETag", etag(n.Revision))
@@ -137,6 +145,19 @@ func decodeNetworkPatch(c *gin.Context) (store.NetworkPatch, error) {
 
 // deleteNetwork removes a network; 409 network_in_use while VMs are attached.
 func (s *Server) deleteNetwork(c *gin.Context) {
+	if isDryRun(c) {
+		// The network as it is, if the delete would pass its guards.
+		n, err := s.cp.GetNetwork(c.Request.Context(), c.Param("name"))
+		if err == nil {
+			err = s.cp.DeleteNetwork(c.Request.Context(), c.Param("name"))
+		}
+		if err != nil {
+			s.writeError(c, err)
+			return
+		}
+		writeDryRun(c, messages.DryRunDelete, nil, n)
+		return
+	}
 	if err := s.cp.DeleteNetwork(c.Request.Context(), c.Param("name")); err != nil {
 		s.writeError(c, err)
 		return

@@ -18,6 +18,7 @@ import (
 var restWithoutQuorum = map[string]bool{
 	"/healthz": true, "/readyz": true, "/metrics": true, "/openapi.yaml": true,
 	"/v1/ca": true, "/v1/version": true, "/ui/vms/:name/console": true, "/ui/assets/*path": true,
+	"/ui": true, "/ui/": true,
 	"/v1/cluster/members": true,
 }
 
@@ -56,6 +57,7 @@ type AgentOption func(*agentOptions)
 
 type agentOptions struct {
 	hasQuorum func() bool
+	replica   string // AgentReplica
 }
 
 // AgentQuorum has the agent listener refuse heartbeats, enrollments,

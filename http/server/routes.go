@@ -38,6 +38,8 @@ type route struct {
 	// idempotent attaches the Idempotency-Key middleware (writes only, and
 	// never login or refresh, whose bodies hold secrets).
 	idempotent bool
+	// dryRun takes ?dry_run=true (dryrun.go); other writes refuse it.
+	dryRun bool
 	// limited charges the request to its client address's budget for
 	// unauthenticated paths (limitAnonymous): public routes that do work
 	// for anyone (a password hash, an etcd read, a console attach).
@@ -72,11 +74,16 @@ func (s *Server) routeTable() []route {
 		r.limited = true
 		return r
 	}
+	dry := func(r route) route {
+		r.dryRun = true
+		return r
+	}
 	const (
 		vm, task, user, token, audit = security.ResourceVM, security.ResourceTask, security.ResourceUser,
 			security.ResourceToken, security.ResourceAudit
 		node, joinToken, network   = security.ResourceNode, security.ResourceJoinToken, security.ResourceNetwork
 		settings                   = security.ResourceSettings
+		pool, volume               = security.ResourcePool, security.ResourceVolume
 		get, post, patch, put, del = http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodPut, http.MethodDelete
 	)
 	t := []route{
@@ -92,13 +99,13 @@ func (s *Server) routeTable() []route {
 		// after the access token expired, or the session would outlive it.
 		limited(public(post, "/v1/auth/logout", s.logout)),
 
-		rbac(post, "/v1/vms", vm, security.VerbCreate, s.createVM),
+		dry(rbac(post, "/v1/vms", vm, security.VerbCreate, s.createVM)),
 		rbac(get, "/v1/vms", vm, security.VerbList, s.listVMs),
 		rbac(get, "/v1/vms/:id", vm, security.VerbRead, s.getVM),
-		rbac(patch, "/v1/vms/:id", vm, security.VerbUpdate, s.updateVM),
-		rbac(del, "/v1/vms/:id", vm, security.VerbDelete, s.deleteVM),
-		rbac(post, "/v1/vms/:id/start", vm, security.VerbStart, s.startVM),
-		rbac(post, "/v1/vms/:id/stop", vm, security.VerbStop, s.stopVM),
+		dry(rbac(patch, "/v1/vms/:id", vm, security.VerbUpdate, s.updateVM)),
+		dry(rbac(del, "/v1/vms/:id", vm, security.VerbDelete, s.deleteVM)),
+		dry(rbac(post, "/v1/vms/:id/start", vm, security.VerbStart, s.startVM)),
+		dry(rbac(post, "/v1/vms/:id/stop", vm, security.VerbStop, s.stopVM)),
 		// A hard power-off, a reboot and a pause all interrupt the guest
 		// as a stop does; resuming lets it run again as a start does.
 		rbac(post, "/v1/vms/:id/poweroff", vm, security.VerbStop, s.poweroffVM),
@@ -141,9 +148,11 @@ func (s *Server) routeTable() []route {
 		// The CA certificate is public: agents and CLIs pin it by fingerprint.
 		limited(public(get, "/v1/ca", s.caPEM)),
 
-		// The browser console (ui.go): static code only; the page
-		// authenticates itself through the API.
+		// The browser console and the dashboard (ui.go): static code
+		// only; the page authenticates itself through the API.
 		public(get, "/ui/vms/:name/console", s.uiConsole),
+		public(get, "/ui", s.uiRoot),
+		public(get, "/ui/", s.uiDashboard),
 		public(get, "/ui/assets/*path", s.uiAssets),
 		rbac(get, "/v1/nodes", node, security.VerbList, s.listNodes),
 		// gin matches the static join-tokens segment before the :name param.
@@ -156,11 +165,23 @@ func (s *Server) routeTable() []route {
 		secret(rbac(post, "/v1/nodes/join-tokens", joinToken, security.VerbCreate, s.createJoinToken)),
 		rbac(del, "/v1/nodes/join-tokens/:id", joinToken, security.VerbDelete, s.revokeJoinToken),
 
-		rbac(post, "/v1/networks", network, security.VerbCreate, s.createNetwork),
+		dry(rbac(post, "/v1/networks", network, security.VerbCreate, s.createNetwork)),
 		rbac(get, "/v1/networks", network, security.VerbList, s.listNetworks),
 		rbac(get, "/v1/networks/:name", network, security.VerbRead, s.getNetwork),
-		rbac(patch, "/v1/networks/:name", network, security.VerbUpdate, s.updateNetwork),
-		rbac(del, "/v1/networks/:name", network, security.VerbDelete, s.deleteNetwork),
+		dry(rbac(patch, "/v1/networks/:name", network, security.VerbUpdate, s.updateNetwork)),
+		dry(rbac(del, "/v1/networks/:name", network, security.VerbDelete, s.deleteNetwork)),
+
+		rbac(post, "/v1/pools", pool, security.VerbCreate, s.createPool),
+		rbac(get, "/v1/pools", pool, security.VerbList, s.listPools),
+		rbac(get, "/v1/pools/:name", pool, security.VerbRead, s.getPool),
+		rbac(patch, "/v1/pools/:name", pool, security.VerbUpdate, s.updatePool),
+		rbac(del, "/v1/pools/:name", pool, security.VerbDelete, s.deletePool),
+		rbac(post, "/v1/volumes", volume, security.VerbCreate, s.createVolume),
+		rbac(get, "/v1/volumes", volume, security.VerbList, s.listVolumes),
+		rbac(get, "/v1/volumes/:id", volume, security.VerbRead, s.getVolume),
+		// Growing a volume changes its spec, as a VM update does.
+		rbac(post, "/v1/volumes/:id/resize", volume, security.VerbUpdate, s.resizeVolume),
+		rbac(del, "/v1/volumes/:id", volume, security.VerbDelete, s.deleteVolume),
 
 		// Each type a stream asks for is authorized as its list is, in
 		// the handler (watch.go): one route, several matrix cells.
@@ -178,6 +199,9 @@ func (s *Server) routeTable() []route {
 		// Every client fails over between the replicas, so every
 		// authenticated caller may learn their API URLs (nothing more).
 		{method: get, path: "/v1/cluster/endpoints", access: accessAuthenticated, handler: s.listClusterEndpoints},
+		// Node image caches name every tenant's image URLs: admin only.
+		rbac(get, "/v1/images", security.ResourceImage, security.VerbList, s.listImages),
+		rbac(del, "/v1/images/:digest", security.ResourceImage, security.VerbDelete, s.deleteImage),
 		rbac(get, "/v1/cluster/settings", settings, security.VerbRead, s.getSettings),
 		rbac(patch, "/v1/cluster/settings", settings, security.VerbUpdate, s.updateSettings),
 	}
@@ -206,6 +230,12 @@ func (s *Server) routes() {
 			chain = append(chain, s.authenticate, s.authorize(r))
 		case accessAuthenticated:
 			chain = append(chain, s.authenticate)
+		}
+		switch {
+		case r.dryRun:
+			chain = append(chain, s.dryRun)
+		case r.method != http.MethodGet:
+			chain = append(chain, s.noDryRun)
 		}
 		if r.idempotent {
 			chain = append(chain, s.idempotency)

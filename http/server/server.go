@@ -47,14 +47,17 @@ type Config struct {
 	// (persistence/etcd.Member.Status).
 	StoreStatus func(context.Context) (etcd.Status, error)
 	// Watch is the replica's watch hub; GET /v1/watch answers 503
-	// watch_unavailable without one. WatchPerUser bounds each user's open
-	// streams (429 too_many_watches over it; 0 means
-	// DefaultWatchPerUser); WatchAuthCheck is how often a stream
+	// watch_unavailable without one. WatchMaxClients bounds the streams
+	// of the replica (429 watch_capacity_reached over it; 0 means
+	// DefaultWatchMaxClients), WatchPerUser each user's open streams (429
+	// too_many_watches over it; 0 means DefaultWatchPerUser);
+	// WatchAuthCheck is how often a stream
 	// re-authenticates its token (0 means DefaultWatchAuthCheck; a JWT is
 	// also checked right after it expires).
-	Watch          *watch.Hub
-	WatchPerUser   int
-	WatchAuthCheck time.Duration
+	Watch           *watch.Hub
+	WatchMaxClients int
+	WatchPerUser    int
+	WatchAuthCheck  time.Duration
 	// HasQuorum, when set, reports whether this replica's etcd member
 	// knows a leader; without one every route that needs the store
 	// answers 503 no_quorum at once (quorum.go). Nil: always.
@@ -86,6 +89,9 @@ func (c Config) withDefaults() Config {
 	if c.ConsoleKeepalive <= 0 {
 		c.ConsoleKeepalive = DefaultConsoleKeepalive
 	}
+	if c.WatchMaxClients <= 0 {
+		c.WatchMaxClients = DefaultWatchMaxClients
+	}
 	if c.WatchPerUser <= 0 {
 		c.WatchPerUser = DefaultWatchPerUser
 	}
@@ -102,6 +108,9 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics // nil when disabled
 	engine  *gin.Engine
+	// agentReplica names this replica on the agent listener
+	// (AgentReplica).
+	agentReplica string
 	// now is the clock for idempotency expiry and audit times; a seam for tests.
 	now func() time.Time
 	// principal resolves a request's credentials: bearerPrincipal, always,

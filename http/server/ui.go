@@ -18,10 +18,11 @@ import (
 	"github.com/otherix/otherix/web"
 )
 
-// The browser console (DESIGN §2: web/ builds it, http/server embeds it).
-// GET /ui/vms/:name/console answers a small HTML shell that loads the bundle
-// from /ui/assets/; the page then authenticates itself through the API, so
-// both routes are public and hand out nothing but static code.
+// The browser console and fleet dashboard (DESIGN §2: web/ builds them,
+// http/server embeds them). GET /ui/vms/:name/console and GET /ui/ answer a
+// small HTML shell that loads the bundle from /ui/assets/; the page then
+// authenticates itself through the API, so these routes are public and hand
+// out nothing but static code.
 
 // uiContentTypes are the bundle files served, by extension; anything else
 // in web/dist (its README) is not.
@@ -31,7 +32,7 @@ var uiContentTypes = map[string]string{
 	".map": "application/json",
 }
 
-// uiCSP is the console page's Content-Security-Policy: everything from this
+// uiCSP is the pages' Content-Security-Policy: everything from this
 // origin only. connect-src 'self' also covers wss:// to this host (CSP
 // level 3). xterm.js inserts <style> elements at run time, so styles also
 // admit this response's nonce, which the page stamps on them; there is no
@@ -47,12 +48,12 @@ type uiAsset struct {
 	etag        string
 }
 
-// consoleUI serves the console page and its bundle.
+// consoleUI serves the console and dashboard pages and their bundle.
 type consoleUI struct {
 	// built says the bundle was built into the binary; without it the page
 	// says how to build it.
 	built bool
-	// assets by file name (console.js, console.css).
+	// assets by file name (console.js, console.css, dashboard.js, …).
 	assets map[string]uiAsset
 	// version names the bundle in asset URLs, so a browser may cache a
 	// versioned URL for good and a new binary's page fetches the new bundle.
@@ -118,19 +119,61 @@ Meanwhile, <code>otherix vm console {{.VM}}</code> opens it from a terminal.</p>
 </html>
 `))
 
+var dashboardPage = template.Must(template.New("dashboard").Parse(`<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<link rel="icon" href="data:,">
+<title>Otherix</title>
+{{- if .Built}}
+<link rel="stylesheet" href="/ui/assets/dashboard.css?v={{.Version}}">
+<script type="module" src="/ui/assets/dashboard.js?v={{.Version}}"></script>
+{{- else}}
+<style nonce="{{.Nonce}}">
+body { margin: 0; padding: 48px; background: #0d1117; color: #d1d7e0; font: 15px/1.5 system-ui, sans-serif; }
+code { background: #161b22; padding: 2px 6px; border-radius: 4px; }
+</style>
+{{- end}}
+</head>
+<body data-style-nonce="{{.Nonce}}">
+{{- if .Built}}
+<noscript>The Otherix dashboard needs JavaScript.</noscript>
+{{- else}}
+<h1>The web dashboard is not built into this binary</h1>
+<p>The dashboard needs the web bundle: {{.Hint}}.
+Meanwhile, <code>otherix vm list -w</code> and <code>otherix node list -w</code> follow the fleet from a terminal.</p>
+{{- end}}
+</body>
+</html>
+`))
+
 // page answers the console page of the VM called name. Without the bundle
 // it answers 503 with a page that says how to build it.
 func (u *consoleUI) page(w http.ResponseWriter, name string) {
+	u.render(w, uiPage, name)
+}
+
+// dashboard answers the fleet dashboard's page; without the bundle, 503
+// and how to build it.
+func (u *consoleUI) dashboard(w http.ResponseWriter) {
+	u.render(w, dashboardPage, "")
+}
+
+// render answers one of the shell pages with a fresh style nonce in both
+// the page and its Content-Security-Policy.
+func (u *consoleUI) render(w http.ResponseWriter, page *template.Template, name string) {
 	var raw [18]byte
 	_, _ = rand.Read(raw[:]) // crypto/rand.Read never fails on supported platforms
 	nonce := base64.RawURLEncoding.EncodeToString(raw[:])
 	var buf bytes.Buffer
-	err := uiPage.Execute(&buf, struct {
+	err := page.Execute(&buf, struct {
 		VM, Nonce, Version, Hint string
 		Built                    bool
 	}{VM: name, Nonce: nonce, Version: u.version, Hint: web.BuildHint, Built: u.built})
 	if err != nil {
-		http.Error(w, "render the console page", http.StatusInternalServerError)
+		http.Error(w, "render the page", http.StatusInternalServerError)
 		return
 	}
 	h := w.Header()
@@ -171,6 +214,13 @@ func (u *consoleUI) asset(w http.ResponseWriter, r *http.Request, name string) b
 
 // uiConsole is GET /ui/vms/:name/console.
 func (s *Server) uiConsole(c *gin.Context) { bundledUI.page(c.Writer, c.Param("name")) }
+
+// uiDashboard is GET /ui/, the fleet dashboard.
+func (s *Server) uiDashboard(c *gin.Context) { bundledUI.dashboard(c.Writer) }
+
+// uiRoot is GET /ui: the dashboard lives at /ui/ (the router does not add
+// trailing slashes by itself).
+func (s *Server) uiRoot(c *gin.Context) { c.Redirect(http.StatusMovedPermanently, "/ui/") }
 
 // uiAssets is GET /ui/assets/*path.
 func (s *Server) uiAssets(c *gin.Context) { s.serveUIAsset(c, bundledUI) }

@@ -13,10 +13,12 @@ import (
 
 // testBundle is a built bundle as web/dist holds one after `npm run build`.
 var testBundle = fstest.MapFS{
-	"console.js":  {Data: []byte(`console.log("otherix console")`)},
-	"console.css": {Data: []byte(`body { background: #000 }`)},
-	"README.md":   {Data: []byte("# web/dist")},
-	".gitkeep":    {Data: nil},
+	"console.js":    {Data: []byte(`console.log("otherix console")`)},
+	"console.css":   {Data: []byte(`body { background: #000 }`)},
+	"dashboard.js":  {Data: []byte(`console.log("otherix dashboard")`)},
+	"dashboard.css": {Data: []byte(`main { display: grid }`)},
+	"README.md":     {Data: []byte("# web/dist")},
+	".gitkeep":      {Data: nil},
 }
 
 // uiHandler routes the console UI u as routes.go does, so a test can serve
@@ -27,6 +29,7 @@ func uiHandler(t *testing.T, u *consoleUI) http.Handler {
 	e := gin.New()
 	e.GET("/ui/vms/:name/console", func(c *gin.Context) { u.page(c.Writer, c.Param("name")) })
 	e.GET("/ui/assets/*path", func(c *gin.Context) { s.serveUIAsset(c, u) })
+	e.GET("/ui/", func(c *gin.Context) { u.dashboard(c.Writer) })
 	return e
 }
 
@@ -96,6 +99,52 @@ func TestUIPage(t *testing.T) {
 	if evil.Code != http.StatusOK || strings.Contains(evil.Body.String(), "<script>alert") ||
 		!strings.Contains(evil.Body.String(), `data-vm="&lt;script&gt;alert(1)&#34;&gt;"`) {
 		t.Errorf("name not escaped:\n%s", evil.Body)
+	}
+}
+
+// TestUIDashboardPage: GET /ui/ is the dashboard's shell, under the same
+// policy as the console page, loading the versioned dashboard bundle.
+func TestUIDashboardPage(t *testing.T) {
+	u := newConsoleUI(testBundle, true)
+	h := uiHandler(t, u)
+	rec := uiGet(t, h, "/ui/")
+	if rec.Code != http.StatusOK {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	checkPageCSP(t, rec)
+	body := rec.Body.String()
+	for _, want := range []string{
+		`<script type="module" src="/ui/assets/dashboard.js?v=` + u.version + `"></script>`,
+		`<link rel="stylesheet" href="/ui/assets/dashboard.css?v=` + u.version + `">`,
+		"<title>Otherix</title>",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("page lacks %q:\n%s", want, body)
+		}
+	}
+	// The only script is the bundle: nothing inline that the policy would
+	// have to allow.
+	if n := strings.Count(body, "<script"); n != 1 {
+		t.Errorf("%d script elements:\n%s", n, body)
+	}
+	if bodyNonce.FindString(uiGet(t, h, "/ui/").Body.String()) == bodyNonce.FindString(body) {
+		t.Error("two answers share a nonce")
+	}
+	for _, name := range []string{"dashboard.js", "dashboard.css"} {
+		if a := uiGet(t, h, "/ui/assets/"+name+"?v="+u.version); a.Code != http.StatusOK ||
+			a.Header().Get("Cache-Control") != "public, max-age=31536000, immutable" {
+			t.Errorf("%s: status %d, headers %v", name, a.Code, a.Header())
+		}
+	}
+
+	none := uiHandler(t, newConsoleUI(fstest.MapFS{"README.md": {Data: []byte("# web/dist")}}, false))
+	rec = uiGet(t, none, "/ui/")
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("without the bundle: status %d", rec.Code)
+	}
+	checkPageCSP(t, rec)
+	if b := rec.Body.String(); !strings.Contains(b, "make build") || strings.Contains(b, "<script") {
+		t.Errorf("page does not say how to build the dashboard:\n%s", b)
 	}
 }
 
@@ -175,4 +224,19 @@ func TestUIRoutes(t *testing.T) {
 		}
 	}
 	wantError(t, req{method: "GET", path: "/ui/assets/missing.js"}.do(t, s), http.StatusNotFound, "route_not_found")
+
+	dash := req{method: "GET", path: "/ui/", header: map[string]string{"Authorization": ""}}.do(t, s)
+	checkPageCSP(t, dash)
+	djs := req{method: "GET", path: "/ui/assets/dashboard.js", header: map[string]string{"Authorization": ""}}.do(t, s)
+	if bundledUI.built {
+		if dash.Code != http.StatusOK || djs.Code != http.StatusOK || djs.Body.Len() < 1000 {
+			t.Errorf("built: dashboard %d, dashboard.js %d (%d bytes)", dash.Code, djs.Code, djs.Body.Len())
+		}
+	} else if dash.Code != http.StatusServiceUnavailable || djs.Code != http.StatusNotFound {
+		t.Errorf("not built: dashboard %d, dashboard.js %d", dash.Code, djs.Code)
+	}
+	root := req{method: "GET", path: "/ui", header: map[string]string{"Authorization": ""}}.do(t, s)
+	if root.Code != http.StatusMovedPermanently || root.Header().Get("Location") != "/ui/" {
+		t.Errorf("GET /ui: status %d, Location %q", root.Code, root.Header().Get("Location"))
+	}
 }

@@ -17,7 +17,7 @@ import (
 // anonymous: a client must learn that its token is bad.
 func (s *Server) version(c *gin.Context) {
 	b := buildinfo.Get()
-	v := messages.VersionInfo{Version: b.Version}
+	v := messages.VersionInfo{Version: b.Version, Features: []string{messages.FeatureDryRun}}
 	if c.GetHeader("Authorization") == "" {
 		c.JSON(http.StatusOK, v)
 		return

@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http/httptest"
+	"reflect"
 	"testing"
 
 	etcdversion "go.etcd.io/etcd/api/v3/version"
@@ -30,8 +31,8 @@ func TestVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (messages.VersionInfo{Version: buildinfo.Version()}); *v != want {
-		t.Errorf("anonymous: %+v, want the version alone %+v", *v, want)
+	if want := (messages.VersionInfo{Version: buildinfo.Version(), Features: []string{messages.FeatureDryRun}}); !reflect.DeepEqual(*v, want) {
+		t.Errorf("anonymous: %+v, want the version and features alone %+v", *v, want)
 	}
 
 	viewer, err := client.New(ts.URL, client.WithHTTPClient(hc), client.WithToken(tokenFor(security.RoleViewer)))

@@ -39,6 +39,10 @@ func (s *Server) createVM(c *gin.Context) {
 		s.writeError(c, err)
 		return
 	}
+	if isDryRun(c) {
+		writeDryRun(c, messages.DryRunCreate, vm, nil)
+		return
+	}
 	writeAccepted(c, vm, task)
 }
 
@@ -89,6 +93,10 @@ func (s *Server) updateVM(c *gin.Context) {
 	vm, err := s.cp.UpdateVM(c.Request.Context(), scopeOwner(c), c.Param("id"), req)
 	if err != nil {
 		s.writeError(c, err)
+		return
+	}
+	if isDryRun(c) {
+		writeDryRun(c, messages.DryRunUpdate, vm, nil)
 		return
 	}
 	writeVM(c, http.StatusOK, vm)
@@ -144,6 +152,12 @@ func (s *Server) vmTask(c *gin.Context, req messages.RequestVMTask) {
 	vm, task, err := s.cp.RunVMTask(c.Request.Context(), scopeOwner(c), c.Param("id"), req)
 	if err != nil {
 		s.writeError(c, err)
+		return
+	}
+	if isDryRun(c) {
+		action := map[string]string{messages.TaskVMDelete: messages.DryRunDelete, messages.TaskVMStart: messages.DryRunStart,
+			messages.TaskVMStop: messages.DryRunStop}[req.Kind]
+		writeDryRun(c, action, vm, nil)
 		return
 	}
 	writeAccepted(c, vm, task)

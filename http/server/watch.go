@@ -22,8 +22,13 @@ import (
 
 // Defaults of the watch settings in Config.
 const (
-	DefaultWatchPerUser   = 16
-	DefaultWatchAuthCheck = time.Minute
+	// DefaultWatchMaxClients bounds the streams one replica serves, all
+	// users together: each costs a goroutine, a buffer of up to
+	// watch.DefaultBuffer rendered events and a connection
+	// (BENCHMARKS.md, "Watch fan-out", has the cost per stream).
+	DefaultWatchMaxClients = 4096
+	DefaultWatchPerUser    = 16
+	DefaultWatchAuthCheck  = time.Minute
 )
 
 // watchResources maps a stream type to the RBAC resource its list needs.
@@ -35,28 +40,44 @@ var watchResources = map[string]string{
 	watch.Events: "",
 }
 
-// watchers counts the open streams of each user, to bound them.
+// watchers counts the open streams of each user and of the replica, to
+// bound them.
 type watchers struct {
-	mu   sync.Mutex
-	open map[string]int
+	mu    sync.Mutex
+	open  map[string]int
+	total int
 }
 
-func (w *watchers) acquire(user string, limit int) bool {
+// Why acquire refused a stream.
+const (
+	watchOK = iota
+	watchReplicaFull
+	watchUserFull
+)
+
+// acquire takes a stream slot for user, unless the replica already serves
+// max streams or the user perUser.
+func (w *watchers) acquire(user string, max, perUser int) int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.open == nil {
 		w.open = make(map[string]int)
 	}
-	if w.open[user] >= limit {
-		return false
+	if w.total >= max {
+		return watchReplicaFull
+	}
+	if w.open[user] >= perUser {
+		return watchUserFull
 	}
 	w.open[user]++
-	return true
+	w.total++
+	return watchOK
 }
 
 func (w *watchers) release(user string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.total--
 	if w.open[user]--; w.open[user] <= 0 {
 		delete(w.open, user)
 	}
@@ -97,7 +118,15 @@ func (s *Server) watchStream(c *gin.Context) {
 			return
 		}
 	}
-	if !s.watchers.acquire(p.UserID, s.cfg.WatchPerUser) {
+	switch s.watchers.acquire(p.UserID, s.cfg.WatchMaxClients, s.cfg.WatchPerUser) {
+	case watchReplicaFull:
+		// Not the caller's doing: another replica may have room, which is
+		// what a client with several servers tries next.
+		s.writeError(c, apiError(messages.KindTooManyRequests, "watch_capacity_reached",
+			"this replica serves %d watch streams, the most it allows; retry later or on another replica", s.cfg.WatchMaxClients).
+			WithDetail("limit", s.cfg.WatchMaxClients).WithDetail("retry_after", 1))
+		return
+	case watchUserFull:
 		s.writeError(c, apiError(messages.KindTooManyRequests, "too_many_watches",
 			"you have %d watch streams open, the most allowed; close one", s.cfg.WatchPerUser).
 			WithDetail("limit", s.cfg.WatchPerUser).WithDetail("retry_after", 1))
@@ -156,6 +185,12 @@ func (s *Server) serveEvents(c *gin.Context, p *messages.Principal, sub *watch.S
 		case err == nil:
 			if writeEvent(c, e) != nil {
 				return
+			}
+			// One flush (a write to the connection) for all the events
+			// already queued: a stream that lags catches up in fewer
+			// writes, which is most of a stream's cost per event.
+			if !sub.Pending() {
+				c.Writer.Flush()
 			}
 			continue
 		case ctx.Err() != nil:
@@ -222,11 +257,8 @@ func writeEvent(c *gin.Context, e watch.Event) error {
 	if e.Kind == watch.Bookmark {
 		data = []byte(`{"revision":` + strconv.FormatInt(e.Rev, 10) + `}`)
 	}
-	if _, err := fmt.Fprintf(c.Writer, "id: %d\nevent: %s\ndata: %s\n\n", e.Rev, e.Kind, data); err != nil {
-		return err
-	}
-	c.Writer.Flush()
-	return nil
+	_, err := fmt.Fprintf(c.Writer, "id: %d\nevent: %s\ndata: %s\n\n", e.Rev, e.Kind, data)
+	return err
 }
 
 // writeStreamError ends a stream with an event the client can act on: its

@@ -28,6 +28,12 @@ import (
 // authentication cache (so a revoked token is noticed at the next check).
 func startWatchEnv(t *testing.T, perUser int, authCheck time.Duration) *apiEnv {
 	t.Helper()
+	return startWatchEnvLimits(t, 0, perUser, authCheck)
+}
+
+// startWatchEnvLimits is startWatchEnv with a replica-wide stream limit too.
+func startWatchEnvLimits(t *testing.T, maxClients, perUser int, authCheck time.Duration) *apiEnv {
+	t.Helper()
 	return startEnvTuned(t, identity.Config{AuthCacheTTL: -1}, func(c *Config, st *store.Store) {
 		h := watch.New(st.Client(), watch.Config{}, nil)
 		ctx, cancel := context.WithCancel(context.Background())
@@ -40,7 +46,7 @@ func startWatchEnv(t *testing.T, perUser int, authCheck time.Duration) *apiEnv {
 			cancel()
 			<-done
 		})
-		c.Watch, c.WatchPerUser, c.WatchAuthCheck = h, perUser, authCheck
+		c.Watch, c.WatchMaxClients, c.WatchPerUser, c.WatchAuthCheck = h, maxClients, perUser, authCheck
 	})
 }
 
@@ -259,6 +265,41 @@ func TestWatchPerUserLimit(t *testing.T) {
 		return err == nil
 	})
 	open[1].Close()
+}
+
+// TestWatchReplicaLimit: over the replica's stream limit every user gets 429
+// watch_capacity_reached, whatever their own count, and a closed stream
+// frees its place for anyone.
+func TestWatchReplicaLimit(t *testing.T) {
+	e := startWatchEnvLimits(t, 2, 2, 0)
+	ctx := t.Context()
+	const devPassword = "developer-password-long-1"
+	e.createUser("dev@example.com", string(security.RoleDeveloper), devPassword)
+	admin := e.streamer(e.bearerOf(adminEmail, adminPassword))
+	dev := e.streamer(e.bearerOf("dev@example.com", devPassword))
+	a, err := admin.Watch(ctx, client.WatchOptions{Types: []string{"vms"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := dev.Watch(ctx, client.WatchOptions{Types: []string{"vms"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The developer has one stream of their two, but the replica is full.
+	_, err = dev.Watch(ctx, client.WatchOptions{Types: []string{"vms"}})
+	var ae *client.APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusTooManyRequests || ae.Code != "watch_capacity_reached" {
+		t.Fatalf("third stream on a full replica: %v", err)
+	}
+	a.Close()
+	testutil.Eventually(t, 30*time.Second, 20*time.Millisecond, "a freed replica slot", func() bool {
+		w, err := dev.Watch(ctx, client.WatchOptions{Types: []string{"vms"}})
+		if err == nil {
+			w.Close()
+		}
+		return err == nil
+	})
+	d.Close()
 }
 
 // TestWatchTokenRevoked: a stream whose token stops being valid is closed

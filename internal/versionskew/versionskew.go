@@ -13,6 +13,7 @@ package versionskew
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/Masterminds/semver/v3"
@@ -73,4 +74,72 @@ func older(cp, ag *semver.Version) string {
 		return "agent"
 	}
 	return "control plane"
+}
+
+// MaxReplicaMinorsApart is how many minor versions two otherix-api
+// replicas of one cluster may be apart. A rolling upgrade moves one replica
+// at a time by at most one minor version, so two adjacent minors run
+// together for a while; the newer writes nothing the older cannot read
+// (a format change is a persistence/schema migration, which stops the
+// older replicas instead).
+const MaxReplicaMinorsApart = 1
+
+// ReplicaRule is the replica rule in words, for refusals and logs.
+var ReplicaRule = fmt.Sprintf("otherix-api replicas of one cluster must share a major version and be at most %d minor version apart; "+
+	"upgrade one replica at a time, one minor version at a time", MaxReplicaMinorsApart)
+
+// Replica checks the version of a replica that is starting or joining
+// (self) against the version another member of the cluster recorded
+// (other, named otherName). It returns nil when the two may run together
+// or when either is a development build (checked reports which), and a
+// *messages.Error with Code otherwise, whose message says which one to
+// upgrade.
+func Replica(self, otherName, other string) (checked bool, err error) {
+	me, okMe := Release(self)
+	them, okThem := Release(other)
+	if !okMe || !okThem {
+		return false, nil
+	}
+	refuse := func(format string, args ...any) error {
+		e := messages.Errorf(messages.KindConflict, Code, format, args...)
+		e.Details = map[string]any{"replica_version": self, "member": otherName, "member_version": other, "rule": ReplicaRule}
+		return e
+	}
+	apart := int64(me.Minor()) - int64(them.Minor())
+	switch {
+	case me.Major() != them.Major():
+		return true, refuse("this replica is %s and member %s is %s: replicas must share a major version; "+
+			"upgrade the older ones first, one minor version at a time", self, otherName, other)
+	case apart > MaxReplicaMinorsApart:
+		return true, refuse("this replica is %s and member %s is %s, more than %d minor version behind: "+
+			"upgrade %s first (or remove it from the cluster), or run an otherix-api within one minor version of it",
+			self, otherName, other, MaxReplicaMinorsApart, otherName)
+	case -apart > MaxReplicaMinorsApart:
+		return true, refuse("this replica is %s and member %s is %s, more than %d minor version ahead: "+
+			"upgrade this replica to within one minor version of %s", self, otherName, other, MaxReplicaMinorsApart, other)
+	}
+	return true, nil
+}
+
+// Members checks a starting or joining replica's version (self) against
+// the versions the other members of its cluster recorded (member name →
+// version), in name order, and returns the first refusal; checked counts
+// the members whose version was compared (development builds and rows
+// without a version are not).
+func Members(self string, others map[string]string) (checked int, err error) {
+	names := make([]string, 0, len(others))
+	for n := range others {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		ok, err := Replica(self, n, others[n])
+		if err != nil {
+			return checked, err
+		}
+		if ok {
+			checked++
+		}
+	}
+	return checked, nil
 }

@@ -14,14 +14,23 @@
 //	                        the URL, the sha256 it served, its validators
 //	partial/<key>[.meta]    a download in progress, kept for a resume
 //	tmp/                    conversions in progress, emptied at start
+//	usage/<sha256>.json     a base's last use (the LRU order of eviction)
+//	                        and its names in the old layout
+//	migrate.json            the journal of a legacy-layout migration
 //
 // A base is keyed by content, so two URLs serving the same bytes share it,
 // but a request is served from the cache only through the record of its
 // own URL (and, when it names a sha256, only if the record has that
 // digest): a URL that merely shares a file name with another can never
-// stand in for it. Files of the layout before this one (an image per URL
-// basename at the top of the directory) are neither used nor reported nor
-// removed: the disks of existing VMs still name them as their backing files.
+// stand in for it.
+//
+// Files of the layout before this one (an image per URL basename at the
+// top of the directory) are moved into bases/ by MigrateLegacy, and the VM
+// disks backed by them rebased onto the new path (see migrate.go).
+//
+// A base is kept while any VM disk's backing chain uses it (a scan of the
+// disk directories' qcow2 headers: refs.go). With a size limit, unused
+// bases are evicted least recently used first (evict.go).
 package images
 
 import (
@@ -64,6 +73,10 @@ const (
 	// (If-None-Match / If-Modified-Since): a 304 keeps the cached image, a
 	// new body is downloaded and normalised.
 	PullAlways PullPolicy = "always"
+	// PullNever uses only what is cached and fails with CodeNotPresent
+	// otherwise. Only per call (EnsureWith): an agent-wide Never would
+	// make a fresh node useless.
+	PullNever PullPolicy = "never"
 )
 
 // Options tunes a Cache. The zero value is usable.
@@ -81,6 +94,24 @@ type Options struct {
 	Allow []netip.Prefix
 	// PullPolicy is PullIfNotPresent (the default) or PullAlways.
 	PullPolicy PullPolicy
+	// MaxCacheBytes limits the bytes of the pool's bases; above it, unused
+	// bases are evicted least recently used first, after each download and
+	// every EvictInterval. Zero or less: no limit.
+	MaxCacheBytes int64
+	// EvictInterval is the period of the eviction pass (default 10m); it
+	// runs only with MaxCacheBytes set.
+	EvictInterval time.Duration
+	// EvictGrace keeps bases used this recently (default 5m).
+	EvictGrace time.Duration
+	// DiskDirs are the directories whose qcow2 files' backing chains keep
+	// bases from deletion and eviction, and are rebased by MigrateLegacy.
+	DiskDirs []string
+	// OnEvict, if set, hears of each eviction pass that evicted something
+	// or failed (for the agent's log).
+	OnEvict func(evicted []string, err error)
+
+	// now replaces the clock (tests); set before the eviction loop starts.
+	now func() time.Time
 }
 
 // Image is a cached base image.
@@ -110,14 +141,27 @@ type Cache struct {
 	maxNameLen int
 	maxSize    int64
 	pull       PullPolicy
+	maxCache   int64
+	evictGrace time.Duration
+	diskDirs   []string
+	onEvict    func([]string, error)
+
+	// gcMu serialises what removes bases (Delete, Evict) with the disk
+	// creations that name them (CreateVMDisk) and with the migration.
+	gcMu sync.RWMutex
+	// usageMu serialises read-modify-writes of usage records.
+	usageMu sync.Mutex
 
 	// qemuImg is the qemu-img binary; a seam for tests.
 	qemuImg string
 	// freeSpace reports the bytes available to us under dir; a seam so tests
 	// can pretend the pool is full.
 	freeSpace func(dir string) (int64, error)
-	// now is the clock of source records; a seam for tests.
+	// now is the clock of source and usage records; a seam for tests.
 	now func() time.Time
+	// migrateHook, if set, is called at each kill point of MigrateLegacy;
+	// an error stops the migration there, as a kill -9 would. A test seam.
+	migrateHook func(step string) error
 
 	// ctx is the lifecycle root of the download goroutines; Close cancels it.
 	ctx    context.Context
@@ -131,6 +175,9 @@ type Cache struct {
 	// Ensure and each heartbeat's List then skip the qemu-img info exec,
 	// about 6 ms per image per call on a 2-core host (BenchmarkCachedEnsure).
 	described map[string]describedImage
+	// handed (guarded by mu) is when each base was last returned by
+	// Ensure, for eviction's grace period.
+	handed map[string]time.Time
 }
 
 // describedImage is an Image as described when its file had identity id.
@@ -161,7 +208,7 @@ func New(pool, dir string, opts Options) (*Cache, error) {
 	if err != nil {
 		return nil, newError(CodeCacheIO, "resolve pool directory", err)
 	}
-	for _, d := range []string{abs, filepath.Join(abs, dirBases), filepath.Join(abs, dirSources), filepath.Join(abs, dirPartial), filepath.Join(abs, dirTmp)} {
+	for _, d := range []string{abs, filepath.Join(abs, dirBases), filepath.Join(abs, dirSources), filepath.Join(abs, dirPartial), filepath.Join(abs, dirTmp), filepath.Join(abs, dirUsage)} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, newError(CodeCacheIO, "create pool directory", err)
 		}
@@ -181,13 +228,20 @@ func New(pool, dir string, opts Options) (*Cache, error) {
 		maxNameLen: opts.MaxNameLen,
 		maxSize:    opts.MaxSize,
 		pull:       opts.PullPolicy,
+		maxCache:   opts.MaxCacheBytes,
+		evictGrace: opts.EvictGrace,
+		onEvict:    opts.OnEvict,
 		qemuImg:    qemuImgBinary,
 		freeSpace:  statfsFree,
 		now:        time.Now,
 		flights:    map[string]*flight{},
 		described:  map[string]describedImage{},
+		handed:     map[string]time.Time{},
 	}
 	c.client = newHTTPClient(c.policy)
+	if opts.now != nil {
+		c.now = opts.now
+	}
 	if c.stall <= 0 {
 		c.stall = defaultStallTimeout
 	}
@@ -196,6 +250,16 @@ func New(pool, dir string, opts Options) (*Cache, error) {
 	}
 	if c.maxSize <= 0 {
 		c.maxSize = DefaultMaxSize
+	}
+	if c.evictGrace <= 0 {
+		c.evictGrace = defaultEvictGrace
+	}
+	for _, d := range opts.DiskDirs {
+		a, err := filepath.Abs(d)
+		if err != nil {
+			return nil, newError(CodeCacheIO, "resolve disk directory", err)
+		}
+		c.diskDirs = append(c.diskDirs, a)
 	}
 	switch c.pull {
 	case "":
@@ -208,6 +272,14 @@ func New(pool, dir string, opts Options) (*Cache, error) {
 	// default overlay supernet.
 	c.SetClusterNetworks([]netip.Prefix{defaultSupernet})
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	if c.maxCache > 0 {
+		interval := opts.EvictInterval
+		if interval <= 0 {
+			interval = 10 * time.Minute
+		}
+		c.wg.Add(1)
+		go c.evictLoop(interval)
+	}
 	return c, nil
 }
 
@@ -243,6 +315,12 @@ func statfsFree(dir string) (int64, error) {
 // Concurrent calls for one URL share a single download. A caller whose ctx
 // ends stops waiting; the download goes on while anyone still waits.
 func (c *Cache) Ensure(ctx context.Context, rawURL, sha string, progress Progress) (Image, error) {
+	return c.EnsureWith(ctx, rawURL, sha, "", progress)
+}
+
+// EnsureWith is Ensure under the pull policy pull for this call ("" for
+// the cache's own): a VM spec may ask for Always or Never.
+func (c *Cache) EnsureWith(ctx context.Context, rawURL, sha string, pull PullPolicy, progress Progress) (Image, error) {
 	if _, err := nameFromURL(rawURL, c.maxNameLen); err != nil {
 		return Image{}, err
 	}
@@ -250,13 +328,32 @@ func (c *Cache) Ensure(ctx context.Context, rawURL, sha string, progress Progres
 	if err != nil {
 		return Image{}, err
 	}
-	if c.pull == PullIfNotPresent {
-		if img, ok, err := c.cached(ctx, rawURL, want); ok || err != nil {
-			return img, err
+	switch pull {
+	case "":
+		pull = c.pull
+	case PullIfNotPresent, PullAlways, PullNever:
+	default:
+		return Image{}, newError(CodePullPolicyInvalid, fmt.Sprintf("pull policy %q is not %s, %s or %s", pull, PullIfNotPresent, PullAlways, PullNever), nil)
+	}
+	if pull != PullAlways {
+		img, ok, err := c.cached(ctx, rawURL, want)
+		if err != nil {
+			return Image{}, err
+		}
+		if ok {
+			c.touch(img.SHA256)
+			return img, nil
+		}
+		if pull == PullNever {
+			msg := "no cached image for " + rawURL
+			if want != "" {
+				msg += " with sha256 " + want
+			}
+			return Image{}, newError(CodeNotPresent, msg+" on pool "+c.pool+" and the pull policy is Never", nil)
 		}
 	}
 
-	f, sub := c.join(rawURL, want, progress)
+	f, sub := c.join(rawURL, want, pull, progress)
 	defer c.leave(f, sub)
 	select {
 	case <-f.done:
@@ -264,7 +361,11 @@ func (c *Cache) Ensure(ctx context.Context, rawURL, sha string, progress Progres
 			return Image{}, f.err
 		}
 		// Another caller started this download, perhaps with another digest.
-		return f.img, checkDigest(f.img, want)
+		if err := checkDigest(f.img, want); err != nil {
+			return Image{}, err
+		}
+		c.touch(f.img.SHA256)
+		return f.img, nil
 	case <-ctx.Done():
 		return Image{}, fmt.Errorf("images: ensure %s: %w", rawURL, ctx.Err())
 	}
@@ -384,8 +485,8 @@ func (c *Cache) List() ([]Image, error) {
 }
 
 // LegacyFiles names the files of the layout before content keys (one image
-// per URL basename at the top of the cache): they are not used any more and
-// can be removed once no VM disk names them as its backing file.
+// per URL basename at the top of the cache) that MigrateLegacy has not
+// moved yet.
 func (c *Cache) LegacyFiles() []string {
 	entries, err := os.ReadDir(c.dir)
 	if err != nil {
@@ -393,11 +494,27 @@ func (c *Cache) LegacyFiles() []string {
 	}
 	var out []string
 	for _, e := range entries {
-		if e.Type().IsRegular() {
+		if e.Type().IsRegular() && validLegacyName(e.Name()) {
 			out = append(out, e.Name())
 		}
 	}
 	return out
+}
+
+// touch notes in memory that digest was just handed out: eviction spares
+// it for the grace period, so the VM disk about to be built on it finds it.
+// A cached Ensure writes nothing to disk; CreateVMDisk records the use.
+func (c *Cache) touch(digest string) {
+	c.mu.Lock()
+	c.handed[digest] = c.now()
+	c.mu.Unlock()
+}
+
+// handedAt is when digest was last handed out by this process.
+func (c *Cache) handedAt(digest string) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.handed[digest]
 }
 
 // syncDir makes renames in dir durable.

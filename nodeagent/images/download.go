@@ -45,10 +45,10 @@ type fetched struct {
 
 // download fetches url, refuses or normalises what it got and records it.
 // It runs on the flight's goroutine.
-func (c *Cache) download(ctx context.Context, url, want string, progress Progress) (Image, error) {
+func (c *Cache) download(ctx context.Context, url, want string, pull PullPolicy, progress Progress) (Image, error) {
 	// A flight that finished just before this one started may have
 	// recorded the image already.
-	if c.pull == PullIfNotPresent {
+	if pull != PullAlways {
 		if img, ok, err := c.cached(ctx, url, want); ok || err != nil {
 			return img, err
 		}
@@ -149,6 +149,10 @@ func (c *Cache) fetch(ctx context.Context, url string, cond *sourceRecord, progr
 		return res, nil
 	}
 	if err := f.Sync(); err != nil {
+		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+			c.discardPartial(url)
+			return res, newError(CodeInsufficientStorage, fmt.Sprintf("download failed: pool %s ran out of space", c.pool), err)
+		}
 		return res, newError(CodeCacheIO, "sync partial download", err)
 	}
 	res.digest = hex.EncodeToString(h.Sum(nil))
@@ -272,7 +276,7 @@ func (c *Cache) transfer(ctx context.Context, f *os.File, url string, offset int
 		}
 		if remaining > free {
 			c.discardPartial(url)
-			return res, newError(CodeTooLarge, fmt.Sprintf("download refused: the image needs %d more bytes, pool %s has %d free", remaining, c.pool, free), nil)
+			return res, newError(CodeInsufficientStorage, fmt.Sprintf("download refused: the image needs %d more bytes, pool %s has %d free", remaining, c.pool, free), nil)
 		}
 	}
 	if res.meta, err = c.saveMeta(url, resp.Header); err != nil {
@@ -294,9 +298,11 @@ func (c *Cache) transfer(ctx context.Context, f *os.File, url string, offset int
 				return res, newError(CodeTooLarge, fmt.Sprintf("download refused: the image exceeds the limit of %d bytes", c.maxSize), nil)
 			}
 			if _, err := f.Write(buf[:n]); err != nil {
-				if errors.Is(err, syscall.ENOSPC) {
+				if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+					// A partial file on a full pool is not worth resuming:
+					// it holds the space others need.
 					c.discardPartial(url)
-					return res, newError(CodeTooLarge, fmt.Sprintf("download refused: pool %s ran out of space", c.pool), err)
+					return res, newError(CodeInsufficientStorage, fmt.Sprintf("download failed: pool %s ran out of space after %d bytes", c.pool, done), err)
 				}
 				return res, newError(CodeCacheIO, "write partial download", err)
 			}

@@ -28,6 +28,17 @@ const (
 	// CodeCorrupt: qemu-img check found the image inconsistent (a truncated
 	// file, for one).
 	CodeCorrupt = "image_corrupt"
+	// CodeInsufficientStorage: the pool has no room for the image (checked
+	// before a download, or the filesystem filled up during one); the
+	// partial file is removed.
+	CodeInsufficientStorage = "insufficient_storage"
+	// CodeNotPresent: the pull policy is Never and the pool holds no base
+	// for the URL (and digest) asked for.
+	CodeNotPresent = "image_not_present"
+	// CodePullPolicyInvalid: a pull policy that is not one of ours.
+	CodePullPolicyInvalid = "image_pull_policy_invalid"
+	// CodeInUse: a VM disk's backing chain uses the base; it is kept.
+	CodeInUse = "image_in_use"
 )
 
 // Error is a failure with a stable Code. errors.Is matches another *Error

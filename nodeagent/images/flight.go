@@ -10,7 +10,8 @@ import (
 // sources, whatever their file names.
 type flight struct {
 	url    string
-	sha    string // the digest the first caller asked for; "" for none
+	sha    string     // the digest the first caller asked for; "" for none
+	pull   PullPolicy // the first caller's policy (never PullNever)
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{} // closed once img and err are set
@@ -32,13 +33,13 @@ type flight struct {
 
 // join adds the caller to the flight for url, starting one if needed, and
 // subscribes progress. The returned id unsubscribes in leave.
-func (c *Cache) join(url, sha string, progress Progress) (*flight, int) {
+func (c *Cache) join(url, sha string, pull PullPolicy, progress Progress) (*flight, int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	f := c.flights[url]
 	if f == nil || f.abandoned {
 		prev := f
-		f = &flight{url: url, sha: sha, done: make(chan struct{}), subs: map[int]Progress{}, lastTotal: -1}
+		f = &flight{url: url, sha: sha, pull: pull, done: make(chan struct{}), subs: map[int]Progress{}, lastTotal: -1}
 		f.ctx, f.cancel = context.WithCancel(c.ctx)
 		c.flights[url] = f
 		c.wg.Add(1)
@@ -74,7 +75,15 @@ func (c *Cache) run(f *flight, prev *flight) {
 	if prev != nil {
 		<-prev.done
 	}
-	img, err := c.download(f.ctx, f.url, f.sha, f.report)
+	img, err := c.download(f.ctx, f.url, f.sha, f.pull, f.report)
+	if err == nil {
+		// The new base is the youngest: eviction makes room around it.
+		_ = c.MarkUsed(img.SHA256)
+		c.touch(img.SHA256)
+		if c.maxCache > 0 {
+			c.evictLogged()
+		}
+	}
 	c.mu.Lock()
 	f.img, f.err = img, err
 	if c.flights[f.url] == f {

@@ -125,13 +125,13 @@ func dirNames(t *testing.T, dir string) []string {
 // no source record, no partial download and no conversion behind.
 func assertNothingCached(t *testing.T, c *Cache) {
 	t.Helper()
-	for _, d := range []string{dirBases, dirSources, dirPartial, dirTmp} {
+	for _, d := range []string{dirBases, dirSources, dirPartial, dirTmp, dirUsage} {
 		if names := dirNames(t, filepath.Join(c.dir, d)); len(names) != 0 {
 			t.Errorf("%s/ holds %v, want nothing", d, names)
 		}
 	}
-	if names := dirNames(t, c.dir); strings.Join(names, ",") != "bases,partial,sources,tmp" {
-		t.Errorf("cache directory holds %v, want the four subdirectories only", names)
+	if names := dirNames(t, c.dir); strings.Join(names, ",") != "bases,partial,sources,tmp,usage" {
+		t.Errorf("cache directory holds %v, want the five subdirectories only", names)
 	}
 }
 

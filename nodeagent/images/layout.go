@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -89,12 +90,26 @@ func (c *Cache) writeSource(rec sourceRecord) error {
 // sourcesByDigest maps each base's digest to the record of the lowest URL
 // that served it, so List names a base the same way on every beat.
 func (c *Cache) sourcesByDigest() (map[string]sourceRecord, error) {
+	all, err := c.sourcesAll()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]sourceRecord, len(all))
+	for d, recs := range all {
+		out[d] = recs[0]
+	}
+	return out, nil
+}
+
+// sourcesAll maps each base's digest to the records of every URL that
+// served it, lowest URL first.
+func (c *Cache) sourcesAll() (map[string][]sourceRecord, error) {
 	dir := filepath.Join(c.dir, dirSources)
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, newError(CodeCacheIO, "read sources directory", err)
 	}
-	out := map[string]sourceRecord{}
+	out := map[string][]sourceRecord{}
 	for _, e := range entries {
 		if !e.Type().IsRegular() || !strings.HasSuffix(e.Name(), ".json") {
 			continue
@@ -107,9 +122,10 @@ func (c *Cache) sourcesByDigest() (map[string]sourceRecord, error) {
 		if json.Unmarshal(b, &rec) != nil || rec.SHA256 == "" {
 			continue
 		}
-		if have, ok := out[rec.SHA256]; !ok || rec.URL < have.URL {
-			out[rec.SHA256] = rec
-		}
+		out[rec.SHA256] = append(out[rec.SHA256], rec)
+	}
+	for _, recs := range out {
+		sort.Slice(recs, func(i, j int) bool { return recs[i].URL < recs[j].URL })
 	}
 	return out, nil
 }

@@ -185,7 +185,7 @@ func (c *Cache) normalise(ctx context.Context, src, digest string) error {
 		return newError(CodeCacheIO, "free space of pool", err)
 	}
 	if need > free {
-		return newError(CodeTooLarge, fmt.Sprintf("download refused: the normalised image needs %d bytes, pool %s has %d free", need, c.pool, free), nil)
+		return newError(CodeInsufficientStorage, fmt.Sprintf("download refused: the normalised image needs %d bytes, pool %s has %d free", need, c.pool, free), nil)
 	}
 
 	tmp, err := os.CreateTemp(filepath.Join(c.dir, dirTmp), digest+"-*.qcow2")
@@ -201,6 +201,11 @@ func (c *Cache) normalise(ctx context.Context, src, digest string) error {
 		return err
 	}
 	if code != 0 {
+		// The pool may have filled up under the conversion (the check
+		// above is only a forecast).
+		if free, err := c.freeSpace(c.dir); err == nil && free < need {
+			return newError(CodeInsufficientStorage, fmt.Sprintf("conversion failed: pool %s has %d bytes free, the image needs %d", c.pool, free, need), nil)
+		}
 		return invalidFormat(fmt.Sprintf("qemu-img convert failed (exit %d)", code))
 	}
 	if err := c.verifyBase(ctx, tmp.Name(), info.VirtualSize); err != nil {

@@ -23,6 +23,22 @@ func CreateVMDisk(ctx context.Context, base Image, path string, sizeBytes int64)
 	return createVMDisk(ctx, qemuImgBinary, base, path, sizeBytes)
 }
 
+// CreateVMDisk is the package's CreateVMDisk for a base of this cache:
+// no Delete or eviction removes the base while the disk is being made,
+// and the base's last use is recorded (the LRU order of eviction).
+func (c *Cache) CreateVMDisk(ctx context.Context, base Image, path string, sizeBytes int64) error {
+	c.gcMu.RLock()
+	defer c.gcMu.RUnlock()
+	if _, err := os.Stat(base.Path); err != nil {
+		return newError(CodeNotPresent, fmt.Sprintf("image %s (sha256 %s) was removed from pool %s", base.Name, base.SHA256, c.pool), err)
+	}
+	if isDigest(base.SHA256) {
+		// Only LRU precision is lost if this fails.
+		_ = c.MarkUsed(base.SHA256)
+	}
+	return createVMDisk(ctx, c.qemuImg, base, path, sizeBytes)
+}
+
 func createVMDisk(ctx context.Context, qemuImg string, base Image, path string, sizeBytes int64) error {
 	// Bases are normalised qcow2 files; the VM disk names that format in
 	// its header (-F), so QEMU never probes the base's format.

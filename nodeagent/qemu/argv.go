@@ -20,6 +20,9 @@ const (
 	PidFile      = "qemu.pid"
 	QMPSocket    = "qmp.sock"
 	SerialSocket = "serial.sock"
+	// GuestAgentSocket is QEMU's end of the guest agent channel
+	// (virtio-serial port org.qemu.guest_agent.0, guestagent.go).
+	GuestAgentSocket = "qga.sock"
 )
 
 // sunPathMax is sizeof(sockaddr_un.sun_path) minus the terminating NUL:
@@ -70,6 +73,9 @@ func QMPPath(runDir string) string { return filepath.Join(runDir, QMPSocket) }
 
 // SerialPath is where QEMU serves the guest's first serial port in runDir.
 func SerialPath(runDir string) string { return filepath.Join(runDir, SerialSocket) }
+
+// GuestAgentPath is where QEMU serves the guest agent channel in runDir.
+func GuestAgentPath(runDir string) string { return filepath.Join(runDir, GuestAgentSocket) }
 
 // PidPath is where the agent records QEMU's pid in runDir.
 func PidPath(runDir string) string { return filepath.Join(runDir, PidFile) }
@@ -162,6 +168,7 @@ func plan(s Spec) ([]string, []inherit, error) {
 		"-mon", "chardev=qmp,mode=control",
 		"-chardev", "socket,id=serial0,fd="+fd(fdListen, SerialPath(s.RunDir))+",server=on,wait=off",
 		"-serial", "chardev:serial0",
+		"-chardev", "socket,id=qga0,fd="+fd(fdListen, GuestAgentPath(s.RunDir))+",server=on,wait=off",
 		// A panicked guest is ended rather than left paused: nothing reads
 		// a paused guest's memory, the panic is in the serial log, and the
 		// node gets its memory back. The agent reports the VM crashed.
@@ -188,7 +195,9 @@ func plan(s Spec) ([]string, []inherit, error) {
 	// that would corrupt or remount its filesystems; once space is freed,
 	// cont retries the write. Any other error goes to the guest, which
 	// handles a failing disk better than a pause nobody can cure.
-	devices := []string{"-device", "virtio-blk-pci,drive=disk0,bootindex=0," + diskErrorPolicy}
+	// id=disk0 names the device for query-block and the chain read back
+	// (Monitor.Chain), like hot-plugged disks (hotplug.go).
+	devices := []string{"-device", "virtio-blk-pci,id=disk0,drive=disk0,bootindex=0," + diskErrorPolicy}
 	if s.Seed != "" {
 		// virtio, not a CD-ROM: the cloud kernel has no AHCI driver for q35's cdrom.
 		blockdevs = append(blockdevs,
@@ -202,6 +211,21 @@ func plan(s Spec) ([]string, []inherit, error) {
 		a = append(a, "-blockdev", b)
 	}
 	a = append(a, devices...)
+	// Empty PCIe root ports for disks attached while the VM runs: q35's
+	// and virt's root buses take no hot-plugged device, and ports cannot
+	// be added later. Each costs a PCI slot on the root bus and nothing
+	// while empty. chassis/port pairs must be unique.
+	for i := 0; i < HotplugPorts; i++ {
+		a = append(a, "-device", fmt.Sprintf("pcie-root-port,id=%s,chassis=%d,port=0x%x", hotplugPort(i), i+1, 0x10+i))
+	}
+	// The guest agent channel: a virtio-serial port the guest's qemu-ga
+	// opens by name, whose host end (chardev qga0 above) is a socket the
+	// agent dials (guestagent.go). A guest that runs no agent just never
+	// answers.
+	a = append(a,
+		"-device", "virtio-serial-pci,id=vser0",
+		"-device", "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0",
+	)
 	if len(s.NICs) == 0 {
 		a = append(a, "-nic", "none")
 	}
@@ -266,7 +290,7 @@ func validate(s Spec) error {
 	if strings.ContainsRune(s.RunDir, 0) {
 		return bad("run dir %q: must not contain NUL", s.RunDir)
 	}
-	for _, p := range []string{QMPPath(s.RunDir), SerialPath(s.RunDir)} {
+	for _, p := range []string{QMPPath(s.RunDir), SerialPath(s.RunDir), GuestAgentPath(s.RunDir)} {
 		if len(p) > sunPathMax {
 			return bad("socket path %q is %d bytes, unix sockets allow %d", p, len(p), sunPathMax)
 		}

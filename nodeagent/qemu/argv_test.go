@@ -26,6 +26,7 @@ func TestArgv(t *testing.T) {
 			"-mon", "chardev=qmp,mode=control",
 			"-chardev", "socket,id=serial0,fd=4,server=on,wait=off",
 			"-serial", "chardev:serial0",
+			"-chardev", "socket,id=qga0,fd=5,server=on,wait=off",
 			"-action", "panic=shutdown",
 		}
 	}
@@ -34,8 +35,16 @@ func TestArgv(t *testing.T) {
 			"-add-fd", "fd=" + strconv.Itoa(fd) + ",set=" + strconv.Itoa(set),
 			"-blockdev", `{"cache":{"direct":true},"discard":"unmap","driver":"file","filename":"/dev/fdset/` + strconv.Itoa(set) + `","node-name":"disk0-file"}`,
 			"-blockdev", `{"backing":` + backing + `,"discard":"unmap","driver":"qcow2","file":"disk0-file","node-name":"disk0"}`,
-			"-device", "virtio-blk-pci,drive=disk0,bootindex=0,werror=enospc,rerror=report",
+			"-device", "virtio-blk-pci,id=disk0,drive=disk0,bootindex=0,werror=enospc,rerror=report",
 		}
+	}
+	ports := []string{
+		"-device", "pcie-root-port,id=hp0,chassis=1,port=0x10", "-device", "pcie-root-port,id=hp1,chassis=2,port=0x11",
+		"-device", "pcie-root-port,id=hp2,chassis=3,port=0x12", "-device", "pcie-root-port,id=hp3,chassis=4,port=0x13",
+		"-device", "pcie-root-port,id=hp4,chassis=5,port=0x14", "-device", "pcie-root-port,id=hp5,chassis=6,port=0x15",
+		"-device", "pcie-root-port,id=hp6,chassis=7,port=0x16", "-device", "pcie-root-port,id=hp7,chassis=8,port=0x17",
+		"-device", "virtio-serial-pci,id=vser0",
+		"-device", "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0",
 	}
 	cat := func(parts ...[]string) []string {
 		var out []string
@@ -50,38 +59,38 @@ func TestArgv(t *testing.T) {
 		edit func(*Spec)
 		want []string
 	}{
-		{"amd64 tcg", func(*Spec) {}, cat(common("tcg"), disk(5, 1, "null"), none)},
-		{"amd64 kvm", func(s *Spec) { s.Accel = "kvm"; s.Arch = "amd64" }, cat(common("kvm"), disk(5, 1, "null"), none)},
+		{"amd64 tcg", func(*Spec) {}, cat(common("tcg"), disk(6, 1, "null"), ports, none)},
+		{"amd64 kvm", func(s *Spec) { s.Accel = "kvm"; s.Arch = "amd64" }, cat(common("kvm"), disk(6, 1, "null"), ports, none)},
 		{"base named by the agent, not the header", func(s *Spec) { s.Base = "/var/lib/otherix/images/deb,ian.qcow2"; s.BaseFormat = "qcow2" }, cat(common("tcg"),
-			[]string{"-add-fd", "fd=5,set=1", "-add-fd", "fd=6,set=2",
+			[]string{"-add-fd", "fd=6,set=1", "-add-fd", "fd=7,set=2",
 				"-blockdev", `{"cache":{"direct":true},"driver":"file","filename":"/dev/fdset/1","node-name":"base0-file","read-only":true}`,
 				"-blockdev", `{"driver":"qcow2","file":"base0-file","node-name":"base0","read-only":true}`,
 				"-blockdev", `{"cache":{"direct":true},"discard":"unmap","driver":"file","filename":"/dev/fdset/2","node-name":"disk0-file"}`,
 				"-blockdev", `{"backing":"base0","discard":"unmap","driver":"qcow2","file":"disk0-file","node-name":"disk0"}`,
-				"-device", "virtio-blk-pci,drive=disk0,bootindex=0,werror=enospc,rerror=report"}, none)},
+				"-device", "virtio-blk-pci,id=disk0,drive=disk0,bootindex=0,werror=enospc,rerror=report"}, ports, none)},
 		{"seed", func(s *Spec) { s.Seed = "/var/lib/otherix/vm1/seed.iso" }, cat(common("tcg"),
-			[]string{"-add-fd", "fd=5,set=1", "-add-fd", "fd=6,set=2",
+			[]string{"-add-fd", "fd=6,set=1", "-add-fd", "fd=7,set=2",
 				"-blockdev", `{"cache":{"direct":true},"discard":"unmap","driver":"file","filename":"/dev/fdset/1","node-name":"disk0-file"}`,
 				"-blockdev", `{"backing":null,"discard":"unmap","driver":"qcow2","file":"disk0-file","node-name":"disk0"}`,
 				"-blockdev", `{"driver":"file","filename":"/dev/fdset/2","node-name":"seed0-file","read-only":true}`,
 				"-blockdev", `{"driver":"raw","file":"seed0-file","node-name":"seed0","read-only":true}`,
-				"-device", "virtio-blk-pci,drive=disk0,bootindex=0,werror=enospc,rerror=report", "-device", "virtio-blk-pci,drive=seed0"}, none)},
+				"-device", "virtio-blk-pci,id=disk0,drive=disk0,bootindex=0,werror=enospc,rerror=report", "-device", "virtio-blk-pci,drive=seed0"}, ports, none)},
 		{"nics", func(s *Spec) {
 			s.NICs = []NIC{{Tap: "otx-a", MAC: "52:54:00:AA:BB:01"}, {Tap: "otx-b", MAC: "52:54:00:aa:bb:02"}}
-		}, cat(common("tcg"), disk(5, 1, "null"), []string{
-			"-netdev", "tap,id=net0,fd=6",
+		}, cat(common("tcg"), disk(6, 1, "null"), ports, []string{
+			"-netdev", "tap,id=net0,fd=7",
 			"-device", "virtio-net-pci,netdev=net0,mac=52:54:00:aa:bb:01",
-			"-netdev", "tap,id=net1,fd=7",
+			"-netdev", "tap,id=net1,fd=8",
 			"-device", "virtio-net-pci,netdev=net1,mac=52:54:00:aa:bb:02"})},
-		{"sandbox", func(s *Spec) { s.Sandbox = true; s.User = &User{Name: "otherix-qemu", Uid: 999, Gid: 999} }, cat(common("tcg"), disk(5, 1, "null"),
+		{"sandbox", func(s *Spec) { s.Sandbox = true; s.User = &User{Name: "otherix-qemu", Uid: 999, Gid: 999} }, cat(common("tcg"), disk(6, 1, "null"), ports,
 			none, []string{"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"})},
 		{"arm64 tcg", func(s *Spec) { s.Arch = "arm64" }, func() []string {
-			a := cat(common("tcg"), disk(5, 1, "null"), none)
+			a := cat(common("tcg"), disk(6, 1, "null"), ports, none)
 			a[0] = "qemu-system-aarch64"
 			return append(append(a[:3:3], "-machine", "virt,accel=tcg", "-cpu", "max", "-device", "pvpanic-pci"), a[7:]...)
 		}()},
 		{"custom binary", func(s *Spec) { s.Binary = "/opt/qemu/bin/qemu-system-x86_64" }, func() []string {
-			a := cat(common("tcg"), disk(5, 1, "null"), none)
+			a := cat(common("tcg"), disk(6, 1, "null"), ports, none)
 			a[0] = "/opt/qemu/bin/qemu-system-x86_64"
 			return a
 		}()},

@@ -19,12 +19,21 @@ type Event struct {
 // event once the connection ends (QEMU exited) or when the Monitor is
 // closed.
 func (m *Monitor) Events() <-chan Event {
-	s := &subscriber{out: make(chan Event), wake: make(chan struct{}, 1)}
+	ch, _ := m.subscribe()
+	return ch
+}
+
+// subscribe is Events with a cancel func that ends the subscription, for
+// a command that waits for its own events (hotplug.go, jobs.go): without
+// it, every such wait would leave a queue growing until the connection
+// ends. The channel closes after cancel.
+func (m *Monitor) subscribe() (<-chan Event, func()) {
+	s := &subscriber{out: make(chan Event), wake: make(chan struct{}, 1), stop: make(chan struct{})}
 	m.mu.Lock()
 	if m.subs == nil { // already ended
 		m.mu.Unlock()
 		close(s.out)
-		return s.out
+		return s.out, func() {}
 	}
 	m.subs = append(m.subs, s)
 	m.wg.Add(1)
@@ -33,13 +42,27 @@ func (m *Monitor) Events() <-chan Event {
 		defer m.wg.Done()
 		s.deliver(m.quit)
 	}()
-	return s.out
+	var once sync.Once
+	return s.out, func() {
+		once.Do(func() {
+			m.mu.Lock()
+			for i, x := range m.subs {
+				if x == s {
+					m.subs = append(m.subs[:i:i], m.subs[i+1:]...)
+					break
+				}
+			}
+			m.mu.Unlock()
+			close(s.stop)
+		})
+	}
 }
 
 // subscriber is an unbounded queue in front of one Events channel.
 type subscriber struct {
 	out  chan Event
 	wake chan struct{} // capacity 1: "queue or ended changed"
+	stop chan struct{} // closed when the subscriber cancels (subscribe)
 
 	mu    sync.Mutex
 	queue []Event
@@ -82,6 +105,8 @@ func (s *subscriber) deliver(quit <-chan struct{}) {
 				continue
 			case <-quit:
 				return
+			case <-s.stop:
+				return
 			}
 		}
 		e := s.queue[0]
@@ -91,6 +116,8 @@ func (s *subscriber) deliver(quit <-chan struct{}) {
 		select {
 		case s.out <- e:
 		case <-quit:
+			return
+		case <-s.stop:
 			return
 		}
 	}

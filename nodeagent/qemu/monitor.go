@@ -36,6 +36,7 @@ type Monitor struct {
 	conn net.Conn
 
 	writeMu sync.Mutex // one command on the wire at a time
+	fdMu    sync.Mutex // one add-fd in flight: its descriptor waits in QEMU for it
 
 	mu      sync.Mutex
 	nextID  uint64
@@ -253,6 +254,12 @@ func (b boundMonitor) Run(command []byte) ([]byte, error) {
 // run sends cmd (with the "id" we match its reply by) and waits for that
 // reply.
 func (m *Monitor) run(ctx context.Context, name string, cmd map[string]json.RawMessage) (json.RawMessage, error) {
+	return m.runOOB(ctx, name, cmd, nil)
+}
+
+// runOOB is run with ancillary data (SCM_RIGHTS) sent with the command's
+// bytes, for add-fd.
+func (m *Monitor) runOOB(ctx context.Context, name string, cmd map[string]json.RawMessage, oob []byte) (json.RawMessage, error) {
 	ctx, cancel := context.WithTimeout(ctx, commandTimeout)
 	defer cancel()
 
@@ -279,7 +286,7 @@ func (m *Monitor) run(ctx context.Context, name string, cmd map[string]json.RawM
 	if err != nil {
 		return nil, err
 	}
-	if err := m.write(ctx, append(line, '\n')); err != nil {
+	if err := m.write(ctx, append(line, '\n'), oob); err != nil {
 		return nil, fmt.Errorf("qemu: qmp %s: %w", name, err)
 	}
 	select {
@@ -300,12 +307,20 @@ func (m *Monitor) run(ctx context.Context, name string, cmd map[string]json.RawM
 
 // write holds writeMu for one whole line; the deadline keeps a QEMU that
 // stopped reading from holding every other caller.
-func (m *Monitor) write(ctx context.Context, line []byte) error {
+func (m *Monitor) write(ctx context.Context, line, oob []byte) error {
 	m.writeMu.Lock()
 	defer m.writeMu.Unlock()
 	dl, _ := ctx.Deadline()
 	_ = m.conn.SetWriteDeadline(dl)
-	_, err := m.conn.Write(line)
+	var err error
+	if oob == nil {
+		_, err = m.conn.Write(line)
+	} else if uc, ok := m.conn.(*net.UnixConn); ok {
+		// One sendmsg: QEMU attaches the descriptor to these bytes.
+		_, _, err = uc.WriteMsgUnix(line, oob, nil)
+	} else {
+		err = errors.New("passing a descriptor needs a unix socket")
+	}
 	if err != nil {
 		select {
 		case <-m.ended:
@@ -373,10 +388,13 @@ func (m *Monitor) read(lr *lineReader) {
 	close(m.ended)
 }
 
-// maxQMPLine bounds one QMP message. QEMU's answers to the commands we send
-// are a few KiB; a QEMU that a guest has taken over could otherwise make
-// the agent buffer without end.
-const maxQMPLine = 1 << 20
+// maxQMPLine bounds one QMP message, so that a QEMU a guest has taken over
+// cannot make the agent buffer without end. Most answers are a few KiB,
+// but the block queries grow with the square of a snapshot chain's depth
+// (each node's "json:{…}" filename nests the whole chain below it):
+// query-named-block-nodes is 314 KiB for one disk 40 deep, and 9 disks at
+// MaxChainDepth come to about 7 MiB. A longer line ends the connection.
+const maxQMPLine = 16 << 20
 
 // ErrQMPLineTooLong ends a connection whose peer sent a longer message.
 var ErrQMPLineTooLong = errors.New("qemu: qmp message too long")

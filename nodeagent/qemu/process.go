@@ -560,7 +560,7 @@ func (p *Process) Close() error {
 }
 
 func removeRunFiles(runDir string) {
-	for _, f := range []string{PidFile, QMPSocket, SerialSocket} {
+	for _, f := range []string{PidFile, QMPSocket, SerialSocket, GuestAgentSocket} {
 		_ = os.Remove(filepath.Join(runDir, f))
 	}
 }

@@ -44,6 +44,17 @@ type Backend interface {
 	Console(id, mode string, force bool) (*console.Session, error)
 }
 
+// ImageBackend is the node's image cache. A Backend that implements it
+// serves GET /v1/images and DELETE /v1/images/{sha256}; without it those
+// routes answer 404.
+type ImageBackend interface {
+	// ImageInventory lists the cached images with the VMs using them.
+	ImageInventory(ctx context.Context) ([]messages.NodeImage, error)
+	// DeleteImage removes a cached image. Errors: image_in_use (a VM disk's
+	// backing chain uses it), image_not_found, image_sha256_invalid.
+	DeleteImage(ctx context.Context, sha256 string) error
+}
+
 // Limits of the API.
 const (
 	// MaxBodyBytes bounds a request body: a task carries a spec with at most
@@ -88,6 +99,26 @@ func newHandler(b Backend, log *slog.Logger, metrics http.Handler) http.Handler 
 		a.vmReply(w, r, func() (*messages.VMObserved, error) { return b.Resume(r.Context(), r.PathValue("id")) })
 	})
 	mux.HandleFunc("GET /v1/vms/{id}/log", a.vmLog)
+	if ib, ok := b.(ImageBackend); ok {
+		mux.HandleFunc("GET /v1/images", func(w http.ResponseWriter, r *http.Request) {
+			items, err := ib.ImageInventory(r.Context())
+			if err != nil {
+				writeError(w, err)
+				return
+			}
+			if items == nil {
+				items = []messages.NodeImage{}
+			}
+			writeJSON(w, http.StatusOK, messages.NodeImageList{Items: items})
+		})
+		mux.HandleFunc("DELETE /v1/images/{sha256}", func(w http.ResponseWriter, r *http.Request) {
+			if err := ib.DeleteImage(r.Context(), r.PathValue("sha256")); err != nil {
+				writeError(w, err)
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+		})
+	}
 	mux.HandleFunc("GET /v1/vms/{id}/console", a.console)
 	// Unknown paths and methods get the error envelope, not net/http's text.
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

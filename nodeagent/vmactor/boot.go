@@ -74,7 +74,7 @@ func (c *making) steps() []step {
 		name: stepFetchImage,
 		do: func(ctx context.Context) error {
 			e.progress(1, "fetching image "+spec.Image.URL)
-			img, err := e.m.cfg.Images.Ensure(ctx, spec.Image.URL, spec.Image.SHA256, e.downloadProgress)
+			img, err := e.m.cfg.Images.EnsureWith(ctx, spec.Image.URL, spec.Image.SHA256, pullPolicy(spec.Image.PullPolicy), e.downloadProgress)
 			c.img = img
 			return err
 		},
@@ -82,7 +82,7 @@ func (c *making) steps() []step {
 		name: stepCreateDisk,
 		do: func(ctx context.Context) error {
 			e.progress(downloadShare+5, "creating disk")
-			if err := images.CreateVMDisk(ctx, c.img, rec.Disk, int64(spec.DiskGiB)<<30); err != nil {
+			if err := e.m.cfg.Images.CreateVMDisk(ctx, c.img, rec.Disk, int64(spec.DiskGiB)<<30); err != nil {
 				return err
 			}
 			base, err := filepath.Abs(c.img.Path)

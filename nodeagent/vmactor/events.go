@@ -293,12 +293,17 @@ func ioErrorText(d map[string]any) string {
 	if node == "" {
 		node, _ = d["device"].(string)
 	}
-	disk := node
-	switch node {
-	case "disk0", "disk0-file":
+	// Node names derive from the disk's id (qemu/names.go): "disk0-s2"
+	// is the boot disk's snapshot overlay, "data1-file" a hot-plugged
+	// disk's image.
+	disk := qemu.DiskOfNode(node)
+	switch disk {
+	case "disk0":
 		disk = "vda"
-	case "seed0", "seed0-file":
+	case "seed0":
 		disk = "vdb (the cloud-init seed)"
+	case "base0":
+		disk = "vda (its base image)"
 	}
 	op, _ := d["operation"].(string)
 	why, _ := d["reason"].(string)

@@ -21,6 +21,12 @@ func TestIOErrorText(t *testing.T) {
 		{map[string]any{"node-name": "seed0", "operation": "read", "action": "stop", "reason": "Input/output error"},
 			[]string{"I/O error on disk vdb (the cloud-init seed): read Input/output error"}},
 		{map[string]any{"device": "other", "operation": "write", "action": "stop"}, []string{"I/O error on disk other: write unknown error"}},
+		// A snapshot's overlay is still the boot disk; a hot-plugged
+		// disk is named by its id, whatever node of its chain failed.
+		{map[string]any{"node-name": "disk0-s2-file", "operation": "write", "action": "stop", "nospace": true,
+			"reason": "No space left on device"}, []string{"I/O error on disk vda: No space left on device"}},
+		{map[string]any{"node-name": "data1-s3", "operation": "write", "action": "stop", "reason": "Input/output error"},
+			[]string{"I/O error on disk data1: write Input/output error"}},
 	} {
 		got := ioErrorText(tt.data)
 		for _, w := range tt.want {

@@ -149,7 +149,9 @@ func (m *Manager) sample(ctx context.Context, id string, in sampleInput) sampled
 	}
 	cur := messages.VMMetrics{ID: id, Name: in.name, VCPUs: len(cpus), CPUSeconds: cpu, RSSBytes: rss}
 	for _, b := range blocks {
-		name := cmp.Or(b.NodeName, b.Device)
+		// By disk, not by top node: a snapshot puts a new node on top
+		// ("disk0-s1") and the device's counters carry on under it.
+		name := cmp.Or(qemu.DiskOfNode(b.NodeName), b.Device)
 		if name == "" || len(name) > messages.MaxMetricsDeviceName || len(cur.Drives) == messages.MaxMetricsDrives {
 			continue
 		}

@@ -26,6 +26,10 @@ func IsNoSpace(err error) bool {
 	return err != nil && (errors.Is(err, rpctypes.ErrNoSpace) || errors.Is(err, rpctypes.ErrGRPCNoSpace))
 }
 
+// Unavailable is unavailable for callers that use the etcd client
+// directly (the watch hub): their failures answer as the store's do.
+func Unavailable(err error) error { return unavailable(err) }
+
 // unavailable turns an etcd failure into a domain error: the space alarm is
 // storage_full (507, a condition that needs space freed, not a retry soon),
 // a lost leader is no_quorum (503, at once: quorum.go), anything else is

@@ -150,6 +150,10 @@ func singularName(resource string) string {
 		return "network"
 	case Events:
 		return "event"
+	case Pools:
+		return "pool"
+	case Volumes:
+		return "volume"
 	}
 	return resource
 }

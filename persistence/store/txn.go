@@ -176,6 +176,20 @@ func (s *Store) Commit(ctx context.Context, t *Txn) error {
 	if len(t.ops) > s.maxOps || len(t.cmps) > s.maxOps {
 		return fmt.Errorf("%w: %d ops, %d compares, limit %d", ErrTooManyOps, len(t.ops), len(t.cmps), s.maxOps)
 	}
+	if IsDryRun(ctx) {
+		// The same guards, nothing to do when they hold: etcd answers a
+		// transaction without writes from its read path, so the revision
+		// does not move, and a refusal is explained as for a real commit.
+		// Nothing is written, so an Idempotency-Key's record is not marked.
+		resp, err := s.cli.Txn(ctx).If(t.cmps...).Commit()
+		if err != nil {
+			return unavailable(err)
+		}
+		if !resp.Succeeded {
+			return s.explain(ctx, t.guards)
+		}
+		return nil
+	}
 	cmps, ops, guards := t.cmps, t.ops, t.guards
 	// A write made for a request with an Idempotency-Key commits only while
 	// the request's reservation holds the key, and marks the record

@@ -1,6 +1,8 @@
-// The few REST calls the console page makes, over the same origin as the
-// page. The access token lives in sessionStorage only: it goes with the tab,
-// and the refresh token is kept in memory, only to revoke it on sign-out.
+// The REST calls the console and dashboard pages make, over the same origin
+// as the page. The access token lives in sessionStorage only: it goes with
+// the tab. The refresh token is kept in memory only: it renews the access
+// token of a page that signed in itself and is revoked on sign-out; a page
+// loaded with only the tab's access token signs in again when it expires.
 
 const TOKEN_KEY = "otherix.access_token";
 
@@ -54,6 +56,69 @@ async function request(method, path, body) {
 		throw new APIError(resp.status, e.code || "http_" + resp.status, e.message || resp.statusText || "request failed");
 	}
 	return data;
+}
+
+/** hasRefresh says whether this page holds a refresh token. */
+export function hasRefresh() {
+	return refreshToken !== "";
+}
+
+let refreshing = null;
+
+/**
+ * refresh trades the in-memory refresh token for a new pair; concurrent
+ * callers share one request. It resolves true when the tab has a fresh
+ * access token, false when it must sign in again.
+ */
+export function refresh() {
+	if (!refreshToken) return Promise.resolve(false);
+	if (!refreshing) {
+		refreshing = (async () => {
+			try {
+				const pair = await request("POST", "/v1/auth/refresh", { refresh_token: refreshToken });
+				if (!pair || !pair.access_token) return false;
+				sessionStorage.setItem(TOKEN_KEY, pair.access_token);
+				refreshToken = pair.refresh_token || refreshToken;
+				return true;
+			} catch {
+				refreshToken = "";
+				return false;
+			} finally {
+				refreshing = null;
+			}
+		})();
+	}
+	return refreshing;
+}
+
+/** get reads a JSON resource; a 401 is retried once after a refresh. */
+export async function get(path) {
+	try {
+		return await request("GET", path);
+	} catch (err) {
+		if (err.status === 401 && (await refresh())) return request("GET", path);
+		throw err;
+	}
+}
+
+/**
+ * listAll reads every page of a list. It answers the items and the lowest
+ * meta.revision of its pages: watching from there misses no change, and a
+ * change a later page already shows is recognised by the row's revision.
+ */
+export async function listAll(path) {
+	const items = [];
+	let revision = 0;
+	let cursor = "";
+	for (;;) {
+		const sep = path.includes("?") ? "&" : "?";
+		const page = await get(path + sep + "limit=200" + (cursor ? "&cursor=" + encodeURIComponent(cursor) : ""));
+		items.push(...(page.items || []));
+		const rev = page.meta?.revision || 0;
+		if (rev && (!revision || rev < revision)) revision = rev;
+		cursor = page.next_cursor || "";
+		if (!cursor) return { items, revision };
+	}
 }
 
 /** login exchanges the user's password for an access token. */

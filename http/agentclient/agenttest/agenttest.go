@@ -89,6 +89,8 @@ type Agent struct {
 	down    bool
 	// con holds the console sessions (console.go), made on first use.
 	con *consoleState
+	// images is the fake's image cache (images.go).
+	images []messages.NodeImage
 }
 
 type task struct {
@@ -186,6 +188,9 @@ func (a *Agent) serve(w http.ResponseWriter, r *http.Request) {
 	a.mu.Unlock()
 	if down {
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "the agent is shutting down")
+		return
+	}
+	if a.serveImages(w, r) {
 		return
 	}
 	switch {
