@@ -5,6 +5,7 @@ package server
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,6 +117,20 @@ func TestE2EDryRun(t *testing.T) {
 	if _, err := c.SetQuota(ctx, me.ID, messages.Quota{VMs: &one}); err != nil {
 		t.Fatal(err)
 	}
+	// The quota write's audit entry is flushed in a later batch; the
+	// revision is taken once it (and every entry before it) is stored.
+	testutil.EventuallyReport(t, 30*time.Second, 20*time.Millisecond, "the quota write audited", func() (bool, string) {
+		entries, _, err := c.ListAudit(ctx, client.ListOptions{Limit: 200})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, en := range entries {
+			if strings.HasSuffix(en.Action, "/quota") && strings.HasPrefix(en.Action, "PUT ") {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d entries", len(entries))
+	})
 	rev = e.revision()
 	_, err = c.DryRunCreateVM(ctx, vmRequest("over"))
 	wantCode(t, err, http.StatusUnprocessableEntity, "quota_exceeded")
