@@ -160,24 +160,8 @@ func growRaw(disk string, size int64) error {
 }
 
 func (b *btrfsDriver) Clone(ctx context.Context, o CloneOptions) (info Info, err error) {
-	if err := checkName("volume", o.Name); err != nil {
+	if err := o.check(); err != nil {
 		return Info{}, err
-	}
-	if err := checkName("source volume", o.Source); err != nil {
-		return Info{}, err
-	}
-	if o.Snapshot != "" {
-		if err := checkName("snapshot", o.Snapshot); err != nil {
-			return Info{}, err
-		}
-	}
-	if o.Size != 0 {
-		if err := checkSize(o.Size); err != nil {
-			return Info{}, err
-		}
-	}
-	if o.Name == o.Source {
-		return Info{}, newError(CodeExists, "volume "+o.Name+" already exists", nil)
 	}
 	defer b.lock(o.Name, o.Source)()
 	if err := b.checkOwner(o.Name); err != nil {

@@ -137,24 +137,8 @@ func (d *dirDriver) commitError(name string, err error) error {
 }
 
 func (d *dirDriver) Clone(ctx context.Context, o CloneOptions) (info Info, err error) {
-	if err := checkName("volume", o.Name); err != nil {
+	if err := o.check(); err != nil {
 		return Info{}, err
-	}
-	if err := checkName("source volume", o.Source); err != nil {
-		return Info{}, err
-	}
-	if o.Snapshot != "" {
-		if err := checkName("snapshot", o.Snapshot); err != nil {
-			return Info{}, err
-		}
-	}
-	if o.Size != 0 {
-		if err := checkSize(o.Size); err != nil {
-			return Info{}, err
-		}
-	}
-	if o.Name == o.Source {
-		return Info{}, newError(CodeExists, "volume "+o.Name+" already exists", nil)
 	}
 	defer d.lock(o.Name, o.Source)()
 	if err := d.checkOwner(o.Name); err != nil {

@@ -92,6 +92,31 @@ type CloneOptions struct {
 	Size int64
 }
 
+// check validates the names before any path is built from them, and the
+// size; both drivers call it first.
+func (o CloneOptions) check() error {
+	if err := checkName("volume", o.Name); err != nil {
+		return err
+	}
+	if err := checkName("source volume", o.Source); err != nil {
+		return err
+	}
+	if o.Snapshot != "" {
+		if err := checkName("snapshot", o.Snapshot); err != nil {
+			return err
+		}
+	}
+	if o.Size != 0 {
+		if err := checkSize(o.Size); err != nil {
+			return err
+		}
+	}
+	if o.Name == o.Source {
+		return newError(CodeExists, "volume "+o.Name+" already exists", nil)
+	}
+	return nil
+}
+
 // Info describes a volume.
 type Info struct {
 	Name string
