@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/vishvananda/netns"
@@ -31,6 +32,34 @@ func IP(t testing.TB, args ...string) string {
 		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+var runDir struct {
+	once sync.Once
+	err  error
+}
+
+// PrepareRunDir makes /run/netns the shared bind mount iproute2 makes of it,
+// by having ip add and delete a namespace, once per process. Code that
+// creates named namespaces itself (netns.NewNamed) must call it first: on a
+// host where /run/netns is not yet a mount point, NewNamed mounts namespaces
+// on the parent filesystem, and the first `ip netns` of any process (another
+// test package running in parallel) then bind-mounts /run/netns onto itself
+// recursively, copying those mounts. Deleting such a namespace detaches the
+// copy and fails on the original with EBUSY, leaving it mounted. Two ip
+// processes racing to make the mount stack peers, which stay consistent.
+func PrepareRunDir() error {
+	runDir.once.Do(func() {
+		name := fmt.Sprintf("otherix-prep-%d", os.Getpid())
+		if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+			runDir.err = fmt.Errorf("ip netns add %s: %v: %s", name, err, out)
+			return
+		}
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			runDir.err = fmt.Errorf("ip netns del %s: %v: %s", name, err, out)
+		}
+	})
+	return runDir.err
 }
 
 // New creates the namespace <prefix>-<pid>-<role> with lo up and deletes it

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/otherix/otherix/internal/netnstest"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -49,6 +50,9 @@ func newNS(t *testing.T, role string) *testNS {
 	nsSeq.n++
 	name := fmt.Sprintf("oxt-%d-%d-%s", os.Getpid(), nsSeq.n, role)
 	nsSeq.Unlock()
+	if err := netnstest.PrepareRunDir(); err != nil {
+		t.Fatal(err)
+	}
 	errc := make(chan error, 1)
 	var h netns.NsHandle
 	go func() {
