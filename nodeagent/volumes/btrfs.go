@@ -84,13 +84,8 @@ func (b *btrfsDriver) commit(tmp, final, point string) error {
 }
 
 func (b *btrfsDriver) Create(ctx context.Context, o CreateOptions) (info Info, err error) {
-	if err := checkName("volume", o.Name); err != nil {
+	if err := o.check(); err != nil {
 		return Info{}, err
-	}
-	if o.Base == "" || o.Size != 0 {
-		if err := checkSize(o.Size); err != nil {
-			return Info{}, err
-		}
 	}
 	defer b.lock(o.Name)()
 	if err := b.checkOwner(o.Name); err != nil {

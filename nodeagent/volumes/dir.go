@@ -74,13 +74,8 @@ func (d *dirDriver) commitFile(tmp, final, point string) error {
 }
 
 func (d *dirDriver) Create(ctx context.Context, o CreateOptions) (info Info, err error) {
-	if err := checkName("volume", o.Name); err != nil {
+	if err := o.check(); err != nil {
 		return Info{}, err
-	}
-	if o.Base == "" || o.Size != 0 {
-		if err := checkSize(o.Size); err != nil {
-			return Info{}, err
-		}
 	}
 	defer d.lock(o.Name)()
 	if err := d.checkOwner(o.Name); err != nil {

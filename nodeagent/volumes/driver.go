@@ -92,6 +92,18 @@ type CloneOptions struct {
 	Size int64
 }
 
+// check validates the name before any path is built from it, and the size
+// (which a create from a base may leave zero); both drivers call it first.
+func (o CreateOptions) check() error {
+	if err := checkName("volume", o.Name); err != nil {
+		return err
+	}
+	if o.Base == "" || o.Size != 0 {
+		return checkSize(o.Size)
+	}
+	return nil
+}
+
 // check validates the names before any path is built from them, and the
 // size; both drivers call it first.
 func (o CloneOptions) check() error {
